@@ -1,0 +1,69 @@
+import { ConfigError } from '../errors.js';
+import { HEADER_LENGTH, MAX_WINDOW } from './frame.js';
+
+/** Tunables of one multiplexed session. Every value is what this side enforces or uses. */
+export interface SessionConfig {
+  /** Streams the peer may have open towards us at once (advertised in HELLO). Default 8192. */
+  maxConcurrentStreams: number;
+  /** Credit a new stream starts with, bytes (advertised in HELLO). Default 256 KiB. */
+  initialWindow: number;
+  /** Upper bound for per-stream window auto-tuning, bytes. Default 16 MiB. */
+  maxWindow: number;
+  /** Largest frame payload we accept and send, bytes (advertised in HELLO). Default 64 KiB. */
+  maxFramePayload: number;
+  /** Largest OPEN metadata we accept, bytes (advertised in HELLO). Default 16 KiB. */
+  maxMetadata: number;
+  /** Interval between PINGs, ms; the session is dead after `keepaliveMisses` unanswered intervals. Default 20 s. */
+  keepaliveInterval: number;
+  /** Unanswered PING intervals before the session is declared dead. Default 3. */
+  keepaliveMisses: number;
+  /** Time allowed for the peer's HELLO, ms. Default 10 s. */
+  handshakeTimeout: number;
+  /** After GOAWAY, time allowed for open streams to finish before they are reset, ms. Default 30 s. */
+  drainTimeout: number;
+  /** A stream with no frames in either direction for this long is reset, ms; 0 disables. Default 15 min. */
+  streamIdleTimeout: number;
+  /** Transport bytes queued beyond which stream writers are paused, bytes. Default 4 MiB. */
+  sendHighWater: number;
+}
+
+export const DEFAULT_SESSION_CONFIG: Readonly<SessionConfig> = Object.freeze({
+  maxConcurrentStreams: 8192,
+  initialWindow: 256 * 1024,
+  maxWindow: 16 * 1024 * 1024,
+  maxFramePayload: 64 * 1024,
+  maxMetadata: 16 * 1024,
+  keepaliveInterval: 20_000,
+  keepaliveMisses: 3,
+  handshakeTimeout: 10_000,
+  drainTimeout: 30_000,
+  streamIdleTimeout: 15 * 60_000,
+  sendHighWater: 4 * 1024 * 1024,
+});
+
+/** Smallest frame payload a peer may advertise: keeps per-frame overhead sane. */
+export const MIN_FRAME_PAYLOAD = 1024;
+/** Largest frame payload anyone may advertise: bounds one message's memory. */
+export const MAX_FRAME_PAYLOAD = 16 * 1024 * 1024 - HEADER_LENGTH;
+
+function check(ok: boolean, field: string, rule: string, value: unknown): void {
+  if (!ok) throw new ConfigError(`session.${field} ${rule} (got ${String(value)})`);
+}
+
+/** Merges `partial` over the defaults and checks every field; throws ConfigError naming the field. */
+export function verifyConfig(partial: Partial<SessionConfig> = {}): SessionConfig {
+  const c: SessionConfig = { ...DEFAULT_SESSION_CONFIG, ...partial };
+  const int = (n: number) => Number.isSafeInteger(n);
+  check(int(c.maxConcurrentStreams) && c.maxConcurrentStreams >= 1 && c.maxConcurrentStreams <= 2 ** 31, 'maxConcurrentStreams', 'must be an integer from 1 to 2^31', c.maxConcurrentStreams);
+  check(int(c.initialWindow) && c.initialWindow >= 1024 && c.initialWindow <= MAX_WINDOW, 'initialWindow', 'must be an integer from 1024 to 2^31-1 bytes', c.initialWindow);
+  check(int(c.maxWindow) && c.maxWindow >= c.initialWindow && c.maxWindow <= MAX_WINDOW, 'maxWindow', 'must be an integer from initialWindow to 2^31-1 bytes', c.maxWindow);
+  check(int(c.maxFramePayload) && c.maxFramePayload >= MIN_FRAME_PAYLOAD && c.maxFramePayload <= MAX_FRAME_PAYLOAD, 'maxFramePayload', `must be an integer from ${MIN_FRAME_PAYLOAD} to ${MAX_FRAME_PAYLOAD} bytes`, c.maxFramePayload);
+  check(int(c.maxMetadata) && c.maxMetadata >= 256 && c.maxMetadata <= c.maxFramePayload, 'maxMetadata', 'must be an integer from 256 bytes to maxFramePayload', c.maxMetadata);
+  check(int(c.keepaliveInterval) && c.keepaliveInterval >= 10, 'keepaliveInterval', 'must be at least 10 ms', c.keepaliveInterval);
+  check(int(c.keepaliveMisses) && c.keepaliveMisses >= 1, 'keepaliveMisses', 'must be at least 1', c.keepaliveMisses);
+  check(int(c.handshakeTimeout) && c.handshakeTimeout >= 1, 'handshakeTimeout', 'must be a positive number of ms', c.handshakeTimeout);
+  check(int(c.drainTimeout) && c.drainTimeout >= 0, 'drainTimeout', 'must be >= 0 ms', c.drainTimeout);
+  check(int(c.streamIdleTimeout) && c.streamIdleTimeout >= 0, 'streamIdleTimeout', 'must be >= 0 ms (0 disables)', c.streamIdleTimeout);
+  check(int(c.sendHighWater) && c.sendHighWater >= 64 * 1024, 'sendHighWater', 'must be at least 64 KiB', c.sendHighWater);
+  return c;
+}

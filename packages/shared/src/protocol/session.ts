@@ -1,0 +1,556 @@
+import { EventEmitter } from 'node:events';
+import {
+  BurrowError,
+  GoAwayError,
+  HandshakeError,
+  KeepaliveTimeoutError,
+  MetadataTooLargeError,
+  ProtocolError,
+  reasonOf,
+  SessionClosedError,
+  StreamIdleTimeoutError,
+  StreamIdsExhaustedError,
+  StreamRefusedError,
+  UnsupportedVersionError,
+} from '../errors.js';
+import { type SessionConfig, verifyConfig, MIN_FRAME_PAYLOAD } from './config.js';
+import { decodeFrame, decodeGoAway, decodeHello, decodeRst, decodeWindow } from './decode.js';
+import { encodeFrame, encodeGoAway, encodeHello, encodePing, encodeRst, encodeWindow } from './encode.js';
+import {
+  type Frame,
+  FrameType,
+  HEADER_LENGTH,
+  type Hello,
+  MAX_STREAM_ID,
+  MAX_WINDOW,
+  PING_LENGTH,
+  Reason,
+  SUPPORTED_PROTOCOL_VERSIONS,
+} from './frame.js';
+import { Stream, type StreamHost } from './stream.js';
+import { closeCodeFor, type MessageTransport } from './transport.js';
+
+export interface SessionOptions extends Partial<SessionConfig> {
+  /**
+   * 'client' for the side that dialed the WebSocket (the agent): it opens odd
+   * stream ids. 'server' (the relay) opens even ids.
+   */
+  role: 'client' | 'server';
+  /** First stream id this side opens; only for tests of id exhaustion. */
+  firstStreamId?: number;
+}
+
+export interface SessionStats {
+  streams: number;
+  bytesIn: number;
+  bytesOut: number;
+  framesIn: number;
+  framesOut: number;
+  rtt: number;
+}
+
+export interface SessionEvents {
+  /** The peer opened a stream. Read `stream.metadata` to learn what it is for. */
+  stream: [stream: Stream];
+  /** The peer sent GOAWAY: no new streams on this session. */
+  goaway: [info: { reason: Reason; message: string; lastStreamId: number }];
+  /** The session ended; `error` says why unless it closed cleanly. */
+  close: [error?: Error];
+}
+
+/**
+ * A multiplexed tunnel session over one message transport (docs/protocol.md).
+ * Runs the HELLO handshake, the stream state machines, per-stream flow control
+ * with a fair DATA scheduler, keepalive and GOAWAY drain. Anything malformed
+ * from the peer ends the session with a protocol reason; nothing thrown by a
+ * peer's bytes escapes this class.
+ */
+export class Session extends EventEmitter<SessionEvents> {
+  readonly role: 'client' | 'server';
+  readonly config: SessionConfig;
+  /** Resolves once both HELLOs are exchanged; rejects if the session closes first. */
+  readonly ready: Promise<void>;
+
+  readonly #transport: MessageTransport;
+  readonly #streams = new Map<number, Stream>();
+  /** Streams with data and credit, in round-robin order (a Set keeps insertion order). */
+  readonly #sendQueue = new Set<Stream>();
+  #flushing = false;
+  #nextLocalId: number;
+  #lastPeerId = 0;
+  #localActive = 0;
+  #peerActive = 0;
+  #peer: Hello | undefined;
+  #resolveReady!: () => void;
+  #rejectReady!: (err: Error) => void;
+
+  #closed = false;
+  #closeError: Error | undefined;
+  #goAwaySent = false;
+  #goAwayReceived = false;
+  #drainResolvers: Array<() => void> = [];
+
+  #handshakeTimer: NodeJS.Timeout | undefined;
+  #keepaliveTimer: NodeJS.Timeout | undefined;
+  #idleTimer: NodeJS.Timeout | undefined;
+  #drainTimer: NodeJS.Timeout | undefined;
+  #unansweredPings = 0;
+  #pingSeq = 0n;
+  readonly #pings = new Map<bigint, { sentAt: number; resolve?: (rtt: number) => void; reject?: (e: Error) => void }>();
+  #rtt = 0;
+
+  #stats = { bytesIn: 0, bytesOut: 0, framesIn: 0, framesOut: 0 };
+  readonly #host: StreamHost;
+
+  constructor(transport: MessageTransport, options: SessionOptions) {
+    super();
+    this.role = options.role;
+    this.config = verifyConfig(options);
+    this.#transport = transport;
+    this.#nextLocalId = options.firstStreamId ?? (this.role === 'client' ? 1 : 2);
+    if (this.#nextLocalId % 2 !== (this.role === 'client' ? 1 : 0)) {
+      throw new RangeError(`firstStreamId ${this.#nextLocalId} has the wrong parity for role ${this.role}`);
+    }
+    this.ready = new Promise<void>((resolve, reject) => {
+      this.#resolveReady = resolve;
+      this.#rejectReady = reject;
+    });
+    this.ready.catch(() => {}); // observed through 'close' too; never an unhandled rejection
+
+    const session = this;
+    this.#host = {
+      schedule: (s) => this.#schedule(s),
+      sendControl: (type, id, value) => {
+        if (type === FrameType.Window) this.#writeControl(encodeWindow(id, value!));
+        else this.#writeControl(encodeFrame(FrameType.Fin, id));
+      },
+      sendRst: (id, reason, message) => this.#writeControl(encodeRst(id, reason, message)),
+      sendData: (id, payload) => this.#write(encodeFrame(FrameType.Data, id, payload)),
+      release: (s) => this.#release(s),
+      get rtt() {
+        return session.#rtt;
+      },
+      get peerMaxFramePayload() {
+        return session.#peer?.maxFramePayload ?? MIN_FRAME_PAYLOAD;
+      },
+    };
+
+    transport.attach({
+      message: (data) => this.#onMessage(data),
+      drain: () => this.#flush(),
+      close: (error) => this.#onTransportClose(error),
+    });
+    this.#write(
+      encodeHello({
+        version: SUPPORTED_PROTOCOL_VERSIONS[0]!,
+        maxConcurrentStreams: this.config.maxConcurrentStreams,
+        initialWindow: this.config.initialWindow,
+        maxFramePayload: this.config.maxFramePayload,
+        maxMetadata: this.config.maxMetadata,
+      }),
+    );
+    this.#handshakeTimer = setTimeout(
+      () => this.destroy(new HandshakeError(`no HELLO from peer within ${this.config.handshakeTimeout} ms`)),
+      this.config.handshakeTimeout,
+    );
+    this.#handshakeTimer.unref();
+  }
+
+  /** The peer's advertised limits, once its HELLO has arrived. */
+  get peer(): Readonly<Hello> | undefined {
+    return this.#peer;
+  }
+
+  /** Smoothed round-trip time in ms, from PING/PONG (0 until measured). */
+  get rtt(): number {
+    return this.#rtt;
+  }
+
+  get closed(): boolean {
+    return this.#closed;
+  }
+
+  /** True once GOAWAY was sent or received: no new streams. */
+  get draining(): boolean {
+    return this.#goAwaySent || this.#goAwayReceived;
+  }
+
+  /** Open streams in both directions. */
+  get streamCount(): number {
+    return this.#streams.size;
+  }
+
+  get stats(): SessionStats {
+    return { streams: this.#streams.size, rtt: this.#rtt, ...this.#stats };
+  }
+
+  /**
+   * Opens a stream carrying `metadata`. Throws (synchronously) when the session
+   * is not ready, closed or draining, the peer's concurrency limit is reached,
+   * the metadata is larger than the peer accepts, or stream ids ran out.
+   */
+  openStream(metadata: Uint8Array = Buffer.alloc(0)): Stream {
+    if (this.#closed) throw new SessionClosedError();
+    if (!this.#peer) throw new HandshakeError('session not ready: wait for session.ready before opening streams');
+    if (this.draining) throw new GoAwayError();
+    if (this.#localActive >= this.#peer.maxConcurrentStreams) {
+      throw new StreamRefusedError(`peer allows ${this.#peer.maxConcurrentStreams} concurrent streams`);
+    }
+    if (metadata.byteLength > this.#peer.maxMetadata) {
+      throw new MetadataTooLargeError(`metadata of ${metadata.byteLength} bytes, peer allows ${this.#peer.maxMetadata}`);
+    }
+    if (this.#nextLocalId > MAX_STREAM_ID) {
+      this.goAway(Reason.StreamIdsExhausted, 'stream ids exhausted');
+      throw new StreamIdsExhaustedError();
+    }
+    const id = this.#nextLocalId;
+    this.#nextLocalId += 2;
+    const meta = Buffer.from(metadata.buffer, metadata.byteOffset, metadata.byteLength);
+    const stream = this.#newStream(id, meta, true);
+    this.#writeControl(encodeFrame(FrameType.Open, id, meta));
+    return stream;
+  }
+
+  /** Sends a PING and resolves with the round-trip time in ms. */
+  ping(): Promise<number> {
+    if (this.#closed) return Promise.reject(new SessionClosedError());
+    return new Promise((resolve, reject) => this.#sendPing(resolve, reject));
+  }
+
+  /**
+   * Starts a graceful drain: tells the peer to open no new streams, lets open
+   * streams finish, then closes. Streams still open after `drainTimeout` are
+   * reset. Resolves when the session has closed.
+   */
+  goAway(reason: Reason = Reason.Shutdown, message = ''): Promise<void> {
+    const done = new Promise<void>((resolve) => {
+      if (this.#closed) resolve();
+      else this.#drainResolvers.push(resolve);
+    });
+    if (this.#closed || this.#goAwaySent) return done;
+    this.#goAwaySent = true;
+    this.#writeControl(encodeGoAway({ lastStreamId: this.#lastPeerId, reason, message }));
+    this.#drainTimer = setTimeout(() => {
+      for (const s of [...this.#streams.values()]) s.reset(Reason.Shutdown, 'drain timeout');
+      this.#finish(undefined, Reason.NoError, 'drained');
+    }, this.config.drainTimeout);
+    this.#drainTimer.unref();
+    this.#maybeFinishDrain();
+    return done;
+  }
+
+  /** Closes now: open streams fail with `error` (or SessionClosedError). */
+  destroy(error?: Error): void {
+    if (this.#closed) return;
+    if (error) {
+      const reason = error instanceof BurrowError ? reasonOf(error) : Reason.InternalError;
+      // Tell the peer why before closing, so its log names the real cause.
+      if (!this.#goAwaySent) {
+        this.#goAwaySent = true;
+        this.#writeControl(encodeGoAway({ lastStreamId: this.#lastPeerId, reason, message: error.message }));
+      }
+      this.#finish(error, reason, (error as { code?: string }).code ?? error.name);
+    } else {
+      this.#finish(undefined, Reason.NoError, 'closed');
+    }
+  }
+
+  // ---- Sending ----
+
+  #write(buf: Buffer): void {
+    if (this.#closed) return;
+    this.#stats.bytesOut += buf.byteLength;
+    this.#stats.framesOut++;
+    this.#transport.send(buf);
+  }
+
+  /** Control frames skip the DATA scheduler but not the transport's order. */
+  #writeControl(buf: Buffer): void {
+    if (this.#closed) return;
+    // A peer that never reads while provoking control frames (PINGs, OPENs we
+    // refuse) would grow our queue without bound: cut it off instead.
+    if (this.#transport.bufferedAmount > this.config.sendHighWater * 4) {
+      this.destroy(new ProtocolError('peer is not reading: send queue over its limit'));
+      return;
+    }
+    this.#write(buf);
+  }
+
+  #schedule(stream: Stream): void {
+    this.#sendQueue.add(stream);
+    this.#flush();
+  }
+
+  /** Round-robin: one frame per stream per turn, while the transport takes more. */
+  #flush(): void {
+    if (this.#flushing) return;
+    this.#flushing = true;
+    try {
+      while (this.#sendQueue.size > 0 && this.#transport.writable && !this.#closed) {
+        const stream = this.#sendQueue.values().next().value!;
+        this.#sendQueue.delete(stream);
+        if (stream.sendSome()) {
+          stream.queued = true;
+          this.#sendQueue.add(stream);
+        }
+      }
+    } finally {
+      this.#flushing = false;
+    }
+  }
+
+  #sendPing(resolve?: (rtt: number) => void, reject?: (e: Error) => void): void {
+    const seq = ++this.#pingSeq;
+    const payload = Buffer.allocUnsafe(PING_LENGTH);
+    payload.writeBigUInt64BE(seq);
+    this.#pings.set(seq, { sentAt: performance.now(), ...(resolve && reject ? { resolve, reject } : {}) });
+    // Bound the table: a peer that answers nothing is caught by the keepalive.
+    if (this.#pings.size > 64) this.#pings.delete(this.#pings.keys().next().value!);
+    this.#writeControl(encodePing(FrameType.Ping, payload));
+  }
+
+  #startKeepalive(): void {
+    this.#keepaliveTimer = setInterval(() => {
+      if (this.#unansweredPings >= this.config.keepaliveMisses) {
+        this.destroy(
+          new KeepaliveTimeoutError(
+            `no PONG for ${this.config.keepaliveMisses} intervals of ${this.config.keepaliveInterval} ms`,
+          ),
+        );
+        return;
+      }
+      this.#unansweredPings++;
+      this.#sendPing();
+    }, this.config.keepaliveInterval);
+    this.#keepaliveTimer.unref();
+    if (this.config.streamIdleTimeout > 0) {
+      const every = Math.max(10, Math.min(this.config.streamIdleTimeout / 4, 30_000));
+      this.#idleTimer = setInterval(() => this.#sweepIdle(), every);
+      this.#idleTimer.unref();
+    }
+  }
+
+  #sweepIdle(): void {
+    const cutoff = performance.now() - this.config.streamIdleTimeout;
+    for (const s of [...this.#streams.values()]) {
+      if (s.lastActivity < cutoff) s.destroy(new StreamIdleTimeoutError());
+    }
+  }
+
+  // ---- Receiving ----
+
+  #onMessage(data: Buffer): void {
+    if (this.#closed) return;
+    try {
+      const frame = decodeFrame(data, this.config.maxFramePayload);
+      this.#stats.bytesIn += data.byteLength;
+      this.#stats.framesIn++;
+      this.#dispatch(frame);
+    } catch (err) {
+      this.destroy(err instanceof BurrowError ? err : new ProtocolError('frame handling failed', { cause: err }));
+    }
+  }
+
+  #dispatch(frame: Frame): void {
+    if (!this.#peer && frame.type !== FrameType.Hello) {
+      throw new HandshakeError(`expected HELLO as the first frame, got ${FrameType[frame.type]}`);
+    }
+    switch (frame.type) {
+      case FrameType.Hello:
+        return this.#onHello(decodeHello(frame.payload));
+      case FrameType.Open:
+        return this.#onOpen(frame.streamId, frame.payload);
+      case FrameType.Data: {
+        const s = this.#lookup(frame.streamId);
+        if (s) s.onData(frame.payload);
+        return;
+      }
+      case FrameType.Window: {
+        const increment = decodeWindow(frame.payload);
+        const s = this.#lookup(frame.streamId);
+        if (s) s.onWindow(increment);
+        return;
+      }
+      case FrameType.Fin: {
+        const s = this.#lookup(frame.streamId);
+        if (s) s.onFin();
+        return;
+      }
+      case FrameType.Rst: {
+        const { reason, message } = decodeRst(frame.payload);
+        const s = this.#lookup(frame.streamId);
+        if (s) s.onRst(reason, message);
+        return;
+      }
+      case FrameType.Ping:
+        this.#write(encodePing(FrameType.Pong, frame.payload));
+        return;
+      case FrameType.Pong:
+        return this.#onPong(frame.payload);
+      case FrameType.GoAway:
+        return this.#onGoAway(decodeGoAway(frame.payload));
+    }
+  }
+
+  #onHello(hello: Hello): void {
+    if (this.#peer) throw new ProtocolError('second HELLO');
+    const version = Math.min(hello.version, SUPPORTED_PROTOCOL_VERSIONS[0]!);
+    if (!SUPPORTED_PROTOCOL_VERSIONS.includes(version)) {
+      throw new UnsupportedVersionError(
+        `peer speaks protocol version ${hello.version}, this side supports ${SUPPORTED_PROTOCOL_VERSIONS.join(', ')}`,
+      );
+    }
+    if (hello.initialWindow < 1024 || hello.initialWindow > MAX_WINDOW) {
+      throw new HandshakeError(`peer initial window ${hello.initialWindow} outside 1024..2^31-1`);
+    }
+    if (hello.maxFramePayload < MIN_FRAME_PAYLOAD) {
+      throw new HandshakeError(`peer max frame payload ${hello.maxFramePayload} below ${MIN_FRAME_PAYLOAD}`);
+    }
+    if (hello.maxMetadata < 256) throw new HandshakeError(`peer max metadata ${hello.maxMetadata} below 256`);
+    this.#peer = { ...hello, version, maxFramePayload: Math.min(hello.maxFramePayload, 16 * 1024 * 1024 - HEADER_LENGTH) };
+    clearTimeout(this.#handshakeTimer);
+    this.#startKeepalive();
+    this.#sendPing(); // a first RTT sample for window auto-tuning
+    this.#resolveReady();
+  }
+
+  /** A stream by id, or undefined for a stream that existed and is gone (frames in flight are dropped). */
+  #lookup(id: number): Stream | undefined {
+    const s = this.#streams.get(id);
+    if (s) return s;
+    const peerParity = this.role === 'client' ? 0 : 1;
+    if (id % 2 === peerParity) {
+      if (id > this.#lastPeerId) throw new ProtocolError(`frame on stream ${id}, which the peer never opened`);
+    } else if (id >= this.#nextLocalId) {
+      throw new ProtocolError(`frame on stream ${id}, which this side never opened`);
+    }
+    return undefined;
+  }
+
+  #onOpen(id: number, metadata: Buffer): void {
+    const peerParity = this.role === 'client' ? 0 : 1;
+    if (id % 2 !== peerParity) throw new ProtocolError(`peer opened stream ${id} with this side's id parity`);
+    if (this.#streams.has(id)) throw new ProtocolError(`OPEN on stream ${id}, which is in use`);
+    if (id <= this.#lastPeerId) throw new ProtocolError(`OPEN reuses stream id ${id}`);
+    this.#lastPeerId = id;
+    if (this.draining) {
+      this.#writeControl(encodeRst(id, Reason.RefusedStream, 'session draining'));
+      return;
+    }
+    if (metadata.byteLength > this.config.maxMetadata) {
+      this.#writeControl(encodeRst(id, Reason.MetadataTooLarge, `metadata over ${this.config.maxMetadata} bytes`));
+      return;
+    }
+    if (this.#peerActive >= this.config.maxConcurrentStreams) {
+      this.#writeControl(encodeRst(id, Reason.RefusedStream, `over ${this.config.maxConcurrentStreams} concurrent streams`));
+      return;
+    }
+    if (this.listenerCount('stream') === 0) {
+      this.#writeControl(encodeRst(id, Reason.RefusedStream, 'this side accepts no streams'));
+      return;
+    }
+    // The payload is a view into the WebSocket message; copy the small metadata so
+    // the whole message is not retained for the stream's lifetime.
+    const stream = this.#newStream(id, Buffer.from(metadata), false);
+    try {
+      this.emit('stream', stream);
+    } catch {
+      // A throwing handler is a bug in the embedding code; it costs one stream, not the session.
+      stream.reset(Reason.InternalError, 'stream handler failed');
+    }
+  }
+
+  #onPong(payload: Buffer): void {
+    const seq = payload.readBigUInt64BE(0);
+    const ping = this.#pings.get(seq);
+    if (!ping) return; // late or unsolicited: harmless
+    this.#pings.delete(seq);
+    this.#unansweredPings = 0;
+    const sample = performance.now() - ping.sentAt;
+    // Exponentially weighted, as TCP's SRTT (RFC 6298, alpha = 1/8).
+    this.#rtt = this.#rtt === 0 ? sample : this.#rtt * 0.875 + sample * 0.125;
+    ping.resolve?.(sample);
+  }
+
+  #onGoAway(info: { lastStreamId: number; reason: Reason; message: string }): void {
+    this.#goAwayReceived = true;
+    // Streams we opened that the peer never accepted are refused: safe to retry elsewhere.
+    for (const s of [...this.#streams.values()]) {
+      if (s.local && s.id > info.lastStreamId) {
+        s.onRst(Reason.RefusedStream, 'not accepted before GOAWAY');
+      }
+    }
+    this.emit('goaway', info);
+    if (info.reason !== Reason.NoError && info.reason !== Reason.Shutdown) {
+      // An error GOAWAY: the peer is about to close; its transport close will follow.
+      this.#closeError = new ProtocolError(`peer closed the session: ${Reason[info.reason] ?? info.reason}: ${info.message}`);
+    }
+    this.#maybeFinishDrain();
+  }
+
+  #onTransportClose(error?: Error): void {
+    if (this.#closed) return;
+    this.#finish(error ?? this.#closeError, undefined, '');
+  }
+
+  // ---- Stream bookkeeping ----
+
+  #newStream(id: number, metadata: Buffer, local: boolean): Stream {
+    const stream = new Stream(this.#host, {
+      id,
+      metadata,
+      local,
+      sendCredit: this.#peer?.initialWindow ?? 0,
+      recvWindow: this.config.initialWindow,
+      maxRecvWindow: this.config.maxWindow,
+    });
+    this.#streams.set(id, stream);
+    if (local) this.#localActive++;
+    else this.#peerActive++;
+    return stream;
+  }
+
+  #release(stream: Stream): void {
+    if (this.#streams.get(stream.id) !== stream) return;
+    this.#streams.delete(stream.id);
+    this.#sendQueue.delete(stream);
+    if (stream.local) this.#localActive--;
+    else this.#peerActive--;
+    this.#maybeFinishDrain();
+  }
+
+  #maybeFinishDrain(): void {
+    if (this.draining && this.#streams.size === 0 && !this.#closed) {
+      this.#finish(undefined, Reason.NoError, 'drained');
+    }
+  }
+
+  #finish(error: Error | undefined, reason: Reason | undefined, text: string): void {
+    if (this.#closed) return;
+    this.#closed = true;
+    clearTimeout(this.#handshakeTimer);
+    clearInterval(this.#keepaliveTimer);
+    clearInterval(this.#idleTimer);
+    clearTimeout(this.#drainTimer);
+    this.#sendQueue.clear();
+    const streamError = new SessionClosedError(
+      error ? `tunnel session closed: ${error.message}` : 'tunnel session closed',
+      error ? { cause: error } : undefined,
+    );
+    for (const s of [...this.#streams.values()]) {
+      this.#streams.delete(s.id);
+      s.destroy(streamError);
+    }
+    if (reason !== undefined) this.#transport.close(closeCodeFor(reason), text.slice(0, 120));
+    for (const p of this.#pings.values()) p.reject?.(streamError);
+    this.#pings.clear();
+    this.#rejectReady(streamError);
+    for (const resolve of this.#drainResolvers) resolve();
+    this.#drainResolvers = [];
+    this.emit('close', error);
+  }
+}
+
+export function createSession(transport: MessageTransport, options: SessionOptions): Session {
+  return new Session(transport, options);
+}
