@@ -96,7 +96,12 @@ export class StreamResetError extends BurrowError {
   readonly code = 'BURROW_ERR_STREAM_RESET';
   readonly reason: Reason;
   constructor(reason: Reason, message?: string, options?: ErrorOptions) {
-    super(message ? `stream reset by peer: ${Reason[reason] ?? reason}: ${message}` : `stream reset by peer: ${Reason[reason] ?? reason}`, options);
+    super(
+      message
+        ? `stream reset by peer: ${Reason[reason] ?? reason}: ${message}`
+        : `stream reset by peer: ${Reason[reason] ?? reason}`,
+      options,
+    );
     this.reason = reason;
   }
 }
@@ -132,7 +137,11 @@ export class ConfigError extends define('ConfigError', 'BURROW_ERR_CONFIG', 'inv
 /** A token could not be verified or does not allow what was asked. */
 export class TokenError extends define('TokenError', 'BURROW_ERR_TOKEN', 'token rejected') {}
 /** A route announcement was refused (not allowed by the token, or taken by another tenant). */
-export class RouteRefusedError extends define('RouteRefusedError', 'BURROW_ERR_ROUTE_REFUSED', 'route refused') {}
+export class RouteRefusedError extends define(
+  'RouteRefusedError',
+  'BURROW_ERR_ROUTE_REFUSED',
+  'route refused',
+) {}
 
 /** Every error class with a stable code, for documentation checks. */
 export const ERROR_CODES: readonly string[] = [

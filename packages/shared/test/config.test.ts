@@ -6,7 +6,10 @@ t.test('defaults pass verification unchanged', async (t) => {
 });
 
 t.test('a bad value names the field and the rule', async (t) => {
-  t.throws(() => verifyConfig({ initialWindow: 10 }), { code: 'BURROW_ERR_CONFIG', message: /session\.initialWindow/ });
+  t.throws(() => verifyConfig({ initialWindow: 10 }), {
+    code: 'BURROW_ERR_CONFIG',
+    message: /session\.initialWindow/,
+  });
   t.throws(() => verifyConfig({ maxWindow: 1024 * 1024, initialWindow: 2 * 1024 * 1024 }), {
     message: /session\.maxWindow must be an integer from initialWindow/,
   });

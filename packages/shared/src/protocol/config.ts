@@ -54,16 +54,68 @@ function check(ok: boolean, field: string, rule: string, value: unknown): void {
 export function verifyConfig(partial: Partial<SessionConfig> = {}): SessionConfig {
   const c: SessionConfig = { ...DEFAULT_SESSION_CONFIG, ...partial };
   const int = (n: number) => Number.isSafeInteger(n);
-  check(int(c.maxConcurrentStreams) && c.maxConcurrentStreams >= 1 && c.maxConcurrentStreams <= 2 ** 31, 'maxConcurrentStreams', 'must be an integer from 1 to 2^31', c.maxConcurrentStreams);
-  check(int(c.initialWindow) && c.initialWindow >= 1024 && c.initialWindow <= MAX_WINDOW, 'initialWindow', 'must be an integer from 1024 to 2^31-1 bytes', c.initialWindow);
-  check(int(c.maxWindow) && c.maxWindow >= c.initialWindow && c.maxWindow <= MAX_WINDOW, 'maxWindow', 'must be an integer from initialWindow to 2^31-1 bytes', c.maxWindow);
-  check(int(c.maxFramePayload) && c.maxFramePayload >= MIN_FRAME_PAYLOAD && c.maxFramePayload <= MAX_FRAME_PAYLOAD, 'maxFramePayload', `must be an integer from ${MIN_FRAME_PAYLOAD} to ${MAX_FRAME_PAYLOAD} bytes`, c.maxFramePayload);
-  check(int(c.maxMetadata) && c.maxMetadata >= 256 && c.maxMetadata <= c.maxFramePayload, 'maxMetadata', 'must be an integer from 256 bytes to maxFramePayload', c.maxMetadata);
-  check(int(c.keepaliveInterval) && c.keepaliveInterval >= 10, 'keepaliveInterval', 'must be at least 10 ms', c.keepaliveInterval);
-  check(int(c.keepaliveMisses) && c.keepaliveMisses >= 1, 'keepaliveMisses', 'must be at least 1', c.keepaliveMisses);
-  check(int(c.handshakeTimeout) && c.handshakeTimeout >= 1, 'handshakeTimeout', 'must be a positive number of ms', c.handshakeTimeout);
+  check(
+    int(c.maxConcurrentStreams) && c.maxConcurrentStreams >= 1 && c.maxConcurrentStreams <= 2 ** 31,
+    'maxConcurrentStreams',
+    'must be an integer from 1 to 2^31',
+    c.maxConcurrentStreams,
+  );
+  check(
+    int(c.initialWindow) && c.initialWindow >= 1024 && c.initialWindow <= MAX_WINDOW,
+    'initialWindow',
+    'must be an integer from 1024 to 2^31-1 bytes',
+    c.initialWindow,
+  );
+  check(
+    int(c.maxWindow) && c.maxWindow >= c.initialWindow && c.maxWindow <= MAX_WINDOW,
+    'maxWindow',
+    'must be an integer from initialWindow to 2^31-1 bytes',
+    c.maxWindow,
+  );
+  check(
+    int(c.maxFramePayload) &&
+      c.maxFramePayload >= MIN_FRAME_PAYLOAD &&
+      c.maxFramePayload <= MAX_FRAME_PAYLOAD,
+    'maxFramePayload',
+    `must be an integer from ${MIN_FRAME_PAYLOAD} to ${MAX_FRAME_PAYLOAD} bytes`,
+    c.maxFramePayload,
+  );
+  check(
+    int(c.maxMetadata) && c.maxMetadata >= 256 && c.maxMetadata <= c.maxFramePayload,
+    'maxMetadata',
+    'must be an integer from 256 bytes to maxFramePayload',
+    c.maxMetadata,
+  );
+  check(
+    int(c.keepaliveInterval) && c.keepaliveInterval >= 10,
+    'keepaliveInterval',
+    'must be at least 10 ms',
+    c.keepaliveInterval,
+  );
+  check(
+    int(c.keepaliveMisses) && c.keepaliveMisses >= 1,
+    'keepaliveMisses',
+    'must be at least 1',
+    c.keepaliveMisses,
+  );
+  check(
+    int(c.handshakeTimeout) && c.handshakeTimeout >= 1,
+    'handshakeTimeout',
+    'must be a positive number of ms',
+    c.handshakeTimeout,
+  );
   check(int(c.drainTimeout) && c.drainTimeout >= 0, 'drainTimeout', 'must be >= 0 ms', c.drainTimeout);
-  check(int(c.streamIdleTimeout) && c.streamIdleTimeout >= 0, 'streamIdleTimeout', 'must be >= 0 ms (0 disables)', c.streamIdleTimeout);
-  check(int(c.sendHighWater) && c.sendHighWater >= 64 * 1024, 'sendHighWater', 'must be at least 64 KiB', c.sendHighWater);
+  check(
+    int(c.streamIdleTimeout) && c.streamIdleTimeout >= 0,
+    'streamIdleTimeout',
+    'must be >= 0 ms (0 disables)',
+    c.streamIdleTimeout,
+  );
+  check(
+    int(c.sendHighWater) && c.sendHighWater >= 64 * 1024,
+    'sendHighWater',
+    'must be at least 64 KiB',
+    c.sendHighWater,
+  );
   return c;
 }

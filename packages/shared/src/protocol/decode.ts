@@ -30,19 +30,29 @@ export function decodeFrame(msg: Buffer, maxFramePayload: number): Frame {
   const length = msg.readUInt32BE(8);
   if (version !== FRAME_VERSION) throw new ProtocolError(`unknown frame version ${version}`);
   if (type > MAX_FRAME_TYPE) throw new ProtocolError(`unknown frame type ${type}`);
-  if (flags !== 0 || reserved !== 0) throw new ProtocolError(`reserved header bits set in ${FrameType[type]} frame`);
+  if (flags !== 0 || reserved !== 0)
+    throw new ProtocolError(`reserved header bits set in ${FrameType[type]} frame`);
   if (length !== msg.byteLength - HEADER_LENGTH) {
-    throw new ProtocolError(`frame length field ${length} does not match payload of ${msg.byteLength - HEADER_LENGTH} bytes`);
+    throw new ProtocolError(
+      `frame length field ${length} does not match payload of ${msg.byteLength - HEADER_LENGTH} bytes`,
+    );
   }
-  if (length > maxFramePayload) throw new FrameSizeError(`frame payload of ${length} bytes exceeds limit of ${maxFramePayload}`);
+  if (length > maxFramePayload)
+    throw new FrameSizeError(`frame payload of ${length} bytes exceeds limit of ${maxFramePayload}`);
 
   const payload = msg.subarray(HEADER_LENGTH);
-  const connectionLevel = type === FrameType.Hello || type === FrameType.Ping || type === FrameType.Pong || type === FrameType.GoAway;
-  if (connectionLevel && streamId !== 0) throw new ProtocolError(`${FrameType[type]} frame on stream ${streamId}, must be 0`);
+  const connectionLevel =
+    type === FrameType.Hello ||
+    type === FrameType.Ping ||
+    type === FrameType.Pong ||
+    type === FrameType.GoAway;
+  if (connectionLevel && streamId !== 0)
+    throw new ProtocolError(`${FrameType[type]} frame on stream ${streamId}, must be 0`);
   if (!connectionLevel && streamId === 0) throw new ProtocolError(`${FrameType[type]} frame on stream 0`);
   switch (type) {
     case FrameType.Hello:
-      if (length < HELLO_LENGTH) throw new ProtocolError(`HELLO payload of ${length} bytes, need ${HELLO_LENGTH}`);
+      if (length < HELLO_LENGTH)
+        throw new ProtocolError(`HELLO payload of ${length} bytes, need ${HELLO_LENGTH}`);
       break;
     case FrameType.Window:
       if (length !== 4) throw new ProtocolError(`WINDOW payload of ${length} bytes, must be 4`);
@@ -51,14 +61,17 @@ export function decodeFrame(msg: Buffer, maxFramePayload: number): Frame {
       if (length !== 0) throw new ProtocolError(`FIN carries ${length} payload bytes, must be 0`);
       break;
     case FrameType.Rst:
-      if (length < 4 || length > 4 + MAX_REASON_MESSAGE) throw new ProtocolError(`RST payload of ${length} bytes`);
+      if (length < 4 || length > 4 + MAX_REASON_MESSAGE)
+        throw new ProtocolError(`RST payload of ${length} bytes`);
       break;
     case FrameType.GoAway:
-      if (length < 8 || length > 8 + MAX_REASON_MESSAGE) throw new ProtocolError(`GOAWAY payload of ${length} bytes`);
+      if (length < 8 || length > 8 + MAX_REASON_MESSAGE)
+        throw new ProtocolError(`GOAWAY payload of ${length} bytes`);
       break;
     case FrameType.Ping:
     case FrameType.Pong:
-      if (length !== PING_LENGTH) throw new ProtocolError(`${FrameType[type]} payload of ${length} bytes, must be ${PING_LENGTH}`);
+      if (length !== PING_LENGTH)
+        throw new ProtocolError(`${FrameType[type]} payload of ${length} bytes, must be ${PING_LENGTH}`);
       break;
   }
   return { version, type, flags, streamId, length, payload };

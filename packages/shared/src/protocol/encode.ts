@@ -57,7 +57,11 @@ export function encodeRst(streamId: number, reason: Reason, message = ''): Buffe
 }
 
 export function encodeGoAway(goAway: GoAway): Buffer {
-  return encodeFrame(FrameType.GoAway, 0, reasonPayload([goAway.lastStreamId], goAway.reason, goAway.message));
+  return encodeFrame(
+    FrameType.GoAway,
+    0,
+    reasonPayload([goAway.lastStreamId], goAway.reason, goAway.message),
+  );
 }
 
 export function encodePing(type: FrameType.Ping | FrameType.Pong, payload: Uint8Array): Buffer {

@@ -73,7 +73,13 @@ export class MemoryTransport implements MessageTransport {
     this.closeReason = reason;
     this.#shutdown(undefined);
     // The peer sees the close after the messages already in flight, as on a socket.
-    setImmediate(() => setImmediate(() => this.peer.#shutdown(code === 1000 ? undefined : new Error(`closed by peer with code ${code}: ${reason}`))));
+    setImmediate(() =>
+      setImmediate(() =>
+        this.peer.#shutdown(
+          code === 1000 ? undefined : new Error(`closed by peer with code ${code}: ${reason}`),
+        ),
+      ),
+    );
   }
 
   /** Simulates a broken connection: both ends close with an error at once. */
@@ -89,7 +95,9 @@ export class MemoryTransport implements MessageTransport {
   }
 }
 
-export function memoryTransportPair(options: MemoryTransportOptions = {}): [MemoryTransport, MemoryTransport] {
+export function memoryTransportPair(
+  options: MemoryTransportOptions = {},
+): [MemoryTransport, MemoryTransport] {
   const a = new MemoryTransport(options);
   const b = new MemoryTransport(options);
   a.peer = b;

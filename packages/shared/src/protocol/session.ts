@@ -13,7 +13,7 @@ import {
   StreamRefusedError,
   UnsupportedVersionError,
 } from '../errors.js';
-import { type SessionConfig, verifyConfig, MIN_FRAME_PAYLOAD } from './config.js';
+import { MIN_FRAME_PAYLOAD, type SessionConfig, verifyConfig } from './config.js';
 import { decodeFrame, decodeGoAway, decodeHello, decodeRst, decodeWindow } from './decode.js';
 import { encodeFrame, encodeGoAway, encodeHello, encodePing, encodeRst, encodeWindow } from './encode.js';
 import {
@@ -96,7 +96,10 @@ export class Session extends EventEmitter<SessionEvents> {
   #drainTimer: NodeJS.Timeout | undefined;
   #unansweredPings = 0;
   #pingSeq = 0n;
-  readonly #pings = new Map<bigint, { sentAt: number; resolve?: (rtt: number) => void; reject?: (e: Error) => void }>();
+  readonly #pings = new Map<
+    bigint,
+    { sentAt: number; resolve?: (rtt: number) => void; reject?: (e: Error) => void }
+  >();
   #rtt = 0;
 
   #stats = { bytesIn: 0, bytesOut: 0, framesIn: 0, framesOut: 0 };
@@ -191,13 +194,16 @@ export class Session extends EventEmitter<SessionEvents> {
    */
   openStream(metadata: Uint8Array = Buffer.alloc(0)): Stream {
     if (this.#closed) throw new SessionClosedError();
-    if (!this.#peer) throw new HandshakeError('session not ready: wait for session.ready before opening streams');
+    if (!this.#peer)
+      throw new HandshakeError('session not ready: wait for session.ready before opening streams');
     if (this.draining) throw new GoAwayError();
     if (this.#localActive >= this.#peer.maxConcurrentStreams) {
       throw new StreamRefusedError(`peer allows ${this.#peer.maxConcurrentStreams} concurrent streams`);
     }
     if (metadata.byteLength > this.#peer.maxMetadata) {
-      throw new MetadataTooLargeError(`metadata of ${metadata.byteLength} bytes, peer allows ${this.#peer.maxMetadata}`);
+      throw new MetadataTooLargeError(
+        `metadata of ${metadata.byteLength} bytes, peer allows ${this.#peer.maxMetadata}`,
+      );
     }
     if (this.#nextLocalId > MAX_STREAM_ID) {
       this.goAway(Reason.StreamIdsExhausted, 'stream ids exhausted');
@@ -347,7 +353,9 @@ export class Session extends EventEmitter<SessionEvents> {
       this.#stats.framesIn++;
       this.#dispatch(frame);
     } catch (err) {
-      this.destroy(err instanceof BurrowError ? err : new ProtocolError('frame handling failed', { cause: err }));
+      this.destroy(
+        err instanceof BurrowError ? err : new ProtocolError('frame handling failed', { cause: err }),
+      );
     }
   }
 
@@ -407,7 +415,11 @@ export class Session extends EventEmitter<SessionEvents> {
       throw new HandshakeError(`peer max frame payload ${hello.maxFramePayload} below ${MIN_FRAME_PAYLOAD}`);
     }
     if (hello.maxMetadata < 256) throw new HandshakeError(`peer max metadata ${hello.maxMetadata} below 256`);
-    this.#peer = { ...hello, version, maxFramePayload: Math.min(hello.maxFramePayload, 16 * 1024 * 1024 - HEADER_LENGTH) };
+    this.#peer = {
+      ...hello,
+      version,
+      maxFramePayload: Math.min(hello.maxFramePayload, 16 * 1024 * 1024 - HEADER_LENGTH),
+    };
     clearTimeout(this.#handshakeTimer);
     this.#startKeepalive();
     this.#sendPing(); // a first RTT sample for window auto-tuning
@@ -420,7 +432,8 @@ export class Session extends EventEmitter<SessionEvents> {
     if (s) return s;
     const peerParity = this.role === 'client' ? 0 : 1;
     if (id % 2 === peerParity) {
-      if (id > this.#lastPeerId) throw new ProtocolError(`frame on stream ${id}, which the peer never opened`);
+      if (id > this.#lastPeerId)
+        throw new ProtocolError(`frame on stream ${id}, which the peer never opened`);
     } else if (id >= this.#nextLocalId) {
       throw new ProtocolError(`frame on stream ${id}, which this side never opened`);
     }
@@ -438,11 +451,15 @@ export class Session extends EventEmitter<SessionEvents> {
       return;
     }
     if (metadata.byteLength > this.config.maxMetadata) {
-      this.#writeControl(encodeRst(id, Reason.MetadataTooLarge, `metadata over ${this.config.maxMetadata} bytes`));
+      this.#writeControl(
+        encodeRst(id, Reason.MetadataTooLarge, `metadata over ${this.config.maxMetadata} bytes`),
+      );
       return;
     }
     if (this.#peerActive >= this.config.maxConcurrentStreams) {
-      this.#writeControl(encodeRst(id, Reason.RefusedStream, `over ${this.config.maxConcurrentStreams} concurrent streams`));
+      this.#writeControl(
+        encodeRst(id, Reason.RefusedStream, `over ${this.config.maxConcurrentStreams} concurrent streams`),
+      );
       return;
     }
     if (this.listenerCount('stream') === 0) {
@@ -483,7 +500,9 @@ export class Session extends EventEmitter<SessionEvents> {
     this.emit('goaway', info);
     if (info.reason !== Reason.NoError && info.reason !== Reason.Shutdown) {
       // An error GOAWAY: the peer is about to close; its transport close will follow.
-      this.#closeError = new ProtocolError(`peer closed the session: ${Reason[info.reason] ?? info.reason}: ${info.message}`);
+      this.#closeError = new ProtocolError(
+        `peer closed the session: ${Reason[info.reason] ?? info.reason}: ${info.message}`,
+      );
     }
     this.#maybeFinishDrain();
   }

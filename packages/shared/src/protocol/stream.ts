@@ -131,7 +131,8 @@ export class Stream extends Duplex {
     const p = this.#pending;
     if (!p || this.#sendCredit <= 0 || this.destroyed) return false;
     const n = Math.min(p.chunk.byteLength - p.offset, this.#sendCredit, this.#host.peerMaxFramePayload);
-    const payload = p.offset === 0 && n === p.chunk.byteLength ? p.chunk : p.chunk.subarray(p.offset, p.offset + n);
+    const payload =
+      p.offset === 0 && n === p.chunk.byteLength ? p.chunk : p.chunk.subarray(p.offset, p.offset + n);
     this.#host.sendData(this.id, payload);
     this.#sendCredit -= n;
     this.bytesOut += n;
@@ -165,7 +166,7 @@ export class Stream extends Duplex {
   // Credit goes back as data leaves the readable buffer. Readable calls _read
   // only once per push, so consumption is tracked here: flow(), pipe() and
   // async iteration all pull through read().
-  override read(size?: number): any {
+  override read(size?: number): Buffer | null {
     const chunk = super.read(size);
     if (chunk !== null) this.#maybeSendWindow();
     return chunk;
@@ -185,7 +186,12 @@ export class Stream extends Duplex {
     const now = performance.now();
     let extra = 0;
     const rtt = this.#host.rtt;
-    if (this.#lastWindowUpdate > 0 && rtt > 0 && now - this.#lastWindowUpdate < 2 * rtt && this.#recvWindow < this.#maxRecvWindow) {
+    if (
+      this.#lastWindowUpdate > 0 &&
+      rtt > 0 &&
+      now - this.#lastWindowUpdate < 2 * rtt &&
+      this.#recvWindow < this.#maxRecvWindow
+    ) {
       const next = Math.min(this.#recvWindow * 2, this.#maxRecvWindow);
       extra = next - this.#recvWindow;
       this.#recvWindow = next;
@@ -202,7 +208,9 @@ export class Stream extends Duplex {
   onData(payload: Buffer): void {
     if (this.#remoteFin) throw new ProtocolError(`DATA after FIN on stream ${this.id}`);
     if (payload.byteLength > this.#recvCredit) {
-      throw new FlowControlError(`stream ${this.id}: ${payload.byteLength} bytes sent with ${this.#recvCredit} bytes of credit`);
+      throw new FlowControlError(
+        `stream ${this.id}: ${payload.byteLength} bytes sent with ${this.#recvCredit} bytes of credit`,
+      );
     }
     this.#recvCredit -= payload.byteLength;
     this.#received += payload.byteLength;

@@ -44,7 +44,9 @@ export class WsTransport implements MessageTransport {
     });
     ws.on('close', (code, reason) => {
       if (!this.#error && code !== 1000 && code !== 1001) {
-        this.#error = new Error(`WebSocket closed with code ${code}${reason.length ? `: ${reason.toString()}` : ''}`);
+        this.#error = new Error(
+          `WebSocket closed with code ${code}${reason.length ? `: ${reason.toString()}` : ''}`,
+        );
       }
       handlers.close(this.#error);
     });
