@@ -1,0 +1,43 @@
+import { BlockList, isIP } from 'node:net';
+
+/** A parsed client IP allowlist (CIDR ranges), matched with node's BlockList. */
+export interface Allowlist {
+  readonly cidrs: readonly string[];
+  allows(ip: string): boolean;
+}
+
+/** Parses one CIDR (or a bare address = /32 or /128). Returns an error message or the parts. */
+export function parseCidr(
+  text: string,
+): { address: string; prefix: number; family: 'ipv4' | 'ipv6' } | string {
+  const [address = '', prefixText, extra] = text.trim().split('/');
+  if (extra !== undefined) return `"${text}" is not a CIDR range`;
+  const version = isIP(address);
+  if (version === 0) return `"${text}": "${address}" is not an IP address`;
+  const max = version === 4 ? 32 : 128;
+  const prefix = prefixText === undefined ? max : Number(prefixText);
+  if (!/^\d{1,3}$/.test(prefixText ?? String(max)) || prefix > max) {
+    return `"${text}": prefix length must be 0 to ${max}`;
+  }
+  return { address, prefix, family: version === 4 ? 'ipv4' : 'ipv6' };
+}
+
+/** Builds an allowlist; throws TypeError naming the first bad entry. */
+export function createAllowlist(cidrs: readonly string[]): Allowlist {
+  const list = new BlockList();
+  for (const c of cidrs) {
+    const parsed = parseCidr(c);
+    if (typeof parsed === 'string') throw new TypeError(parsed);
+    list.addSubnet(parsed.address, parsed.prefix, parsed.family);
+  }
+  return {
+    cidrs: [...cidrs],
+    allows(ip: string): boolean {
+      // Dual-stack sockets report IPv4 clients as ::ffff:a.b.c.d.
+      const plain = ip.startsWith('::ffff:') && isIP(ip.slice(7)) === 4 ? ip.slice(7) : ip;
+      const family = isIP(plain);
+      if (family === 0) return false;
+      return list.check(plain, family === 4 ? 'ipv4' : 'ipv6');
+    },
+  };
+}

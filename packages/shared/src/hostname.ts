@@ -1,0 +1,61 @@
+/**
+ * Hostnames and hostname patterns: validation, normalisation and matching.
+ * A pattern is an exact name (`app.example.com`) or a wildcard (`*.example.com`)
+ * that matches any name with one or more labels in front of the suffix.
+ */
+
+const LABEL = /^(?!-)[a-z0-9-]{1,63}(?<!-)$/;
+
+/** Lower-cases and strips a trailing dot and any `:port`. Returns '' for an unusable Host header. */
+export function normalizeHost(host: string | undefined): string {
+  if (!host) return '';
+  let h = host.trim().toLowerCase();
+  if (h.startsWith('[')) return ''; // IPv6 literal: never a routed name
+  const colon = h.indexOf(':');
+  if (colon !== -1) h = h.slice(0, colon);
+  if (h.endsWith('.')) h = h.slice(0, -1);
+  return h;
+}
+
+/** True for a syntactically valid DNS hostname (letters, digits, hyphens; at most 253 bytes). */
+export function isValidHostname(name: string): boolean {
+  if (name.length === 0 || name.length > 253) return false;
+  return name.split('.').every((label) => LABEL.test(label));
+}
+
+/** Checks a hostname pattern; returns an error message, or undefined when valid. */
+export function checkHostPattern(pattern: string): string | undefined {
+  if (pattern !== pattern.toLowerCase()) return `hostname "${pattern}" must be lower case`;
+  if (pattern.startsWith('*.')) {
+    const suffix = pattern.slice(2);
+    if (!isValidHostname(suffix)) return `wildcard "${pattern}" must be "*." followed by a valid hostname`;
+    if (!suffix.includes('.'))
+      return `wildcard "${pattern}" is too broad: it needs at least two labels after "*."`;
+    return undefined;
+  }
+  if (pattern.includes('*'))
+    return `"${pattern}": a wildcard is only allowed as the whole first label ("*.example.com")`;
+  if (!isValidHostname(pattern)) return `"${pattern}" is not a valid hostname`;
+  return undefined;
+}
+
+/** Does `name` (exact or wildcard) fall within `pattern`? A wildcard name is within a wildcard pattern with the same or shorter suffix. */
+export function patternAllows(pattern: string, name: string): boolean {
+  if (pattern === name) return true;
+  if (!pattern.startsWith('*.')) return false;
+  const suffix = pattern.slice(1); // ".example.com"
+  const bare = name.startsWith('*.') ? name.slice(1) : name;
+  return bare.endsWith(suffix) && bare.length > suffix.length;
+}
+
+/**
+ * The lookup keys for routing `host`, most specific first: the name itself,
+ * then wildcards for each parent suffix with at least two labels.
+ * `a.b.example.com` → `a.b.example.com`, `*.b.example.com`, `*.example.com`.
+ */
+export function routeKeys(host: string): string[] {
+  const keys = [host];
+  const labels = host.split('.');
+  for (let i = 1; i < labels.length - 1; i++) keys.push(`*.${labels.slice(i).join('.')}`);
+  return keys;
+}

@@ -1,0 +1,41 @@
+import { type Logger, type LoggerOptions, pino } from 'pino';
+
+export type { Logger };
+
+/**
+ * Paths pino blanks out in every log line. Tokens and keys must never reach a
+ * log, whatever object a caller happens to log.
+ */
+export const REDACT_PATHS = [
+  'token',
+  '*.token',
+  'authorization',
+  '*.authorization',
+  'headers.authorization',
+  'req.headers.authorization',
+  'req.headers.cookie',
+  'headers.cookie',
+  'privateKey',
+  '*.privateKey',
+  'adminToken',
+  '*.adminToken',
+];
+
+export interface LoggerSettings {
+  level?: string;
+  name: string;
+  /** Destination stream; stdout when omitted. */
+  destination?: NodeJS.WritableStream;
+}
+
+/** A JSON logger with Burrow's redaction rules. */
+export function createLogger(settings: LoggerSettings): Logger {
+  const options: LoggerOptions = {
+    name: settings.name,
+    level: settings.level ?? 'info',
+    redact: { paths: REDACT_PATHS, censor: '[Redacted]' },
+    base: { pid: process.pid },
+    timestamp: pino.stdTimeFunctions.isoTime,
+  };
+  return settings.destination ? pino(options, settings.destination) : pino(options);
+}

@@ -1,0 +1,111 @@
+import { parseArgs } from 'node:util';
+import { ConfigError } from './errors.js';
+
+/**
+ * One table of options per binary drives the flag parser, environment
+ * variables and `--help`, so the three can never disagree. docs/ copies the
+ * same table (a test checks every option is documented).
+ */
+export interface OptionSpec {
+  /** Flag name without dashes, e.g. "http-listen". */
+  name: string;
+  /** Environment variable, e.g. "BURROW_HTTP_LISTEN". */
+  env?: string;
+  type: 'string' | 'boolean' | 'list';
+  /** Default as shown in --help; applied when neither flag nor env is given. */
+  default?: string | boolean;
+  /** Unit and meaning, one line. */
+  description: string;
+  /** Placeholder shown in --help, e.g. "HOST:PORT". */
+  placeholder?: string;
+  short?: string;
+}
+
+export type OptionValues = Record<string, string | boolean | string[] | undefined>;
+
+/** Parses argv against the table; flags beat environment variables beat defaults. */
+export function parseOptions(
+  specs: readonly OptionSpec[],
+  argv: string[],
+  env: NodeJS.ProcessEnv = process.env,
+): { values: OptionValues; positionals: string[] } {
+  const options: Record<string, { type: 'string' | 'boolean'; multiple?: boolean; short?: string }> = {};
+  for (const s of specs) {
+    options[s.name] = {
+      type: s.type === 'boolean' ? 'boolean' : 'string',
+      ...(s.type === 'list' ? { multiple: true } : {}),
+      ...(s.short ? { short: s.short } : {}),
+    };
+  }
+  let parsed: ReturnType<typeof parseArgs>;
+  try {
+    parsed = parseArgs({ args: argv, options, allowPositionals: true, strict: true });
+  } catch (err) {
+    throw new ConfigError(`${(err as Error).message.replace(/\. To specify.*$/s, '')} (see --help)`);
+  }
+  const values: OptionValues = {};
+  for (const s of specs) {
+    let v = parsed.values[s.name] as string | boolean | string[] | undefined;
+    if (v === undefined && s.env && env[s.env] !== undefined && env[s.env] !== '') {
+      const raw = env[s.env]!;
+      if (s.type === 'boolean') {
+        if (!/^(true|false|1|0)$/i.test(raw))
+          throw new ConfigError(`${s.env} must be true or false (got "${raw}")`);
+        v = /^(true|1)$/i.test(raw);
+      } else if (s.type === 'list') {
+        v = raw
+          .split(',')
+          .map((x) => x.trim())
+          .filter(Boolean);
+      } else {
+        v = raw;
+      }
+    }
+    if (v === undefined && s.default !== undefined) v = s.type === 'list' ? [String(s.default)] : s.default;
+    values[s.name] = v;
+  }
+  return { values, positionals: parsed.positionals };
+}
+
+/** Renders the --help table: flag, env, default, description. */
+export function formatHelp(usage: string, specs: readonly OptionSpec[], footer = ''): string {
+  const rows = specs.map((s) => {
+    const flag = `${s.short ? `-${s.short}, ` : '    '}--${s.name}${s.type === 'boolean' ? '' : ` ${s.placeholder ?? 'VALUE'}`}`;
+    const extra = [s.env ? `env ${s.env}` : '', s.default !== undefined ? `default ${String(s.default)}` : '']
+      .filter(Boolean)
+      .join('; ');
+    return {
+      flag,
+      text: `${s.description}${s.type === 'list' ? ' (repeatable)' : ''}${extra ? ` [${extra}]` : ''}`,
+    };
+  });
+  const width = Math.min(34, Math.max(...rows.map((r) => r.flag.length)) + 2);
+  const lines = rows.map((r) =>
+    r.flag.length + 2 > width
+      ? `  ${r.flag}\n  ${' '.repeat(width)}${r.text}`
+      : `  ${r.flag.padEnd(width)}${r.text}`,
+  );
+  return `${usage}\n\nOptions:\n${lines.join('\n')}\n${footer ? `\n${footer}\n` : ''}`;
+}
+
+/** Parses "HOST:PORT" or ":PORT" or "[v6]:PORT". Throws ConfigError naming `field`. */
+export function parseListen(text: string, field: string): { host: string; port: number } {
+  const m = /^(?:\[([0-9a-fA-F:.]+)\]|([^:]*)):(\d{1,5})$/.exec(text.trim());
+  const port = m ? Number(m[3]) : Number.NaN;
+  if (!m || port > 65535)
+    throw new ConfigError(`${field} must be HOST:PORT, e.g. 0.0.0.0:8080 (got "${text}")`);
+  return { host: m[1] ?? (m[2] || '0.0.0.0'), port };
+}
+
+/** Runs a CLI entry point: ConfigError prints one line and exits 1; anything else keeps its stack. */
+export async function runCli(name: string, main: () => Promise<void>): Promise<void> {
+  try {
+    await main();
+  } catch (err) {
+    if (err instanceof Error && (err as { code?: string }).code === 'BURROW_ERR_CONFIG') {
+      process.stderr.write(`${name}: ${err.message}\n`);
+      process.exit(1);
+    }
+    throw err;
+  }
+}

@@ -1,0 +1,117 @@
+/**
+ * Application messages carried over the multiplexer (docs/protocol.md,
+ * "Application layer"): the metadata of each stream's OPEN, the control
+ * stream's messages, and the response head at the start of an HTTP stream.
+ * Everything is UTF-8 JSON validated with zod on receipt; a message that does
+ * not parse is refused with a clear reason, never trusted.
+ */
+import { z } from 'zod';
+
+/** WebSocket subprotocol naming the tunnel protocol version; offered by the agent. */
+export const TUNNEL_SUBPROTOCOL = 'burrow.v1';
+/** Path of the tunnel endpoint on the relay. */
+export const TUNNEL_PATH = '/v1/tunnel';
+
+const headerPairs = z.array(z.tuple([z.string().max(8192), z.string().max(65536)])).max(512);
+const routeId = z
+  .string()
+  .min(1)
+  .max(128)
+  .regex(/^[A-Za-z0-9._:/-]+$/, 'route ids are letters, digits and . _ : / -');
+
+/** OPEN metadata of the control stream (agent → relay, first stream of a connection). */
+export const controlOpenSchema = z.object({ kind: z.literal('control') });
+
+/** OPEN metadata of an HTTP request stream (relay → agent). */
+export const httpOpenSchema = z.object({
+  kind: z.literal('http'),
+  /** The route id the agent announced; the agent serves nothing else. */
+  route: routeId,
+  method: z
+    .string()
+    .min(1)
+    .max(32)
+    .regex(/^[!#$%&'*+.^_`|~0-9A-Za-z-]+$/),
+  /** Request target as received (origin form). */
+  path: z.string().min(1).max(16384),
+  /** Request headers in order, hop-by-hop removed, forwarding headers added. */
+  headers: headerPairs,
+  /** True for an Upgrade request (WebSocket and others): after a 101 the stream is raw bytes. */
+  upgrade: z.boolean(),
+  client: z.object({ ip: z.string().max(64), port: z.number().int().min(0).max(65535) }),
+});
+
+export const openSchema = z.discriminatedUnion('kind', [controlOpenSchema, httpOpenSchema]);
+export type OpenMetadata = z.infer<typeof openSchema>;
+export type HttpOpen = z.infer<typeof httpOpenSchema>;
+
+/** One route an agent announces. */
+export const announcedRouteSchema = z.object({
+  id: routeId,
+  hostnames: z.array(z.string().min(1).max(253)).min(1).max(64),
+  /** Client IP allowlist enforced at the relay; empty or absent allows everyone. */
+  allowCidrs: z.array(z.string().max(64)).max(256).optional(),
+});
+export type AnnouncedRoute = z.infer<typeof announcedRouteSchema>;
+
+/** Control messages, agent → relay. `announce` replaces the connection's whole route set. */
+export const agentMessageSchema = z.discriminatedUnion('type', [
+  z.object({ type: z.literal('announce'), routes: z.array(announcedRouteSchema).max(1024) }),
+]);
+export type AgentMessage = z.infer<typeof agentMessageSchema>;
+
+export const routeResultSchema = z.object({
+  id: z.string(),
+  hostname: z.string(),
+  status: z.enum(['active', 'refused']),
+  /** Why a hostname was refused, for the agent's logs and Kubernetes write-back. */
+  error: z.string().optional(),
+  /** Where the route is reachable, when active. */
+  url: z.string().optional(),
+});
+export type RouteResult = z.infer<typeof routeResultSchema>;
+
+/** Control messages, relay → agent. */
+export const relayMessageSchema = z.discriminatedUnion('type', [
+  z.object({ type: z.literal('welcome'), subject: z.string(), relayId: z.string() }),
+  z.object({ type: z.literal('announce-result'), routes: z.array(routeResultSchema) }),
+]);
+export type RelayMessage = z.infer<typeof relayMessageSchema>;
+
+/** First bytes an agent writes on an HTTP stream: the backend's response head. */
+export const responseHeadSchema = z.object({
+  status: z.number().int().min(100).max(999),
+  statusText: z.string().max(512).optional(),
+  headers: headerPairs,
+});
+export type ResponseHead = z.infer<typeof responseHeadSchema>;
+
+/** Short human summary of a zod failure: the first issue, with its path. */
+export function describeIssue(error: z.ZodError): string {
+  const issue = error.issues[0];
+  if (!issue) return 'invalid message';
+  const path = issue.path.length ? issue.path.join('.') : 'message';
+  return `${path}: ${issue.message}`;
+}
+
+/** Encodes a JSON value as stream metadata. */
+export function encodeJson(value: unknown): Buffer {
+  return Buffer.from(JSON.stringify(value), 'utf8');
+}
+
+/** Parses and validates JSON bytes; returns the value or an error message. */
+export function decodeJson<T>(
+  bytes: Buffer,
+  schema: z.ZodType<T>,
+): { ok: true; value: T } | { ok: false; error: string } {
+  let raw: unknown;
+  try {
+    raw = JSON.parse(bytes.toString('utf8'));
+  } catch {
+    return { ok: false, error: 'not valid JSON' };
+  }
+  const result = schema.safeParse(raw);
+  return result.success
+    ? { ok: true, value: result.data }
+    : { ok: false, error: describeIssue(result.error) };
+}
