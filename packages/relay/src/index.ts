@@ -1,1 +1,4 @@
-export {};
+export type { AccessInfo } from './proxy/forward.js';
+export { type Relay, type RelayOptions, startRelay } from './relay.js';
+export type { Lookup, RouteTable } from './routes/table.js';
+export type { AgentConnection } from './tunnel/agent-connection.js';

@@ -23,12 +23,22 @@ export interface OptionSpec {
 
 export type OptionValues = Record<string, string | boolean | string[] | undefined>;
 
-/** Parses argv against the table; flags beat environment variables beat defaults. */
+/**
+ * Parses argv against the table. Precedence: flags, then environment
+ * variables, then `file` (a YAML config file's top-level keys, named like the
+ * flags), then defaults.
+ */
 export function parseOptions(
   specs: readonly OptionSpec[],
   argv: string[],
   env: NodeJS.ProcessEnv = process.env,
+  file: Record<string, unknown> = {},
+  fileName = 'config file',
 ): { values: OptionValues; positionals: string[] } {
+  const known = new Set(specs.map((s) => s.name));
+  for (const key of Object.keys(file)) {
+    if (!known.has(key)) throw new ConfigError(`${fileName}: unknown key "${key}" (keys are the long flag names, see --help)`);
+  }
   const options: Record<string, { type: 'string' | 'boolean'; multiple?: boolean; short?: string }> = {};
   for (const s of specs) {
     options[s.name] = {
@@ -61,10 +71,28 @@ export function parseOptions(
         v = raw;
       }
     }
+    if (v === undefined && file[s.name] !== undefined) v = fromFile(s, file[s.name], fileName);
     if (v === undefined && s.default !== undefined) v = s.type === 'list' ? [String(s.default)] : s.default;
     values[s.name] = v;
   }
   return { values, positionals: parsed.positionals };
+}
+
+function fromFile(s: OptionSpec, raw: unknown, fileName: string): string | boolean | string[] {
+  const where = `${fileName}: "${s.name}"`;
+  if (s.type === 'boolean') {
+    if (typeof raw !== 'boolean') throw new ConfigError(`${where} must be true or false`);
+    return raw;
+  }
+  if (s.type === 'list') {
+    const items = Array.isArray(raw) ? raw : [raw];
+    if (!items.every((x) => typeof x === 'string' || typeof x === 'number')) {
+      throw new ConfigError(`${where} must be a list of strings`);
+    }
+    return items.map(String);
+  }
+  if (typeof raw !== 'string' && typeof raw !== 'number') throw new ConfigError(`${where} must be a string`);
+  return String(raw);
 }
 
 /** Renders the --help table: flag, env, default, description. */

@@ -1,0 +1,208 @@
+#!/usr/bin/env node
+import { mkdir, readFile, writeFile } from 'node:fs/promises';
+import { join } from 'node:path';
+import {
+  ConfigError,
+  createAgentToken,
+  createLogger,
+  formatHelp,
+  generateSigningKeyPair,
+  loadSigningKey,
+  type OptionSpec,
+  parseDuration,
+  parseOptions,
+  runCli,
+} from '@burrow/shared';
+import { readConfigFile, relayOptionsFrom, SERVE_OPTIONS } from './config.js';
+import { startRelay } from './relay.js';
+
+const USAGE = `burrow-relay — the public side of Burrow: routes HTTP by hostname through agents' tunnels.
+
+Usage:
+  burrow-relay serve [options]                 run the relay
+  burrow-relay keygen [--out DIR]              create the Ed25519 key pair that signs agent tokens
+  burrow-relay token create --sub NAME --hosts PATTERNS [--ttl DURATION] [--key FILE]
+                                               print a signed agent token
+  burrow-relay <command> --help                options of a command`;
+
+const KEYGEN_OPTIONS: readonly OptionSpec[] = [
+  {
+    name: 'out',
+    type: 'string',
+    placeholder: 'DIR',
+    default: 'burrow-keys',
+    description: 'directory for signing.key (private, mode 0600) and signing.pub',
+  },
+  { name: 'force', type: 'boolean', description: 'overwrite an existing key pair' },
+  { name: 'help', short: 'h', type: 'boolean', description: 'show this help' },
+];
+
+const TOKEN_OPTIONS: readonly OptionSpec[] = [
+  {
+    name: 'sub',
+    type: 'string',
+    placeholder: 'NAME',
+    description: 'agent identity (tenant); replicas sharing it share routes (required)',
+  },
+  {
+    name: 'hosts',
+    type: 'list',
+    placeholder: 'PATTERNS',
+    description: 'hostnames the agent may claim, comma-separated; exact or *.suffix (required)',
+  },
+  {
+    name: 'ports',
+    type: 'list',
+    placeholder: 'PORTS',
+    description: 'public TCP ports the agent may claim, comma-separated',
+  },
+  {
+    name: 'ttl',
+    type: 'string',
+    placeholder: 'DURATION',
+    default: '90d',
+    description: 'lifetime, e.g. 12h, 30d',
+  },
+  {
+    name: 'key',
+    env: 'BURROW_SIGNING_KEY',
+    type: 'string',
+    placeholder: 'FILE',
+    default: 'burrow-keys/signing.key',
+    description: 'private signing key from keygen',
+  },
+  {
+    name: 'audience',
+    type: 'string',
+    placeholder: 'AUD',
+    default: 'burrow-relay',
+    description: 'audience; must match the relay --audience',
+  },
+  { name: 'help', short: 'h', type: 'boolean', description: 'show this help' },
+];
+
+async function serve(argv: string[]): Promise<void> {
+  const first = parseOptions(SERVE_OPTIONS, argv);
+  if (first.values['help'])
+    return void process.stdout.write(formatHelp('Usage: burrow-relay serve [options]', SERVE_OPTIONS));
+  const file = first.values['config'] ? await readConfigFile(String(first.values['config'])) : {};
+  const { values } = parseOptions(
+    SERVE_OPTIONS,
+    argv,
+    process.env,
+    file,
+    String(first.values['config'] ?? ''),
+  );
+  const { options, logLevel } = await relayOptionsFrom(values);
+  const logger = createLogger({ name: 'burrow-relay', level: logLevel });
+  const relay = await startRelay({ ...options, logger });
+  let stopping = false;
+  const stop = (signal: string) => {
+    if (stopping) return;
+    stopping = true;
+    logger.info({ signal }, 'shutting down');
+    relay.close().then(() => process.exit(0));
+  };
+  process.on('SIGTERM', () => stop('SIGTERM'));
+  process.on('SIGINT', () => stop('SIGINT'));
+}
+
+async function keygen(argv: string[]): Promise<void> {
+  const { values } = parseOptions(KEYGEN_OPTIONS, argv);
+  if (values['help'])
+    return void process.stdout.write(formatHelp('Usage: burrow-relay keygen [--out DIR]', KEYGEN_OPTIONS));
+  const dir = String(values['out']);
+  await mkdir(dir, { recursive: true });
+  const pair = await generateSigningKeyPair();
+  const flag = values['force'] ? 'w' : 'wx';
+  try {
+    await writeFile(join(dir, 'signing.key'), pair.privatePem, { mode: 0o600, flag });
+  } catch (err) {
+    if ((err as NodeJS.ErrnoException).code === 'EEXIST') {
+      throw new ConfigError(
+        `${join(dir, 'signing.key')} already exists; pass --force to replace it (existing tokens stop verifying)`,
+      );
+    }
+    throw err;
+  }
+  await writeFile(join(dir, 'signing.pub'), pair.publicPem, { mode: 0o644 });
+  process.stdout.write(
+    `wrote ${join(dir, 'signing.key')} (keep secret) and ${join(dir, 'signing.pub')} (key id ${pair.kid})\n`,
+  );
+}
+
+async function token(argv: string[]): Promise<void> {
+  const [sub, ...rest] = argv;
+  if (sub !== 'create') {
+    if (sub === '--help' || sub === '-h' || sub === undefined) {
+      return void process.stdout.write(
+        formatHelp('Usage: burrow-relay token create [options]', TOKEN_OPTIONS),
+      );
+    }
+    throw new ConfigError(`unknown token command "${sub}"; try: burrow-relay token create --help`);
+  }
+  const { values } = parseOptions(TOKEN_OPTIONS, rest);
+  if (values['help'])
+    return void process.stdout.write(formatHelp('Usage: burrow-relay token create [options]', TOKEN_OPTIONS));
+  if (!values['sub'])
+    throw new ConfigError('--sub is required (the agent identity, e.g. --sub home-cluster)');
+  const hosts = ((values['hosts'] as string[] | undefined) ?? [])
+    .flatMap((h) => h.split(','))
+    .map((h) => h.trim())
+    .filter(Boolean);
+  const ports = ((values['ports'] as string[] | undefined) ?? [])
+    .flatMap((p) => p.split(','))
+    .filter(Boolean)
+    .map(Number);
+  if (hosts.length === 0 && ports.length === 0)
+    throw new ConfigError('--hosts is required (e.g. --hosts "*.apps.example.com")');
+  let ttl: number;
+  try {
+    ttl = parseDuration(String(values['ttl']));
+  } catch (err) {
+    throw new ConfigError(`--ttl: ${(err as Error).message}`);
+  }
+  const keyPath = String(values['key']);
+  let pem: string;
+  try {
+    pem = await readFile(keyPath, 'utf8');
+  } catch {
+    throw new ConfigError(`--key: cannot read ${keyPath} (create it with: burrow-relay keygen)`);
+  }
+  const key = await loadSigningKey(pem).catch((err: Error) => {
+    throw new ConfigError(`--key: ${keyPath}: ${err.message}`);
+  });
+  const jwt = await createAgentToken(key, {
+    sub: String(values['sub']),
+    hosts,
+    ports,
+    ttl,
+    audience: String(values['audience']),
+  }).catch((err: Error) => {
+    throw new ConfigError(err.message);
+  });
+  process.stdout.write(`${jwt}\n`);
+}
+
+await runCli('burrow-relay', async () => {
+  const [command, ...argv] = process.argv.slice(2);
+  switch (command) {
+    case 'serve':
+      return serve(argv);
+    case 'keygen':
+      return keygen(argv);
+    case 'token':
+      return token(argv);
+    case undefined:
+    case '--help':
+    case '-h':
+    case 'help':
+      process.stdout.write(`${USAGE}\n`);
+      return;
+    case '--version':
+      process.stdout.write('burrow-relay 0.1.0\n');
+      return;
+    default:
+      throw new ConfigError(`unknown command "${command}"; run burrow-relay --help`);
+  }
+});

@@ -1,0 +1,203 @@
+import { readdir, readFile } from 'node:fs/promises';
+import { join } from 'node:path';
+import {
+  ConfigError,
+  loadVerifyKey,
+  type OptionSpec,
+  type OptionValues,
+  parseDuration,
+  parseListen,
+  type VerifyKey,
+} from '@burrow/shared';
+import { parse as parseYaml } from 'yaml';
+import type { RelayOptions } from './relay.js';
+
+/** Options of `burrow-relay serve`: one table for flags, env, config file, --help and docs/configuration.md. */
+export const SERVE_OPTIONS: readonly OptionSpec[] = [
+  {
+    name: 'config',
+    short: 'c',
+    env: 'BURROW_CONFIG',
+    type: 'string',
+    placeholder: 'FILE',
+    description: 'YAML config file; keys are these long option names',
+  },
+  {
+    name: 'http-listen',
+    env: 'BURROW_HTTP_LISTEN',
+    type: 'string',
+    placeholder: 'HOST:PORT',
+    default: '0.0.0.0:80',
+    description: 'public HTTP listener',
+  },
+  {
+    name: 'tunnel-listen',
+    env: 'BURROW_TUNNEL_LISTEN',
+    type: 'string',
+    placeholder: 'HOST:PORT',
+    default: '0.0.0.0:8443',
+    description: 'tunnel endpoint agents connect to (WebSocket at /v1/tunnel)',
+  },
+  {
+    name: 'verify-key',
+    env: 'BURROW_VERIFY_KEYS',
+    type: 'list',
+    placeholder: 'PATH',
+    default: 'burrow-keys',
+    description:
+      'Ed25519 public key file, or a directory whose *.pub files are all trusted, for agent tokens',
+  },
+  {
+    name: 'audience',
+    env: 'BURROW_AUDIENCE',
+    type: 'string',
+    placeholder: 'AUD',
+    default: 'burrow-relay',
+    description: 'token audience this relay accepts',
+  },
+  {
+    name: 'public-http-port',
+    env: 'BURROW_PUBLIC_HTTP_PORT',
+    type: 'string',
+    placeholder: 'PORT',
+    description: 'port shown in URLs reported to agents (default: the HTTP listener port)',
+  },
+  {
+    name: 'drain-timeout',
+    env: 'BURROW_DRAIN_TIMEOUT',
+    type: 'string',
+    placeholder: 'DURATION',
+    default: '30s',
+    description: 'on SIGTERM, how long in-flight requests may take to finish',
+  },
+  {
+    name: 'response-timeout',
+    env: 'BURROW_RESPONSE_TIMEOUT',
+    type: 'string',
+    placeholder: 'DURATION',
+    default: '60s',
+    description: 'time a backend has to send its response head (502/504 after)',
+  },
+  {
+    name: 'headers-timeout',
+    env: 'BURROW_HEADERS_TIMEOUT',
+    type: 'string',
+    placeholder: 'DURATION',
+    default: '20s',
+    description: 'time a client has to send its request head (slow clients get 408)',
+  },
+  {
+    name: 'keepalive-interval',
+    env: 'BURROW_KEEPALIVE_INTERVAL',
+    type: 'string',
+    placeholder: 'DURATION',
+    default: '20s',
+    description: 'tunnel PING interval; a tunnel is dead after 3 missed',
+  },
+  {
+    name: 'log-level',
+    env: 'BURROW_LOG_LEVEL',
+    type: 'string',
+    placeholder: 'LEVEL',
+    default: 'info',
+    description: 'fatal, error, warn, info, debug or trace',
+  },
+  { name: 'help', short: 'h', type: 'boolean', description: 'show this help' },
+];
+
+const LEVELS = new Set(['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent']);
+
+function duration(values: OptionValues, name: string): number {
+  try {
+    return parseDuration(String(values[name]));
+  } catch (err) {
+    throw new ConfigError(`--${name}: ${(err as Error).message}`);
+  }
+}
+
+/** Reads a YAML config file into option values (validated later against the table). */
+export async function readConfigFile(path: string): Promise<Record<string, unknown>> {
+  let text: string;
+  try {
+    text = await readFile(path, 'utf8');
+  } catch (err) {
+    throw new ConfigError(
+      `--config: cannot read ${path}: ${(err as NodeJS.ErrnoException).code ?? (err as Error).message}`,
+    );
+  }
+  let data: unknown;
+  try {
+    data = parseYaml(text);
+  } catch (err) {
+    throw new ConfigError(`${path}: not valid YAML: ${(err as Error).message.split('\n')[0]}`);
+  }
+  if (data === null || data === undefined) return {};
+  if (typeof data !== 'object' || Array.isArray(data))
+    throw new ConfigError(`${path}: expected a mapping of option names to values`);
+  return data as Record<string, unknown>;
+}
+
+/** Loads every verification key named by --verify-key (files or directories of *.pub). */
+export async function loadVerifyKeys(paths: readonly string[]): Promise<VerifyKey[]> {
+  const keys: VerifyKey[] = [];
+  for (const p of paths) {
+    let files = [p];
+    try {
+      const entries = await readdir(p);
+      files = entries
+        .filter((e) => e.endsWith('.pub'))
+        .sort()
+        .map((e) => join(p, e));
+      if (files.length === 0)
+        throw new ConfigError(
+          `--verify-key: directory ${p} has no *.pub files (create one with: burrow-relay keygen --out ${p})`,
+        );
+    } catch (err) {
+      if (err instanceof ConfigError) throw err;
+      if ((err as NodeJS.ErrnoException).code === 'ENOENT') {
+        throw new ConfigError(
+          `--verify-key: ${p} does not exist (create keys with: burrow-relay keygen --out ${p})`,
+        );
+      }
+      // ENOTDIR: a single key file.
+    }
+    for (const f of files) {
+      try {
+        keys.push(await loadVerifyKey(await readFile(f, 'utf8')));
+      } catch (err) {
+        throw new ConfigError(`--verify-key: ${f} is not an Ed25519 key: ${(err as Error).message}`);
+      }
+    }
+  }
+  return keys;
+}
+
+/** Turns parsed option values into RelayOptions, checking every field. */
+export async function relayOptionsFrom(
+  values: OptionValues,
+): Promise<{ options: RelayOptions; logLevel: string }> {
+  const logLevel = String(values['log-level']);
+  if (!LEVELS.has(logLevel))
+    throw new ConfigError(`--log-level must be one of ${[...LEVELS].join(', ')} (got "${logLevel}")`);
+  let publicHttpPort: number | undefined;
+  if (values['public-http-port'] !== undefined) {
+    publicHttpPort = Number(values['public-http-port']);
+    if (!Number.isInteger(publicHttpPort) || publicHttpPort < 1 || publicHttpPort > 65535) {
+      throw new ConfigError(
+        `--public-http-port must be a port number (got "${String(values['public-http-port'])}")`,
+      );
+    }
+  }
+  const options: RelayOptions = {
+    http: parseListen(String(values['http-listen']), '--http-listen'),
+    tunnel: parseListen(String(values['tunnel-listen']), '--tunnel-listen'),
+    verifyKeys: await loadVerifyKeys(values['verify-key'] as string[]),
+    audience: String(values['audience']),
+    drainTimeout: duration(values, 'drain-timeout'),
+    responseHeadTimeout: duration(values, 'response-timeout'),
+    headersTimeout: duration(values, 'headers-timeout'),
+    session: { keepaliveInterval: duration(values, 'keepalive-interval') },
+    ...(publicHttpPort ? { publicHttpPort } : {}),
+  };
+  return { options, logLevel };
+}

@@ -1,0 +1,56 @@
+import { createServer, type Server } from 'node:http';
+import type { Socket } from 'node:net';
+import { type ForwardOptions, forwardRequest, forwardUpgrade } from '../proxy/forward.js';
+
+export interface HttpListenerOptions extends ForwardOptions {
+  /** Time allowed for a client to send the request head, ms (slowloris bound). */
+  headersTimeout: number;
+  /** Idle time before a keep-alive client connection is closed, ms. */
+  keepAliveTimeout: number;
+}
+
+/**
+ * The public HTTP listener. Node's parser reads every request; each one is
+ * routed by its own Host, so a keep-alive connection may switch hostnames.
+ */
+export function createHttpListener(opts: HttpListenerOptions): Server {
+  const server = createServer({
+    // Bodies stream without a size or time cap (uploads, SSE, downloads); only
+    // the head has a deadline.
+    requestTimeout: 0,
+    headersTimeout: opts.headersTimeout,
+    keepAliveTimeout: opts.keepAliveTimeout,
+    maxHeaderSize: 16 * 1024,
+  });
+  server.on('request', (req, res) => {
+    forwardRequest(opts, req, res).catch((err) => {
+      opts.logger.error({ err }, 'request handling failed');
+      res.destroy();
+    });
+  });
+  server.on('upgrade', (req, socket, head) => {
+    forwardUpgrade(opts, req, socket, head).catch((err) => {
+      opts.logger.error({ err }, 'upgrade handling failed');
+      socket.destroy();
+    });
+  });
+  server.on('clientError', (err: NodeJS.ErrnoException, socket: Socket) => {
+    // Malformed requests (smuggling shapes, oversized heads, slow heads) get a
+    // status line when the socket is still writable, and never reach an agent.
+    const status =
+      err.code === 'HPE_HEADER_OVERFLOW' ? 431 : err.code === 'ERR_HTTP_REQUEST_TIMEOUT' ? 408 : 400;
+    opts.logger.info({ code: err.code, client: socket.remoteAddress }, 'bad request from client');
+    if (socket.writable && !socket.destroyed) {
+      const text =
+        status === 431
+          ? 'Request Header Fields Too Large'
+          : status === 408
+            ? 'Request Timeout'
+            : 'Bad Request';
+      socket.end(`HTTP/1.1 ${status} ${text}\r\nconnection: close\r\ncontent-length: 0\r\n\r\n`);
+    } else {
+      socket.destroy();
+    }
+  });
+  return server;
+}

@@ -1,0 +1,92 @@
+import type { ServerResponse } from 'node:http';
+import { STATUS_CODES } from 'node:http';
+import type { Duplex } from 'node:stream';
+import { Reason } from '@burrow/shared';
+
+/** A client-facing failure: status, a one-line explanation, and a stable code for logs. */
+export interface ProxyFailure {
+  status: number;
+  message: string;
+  code: string;
+}
+
+/** Maps why a tunnel stream failed before the response head to what the client sees. */
+export function failureFor(err: unknown): ProxyFailure {
+  const e = err as { code?: string; reason?: number; message?: string };
+  if (e?.code === 'BURROW_ERR_STREAM_RESET') {
+    switch (e.reason) {
+      case Reason.ConnectRefused:
+        return {
+          status: 502,
+          code: 'backend_refused',
+          message: 'The backend service refused the connection.',
+        };
+      case Reason.ConnectTimeout:
+        return {
+          status: 504,
+          code: 'backend_timeout',
+          message: 'The backend service did not answer in time.',
+        };
+      case Reason.RouteUnknown:
+        return { status: 502, code: 'route_unknown', message: 'The agent no longer serves this hostname.' };
+      case Reason.RefusedStream:
+      case Reason.Shutdown:
+        return {
+          status: 503,
+          code: 'agent_busy',
+          message: 'The agent is not accepting new requests right now; retry shortly.',
+        };
+      default:
+        return { status: 502, code: 'backend_error', message: 'The backend connection failed.' };
+    }
+  }
+  if (
+    e?.code === 'BURROW_ERR_SESSION_CLOSED' ||
+    e?.code === 'BURROW_ERR_GOAWAY' ||
+    e?.code === 'BURROW_ERR_STREAM_REFUSED'
+  ) {
+    return { status: 503, code: 'tunnel_lost', message: 'The tunnel to the agent closed; retry shortly.' };
+  }
+  if (e?.code === 'BURROW_ERR_UPSTREAM_TIMEOUT') {
+    return {
+      status: 504,
+      code: 'upstream_timeout',
+      message: 'The backend service did not send a response in time.',
+    };
+  }
+  return { status: 502, code: 'bad_gateway', message: 'The agent sent an invalid response.' };
+}
+
+function body(status: number, message: string, host: string): string {
+  return `${status} ${STATUS_CODES[status] ?? ''}\n\n${message}\n${host ? `\nHost: ${host}\n` : ''}\n-- Burrow relay\n`;
+}
+
+/** Sends a short, plain error page (if the response has not started). */
+export function sendError(res: ServerResponse, status: number, message: string, host = '', code = ''): void {
+  if (res.headersSent) {
+    res.destroy();
+    return;
+  }
+  const text = body(status, message, host);
+  res.writeHead(status, {
+    'content-type': 'text/plain; charset=utf-8',
+    'content-length': Buffer.byteLength(text),
+    'cache-control': 'no-store',
+    ...(code ? { 'x-burrow-error': code } : {}),
+  });
+  res.end(text);
+}
+
+/** The same page written on a raw socket (upgrade requests have no ServerResponse). */
+export function sendRawError(socket: Duplex, status: number, message: string, host = '', code = ''): void {
+  if (socket.destroyed) return;
+  const text = body(status, message, host);
+  const head = [
+    `HTTP/1.1 ${status} ${STATUS_CODES[status] ?? ''}`,
+    'content-type: text/plain; charset=utf-8',
+    `content-length: ${Buffer.byteLength(text)}`,
+    'connection: close',
+    ...(code ? [`x-burrow-error: ${code}`] : []),
+  ];
+  socket.end(`${head.join('\r\n')}\r\n\r\n${text}`);
+}

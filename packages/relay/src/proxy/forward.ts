@@ -1,0 +1,346 @@
+import type { IncomingMessage, ServerResponse } from 'node:http';
+import { STATUS_CODES, validateHeaderName, validateHeaderValue } from 'node:http';
+import type { Duplex } from 'node:stream';
+import {
+  type HeaderPairs,
+  type HttpOpen,
+  type Logger,
+  MessageReader,
+  normalizeHost,
+  pairsFromRaw,
+  Reason,
+  type ResponseHead,
+  rawFromPairs,
+  responseHeadSchema,
+  type Stream,
+  stripHopByHop,
+} from '@burrow/shared';
+import type { RouteTable } from '../routes/table.js';
+import type { AgentConnection } from '../tunnel/agent-connection.js';
+import { failureFor, type ProxyFailure, sendError, sendRawError } from './errors.js';
+
+export interface ForwardOptions {
+  table: RouteTable<AgentConnection>;
+  logger: Logger;
+  /** Scheme the client used, for X-Forwarded-Proto and Forwarded. */
+  proto: 'http' | 'https';
+  /** Time allowed for the backend's response head, ms. */
+  responseHeadTimeout: number;
+  /** Counters hook (metrics); called once per finished request. */
+  onRequestDone?: (info: AccessInfo) => void;
+}
+
+export interface AccessInfo {
+  host: string;
+  method: string;
+  path: string;
+  status: number;
+  bytesIn: number;
+  bytesOut: number;
+  durationMs: number;
+  client: string;
+  error?: string;
+}
+
+/** Largest response head accepted from an agent. */
+const MAX_HEAD = 256 * 1024;
+/** Client-supplied forwarding headers are replaced: the relay is the trust boundary. */
+const FORWARDING = new Set([
+  'x-forwarded-for',
+  'x-forwarded-proto',
+  'x-forwarded-host',
+  'x-forwarded-port',
+  'forwarded',
+]);
+
+/** Request headers as sent to the agent: hop-by-hop removed, forwarding headers set by the relay. */
+export function forwardedHeaders(
+  req: IncomingMessage,
+  proto: 'http' | 'https',
+  upgrade: boolean,
+): HeaderPairs {
+  const pairs = stripHopByHop(pairsFromRaw(req.rawHeaders), upgrade).filter(
+    ([k]) => !FORWARDING.has(k.toLowerCase()),
+  );
+  const ip = clientIp(req.socket.remoteAddress);
+  const host = req.headers.host ?? '';
+  const node = ip.includes(':') ? `"[${ip}]"` : ip;
+  pairs.push(
+    ['X-Forwarded-For', ip],
+    ['X-Forwarded-Proto', proto],
+    ['X-Forwarded-Host', host],
+    ['Forwarded', `for=${node};host=${quoteIfNeeded(host)};proto=${proto}`],
+  );
+  return pairs;
+}
+
+function quoteIfNeeded(v: string): string {
+  return /^[!#$%&'*+.^_`|~0-9A-Za-z-]+$/.test(v) ? v : `"${v.replace(/["\\]/g, '\\$&')}"`;
+}
+
+export function clientIp(remote: string | undefined): string {
+  if (!remote) return '';
+  return remote.startsWith('::ffff:') && remote.includes('.') ? remote.slice(7) : remote;
+}
+
+class UpstreamTimeoutError extends Error {
+  readonly code = 'BURROW_ERR_UPSTREAM_TIMEOUT';
+}
+
+/** Reads the agent's response head; leaves the stream paused with the body's first bytes in `rest`. */
+export function readResponseHead(
+  stream: Stream,
+  timeoutMs: number,
+): Promise<{ head: ResponseHead; rest: Buffer }> {
+  return new Promise((resolve, reject) => {
+    const reader = new MessageReader(responseHeadSchema, MAX_HEAD);
+    const timer = setTimeout(() => done(new UpstreamTimeoutError('no response head in time')), timeoutMs);
+    const done = (err: unknown, value?: { head: ResponseHead; rest: Buffer }) => {
+      clearTimeout(timer);
+      stream.pause();
+      stream.off('data', onData);
+      stream.off('error', done);
+      stream.off('end', onEnd);
+      if (value) resolve(value);
+      else reject(err);
+    };
+    const onData = (chunk: Buffer) => {
+      try {
+        const [head] = reader.push(chunk, 1);
+        if (head) done(undefined, { head, rest: reader.rest() });
+      } catch (err) {
+        done(err);
+      }
+    };
+    const onEnd = () => done(new Error('agent ended the stream without a response'));
+    stream.on('data', onData);
+    stream.on('error', done);
+    stream.on('end', onEnd);
+  });
+}
+
+type Routed =
+  | { ok: true; conn: AgentConnection; routeId: string; host: string }
+  | ({ ok: false; host: string } & ProxyFailure);
+
+/** Finds the agent connection for a request, or the failure to answer with. */
+function route(req: IncomingMessage, table: RouteTable<AgentConnection>): Routed {
+  const host = normalizeHost(req.headers.host);
+  if (!host)
+    return {
+      ok: false,
+      host,
+      status: 400,
+      code: 'no_host',
+      message: 'The request has no usable Host header.',
+    };
+  const found = table.lookup(host);
+  if (found.kind === 'none') {
+    return {
+      ok: false,
+      host,
+      status: 404,
+      code: 'unknown_host',
+      message: 'No service is exposed at this hostname.',
+    };
+  }
+  if (found.kind === 'offline') {
+    return {
+      ok: false,
+      host,
+      status: 503,
+      code: 'agent_offline',
+      message: 'The agent serving this hostname is not connected.',
+    };
+  }
+  const { binding } = found;
+  if (binding.allowlist && !binding.allowlist.allows(req.socket.remoteAddress ?? '')) {
+    return {
+      ok: false,
+      host,
+      status: 403,
+      code: 'client_forbidden',
+      message: 'Your address is not allowed to reach this service.',
+    };
+  }
+  return { ok: true, conn: binding.target, routeId: binding.routeId, host };
+}
+
+function meta(req: IncomingMessage, routeId: string, proto: 'http' | 'https', upgrade: boolean): HttpOpen {
+  return {
+    kind: 'http',
+    route: routeId,
+    method: req.method ?? 'GET',
+    path: req.url ?? '/',
+    headers: forwardedHeaders(req, proto, upgrade),
+    upgrade,
+    client: { ip: clientIp(req.socket.remoteAddress), port: req.socket.remotePort ?? 0 },
+  };
+}
+
+/** Proxies one HTTP request through the tunnel: request body up, response head and body down. */
+export async function forwardRequest(
+  opts: ForwardOptions,
+  req: IncomingMessage,
+  res: ServerResponse,
+): Promise<void> {
+  const started = performance.now();
+  const r = route(req, opts.table);
+  let stream: Stream | undefined;
+  let error: string | undefined;
+  res.once('close', () => {
+    // The client left before the response finished: the backend request is cancelled too.
+    if (stream && !res.writableFinished) stream.reset(Reason.Cancel, 'client closed the connection');
+    const info: AccessInfo = {
+      host: r.host,
+      method: req.method ?? '',
+      path: req.url ?? '',
+      status: res.statusCode,
+      bytesIn: stream?.bytesOut ?? 0,
+      bytesOut: stream?.bytesIn ?? 0,
+      durationMs: Math.round((performance.now() - started) * 1000) / 1000,
+      client: clientIp(req.socket.remoteAddress),
+      ...(error ? { error } : {}),
+    };
+    opts.logger.info(info, 'request');
+    opts.onRequestDone?.(info);
+  });
+  if (!r.ok) {
+    error = r.code;
+    req.resume();
+    return sendError(res, r.status, r.message, r.host, r.code);
+  }
+  try {
+    stream = r.conn.openHttpStream(meta(req, r.routeId, opts.proto, false));
+  } catch (err) {
+    const f = failureFor(err);
+    error = f.code;
+    req.resume();
+    return sendError(res, f.status, f.message, r.host, f.code);
+  }
+  const s = stream;
+  s.on('error', () => {}); // handled where it matters: before the head by readResponseHead, after by res
+  req.pipe(s);
+  req.on('error', () => s.reset(Reason.Cancel, 'client request failed'));
+  let head: ResponseHead;
+  let rest: Buffer;
+  try {
+    ({ head, rest } = await readResponseHead(s, opts.responseHeadTimeout));
+  } catch (err) {
+    const f = failureFor(err);
+    error = f.code;
+    s.reset(Reason.Cancel, 'no usable response');
+    req.unpipe(s);
+    req.resume();
+    return sendError(res, f.status, f.message, r.host, f.code);
+  }
+  try {
+    if (head.status < 200 || head.status === 101)
+      throw new Error(`status ${head.status} is not a final response`);
+    res.writeHead(
+      head.status,
+      head.statusText ?? STATUS_CODES[head.status] ?? '',
+      rawFromPairs(stripHopByHop(head.headers)),
+    );
+  } catch (err) {
+    error = 'invalid_response_head';
+    opts.logger.warn({ host: r.host, reason: (err as Error).message }, 'agent sent an invalid response head');
+    s.reset(Reason.BadMetadata, 'invalid response head');
+    return sendError(res, 502, 'The backend sent an invalid response.', r.host, 'invalid_response_head');
+  }
+  if (rest.byteLength > 0) res.write(rest);
+  s.on('error', () => res.destroy());
+  s.pipe(res);
+}
+
+/** Proxies an Upgrade request (WebSocket and others): after a 101, bytes flow raw both ways. */
+export async function forwardUpgrade(
+  opts: ForwardOptions,
+  req: IncomingMessage,
+  socket: Duplex,
+  head: Buffer,
+): Promise<void> {
+  const started = performance.now();
+  socket.on('error', () => {});
+  const r = route(req, opts.table);
+  const log = (status: number, error?: string) =>
+    opts.logger.info(
+      {
+        host: r.host,
+        method: req.method,
+        path: req.url,
+        status,
+        upgrade: true,
+        client: clientIp(req.socket.remoteAddress),
+        durationMs: Math.round(performance.now() - started),
+        ...(error ? { error } : {}),
+      },
+      'request',
+    );
+  if (!r.ok) {
+    log(r.status, r.code);
+    return sendRawError(socket, r.status, r.message, r.host, r.code);
+  }
+  let stream: Stream;
+  try {
+    stream = r.conn.openHttpStream(meta(req, r.routeId, opts.proto, true));
+  } catch (err) {
+    const f = failureFor(err);
+    log(f.status, f.code);
+    return sendRawError(socket, f.status, f.message, r.host, f.code);
+  }
+  stream.on('error', () => socket.destroy());
+  socket.on('close', () => {
+    if (!stream.destroyed && !stream.writableFinished)
+      stream.reset(Reason.Cancel, 'client closed the connection');
+  });
+  // Bytes the client sends before the 101 wait in the socket (paused) until the backend accepted.
+  socket.pause();
+  let response: { head: ResponseHead; rest: Buffer };
+  try {
+    response = await readResponseHead(stream, opts.responseHeadTimeout);
+  } catch (err) {
+    const f = failureFor(err);
+    log(f.status, f.code);
+    stream.reset(Reason.Cancel, 'no usable response');
+    return sendRawError(socket, f.status, f.message, r.host, f.code);
+  }
+  const { head: rh, rest } = response;
+  let headText: string;
+  try {
+    headText = serializeHead(rh, rh.status === 101);
+  } catch (err) {
+    log(502, 'invalid_response_head');
+    stream.reset(Reason.BadMetadata, 'invalid response head');
+    return sendRawError(
+      socket,
+      502,
+      'The backend sent an invalid response.',
+      r.host,
+      'invalid_response_head',
+    );
+  }
+  log(rh.status);
+  socket.write(headText);
+  if (rest.byteLength > 0) socket.write(rest);
+  if (rh.status === 101) {
+    if (head.byteLength > 0) stream.write(head);
+    socket.pipe(stream);
+    socket.resume();
+  }
+  stream.pipe(socket);
+}
+
+/** Serialises a response head for a raw socket, validating every header as Node would. */
+function serializeHead(head: ResponseHead, upgrade: boolean): string {
+  const lines = [
+    `HTTP/1.1 ${head.status} ${(head.statusText ?? STATUS_CODES[head.status] ?? '').replace(/[\r\n]/g, '')}`,
+  ];
+  for (const [k, v] of stripHopByHop(head.headers, upgrade)) {
+    validateHeaderName(k);
+    validateHeaderValue(k, v);
+    lines.push(`${k}: ${v}`);
+  }
+  if (!upgrade) lines.push('connection: close');
+  return `${lines.join('\r\n')}\r\n\r\n`;
+}

@@ -1,0 +1,190 @@
+import {
+  type Allowlist,
+  type AnnouncedRoute,
+  checkHostPattern,
+  createAllowlist,
+  patternAllows,
+  type RouteResult,
+  routeKeys,
+} from '@burrow/shared';
+
+/** What the route table needs from an agent connection. */
+export interface RouteTarget {
+  readonly id: number;
+  readonly subject: string;
+  /** Streams in flight on this connection; new streams go to the least loaded. */
+  readonly inFlight: number;
+  /** False once the connection is draining or closed. */
+  readonly usable: boolean;
+}
+
+export interface Binding<T extends RouteTarget> {
+  target: T;
+  routeId: string;
+  hostname: string;
+  allowlist: Allowlist | undefined;
+}
+
+interface Claim<T extends RouteTarget> {
+  subject: string;
+  bindings: Map<T, Binding<T>>;
+}
+
+export type Lookup<T extends RouteTarget> =
+  | { kind: 'found'; binding: Binding<T> }
+  /** The name was served recently but no agent connection holds it now. */
+  | { kind: 'offline'; hostname: string }
+  | { kind: 'none' };
+
+export interface RouteTableOptions {
+  /** How long a hostname whose agents all went away answers 503 instead of 404, ms. Default 10 min. */
+  offlineGrace?: number;
+  /** Builds the public URL reported to agents for an active hostname. */
+  urlFor?: (hostname: string) => string;
+}
+
+/**
+ * Which agent connections serve which hostname. Names belong to one subject
+ * (tenant) at a time; every connection of that subject (replicas, or several
+ * connections of one agent) may serve them, and lookups pick the least loaded.
+ */
+export class RouteTable<T extends RouteTarget> {
+  readonly #claims = new Map<string, Claim<T>>();
+  readonly #byTarget = new Map<T, Set<string>>();
+  readonly #offline = new Map<string, number>();
+  readonly #offlineGrace: number;
+  readonly #urlFor: (hostname: string) => string;
+
+  constructor(options: RouteTableOptions = {}) {
+    this.#offlineGrace = options.offlineGrace ?? 10 * 60_000;
+    this.#urlFor = options.urlFor ?? ((h) => `http://${h}`);
+  }
+
+  /**
+   * Replaces `target`'s routes with `routes`, checking each hostname against
+   * the token's patterns and other tenants' claims. Returns one result per
+   * hostname; refused hostnames carry the reason.
+   */
+  announce(target: T, allowedPatterns: readonly string[], routes: readonly AnnouncedRoute[]): RouteResult[] {
+    const results: RouteResult[] = [];
+    const wanted = new Map<string, Binding<T>>();
+    for (const route of routes) {
+      let allowlist: Allowlist | undefined;
+      try {
+        allowlist = route.allowCidrs?.length ? createAllowlist(route.allowCidrs) : undefined;
+      } catch (err) {
+        for (const h of route.hostnames) {
+          results.push({
+            id: route.id,
+            hostname: h,
+            status: 'refused',
+            error: `allowCidrs: ${(err as Error).message}`,
+          });
+        }
+        continue;
+      }
+      for (const raw of route.hostnames) {
+        const hostname = raw.toLowerCase();
+        const error = this.#check(target, allowedPatterns, hostname, wanted);
+        if (error) {
+          results.push({ id: route.id, hostname: raw, status: 'refused', error });
+          continue;
+        }
+        wanted.set(hostname, { target, routeId: route.id, hostname, allowlist });
+        results.push({ id: route.id, hostname: raw, status: 'active', url: this.#urlFor(hostname) });
+      }
+    }
+    // Withdraw what this connection no longer announces, then bind the new set.
+    for (const hostname of this.#byTarget.get(target) ?? []) {
+      if (!wanted.has(hostname)) this.#unbind(target, hostname);
+    }
+    for (const [hostname, binding] of wanted) {
+      let claim = this.#claims.get(hostname);
+      if (!claim) {
+        claim = { subject: target.subject, bindings: new Map() };
+        this.#claims.set(hostname, claim);
+      }
+      claim.bindings.set(target, binding);
+      this.#offline.delete(hostname);
+    }
+    this.#byTarget.set(target, new Set(wanted.keys()));
+    return results;
+  }
+
+  #check(
+    target: T,
+    patterns: readonly string[],
+    hostname: string,
+    wanted: Map<string, Binding<T>>,
+  ): string | undefined {
+    const invalid = checkHostPattern(hostname);
+    if (invalid) return invalid;
+    if (!patterns.some((p) => patternAllows(p, hostname))) {
+      return `hostname "${hostname}" is not allowed by this agent's token (allowed: ${patterns.join(', ') || 'none'})`;
+    }
+    const claim = this.#claims.get(hostname);
+    if (claim && claim.subject !== target.subject)
+      return `hostname "${hostname}" is already served by another agent`;
+    if (wanted.has(hostname)) return `hostname "${hostname}" is announced twice`;
+    return undefined;
+  }
+
+  /** Forgets every route of a connection that went away. */
+  remove(target: T): void {
+    for (const hostname of this.#byTarget.get(target) ?? []) this.#unbind(target, hostname);
+    this.#byTarget.delete(target);
+  }
+
+  #unbind(target: T, hostname: string): void {
+    const claim = this.#claims.get(hostname);
+    if (!claim) return;
+    claim.bindings.delete(target);
+    if (claim.bindings.size === 0) {
+      this.#claims.delete(hostname);
+      this.#offline.set(hostname, Date.now() + this.#offlineGrace);
+      if (this.#offline.size > 4096) this.#pruneOffline();
+    }
+  }
+
+  #pruneOffline(): void {
+    const now = Date.now();
+    for (const [h, until] of this.#offline) if (until <= now) this.#offline.delete(h);
+    // Still too many (a tenant churning wildcard names): forget the oldest.
+    for (const h of this.#offline.keys()) {
+      if (this.#offline.size <= 4096) break;
+      this.#offline.delete(h);
+    }
+  }
+
+  /** Routes a request's Host (already normalised): exact names beat wildcards, longer suffixes beat shorter. */
+  lookup(host: string): Lookup<T> {
+    for (const key of routeKeys(host)) {
+      const claim = this.#claims.get(key);
+      if (!claim) continue;
+      let best: Binding<T> | undefined;
+      for (const b of claim.bindings.values()) {
+        if (!b.target.usable) continue;
+        if (!best || b.target.inFlight < best.target.inFlight) best = b;
+      }
+      if (best) return { kind: 'found', binding: best };
+      return { kind: 'offline', hostname: key };
+    }
+    for (const key of routeKeys(host)) {
+      const until = this.#offline.get(key);
+      if (until === undefined) continue;
+      if (until > Date.now()) return { kind: 'offline', hostname: key };
+      this.#offline.delete(key);
+    }
+    return { kind: 'none' };
+  }
+
+  /** Snapshot for the admin API and tests: hostname → subject and connection ids. */
+  list(): Array<{ hostname: string; subject: string; connections: number[]; routeIds: string[] }> {
+    return [...this.#claims].map(([hostname, claim]) => ({
+      hostname,
+      subject: claim.subject,
+      connections: [...claim.bindings.keys()].map((t) => t.id),
+      routeIds: [...new Set([...claim.bindings.values()].map((b) => b.routeId))],
+    }));
+  }
+}

@@ -1,0 +1,122 @@
+import {
+  type AgentClaims,
+  type AgentMessage,
+  agentMessageSchema,
+  controlOpenSchema,
+  decodeJson,
+  encodeJson,
+  type HttpOpen,
+  type Logger,
+  MessageReader,
+  Reason,
+  type Session,
+  type Stream,
+  writeMessage,
+} from '@burrow/shared';
+import type { RouteTable, RouteTarget } from '../routes/table.js';
+
+let nextConnectionId = 1;
+
+/**
+ * The relay's side of one agent tunnel: the session, the agent's identity
+ * from its token, and the control stream over which it announces routes.
+ */
+export class AgentConnection implements RouteTarget {
+  readonly id = nextConnectionId++;
+  readonly subject: string;
+  readonly claims: AgentClaims;
+  readonly session: Session;
+  readonly remoteAddress: string;
+  readonly connectedAt = Date.now();
+  readonly #table: RouteTable<AgentConnection>;
+  readonly #log: Logger;
+  readonly #relayId: string;
+  #control: Stream | undefined;
+  #inFlight = 0;
+
+  constructor(opts: {
+    session: Session;
+    claims: AgentClaims;
+    table: RouteTable<AgentConnection>;
+    logger: Logger;
+    relayId: string;
+    remoteAddress: string;
+  }) {
+    this.session = opts.session;
+    this.claims = opts.claims;
+    this.subject = opts.claims.sub;
+    this.#table = opts.table;
+    this.#relayId = opts.relayId;
+    this.remoteAddress = opts.remoteAddress;
+    this.#log = opts.logger.child({ conn: this.id, subject: this.subject });
+    this.session.on('stream', (s) => this.#onStream(s));
+    this.session.on('close', (err) => {
+      this.#table.remove(this);
+      if (err)
+        this.#log.warn(
+          { err: { code: (err as { code?: string }).code, message: err.message } },
+          'agent disconnected',
+        );
+      else this.#log.info('agent disconnected');
+    });
+  }
+
+  get inFlight(): number {
+    return this.#inFlight;
+  }
+
+  get usable(): boolean {
+    return !this.session.closed && !this.session.draining;
+  }
+
+  /** Opens a request stream to the agent. Throws when the session cannot take one. */
+  openHttpStream(meta: HttpOpen): Stream {
+    const stream = this.session.openStream(encodeJson(meta));
+    this.#inFlight++;
+    stream.once('close', () => this.#inFlight--);
+    return stream;
+  }
+
+  #onStream(stream: Stream): void {
+    // Agents may open exactly one stream: the control stream, first.
+    const meta = decodeJson(stream.metadata, controlOpenSchema);
+    if (!meta.ok || this.#control) {
+      this.#log.warn({ stream: stream.id }, 'agent opened an unexpected stream; refused');
+      stream.reset(Reason.RefusedStream, 'agents may only open one control stream');
+      return;
+    }
+    this.#control = stream;
+    stream.on('error', () => {}); // ends with the session; reported there
+    writeMessage(stream, { type: 'welcome', subject: this.subject, relayId: this.#relayId });
+    const reader = new MessageReader(agentMessageSchema);
+    stream.on('data', (chunk: Buffer) => {
+      let messages: AgentMessage[];
+      try {
+        messages = reader.push(chunk);
+      } catch (err) {
+        this.#log.warn({ reason: (err as Error).message }, 'invalid control message; closing the tunnel');
+        this.session.destroy(err as Error);
+        return;
+      }
+      for (const m of messages) this.#onMessage(stream, m);
+    });
+  }
+
+  #onMessage(stream: Stream, message: AgentMessage): void {
+    if (message.type === 'announce') {
+      const results = this.#table.announce(this, this.claims.hosts, message.routes);
+      for (const r of results) {
+        if (r.status === 'refused')
+          this.#log.warn({ route: r.id, hostname: r.hostname, reason: r.error }, 'route refused');
+      }
+      this.#log.info(
+        {
+          active: results.filter((r) => r.status === 'active').length,
+          refused: results.filter((r) => r.status === 'refused').length,
+        },
+        'routes announced',
+      );
+      writeMessage(stream, { type: 'announce-result', routes: results });
+    }
+  }
+}

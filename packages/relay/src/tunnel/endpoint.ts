@@ -1,0 +1,140 @@
+import type { IncomingMessage, Server } from 'node:http';
+import { STATUS_CODES } from 'node:http';
+import type { Duplex } from 'node:stream';
+import {
+  type AgentClaims,
+  createSession,
+  type Logger,
+  type SessionConfig,
+  TUNNEL_PATH,
+  TUNNEL_SUBPROTOCOL,
+  type VerifyKey,
+  verifyAgentToken,
+  WsTransport,
+} from '@burrow/shared';
+import { WebSocketServer } from 'ws';
+import type { RouteTable } from '../routes/table.js';
+import { AgentConnection } from './agent-connection.js';
+
+export interface TunnelEndpointOptions {
+  server: Server;
+  table: RouteTable<AgentConnection>;
+  keys: () => readonly VerifyKey[];
+  audience: string;
+  logger: Logger;
+  relayId: string;
+  session?: Partial<SessionConfig>;
+  /** Called for each agent connection that passed authentication. */
+  onConnection?: (conn: AgentConnection) => void;
+}
+
+/** Largest WebSocket message: one frame of the largest payload a peer may advertise. */
+const MAX_MESSAGE = 16 * 1024 * 1024;
+
+/**
+ * The tunnel endpoint: WebSocket upgrades at /v1/tunnel, authenticated with
+ * the agent's bearer token before the upgrade completes. A refused agent gets
+ * a real HTTP status and a one-line reason, never a silent socket close.
+ */
+export class TunnelEndpoint {
+  readonly #opts: TunnelEndpointOptions;
+  readonly #wss = new WebSocketServer({
+    noServer: true,
+    perMessageDeflate: false,
+    maxPayload: MAX_MESSAGE,
+    clientTracking: false,
+    handleProtocols: (protocols) => (protocols.has(TUNNEL_SUBPROTOCOL) ? TUNNEL_SUBPROTOCOL : false),
+  });
+  readonly connections = new Set<AgentConnection>();
+
+  constructor(opts: TunnelEndpointOptions) {
+    this.#opts = opts;
+    opts.server.on('upgrade', (req, socket, head) => {
+      this.#onUpgrade(req, socket, head).catch((err) => {
+        opts.logger.error({ err }, 'tunnel upgrade failed');
+        reject(socket, 500, 'internal error');
+      });
+    });
+    opts.server.on('request', (req, res) => {
+      const body = `This is a Burrow tunnel endpoint: agents connect with a WebSocket upgrade at ${TUNNEL_PATH}.\n`;
+      res.writeHead(req.url === TUNNEL_PATH ? 426 : 404, {
+        'content-type': 'text/plain; charset=utf-8',
+        upgrade: 'websocket',
+      });
+      res.end(body);
+    });
+  }
+
+  async #onUpgrade(req: IncomingMessage, socket: Duplex, head: Buffer): Promise<void> {
+    const log = this.#opts.logger;
+    const remote = req.socket.remoteAddress ?? '';
+    socket.on('error', () => {}); // a client that vanishes mid-handshake is not our error
+    const path = (req.url ?? '').split('?')[0];
+    if (path !== TUNNEL_PATH) return reject(socket, 404, `no tunnel endpoint at ${path}; use ${TUNNEL_PATH}`);
+    if ((req.headers.upgrade ?? '').toLowerCase() !== 'websocket')
+      return reject(socket, 400, 'expected a WebSocket upgrade');
+    const offered = (req.headers['sec-websocket-protocol'] ?? '').split(',').map((p) => p.trim());
+    if (!offered.includes(TUNNEL_SUBPROTOCOL)) {
+      log.warn({ remote, offered }, 'agent refused: unsupported tunnel protocol version');
+      return reject(
+        socket,
+        400,
+        `unsupported tunnel protocol version (offered: ${offered.filter(Boolean).join(', ') || 'none'}); this relay speaks ${TUNNEL_SUBPROTOCOL}`,
+      );
+    }
+    const auth = req.headers.authorization ?? '';
+    const match = /^Bearer ([A-Za-z0-9._~+/=-]+)$/.exec(auth);
+    if (!match) return reject(socket, 401, 'missing bearer token', { 'www-authenticate': 'Bearer' });
+    let claims: AgentClaims;
+    try {
+      claims = await verifyAgentToken(match[1]!, this.#opts.keys(), this.#opts.audience);
+    } catch (err) {
+      const reason = (err as Error).message;
+      log.warn({ remote, reason }, 'agent refused: token rejected');
+      return reject(socket, 401, reason, { 'www-authenticate': 'Bearer error="invalid_token"' });
+    }
+    if (socket.destroyed) return;
+    this.#wss.handleUpgrade(req, socket, head, (ws) => {
+      const session = createSession(new WsTransport(ws), {
+        role: 'server',
+        maxMetadata: 32 * 1024,
+        ...this.#opts.session,
+      });
+      const conn = new AgentConnection({
+        session,
+        claims,
+        table: this.#opts.table,
+        logger: log,
+        relayId: this.#opts.relayId,
+        remoteAddress: remote,
+      });
+      this.connections.add(conn);
+      session.on('close', () => this.connections.delete(conn));
+      log.info({ conn: conn.id, subject: claims.sub, remote }, 'agent connected');
+      this.#opts.onConnection?.(conn);
+    });
+  }
+
+  /** GOAWAY to every agent; resolves when all sessions have drained or closed. */
+  async drain(): Promise<void> {
+    await Promise.all([...this.connections].map((c) => c.session.goAway()));
+  }
+
+  /** Closes every agent session now. */
+  destroyAll(): void {
+    for (const c of this.connections) c.session.destroy();
+  }
+}
+
+function reject(socket: Duplex, status: number, reason: string, extra: Record<string, string> = {}): void {
+  if (socket.destroyed) return;
+  const body = `${reason}\n`;
+  const headers = {
+    'content-type': 'text/plain; charset=utf-8',
+    'content-length': String(Buffer.byteLength(body)),
+    connection: 'close',
+    ...extra,
+  };
+  const lines = Object.entries(headers).map(([k, v]) => `${k}: ${v}`);
+  socket.end(`HTTP/1.1 ${status} ${STATUS_CODES[status]}\r\n${lines.join('\r\n')}\r\n\r\n${body}`);
+}
