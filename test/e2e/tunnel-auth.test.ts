@@ -1,0 +1,144 @@
+// Agents that cannot prove who they are never get a tunnel: every refusal is a
+// real HTTP status with a reason, sent before the WebSocket upgrade.
+import { generateKeyPairSync } from 'node:crypto';
+import type { IncomingMessage } from 'node:http';
+import { createAgentToken, loadSigningKey, TUNNEL_PATH, TUNNEL_SUBPROTOCOL } from '@burrow/shared';
+import { SignJWT } from 'jose';
+import t from 'tap';
+import { WebSocket } from 'ws';
+import { testKeys, testRelay, tokenFor, tunnelUrl } from '../helpers/relay.js';
+
+/** Attempts an agent upgrade; resolves with the HTTP refusal (status and body) or 101. */
+function attempt(
+  url: string,
+  token: string | undefined,
+  protocol = TUNNEL_SUBPROTOCOL,
+  path = TUNNEL_PATH,
+): Promise<{ status: number; body: string }> {
+  return new Promise((resolve, reject) => {
+    const ws = new WebSocket(
+      url + path,
+      protocol,
+      token === undefined ? {} : { headers: { authorization: `Bearer ${token}` } },
+    );
+    ws.on('unexpected-response', (_req, res: IncomingMessage) => {
+      let body = '';
+      res.setEncoding('utf8');
+      res.on('data', (c: string) => (body += c));
+      res.on('end', () => resolve({ status: res.statusCode ?? 0, body }));
+    });
+    ws.on('open', () => {
+      ws.close();
+      resolve({ status: 101, body: '' });
+    });
+    ws.on('error', (err) => {
+      if (!/Unexpected server response/.test(err.message)) reject(err);
+    });
+  });
+}
+
+t.test('token checks at the tunnel endpoint', async (t) => {
+  const relay = await testRelay(t);
+  const url = tunnelUrl(relay);
+  const keys = await testKeys();
+
+  t.test('a valid token is accepted', async (t) => {
+    const r = await attempt(url, await tokenFor('alice', ['app.example.com']));
+    t.equal(r.status, 101);
+  });
+
+  t.test('no token: 401', async (t) => {
+    const r = await attempt(url, undefined);
+    t.equal(r.status, 401);
+    t.match(r.body, /missing bearer token/);
+  });
+
+  t.test('garbage token: 401 malformed', async (t) => {
+    const r = await attempt(url, 'not.a.jwt');
+    t.equal(r.status, 401);
+    t.match(r.body, /malformed/);
+  });
+
+  t.test('expired token: 401 expired', async (t) => {
+    const now = Math.floor(Date.now() / 1000);
+    const expired = await new SignJWT({ hosts: ['app.example.com'], ports: [] })
+      .setProtectedHeader({ alg: 'EdDSA', kid: keys.signing.kid })
+      .setSubject('alice')
+      .setAudience('burrow-relay')
+      .setIssuedAt(now - 7200)
+      .setExpirationTime(now - 3600)
+      .setJti('old')
+      .sign(keys.signing.privateKey);
+    const r = await attempt(url, expired);
+    t.equal(r.status, 401);
+    t.match(r.body, /expired/);
+  });
+
+  t.test('signed by another key: 401', async (t) => {
+    const other = generateKeyPairSync('ed25519');
+    const foreign = await loadSigningKey(
+      other.privateKey.export({ type: 'pkcs8', format: 'pem' }).toString(),
+    );
+    const r = await attempt(
+      url,
+      await createAgentToken(foreign, { sub: 'mallory', hosts: ['app.example.com'], ttl: 60_000 }),
+    );
+    t.equal(r.status, 401);
+    t.match(r.body, /key this relay does not know/);
+    // Same kid as the relay's key but a different signature: still refused.
+    const forged = await createAgentToken(
+      { kid: keys.signing.kid, privateKey: foreign.privateKey },
+      { sub: 'mallory', hosts: ['app.example.com'], ttl: 60_000 },
+    );
+    const r2 = await attempt(url, forged);
+    t.equal(r2.status, 401);
+    t.match(r2.body, /signature invalid/);
+  });
+
+  t.test('alg none: 401', async (t) => {
+    const valid = await tokenFor('alice', ['app.example.com']);
+    const [, payload] = valid.split('.');
+    const none = `${Buffer.from(JSON.stringify({ alg: 'none', typ: 'JWT' })).toString('base64url')}.${payload}.`;
+    const r = await attempt(url, none);
+    t.equal(r.status, 401);
+    t.match(r.body, /algorithm "none" is not allowed/);
+  });
+
+  t.test('HS256 signed with the public key (algorithm confusion): 401', async (t) => {
+    const valid = await tokenFor('alice', ['app.example.com']);
+    const [, payload] = valid.split('.');
+    const header = Buffer.from(JSON.stringify({ alg: 'HS256', typ: 'JWT', kid: keys.signing.kid })).toString(
+      'base64url',
+    );
+    const { createHmac } = await import('node:crypto');
+    const sig = createHmac('sha256', keys.publicPem).update(`${header}.${payload}`).digest('base64url');
+    const r = await attempt(url, `${header}.${payload}.${sig}`);
+    t.equal(r.status, 401);
+    t.match(r.body, /algorithm "HS256" is not allowed/);
+  });
+
+  t.test('wrong audience: 401', async (t) => {
+    const r = await attempt(
+      url,
+      await createAgentToken(keys.signing, {
+        sub: 'alice',
+        hosts: ['a.example.com'],
+        ttl: 60_000,
+        audience: 'other-relay',
+      }),
+    );
+    t.equal(r.status, 401);
+    t.match(r.body, /claim "aud"/);
+  });
+
+  t.test('unknown protocol version: 400 naming the supported one', async (t) => {
+    const r = await attempt(url, await tokenFor('alice', ['app.example.com']), 'burrow.v99');
+    t.equal(r.status, 400);
+    t.match(r.body, /unsupported tunnel protocol version.*burrow\.v1/);
+  });
+
+  t.test('wrong path: 404', async (t) => {
+    const r = await attempt(url, await tokenFor('alice', ['app.example.com']), TUNNEL_SUBPROTOCOL, '/tunnel');
+    t.equal(r.status, 404);
+  });
+});

@@ -1,0 +1,72 @@
+import { once } from 'node:events';
+import {
+  createServer,
+  request as httpRequest,
+  type IncomingHttpHeaders,
+  type OutgoingHttpHeaders,
+  type RequestListener,
+  type Server,
+} from 'node:http';
+import type { AddressInfo } from 'node:net';
+import type { Readable } from 'node:stream';
+import type { Teardownable } from './relay.js';
+
+/** An HTTP server on 127.0.0.1:0 closed at teardown. */
+export async function testServer(
+  t: Teardownable,
+  handler: RequestListener,
+  host = '127.0.0.1',
+): Promise<{ server: Server; port: number; url: string }> {
+  const server = createServer(handler);
+  server.listen(0, host);
+  await once(server, 'listening');
+  t.teardown(() => {
+    server.closeAllConnections();
+    return new Promise<void>((resolve) => server.close(() => resolve()));
+  });
+  const port = (server.address() as AddressInfo).port;
+  return { server, port, url: `http://${host}:${port}` };
+}
+
+export interface Reply {
+  status: number;
+  headers: IncomingHttpHeaders;
+  body: Buffer;
+}
+
+/** One request to the relay with a given Host header; collects the whole reply. */
+export function get(
+  port: number,
+  host: string,
+  path = '/',
+  opts: {
+    method?: string;
+    headers?: OutgoingHttpHeaders;
+    body?: Buffer | Readable;
+    agent?: import('node:http').Agent | false;
+  } = {},
+): Promise<Reply> {
+  return new Promise((resolve, reject) => {
+    const req = httpRequest(
+      {
+        host: '127.0.0.1',
+        port,
+        path,
+        method: opts.method ?? 'GET',
+        headers: { host, ...opts.headers },
+        agent: opts.agent ?? false,
+      },
+      (res) => {
+        const chunks: Buffer[] = [];
+        res.on('data', (c: Buffer) => chunks.push(c));
+        res.on('end', () =>
+          resolve({ status: res.statusCode ?? 0, headers: res.headers, body: Buffer.concat(chunks) }),
+        );
+        res.on('error', reject);
+      },
+    );
+    req.on('error', reject);
+    if (opts.body && !Buffer.isBuffer(opts.body)) opts.body.pipe(req);
+    else req.end(opts.body);
+  });
+}
