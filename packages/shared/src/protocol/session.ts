@@ -311,7 +311,15 @@ export class Session extends EventEmitter<SessionEvents> {
     payload.writeBigUInt64BE(seq);
     this.#pings.set(seq, { sentAt: performance.now(), ...(resolve && reject ? { resolve, reject } : {}) });
     // Bound the table: a peer that answers nothing is caught by the keepalive.
-    if (this.#pings.size > 64) this.#pings.delete(this.#pings.keys().next().value!);
+    // Evict only keepalive entries: an evicted ping() caller would wait forever.
+    if (this.#pings.size > 64) {
+      for (const [key, entry] of this.#pings) {
+        if (!entry.resolve) {
+          this.#pings.delete(key);
+          break;
+        }
+      }
+    }
     this.#writeControl(encodePing(FrameType.Ping, payload));
   }
 
@@ -509,7 +517,9 @@ export class Session extends EventEmitter<SessionEvents> {
 
   #onTransportClose(error?: Error): void {
     if (this.#closed) return;
-    this.#finish(error ?? this.#closeError, undefined, '');
+    // After an error GOAWAY the peer closes with 4000+reason, which the transport
+    // reports as a bare error: the GOAWAY's reason and message say more.
+    this.#finish(this.#closeError ?? error, undefined, '');
   }
 
   // ---- Stream bookkeeping ----
@@ -540,7 +550,8 @@ export class Session extends EventEmitter<SessionEvents> {
 
   #maybeFinishDrain(): void {
     if (this.draining && this.#streams.size === 0 && !this.#closed) {
-      this.#finish(undefined, Reason.NoError, 'drained');
+      // A peer that sent an error GOAWAY did not drain: report its reason, not a clean close.
+      this.#finish(this.#closeError, Reason.NoError, 'drained');
     }
   }
 
