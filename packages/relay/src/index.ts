@@ -1,3 +1,4 @@
+export { SERVE_OPTIONS as RELAY_SERVE_OPTIONS } from './config.js';
 export type { AccessInfo } from './proxy/forward.js';
 export { type Relay, type RelayOptions, startRelay } from './relay.js';
 export type { Lookup, RouteTable } from './routes/table.js';

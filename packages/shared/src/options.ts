@@ -37,7 +37,8 @@ export function parseOptions(
 ): { values: OptionValues; positionals: string[] } {
   const known = new Set(specs.map((s) => s.name));
   for (const key of Object.keys(file)) {
-    if (!known.has(key)) throw new ConfigError(`${fileName}: unknown key "${key}" (keys are the long flag names, see --help)`);
+    if (!known.has(key))
+      throw new ConfigError(`${fileName}: unknown key "${key}" (keys are the long flag names, see --help)`);
   }
   const options: Record<string, { type: 'string' | 'boolean'; multiple?: boolean; short?: string }> = {};
   for (const s of specs) {

@@ -1,0 +1,67 @@
+#!/usr/bin/env node
+// Regenerates docs/configuration.md from the option tables that also drive
+// the CLIs' flags, environment variables and --help. A test fails when the
+// committed file differs, so docs and binaries cannot drift apart.
+//   node scripts/gen-config-docs.mjs          write docs/configuration.md
+//   node scripts/gen-config-docs.mjs --check  exit 1 if it is out of date
+import { readFileSync, writeFileSync } from 'node:fs';
+import { dirname, join } from 'node:path';
+import { fileURLToPath } from 'node:url';
+import { AGENT_OPTIONS } from '@burrow/agent';
+import { RELAY_SERVE_OPTIONS } from '@burrow/relay';
+
+const root = join(dirname(fileURLToPath(import.meta.url)), '..');
+const target = join(root, 'docs', 'configuration.md');
+
+function table(specs) {
+  const rows = specs
+    .filter((s) => s.name !== 'help')
+    .map((s) => {
+      const flag = `\`--${s.name}${s.type === 'boolean' ? '' : ` ${s.placeholder ?? 'VALUE'}`}\``;
+      const env = s.env ? `\`${s.env}\`` : '';
+      const def = s.default !== undefined ? `\`${String(s.default)}\`` : '';
+      const desc = `${s.description}${s.type === 'list' ? ' (repeatable; comma-separated in env)' : ''}`;
+      return `| ${flag} | ${env} | ${def} | ${desc.replace(/\|/g, '\\|')} |`;
+    });
+  return ['| flag | environment | default | meaning |', '|---|---|---|---|', ...rows].join('\n');
+}
+
+export function render() {
+  return `# Configuration
+
+Generated from the option tables in \`packages/relay/src/config.ts\` and
+\`packages/agent/src/config.ts\` by \`node scripts/gen-config-docs.mjs\`; the same tables drive
+\`--help\`. Precedence: command-line flag, then environment variable, then the YAML file given with
+\`--config\` (relay; keys are the long flag names), then the default. Durations take a unit:
+\`500ms\`, \`30s\`, \`15m\`, \`12h\`, \`90d\`.
+
+## burrow-relay serve
+
+${table(RELAY_SERVE_OPTIONS)}
+
+Example \`relay.yaml\`:
+
+\`\`\`yaml
+http-listen: 0.0.0.0:80
+tunnel-listen: 0.0.0.0:8443
+verify-key: [/etc/burrow/keys]
+drain-timeout: 30s
+log-level: info
+\`\`\`
+
+## burrow-agent
+
+${table(AGENT_OPTIONS)}
+`;
+}
+
+const text = render();
+if (process.argv.includes('--check')) {
+  const current = readFileSync(target, 'utf8');
+  if (current !== text) {
+    console.error('docs/configuration.md is out of date: run node scripts/gen-config-docs.mjs');
+    process.exit(1);
+  }
+} else {
+  writeFileSync(target, text);
+}

@@ -1,0 +1,104 @@
+// The relay binary as an operator runs it: keygen, token create, serve, and a
+// SIGTERM that lets in-flight downloads finish before exiting 0.
+import { execFile } from 'node:child_process';
+import { once } from 'node:events';
+import { mkdtemp, rm, stat } from 'node:fs/promises';
+import { request } from 'node:http';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { promisify } from 'node:util';
+import t from 'tap';
+import { testAgent } from '../helpers/agent.js';
+import { testServer } from '../helpers/http.js';
+import { RELAY_CLI, spawnLogged } from '../helpers/proc.js';
+
+const run = promisify(execFile);
+
+t.test('keygen, token create, serve, SIGTERM drain', async (t) => {
+  const dir = await mkdtemp(join(tmpdir(), 'burrow-relay-'));
+  t.teardown(() => rm(dir, { recursive: true, force: true }));
+  const keys = join(dir, 'keys');
+
+  await run(process.execPath, [RELAY_CLI, 'keygen', '--out', keys]);
+  t.equal(
+    (await stat(join(keys, 'signing.key'))).mode & 0o777,
+    0o600,
+    'private key is readable by its owner only',
+  );
+  const again = await run(process.execPath, [RELAY_CLI, 'keygen', '--out', keys]).catch((e) => e);
+  t.equal(again.code, 1, 'keygen refuses to overwrite a key pair');
+  t.match(again.stderr, /already exists; pass --force/);
+
+  const { stdout: token } = await run(process.execPath, [
+    RELAY_CLI,
+    'token',
+    'create',
+    '--key',
+    join(keys, 'signing.key'),
+    '--sub',
+    'cli',
+    '--hosts',
+    'dl.example.com',
+    '--ttl',
+    '1h',
+  ]);
+  t.match(token.trim(), /^[\w-]+\.[\w-]+\.[\w-]+$/, 'prints one compact JWT');
+
+  const bad = await run(process.execPath, [RELAY_CLI, 'serve', '--http-listen', 'nonsense']).catch((e) => e);
+  t.equal(bad.code, 1);
+  t.match(bad.stderr, /--http-listen must be HOST:PORT/, 'config errors name the field');
+
+  const relay = spawnLogged(t, RELAY_CLI, [
+    'serve',
+    '--http-listen',
+    '127.0.0.1:0',
+    '--tunnel-listen',
+    '127.0.0.1:0',
+    '--verify-key',
+    keys,
+    '--drain-timeout',
+    '20s',
+  ]);
+  const listening = await relay.waitFor((l) => l['msg'] === 'relay listening');
+  const httpPort = (listening['http'] as { port: number }).port;
+  const tunnelPort = (listening['tunnel'] as { port: number }).port;
+
+  // A download that stays in flight until the test releases it.
+  let release!: () => void;
+  const released = new Promise<void>((r) => (release = r));
+  const app = await testServer(t, (_req, res) => {
+    res.writeHead(200, { 'content-length': '8' });
+    res.write('part1-');
+    released.then(() => res.end('ok'));
+  });
+  await testAgent(
+    t,
+    `ws://127.0.0.1:${tunnelPort}`,
+    [{ id: 'dl', hostnames: ['dl.example.com'], target: app.url }],
+    {
+      token: token.trim(),
+    },
+  );
+
+  const res = await new Promise<import('node:http').IncomingMessage>((resolve, reject) =>
+    request(
+      { host: '127.0.0.1', port: httpPort, path: '/file', headers: { host: 'dl.example.com' } },
+      resolve,
+    )
+      .on('error', reject)
+      .end(),
+  );
+  res.setEncoding('utf8');
+  const [first] = await once(res, 'data');
+  t.equal(first, 'part1-');
+
+  relay.child.kill('SIGTERM');
+  await relay.waitFor((l) => l['msg'] === 'relay draining');
+  let rest = '';
+  res.on('data', (c: string) => (rest += c));
+  const ended = once(res, 'end');
+  release();
+  await ended;
+  t.equal(rest, 'ok', 'the in-flight download completed after SIGTERM');
+  t.equal(await relay.exited, 0, 'relay exits 0 after draining');
+});

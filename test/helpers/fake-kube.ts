@@ -1,0 +1,391 @@
+/**
+ * A fake Kubernetes API server for tests: real HTTP on 127.0.0.1, speaking the
+ * parts of the REST and watch protocol Burrow's agent uses, so the agent runs
+ * its production code path with the real @kubernetes/client-node:
+ *
+ * - list with resourceVersion (and labelSelector equality terms);
+ * - watch as a chunked stream of JSON lines (ADDED/MODIFIED/DELETED/BOOKMARK),
+ *   410 Gone for a compacted resourceVersion, server-side timeouts, and
+ *   dropping every open watch on demand;
+ * - JSON merge-patch (RFC 7386) on Services; create/patch of core/v1 Events;
+ *   coordination.k8s.io/v1 Leases (get/create/update with resourceVersion
+ *   conflicts).
+ */
+import { EventEmitter, once } from 'node:events';
+import { createServer, type IncomingMessage, type Server, type ServerResponse } from 'node:http';
+import type { AddressInfo } from 'node:net';
+import type { Teardownable } from './relay.js';
+
+type Obj = { apiVersion?: string; kind?: string; metadata: Record<string, any>; [k: string]: any };
+type WatchEvent = { type: 'ADDED' | 'MODIFIED' | 'DELETED' | 'BOOKMARK'; object: Obj; rv: number };
+
+interface Collection {
+  kind: string;
+  apiVersion: string;
+  objects: Map<string, Obj>; // key ns/name
+}
+
+export interface FakeKubeRequest {
+  method: string;
+  path: string;
+  contentType: string | undefined;
+  body: unknown;
+}
+
+export class FakeKube extends EventEmitter {
+  server!: Server;
+  url = '';
+  #rv = 100;
+  /** Oldest resourceVersion a watch may resume from; older gets 410 Gone. */
+  #compactedBefore = 0;
+  readonly #history: Array<WatchEvent & { resource: string }> = [];
+  readonly #collections = new Map<string, Collection>([
+    ['services', { kind: 'Service', apiVersion: 'v1', objects: new Map() }],
+    ['events', { kind: 'Event', apiVersion: 'v1', objects: new Map() }],
+    ['leases', { kind: 'Lease', apiVersion: 'coordination.k8s.io/v1', objects: new Map() }],
+  ]);
+  readonly #watches = new Set<{
+    res: ServerResponse;
+    resource: string;
+    ns?: string;
+    selector?: Record<string, string>;
+  }>();
+  /** Every request received, for assertions (e.g. that no write touched keys we do not own). */
+  readonly requests: FakeKubeRequest[] = [];
+  /** When set, the next list/watch of this resource fails with this status. */
+  failNext: { resource: string; status: number; count: number } | undefined;
+
+  async start(t: Teardownable): Promise<this> {
+    this.server = createServer((req, res) => {
+      this.#handle(req, res).catch((err) => {
+        res.writeHead(500, { 'content-type': 'application/json' });
+        res.end(JSON.stringify(status(500, String(err))));
+      });
+    });
+    this.server.listen(0, '127.0.0.1');
+    await once(this.server, 'listening');
+    this.url = `http://127.0.0.1:${(this.server.address() as AddressInfo).port}`;
+    t.teardown(() => this.stop());
+    return this;
+  }
+
+  async stop(): Promise<void> {
+    this.dropWatches();
+    this.server.closeAllConnections();
+    await new Promise<void>((r) => this.server.close(() => r()));
+  }
+
+  /** A kubeconfig (YAML) pointing at this server without TLS or auth. */
+  kubeconfig(): string {
+    return [
+      'apiVersion: v1',
+      'kind: Config',
+      'clusters: [{ name: fake, cluster: { server: "' + this.url + '" } }]',
+      'users: [{ name: fake, user: { token: fake-token } }]',
+      'contexts: [{ name: fake, context: { cluster: fake, user: fake, namespace: default } }]',
+      'current-context: fake',
+      '',
+    ].join('\n');
+  }
+
+  // ---- Test controls ----
+
+  /** Creates or replaces a Service; emits ADDED or MODIFIED to watchers. */
+  upsertService(svc: Obj): Obj {
+    return this.#put('services', svc);
+  }
+
+  deleteService(namespace: string, name: string): void {
+    this.#delete('services', namespace, name);
+  }
+
+  getService(namespace: string, name: string): Obj | undefined {
+    return structuredClone(this.#collections.get('services')!.objects.get(`${namespace}/${name}`));
+  }
+
+  events(): Obj[] {
+    return [...this.#collections.get('events')!.objects.values()].map((e) => structuredClone(e));
+  }
+
+  leases(): Obj[] {
+    return [...this.#collections.get('leases')!.objects.values()].map((e) => structuredClone(e));
+  }
+
+  /** Forgets history: watches resuming from any current resourceVersion get 410 Gone. */
+  compact(): void {
+    this.#compactedBefore = this.#rv + 1;
+    this.#history.length = 0;
+  }
+
+  /** Ends every open watch stream (as an apiserver restart or a load balancer would). */
+  dropWatches(): void {
+    for (const w of this.#watches) w.res.end();
+    this.#watches.clear();
+  }
+
+  /** Sends a watch ERROR event with 410 to every open watch, then ends them (expired mid-watch). */
+  expireWatches(): void {
+    this.compact();
+    for (const w of this.#watches) {
+      w.res.write(`${JSON.stringify({ type: 'ERROR', object: status(410, 'too old resource version') })}\n`);
+      w.res.end();
+    }
+    this.#watches.clear();
+  }
+
+  get openWatches(): number {
+    return this.#watches.size;
+  }
+
+  // ---- Store ----
+
+  #put(resource: string, obj: Obj): Obj {
+    const c = this.#collections.get(resource)!;
+    const ns = obj.metadata.namespace ?? 'default';
+    const key = `${ns}/${obj.metadata.name}`;
+    const existed = c.objects.has(key);
+    const stored: Obj = structuredClone({ apiVersion: c.apiVersion, kind: c.kind, ...obj });
+    stored.metadata = {
+      uid: `uid-${key}`,
+      creationTimestamp: new Date().toISOString(),
+      ...stored.metadata,
+      namespace: ns,
+      resourceVersion: String(++this.#rv),
+    };
+    c.objects.set(key, stored);
+    this.#emit(resource, existed ? 'MODIFIED' : 'ADDED', stored);
+    return structuredClone(stored);
+  }
+
+  #delete(resource: string, namespace: string, name: string): boolean {
+    const c = this.#collections.get(resource)!;
+    const obj = c.objects.get(`${namespace}/${name}`);
+    if (!obj) return false;
+    c.objects.delete(`${namespace}/${name}`);
+    const gone = structuredClone(obj);
+    gone.metadata.resourceVersion = String(++this.#rv);
+    this.#emit(resource, 'DELETED', gone);
+    return true;
+  }
+
+  #emit(resource: string, type: WatchEvent['type'], object: Obj): void {
+    const ev = { type, object: structuredClone(object), rv: this.#rv, resource };
+    this.#history.push(ev);
+    if (this.#history.length > 10_000) this.#history.shift();
+    for (const w of this.#watches) {
+      if (w.resource === resource && matches(object, w.ns, w.selector))
+        w.res.write(`${JSON.stringify({ type, object })}\n`);
+    }
+    this.emit('change', ev);
+  }
+
+  // ---- HTTP ----
+
+  async #handle(req: IncomingMessage, res: ServerResponse): Promise<void> {
+    const url = new URL(req.url ?? '/', this.url);
+    const chunks: Buffer[] = [];
+    for await (const c of req) chunks.push(c as Buffer);
+    const raw = Buffer.concat(chunks).toString();
+    let body: unknown;
+    try {
+      body = raw ? JSON.parse(raw) : undefined;
+    } catch {
+      return send(res, 400, status(400, 'body is not JSON'));
+    }
+    this.requests.push({
+      method: req.method ?? '',
+      path: url.pathname + url.search,
+      contentType: req.headers['content-type'],
+      body,
+    });
+    this.emit('request', this.requests.at(-1));
+
+    const m =
+      /^\/api\/v1(?:\/namespaces\/([^/]+))?\/(services|events)(?:\/([^/]+))?$/.exec(url.pathname) ??
+      /^\/apis\/coordination\.k8s\.io\/v1(?:\/namespaces\/([^/]+))?\/(leases)(?:\/([^/]+))?$/.exec(
+        url.pathname,
+      );
+    if (!m)
+      return send(
+        res,
+        404,
+        status(404, `the server could not find the requested resource (${url.pathname})`),
+      );
+    const [, ns, resource, name] = m as unknown as [string, string | undefined, string, string | undefined];
+    const c = this.#collections.get(resource)!;
+
+    if (
+      this.failNext &&
+      this.failNext.resource === resource &&
+      req.method === 'GET' &&
+      this.failNext.count > 0
+    ) {
+      this.failNext.count--;
+      return send(res, this.failNext.status, status(this.failNext.status, 'injected failure'));
+    }
+
+    if (req.method === 'GET' && !name) {
+      const selector = parseSelector(url.searchParams.get('labelSelector'));
+      if (url.searchParams.get('watch') === 'true') return this.#watch(req, res, resource, ns, selector, url);
+      const items = [...c.objects.values()].filter((o) => matches(o, ns, selector));
+      return send(res, 200, {
+        apiVersion: c.apiVersion,
+        kind: `${c.kind}List`,
+        metadata: { resourceVersion: String(this.#rv) },
+        items,
+      });
+    }
+    if (!ns) return send(res, 405, status(405, 'method not allowed'));
+    const key = `${ns}/${name}`;
+    switch (req.method) {
+      case 'GET': {
+        const obj = c.objects.get(key);
+        return obj ? send(res, 200, obj) : send(res, 404, status(404, `${resource} "${name}" not found`));
+      }
+      case 'POST': {
+        const obj = body as Obj;
+        const objName = obj?.metadata?.name;
+        if (!objName) return send(res, 422, status(422, 'metadata.name is required'));
+        if (c.objects.has(`${ns}/${objName}`))
+          return send(res, 409, status(409, `${resource} "${objName}" already exists`));
+        return send(res, 201, this.#put(resource, { ...obj, metadata: { ...obj.metadata, namespace: ns } }));
+      }
+      case 'PUT': {
+        const obj = body as Obj;
+        const current = c.objects.get(key);
+        if (!current) return send(res, 404, status(404, `${resource} "${name}" not found`));
+        if (
+          obj.metadata?.resourceVersion &&
+          obj.metadata.resourceVersion !== current.metadata.resourceVersion
+        ) {
+          return send(
+            res,
+            409,
+            status(409, 'the object has been modified; please apply your changes to the latest version'),
+          );
+        }
+        return send(
+          res,
+          200,
+          this.#put(resource, { ...obj, metadata: { ...obj.metadata, namespace: ns, name } }),
+        );
+      }
+      case 'PATCH': {
+        const type = req.headers['content-type'] ?? '';
+        if (!type.startsWith('application/merge-patch+json')) {
+          return send(
+            res,
+            415,
+            status(415, `unsupported patch type ${type}; this fake speaks merge-patch only`),
+          );
+        }
+        const current = c.objects.get(key);
+        if (!current) return send(res, 404, status(404, `${resource} "${name}" not found`));
+        const patched = mergePatch(structuredClone(current), body) as Obj;
+        patched.metadata.name = name;
+        patched.metadata.namespace = ns;
+        return send(res, 200, this.#put(resource, patched));
+      }
+      case 'DELETE':
+        return this.#delete(resource, ns, name!)
+          ? send(res, 200, status(200, 'deleted'))
+          : send(res, 404, status(404, 'not found'));
+    }
+    return send(res, 405, status(405, 'method not allowed'));
+  }
+
+  #watch(
+    req: IncomingMessage,
+    res: ServerResponse,
+    resource: string,
+    ns: string | undefined,
+    selector: Record<string, string> | undefined,
+    url: URL,
+  ): void {
+    const from = Number(url.searchParams.get('resourceVersion') || '0');
+    if (from && from < this.#compactedBefore) {
+      return send(res, 410, status(410, `too old resource version: ${from} (${this.#compactedBefore})`));
+    }
+    res.writeHead(200, { 'content-type': 'application/json', 'transfer-encoding': 'chunked' });
+    res.flushHeaders();
+    // Replay what happened after `from` (rv 0 means "now": nothing to replay).
+    if (from) {
+      for (const ev of this.#history) {
+        if (ev.resource === resource && ev.rv > from && matches(ev.object, ns, selector)) {
+          res.write(`${JSON.stringify({ type: ev.type, object: ev.object })}\n`);
+        }
+      }
+    }
+    const w = { res, resource, ...(ns ? { ns } : {}), ...(selector ? { selector } : {}) };
+    this.#watches.add(w);
+    if (url.searchParams.get('allowWatchBookmarks') === 'true') {
+      res.write(
+        `${JSON.stringify({ type: 'BOOKMARK', object: { kind: 'Service', apiVersion: 'v1', metadata: { resourceVersion: String(this.#rv) } } })}\n`,
+      );
+    }
+    const timeout = Number(url.searchParams.get('timeoutSeconds') || '0');
+    const timer = timeout > 0 ? setTimeout(() => res.end(), timeout * 1000) : undefined;
+    const done = () => {
+      clearTimeout(timer);
+      this.#watches.delete(w);
+      this.emit('watch-closed');
+    };
+    req.on('close', done);
+    res.on('close', done);
+    this.emit('watch', { resource, from });
+  }
+}
+
+function send(res: ServerResponse, code: number, body: unknown): void {
+  const text = JSON.stringify(body);
+  res.writeHead(code, { 'content-type': 'application/json', 'content-length': Buffer.byteLength(text) });
+  res.end(text);
+}
+
+function status(code: number, message: string) {
+  return {
+    kind: 'Status',
+    apiVersion: 'v1',
+    metadata: {},
+    status: code < 400 ? 'Success' : 'Failure',
+    message,
+    code,
+    reason: code === 410 ? 'Expired' : undefined,
+  };
+}
+
+function parseSelector(text: string | null): Record<string, string> | undefined {
+  if (!text) return undefined;
+  const out: Record<string, string> = {};
+  for (const term of text.split(',')) {
+    const [k, v] = term.split('=');
+    if (k) out[k.trim()] = (v ?? '').trim();
+  }
+  return out;
+}
+
+function matches(obj: Obj, ns: string | undefined, selector: Record<string, string> | undefined): boolean {
+  if (ns && obj.metadata.namespace !== ns) return false;
+  if (!selector) return true;
+  const labels = (obj.metadata.labels ?? {}) as Record<string, string>;
+  return Object.entries(selector).every(([k, v]) => labels[k] === v);
+}
+
+/** RFC 7386 JSON merge patch. */
+export function mergePatch(target: unknown, patch: unknown): unknown {
+  if (patch === null || typeof patch !== 'object' || Array.isArray(patch)) return patch;
+  const out: Record<string, unknown> =
+    target && typeof target === 'object' && !Array.isArray(target)
+      ? { ...(target as Record<string, unknown>) }
+      : {};
+  for (const [k, v] of Object.entries(patch as Record<string, unknown>)) {
+    if (v === null) delete out[k];
+    else out[k] = mergePatch(out[k], v);
+  }
+  return out;
+}
+
+/** Starts a fake API server for the test. */
+export function fakeKube(t: Teardownable): Promise<FakeKube> {
+  return new FakeKube().start(t);
+}

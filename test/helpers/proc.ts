@@ -1,0 +1,78 @@
+import { type ChildProcess, spawn } from 'node:child_process';
+import { once } from 'node:events';
+import { dirname, join } from 'node:path';
+import { createInterface } from 'node:readline';
+import { fileURLToPath } from 'node:url';
+import type { Teardownable } from './relay.js';
+
+export const ROOT = join(dirname(fileURLToPath(import.meta.url)), '..', '..');
+export const RELAY_CLI = join(ROOT, 'packages/relay/dist/cli.js');
+export const AGENT_CLI = join(ROOT, 'packages/agent/dist/cli.js');
+
+export interface LoggedProcess {
+  child: ChildProcess;
+  /** JSON log lines seen so far. */
+  lines: Array<Record<string, unknown>>;
+  /** Resolves with the first log line (already seen or future) matching `pred`. */
+  waitFor(pred: (line: Record<string, unknown>) => boolean): Promise<Record<string, unknown>>;
+  exited: Promise<number | null>;
+  stderr(): string;
+}
+
+/** Spawns a Burrow binary whose stdout is JSON log lines; killed at teardown. */
+export function spawnLogged(
+  t: Teardownable,
+  script: string,
+  args: string[],
+  env: NodeJS.ProcessEnv = {},
+): LoggedProcess {
+  const child = spawn(process.execPath, [script, ...args], {
+    env: { ...process.env, ...env },
+    stdio: ['ignore', 'pipe', 'pipe'],
+  });
+  const exited = once(child, 'exit').then(([code]) => code as number | null);
+  t.teardown(async () => {
+    if (child.exitCode === null && child.signalCode === null) {
+      child.kill('SIGKILL');
+      await exited;
+    }
+  });
+  const lines: Array<Record<string, unknown>> = [];
+  const waiters: Array<{
+    pred: (l: Record<string, unknown>) => boolean;
+    resolve: (l: Record<string, unknown>) => void;
+  }> = [];
+  let err = '';
+  child.stderr!.on('data', (c: Buffer) => (err += c.toString()));
+  createInterface({ input: child.stdout! }).on('line', (text) => {
+    let line: Record<string, unknown>;
+    try {
+      line = JSON.parse(text);
+    } catch {
+      line = { msg: text };
+    }
+    lines.push(line);
+    for (const w of [...waiters]) {
+      if (w.pred(line)) {
+        waiters.splice(waiters.indexOf(w), 1);
+        w.resolve(line);
+      }
+    }
+  });
+  return {
+    child,
+    lines,
+    exited,
+    stderr: () => err,
+    waitFor(pred) {
+      const seen = lines.find(pred);
+      if (seen) return Promise.resolve(seen);
+      return new Promise((resolve, reject) => {
+        waiters.push({ pred, resolve });
+        exited.then((code) =>
+          reject(new Error(`process exited (${code}) before the expected log line; stderr: ${err}`)),
+        );
+      });
+    },
+  };
+}
