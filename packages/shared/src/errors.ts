@@ -81,6 +81,12 @@ export class KeepaliveTimeoutError extends defineWire(
   Reason.KeepaliveTimeout,
   'peer stopped answering pings',
 ) {}
+export class InternalSessionError extends defineWire(
+  'InternalSessionError',
+  'BURROW_ERR_INTERNAL',
+  Reason.InternalError,
+  'internal error while handling the tunnel session',
+) {}
 export class SessionClosedError extends defineWire(
   'SessionClosedError',
   'BURROW_ERR_SESSION_CLOSED',
@@ -136,11 +142,11 @@ export class GoAwayError extends defineWire(
 export class ConfigError extends define('ConfigError', 'BURROW_ERR_CONFIG', 'invalid configuration') {}
 /** A token could not be verified or does not allow what was asked. */
 export class TokenError extends define('TokenError', 'BURROW_ERR_TOKEN', 'token rejected') {}
-/** A route announcement was refused (not allowed by the token, or taken by another tenant). */
-export class RouteRefusedError extends define(
-  'RouteRefusedError',
-  'BURROW_ERR_ROUTE_REFUSED',
-  'route refused',
+/** A backend sent no response head within the relay's response timeout. */
+export class UpstreamTimeoutError extends define(
+  'UpstreamTimeoutError',
+  'BURROW_ERR_UPSTREAM_TIMEOUT',
+  'backend sent no response in time',
 ) {}
 
 /** Every error class with a stable code, for documentation checks. */
@@ -160,7 +166,8 @@ export const ERROR_CODES: readonly string[] = [
   'BURROW_ERR_GOAWAY',
   'BURROW_ERR_CONFIG',
   'BURROW_ERR_TOKEN',
-  'BURROW_ERR_ROUTE_REFUSED',
+  'BURROW_ERR_UPSTREAM_TIMEOUT',
+  'BURROW_ERR_INTERNAL',
 ];
 
 /** The wire reason an error maps to when it aborts a stream or session. */

@@ -14,6 +14,7 @@ import {
   responseHeadSchema,
   type Stream,
   stripHopByHop,
+  UpstreamTimeoutError,
 } from '@burrow/shared';
 import type { RouteTable } from '../routes/table.js';
 import type { AgentConnection } from '../tunnel/agent-connection.js';
@@ -81,10 +82,6 @@ function quoteIfNeeded(v: string): string {
 export function clientIp(remote: string | undefined): string {
   if (!remote) return '';
   return remote.startsWith('::ffff:') && remote.includes('.') ? remote.slice(7) : remote;
-}
-
-class UpstreamTimeoutError extends Error {
-  readonly code = 'BURROW_ERR_UPSTREAM_TIMEOUT';
 }
 
 /** Reads the agent's response head; leaves the stream paused with the body's first bytes in `rest`. */

@@ -23,8 +23,13 @@ export interface SessionConfig {
   drainTimeout: number;
   /** A stream with no frames in either direction for this long is reset, ms; 0 disables. Default 15 min. */
   streamIdleTimeout: number;
-  /** Transport bytes queued beyond which stream writers are paused, bytes. Default 4 MiB. */
-  sendHighWater: number;
+  /**
+   * Bytes queued in the transport beyond which the peer counts as not reading
+   * and the session is closed, bytes. DATA stops at the transport's own
+   * high-water mark long before; this bounds control frames (PONG, WINDOW,
+   * RST) a peer can provoke without reading. Default 16 MiB.
+   */
+  maxSendQueue: number;
 }
 
 export const DEFAULT_SESSION_CONFIG: Readonly<SessionConfig> = Object.freeze({
@@ -38,7 +43,7 @@ export const DEFAULT_SESSION_CONFIG: Readonly<SessionConfig> = Object.freeze({
   handshakeTimeout: 10_000,
   drainTimeout: 30_000,
   streamIdleTimeout: 15 * 60_000,
-  sendHighWater: 4 * 1024 * 1024,
+  maxSendQueue: 16 * 1024 * 1024,
 });
 
 /** Smallest frame payload a peer may advertise: keeps per-frame overhead sane. */
@@ -112,10 +117,10 @@ export function verifyConfig(partial: Partial<SessionConfig> = {}): SessionConfi
     c.streamIdleTimeout,
   );
   check(
-    int(c.sendHighWater) && c.sendHighWater >= 64 * 1024,
-    'sendHighWater',
-    'must be at least 64 KiB',
-    c.sendHighWater,
+    int(c.maxSendQueue) && c.maxSendQueue >= 1024 * 1024,
+    'maxSendQueue',
+    'must be at least 1 MiB',
+    c.maxSendQueue,
   );
   return c;
 }

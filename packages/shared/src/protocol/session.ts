@@ -3,6 +3,7 @@ import {
   BurrowError,
   GoAwayError,
   HandshakeError,
+  InternalSessionError,
   KeepaliveTimeoutError,
   MetadataTooLargeError,
   ProtocolError,
@@ -214,6 +215,7 @@ export class Session extends EventEmitter<SessionEvents> {
     const meta = Buffer.from(metadata.buffer, metadata.byteOffset, metadata.byteLength);
     const stream = this.#newStream(id, meta, true);
     this.#writeControl(encodeFrame(FrameType.Open, id, meta));
+    if (this.#closed) throw new SessionClosedError('tunnel session closed while opening a stream');
     return stream;
   }
 
@@ -253,7 +255,7 @@ export class Session extends EventEmitter<SessionEvents> {
       // Tell the peer why before closing, so its log names the real cause.
       if (!this.#goAwaySent) {
         this.#goAwaySent = true;
-        this.#writeControl(encodeGoAway({ lastStreamId: this.#lastPeerId, reason, message: error.message }));
+        this.#write(encodeGoAway({ lastStreamId: this.#lastPeerId, reason, message: error.message }));
       }
       this.#finish(error, reason, (error as { code?: string }).code ?? error.name);
     } else {
@@ -275,7 +277,7 @@ export class Session extends EventEmitter<SessionEvents> {
     if (this.#closed) return;
     // A peer that never reads while provoking control frames (PINGs, OPENs we
     // refuse) would grow our queue without bound: cut it off instead.
-    if (this.#transport.bufferedAmount > this.config.sendHighWater * 4) {
+    if (this.#transport.bufferedAmount > this.config.maxSendQueue) {
       this.destroy(new ProtocolError('peer is not reading: send queue over its limit'));
       return;
     }
@@ -361,8 +363,15 @@ export class Session extends EventEmitter<SessionEvents> {
       this.#stats.framesIn++;
       this.#dispatch(frame);
     } catch (err) {
+      // BurrowErrors come from checking the peer's bytes. Anything else was
+      // thrown by application code running in a listener (e.g. 'data'): that is
+      // our bug, not the peer's, so the peer is told INTERNAL_ERROR.
       this.destroy(
-        err instanceof BurrowError ? err : new ProtocolError('frame handling failed', { cause: err }),
+        err instanceof BurrowError
+          ? err
+          : new InternalSessionError('a stream or session listener threw while handling a frame', {
+              cause: err,
+            }),
       );
     }
   }
@@ -399,7 +408,7 @@ export class Session extends EventEmitter<SessionEvents> {
         return;
       }
       case FrameType.Ping:
-        this.#write(encodePing(FrameType.Pong, frame.payload));
+        this.#writeControl(encodePing(FrameType.Pong, frame.payload));
         return;
       case FrameType.Pong:
         return this.#onPong(frame.payload);
@@ -422,7 +431,9 @@ export class Session extends EventEmitter<SessionEvents> {
     if (hello.maxFramePayload < MIN_FRAME_PAYLOAD) {
       throw new HandshakeError(`peer max frame payload ${hello.maxFramePayload} below ${MIN_FRAME_PAYLOAD}`);
     }
-    if (hello.maxMetadata < 256) throw new HandshakeError(`peer max metadata ${hello.maxMetadata} below 256`);
+    if (hello.maxMetadata < 256 || hello.maxMetadata > hello.maxFramePayload) {
+      throw new HandshakeError(`peer max metadata ${hello.maxMetadata} outside 256..maxFramePayload`);
+    }
     this.#peer = {
       ...hello,
       version,
@@ -506,7 +517,8 @@ export class Session extends EventEmitter<SessionEvents> {
       }
     }
     this.emit('goaway', info);
-    if (info.reason !== Reason.NoError && info.reason !== Reason.Shutdown) {
+    const graceful = [Reason.NoError, Reason.Shutdown, Reason.StreamIdsExhausted];
+    if (!graceful.includes(info.reason)) {
       // An error GOAWAY: the peer is about to close; its transport close will follow.
       this.#closeError = new ProtocolError(
         `peer closed the session: ${Reason[info.reason] ?? info.reason}: ${info.message}`,

@@ -239,12 +239,6 @@ export class Stream extends Duplex {
     this.#wantSend();
   }
 
-  /** @internal Sets the send credit once the peer's HELLO is known. */
-  setInitialSendCredit(credit: number): void {
-    this.#sendCredit = credit;
-    this.#wantSend();
-  }
-
   /** @internal */
   onRst(reason: Reason, message: string): void {
     this.resetReason = reason;

@@ -27,5 +27,7 @@ export interface MessageTransport {
 
 /** WebSocket close code for a session that ended with a wire reason (4000 + reason). */
 export function closeCodeFor(reason: number): number {
-  return reason === 0 ? 1000 : 4000 + reason;
+  if (reason === 0) return 1000;
+  // Close codes stop at 4999; a larger reason (chosen by a peer) maps to 4000 + INTERNAL_ERROR.
+  return reason < 1000 ? 4000 + reason : 4002;
 }

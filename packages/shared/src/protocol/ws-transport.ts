@@ -7,12 +7,16 @@ export interface WsTransportOptions {
   highWater?: number;
 }
 
+const CONNECTING = 0;
 const OPEN = 1;
 
 /**
- * Adapts a `ws` WebSocket to the session's MessageTransport. Backpressure is
- * counted from ws's own send callbacks (called once the bytes reach the
- * kernel), so it uses only ws's public API.
+ * Adapts a `ws` WebSocket to the session's MessageTransport. It listens from
+ * construction, so messages that arrive before the session attaches (the
+ * peer's HELLO often rides in right behind the upgrade response) are held, not
+ * lost; sends made before the socket opens are held until it does.
+ * Backpressure is counted from ws's own send callbacks (called once the bytes
+ * reach the kernel), so it uses only ws's public API.
  */
 export class WsTransport implements MessageTransport {
   readonly #ws: WebSocket;
@@ -21,23 +25,24 @@ export class WsTransport implements MessageTransport {
   #wantDrain = false;
   #handlers: TransportHandlers | undefined;
   #error: Error | undefined;
+  /** Messages received before attach(). */
+  #early: Buffer[] | undefined = [];
+  #closedEarly = false;
+  /** Messages sent before the socket opened. */
+  #unsent: Buffer[] = [];
 
   constructor(ws: WebSocket, options: WsTransportOptions = {}) {
     this.#ws = ws;
     this.#highWater = options.highWater ?? 4 * 1024 * 1024;
     ws.binaryType = 'nodebuffer';
-  }
-
-  attach(handlers: TransportHandlers): void {
-    this.#handlers = handlers;
-    const ws = this.#ws;
     ws.on('message', (data, isBinary) => {
       if (!isBinary) {
         this.#error = new ProtocolError('text WebSocket message on a tunnel; frames are binary');
         ws.close(1003, 'binary frames only');
         return;
       }
-      handlers.message(data as Buffer);
+      if (this.#early) this.#early.push(data as Buffer);
+      else this.#handlers?.message(data as Buffer);
     });
     ws.on('error', (err) => {
       this.#error ??= err;
@@ -48,9 +53,28 @@ export class WsTransport implements MessageTransport {
           `WebSocket closed with code ${code}${reason.length ? `: ${reason.toString()}` : ''}`,
         );
       }
-      handlers.close(this.#error);
+      for (const m of this.#unsent) this.#queued -= m.byteLength;
+      this.#unsent = [];
+      if (this.#handlers) this.#handlers.close(this.#error);
+      else this.#closedEarly = true;
     });
-    if (ws.readyState > OPEN) queueMicrotask(() => handlers.close(new Error('WebSocket already closed')));
+    if (ws.readyState === CONNECTING) {
+      ws.once('open', () => {
+        const pending = this.#unsent;
+        this.#unsent = [];
+        for (const m of pending) this.#transmit(m);
+      });
+    }
+  }
+
+  attach(handlers: TransportHandlers): void {
+    this.#handlers = handlers;
+    const early = this.#early ?? [];
+    this.#early = undefined;
+    for (const m of early) handlers.message(m);
+    if (this.#closedEarly || this.#ws.readyState > OPEN) {
+      queueMicrotask(() => handlers.close(this.#error ?? new Error('WebSocket already closed')));
+    }
   }
 
   get writable(): boolean {
@@ -62,10 +86,19 @@ export class WsTransport implements MessageTransport {
   }
 
   send(data: Buffer): void {
-    if (this.#ws.readyState !== OPEN) return;
-    const n = data.byteLength;
-    this.#queued += n;
+    this.#queued += data.byteLength;
     if (this.#queued >= this.#highWater) this.#wantDrain = true;
+    if (this.#ws.readyState === CONNECTING) this.#unsent.push(data);
+    else this.#transmit(data);
+  }
+
+  /** Hands a counted message to ws; the count drops when ws reports it written. */
+  #transmit(data: Buffer): void {
+    const n = data.byteLength;
+    if (this.#ws.readyState !== OPEN) {
+      this.#queued -= n;
+      return;
+    }
     this.#ws.send(data, { binary: true, compress: false }, () => {
       this.#queued -= n;
       if (this.#wantDrain && this.#queued < this.#highWater / 2) {
