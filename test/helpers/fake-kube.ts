@@ -80,7 +80,7 @@ export class FakeKube extends EventEmitter {
     return [
       'apiVersion: v1',
       'kind: Config',
-      'clusters: [{ name: fake, cluster: { server: "' + this.url + '" } }]',
+      'clusters: [{ name: fake, cluster: { server: "' + this.url + '", insecure-skip-tls-verify: true } }]',
       'users: [{ name: fake, user: { token: fake-token } }]',
       'contexts: [{ name: fake, context: { cluster: fake, user: fake, namespace: default } }]',
       'current-context: fake',
@@ -111,9 +111,9 @@ export class FakeKube extends EventEmitter {
     return [...this.#collections.get('leases')!.objects.values()].map((e) => structuredClone(e));
   }
 
-  /** Forgets history: watches resuming from any current resourceVersion get 410 Gone. */
+  /** Forgets history: watches resuming from any older resourceVersion get 410 Gone. */
   compact(): void {
-    this.#compactedBefore = this.#rv + 1;
+    this.#compactedBefore = this.#rv;
     this.#history.length = 0;
   }
 

@@ -1,0 +1,145 @@
+/**
+ * The Service annotations Burrow reads and writes (docs/kubernetes.md), and
+ * the pure function from a Service to the route it asks for. Everything here is
+ * validated: a bad value becomes an error message for write-back, never a throw.
+ */
+import { checkHostPattern, parseCidr } from '@burrow/shared';
+
+export const ANNOTATION = {
+  hostname: 'burrow.dev/hostname',
+  port: 'burrow.dev/port',
+  protocol: 'burrow.dev/protocol',
+  allowCidrs: 'burrow.dev/allow-cidrs',
+  /** Written by the agent: where the Service is reachable. */
+  url: 'burrow.dev/url',
+  /** Written by the agent: why it is not. */
+  error: 'burrow.dev/error',
+} as const;
+
+export const PROTOCOLS = ['http', 'https', 'tls-passthrough'] as const;
+export type BackendProtocol = (typeof PROTOCOLS)[number];
+
+/** The slice of a v1 Service this module reads. */
+export interface ServiceLike {
+  metadata?: { name?: string; namespace?: string; uid?: string; annotations?: Record<string, string> };
+  spec?: {
+    type?: string;
+    clusterIP?: string;
+    ports?: Array<{ name?: string; port: number; protocol?: string }>;
+  };
+}
+
+export interface ServiceRoute {
+  /** Stable route id: `k8s:NAMESPACE/NAME`. */
+  id: string;
+  hostnames: string[];
+  /** Dial target: http(s)://CLUSTER-IP:PORT. */
+  target: string;
+  protocol: BackendProtocol;
+  allowCidrs: string[];
+}
+
+export type ServiceVerdict =
+  | { kind: 'ignored' }
+  | { kind: 'route'; route: ServiceRoute }
+  | { kind: 'invalid'; error: string };
+
+export function serviceKey(svc: ServiceLike): string {
+  return `${svc.metadata?.namespace ?? 'default'}/${svc.metadata?.name ?? ''}`;
+}
+
+/** What a Service's annotations ask for: nothing, a route, or an error to report on the Service. */
+export function routeForService(svc: ServiceLike): ServiceVerdict {
+  const ann = svc.metadata?.annotations ?? {};
+  const rawHosts = ann[ANNOTATION.hostname];
+  if (rawHosts === undefined) return { kind: 'ignored' };
+
+  const hostnames = rawHosts
+    .split(',')
+    .map((h) => h.trim().toLowerCase())
+    .filter(Boolean);
+  if (hostnames.length === 0) return { kind: 'invalid', error: `${ANNOTATION.hostname} is empty` };
+  if (hostnames.length > 64)
+    return { kind: 'invalid', error: `${ANNOTATION.hostname} lists more than 64 names` };
+  for (const h of hostnames) {
+    const err = checkHostPattern(h);
+    if (err) return { kind: 'invalid', error: `${ANNOTATION.hostname}: ${err}` };
+  }
+
+  const protocol = (ann[ANNOTATION.protocol] ?? 'http').trim().toLowerCase();
+  if (!(PROTOCOLS as readonly string[]).includes(protocol)) {
+    return {
+      kind: 'invalid',
+      error: `${ANNOTATION.protocol}: "${protocol}" is not one of ${PROTOCOLS.join(', ')}`,
+    };
+  }
+  if (protocol === 'tls-passthrough') {
+    return {
+      kind: 'invalid',
+      error: `${ANNOTATION.protocol}: tls-passthrough is not supported by this agent version yet`,
+    };
+  }
+
+  const allowCidrs = (ann[ANNOTATION.allowCidrs] ?? '')
+    .split(',')
+    .map((c) => c.trim())
+    .filter(Boolean);
+  for (const c of allowCidrs) {
+    const parsed = parseCidr(c);
+    if (typeof parsed === 'string') return { kind: 'invalid', error: `${ANNOTATION.allowCidrs}: ${parsed}` };
+  }
+
+  const spec = svc.spec ?? {};
+  if (spec.type === 'ExternalName') {
+    return {
+      kind: 'invalid',
+      error: 'ExternalName Services have no ClusterIP; expose the Service it points to instead',
+    };
+  }
+  const ip = spec.clusterIP;
+  if (!ip || ip === 'None') {
+    return {
+      kind: 'invalid',
+      error: 'headless Service (clusterIP: None) has no ClusterIP to dial; give it a ClusterIP',
+    };
+  }
+
+  const port = pickPort(spec.ports ?? [], ann[ANNOTATION.port]);
+  if (typeof port === 'string') return { kind: 'invalid', error: port };
+
+  const host = ip.includes(':') ? `[${ip}]` : ip;
+  return {
+    kind: 'route',
+    route: {
+      id: `k8s:${serviceKey(svc)}`,
+      hostnames,
+      target: `${protocol === 'https' ? 'https' : 'http'}://${host}:${port}`,
+      protocol: protocol as BackendProtocol,
+      allowCidrs,
+    },
+  };
+}
+
+/** The Service port to dial: named or numbered by the annotation, else the only port, else the one named http. */
+function pickPort(
+  ports: NonNullable<ServiceLike['spec']>['ports'] & object,
+  wanted: string | undefined,
+): number | string {
+  const tcp = ports.filter((p) => (p.protocol ?? 'TCP') === 'TCP');
+  if (tcp.length === 0) return 'the Service has no TCP ports';
+  if (wanted !== undefined && wanted.trim() !== '') {
+    const w = wanted.trim();
+    const byName = tcp.find((p) => p.name === w);
+    if (byName) return byName.port;
+    if (/^\d+$/.test(w)) {
+      const byNumber = tcp.find((p) => p.port === Number(w));
+      if (byNumber) return byNumber.port;
+    }
+    const known = tcp.map((p) => (p.name ? `${p.name} (${p.port})` : String(p.port))).join(', ');
+    return `${ANNOTATION.port}: the Service has no TCP port "${w}" (ports: ${known})`;
+  }
+  if (tcp.length === 1) return tcp[0]!.port;
+  const http = tcp.find((p) => p.name === 'http');
+  if (http) return http.port;
+  return `the Service has ${tcp.length} ports and none is named "http"; set ${ANNOTATION.port}`;
+}

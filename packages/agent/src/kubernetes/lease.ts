@@ -1,0 +1,125 @@
+import { EventEmitter } from 'node:events';
+import type { Logger } from '@burrow/shared';
+import type { CoordinationV1Api, V1Lease } from '@kubernetes/client-node';
+
+export interface LeaseOptions {
+  namespace: string;
+  name: string;
+  /** This replica's identity (the pod name). */
+  identity: string;
+  /** How long a holder's claim lasts without renewal, ms. Default 15 s. */
+  leaseDuration?: number;
+  /** How often the lease is tried or renewed, ms. Default 5 s. */
+  renewInterval?: number;
+  logger: Logger;
+}
+
+function code(err: unknown): number | undefined {
+  const e = err as { code?: number; statusCode?: number };
+  return e?.code ?? e?.statusCode;
+}
+
+/**
+ * Elects one writer among agent replicas with a coordination.k8s.io Lease
+ * (docs/adr/002-write-back-lease.md). Optimistic concurrency on the Lease's
+ * resourceVersion means two replicas can never both believe they hold it for
+ * longer than one lease duration.
+ */
+export class LeaseElector extends EventEmitter<{ change: [leader: boolean] }> {
+  readonly #api: CoordinationV1Api;
+  readonly #opts: Required<Omit<LeaseOptions, 'logger'>> & { logger: Logger };
+  #leader = false;
+  #timer: NodeJS.Timeout | undefined;
+  #stopped = true;
+
+  constructor(api: CoordinationV1Api, options: LeaseOptions) {
+    super();
+    this.#api = api;
+    this.#opts = { leaseDuration: 15_000, renewInterval: 5_000, ...options };
+  }
+
+  get isLeader(): boolean {
+    return this.#leader;
+  }
+
+  start(): void {
+    if (!this.#stopped) return;
+    this.#stopped = false;
+    void this.#tick();
+  }
+
+  stop(): void {
+    this.#stopped = true;
+    clearTimeout(this.#timer);
+    this.#set(false);
+  }
+
+  /** One attempt to acquire or renew; resolves with whether this replica holds the lease. */
+  async tryOnce(): Promise<boolean> {
+    const { namespace, name, identity, leaseDuration } = this.#opts;
+    const now = new Date();
+    const spec = {
+      holderIdentity: identity,
+      leaseDurationSeconds: Math.ceil(leaseDuration / 1000),
+      renewTime: now,
+    };
+    try {
+      let lease: V1Lease;
+      try {
+        lease = await this.#api.readNamespacedLease({ name, namespace });
+      } catch (err) {
+        if (code(err) !== 404) throw err;
+        await this.#api.createNamespacedLease({
+          namespace,
+          body: { metadata: { name, namespace }, spec: { ...spec, acquireTime: now, leaseTransitions: 0 } },
+        });
+        return this.#set(true);
+      }
+      const holder = lease.spec?.holderIdentity;
+      const renewed = lease.spec?.renewTime ? new Date(lease.spec.renewTime).getTime() : 0;
+      const duration = (lease.spec?.leaseDurationSeconds ?? 15) * 1000;
+      const expired = renewed + duration < now.getTime();
+      if (holder && holder !== identity && !expired) return this.#set(false);
+      const taking = holder !== identity;
+      await this.#api.replaceNamespacedLease({
+        name,
+        namespace,
+        body: {
+          ...lease,
+          spec: {
+            ...lease.spec,
+            ...spec,
+            ...(taking
+              ? { acquireTime: now, leaseTransitions: (lease.spec?.leaseTransitions ?? 0) + 1 }
+              : {}),
+          },
+        },
+      });
+      return this.#set(true);
+    } catch (err) {
+      // 409: another replica won the race. Anything else: we cannot be sure we hold it.
+      if (code(err) !== 409)
+        this.#opts.logger.warn({ status: code(err), reason: (err as Error).message }, 'lease renewal failed');
+      return this.#set(false);
+    }
+  }
+
+  async #tick(): Promise<void> {
+    await this.tryOnce();
+    if (this.#stopped) return;
+    this.#timer = setTimeout(() => void this.#tick(), this.#opts.renewInterval);
+    this.#timer.unref();
+  }
+
+  #set(leader: boolean): boolean {
+    if (leader !== this.#leader) {
+      this.#leader = leader;
+      this.#opts.logger.info(
+        { lease: this.#opts.name, identity: this.#opts.identity },
+        leader ? 'acquired write-back lease' : 'not the write-back leader',
+      );
+      this.emit('change', leader);
+    }
+    return leader;
+  }
+}

@@ -1,0 +1,182 @@
+import { EventEmitter } from 'node:events';
+import type { Logger } from '@burrow/shared';
+import {
+  CoreV1Api,
+  type Informer,
+  type KubeConfig,
+  makeInformer,
+  type V1Service,
+} from '@kubernetes/client-node';
+import { routeForService, type ServiceRoute, type ServiceVerdict, serviceKey } from './annotations.js';
+
+export interface ServiceWatchOptions {
+  kubeConfig: KubeConfig;
+  /** Namespaces to watch; empty or undefined watches all. */
+  namespaces?: string[];
+  /** Only Services matching this label selector (e.g. "expose=true"). */
+  labelSelector?: string;
+  logger: Logger;
+  /**
+   * A watch that delivered nothing for this long is restarted by our own timer,
+   * in case a proxy or load balancer silently stalled it, ms. Default 5 min.
+   */
+  watchIdleTimeout?: number;
+  /** Backoff after an informer error: first delay and cap, ms. Defaults 1 s and 30 s. */
+  backoff?: { base: number; cap: number };
+}
+
+export interface WatchedService {
+  service: V1Service;
+  verdict: ServiceVerdict;
+}
+
+interface InformerEntry {
+  informer: Informer<V1Service>;
+  lastEvent: number;
+  failures: number;
+  timer?: NodeJS.Timeout;
+}
+
+type Events = {
+  /** The set of Services (and their verdicts) changed. Coalesced: at most one per tick. */
+  change: [];
+  /** An informer failed and will be restarted. */
+  restart: [reason: string];
+};
+
+/**
+ * Watches Services with @kubernetes/client-node informers and turns their
+ * annotations into routes. Keeps the informers alive: 410 Gone relists (the
+ * informer does that itself), an error (which stops a client-node informer)
+ * restarts it with backoff, and a watch that goes silent is restarted by a
+ * timer of ours.
+ */
+export class ServiceWatch extends EventEmitter<Events> {
+  readonly #opts: ServiceWatchOptions;
+  readonly #services = new Map<string, WatchedService>();
+  readonly #informers: InformerEntry[] = [];
+  #stopped = false;
+  #pending = false;
+  #idleTimer: NodeJS.Timeout | undefined;
+  #synced = false;
+  /** Informer restarts since start (errors and idle timeouts). */
+  restarts = 0;
+
+  constructor(options: ServiceWatchOptions) {
+    super();
+    this.#opts = options;
+  }
+
+  /** True once every informer finished its initial list. */
+  get synced(): boolean {
+    return this.#synced;
+  }
+
+  get services(): ReadonlyMap<string, WatchedService> {
+    return this.#services;
+  }
+
+  routes(): ServiceRoute[] {
+    const out: ServiceRoute[] = [];
+    for (const { verdict } of this.#services.values()) if (verdict.kind === 'route') out.push(verdict.route);
+    return out.sort((a, b) => a.id.localeCompare(b.id));
+  }
+
+  /** Starts the informers; resolves after every initial list (or rejects if the first list fails). */
+  async start(): Promise<void> {
+    const api = this.#opts.kubeConfig.makeApiClient(CoreV1Api);
+    const selector = this.#opts.labelSelector;
+    const targets = this.#opts.namespaces?.length ? this.#opts.namespaces : [undefined];
+    for (const ns of targets) {
+      const path = ns ? `/api/v1/namespaces/${encodeURIComponent(ns)}/services` : '/api/v1/services';
+      const list = ns
+        ? () => api.listNamespacedService({ namespace: ns, ...(selector ? { labelSelector: selector } : {}) })
+        : () => api.listServiceForAllNamespaces(selector ? { labelSelector: selector } : {});
+      const informer = makeInformer<V1Service>(this.#opts.kubeConfig, path, list, selector);
+      const entry: InformerEntry = { informer, lastEvent: Date.now(), failures: 0 };
+      const touch = () => {
+        entry.lastEvent = Date.now();
+        entry.failures = 0;
+      };
+      informer.on('add', (svc) => (touch(), this.#upsert(svc)));
+      informer.on('update', (svc) => (touch(), this.#upsert(svc)));
+      informer.on('delete', (svc) => (touch(), this.#remove(svc)));
+      informer.on('connect', touch);
+      informer.on('error', (err) => this.#restartLater(entry, describe(err)));
+      this.#informers.push(entry);
+    }
+    await Promise.all(this.#informers.map((e) => e.informer.start()));
+    this.#synced = true;
+    const idle = this.#opts.watchIdleTimeout ?? 5 * 60_000;
+    this.#idleTimer = setInterval(() => this.#checkIdle(idle), Math.max(50, Math.min(idle / 2, 30_000)));
+    this.#idleTimer.unref();
+  }
+
+  async stop(): Promise<void> {
+    this.#stopped = true;
+    clearInterval(this.#idleTimer);
+    for (const e of this.#informers) {
+      clearTimeout(e.timer);
+      await e.informer.stop();
+    }
+  }
+
+  #upsert(svc: V1Service): void {
+    this.#services.set(serviceKey(svc), { service: svc, verdict: routeForService(svc) });
+    this.#schedule();
+  }
+
+  #remove(svc: V1Service): void {
+    this.#services.delete(serviceKey(svc));
+    this.#schedule();
+  }
+
+  #schedule(): void {
+    if (this.#pending || !this.#synced) return;
+    this.#pending = true;
+    setImmediate(() => {
+      this.#pending = false;
+      if (!this.#stopped) this.emit('change');
+    });
+  }
+
+  #restartLater(entry: InformerEntry, reason: string): void {
+    if (this.#stopped) return;
+    clearTimeout(entry.timer);
+    const { base, cap } = this.#opts.backoff ?? { base: 1_000, cap: 30_000 };
+    const delay = Math.min(cap, base * 2 ** entry.failures) * (0.5 + Math.random() / 2);
+    if (entry.failures === 0)
+      this.#opts.logger.warn({ reason, retryInMs: Math.round(delay) }, 'Kubernetes watch failed; restarting');
+    entry.failures++;
+    this.restarts++;
+    this.emit('restart', reason);
+    entry.timer = setTimeout(() => {
+      if (this.#stopped) return;
+      entry.informer.start().catch((err: unknown) => this.#restartLater(entry, describe(err)));
+    }, delay);
+    entry.timer.unref();
+  }
+
+  #checkIdle(idle: number): void {
+    const now = Date.now();
+    for (const e of this.#informers) {
+      if (now - e.lastEvent < idle || e.failures > 0) continue;
+      // Nothing for a whole idle period: restart the watch (it resumes from the
+      // last resourceVersion, so nothing is relisted unless the server says 410).
+      this.#opts.logger.debug({ idleMs: now - e.lastEvent }, 'Kubernetes watch idle; restarting it');
+      e.lastEvent = now;
+      this.restarts++;
+      this.emit('restart', 'idle');
+      void e.informer
+        .stop()
+        .then(() => e.informer.start())
+        .catch((err: unknown) => this.#restartLater(e, describe(err)));
+    }
+  }
+}
+
+function describe(err: unknown): string {
+  const e = err as { statusCode?: number; code?: number | string; message?: string; body?: unknown };
+  const status = e?.statusCode ?? e?.code;
+  return `${status ? `${status} ` : ''}${e?.message ?? String(err)}`.slice(0, 300);
+}

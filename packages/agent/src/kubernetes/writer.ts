@@ -1,0 +1,153 @@
+import { createHash } from 'node:crypto';
+import type { Logger } from '@burrow/shared';
+import {
+  type CoreV1Api,
+  type CoreV1Event,
+  PatchStrategy,
+  setHeaderOptions,
+  type V1Service,
+} from '@kubernetes/client-node';
+import { ANNOTATION, type ServiceLike, serviceKey } from './annotations.js';
+
+/** What the agent wants a Service to show: its URL or the reason it is not exposed. */
+export interface DesiredStatus {
+  url?: string | undefined;
+  error?: string | undefined;
+  event: { type: 'Normal' | 'Warning'; reason: string; message: string };
+}
+
+const MERGE_PATCH = setHeaderOptions('Content-Type', PatchStrategy.MergePatch);
+const COMPONENT = 'burrow-agent';
+
+function statusCode(err: unknown): number | undefined {
+  const e = err as { code?: number; statusCode?: number };
+  return e?.code ?? e?.statusCode;
+}
+
+/**
+ * Writes status back to Services: the `burrow.dev/url` / `burrow.dev/error`
+ * annotations (merge-patch of only those keys, and only when they differ, so
+ * our own writes never trigger another write) and a deduplicated Event.
+ */
+export class StatusWriter {
+  readonly #api: CoreV1Api;
+  readonly #log: Logger;
+  /** Last event written per Service, so a steady state emits nothing. */
+  readonly #lastEvent = new Map<string, string>();
+  readonly #repeats = new Map<string, number>();
+
+  constructor(api: CoreV1Api, logger: Logger) {
+    this.#api = api;
+    this.#log = logger;
+  }
+
+  /** Brings `svc` to `desired`. Never throws: API failures are logged and retried on the next change. */
+  async apply(svc: ServiceLike, desired: DesiredStatus): Promise<void> {
+    const ann = svc.metadata?.annotations ?? {};
+    const patch: Record<string, string | null> = {};
+    if ((ann[ANNOTATION.url] ?? undefined) !== desired.url) patch[ANNOTATION.url] = desired.url ?? null;
+    if ((ann[ANNOTATION.error] ?? undefined) !== desired.error)
+      patch[ANNOTATION.error] = desired.error ?? null;
+    const name = svc.metadata?.name ?? '';
+    const namespace = svc.metadata?.namespace ?? 'default';
+    if (Object.keys(patch).length > 0) {
+      try {
+        await this.#api.patchNamespacedService(
+          { name, namespace, body: { metadata: { annotations: patch } } },
+          MERGE_PATCH,
+        );
+        this.#log.info({ service: serviceKey(svc), ...patch }, 'service status updated');
+      } catch (err) {
+        if (statusCode(err) !== 404)
+          this.#log.warn(
+            { service: serviceKey(svc), status: statusCode(err), reason: (err as Error).message },
+            'could not update service annotations',
+          );
+      }
+    }
+    await this.#event(svc as V1Service, desired.event);
+  }
+
+  /** Removes our annotations from a Service that no longer asks to be exposed. */
+  async clear(svc: ServiceLike): Promise<void> {
+    const ann = svc.metadata?.annotations ?? {};
+    if (ann[ANNOTATION.url] === undefined && ann[ANNOTATION.error] === undefined) return;
+    try {
+      await this.#api.patchNamespacedService(
+        {
+          name: svc.metadata?.name ?? '',
+          namespace: svc.metadata?.namespace ?? 'default',
+          body: { metadata: { annotations: { [ANNOTATION.url]: null, [ANNOTATION.error]: null } } },
+        },
+        MERGE_PATCH,
+      );
+    } catch (err) {
+      if (statusCode(err) !== 404)
+        this.#log.warn(
+          { service: serviceKey(svc), reason: (err as Error).message },
+          'could not clear service annotations',
+        );
+    }
+    this.#lastEvent.delete(serviceKey(svc));
+  }
+
+  /** Forgets a deleted Service. */
+  forget(key: string): void {
+    this.#lastEvent.delete(key);
+  }
+
+  async #event(svc: V1Service, ev: DesiredStatus['event']): Promise<void> {
+    const key = serviceKey(svc);
+    const fingerprint = `${ev.type}/${ev.reason}/${ev.message}`;
+    if (this.#lastEvent.get(key) === fingerprint) return;
+    this.#lastEvent.set(key, fingerprint);
+    const namespace = svc.metadata?.namespace ?? 'default';
+    // A deterministic name per (Service, reason, message): a repeat — from a
+    // restart or another replica — finds the existing Event and bumps its count.
+    const digest = createHash('sha256')
+      .update(`${svc.metadata?.uid ?? key}/${fingerprint}`)
+      .digest('hex')
+      .slice(0, 16);
+    const name = `${svc.metadata?.name ?? 'service'}.burrow.${digest}`.slice(0, 253);
+    const now = new Date();
+    const body: CoreV1Event = {
+      metadata: { name, namespace },
+      involvedObject: {
+        apiVersion: 'v1',
+        kind: 'Service',
+        name: svc.metadata?.name ?? '',
+        namespace,
+        ...(svc.metadata?.uid ? { uid: svc.metadata.uid } : {}),
+        ...(svc.metadata?.resourceVersion ? { resourceVersion: svc.metadata.resourceVersion } : {}),
+      },
+      type: ev.type,
+      reason: ev.reason,
+      message: ev.message.slice(0, 1024),
+      source: { component: COMPONENT },
+      reportingComponent: COMPONENT,
+      firstTimestamp: now,
+      lastTimestamp: now,
+      count: 1,
+    };
+    try {
+      await this.#api.createNamespacedEvent({ namespace, body });
+    } catch (err) {
+      if (statusCode(err) !== 409) {
+        this.#log.warn({ service: key, reason: (err as Error).message }, 'could not record event');
+        return;
+      }
+      // RBAC grants events create/patch only (no get): count repeats locally.
+      const count = (this.#repeats.get(name) ?? 1) + 1;
+      this.#repeats.set(name, count);
+      if (this.#repeats.size > 10_000) this.#repeats.clear();
+      try {
+        await this.#api.patchNamespacedEvent(
+          { name, namespace, body: { count, lastTimestamp: now } },
+          MERGE_PATCH,
+        );
+      } catch (patchErr) {
+        this.#log.warn({ service: key, reason: (patchErr as Error).message }, 'could not update event');
+      }
+    }
+  }
+}
