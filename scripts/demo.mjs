@@ -20,7 +20,7 @@ import {
 const HOSTNAME = 'hello.localhost';
 const logger = createLogger({ name: 'burrow-demo', level: process.env.BURROW_LOG_LEVEL ?? 'warn' });
 
-function escape(s) {
+function html(s) {
   return String(s).replace(/[&<>"]/g, (c) => ({ '&': '&amp;', '<': '&lt;', '>': '&gt;', '"': '&quot;' })[c]);
 }
 
@@ -28,7 +28,7 @@ function escape(s) {
 const app = createServer((req, res) => {
   const rows = [];
   for (let i = 0; i < req.rawHeaders.length; i += 2) {
-    rows.push(`<tr><th>${escape(req.rawHeaders[i])}</th><td>${escape(req.rawHeaders[i + 1])}</td></tr>`);
+    rows.push(`<tr><th>${html(req.rawHeaders[i])}</th><td>${html(req.rawHeaders[i + 1])}</td></tr>`);
   }
   if ((req.headers.accept ?? '').includes('application/json')) {
     res.writeHead(200, { 'content-type': 'application/json' });
@@ -39,9 +39,9 @@ const app = createServer((req, res) => {
   res.end(`<!doctype html><meta charset="utf-8"><title>Hello through Burrow</title>
 <style>body{font:15px system-ui,sans-serif;margin:2rem auto;max-width:52rem}th{text-align:left;padding-right:1rem;vertical-align:top}td{font-family:ui-monospace,monospace;word-break:break-all}</style>
 <h1>Hello through Burrow</h1>
-<p>This page is served by a sample app on <code>${escape(appUrl)}</code>, reached through the relay and an agent's outbound tunnel.
+<p>This page is served by a sample app on <code>${html(appUrl)}</code>, reached through the relay and an agent's outbound tunnel.
 The <code>X-Forwarded-*</code> and <code>Forwarded</code> headers were added by the relay.</p>
-<p><b>${escape(req.method)} ${escape(req.url)}</b></p><table>${rows.join('')}</table>`);
+<p><b>${html(req.method)} ${html(req.url)}</b></p><table>${rows.join('')}</table>`);
 });
 app.listen(0, '127.0.0.1');
 await once(app, 'listening');
