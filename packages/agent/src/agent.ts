@@ -1,0 +1,252 @@
+import { EventEmitter } from 'node:events';
+import {
+  type AnnouncedRoute,
+  ConfigError,
+  createLogger,
+  type Logger,
+  type RouteResult,
+  type Session,
+  type SessionConfig,
+  verifyConfig,
+} from '@burrow/shared';
+import { createHttpDialer, DEFAULT_CONNECT_TIMEOUT, type Dialer } from './dialer/http.js';
+import {
+  isRouteSource,
+  type Route,
+  type RouteSource,
+  type StaticRoute,
+  StaticRouteSource,
+} from './routes/source.js';
+import { checkRoute, normalizeRoute, toAnnounced, validateRoutes } from './routes/validate.js';
+import { acceptStream } from './tunnel/accept.js';
+import { type BackoffOptions, DEFAULT_BACKOFF } from './tunnel/backoff.js';
+import { TunnelConnection } from './tunnel/connection.js';
+import { tunnelEndpoint } from './tunnel/dial.js';
+import { FailureLog } from './tunnel/failure-log.js';
+
+export interface AgentOptions {
+  /** Relay tunnel address: ws://HOST:PORT or wss://HOST:PORT (the /v1/tunnel path is added). */
+  relayUrl: string;
+  /** Agent token (JWT) the relay verifies. Never logged. */
+  token: string;
+  /** Routes to expose: a fixed list (validated now; a mistake throws ConfigError) or a live source. */
+  routes: RouteSource | StaticRoute[];
+  /** Tunnel connections kept to the relay, each reconnecting on its own. Default 2. */
+  connections?: number;
+  logger?: Logger;
+  /** Multiplexer settings (keepaliveInterval, drainTimeout, …). */
+  session?: Partial<SessionConfig>;
+  /** Time allowed to connect to a backend, and for the relay's WebSocket handshake, ms. Default 10 s. */
+  connectTimeout?: number;
+  /** Reconnect backoff, ms. Default base 500, cap 30 s. */
+  backoff?: BackoffOptions;
+  /** A connection up this long resets its backoff when it drops, ms. Default 30 s. */
+  healthyAfter?: number;
+}
+
+export interface AgentEvents {
+  /** Connection `index` is up: the relay welcomed it. */
+  connected: [index: number];
+  /** Connection `index` went down (or is draining after a relay GOAWAY); it reconnects by itself. */
+  disconnected: [index: number, reason: string];
+  /** A relay answered an announcement: one result per hostname. */
+  routes: [results: RouteResult[]];
+}
+
+/** A running agent. */
+export interface Agent extends EventEmitter<AgentEvents> {
+  /** Resolves once a connection is up and the relay answered its announcement. */
+  ready(): Promise<void>;
+  /** The latest announce results (one per hostname). */
+  routeStatus(): RouteResult[];
+  /** Connections currently up. */
+  readonly connectionCount: number;
+  /** The live sessions, one per connection that is up or handshaking. */
+  sessions(): Session[];
+  /** Stops reconnecting and drains every connection (bounded by the session drainTimeout). */
+  close(): Promise<void>;
+}
+
+function checkRelayUrl(text: string): void {
+  let url: URL;
+  try {
+    url = new URL(text);
+  } catch {
+    throw new ConfigError(`relay URL must be ws://HOST:PORT or wss://HOST:PORT (got "${text}")`);
+  }
+  if (url.protocol !== 'ws:' && url.protocol !== 'wss:') {
+    const hint = url.protocol === 'https:' ? ' (use wss://)' : url.protocol === 'http:' ? ' (use ws://)' : '';
+    throw new ConfigError(`relay URL must be ws://HOST:PORT or wss://HOST:PORT${hint} (got "${text}")`);
+  }
+  if (url.username || url.password) throw new ConfigError('relay URL must not contain credentials');
+}
+
+/** Starts an agent: connects to the relay, announces the routes and serves the relay's streams. */
+export function startAgent(options: AgentOptions): Agent {
+  return new AgentImpl(options);
+}
+
+class AgentImpl extends EventEmitter<AgentEvents> implements Agent {
+  readonly #log: Logger;
+  readonly #source: RouteSource;
+  readonly #dialer: Dialer;
+  readonly #connections: TunnelConnection[] = [];
+  readonly #onChange = (routes: readonly Route[]) => this.#apply(routes);
+  #routes = new Map<string, Route>();
+  #announced: AnnouncedRoute[] = [];
+  #results: RouteResult[] = [];
+  /** Last logged state per hostname, so each change is logged once, not once per connection. */
+  #logged = new Map<string, string>();
+  /** Invalid routes from a live source already warned about. */
+  #warned = new Set<string>();
+  readonly #ready: Promise<void>;
+  #resolveReady!: () => void;
+  #rejectReady!: (err: Error) => void;
+  #closing: Promise<void> | undefined;
+
+  constructor(options: AgentOptions) {
+    super();
+    checkRelayUrl(options.relayUrl);
+    if (!options.token || !/^[A-Za-z0-9._~+/=-]+$/.test(options.token)) {
+      throw new ConfigError('token is empty or has characters a bearer token cannot contain');
+    }
+    const count = options.connections ?? 2;
+    if (!Number.isInteger(count) || count < 1 || count > 64) {
+      throw new ConfigError(`connections must be an integer from 1 to 64 (got ${count})`);
+    }
+    const connectTimeout = options.connectTimeout ?? DEFAULT_CONNECT_TIMEOUT;
+    if (!(connectTimeout > 0))
+      throw new ConfigError(`connectTimeout must be positive (got ${connectTimeout})`);
+    const backoff = options.backoff ?? DEFAULT_BACKOFF;
+    if (!(backoff.base > 0 && backoff.cap >= backoff.base)) {
+      throw new ConfigError(`backoff needs 0 < base <= cap (got base ${backoff.base}, cap ${backoff.cap})`);
+    }
+    const session = { ...options.session };
+    verifyConfig({ maxMetadata: 32 * 1024, ...session }); // fail now, not on the first connection
+    this.#log = options.logger ?? createLogger({ name: 'burrow-agent' });
+    this.#source = isRouteSource(options.routes)
+      ? options.routes
+      : new StaticRouteSource(validateRoutes(options.routes));
+    this.#ready = new Promise<void>((resolve, reject) => {
+      this.#resolveReady = resolve;
+      this.#rejectReady = reject;
+    });
+    this.#ready.catch(() => {});
+    this.#dialer = createHttpDialer({ logger: this.#log, connectTimeout });
+
+    this.#apply(this.#source.routes());
+    this.#source.on('change', this.#onChange);
+
+    const failures = new FailureLog(this.#log);
+    const endpoint = tunnelEndpoint(options.relayUrl);
+    for (let index = 0; index < count; index++) {
+      const conn = new TunnelConnection({
+        index,
+        endpoint,
+        token: options.token,
+        session,
+        connectTimeout,
+        backoff,
+        healthyAfter: options.healthyAfter ?? 30_000,
+        logger: this.#log,
+        failures,
+        announcement: () => this.#announced,
+        onStream: (stream) => acceptStream(stream, (id) => this.#routes.get(id), this.#dialer, this.#log),
+      });
+      conn.on('connected', () => this.emit('connected', index));
+      conn.on('disconnected', (reason) => this.emit('disconnected', index, reason));
+      conn.on('routes', (results) => this.#onResults(results));
+      this.#connections.push(conn);
+    }
+    this.#log.info(
+      { relay: endpoint, connections: count, routes: this.#announced.length, source: this.#source.name },
+      'agent starting',
+    );
+    for (const conn of this.#connections) conn.start();
+  }
+
+  ready(): Promise<void> {
+    return this.#ready;
+  }
+
+  routeStatus(): RouteResult[] {
+    return [...this.#results];
+  }
+
+  get connectionCount(): number {
+    return this.#connections.filter((c) => c.up).length;
+  }
+
+  sessions(): Session[] {
+    return this.#connections.flatMap((c) => (c.session ? [c.session] : []));
+  }
+
+  close(): Promise<void> {
+    this.#closing ??= (async () => {
+      this.#source.off('change', this.#onChange);
+      this.#log.info({ inFlight: this.#inFlight() }, 'agent draining');
+      this.#rejectReady(new Error('agent closed before a tunnel was ready'));
+      await Promise.all(this.#connections.map((c) => c.close()));
+      this.#dialer.close();
+      this.#log.info('agent stopped');
+    })();
+    return this.#closing;
+  }
+
+  #inFlight(): number {
+    // Each live session also holds its control stream.
+    return this.sessions().reduce((n, s) => n + Math.max(0, s.streamCount - 1), 0);
+  }
+
+  /** Takes a new route set: keeps the valid routes, re-announces on every connection. */
+  #apply(routes: readonly Route[]): void {
+    const next = new Map<string, Route>();
+    const hostnames = new Set<string>();
+    for (const route of routes) {
+      const problem = checkRoute(route);
+      const taken = problem ? undefined : route.hostnames.find((h) => hostnames.has(h));
+      const why = problem
+        ? `${problem[0]}: ${problem[1]}`
+        : next.has(route.id)
+          ? `id "${route.id}" is used by another route`
+          : taken
+            ? `hostname "${taken}" is already in another route`
+            : '';
+      if (why) {
+        const key = `${route.id} ${why}`;
+        if (!this.#warned.has(key)) {
+          this.#warned.add(key);
+          this.#log.warn(
+            { route: route.id, source: this.#source.name, reason: why },
+            'invalid route skipped',
+          );
+        }
+        continue;
+      }
+      for (const h of route.hostnames) hostnames.add(h);
+      next.set(route.id, normalizeRoute(route));
+    }
+    this.#routes = next;
+    this.#announced = [...next.values()].map(toAnnounced);
+    this.#dialer.retain([...next.values()]);
+    for (const conn of this.#connections) conn.announce();
+  }
+
+  #onResults(results: RouteResult[]): void {
+    this.#results = results;
+    const seen = new Set<string>();
+    for (const r of results) {
+      seen.add(r.hostname);
+      const state = r.status === 'active' ? `active ${r.url ?? ''}` : `refused ${r.error ?? ''}`;
+      if (this.#logged.get(r.hostname) === state) continue;
+      this.#logged.set(r.hostname, state);
+      if (r.status === 'active')
+        this.#log.info({ route: r.id, hostname: r.hostname, url: r.url }, 'route active');
+      else
+        this.#log.warn({ route: r.id, hostname: r.hostname, reason: r.error }, 'route refused by the relay');
+    }
+    for (const h of this.#logged.keys()) if (!seen.has(h)) this.#logged.delete(h);
+    this.#resolveReady();
+    this.emit('routes', results);
+  }
+}

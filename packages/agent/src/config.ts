@@ -1,0 +1,180 @@
+import { readFile } from 'node:fs/promises';
+import { ConfigError, type OptionSpec, type OptionValues, parseDuration } from '@burrow/shared';
+import type { AgentOptions } from './agent.js';
+import { loadRoutesFile } from './routes/file.js';
+import { parseExposeList } from './routes/static.js';
+import { validateRoutes } from './routes/validate.js';
+
+/** Options of `burrow-agent`: one table for flags, env, --help and docs/configuration.md. */
+export const AGENT_OPTIONS: readonly OptionSpec[] = [
+  {
+    name: 'relay',
+    env: 'BURROW_RELAY_URL',
+    type: 'string',
+    placeholder: 'URL',
+    description: 'relay tunnel endpoint, ws://HOST:PORT or wss://HOST:PORT (required)',
+  },
+  {
+    name: 'token-file',
+    env: 'BURROW_TOKEN_FILE',
+    type: 'string',
+    placeholder: 'FILE',
+    description: 'file holding the agent token (from burrow-relay token create)',
+  },
+  {
+    name: 'token-env-var',
+    type: 'string',
+    placeholder: 'NAME',
+    default: 'BURROW_TOKEN',
+    description: 'environment variable holding the token itself, used when no token file is given',
+  },
+  {
+    name: 'expose',
+    env: 'BURROW_EXPOSE',
+    type: 'list',
+    placeholder: 'HOST=URL',
+    description:
+      'expose hostnames (comma-separated, exact or *.suffix) at a backend origin, e.g. app.example.com=http://127.0.0.1:3000',
+  },
+  {
+    name: 'routes',
+    env: 'BURROW_ROUTES_FILE',
+    type: 'string',
+    placeholder: 'FILE',
+    description: 'YAML file with routes: [{hostnames, target, allowCidrs, tlsInsecure}]',
+  },
+  {
+    name: 'connections',
+    env: 'BURROW_CONNECTIONS',
+    type: 'string',
+    placeholder: 'N',
+    default: '2',
+    description: 'tunnel connections kept to the relay, 1 to 64',
+  },
+  {
+    name: 'connect-timeout',
+    env: 'BURROW_CONNECT_TIMEOUT',
+    type: 'string',
+    placeholder: 'DURATION',
+    default: '10s',
+    description: 'time to connect to a backend, and for the relay handshake',
+  },
+  {
+    name: 'keepalive-interval',
+    env: 'BURROW_KEEPALIVE_INTERVAL',
+    type: 'string',
+    placeholder: 'DURATION',
+    default: '20s',
+    description: 'tunnel PING interval; a tunnel is dead after 3 missed (keep below NAT idle timeouts)',
+  },
+  {
+    name: 'drain-timeout',
+    env: 'BURROW_DRAIN_TIMEOUT',
+    type: 'string',
+    placeholder: 'DURATION',
+    default: '30s',
+    description: 'on SIGTERM, how long in-flight requests may take to finish',
+  },
+  {
+    name: 'log-level',
+    env: 'BURROW_LOG_LEVEL',
+    type: 'string',
+    placeholder: 'LEVEL',
+    default: 'info',
+    description: 'fatal, error, warn, info, debug or trace',
+  },
+  { name: 'version', type: 'boolean', description: 'print the version and exit' },
+  { name: 'help', short: 'h', type: 'boolean', description: 'show this help' },
+];
+
+const LEVELS = new Set(['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent']);
+
+function duration(values: OptionValues, name: string): number {
+  try {
+    return parseDuration(String(values[name]));
+  } catch (err) {
+    throw new ConfigError(`--${name}: ${(err as Error).message}`);
+  }
+}
+
+/** Reads the token from --token-file, else from the variable named by --token-env-var. Never echoes it. */
+async function readToken(values: OptionValues, env: NodeJS.ProcessEnv): Promise<string> {
+  const file = values['token-file'] as string | undefined;
+  const varName = String(values['token-env-var']);
+  let token: string;
+  let where: string;
+  if (file) {
+    where = `--token-file ${file}`;
+    try {
+      token = (await readFile(file, 'utf8')).trim();
+    } catch (err) {
+      throw new ConfigError(
+        `--token-file: cannot read ${file} (${(err as NodeJS.ErrnoException).code ?? 'error'})`,
+      );
+    }
+  } else if (env[varName]) {
+    where = `environment variable ${varName}`;
+    token = env[varName]!.trim();
+  } else {
+    throw new ConfigError(`no agent token: pass --token-file FILE (or BURROW_TOKEN_FILE), or set ${varName}`);
+  }
+  if (!token) throw new ConfigError(`the token in ${where} is empty`);
+  if (!/^[A-Za-z0-9._~+/=-]+$/.test(token)) {
+    throw new ConfigError(
+      `the token in ${where} is not a bearer token (unexpected characters; is it the right file?)`,
+    );
+  }
+  return token;
+}
+
+/**
+ * Turns parsed option values into agent options. Reads the token and routes
+ * files; throws ConfigError naming the option for every operator mistake.
+ */
+export async function agentOptionsFrom(
+  values: OptionValues,
+  env: NodeJS.ProcessEnv = process.env,
+): Promise<{ options: Omit<AgentOptions, 'logger'>; logLevel: string }> {
+  const logLevel = String(values['log-level']);
+  if (!LEVELS.has(logLevel)) {
+    throw new ConfigError(`--log-level must be one of ${[...LEVELS].join(', ')} (got "${logLevel}")`);
+  }
+  const relayUrl = values['relay'] as string | undefined;
+  if (!relayUrl) throw new ConfigError('--relay is required (e.g. --relay wss://relay.example.com:8443)');
+  if (!/^wss?:\/\/[^/]/.test(relayUrl)) {
+    throw new ConfigError(`--relay must be a ws:// or wss:// URL (got "${relayUrl}")`);
+  }
+  const connections = Number(values['connections']);
+  if (!Number.isInteger(connections) || connections < 1 || connections > 64) {
+    throw new ConfigError(`--connections must be an integer from 1 to 64 (got "${values['connections']}")`);
+  }
+  const exposed = parseExposeList((values['expose'] as string[] | undefined) ?? []);
+  const routesFile = values['routes'] as string | undefined;
+  const fromFile = routesFile ? await loadRoutesFile(routesFile) : [];
+  const all = [...exposed, ...fromFile];
+  if (all.length === 0) {
+    throw new ConfigError('no routes: pass --expose HOST=URL (repeatable) or --routes FILE');
+  }
+  // Flags and file together must still name each hostname and id once.
+  const routes = validateRoutes(all, (i) => {
+    const r = all[i]!;
+    return i < exposed.length
+      ? `--expose "${r.hostnames.join(',')}=${r.target}"`
+      : `${routesFile}: routes[${i - exposed.length}]`;
+  });
+  const token = await readToken(values, env);
+  return {
+    logLevel,
+    options: {
+      relayUrl,
+      token,
+      routes,
+      connections,
+      connectTimeout: duration(values, 'connect-timeout'),
+      session: {
+        keepaliveInterval: duration(values, 'keepalive-interval'),
+        drainTimeout: duration(values, 'drain-timeout'),
+      },
+    },
+  };
+}

@@ -1,0 +1,330 @@
+import {
+  type ClientRequest,
+  request as httpRequest,
+  type IncomingMessage,
+  type RequestOptions,
+} from 'node:http';
+import { request as httpsRequest } from 'node:https';
+import type { Socket } from 'node:net';
+import {
+  type HttpOpen,
+  type Logger,
+  pairsFromRaw,
+  Reason,
+  type ResponseHead,
+  rawFromPairs,
+  type Stream,
+  stripHopByHop,
+  writeMessage,
+} from '@burrow/shared';
+import type { Route } from '../routes/source.js';
+import { type PoolOptions, TargetPool } from './pool.js';
+
+/** Opens the backend side of a stream the relay opened for one of our routes. */
+export interface Dialer {
+  /** Serves one HTTP stream for `route` (already checked to be announced). Never throws. */
+  serve(stream: Stream, meta: HttpOpen, route: Route): void;
+  /** The route set changed: idle connections to targets no longer in it are closed. */
+  retain(routes: readonly Route[]): void;
+  /** Closes every pooled connection. */
+  close(): void;
+}
+
+export interface HttpDialerOptions {
+  logger: Logger;
+  /** Time allowed to establish a backend connection (TCP, and TLS for https targets), ms. Default 10 s. */
+  connectTimeout?: number;
+  pool?: PoolOptions;
+}
+
+export const DEFAULT_CONNECT_TIMEOUT = 10_000;
+
+/** Methods a retry cannot make happen twice (RFC 9110 §9.2.2). */
+const IDEMPOTENT = new Set(['GET', 'HEAD', 'OPTIONS', 'TRACE', 'PUT', 'DELETE']);
+/** How a keep-alive socket the backend closed while we reused it shows up. */
+const STALE_SOCKET = new Set(['ECONNRESET', 'EPIPE']);
+/** Largest statusText the response head schema accepts. */
+const MAX_STATUS_TEXT = 512;
+
+export function createHttpDialer(options: HttpDialerOptions): Dialer {
+  return new HttpDialer(options);
+}
+
+class HttpDialer implements Dialer {
+  readonly #log: Logger;
+  readonly #connectTimeout: number;
+  readonly #pool: TargetPool;
+
+  constructor(options: HttpDialerOptions) {
+    this.#log = options.logger;
+    this.#connectTimeout = options.connectTimeout ?? DEFAULT_CONNECT_TIMEOUT;
+    this.#pool = new TargetPool(options.pool);
+  }
+
+  serve(stream: Stream, meta: HttpOpen, route: Route): void {
+    new Exchange(stream, meta, route, this.#pool, this.#connectTimeout, this.#log).start();
+  }
+
+  retain(routes: readonly Route[]): void {
+    this.#pool.retain(new Set(routes.map((r) => TargetPool.key(r.target, r.tlsInsecure === true))));
+  }
+
+  close(): void {
+    this.#pool.destroy();
+  }
+}
+
+function headFrom(
+  status: number,
+  statusText: string | undefined,
+  pairs: Array<[string, string]>,
+): ResponseHead {
+  return {
+    status,
+    ...(statusText ? { statusText: statusText.slice(0, MAX_STATUS_TEXT) } : {}),
+    headers: pairs,
+  };
+}
+
+/**
+ * One request and its response between a tunnel stream and the backend. The
+ * stream's data is the request body (FIN ends it); the response head goes
+ * back as one length-prefixed message, then the body, then FIN. After a 101
+ * the stream and the backend socket are spliced together.
+ */
+class Exchange {
+  readonly #stream: Stream;
+  readonly #meta: HttpOpen;
+  readonly #route: Route;
+  readonly #pool: TargetPool;
+  readonly #connectTimeout: number;
+  readonly #log: Logger;
+  readonly #started = performance.now();
+  readonly #https: boolean;
+  readonly #host: string;
+  readonly #port: number;
+  #req: ClientRequest | undefined;
+  #res: IncomingMessage | undefined;
+  #upgraded: Socket | undefined;
+  #status = 0;
+  #headSent = false;
+  #failed: string | undefined;
+  #attempts = 0;
+
+  constructor(
+    stream: Stream,
+    meta: HttpOpen,
+    route: Route,
+    pool: TargetPool,
+    connectTimeout: number,
+    log: Logger,
+  ) {
+    this.#stream = stream;
+    this.#meta = meta;
+    this.#route = route;
+    this.#pool = pool;
+    this.#connectTimeout = connectTimeout;
+    this.#log = log;
+    const url = new URL(route.target);
+    this.#https = url.protocol === 'https:';
+    this.#host = url.hostname.replace(/^\[(.*)\]$/, '$1'); // IPv6 literals come bracketed
+    this.#port = Number(url.port) || (this.#https ? 443 : 80);
+  }
+
+  get #where(): string {
+    return this.#host.includes(':') ? `[${this.#host}]:${this.#port}` : `${this.#host}:${this.#port}`;
+  }
+
+  start(): void {
+    const stream = this.#stream;
+    // Errors here are resets from the relay (the client went away) or the session
+    // closing; 'close' below cleans up after both.
+    stream.on('error', () => {});
+    stream.once('close', () => this.#onStreamClose());
+    this.#send();
+  }
+
+  #send(): void {
+    this.#attempts++;
+    const stream = this.#stream;
+    const meta = this.#meta;
+    const options: RequestOptions = {
+      agent: this.#pool.agentFor(this.#route.target, this.#route.tlsInsecure === true),
+      host: this.#host,
+      port: this.#port,
+      method: meta.method,
+      path: meta.path,
+      // The relay already removed hop-by-hop fields and set X-Forwarded-*; Host stays as the client sent it.
+      headers: rawFromPairs(stripHopByHop(meta.headers, meta.upgrade)),
+      setHost: false,
+    };
+    const req = (this.#https ? httpsRequest : httpRequest)(options);
+    this.#req = req;
+
+    let connected = false;
+    let timedOut = false;
+    const timer = setTimeout(() => {
+      timedOut = true;
+      req.destroy(new Error(`no connection within ${this.#connectTimeout} ms`));
+    }, this.#connectTimeout);
+    const onConnected = () => {
+      connected = true;
+      clearTimeout(timer);
+    };
+    req.once('socket', (socket: Socket) => {
+      // A pooled keep-alive socket is connected already; a new one is bounded by the timer.
+      if (!socket.connecting) onConnected();
+      else socket.once(this.#https ? 'secureConnect' : 'connect', onConnected);
+    });
+
+    req.on('error', (err: NodeJS.ErrnoException) => {
+      clearTimeout(timer);
+      if (this.#req !== req || stream.destroyed) return; // superseded by a retry, or we aborted it
+      const code = err.code ?? '';
+      if (this.#headSent) {
+        // The response is on its way or done: the backend stopped reading the request body.
+        if (this.#upgraded || this.#res?.complete) {
+          stream.unpipe(req);
+          stream.resume();
+          return;
+        }
+        this.#fail(Reason.BackendError, `backend connection failed: ${code || err.message}`, code);
+        return;
+      }
+      if (
+        req.reusedSocket &&
+        STALE_SOCKET.has(code) &&
+        this.#attempts < 2 &&
+        stream.bytesIn === 0 &&
+        IDEMPOTENT.has(meta.method)
+      ) {
+        // The backend closed an idle keep-alive socket as we reused it: nothing was processed.
+        stream.unpipe(req);
+        this.#log.debug(
+          { route: this.#route.id, target: this.#route.target, code },
+          'retrying on a new connection',
+        );
+        this.#send();
+        return;
+      }
+      if (timedOut || (!connected && code === 'ETIMEDOUT')) {
+        this.#fail(
+          Reason.ConnectTimeout,
+          `backend did not accept a connection to ${this.#where} within ${this.#connectTimeout} ms`,
+          'ETIMEDOUT',
+        );
+      } else if (code === 'ECONNREFUSED') {
+        this.#fail(Reason.ConnectRefused, `backend refused connection to ${this.#where}`, code);
+      } else {
+        this.#fail(Reason.BackendError, `backend request failed: ${code || err.message}`, code);
+      }
+    });
+
+    req.on('response', (res) => {
+      clearTimeout(timer);
+      this.#onResponse(res);
+    });
+    if (meta.upgrade) {
+      req.on('upgrade', (res: IncomingMessage, socket: Socket, head: Buffer) => {
+        clearTimeout(timer);
+        this.#onUpgrade(res, socket, head);
+      });
+      // Before a 101 the relay sends nothing on an upgrade stream: the request has no body.
+      req.end();
+    } else if (stream.readableEnded) {
+      req.end();
+    } else {
+      stream.pipe(req);
+    }
+  }
+
+  #onResponse(res: IncomingMessage): void {
+    const stream = this.#stream;
+    this.#res = res;
+    this.#headSent = true;
+    this.#status = res.statusCode ?? 0;
+    writeMessage(
+      stream,
+      headFrom(this.#status, res.statusMessage, stripHopByHop(pairsFromRaw(res.rawHeaders))),
+    );
+    // An upgrade the backend declined: the relay sends no more request bytes.
+    if (this.#meta.upgrade) stream.resume();
+    res.on('error', () => {}); // reported by 'close'
+    res.once('close', () => {
+      if (!res.complete) {
+        this.#fail(Reason.BackendError, 'backend closed the connection before the response was complete');
+      }
+    });
+    res.pipe(stream);
+  }
+
+  #onUpgrade(res: IncomingMessage, socket: Socket, head: Buffer): void {
+    const stream = this.#stream;
+    this.#upgraded = socket;
+    this.#headSent = true;
+    this.#status = res.statusCode ?? 101;
+    // The socket left the pool; no idle timeout applies to a tunnelled connection.
+    socket.setTimeout(0);
+    // Half-close is end to end: a FIN from the backend must not close our sending side.
+    (socket as Socket & { allowHalfOpen: boolean }).allowHalfOpen = true;
+    writeMessage(
+      stream,
+      headFrom(this.#status, res.statusMessage, stripHopByHop(pairsFromRaw(res.rawHeaders), true)),
+    );
+    if (head.byteLength > 0) stream.write(head);
+    socket.on('error', (err: NodeJS.ErrnoException) =>
+      this.#fail(Reason.BackendError, `backend connection failed: ${err.code || err.message}`, err.code),
+    );
+    socket.once('close', () => {
+      // A socket that ended cleanly has already ended the stream (pipe); anything else is a failure.
+      if (!stream.writableEnded) this.#fail(Reason.BackendError, 'backend closed the upgraded connection');
+    });
+    socket.pipe(stream);
+    stream.pipe(socket);
+  }
+
+  #fail(reason: Reason, message: string, code?: string): void {
+    if (this.#failed !== undefined || this.#stream.destroyed) return;
+    this.#failed = Reason[reason] ?? String(reason);
+    this.#log.warn(
+      {
+        route: this.#route.id,
+        target: this.#route.target,
+        method: this.#meta.method,
+        reason: this.#failed,
+        ...(code ? { code } : {}),
+        error: message,
+      },
+      'backend request failed',
+    );
+    this.#stream.reset(reason, message);
+  }
+
+  #onStreamClose(): void {
+    const stream = this.#stream;
+    // Reset by either side (the client went away, or we failed): the backend exchange stops too.
+    // A stream that finished both ways leaves the backend socket to end on its own, so
+    // bytes still queued on it are delivered.
+    if (stream.errored || !stream.writableFinished) {
+      this.#req?.destroy();
+      this.#res?.destroy();
+      this.#upgraded?.destroy();
+    }
+    this.#log.debug(
+      {
+        route: this.#route.id,
+        method: this.#meta.method,
+        status: this.#status,
+        upgrade: this.#meta.upgrade || undefined,
+        bytesIn: stream.bytesIn,
+        bytesOut: stream.bytesOut,
+        durationMs: Math.round(performance.now() - this.#started),
+        ...(this.#failed ? { error: this.#failed } : {}),
+        ...(stream.resetReason !== undefined && !this.#failed
+          ? { reset: Reason[stream.resetReason] ?? stream.resetReason }
+          : {}),
+      },
+      'stream done',
+    );
+  }
+}

@@ -1,0 +1,104 @@
+/**
+ * Routes from a YAML file (`--routes FILE`):
+ *
+ *   routes:
+ *     - hostnames: [app.example.com]
+ *       target: http://127.0.0.1:3000
+ *       allowCidrs: [203.0.113.0/24]   # optional
+ *       tlsInsecure: false             # optional, https targets only
+ *       id: app                        # optional; default static:FIRST-HOSTNAME
+ *
+ * Every mistake is reported as `FILE: routes[1].target: must be …`.
+ */
+import { readFile } from 'node:fs/promises';
+import { ConfigError, checkHostPattern, parseCidr } from '@burrow/shared';
+import { parse as parseYaml } from 'yaml';
+import { z } from 'zod';
+import type { Route } from './source.js';
+import { STATIC_ID_PREFIX } from './static.js';
+import { checkTarget, routeIdFor } from './validate.js';
+
+const hostname = z.string().superRefine((h, ctx) => {
+  const problem = checkHostPattern(h);
+  if (problem) ctx.addIssue({ code: 'custom', message: problem });
+});
+
+const routeSchema = z.strictObject({
+  id: z
+    .string()
+    .regex(/^[A-Za-z0-9._:/-]{1,128}$/, 'must be 1 to 128 letters, digits or . _ : / -')
+    .optional(),
+  hostnames: z.array(hostname).min(1, 'must list at least one hostname').max(64, 'at most 64 hostnames'),
+  target: z.string().superRefine((t, ctx) => {
+    const checked = checkTarget(t);
+    if ('error' in checked) ctx.addIssue({ code: 'custom', message: checked.error });
+  }),
+  allowCidrs: z
+    .array(
+      z.string().superRefine((c, ctx) => {
+        const parsed = parseCidr(c);
+        if (typeof parsed === 'string') ctx.addIssue({ code: 'custom', message: parsed });
+      }),
+    )
+    .max(256)
+    .optional(),
+  tlsInsecure: z.boolean().optional(),
+});
+
+const fileSchema = z.strictObject({
+  routes: z.array(routeSchema).max(1024, 'at most 1024 routes'),
+});
+
+/** `routes.1.target` → `routes[1].target`. */
+function fieldPath(path: readonly PropertyKey[]): string {
+  let out = '';
+  for (const p of path) out += typeof p === 'number' ? `[${p}]` : `${out ? '.' : ''}${String(p)}`;
+  return out || 'file';
+}
+
+function issueMessage(issue: z.core.$ZodIssue): string {
+  // zod's defaults for type mismatches are terse; say what the field should be.
+  if (issue.code === 'invalid_type')
+    return `must be ${issue.expected === 'array' ? 'a list' : `a ${issue.expected}`}`;
+  if (issue.code === 'unrecognized_keys')
+    return `unknown key${issue.keys.length > 1 ? 's' : ''} ${issue.keys.map((k) => `"${k}"`).join(', ')}`;
+  return issue.message;
+}
+
+/** Parses the text of a routes file. Throws ConfigError naming the file and the field. */
+export function parseRoutesYaml(text: string, fileName: string): Route[] {
+  let raw: unknown;
+  try {
+    raw = parseYaml(text);
+  } catch (err) {
+    throw new ConfigError(`${fileName}: not valid YAML: ${(err as Error).message.split('\n')[0]}`);
+  }
+  const parsed = fileSchema.safeParse(raw ?? {});
+  if (!parsed.success) {
+    const issue = parsed.error.issues[0]!;
+    throw new ConfigError(`${fileName}: ${fieldPath(issue.path)}: ${issueMessage(issue)}`);
+  }
+  return parsed.data.routes.map((r) => {
+    const target = checkTarget(r.target);
+    return {
+      id: r.id ?? routeIdFor(STATIC_ID_PREFIX, r.hostnames),
+      hostnames: r.hostnames,
+      target: 'origin' in target ? target.origin : r.target,
+      ...(r.allowCidrs?.length ? { allowCidrs: r.allowCidrs } : {}),
+      ...(r.tlsInsecure ? { tlsInsecure: true } : {}),
+    };
+  });
+}
+
+/** Reads and parses a routes file. */
+export async function loadRoutesFile(path: string): Promise<Route[]> {
+  let text: string;
+  try {
+    text = await readFile(path, 'utf8');
+  } catch (err) {
+    throw new ConfigError(
+      `--routes: cannot read ${path} (${(err as NodeJS.ErrnoException).code ?? 'error'})`,
+    );
+  }
+  return parseRoutesYaml(text, path);
+}

@@ -1,0 +1,73 @@
+import { EventEmitter } from 'node:events';
+
+/**
+ * One exposed service: the hostnames the relay should route to this agent and
+ * the backend origin the agent dials for them. A relay's stream names a route
+ * by `id`, never an address, so `target` is the only place the agent will
+ * ever connect to on a route's behalf.
+ */
+export interface Route {
+  /** Stable id announced to the relay (letters, digits and . _ : / -, at most 128). */
+  id: string;
+  /** Exact names or `*.` wildcards, lower case. */
+  hostnames: string[];
+  /** Backend origin: `http://host:port` or `https://host:port`, no path. */
+  target: string;
+  /** Client IP allowlist the relay enforces; absent or empty allows everyone. */
+  allowCidrs?: string[];
+  /** For https targets: accept any certificate (ClusterIPs rarely match a certificate's names). */
+  tlsInsecure?: boolean;
+}
+
+/** A route as given to `startAgent` directly (tests, the demo, embedding code). */
+export type StaticRoute = Route;
+
+export interface RouteSourceEvents {
+  /** The whole route set after a change (never a delta). */
+  change: [routes: readonly Route[]];
+}
+
+/**
+ * Where routes come from: flags and a YAML file (static.ts), later Kubernetes
+ * Services. A source always describes the complete set; the agent announces
+ * it as a whole, so withdrawing a route is simply leaving it out.
+ */
+export interface RouteSource {
+  /** Short name for logs, e.g. "static" or "kubernetes". */
+  readonly name: string;
+  /** The current full set. */
+  routes(): readonly Route[];
+  on(event: 'change', listener: (routes: readonly Route[]) => void): this;
+  off(event: 'change', listener: (routes: readonly Route[]) => void): this;
+}
+
+/** A route source whose set only changes when `update` is called. */
+export class StaticRouteSource extends EventEmitter<RouteSourceEvents> implements RouteSource {
+  readonly name: string;
+  #routes: readonly Route[];
+
+  constructor(routes: readonly Route[], name = 'static') {
+    super();
+    this.name = name;
+    this.#routes = [...routes];
+  }
+
+  routes(): readonly Route[] {
+    return this.#routes;
+  }
+
+  /** Replaces the set and tells listeners. */
+  update(routes: readonly Route[]): void {
+    this.#routes = [...routes];
+    this.emit('change', this.#routes);
+  }
+}
+
+export function isRouteSource(value: unknown): value is RouteSource {
+  return (
+    typeof value === 'object' &&
+    value !== null &&
+    typeof (value as RouteSource).routes === 'function' &&
+    typeof (value as RouteSource).on === 'function'
+  );
+}

@@ -1,0 +1,124 @@
+/**
+ * Route checks shared by every source: flags and YAML turn a failure into a
+ * ConfigError naming the field; the agent drops an invalid route from a
+ * dynamic source with a warning, because one bad route in an announcement
+ * would make the relay close the whole tunnel.
+ */
+import { createHash } from 'node:crypto';
+import { announcedRouteSchema, ConfigError, checkHostPattern, parseCidr } from '@burrow/shared';
+import type { Route } from './source.js';
+
+const ROUTE_ID = /^[A-Za-z0-9._:/-]{1,128}$/;
+
+/**
+ * Checks a backend target; returns the normalised origin or an error message
+ * phrased to follow the field name ("target: must be …").
+ */
+export function checkTarget(text: string): { origin: string } | { error: string } {
+  let url: URL;
+  try {
+    url = new URL(text);
+  } catch {
+    return { error: `must be an http:// or https:// URL (got "${text}")` };
+  }
+  if (url.protocol !== 'http:' && url.protocol !== 'https:') {
+    return { error: `must be an http:// or https:// URL (got "${text}")` };
+  }
+  if (url.username || url.password) return { error: `must not contain credentials` };
+  if (url.pathname !== '/' || url.search || url.hash) {
+    return {
+      error: `must be an origin such as http://10.0.0.7:8080, without a path (got "${text}"); the client's path is passed through`,
+    };
+  }
+  if (!url.hostname) return { error: `must name a host (got "${text}")` };
+  return { origin: url.origin };
+}
+
+/** Deterministic route id for a hostname list: `PREFIX:first-hostname` (ids may not contain `*`). */
+export function routeIdFor(prefix: string, hostnames: readonly string[]): string {
+  const id = `${prefix}:${(hostnames[0] ?? '').replace(/\*/g, '_')}`;
+  if (ROUTE_ID.test(id)) return id;
+  return `${prefix}:${createHash('sha256').update(hostnames.join(',')).digest('hex').slice(0, 16)}`;
+}
+
+/** Returns `[field, message]` for the first problem with a route, or undefined. Fields are relative ("target"). */
+export function checkRoute(route: Route): [string, string] | undefined {
+  if (typeof route.id !== 'string' || !ROUTE_ID.test(route.id)) {
+    return ['id', 'must be 1 to 128 letters, digits or . _ : / -'];
+  }
+  if (!Array.isArray(route.hostnames) || route.hostnames.length === 0) {
+    return ['hostnames', 'must list at least one hostname'];
+  }
+  if (route.hostnames.length > 64) return ['hostnames', 'at most 64 hostnames per route'];
+  for (const [i, h] of route.hostnames.entries()) {
+    const problem = typeof h === 'string' ? checkHostPattern(h) : 'must be a string';
+    if (problem) return [`hostnames[${i}]`, problem];
+  }
+  const target = checkTarget(String(route.target));
+  if ('error' in target) return ['target', target.error];
+  for (const [i, c] of (route.allowCidrs ?? []).entries()) {
+    const parsed = parseCidr(String(c));
+    if (typeof parsed === 'string') return [`allowCidrs[${i}]`, parsed];
+  }
+  if (route.tlsInsecure !== undefined && typeof route.tlsInsecure !== 'boolean') {
+    return ['tlsInsecure', 'must be true or false'];
+  }
+  // Whatever passed the checks above must also pass the wire schema the relay enforces.
+  const wire = announcedRouteSchema.safeParse(toAnnounced(route));
+  if (!wire.success) return [wire.error.issues[0]?.path.join('.') ?? 'route', wire.error.issues[0]!.message];
+  return undefined;
+}
+
+/** The normalised copy of a valid route (target reduced to its origin). */
+export function normalizeRoute(route: Route): Route {
+  const target = checkTarget(route.target);
+  return {
+    id: route.id,
+    hostnames: [...route.hostnames],
+    target: 'origin' in target ? target.origin : route.target,
+    ...(route.allowCidrs?.length ? { allowCidrs: [...route.allowCidrs] } : {}),
+    ...(route.tlsInsecure ? { tlsInsecure: true } : {}),
+  };
+}
+
+/** The part of a route the relay sees. Targets never leave the agent. */
+export function toAnnounced(route: Route): { id: string; hostnames: string[]; allowCidrs?: string[] } {
+  return {
+    id: route.id,
+    hostnames: route.hostnames,
+    ...(route.allowCidrs?.length ? { allowCidrs: route.allowCidrs } : {}),
+  };
+}
+
+/**
+ * Checks a whole route set: every route valid, ids unique, no hostname in two
+ * routes. Throws ConfigError naming the route (`label(i)`, by default
+ * `routes[i]`) and the field; returns normalised routes.
+ */
+export function validateRoutes(
+  routes: readonly Route[],
+  label: (index: number) => string = (i) => `routes[${i}]`,
+): Route[] {
+  const ids = new Map<string, number>();
+  const names = new Map<string, number>();
+  return routes.map((route, i) => {
+    const problem = checkRoute(route);
+    if (problem) throw new ConfigError(`${label(i)}.${problem[0]}: ${problem[1]}`);
+    const seenId = ids.get(route.id);
+    if (seenId !== undefined) {
+      throw new ConfigError(`${label(i)}: route id "${route.id}" is already used by ${label(seenId)}`);
+    }
+    ids.set(route.id, i);
+    for (const h of route.hostnames) {
+      const seen = names.get(h);
+      if (seen === i) throw new ConfigError(`${label(i)}: hostname "${h}" is listed twice`);
+      if (seen !== undefined) {
+        throw new ConfigError(
+          `${label(i)}: hostname "${h}" is already exposed by ${label(seen)}; a hostname may appear in one route only`,
+        );
+      }
+      names.set(h, i);
+    }
+    return normalizeRoute(route);
+  });
+}

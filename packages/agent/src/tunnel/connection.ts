@@ -1,0 +1,279 @@
+import { EventEmitter, once } from 'node:events';
+import {
+  type AnnouncedRoute,
+  createSession,
+  encodeJson,
+  type Logger,
+  MessageReader,
+  ProtocolError,
+  Reason,
+  type RelayMessage,
+  type RouteResult,
+  relayMessageSchema,
+  type Session,
+  type SessionConfig,
+  type Stream,
+  WsTransport,
+  writeMessage,
+} from '@burrow/shared';
+import type { WebSocket } from 'ws';
+import { Backoff, type BackoffOptions } from './backoff.js';
+import { dialRelay, RelayRefusedError } from './dial.js';
+import type { FailureLog } from './failure-log.js';
+
+export interface TunnelConnectionOptions {
+  /** Position among the agent's connections, for logs and events. */
+  index: number;
+  /** Full tunnel endpoint URL (ws:// or wss://, with /v1/tunnel). */
+  endpoint: string;
+  token: string;
+  session: Partial<SessionConfig>;
+  /** Bound on the WebSocket opening handshake, ms. */
+  connectTimeout: number;
+  backoff: BackoffOptions;
+  /** A connection up at least this long resets the backoff when it drops, ms. */
+  healthyAfter: number;
+  logger: Logger;
+  failures: FailureLog;
+  /** The route set to announce, read at every (re)announcement. */
+  announcement: () => AnnouncedRoute[];
+  /** A stream the relay opened. */
+  onStream: (stream: Stream) => void;
+}
+
+export interface TunnelConnectionEvents {
+  /** The relay welcomed this connection on its control stream. */
+  connected: [];
+  disconnected: [reason: string];
+  /** The relay's answer to an announcement. */
+  routes: [results: RouteResult[]];
+}
+
+type State = 'idle' | 'connecting' | 'handshake' | 'connected' | 'waiting' | 'closed';
+
+/** GOAWAY reasons that mean "drain and reconnect", not "something broke". */
+const GRACEFUL = new Set<Reason>([Reason.NoError, Reason.Shutdown, Reason.StreamIdsExhausted]);
+
+/**
+ * One of the agent's tunnel connections: dials the relay, runs the session
+ * and its control stream, and reconnects on its own with jittered backoff.
+ * After a GOAWAY from the relay it dials a fresh connection at once while the
+ * old session finishes the requests already on it.
+ */
+export class TunnelConnection extends EventEmitter<TunnelConnectionEvents> {
+  readonly index: number;
+  readonly #opts: TunnelConnectionOptions;
+  readonly #log: Logger;
+  readonly #backoff: Backoff;
+  #state: State = 'idle';
+  #ws: WebSocket | undefined;
+  #session: Session | undefined;
+  #control: Stream | undefined;
+  #timer: NodeJS.Timeout | undefined;
+  #connectedAt = 0;
+  /** Every session not yet closed (the live one and any draining after GOAWAY), with its socket. */
+  readonly #sockets = new Map<Session, WebSocket>();
+
+  constructor(options: TunnelConnectionOptions) {
+    super();
+    this.index = options.index;
+    this.#opts = options;
+    this.#log = options.logger.child({ conn: options.index });
+    this.#backoff = new Backoff(options.backoff);
+  }
+
+  /** True while the relay has welcomed this connection and it is not draining. */
+  get up(): boolean {
+    return this.#state === 'connected';
+  }
+
+  /** The live session (absent while connecting or waiting to retry). */
+  get session(): Session | undefined {
+    return this.#session;
+  }
+
+  start(): void {
+    if (this.#state === 'idle') this.#connect();
+  }
+
+  /** Sends the current route set on the live control stream (no-op while disconnected: connecting announces). */
+  announce(): void {
+    if (this.#control) {
+      writeMessage(this.#control, { type: 'announce', routes: this.#opts.announcement() });
+    }
+  }
+
+  /**
+   * Stops reconnecting and drains: GOAWAY on every session, in-flight streams
+   * finish (bounded by the session's drainTimeout), then the sockets close.
+   */
+  async close(): Promise<void> {
+    if (this.#state === 'closed') return;
+    const wasUp = this.#state === 'connected';
+    this.#state = 'closed';
+    clearTimeout(this.#timer);
+    if (this.#ws && !this.#session) this.#ws.terminate(); // still dialing
+    const live = this.#session;
+    this.#session = undefined;
+    if (wasUp) this.emit('disconnected', 'agent shutting down');
+    await Promise.all(
+      [...this.#sockets].map(async ([session, ws]) => {
+        const closed = ws.readyState === ws.CLOSED ? Promise.resolve() : once(ws, 'close');
+        const drained = session.goAway(Reason.Shutdown, 'agent shutting down');
+        if (session === live) this.#releaseControl();
+        await drained;
+        // The relay has processed everything we sent once its close frame is back.
+        await closed;
+      }),
+    );
+  }
+
+  #connect(): void {
+    this.#state = 'connecting';
+    this.#ws = dialRelay(this.#opts.endpoint, this.#opts.token, this.#opts.connectTimeout, {
+      open: (ws) => this.#onOpen(ws),
+      fail: (err) => this.#onDialFailed(err),
+    });
+  }
+
+  #onOpen(ws: WebSocket): void {
+    if (this.#state === 'closed') {
+      ws.close(1000, 'closed');
+      return;
+    }
+    this.#state = 'handshake';
+    // Created synchronously in 'open': the relay's HELLO may be emitted right after.
+    const session = createSession(new WsTransport(ws), {
+      role: 'client',
+      maxMetadata: 32 * 1024,
+      ...this.#opts.session,
+    });
+    this.#session = session;
+    this.#sockets.set(session, ws);
+    session.on('stream', this.#opts.onStream);
+    session.on('goaway', (info) => this.#onGoAway(session, info));
+    session.once('close', (err) => this.#onSessionClose(session, err));
+    session.ready.then(
+      () => this.#onReady(session),
+      () => {}, // reported by 'close'
+    );
+  }
+
+  #onReady(session: Session): void {
+    if (session !== this.#session) return;
+    let control: Stream;
+    try {
+      control = session.openStream(encodeJson({ kind: 'control' }));
+    } catch (err) {
+      session.destroy(err as Error);
+      return;
+    }
+    this.#control = control;
+    const reader = new MessageReader(relayMessageSchema);
+    const broken = (why: string) => {
+      // Without its control stream a connection can neither learn nor change its routes.
+      if (this.#control === control && !session.closed) session.destroy(new ProtocolError(why));
+    };
+    control.on('data', (chunk: Buffer) => {
+      let messages: RelayMessage[];
+      try {
+        messages = reader.push(chunk);
+      } catch (err) {
+        broken(`invalid control message from the relay: ${(err as Error).message}`);
+        return;
+      }
+      for (const m of messages) this.#onMessage(m);
+    });
+    control.on('error', (err) => broken(`control stream failed: ${err.message}`));
+    control.on('end', () => broken('the relay closed the control stream'));
+    writeMessage(control, { type: 'announce', routes: this.#opts.announcement() });
+  }
+
+  #onMessage(message: RelayMessage): void {
+    if (message.type === 'welcome') {
+      if (this.#state !== 'handshake') return;
+      this.#state = 'connected';
+      this.#connectedAt = performance.now();
+      const failures = this.#opts.failures.recovered();
+      this.#log.info(
+        {
+          relay: this.#opts.endpoint,
+          relayId: message.relayId,
+          subject: message.subject,
+          ...(failures ? { afterFailures: failures } : {}),
+        },
+        'tunnel connected',
+      );
+      this.emit('connected');
+      return;
+    }
+    this.emit('routes', message.routes);
+  }
+
+  /** Moves the live session aside: it keeps serving its streams but gets no new work from us. */
+  #releaseControl(): void {
+    const control = this.#control;
+    this.#control = undefined;
+    // Both sides count the control stream as open; resetting it lets a drain finish
+    // as soon as the request streams are done instead of waiting for the drain timeout.
+    control?.reset(Reason.Cancel, 'draining');
+  }
+
+  #onGoAway(session: Session, info: { reason: Reason; message: string }): void {
+    if (session !== this.#session || !GRACEFUL.has(info.reason)) return; // an error GOAWAY: 'close' follows
+    const wasUp = this.#state === 'connected';
+    this.#session = undefined;
+    const delay = this.#backoff.soon();
+    const reason = `relay draining${info.message ? `: ${info.message}` : ''}`;
+    this.#log.info(
+      { reason, inFlight: session.streamCount - 1, retryIn: delay },
+      'tunnel draining; reconnecting',
+    );
+    this.#schedule(delay);
+    if (wasUp) this.emit('disconnected', reason);
+    this.#releaseControl();
+  }
+
+  #onSessionClose(session: Session, err?: Error): void {
+    this.#sockets.delete(session);
+    if (session !== this.#session) return; // a drained session finishing, or the agent closing
+    this.#session = undefined;
+    this.#control = undefined;
+    if (this.#state === 'closed') return;
+    const reason = err ? err.message : 'closed by the relay';
+    if (this.#state === 'connected') {
+      if (performance.now() - this.#connectedAt >= this.#opts.healthyAfter) this.#backoff.reset();
+      const delay = this.#backoff.next();
+      this.#log.warn({ reason, retryIn: delay }, 'tunnel disconnected');
+      this.#schedule(delay);
+      this.emit('disconnected', reason);
+      return;
+    }
+    // Upgraded but never welcomed: a failed attempt like any other.
+    const delay = this.#backoff.next();
+    this.#opts.failures.failed(this.index, reason, delay);
+    this.#schedule(delay);
+  }
+
+  #onDialFailed(err: Error): void {
+    if (this.#state === 'closed') return;
+    if (err instanceof RelayRefusedError && err.authFailure) {
+      const delay = this.#backoff.capped();
+      this.#opts.failures.failed(this.index, err.message, delay, 'error');
+      this.#schedule(delay);
+      return;
+    }
+    const delay = this.#backoff.next();
+    this.#opts.failures.failed(this.index, err.message, delay);
+    this.#schedule(delay);
+  }
+
+  #schedule(delay: number): void {
+    this.#state = 'waiting';
+    this.#ws = undefined;
+    clearTimeout(this.#timer);
+    this.#timer = setTimeout(() => {
+      if (this.#state === 'waiting') this.#connect();
+    }, delay);
+  }
+}

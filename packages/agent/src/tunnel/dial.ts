@@ -1,0 +1,102 @@
+import type { IncomingMessage } from 'node:http';
+import { TUNNEL_PATH, TUNNEL_SUBPROTOCOL } from '@burrow/shared';
+import { WebSocket } from 'ws';
+
+/** Largest WebSocket message: one frame of the largest payload a peer may advertise. */
+const MAX_MESSAGE = 16 * 1024 * 1024;
+/** How much of a refusal body is kept for the log: the relay sends one short line. */
+const MAX_REFUSAL_BODY = 512;
+
+/** The relay answered the upgrade with an HTTP error (bad token, wrong path or version). */
+export class RelayRefusedError extends Error {
+  override readonly name = 'RelayRefusedError';
+  readonly status: number;
+  readonly body: string;
+  constructor(status: number, body: string) {
+    super(`relay refused the tunnel: HTTP ${status}${body ? `: ${body}` : ''}`);
+    this.status = status;
+    this.body = body;
+  }
+
+  /** 401/403: the token is wrong or not allowed; retrying soon cannot help. */
+  get authFailure(): boolean {
+    return this.status === 401 || this.status === 403;
+  }
+}
+
+/** The tunnel endpoint URL for a relay URL given by the operator (`ws://relay:8443` → `ws://relay:8443/v1/tunnel`). */
+export function tunnelEndpoint(relayUrl: string): string {
+  const url = new URL(relayUrl);
+  const path = url.pathname.replace(/\/+$/, '');
+  url.pathname = path.endsWith(TUNNEL_PATH) ? path : `${path}${TUNNEL_PATH}`;
+  return url.toString();
+}
+
+function printable(body: Buffer): string {
+  return body
+    .toString('utf8')
+    .replace(/[^\x20-\x7e]+/g, ' ')
+    .trim()
+    .slice(0, 200);
+}
+
+export interface DialHandlers {
+  /**
+   * Called from ws's 'open' event, synchronously: the relay's first frames can
+   * ride in with the 101 and are emitted right after, so whatever consumes
+   * messages must be attached before this returns.
+   */
+  open(ws: WebSocket): void;
+  /** A RelayRefusedError (the status and the relay's one-line reason) or the network error. */
+  fail(err: Error): void;
+}
+
+/** Opens the tunnel WebSocket. Exactly one handler is called; terminating `ws` while dialing calls `fail`. */
+export function dialRelay(
+  endpoint: string,
+  token: string,
+  handshakeTimeout: number,
+  on: DialHandlers,
+): WebSocket {
+  const ws = new WebSocket(endpoint, TUNNEL_SUBPROTOCOL, {
+    headers: { authorization: `Bearer ${token}` },
+    perMessageDeflate: false,
+    maxPayload: MAX_MESSAGE,
+    handshakeTimeout,
+    followRedirects: false,
+  });
+  let settled = false;
+  let refusal: RelayRefusedError | undefined;
+  const fail = (err: Error) => {
+    if (settled) return;
+    settled = true;
+    on.fail(refusal ?? err);
+  };
+  ws.once('open', () => {
+    if (settled) return;
+    settled = true;
+    on.open(ws);
+  });
+  ws.on('unexpected-response', (_req, res: IncomingMessage) => {
+    // With this listener ws leaves the handshake to us: read the reason, then abort.
+    const chunks: Buffer[] = [];
+    let size = 0;
+    const done = () => {
+      clearTimeout(timer);
+      refusal ??= new RelayRefusedError(res.statusCode ?? 0, printable(Buffer.concat(chunks)));
+      ws.terminate(); // emits 'error' and 'close', which report the refusal
+    };
+    const timer = setTimeout(done, 2_000);
+    res.on('data', (c: Buffer) => {
+      if (size < MAX_REFUSAL_BODY) chunks.push(c.subarray(0, MAX_REFUSAL_BODY - size));
+      size += c.length;
+      if (size >= MAX_REFUSAL_BODY) done();
+    });
+    res.once('end', done);
+    res.once('error', done);
+  });
+  // After 'open' the session's transport reports errors; this listener keeps a late one from being unhandled.
+  ws.on('error', fail);
+  ws.once('close', () => fail(new Error('connection closed during the WebSocket handshake')));
+  return ws;
+}
