@@ -13,20 +13,20 @@ import { testRelay } from '../helpers/relay.js';
 
 const MB = 1024 * 1024;
 
-/** A deterministic body of `size` bytes produced in chunks (never held whole in memory). */
+/** Random bytes shared by every generated body; chunks are taken from it at shifting offsets. */
+const POOL = randomBytes(MB + 64 * 1024);
+
+/** A body of `size` bytes produced in 64 KiB chunks (never held whole in memory), with its sha256. */
 function bodyStream(size: number, seed: number): { stream: Readable; sha256: Promise<string> } {
   const hash = createHash('sha256');
   let sent = 0;
-  let block = createHash('sha256').update(String(seed)).digest();
+  let k = seed;
   const stream = new Readable({
     read() {
       if (sent >= size) return void this.push(null);
       const n = Math.min(64 * 1024, size - sent);
-      const chunk = Buffer.allocUnsafe(n);
-      for (let off = 0; off < n; off += 32) {
-        block = createHash('sha256').update(block).digest();
-        block.copy(chunk, off, 0, Math.min(32, n - off));
-      }
+      k = (k * 7919 + 104729) % MB;
+      const chunk = POOL.subarray(k, k + n);
       sent += n;
       hash.update(chunk);
       this.push(chunk);
