@@ -82,10 +82,15 @@ t.test('connections of one subject share names; the least loaded is picked; remo
   table.remove(c1);
   r = table.lookup('app.example.com');
   t.equal(r.kind === 'found' && r.binding.target.id, 2);
-  // Re-announcing without the name withdraws it: the name is then offline (503), not unknown.
-  table.announce(c2, ['app.example.com'], []);
+  // Losing the last connection leaves the name offline (503) for a grace period...
+  table.remove(c2);
   t.equal(table.lookup('app.example.com').kind, 'offline');
   t.same(table.list(), []);
+  // ...while withdrawing it on purpose makes it unknown (404) at once.
+  const c3 = target(3, 'alice');
+  table.announce(c3, ['*.example.com'], [{ id: 'r', hostnames: ['b.example.com'] }]);
+  table.announce(c3, ['*.example.com'], []);
+  t.equal(table.lookup('b.example.com').kind, 'none');
 });
 
 t.test('a bad allowlist refuses that route only', async (t) => {

@@ -96,7 +96,7 @@ export class RouteTable<T extends RouteTarget> {
     }
     // Withdraw what this connection no longer announces, then bind the new set.
     for (const hostname of this.#byTarget.get(target) ?? []) {
-      if (!wanted.has(hostname)) this.#unbind(target, hostname);
+      if (!wanted.has(hostname)) this.#unbind(target, hostname, false);
     }
     for (const [hostname, binding] of wanted) {
       let claim = this.#claims.get(hostname);
@@ -131,16 +131,21 @@ export class RouteTable<T extends RouteTarget> {
 
   /** Forgets every route of a connection that went away. */
   remove(target: T): void {
-    for (const hostname of this.#byTarget.get(target) ?? []) this.#unbind(target, hostname);
+    for (const hostname of this.#byTarget.get(target) ?? []) this.#unbind(target, hostname, true);
     this.#byTarget.delete(target);
   }
 
-  #unbind(target: T, hostname: string): void {
+  /**
+   * `lost`: the connection went away (the name answers 503 for a while);
+   * otherwise the agent withdrew the name on purpose and it is simply gone (404).
+   */
+  #unbind(target: T, hostname: string, lost: boolean): void {
     const claim = this.#claims.get(hostname);
     if (!claim) return;
     claim.bindings.delete(target);
     if (claim.bindings.size === 0) {
       this.#claims.delete(hostname);
+      if (!lost) return;
       this.#offline.set(hostname, Date.now() + this.#offlineGrace);
       if (this.#offline.size > 4096) this.#pruneOffline();
     }

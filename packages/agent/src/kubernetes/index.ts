@@ -1,0 +1,102 @@
+import { readFileSync } from 'node:fs';
+import { hostname } from 'node:os';
+import type { Logger } from '@burrow/shared';
+import { CoordinationV1Api, CoreV1Api, type KubeConfig } from '@kubernetes/client-node';
+import type { RouteSource } from '../routes/source.js';
+import { LeaseElector } from './lease.js';
+import { KubernetesRouteSource } from './route-source.js';
+import { ServiceWatch } from './services.js';
+import { type RouteResultsSource, StatusSync } from './status-sync.js';
+import { StatusWriter } from './writer.js';
+
+export { ANNOTATION, routeForService } from './annotations.js';
+
+export interface KubernetesOptions {
+  kubeConfig: KubeConfig;
+  /** Namespaces to watch; empty watches all. */
+  namespaces?: string[];
+  labelSelector?: string;
+  logger: Logger;
+  /** Write-back leader election; false writes from every replica (tests, single replica). */
+  lease?:
+    | { namespace: string; identity: string; name?: string; leaseDuration?: number; renewInterval?: number }
+    | false;
+  /** Restart a watch that delivered nothing for this long, ms. Default 5 min. */
+  watchIdleTimeout?: number;
+  backoff?: { base: number; cap: number };
+}
+
+export interface Kubernetes {
+  /** Routes from annotated Services, for startAgent({ routes }). */
+  readonly source: RouteSource;
+  readonly watch: ServiceWatch;
+  /** True once the initial list is done. */
+  readonly synced: boolean;
+  /** Starts write-back from the agent's route verdicts. */
+  attach(agent: RouteResultsSource): StatusSync;
+  stop(): Promise<void>;
+}
+
+/** The namespace this pod runs in: POD_NAMESPACE, else the service account's, else "default". */
+export function podNamespace(): string {
+  if (process.env['POD_NAMESPACE']) return process.env['POD_NAMESPACE'];
+  try {
+    return (
+      readFileSync('/var/run/secrets/kubernetes.io/serviceaccount/namespace', 'utf8').trim() || 'default'
+    );
+  } catch {
+    return 'default';
+  }
+}
+
+/** This replica's identity for the Lease: POD_NAME, else the hostname (which is the pod name). */
+export function podName(): string {
+  return process.env['POD_NAME'] || hostname();
+}
+
+/** Lists Services (resolves after the initial list) and returns the route source and write-back. */
+export async function startKubernetes(options: KubernetesOptions): Promise<Kubernetes> {
+  const log = options.logger;
+  const watch = new ServiceWatch({
+    kubeConfig: options.kubeConfig,
+    logger: log,
+    ...(options.namespaces ? { namespaces: options.namespaces } : {}),
+    ...(options.labelSelector ? { labelSelector: options.labelSelector } : {}),
+    ...(options.watchIdleTimeout ? { watchIdleTimeout: options.watchIdleTimeout } : {}),
+    ...(options.backoff ? { backoff: options.backoff } : {}),
+  });
+  await watch.start();
+  const source = new KubernetesRouteSource(watch);
+  const writer = new StatusWriter(options.kubeConfig.makeApiClient(CoreV1Api), log);
+  let elector: LeaseElector | undefined;
+  let sync: StatusSync | undefined;
+  log.info({ services: watch.services.size, routes: source.routes().length }, 'Kubernetes services listed');
+  return {
+    source,
+    watch,
+    get synced() {
+      return watch.synced;
+    },
+    attach(agent) {
+      if (options.lease !== false && options.lease) {
+        elector = new LeaseElector(options.kubeConfig.makeApiClient(CoordinationV1Api), {
+          name: options.lease.name ?? 'burrow-agent-writer',
+          namespace: options.lease.namespace,
+          identity: options.lease.identity,
+          logger: log,
+          ...(options.lease.leaseDuration ? { leaseDuration: options.lease.leaseDuration } : {}),
+          ...(options.lease.renewInterval ? { renewInterval: options.lease.renewInterval } : {}),
+        });
+        elector.start();
+      }
+      sync = new StatusSync({ watch, agent, writer, logger: log, ...(elector ? { elector } : {}) });
+      void sync.schedule();
+      return sync;
+    },
+    async stop() {
+      sync?.stop();
+      elector?.stop();
+      await watch.stop();
+    },
+  };
+}

@@ -1,0 +1,260 @@
+// Kubernetes end to end: a fake API server that speaks the real list/watch
+// protocol, the real @kubernetes/client-node, a real relay and agent, and
+// backends listening on the Services' "ClusterIPs" (127.0.0.x addresses).
+import { startAgent, startKubernetes } from '@burrow/agent';
+import { KubeConfig } from '@kubernetes/client-node';
+import t from 'tap';
+import { type FakeKube, fakeKube } from '../helpers/fake-kube.js';
+import { get, testServer } from '../helpers/http.js';
+import { type Teardownable, testLogger, testRelay, tokenFor, tunnelUrl } from '../helpers/relay.js';
+
+type Svc = Parameters<FakeKube['upsertService']>[0];
+
+function service(
+  name: string,
+  clusterIP: string,
+  port: number,
+  annotations: Record<string, string>,
+  ns = 'default',
+): Svc {
+  return {
+    metadata: { name, namespace: ns, annotations },
+    spec: { type: 'ClusterIP', clusterIP, ports: [{ name: 'http', port, protocol: 'TCP' }] },
+  };
+}
+
+/** Resolves when `check` holds, re-checking after every change the fake API server sees. */
+function until<T>(kube: FakeKube, check: () => T | undefined | false): Promise<T> {
+  return new Promise((resolve) => {
+    const tryNow = () => {
+      const v = check();
+      if (v) {
+        kube.off('change', tryNow);
+        resolve(v);
+      }
+    };
+    kube.on('change', tryNow);
+    tryNow();
+  });
+}
+
+async function kubeAgent(
+  t: Teardownable,
+  kube: FakeKube,
+  relayUrl: string,
+  opts: { lease?: boolean; identity?: string } = {},
+) {
+  const kc = new KubeConfig();
+  kc.loadFromString(kube.kubeconfig());
+  const k = await startKubernetes({
+    kubeConfig: kc,
+    logger: testLogger('kube'),
+    backoff: { base: 10, cap: 100 },
+    lease: opts.lease
+      ? {
+          namespace: 'burrow-system',
+          identity: opts.identity ?? 'agent-a',
+          leaseDuration: 2_000,
+          renewInterval: 200,
+        }
+      : false,
+  });
+  const agent = startAgent({
+    relayUrl,
+    token: await tokenFor('cluster-1', ['*.example.com']),
+    routes: k.source,
+    connections: 2,
+    logger: testLogger('agent'),
+    backoff: { base: 20, cap: 200 },
+  });
+  k.attach(agent);
+  t.teardown(async () => {
+    await agent.close();
+    await k.stop();
+  });
+  await agent.ready();
+  return { agent, k };
+}
+
+t.test('annotate, edit, break, delete: routes and write-back follow', async (t) => {
+  const relay = await testRelay(t);
+  const kube = await fakeKube(t);
+  const web = await testServer(t, (_req, res) => res.end('web on 127.0.0.2'), '127.0.0.2');
+  const api = await testServer(t, (_req, res) => res.end('api on 127.0.0.3'), '127.0.0.3');
+  kube.upsertService(service('web', '127.0.0.2', web.port, { 'burrow.dev/hostname': 'web.example.com' }));
+  kube.upsertService(service('api', '127.0.0.3', api.port, { 'burrow.dev/hostname': 'api.example.com' }));
+  kube.upsertService(service('untouched', '127.0.0.4', 80, {}));
+  const { agent } = await kubeAgent(t, kube, tunnelUrl(relay));
+  const port = relay.httpAddress.port;
+
+  t.test('annotated Services are reachable and show their URL', async (t) => {
+    const url = await until(
+      kube,
+      () => kube.getService('default', 'web')?.metadata.annotations?.['burrow.dev/url'],
+    );
+    t.equal(url, `http://web.example.com:${port}`);
+    t.equal((await get(port, 'web.example.com')).body.toString(), 'web on 127.0.0.2');
+    t.equal((await get(port, 'api.example.com')).body.toString(), 'api on 127.0.0.3');
+    const exposed = await until(kube, () =>
+      kube.events().find((e) => e.reason === 'Exposed' && e.involvedObject.name === 'web'),
+    );
+    t.equal(exposed.type, 'Normal');
+    t.match(exposed.message, /exposed at http:\/\/web\.example\.com/);
+    t.notOk(
+      kube.getService('default', 'untouched')?.metadata.annotations?.['burrow.dev/url'],
+      'unannotated Services are left alone',
+    );
+    // Our merge-patches only ever touched the keys we own.
+    const patches = kube.requests.filter((r) => r.method === 'PATCH' && r.path.includes('/services/'));
+    t.ok(patches.length > 0);
+    for (const p of patches) {
+      t.equal(p.contentType, 'application/merge-patch+json');
+      t.same(Object.keys(p.body as object), ['metadata']);
+      for (const k of Object.keys((p.body as { metadata: { annotations: object } }).metadata.annotations)) {
+        t.match(k, /^burrow\.dev\/(url|error)$/);
+      }
+    }
+  });
+
+  t.test('hostname edited: the old name 404s, the new one works', async (t) => {
+    kube.upsertService(
+      service('web', '127.0.0.2', web.port, {
+        ...kube.getService('default', 'web')?.metadata.annotations,
+        'burrow.dev/hostname': 'www.example.com',
+      }),
+    );
+    await until(
+      kube,
+      () =>
+        kube.getService('default', 'web')?.metadata.annotations?.['burrow.dev/url'] ===
+        `http://www.example.com:${port}`,
+    );
+    t.equal((await get(port, 'www.example.com')).body.toString(), 'web on 127.0.0.2');
+    t.equal((await get(port, 'web.example.com')).status, 404);
+  });
+
+  t.test(
+    'bad annotation values: Warning Event and burrow.dev/error, other Services unaffected',
+    async (t) => {
+      const cases: Array<[string, Record<string, string>, RegExp]> = [
+        ['bad-host', { 'burrow.dev/hostname': 'Not A Host!' }, /burrow\.dev\/hostname/],
+        [
+          'bad-port',
+          { 'burrow.dev/hostname': 'bp.example.com', 'burrow.dev/port': 'grpc' },
+          /no TCP port "grpc"/,
+        ],
+        [
+          'bad-proto',
+          { 'burrow.dev/hostname': 'bpr.example.com', 'burrow.dev/protocol': 'htp' },
+          /"htp" is not one of http, https, tls-passthrough/,
+        ],
+        ['not-mine', { 'burrow.dev/hostname': 'app.other.org' }, /not allowed by this agent's token/],
+      ];
+      for (const [name, ann] of cases) kube.upsertService(service(name, '127.0.0.9', 80, ann));
+      kube.upsertService({
+        metadata: {
+          name: 'headless',
+          namespace: 'default',
+          annotations: { 'burrow.dev/hostname': 'h.example.com' },
+        },
+        spec: { clusterIP: 'None', ports: [{ port: 80 }] },
+      });
+      for (const [name, , pattern] of cases) {
+        const error = await until(
+          kube,
+          () => kube.getService('default', name)?.metadata.annotations?.['burrow.dev/error'],
+        );
+        t.match(error, pattern, `${name}: burrow.dev/error explains`);
+        const ev = await until(kube, () =>
+          kube.events().find((e) => e.involvedObject.name === name && e.type === 'Warning'),
+        );
+        t.match(ev.message, pattern, `${name}: Warning Event`);
+      }
+      t.match(
+        await until(
+          kube,
+          () => kube.getService('default', 'headless')?.metadata.annotations?.['burrow.dev/error'],
+        ),
+        /headless/,
+      );
+      t.equal((await get(port, 'www.example.com')).status, 200, 'other Services keep working');
+      t.equal((await get(port, 'api.example.com')).status, 200);
+    },
+  );
+
+  t.test('fixing an annotation clears the error', async (t) => {
+    kube.upsertService(
+      service('bad-port', '127.0.0.3', api.port, {
+        'burrow.dev/hostname': 'bp.example.com',
+        'burrow.dev/port': 'http',
+      }),
+    );
+    await until(kube, () => {
+      const a = kube.getService('default', 'bad-port')?.metadata.annotations;
+      return a?.['burrow.dev/url'] && !a['burrow.dev/error'];
+    });
+    t.equal((await get(port, 'bp.example.com')).body.toString(), 'api on 127.0.0.3');
+  });
+
+  t.test('410 and a dropped watch: changes keep arriving', async (t) => {
+    kube.expireWatches();
+    kube.upsertService(service('late', '127.0.0.3', api.port, { 'burrow.dev/hostname': 'late.example.com' }));
+    await until(kube, () => kube.getService('default', 'late')?.metadata.annotations?.['burrow.dev/url']);
+    kube.dropWatches();
+    kube.upsertService(
+      service('later', '127.0.0.3', api.port, { 'burrow.dev/hostname': 'later.example.com' }),
+    );
+    await until(kube, () => kube.getService('default', 'later')?.metadata.annotations?.['burrow.dev/url']);
+    t.equal((await get(port, 'later.example.com')).status, 200);
+  });
+
+  t.test('deleted Service: its name is gone', async (t) => {
+    // The relay learns through a new announcement on each connection; check after each answer.
+    const withdrawn = new Promise<void>((resolve) => {
+      const check = () => {
+        if (relay.routes.list().some((r) => r.hostname === 'api.example.com')) return;
+        agent.off('routes', check);
+        resolve();
+      };
+      agent.on('routes', check);
+    });
+    kube.deleteService('default', 'api');
+    await withdrawn;
+    t.equal((await get(port, 'api.example.com')).status, 404);
+  });
+});
+
+t.test('agent restart converges; two replicas write back once', async (t) => {
+  const relay = await testRelay(t);
+  const kube = await fakeKube(t);
+  const app = await testServer(t, (_req, res) => res.end('app'), '127.0.0.5');
+  kube.upsertService(service('app', '127.0.0.5', app.port, { 'burrow.dev/hostname': 'app.example.com' }));
+
+  const first = await kubeAgent(t, kube, tunnelUrl(relay), { lease: true, identity: 'agent-a' });
+  await until(kube, () => kube.getService('default', 'app')?.metadata.annotations?.['burrow.dev/url']);
+  const second = await kubeAgent(t, kube, tunnelUrl(relay), { lease: true, identity: 'agent-b' });
+  t.equal((await get(relay.httpAddress.port, 'app.example.com')).body.toString(), 'app');
+
+  const lease = await until(kube, () => kube.leases().find((l) => l.metadata.name === 'burrow-agent-writer'));
+  t.equal(lease.spec.holderIdentity, 'agent-a', 'the first replica holds the write-back lease');
+  const exposedEvents = kube.events().filter((e) => e.reason === 'Exposed');
+  t.equal(exposedEvents.length, 1, 'one Event, not one per replica');
+  t.equal(exposedEvents[0]?.count, 1);
+
+  // The writer goes away: the other replica takes the lease and keeps the Service right.
+  await first.agent.close();
+  await first.k.stop();
+  const taken = await until(kube, () => kube.leases().find((l) => l.spec.holderIdentity === 'agent-b'));
+  t.ok(taken, 'the second replica took over the lease');
+  kube.upsertService(
+    service('app', '127.0.0.5', app.port, {
+      ...kube.getService('default', 'app')?.metadata.annotations,
+      'burrow.dev/hostname': 'app2.example.com',
+    }),
+  );
+  await until(kube, () =>
+    kube.getService('default', 'app')?.metadata.annotations?.['burrow.dev/url']?.includes('app2.example.com'),
+  );
+  t.equal((await get(relay.httpAddress.port, 'app2.example.com')).body.toString(), 'app');
+  void second;
+});
