@@ -1,6 +1,11 @@
 export { type Agent, type AgentEvents, type AgentOptions, startAgent } from './agent.js';
 export { AGENT_OPTIONS } from './config.js';
 export type { Dialer } from './dialer/http.js';
+export {
+  type Kubernetes,
+  type KubernetesOptions,
+  startKubernetes,
+} from './kubernetes/index.js';
 export { loadRoutesFile, parseRoutesYaml } from './routes/file.js';
 export {
   type Route,

@@ -235,6 +235,9 @@ class Exchange {
       req.end();
     } else {
       stream.pipe(req);
+      // Forward the head now, not with the first body bytes: a client may send its body
+      // late (or only after seeing a response), and the backend should see the request meanwhile.
+      req.flushHeaders();
     }
   }
 

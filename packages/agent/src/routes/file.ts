@@ -53,15 +53,25 @@ const fileSchema = z.strictObject({
 function fieldPath(path: readonly PropertyKey[]): string {
   let out = '';
   for (const p of path) out += typeof p === 'number' ? `[${p}]` : `${out ? '.' : ''}${String(p)}`;
-  return out || 'file';
+  return out;
 }
 
-function issueMessage(issue: z.core.$ZodIssue): string {
+function valueAt(root: unknown, path: readonly PropertyKey[]): unknown {
+  let v = root;
+  for (const p of path) v = v && typeof v === 'object' ? (v as Record<PropertyKey, unknown>)[p] : undefined;
+  return v;
+}
+
+function issueMessage(issue: z.core.$ZodIssue, raw: unknown): string {
   // zod's defaults for type mismatches are terse; say what the field should be.
-  if (issue.code === 'invalid_type')
-    return `must be ${issue.expected === 'array' ? 'a list' : `a ${issue.expected}`}`;
-  if (issue.code === 'unrecognized_keys')
+  if (issue.code === 'invalid_type') {
+    if (valueAt(raw, issue.path) === undefined) return 'is required';
+    const what: Record<string, string> = { array: 'a list', object: 'a mapping', boolean: 'true or false' };
+    return `must be ${what[issue.expected] ?? `a ${issue.expected}`}`;
+  }
+  if (issue.code === 'unrecognized_keys') {
     return `unknown key${issue.keys.length > 1 ? 's' : ''} ${issue.keys.map((k) => `"${k}"`).join(', ')}`;
+  }
   return issue.message;
 }
 
@@ -75,8 +85,10 @@ export function parseRoutesYaml(text: string, fileName: string): Route[] {
   }
   const parsed = fileSchema.safeParse(raw ?? {});
   if (!parsed.success) {
-    const issue = parsed.error.issues[0]!;
-    throw new ConfigError(`${fileName}: ${fieldPath(issue.path)}: ${issueMessage(issue)}`);
+    // A misspelt key explains a missing one better than "is required" does.
+    const issue = parsed.error.issues.find((i) => i.code === 'unrecognized_keys') ?? parsed.error.issues[0]!;
+    const field = fieldPath(issue.path);
+    throw new ConfigError(`${fileName}: ${field ? `${field}: ` : ''}${issueMessage(issue, raw ?? {})}`);
   }
   return parsed.data.routes.map((r) => {
     const target = checkTarget(r.target);

@@ -104,11 +104,6 @@ export function validateRoutes(
   return routes.map((route, i) => {
     const problem = checkRoute(route);
     if (problem) throw new ConfigError(`${label(i)}.${problem[0]}: ${problem[1]}`);
-    const seenId = ids.get(route.id);
-    if (seenId !== undefined) {
-      throw new ConfigError(`${label(i)}: route id "${route.id}" is already used by ${label(seenId)}`);
-    }
-    ids.set(route.id, i);
     for (const h of route.hostnames) {
       const seen = names.get(h);
       if (seen === i) throw new ConfigError(`${label(i)}: hostname "${h}" is listed twice`);
@@ -119,6 +114,12 @@ export function validateRoutes(
       }
       names.set(h, i);
     }
+    // After hostnames: derived ids collide exactly when first hostnames do, and that message says more.
+    const seenId = ids.get(route.id);
+    if (seenId !== undefined) {
+      throw new ConfigError(`${label(i)}: route id "${route.id}" is already used by ${label(seenId)}`);
+    }
+    ids.set(route.id, i);
     return normalizeRoute(route);
   });
 }

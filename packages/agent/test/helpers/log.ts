@@ -1,0 +1,48 @@
+import { EventEmitter } from 'node:events';
+import { createLogger, type Logger } from '@burrow/shared';
+
+export type LogLine = Record<string, unknown> & { level: number; msg: string };
+
+/** A real pino logger (Burrow's redaction rules) that keeps its JSON lines in memory. */
+export function memoryLogger(level = 'debug'): {
+  logger: Logger;
+  lines: LogLine[];
+  raw: string[];
+  /** Resolves with the first line (already seen or future) matching `pred`. */
+  waitFor(pred: (line: LogLine) => boolean): Promise<LogLine>;
+} {
+  const lines: LogLine[] = [];
+  const raw: string[] = [];
+  const events = new EventEmitter<{ line: [LogLine] }>();
+  const destination = {
+    write(chunk: string) {
+      raw.push(chunk);
+      const line = JSON.parse(chunk) as LogLine;
+      lines.push(line);
+      events.emit('line', line);
+      return true;
+    },
+  };
+  const logger = createLogger({
+    name: 'agent',
+    level,
+    destination: destination as unknown as NodeJS.WritableStream,
+  });
+  return {
+    logger,
+    lines,
+    raw,
+    waitFor(pred) {
+      const seen = lines.find(pred);
+      if (seen) return Promise.resolve(seen);
+      return new Promise((resolve) => {
+        const onLine = (line: LogLine) => {
+          if (!pred(line)) return;
+          events.off('line', onLine);
+          resolve(line);
+        };
+        events.on('line', onLine);
+      });
+    },
+  };
+}

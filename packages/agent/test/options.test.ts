@@ -1,0 +1,199 @@
+import { execFile, spawn } from 'node:child_process';
+import { once } from 'node:events';
+import { mkdtemp, rm, writeFile } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
+import { dirname, join } from 'node:path';
+import { createInterface } from 'node:readline';
+import { fileURLToPath } from 'node:url';
+import { promisify } from 'node:util';
+import { formatHelp, parseOptions } from '@burrow/shared';
+import t from 'tap';
+import { AGENT_OPTIONS, agentOptionsFrom } from '../src/config.js';
+import { fakeRelay, type Teardownable } from './helpers/fake-relay.js';
+
+const CLI = join(dirname(fileURLToPath(import.meta.url)), '..', 'dist', 'cli.js');
+const run = promisify(execFile);
+const TOKEN = 'eyJhbGciOiJFZERTQSJ9.eyJzdWIiOiJ0ZXN0In0.c2VjcmV0LXNpZ25hdHVyZQ';
+
+async function tempDir(t: Teardownable): Promise<string> {
+  const dir = await mkdtemp(join(tmpdir(), 'burrow-agent-'));
+  t.teardown(() => rm(dir, { recursive: true, force: true }));
+  return dir;
+}
+
+function parse(argv: string[], env: NodeJS.ProcessEnv = {}) {
+  return agentOptionsFrom(parseOptions(AGENT_OPTIONS, argv, env).values, env);
+}
+
+t.test('--help lists every option with its environment variable and default', async (t) => {
+  const help = formatHelp('usage', AGENT_OPTIONS);
+  for (const spec of AGENT_OPTIONS) {
+    t.match(help, `--${spec.name}`, `--${spec.name} is in --help`);
+    if (spec.env) t.match(help, `env ${spec.env}`, `${spec.env} is in --help`);
+    if (spec.default !== undefined)
+      t.match(help, `default ${String(spec.default)}`, `default of --${spec.name}`);
+    t.ok(spec.description.length > 10, `--${spec.name} is described`);
+  }
+  const { stdout } = await run(process.execPath, [CLI, '--help']);
+  t.equal(stdout.trimEnd(), (await run(process.execPath, [CLI, '-h'])).stdout.trimEnd());
+  for (const spec of AGENT_OPTIONS) t.match(stdout, `--${spec.name}`);
+  t.match((await run(process.execPath, [CLI, '--version'])).stdout, /^burrow-agent \d+\.\d+\.\d+\n$/);
+});
+
+t.test('a complete configuration from flags, a token file and a routes file', async (t) => {
+  const dir = await tempDir(t);
+  await writeFile(join(dir, 'token'), `${TOKEN}\n`);
+  await writeFile(
+    join(dir, 'routes.yaml'),
+    'routes:\n  - hostnames: [b.example.com]\n    target: http://127.0.0.1:2\n',
+  );
+  const { options, logLevel } = await parse([
+    '--relay',
+    'wss://relay.example.com:8443',
+    '--token-file',
+    join(dir, 'token'),
+    '--expose',
+    'a.example.com=http://127.0.0.1:1',
+    '--routes',
+    join(dir, 'routes.yaml'),
+    '--connections',
+    '3',
+    '--keepalive-interval',
+    '5s',
+    '--drain-timeout',
+    '1m',
+    '--connect-timeout',
+    '250ms',
+    '--log-level',
+    'debug',
+  ]);
+  t.equal(logLevel, 'debug');
+  t.equal(options.token, TOKEN, 'token read from the file, trimmed');
+  t.same(options, {
+    relayUrl: 'wss://relay.example.com:8443',
+    token: TOKEN,
+    routes: [
+      { id: 'static:a.example.com', hostnames: ['a.example.com'], target: 'http://127.0.0.1:1' },
+      { id: 'static:b.example.com', hostnames: ['b.example.com'], target: 'http://127.0.0.1:2' },
+    ],
+    connections: 3,
+    connectTimeout: 250,
+    session: { keepaliveInterval: 5_000, drainTimeout: 60_000 },
+  });
+});
+
+t.test('environment variables, and the token straight from BURROW_TOKEN or a named variable', async (t) => {
+  const env = {
+    BURROW_RELAY_URL: 'ws://127.0.0.1:8443',
+    BURROW_TOKEN: TOKEN,
+    BURROW_EXPOSE: 'a.example.com,b.example.com=http://127.0.0.1:1',
+  };
+  const { options } = await parse([], env);
+  t.equal(options.token, TOKEN);
+  t.same(options.routes, [
+    {
+      id: 'static:a.example.com',
+      hostnames: ['a.example.com', 'b.example.com'],
+      target: 'http://127.0.0.1:1',
+    },
+  ]);
+  t.equal(options.connections, 2, 'default');
+  t.same(options.session, { keepaliveInterval: 20_000, drainTimeout: 30_000 }, 'defaults');
+  const named = await parse(['--token-env-var', 'AGENT_SECRET'], {
+    ...env,
+    BURROW_TOKEN: '',
+    AGENT_SECRET: TOKEN,
+  });
+  t.equal(named.options.token, TOKEN);
+});
+
+t.test('operator mistakes: one line naming the option, and never the token', async (t) => {
+  const dir = await tempDir(t);
+  const tokenFile = join(dir, 'token');
+  await writeFile(tokenFile, TOKEN);
+  const base = [
+    '--relay',
+    'ws://127.0.0.1:1',
+    '--token-file',
+    tokenFile,
+    '--expose',
+    'a.example.com=http://127.0.0.1:1',
+  ];
+  const cases: Array<[string[], NodeJS.ProcessEnv, RegExp]> = [
+    [base.slice(2), {}, /^--relay is required/],
+    [
+      ['--relay', 'https://relay.example.com', ...base.slice(2)],
+      {},
+      /^--relay must be a ws:\/\/ or wss:\/\/ URL/,
+    ],
+    [[...base.slice(0, 2), ...base.slice(4)], {}, /^no agent token: pass --token-file FILE/],
+    [
+      [...base.slice(0, 2), '--token-file', join(dir, 'nope'), ...base.slice(4)],
+      {},
+      /^--token-file: cannot read .*nope \(ENOENT\)$/,
+    ],
+    [[...base.slice(0, 4)], {}, /^no routes: pass --expose HOST=URL/],
+    [[...base, '--connections', '0'], {}, /^--connections must be an integer from 1 to 64/],
+    [[...base, '--keepalive-interval', 'soon'], {}, /^--keepalive-interval: "soon" is not a duration/],
+    [[...base, '--log-level', 'loud'], {}, /^--log-level must be one of/],
+    [
+      [...base, '--expose', 'a.example.com=http://127.0.0.1:2'],
+      {},
+      /^--expose "a.example.com=http:\/\/127.0.0.1:2": hostname "a.example.com" is already exposed by --expose/,
+    ],
+    [
+      [...base.slice(0, 2), ...base.slice(4)],
+      { BURROW_TOKEN: `${TOKEN} trailing words` },
+      /^the token in environment variable BURROW_TOKEN is not a bearer token/,
+    ],
+  ];
+  for (const [argv, env, message] of cases) {
+    const err = await parse(argv, env).then(
+      () => undefined,
+      (e: Error) => e,
+    );
+    t.match(err, { code: 'BURROW_ERR_CONFIG', message }, String(message));
+    t.notMatch(err?.message ?? '', TOKEN.slice(10, 30), 'the token is not in the message');
+  }
+  await writeFile(tokenFile, '');
+  await t.rejects(parse(base), { message: /^the token in --token-file .* is empty$/ });
+  t.throws(() => parseOptions(AGENT_OPTIONS, ['--bogus']), { code: 'BURROW_ERR_CONFIG', message: /--bogus/ });
+});
+
+t.test('the binary: a config error is one line on stderr and exit 1', async (t) => {
+  const err = await run(process.execPath, [CLI], { env: { PATH: process.env['PATH'] } }).catch((e) => e);
+  t.equal(err.code, 1);
+  t.equal(err.stderr, 'burrow-agent: --relay is required (e.g. --relay wss://relay.example.com:8443)\n');
+});
+
+t.test('the binary: connects, logs JSON without the token, drains on SIGTERM and exits 0', async (t) => {
+  const relay = await fakeRelay(t);
+  const child = spawn(
+    process.execPath,
+    [CLI, '--relay', relay.url, '--expose', 'app.example.com=http://127.0.0.1:9', '--connections', '1'],
+    { env: { PATH: process.env['PATH'], BURROW_TOKEN: TOKEN }, stdio: ['ignore', 'pipe', 'pipe'] },
+  );
+  const exited = once(child, 'exit');
+  t.teardown(() => {
+    if (child.exitCode === null) child.kill('SIGKILL');
+  });
+  const lines: Array<Record<string, unknown>> = [];
+  const raw: string[] = [];
+  const active = new Promise<void>((resolve) => {
+    createInterface({ input: child.stdout! }).on('line', (line) => {
+      raw.push(line);
+      const parsed = JSON.parse(line) as Record<string, unknown>;
+      lines.push(parsed);
+      if (parsed['msg'] === 'route active') resolve();
+    });
+  });
+  const [authorization] = await once(relay, 'attempt');
+  t.equal(authorization, `Bearer ${TOKEN}`, 'the token goes to the relay');
+  await active;
+  t.ok(lines.some((l) => l['msg'] === 'tunnel connected' && l['name'] === 'burrow-agent'));
+  child.kill('SIGTERM');
+  const [code] = await exited;
+  t.equal(code, 0, 'exit 0 after draining');
+  t.ok(lines.some((l) => l['msg'] === 'agent stopped'));
+  t.notMatch(raw.join('\n'), TOKEN.slice(10, 30), 'the token never reaches the log');
+});
