@@ -29,7 +29,11 @@ await runCli('burrow-agent', async () => {
   const agent = startAgent({ ...options, logger });
   let stopping = false;
   const stop = (signal: string) => {
-    if (stopping) return;
+    if (stopping) {
+      // A second signal: the operator does not want to wait for the drain.
+      logger.warn({ signal }, 'second signal: exiting without waiting for in-flight requests');
+      process.exit(1);
+    }
     stopping = true;
     logger.info({ signal }, 'shutting down');
     agent.close().then(

@@ -74,11 +74,16 @@ class HttpDialer implements Dialer {
   }
 }
 
+/** Header count the response head schema accepts. */
+const MAX_HEADERS = 512;
+
 function headFrom(
   status: number,
   statusText: string | undefined,
   pairs: Array<[string, string]>,
-): ResponseHead {
+): ResponseHead | string {
+  if (pairs.length > MAX_HEADERS)
+    return `backend sent ${pairs.length} response headers; at most ${MAX_HEADERS} pass`;
   return {
     status,
     ...(statusText ? { statusText: statusText.slice(0, MAX_STATUS_TEXT) } : {}),
@@ -244,12 +249,14 @@ class Exchange {
   #onResponse(res: IncomingMessage): void {
     const stream = this.#stream;
     this.#res = res;
-    this.#headSent = true;
     this.#status = res.statusCode ?? 0;
-    writeMessage(
-      stream,
-      headFrom(this.#status, res.statusMessage, stripHopByHop(pairsFromRaw(res.rawHeaders))),
-    );
+    const head = headFrom(this.#status, res.statusMessage, stripHopByHop(pairsFromRaw(res.rawHeaders)));
+    if (typeof head === 'string') {
+      this.#fail(Reason.BackendError, head);
+      return;
+    }
+    this.#headSent = true;
+    writeMessage(stream, head);
     // An upgrade the backend declined: the relay sends no more request bytes.
     if (this.#meta.upgrade) stream.resume();
     res.on('error', () => {}); // reported by 'close'
@@ -270,10 +277,17 @@ class Exchange {
     socket.setTimeout(0);
     // Half-close is end to end: a FIN from the backend must not close our sending side.
     (socket as Socket & { allowHalfOpen: boolean }).allowHalfOpen = true;
-    writeMessage(
-      stream,
-      headFrom(this.#status, res.statusMessage, stripHopByHop(pairsFromRaw(res.rawHeaders), true)),
+    const response = headFrom(
+      this.#status,
+      res.statusMessage,
+      stripHopByHop(pairsFromRaw(res.rawHeaders), true),
     );
+    if (typeof response === 'string') {
+      socket.destroy();
+      this.#fail(Reason.BackendError, response);
+      return;
+    }
+    writeMessage(stream, response);
     if (head.byteLength > 0) stream.write(head);
     socket.on('error', (err: NodeJS.ErrnoException) =>
       this.#fail(Reason.BackendError, `backend connection failed: ${err.code || err.message}`, err.code),

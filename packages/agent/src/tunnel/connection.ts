@@ -3,6 +3,7 @@ import {
   type AnnouncedRoute,
   createSession,
   encodeJson,
+  HandshakeError,
   type Logger,
   MessageReader,
   ProtocolError,
@@ -187,6 +188,15 @@ export class TunnelConnection extends EventEmitter<TunnelConnectionEvents> {
     control.on('error', (err) => broken(`control stream failed: ${err.message}`));
     control.on('end', () => broken('the relay closed the control stream'));
     writeMessage(control, { type: 'announce', routes: this.#opts.announcement() });
+    // HELLO is bounded by the session; the welcome that follows needs its own bound.
+    const limit = session.config.handshakeTimeout;
+    const timer = setTimeout(() => {
+      if (this.#session === session && this.#state === 'handshake') {
+        session.destroy(new HandshakeError(`no welcome from the relay within ${limit} ms`));
+      }
+    }, limit);
+    timer.unref();
+    session.once('close', () => clearTimeout(timer));
   }
 
   #onMessage(message: RelayMessage): void {
