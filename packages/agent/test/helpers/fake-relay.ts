@@ -188,7 +188,7 @@ export async function fakeRelay(
   return relay;
 }
 
-/** Reads the agent's response head and then the whole body (for upgrades: until `bodyUntil` bytes). */
+/** Reads the agent's response head, then the body until the stream ends. */
 export async function readResponse(stream: Stream): Promise<{ head: ResponseHead; body: Buffer }> {
   const reader = new MessageReader(responseHeadSchema);
   let head: ResponseHead | undefined;
