@@ -4,6 +4,7 @@
 // committed file differs, so docs and binaries cannot drift apart.
 //   node scripts/gen-config-docs.mjs          write docs/configuration.md
 //   node scripts/gen-config-docs.mjs --check  exit 1 if it is out of date
+import { execFileSync } from 'node:child_process';
 import { readFileSync, writeFileSync } from 'node:fs';
 import { dirname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
@@ -55,7 +56,12 @@ ${table(AGENT_OPTIONS)}
 `;
 }
 
-const text = render();
+// Format as the repository's formatter would, so `biome ci` and --check agree.
+const biome = join(root, 'node_modules', '.bin', 'biome');
+const text = execFileSync(biome, ['format', '--stdin-file-path=docs/configuration.md'], {
+  input: render(),
+  cwd: root,
+}).toString();
 if (process.argv.includes('--check')) {
   const current = readFileSync(target, 'utf8');
   if (current !== text) {

@@ -207,6 +207,12 @@ t.test('the agent is configured from the ConfigMap and reads its token from the 
   t.match(env.get('BURROW_HEALTH_LISTEN'), { value: '0.0.0.0:8081' });
   t.match(env.get('BURROW_METRICS_LISTEN'), { value: '0.0.0.0:9091' });
   t.match(env.get('BURROW_TOKEN_FILE'), { value: '/var/run/burrow/token' });
+  t.match(
+    env.get('POD_NAME'),
+    { valueFrom: { fieldRef: { fieldPath: 'metadata.name' } } },
+    'Lease identity is the pod name',
+  );
+  t.match(env.get('POD_NAMESPACE'), { valueFrom: { fieldRef: { fieldPath: 'metadata.namespace' } } });
   // Optional settings come from keys the ConfigMap may omit.
   for (const name of ['BURROW_NAMESPACES', 'BURROW_LABEL_SELECTOR', 'BURROW_LOG_LEVEL']) {
     t.match(

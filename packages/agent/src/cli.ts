@@ -1,14 +1,19 @@
 #!/usr/bin/env node
 import { readFileSync } from 'node:fs';
 import { createLogger, formatHelp, parseOptions, runCli } from '@burrow/shared';
+import { KubeConfig } from '@kubernetes/client-node';
 import { startAgent } from './agent.js';
 import { AGENT_OPTIONS, agentOptionsFrom } from './config.js';
+import { startHealthServer } from './health.js';
+import { type Kubernetes, podName, podNamespace, startKubernetes } from './kubernetes/index.js';
+import { agentMetrics } from './metrics.js';
 
 const USAGE = `burrow-agent — exposes services behind NAT through outbound tunnels to a Burrow relay.
 
 Usage:
   burrow-agent --relay wss://relay.example.com:8443 --token-file agent.token \\
-               --expose app.example.com=http://127.0.0.1:3000 [options]`;
+               --expose app.example.com=http://127.0.0.1:3000 [options]
+  burrow-agent --relay wss://relay.example.com:8443 --token-file agent.token --kubernetes [options]`;
 
 const FOOTER = `Durations take a unit: 500ms, 30s, 15m. The token is read from --token-file, or else from the
 environment variable named by --token-env-var; it never appears in logs.`;
@@ -24,9 +29,44 @@ await runCli('burrow-agent', async () => {
   const { values } = parseOptions(AGENT_OPTIONS, process.argv.slice(2));
   if (values['help']) return void process.stdout.write(formatHelp(USAGE, AGENT_OPTIONS, FOOTER));
   if (values['version']) return void process.stdout.write(`burrow-agent ${version()}\n`);
-  const { options, logLevel } = await agentOptionsFrom(values);
+  const { options, logLevel, kubernetes, health, metrics } = await agentOptionsFrom(values);
   const logger = createLogger({ name: 'burrow-agent', level: logLevel });
-  const agent = startAgent({ ...options, logger });
+  let kube: Kubernetes | undefined;
+  if (kubernetes) {
+    const kubeConfig = new KubeConfig();
+    if (kubernetes.kubeconfig) kubeConfig.loadFromFile(kubernetes.kubeconfig);
+    else kubeConfig.loadFromCluster();
+    kube = await startKubernetes({
+      kubeConfig,
+      logger,
+      namespaces: kubernetes.namespaces,
+      ...(kubernetes.labelSelector ? { labelSelector: kubernetes.labelSelector } : {}),
+      lease: { namespace: podNamespace(), identity: podName() },
+    });
+  }
+  const agent = startAgent({ ...options, ...(kube ? { routes: kube.source } : {}), logger });
+  kube?.attach(agent);
+  if (health) {
+    const server = await startHealthServer(health, {
+      notReady: () => {
+        if (agent.connectionCount === 0) return 'no tunnel to the relay is up';
+        if (kube && !kube.synced) return 'Kubernetes Services not listed yet';
+        if (agent.routeStatus().length === 0 && (kube ? kube.source.routes().length > 0 : true)) {
+          return 'routes not acknowledged by the relay yet';
+        }
+        return undefined;
+      },
+    });
+    logger.info({ address: server.address }, 'health endpoint listening');
+  }
+  if (metrics) {
+    const { registry } = agentMetrics(agent, kube);
+    const server = await startHealthServer(metrics, {
+      notReady: () => undefined,
+      metrics: async () => ({ contentType: registry.contentType, body: await registry.metrics() }),
+    });
+    logger.info({ address: server.address }, 'metrics endpoint listening');
+  }
   let stopping = false;
   const stop = (signal: string) => {
     if (stopping) {
@@ -36,7 +76,7 @@ await runCli('burrow-agent', async () => {
     }
     stopping = true;
     logger.info({ signal }, 'shutting down');
-    agent.close().then(
+    Promise.all([agent.close(), kube?.stop()]).then(
       () => process.exit(0),
       (err: unknown) => {
         logger.error({ err }, 'shutdown failed');

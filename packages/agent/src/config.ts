@@ -1,5 +1,5 @@
 import { readFile } from 'node:fs/promises';
-import { ConfigError, type OptionSpec, type OptionValues, parseDuration } from '@burrow/shared';
+import { ConfigError, type OptionSpec, type OptionValues, parseDuration, parseListen } from '@burrow/shared';
 import type { AgentOptions } from './agent.js';
 import { loadRoutesFile } from './routes/file.js';
 import { parseExposeList } from './routes/static.js';
@@ -83,6 +83,48 @@ export const AGENT_OPTIONS: readonly OptionSpec[] = [
     default: 'info',
     description: 'fatal, error, warn, info, debug or trace',
   },
+  {
+    name: 'kubernetes',
+    env: 'BURROW_KUBERNETES',
+    type: 'boolean',
+    description: 'expose Services annotated with burrow.dev/hostname (in-cluster config, or --kubeconfig)',
+  },
+  {
+    name: 'kubeconfig',
+    env: 'KUBECONFIG',
+    type: 'string',
+    placeholder: 'FILE',
+    description: 'kubeconfig for --kubernetes outside a cluster (default: in-cluster service account)',
+  },
+  {
+    name: 'namespaces',
+    env: 'BURROW_NAMESPACES',
+    type: 'list',
+    placeholder: 'NS',
+    description: 'with --kubernetes: namespaces to watch (default: all)',
+  },
+  {
+    name: 'label-selector',
+    env: 'BURROW_LABEL_SELECTOR',
+    type: 'string',
+    placeholder: 'SELECTOR',
+    description: 'with --kubernetes: only Services matching this label selector, e.g. expose=true',
+  },
+  {
+    name: 'health-listen',
+    env: 'BURROW_HEALTH_LISTEN',
+    type: 'string',
+    placeholder: 'HOST:PORT',
+    description:
+      'serve GET /healthz and /readyz (ready: a tunnel is up and routes are synced); off unless set',
+  },
+  {
+    name: 'metrics-listen',
+    env: 'BURROW_METRICS_LISTEN',
+    type: 'string',
+    placeholder: 'HOST:PORT',
+    description: 'serve Prometheus metrics at GET /metrics; off unless set',
+  },
   { name: 'version', type: 'boolean', description: 'print the version and exit' },
   { name: 'help', short: 'h', type: 'boolean', description: 'show this help' },
 ];
@@ -134,7 +176,14 @@ async function readToken(values: OptionValues, env: NodeJS.ProcessEnv): Promise<
 export async function agentOptionsFrom(
   values: OptionValues,
   env: NodeJS.ProcessEnv = process.env,
-): Promise<{ options: Omit<AgentOptions, 'logger'>; logLevel: string }> {
+): Promise<{
+  options: Omit<AgentOptions, 'logger'>;
+  logLevel: string;
+  /** Set in --kubernetes mode: routes come from Services, not from `options.routes`. */
+  kubernetes?: { kubeconfig?: string; namespaces: string[]; labelSelector?: string };
+  health?: { host: string; port: number };
+  metrics?: { host: string; port: number };
+}> {
   const logLevel = String(values['log-level']);
   if (!LEVELS.has(logLevel)) {
     throw new ConfigError(`--log-level must be one of ${[...LEVELS].join(', ')} (got "${logLevel}")`);
@@ -152,9 +201,27 @@ export async function agentOptionsFrom(
   const routesFile = values['routes'] as string | undefined;
   const fromFile = routesFile ? await loadRoutesFile(routesFile) : [];
   const all = [...exposed, ...fromFile];
-  if (all.length === 0) {
-    throw new ConfigError('no routes: pass --expose HOST=URL (repeatable) or --routes FILE');
+  const kube = values['kubernetes'] === true;
+  if (kube && all.length > 0) {
+    throw new ConfigError(
+      '--kubernetes takes routes from Services; drop --expose and --routes (or run a second agent)',
+    );
   }
+  if (!kube && all.length === 0) {
+    throw new ConfigError('no routes: pass --expose HOST=URL (repeatable), --routes FILE, or --kubernetes');
+  }
+  const namespaces = ((values['namespaces'] as string[] | undefined) ?? [])
+    .flatMap((n) => n.split(','))
+    .map((n) => n.trim())
+    .filter(Boolean);
+  for (const ns of namespaces) {
+    if (!/^[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?$/.test(ns))
+      throw new ConfigError(`--namespaces: "${ns}" is not a namespace name`);
+  }
+  const healthText = values['health-listen'] as string | undefined;
+  const health = healthText ? parseListen(healthText, '--health-listen') : undefined;
+  const metricsText = values['metrics-listen'] as string | undefined;
+  const metrics = metricsText ? parseListen(metricsText, '--metrics-listen') : undefined;
   // Flags and file together must still name each hostname and id once.
   const routes = validateRoutes(all, (i) => {
     const r = all[i]!;
@@ -163,8 +230,21 @@ export async function agentOptionsFrom(
       : `${routesFile}: routes[${i - exposed.length}]`;
   });
   const token = await readToken(values, env);
+  const kubeconfig = values['kubeconfig'] as string | undefined;
+  const labelSelector = values['label-selector'] as string | undefined;
   return {
     logLevel,
+    ...(kube
+      ? {
+          kubernetes: {
+            namespaces,
+            ...(kubeconfig ? { kubeconfig } : {}),
+            ...(labelSelector ? { labelSelector } : {}),
+          },
+        }
+      : {}),
+    ...(health ? { health } : {}),
+    ...(metrics ? { metrics } : {}),
     options: {
       relayUrl,
       token,

@@ -139,11 +139,8 @@ export class Session extends EventEmitter<SessionEvents> {
       },
     };
 
-    transport.attach({
-      message: (data) => this.#onMessage(data),
-      drain: () => this.#flush(),
-      close: (error) => this.#onTransportClose(error),
-    });
+    // HELLO goes first: attach() may replay messages the transport already
+    // holds, and handling the peer's HELLO sends a PING, which must follow ours.
     this.#write(
       encodeHello({
         version: SUPPORTED_PROTOCOL_VERSIONS[0]!,
@@ -158,6 +155,11 @@ export class Session extends EventEmitter<SessionEvents> {
       this.config.handshakeTimeout,
     );
     this.#handshakeTimer.unref();
+    transport.attach({
+      message: (data) => this.#onMessage(data),
+      drain: () => this.#flush(),
+      close: (error) => this.#onTransportClose(error),
+    });
   }
 
   /** The peer's advertised limits, once its HELLO has arrived. */

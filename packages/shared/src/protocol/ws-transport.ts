@@ -30,6 +30,7 @@ export class WsTransport implements MessageTransport {
   #closedEarly = false;
   /** Messages sent before the socket opened. */
   #unsent: Buffer[] = [];
+  #corked = false;
 
   constructor(ws: WebSocket, options: WsTransportOptions = {}) {
     this.#ws = ws;
@@ -92,6 +93,25 @@ export class WsTransport implements MessageTransport {
     else this.#transmit(data);
   }
 
+  /**
+   * Corks the socket until the end of the tick, so the frames one request
+   * produces (OPEN, DATA, FIN, WINDOW...) leave in one writev, not one write
+   * each. ws exposes no public hook for this; `_socket` is its net.Socket.
+   */
+  #corkForTick(): void {
+    if (this.#corked) return;
+    const socket = (
+      this.#ws as unknown as { _socket?: { cork(): void; uncork(): void; destroyed?: boolean } }
+    )._socket;
+    if (!socket || typeof socket.cork !== 'function') return;
+    this.#corked = true;
+    socket.cork();
+    process.nextTick(() => {
+      this.#corked = false;
+      if (!socket.destroyed) socket.uncork();
+    });
+  }
+
   /** Hands a counted message to ws; the count drops when ws reports it written. */
   #transmit(data: Buffer): void {
     const n = data.byteLength;
@@ -99,6 +119,7 @@ export class WsTransport implements MessageTransport {
       this.#queued -= n;
       return;
     }
+    this.#corkForTick();
     this.#ws.send(data, { binary: true, compress: false }, () => {
       this.#queued -= n;
       if (this.#wantDrain && this.#queued < this.#highWater / 2) {

@@ -1,0 +1,91 @@
+// The agent binary as the Deployment runs it: --kubernetes against an API
+// server (here the fake, through a kubeconfig), probes on --health-listen.
+import { mkdtemp, rm, writeFile } from 'node:fs/promises';
+import { request } from 'node:http';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import t from 'tap';
+import { fakeKube } from '../helpers/fake-kube.js';
+import { get, testServer } from '../helpers/http.js';
+import { AGENT_CLI, spawnLogged } from '../helpers/proc.js';
+import { testRelay, tokenFor, tunnelUrl } from '../helpers/relay.js';
+
+function probe(port: number, path: string): Promise<{ status: number; body: string }> {
+  return new Promise((resolve, reject) => {
+    request({ host: '127.0.0.1', port, path }, (res) => {
+      let body = '';
+      res.setEncoding('utf8');
+      res.on('data', (c: string) => (body += c));
+      res.on('end', () => resolve({ status: res.statusCode ?? 0, body }));
+    })
+      .on('error', reject)
+      .end();
+  });
+}
+
+t.test('burrow-agent --kubernetes exposes annotated Services and answers probes', async (t) => {
+  const relay = await testRelay(t);
+  const kube = await fakeKube(t);
+  const app = await testServer(t, (_req, res) => res.end('from the cluster'), '127.0.0.6');
+  kube.upsertService({
+    metadata: { name: 'shop', namespace: 'apps', annotations: { 'burrow.dev/hostname': 'shop.example.com' } },
+    spec: { type: 'ClusterIP', clusterIP: '127.0.0.6', ports: [{ name: 'http', port: app.port }] },
+  });
+  const dir = await mkdtemp(join(tmpdir(), 'burrow-agent-'));
+  t.teardown(() => rm(dir, { recursive: true, force: true }));
+  await writeFile(join(dir, 'kubeconfig'), kube.kubeconfig());
+  const token = await tokenFor('cluster', ['*.example.com']);
+  await writeFile(join(dir, 'token'), `${token}\n`, { mode: 0o600 });
+
+  const agent = spawnLogged(
+    t,
+    AGENT_CLI,
+    [
+      '--relay',
+      tunnelUrl(relay),
+      '--token-file',
+      join(dir, 'token'),
+      '--kubernetes',
+      '--kubeconfig',
+      join(dir, 'kubeconfig'),
+      '--health-listen',
+      '127.0.0.1:0',
+      '--metrics-listen',
+      '127.0.0.1:0',
+    ],
+    { POD_NAMESPACE: 'burrow-system', POD_NAME: 'agent-0' },
+  );
+  const listening = await agent.waitFor((l) => l['msg'] === 'health endpoint listening');
+  const healthPort = (listening['address'] as { port: number }).port;
+  t.equal((await probe(healthPort, '/healthz')).status, 200);
+
+  // Write-back shows the URL once the relay accepted the route.
+  const url = await new Promise<string>((resolve) => {
+    const check = () => {
+      const u = kube.getService('apps', 'shop')?.metadata.annotations?.['burrow.dev/url'];
+      if (u) {
+        kube.off('change', check);
+        resolve(u);
+      }
+    };
+    kube.on('change', check);
+    check();
+  });
+  t.equal(url, `http://shop.example.com:${relay.httpAddress.port}`);
+  t.equal((await get(relay.httpAddress.port, 'shop.example.com')).body.toString(), 'from the cluster');
+  const ready = await probe(healthPort, '/readyz');
+  t.equal(ready.status, 200, ready.body);
+  const metricsLine = await agent.waitFor((l) => l['msg'] === 'metrics endpoint listening');
+  const metrics = await probe((metricsLine['address'] as { port: number }).port, '/metrics');
+  t.equal(metrics.status, 200);
+  t.match(metrics.body, /^burrow_agent_tunnel_connections [12]$/m, 'tunnel connections are counted');
+  t.match(metrics.body, /^burrow_agent_routes\{status="active"\} 1$/m, 'the active route is counted');
+  t.equal(kube.leases()[0]?.spec.holderIdentity, 'agent-0', 'the write-back lease names the pod');
+  t.notOk(
+    JSON.stringify(agent.lines).includes(token.split('.')[2]!),
+    'the token signature never appears in logs',
+  );
+
+  agent.child.kill('SIGTERM');
+  t.equal(await agent.exited, 0, 'SIGTERM drains and exits 0');
+});
