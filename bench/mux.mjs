@@ -22,6 +22,9 @@ import { fileURLToPath } from 'node:url';
 const HOST = '127.0.0.1';
 const MiB = 1024 * 1024;
 const WS_OPTIONS = { perMessageDeflate: false, maxPayload: 16 * MiB };
+// The agent dials with an all-zero mask (packages/agent/src/tunnel/dial.ts) so
+// ws skips masking; the client side here does the same to measure what ships.
+const CLIENT_OPTIONS = { ...WS_OPTIONS, generateMask: (mask) => void mask.fill(0) };
 
 function envInt(name, fallback, min) {
   const raw = process.env[name];
@@ -164,7 +167,7 @@ async function runDriver() {
       await Promise.all(sockets.map((s) => (s.destroyed ? null : once(s, 'close'))));
       return bytes / 1e6 / (Number(end - start) / 1e9);
     }
-    const ws = new WebSocket(`ws://${HOST}:${wsPort}/`, WS_OPTIONS);
+    const ws = new WebSocket(`ws://${HOST}:${wsPort}/`, CLIENT_OPTIONS);
     // Create the session inside the 'open' handler, not after `await once(ws, 'open')`:
     // the server's HELLO can arrive in the same read as the 101 response, and ws emits
     // it as a message before a promise continuation would attach the transport, so the

@@ -129,7 +129,7 @@ export class Session extends EventEmitter<SessionEvents> {
         else this.#writeControl(encodeFrame(FrameType.Fin, id));
       },
       sendRst: (id, reason, message) => this.#writeControl(encodeRst(id, reason, message)),
-      sendData: (id, payload) => this.#write(encodeFrame(FrameType.Data, id, payload)),
+      sendData: (id, payload) => this.#writeData(id, payload),
       release: (s) => this.#release(s),
       get rtt() {
         return session.#rtt;
@@ -272,6 +272,24 @@ export class Session extends EventEmitter<SessionEvents> {
     this.#stats.bytesOut += buf.byteLength;
     this.#stats.framesOut++;
     this.#transport.send(buf);
+  }
+
+  /**
+   * Large payloads go out as header + body fragments where the transport can,
+   * so the sender never copies them; small ones are cheaper joined.
+   */
+  #writeData(id: number, payload: Buffer): void {
+    if (this.#closed) return;
+    const send = this.#transport.sendParts;
+    if (!send || payload.byteLength < 16 * 1024) {
+      this.#write(encodeFrame(FrameType.Data, id, payload));
+      return;
+    }
+    const head = encodeFrame(FrameType.Data, id);
+    head.writeUInt32BE(payload.byteLength, 8); // the length field counts the body sent separately
+    this.#stats.bytesOut += head.byteLength + payload.byteLength;
+    this.#stats.framesOut++;
+    send.call(this.#transport, head, payload);
   }
 
   /** Control frames skip the DATA scheduler but not the transport's order. */

@@ -17,6 +17,11 @@ export interface MessageTransport {
   attach(handlers: TransportHandlers): void;
   /** Queues one message. Never throws for a closed transport; the message is dropped. */
   send(data: Buffer): void;
+  /**
+   * Optional: queues one message given as a header and a body, without joining
+   * them (WebSocket fragments). Large DATA frames use it to skip a copy.
+   */
+  sendParts?(head: Buffer, body: Buffer): void;
   /** False while queued bytes are above the high-water mark; `drain` follows. */
   readonly writable: boolean;
   /** Bytes queued and not yet handed to the network. */

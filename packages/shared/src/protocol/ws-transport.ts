@@ -93,6 +93,30 @@ export class WsTransport implements MessageTransport {
     else this.#transmit(data);
   }
 
+  sendParts(head: Buffer, body: Buffer): void {
+    if (this.#ws.readyState === CONNECTING) {
+      this.send(Buffer.concat([head, body]));
+      return;
+    }
+    const n = head.byteLength + body.byteLength;
+    this.#queued += n;
+    if (this.#queued >= this.#highWater) this.#wantDrain = true;
+    if (this.#ws.readyState !== OPEN) {
+      this.#queued -= n;
+      return;
+    }
+    this.#corkForTick();
+    // Two WebSocket frames, one message: the receiver sees header and body joined.
+    this.#ws.send(head, { binary: true, compress: false, fin: false });
+    this.#ws.send(body, { binary: true, compress: false, fin: true }, () => {
+      this.#queued -= n;
+      if (this.#wantDrain && this.#queued < this.#highWater / 2) {
+        this.#wantDrain = false;
+        this.#handlers?.drain();
+      }
+    });
+  }
+
   /**
    * Corks the socket until the end of the tick, so the frames one request
    * produces (OPEN, DATA, FIN, WINDOW...) leave in one writev, not one write
