@@ -1,5 +1,12 @@
 import { readFile } from 'node:fs/promises';
-import { ConfigError, type OptionSpec, type OptionValues, parseDuration, parseListen } from '@burrow/shared';
+import {
+  ConfigError,
+  durationOption,
+  logLevelOption,
+  type OptionSpec,
+  type OptionValues,
+  parseListen,
+} from '@burrow/shared';
 import type { AgentOptions } from './agent.js';
 import { loadRoutesFile } from './routes/file.js';
 import { parseExposeList } from './routes/static.js';
@@ -129,16 +136,6 @@ export const AGENT_OPTIONS: readonly OptionSpec[] = [
   { name: 'help', short: 'h', type: 'boolean', description: 'show this help' },
 ];
 
-const LEVELS = new Set(['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent']);
-
-function duration(values: OptionValues, name: string): number {
-  try {
-    return parseDuration(String(values[name]));
-  } catch (err) {
-    throw new ConfigError(`--${name}: ${(err as Error).message}`);
-  }
-}
-
 /** Reads the token from --token-file, else from the variable named by --token-env-var. Never echoes it. */
 async function readToken(values: OptionValues, env: NodeJS.ProcessEnv): Promise<string> {
   const file = values['token-file'] as string | undefined;
@@ -184,10 +181,7 @@ export async function agentOptionsFrom(
   health?: { host: string; port: number };
   metrics?: { host: string; port: number };
 }> {
-  const logLevel = String(values['log-level']);
-  if (!LEVELS.has(logLevel)) {
-    throw new ConfigError(`--log-level must be one of ${[...LEVELS].join(', ')} (got "${logLevel}")`);
-  }
+  const logLevel = logLevelOption(values);
   const relayUrl = values['relay'] as string | undefined;
   if (!relayUrl) throw new ConfigError('--relay is required (e.g. --relay wss://relay.example.com:8443)');
   if (!/^wss?:\/\/[^/]/.test(relayUrl)) {
@@ -250,10 +244,10 @@ export async function agentOptionsFrom(
       token,
       routes,
       connections,
-      connectTimeout: duration(values, 'connect-timeout'),
+      connectTimeout: durationOption(values, 'connect-timeout'),
       session: {
-        keepaliveInterval: duration(values, 'keepalive-interval'),
-        drainTimeout: duration(values, 'drain-timeout'),
+        keepaliveInterval: durationOption(values, 'keepalive-interval'),
+        drainTimeout: durationOption(values, 'drain-timeout'),
       },
     },
   };

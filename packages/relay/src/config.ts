@@ -2,10 +2,11 @@ import { readdir, readFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import {
   ConfigError,
+  durationOption,
   loadVerifyKey,
+  logLevelOption,
   type OptionSpec,
   type OptionValues,
-  parseDuration,
   parseListen,
   type VerifyKey,
 } from '@burrow/shared';
@@ -105,16 +106,6 @@ export const SERVE_OPTIONS: readonly OptionSpec[] = [
   { name: 'help', short: 'h', type: 'boolean', description: 'show this help' },
 ];
 
-const LEVELS = new Set(['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent']);
-
-function duration(values: OptionValues, name: string): number {
-  try {
-    return parseDuration(String(values[name]));
-  } catch (err) {
-    throw new ConfigError(`--${name}: ${(err as Error).message}`);
-  }
-}
-
 /** Reads a YAML config file into option values (validated later against the table). */
 export async function readConfigFile(path: string): Promise<Record<string, unknown>> {
   let text: string;
@@ -176,9 +167,7 @@ export async function loadVerifyKeys(paths: readonly string[]): Promise<VerifyKe
 export async function relayOptionsFrom(
   values: OptionValues,
 ): Promise<{ options: RelayOptions; logLevel: string }> {
-  const logLevel = String(values['log-level']);
-  if (!LEVELS.has(logLevel))
-    throw new ConfigError(`--log-level must be one of ${[...LEVELS].join(', ')} (got "${logLevel}")`);
+  const logLevel = logLevelOption(values);
   let publicHttpPort: number | undefined;
   if (values['public-http-port'] !== undefined) {
     publicHttpPort = Number(values['public-http-port']);
@@ -193,10 +182,10 @@ export async function relayOptionsFrom(
     tunnel: parseListen(String(values['tunnel-listen']), '--tunnel-listen'),
     verifyKeys: await loadVerifyKeys(values['verify-key'] as string[]),
     audience: String(values['audience']),
-    drainTimeout: duration(values, 'drain-timeout'),
-    responseHeadTimeout: duration(values, 'response-timeout'),
-    headersTimeout: duration(values, 'headers-timeout'),
-    session: { keepaliveInterval: duration(values, 'keepalive-interval') },
+    drainTimeout: durationOption(values, 'drain-timeout'),
+    responseHeadTimeout: durationOption(values, 'response-timeout'),
+    headersTimeout: durationOption(values, 'headers-timeout'),
+    session: { keepaliveInterval: durationOption(values, 'keepalive-interval') },
     ...(publicHttpPort ? { publicHttpPort } : {}),
   };
   return { options, logLevel };

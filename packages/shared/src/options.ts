@@ -1,4 +1,5 @@
 import { parseArgs } from 'node:util';
+import { parseDuration } from './duration.js';
 import { ConfigError } from './errors.js';
 
 /**
@@ -136,5 +137,34 @@ export async function runCli(name: string, main: () => Promise<void>): Promise<v
       process.exit(1);
     }
     throw err;
+  }
+}
+
+/** Log levels accepted by --log-level. */
+export const LOG_LEVELS: ReadonlySet<string> = new Set([
+  'fatal',
+  'error',
+  'warn',
+  'info',
+  'debug',
+  'trace',
+  'silent',
+]);
+
+/** Checks --log-level; throws ConfigError listing the choices. */
+export function logLevelOption(values: OptionValues): string {
+  const level = String(values['log-level']);
+  if (!LOG_LEVELS.has(level)) {
+    throw new ConfigError(`--log-level must be one of ${[...LOG_LEVELS].join(', ')} (got "${level}")`);
+  }
+  return level;
+}
+
+/** Reads a duration option ("30s", "15m") in ms; throws ConfigError naming the flag. */
+export function durationOption(values: OptionValues, name: string): number {
+  try {
+    return parseDuration(String(values[name]));
+  } catch (err) {
+    throw new ConfigError(`--${name}: ${(err as Error).message}`);
   }
 }
