@@ -94,3 +94,25 @@ t.test('informer follows adds, edits and deletes; survives 410, dropped watches 
     'changes after an informer error arrive',
   );
 });
+
+t.test('a watch that goes silent is restarted by our own timer and resumes', async (t) => {
+  const kube = await fakeKube(t);
+  kube.upsertService(service('web', { 'burrow.dev/hostname': 'web.example.com' }));
+  const kc = new KubeConfig();
+  kc.loadFromString(kube.kubeconfig());
+  const watch = new ServiceWatch({ kubeConfig: kc, logger: testLogger('kube'), watchIdleTimeout: 100 });
+  t.teardown(() => watch.stop());
+  await watch.start();
+  // Nothing happens in the cluster: the idle timer restarts the watch (a new watch request).
+  const [reason] = await once(watch, 'restart');
+  t.equal(reason, 'idle');
+  await once(kube, 'watch');
+  const c = once(watch, 'change');
+  kube.upsertService(service('api', { 'burrow.dev/hostname': 'api.example.com' }));
+  await c;
+  t.ok(
+    watch.routes().some((r) => r.id === 'k8s:default/api'),
+    'changes after an idle restart arrive',
+  );
+  t.ok(watch.restarts >= 1);
+});

@@ -1,0 +1,70 @@
+import t from 'tap';
+import { routeForService, type ServiceLike } from '../src/kubernetes/annotations.js';
+
+const base = (ann: Record<string, string>, spec: ServiceLike['spec'] = {}): ServiceLike => ({
+  metadata: { name: 'web', namespace: 'shop', annotations: ann },
+  spec: { type: 'ClusterIP', clusterIP: '10.0.0.7', ports: [{ name: 'http', port: 8080 }], ...spec },
+});
+
+t.test('a Service becomes a route to its ClusterIP', async (t) => {
+  t.same(routeForService(base({})), { kind: 'ignored' }, 'no hostname annotation: not ours');
+  t.same(routeForService(base({ 'burrow.dev/hostname': 'A.example.com, b.example.com' })), {
+    kind: 'route',
+    route: {
+      id: 'k8s:shop/web',
+      hostnames: ['a.example.com', 'b.example.com'],
+      target: 'http://10.0.0.7:8080',
+      protocol: 'http',
+      allowCidrs: [],
+    },
+  });
+  const https = routeForService(
+    base(
+      {
+        'burrow.dev/hostname': 'a.example.com',
+        'burrow.dev/protocol': 'https',
+        'burrow.dev/allow-cidrs': '10.0.0.0/8, 2001:db8::/32',
+      },
+      { clusterIP: 'fd00::7' },
+    ),
+  );
+  t.match(https, {
+    kind: 'route',
+    route: { target: 'https://[fd00::7]:8080', allowCidrs: ['10.0.0.0/8', '2001:db8::/32'] },
+  });
+});
+
+t.test('port selection: annotation by name or number, the only port, else the one named http', async (t) => {
+  const ports = [
+    { name: 'metrics', port: 9090 },
+    { name: 'web', port: 80 },
+  ];
+  const target = (ann: Record<string, string>, p = ports) => {
+    const v = routeForService(base({ 'burrow.dev/hostname': 'a.example.com', ...ann }, { ports: p }));
+    return v.kind === 'route' ? v.route.target : v.kind === 'invalid' ? v.error : 'ignored';
+  };
+  t.equal(target({ 'burrow.dev/port': 'web' }), 'http://10.0.0.7:80');
+  t.equal(target({ 'burrow.dev/port': '9090' }), 'http://10.0.0.7:9090');
+  t.match(
+    target({ 'burrow.dev/port': 'grpc' }),
+    /no TCP port "grpc" \(ports: metrics \(9090\), web \(80\)\)/,
+  );
+  t.match(target({}), /2 ports and none is named "http"; set burrow\.dev\/port/);
+  t.equal(target({}, [{ name: 'x', port: 81 }]), 'http://10.0.0.7:81');
+  t.match(target({}, [{ name: 'dns', port: 53, protocol: 'UDP' } as never]), /no TCP ports/);
+});
+
+t.test('every bad value is an error for write-back, never a throw', async (t) => {
+  const err = (ann: Record<string, string>, spec?: ServiceLike['spec']) => {
+    const v = routeForService(base({ 'burrow.dev/hostname': 'a.example.com', ...ann }, spec));
+    return v.kind === 'invalid' ? v.error : `unexpected ${v.kind}`;
+  };
+  t.match(err({ 'burrow.dev/hostname': ' , ' }), /is empty/);
+  t.match(err({ 'burrow.dev/hostname': 'bad_name.example.com' }), /not a valid hostname/);
+  t.match(err({ 'burrow.dev/hostname': '*.com' }), /too broad/);
+  t.match(err({ 'burrow.dev/protocol': 'grpc' }), /"grpc" is not one of http, https, tls-passthrough/);
+  t.match(err({ 'burrow.dev/protocol': 'tls-passthrough' }), /not supported/);
+  t.match(err({ 'burrow.dev/allow-cidrs': '10.0.0.0/99' }), /prefix length/);
+  t.match(err({}, { type: 'ExternalName', clusterIP: '' }), /ExternalName Services have no ClusterIP/);
+  t.match(err({}, { clusterIP: 'None' }), /headless Service/);
+});
