@@ -1,6 +1,6 @@
 // Tenants cannot take each other's names; agents come back after a relay
 // restart; losing one of an agent's connections does not stop its traffic.
-import { once } from 'node:events';
+import { EventEmitter, once } from 'node:events';
 import t from 'tap';
 import { testAgent } from '../helpers/agent.js';
 import { get, testServer } from '../helpers/http.js';
@@ -112,4 +112,52 @@ t.test('when an agent leaves, its names answer 503 (agent not connected)', async
   const r = await get(relay.httpAddress.port, 'leave.example.com');
   t.equal(r.status, 503, 'a name whose agent is gone answers 503, not 404');
   t.equal(r.headers['x-burrow-error'], 'agent_offline');
+});
+
+t.test('rolling agent replacement under a request loop: zero failed requests', async (t) => {
+  const relay = await testRelay(t);
+  const app = await testServer(t, (_req, res) => res.end('ok'));
+  const routes = [{ id: 'app', hostnames: ['roll.example.com'], target: app.url }];
+  const token = await tokenFor('roller', ['roll.example.com']);
+  const old = await testAgent(t, relay, routes, { token });
+  const statuses = new Map<number, number>();
+  const progress = new EventEmitter();
+  let done = 0;
+  let stop = false;
+  /** Resolves once `n` more requests have completed. */
+  const after = (n: number) => {
+    const target = done + n;
+    return new Promise<void>((resolve) => {
+      const check = () => {
+        if (done < target) return;
+        progress.off('done', check);
+        resolve();
+      };
+      progress.on('done', check);
+    });
+  };
+  // Four bounded loops: they end when the replacement is over, or after 5,000 requests each.
+  const worker = async () => {
+    for (let i = 0; i < 5_000 && !stop; i++) {
+      const r = await get(relay.httpAddress.port, 'roll.example.com');
+      statuses.set(r.status, (statuses.get(r.status) ?? 0) + 1);
+      done++;
+      progress.emit('done');
+    }
+  };
+  const loops = Promise.all([worker(), worker(), worker(), worker()]);
+  await after(50);
+  await testAgent(t, relay, routes, { token }); // the new replica
+  await after(50);
+  const closing = old.close(); // the old one gets SIGTERM: GOAWAY and drain
+  await after(50);
+  await closing;
+  await after(50);
+  stop = true;
+  await loops;
+  t.same(
+    [...statuses.keys()],
+    [200],
+    `every request succeeded (${[...statuses].map(([k, v]) => `${k}: ${v}`).join(', ')})`,
+  );
 });

@@ -175,6 +175,16 @@ function meta(req: IncomingMessage, routeId: string, proto: 'http' | 'https', up
   };
 }
 
+/** Attempts after the first for a bodiless request refused unprocessed. */
+const MAX_RETRIES = 2;
+
+/** Failures that prove the agent never processed the request. */
+function retryable(err: unknown): boolean {
+  const e = err as { code?: string; reason?: number };
+  if (e?.code === 'BURROW_ERR_GOAWAY' || e?.code === 'BURROW_ERR_STREAM_REFUSED') return true;
+  return e?.code === 'BURROW_ERR_STREAM_RESET' && e.reason === Reason.RefusedStream;
+}
+
 /** Proxies one HTTP request through the tunnel: request body up, response head and body down. */
 export async function forwardRequest(
   opts: ForwardOptions,
@@ -202,35 +212,55 @@ export async function forwardRequest(
     opts.logger.info(info, 'request');
     opts.onRequestDone?.(info);
   });
-  if (!r.ok) {
-    error = r.code;
-    req.resume();
-    return sendError(res, r.status, r.message, r.host, r.code);
+  // A request with no body can be sent again: if the agent connection it went
+  // to refused it unprocessed (GOAWAY during a rolling update), try another.
+  const replayable = !req.headers['transfer-encoding'] && (req.headers['content-length'] ?? '0') === '0';
+  let routed = r;
+  let head: ResponseHead | undefined;
+  let rest: Buffer = Buffer.alloc(0);
+  for (let attempt = 0; !head; attempt++) {
+    if (!routed.ok) {
+      error = routed.code;
+      req.resume();
+      return sendError(res, routed.status, routed.message, routed.host, routed.code);
+    }
+    let s: Stream;
+    try {
+      s = stream = routed.conn.openHttpStream(meta(req, routed.routeId, opts.proto, false));
+    } catch (err) {
+      if (replayable && attempt < MAX_RETRIES && retryable(err)) {
+        routed = route(req, opts.table);
+        continue;
+      }
+      const f = failureFor(err);
+      error = f.code;
+      req.resume();
+      return sendError(res, f.status, f.message, routed.host, f.code);
+    }
+    s.on('error', () => {}); // handled where it matters: before the head by readResponseHead, after by res
+    if (replayable) {
+      s.end();
+      req.resume();
+    } else {
+      req.pipe(s);
+      req.on('error', () => s.reset(Reason.Cancel, 'client request failed'));
+    }
+    try {
+      ({ head, rest } = await readResponseHead(s, opts.responseHeadTimeout));
+    } catch (err) {
+      s.reset(Reason.Cancel, 'no usable response');
+      if (replayable && attempt < MAX_RETRIES && retryable(err) && !res.destroyed) {
+        routed = route(req, opts.table);
+        continue;
+      }
+      const f = failureFor(err);
+      error = f.code;
+      req.unpipe(s);
+      req.resume();
+      return sendError(res, f.status, f.message, routed.host, f.code);
+    }
   }
-  try {
-    stream = r.conn.openHttpStream(meta(req, r.routeId, opts.proto, false));
-  } catch (err) {
-    const f = failureFor(err);
-    error = f.code;
-    req.resume();
-    return sendError(res, f.status, f.message, r.host, f.code);
-  }
-  const s = stream;
-  s.on('error', () => {}); // handled where it matters: before the head by readResponseHead, after by res
-  req.pipe(s);
-  req.on('error', () => s.reset(Reason.Cancel, 'client request failed'));
-  let head: ResponseHead;
-  let rest: Buffer;
-  try {
-    ({ head, rest } = await readResponseHead(s, opts.responseHeadTimeout));
-  } catch (err) {
-    const f = failureFor(err);
-    error = f.code;
-    s.reset(Reason.Cancel, 'no usable response');
-    req.unpipe(s);
-    req.resume();
-    return sendError(res, f.status, f.message, r.host, f.code);
-  }
+  const s = stream!;
   try {
     if (head.status < 200 || head.status === 101)
       throw new Error(`status ${head.status} is not a final response`);
