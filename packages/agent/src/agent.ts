@@ -36,6 +36,8 @@ export interface AgentOptions {
   logger?: Logger;
   /** Multiplexer settings (keepaliveInterval, drainTimeout, …). */
   session?: Partial<SessionConfig>;
+  /** PEM of the CA that signed the relay's TLS certificate (wss:// with a private CA). */
+  relayCa?: string;
   /** Time allowed to connect to a backend, and for the relay's WebSocket handshake, ms. Default 10 s. */
   connectTimeout?: number;
   /** Reconnect backoff, ms. Default base 500, cap 30 s. */
@@ -146,6 +148,7 @@ class AgentImpl extends EventEmitter<AgentEvents> implements Agent {
         token: options.token,
         session,
         connectTimeout,
+        ...(options.relayCa ? { relayCa: options.relayCa } : {}),
         backoff,
         healthyAfter: options.healthyAfter ?? 30_000,
         logger: this.#log,

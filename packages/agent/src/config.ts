@@ -91,6 +91,13 @@ export const AGENT_OPTIONS: readonly OptionSpec[] = [
     description: 'fatal, error, warn, info, debug or trace',
   },
   {
+    name: 'relay-ca',
+    env: 'BURROW_RELAY_CA',
+    type: 'string',
+    placeholder: 'FILE',
+    description: "PEM CA certificate that signed the relay's TLS certificate, for wss:// with a private CA",
+  },
+  {
     name: 'kubernetes',
     env: 'BURROW_KUBERNETES',
     type: 'boolean',
@@ -224,6 +231,19 @@ export async function agentOptionsFrom(
       : `${routesFile}: routes[${i - exposed.length}]`;
   });
   const token = await readToken(values, env);
+  const caFile = values['relay-ca'] as string | undefined;
+  let relayCa: string | undefined;
+  if (caFile) {
+    try {
+      relayCa = await readFile(caFile, 'utf8');
+    } catch (err) {
+      throw new ConfigError(
+        `--relay-ca: cannot read ${caFile} (${(err as NodeJS.ErrnoException).code ?? 'error'})`,
+      );
+    }
+    if (!relayCa.includes('BEGIN CERTIFICATE'))
+      throw new ConfigError(`--relay-ca: ${caFile} holds no PEM certificate`);
+  }
   const kubeconfig = values['kubeconfig'] as string | undefined;
   const labelSelector = values['label-selector'] as string | undefined;
   return {
@@ -242,6 +262,7 @@ export async function agentOptionsFrom(
     options: {
       relayUrl,
       token,
+      ...(relayCa ? { relayCa } : {}),
       routes,
       connections,
       connectTimeout: durationOption(values, 'connect-timeout'),

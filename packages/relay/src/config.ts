@@ -1,5 +1,6 @@
 import { readdir, readFile } from 'node:fs/promises';
 import { join } from 'node:path';
+import { createSecureContext } from 'node:tls';
 import {
   ConfigError,
   durationOption,
@@ -38,6 +39,20 @@ export const SERVE_OPTIONS: readonly OptionSpec[] = [
     placeholder: 'HOST:PORT',
     default: '0.0.0.0:8443',
     description: 'tunnel endpoint agents connect to (WebSocket at /v1/tunnel)',
+  },
+  {
+    name: 'tunnel-tls-cert',
+    env: 'BURROW_TUNNEL_TLS_CERT',
+    type: 'string',
+    placeholder: 'FILE',
+    description: 'PEM certificate chain: serve the tunnel endpoint as wss:// (needs --tunnel-tls-key)',
+  },
+  {
+    name: 'tunnel-tls-key',
+    env: 'BURROW_TUNNEL_TLS_KEY',
+    type: 'string',
+    placeholder: 'FILE',
+    description: 'PEM private key for --tunnel-tls-cert',
   },
   {
     name: 'verify-key',
@@ -177,7 +192,37 @@ export async function relayOptionsFrom(
       );
     }
   }
+  const certFile = values['tunnel-tls-cert'] as string | undefined;
+  const keyFile = values['tunnel-tls-key'] as string | undefined;
+  if (Boolean(certFile) !== Boolean(keyFile)) {
+    throw new ConfigError(
+      '--tunnel-tls-cert and --tunnel-tls-key go together: pass both, or neither for plain ws://',
+    );
+  }
+  const readPem = async (flag: string, file: string) => {
+    try {
+      return await readFile(file, 'utf8');
+    } catch (err) {
+      throw new ConfigError(
+        `--${flag}: cannot read ${file} (${(err as NodeJS.ErrnoException).code ?? 'error'})`,
+      );
+    }
+  };
+  const tunnelTls =
+    certFile && keyFile
+      ? { cert: await readPem('tunnel-tls-cert', certFile), key: await readPem('tunnel-tls-key', keyFile) }
+      : undefined;
+  if (tunnelTls) {
+    try {
+      createSecureContext(tunnelTls);
+    } catch (err) {
+      throw new ConfigError(
+        `--tunnel-tls-cert/--tunnel-tls-key: not a usable certificate and key: ${(err as Error).message}`,
+      );
+    }
+  }
   const options: RelayOptions = {
+    ...(tunnelTls ? { tunnelTls } : {}),
     http: parseListen(String(values['http-listen']), '--http-listen'),
     tunnel: parseListen(String(values['tunnel-listen']), '--tunnel-listen'),
     verifyKeys: await loadVerifyKeys(values['verify-key'] as string[]),

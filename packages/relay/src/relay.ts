@@ -1,6 +1,7 @@
 import { randomUUID } from 'node:crypto';
 import type { Server } from 'node:http';
 import { createServer } from 'node:http';
+import { createServer as createHttpsServer } from 'node:https';
 import type { AddressInfo } from 'node:net';
 import { createLogger, type Logger, type SessionConfig, type VerifyKey } from '@burrow/shared';
 import { createHttpListener } from './listeners/http.js';
@@ -12,6 +13,8 @@ import { TunnelEndpoint } from './tunnel/endpoint.js';
 export interface RelayOptions {
   http: { host: string; port: number };
   tunnel: { host: string; port: number };
+  /** Serve the tunnel endpoint over TLS (wss://) with this certificate chain and key (PEM). */
+  tunnelTls?: { cert: string; key: string };
   /** Keys that verify agent tokens. */
   verifyKeys: readonly VerifyKey[];
   audience?: string;
@@ -66,7 +69,9 @@ export async function startRelay(options: RelayOptions): Promise<Relay> {
     urlFor: (h) => `http://${h}${httpPort && httpPort !== 80 ? `:${httpPort}` : ''}`,
   });
   const drainTimeout = options.drainTimeout ?? 30_000;
-  const tunnelServer = createServer();
+  const tunnelServer = options.tunnelTls
+    ? createHttpsServer({ cert: options.tunnelTls.cert, key: options.tunnelTls.key, minVersion: 'TLSv1.2' })
+    : createServer();
   const endpoint = new TunnelEndpoint({
     server: tunnelServer,
     table: routes,

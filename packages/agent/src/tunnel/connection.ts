@@ -31,6 +31,8 @@ export interface TunnelConnectionOptions {
   session: Partial<SessionConfig>;
   /** Bound on the WebSocket opening handshake, ms. */
   connectTimeout: number;
+  /** PEM of the CA that signed the relay's certificate, for wss:// with a private CA. */
+  relayCa?: string;
   backoff: BackoffOptions;
   /** A connection up at least this long resets the backoff when it drops, ms. */
   healthyAfter: number;
@@ -131,10 +133,16 @@ export class TunnelConnection extends EventEmitter<TunnelConnectionEvents> {
 
   #connect(): void {
     this.#state = 'connecting';
-    this.#ws = dialRelay(this.#opts.endpoint, this.#opts.token, this.#opts.connectTimeout, {
-      open: (ws) => this.#onOpen(ws),
-      fail: (err) => this.#onDialFailed(err),
-    });
+    this.#ws = dialRelay(
+      this.#opts.endpoint,
+      this.#opts.token,
+      this.#opts.connectTimeout,
+      {
+        open: (ws) => this.#onOpen(ws),
+        fail: (err) => this.#onDialFailed(err),
+      },
+      this.#opts.relayCa,
+    );
   }
 
   #onOpen(ws: WebSocket): void {

@@ -57,8 +57,11 @@ export function dialRelay(
   token: string,
   handshakeTimeout: number,
   on: DialHandlers,
+  ca?: string,
 ): WebSocket {
   const ws = new WebSocket(endpoint, TUNNEL_SUBPROTOCOL, {
+    // A private CA for the relay's certificate (wss://); the system store otherwise.
+    ...(ca ? { ca } : {}),
     headers: { authorization: `Bearer ${token}` },
     perMessageDeflate: false,
     maxPayload: MAX_MESSAGE,

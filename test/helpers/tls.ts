@@ -1,0 +1,80 @@
+import { execFile } from 'node:child_process';
+import { mkdtemp, readFile, rm, writeFile } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { promisify } from 'node:util';
+import type { Teardownable } from './relay.js';
+
+const run = promisify(execFile);
+
+export interface TestPki {
+  dir: string;
+  caPem: string;
+  certFile: string;
+  keyFile: string;
+  caFile: string;
+}
+
+/** A throwaway CA and a server certificate for localhost / 127.0.0.1, made with openssl. */
+export async function testPki(t: Teardownable): Promise<TestPki> {
+  const dir = await mkdtemp(join(tmpdir(), 'burrow-pki-'));
+  t.teardown(() => rm(dir, { recursive: true, force: true }));
+  const f = (n: string) => join(dir, n);
+  const ssl = (...args: string[]) => run('openssl', args, { cwd: dir });
+  await ssl(
+    'req',
+    '-x509',
+    '-newkey',
+    'ec',
+    '-pkeyopt',
+    'ec_paramgen_curve:P-256',
+    '-nodes',
+    '-keyout',
+    f('ca.key'),
+    '-out',
+    f('ca.pem'),
+    '-days',
+    '2',
+    '-subj',
+    '/CN=Burrow test CA',
+  );
+  await ssl(
+    'req',
+    '-newkey',
+    'ec',
+    '-pkeyopt',
+    'ec_paramgen_curve:P-256',
+    '-nodes',
+    '-keyout',
+    f('server.key'),
+    '-out',
+    f('server.csr'),
+    '-subj',
+    '/CN=localhost',
+  );
+  await writeFile(f('ext.cnf'), 'subjectAltName=DNS:localhost,IP:127.0.0.1\n');
+  await ssl(
+    'x509',
+    '-req',
+    '-in',
+    f('server.csr'),
+    '-CA',
+    f('ca.pem'),
+    '-CAkey',
+    f('ca.key'),
+    '-CAcreateserial',
+    '-out',
+    f('server.pem'),
+    '-days',
+    '2',
+    '-extfile',
+    f('ext.cnf'),
+  );
+  return {
+    dir,
+    caPem: await readFile(f('ca.pem'), 'utf8'),
+    certFile: f('server.pem'),
+    keyFile: f('server.key'),
+    caFile: f('ca.pem'),
+  };
+}
