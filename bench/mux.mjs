@@ -18,6 +18,7 @@ import { once } from 'node:events';
 import { createRequire } from 'node:module';
 import { connect, createServer } from 'node:net';
 import { fileURLToPath } from 'node:url';
+import { envInt, median, printTable } from './lib/report.mjs';
 
 const HOST = '127.0.0.1';
 const MiB = 1024 * 1024;
@@ -25,17 +26,6 @@ const WS_OPTIONS = { perMessageDeflate: false, maxPayload: 16 * MiB };
 // The agent dials with an all-zero mask (packages/agent/src/tunnel/dial.ts) so
 // ws skips masking; the client side here does the same to measure what ships.
 const CLIENT_OPTIONS = { ...WS_OPTIONS, generateMask: (mask) => void mask.fill(0) };
-
-function envInt(name, fallback, min) {
-  const raw = process.env[name];
-  if (raw === undefined || raw === '') return fallback;
-  const n = Number(raw);
-  if (!Number.isSafeInteger(n) || n < min) {
-    console.error(`${name} must be an integer >= ${min} (got "${raw}")`);
-    process.exit(1);
-  }
-  return n;
-}
 
 // ws and the built multiplexer resolve from the shared package, relative to this file.
 const requireShared = createRequire(new URL('../packages/shared/package.json', import.meta.url));
@@ -254,23 +244,8 @@ async function writeAll(stream, bytes, chunk) {
   stream.end();
 }
 
-function median(values) {
-  const s = [...values].sort((a, b) => a - b);
-  const mid = s.length >> 1;
-  return s.length % 2 ? s[mid] : (s[mid - 1] + s[mid]) / 2;
-}
-
 function fmtBytes(n) {
   if (n % MiB === 0) return `${n / MiB} MiB`;
   if (n % 1024 === 0) return `${n / 1024} KiB`;
   return `${n} B`;
-}
-
-function printTable(head, rows) {
-  const widths = head.map((h, i) => Math.max(h.length, ...rows.map((r) => r[i].length)));
-  const line = (cells) =>
-    cells.map((c, i) => (i === 0 ? c.padEnd(widths[i]) : c.padStart(widths[i]))).join('  ');
-  console.log(line(head));
-  console.log(widths.map((w) => '-'.repeat(w)).join('  '));
-  for (const r of rows) console.log(line(r));
 }

@@ -1,6 +1,6 @@
 #!/usr/bin/env node
 import { readFileSync } from 'node:fs';
-import { createLogger, formatHelp, parseOptions, runCli } from '@burrow/shared';
+import { createLogger, exitOnSignals, formatHelp, parseOptions, runCli } from '@burrow/shared';
 import { KubeConfig } from '@kubernetes/client-node';
 import { startAgent } from './agent.js';
 import { AGENT_OPTIONS, agentOptionsFrom } from './config.js';
@@ -67,23 +67,5 @@ await runCli('burrow-agent', async () => {
     });
     logger.info({ address: server.address }, 'metrics endpoint listening');
   }
-  let stopping = false;
-  const stop = (signal: string) => {
-    if (stopping) {
-      // A second signal: the operator does not want to wait for the drain.
-      logger.warn({ signal }, 'second signal: exiting without waiting for in-flight requests');
-      process.exit(1);
-    }
-    stopping = true;
-    logger.info({ signal }, 'shutting down');
-    Promise.all([agent.close(), kube?.stop()]).then(
-      () => process.exit(0),
-      (err: unknown) => {
-        logger.error({ err }, 'shutdown failed');
-        process.exit(1);
-      },
-    );
-  };
-  process.on('SIGTERM', () => stop('SIGTERM'));
-  process.on('SIGINT', () => stop('SIGINT'));
+  exitOnSignals(logger, () => Promise.all([agent.close(), kube?.stop()]));
 });

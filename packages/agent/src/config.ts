@@ -1,5 +1,6 @@
 import { readFile } from 'node:fs/promises';
 import {
+  COMMON_OPTIONS,
   ConfigError,
   durationOption,
   logLevelOption,
@@ -66,30 +67,9 @@ export const AGENT_OPTIONS: readonly OptionSpec[] = [
     default: '10s',
     description: 'time to connect to a backend, and for the relay handshake',
   },
-  {
-    name: 'keepalive-interval',
-    env: 'BURROW_KEEPALIVE_INTERVAL',
-    type: 'string',
-    placeholder: 'DURATION',
-    default: '20s',
-    description: 'tunnel PING interval; a tunnel is dead after 3 missed (keep below NAT idle timeouts)',
-  },
-  {
-    name: 'drain-timeout',
-    env: 'BURROW_DRAIN_TIMEOUT',
-    type: 'string',
-    placeholder: 'DURATION',
-    default: '30s',
-    description: 'on SIGTERM, how long in-flight requests may take to finish',
-  },
-  {
-    name: 'log-level',
-    env: 'BURROW_LOG_LEVEL',
-    type: 'string',
-    placeholder: 'LEVEL',
-    default: 'info',
-    description: 'fatal, error, warn, info, debug or trace',
-  },
+  COMMON_OPTIONS.keepaliveInterval,
+  COMMON_OPTIONS.drainTimeout,
+  COMMON_OPTIONS.logLevel,
   {
     name: 'relay-ca',
     env: 'BURROW_RELAY_CA',
@@ -140,7 +120,7 @@ export const AGENT_OPTIONS: readonly OptionSpec[] = [
     description: 'serve Prometheus metrics at GET /metrics; off unless set',
   },
   { name: 'version', type: 'boolean', description: 'print the version and exit' },
-  { name: 'help', short: 'h', type: 'boolean', description: 'show this help' },
+  COMMON_OPTIONS.help,
 ];
 
 /** Reads the token from --token-file, else from the variable named by --token-env-var. Never echoes it. */

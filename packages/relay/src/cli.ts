@@ -5,6 +5,7 @@ import {
   ConfigError,
   createAgentToken,
   createLogger,
+  exitOnSignals,
   formatHelp,
   generateSigningKeyPair,
   loadSigningKey,
@@ -96,15 +97,7 @@ async function serve(argv: string[]): Promise<void> {
   const { options, logLevel } = await relayOptionsFrom(values);
   const logger = createLogger({ name: 'burrow-relay', level: logLevel });
   const relay = await startRelay({ ...options, logger });
-  let stopping = false;
-  const stop = (signal: string) => {
-    if (stopping) return;
-    stopping = true;
-    logger.info({ signal }, 'shutting down');
-    relay.close().then(() => process.exit(0));
-  };
-  process.on('SIGTERM', () => stop('SIGTERM'));
-  process.on('SIGINT', () => stop('SIGINT'));
+  exitOnSignals(logger, () => relay.close());
 }
 
 async function keygen(argv: string[]): Promise<void> {

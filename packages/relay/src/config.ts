@@ -2,6 +2,7 @@ import { readdir, readFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { createSecureContext } from 'node:tls';
 import {
+  COMMON_OPTIONS,
   ConfigError,
   durationOption,
   loadVerifyKey,
@@ -78,14 +79,7 @@ export const SERVE_OPTIONS: readonly OptionSpec[] = [
     placeholder: 'PORT',
     description: 'port shown in URLs reported to agents (default: the HTTP listener port)',
   },
-  {
-    name: 'drain-timeout',
-    env: 'BURROW_DRAIN_TIMEOUT',
-    type: 'string',
-    placeholder: 'DURATION',
-    default: '30s',
-    description: 'on SIGTERM, how long in-flight requests may take to finish',
-  },
+  COMMON_OPTIONS.drainTimeout,
   {
     name: 'response-timeout',
     env: 'BURROW_RESPONSE_TIMEOUT',
@@ -102,23 +96,9 @@ export const SERVE_OPTIONS: readonly OptionSpec[] = [
     default: '20s',
     description: 'time a client has to send its request head (slow clients get 408)',
   },
-  {
-    name: 'keepalive-interval',
-    env: 'BURROW_KEEPALIVE_INTERVAL',
-    type: 'string',
-    placeholder: 'DURATION',
-    default: '20s',
-    description: 'tunnel PING interval; a tunnel is dead after 3 missed',
-  },
-  {
-    name: 'log-level',
-    env: 'BURROW_LOG_LEVEL',
-    type: 'string',
-    placeholder: 'LEVEL',
-    default: 'info',
-    description: 'fatal, error, warn, info, debug or trace',
-  },
-  { name: 'help', short: 'h', type: 'boolean', description: 'show this help' },
+  COMMON_OPTIONS.keepaliveInterval,
+  COMMON_OPTIONS.logLevel,
+  COMMON_OPTIONS.help,
 ];
 
 /** Reads a YAML config file into option values (validated later against the table). */

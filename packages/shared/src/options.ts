@@ -168,3 +168,64 @@ export function durationOption(values: OptionValues, name: string): number {
     throw new ConfigError(`--${name}: ${(err as Error).message}`);
   }
 }
+
+/** Options both binaries share, defined once so their flags, env and help agree. */
+export const COMMON_OPTIONS = {
+  keepaliveInterval: {
+    name: 'keepalive-interval',
+    env: 'BURROW_KEEPALIVE_INTERVAL',
+    type: 'string',
+    placeholder: 'DURATION',
+    default: '20s',
+    description: 'tunnel PING interval; a tunnel is dead after 3 missed (keep below NAT idle timeouts)',
+  },
+  drainTimeout: {
+    name: 'drain-timeout',
+    env: 'BURROW_DRAIN_TIMEOUT',
+    type: 'string',
+    placeholder: 'DURATION',
+    default: '30s',
+    description: 'on SIGTERM, how long in-flight requests may take to finish',
+  },
+  logLevel: {
+    name: 'log-level',
+    env: 'BURROW_LOG_LEVEL',
+    type: 'string',
+    placeholder: 'LEVEL',
+    default: 'info',
+    description: 'fatal, error, warn, info, debug or trace',
+  },
+  help: { name: 'help', short: 'h', type: 'boolean', description: 'show this help' },
+} as const satisfies Record<string, OptionSpec>;
+
+/**
+ * SIGTERM/SIGINT run `close` (a drain) once, then exit 0 (1 if it failed); a
+ * second signal means the operator will not wait and exits 1 at once.
+ */
+export function exitOnSignals(
+  logger: {
+    info(o: object, m: string): void;
+    warn(o: object, m: string): void;
+    error(o: object, m: string): void;
+  },
+  close: () => Promise<unknown>,
+): void {
+  let stopping = false;
+  const stop = (signal: string) => {
+    if (stopping) {
+      logger.warn({ signal }, 'second signal: exiting without waiting for in-flight requests');
+      process.exit(1);
+    }
+    stopping = true;
+    logger.info({ signal }, 'shutting down');
+    close().then(
+      () => process.exit(0),
+      (err: unknown) => {
+        logger.error({ err }, 'shutdown failed');
+        process.exit(1);
+      },
+    );
+  };
+  process.on('SIGTERM', () => stop('SIGTERM'));
+  process.on('SIGINT', () => stop('SIGINT'));
+}

@@ -69,6 +69,17 @@ export class AgentConnection implements RouteTarget {
     return !this.session.closed && !this.session.draining;
   }
 
+  /**
+   * GOAWAY, then lets in-flight requests finish. The control stream stays open
+   * on both sides for the connection's whole life, so it is reset here: the
+   * drain then ends when the last request does, whatever the agent does.
+   */
+  drain(): Promise<void> {
+    const drained = this.session.goAway();
+    this.#control?.reset(Reason.Cancel, 'relay draining');
+    return drained;
+  }
+
   /** Opens a request stream to the agent. Throws when the session cannot take one. */
   openHttpStream(meta: HttpOpen): Stream {
     const stream = this.session.openStream(encodeJson(meta));

@@ -117,7 +117,7 @@ export class TunnelEndpoint {
 
   /** GOAWAY to every agent; resolves when all sessions have drained or closed. */
   async drain(): Promise<void> {
-    await Promise.all([...this.connections].map((c) => c.session.goAway()));
+    await Promise.all([...this.connections].map((c) => c.drain()));
   }
 
   /** Closes every agent session now. */
