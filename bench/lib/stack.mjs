@@ -1,24 +1,32 @@
-// The system under test for bench/http.mjs, run in a child process forked by
-// it so the load generator never shares an event loop with what it measures.
+// The system under test, run in child processes forked by bench/lib/stack-control.mjs
+// so the load generator never shares an event loop with what it measures.
 // One child may hold any of three roles, each started by an IPC message from
-// the parent, in this order: `backend` (a minimal node:http server), `relay`,
-// `agent` (exposing the backend through the relay). The parent decides which
-// roles live together (BENCH_TOPOLOGY in bench/http.mjs).
+// the parent: `backend` (a minimal node:http server that also accepts
+// WebSocket upgrades), `relay`, `agent` (exposing the backend through the
+// relay). The parent decides which roles live together (its topology).
 //
 // Messages from the parent:
-//   { type: 'start', role: 'backend' }
-//   { type: 'start', role: 'relay', verifyPem }
-//   { type: 'start', role: 'agent', relayTunnelPort, token, hostname, backendUrl }
-//   { type: 'usage', id }   → { type: 'usage', id, cpu, io, frames }: CPU time, read/write system
-//                              calls and multiplexer frames sent by relay and agent so far
+//   { type: 'start', role: 'backend' }                      → { backendPort }
+//   { type: 'start', role: 'relay', verifyPem, httpPort?, tunnelPort?, session? }
+//                                                            → { relayHttpPort, relayTunnelPort }
+//   { type: 'start', role: 'agent', relayTunnelPort, token, hostname, backendUrl, connections?, session? }
+//                                                            → { connections }
+//   { type: 'announce', id, hostname }  adds a route for `hostname` to the agent's set
+//                      → { type: 'announced', id, at, acked }: monotonic ns when the set changed and
+//                        when the relay accepted the name (process.hrtime.bigint(), one clock system-wide)
+//   { type: 'usage', id, gc? }  → { type: 'usage', id, cpu, io, frames, memory, streams }: CPU time,
+//                        read/write system calls, multiplexer frames sent by relay and agent so far,
+//                        process.memoryUsage() (after a full collection when `gc` and --expose-gc),
+//                        open backend WebSockets
 // Disconnecting the IPC channel stops every role and exits 0, which is also
 // when `--cpu-prof` writes its profile.
 import { once } from 'node:events';
 import { readFileSync } from 'node:fs';
 import { createServer } from 'node:http';
-import { startAgent } from '@burrow/agent';
+import { StaticRouteSource, startAgent } from '@burrow/agent';
 import { startRelay } from '@burrow/relay';
 import { createLogger, loadVerifyKey } from '@burrow/shared';
+import { WebSocketServer } from 'ws';
 
 const HOST = '127.0.0.1';
 // The agent's default number of tunnel connections.
@@ -31,6 +39,8 @@ for (let i = 0; i < BULK_CHUNK.length; i++) BULK_CHUNK[i] = (i * 131 + 7) & 0xff
 
 let relayRef;
 let agentRef;
+let routeSource;
+let sockets;
 const logger = createLogger({ name: 'burrow-bench', level: process.env.BURROW_LOG_LEVEL ?? 'silent' });
 const closers = [];
 
@@ -38,6 +48,7 @@ function startBackend() {
   const server = createServer({ keepAliveTimeout: 60_000 }, (req, res) => {
     const url = req.url ?? '/';
     if (url === '/') {
+      req.resume();
       res.writeHead(200, { 'content-type': 'text/plain', 'content-length': SMALL_BODY.length });
       res.end(SMALL_BODY);
       return;
@@ -49,17 +60,43 @@ function startBackend() {
         res.end();
         return;
       }
+      req.resume();
       res.writeHead(200, { 'content-type': 'application/octet-stream', 'content-length': size });
       writeBulk(res, size);
       return;
     }
+    if (url === '/upload' && req.method === 'POST') {
+      // Counts the body and answers with the count, so the client checks every byte arrived.
+      let n = 0;
+      req.on('data', (chunk) => {
+        n += chunk.length;
+      });
+      req.on('end', () => {
+        const body = String(n);
+        res.writeHead(200, { 'content-type': 'text/plain', 'content-length': body.length });
+        res.end(body);
+      });
+      return;
+    }
+    req.resume();
     res.writeHead(404, { 'content-length': 0 });
     res.end();
+  });
+  // Idle WebSockets (bench/idle-websockets.mjs): accept, echo, count.
+  const wss = new WebSocketServer({ noServer: true, perMessageDeflate: false });
+  sockets = wss.clients;
+  server.on('upgrade', (req, socket, head) => {
+    socket.on('error', () => {});
+    wss.handleUpgrade(req, socket, head, (ws) => {
+      ws.on('message', (data) => ws.send(data));
+      ws.on('error', () => {});
+    });
   });
   server.listen(0, HOST);
   closers.push(
     () =>
       new Promise((resolve) => {
+        for (const ws of wss.clients) ws.terminate();
         server.close(() => resolve());
         server.closeAllConnections();
       }),
@@ -89,11 +126,12 @@ function writeBulk(res, size) {
 
 async function startRelayRole(msg) {
   const relay = await startRelay({
-    http: { host: HOST, port: 0 },
-    tunnel: { host: HOST, port: 0 },
+    http: { host: HOST, port: msg.httpPort ?? 0 },
+    tunnel: { host: HOST, port: msg.tunnelPort ?? 0 },
     verifyKeys: [await loadVerifyKey(msg.verifyPem)],
     logger: logger.child({ component: 'relay' }),
     drainTimeout: 2_000,
+    ...(msg.session ? { session: msg.session } : {}),
   });
   relayRef = relay;
   closers.push(() => relay.close());
@@ -101,12 +139,15 @@ async function startRelayRole(msg) {
 }
 
 async function startAgentRole(msg) {
+  const connections = msg.connections ?? CONNECTIONS;
+  routeSource = new StaticRouteSource([{ id: 'bench', hostnames: [msg.hostname], target: msg.backendUrl }]);
   const agent = startAgent({
     relayUrl: `ws://${HOST}:${msg.relayTunnelPort}`,
     token: msg.token,
-    routes: [{ id: 'bench', hostnames: [msg.hostname], target: msg.backendUrl }],
-    connections: CONNECTIONS,
+    routes: routeSource,
+    connections,
     logger: logger.child({ component: 'agent' }),
+    ...(msg.session ? { session: msg.session } : {}),
   });
   agentRef = agent;
   // Closed before the relay (closers run in reverse), as an operator would.
@@ -114,10 +155,35 @@ async function startAgentRole(msg) {
   await agent.ready();
   // ready() means one connection is up; measure with all of them (bounded wait).
   const deadline = Date.now() + 10_000;
-  while (agent.connectionCount < CONNECTIONS && Date.now() < deadline) {
+  while (agent.connectionCount < connections && Date.now() < deadline) {
     await new Promise((resolve) => setTimeout(resolve, 20));
   }
   return { connections: agent.connectionCount };
+}
+
+/**
+ * Adds a route for `hostname` (same backend) and reports when the set changed
+ * and when a relay answered that the name is active (bounded: 30 s).
+ */
+function announce(msg) {
+  const target = routeSource.routes()[0].target;
+  const acked = new Promise((resolve) => {
+    const limit = setTimeout(() => {
+      agentRef.off('routes', onRoutes);
+      resolve(null);
+    }, 30_000);
+    const onRoutes = (results) => {
+      if (results.some((r) => r.hostname === msg.hostname && r.status === 'active')) {
+        clearTimeout(limit);
+        agentRef.off('routes', onRoutes);
+        resolve(process.hrtime.bigint().toString());
+      }
+    };
+    agentRef.on('routes', onRoutes);
+  });
+  const at = process.hrtime.bigint().toString();
+  routeSource.update([...routeSource.routes(), { id: msg.hostname, hostnames: [msg.hostname], target }]);
+  return acked.then((ackedAt) => ({ at, acked: ackedAt }));
 }
 
 /** Read and write system calls so far (Linux /proc; zeros elsewhere): socket writes per request. */
@@ -155,13 +221,19 @@ process.on('message', (msg) => {
         process.exit(1);
       },
     );
+  } else if (msg.type === 'announce') {
+    announce(msg).then((r) => process.send({ type: 'announced', id: msg.id, ...r }));
   } else if (msg.type === 'usage') {
+    // A full collection first, so heap figures count live objects, not garbage.
+    if (msg.gc && typeof globalThis.gc === 'function') globalThis.gc();
     process.send({
       type: 'usage',
       id: msg.id,
       cpu: process.cpuUsage(),
       io: syscalls(),
       frames: frames(),
+      memory: process.memoryUsage(),
+      sockets: sockets?.size ?? 0,
     });
   }
 });

@@ -1,0 +1,91 @@
+#!/usr/bin/env node
+// Bulk transfer through the HTTP path: 1 GiB downloaded (GET /bulk) and
+// uploaded (POST /upload), on one stream and then over 16 parallel streams,
+// for each path in the same run, alternating:
+//   direct  client → backend
+//   burrow  client → relay HTTP listener → WebSocket tunnel → agent → backend
+//   ssh     client → sshd forwarded port → SSH connection → ssh -R → backend
+// Every byte is counted (the upload's count comes back from the backend).
+//
+//   node bench/bulk.mjs
+//   BENCH_BULK_BYTES=268435456 BENCH_RUNS=1 node bench/bulk.mjs
+//
+// Environment (defaults in brackets): BENCH_BULK_BYTES bytes per run [1 GiB],
+// BENCH_BULK_PARALLEL [16], BENCH_BULK_DIRECTIONS [download,upload], plus the
+// common BENCH_RUNS [3], BENCH_SIDES [direct,burrow,ssh], BENCH_PIN [1],
+// BENCH_TIMEOUT [1800], BENCH_CPU_PROF, BENCH_SMOKE. See docs/performance.md.
+import {
+  alternate,
+  commonConfig,
+  loadShared,
+  pick,
+  ratio,
+  reportTarget,
+  setupPaths,
+  sized,
+  timeLimit,
+} from './lib/harness.mjs';
+import { transfer } from './lib/load.mjs';
+import { envInt, envList, fmt, printTable } from './lib/report.mjs';
+
+const MiB = 1024 * 1024;
+const cfg = {
+  ...commonConfig(1800),
+  bytes: envInt('BENCH_BULK_BYTES', sized(1024 * MiB, 4 * MiB), 1),
+  parallel: envInt('BENCH_BULK_PARALLEL', 16, 1),
+  directions: envList('BENCH_BULK_DIRECTIONS', ['download', 'upload'], ['download', 'upload']),
+};
+timeLimit(cfg.timeout, 'bench/bulk.mjs');
+const shared = await loadShared();
+const paths = await setupPaths(shared, cfg);
+console.log(`bulk transfer, ${fmt.bytes(cfg.bytes)} per run: ${paths.describe()}`);
+
+const warmBytes = Math.min(cfg.bytes, sized(32 * MiB, MiB));
+const rows = [];
+const single = {};
+for (const direction of cfg.directions) {
+  for (const parallel of [1, cfg.parallel]) {
+    const label = `${direction} ×${parallel}`;
+    console.log(`\n[${label}] ${fmt.bytes(cfg.bytes)} over ${parallel} stream${parallel === 1 ? '' : 's'}`);
+    for (const side of cfg.sides) await transfer(direction, paths.ports[side], warmBytes, parallel);
+    const res = await alternate(cfg, label, async (side) => {
+      const r = { mbps: await transfer(direction, paths.ports[side], cfg.bytes, parallel) };
+      r.line = () => `${fmt.int(r.mbps).padStart(6)} MB/s`;
+      return r;
+    });
+    const m = Object.fromEntries(['direct', 'burrow', 'ssh'].map((s) => [s, pick(res[s], 'mbps')]));
+    if (parallel === 1) single[direction] = m;
+    rows.push([
+      label,
+      fmt.int(m.direct),
+      fmt.int(m.burrow),
+      fmt.int(m.ssh),
+      ratio(m.burrow, m.direct),
+      ratio(m.burrow, m.ssh),
+      ratio(m.ssh, m.direct),
+    ]);
+  }
+}
+
+console.log(`\nbulk (median MB/s of ${cfg.runs} run${cfg.runs === 1 ? '' : 's'}, 10^6 bytes/s):`);
+printTable(['transfer', 'direct', 'burrow', 'ssh -R', 'burrow/direct', 'burrow/ssh', 'ssh/direct'], rows);
+
+console.log('\ntargets:');
+for (const [direction, m] of Object.entries(single)) {
+  const vsDirect = m.burrow / m.direct;
+  reportTarget(
+    `single-stream ${direction} >= 60 % of direct`,
+    Number.isFinite(vsDirect) ? vsDirect >= 0.6 : undefined,
+    `${fmt.int(m.burrow)} vs ${fmt.int(m.direct)} MB/s = ${fmt.pct(vsDirect)}` +
+      (vsDirect < 0.6 ? `, short by ${fmt.int((0.6 - vsDirect) * 100)} points` : ''),
+  );
+  const vsSsh = m.burrow / m.ssh;
+  reportTarget(
+    `single-stream ${direction} >= 1.5x ssh -R`,
+    Number.isFinite(vsSsh) ? vsSsh >= 1.5 : undefined,
+    `${fmt.int(m.burrow)} vs ${fmt.int(m.ssh)} MB/s = ${vsSsh.toFixed(2)}x`,
+  );
+}
+
+await paths.close();
+process.exit(0);

@@ -1,0 +1,134 @@
+#!/usr/bin/env node
+// Head-of-line blocking: the latency of small requests while a bulk download
+// saturates the same tunnel, against their latency on an idle tunnel.
+//
+// The agent keeps ONE tunnel connection here (its default is 2), so the
+// small requests and the bulk transfer share one WebSocket, as ssh -R's
+// channels share one SSH connection. Direct has no tunnel: its figures show
+// what the shared CPU alone does to the small requests.
+//
+// Small requests: an open-loop paced load (bench/lib/paced.mjs) at
+// BENCH_HOL_RATE req/s on a pool of 4 keep-alive connections; latency counts
+// from each request's due time, so a stall cannot hide. Per run and path: the
+// idle phase, then the same load while downloads run back to back.
+//
+//   node bench/head-of-line.mjs
+//
+// Environment (defaults in brackets): BENCH_DURATION seconds per phase [5],
+// BENCH_HOL_RATE [200], BENCH_HOL_BULK_BYTES size of each background download
+// [256 MiB], plus the common BENCH_RUNS, BENCH_SIDES, BENCH_PIN,
+// BENCH_TIMEOUT, BENCH_CPU_PROF, BENCH_SMOKE. See docs/performance.md.
+import { setTimeout as sleep } from 'node:timers/promises';
+import {
+  alternate,
+  commonConfig,
+  loadShared,
+  pick,
+  reportTarget,
+  setupPaths,
+  sized,
+  timeLimit,
+} from './lib/harness.mjs';
+import { bulkLoop } from './lib/load.mjs';
+import { createPool, pacedLoad } from './lib/paced.mjs';
+import { envInt, envNumber, fmt, printTable } from './lib/report.mjs';
+import { HOST, HOSTNAME } from './lib/stack-control.mjs';
+
+const MiB = 1024 * 1024;
+const cfg = {
+  ...commonConfig(900),
+  duration: envNumber('BENCH_DURATION', sized(5, 1)),
+  rate: envInt('BENCH_HOL_RATE', sized(200, 50), 1),
+  bulkBytes: envInt('BENCH_HOL_BULK_BYTES', sized(256 * MiB, 16 * MiB), 1),
+};
+timeLimit(cfg.timeout, 'bench/head-of-line.mjs');
+const shared = await loadShared();
+const paths = await setupPaths(shared, cfg, { connections: 1 });
+console.log(`head-of-line: ${paths.describe()}`);
+console.log(
+  `small GET / at ${cfg.rate} req/s (open loop, 4 keep-alive connections), ${cfg.duration} s idle, ` +
+    `then ${cfg.duration} s while ${fmt.bytes(cfg.bulkBytes)} downloads run back to back on the same path`,
+);
+
+const pools = Object.fromEntries(cfg.sides.map((s) => [s, createPool(4)]));
+const small = (side, duration) =>
+  pacedLoad({
+    host: HOST,
+    port: paths.ports[side],
+    path: '/',
+    headers: { host: HOSTNAME },
+    rate: cfg.rate,
+    duration,
+    pool: pools[side],
+  });
+
+const res = await alternate(
+  cfg,
+  'small requests',
+  async (side) => {
+    const idle = await small(side, cfg.duration);
+    const bulk = bulkLoop(paths.ports[side], cfg.bulkBytes, (cfg.duration + 30) * 1000);
+    await bulk.started;
+    // Let the transfer reach its steady rate (window growth) before sampling.
+    await sleep(sized(500, 100));
+    const loaded = await small(side, cfg.duration);
+    const transfer = bulk.stop();
+    const r = {
+      idleP50: idle.scheduled.percentile(0.5),
+      idleP99: idle.scheduled.percentile(0.99),
+      loadedP50: loaded.scheduled.percentile(0.5),
+      loadedP99: loaded.scheduled.percentile(0.99),
+      mbps: transfer.mbps,
+      errors: idle.errors + idle.non2xx + loaded.errors + loaded.non2xx,
+    };
+    r.factor = r.loadedP99 / r.idleP99;
+    r.line = () =>
+      `idle p50 ${fmt.ms(r.idleP50)} p99 ${fmt.ms(r.idleP99)} ms; under bulk (${fmt.int(r.mbps)} MB/s) ` +
+      `p50 ${fmt.ms(r.loadedP50)} p99 ${fmt.ms(r.loadedP99)} ms: ${r.factor.toFixed(1)}x` +
+      (r.errors ? `  ${r.errors} errors` : '');
+    return r;
+  },
+  // Warm the path (JIT, connection pool) with a short unrecorded load.
+  (side) => small(side, sized(1, 0.2)),
+);
+for (const p of Object.values(pools)) p.destroy();
+
+console.log(
+  `\nhead-of-line (median of ${cfg.runs} run${cfg.runs === 1 ? '' : 's'}; ms from each request's due time):`,
+);
+const m = {};
+printTable(
+  ['path', 'idle p50', 'idle p99', 'bulk MB/s', 'loaded p50', 'loaded p99', 'p99 loaded/idle', 'errors'],
+  cfg.sides.map((side) => {
+    const runs = res[side];
+    m[side] = {
+      idleP99: pick(runs, 'idleP99'),
+      loadedP99: pick(runs, 'loadedP99'),
+      factor: pick(runs, 'factor'),
+    };
+    return [
+      side,
+      fmt.ms(pick(runs, 'idleP50')),
+      fmt.ms(m[side].idleP99),
+      fmt.int(pick(runs, 'mbps')),
+      fmt.ms(pick(runs, 'loadedP50')),
+      fmt.ms(m[side].loadedP99),
+      `${m[side].factor.toFixed(1)}x`,
+      String(runs.reduce((a, r) => a + r.errors, 0)),
+    ];
+  }),
+);
+
+console.log('\ntargets:');
+const b = m.burrow;
+reportTarget(
+  'head-of-line: small-request p99 under a saturating bulk transfer <= 2x idle p99',
+  b && Number.isFinite(b.factor) ? b.factor <= 2 : undefined,
+  b
+    ? `${fmt.ms(b.loadedP99)} vs ${fmt.ms(b.idleP99)} ms = ${b.factor.toFixed(1)}x (median of per-run ratios)` +
+        (m.ssh ? `; ssh -R ${m.ssh.factor.toFixed(1)}x, direct ${m.direct?.factor.toFixed(1) ?? '-'}x` : '')
+    : 'burrow not among BENCH_SIDES',
+);
+
+await paths.close();
+process.exit(0);

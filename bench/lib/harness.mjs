@@ -1,0 +1,168 @@
+// What every end-to-end scenario shares: the common environment knobs, the
+// whole-benchmark time limit, starting the three paths (direct, burrow through
+// relay + agent, ssh -R) against one backend, CPU placement, alternating runs
+// and the target lines. A scenario script reads like: setup, measure, report.
+import { appendFileSync } from 'node:fs';
+import { availableParallelism } from 'node:os';
+import { resolve } from 'node:path';
+import { envInt, envList, fmt, median } from './report.mjs';
+import { sshUnavailable, startSshTunnel } from './ssh.mjs';
+import { makeToken, pin, startStack } from './stack-control.mjs';
+
+export const ALL_SIDES = ['direct', 'burrow', 'ssh'];
+
+/** BENCH_SMOKE=1: every scenario with tiny sizes and one short run, to check the suite still works. */
+export const SMOKE = process.env.BENCH_SMOKE === '1';
+
+/** Picks the smoke value in smoke mode, else the full one. */
+export const sized = (full, smoke) => (SMOKE ? smoke : full);
+
+/** Knobs every scenario understands (see docs/performance.md). */
+export function commonConfig(defaultTimeout) {
+  return {
+    runs: envInt('BENCH_RUNS', sized(3, 1), 1),
+    sides: envList('BENCH_SIDES', ALL_SIDES, ALL_SIDES),
+    pin: envList('BENCH_PIN', ['1'], ['0', '1'])[0] === '1',
+    timeout: envInt('BENCH_TIMEOUT', sized(defaultTimeout, 120), 1),
+    profDir: process.env.BENCH_CPU_PROF ? resolve(process.env.BENCH_CPU_PROF) : undefined,
+  };
+}
+
+/** Loads the built packages, or exits with one line saying how to build them. */
+export async function loadShared() {
+  try {
+    const shared = await import('@burrow/shared');
+    await import('@burrow/relay');
+    await import('@burrow/agent');
+    return shared;
+  } catch (err) {
+    console.error(`cannot load the Burrow packages (run pnpm install and npx tsc -b): ${err.message}`);
+    process.exit(1);
+  }
+}
+
+const cleanups = [];
+/**
+ * Ends the process after `seconds` whatever happens (bounded benchmarks), and
+ * on any exit kills what the scenario started: forked stack processes exit by
+ * themselves when their IPC channel closes, sshd and ssh are killed here.
+ */
+export function timeLimit(seconds, name) {
+  const limit = setTimeout(() => {
+    console.error(`${name} exceeded BENCH_TIMEOUT=${seconds} s; giving up`);
+    process.exit(1);
+  }, seconds * 1000);
+  limit.unref();
+  process.once('exit', () => {
+    for (const c of cleanups) c();
+  });
+}
+
+/**
+ * Starts the backend, relay and agent (bench/lib/stack.mjs, topology `apart`
+ * unless given) and, when `ssh` is among the sides, an ssh -R tunnel to the
+ * same backend. With BENCH_PIN=1 and 2+ CPUs, this process (the load
+ * generator) runs on CPU 0 and everything under test on the other CPUs.
+ * Returns the port of each side and the handles.
+ */
+export async function setupPaths(shared, cfg, stackOptions = {}) {
+  const cpuCount = availableParallelism();
+  const pinned = cfg.pin && cpuCount >= 2 && pin(process.pid, '0');
+  const stackCpus = cpuCount > 2 ? `1-${cpuCount - 1}` : '1';
+  const { token, verifyPem } = await makeToken(shared);
+  const stack = await startStack({
+    topology: 'apart',
+    ...stackOptions,
+    token,
+    verifyPem,
+    profDir: cfg.profDir,
+    cpus: pinned ? stackCpus : undefined,
+  });
+  cleanups.push(() => {
+    for (const p of stack.processes) p.proc.kill('SIGKILL');
+  });
+  let ssh;
+  if (cfg.sides.includes('ssh')) {
+    const why = sshUnavailable();
+    if (why) {
+      console.error(`ssh comparison left out: ${why}`);
+      cfg.sides = cfg.sides.filter((s) => s !== 'ssh');
+    } else {
+      ssh = await startSshTunnel(stack.backendPort);
+      cleanups.push(() => {
+        for (const pid of ssh.pids()) {
+          try {
+            process.kill(pid, 'SIGKILL');
+          } catch {
+            // gone already
+          }
+        }
+      });
+      if (pinned) for (const pid of ssh.pids()) pin(pid, stackCpus, true);
+    }
+  }
+  const ports = { direct: stack.backendPort, burrow: stack.relayHttpPort, ssh: ssh?.port };
+  const placement = pinned
+    ? `load generator on CPU 0; relay, agent, backend, sshd and ssh on CPU ${stackCpus} (taskset)`
+    : `not pinned (${cpuCount} CPUs, the scheduler places processes)`;
+  const pidOf = (role) => stack.holder(role).pid;
+  return {
+    ports,
+    stack,
+    ssh,
+    /** The processes doing a side's work besides the load generator (for cpuMs, rssOf). */
+    pids: (side) =>
+      side === 'direct'
+        ? [pidOf('backend')]
+        : side === 'burrow'
+          ? [...new Set([pidOf('relay'), pidOf('agent'), pidOf('backend')])]
+          : [...ssh.pids(), pidOf('backend')],
+    pinned,
+    loadgenCpus: pinned ? '0' : undefined,
+    stackCpus,
+    /** One line saying what runs where, printed at the top of each scenario. */
+    describe: () =>
+      `node ${process.version}; processes: ${stack.describe()} | load generator; ` +
+      `agent with ${stack.connections} tunnel connection${stack.connections === 1 ? '' : 's'}; ${placement}` +
+      (ssh ? `; ssh -R cipher ${ssh.cipher}` : ''),
+    async close() {
+      await stack.stop();
+      await ssh?.close();
+    },
+  };
+}
+
+/**
+ * Runs `measure(side)` `runs` times per side, alternating the sides run by
+ * run (direct, burrow, ssh, direct, …) so slow drifts of a shared machine hit
+ * all of them alike. `measure` returns an object whose `line()` is printed.
+ */
+export async function alternate(cfg, label, measure, warm) {
+  const results = Object.fromEntries(cfg.sides.map((s) => [s, []]));
+  for (let i = 0; i < cfg.runs; i++) {
+    for (const side of cfg.sides) {
+      if (warm) await warm(side);
+      const r = await measure(side);
+      results[side].push(r);
+      console.log(`  ${label} run ${i + 1}  ${side.padEnd(6)} ${r.line()}`);
+    }
+  }
+  return results;
+}
+
+/** Median of `key` over a side's runs (NaN for a side not run). */
+export const pick = (runs, key) => median((runs ?? []).map((r) => r[key]));
+
+/** "123 %" of b, or "-" when either is missing. */
+export const ratio = (a, b) => (Number.isFinite(a) && Number.isFinite(b) && b > 0 ? fmt.pct(a / b) : '-');
+
+/**
+ * Prints one target line and appends it to BENCH_TARGETS_FILE (bench/run.mjs
+ * prints them all together at the end). `met` undefined: not measured.
+ */
+export function reportTarget(target, met, detail) {
+  const verdict = met === undefined ? 'not measured' : met ? 'met' : 'NOT met';
+  const line = `${target}: ${verdict} (${detail})`;
+  console.log(`  ${line}`);
+  if (process.env.BENCH_TARGETS_FILE) appendFileSync(process.env.BENCH_TARGETS_FILE, `${line}\n`);
+}

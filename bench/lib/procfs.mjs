@@ -1,0 +1,56 @@
+// Per-process figures from Linux /proc for processes that cannot report on
+// themselves over IPC (sshd, ssh): descendants, resident memory, CPU time.
+import { readdirSync, readFileSync } from 'node:fs';
+
+/** Process ids of every descendant of `pid` (Linux /proc). */
+export function descendants(pid) {
+  const parents = new Map();
+  for (const name of readdirSync('/proc')) {
+    if (!/^\d+$/.test(name)) continue;
+    try {
+      const stat = readFileSync(`/proc/${name}/stat`, 'utf8');
+      // The command name may hold spaces and parentheses; fields resume after the last ')'.
+      const ppid = Number(stat.slice(stat.lastIndexOf(')') + 2).split(' ')[1]);
+      parents.set(Number(name), ppid);
+    } catch {
+      // exited meanwhile
+    }
+  }
+  const out = [];
+  const walk = (p) => {
+    for (const [child, parent] of parents) {
+      if (parent === p) {
+        out.push(child);
+        walk(child);
+      }
+    }
+  };
+  walk(pid);
+  return out;
+}
+
+/** Resident set size of a process in bytes (VmRSS in /proc/PID/status); 0 when gone. */
+export function rssOf(pid) {
+  try {
+    const m = /^VmRSS:\s+(\d+) kB$/m.exec(readFileSync(`/proc/${pid}/status`, 'utf8'));
+    return m ? Number(m[1]) * 1024 : 0;
+  } catch {
+    return 0;
+  }
+}
+
+/** CPU time (user + system) of `pids` so far, in ms; processes gone are left out. */
+export function cpuMs(pids) {
+  let ticks = 0;
+  for (const pid of pids) {
+    try {
+      const stat = readFileSync(`/proc/${pid}/stat`, 'utf8');
+      const f = stat.slice(stat.lastIndexOf(')') + 2).split(' ');
+      // Fields 14 and 15 of stat (utime, stime), counted from the state field (3).
+      ticks += Number(f[11]) + Number(f[12]);
+    } catch {
+      // exited meanwhile
+    }
+  }
+  return ticks * 10; // USER_HZ is 100 on Linux
+}

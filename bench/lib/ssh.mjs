@@ -1,0 +1,206 @@
+// An OpenSSH reverse tunnel on loopback, the tool Burrow is most often
+// compared with: a private sshd on 127.0.0.1 (own host key, own client key,
+// own sshd_config, all in a temporary directory) and `ssh -N -R` forwarding a
+// port on the sshd side to the backend. Client traffic then goes
+// client → sshd (forwarded port) → SSH connection → ssh → backend, the same
+// shape as client → relay → tunnel → agent → backend.
+import { spawn, spawnSync } from 'node:child_process';
+import { once } from 'node:events';
+import { existsSync, mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { createServer } from 'node:net';
+import { tmpdir, userInfo } from 'node:os';
+import { join } from 'node:path';
+import { descendants } from './procfs.mjs';
+
+const SSHD = '/usr/sbin/sshd';
+const SSH = 'ssh';
+const SETUP_TIMEOUT = 15_000;
+
+/** Why the ssh comparison cannot run here, or undefined when it can. */
+export function sshUnavailable() {
+  if (!existsSync(SSHD)) return `${SSHD} not found (Debian: apt-get install openssh-server)`;
+  if (spawnSync(SSH, ['-V'], { stdio: 'ignore' }).status !== 0) return 'ssh not found (openssh-client)';
+  if (spawnSync('ssh-keygen', ['-?'], { stdio: 'ignore' }).error) return 'ssh-keygen not found';
+  return undefined;
+}
+
+/** A free loopback port, for sshd's ListenAddress (sshd cannot listen on port 0 and report it). */
+async function freePort() {
+  const s = createServer();
+  s.listen(0, '127.0.0.1');
+  await once(s, 'listening');
+  const { port } = s.address();
+  await new Promise((resolve) => s.close(resolve));
+  return port;
+}
+
+function keygen(file) {
+  const r = spawnSync('ssh-keygen', ['-q', '-t', 'ed25519', '-N', '', '-C', 'burrow-bench', '-f', file]);
+  if (r.status !== 0) throw new Error(`ssh-keygen failed: ${r.stderr}`);
+}
+
+/** Resolves with the first match of `re` in the text a stream produces, or rejects on exit/timeout. */
+function waitForText(child, stream, re, what) {
+  return new Promise((resolve, reject) => {
+    let text = '';
+    const limit = setTimeout(
+      () => done(new Error(`${what}: no answer in ${SETUP_TIMEOUT} ms:\n${text}`)),
+      SETUP_TIMEOUT,
+    );
+    const onData = (chunk) => {
+      text += chunk.toString();
+      const m = re.exec(text);
+      if (m) done(null, m);
+    };
+    const onExit = (code) => done(new Error(`${what} exited (${code}):\n${text}`));
+    const done = (err, m) => {
+      clearTimeout(limit);
+      stream.off('data', onData);
+      child.off('exit', onExit);
+      if (err) reject(err);
+      else resolve({ match: m, text });
+    };
+    stream.on('data', onData);
+    child.on('exit', onExit);
+  });
+}
+
+/**
+ * Starts sshd and `ssh -N -R 0:127.0.0.1:backendPort`; resolves with the
+ * forwarded port on the sshd side, the negotiated cipher, the process ids (for
+ * pinning and memory) and `close()`. sshd runs as the current user; as root it
+ * needs its privilege separation directory, /run/sshd, which is created if
+ * missing (systemd normally does that).
+ */
+export async function startSshTunnel(backendPort) {
+  const dir = mkdtempSync(join(tmpdir(), 'burrow-bench-ssh-'));
+  const user = userInfo().username;
+  keygen(join(dir, 'host_key'));
+  keygen(join(dir, 'client_key'));
+  writeFileSync(join(dir, 'authorized_keys'), readFileSync(join(dir, 'client_key.pub')), { mode: 0o600 });
+  const port = await freePort();
+  const config = [
+    'ListenAddress 127.0.0.1',
+    `Port ${port}`,
+    `HostKey ${join(dir, 'host_key')}`,
+    `AuthorizedKeysFile ${join(dir, 'authorized_keys')}`,
+    'PidFile none',
+    'UsePAM no',
+    'StrictModes no',
+    `AllowUsers ${user}`,
+    'PermitRootLogin prohibit-password',
+    'PubkeyAuthentication yes',
+    'PasswordAuthentication no',
+    'KbdInteractiveAuthentication no',
+    'AllowTcpForwarding yes',
+    'GatewayPorts no',
+    'X11Forwarding no',
+    'PermitTTY no',
+    // Idle forwarded connections must stay open as long as Burrow's do.
+    'ClientAliveInterval 0',
+    'MaxStartups 100',
+    'LogLevel ERROR',
+  ];
+  writeFileSync(join(dir, 'sshd_config'), `${config.join('\n')}\n`);
+  if (process.getuid?.() === 0 && !existsSync('/run/sshd')) mkdirSync('/run/sshd', { mode: 0o755 });
+
+  const children = [];
+  const close = async () => {
+    for (const c of children.reverse()) {
+      if (c.exitCode === null && c.signalCode === null) {
+        const exited = once(c, 'exit');
+        c.kill('SIGTERM');
+        await exited;
+      }
+    }
+    rmSync(dir, { recursive: true, force: true });
+  };
+  try {
+    // -D: stay in the foreground (a child of this process); -e: log to stderr.
+    const sshd = spawn(SSHD, ['-D', '-e', '-f', join(dir, 'sshd_config')], {
+      stdio: ['ignore', 'ignore', 'pipe'],
+    });
+    children.push(sshd);
+    let sshdLog = '';
+    sshd.stderr.on('data', (c) => {
+      if (sshdLog.length < 10_000) sshdLog += c.toString();
+    });
+    // sshd prints nothing when it starts listening at LogLevel ERROR; ssh retries instead.
+    const cipher = await probeCipher(dir, port, user, () => sshdLog);
+    const ssh = await connectSsh(dir, port, backendPort, user, children, () => sshdLog);
+    return {
+      port: ssh.forwarded,
+      cipher,
+      sshdPid: sshd.pid,
+      sshPid: ssh.child.pid,
+      /** sshd's listener and its per-connection processes, plus the ssh client. */
+      pids: () => [...descendants(sshd.pid), sshd.pid, ssh.child.pid],
+      close,
+    };
+  } catch (err) {
+    await close();
+    throw err;
+  }
+}
+
+function sshArgs(dir, port, user, extra) {
+  return [
+    '-N',
+    '-p',
+    String(port),
+    '-i',
+    join(dir, 'client_key'),
+    '-F',
+    'none',
+    '-o',
+    'StrictHostKeyChecking=no',
+    '-o',
+    'UserKnownHostsFile=/dev/null',
+    '-o',
+    'BatchMode=yes',
+    '-o',
+    'ServerAliveInterval=0',
+    ...extra,
+    `${user}@127.0.0.1`,
+  ];
+}
+
+/**
+ * The cipher a default ssh negotiates with this sshd, from a separate verbose
+ * connection: the tunnel itself runs without -v, whose per-channel debug
+ * lines would cost ssh CPU during the measurements. Retries while sshd starts.
+ */
+async function probeCipher(dir, port, user, sshdLog) {
+  const deadline = Date.now() + SETUP_TIMEOUT;
+  for (let attempt = 1; ; attempt++) {
+    const child = spawn(SSH, sshArgs(dir, port, user, ['-v']), { stdio: ['ignore', 'ignore', 'pipe'] });
+    try {
+      const { match } = await waitForText(child, child.stderr, /kex: server->client cipher: (\S+)/, 'ssh');
+      return match[1];
+    } catch (err) {
+      if (Date.now() > deadline || attempt >= 50) throw new Error(`${err.message}\nsshd log:\n${sshdLog()}`);
+      await new Promise((resolve) => setTimeout(resolve, 100));
+    } finally {
+      child.kill('SIGTERM');
+    }
+  }
+}
+
+async function connectSsh(dir, port, backendPort, user, children, sshdLog) {
+  const extra = ['-o', 'ExitOnForwardFailure=yes', '-R', `0:127.0.0.1:${backendPort}`];
+  const child = spawn(SSH, sshArgs(dir, port, user, extra), { stdio: ['ignore', 'ignore', 'pipe'] });
+  children.push(child);
+  try {
+    // Printed at ssh's default log level when the forward is up (port 0: sshd picks it).
+    const { match } = await waitForText(
+      child,
+      child.stderr,
+      /Allocated port (\d+) for remote forward/,
+      'ssh -R',
+    );
+    child.stderr.resume();
+    return { child, forwarded: Number(match[1]) };
+  } catch (err) {
+    throw new Error(`${err.message}\nsshd log:\n${sshdLog()}`);
+  }
+}
