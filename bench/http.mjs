@@ -21,34 +21,23 @@
 // [rps,latency,bulk], BENCH_BULK_BYTES [268435456], BENCH_BULK_PARALLEL [16],
 // BENCH_SIDES [direct,burrow], BENCH_TOPOLOGY [one] (one: backend + relay +
 // agent in one child; split: relay + agent in one child, backend in another;
-// apart: relay in one child, agent + backend in another), BENCH_PIN [1] (1:
+// apart: relay, agent and backend each in its own child), BENCH_PIN [1] (1:
 // with topology one and 2+ CPUs, the load generator's main thread on CPU 0 and
 // the stack's on the others, with taskset; 0: the scheduler places them),
 // BENCH_TIMEOUT whole-benchmark limit in seconds [1800], BENCH_CPU_PROF (a
 // directory: the children write V8 CPU profiles there, summarised at the end
 // for the burrow runs only).
 // See docs/performance.md for the method and recorded figures.
-import { fork, spawnSync } from 'node:child_process';
-import { once } from 'node:events';
-import { mkdirSync, readFileSync } from 'node:fs';
-import { request } from 'node:http';
 import { availableParallelism } from 'node:os';
-import { basename, join, resolve } from 'node:path';
-import { performance } from 'node:perf_hooks';
-import { fileURLToPath } from 'node:url';
+import { resolve } from 'node:path';
 import { printSummary } from './lib/cpuprofile.mjs';
+import { transfer } from './lib/load.mjs';
 import { createPool, pacedLoad } from './lib/paced.mjs';
 import { envInt, envList, envNumber, fmt, LatencyRecorder, median, printTable } from './lib/report.mjs';
+import { busy, HOST, HOSTNAME, makeToken, pin, startStack, TOPOLOGIES } from './lib/stack-control.mjs';
 
-const HOST = '127.0.0.1';
-const HOSTNAME = 'bench.example.com';
 const HEADERS = { host: HOSTNAME };
 const MiB = 1024 * 1024;
-const TOPOLOGIES = {
-  one: [['backend', 'relay', 'agent']],
-  split: [['relay', 'agent'], ['backend']],
-  apart: [['relay'], ['agent', 'backend']],
-};
 const TARGET_RPS_RATIO = 0.5;
 const TARGET_ADDED_P99_MS = 2;
 
@@ -88,116 +77,30 @@ const cfg = {
   pin: envList('BENCH_PIN', ['1'], ['0', '1'])[0] === '1',
 };
 
-/**
- * Pins the main thread of `pid` to `cpus` (taskset, util-linux). Unpinned, the
- * scheduler sometimes keeps the load generator and the server it ping-pongs
- * with on one core, and a direct run lands at half its usual rate. Only the
- * main thread: pinning V8's GC helper threads to the same core (taskset -a)
- * made collections wait for time slices (p99 of 60 ms on direct runs).
- */
-function pin(pid, cpus) {
-  const r = spawnSync('taskset', ['-p', '-c', cpus, String(pid)], { stdio: 'ignore' });
-  return r.status === 0;
-}
 const cpuCount = availableParallelism();
 // Only with one stack process: several would share one core for no reason.
 const pinned = cfg.pin && cfg.topology === 'one' && cpuCount >= 2 && pin(process.pid, '0');
 const stackCpus = cpuCount > 2 ? `1-${cpuCount - 1}` : '1';
 
-// ---- The system under test, in child processes ----
-
-const stackFile = fileURLToPath(new URL('./lib/stack.mjs', import.meta.url));
-let stopping = false;
-const children = TOPOLOGIES[cfg.topology].map((roles) => {
-  const execArgv = [];
-  let profile;
-  if (cfg.profDir) {
-    mkdirSync(cfg.profDir, { recursive: true });
-    profile = join(cfg.profDir, `${roles.join('+')}.${process.pid}.${Date.now()}.cpuprofile`);
-    execArgv.push('--cpu-prof', `--cpu-prof-dir=${cfg.profDir}`, `--cpu-prof-name=${basename(profile)}`);
-  }
-  const proc = fork(stackFile, [], { stdio: ['ignore', 'inherit', 'inherit', 'ipc'], execArgv });
-  proc.on('exit', (code, signal) => {
-    if (!stopping) {
-      console.error(`bench stack (${roles.join(' + ')}) exited early (${signal ?? `code ${code}`})`);
-      process.exit(1);
-    }
-  });
-  return { roles, proc, profile, inbox: [], waiters: [] };
-});
-for (const c of children) {
-  c.proc.on('message', (msg) => {
-    const i = c.waiters.findIndex((w) => w.match(msg));
-    if (i >= 0) c.waiters.splice(i, 1)[0].resolve(msg);
-    else c.inbox.push(msg);
-  });
-}
 const limit = setTimeout(() => {
   console.error(`benchmark exceeded BENCH_TIMEOUT=${cfg.timeout} s; giving up`);
-  stopping = true;
-  for (const c of children) c.proc.kill();
   process.exit(1);
 }, cfg.timeout * 1000);
 limit.unref();
 
-function next(child, match) {
-  const i = child.inbox.findIndex(match);
-  if (i >= 0) return Promise.resolve(child.inbox.splice(i, 1)[0]);
-  return new Promise((resolve) => child.waiters.push({ match, resolve }));
-}
+// ---- The system under test, in child processes (bench/lib/stack-control.mjs) ----
 
-async function startRole(role, msg = {}) {
-  const child = children.find((c) => c.roles.includes(role));
-  child.proc.send({ type: 'start', role, ...msg });
-  return next(child, (m) => m.type === 'started' && m.role === role);
-}
+const { token, verifyPem } = await makeToken(shared);
+const stack = await startStack({
+  topology: cfg.topology,
+  token,
+  verifyPem,
+  profDir: cfg.profDir,
+  cpus: pinned ? stackCpus : undefined,
+});
+const children = stack.processes;
+const usage = () => stack.usage();
 
-let usageId = 0;
-/** CPU time of every child and of this process, to tell which side was the bottleneck. */
-/**
- * Clock ticks the hypervisor gave to other guests while this VM wanted to run
- * (the `steal` column of /proc/stat, summed over CPUs); NaN where unavailable.
- */
-function stealTicks() {
-  try {
-    const cpu = readFileSync('/proc/stat', 'utf8').split('\n', 1)[0].trim().split(/\s+/);
-    return Number(cpu[8]);
-  } catch {
-    return Number.NaN;
-  }
-}
-const TICKS_PER_SECOND = 100; // USER_HZ on Linux
-
-async function usage() {
-  const id = ++usageId;
-  const replies = await Promise.all(
-    children.map((c) => {
-      c.proc.send({ type: 'usage', id });
-      return next(c, (m) => m.type === 'usage' && m.id === id);
-    }),
-  );
-  return {
-    at: performance.now(),
-    self: process.cpuUsage(),
-    steal: stealTicks(),
-    children: replies.map((r) => r.cpu),
-    writes: replies.reduce((a, r) => a + r.io.writes, 0),
-    reads: replies.reduce((a, r) => a + r.io.reads, 0),
-    relayFrames: replies.reduce((a, r) => a + r.frames.relay, 0),
-    agentFrames: replies.reduce((a, r) => a + r.frames.agent, 0),
-  };
-}
-/** "stack %" is the busiest child's CPU share of the wall time; 100 % is one core. */
-function busy(before, after) {
-  const wall = (after.at - before.at) * 1000;
-  const cpu = (a, b) => (b.user + b.system - a.user - a.system) / wall;
-  return {
-    stack: Math.max(...after.children.map((c, i) => cpu(before.children[i], c))),
-    loadgen: cpu(before.self, after.self),
-    // Share of one CPU's time stolen by the hypervisor during the run.
-    steal: (after.steal - before.steal) / TICKS_PER_SECOND / ((after.at - before.at) / 1000),
-  };
-}
 /**
  * What the stack did per request (or per `per` of anything): read and write
  * system calls summed over the stack's processes, and multiplexer frames sent
@@ -232,41 +135,6 @@ async function closedLoop(port, connections, duration, record = true) {
     p99: recorder.percentile(0.99),
     errors: r.errors + r.timeouts + r.non2xx,
   };
-}
-
-function download(port, size) {
-  return new Promise((resolve, reject) => {
-    const req = request(
-      { host: HOST, port, path: `/bulk?size=${size}`, headers: HEADERS, agent: false },
-      (res) => {
-        if (res.statusCode !== 200) {
-          res.resume();
-          reject(new Error(`bulk download answered ${res.statusCode}`));
-          return;
-        }
-        let n = 0;
-        res.on('data', (chunk) => {
-          n += chunk.length;
-        });
-        res.on('end', () =>
-          n === size ? resolve(n) : reject(new Error(`bulk download got ${n} of ${size} bytes`)),
-        );
-        res.on('error', reject);
-      },
-    );
-    req.setTimeout(120_000, () => req.destroy(new Error('bulk download stalled for 120 s')));
-    req.on('error', reject);
-    req.end();
-  });
-}
-
-/** Downloads `total` bytes over `parallel` concurrent requests; MB/s (10^6 bytes per second). */
-async function bulk(port, total, parallel) {
-  const base = Math.floor(total / parallel);
-  const sizes = Array.from({ length: parallel }, (_, i) => base + (i < total % parallel ? 1 : 0));
-  const start = performance.now();
-  await Promise.all(sizes.map((s) => download(port, s)));
-  return total / 1e6 / ((performance.now() - start) / 1000);
 }
 
 // ---- Scenarios ----
@@ -511,11 +379,11 @@ async function scenarioBulk(ports) {
   );
   const rows = [];
   for (const parallel of [1, cfg.bulkParallel]) {
-    for (const side of SIDES) await bulk(ports[side], warm, parallel);
+    for (const side of SIDES) await transfer('download', ports[side], warm, parallel);
     const res = await runAlternating(
       `${String(parallel).padStart(2)} download${parallel === 1 ? ' ' : 's'}`,
       async (side) => {
-        const r = { mbps: await bulk(ports[side], cfg.bulkBytes, parallel) };
+        const r = { mbps: await transfer('download', ports[side], cfg.bulkBytes, parallel) };
         r.line = () => `${fmt.int(r.mbps).padStart(6)} MB/s`;
         return r;
       },
@@ -562,23 +430,7 @@ function printTargets() {
 
 // ---- Main ----
 
-await Promise.all(children.map((c) => next(c, (m) => m.type === 'ready')));
-// After 'ready', so the threads V8 started with the process exist and are pinned too.
-if (pinned) for (const c of children) pin(c.proc.pid, stackCpus);
-const pair = await shared.generateSigningKeyPair();
-const token = await shared.createAgentToken(await shared.loadSigningKey(pair.privatePem), {
-  sub: 'bench',
-  hosts: [HOSTNAME],
-  ttl: 3_600_000,
-});
-const { backendPort } = await startRole('backend');
-const { relayHttpPort, relayTunnelPort } = await startRole('relay', { verifyPem: pair.publicPem });
-const { connections } = await startRole('agent', {
-  relayTunnelPort,
-  token,
-  hostname: HOSTNAME,
-  backendUrl: `http://${HOST}:${backendPort}`,
-});
+const { backendPort, relayHttpPort, connections } = stack;
 const ports = { direct: backendPort, burrow: relayHttpPort };
 const probe = await closedLoop(relayHttpPort, 1, 0.2, false);
 if (probe.errors > 0 || probe.rps === 0) {
@@ -599,9 +451,7 @@ if (cfg.scenarios.includes('latency')) await scenarioLatency(ports);
 if (cfg.scenarios.includes('bulk')) await scenarioBulk(ports);
 printTargets();
 
-stopping = true;
-for (const c of children) c.proc.disconnect();
-await Promise.all(children.map((c) => (c.proc.exitCode === null ? once(c.proc, 'exit') : null)));
+await stack.stop();
 if (cfg.profDir) {
   console.log('\nCPU profiles, burrow runs only (start-up, warm-ups and direct runs left out):');
   const burrowRuns = windows.filter((w) => w.side === 'burrow');

@@ -133,6 +133,12 @@ export async function startSshTunnel(backendPort) {
       cipher,
       sshdPid: sshd.pid,
       sshPid: ssh.child.pid,
+      /**
+       * Asks the running ssh (over its control socket) for one more remote
+       * forward to `port`, the way Burrow's agent announces a route on a live
+       * tunnel; resolves with the new forwarded port once sshd has bound it.
+       */
+      addForward: (port) => addForward(dir, user, port),
       /** sshd's listener and its per-connection processes, plus the ssh client. */
       pids: () => [...descendants(sshd.pid), sshd.pid, ssh.child.pid],
       close,
@@ -165,6 +171,32 @@ function sshArgs(dir, port, user, extra) {
   ];
 }
 
+function addForward(dir, user, port) {
+  const args = [
+    '-S',
+    join(dir, 'control'),
+    '-O',
+    'forward',
+    '-R',
+    `0:127.0.0.1:${port}`,
+    `${user}@127.0.0.1`,
+  ];
+  return new Promise((resolve, reject) => {
+    const child = spawn(SSH, args, { stdio: ['ignore', 'pipe', 'pipe'] });
+    let out = '';
+    child.stdout.on('data', (c) => (out += c));
+    child.stderr.on('data', (c) => (out += c));
+    const limit = setTimeout(() => child.kill('SIGKILL'), SETUP_TIMEOUT);
+    child.on('exit', (code) => {
+      clearTimeout(limit);
+      // With port 0, ssh -O forward prints the port sshd allocated.
+      const m = /^(\d+)\s*$/m.exec(out);
+      if (code === 0 && m) resolve(Number(m[1]));
+      else reject(new Error(`ssh -O forward failed (${code}): ${out}`));
+    });
+  });
+}
+
 /**
  * The cipher a default ssh negotiates with this sshd, from a separate verbose
  * connection: the tunnel itself runs without -v, whose per-channel debug
@@ -187,7 +219,17 @@ async function probeCipher(dir, port, user, sshdLog) {
 }
 
 async function connectSsh(dir, port, backendPort, user, children, sshdLog) {
-  const extra = ['-o', 'ExitOnForwardFailure=yes', '-R', `0:127.0.0.1:${backendPort}`];
+  // ControlMaster: more forwards can be added to this connection later (addForward).
+  const extra = [
+    '-o',
+    'ExitOnForwardFailure=yes',
+    '-o',
+    'ControlMaster=yes',
+    '-o',
+    `ControlPath=${join(dir, 'control')}`,
+    '-R',
+    `0:127.0.0.1:${backendPort}`,
+  ];
   const child = spawn(SSH, sshArgs(dir, port, user, extra), { stdio: ['ignore', 'ignore', 'pipe'] });
   children.push(child);
   try {
