@@ -157,6 +157,11 @@ const rows = [
   ],
 ];
 printTable(['what', 'median', 'min – max'], rows);
+if (announce.burrow.length && announce.ssh.length) {
+  console.log(
+    `  burrow / ssh -R for a new route: ${fmt.pct(median(announce.burrow) / median(announce.ssh))} of ssh's time`,
+  );
+}
 
 console.log('\ntargets:');
 const a = median(announce.burrow);

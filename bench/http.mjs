@@ -21,7 +21,8 @@
 // [rps,latency,bulk], BENCH_BULK_BYTES [268435456], BENCH_BULK_PARALLEL [16],
 // BENCH_SIDES [direct,burrow], BENCH_TOPOLOGY [one] (one: backend + relay +
 // agent in one child; split: relay + agent in one child, backend in another;
-// apart: relay, agent and backend each in its own child), BENCH_PIN [1] (1:
+// apart: relay, agent and backend each in its own child; relay-alone: relay
+// in one child, agent + backend in another), BENCH_PIN [1] (1:
 // with topology one and 2+ CPUs, the load generator's main thread on CPU 0 and
 // the stack's on the others, with taskset; 0: the scheduler places them),
 // BENCH_TIMEOUT whole-benchmark limit in seconds [1800], BENCH_CPU_PROF (a

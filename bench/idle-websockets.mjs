@@ -31,13 +31,14 @@ import {
   commonConfig,
   loadShared,
   pick,
+  ratio,
   reportTarget,
   setupPaths,
   sized,
   timeLimit,
 } from './lib/harness.mjs';
 import { rssOf } from './lib/procfs.mjs';
-import { envInt, fmt, printTable } from './lib/report.mjs';
+import { envInt, fmt, median, printTable } from './lib/report.mjs';
 import { HOST, HOSTNAME } from './lib/stack-control.mjs';
 
 const cfg = {
@@ -208,9 +209,27 @@ if (res.burrow) {
 if (res.ssh) row('sshd + ssh rss', 'sshRss', 'ssh');
 for (const side of cfg.sides) row(`backend heap (${side})`, 'backendHeap', side);
 printTable(['what', 'bytes/WebSocket'], rows);
+
+// The tunnel's own footprint: what relay and agent hold per stream against sshd and ssh.
+const tunnelRss = res.burrow ? median(res.burrow.map((r) => r.relayRss + r.agentRss)) : Number.NaN;
+const sshTunnelRss = pick(res.ssh, 'sshRss');
+console.log('\nthe tunnel alone, resident memory per idle WebSocket (median), and handshakes per second:');
 printTable(
-  ['path', 'opened/s'],
-  cfg.sides.map((s) => [s, fmt.int(pick(res[s], 'openRate'))]),
+  ['path', 'tunnel rss bytes/WebSocket', 'vs ssh -R', 'opened/s', 'vs direct'],
+  cfg.sides.map((s) => {
+    const rss = s === 'burrow' ? tunnelRss : s === 'ssh' ? sshTunnelRss : Number.NaN;
+    const rate = pick(res[s], 'openRate');
+    return [
+      s,
+      fmt.int(rss),
+      s === 'burrow' ? ratio(tunnelRss, sshTunnelRss) : '-',
+      fmt.int(rate),
+      ratio(rate, pick(res.direct, 'openRate')),
+    ];
+  }),
+);
+console.log(
+  '  (resident memory moves in pages and is not returned after frees: read it next to the heap figures)',
 );
 
 console.log('\ntargets:');

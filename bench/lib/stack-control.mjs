@@ -17,6 +17,8 @@ export const TOPOLOGIES = {
   one: [['backend', 'relay', 'agent']],
   split: [['relay', 'agent'], ['backend']],
   apart: [['relay'], ['agent'], ['backend']],
+  // The relay's CPU alone, for profiles (bench/http.mjs BENCH_CPU_PROF).
+  'relay-alone': [['relay'], ['agent', 'backend']],
 };
 
 const STACK_FILE = fileURLToPath(new URL('./stack.mjs', import.meta.url));
