@@ -10,7 +10,9 @@
 // Small requests: an open-loop paced load (bench/lib/paced.mjs) at
 // BENCH_HOL_RATE req/s on a pool of 4 keep-alive connections; latency counts
 // from each request's due time, so a stall cannot hide. Per run and path: the
-// idle phase, then the same load while downloads run back to back.
+// idle phase, then the same load while downloads run back to back. The
+// downloads run in a child process (bench/lib/bulk-client.mjs), so reading
+// them does not delay this process's timers and responses.
 //
 //   node bench/head-of-line.mjs
 //
@@ -19,6 +21,7 @@
 // [256 MiB], plus the common BENCH_RUNS, BENCH_SIDES, BENCH_PIN,
 // BENCH_TIMEOUT, BENCH_CPU_PROF, BENCH_SMOKE. See docs/performance.md.
 import { setTimeout as sleep } from 'node:timers/promises';
+import { startBulkClient } from './lib/bulk-client.mjs';
 import {
   alternate,
   commonConfig,
@@ -29,7 +32,6 @@ import {
   sized,
   timeLimit,
 } from './lib/harness.mjs';
-import { bulkLoop } from './lib/load.mjs';
 import { createPool, pacedLoad } from './lib/paced.mjs';
 import { envInt, envNumber, fmt, printTable } from './lib/report.mjs';
 import { HOST, HOSTNAME } from './lib/stack-control.mjs';
@@ -67,12 +69,11 @@ const res = await alternate(
   'small requests',
   async (side) => {
     const idle = await small(side, cfg.duration);
-    const bulk = bulkLoop(paths.ports[side], cfg.bulkBytes, (cfg.duration + 30) * 1000);
-    await bulk.started;
+    const bulk = await startBulkClient(paths.ports[side], cfg.bulkBytes, (cfg.duration + 30) * 1000);
     // Let the transfer reach its steady rate (window growth) before sampling.
     await sleep(sized(500, 100));
     const loaded = await small(side, cfg.duration);
-    const transfer = bulk.stop();
+    const transfer = await bulk.stop();
     const r = {
       idleP50: idle.scheduled.percentile(0.5),
       idleP99: idle.scheduled.percentile(0.99),

@@ -82,37 +82,40 @@ console.log(
     `stream cap ${streams} per tunnel connection on relay and agent`,
 );
 
-/** Opens `count` WebSockets to `port`, `opening` handshakes at a time; rejects on the first failure. */
+/**
+ * Opens `count` WebSockets to `port`, `opening` handshakes at a time. On the
+ * first failure it stops opening, lets the handshakes in flight settle and
+ * returns the sockets that are open with the error, so a path that cannot hold
+ * them all is reported (how many it held, and why) rather than ending the run.
+ */
 async function openAll(port, count) {
-  const sockets = [];
+  const open = [];
   let next = 0;
+  let error;
   const worker = async () => {
-    while (next < count) {
+    while (next < count && !error) {
       next++;
       const ws = new WebSocket(`ws://${HOST}:${port}/`, {
         headers: { host: HOSTNAME },
         perMessageDeflate: false,
         handshakeTimeout: 30_000,
       });
-      sockets.push(ws);
       const [err] = await Promise.race([
         once(ws, 'open').then(() => []),
         once(ws, 'error'),
         once(ws, 'unexpected-response').then(([, res]) => [
           new Error(`handshake answered ${res.statusCode}`),
         ]),
-      ]);
-      if (err) throw new Error(`WebSocket ${sockets.length} of ${count}: ${err.message}`);
+      ]).catch((e) => [e]);
       ws.on('error', () => {});
+      if (err) {
+        ws.terminate();
+        error ??= new Error(`WebSocket ${open.length + 1} of ${count}: ${err.message}`);
+      } else open.push(ws);
     }
   };
-  try {
-    await Promise.all(Array.from({ length: Math.min(cfg.opening, count) }, worker));
-  } catch (err) {
-    for (const ws of sockets) ws.terminate();
-    throw err;
-  }
-  return sockets;
+  await Promise.all(Array.from({ length: Math.min(cfg.opening, count) }, worker));
+  return { sockets: open, error };
 }
 
 /** One echo round trip on a few of the sockets: they are open end to end, not just at the relay. */
@@ -134,7 +137,7 @@ async function backendSockets(n) {
     await sleep(50);
     u = await paths.stack.usage();
   }
-  if (u.sockets !== n) throw new Error(`backend holds ${u.sockets} WebSockets, expected ${n}`);
+  if (u.sockets !== n) console.log(`  (the backend holds ${u.sockets} WebSockets, expected ${n})`);
 }
 
 const idx = (role) => paths.stack.processes.indexOf(paths.stack.holder(role));
@@ -145,16 +148,20 @@ const res = await alternate(cfg, 'open', async (side) => {
   const before = await paths.stack.usage(true);
   const sshBefore = sshRss();
   const t0 = performance.now();
-  const sockets = await openAll(paths.ports[side], cfg.count);
+  const { sockets, error } = await openAll(paths.ports[side], cfg.count);
   const openMs = performance.now() - t0;
-  await backendSockets(cfg.count);
-  await checkEcho(sockets);
+  const n = sockets.length;
+  if (error) console.log(`  ${side}: ${n} of ${cfg.count} open, then ${error.message}`);
+  if (error && side === 'ssh') console.log(`  what sshd and ssh logged:\n${paths.ssh.log()}`);
+  await backendSockets(n);
+  if (n > 0) await checkEcho(sockets);
   const after = await paths.stack.usage(true);
   const sshAfter = sshRss();
   for (const ws of sockets) ws.terminate();
-  const per = (role, key) => (after.memory[idx(role)][key] - before.memory[idx(role)][key]) / cfg.count;
+  const per = (role, key) => (after.memory[idx(role)][key] - before.memory[idx(role)][key]) / n;
   const r = {
-    openRate: cfg.count / (openMs / 1000),
+    opened: n,
+    openRate: n / (openMs / 1000),
     backendHeap: per('backend', 'heapUsed'),
     backendRss: per('backend', 'rss'),
     relayHeap: side === 'burrow' ? per('relay', 'heapUsed') : Number.NaN,
@@ -162,11 +169,11 @@ const res = await alternate(cfg, 'open', async (side) => {
     relayRss: side === 'burrow' ? per('relay', 'rss') : Number.NaN,
     agentHeap: side === 'burrow' ? per('agent', 'heapUsed') : Number.NaN,
     agentRss: side === 'burrow' ? per('agent', 'rss') : Number.NaN,
-    sshRss: side === 'ssh' ? (sshAfter - sshBefore) / cfg.count : Number.NaN,
+    sshRss: side === 'ssh' ? (sshAfter - sshBefore) / n : Number.NaN,
     memory: { before: before.memory, after: after.memory },
   };
   r.line = () =>
-    `${fmt.int(r.openRate)} opened/s; bytes per WebSocket: backend heap ${fmt.int(r.backendHeap)}` +
+    `${n === cfg.count ? '' : `only ${n} open; `}${fmt.int(r.openRate)} opened/s; bytes per WebSocket: backend heap ${fmt.int(r.backendHeap)}` +
     (side === 'burrow'
       ? `, relay heap ${fmt.int(r.relayHeap)} rss ${fmt.int(r.relayRss)}, agent heap ${fmt.int(r.agentHeap)} rss ${fmt.int(r.agentRss)}`
       : '') +
@@ -215,12 +222,13 @@ const tunnelRss = res.burrow ? median(res.burrow.map((r) => r.relayRss + r.agent
 const sshTunnelRss = pick(res.ssh, 'sshRss');
 console.log('\nthe tunnel alone, resident memory per idle WebSocket (median), and handshakes per second:');
 printTable(
-  ['path', 'tunnel rss bytes/WebSocket', 'vs ssh -R', 'opened/s', 'vs direct'],
+  ['path', 'open (of ' + cfg.count + ')', 'tunnel rss bytes/WebSocket', 'vs ssh -R', 'opened/s', 'vs direct'],
   cfg.sides.map((s) => {
     const rss = s === 'burrow' ? tunnelRss : s === 'ssh' ? sshTunnelRss : Number.NaN;
     const rate = pick(res[s], 'openRate');
     return [
       s,
+      fmt.int(Math.min(...res[s].map((r) => r.opened))),
       fmt.int(rss),
       s === 'burrow' ? ratio(tunnelRss, sshTunnelRss) : '-',
       fmt.int(rate),

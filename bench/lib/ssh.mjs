@@ -123,7 +123,7 @@ export async function startSshTunnel(backendPort) {
     children.push(sshd);
     let sshdLog = '';
     sshd.stderr.on('data', (c) => {
-      if (sshdLog.length < 10_000) sshdLog += c.toString();
+      sshdLog = (sshdLog + c.toString()).slice(-8192);
     });
     // sshd prints nothing when it starts listening at LogLevel ERROR; ssh retries instead.
     const cipher = await probeCipher(dir, port, user, () => sshdLog);
@@ -131,6 +131,8 @@ export async function startSshTunnel(backendPort) {
     return {
       port: ssh.forwarded,
       cipher,
+      /** The latest lines sshd and ssh logged (errors only), for failure messages. */
+      log: () => `sshd: ${sshdLog.slice(-4096)}\nssh: ${ssh.log()}`,
       sshdPid: sshd.pid,
       sshPid: ssh.child.pid,
       /**
@@ -240,8 +242,12 @@ async function connectSsh(dir, port, backendPort, user, children, sshdLog) {
       /Allocated port (\d+) for remote forward/,
       'ssh -R',
     );
-    child.stderr.resume();
-    return { child, forwarded: Number(match[1]) };
+    // Keep what ssh says from here on (the last few KiB): why channels fail under load.
+    let log = '';
+    child.stderr.on('data', (c) => {
+      log = (log + c.toString()).slice(-8192);
+    });
+    return { child, forwarded: Number(match[1]), log: () => log };
   } catch (err) {
     throw new Error(`${err.message}\nsshd log:\n${sshdLog()}`);
   }
