@@ -18,7 +18,7 @@
 //
 // Environment (defaults in brackets): BENCH_DURATION seconds per phase [5],
 // BENCH_HOL_RATE [200], BENCH_HOL_BULK_BYTES size of each background download
-// [256 MiB], plus the common BENCH_RUNS, BENCH_SIDES, BENCH_PIN,
+// [256 MiB], BENCH_HOL_CONNECTIONS agent tunnel connections [1], plus the common BENCH_RUNS, BENCH_SIDES, BENCH_PIN,
 // BENCH_TIMEOUT, BENCH_CPU_PROF, BENCH_SMOKE. See docs/performance.md.
 import { setTimeout as sleep } from 'node:timers/promises';
 import { startBulkClient } from './lib/bulk-client.mjs';
@@ -42,10 +42,12 @@ const cfg = {
   duration: envNumber('BENCH_DURATION', sized(5, 1)),
   rate: envInt('BENCH_HOL_RATE', sized(200, 50), 1),
   bulkBytes: envInt('BENCH_HOL_BULK_BYTES', sized(256 * MiB, 16 * MiB), 1),
+  // 1: small requests and the bulk transfer share one WebSocket (the case measured).
+  connections: envInt('BENCH_HOL_CONNECTIONS', 1, 1),
 };
 timeLimit(cfg.timeout, 'bench/head-of-line.mjs');
 const shared = await loadShared();
-const paths = await setupPaths(shared, cfg, { connections: 1 });
+const paths = await setupPaths(shared, cfg, { connections: cfg.connections });
 console.log(`head-of-line: ${paths.describe()}`);
 console.log(
   `small GET / at ${cfg.rate} req/s (open loop, 4 keep-alive connections), ${cfg.duration} s idle, ` +
