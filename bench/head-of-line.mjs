@@ -8,7 +8,7 @@
 // what the shared CPU alone does to the small requests.
 //
 // Small requests: an open-loop paced load (bench/lib/paced.mjs) at
-// BENCH_HOL_RATE req/s on a pool of 4 keep-alive connections; latency counts
+// BENCH_HOL_RATE req/s on a pool of up to BENCH_HOL_POOL keep-alive connections; latency counts
 // from each request's due time, so a stall cannot hide. Per run and path: the
 // idle phase, then the same load while downloads run back to back. The
 // downloads run in a child process (bench/lib/bulk-client.mjs), so reading
@@ -17,7 +17,7 @@
 //   node bench/head-of-line.mjs
 //
 // Environment (defaults in brackets): BENCH_DURATION seconds per phase [5],
-// BENCH_HOL_RATE [200], BENCH_HOL_BULK_BYTES size of each background download
+// BENCH_HOL_RATE [100], BENCH_HOL_POOL [64], BENCH_HOL_BULK_BYTES size of each background download
 // [256 MiB], BENCH_HOL_CONNECTIONS agent tunnel connections [1], plus the common BENCH_RUNS, BENCH_SIDES, BENCH_PIN,
 // BENCH_TIMEOUT, BENCH_CPU_PROF, BENCH_SMOKE. See docs/performance.md.
 import { setTimeout as sleep } from 'node:timers/promises';
@@ -40,7 +40,11 @@ const MiB = 1024 * 1024;
 const cfg = {
   ...commonConfig(900),
   duration: envNumber('BENCH_DURATION', sized(5, 1)),
-  rate: envInt('BENCH_HOL_RATE', sized(200, 50), 1),
+  rate: envInt('BENCH_HOL_RATE', sized(100, 50), 1),
+  // Enough connections that a slow answer never queues the next request in the
+  // client (4 connections at 100 ms each would cap the load at 40 req/s, and the
+  // percentiles would then measure the client's queue, not the tunnel).
+  pool: envInt('BENCH_HOL_POOL', 64, 1),
   bulkBytes: envInt('BENCH_HOL_BULK_BYTES', sized(256 * MiB, 16 * MiB), 1),
   // 1: small requests and the bulk transfer share one WebSocket (the case measured).
   connections: envInt('BENCH_HOL_CONNECTIONS', 1, 1),
@@ -50,11 +54,11 @@ const shared = await loadShared();
 const paths = await setupPaths(shared, cfg, { connections: cfg.connections });
 console.log(`head-of-line: ${paths.describe()}`);
 console.log(
-  `small GET / at ${cfg.rate} req/s (open loop, 4 keep-alive connections), ${cfg.duration} s idle, ` +
+  `small GET / at ${cfg.rate} req/s (open loop, up to ${cfg.pool} keep-alive connections), ${cfg.duration} s idle, ` +
     `then ${cfg.duration} s while ${fmt.bytes(cfg.bulkBytes)} downloads run back to back on the same path`,
 );
 
-const pools = Object.fromEntries(cfg.sides.map((s) => [s, createPool(4)]));
+const pools = Object.fromEntries(cfg.sides.map((s) => [s, createPool(cfg.pool)]));
 const small = (side, duration) =>
   pacedLoad({
     host: HOST,
