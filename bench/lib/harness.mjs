@@ -89,15 +89,7 @@ export async function setupPaths(shared, cfg, stackOptions = {}) {
       cfg.sides = cfg.sides.filter((s) => s !== 'ssh');
     } else {
       ssh = await startSshTunnel(stack.backendPort);
-      cleanups.push(() => {
-        for (const pid of ssh.pids()) {
-          try {
-            process.kill(pid, 'SIGKILL');
-          } catch {
-            // gone already
-          }
-        }
-      });
+      cleanups.push(() => ssh.kill());
       if (pinned) for (const pid of ssh.pids()) pin(pid, stackCpus, true);
     }
   }

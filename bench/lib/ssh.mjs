@@ -141,6 +141,16 @@ export async function startSshTunnel(backendPort) {
        * tunnel; resolves with the new forwarded port once sshd has bound it.
        */
       addForward: (port) => addForward(dir, user, port),
+      /**
+       * Kills sshd and ssh at once (for process exit): through their
+       * ChildProcess handles, which know whether they already exited, so no
+       * reused process id is ever signalled. sshd's per-connection process
+       * ends with the ssh connection.
+       */
+      kill() {
+        for (const c of children) if (c.exitCode === null && c.signalCode === null) c.kill('SIGKILL');
+        rmSync(dir, { recursive: true, force: true });
+      },
       /** sshd's listener and its per-connection processes, plus the ssh client. */
       pids: () => [...descendants(sshd.pid), sshd.pid, ssh.child.pid],
       close,
