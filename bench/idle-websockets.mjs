@@ -131,7 +131,7 @@ async function checkEcho(sockets) {
 
 /** Waits (bounded) until the backend holds `n` WebSockets: closes and opens have landed. */
 async function backendSockets(n) {
-  const deadline = performance.now() + 60_000;
+  const deadline = performance.now() + 20_000;
   let u = await paths.stack.usage();
   while (u.sockets !== n && performance.now() < deadline) {
     await sleep(50);
