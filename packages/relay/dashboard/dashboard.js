@@ -192,6 +192,13 @@ $('login').addEventListener('submit', (event) => {
   start();
 });
 
+window.addEventListener('hashchange', () => {
+  if (!new URLSearchParams(location.hash.slice(1)).has('token')) return;
+  takeTokenFromFragment();
+  clearTimeout(timer);
+  start();
+});
+
 takeTokenFromFragment();
 if (sessionStorage.getItem(STORAGE_KEY)) start();
 else showLogin("Enter the relay's admin token (or open this page as /#token=...).");

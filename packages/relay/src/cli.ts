@@ -97,15 +97,18 @@ async function serve(argv: string[]): Promise<void> {
   };
   const current = await load();
   const logger = createLogger({ name: 'burrow-relay', level: current.logLevel });
-  const relay = await startRelay({ ...current.options, logger });
-  const reloader = new ConfigReloader({ relay, logger, load, current });
-  reloader.watchFiles();
+  // Installed before listening: SIGHUP's default action would end the process.
+  let reloader: ConfigReloader | undefined;
   process.on('SIGHUP', () => {
+    if (!reloader) return void logger.warn({ signal: 'SIGHUP' }, 'still starting; reload ignored');
     logger.info({ signal: 'SIGHUP' }, 'reloading configuration');
     void reloader.reload('SIGHUP');
   });
+  const relay = await startRelay({ ...current.options, logger });
+  reloader = new ConfigReloader({ relay, logger, load, current });
+  reloader.watchFiles();
   exitOnSignals(logger, () => {
-    reloader.stopWatching();
+    reloader?.stopWatching();
     return relay.close();
   });
 }

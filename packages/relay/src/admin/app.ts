@@ -79,7 +79,7 @@ export function bearerMatches(header: string | undefined, token: string | undefi
  * the page asks for the token and sends it on each API call.
  */
 export function buildAdminApp(opts: AdminAppOptions): FastifyInstance {
-  const app = Fastify({ logger: false, disableRequestLogging: true, return503OnClosing: true });
+  const app = Fastify({ logger: false, return503OnClosing: true });
   const files = new Map(
     Object.entries(STATIC).map(([url, s]) => [
       url,

@@ -354,7 +354,7 @@ export async function forwardUpgrade(
   let headText: string;
   try {
     headText = serializeHead(rh, rh.status === 101);
-  } catch (err) {
+  } catch {
     log(502, 'invalid_response_head');
     stream.reset(Reason.BadMetadata, 'invalid response head');
     return sendRawError(
