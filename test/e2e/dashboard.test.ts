@@ -12,6 +12,17 @@ import { get, testServer } from '../helpers/http.js';
 import { testRelay } from '../helpers/relay.js';
 
 const CHROMIUM = '/usr/bin/chromium';
+
+// The page functions below run in the browser; the tests compile without the
+// DOM library, so declare the little of it they use.
+interface PageElement {
+  textContent: string | null;
+  dataset: Record<string, string | undefined>;
+}
+declare const document: {
+  getElementById(id: string): PageElement | null;
+  querySelector(selector: string): PageElement | null;
+};
 const TOKEN = 'dashboard-admin-token-0123456789';
 
 t.test('dashboard shows new routes and live traffic', async (t) => {
