@@ -127,7 +127,7 @@ export class TunnelEndpoint {
       });
       this.connections.add(conn);
       session.on('close', () => this.connections.delete(conn));
-      log.info({ conn: conn.id, subject: claims.sub, remote }, 'agent connected');
+      log.info({ conn: conn.id, subject: claims.sub, jti: claims.jti, remote }, 'agent connected');
       this.#opts.onConnection?.(conn);
     });
   }
