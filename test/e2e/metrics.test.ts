@@ -2,6 +2,7 @@
 // backends; the counters must match the requests the test sent, and no label
 // may carry a client address or a client-chosen Host.
 import { once } from 'node:events';
+import { request } from 'node:http';
 import { createServer } from 'node:net';
 import { agentMetrics } from '@burrow/agent';
 import t from 'tap';
@@ -115,4 +116,39 @@ t.test('route refusals are counted by reason', async (t) => {
   const text = await relay.metrics.registry.metrics();
   t.equal(metricValue(text, 'burrow_relay_refusals_total', { reason: 'route_not_allowed' }), 1);
   t.equal(metricValue(text, 'burrow_relay_routes'), 1);
+});
+
+t.test('an upgraded connection is counted when it closes, with its bytes', async (t) => {
+  const relay = await testRelay(t);
+  const app = await testServer(t, (_req, res) => res.end('plain'));
+  app.server.on('upgrade', (_req, socket) => {
+    socket.write('HTTP/1.1 101 Switching Protocols\r\nconnection: upgrade\r\nupgrade: echo\r\n\r\n');
+    socket.pipe(socket); // echo until the client half-closes
+  });
+  await testAgent(t, relay, [{ id: 'ws', hostnames: ['ws.metrics.test'], target: app.url }]);
+  const socket = await new Promise<import('node:stream').Duplex>((resolve, reject) => {
+    request({
+      host: '127.0.0.1',
+      port: relay.httpAddress.port,
+      headers: { host: 'ws.metrics.test', connection: 'upgrade', upgrade: 'echo' },
+    })
+      .on('upgrade', (_res, s) => resolve(s))
+      .on('error', reject)
+      .end();
+  });
+  socket.write('0123456789');
+  const [echo] = await once(socket, 'data');
+  t.equal(String(echo), '0123456789');
+  socket.end();
+  await once(socket, 'close');
+  const v = async (name: string, labels: Record<string, string>) =>
+    metricValue(await relay.metrics.registry.metrics(), name, labels);
+  while ((await v('burrow_relay_requests_total', { host: 'ws.metrics.test', status_class: '1xx' })) !== 1) {
+    await new Promise((r) => setImmediate(r));
+  }
+  t.equal(await v('burrow_relay_http_bytes_total', { host: 'ws.metrics.test', direction: 'in' }), 10);
+  t.ok(
+    ((await v('burrow_relay_http_bytes_total', { host: 'ws.metrics.test', direction: 'out' })) ?? 0) >= 10,
+  );
+  t.equal(await v('burrow_relay_streams_active', { host: 'ws.metrics.test' }), 0);
 });

@@ -304,16 +304,15 @@ export async function forwardUpgrade(
   const started = performance.now();
   socket.on('error', () => {});
   const r = route(req, opts.table);
-  const log = (status: number, error?: string) => {
+  const log = (status: number, error?: string, s?: Stream) => {
     const info: AccessInfo = {
       host: r.host,
       route: r.route,
       method: req.method ?? '',
       path: req.url ?? '',
       status,
-      // Upgraded connections are counted when the response head is sent; their bytes are not.
-      bytesIn: 0,
-      bytesOut: 0,
+      bytesIn: s?.bytesOut ?? 0,
+      bytesOut: s?.bytesIn ?? 0,
       durationMs: Math.round(performance.now() - started),
       client: clientIp(req.socket.remoteAddress),
       ...(error ? { error } : {}),
@@ -365,7 +364,9 @@ export async function forwardUpgrade(
       'invalid_response_head',
     );
   }
-  log(rh.status);
+  // Logged and counted when the exchange ends, with the bytes both ways (a
+  // WebSocket may live for hours; its access line comes when it closes).
+  stream.once('close', () => log(rh.status, undefined, stream));
   socket.write(headText);
   if (rest.byteLength > 0) socket.write(rest);
   if (rh.status === 101) {
