@@ -57,6 +57,7 @@ export class ConfigReloader {
   #running: Promise<boolean> | undefined;
   #queued = false;
   #debounce: NodeJS.Timeout | undefined;
+  #watching = false;
 
   constructor(opts: ReloaderOptions) {
     this.#opts = opts;
@@ -90,7 +91,9 @@ export class ConfigReloader {
 
   /** Watches the config file and the files it names that reload live; changes reload after a short quiet time. */
   watchFiles(): void {
-    this.stopWatching();
+    // Only the watchers: a change already waiting out its debounce still reloads.
+    for (const w of this.#watchers.splice(0)) w.close();
+    this.#watching = true;
     const v = this.#current.values;
     const files = ['config', 'revoked-tokens', 'admin-token-file', 'tunnel-tls-cert', 'tunnel-tls-key']
       .map((k) => v[k])
@@ -118,6 +121,7 @@ export class ConfigReloader {
   }
 
   stopWatching(): void {
+    this.#watching = false;
     clearTimeout(this.#debounce);
     for (const w of this.#watchers.splice(0)) w.close();
   }
@@ -177,6 +181,8 @@ export class ConfigReloader {
     logger.level = next.logLevel;
     for (const commit of commits) commit();
     this.#current = next;
+    // The new configuration may name other files (a moved revocation list).
+    if (this.#watching) this.watchFiles();
     relay.metrics.reloaded(true);
     logger.info(
       {
