@@ -56,9 +56,18 @@ t.test('SIGHUP and file changes reload without failing a request', async (t) => 
   const admin = (path: string, token: string) =>
     fetch(`http://127.0.0.1:${adminPort}${path}`, { headers: { authorization: `Bearer ${token}` } });
 
+  let release!: () => void;
+  const held = new Promise<void>((r) => (release = r));
+  let arrived!: () => void;
+  const heldArrived = new Promise<void>((r) => (arrived = r));
   const backend = await testServer(t, (req, res) => {
     req.resume();
-    req.on('end', () => res.end(`ok ${req.url}`));
+    req.on('end', () => {
+      if (req.url === '/held') {
+        arrived();
+        held.then(() => res.end('held to the end'));
+      } else res.end(`ok ${req.url}`);
+    });
   });
   const tunnel = `ws://127.0.0.1:${tunnelPort}`;
   await testAgent(t, tunnel, [{ id: 'steady', hostnames: ['steady.reload.test'], target: backend.url }], {
@@ -102,9 +111,18 @@ t.test('SIGHUP and file changes reload without failing a request', async (t) => 
     ttl: 60_000,
   });
   t.equal((await tunnelUpgrade(tunnelPort, newKeyToken)).status, 401, 'the new key is not trusted yet');
+  // A request in flight across the reload.
+  const inFlight = get(httpPort, 'steady.reload.test', '/held');
+  await heldArrived;
   let reloaded = next((l) => l['msg'] === 'config reloaded');
   relay.child.kill('SIGHUP');
   t.match(await reloaded, { trigger: 'SIGHUP', verifyKeys: 2 });
+  release();
+  t.same(
+    (await inFlight).body.toString(),
+    'held to the end',
+    'a request in flight during the reload finished',
+  );
   t.equal((await tunnelUpgrade(tunnelPort, newKeyToken)).status, 101, 'tokens of the new key verify');
 
   // 2. The config file changes an option that needs a restart, and the log level.
