@@ -188,6 +188,11 @@ async function token(argv: string[]): Promise<void> {
     throw new ConfigError(err.message);
   });
   process.stdout.write(`${jwt}\n`);
+  // The id goes to stderr, so `> agent.token` keeps only the token: note it to revoke the token later.
+  const { jti } = JSON.parse(Buffer.from(jwt.split('.')[1] ?? '', 'base64url').toString('utf8')) as {
+    jti: string;
+  };
+  process.stderr.write(`token id (jti, for --revoked-tokens): ${jti}\n`);
 }
 
 await runCli('burrow-relay', async () => {
