@@ -1,4 +1,4 @@
-import { createServer, type Server } from 'node:http';
+import { createServer, type IncomingMessage, type Server, type ServerResponse } from 'node:http';
 import type { Socket } from 'node:net';
 import { type ForwardOptions, forwardRequest, forwardUpgrade } from '../proxy/forward.js';
 
@@ -7,6 +7,8 @@ export interface HttpListenerOptions extends ForwardOptions {
   headersTimeout: number;
   /** Idle time before a keep-alive client connection is closed, ms. */
   keepAliveTimeout: number;
+  /** Answers a request itself (ACME challenge, HTTPS redirect) instead of forwarding it; true when it did. */
+  intercept?: (req: IncomingMessage, res: ServerResponse) => boolean;
 }
 
 /**
@@ -23,6 +25,7 @@ export function createHttpListener(opts: HttpListenerOptions): Server {
     maxHeaderSize: 16 * 1024,
   });
   server.on('request', (req, res) => {
+    if (opts.intercept?.(req, res)) return;
     forwardRequest(opts, req, res).catch((err) => {
       opts.logger.error({ err }, 'request handling failed');
       res.destroy();

@@ -1,5 +1,6 @@
-import type { IncomingMessage, ServerResponse } from 'node:http';
+import type { IncomingMessage, OutgoingHttpHeaders, ServerResponse } from 'node:http';
 import { STATUS_CODES, validateHeaderName, validateHeaderValue } from 'node:http';
+import { Http2ServerRequest, type Http2ServerResponse } from 'node:http2';
 import type { Duplex } from 'node:stream';
 import {
   type HeaderPairs,
@@ -29,6 +30,24 @@ export interface ForwardOptions {
   responseHeadTimeout: number;
   /** Counters hook (metrics); called once per finished request. */
   onRequestDone?: (info: AccessInfo) => void;
+  /**
+   * On terminated TLS: the SNI name the connection was opened for. A request
+   * whose Host belongs to another route answers 421, so a client that
+   * coalesced connections (h2, RFC 9113 §9.1.1) retries on a new one.
+   */
+  sniOf?: (req: ClientRequest) => string | undefined;
+  /** Headers added to every response (HSTS on terminated TLS). */
+  responseHeaders?: HeaderPairs;
+}
+
+/** A request as parsed by Node's HTTP/1 parser or the HTTP/2 compatibility layer. */
+export type ClientRequest = IncomingMessage | Http2ServerRequest;
+export type ClientResponse = ServerResponse | Http2ServerResponse;
+
+/** The request's authority: Host for HTTP/1, :authority (or Host) for HTTP/2. */
+export function requestHost(req: ClientRequest): string | undefined {
+  if (req instanceof Http2ServerRequest) return req.authority || req.headers.host;
+  return req.headers.host;
 }
 
 export interface AccessInfo {
@@ -55,16 +74,21 @@ const FORWARDING = new Set([
 ]);
 
 /** Request headers as sent to the agent: hop-by-hop removed, forwarding headers set by the relay. */
-export function forwardedHeaders(
-  req: IncomingMessage,
-  proto: 'http' | 'https',
-  upgrade: boolean,
-): HeaderPairs {
-  const pairs = stripHopByHop(pairsFromRaw(req.rawHeaders), upgrade).filter(
-    ([k]) => !FORWARDING.has(k.toLowerCase()),
+export function forwardedHeaders(req: ClientRequest, proto: 'http' | 'https', upgrade: boolean): HeaderPairs {
+  const h2 = req instanceof Http2ServerRequest;
+  let pairs = stripHopByHop(pairsFromRaw(req.rawHeaders), upgrade).filter(
+    ([k]) => !FORWARDING.has(k.toLowerCase()) && !k.startsWith(':'),
   );
+  const host = requestHost(req) ?? '';
+  if (h2) {
+    // The agent speaks HTTP/1.1 to the backend: :authority becomes Host, and
+    // the cookie crumbs HTTP/2 allows (RFC 9113 §8.2.3) are joined again.
+    const cookies = pairs.filter(([k]) => k.toLowerCase() === 'cookie').map(([, v]) => v);
+    pairs = pairs.filter(([k]) => k.toLowerCase() !== 'cookie' && k.toLowerCase() !== 'host');
+    pairs.unshift(['Host', host]);
+    if (cookies.length > 0) pairs.push(['Cookie', cookies.join('; ')]);
+  }
   const ip = clientIp(req.socket.remoteAddress);
-  const host = req.headers.host ?? '';
   const node = ip.includes(':') ? `"[${ip}]"` : ip;
   pairs.push(
     ['X-Forwarded-For', ip],
@@ -121,8 +145,9 @@ type Routed =
   | ({ ok: false; host: string } & ProxyFailure);
 
 /** Finds the agent connection for a request, or the failure to answer with. */
-function route(req: IncomingMessage, table: RouteTable<AgentConnection>): Routed {
-  const host = normalizeHost(req.headers.host);
+function route(req: ClientRequest, opts: ForwardOptions): Routed {
+  const table = opts.table;
+  const host = normalizeHost(requestHost(req));
   if (!host)
     return {
       ok: false,
@@ -151,6 +176,33 @@ function route(req: IncomingMessage, table: RouteTable<AgentConnection>): Routed
     };
   }
   const { binding } = found;
+  const sni = opts.sniOf?.(req);
+  if (sni !== undefined && sni !== host) {
+    const first = table.lookup(sni);
+    if (
+      first.kind !== 'found' ||
+      first.binding.routeId !== binding.routeId ||
+      first.binding.target.subject !== binding.target.subject
+    ) {
+      return {
+        ok: false,
+        host,
+        status: 421,
+        code: 'misdirected',
+        message: 'This connection was opened for another hostname; retry on a new connection.',
+      };
+    }
+  }
+  if (binding.mode === 'tls-passthrough') {
+    // Only the backend holds this name's certificate: plain HTTP cannot reach it.
+    return {
+      ok: false,
+      host,
+      status: 421,
+      code: 'tls_only',
+      message: 'This hostname is served over HTTPS only.',
+    };
+  }
   if (binding.allowlist && !binding.allowlist.allows(req.socket.remoteAddress ?? '')) {
     return {
       ok: false,
@@ -163,7 +215,7 @@ function route(req: IncomingMessage, table: RouteTable<AgentConnection>): Routed
   return { ok: true, conn: binding.target, routeId: binding.routeId, host };
 }
 
-function meta(req: IncomingMessage, routeId: string, proto: 'http' | 'https', upgrade: boolean): HttpOpen {
+function meta(req: ClientRequest, routeId: string, proto: 'http' | 'https', upgrade: boolean): HttpOpen {
   return {
     kind: 'http',
     route: routeId,
@@ -188,11 +240,12 @@ function retryable(err: unknown): boolean {
 /** Proxies one HTTP request through the tunnel: request body up, response head and body down. */
 export async function forwardRequest(
   opts: ForwardOptions,
-  req: IncomingMessage,
-  res: ServerResponse,
+  req: ClientRequest,
+  res: ClientResponse,
 ): Promise<void> {
   const started = performance.now();
-  const r = route(req, opts.table);
+  const h2 = req instanceof Http2ServerRequest;
+  const r = route(req, opts);
   let stream: Stream | undefined;
   let error: string | undefined;
   res.once('close', () => {
@@ -208,13 +261,17 @@ export async function forwardRequest(
       durationMs: Math.round((performance.now() - started) * 1000) / 1000,
       client: clientIp(req.socket.remoteAddress),
       ...(error ? { error } : {}),
+      ...(h2 ? { h2: true } : {}),
     };
     opts.logger.info(info, 'request');
     opts.onRequestDone?.(info);
   });
   // A request with no body can be sent again: if the agent connection it went
   // to refused it unprocessed (GOAWAY during a rolling update), try another.
-  const replayable = !req.headers['transfer-encoding'] && (req.headers['content-length'] ?? '0') === '0';
+  const replayable =
+    req instanceof Http2ServerRequest
+      ? req.stream.endAfterHeaders
+      : !req.headers['transfer-encoding'] && (req.headers['content-length'] ?? '0') === '0';
   let routed = r;
   let head: ResponseHead | undefined;
   let rest: Buffer = Buffer.alloc(0);
@@ -222,20 +279,20 @@ export async function forwardRequest(
     if (!routed.ok) {
       error = routed.code;
       req.resume();
-      return sendError(res, routed.status, routed.message, routed.host, routed.code);
+      return sendError(res, routed.status, routed.message, routed.host, routed.code, opts.responseHeaders);
     }
     let s: Stream;
     try {
       s = stream = routed.conn.openHttpStream(meta(req, routed.routeId, opts.proto, false));
     } catch (err) {
       if (replayable && attempt < MAX_RETRIES && retryable(err)) {
-        routed = route(req, opts.table);
+        routed = route(req, opts);
         continue;
       }
       const f = failureFor(err);
       error = f.code;
       req.resume();
-      return sendError(res, f.status, f.message, routed.host, f.code);
+      return sendError(res, f.status, f.message, routed.host, f.code, opts.responseHeaders);
     }
     s.on('error', () => {}); // handled where it matters: before the head by readResponseHead, after by res
     if (replayable) {
@@ -249,35 +306,48 @@ export async function forwardRequest(
       ({ head, rest } = await readResponseHead(s, opts.responseHeadTimeout));
     } catch (err) {
       s.reset(Reason.Cancel, 'no usable response');
-      if (replayable && attempt < MAX_RETRIES && retryable(err) && !res.destroyed) {
-        routed = route(req, opts.table);
+      if (replayable && attempt < MAX_RETRIES && retryable(err) && !req.socket.destroyed) {
+        routed = route(req, opts);
         continue;
       }
       const f = failureFor(err);
       error = f.code;
       req.unpipe(s);
       req.resume();
-      return sendError(res, f.status, f.message, routed.host, f.code);
+      return sendError(res, f.status, f.message, routed.host, f.code, opts.responseHeaders);
     }
   }
   const s = stream!;
   try {
     if (head.status < 200 || head.status === 101)
       throw new Error(`status ${head.status} is not a final response`);
-    res.writeHead(
-      head.status,
-      head.statusText ?? STATUS_CODES[head.status] ?? '',
-      rawFromPairs(stripHopByHop(head.headers)),
-    );
+    const headers = [...stripHopByHop(head.headers), ...(opts.responseHeaders ?? [])];
+    if (h2) {
+      // HTTP/2 has no reason phrase, and takes headers as an object.
+      (res as Http2ServerResponse).writeHead(head.status, headerObject(headers));
+    } else {
+      (res as ServerResponse).writeHead(
+        head.status,
+        head.statusText ?? STATUS_CODES[head.status] ?? '',
+        rawFromPairs(headers),
+      );
+    }
   } catch (err) {
     error = 'invalid_response_head';
     opts.logger.warn({ host: r.host, reason: (err as Error).message }, 'agent sent an invalid response head');
     s.reset(Reason.BadMetadata, 'invalid response head');
-    return sendError(res, 502, 'The backend sent an invalid response.', r.host, 'invalid_response_head');
+    return sendError(
+      res,
+      502,
+      'The backend sent an invalid response.',
+      r.host,
+      'invalid_response_head',
+      opts.responseHeaders,
+    );
   }
-  if (rest.byteLength > 0) res.write(rest);
+  if (rest.byteLength > 0) (res as NodeJS.WritableStream).write(rest);
   s.on('error', () => res.destroy());
-  s.pipe(res);
+  s.pipe(res as NodeJS.WritableStream);
 }
 
 /** Proxies an Upgrade request (WebSocket and others): after a 101, bytes flow raw both ways. */
@@ -289,7 +359,7 @@ export async function forwardUpgrade(
 ): Promise<void> {
   const started = performance.now();
   socket.on('error', () => {});
-  const r = route(req, opts.table);
+  const r = route(req, opts);
   const log = (status: number, error?: string) =>
     opts.logger.info(
       {
@@ -356,6 +426,18 @@ export async function forwardUpgrade(
     socket.resume();
   }
   stream.pipe(socket);
+}
+
+/** Header pairs as an object for HTTP/2 (lower-case names; repeated names become arrays). */
+function headerObject(pairs: HeaderPairs): OutgoingHttpHeaders {
+  const out: Record<string, string | string[]> = {};
+  for (const [k, v] of pairs) {
+    const name = k.toLowerCase();
+    const prev = out[name];
+    if (prev === undefined) out[name] = v;
+    else out[name] = Array.isArray(prev) ? [...prev, v] : [prev, v];
+  }
+  return out;
 }
 
 /** Serialises a response head for a raw socket, validating every header as Node would. */

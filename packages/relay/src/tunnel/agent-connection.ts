@@ -11,6 +11,7 @@ import {
   Reason,
   type Session,
   type Stream,
+  type TcpOpen,
   writeMessage,
 } from '@burrow/shared';
 import type { RouteTable, RouteTarget } from '../routes/table.js';
@@ -82,6 +83,15 @@ export class AgentConnection implements RouteTarget {
 
   /** Opens a request stream to the agent. Throws when the session cannot take one. */
   openHttpStream(meta: HttpOpen): Stream {
+    return this.#open(meta);
+  }
+
+  /** Opens a raw byte stream (TLS passthrough) to the agent. Throws when the session cannot take one. */
+  openTcpStream(meta: TcpOpen): Stream {
+    return this.#open(meta);
+  }
+
+  #open(meta: HttpOpen | TcpOpen): Stream {
     const stream = this.session.openStream(encodeJson(meta));
     this.#inFlight++;
     stream.once('close', () => this.#inFlight--);
