@@ -54,6 +54,8 @@ t.test('keygen, token create, serve, SIGTERM drain', async (t) => {
     '127.0.0.1:0',
     '--tunnel-listen',
     '127.0.0.1:0',
+    '--tls-listen',
+    '127.0.0.1:0',
     '--verify-key',
     keys,
     '--drain-timeout',

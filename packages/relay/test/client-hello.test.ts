@@ -1,11 +1,14 @@
 import { once } from 'node:events';
 import { type AddressInfo, createServer } from 'node:net';
-import { connect, type ConnectionOptions } from 'node:tls';
+import { type ConnectionOptions, connect } from 'node:tls';
 import t from 'tap';
 import { MAX_HELLO_BYTES, parseClientHello } from '../src/tls/client-hello.js';
 
 /** The bytes node's TLS client sends first, captured on a plain TCP server. */
-async function capture(t: { teardown(fn: () => unknown): void }, options: ConnectionOptions): Promise<Buffer> {
+async function capture(
+  t: { teardown(fn: () => unknown): void },
+  options: ConnectionOptions,
+): Promise<Buffer> {
   const server = createServer();
   server.listen(0, '127.0.0.1');
   await once(server, 'listening');
@@ -59,23 +62,26 @@ const cases: Array<{ name: string; options: ConnectionOptions; sni: string | und
   },
 ];
 
-t.test('real ClientHellos from node: SNI and ALPN, whole, split into records, at every truncation', async (t) => {
-  for (const c of cases) {
-    const hello = await capture(t, c.options);
-    const whole = parseClientHello(hello);
-    t.same(whole, { status: 'ok', hello: { serverName: c.sni, alpn: c.alpn } }, c.name);
-    // Across TLS records: the same message cut into 1-, 7- and 100-byte fragments.
-    for (const size of [1, 7, 100]) {
-      t.same(parseClientHello(reframe(hello, size)), whole, `${c.name}: records of ${size} bytes`);
+t.test(
+  'real ClientHellos from node: SNI and ALPN, whole, split into records, at every truncation',
+  async (t) => {
+    for (const c of cases) {
+      const hello = await capture(t, c.options);
+      const whole = parseClientHello(hello);
+      t.same(whole, { status: 'ok', hello: { serverName: c.sni, alpn: c.alpn } }, c.name);
+      // Across TLS records: the same message cut into 1-, 7- and 100-byte fragments.
+      for (const size of [1, 7, 100]) {
+        t.same(parseClientHello(reframe(hello, size)), whole, `${c.name}: records of ${size} bytes`);
+      }
+      // Across TCP reads: every strict prefix asks for more, never errs.
+      let wrong = 0;
+      for (let cut = 0; cut < hello.length; cut++) {
+        if (parseClientHello(hello.subarray(0, cut)).status !== 'incomplete') wrong++;
+      }
+      t.equal(wrong, 0, `${c.name}: all ${hello.length} truncations are incomplete`);
     }
-    // Across TCP reads: every strict prefix asks for more, never errs.
-    let wrong = 0;
-    for (let cut = 0; cut < hello.length; cut++) {
-      if (parseClientHello(hello.subarray(0, cut)).status !== 'incomplete') wrong++;
-    }
-    t.equal(wrong, 0, `${c.name}: all ${hello.length} truncations are incomplete`);
-  }
-});
+  },
+);
 
 t.test('malformed hellos are rejected with a reason, never thrown', async (t) => {
   const hello = await capture(t, { servername: 'app.example.com', ALPNProtocols: ['h2'] });
