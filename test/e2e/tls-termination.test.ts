@@ -4,6 +4,7 @@ import { once } from 'node:events';
 import { readFile } from 'node:fs/promises';
 import { connect as h2connect } from 'node:http2';
 import { Agent as HttpsAgent, request as httpsRequest } from 'node:https';
+import { connect as tlsConnect } from 'node:tls';
 import { promisify } from 'node:util';
 import type { Relay } from '@burrow/relay';
 import t from 'tap';
@@ -262,4 +263,22 @@ t.test('certificates reload when their files change, without dropping open conne
   t.equal(again.serial, first.serial, '…on its original handshake');
   const fresh = await httpsGet(port, 'r.example.test', pki.caPem);
   t.equal(fresh.serial.toUpperCase(), newSerial.toUpperCase(), 'a new connection gets the new certificate');
+});
+
+t.test('a slow HTTP/1.1 request head over TLS gets 408, like on the plain listener', async (t) => {
+  const pki = await testPki(t);
+  const { tlsPort } = await setup(t, pki, { headersTimeout: 300 });
+  const socket = tlsConnect({
+    host: '127.0.0.1',
+    port: tlsPort,
+    servername: 'a.example.test',
+    ca: pki.caPem,
+    ALPNProtocols: ['http/1.1'],
+  });
+  t.teardown(() => socket.destroy());
+  await once(socket, 'secureConnect');
+  socket.write('GET / HTTP/1.1\r\nHost: a.example.test\r\n');
+  const chunks: Buffer[] = [];
+  for await (const c of socket) chunks.push(c as Buffer);
+  t.match(Buffer.concat(chunks).toString(), /^HTTP\/1\.1 408/, 'closed with 408 Request Timeout');
 });

@@ -157,6 +157,8 @@ export async function startRelay(options: RelayOptions): Promise<Relay> {
     logger,
     certs,
     responseHeadTimeout: options.responseHeadTimeout ?? 60_000,
+    headersTimeout: options.headersTimeout ?? 20_000,
+    keepAliveTimeout: 5_000,
     ...(options.hstsMaxAge !== undefined ? { hstsMaxAge: options.hstsMaxAge } : {}),
     ...(options.onRequestDone ? { onRequestDone: options.onRequestDone } : {}),
   });

@@ -8,6 +8,10 @@ export interface HttpsTerminatorOptions extends Omit<ForwardOptions, 'proto' | '
   certs: CertStore;
   /** Strict-Transport-Security max-age in seconds; undefined sends no HSTS header. */
   hstsMaxAge?: number;
+  /** Time an HTTP/1.1 client has to send its request head, ms (slowloris bound). */
+  headersTimeout: number;
+  /** Idle time before a keep-alive HTTP/1.1 connection is closed, ms. */
+  keepAliveTimeout: number;
 }
 
 /**
@@ -38,6 +42,18 @@ export function createHttpsTerminator(opts: HttpsTerminatorOptions): Http2Secure
       else cb(new Error(`no certificate for ${name}`));
     },
   });
+  // The HTTP/1 side gets the plain listener's bounds: a deadline for each
+  // request head, none for bodies (uploads and SSE stream without a cap).
+  // Node enforces these from a periodic check it starts on 'listening'; this
+  // server never listens (sockets are handed to it), so start the check here.
+  Object.assign(server, {
+    headersTimeout: opts.headersTimeout,
+    requestTimeout: 0,
+    keepAliveTimeout: opts.keepAliveTimeout,
+    // How often the deadlines are checked: a fraction of the head deadline, so it holds within 25 %.
+    connectionsCheckingInterval: Math.min(30_000, Math.max(50, Math.floor(opts.headersTimeout / 4))),
+  });
+  server.emit('listening');
   server.on('request', (req, res) => {
     forwardRequest(forward, req, res).catch((err) => {
       opts.logger.error({ err }, 'request handling failed');
