@@ -8,6 +8,7 @@ import { connect as tlsConnect } from 'node:tls';
 import { promisify } from 'node:util';
 import type { Relay } from '@burrow/relay';
 import t from 'tap';
+import { WebSocket, WebSocketServer } from 'ws';
 import { testAgent } from '../helpers/agent.js';
 import { get, testServer } from '../helpers/http.js';
 import { type Teardownable, testRelay } from '../helpers/relay.js';
@@ -281,4 +282,27 @@ t.test('a slow HTTP/1.1 request head over TLS gets 408, like on the plain listen
   const chunks: Buffer[] = [];
   for await (const c of socket) chunks.push(c as Buffer);
   t.match(Buffer.concat(chunks).toString(), /^HTTP\/1\.1 408/, 'closed with 408 Request Timeout');
+});
+
+t.test('WebSocket over a terminated TLS connection (wss://): the same upgrade splice', async (t) => {
+  const pki = await testPki(t);
+  const cert = await pki.issue('ws', ['ws.example.test']);
+  const relay = await testRelay(t, {
+    tls: { host: '127.0.0.1', port: 0 },
+    certFiles: { pairs: [{ cert: cert.certFile, key: cert.keyFile }] },
+  });
+  const w = await testServer(t, (_req, res) => res.end('not a websocket request'));
+  const wss = new WebSocketServer({ server: w.server });
+  wss.on('connection', (ws, req) =>
+    ws.on('message', (data) => ws.send(`${req.headers['x-forwarded-proto']}:${data}`)),
+  );
+  await testAgent(t, relay, [{ id: 'ws', hostnames: ['ws.example.test'], target: w.url }]);
+  // ws hands these options to https.request, which takes the SNI name from `servername`.
+  const options = { headers: { host: 'ws.example.test' }, servername: 'ws.example.test', ca: pki.caPem };
+  const ws = new WebSocket(`wss://127.0.0.1:${relay.tlsAddress!.port}/chat`, options);
+  t.teardown(() => ws.terminate());
+  await once(ws, 'open');
+  ws.send('hello');
+  const [reply] = await once(ws, 'message');
+  t.equal(String(reply), 'https:hello', 'echoed through the tunnel; the backend saw https');
 });
