@@ -77,8 +77,30 @@ t.test('passthrough: the backend terminates with its own certificate; the relay 
       hostnames: ['secure.example.test'],
       target: `tls-passthrough://127.0.0.1:${backend.port}`,
     },
+    {
+      id: 'fenced',
+      hostnames: ['fenced.example.test'],
+      target: `tls-passthrough://127.0.0.1:${backend.port}`,
+      allowCidrs: ['203.0.113.0/24'],
+    },
   ]);
   t.equal(relay.certificateExpiry().length, 0, 'the relay has no certificate at all');
+  const fenced = await new Promise<string>((resolve) => {
+    const s = tlsConnect({
+      host: '127.0.0.1',
+      port: relay.tlsAddress!.port,
+      servername: 'fenced.example.test',
+      ca: pki.caPem,
+    });
+    s.on('secureConnect', () => resolve('connected'));
+    s.on('error', (err: NodeJS.ErrnoException) => resolve(err.code ?? err.message));
+    t.teardown(() => s.destroy());
+  });
+  t.match(
+    fenced,
+    /UNRECOGNIZED_NAME/,
+    "a client outside the route's allowlist is refused before any byte reaches the agent",
+  );
   const r = await httpsGet(relay.tlsAddress!.port, 'secure.example.test', pki.caPem);
   t.equal(r.status, 200);
   t.equal(r.fingerprint, backend.fingerprint, "the client verified the backend's own certificate");
