@@ -48,6 +48,8 @@ class HelloReader {
   readonly #socket: Socket;
   readonly #timer: NodeJS.Timeout;
   readonly #onData = (chunk: Buffer) => this.#data(chunk);
+  readonly #onEnd = () => this.#refuse('client closed before its ClientHello ended');
+  readonly #onClose = () => this.#refuse('connection lost before the ClientHello');
   #chunks: Buffer[] = [];
   #size = 0;
   #done = false;
@@ -57,10 +59,8 @@ class HelloReader {
     this.#socket = socket;
     socket.on('error', () => {}); // reported through 'close' below or by the next owner
     socket.on('data', this.#onData);
-    socket.once('end', () => this.#refuse('client closed before its ClientHello ended'));
-    socket.once('close', () => {
-      if (!this.#done) this.#refuse('connection lost before the ClientHello');
-    });
+    socket.once('end', this.#onEnd);
+    socket.once('close', this.#onClose);
     this.#timer = setTimeout(
       () => this.#refuse(`no complete ClientHello within ${opts.helloTimeout} ms`),
       opts.helloTimeout,
@@ -91,8 +91,9 @@ class HelloReader {
     clearTimeout(this.#timer);
     this.#socket.off('data', this.#onData);
     this.#socket.pause();
-    this.#socket.removeAllListeners('end');
-    this.#socket.removeAllListeners('close');
+    // Only this reader's listeners: others (connection tracking) stay.
+    this.#socket.off('end', this.#onEnd);
+    this.#socket.off('close', this.#onClose);
   }
 
   #refuse(reason: string, sni?: string, alert = false): void {
