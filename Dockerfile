@@ -43,7 +43,7 @@ USER 65532:65532
 # 80: public HTTP. 443: public TLS. 8443: tunnel endpoint for agents. Docker
 # (20.10+) lets a non-root process bind :80 and :443 inside a container; on
 # Kubernetes, either grant NET_BIND_SERVICE or listen on high ports
-# (--http-listen 0.0.0.0:8080 --tls-listen 0.0.0.0:8443).
+# (--http-listen 0.0.0.0:8080 --tls-listen 0.0.0.0:4443).
 EXPOSE 80 443 8443
 ENTRYPOINT ["/nodejs/bin/node", "/app/packages/relay/dist/cli.js"]
 # Mount /etc/burrow with relay.yaml and keys/*.pub (docs/install.md). keygen and
