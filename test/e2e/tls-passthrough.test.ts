@@ -4,6 +4,7 @@ import { readFile } from 'node:fs/promises';
 import { createServer as createHttpsServer, request as httpsRequest } from 'node:https';
 import { type AddressInfo, connect as netConnect, type Socket } from 'node:net';
 import { type TLSSocket, connect as tlsConnect } from 'node:tls';
+import { createLogger } from '@burrow/shared';
 import t from 'tap';
 import { testAgent } from '../helpers/agent.js';
 import { get, testServer } from '../helpers/http.js';
@@ -138,10 +139,16 @@ t.test(
   async (t) => {
     const pki = await testPki(t);
     const a = await pki.issue('a', ['ok.example.test']);
+    // The relay's real JSON log lines, kept in memory.
+    const logged: Array<Record<string, unknown>> = [];
+    const destination = {
+      write: (line: string) => logged.push(JSON.parse(line)) > 0,
+    } as unknown as NodeJS.WritableStream;
     const relay = await testRelay(t, {
       tls: { host: '127.0.0.1', port: 0 },
       certFiles: { pairs: [{ cert: a.certFile, key: a.keyFile }] },
       helloTimeout: 300,
+      logger: createLogger({ name: 'relay', level: 'info', destination }),
     });
     const backend = await testServer(t, (_req, res) => res.end('fine'));
     await testAgent(t, relay, [{ id: 'ok', hostnames: ['ok.example.test'], target: backend.url }]);
@@ -198,6 +205,19 @@ t.test(
 
     const unknown = await rawExchange(port, await helloFor('nobody.example.test'));
     t.same(unknown, alert, 'unknown SNI gets exactly one unrecognized_name alert');
+    const refusals = logged.filter((l) => l['msg'] === 'tls connection refused').map((l) => l['reason']);
+    t.equal(refusals.length, 9, 'one log line per refused connection');
+    t.match(refusals, [
+      /no SNI/,
+      /no route for this name/,
+      /not a TLS ClientHello: not a TLS handshake record/,
+      /not a TLS ClientHello/,
+      /not a TLS ClientHello/,
+      /no complete ClientHello within 300 ms/,
+      /no complete ClientHello within 300 ms/,
+      /client closed before its ClientHello ended/,
+      /no route for this name/,
+    ]);
 
     // Everything else still works.
     const ok = await new Promise<string>((resolve, reject) => {
