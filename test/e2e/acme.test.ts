@@ -5,6 +5,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import type { TLSSocket } from 'node:tls';
 import type { Relay, RelayOptions } from '@burrow/relay';
+import { createLogger } from '@burrow/shared';
 import t from 'tap';
 import { testAgent } from '../helpers/agent.js';
 import { testServer } from '../helpers/http.js';
@@ -183,7 +184,12 @@ t.test("a failed order reports the CA's message and retries with backoff", async
   // Pebble validates HTTP-01 against a port where nothing listens.
   const pebblePki = await testPki(t);
   const listenPort = await freePort();
+  const logged: Array<Record<string, unknown>> = [];
+  const destination = {
+    write: (line: string) => logged.push(JSON.parse(line)) > 0,
+  } as unknown as NodeJS.WritableStream;
   const relay = await testRelay(t, {
+    logger: createLogger({ name: 'relay', level: 'info', destination }),
     tls: { host: '127.0.0.1', port: 0 },
     acme: {
       directoryUrl: `https://127.0.0.1:${listenPort}/dir`,
@@ -211,4 +217,13 @@ t.test("a failed order reports the CA's message and retries with backoff", async
   t.match((err as Error).message, /connect|refused|Fetching/i, "the CA's own problem detail");
   await once(acmeOf(relay), 'failed');
   t.ok(acmeOf(relay).orders >= 2, 'ordered again after the backoff');
+  const lines = logged.filter((l) => l['msg'] === 'acme order failed');
+  t.match(lines[0], {
+    level: 50,
+    hostname: 'broken.acme.test',
+    error: /connection refused/,
+    attempt: 1,
+    retryInMs: 50,
+  });
+  t.match(lines[1], { attempt: 2, retryInMs: 100 }, 'the retry delay doubles');
 });
