@@ -227,3 +227,25 @@ t.test("a failed order reports the CA's message and retries with backoff", async
   });
   t.match(lines[1], { attempt: 2, retryInMs: 100 }, 'the retry delay doubles');
 });
+
+t.test('a name already covered by a certificate from files is never ordered', async (t) => {
+  const pki = await testPki(t);
+  const wild = await pki.issue('wild', ['*.acme.test']);
+  const relay = await testRelay(t, {
+    tls: { host: '127.0.0.1', port: 0 },
+    certFiles: { pairs: [{ cert: wild.certFile, key: wild.keyFile }] },
+    acme: {
+      // Nothing listens there: an order would fail, and be counted.
+      directoryUrl: `https://127.0.0.1:${await freePort()}/dir`,
+      domains: ['*.acme.test'],
+      stateDir: await stateDir(t),
+    },
+  });
+  const app = await backend(t);
+  await testAgent(t, relay, [{ id: 'app', hostnames: ['files.acme.test'], target: app.url }], {
+    hosts: ['*.acme.test'],
+  });
+  t.equal(acmeOf(relay).orders, 0, 'no order for a name the files cover');
+  const r = await httpsGet(relay.tlsAddress!.port, 'files.acme.test', pki.caPem);
+  t.equal(r.status, 200, 'served with the file certificate');
+});
