@@ -1,6 +1,7 @@
 import { randomUUID } from 'node:crypto';
 import type { Server } from 'node:http';
 import { createServer } from 'node:http';
+import type { ServerHttp2Session } from 'node:http2';
 import { createServer as createHttpsServer } from 'node:https';
 import type { AddressInfo, Server as NetServer, Socket } from 'node:net';
 import {
@@ -177,7 +178,7 @@ export async function startRelay(options: RelayOptions): Promise<Relay> {
     tlsSockets.add(socket);
     socket.once('close', () => tlsSockets.delete(socket));
   });
-  const h2Sessions = new Set<import('node:http2').ServerHttp2Session>();
+  const h2Sessions = new Set<ServerHttp2Session>();
   terminator.on('session', (session) => {
     h2Sessions.add(session);
     session.once('close', () => h2Sessions.delete(session));

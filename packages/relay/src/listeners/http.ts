@@ -1,6 +1,7 @@
 import { createServer, type IncomingMessage, type Server, type ServerResponse } from 'node:http';
 import type { Socket } from 'node:net';
-import { type ForwardOptions, forwardRequest, forwardUpgrade } from '../proxy/forward.js';
+import { type ForwardOptions, forwardRequest } from '../proxy/forward.js';
+import { forwardUpgrade } from '../proxy/upgrade.js';
 
 export interface HttpListenerOptions extends ForwardOptions {
   /** Time allowed for a client to send the request head, ms (slowloris bound). */

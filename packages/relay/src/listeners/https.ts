@@ -2,7 +2,8 @@ import { createSecureServer, type Http2SecureServer } from 'node:http2';
 import type { Socket } from 'node:net';
 import type { TLSSocket } from 'node:tls';
 import type { CertStore } from '../certs/store.js';
-import { type ClientRequest, type ForwardOptions, forwardRequest, forwardUpgrade } from '../proxy/forward.js';
+import { type ClientRequest, type ForwardOptions, forwardRequest } from '../proxy/forward.js';
+import { forwardUpgrade } from '../proxy/upgrade.js';
 
 export interface HttpsTerminatorOptions extends Omit<ForwardOptions, 'proto' | 'sniOf'> {
   certs: CertStore;
