@@ -27,7 +27,10 @@ export function spawnLogged(
   env: NodeJS.ProcessEnv = {},
 ): LoggedProcess {
   const child = spawn(process.execPath, [script, ...args], {
-    env: { ...process.env, ...env },
+    // The relay's admin listener defaults to 127.0.0.1:9090 and its TLS
+    // listener to 0.0.0.0:443; parallel tests would collide on them (and 443
+    // needs privileges), so they get ephemeral loopback ports unless a test says otherwise.
+    env: { BURROW_ADMIN_LISTEN: '127.0.0.1:0', BURROW_TLS_LISTEN: '127.0.0.1:0', ...process.env, ...env },
     stdio: ['ignore', 'pipe', 'pipe'],
   });
   const exited = once(child, 'exit').then(([code]) => code as number | null);

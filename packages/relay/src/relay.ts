@@ -1,9 +1,8 @@
-import { randomUUID } from 'node:crypto';
+import { randomUUID, X509Certificate } from 'node:crypto';
 import type { Server } from 'node:http';
 import { createServer } from 'node:http';
-import type { ServerHttp2Session } from 'node:http2';
-import { createServer as createHttpsServer } from 'node:https';
-import type { AddressInfo, Server as NetServer, Socket } from 'node:net';
+import { createServer as createHttpsServer, Server as HttpsServer } from 'node:https';
+import type { AddressInfo, Server as NetServer } from 'node:net';
 import {
   createLogger,
   type Logger,
@@ -12,13 +11,17 @@ import {
   type SessionConfig,
   type VerifyKey,
 } from '@burrow/shared';
+import type { FastifyInstance } from 'fastify';
+import { Activity } from './activity.js';
+import { type AdminState, buildAdminApp } from './admin/app.js';
+import { relayAdminState } from './admin/state.js';
 import { AcmeManager, type AcmeOptions } from './certs/acme.js';
 import { CertFiles } from './certs/files.js';
 import { serveHttpChallenge } from './certs/http-challenge.js';
 import { CertStore } from './certs/store.js';
 import { createHttpListener } from './listeners/http.js';
-import { createHttpsTerminator } from './listeners/https.js';
-import { createTlsListener } from './listeners/tls.js';
+import { TlsFront } from './listeners/tls-front.js';
+import { RelayMetrics } from './metrics.js';
 import type { AccessInfo } from './proxy/forward.js';
 import { redirectToHttps } from './proxy/redirect.js';
 import { RouteTable } from './routes/table.js';
@@ -44,6 +47,12 @@ export interface RelayOptions {
   /** How long a hostname whose agent went away answers 503 instead of 404, ms. Default 10 min. */
   offlineGrace?: number;
   session?: Partial<SessionConfig>;
+  /** Admin API, metrics and dashboard listener; none when omitted. */
+  admin?: { host: string; port: number };
+  /** Bearer token for the admin API; without one, everything but the probes answers 401. */
+  adminToken?: string;
+  /** Token ids (`jti`) whose tunnels are refused. */
+  revokedTokens?: readonly string[];
   logger?: Logger;
   onRequestDone?: (info: AccessInfo) => void;
   /** Public TLS listener: routes by SNI, passes through or terminates. Absent: no TLS listener. */
@@ -72,17 +81,45 @@ export interface Relay {
   readonly certs: CertStore;
   /** The ACME manager, when ACME is configured. */
   readonly acme: AcmeManager | undefined;
-  /** Every certificate's expiry, one row per name (for metrics). */
+  /** Every certificate's expiry, one row per name (also exported as a metric). */
   certificateExpiry(): Array<{ hostname: string; notAfter: Date }>;
   readonly routes: RouteTable<AgentConnection>;
   readonly connections: ReadonlySet<AgentConnection>;
+  /** The admin listener's address, when `admin` was given. */
+  readonly adminAddress: AddressInfo | undefined;
+  /** This relay's Prometheus metrics (its own registry). */
+  readonly metrics: RelayMetrics;
+  /** What the admin API shows, for buildAdminApp() in tests or other wiring. */
+  readonly adminState: AdminState;
   /** Replaces the token verification keys (hot reload). */
   setVerifyKeys(keys: readonly VerifyKey[]): void;
+  /**
+   * Replaces the revocation list (hot reload): tunnels authenticated with a
+   * listed token id are closed at once. Returns how many were closed.
+   */
+  setRevokedTokens(jtis: readonly string[]): number;
+  /** Replaces the admin bearer token (hot reload); undefined closes the API. */
+  setAdminToken(token: string | undefined): void;
+  /**
+   * Replaces the tunnel endpoint's certificate and key (hot reload): new
+   * handshakes use them, established tunnels keep theirs. Throws when the
+   * endpoint was started without TLS (switching ws:// to wss:// needs a restart).
+   */
+  setTunnelTls(tls: { cert: string; key: string }): void;
   /**
    * Graceful stop: stop accepting, GOAWAY to agents, let in-flight requests
    * finish (bounded by drainTimeout), then close everything.
    */
   close(): Promise<void>;
+}
+
+/** notAfter of the first (leaf) certificate of a PEM chain. */
+function certificateExpiry(pem: string): Date | undefined {
+  try {
+    return new Date(new X509Certificate(pem).validTo);
+  } catch {
+    return undefined;
+  }
 }
 
 function listen(server: Server | NetServer, at: { host: string; port: number }): Promise<AddressInfo> {
@@ -98,8 +135,12 @@ function listen(server: Server | NetServer, at: { host: string; port: number }):
 /** Builds and starts a relay: the public HTTP listener and the tunnel endpoint. */
 export async function startRelay(options: RelayOptions): Promise<Relay> {
   const id = randomUUID();
+  const startedAt = Date.now();
   const logger = options.logger ?? createLogger({ name: 'burrow-relay' });
   let keys = options.verifyKeys;
+  let revoked: ReadonlySet<string> = new Set(options.revokedTokens ?? []);
+  let adminToken = options.adminToken;
+  let closing: Promise<void> | undefined;
   let httpPort = options.publicHttpPort;
   let httpsPort = options.publicHttpsPort;
   const certs = new CertStore();
@@ -116,7 +157,6 @@ export async function startRelay(options: RelayOptions): Promise<Relay> {
         : `http://${h}${httpPort && httpPort !== 80 ? `:${httpPort}` : ''}`,
   });
   const files = options.certFiles ? new CertFiles({ ...options.certFiles, store: certs, logger }) : undefined;
-  await files?.start();
   const acme = options.acme
     ? new AcmeManager({ ...options.acme, store: certs, table: routes, logger })
     : undefined;
@@ -133,7 +173,33 @@ export async function startRelay(options: RelayOptions): Promise<Relay> {
     logger,
     relayId: id,
     session: { drainTimeout, ...options.session },
+    isRevoked: (jti) => revoked.has(jti),
+    onRefused: (reason) => metrics.refused(reason),
   });
+  const activity = new Activity();
+  const metrics = new RelayMetrics({
+    connections: endpoint.connections,
+    routes,
+    revokedTokens: () => revoked.size,
+  });
+  const adminState = relayAdminState({
+    connections: endpoint.connections,
+    routes,
+    activity,
+    metrics,
+    startedAt,
+    notReady: () => (closing ? 'draining' : undefined),
+  });
+  // Both listeners report requests and streams the same way.
+  const hooks = {
+    onRequestDone: (info: AccessInfo) => {
+      metrics.requestDone(info);
+      activity.record(info);
+      options.onRequestDone?.(info);
+    },
+    onStreamOpen: (route: string, stream: { once(e: 'close', fn: () => void): unknown }) =>
+      metrics.streamOpened(route, (fn) => stream.once('close', fn)),
+  };
   const httpServer = createHttpListener({
     table: routes,
     logger,
@@ -141,7 +207,7 @@ export async function startRelay(options: RelayOptions): Promise<Relay> {
     responseHeadTimeout: options.responseHeadTimeout ?? 60_000,
     headersTimeout: options.headersTimeout ?? 20_000,
     keepAliveTimeout: 5_000,
-    ...(options.onRequestDone ? { onRequestDone: options.onRequestDone } : {}),
+    ...hooks,
     intercept: (req, res) => {
       if (acme && serveHttpChallenge(req, res, (t) => acme.httpChallenge(t))) return true;
       if (!redirect || !httpsPort) return false;
@@ -153,66 +219,76 @@ export async function startRelay(options: RelayOptions): Promise<Relay> {
       return true;
     },
   });
-  const terminator = createHttpsTerminator({
-    table: routes,
-    logger,
-    certs,
-    responseHeadTimeout: options.responseHeadTimeout ?? 60_000,
-    headersTimeout: options.headersTimeout ?? 20_000,
-    keepAliveTimeout: 5_000,
-    ...(options.hstsMaxAge !== undefined ? { hstsMaxAge: options.hstsMaxAge } : {}),
-    ...(options.onRequestDone ? { onRequestDone: options.onRequestDone } : {}),
-  });
-  const tlsSockets = new Set<Socket>();
-  const tlsServer = options.tls
-    ? createTlsListener({
+  const front = options.tls
+    ? new TlsFront({
         table: routes,
         certs,
         logger,
-        terminator,
         ...(acme ? { acmeAlpn: acme.alpn } : {}),
         helloTimeout: options.helloTimeout ?? 10_000,
+        responseHeadTimeout: options.responseHeadTimeout ?? 60_000,
+        headersTimeout: options.headersTimeout ?? 20_000,
+        keepAliveTimeout: 5_000,
+        ...(options.hstsMaxAge !== undefined ? { hstsMaxAge: options.hstsMaxAge } : {}),
+        ...hooks,
       })
     : undefined;
-  tlsServer?.on('connection', (socket: Socket) => {
-    tlsSockets.add(socket);
-    socket.once('close', () => tlsSockets.delete(socket));
-  });
-  const h2Sessions = new Set<ServerHttp2Session>();
-  terminator.on('session', (session) => {
-    h2Sessions.add(session);
-    session.once('close', () => h2Sessions.delete(session));
+  // The metric follows the store: every name of every certificate, removed when it goes.
+  let exported = new Set<string>();
+  certs.on('change', () => {
+    const now = new Map(certs.expiries().map((e) => [e.hostname, e.notAfter] as const));
+    for (const name of exported) if (!now.has(name)) metrics.setCertificateExpiry(name, undefined);
+    for (const [name, notAfter] of now) metrics.setCertificateExpiry(name, notAfter);
+    exported = new Set(now.keys());
   });
   const opened: Array<Server | NetServer> = [];
-  const closeOpened = () => {
-    for (const s of opened) s.close();
-    files?.close();
-  };
   let httpAddress: AddressInfo;
   let tunnelAddress: AddressInfo;
   let tlsAddress: AddressInfo | undefined;
   try {
+    await files?.start();
     httpAddress = await listen(httpServer, options.http);
     opened.push(httpServer);
     httpPort ??= httpAddress.port;
     tunnelAddress = await listen(tunnelServer, options.tunnel);
     opened.push(tunnelServer);
-    if (tlsServer && options.tls) {
-      tlsAddress = await listen(tlsServer, options.tls);
-      opened.push(tlsServer);
+    if (front && options.tls) {
+      tlsAddress = await listen(front.server, options.tls);
+      opened.push(front.server);
       httpsPort ??= tlsAddress.port;
     }
     await acme?.start();
   } catch (err) {
-    closeOpened();
+    for (const s of opened) s.close();
+    files?.close();
     throw err;
   }
+  let admin: FastifyInstance | undefined;
+  let adminAddress: AddressInfo | undefined;
+  if (options.admin) {
+    admin = buildAdminApp({ state: adminState, token: () => adminToken });
+    try {
+      await admin.listen({ host: options.admin.host, port: options.admin.port });
+    } catch (err) {
+      for (const s of opened) s.close();
+      files?.close();
+      acme?.close();
+      throw err;
+    }
+    adminAddress = admin.server.address() as AddressInfo;
+  }
+  if (options.tunnelTls) metrics.setCertificateExpiry('tunnel', certificateExpiry(options.tunnelTls.cert));
   logger.info(
-    { http: httpAddress, tunnel: tunnelAddress, ...(tlsAddress ? { tls: tlsAddress } : {}), relayId: id },
+    {
+      http: httpAddress,
+      tunnel: tunnelAddress,
+      ...(tlsAddress ? { tls: tlsAddress } : {}),
+      ...(adminAddress ? { admin: adminAddress } : {}),
+      relayId: id,
+    },
     'relay listening',
   );
 
-  let closing: Promise<void> | undefined;
   return {
     id,
     httpAddress,
@@ -225,25 +301,39 @@ export async function startRelay(options: RelayOptions): Promise<Relay> {
     },
     routes,
     connections: endpoint.connections,
+    adminAddress,
+    metrics,
+    adminState,
     setVerifyKeys(next) {
       keys = next;
+    },
+    setRevokedTokens(jtis) {
+      revoked = new Set(jtis);
+      const closed = endpoint.revoke(revoked);
+      for (let i = 0; i < closed; i++) metrics.revoked();
+      return closed;
+    },
+    setAdminToken(token) {
+      adminToken = token;
+    },
+    setTunnelTls(tls) {
+      if (!(tunnelServer instanceof HttpsServer))
+        throw new Error('the tunnel endpoint runs without TLS; enabling it needs a restart');
+      tunnelServer.setSecureContext({ cert: tls.cert, key: tls.key, minVersion: 'TLSv1.2' });
+      metrics.setCertificateExpiry('tunnel', certificateExpiry(tls.cert));
     },
     close() {
       closing ??= (async () => {
         logger.info({ drainTimeout }, 'relay draining');
         const httpClosed = new Promise<void>((resolve) => httpServer.close(() => resolve()));
         const tunnelClosed = new Promise<void>((resolve) => tunnelServer.close(() => resolve()));
-        const tlsClosed = new Promise<void>((resolve) =>
-          tlsServer ? tlsServer.close(() => resolve()) : resolve(),
-        );
+        const tlsClosed = front?.stopAccepting() ?? Promise.resolve();
         acme?.close();
         files?.close();
         httpServer.closeIdleConnections();
-        // h2 clients get GOAWAY: open streams finish, new requests go to a new connection.
-        for (const session of h2Sessions) session.close();
         const deadline = setTimeout(() => {
           httpServer.closeAllConnections();
-          for (const socket of tlsSockets) socket.destroy();
+          front?.destroyAll();
           endpoint.destroyAll();
         }, drainTimeout + 1_000);
         deadline.unref();
@@ -254,8 +344,10 @@ export async function startRelay(options: RelayOptions): Promise<Relay> {
         const sweeper = setInterval(() => httpServer.closeIdleConnections(), 100);
         await endpoint.drain();
         // Passthrough and HTTP/1 TLS connections outlive their streams; nothing is left to carry them.
-        for (const socket of tlsSockets) socket.destroy();
+        front?.destroyAll();
         await Promise.all([httpClosed, tunnelClosed, tlsClosed]);
+        // The admin listener goes last: /readyz says "draining" while the drain runs.
+        await admin?.close();
         clearInterval(sweeper);
         clearTimeout(deadline);
         logger.info('relay stopped');

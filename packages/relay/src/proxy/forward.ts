@@ -37,6 +37,8 @@ export interface ForwardOptions {
   sniOf?: (req: ClientRequest) => string | undefined;
   /** Headers added to every response (HSTS on terminated TLS). */
   responseHeaders?: HeaderPairs;
+  /** Called for each stream opened to an agent, with the route hostname it serves (metrics). */
+  onStreamOpen?: (route: string, stream: Stream) => void;
 }
 
 /** A request as parsed by Node's HTTP/1 parser or the HTTP/2 compatibility layer. */
@@ -51,6 +53,11 @@ export function requestHost(req: ClientRequest): string | undefined {
 
 export interface AccessInfo {
   host: string;
+  /**
+   * The route hostname (exact or wildcard pattern) the request matched, or ''
+   * when it matched none: unlike `host`, bounded by what agents announced.
+   */
+  route: string;
   method: string;
   path: string;
   status: number;
@@ -140,8 +147,8 @@ export function readResponseHead(
 }
 
 export type Routed =
-  | { ok: true; conn: AgentConnection; routeId: string; host: string }
-  | ({ ok: false; host: string } & ProxyFailure);
+  | { ok: true; conn: AgentConnection; routeId: string; host: string; route: string }
+  | ({ ok: false; host: string; route: string } & ProxyFailure);
 
 /** Finds the agent connection for a request, or the failure to answer with. */
 export function route(req: ClientRequest, opts: ForwardOptions): Routed {
@@ -151,6 +158,7 @@ export function route(req: ClientRequest, opts: ForwardOptions): Routed {
     return {
       ok: false,
       host,
+      route: '',
       status: 400,
       code: 'no_host',
       message: 'The request has no usable Host header.',
@@ -160,6 +168,7 @@ export function route(req: ClientRequest, opts: ForwardOptions): Routed {
     return {
       ok: false,
       host,
+      route: '',
       status: 404,
       code: 'unknown_host',
       message: 'No service is exposed at this hostname.',
@@ -169,6 +178,7 @@ export function route(req: ClientRequest, opts: ForwardOptions): Routed {
     return {
       ok: false,
       host,
+      route: found.hostname,
       status: 503,
       code: 'agent_offline',
       message: 'The agent serving this hostname is not connected.',
@@ -186,6 +196,7 @@ export function route(req: ClientRequest, opts: ForwardOptions): Routed {
       return {
         ok: false,
         host,
+        route: binding.hostname,
         status: 421,
         code: 'misdirected',
         message: 'This connection was opened for another hostname; retry on a new connection.',
@@ -197,6 +208,7 @@ export function route(req: ClientRequest, opts: ForwardOptions): Routed {
     return {
       ok: false,
       host,
+      route: binding.hostname,
       status: 421,
       code: 'tls_only',
       message: 'This hostname is served over HTTPS only.',
@@ -206,12 +218,13 @@ export function route(req: ClientRequest, opts: ForwardOptions): Routed {
     return {
       ok: false,
       host,
+      route: binding.hostname,
       status: 403,
       code: 'client_forbidden',
       message: 'Your address is not allowed to reach this service.',
     };
   }
-  return { ok: true, conn: binding.target, routeId: binding.routeId, host };
+  return { ok: true, conn: binding.target, routeId: binding.routeId, host, route: binding.hostname };
 }
 
 export function meta(
@@ -250,6 +263,8 @@ export async function forwardRequest(
   const started = performance.now();
   const h2 = req instanceof Http2ServerRequest;
   const r = route(req, opts);
+  // A retry may land on another route binding; the access entry names the last one.
+  let routed = r;
   let stream: Stream | undefined;
   let error: string | undefined;
   res.once('close', () => {
@@ -257,6 +272,7 @@ export async function forwardRequest(
     if (stream && !res.writableFinished) stream.reset(Reason.Cancel, 'client closed the connection');
     const info: AccessInfo = {
       host: r.host,
+      route: routed.route,
       method: req.method ?? '',
       path: req.url ?? '',
       status: res.statusCode,
@@ -276,7 +292,6 @@ export async function forwardRequest(
     req instanceof Http2ServerRequest
       ? req.stream.endAfterHeaders
       : !req.headers['transfer-encoding'] && (req.headers['content-length'] ?? '0') === '0';
-  let routed = r;
   let head: ResponseHead | undefined;
   let rest: Buffer = Buffer.alloc(0);
   for (let attempt = 0; !head; attempt++) {
@@ -288,6 +303,7 @@ export async function forwardRequest(
     let s: Stream;
     try {
       s = stream = routed.conn.openHttpStream(meta(req, routed.routeId, opts.proto, false));
+      opts.onStreamOpen?.(routed.route, s);
     } catch (err) {
       if (replayable && attempt < MAX_RETRIES && retryable(err)) {
         routed = route(req, opts);

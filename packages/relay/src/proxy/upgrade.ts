@@ -3,7 +3,7 @@ import { STATUS_CODES, validateHeaderName, validateHeaderValue } from 'node:http
 import type { Duplex } from 'node:stream';
 import { Reason, type ResponseHead, type Stream, stripHopByHop } from '@burrow/shared';
 import { failureFor, sendRawError } from './errors.js';
-import { clientIp, type ForwardOptions, meta, readResponseHead, route } from './forward.js';
+import { type AccessInfo, clientIp, type ForwardOptions, meta, readResponseHead, route } from './forward.js';
 
 /** Proxies an Upgrade request (WebSocket and others): after a 101, bytes flow raw both ways. */
 export async function forwardUpgrade(
@@ -15,20 +15,22 @@ export async function forwardUpgrade(
   const started = performance.now();
   socket.on('error', () => {});
   const r = route(req, opts);
-  const log = (status: number, error?: string) =>
-    opts.logger.info(
-      {
-        host: r.host,
-        method: req.method,
-        path: req.url,
-        status,
-        upgrade: true,
-        client: clientIp(req.socket.remoteAddress),
-        durationMs: Math.round(performance.now() - started),
-        ...(error ? { error } : {}),
-      },
-      'request',
-    );
+  const log = (status: number, error?: string, s?: Stream) => {
+    const info: AccessInfo = {
+      host: r.host,
+      route: r.route,
+      method: req.method ?? '',
+      path: req.url ?? '',
+      status,
+      bytesIn: s?.bytesOut ?? 0,
+      bytesOut: s?.bytesIn ?? 0,
+      durationMs: Math.round(performance.now() - started),
+      client: clientIp(req.socket.remoteAddress),
+      ...(error ? { error } : {}),
+    };
+    opts.logger.info({ ...info, upgrade: true }, 'request');
+    opts.onRequestDone?.(info);
+  };
   if (!r.ok) {
     log(r.status, r.code);
     return sendRawError(socket, r.status, r.message, r.host, r.code);
@@ -36,6 +38,7 @@ export async function forwardUpgrade(
   let stream: Stream;
   try {
     stream = r.conn.openHttpStream(meta(req, r.routeId, opts.proto, true));
+    opts.onStreamOpen?.(r.route, stream);
   } catch (err) {
     const f = failureFor(err);
     log(f.status, f.code);
@@ -72,7 +75,9 @@ export async function forwardUpgrade(
       'invalid_response_head',
     );
   }
-  log(rh.status);
+  // Logged and counted when the exchange ends, with the bytes both ways (a
+  // WebSocket may live for hours; its access line comes when it closes).
+  stream.once('close', () => log(rh.status, undefined, stream));
   socket.write(headText);
   if (rest.byteLength > 0) socket.write(rest);
   if (rh.status === 101) {
