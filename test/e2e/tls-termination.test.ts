@@ -124,6 +124,13 @@ t.test(
       expiry.some((e) => e.hostname === '*.wild.example.test' && e.notAfter.getTime() > Date.now()),
       'certificate expiry exposed per name',
     );
+    const metrics = await relay.metrics.registry.metrics();
+    const notAfter = expiry.find((e) => e.hostname === '*.wild.example.test')!.notAfter;
+    t.match(
+      metrics,
+      `burrow_relay_certificate_expiry_timestamp_seconds{name="*.wild.example.test"} ${Math.floor(notAfter.getTime() / 1000)}`,
+      'and as a Prometheus gauge per name',
+    );
   },
 );
 
