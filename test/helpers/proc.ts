@@ -19,14 +19,23 @@ export interface LoggedProcess {
   stderr(): string;
 }
 
+export interface SpawnOptions {
+  /** Run inside this network namespace (`ip netns exec NS node ...`; needs root). */
+  netns?: string;
+}
+
 /** Spawns a Burrow binary whose stdout is JSON log lines; killed at teardown. */
 export function spawnLogged(
   t: Teardownable,
   script: string,
   args: string[],
   env: NodeJS.ProcessEnv = {},
+  opts: SpawnOptions = {},
 ): LoggedProcess {
-  const child = spawn(process.execPath, [script, ...args], {
+  const node = [process.execPath, script, ...args];
+  // `ip netns exec` execs the command, so the child's pid is node's own and signals reach it.
+  const [command, ...argv] = opts.netns ? ['ip', 'netns', 'exec', opts.netns, ...node] : node;
+  const child = spawn(command!, argv, {
     env: { ...process.env, ...env },
     stdio: ['ignore', 'pipe', 'pipe'],
   });
