@@ -19,6 +19,7 @@ import {
 import type { RouteTable } from '../routes/table.js';
 import type { AgentConnection } from '../tunnel/agent-connection.js';
 import { failureFor, type ProxyFailure, sendError, sendRawError } from './errors.js';
+import { invalidRequest } from './validate-request.js';
 
 export interface ForwardOptions {
   table: RouteTable<AgentConnection>;
@@ -123,6 +124,8 @@ type Routed =
 /** Finds the agent connection for a request, or the failure to answer with. */
 function route(req: IncomingMessage, table: RouteTable<AgentConnection>): Routed {
   const host = normalizeHost(req.headers.host);
+  const invalid = invalidRequest(req, host);
+  if (invalid) return { ok: false, host, ...invalid };
   if (!host)
     return {
       ok: false,
