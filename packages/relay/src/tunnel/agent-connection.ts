@@ -92,6 +92,9 @@ export class AgentConnection implements RouteTarget {
     // Agents may open exactly one stream: the control stream, first.
     const meta = decodeJson(stream.metadata, controlOpenSchema);
     if (!meta.ok || this.#control) {
+      // reset() destroys the stream with an error; with no listener that error
+      // would be unhandled and take the whole relay down.
+      stream.on('error', () => {});
       this.#log.warn({ stream: stream.id }, 'agent opened an unexpected stream; refused');
       stream.reset(Reason.RefusedStream, 'agents may only open one control stream');
       return;
