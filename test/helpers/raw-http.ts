@@ -11,13 +11,15 @@ export interface RawReply {
 
 /**
  * Writes raw bytes to 127.0.0.1:port and reads one HTTP response (head plus
- * Content-Length body) or until the server closes. Bounded: after `limit` ms
- * without either, resolves with what it has and status 0.
+ * Content-Length body) or until the server closes (with `untilClose`, only
+ * that). Bounded: after `limit` ms resolves with what it has (status 0 if no
+ * response came, closed false).
  */
 export function rawRequest(
   port: number,
   data: string | Buffer | ((socket: Socket) => void),
   limit = 15_000,
+  untilClose = false,
 ): Promise<RawReply> {
   return new Promise((resolve) => {
     const socket = connect(port, '127.0.0.1');
@@ -35,7 +37,7 @@ export function rawRequest(
     socket.on('data', (c: Buffer) => {
       buf = Buffer.concat([buf, c]);
       const end = buf.indexOf('\r\n\r\n');
-      if (end === -1) return;
+      if (end === -1 || untilClose) return;
       const length = Number(
         /\r\ncontent-length: *(\d+)/i.exec(buf.subarray(0, end).toString('latin1'))?.[1] ?? 0,
       );
