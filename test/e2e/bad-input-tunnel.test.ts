@@ -7,7 +7,6 @@ import {
   decodeGoAway,
   decodeRst,
   encodeFrame,
-  encodeHello,
   encodeWindow,
   FrameType,
   Reason,
@@ -15,56 +14,17 @@ import {
   TUNNEL_SUBPROTOCOL,
 } from '@burrow/shared';
 import t from 'tap';
-import { mulberry32, type Rng } from '../../packages/shared/test/helpers/prng.js';
+import { mulberry32 } from '../../packages/shared/test/helpers/prng.js';
 import { testAgent } from '../helpers/agent.js';
 import { get, testServer } from '../helpers/http.js';
 import { requestLoop } from '../helpers/load.js';
 import { rawRequest } from '../helpers/raw-http.js';
 import { type Teardownable, tokenFor } from '../helpers/relay.js';
 import { relayProcess } from '../helpers/relay-process.js';
-import { controlMessage, RogueAgent } from '../helpers/rogue-agent.js';
+import { hostileFrame, RogueAgent } from '../helpers/rogue-agent.js';
 import { attempt, forge } from '../helpers/tunnel-client.js';
 
 const ROGUE_HOST = 'rogue.example.com';
-
-/** One frame from a seeded mix of random bytes, random frames and mutations of valid ones. */
-function hostileFrame(rng: Rng): Buffer {
-  const valid = () =>
-    rng.pick([
-      encodeFrame(FrameType.Data, 1, controlMessage({ type: 'announce', routes: [] })),
-      encodeFrame(FrameType.Open, 3 + 2 * rng.int(50), Buffer.from('{"kind":"control"}')),
-      encodeWindow(1, 1 + rng.int(1 << 16)),
-      encodeFrame(FrameType.Fin, 1),
-      encodeFrame(FrameType.Ping, 0, rng.bytes(8)),
-      encodeHello({
-        version: 1,
-        maxConcurrentStreams: 10,
-        initialWindow: 65536,
-        maxFramePayload: 65536,
-        maxMetadata: 4096,
-      }),
-    ]);
-  switch (rng.int(5)) {
-    case 0:
-      return rng.bytes(rng.int(64));
-    case 1:
-      return encodeFrame(rng.int(12), rng.u32(), rng.bytes(rng.int(48)), rng.int(256));
-    case 2: {
-      const f = Buffer.from(valid());
-      for (let i = 1 + rng.int(3); i > 0; i--) f[rng.int(f.length)] = rng.int(256);
-      return f;
-    }
-    case 3: {
-      const f = valid();
-      return f.subarray(0, rng.int(f.length));
-    }
-    default: {
-      const f = Buffer.from(valid());
-      f.writeUInt32BE(rng.u32() % (f.length * 4), 8); // a length field that lies
-      return f;
-    }
-  }
-}
 
 t.test('hostile tunnel peers', async (t) => {
   const relay = await relayProcess(t, ['--response-timeout', '5s']);

@@ -22,6 +22,8 @@ export interface LoggedProcess {
 export interface SpawnOptions {
   /** Run inside this network namespace (`ip netns exec NS node ...`; needs root). */
   netns?: string;
+  /** Extra node options, e.g. --expose-gc. */
+  nodeArgs?: string[];
 }
 
 /** Spawns a Burrow binary whose stdout is JSON log lines; killed at teardown. */
@@ -32,7 +34,7 @@ export function spawnLogged(
   env: NodeJS.ProcessEnv = {},
   opts: SpawnOptions = {},
 ): LoggedProcess {
-  const node = [process.execPath, script, ...args];
+  const node = [process.execPath, ...(opts.nodeArgs ?? []), script, ...args];
   // `ip netns exec` execs the command, so the child's pid is node's own and signals reach it.
   const [command, ...argv] = opts.netns ? ['ip', 'netns', 'exec', opts.netns, ...node] : node;
   const child = spawn(command!, argv, {
