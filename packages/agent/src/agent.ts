@@ -18,6 +18,7 @@ import {
   StaticRouteSource,
 } from './routes/source.js';
 import { checkRoute, normalizeRoute, toAnnounced, validateRoutes } from './routes/validate.js';
+import { checkToken } from './token.js';
 import { acceptStream } from './tunnel/accept.js';
 import { type BackoffOptions, DEFAULT_BACKOFF } from './tunnel/backoff.js';
 import { TunnelConnection } from './tunnel/connection.js';
@@ -27,8 +28,13 @@ import { FailureLog } from './tunnel/failure-log.js';
 export interface AgentOptions {
   /** Relay tunnel address: ws://HOST:PORT or wss://HOST:PORT (the /v1/tunnel path is added). */
   relayUrl: string;
-  /** Agent token (JWT) the relay verifies. Never logged. */
-  token: string;
+  /**
+   * Agent token (JWT) the relay verifies. Never logged. A function is called
+   * before every connection attempt, so a token file rotated in place (a
+   * Kubernetes Secret update) is used from the next reconnect on; when it
+   * throws, the last good token is used and the error is logged.
+   */
+  token: string | (() => string);
   /** Routes to expose: a fixed list (validated now; a mistake throws ConfigError) or a live source. */
   routes: RouteSource | StaticRoute[];
   /** Tunnel connections kept to the relay, each reconnecting on its own. Default 2. */
@@ -109,9 +115,8 @@ class AgentImpl extends EventEmitter<AgentEvents> implements Agent {
   constructor(options: AgentOptions) {
     super();
     checkRelayUrl(options.relayUrl);
-    if (!options.token || !/^[A-Za-z0-9._~+/=-]+$/.test(options.token)) {
-      throw new ConfigError('token is empty or has characters a bearer token cannot contain');
-    }
+    const firstToken = typeof options.token === 'function' ? options.token() : options.token;
+    checkToken(firstToken, 'token');
     const count = options.connections ?? 2;
     if (!Number.isInteger(count) || count < 1 || count > 64) {
       throw new ConfigError(`connections must be an integer from 1 to 64 (got ${count})`);
@@ -140,12 +145,13 @@ class AgentImpl extends EventEmitter<AgentEvents> implements Agent {
     this.#source.on('change', this.#onChange);
 
     const failures = new FailureLog(this.#log);
+    const token = this.#tokenSource(options.token, firstToken);
     const endpoint = tunnelEndpoint(options.relayUrl);
     for (let index = 0; index < count; index++) {
       const conn = new TunnelConnection({
         index,
         endpoint,
-        token: options.token,
+        token,
         session,
         connectTimeout,
         ...(options.relayCa ? { relayCa: options.relayCa } : {}),
@@ -251,5 +257,28 @@ class AgentImpl extends EventEmitter<AgentEvents> implements Agent {
     for (const h of this.#logged.keys()) if (!seen.has(h)) this.#logged.delete(h);
     this.#resolveReady();
     this.emit('routes', results);
+  }
+
+  /** Reads the token for each connection attempt, falling back to the last good one. */
+  #tokenSource(source: string | (() => string), first: string): () => string {
+    if (typeof source === 'string') return () => source;
+    let last = first;
+    let lastError: string | undefined;
+    return () => {
+      try {
+        const next = source();
+        checkToken(next, 'token');
+        if (next !== last) this.#log.info('agent token changed; using the new one from this connection on');
+        last = next;
+        lastError = undefined;
+      } catch (err) {
+        const message = (err as Error).message;
+        if (message !== lastError) {
+          this.#log.warn({ error: message }, 'cannot read the agent token again; using the previous one');
+          lastError = message;
+        }
+      }
+      return last;
+    };
   }
 }

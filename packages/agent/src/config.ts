@@ -12,6 +12,7 @@ import type { AgentOptions } from './agent.js';
 import { loadRoutesFile } from './routes/file.js';
 import { parseExposeList } from './routes/static.js';
 import { validateRoutes } from './routes/validate.js';
+import { checkToken, tokenFile } from './token.js';
 
 /** Options of `burrow-agent`: one table for flags, env, --help and docs/configuration.md. */
 export const AGENT_OPTIONS: readonly OptionSpec[] = [
@@ -27,7 +28,8 @@ export const AGENT_OPTIONS: readonly OptionSpec[] = [
     env: 'BURROW_TOKEN_FILE',
     type: 'string',
     placeholder: 'FILE',
-    description: 'file holding the agent token (from burrow-relay token create)',
+    description:
+      'file holding the agent token (from burrow-relay token create); read again before each connection attempt, so a rotated file needs no restart',
   },
   {
     name: 'token-env-var',
@@ -123,33 +125,24 @@ export const AGENT_OPTIONS: readonly OptionSpec[] = [
   COMMON_OPTIONS.help,
 ];
 
-/** Reads the token from --token-file, else from the variable named by --token-env-var. Never echoes it. */
-async function readToken(values: OptionValues, env: NodeJS.ProcessEnv): Promise<string> {
+/**
+ * The token from --token-file (read again before each connection attempt, so a
+ * rotated file is picked up), else from the variable named by --token-env-var.
+ * Read once now, so a missing or malformed token fails at start. Never echoed.
+ */
+function tokenFrom(values: OptionValues, env: NodeJS.ProcessEnv): string | (() => string) {
   const file = values['token-file'] as string | undefined;
   const varName = String(values['token-env-var']);
-  let token: string;
-  let where: string;
   if (file) {
-    where = `--token-file ${file}`;
-    try {
-      token = (await readFile(file, 'utf8')).trim();
-    } catch (err) {
-      throw new ConfigError(
-        `--token-file: cannot read ${file} (${(err as NodeJS.ErrnoException).code ?? 'error'})`,
-      );
-    }
-  } else if (env[varName]) {
-    where = `environment variable ${varName}`;
-    token = env[varName]!.trim();
-  } else {
+    const read = tokenFile(file);
+    read();
+    return read;
+  }
+  if (!env[varName]) {
     throw new ConfigError(`no agent token: pass --token-file FILE (or BURROW_TOKEN_FILE), or set ${varName}`);
   }
-  if (!token) throw new ConfigError(`the token in ${where} is empty`);
-  if (!/^[A-Za-z0-9._~+/=-]+$/.test(token)) {
-    throw new ConfigError(
-      `the token in ${where} is not a bearer token (unexpected characters; is it the right file?)`,
-    );
-  }
+  const token = env[varName]!.trim();
+  checkToken(token, `environment variable ${varName}`);
   return token;
 }
 
@@ -210,7 +203,7 @@ export async function agentOptionsFrom(
       ? `--expose "${r.hostnames.join(',')}=${r.target}"`
       : `${routesFile}: routes[${i - exposed.length}]`;
   });
-  const token = await readToken(values, env);
+  const token = tokenFrom(values, env);
   const caFile = values['relay-ca'] as string | undefined;
   let relayCa: string | undefined;
   if (caFile) {

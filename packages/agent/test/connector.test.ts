@@ -173,7 +173,16 @@ t.test('route changes are re-announced on every connection; a withdrawn route is
   while (relay.live().filter((c) => c.announcements.length > 0).length < 2) await once(relay, 'announce');
 
   relay.refusedHosts.set('c.example.com', 'hostname "c.example.com" is not allowed by this agent\'s token');
-  const results = once(agent, 'routes');
+  // The first connections' results may still be on their way: wait for the
+  // ones that answer this update.
+  const results = new Promise<void>((resolve) => {
+    const onResults = (list: Array<{ hostname: string }>) => {
+      if (!list.some((r) => r.hostname === 'c.example.com')) return;
+      agent.off('routes', onResults);
+      resolve();
+    };
+    agent.on('routes', onResults);
+  });
   const two = relay.nextAnnouncements(2);
   source.update([
     { id: 'b', hostnames: ['b.example.com'], target: 'http://127.0.0.1:9' },

@@ -68,10 +68,17 @@ t.test('a complete configuration from flags, a token file and a routes file', as
     'debug',
   ]);
   t.equal(logLevel, 'debug');
-  t.equal(options.token, TOKEN, 'token read from the file, trimmed');
+  const token = options.token;
+  t.type(token, 'function', 'a token file is read again at each connection attempt');
+  const read = token as () => string;
+  t.equal(read(), TOKEN, 'token read from the file, trimmed');
+  await writeFile(join(dir, 'token'), `${TOKEN}.rotated\n`);
+  t.equal(read(), `${TOKEN}.rotated`, 'a rotated file is read afresh');
+  await writeFile(join(dir, 'token'), 'not a token\n');
+  t.throws(read, { code: 'BURROW_ERR_CONFIG', message: /not a bearer token/ }, 'a broken file is an error');
   t.same(options, {
     relayUrl: 'wss://relay.example.com:8443',
-    token: TOKEN,
+    token: read,
     routes: [
       { id: 'static:a.example.com', hostnames: ['a.example.com'], target: 'http://127.0.0.1:1' },
       { id: 'static:b.example.com', hostnames: ['b.example.com'], target: 'http://127.0.0.1:2' },

@@ -64,6 +64,8 @@ t.test('exact beats wildcard; longer suffix beats shorter; unknown is none', asy
   t.equal(id('x.b.example.com'), 'exact');
   t.equal(id('y.b.example.com'), 'deeper');
   t.equal(id('z.example.com'), 'wild');
+  t.equal(id('q.r.example.com'), 'wild');
+  t.equal(id('p.y.b.example.com'), 'deeper');
   t.equal(id('example.com'), 'none');
   t.equal(id('other.org'), 'none');
 });

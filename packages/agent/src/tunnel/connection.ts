@@ -27,7 +27,7 @@ export interface TunnelConnectionOptions {
   index: number;
   /** Full tunnel endpoint URL (ws:// or wss://, with /v1/tunnel). */
   endpoint: string;
-  token: string;
+  token: () => string;
   session: Partial<SessionConfig>;
   /** Bound on the WebSocket opening handshake, ms. */
   connectTimeout: number;
@@ -135,7 +135,7 @@ export class TunnelConnection extends EventEmitter<TunnelConnectionEvents> {
     this.#state = 'connecting';
     this.#ws = dialRelay(
       this.#opts.endpoint,
-      this.#opts.token,
+      this.#opts.token(),
       this.#opts.connectTimeout,
       {
         open: (ws) => this.#onOpen(ws),

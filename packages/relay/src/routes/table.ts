@@ -163,22 +163,31 @@ export class RouteTable<T extends RouteTarget> {
 
   /** Routes a request's Host (already normalised): exact names beat wildcards, longer suffixes beat shorter. */
   lookup(host: string): Lookup<T> {
-    for (const key of routeKeys(host)) {
+    // Walks the same keys as routeKeys() without building the list: this runs
+    // once per request.
+    let key = host;
+    let dot = -1;
+    do {
       const claim = this.#claims.get(key);
-      if (!claim) continue;
-      let best: Binding<T> | undefined;
-      for (const b of claim.bindings.values()) {
-        if (!b.target.usable) continue;
-        if (!best || b.target.inFlight < best.target.inFlight) best = b;
+      if (claim) {
+        let best: Binding<T> | undefined;
+        for (const b of claim.bindings.values()) {
+          if (!b.target.usable) continue;
+          if (!best || b.target.inFlight < best.target.inFlight) best = b;
+        }
+        if (best) return { kind: 'found', binding: best };
+        return { kind: 'offline', hostname: key };
       }
-      if (best) return { kind: 'found', binding: best };
-      return { kind: 'offline', hostname: key };
-    }
-    for (const key of routeKeys(host)) {
-      const until = this.#offline.get(key);
+      dot = host.indexOf('.', dot + 1);
+      // A wildcard needs at least two labels after `*.`.
+      key = dot >= 0 && host.indexOf('.', dot + 1) >= 0 ? `*${host.slice(dot)}` : '';
+    } while (key);
+    if (this.#offline.size === 0) return { kind: 'none' };
+    for (const k of routeKeys(host)) {
+      const until = this.#offline.get(k);
       if (until === undefined) continue;
-      if (until > Date.now()) return { kind: 'offline', hostname: key };
-      this.#offline.delete(key);
+      if (until > Date.now()) return { kind: 'offline', hostname: k };
+      this.#offline.delete(k);
     }
     return { kind: 'none' };
   }

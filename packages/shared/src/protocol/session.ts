@@ -102,6 +102,10 @@ export class Session extends EventEmitter<SessionEvents> {
     { sentAt: number; resolve?: (rtt: number) => void; reject?: (e: Error) => void }
   >();
   #rtt = 0;
+  /** The latest RTT sample and when it was taken, for window auto-tuning. */
+  #rttSample = 0;
+  #rttSampledAt = 0;
+  #rttProbe = false;
 
   #stats = { bytesIn: 0, bytesOut: 0, framesIn: 0, framesOut: 0 };
   readonly #host: StreamHost;
@@ -132,7 +136,7 @@ export class Session extends EventEmitter<SessionEvents> {
       sendData: (id, payload) => this.#writeData(id, payload),
       release: (s) => this.#release(s),
       get rtt() {
-        return session.#rtt;
+        return session.#currentRtt();
       },
       get peerMaxFramePayload() {
         return session.#peer?.maxFramePayload ?? MIN_FRAME_PAYLOAD;
@@ -325,6 +329,23 @@ export class Session extends EventEmitter<SessionEvents> {
     } finally {
       this.#flushing = false;
     }
+  }
+
+  /**
+   * The round-trip time window auto-tuning compares a stream's drain time with.
+   * Keepalive samples are up to an interval old and taken when idle; under a
+   * bulk transfer the real round trip includes the queues in front of the
+   * data, so a stream that asks for it while busy gets a fresh probe: its PONG
+   * comes back behind the peer's queued DATA. At most one probe in flight, and
+   * one per 100 ms.
+   */
+  #currentRtt(): number {
+    const now = performance.now();
+    if (!this.#rttProbe && this.#peer && !this.#closed && now - this.#rttSampledAt > 100) {
+      this.#rttProbe = true;
+      this.#sendPing();
+    }
+    return this.#rttSample;
   }
 
   #sendPing(resolve?: (rtt: number) => void, reject?: (e: Error) => void): void {
@@ -525,6 +546,9 @@ export class Session extends EventEmitter<SessionEvents> {
     const sample = performance.now() - ping.sentAt;
     // Exponentially weighted, as TCP's SRTT (RFC 6298, alpha = 1/8).
     this.#rtt = this.#rtt === 0 ? sample : this.#rtt * 0.875 + sample * 0.125;
+    this.#rttSample = sample;
+    this.#rttSampledAt = performance.now();
+    this.#rttProbe = false;
     ping.resolve?.(sample);
   }
 

@@ -13,7 +13,7 @@ export interface StreamHost {
   sendData(streamId: number, payload: Buffer): void;
   /** The stream needs no more frames: both FINs seen or reset. */
   release(stream: Stream): void;
-  /** Smoothed round-trip time in ms (0 while unknown). */
+  /** Latest round-trip time in ms (0 while unknown); reading it may start a fresh probe. */
   readonly rtt: number;
   /** Largest DATA payload the peer accepts. */
   readonly peerMaxFramePayload: number;

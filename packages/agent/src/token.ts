@@ -1,0 +1,35 @@
+import { readFileSync } from 'node:fs';
+import { ConfigError } from '@burrow/shared';
+
+/** Characters a bearer token may hold (RFC 6750 b64token). */
+const BEARER = /^[A-Za-z0-9._~+/=-]+$/;
+
+/** Throws ConfigError when `token` cannot be a bearer token; `where` names its origin. Never echoes it. */
+export function checkToken(token: string, where: string): void {
+  if (!token) throw new ConfigError(`the token in ${where} is empty`);
+  if (!BEARER.test(token)) {
+    throw new ConfigError(
+      `the token in ${where} is not a bearer token (unexpected characters; is it the right file?)`,
+    );
+  }
+}
+
+/**
+ * A token read from `file` again at each call: the agent calls it before every
+ * connection attempt, so a rotated file (a Secret volume swaps it atomically)
+ * takes effect on the next reconnect without a restart.
+ */
+export function tokenFile(file: string): () => string {
+  return () => {
+    let token: string;
+    try {
+      token = readFileSync(file, 'utf8').trim();
+    } catch (err) {
+      throw new ConfigError(
+        `--token-file: cannot read ${file} (${(err as NodeJS.ErrnoException).code ?? 'error'})`,
+      );
+    }
+    checkToken(token, `--token-file ${file}`);
+    return token;
+  };
+}
