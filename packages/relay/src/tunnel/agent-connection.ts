@@ -27,6 +27,8 @@ export class AgentConnection implements RouteTarget {
   readonly claims: AgentClaims;
   readonly session: Session;
   readonly remoteAddress: string;
+  /** The agent's source port as the relay sees it (after any NAT on the way). */
+  readonly remotePort: number;
   readonly connectedAt = Date.now();
   readonly #table: RouteTable<AgentConnection>;
   readonly #log: Logger;
@@ -41,6 +43,7 @@ export class AgentConnection implements RouteTarget {
     logger: Logger;
     relayId: string;
     remoteAddress: string;
+    remotePort?: number;
   }) {
     this.session = opts.session;
     this.claims = opts.claims;
@@ -48,6 +51,7 @@ export class AgentConnection implements RouteTarget {
     this.#table = opts.table;
     this.#relayId = opts.relayId;
     this.remoteAddress = opts.remoteAddress;
+    this.remotePort = opts.remotePort ?? 0;
     this.#log = opts.logger.child({ conn: this.id, subject: this.subject });
     this.session.on('stream', (s) => this.#onStream(s));
     this.session.on('close', (err) => {

@@ -107,10 +107,11 @@ export class TunnelEndpoint {
         logger: log,
         relayId: this.#opts.relayId,
         remoteAddress: remote,
+        remotePort: req.socket.remotePort ?? 0,
       });
       this.connections.add(conn);
       session.on('close', () => this.connections.delete(conn));
-      log.info({ conn: conn.id, subject: claims.sub, remote }, 'agent connected');
+      log.info({ conn: conn.id, subject: claims.sub, remote, port: conn.remotePort }, 'agent connected');
       this.#opts.onConnection?.(conn);
     });
   }
