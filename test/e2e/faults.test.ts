@@ -3,11 +3,13 @@
 // with long downloads in flight. (tenancy-and-recovery.test.ts covers a clean
 // relay restart and an in-process rolling replacement; relay-cli.test.ts a
 // single in-flight download over SIGTERM.)
+import { execFile } from 'node:child_process';
 import { once } from 'node:events';
 import { mkdtemp, rm, writeFile } from 'node:fs/promises';
 import { type IncomingMessage, request, type ServerResponse } from 'node:http';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
+import { promisify } from 'node:util';
 import t from 'tap';
 import { testAgent } from '../helpers/agent.js';
 import { get, testServer } from '../helpers/http.js';
@@ -16,6 +18,8 @@ import { AGENT_CLI, spawnLogged } from '../helpers/proc.js';
 import { rawRequest } from '../helpers/raw-http.js';
 import { type Teardownable, testRelay, tokenFor, tunnelUrl } from '../helpers/relay.js';
 import { relayProcess } from '../helpers/relay-process.js';
+
+const run = promisify(execFile);
 
 /**
  * A backend whose /big responses send `first` bytes, then wait for release()
@@ -118,9 +122,16 @@ t.test('one agent connection cut mid-transfer: its streams fail cleanly, the oth
   await Promise.all(downloads.map((d) => d.begun));
   const conns = [...relay.connections];
   t.same(conns.map((c) => c.inFlight).sort(), [3, 3], 'the downloads are spread over both connections');
-  const [victim] = conns;
-  const closed = once(victim!.session, 'close');
-  victim!.session.destroy(new Error('cut by test'));
+  const victim = conns[0]!;
+  const closed = once(victim.session, 'close');
+  if (process.getuid?.() === 0) {
+    // Abruptly, as a crash or a middlebox would: the kernel destroys the
+    // agent's TCP socket (ss -K); nobody says goodbye, the relay gets a RST.
+    await run('ss', ['-K', '-t', 'src', '127.0.0.1', 'sport', '=', `:${victim.remotePort}`]);
+  } else {
+    t.comment('not root: ending the connection at the relay instead of killing its socket');
+    victim.session.destroy(new Error('cut by test'));
+  }
   await closed;
   held.release();
   const results = await Promise.all(downloads.map((d) => d.done));
