@@ -24,7 +24,8 @@ import { relayProcess } from '../helpers/relay-process.js';
 import { hostileFrame, RogueAgent } from '../helpers/rogue-agent.js';
 import { attempt, forge } from '../helpers/tunnel-client.js';
 
-const ROGUE_HOST = 'rogue.example.com';
+/** Each subtest's rogue announces its own name under this, so no request can land on another's connection. */
+const ROGUE_HOSTS = '*.rogue.example.com';
 
 t.test('hostile tunnel peers', async (t) => {
   const relay = await relayProcess(t, ['--response-timeout', '5s']);
@@ -37,10 +38,10 @@ t.test('hostile tunnel peers', async (t) => {
   );
   const loop = requestLoop(t, relay.httpPort, 'bystander.example.com', { body: 'steady', keepAlive: true });
   await loop.after(10);
-  const rogueToken = await tokenFor('rogue', [ROGUE_HOST]);
+  const rogueToken = await tokenFor('rogue', [ROGUE_HOSTS]);
   // Each subtest's rogue connections close with it, so a later subtest's requests cannot land on them.
   const rogue = (t: Teardownable, hello = {}) => RogueAgent.connect(t, relay.tunnelUrl, rogueToken, hello);
-  const routes = [{ id: 'r', hostnames: [ROGUE_HOST] }];
+  const routes = (name: string) => [{ id: 'r', hostnames: [`${name}.rogue.example.com`] }];
 
   t.test('seeded random and mutated frames from an agent with a valid token', async (t) => {
     const seeds = 60;
@@ -49,7 +50,7 @@ t.test('hostile tunnel peers', async (t) => {
     for (let seed = 1; seed <= seeds; seed++) {
       const rng = mulberry32(seed);
       const peer = await rogue(t);
-      const result = await peer.announce(routes);
+      const result = await peer.announce(routes(`seed${seed}`));
       t.equal(result.routes[0]?.status, 'active', `seed ${seed}: announced`);
       // A few frames per connection: most hostile frames end a session, and a
       // session that ends early would leave the rest of a long run untested.
@@ -70,7 +71,7 @@ t.test('hostile tunnel peers', async (t) => {
 
   t.test('OPEN metadata over the limit: the stream is refused, the tunnel stays', async (t) => {
     const peer = await rogue(t);
-    await peer.announce(routes);
+    await peer.announce(routes('metadata'));
     peer.send(encodeFrame(FrameType.Open, 3, Buffer.alloc(40 * 1024, 'x')));
     const rst = decodeRst((await peer.waitFor((f) => f.type === FrameType.Rst && f.streamId === 3)).payload);
     t.equal(rst.reason, Reason.MetadataTooLarge);
@@ -86,8 +87,8 @@ t.test('hostile tunnel peers', async (t) => {
 
   t.test('WINDOW overflow on a request stream: tunnel closed, the client gets a clean error', async (t) => {
     const peer = await rogue(t);
-    await peer.announce(routes);
-    const pending = get(relay.httpPort, ROGUE_HOST);
+    await peer.announce(routes('window'));
+    const pending = get(relay.httpPort, 'window.rogue.example.com');
     const open = await peer.waitFor((f) => f.type === FrameType.Open);
     peer.send(encodeWindow(open.streamId, 2 ** 31 - 1));
     const { code } = await peer.closed;
@@ -100,7 +101,7 @@ t.test('hostile tunnel peers', async (t) => {
 
   t.test('a flood of agent-opened streams past the concurrency limit', async (t) => {
     const peer = await rogue(t);
-    await peer.announce(routes);
+    await peer.announce(routes('flood'));
     const count = 10_000; // past the relay's limit of 8192 concurrent streams
     for (let i = 0; i < count; i++) {
       peer.send(encodeFrame(FrameType.Open, 3 + 2 * i, Buffer.from('{"kind":"control"}')));
@@ -120,9 +121,19 @@ t.test('hostile tunnel peers', async (t) => {
 
   t.test('requests past the limit the agent advertised get 503 at once', async (t) => {
     const peer = await rogue(t, { maxConcurrentStreams: 4 });
-    await peer.announce(routes);
-    const replies = Array.from({ length: 10 }, () => get(relay.httpPort, ROGUE_HOST));
+    await peer.announce(routes('limit'));
     // Four streams open and hang (the rogue never answers); the other six are refused.
+    let answered = 0;
+    let onAnswer = () => {};
+    const replies = Array.from({ length: 10 }, () =>
+      get(relay.httpPort, 'limit.rogue.example.com').then((r) => {
+        answered++;
+        onAnswer();
+        return r;
+      }),
+    );
+    // Only once all six are answered may the four be reset: a slot freed earlier would take a seventh.
+    while (answered < 6) await new Promise<void>((resolve) => (onAnswer = resolve));
     while (peer.frames.filter((f) => f.type === FrameType.Open).length < 4) await once(peer, 'frame');
     const opens = peer.frames.filter((f) => f.type === FrameType.Open);
     for (const f of opens) peer.send(encodeFrame(FrameType.Rst, f.streamId, Buffer.from([0, 0, 0, 5])));
