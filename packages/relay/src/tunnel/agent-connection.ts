@@ -35,6 +35,7 @@ export class AgentConnection implements RouteTarget {
   readonly #relayId: string;
   #control: Stream | undefined;
   #inFlight = 0;
+  #refusedStreams = 0;
 
   constructor(opts: {
     session: Session;
@@ -99,7 +100,14 @@ export class AgentConnection implements RouteTarget {
       // reset() destroys the stream with an error; with no listener that error
       // would be unhandled and take the whole relay down.
       stream.on('error', () => {});
-      this.#log.warn({ stream: stream.id }, 'agent opened an unexpected stream; refused');
+      // Once per connection at warn: a flood of OPENs must not become a flood of log lines.
+      this.#refusedStreams++;
+      if (this.#refusedStreams === 1)
+        this.#log.warn(
+          { stream: stream.id },
+          'agent opened an unexpected stream; refused (further ones at debug)',
+        );
+      else this.#log.debug({ stream: stream.id, refused: this.#refusedStreams }, 'unexpected stream refused');
       stream.reset(Reason.RefusedStream, 'agents may only open one control stream');
       return;
     }
