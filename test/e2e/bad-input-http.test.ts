@@ -80,7 +80,7 @@ const CASES: Array<[name: string, request: string, status: number]> = [
 ];
 
 t.test('malformed and hostile requests at the public HTTP port', async (t) => {
-  const relay = await relayProcess(t, ['--headers-timeout', '1s']);
+  const relay = await relayProcess(t, ['--headers-timeout', '2s']);
   const seen: string[] = [];
   const target = await testServer(t, (req, res) => {
     seen.push(`${req.method} ${req.url}`);
