@@ -39,7 +39,9 @@ USER 65532:65532
 # 80: public HTTP. 8443: tunnel endpoint for agents. Docker (20.10+) lets a
 # non-root process bind :80 inside a container; on Kubernetes, either grant
 # NET_BIND_SERVICE or listen on a high port (--http-listen 0.0.0.0:8080).
-EXPOSE 80 8443
+# 9090: admin API, metrics, probes and dashboard; it listens on loopback unless
+# --admin-listen 0.0.0.0:9090 (then publish it on the host's loopback only).
+EXPOSE 80 8443 9090
 ENTRYPOINT ["/nodejs/bin/node", "/app/packages/relay/dist/cli.js"]
 # Mount /etc/burrow with relay.yaml and keys/*.pub (docs/install.md). keygen and
 # token create run from the same image: docker run IMAGE token create --help

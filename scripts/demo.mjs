@@ -5,6 +5,7 @@
 //
 //   npm run demo                   (relay HTTP on 127.0.0.1:8080, or a free port)
 //   BURROW_DEMO_PORT=9000 npm run demo
+import { randomBytes } from 'node:crypto';
 import { once } from 'node:events';
 import { createServer, request } from 'node:http';
 import { startAgent } from '@burrow/agent';
@@ -63,8 +64,12 @@ async function relayOn(port) {
     verifyKeys: [await loadVerifyKey(pair.publicPem)],
     logger: logger.child({ component: 'relay' }),
     drainTimeout: 2_000,
+    // The dashboard and metrics, on a free loopback port with a token made for this run.
+    admin: { host: '127.0.0.1', port: 0 },
+    adminToken,
   });
 }
+const adminToken = randomBytes(24).toString('hex');
 const wanted = Number(process.env.BURROW_DEMO_PORT ?? 8080);
 let relay;
 try {
@@ -106,6 +111,8 @@ Burrow demo is up: relay, agent and a sample app on loopback.
 
   Open:      ${url}
   Or:        curl -H 'Host: ${HOSTNAME}' http://127.0.0.1:${port}/
+
+  Dashboard: http://127.0.0.1:${relay.adminAddress.port}/#token=${adminToken}
 
   relay      http 127.0.0.1:${port}, tunnel ws://127.0.0.1:${relay.tunnelAddress.port}/v1/tunnel
   agent      ${agent.connectionCount} tunnel connections, exposing ${HOSTNAME} -> ${appUrl}

@@ -392,6 +392,8 @@ t.test('deploy/relay/relay.yaml: known options, and the real relay starts with i
     '127.0.0.1:0',
     '--tunnel-listen',
     '127.0.0.1:0',
+    '--admin-listen',
+    '127.0.0.1:0',
     '--verify-key',
     dir,
   ]);
@@ -418,6 +420,7 @@ t.test('the systemd unit is hardened and outlasts the drain', async (t) => {
   t.equal(one('ConfigurationDirectory'), 'burrow');
   t.equal(one('Restart'), 'on-failure');
   t.equal(one('KillSignal'), 'SIGTERM');
+  t.equal(one('ExecReload'), '/bin/kill -HUP $MAINPID', 'systemctl reload sends SIGHUP (hot reload)');
   t.ok(Number(one('TimeoutStopSec')) > 30, 'stop timeout outlasts the 30 s drain');
   t.notOk(settings.has('MemoryDenyWriteExecute'), 'V8 needs W+X memory');
 });

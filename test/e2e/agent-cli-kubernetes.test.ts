@@ -80,6 +80,12 @@ t.test('burrow-agent --kubernetes exposes annotated Services and answers probes'
   t.equal(metrics.status, 200);
   t.match(metrics.body, /^burrow_agent_tunnel_connections [12]$/m, 'tunnel connections are counted');
   t.match(metrics.body, /^burrow_agent_routes\{status="active"\} 1$/m, 'the active route is counted');
+  t.match(
+    metrics.body,
+    /^burrow_agent_tunnel_state\{relay="ws:\/\/127\.0\.0\.1:\d+\/v1\/tunnel",conn="0",state="connected"\} 1$/m,
+    'each connection reports its state per relay',
+  );
+  t.match(metrics.body, /^burrow_agent_kubernetes_watch_restarts_total \d+$/m, 'watch restarts are counted');
   t.equal(kube.leases()[0]?.spec.holderIdentity, 'agent-0', 'the write-back lease names the pod');
   t.notOk(
     JSON.stringify(agent.lines).includes(token.split('.')[2]!),

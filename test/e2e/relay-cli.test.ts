@@ -29,7 +29,7 @@ t.test('keygen, token create, serve, SIGTERM drain', async (t) => {
   t.equal(again.code, 1, 'keygen refuses to overwrite a key pair');
   t.match(again.stderr, /already exists; pass --force/);
 
-  const { stdout: token } = await run(process.execPath, [
+  const { stdout: token, stderr: tokenInfo } = await run(process.execPath, [
     RELAY_CLI,
     'token',
     'create',
@@ -43,6 +43,8 @@ t.test('keygen, token create, serve, SIGTERM drain', async (t) => {
     '1h',
   ]);
   t.match(token.trim(), /^[\w-]+\.[\w-]+\.[\w-]+$/, 'prints one compact JWT');
+  const jti = JSON.parse(Buffer.from(token.split('.')[1]!, 'base64url').toString()).jti;
+  t.equal(tokenInfo, `token id (jti, for --revoked-tokens): ${jti}\n`, 'the token id goes to stderr');
 
   const bad = await run(process.execPath, [RELAY_CLI, 'serve', '--http-listen', 'nonsense']).catch((e) => e);
   t.equal(bad.code, 1);
@@ -53,6 +55,8 @@ t.test('keygen, token create, serve, SIGTERM drain', async (t) => {
     '--http-listen',
     '127.0.0.1:0',
     '--tunnel-listen',
+    '127.0.0.1:0',
+    '--admin-listen',
     '127.0.0.1:0',
     '--verify-key',
     keys,

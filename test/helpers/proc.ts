@@ -38,7 +38,9 @@ export function spawnLogged(
   // `ip netns exec` execs the command, so the child's pid is node's own and signals reach it.
   const [command, ...argv] = opts.netns ? ['ip', 'netns', 'exec', opts.netns, ...node] : node;
   const child = spawn(command!, argv, {
-    env: { ...process.env, ...env },
+    // The relay's admin listener defaults to 127.0.0.1:9090; parallel tests
+    // would collide on it, so it gets an ephemeral port unless a test says otherwise.
+    env: { BURROW_ADMIN_LISTEN: '127.0.0.1:0', ...process.env, ...env },
     stdio: ['ignore', 'pipe', 'pipe'],
   });
   const exited = once(child, 'exit').then(([code]) => code as number | null);

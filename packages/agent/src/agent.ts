@@ -21,7 +21,7 @@ import { checkRoute, normalizeRoute, toAnnounced, validateRoutes } from './route
 import { checkToken } from './token.js';
 import { acceptStream } from './tunnel/accept.js';
 import { type BackoffOptions, DEFAULT_BACKOFF } from './tunnel/backoff.js';
-import { TunnelConnection } from './tunnel/connection.js';
+import { TunnelConnection, type State as TunnelState } from './tunnel/connection.js';
 import { tunnelEndpoint } from './tunnel/dial.js';
 import { FailureLog } from './tunnel/failure-log.js';
 
@@ -59,6 +59,18 @@ export interface AgentEvents {
   disconnected: [index: number, reason: string];
   /** A relay answered an announcement: one result per hostname. */
   routes: [results: RouteResult[]];
+  /** Connection `index` failed to connect (dial, refusal or handshake); it retries by itself. */
+  connectFailed: [index: number, reason: string];
+  /** A backend exchange failed; `reason` is the wire reason name (ConnectRefused, BackendError, ...). */
+  dialError: [reason: string];
+}
+
+/** One tunnel connection's state, for metrics and status. */
+export interface ConnectionState {
+  index: number;
+  /** The tunnel endpoint URL (from the agent's configuration). */
+  relay: string;
+  state: TunnelState;
 }
 
 /** A running agent. */
@@ -71,6 +83,8 @@ export interface Agent extends EventEmitter<AgentEvents> {
   readonly connectionCount: number;
   /** The live sessions, one per connection that is up or handshaking. */
   sessions(): Session[];
+  /** Every tunnel connection's state. */
+  connectionStates(): ConnectionState[];
   /** Stops reconnecting and drains every connection (bounded by the session drainTimeout). */
   close(): Promise<void>;
 }
@@ -139,7 +153,11 @@ class AgentImpl extends EventEmitter<AgentEvents> implements Agent {
       this.#rejectReady = reject;
     });
     this.#ready.catch(() => {});
-    this.#dialer = createHttpDialer({ logger: this.#log, connectTimeout });
+    this.#dialer = createHttpDialer({
+      logger: this.#log,
+      connectTimeout,
+      onFailure: (reason) => this.emit('dialError', reason),
+    });
 
     this.#apply(this.#source.routes());
     this.#source.on('change', this.#onChange);
@@ -164,6 +182,7 @@ class AgentImpl extends EventEmitter<AgentEvents> implements Agent {
       });
       conn.on('connected', () => this.emit('connected', index));
       conn.on('disconnected', (reason) => this.emit('disconnected', index, reason));
+      conn.on('connectFailed', (reason) => this.emit('connectFailed', index, reason));
       conn.on('routes', (results) => this.#onResults(results));
       this.#connections.push(conn);
     }
@@ -188,6 +207,10 @@ class AgentImpl extends EventEmitter<AgentEvents> implements Agent {
 
   sessions(): Session[] {
     return this.#connections.flatMap((c) => (c.session ? [c.session] : []));
+  }
+
+  connectionStates(): ConnectionState[] {
+    return this.#connections.map((c) => ({ index: c.index, relay: c.endpoint, state: c.state }));
   }
 
   close(): Promise<void> {

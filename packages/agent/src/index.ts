@@ -6,6 +6,7 @@ export {
   type KubernetesOptions,
   startKubernetes,
 } from './kubernetes/index.js';
+export { agentMetrics } from './metrics.js';
 export { loadRoutesFile, parseRoutesYaml } from './routes/file.js';
 export {
   type Route,

@@ -16,6 +16,7 @@ import {
 } from '@burrow/shared';
 import { readConfigFile, relayOptionsFrom, SERVE_OPTIONS } from './config.js';
 import { startRelay } from './relay.js';
+import { ConfigReloader, type LoadedConfig } from './reload.js';
 
 const USAGE = `burrow-relay — the public side of Burrow: routes HTTP by hostname through agents' tunnels.
 
@@ -86,18 +87,30 @@ async function serve(argv: string[]): Promise<void> {
   const first = parseOptions(SERVE_OPTIONS, argv);
   if (first.values['help'])
     return void process.stdout.write(formatHelp('Usage: burrow-relay serve [options]', SERVE_OPTIONS));
-  const file = first.values['config'] ? await readConfigFile(String(first.values['config'])) : {};
-  const { values } = parseOptions(
-    SERVE_OPTIONS,
-    argv,
-    process.env,
-    file,
-    String(first.values['config'] ?? ''),
-  );
-  const { options, logLevel } = await relayOptionsFrom(values);
-  const logger = createLogger({ name: 'burrow-relay', level: logLevel });
-  const relay = await startRelay({ ...options, logger });
-  exitOnSignals(logger, () => relay.close());
+  // Flags and environment are fixed for the process's life; the file is read
+  // again on every reload, and --config itself comes from flags or env only.
+  const configFile = first.values['config'] ? String(first.values['config']) : undefined;
+  const load = async (): Promise<LoadedConfig> => {
+    const file = configFile ? await readConfigFile(configFile) : {};
+    const { values } = parseOptions(SERVE_OPTIONS, argv, process.env, file, configFile ?? '');
+    return { values, ...(await relayOptionsFrom(values)) };
+  };
+  const current = await load();
+  const logger = createLogger({ name: 'burrow-relay', level: current.logLevel });
+  // Installed before listening: SIGHUP's default action would end the process.
+  let reloader: ConfigReloader | undefined;
+  process.on('SIGHUP', () => {
+    if (!reloader) return void logger.warn({ signal: 'SIGHUP' }, 'still starting; reload ignored');
+    logger.info({ signal: 'SIGHUP' }, 'reloading configuration');
+    void reloader.reload('SIGHUP');
+  });
+  const relay = await startRelay({ ...current.options, logger });
+  reloader = new ConfigReloader({ relay, logger, load, current });
+  reloader.watchFiles();
+  exitOnSignals(logger, () => {
+    reloader?.stopWatching();
+    return relay.close();
+  });
 }
 
 async function keygen(argv: string[]): Promise<void> {
@@ -175,6 +188,11 @@ async function token(argv: string[]): Promise<void> {
     throw new ConfigError(err.message);
   });
   process.stdout.write(`${jwt}\n`);
+  // The id goes to stderr, so `> agent.token` keeps only the token: note it to revoke the token later.
+  const { jti } = JSON.parse(Buffer.from(jwt.split('.')[1] ?? '', 'base64url').toString('utf8')) as {
+    jti: string;
+  };
+  process.stderr.write(`token id (jti, for --revoked-tokens): ${jti}\n`);
 }
 
 await runCli('burrow-relay', async () => {

@@ -79,6 +79,38 @@ export const SERVE_OPTIONS: readonly OptionSpec[] = [
     placeholder: 'PORT',
     description: 'port shown in URLs reported to agents (default: the HTTP listener port)',
   },
+  {
+    name: 'admin-listen',
+    env: 'BURROW_ADMIN_LISTEN',
+    type: 'string',
+    placeholder: 'HOST:PORT',
+    default: '127.0.0.1:9090',
+    description:
+      'admin API, /metrics, /healthz, /readyz and the dashboard (keep it private: loopback or an internal network)',
+  },
+  {
+    name: 'admin-token-file',
+    env: 'BURROW_ADMIN_TOKEN_FILE',
+    type: 'string',
+    placeholder: 'FILE',
+    description:
+      'file holding the admin API bearer token (16+ characters); without it or --admin-token only the probes answer',
+  },
+  {
+    name: 'admin-token',
+    env: 'BURROW_ADMIN_TOKEN',
+    type: 'string',
+    placeholder: 'TOKEN',
+    description: 'the admin token itself; prefer the environment variable or a file (flags show in ps)',
+  },
+  {
+    name: 'revoked-tokens',
+    env: 'BURROW_REVOKED_TOKENS',
+    type: 'string',
+    placeholder: 'FILE',
+    description:
+      'token ids (jti) refused and disconnected, one per line, # comments; reloaded on SIGHUP and on change',
+  },
   COMMON_OPTIONS.drainTimeout,
   {
     name: 'response-timeout',
@@ -158,6 +190,60 @@ export async function loadVerifyKeys(paths: readonly string[]): Promise<VerifyKe
   return keys;
 }
 
+/** Largest revocation list accepted, so a wrong file cannot eat the relay's memory. */
+const MAX_REVOKED = 100_000;
+
+/** Reads a revocation list: one token id (jti) per line; blank lines and # comments ignored. */
+export async function loadRevokedTokens(path: string): Promise<string[]> {
+  let text: string;
+  try {
+    text = await readFile(path, 'utf8');
+  } catch (err) {
+    throw new ConfigError(
+      `--revoked-tokens: cannot read ${path} (${(err as NodeJS.ErrnoException).code ?? 'error'})`,
+    );
+  }
+  const ids: string[] = [];
+  for (const [i, raw] of text.split('\n').entries()) {
+    const line = raw.replace(/#.*$/, '').trim();
+    if (!line) continue;
+    if (!/^[\x21-\x7e]{1,256}$/.test(line)) {
+      throw new ConfigError(
+        `--revoked-tokens: ${path} line ${i + 1} is not a token id (one jti per line, no spaces, at most 256 characters)`,
+      );
+    }
+    ids.push(line);
+  }
+  if (ids.length > MAX_REVOKED)
+    throw new ConfigError(`--revoked-tokens: ${path} lists ${ids.length} ids; at most ${MAX_REVOKED}`);
+  return ids;
+}
+
+/** The admin token from --admin-token or --admin-token-file (not both), checked for strength. */
+async function adminTokenFrom(values: OptionValues): Promise<string | undefined> {
+  const file = values['admin-token-file'] as string | undefined;
+  const direct = values['admin-token'] as string | undefined;
+  if (file && direct)
+    throw new ConfigError('--admin-token and --admin-token-file exclude each other: pass one');
+  let token = direct;
+  if (file) {
+    try {
+      token = (await readFile(file, 'utf8')).trim();
+    } catch (err) {
+      throw new ConfigError(
+        `--admin-token-file: cannot read ${file} (${(err as NodeJS.ErrnoException).code ?? 'error'})`,
+      );
+    }
+  }
+  if (token === undefined) return undefined;
+  if (!/^[\x21-\x7e]{16,512}$/.test(token)) {
+    throw new ConfigError(
+      `${file ? `--admin-token-file: ${file}` : '--admin-token'} must hold 16 to 512 printable characters, no spaces (e.g. openssl rand -hex 32)`,
+    );
+  }
+  return token;
+}
+
 /** Turns parsed option values into RelayOptions, checking every field. */
 export async function relayOptionsFrom(
   values: OptionValues,
@@ -201,8 +287,13 @@ export async function relayOptionsFrom(
       );
     }
   }
+  const adminToken = await adminTokenFrom(values);
+  const revokedFile = values['revoked-tokens'] as string | undefined;
   const options: RelayOptions = {
     ...(tunnelTls ? { tunnelTls } : {}),
+    admin: parseListen(String(values['admin-listen']), '--admin-listen'),
+    ...(adminToken ? { adminToken } : {}),
+    revokedTokens: revokedFile ? await loadRevokedTokens(revokedFile) : [],
     http: parseListen(String(values['http-listen']), '--http-listen'),
     tunnel: parseListen(String(values['tunnel-listen']), '--tunnel-listen'),
     verifyKeys: await loadVerifyKeys(values['verify-key'] as string[]),

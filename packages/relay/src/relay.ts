@@ -1,10 +1,15 @@
-import { randomUUID } from 'node:crypto';
+import { randomUUID, X509Certificate } from 'node:crypto';
 import type { Server } from 'node:http';
 import { createServer } from 'node:http';
-import { createServer as createHttpsServer } from 'node:https';
+import { createServer as createHttpsServer, Server as HttpsServer } from 'node:https';
 import type { AddressInfo } from 'node:net';
 import { createLogger, type Logger, type SessionConfig, type VerifyKey } from '@burrow/shared';
+import type { FastifyInstance } from 'fastify';
+import { Activity } from './activity.js';
+import { type AdminState, buildAdminApp } from './admin/app.js';
+import { relayAdminState } from './admin/state.js';
 import { createHttpListener } from './listeners/http.js';
+import { RelayMetrics } from './metrics.js';
 import type { AccessInfo } from './proxy/forward.js';
 import { RouteTable } from './routes/table.js';
 import type { AgentConnection } from './tunnel/agent-connection.js';
@@ -29,6 +34,12 @@ export interface RelayOptions {
   /** How long a hostname whose agent went away answers 503 instead of 404, ms. Default 10 min. */
   offlineGrace?: number;
   session?: Partial<SessionConfig>;
+  /** Admin API, metrics and dashboard listener; none when omitted. */
+  admin?: { host: string; port: number };
+  /** Bearer token for the admin API; without one, everything but the probes answers 401. */
+  adminToken?: string;
+  /** Token ids (`jti`) whose tunnels are refused. */
+  revokedTokens?: readonly string[];
   logger?: Logger;
   onRequestDone?: (info: AccessInfo) => void;
 }
@@ -39,13 +50,41 @@ export interface Relay {
   readonly tunnelAddress: AddressInfo;
   readonly routes: RouteTable<AgentConnection>;
   readonly connections: ReadonlySet<AgentConnection>;
+  /** The admin listener's address, when `admin` was given. */
+  readonly adminAddress: AddressInfo | undefined;
+  /** This relay's Prometheus metrics (its own registry). */
+  readonly metrics: RelayMetrics;
+  /** What the admin API shows, for buildAdminApp() in tests or other wiring. */
+  readonly adminState: AdminState;
   /** Replaces the token verification keys (hot reload). */
   setVerifyKeys(keys: readonly VerifyKey[]): void;
+  /**
+   * Replaces the revocation list (hot reload): tunnels authenticated with a
+   * listed token id are closed at once. Returns how many were closed.
+   */
+  setRevokedTokens(jtis: readonly string[]): number;
+  /** Replaces the admin bearer token (hot reload); undefined closes the API. */
+  setAdminToken(token: string | undefined): void;
+  /**
+   * Replaces the tunnel endpoint's certificate and key (hot reload): new
+   * handshakes use them, established tunnels keep theirs. Throws when the
+   * endpoint was started without TLS (switching ws:// to wss:// needs a restart).
+   */
+  setTunnelTls(tls: { cert: string; key: string }): void;
   /**
    * Graceful stop: stop accepting, GOAWAY to agents, let in-flight requests
    * finish (bounded by drainTimeout), then close everything.
    */
   close(): Promise<void>;
+}
+
+/** notAfter of the first (leaf) certificate of a PEM chain. */
+function certificateExpiry(pem: string): Date | undefined {
+  try {
+    return new Date(new X509Certificate(pem).validTo);
+  } catch {
+    return undefined;
+  }
 }
 
 function listen(server: Server, at: { host: string; port: number }): Promise<AddressInfo> {
@@ -61,8 +100,12 @@ function listen(server: Server, at: { host: string; port: number }): Promise<Add
 /** Builds and starts a relay: the public HTTP listener and the tunnel endpoint. */
 export async function startRelay(options: RelayOptions): Promise<Relay> {
   const id = randomUUID();
+  const startedAt = Date.now();
   const logger = options.logger ?? createLogger({ name: 'burrow-relay' });
   let keys = options.verifyKeys;
+  let revoked: ReadonlySet<string> = new Set(options.revokedTokens ?? []);
+  let adminToken = options.adminToken;
+  let closing: Promise<void> | undefined;
   let httpPort = options.publicHttpPort;
   const routes = new RouteTable<AgentConnection>({
     offlineGrace: options.offlineGrace ?? 10 * 60_000,
@@ -80,6 +123,22 @@ export async function startRelay(options: RelayOptions): Promise<Relay> {
     logger,
     relayId: id,
     session: { drainTimeout, ...options.session },
+    isRevoked: (jti) => revoked.has(jti),
+    onRefused: (reason) => metrics.refused(reason),
+  });
+  const activity = new Activity();
+  const metrics = new RelayMetrics({
+    connections: endpoint.connections,
+    routes,
+    revokedTokens: () => revoked.size,
+  });
+  const adminState = relayAdminState({
+    connections: endpoint.connections,
+    routes,
+    activity,
+    metrics,
+    startedAt,
+    notReady: () => (closing ? 'draining' : undefined),
   });
   const httpServer = createHttpListener({
     table: routes,
@@ -88,7 +147,12 @@ export async function startRelay(options: RelayOptions): Promise<Relay> {
     responseHeadTimeout: options.responseHeadTimeout ?? 60_000,
     headersTimeout: options.headersTimeout ?? 20_000,
     keepAliveTimeout: 5_000,
-    ...(options.onRequestDone ? { onRequestDone: options.onRequestDone } : {}),
+    onRequestDone: (info) => {
+      metrics.requestDone(info);
+      activity.record(info);
+      options.onRequestDone?.(info);
+    },
+    onStreamOpen: (route, stream) => metrics.streamOpened(route, (fn) => stream.once('close', fn)),
   });
   const httpAddress = await listen(httpServer, options.http);
   httpPort ??= httpAddress.port;
@@ -99,17 +163,56 @@ export async function startRelay(options: RelayOptions): Promise<Relay> {
     httpServer.close();
     throw err;
   }
-  logger.info({ http: httpAddress, tunnel: tunnelAddress, relayId: id }, 'relay listening');
+  let admin: FastifyInstance | undefined;
+  let adminAddress: AddressInfo | undefined;
+  if (options.admin) {
+    admin = buildAdminApp({ state: adminState, token: () => adminToken });
+    try {
+      await admin.listen({ host: options.admin.host, port: options.admin.port });
+    } catch (err) {
+      httpServer.close();
+      tunnelServer.close();
+      throw err;
+    }
+    adminAddress = admin.server.address() as AddressInfo;
+  }
+  if (options.tunnelTls) metrics.setCertificateExpiry('tunnel', certificateExpiry(options.tunnelTls.cert));
+  logger.info(
+    {
+      http: httpAddress,
+      tunnel: tunnelAddress,
+      ...(adminAddress ? { admin: adminAddress } : {}),
+      relayId: id,
+    },
+    'relay listening',
+  );
 
-  let closing: Promise<void> | undefined;
   return {
     id,
     httpAddress,
     tunnelAddress,
     routes,
     connections: endpoint.connections,
+    adminAddress,
+    metrics,
+    adminState,
     setVerifyKeys(next) {
       keys = next;
+    },
+    setRevokedTokens(jtis) {
+      revoked = new Set(jtis);
+      const closed = endpoint.revoke(revoked);
+      for (let i = 0; i < closed; i++) metrics.revoked();
+      return closed;
+    },
+    setAdminToken(token) {
+      adminToken = token;
+    },
+    setTunnelTls(tls) {
+      if (!(tunnelServer instanceof HttpsServer))
+        throw new Error('the tunnel endpoint runs without TLS; enabling it needs a restart');
+      tunnelServer.setSecureContext({ cert: tls.cert, key: tls.key, minVersion: 'TLSv1.2' });
+      metrics.setCertificateExpiry('tunnel', certificateExpiry(tls.cert));
     },
     close() {
       closing ??= (async () => {
@@ -129,6 +232,8 @@ export async function startRelay(options: RelayOptions): Promise<Relay> {
         const sweeper = setInterval(() => httpServer.closeIdleConnections(), 100);
         await endpoint.drain();
         await Promise.all([httpClosed, tunnelClosed]);
+        // The admin listener goes last: /readyz says "draining" while the drain runs.
+        await admin?.close();
         clearInterval(sweeper);
         clearTimeout(deadline);
         logger.info('relay stopped');

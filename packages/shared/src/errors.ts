@@ -142,6 +142,16 @@ export class GoAwayError extends defineWire(
 export class ConfigError extends define('ConfigError', 'BURROW_ERR_CONFIG', 'invalid configuration') {}
 /** A token could not be verified or does not allow what was asked. */
 export class TokenError extends define('TokenError', 'BURROW_ERR_TOKEN', 'token rejected') {}
+/**
+ * The relay's revocation list names this tunnel's token (by `jti`): the
+ * session ends with GOAWAY TOKEN_REVOKED and reconnects get HTTP 401.
+ */
+export class TokenRevokedError extends defineWire(
+  'TokenRevokedError',
+  'BURROW_ERR_TOKEN_REVOKED',
+  Reason.TokenRevoked,
+  'token revoked',
+) {}
 /** A backend sent no response head within the relay's response timeout. */
 export class UpstreamTimeoutError extends define(
   'UpstreamTimeoutError',
@@ -166,6 +176,7 @@ export const ERROR_CODES: readonly string[] = [
   'BURROW_ERR_GOAWAY',
   'BURROW_ERR_CONFIG',
   'BURROW_ERR_TOKEN',
+  'BURROW_ERR_TOKEN_REVOKED',
   'BURROW_ERR_UPSTREAM_TIMEOUT',
   'BURROW_ERR_INTERNAL',
 ];

@@ -35,6 +35,8 @@ export interface HttpDialerOptions {
   /** Time allowed to establish a backend connection (TCP, and TLS for https targets), ms. Default 10 s. */
   connectTimeout?: number;
   pool?: PoolOptions;
+  /** Called once per failed backend exchange with the wire reason name (metrics). */
+  onFailure?: (reason: string) => void;
 }
 
 export const DEFAULT_CONNECT_TIMEOUT = 10_000;
@@ -54,15 +56,17 @@ class HttpDialer implements Dialer {
   readonly #log: Logger;
   readonly #connectTimeout: number;
   readonly #pool: TargetPool;
+  readonly #onFailure: ((reason: string) => void) | undefined;
 
   constructor(options: HttpDialerOptions) {
+    this.#onFailure = options.onFailure;
     this.#log = options.logger;
     this.#connectTimeout = options.connectTimeout ?? DEFAULT_CONNECT_TIMEOUT;
     this.#pool = new TargetPool(options.pool);
   }
 
   serve(stream: Stream, meta: HttpOpen, route: Route): void {
-    new Exchange(stream, meta, route, this.#pool, this.#connectTimeout, this.#log).start();
+    new Exchange(stream, meta, route, this.#pool, this.#connectTimeout, this.#log, this.#onFailure).start();
   }
 
   retain(routes: readonly Route[]): void {
@@ -115,6 +119,7 @@ class Exchange {
   #headSent = false;
   #failed: string | undefined;
   #attempts = 0;
+  readonly #onFailure: ((reason: string) => void) | undefined;
 
   constructor(
     stream: Stream,
@@ -123,7 +128,9 @@ class Exchange {
     pool: TargetPool,
     connectTimeout: number,
     log: Logger,
+    onFailure?: (reason: string) => void,
   ) {
+    this.#onFailure = onFailure;
     this.#stream = stream;
     this.#meta = meta;
     this.#route = route;
@@ -314,6 +321,7 @@ class Exchange {
       },
       'backend request failed',
     );
+    this.#onFailure?.(this.#failed);
     this.#stream.reset(reason, message);
   }
 

@@ -47,12 +47,14 @@ export interface TunnelConnectionOptions {
 export interface TunnelConnectionEvents {
   /** The relay welcomed this connection on its control stream. */
   connected: [];
+  /** A dial or handshake attempt failed; it retries after a backoff. */
+  connectFailed: [reason: string];
   disconnected: [reason: string];
   /** The relay's answer to an announcement. */
   routes: [results: RouteResult[]];
 }
 
-type State = 'idle' | 'connecting' | 'handshake' | 'connected' | 'waiting' | 'closed';
+export type State = 'idle' | 'connecting' | 'handshake' | 'connected' | 'waiting' | 'closed';
 
 /** GOAWAY reasons that mean "drain and reconnect", not "something broke". */
 const GRACEFUL = new Set<Reason>([Reason.NoError, Reason.Shutdown, Reason.StreamIdsExhausted]);
@@ -88,6 +90,16 @@ export class TunnelConnection extends EventEmitter<TunnelConnectionEvents> {
   /** True while the relay has welcomed this connection and it is not draining. */
   get up(): boolean {
     return this.#state === 'connected';
+  }
+
+  /** Where this connection is in its life: connecting, handshake, connected, waiting (to retry), closed. */
+  get state(): State {
+    return this.#state;
+  }
+
+  /** The tunnel endpoint URL this connection dials. */
+  get endpoint(): string {
+    return this.#opts.endpoint;
   }
 
   /** The live session (absent while connecting or waiting to retry). */
@@ -271,6 +283,7 @@ export class TunnelConnection extends EventEmitter<TunnelConnectionEvents> {
     const delay = this.#backoff.next();
     this.#opts.failures.failed(this.index, reason, delay);
     this.#schedule(delay);
+    this.emit('connectFailed', reason);
   }
 
   #onDialFailed(err: Error): void {
@@ -279,11 +292,13 @@ export class TunnelConnection extends EventEmitter<TunnelConnectionEvents> {
       const delay = this.#backoff.capped();
       this.#opts.failures.failed(this.index, err.message, delay, 'error');
       this.#schedule(delay);
+      this.emit('connectFailed', err.message);
       return;
     }
     const delay = this.#backoff.next();
     this.#opts.failures.failed(this.index, err.message, delay);
     this.#schedule(delay);
+    this.emit('connectFailed', err.message);
   }
 
   #schedule(delay: number): void {

@@ -30,10 +30,17 @@ export interface ForwardOptions {
   responseHeadTimeout: number;
   /** Counters hook (metrics); called once per finished request. */
   onRequestDone?: (info: AccessInfo) => void;
+  /** Called for each stream opened to an agent, with the route hostname it serves (metrics). */
+  onStreamOpen?: (route: string, stream: Stream) => void;
 }
 
 export interface AccessInfo {
   host: string;
+  /**
+   * The route hostname (exact or wildcard pattern) the request matched, or ''
+   * when it matched none: unlike `host`, bounded by what agents announced.
+   */
+  route: string;
   method: string;
   path: string;
   status: number;
@@ -118,18 +125,19 @@ export function readResponseHead(
 }
 
 type Routed =
-  | { ok: true; conn: AgentConnection; routeId: string; host: string }
-  | ({ ok: false; host: string } & ProxyFailure);
+  | { ok: true; conn: AgentConnection; routeId: string; host: string; route: string }
+  | ({ ok: false; host: string; route: string } & ProxyFailure);
 
 /** Finds the agent connection for a request, or the failure to answer with. */
 function route(req: IncomingMessage, table: RouteTable<AgentConnection>): Routed {
   const host = normalizeHost(req.headers.host);
   const invalid = invalidRequest(req, host);
-  if (invalid) return { ok: false, host, ...invalid };
+  if (invalid) return { ok: false, host, route: '', ...invalid };
   if (!host)
     return {
       ok: false,
       host,
+      route: '',
       status: 400,
       code: 'no_host',
       message: 'The request has no usable Host header.',
@@ -139,6 +147,7 @@ function route(req: IncomingMessage, table: RouteTable<AgentConnection>): Routed
     return {
       ok: false,
       host,
+      route: '',
       status: 404,
       code: 'unknown_host',
       message: 'No service is exposed at this hostname.',
@@ -148,6 +157,7 @@ function route(req: IncomingMessage, table: RouteTable<AgentConnection>): Routed
     return {
       ok: false,
       host,
+      route: found.hostname,
       status: 503,
       code: 'agent_offline',
       message: 'The agent serving this hostname is not connected.',
@@ -158,12 +168,13 @@ function route(req: IncomingMessage, table: RouteTable<AgentConnection>): Routed
     return {
       ok: false,
       host,
+      route: binding.hostname,
       status: 403,
       code: 'client_forbidden',
       message: 'Your address is not allowed to reach this service.',
     };
   }
-  return { ok: true, conn: binding.target, routeId: binding.routeId, host };
+  return { ok: true, conn: binding.target, routeId: binding.routeId, host, route: binding.hostname };
 }
 
 function meta(req: IncomingMessage, routeId: string, proto: 'http' | 'https', upgrade: boolean): HttpOpen {
@@ -196,6 +207,8 @@ export async function forwardRequest(
 ): Promise<void> {
   const started = performance.now();
   const r = route(req, opts.table);
+  // A retry may land on another route binding; the access entry names the last one.
+  let routed = r;
   let stream: Stream | undefined;
   let error: string | undefined;
   res.once('close', () => {
@@ -203,6 +216,7 @@ export async function forwardRequest(
     if (stream && !res.writableFinished) stream.reset(Reason.Cancel, 'client closed the connection');
     const info: AccessInfo = {
       host: r.host,
+      route: routed.route,
       method: req.method ?? '',
       path: req.url ?? '',
       status: res.statusCode,
@@ -218,7 +232,6 @@ export async function forwardRequest(
   // A request with no body can be sent again: if the agent connection it went
   // to refused it unprocessed (GOAWAY during a rolling update), try another.
   const replayable = !req.headers['transfer-encoding'] && (req.headers['content-length'] ?? '0') === '0';
-  let routed = r;
   let head: ResponseHead | undefined;
   let rest: Buffer = Buffer.alloc(0);
   for (let attempt = 0; !head; attempt++) {
@@ -230,6 +243,7 @@ export async function forwardRequest(
     let s: Stream;
     try {
       s = stream = routed.conn.openHttpStream(meta(req, routed.routeId, opts.proto, false));
+      opts.onStreamOpen?.(routed.route, s);
     } catch (err) {
       if (replayable && attempt < MAX_RETRIES && retryable(err)) {
         routed = route(req, opts.table);
@@ -293,20 +307,22 @@ export async function forwardUpgrade(
   const started = performance.now();
   socket.on('error', () => {});
   const r = route(req, opts.table);
-  const log = (status: number, error?: string) =>
-    opts.logger.info(
-      {
-        host: r.host,
-        method: req.method,
-        path: req.url,
-        status,
-        upgrade: true,
-        client: clientIp(req.socket.remoteAddress),
-        durationMs: Math.round(performance.now() - started),
-        ...(error ? { error } : {}),
-      },
-      'request',
-    );
+  const log = (status: number, error?: string, s?: Stream) => {
+    const info: AccessInfo = {
+      host: r.host,
+      route: r.route,
+      method: req.method ?? '',
+      path: req.url ?? '',
+      status,
+      bytesIn: s?.bytesOut ?? 0,
+      bytesOut: s?.bytesIn ?? 0,
+      durationMs: Math.round(performance.now() - started),
+      client: clientIp(req.socket.remoteAddress),
+      ...(error ? { error } : {}),
+    };
+    opts.logger.info({ ...info, upgrade: true }, 'request');
+    opts.onRequestDone?.(info);
+  };
   if (!r.ok) {
     log(r.status, r.code);
     return sendRawError(socket, r.status, r.message, r.host, r.code);
@@ -314,6 +330,7 @@ export async function forwardUpgrade(
   let stream: Stream;
   try {
     stream = r.conn.openHttpStream(meta(req, r.routeId, opts.proto, true));
+    opts.onStreamOpen?.(r.route, stream);
   } catch (err) {
     const f = failureFor(err);
     log(f.status, f.code);
@@ -339,7 +356,7 @@ export async function forwardUpgrade(
   let headText: string;
   try {
     headText = serializeHead(rh, rh.status === 101);
-  } catch (err) {
+  } catch {
     log(502, 'invalid_response_head');
     stream.reset(Reason.BadMetadata, 'invalid response head');
     return sendRawError(
@@ -350,7 +367,9 @@ export async function forwardUpgrade(
       'invalid_response_head',
     );
   }
-  log(rh.status);
+  // Logged and counted when the exchange ends, with the bytes both ways (a
+  // WebSocket may live for hours; its access line comes when it closes).
+  stream.once('close', () => log(rh.status, undefined, stream));
   socket.write(headText);
   if (rest.byteLength > 0) socket.write(rest);
   if (rh.status === 101) {

@@ -13,6 +13,7 @@ import {
   type Stream,
   writeMessage,
 } from '@burrow/shared';
+import type { RefusalReason } from '../metrics.js';
 import type { RouteTable, RouteTarget } from '../routes/table.js';
 
 let nextConnectionId = 1;
@@ -33,6 +34,7 @@ export class AgentConnection implements RouteTarget {
   readonly #table: RouteTable<AgentConnection>;
   readonly #log: Logger;
   readonly #relayId: string;
+  readonly #onRefused: ((reason: RefusalReason) => void) | undefined;
   #control: Stream | undefined;
   #inFlight = 0;
   #refusedStreams = 0;
@@ -45,7 +47,9 @@ export class AgentConnection implements RouteTarget {
     relayId: string;
     remoteAddress: string;
     remotePort?: number;
+    onRefused?: (reason: RefusalReason) => void;
   }) {
+    this.#onRefused = opts.onRefused;
     this.session = opts.session;
     this.claims = opts.claims;
     this.subject = opts.claims.sub;
@@ -132,8 +136,10 @@ export class AgentConnection implements RouteTarget {
     if (message.type === 'announce') {
       const results = this.#table.announce(this, this.claims.hosts, message.routes);
       for (const r of results) {
-        if (r.status === 'refused')
+        if (r.status === 'refused') {
           this.#log.warn({ route: r.id, hostname: r.hostname, reason: r.error }, 'route refused');
+          this.#onRefused?.(refusalReason(r.error ?? ''));
+        }
       }
       this.#log.info(
         {
@@ -145,4 +151,11 @@ export class AgentConnection implements RouteTarget {
       writeMessage(stream, { type: 'announce-result', routes: results });
     }
   }
+}
+
+/** Buckets the route table's refusal message into a bounded metric label. */
+function refusalReason(error: string): RefusalReason {
+  if (error.includes('not allowed by this agent')) return 'route_not_allowed';
+  if (error.includes('already served by another agent')) return 'route_taken';
+  return 'route_invalid';
 }

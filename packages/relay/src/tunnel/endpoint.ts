@@ -6,6 +6,7 @@ import {
   createSession,
   type Logger,
   type SessionConfig,
+  TokenRevokedError,
   TUNNEL_PATH,
   TUNNEL_SUBPROTOCOL,
   type VerifyKey,
@@ -13,6 +14,7 @@ import {
   WsTransport,
 } from '@burrow/shared';
 import { WebSocketServer } from 'ws';
+import type { RefusalReason } from '../metrics.js';
 import type { RouteTable } from '../routes/table.js';
 import { AgentConnection } from './agent-connection.js';
 
@@ -24,8 +26,12 @@ export interface TunnelEndpointOptions {
   logger: Logger;
   relayId: string;
   session?: Partial<SessionConfig>;
+  /** True when a token id is on the revocation list. */
+  isRevoked?: (jti: string) => boolean;
   /** Called for each agent connection that passed authentication. */
   onConnection?: (conn: AgentConnection) => void;
+  /** Called for each refused agent upgrade or announced route (metrics). */
+  onRefused?: (reason: RefusalReason) => void;
 }
 
 /** Largest WebSocket message: one frame of the largest payload a peer may advertise. */
@@ -76,6 +82,7 @@ export class TunnelEndpoint {
     const offered = (req.headers['sec-websocket-protocol'] ?? '').split(',').map((p) => p.trim());
     if (!offered.includes(TUNNEL_SUBPROTOCOL)) {
       log.warn({ remote, offered }, 'agent refused: unsupported tunnel protocol version');
+      this.#opts.onRefused?.('protocol_version');
       return reject(
         socket,
         400,
@@ -84,14 +91,23 @@ export class TunnelEndpoint {
     }
     const auth = req.headers.authorization ?? '';
     const match = /^Bearer ([A-Za-z0-9._~+/=-]+)$/.exec(auth);
-    if (!match) return reject(socket, 401, 'missing bearer token', { 'www-authenticate': 'Bearer' });
+    if (!match) {
+      this.#opts.onRefused?.('token_missing');
+      return reject(socket, 401, 'missing bearer token', { 'www-authenticate': 'Bearer' });
+    }
     let claims: AgentClaims;
     try {
       claims = await verifyAgentToken(match[1]!, this.#opts.keys(), this.#opts.audience);
     } catch (err) {
       const reason = (err as Error).message;
       log.warn({ remote, reason }, 'agent refused: token rejected');
+      this.#opts.onRefused?.('token_invalid');
       return reject(socket, 401, reason, { 'www-authenticate': 'Bearer error="invalid_token"' });
+    }
+    if (this.#opts.isRevoked?.(claims.jti)) {
+      log.warn({ remote, subject: claims.sub, jti: claims.jti }, 'agent refused: token revoked');
+      this.#opts.onRefused?.('token_revoked');
+      return reject(socket, 401, 'token revoked', { 'www-authenticate': 'Bearer error="invalid_token"' });
     }
     if (socket.destroyed) return;
     this.#wss.handleUpgrade(req, socket, head, (ws) => {
@@ -108,10 +124,14 @@ export class TunnelEndpoint {
         relayId: this.#opts.relayId,
         remoteAddress: remote,
         remotePort: req.socket.remotePort ?? 0,
+        ...(this.#opts.onRefused ? { onRefused: this.#opts.onRefused } : {}),
       });
       this.connections.add(conn);
       session.on('close', () => this.connections.delete(conn));
-      log.info({ conn: conn.id, subject: claims.sub, remote, port: conn.remotePort }, 'agent connected');
+      log.info(
+        { conn: conn.id, subject: claims.sub, jti: claims.jti, remote, port: conn.remotePort },
+        'agent connected',
+      );
       this.#opts.onConnection?.(conn);
     });
   }
@@ -119,6 +139,25 @@ export class TunnelEndpoint {
   /** GOAWAY to every agent; resolves when all sessions have drained or closed. */
   async drain(): Promise<void> {
     await Promise.all([...this.connections].map((c) => c.drain()));
+  }
+
+  /**
+   * Ends every connection whose token id is in `jtis` (GOAWAY TOKEN_REVOKED,
+   * then close): a revoked credential keeps nothing open, in-flight requests
+   * included. Returns how many connections were closed.
+   */
+  revoke(jtis: ReadonlySet<string>): number {
+    let closed = 0;
+    for (const c of this.connections) {
+      if (!jtis.has(c.claims.jti) || c.session.closed) continue;
+      this.#opts.logger.warn(
+        { conn: c.id, subject: c.subject, jti: c.claims.jti },
+        'token revoked: closing the agent connection',
+      );
+      c.session.destroy(new TokenRevokedError());
+      closed++;
+    }
+    return closed;
   }
 
   /** Closes every agent session now. */

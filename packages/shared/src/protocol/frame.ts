@@ -90,6 +90,8 @@ export enum Reason {
   BadMetadata = 20,
   /** The client was not allowed (e.g. outside the route's allowlist). */
   Forbidden = 21,
+  /** The relay revoked the token this tunnel authenticated with (GOAWAY, then close). */
+  TokenRevoked = 22,
 }
 
 /** Fields of a frame header. */

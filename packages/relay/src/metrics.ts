@@ -1,0 +1,173 @@
+import { Counter, collectDefaultMetrics, Gauge, Histogram, Registry } from 'prom-client';
+import type { AccessInfo } from './proxy/forward.js';
+import type { RouteTable } from './routes/table.js';
+import type { AgentConnection } from './tunnel/agent-connection.js';
+
+/** Label for requests that matched no route: client-chosen Host values never become labels. */
+export const UNROUTED = '_unrouted';
+
+/** Why the relay refused an agent or one of its routes (the `reason` label of burrow_relay_refusals_total). */
+export type RefusalReason =
+  | 'token_missing'
+  | 'token_invalid'
+  | 'token_revoked'
+  | 'protocol_version'
+  | 'route_not_allowed'
+  | 'route_taken'
+  | 'route_invalid';
+
+export interface RelayMetricsSources {
+  connections: ReadonlySet<AgentConnection>;
+  routes: RouteTable<AgentConnection>;
+  /** Revoked token ids currently loaded. */
+  revokedTokens: () => number;
+}
+
+/**
+ * The relay's Prometheus metrics, in a registry of its own (several relays in
+ * one process, as in tests, never share series). Gauges are read from the live
+ * objects at scrape time. Every label is bounded: `host` is a route name an
+ * agent announced and its token allowed, or UNROUTED; never a client address,
+ * a path or a client-supplied Host.
+ */
+export class RelayMetrics {
+  readonly registry = new Registry();
+  readonly #requests: Counter<'host' | 'status_class'>;
+  readonly #duration: Histogram<'host'>;
+  readonly #bytes: Counter<'host' | 'direction'>;
+  readonly #errors: Counter<'reason'>;
+  readonly #refusals: Counter<'reason'>;
+  readonly #streams: Gauge<'host'>;
+  readonly #certExpiry: Gauge<'name'>;
+  readonly #reloads: Counter<'result'>;
+  readonly #revocations: Counter;
+
+  constructor(sources: RelayMetricsSources) {
+    const registers = [this.registry];
+    collectDefaultMetrics({ register: this.registry });
+    new Gauge({
+      name: 'burrow_relay_agents_connected',
+      help: 'Distinct agents (token subjects) with at least one tunnel connection.',
+      registers,
+      collect() {
+        this.set(new Set([...sources.connections].map((c) => c.subject)).size);
+      },
+    });
+    new Gauge({
+      name: 'burrow_relay_tunnel_connections',
+      help: 'Tunnel connections (WebSocket sessions) from agents, draining ones included.',
+      registers,
+      collect() {
+        this.set(sources.connections.size);
+      },
+    });
+    new Gauge({
+      name: 'burrow_relay_routes',
+      help: 'Hostnames (exact or wildcard) bound to at least one agent connection.',
+      registers,
+      collect() {
+        this.set(sources.routes.list().length);
+      },
+    });
+    new Gauge({
+      name: 'burrow_relay_revoked_tokens',
+      help: 'Token ids on the loaded revocation list.',
+      registers,
+      collect() {
+        this.set(sources.revokedTokens());
+      },
+    });
+    this.#streams = new Gauge({
+      name: 'burrow_relay_streams_active',
+      help: 'Request streams open through tunnels, by route hostname.',
+      labelNames: ['host'],
+      registers,
+    });
+    this.#requests = new Counter({
+      name: 'burrow_relay_requests_total',
+      help: 'Finished HTTP requests, by route hostname and status class (2xx, 3xx, 4xx, 5xx).',
+      labelNames: ['host', 'status_class'],
+      registers,
+    });
+    this.#duration = new Histogram({
+      name: 'burrow_relay_request_duration_seconds',
+      help: 'Time from request head to the end of the response, by route hostname.',
+      labelNames: ['host'],
+      buckets: [0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60],
+      registers,
+    });
+    this.#bytes = new Counter({
+      name: 'burrow_relay_http_bytes_total',
+      help: 'Body bytes through the tunnels: direction "in" is client to backend, "out" backend to client.',
+      labelNames: ['host', 'direction'],
+      registers,
+    });
+    this.#errors = new Counter({
+      name: 'burrow_relay_request_errors_total',
+      help: 'Requests the relay answered itself, by reason (unknown_host, agent_offline, backend_refused, ...).',
+      labelNames: ['reason'],
+      registers,
+    });
+    this.#refusals = new Counter({
+      name: 'burrow_relay_refusals_total',
+      help: 'Agent tunnels and announced routes the relay refused, by reason.',
+      labelNames: ['reason'],
+      registers,
+    });
+    this.#revocations = new Counter({
+      name: 'burrow_relay_revoked_connections_total',
+      help: 'Tunnel connections closed because their token was revoked.',
+      registers,
+    });
+    this.#certExpiry = new Gauge({
+      name: 'burrow_relay_certificate_expiry_timestamp_seconds',
+      help: 'notAfter of each certificate the relay serves, Unix seconds; set by the TLS layer.',
+      labelNames: ['name'],
+      registers,
+    });
+    this.#reloads = new Counter({
+      name: 'burrow_relay_config_reloads_total',
+      help: 'Configuration reloads (SIGHUP or a changed file), by result (success, failure).',
+      labelNames: ['result'],
+      registers,
+    });
+    // Series exist from the start, so rate() and absent() work before the first event.
+    for (const result of ['success', 'failure']) this.#reloads.inc({ result }, 0);
+    this.#revocations.inc(0);
+  }
+
+  /** One finished request (the access log entry); `route` is the bound hostname or UNROUTED. */
+  requestDone(info: AccessInfo): void {
+    const host = info.route || UNROUTED;
+    const statusClass = `${Math.min(5, Math.max(1, Math.floor(info.status / 100)))}xx`;
+    this.#requests.inc({ host, status_class: statusClass });
+    this.#duration.observe({ host }, info.durationMs / 1000);
+    if (info.bytesIn > 0) this.#bytes.inc({ host, direction: 'in' }, info.bytesIn);
+    if (info.bytesOut > 0) this.#bytes.inc({ host, direction: 'out' }, info.bytesOut);
+    if (info.error) this.#errors.inc({ reason: info.error });
+  }
+
+  /** A request stream opened to an agent for route `host`; the gauge drops when `closed` fires. */
+  streamOpened(host: string, onClose: (fn: () => void) => void): void {
+    this.#streams.inc({ host });
+    onClose(() => this.#streams.dec({ host }));
+  }
+
+  refused(reason: RefusalReason): void {
+    this.#refusals.inc({ reason });
+  }
+
+  revoked(): void {
+    this.#revocations.inc();
+  }
+
+  reloaded(ok: boolean): void {
+    this.#reloads.inc({ result: ok ? 'success' : 'failure' });
+  }
+
+  /** For the TLS layer: a certificate's expiry (undefined removes the series, e.g. a removed name). */
+  setCertificateExpiry(name: string, notAfter: Date | undefined): void {
+    if (notAfter) this.#certExpiry.set({ name }, Math.floor(notAfter.getTime() / 1000));
+    else this.#certExpiry.remove({ name });
+  }
+}

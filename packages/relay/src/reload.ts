@@ -1,0 +1,199 @@
+import { type FSWatcher, watch } from 'node:fs';
+import { basename, dirname, resolve } from 'node:path';
+import type { Logger, OptionValues } from '@burrow/shared';
+import type { Relay, RelayOptions } from './relay.js';
+
+/** A configuration read from flags, environment and file, validated. */
+export interface LoadedConfig {
+  values: OptionValues;
+  options: RelayOptions;
+  logLevel: string;
+}
+
+/**
+ * A piece of state that reloads with the configuration (certificates from a
+ * TLS layer, for instance). It is called with the new configuration and
+ * prepares everything that can fail (reading and parsing files); it throws to
+ * reject the reload, or returns a commit that must not fail. No hook commits
+ * unless every hook prepared, so a reload applies whole or not at all.
+ */
+export type ReloadHook = (next: LoadedConfig) => Promise<(() => void) | undefined>;
+
+/** Options applied to the running relay on reload; any other change waits for a restart. */
+const LIVE = new Set([
+  'config',
+  'verify-key',
+  'revoked-tokens',
+  'admin-token',
+  'admin-token-file',
+  'log-level',
+  'tunnel-tls-cert',
+  'tunnel-tls-key',
+]);
+
+export interface ReloaderOptions {
+  relay: Relay;
+  logger: Logger;
+  /** Reads and validates the whole configuration again (throws ConfigError). */
+  load: () => Promise<LoadedConfig>;
+  /** The configuration the relay runs with. */
+  current: LoadedConfig;
+  /** Quiet time after the last file change before reloading, ms. Default 200. */
+  debounce?: number;
+}
+
+/**
+ * Hot reload of the relay's configuration on SIGHUP or a changed file. A
+ * configuration that fails to load or validate is logged and the running one
+ * kept; the process never exits for it. Tunnels and in-flight requests are
+ * untouched: only keys, the revocation list (whose tunnels close), the admin
+ * token, the log level and the tunnel certificate change in place.
+ */
+export class ConfigReloader {
+  readonly #opts: ReloaderOptions;
+  readonly #hooks = new Map<string, ReloadHook>();
+  readonly #watchers: FSWatcher[] = [];
+  #current: LoadedConfig;
+  #running: Promise<boolean> | undefined;
+  #queued = false;
+  #debounce: NodeJS.Timeout | undefined;
+  #watching = false;
+
+  constructor(opts: ReloaderOptions) {
+    this.#opts = opts;
+    this.#current = opts.current;
+  }
+
+  /** Registers a hook under a name (for logs); one per name. */
+  addHook(name: string, hook: ReloadHook): void {
+    this.#hooks.set(name, hook);
+  }
+
+  /**
+   * Reloads now. Concurrent triggers coalesce: one more reload runs after the
+   * current one, so the last change on disk always wins. Resolves true when
+   * the new configuration was applied.
+   */
+  reload(trigger: string): Promise<boolean> {
+    if (this.#running) {
+      this.#queued = true;
+      return this.#running;
+    }
+    this.#running = this.#reload(trigger).finally(() => {
+      this.#running = undefined;
+      if (this.#queued) {
+        this.#queued = false;
+        void this.reload(trigger);
+      }
+    });
+    return this.#running;
+  }
+
+  /** Watches the config file and the files it names that reload live; changes reload after a short quiet time. */
+  watchFiles(): void {
+    // Only the watchers: a change already waiting out its debounce still reloads.
+    for (const w of this.#watchers.splice(0)) w.close();
+    this.#watching = true;
+    const v = this.#current.values;
+    const files = ['config', 'revoked-tokens', 'admin-token-file', 'tunnel-tls-cert', 'tunnel-tls-key']
+      .map((k) => v[k])
+      .filter((f): f is string => typeof f === 'string' && f !== '')
+      .map((f) => resolve(f));
+    // Editors and kubelet replace files by rename, which ends a watch on the
+    // file itself: watch each directory and filter by name instead.
+    const byDir = new Map<string, Set<string>>();
+    for (const f of files) byDir.set(dirname(f), (byDir.get(dirname(f)) ?? new Set()).add(basename(f)));
+    for (const [dir, names] of byDir) {
+      try {
+        const w = watch(dir, (_event, name) => {
+          // Kubernetes ConfigMap/Secret volumes swap a ..data symlink: treat it as a change too.
+          if (name === null || names.has(String(name)) || String(name).startsWith('..data')) this.#changed();
+        });
+        w.on('error', (err) => this.#opts.logger.warn({ dir, err: err.message }, 'config watch failed'));
+        this.#watchers.push(w);
+      } catch (err) {
+        this.#opts.logger.warn(
+          { dir, err: (err as Error).message },
+          'cannot watch config directory; reload with SIGHUP',
+        );
+      }
+    }
+  }
+
+  stopWatching(): void {
+    this.#watching = false;
+    clearTimeout(this.#debounce);
+    for (const w of this.#watchers.splice(0)) w.close();
+  }
+
+  #changed(): void {
+    clearTimeout(this.#debounce);
+    this.#debounce = setTimeout(() => void this.reload('file changed'), this.#opts.debounce ?? 200);
+    this.#debounce.unref();
+  }
+
+  async #reload(trigger: string): Promise<boolean> {
+    const { relay, logger } = this.#opts;
+    let next: LoadedConfig;
+    const commits: Array<() => void> = [];
+    try {
+      next = await this.#opts.load();
+      for (const [name, hook] of this.#hooks) {
+        const commit = await hook(next).catch((err: Error) => {
+          throw new Error(`${name}: ${err.message}`);
+        });
+        if (commit) commits.push(commit);
+      }
+    } catch (err) {
+      relay.metrics.reloaded(false);
+      logger.error(
+        { trigger, reason: (err as Error).message },
+        'config reload failed; keeping the running configuration',
+      );
+      return false;
+    }
+    const previous = this.#current;
+    const restart: string[] = [];
+    for (const key of new Set([...Object.keys(previous.values), ...Object.keys(next.values)])) {
+      if (LIVE.has(key)) continue;
+      if (JSON.stringify(previous.values[key]) !== JSON.stringify(next.values[key])) restart.push(key);
+    }
+    // Changed options that cannot apply live keep their old value, in the
+    // running relay and in what later reloads compare against.
+    for (const key of restart) {
+      logger.warn(
+        { option: key, running: previous.values[key], configured: next.values[key] },
+        'option changed but needs restart; keeping the running value',
+      );
+      next.values[key] = previous.values[key];
+    }
+    const tlsChanged =
+      next.options.tunnelTls?.cert !== previous.options.tunnelTls?.cert ||
+      next.options.tunnelTls?.key !== previous.options.tunnelTls?.key;
+    if (tlsChanged && Boolean(next.options.tunnelTls) !== Boolean(previous.options.tunnelTls)) {
+      logger.warn('tunnel TLS switched on or off: needs restart; keeping the running endpoint');
+    } else if (tlsChanged && next.options.tunnelTls) {
+      relay.setTunnelTls(next.options.tunnelTls);
+    }
+    relay.setVerifyKeys(next.options.verifyKeys);
+    relay.setAdminToken(next.options.adminToken);
+    const closed = relay.setRevokedTokens(next.options.revokedTokens ?? []);
+    logger.level = next.logLevel;
+    for (const commit of commits) commit();
+    this.#current = next;
+    // The new configuration may name other files (a moved revocation list).
+    if (this.#watching) this.watchFiles();
+    relay.metrics.reloaded(true);
+    logger.info(
+      {
+        trigger,
+        verifyKeys: next.options.verifyKeys.length,
+        revokedTokens: next.options.revokedTokens?.length ?? 0,
+        revokedConnections: closed,
+        ...(restart.length ? { needsRestart: restart } : {}),
+      },
+      'config reloaded',
+    );
+    return true;
+  }
+}

@@ -1,0 +1,112 @@
+// The dashboard in headless Chromium against a real relay's admin listener:
+// the page loads with the token from the URL fragment, lists a route created
+// after it loaded, and its counters and chart move when traffic flows.
+import { existsSync } from 'node:fs';
+import { mkdtemp, rm } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { chromium } from 'playwright-core';
+import t from 'tap';
+import { testAgent } from '../helpers/agent.js';
+import { get, testServer } from '../helpers/http.js';
+import { testRelay } from '../helpers/relay.js';
+
+const CHROMIUM = '/usr/bin/chromium';
+
+// The page functions below run in the browser; the tests compile without the
+// DOM library, so declare the little of it they use.
+interface PageElement {
+  textContent: string | null;
+  dataset: Record<string, string | undefined>;
+}
+declare const document: {
+  getElementById(id: string): PageElement | null;
+  querySelector(selector: string): PageElement | null;
+};
+const TOKEN = 'dashboard-admin-token-0123456789';
+
+t.test('dashboard shows new routes and live traffic', async (t) => {
+  t.ok(existsSync(CHROMIUM), `${CHROMIUM} is installed (Debian package chromium)`);
+  const relay = await testRelay(t, { admin: { host: '127.0.0.1', port: 0 }, adminToken: TOKEN });
+  const base = `http://127.0.0.1:${relay.adminAddress!.port}`;
+
+  const profile = await mkdtemp(join(tmpdir(), 'burrow-chromium-'));
+  t.teardown(() => rm(profile, { recursive: true, force: true }));
+  const browser = await chromium.launchPersistentContext(profile, {
+    executablePath: CHROMIUM,
+    headless: true,
+    args: [
+      '--headless',
+      '--no-sandbox',
+      '--disable-gpu',
+      '--disable-quic',
+      '--no-first-run',
+      '--disable-background-networking',
+      '--disable-component-update',
+      '--disable-sync',
+    ],
+  });
+  t.teardown(() => browser.close());
+  const pageErrors: string[] = [];
+  const open = async () => {
+    const p = await browser.newPage();
+    p.on('pageerror', (err) => pageErrors.push(err.message));
+    return p;
+  };
+  const login = await open();
+
+  // Without a token the page asks for one.
+  await login.goto(`${base}/`);
+  await login.waitForSelector('#login:not([hidden])');
+  t.match(await login.textContent('#login-message'), /admin token/);
+
+  // A wrong token: the API refuses and the page says so.
+  await login.fill('#token', 'wrong-token-wrong-token');
+  await login.click('#login button');
+  await login.waitForFunction(() =>
+    /refused|Bearer/.test(document.getElementById('login-message')!.textContent ?? ''),
+  );
+  t.equal(await login.isVisible('#main'), false);
+  await login.close();
+
+  // The token in the URL fragment: never sent to the server, removed from the address bar.
+  const page = await open();
+  await page.goto(`${base}/#token=${TOKEN}`);
+  await page.waitForSelector('#main:not([hidden])');
+  t.equal(new URL(page.url()).hash, '', 'the token left the address bar');
+  await page.waitForFunction(() => document.querySelector('#routes tbody')!.textContent!.includes('none'));
+
+  // A route created while the page is open appears.
+  const backend = await testServer(t, (req, res) => {
+    req.resume();
+    res.end('x'.repeat(2048));
+  });
+  await testAgent(t, relay, [{ id: 'dash', hostnames: ['dash.dashboard.test'], target: backend.url }], {
+    sub: 'dash-tenant',
+  });
+  await page.waitForFunction(() =>
+    document.querySelector('#routes tbody')!.textContent!.includes('dash.dashboard.test'),
+  );
+  await page.waitForFunction(() =>
+    document.querySelector('#agents tbody')!.textContent!.includes('dash-tenant'),
+  );
+  t.equal(await page.textContent('#agent-count'), '1');
+
+  // Traffic: the totals and the requests/s chart move.
+  const before = Number(await page.textContent('#total-requests'));
+  for (let i = 0; i < 20; i++)
+    t.equal((await get(relay.httpAddress.port, 'dash.dashboard.test')).status, 200);
+  await get(relay.httpAddress.port, 'nowhere.dashboard.test');
+  await page.waitForFunction(
+    (n) => Number(document.getElementById('total-requests')!.textContent) >= n,
+    before + 21,
+  );
+  await page.waitForFunction(() => Number(document.getElementById('chart-requests')!.dataset['peak']) > 0);
+  await page.waitForFunction(() => Number(document.getElementById('chart-bytes')!.dataset['peak']) > 0);
+  const points = await page.getAttribute('#chart-requests polyline', 'points');
+  t.ok(points && points.split(' ').length >= 1, 'the chart has points');
+  await page.waitForFunction(() =>
+    document.querySelector('#errors tbody')!.textContent!.includes('unknown_host'),
+  );
+  t.same(pageErrors, [], 'no script errors in the page');
+});

@@ -1,0 +1,154 @@
+// Metrics after real traffic: a relay, agents over real tunnels and real
+// backends; the counters must match the requests the test sent, and no label
+// may carry a client address or a client-chosen Host.
+import { once } from 'node:events';
+import { request } from 'node:http';
+import { createServer } from 'node:net';
+import { agentMetrics } from '@burrow/agent';
+import t from 'tap';
+import { testAgent } from '../helpers/agent.js';
+import { get, testServer, tunnelUpgrade } from '../helpers/http.js';
+import { metricValue, parseMetrics } from '../helpers/metrics.js';
+import { testRelay } from '../helpers/relay.js';
+
+/** A port nothing listens on (bound, then closed). */
+async function closedPort(): Promise<number> {
+  const s = createServer().listen(0, '127.0.0.1');
+  await once(s, 'listening');
+  const port = (s.address() as { port: number }).port;
+  await new Promise((r) => s.close(r));
+  return port;
+}
+
+t.test('relay and agent metrics count the traffic that was sent', async (t) => {
+  const relay = await testRelay(t);
+  let release!: () => void;
+  const held = new Promise<void>((r) => (release = r));
+  const app = await testServer(t, (req, res) => {
+    req.resume();
+    req.on('end', () => {
+      if (req.url === '/hold') held.then(() => res.end('late'));
+      else res.end('hello');
+    });
+  });
+  const agent = await testAgent(
+    t,
+    relay,
+    [
+      { id: 'app', hostnames: ['app.metrics.test'], target: app.url },
+      { id: 'down', hostnames: ['down.metrics.test'], target: `http://127.0.0.1:${await closedPort()}` },
+    ],
+    { sub: 'metrics-tenant' },
+  );
+  const agentRegistry = agentMetrics(agent).registry;
+  const port = relay.httpAddress.port;
+  const scrape = () => relay.metrics.registry.metrics();
+
+  for (let i = 0; i < 4; i++) t.equal((await get(port, 'app.metrics.test')).status, 200);
+  const body = Buffer.alloc(100, 'x');
+  for (let i = 0; i < 3; i++)
+    t.equal((await get(port, 'app.metrics.test', '/up', { method: 'POST', body })).status, 200);
+  for (let i = 0; i < 2; i++) t.equal((await get(port, 'down.metrics.test')).status, 502);
+  for (let i = 0; i < 3; i++) t.equal((await get(port, `nobody-${i}.example.com`)).status, 404);
+  t.equal((await tunnelUpgrade(relay.tunnelAddress.port, 'not-a-token')).status, 401);
+
+  // A request in flight shows as an active stream on its route.
+  const pending = get(port, 'app.metrics.test', '/hold');
+  while (metricValue(await scrape(), 'burrow_relay_streams_active', { host: 'app.metrics.test' }) !== 1) {
+    await new Promise((r) => setImmediate(r));
+  }
+  release();
+  t.equal((await pending).status, 200);
+
+  const text = await scrape();
+  const v = (name: string, labels: Record<string, string> = {}) => metricValue(text, name, labels);
+  t.equal(v('burrow_relay_requests_total', { host: 'app.metrics.test', status_class: '2xx' }), 8);
+  t.equal(v('burrow_relay_requests_total', { host: 'down.metrics.test', status_class: '5xx' }), 2);
+  t.equal(v('burrow_relay_requests_total', { host: '_unrouted', status_class: '4xx' }), 3);
+  t.equal(v('burrow_relay_request_errors_total', { reason: 'backend_refused' }), 2);
+  t.equal(v('burrow_relay_request_errors_total', { reason: 'unknown_host' }), 3);
+  t.equal(v('burrow_relay_request_duration_seconds_count', { host: 'app.metrics.test' }), 8);
+  t.equal(v('burrow_relay_request_duration_seconds_bucket', { host: 'app.metrics.test', le: '+Inf' }), 8);
+  t.equal(v('burrow_relay_http_bytes_total', { host: 'app.metrics.test', direction: 'in' }), 300);
+  t.ok(
+    (v('burrow_relay_http_bytes_total', { host: 'app.metrics.test', direction: 'out' }) ?? 0) >= 7 * 5 + 4,
+    'response bytes counted',
+  );
+  t.equal(v('burrow_relay_streams_active', { host: 'app.metrics.test' }), 0, 'the stream closed');
+  t.equal(v('burrow_relay_agents_connected'), 1);
+  t.equal(v('burrow_relay_tunnel_connections'), 2);
+  t.equal(v('burrow_relay_routes'), 2);
+  t.equal(v('burrow_relay_refusals_total', { reason: 'token_invalid' }), 1);
+  const labelValues = parseMetrics(text).flatMap((s) => Object.values(s.labels));
+  t.notOk(
+    labelValues.some((l) => l.includes('127.0.0.1') || l.includes('nobody')),
+    'no client address or unrouted Host in any label',
+  );
+
+  const agentText = await agentRegistry.metrics();
+  const a = (name: string, labels: Record<string, string> = {}) => metricValue(agentText, name, labels);
+  t.equal(a('burrow_agent_tunnel_connections'), 2);
+  const connected = parseMetrics(agentText).filter(
+    (s) => s.name === 'burrow_agent_tunnel_state' && s.labels['state'] === 'connected',
+  );
+  t.same(
+    connected.map((s) => s.value),
+    [1, 1],
+  );
+  t.equal(a('burrow_agent_dial_errors_total', { reason: 'ConnectRefused' }), 2);
+  t.equal(a('burrow_agent_routes', { status: 'active' }), 2);
+  t.equal(a('burrow_agent_reconnects_total'), 0);
+});
+
+t.test('route refusals are counted by reason', async (t) => {
+  const relay = await testRelay(t);
+  const app = await testServer(t, (_req, res) => res.end('ok'));
+  const agent = await testAgent(
+    t,
+    relay,
+    [
+      { id: 'ok', hostnames: ['ok.refusal.test'], target: app.url },
+      { id: 'nope', hostnames: ['other.refusal.test'], target: app.url },
+    ],
+    { hosts: ['ok.refusal.test'], connections: 1 },
+  );
+  t.equal(agent.routeStatus().find((r) => r.hostname === 'other.refusal.test')?.status, 'refused');
+  const text = await relay.metrics.registry.metrics();
+  t.equal(metricValue(text, 'burrow_relay_refusals_total', { reason: 'route_not_allowed' }), 1);
+  t.equal(metricValue(text, 'burrow_relay_routes'), 1);
+});
+
+t.test('an upgraded connection is counted when it closes, with its bytes', async (t) => {
+  const relay = await testRelay(t);
+  const app = await testServer(t, (_req, res) => res.end('plain'));
+  app.server.on('upgrade', (_req, socket) => {
+    socket.write('HTTP/1.1 101 Switching Protocols\r\nconnection: upgrade\r\nupgrade: echo\r\n\r\n');
+    socket.pipe(socket); // echo until the client half-closes
+  });
+  await testAgent(t, relay, [{ id: 'ws', hostnames: ['ws.metrics.test'], target: app.url }]);
+  const socket = await new Promise<import('node:stream').Duplex>((resolve, reject) => {
+    request({
+      host: '127.0.0.1',
+      port: relay.httpAddress.port,
+      headers: { host: 'ws.metrics.test', connection: 'upgrade', upgrade: 'echo' },
+    })
+      .on('upgrade', (_res, s) => resolve(s))
+      .on('error', reject)
+      .end();
+  });
+  socket.write('0123456789');
+  const [echo] = await once(socket, 'data');
+  t.equal(String(echo), '0123456789');
+  socket.end();
+  await once(socket, 'close');
+  const v = async (name: string, labels: Record<string, string>) =>
+    metricValue(await relay.metrics.registry.metrics(), name, labels);
+  while ((await v('burrow_relay_requests_total', { host: 'ws.metrics.test', status_class: '1xx' })) !== 1) {
+    await new Promise((r) => setImmediate(r));
+  }
+  t.equal(await v('burrow_relay_http_bytes_total', { host: 'ws.metrics.test', direction: 'in' }), 10);
+  t.ok(
+    ((await v('burrow_relay_http_bytes_total', { host: 'ws.metrics.test', direction: 'out' })) ?? 0) >= 10,
+  );
+  t.equal(await v('burrow_relay_streams_active', { host: 'ws.metrics.test' }), 0);
+});
