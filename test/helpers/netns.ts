@@ -126,7 +126,20 @@ export async function natLab(t: Teardownable): Promise<NatLab> {
     await ip('-n', ns, 'link', 'set', 'lo', 'up');
   }
   // Interface names are created in the namespaces directly, so they never clash in the root one.
-  await ip('-n', lab.public, 'link', 'add', 'eth0', 'type', 'veth', 'peer', 'name', 'wan', 'netns', lab.router);
+  await ip(
+    '-n',
+    lab.public,
+    'link',
+    'add',
+    'eth0',
+    'type',
+    'veth',
+    'peer',
+    'name',
+    'wan',
+    'netns',
+    lab.router,
+  );
   await ip('-n', lab.lan, 'link', 'add', 'eth0', 'type', 'veth', 'peer', 'name', 'lan', 'netns', lab.router);
   const up = async (ns: string, dev: string, addr: string) => {
     await ip('-n', ns, 'addr', 'add', addr, 'dev', dev);

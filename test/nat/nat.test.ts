@@ -8,14 +8,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { setTimeout as delay } from 'node:timers/promises';
 import t from 'tap';
-import {
-  LAN_IP,
-  type NatLab,
-  natLab,
-  natUnavailable,
-  PUBLIC_IP,
-  ROUTER_WAN_IP,
-} from '../helpers/netns.js';
+import { LAN_IP, type NatLab, natLab, natUnavailable, PUBLIC_IP, ROUTER_WAN_IP } from '../helpers/netns.js';
 import { AGENT_CLI, type LoggedProcess, RELAY_CLI, ROOT, spawnLogged } from '../helpers/proc.js';
 import { type Teardownable, testKeys, tokenFor } from '../helpers/relay.js';
 
@@ -125,7 +118,11 @@ function run(): void {
 
     const dropped = await lab.droppedInbound();
     const direct = await curl(lab.public, `http://${LAN_IP}:${backendPort}/`, undefined, 2);
-    t.equal(direct.exit, 28, 'a direct connection from public to the backend never completes (curl timed out)');
+    t.equal(
+      direct.exit,
+      28,
+      'a direct connection from public to the backend never completes (curl timed out)',
+    );
     t.ok((await lab.droppedInbound()) > dropped, "the router's drop rule counted the attempt");
 
     const via = await curl(lab.public, `http://${PUBLIC_IP}:${HTTP_PORT}/`, HOST);
@@ -194,7 +191,9 @@ function run(): void {
       t.comment(`dead tunnel detected ${detectedMs} ms after the ${cut} (liveness window 3 × 500 ms)`);
       if (cut !== 'conntrack flush') await lab.exec(lab.router, 'ip', ['link', 'set', 'wan', 'up']);
 
-      await agent.waitFor((l) => l['msg'] === 'tunnel connected' && count(agent, 'tunnel connected') > connects);
+      await agent.waitFor(
+        (l) => l['msg'] === 'tunnel connected' && count(agent, 'tunnel connected') > connects,
+      );
       // The relay may still hold the dead session until its own keepalive
       // fires; a request routed to it fails, so poll (bounded) for service.
       let r: Reply | undefined;
