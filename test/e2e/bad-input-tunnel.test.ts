@@ -1,8 +1,10 @@
 // Hostile peers at the relay's tunnel endpoint: a malicious agent holding a
-// valid token, garbage and non-WebSocket requests, forged tokens. Each gets its
+// valid token, garbage and non-WebSocket requests, forged tokens; and the
+// admin API without its token. Each gets its
 // status or close, the relay process stays up, and a bystander tenant's steady
 // request loop sees no error throughout.
 import { once } from 'node:events';
+import { request } from 'node:http';
 import {
   decodeGoAway,
   decodeRst,
@@ -28,7 +30,8 @@ import { attempt, forge } from '../helpers/tunnel-client.js';
 const ROGUE_HOSTS = '*.rogue.example.com';
 
 t.test('hostile tunnel peers', async (t) => {
-  const relay = await relayProcess(t, ['--response-timeout', '5s']);
+  const adminToken = 'admin-token-for-the-hostile-suite';
+  const relay = await relayProcess(t, ['--response-timeout', '5s', '--admin-token', adminToken]);
   const bystander = await testServer(t, (_req, res) => res.end('steady'));
   await testAgent(
     t,
@@ -218,6 +221,33 @@ t.test('hostile tunnel peers', async (t) => {
       ['refused', 'refused'],
     );
     t.equal((await get(relay.httpPort, 'evil.example.org')).status, 404);
+  });
+
+  t.test('the admin API without a token or with a wrong one: 401', async (t) => {
+    const admin = (authorization?: string) =>
+      new Promise<{ status: number; body: string }>((resolve, reject) => {
+        const headers: Record<string, string> = authorization ? { authorization } : {};
+        request({ host: '127.0.0.1', port: relay.adminPort, path: '/api/agents', headers }, (res) => {
+          let body = '';
+          res.setEncoding('utf8');
+          res.on('data', (c: string) => (body += c));
+          res.on('end', () => resolve({ status: res.statusCode ?? 0, body }));
+        })
+          .on('error', reject)
+          .end();
+      });
+    for (const [name, authorization] of [
+      ['no token', undefined],
+      ['a wrong token', 'Bearer not-the-admin-token'],
+      ['an agent token', `Bearer ${rogueToken}`],
+      ['the right token in the wrong scheme', `Basic ${adminToken}`],
+      ['the right token with one character more', `Bearer ${adminToken}x`],
+    ] as const) {
+      const r = await admin(authorization);
+      t.equal(r.status, 401, `${name}: 401`);
+      t.notOk(r.body.includes('rogue'), 'and nothing about agents');
+    }
+    t.equal((await admin(`Bearer ${adminToken}`)).status, 200, 'the right token works');
   });
 
   await t.test('afterwards', async (t) => {

@@ -12,6 +12,8 @@ export interface RelayProcess {
   tunnelUrl: string;
   /** Directory holding signing.pub (the test key pair's public half). */
   keyDir: string;
+  /** The admin listener's port (an ephemeral one on 127.0.0.1 unless the args say otherwise). */
+  adminPort: number | undefined;
 }
 
 /**
@@ -44,5 +46,6 @@ export async function relayProcess(
   const listening = await proc.waitFor((l) => l['msg'] === 'relay listening');
   const httpPort = (listening['http'] as { port: number }).port;
   const tunnelPort = (listening['tunnel'] as { port: number }).port;
-  return { proc, httpPort, tunnelPort, tunnelUrl: `ws://127.0.0.1:${tunnelPort}`, keyDir };
+  const adminPort = (listening['admin'] as { port: number } | undefined)?.port;
+  return { proc, httpPort, tunnelPort, tunnelUrl: `ws://127.0.0.1:${tunnelPort}`, keyDir, adminPort };
 }
