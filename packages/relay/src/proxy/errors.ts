@@ -48,6 +48,15 @@ export function failureFor(err: unknown): ProxyFailure {
   ) {
     return { status: 503, code: 'tunnel_lost', message: 'The tunnel to the agent closed; retry shortly.' };
   }
+  if (e?.code === 'BURROW_ERR_METADATA_TOO_LARGE') {
+    // Many small headers pass the listener's size check yet make a request head
+    // larger than the agent accepts as stream metadata.
+    return {
+      status: 431,
+      code: 'head_too_large',
+      message: 'The request headers are too large to forward.',
+    };
+  }
   if (e?.code === 'BURROW_ERR_UPSTREAM_TIMEOUT') {
     return {
       status: 504,

@@ -19,6 +19,7 @@ import {
 import type { RouteTable } from '../routes/table.js';
 import type { AgentConnection } from '../tunnel/agent-connection.js';
 import { failureFor, type ProxyFailure, sendError } from './errors.js';
+import { invalidRequest } from './validate-request.js';
 
 export interface ForwardOptions {
   table: RouteTable<AgentConnection>;
@@ -154,6 +155,9 @@ export type Routed =
 export function route(req: ClientRequest, opts: ForwardOptions): Routed {
   const table = opts.table;
   const host = normalizeHost(requestHost(req));
+  // HTTP/2 frames its own messages; the smuggling shapes checked here are HTTP/1.1's.
+  const invalid = req instanceof Http2ServerRequest ? undefined : invalidRequest(req, host);
+  if (invalid) return { ok: false, host, route: '', ...invalid };
   if (!host)
     return {
       ok: false,
