@@ -31,17 +31,22 @@ RUN pnpm run build
 # Each package with its production dependencies only (workspace packages are
 # copied in as built, following each package.json "files").
 RUN pnpm deploy --filter @burrow/relay --prod /out/relay \
- && pnpm deploy --filter @burrow/agent --prod /out/agent
+ && pnpm deploy --filter @burrow/agent --prod /out/agent \
+ && mkdir -p /out/acme-state
 
 FROM ${RUNTIME_IMAGE} AS relay
 COPY --from=build /out/relay /app/packages/relay
+# ACME state (account key, certificates): owned by the runtime user, so a named
+# volume mounted here starts writable (Docker copies the ownership into it).
+COPY --from=build --chown=65532:65532 /out/acme-state /var/lib/burrow/acme
 USER 65532:65532
-# 80: public HTTP. 8443: tunnel endpoint for agents. Docker (20.10+) lets a
-# non-root process bind :80 inside a container; on Kubernetes, either grant
-# NET_BIND_SERVICE or listen on a high port (--http-listen 0.0.0.0:8080).
+# 80: public HTTP. 443: public TLS. 8443: tunnel endpoint for agents. Docker
+# (20.10+) lets a non-root process bind :80 and :443 inside a container; on
+# Kubernetes, either grant NET_BIND_SERVICE or listen on high ports
+# (--http-listen 0.0.0.0:8080 --tls-listen 0.0.0.0:4443).
 # 9090: admin API, metrics, probes and dashboard; it listens on loopback unless
 # --admin-listen 0.0.0.0:9090 (then publish it on the host's loopback only).
-EXPOSE 80 8443 9090
+EXPOSE 80 443 8443 9090
 ENTRYPOINT ["/nodejs/bin/node", "/app/packages/relay/dist/cli.js"]
 # Mount /etc/burrow with relay.yaml and keys/*.pub (docs/install.md). keygen and
 # token create run from the same image: docker run IMAGE token create --help

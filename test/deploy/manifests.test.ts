@@ -392,6 +392,8 @@ t.test('deploy/relay/relay.yaml: known options, and the real relay starts with i
     '127.0.0.1:0',
     '--tunnel-listen',
     '127.0.0.1:0',
+    '--tls-listen',
+    '127.0.0.1:0',
     '--admin-listen',
     '127.0.0.1:0',
     '--verify-key',

@@ -1,12 +1,19 @@
 // Kubernetes end to end: a fake API server that speaks the real list/watch
 // protocol, the real @kubernetes/client-node, a real relay and agent, and
 // backends listening on the Services' "ClusterIPs" (127.0.0.x addresses).
+import { X509Certificate } from 'node:crypto';
+import { once } from 'node:events';
+import { readFile } from 'node:fs/promises';
+import { createServer as createHttpsServer, request as httpsRequest } from 'node:https';
+import type { AddressInfo } from 'node:net';
+import type { TLSSocket } from 'node:tls';
 import { startAgent, startKubernetes } from '@burrow/agent';
 import { KubeConfig } from '@kubernetes/client-node';
 import t from 'tap';
 import { type FakeKube, fakeKube } from '../helpers/fake-kube.js';
 import { get, testServer } from '../helpers/http.js';
 import { type Teardownable, testLogger, testRelay, tokenFor, tunnelUrl } from '../helpers/relay.js';
+import { testPki } from '../helpers/tls.js';
 
 type Svc = Parameters<FakeKube['upsertService']>[0];
 
@@ -258,3 +265,82 @@ t.test('agent restart converges; two replicas write back once', async (t) => {
   t.equal((await get(relay.httpAddress.port, 'app2.example.com')).body.toString(), 'app');
   void second;
 });
+
+t.test(
+  'burrow.dev/protocol https and tls-passthrough: TLS to the backend, or passed through by SNI',
+  async (t) => {
+    const pki = await testPki(t);
+    const httpsBackend = async (ip: string, names: string[], text: string) => {
+      const pair = await pki.issue(names[0]!, names);
+      const cert = await readFile(pair.certFile, 'utf8');
+      const server = createHttpsServer({ cert, key: await readFile(pair.keyFile, 'utf8') }, (_req, res) =>
+        res.end(text),
+      );
+      server.listen(0, ip);
+      await once(server, 'listening');
+      t.teardown(() => {
+        server.closeAllConnections();
+        server.close();
+      });
+      return { port: (server.address() as AddressInfo).port, cert };
+    };
+    // https: the backend's certificate names something else entirely (ClusterIPs never match).
+    const secure = await httpsBackend('127.0.0.5', ['backend.internal'], 'tls backend');
+    const pass = await httpsBackend('127.0.0.6', ['pass.example.com'], 'passed through');
+    const relay = await testRelay(t, { tls: { host: '127.0.0.1', port: 0 }, httpsRedirect: false });
+    const kube = await fakeKube(t);
+    kube.upsertService(
+      service('secure', '127.0.0.5', secure.port, {
+        'burrow.dev/hostname': 'secure.example.com',
+        'burrow.dev/protocol': 'https',
+      }),
+    );
+    kube.upsertService(
+      service('pass', '127.0.0.6', pass.port, {
+        'burrow.dev/hostname': 'pass.example.com',
+        'burrow.dev/protocol': 'tls-passthrough',
+      }),
+    );
+    await kubeAgent(t, kube, tunnelUrl(relay));
+    const tlsPort = relay.tlsAddress!.port;
+    const url = await until(
+      kube,
+      () => kube.getService('default', 'pass')?.metadata.annotations?.['burrow.dev/url'],
+    );
+    t.equal(url, `https://pass.example.com:${tlsPort}`, 'passthrough routes report an https:// URL');
+    t.equal(
+      (await get(relay.httpAddress.port, 'secure.example.com')).body.toString(),
+      'tls backend',
+      'https backend',
+    );
+
+    const reply = await new Promise<{ body: string; fingerprint: string }>((resolve, reject) => {
+      const req = httpsRequest(
+        {
+          host: '127.0.0.1',
+          port: tlsPort,
+          servername: 'pass.example.com',
+          headers: { host: 'pass.example.com' },
+          ca: pki.caPem,
+          agent: false,
+        },
+        (res) => {
+          const fingerprint = (res.socket as TLSSocket).getPeerX509Certificate()?.fingerprint256 ?? '';
+          let body = '';
+          res.on('data', (c: Buffer) => {
+            body += c;
+          });
+          res.on('end', () => resolve({ body, fingerprint }));
+        },
+      );
+      req.on('error', reject);
+      req.end();
+    });
+    t.equal(reply.body, 'passed through');
+    t.equal(
+      reply.fingerprint,
+      new X509Certificate(pass.cert).fingerprint256,
+      "the backend's own certificate",
+    );
+  },
+);

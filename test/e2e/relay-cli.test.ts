@@ -56,6 +56,8 @@ t.test('keygen, token create, serve, SIGTERM drain', async (t) => {
     '127.0.0.1:0',
     '--tunnel-listen',
     '127.0.0.1:0',
+    '--tls-listen',
+    '127.0.0.1:0',
     '--admin-listen',
     '127.0.0.1:0',
     '--verify-key',

@@ -2,45 +2,15 @@
 // real HTTP status with a reason, sent before the WebSocket upgrade.
 import { generateKeyPairSync } from 'node:crypto';
 import { mkdtemp, rm, writeFile } from 'node:fs/promises';
-import type { IncomingMessage } from 'node:http';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { startAgent, tokenFile } from '@burrow/agent';
-import { createAgentToken, loadSigningKey, TUNNEL_PATH, TUNNEL_SUBPROTOCOL } from '@burrow/shared';
+import { createAgentToken, loadSigningKey, TUNNEL_SUBPROTOCOL } from '@burrow/shared';
 import { SignJWT } from 'jose';
 import t from 'tap';
-import { WebSocket } from 'ws';
 import { get, testServer } from '../helpers/http.js';
 import { testKeys, testLogger, testRelay, tokenFor, tunnelUrl } from '../helpers/relay.js';
-
-/** Attempts an agent upgrade; resolves with the HTTP refusal (status and body) or 101. */
-function attempt(
-  url: string,
-  token: string | undefined,
-  protocol = TUNNEL_SUBPROTOCOL,
-  path = TUNNEL_PATH,
-): Promise<{ status: number; body: string }> {
-  return new Promise((resolve, reject) => {
-    const ws = new WebSocket(
-      url + path,
-      protocol,
-      token === undefined ? {} : { headers: { authorization: `Bearer ${token}` } },
-    );
-    ws.on('unexpected-response', (_req, res: IncomingMessage) => {
-      let body = '';
-      res.setEncoding('utf8');
-      res.on('data', (c: string) => (body += c));
-      res.on('end', () => resolve({ status: res.statusCode ?? 0, body }));
-    });
-    ws.on('open', () => {
-      ws.close();
-      resolve({ status: 101, body: '' });
-    });
-    ws.on('error', (err) => {
-      if (!/Unexpected server response/.test(err.message)) reject(err);
-    });
-  });
-}
+import { attempt, forge } from '../helpers/tunnel-client.js';
 
 t.test('token checks at the tunnel endpoint', async (t) => {
   const relay = await testRelay(t);
@@ -101,37 +71,19 @@ t.test('token checks at the tunnel endpoint', async (t) => {
   });
 
   t.test('alg none: 401', async (t) => {
-    const valid = await tokenFor('alice', ['app.example.com']);
-    const [, payload] = valid.split('.');
-    const none = `${Buffer.from(JSON.stringify({ alg: 'none', typ: 'JWT' })).toString('base64url')}.${payload}.`;
-    const r = await attempt(url, none);
+    const r = await attempt(url, await forge.algNone());
     t.equal(r.status, 401);
     t.match(r.body, /algorithm "none" is not allowed/);
   });
 
   t.test('HS256 signed with the public key (algorithm confusion): 401', async (t) => {
-    const valid = await tokenFor('alice', ['app.example.com']);
-    const [, payload] = valid.split('.');
-    const header = Buffer.from(JSON.stringify({ alg: 'HS256', typ: 'JWT', kid: keys.signing.kid })).toString(
-      'base64url',
-    );
-    const { createHmac } = await import('node:crypto');
-    const sig = createHmac('sha256', keys.publicPem).update(`${header}.${payload}`).digest('base64url');
-    const r = await attempt(url, `${header}.${payload}.${sig}`);
+    const r = await attempt(url, await forge.hs256WithPublicKey());
     t.equal(r.status, 401);
     t.match(r.body, /algorithm "HS256" is not allowed/);
   });
 
   t.test('wrong audience: 401', async (t) => {
-    const r = await attempt(
-      url,
-      await createAgentToken(keys.signing, {
-        sub: 'alice',
-        hosts: ['a.example.com'],
-        ttl: 60_000,
-        audience: 'other-relay',
-      }),
-    );
+    const r = await attempt(url, await forge.wrongAudience());
     t.equal(r.status, 401);
     t.match(r.body, /claim "aud"/);
   });

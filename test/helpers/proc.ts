@@ -19,17 +19,29 @@ export interface LoggedProcess {
   stderr(): string;
 }
 
+export interface SpawnOptions {
+  /** Run inside this network namespace (`ip netns exec NS node ...`; needs root). */
+  netns?: string;
+  /** Extra node options, e.g. --expose-gc. */
+  nodeArgs?: string[];
+}
+
 /** Spawns a Burrow binary whose stdout is JSON log lines; killed at teardown. */
 export function spawnLogged(
   t: Teardownable,
   script: string,
   args: string[],
   env: NodeJS.ProcessEnv = {},
+  opts: SpawnOptions = {},
 ): LoggedProcess {
-  const child = spawn(process.execPath, [script, ...args], {
-    // The relay's admin listener defaults to 127.0.0.1:9090; parallel tests
-    // would collide on it, so it gets an ephemeral port unless a test says otherwise.
-    env: { BURROW_ADMIN_LISTEN: '127.0.0.1:0', ...process.env, ...env },
+  const node = [process.execPath, ...(opts.nodeArgs ?? []), script, ...args];
+  // `ip netns exec` execs the command, so the child's pid is node's own and signals reach it.
+  const [command, ...argv] = opts.netns ? ['ip', 'netns', 'exec', opts.netns, ...node] : node;
+  const child = spawn(command!, argv, {
+    // The relay's admin listener defaults to 127.0.0.1:9090 and its TLS
+    // listener to 0.0.0.0:443; parallel tests would collide on them (and 443
+    // needs privileges), so they get ephemeral loopback ports unless a test says otherwise.
+    env: { BURROW_ADMIN_LISTEN: '127.0.0.1:0', BURROW_TLS_LISTEN: '127.0.0.1:0', ...process.env, ...env },
     stdio: ['ignore', 'pipe', 'pipe'],
   });
   const exited = once(child, 'exit').then(([code]) => code as number | null);

@@ -13,6 +13,11 @@ export interface TestPki {
   certFile: string;
   keyFile: string;
   caFile: string;
+  /**
+   * Issues another certificate from the same CA for `names` (DNS names) into
+   * `outDir` (default the PKI's own) as BASE.crt + BASE.key.
+   */
+  issue(base: string, names: string[], outDir?: string): Promise<{ certFile: string; keyFile: string }>;
 }
 
 /** A throwaway CA and a server certificate for localhost / 127.0.0.1, made with openssl. */
@@ -70,11 +75,54 @@ export async function testPki(t: Teardownable): Promise<TestPki> {
     '-extfile',
     f('ext.cnf'),
   );
+  let serial = 0;
+  const issue = async (base: string, names: string[], outDir = dir) => {
+    const n = `leaf-${++serial}`;
+    await ssl(
+      'req',
+      '-newkey',
+      'ec',
+      '-pkeyopt',
+      'ec_paramgen_curve:P-256',
+      '-nodes',
+      '-keyout',
+      f(`${n}.key`),
+      '-out',
+      f(`${n}.csr`),
+      '-subj',
+      `/CN=${names[0]}`,
+    );
+    await writeFile(f(`${n}.cnf`), `subjectAltName=${names.map((h) => `DNS:${h}`).join(',')}\n`);
+    await ssl(
+      'x509',
+      '-req',
+      '-in',
+      f(`${n}.csr`),
+      '-CA',
+      f('ca.pem'),
+      '-CAkey',
+      f('ca.key'),
+      '-CAcreateserial',
+      '-out',
+      f(`${n}.crt`),
+      '-days',
+      '2',
+      '-extfile',
+      f(`${n}.cnf`),
+    );
+    // Key first, then the certificate: a directory watcher sees a complete pair last.
+    const keyFile = join(outDir, `${base}.key`);
+    const certFile = join(outDir, `${base}.crt`);
+    await writeFile(keyFile, await readFile(f(`${n}.key`)));
+    await writeFile(certFile, await readFile(f(`${n}.crt`)));
+    return { certFile, keyFile };
+  };
   return {
     dir,
     caPem: await readFile(f('ca.pem'), 'utf8'),
     certFile: f('server.pem'),
     keyFile: f('server.key'),
     caFile: f('ca.pem'),
+    issue,
   };
 }

@@ -178,7 +178,8 @@ class AgentImpl extends EventEmitter<AgentEvents> implements Agent {
         logger: this.#log,
         failures,
         announcement: () => this.#announced,
-        onStream: (stream) => acceptStream(stream, (id) => this.#routes.get(id), this.#dialer, this.#log),
+        onStream: (stream) =>
+          acceptStream(stream, (id) => this.#routes.get(id), this.#dialer, this.#log, connectTimeout),
       });
       conn.on('connected', () => this.emit('connected', index));
       conn.on('disconnected', (reason) => this.emit('disconnected', index, reason));

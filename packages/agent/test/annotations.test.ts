@@ -32,6 +32,13 @@ t.test('a Service becomes a route to its ClusterIP', async (t) => {
     kind: 'route',
     route: { target: 'https://[fd00::7]:8080', allowCidrs: ['10.0.0.0/8', '2001:db8::/32'] },
   });
+  t.match(
+    routeForService(
+      base({ 'burrow.dev/hostname': 'a.example.com', 'burrow.dev/protocol': 'tls-passthrough' }),
+    ),
+    { kind: 'route', route: { target: 'tls-passthrough://10.0.0.7:8080', protocol: 'tls-passthrough' } },
+    'tls-passthrough: the agent splices raw TCP to the ClusterIP',
+  );
 });
 
 t.test('port selection: annotation by name or number, the only port, else the one named http', async (t) => {
@@ -63,7 +70,6 @@ t.test('every bad value is an error for write-back, never a throw', async (t) =>
   t.match(err({ 'burrow.dev/hostname': 'bad_name.example.com' }), /not a valid hostname/);
   t.match(err({ 'burrow.dev/hostname': '*.com' }), /too broad/);
   t.match(err({ 'burrow.dev/protocol': 'grpc' }), /"grpc" is not one of http, https, tls-passthrough/);
-  t.match(err({ 'burrow.dev/protocol': 'tls-passthrough' }), /not supported/);
   t.match(err({ 'burrow.dev/allow-cidrs': '10.0.0.0/99' }), /prefix length/);
   t.match(err({}, { type: 'ExternalName', clusterIP: '' }), /ExternalName Services have no ClusterIP/);
   t.match(err({}, { clusterIP: 'None' }), /headless Service/);

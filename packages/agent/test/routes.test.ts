@@ -4,7 +4,7 @@ import { join } from 'node:path';
 import t from 'tap';
 import { loadRoutesFile, parseRoutesYaml } from '../src/routes/file.js';
 import { parseExpose, parseExposeList } from '../src/routes/static.js';
-import { checkTarget, routeIdFor, validateRoutes } from '../src/routes/validate.js';
+import { checkTarget, routeIdFor, toAnnounced, validateRoutes } from '../src/routes/validate.js';
 
 t.test('--expose: good values', async (t) => {
   t.same(parseExpose('app.example.com=http://127.0.0.1:3000'), {
@@ -45,10 +45,10 @@ t.test('--expose: each bad value names the flag and the problem', async (t) => {
     ['a.*.example.com=http://127.0.0.1', /wildcard is only allowed as the whole first label/],
     [
       'app.example.com=ftp://127.0.0.1',
-      /target must be an http:\/\/ or https:\/\/ URL \(got "ftp:\/\/127.0.0.1"\)/,
+      /target must be an http:\/\/, https:\/\/ or tls-passthrough:\/\/ URL \(got "ftp:\/\/127.0.0.1"\)/,
     ],
-    ['app.example.com=127.0.0.1:3000', /target must be an http:\/\/ or https:\/\/ URL/],
-    ['app.example.com=', /target must be an http:\/\/ or https:\/\/ URL/],
+    ['app.example.com=127.0.0.1:3000', /target must be an http:\/\/, https:\/\/ or tls-passthrough:\/\/ URL/],
+    ['app.example.com=', /target must be an http:\/\/, https:\/\/ or tls-passthrough:\/\/ URL/],
     ['app.example.com=http://127.0.0.1:3000/api', /must be an origin .* without a path/],
     ['app.example.com=http://127.0.0.1:3000/?x=1', /without a path/],
     ['app.example.com=http://user:pw@127.0.0.1', /must not contain credentials/],
@@ -103,7 +103,37 @@ t.test('checkTarget and routeIdFor', async (t) => {
   t.same(checkTarget('https://svc.ns.svc.cluster.local:8443'), {
     origin: 'https://svc.ns.svc.cluster.local:8443',
   });
-  t.match(checkTarget('ws://127.0.0.1'), { error: /http:\/\/ or https:\/\// });
+  t.match(checkTarget('ws://127.0.0.1'), { error: /http:\/\/, https:\/\/ or tls-passthrough:\/\// });
+  t.same(checkTarget('tls-passthrough://10.0.0.7:8443'), { origin: 'tls-passthrough://10.0.0.7:8443' });
+  t.same(checkTarget('tls-passthrough://[FD00::7]:8443/'), { origin: 'tls-passthrough://[fd00::7]:8443' });
+  t.match(checkTarget('tls-passthrough://10.0.0.7'), { error: /must name a host and port/ });
+  t.match(checkTarget('tls-passthrough://10.0.0.7:8443/x'), { error: /without a path/ });
+  t.match(checkTarget('tls-passthrough://u:p@10.0.0.7:8443'), { error: /credentials/ });
+  const [pass] = validateRoutes([
+    { id: 'p', hostnames: ['s.example.com'], target: 'tls-passthrough://10.0.0.7:8443' },
+  ]);
+  t.same(
+    toAnnounced(pass!),
+    { id: 'p', hostnames: ['s.example.com'], protocol: 'tls-passthrough' },
+    'announced as passthrough',
+  );
+  t.same(
+    toAnnounced({ id: 'h', hostnames: ['h.example.com'], target: 'http://127.0.0.1:1' }),
+    { id: 'h', hostnames: ['h.example.com'] },
+    'HTTP routes announce no protocol',
+  );
+  t.throws(
+    () =>
+      validateRoutes([
+        {
+          id: 'p',
+          hostnames: ['s.example.com'],
+          target: 'tls-passthrough://10.0.0.7:8443',
+          tlsInsecure: true,
+        },
+      ]),
+    /tlsInsecure: applies to https:\/\/ targets only/,
+  );
   const long = `${'a'.repeat(60)}.${'b'.repeat(60)}.${'c'.repeat(60)}.example.com`;
   t.match(routeIdFor('static', [long]), /^static:[0-9a-f]{16}$/, 'an id over 128 characters becomes a hash');
 });
@@ -147,7 +177,7 @@ t.test('routes file: each mistake names the file and the field', async (t) => {
   const cases: Array<[string, string | RegExp]> = [
     [
       route('hostnames: [b.example.com]\n    target: ftp://x'),
-      /^r\.yaml: routes\[1\]\.target: must be an http:\/\/ or https:\/\/ URL/,
+      /^r\.yaml: routes\[1\]\.target: must be an http:\/\/, https:\/\/ or tls-passthrough:\/\/ URL/,
     ],
     [
       route('hostnames: [b.example.com]\n    target: http://x:1/path'),

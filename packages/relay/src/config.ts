@@ -13,6 +13,7 @@ import {
   type VerifyKey,
 } from '@burrow/shared';
 import { parse as parseYaml } from 'yaml';
+import { certOptions, portOption } from './certs/config.js';
 import type { RelayOptions } from './relay.js';
 
 /** Options of `burrow-relay serve`: one table for flags, env, config file, --help and docs/configuration.md. */
@@ -54,6 +55,117 @@ export const SERVE_OPTIONS: readonly OptionSpec[] = [
     type: 'string',
     placeholder: 'FILE',
     description: 'PEM private key for --tunnel-tls-cert',
+  },
+  {
+    name: 'tls-listen',
+    env: 'BURROW_TLS_LISTEN',
+    type: 'string',
+    placeholder: 'HOST:PORT',
+    default: '0.0.0.0:443',
+    description:
+      'public TLS listener: routes by SNI, passes tls-passthrough routes through, terminates the rest; "off" disables it',
+  },
+  {
+    name: 'public-https-port',
+    env: 'BURROW_PUBLIC_HTTPS_PORT',
+    type: 'string',
+    placeholder: 'PORT',
+    description: 'port shown in https:// URLs and redirects (default: the TLS listener port)',
+  },
+  {
+    name: 'cert-file',
+    env: 'BURROW_CERT_FILES',
+    type: 'list',
+    placeholder: 'FILE',
+    description:
+      'PEM certificate chain served on the TLS listener for the names in its subjectAltName (pairs with --key-file, in order); reloaded when it changes',
+  },
+  {
+    name: 'key-file',
+    env: 'BURROW_KEY_FILES',
+    type: 'list',
+    placeholder: 'FILE',
+    description: 'PEM private key of the --cert-file at the same position',
+  },
+  {
+    name: 'cert-dir',
+    env: 'BURROW_CERT_DIR',
+    type: 'string',
+    placeholder: 'DIR',
+    description:
+      'directory of NAME.crt (or NAME.pem) + NAME.key pairs; files added or replaced later are picked up',
+  },
+  {
+    name: 'acme-directory',
+    env: 'BURROW_ACME_DIRECTORY',
+    type: 'string',
+    placeholder: 'URL',
+    description:
+      "ACME directory to get certificates from, e.g. Let's Encrypt's https://acme-v02.api.letsencrypt.org/directory (needs --acme-domains)",
+  },
+  {
+    name: 'acme-domains',
+    env: 'BURROW_ACME_DOMAINS',
+    type: 'list',
+    placeholder: 'PATTERN',
+    description:
+      'names (app.example.com) or patterns (*.example.com) ACME may be asked for; only names a connected agent serves are ever ordered',
+  },
+  {
+    name: 'acme-email',
+    env: 'BURROW_ACME_EMAIL',
+    type: 'string',
+    placeholder: 'EMAIL',
+    description: 'contact address for the ACME account (expiry notices)',
+  },
+  {
+    name: 'acme-state-dir',
+    env: 'BURROW_ACME_STATE_DIR',
+    type: 'string',
+    placeholder: 'DIR',
+    default: 'burrow-acme',
+    description: 'where the ACME account key and issued certificates persist (keep it across restarts)',
+  },
+  {
+    name: 'acme-challenges',
+    env: 'BURROW_ACME_CHALLENGES',
+    type: 'list',
+    placeholder: 'TYPE',
+    default: 'http-01,tls-alpn-01',
+    description:
+      'challenge types in order of preference: http-01 (on the HTTP listener), tls-alpn-01 (on the TLS listener)',
+  },
+  {
+    name: 'acme-directory-ca',
+    env: 'BURROW_ACME_DIRECTORY_CA',
+    type: 'string',
+    placeholder: 'FILE',
+    description:
+      "PEM CA to trust for the ACME directory's own HTTPS (a private CA; not needed for public CAs)",
+  },
+  {
+    name: 'no-https-redirect',
+    env: 'BURROW_NO_HTTPS_REDIRECT',
+    type: 'boolean',
+    default: false,
+    description:
+      'serve plain HTTP for names the relay also serves over TLS, instead of redirecting to https://',
+  },
+  {
+    name: 'hsts-max-age',
+    env: 'BURROW_HSTS_MAX_AGE',
+    type: 'string',
+    placeholder: 'DURATION',
+    description:
+      'send Strict-Transport-Security with this max-age on responses over TLS (e.g. 365d); off by default',
+  },
+  {
+    name: 'tls-hello-timeout',
+    env: 'BURROW_TLS_HELLO_TIMEOUT',
+    type: 'string',
+    placeholder: 'DURATION',
+    default: '10s',
+    description: 'time a TLS client has to send its ClientHello before the connection is closed',
   },
   {
     name: 'verify-key',
@@ -289,11 +401,22 @@ export async function relayOptionsFrom(
   }
   const adminToken = await adminTokenFrom(values);
   const revokedFile = values['revoked-tokens'] as string | undefined;
+  const tlsText = String(values['tls-listen']);
+  const tls = tlsText === 'off' ? undefined : parseListen(tlsText, '--tls-listen');
   const options: RelayOptions = {
     ...(tunnelTls ? { tunnelTls } : {}),
     admin: parseListen(String(values['admin-listen']), '--admin-listen'),
     ...(adminToken ? { adminToken } : {}),
     revokedTokens: revokedFile ? await loadRevokedTokens(revokedFile) : [],
+    ...(tls ? { tls, helloTimeout: durationOption(values, 'tls-hello-timeout') } : {}),
+    ...(await certOptions(values, tls !== undefined)),
+    httpsRedirect: values['no-https-redirect'] !== true,
+    ...(values['hsts-max-age'] !== undefined
+      ? { hstsMaxAge: Math.floor(durationOption(values, 'hsts-max-age') / 1000) }
+      : {}),
+    ...(values['public-https-port'] !== undefined
+      ? { publicHttpsPort: portOption(values, 'public-https-port') }
+      : {}),
     http: parseListen(String(values['http-listen']), '--http-listen'),
     tunnel: parseListen(String(values['tunnel-listen']), '--tunnel-listen'),
     verifyKeys: await loadVerifyKeys(values['verify-key'] as string[]),

@@ -1,5 +1,7 @@
 export { type AdminAppOptions, type AdminState, buildAdminApp } from './admin/app.js';
 export { ADMIN_ROUTES, type AdminRouteSpec } from './admin/schemas.js';
+export type { AcmeChallenge, AcmeManager, AcmeOptions } from './certs/acme.js';
+export type { CertEntry, CertStore } from './certs/store.js';
 export { SERVE_OPTIONS as RELAY_SERVE_OPTIONS } from './config.js';
 export { RelayMetrics } from './metrics.js';
 export type { AccessInfo } from './proxy/forward.js';

@@ -2,15 +2,28 @@ import { randomUUID, X509Certificate } from 'node:crypto';
 import type { Server } from 'node:http';
 import { createServer } from 'node:http';
 import { createServer as createHttpsServer, Server as HttpsServer } from 'node:https';
-import type { AddressInfo } from 'node:net';
-import { createLogger, type Logger, type SessionConfig, type VerifyKey } from '@burrow/shared';
+import type { AddressInfo, Server as NetServer } from 'node:net';
+import {
+  createLogger,
+  type Logger,
+  normalizeHost,
+  patternAllows,
+  type SessionConfig,
+  type VerifyKey,
+} from '@burrow/shared';
 import type { FastifyInstance } from 'fastify';
 import { Activity } from './activity.js';
 import { type AdminState, buildAdminApp } from './admin/app.js';
 import { relayAdminState } from './admin/state.js';
+import { AcmeManager, type AcmeOptions } from './certs/acme.js';
+import { CertFiles } from './certs/files.js';
+import { serveHttpChallenge } from './certs/http-challenge.js';
+import { CertStore } from './certs/store.js';
 import { createHttpListener } from './listeners/http.js';
+import { TlsFront } from './listeners/tls-front.js';
 import { RelayMetrics } from './metrics.js';
 import type { AccessInfo } from './proxy/forward.js';
+import { redirectToHttps } from './proxy/redirect.js';
 import { RouteTable } from './routes/table.js';
 import type { AgentConnection } from './tunnel/agent-connection.js';
 import { TunnelEndpoint } from './tunnel/endpoint.js';
@@ -42,12 +55,34 @@ export interface RelayOptions {
   revokedTokens?: readonly string[];
   logger?: Logger;
   onRequestDone?: (info: AccessInfo) => void;
+  /** Public TLS listener: routes by SNI, passes through or terminates. Absent: no TLS listener. */
+  tls?: { host: string; port: number };
+  /** Port shown in https:// URLs and redirects (default: the TLS listener's port). */
+  publicHttpsPort?: number;
+  /** Certificates from PEM files: explicit pairs and/or a directory of NAME.crt + NAME.key. */
+  certFiles?: { pairs?: Array<{ cert: string; key: string }>; dir?: string };
+  /** Certificates from an ACME CA. */
+  acme?: AcmeOptions;
+  /** Redirect plain HTTP to HTTPS for names the relay serves over TLS. Default true. */
+  httpsRedirect?: boolean;
+  /** Strict-Transport-Security max-age, seconds, on terminated responses. Default: no header. */
+  hstsMaxAge?: number;
+  /** Time a TLS client has to send its ClientHello, ms. Default 10 s. */
+  helloTimeout?: number;
 }
 
 export interface Relay {
   readonly id: string;
   readonly httpAddress: AddressInfo;
   readonly tunnelAddress: AddressInfo;
+  /** The TLS listener's address, when one is configured. */
+  readonly tlsAddress: AddressInfo | undefined;
+  /** Certificates the relay presents: files and ACME. */
+  readonly certs: CertStore;
+  /** The ACME manager, when ACME is configured. */
+  readonly acme: AcmeManager | undefined;
+  /** Every certificate's expiry, one row per name (also exported as a metric). */
+  certificateExpiry(): Array<{ hostname: string; notAfter: Date }>;
   readonly routes: RouteTable<AgentConnection>;
   readonly connections: ReadonlySet<AgentConnection>;
   /** The admin listener's address, when `admin` was given. */
@@ -87,7 +122,7 @@ function certificateExpiry(pem: string): Date | undefined {
   }
 }
 
-function listen(server: Server, at: { host: string; port: number }): Promise<AddressInfo> {
+function listen(server: Server | NetServer, at: { host: string; port: number }): Promise<AddressInfo> {
   return new Promise((resolve, reject) => {
     server.once('error', reject);
     server.listen(at.port, at.host, () => {
@@ -107,10 +142,25 @@ export async function startRelay(options: RelayOptions): Promise<Relay> {
   let adminToken = options.adminToken;
   let closing: Promise<void> | undefined;
   let httpPort = options.publicHttpPort;
+  let httpsPort = options.publicHttpsPort;
+  const certs = new CertStore();
+  const acmeDomains = options.acme?.domains ?? [];
+  /** Can the relay serve this name over TLS (now, or once ACME has its certificate)? */
+  const tlsCapable = (h: string) =>
+    Boolean(options.tls) &&
+    (Boolean(certs.find(h)) || (!h.startsWith('*.') && acmeDomains.some((p) => patternAllows(p, h))));
   const routes = new RouteTable<AgentConnection>({
     offlineGrace: options.offlineGrace ?? 10 * 60_000,
-    urlFor: (h) => `http://${h}${httpPort && httpPort !== 80 ? `:${httpPort}` : ''}`,
+    urlFor: (h, mode) =>
+      mode === 'tls-passthrough' || tlsCapable(h)
+        ? `https://${h}${httpsPort && httpsPort !== 443 ? `:${httpsPort}` : ''}`
+        : `http://${h}${httpPort && httpPort !== 80 ? `:${httpPort}` : ''}`,
   });
+  const files = options.certFiles ? new CertFiles({ ...options.certFiles, store: certs, logger }) : undefined;
+  const acme = options.acme
+    ? new AcmeManager({ ...options.acme, store: certs, table: routes, logger })
+    : undefined;
+  const redirect = options.tls && options.httpsRedirect !== false;
   const drainTimeout = options.drainTimeout ?? 30_000;
   const tunnelServer = options.tunnelTls
     ? createHttpsServer({ cert: options.tunnelTls.cert, key: options.tunnelTls.key, minVersion: 'TLSv1.2' })
@@ -140,6 +190,16 @@ export async function startRelay(options: RelayOptions): Promise<Relay> {
     startedAt,
     notReady: () => (closing ? 'draining' : undefined),
   });
+  // Both listeners report requests and streams the same way.
+  const hooks = {
+    onRequestDone: (info: AccessInfo) => {
+      metrics.requestDone(info);
+      activity.record(info);
+      options.onRequestDone?.(info);
+    },
+    onStreamOpen: (route: string, stream: { once(e: 'close', fn: () => void): unknown }) =>
+      metrics.streamOpened(route, (fn) => stream.once('close', fn)),
+  };
   const httpServer = createHttpListener({
     table: routes,
     logger,
@@ -147,20 +207,60 @@ export async function startRelay(options: RelayOptions): Promise<Relay> {
     responseHeadTimeout: options.responseHeadTimeout ?? 60_000,
     headersTimeout: options.headersTimeout ?? 20_000,
     keepAliveTimeout: 5_000,
-    onRequestDone: (info) => {
-      metrics.requestDone(info);
-      activity.record(info);
-      options.onRequestDone?.(info);
+    ...hooks,
+    intercept: (req, res) => {
+      if (acme && serveHttpChallenge(req, res, (t) => acme.httpChallenge(t))) return true;
+      if (!redirect || !httpsPort) return false;
+      const host = normalizeHost(req.headers.host);
+      const found = host ? routes.lookup(host) : undefined;
+      if (found?.kind !== 'found') return false;
+      if (found.binding.mode !== 'tls-passthrough' && !certs.find(host)) return false;
+      redirectToHttps(req, res, httpsPort);
+      return true;
     },
-    onStreamOpen: (route, stream) => metrics.streamOpened(route, (fn) => stream.once('close', fn)),
   });
-  const httpAddress = await listen(httpServer, options.http);
-  httpPort ??= httpAddress.port;
+  const front = options.tls
+    ? new TlsFront({
+        table: routes,
+        certs,
+        logger,
+        ...(acme ? { acmeAlpn: acme.alpn } : {}),
+        helloTimeout: options.helloTimeout ?? 10_000,
+        responseHeadTimeout: options.responseHeadTimeout ?? 60_000,
+        headersTimeout: options.headersTimeout ?? 20_000,
+        keepAliveTimeout: 5_000,
+        ...(options.hstsMaxAge !== undefined ? { hstsMaxAge: options.hstsMaxAge } : {}),
+        ...hooks,
+      })
+    : undefined;
+  // The metric follows the store: every name of every certificate, removed when it goes.
+  let exported = new Set<string>();
+  certs.on('change', () => {
+    const now = new Map(certs.expiries().map((e) => [e.hostname, e.notAfter] as const));
+    for (const name of exported) if (!now.has(name)) metrics.setCertificateExpiry(name, undefined);
+    for (const [name, notAfter] of now) metrics.setCertificateExpiry(name, notAfter);
+    exported = new Set(now.keys());
+  });
+  const opened: Array<Server | NetServer> = [];
+  let httpAddress: AddressInfo;
   let tunnelAddress: AddressInfo;
+  let tlsAddress: AddressInfo | undefined;
   try {
+    await files?.start();
+    httpAddress = await listen(httpServer, options.http);
+    opened.push(httpServer);
+    httpPort ??= httpAddress.port;
     tunnelAddress = await listen(tunnelServer, options.tunnel);
+    opened.push(tunnelServer);
+    if (front && options.tls) {
+      tlsAddress = await listen(front.server, options.tls);
+      opened.push(front.server);
+      httpsPort ??= tlsAddress.port;
+    }
+    await acme?.start();
   } catch (err) {
-    httpServer.close();
+    for (const s of opened) s.close();
+    files?.close();
     throw err;
   }
   let admin: FastifyInstance | undefined;
@@ -170,8 +270,9 @@ export async function startRelay(options: RelayOptions): Promise<Relay> {
     try {
       await admin.listen({ host: options.admin.host, port: options.admin.port });
     } catch (err) {
-      httpServer.close();
-      tunnelServer.close();
+      for (const s of opened) s.close();
+      files?.close();
+      acme?.close();
       throw err;
     }
     adminAddress = admin.server.address() as AddressInfo;
@@ -181,6 +282,7 @@ export async function startRelay(options: RelayOptions): Promise<Relay> {
     {
       http: httpAddress,
       tunnel: tunnelAddress,
+      ...(tlsAddress ? { tls: tlsAddress } : {}),
       ...(adminAddress ? { admin: adminAddress } : {}),
       relayId: id,
     },
@@ -191,6 +293,12 @@ export async function startRelay(options: RelayOptions): Promise<Relay> {
     id,
     httpAddress,
     tunnelAddress,
+    tlsAddress,
+    certs,
+    acme,
+    certificateExpiry() {
+      return certs.expiries().map(({ hostname, notAfter }) => ({ hostname, notAfter }));
+    },
     routes,
     connections: endpoint.connections,
     adminAddress,
@@ -219,9 +327,13 @@ export async function startRelay(options: RelayOptions): Promise<Relay> {
         logger.info({ drainTimeout }, 'relay draining');
         const httpClosed = new Promise<void>((resolve) => httpServer.close(() => resolve()));
         const tunnelClosed = new Promise<void>((resolve) => tunnelServer.close(() => resolve()));
+        const tlsClosed = front?.stopAccepting() ?? Promise.resolve();
+        acme?.close();
+        files?.close();
         httpServer.closeIdleConnections();
         const deadline = setTimeout(() => {
           httpServer.closeAllConnections();
+          front?.destroyAll();
           endpoint.destroyAll();
         }, drainTimeout + 1_000);
         deadline.unref();
@@ -231,7 +343,9 @@ export async function startRelay(options: RelayOptions): Promise<Relay> {
         // them as they do, so the drain ends as soon as the work does.
         const sweeper = setInterval(() => httpServer.closeIdleConnections(), 100);
         await endpoint.drain();
-        await Promise.all([httpClosed, tunnelClosed]);
+        // Passthrough and HTTP/1 TLS connections outlive their streams; nothing is left to carry them.
+        front?.destroyAll();
+        await Promise.all([httpClosed, tunnelClosed, tlsClosed]);
         // The admin listener goes last: /readyz says "draining" while the drain runs.
         await admin?.close();
         clearInterval(sweeper);

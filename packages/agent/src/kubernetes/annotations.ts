@@ -33,7 +33,7 @@ export interface ServiceRoute {
   /** Stable route id: `k8s:NAMESPACE/NAME`. */
   id: string;
   hostnames: string[];
-  /** Dial target: http(s)://CLUSTER-IP:PORT. */
+  /** Dial target: http://, https:// or tls-passthrough://CLUSTER-IP:PORT. */
   target: string;
   protocol: BackendProtocol;
   allowCidrs: string[];
@@ -73,13 +73,6 @@ export function routeForService(svc: ServiceLike): ServiceVerdict {
       error: `${ANNOTATION.protocol}: "${protocol}" is not one of ${PROTOCOLS.join(', ')}`,
     };
   }
-  if (protocol === 'tls-passthrough') {
-    return {
-      kind: 'invalid',
-      error: `${ANNOTATION.protocol}: tls-passthrough is not supported by this agent version yet`,
-    };
-  }
-
   const allowCidrs = (ann[ANNOTATION.allowCidrs] ?? '')
     .split(',')
     .map((c) => c.trim())
@@ -113,7 +106,8 @@ export function routeForService(svc: ServiceLike): ServiceVerdict {
     route: {
       id: `k8s:${serviceKey(svc)}`,
       hostnames,
-      target: `${protocol === 'https' ? 'https' : 'http'}://${host}:${port}`,
+      // https: the agent dials TLS; tls-passthrough: the agent splices the client's TLS bytes.
+      target: `${protocol}://${host}:${port}`,
       protocol: protocol as BackendProtocol,
       allowCidrs,
     },

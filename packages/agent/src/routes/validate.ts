@@ -5,24 +5,56 @@
  * would make the relay close the whole tunnel.
  */
 import { createHash } from 'node:crypto';
-import { announcedRouteSchema, ConfigError, checkHostPattern, parseCidr } from '@burrow/shared';
+import {
+  type AnnouncedRoute,
+  announcedRouteSchema,
+  ConfigError,
+  checkHostPattern,
+  parseCidr,
+} from '@burrow/shared';
 import type { Route } from './source.js';
 
 const ROUTE_ID = /^[A-Za-z0-9._:/-]{1,128}$/;
+
+/**
+ * Target scheme of a TLS passthrough route: the relay routes the client's TLS
+ * connection by SNI without decrypting it, and the agent splices it to this
+ * address. The backend terminates TLS with its own certificate.
+ */
+export const PASSTHROUGH_SCHEME = 'tls-passthrough:';
+
+/** True when a route passes TLS through instead of carrying HTTP. */
+export function isPassthrough(route: Pick<Route, 'target'>): boolean {
+  return route.target.startsWith(PASSTHROUGH_SCHEME);
+}
 
 /**
  * Checks a backend target; returns the normalised origin or an error message
  * phrased to follow the field name ("target: must be …").
  */
 export function checkTarget(text: string): { origin: string } | { error: string } {
+  const expected = `must be an http://, https:// or ${PASSTHROUGH_SCHEME}// URL (got "${text}")`;
   let url: URL;
   try {
     url = new URL(text);
   } catch {
-    return { error: `must be an http:// or https:// URL (got "${text}")` };
+    return { error: expected };
+  }
+  if (url.protocol === PASSTHROUGH_SCHEME) {
+    // Not a special scheme for WHATWG URLs: no default port, no origin, so check by hand.
+    if (url.username || url.password) return { error: `must not contain credentials` };
+    if (!url.hostname || !url.port) {
+      return {
+        error: `must name a host and port, e.g. ${PASSTHROUGH_SCHEME}//10.0.0.7:8443 (got "${text}")`,
+      };
+    }
+    if ((url.pathname !== '' && url.pathname !== '/') || url.search || url.hash) {
+      return { error: `must be ${PASSTHROUGH_SCHEME}//HOST:PORT without a path (got "${text}")` };
+    }
+    return { origin: `${PASSTHROUGH_SCHEME}//${url.host.toLowerCase()}` };
   }
   if (url.protocol !== 'http:' && url.protocol !== 'https:') {
-    return { error: `must be an http:// or https:// URL (got "${text}")` };
+    return { error: expected };
   }
   if (url.username || url.password) return { error: `must not contain credentials` };
   if (url.pathname !== '/' || url.search || url.hash) {
@@ -63,6 +95,9 @@ export function checkRoute(route: Route): [string, string] | undefined {
   if (route.tlsInsecure !== undefined && typeof route.tlsInsecure !== 'boolean') {
     return ['tlsInsecure', 'must be true or false'];
   }
+  if (route.tlsInsecure && !String(route.target).startsWith('https:')) {
+    return ['tlsInsecure', 'applies to https:// targets only'];
+  }
   // Whatever passed the checks above must also pass the wire schema the relay enforces.
   const wire = announcedRouteSchema.safeParse(toAnnounced(route));
   if (!wire.success) return [wire.error.issues[0]?.path.join('.') ?? 'route', wire.error.issues[0]!.message];
@@ -82,11 +117,12 @@ export function normalizeRoute(route: Route): Route {
 }
 
 /** The part of a route the relay sees. Targets never leave the agent. */
-export function toAnnounced(route: Route): { id: string; hostnames: string[]; allowCidrs?: string[] } {
+export function toAnnounced(route: Route): AnnouncedRoute {
   return {
     id: route.id,
     hostnames: route.hostnames,
     ...(route.allowCidrs?.length ? { allowCidrs: route.allowCidrs } : {}),
+    ...(isPassthrough(route) ? { protocol: 'tls-passthrough' as const } : {}),
   };
 }
 

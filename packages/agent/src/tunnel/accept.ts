@@ -1,6 +1,8 @@
-import { decodeJson, type HttpOpen, type Logger, openSchema, Reason, type Stream } from '@burrow/shared';
+import { decodeJson, type Logger, openSchema, Reason, type Stream } from '@burrow/shared';
 import type { Dialer } from '../dialer/http.js';
+import { serveTcpStream } from '../dialer/tcp.js';
 import type { Route } from '../routes/source.js';
+import { isPassthrough } from '../routes/validate.js';
 
 /**
  * Admits a stream the relay opened. The metadata must be a valid HTTP open
@@ -13,6 +15,7 @@ export function acceptStream(
   lookup: (routeId: string) => Route | undefined,
   dialer: Dialer,
   log: Logger,
+  connectTimeout: number,
 ): void {
   stream.on('error', () => {}); // a refused stream's own reset, or the session closing
   const meta = decodeJson(stream.metadata, openSchema);
@@ -24,7 +27,7 @@ export function acceptStream(
     stream.reset(Reason.BadMetadata, `invalid stream metadata: ${meta.error}`);
     return;
   }
-  if (meta.value.kind !== 'http') {
+  if (meta.value.kind === 'control') {
     log.warn(
       { stream: stream.id, kind: meta.value.kind },
       'relay opened a stream of the wrong kind; refused',
@@ -32,7 +35,7 @@ export function acceptStream(
     stream.reset(Reason.BadMetadata, `the relay may not open ${meta.value.kind} streams`);
     return;
   }
-  const open: HttpOpen = meta.value;
+  const open = meta.value;
   const route = lookup(open.route);
   if (!route) {
     // Routine for a moment after a route is withdrawn; anything else points at the relay.
@@ -43,5 +46,16 @@ export function acceptStream(
     stream.reset(Reason.RouteUnknown, `this agent does not serve route "${open.route}"`);
     return;
   }
-  dialer.serve(stream, open, route);
+  // A stream's kind must match how the route was announced: HTTP routes get
+  // request streams, passthrough routes raw byte streams, never the other way.
+  if ((open.kind === 'tcp') !== isPassthrough(route)) {
+    log.warn(
+      { stream: stream.id, route: open.route, kind: open.kind },
+      'stream kind does not match the route; refused',
+    );
+    stream.reset(Reason.BadMetadata, `route "${open.route}" does not take ${open.kind} streams`);
+    return;
+  }
+  if (open.kind === 'tcp') serveTcpStream(stream, open, route, connectTimeout, log);
+  else dialer.serve(stream, open, route);
 }

@@ -1,12 +1,16 @@
-import { createServer, type Server } from 'node:http';
+import { createServer, type IncomingMessage, type Server, type ServerResponse } from 'node:http';
 import type { Socket } from 'node:net';
-import { type ForwardOptions, forwardRequest, forwardUpgrade } from '../proxy/forward.js';
+import { type ForwardOptions, forwardRequest } from '../proxy/forward.js';
+import { forwardUpgrade } from '../proxy/upgrade.js';
+import { MAX_REQUEST_HEAD, MAX_REQUEST_HEADERS } from '../proxy/validate-request.js';
 
 export interface HttpListenerOptions extends ForwardOptions {
   /** Time allowed for a client to send the request head, ms (slowloris bound). */
   headersTimeout: number;
   /** Idle time before a keep-alive client connection is closed, ms. */
   keepAliveTimeout: number;
+  /** Answers a request itself (ACME challenge, HTTPS redirect) instead of forwarding it; true when it did. */
+  intercept?: (req: IncomingMessage, res: ServerResponse) => boolean;
 }
 
 /**
@@ -19,10 +23,15 @@ export function createHttpListener(opts: HttpListenerOptions): Server {
     // the head has a deadline.
     requestTimeout: 0,
     headersTimeout: opts.headersTimeout,
+    // Node checks head deadlines on this interval (default 30 s), so without it a
+    // short headersTimeout would hold slow clients for up to 30 s anyway.
+    connectionsCheckingInterval: Math.max(50, Math.min(1_000, Math.floor(opts.headersTimeout / 4))),
     keepAliveTimeout: opts.keepAliveTimeout,
-    maxHeaderSize: 16 * 1024,
+    maxHeaderSize: MAX_REQUEST_HEAD,
   });
+  server.maxHeadersCount = MAX_REQUEST_HEADERS;
   server.on('request', (req, res) => {
+    if (opts.intercept?.(req, res)) return;
     forwardRequest(opts, req, res).catch((err) => {
       opts.logger.error({ err }, 'request handling failed');
       res.destroy();

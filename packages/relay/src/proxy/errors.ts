@@ -1,7 +1,8 @@
 import type { ServerResponse } from 'node:http';
 import { STATUS_CODES } from 'node:http';
+import type { Http2ServerResponse } from 'node:http2';
 import type { Duplex } from 'node:stream';
-import { Reason } from '@burrow/shared';
+import { type HeaderPairs, Reason } from '@burrow/shared';
 
 /** A client-facing failure: status, a one-line explanation, and a stable code for logs. */
 export interface ProxyFailure {
@@ -47,6 +48,15 @@ export function failureFor(err: unknown): ProxyFailure {
   ) {
     return { status: 503, code: 'tunnel_lost', message: 'The tunnel to the agent closed; retry shortly.' };
   }
+  if (e?.code === 'BURROW_ERR_METADATA_TOO_LARGE') {
+    // Many small headers pass the listener's size check yet make a request head
+    // larger than the agent accepts as stream metadata.
+    return {
+      status: 431,
+      code: 'head_too_large',
+      message: 'The request headers are too large to forward.',
+    };
+  }
   if (e?.code === 'BURROW_ERR_UPSTREAM_TIMEOUT') {
     return {
       status: 504,
@@ -62,7 +72,14 @@ function body(status: number, message: string, host: string): string {
 }
 
 /** Sends a short, plain error page (if the response has not started). */
-export function sendError(res: ServerResponse, status: number, message: string, host = '', code = ''): void {
+export function sendError(
+  res: ServerResponse | Http2ServerResponse,
+  status: number,
+  message: string,
+  host = '',
+  code = '',
+  extra: HeaderPairs = [],
+): void {
   if (res.headersSent) {
     res.destroy();
     return;
@@ -73,6 +90,7 @@ export function sendError(res: ServerResponse, status: number, message: string, 
     'content-length': Buffer.byteLength(text),
     'cache-control': 'no-store',
     ...(code ? { 'x-burrow-error': code } : {}),
+    ...Object.fromEntries(extra.map(([k, v]) => [k.toLowerCase(), v])),
   });
   res.end(text);
 }

@@ -1,6 +1,6 @@
-import type { IncomingMessage, ServerResponse } from 'node:http';
-import { STATUS_CODES, validateHeaderName, validateHeaderValue } from 'node:http';
-import type { Duplex } from 'node:stream';
+import type { IncomingMessage, OutgoingHttpHeaders, ServerResponse } from 'node:http';
+import { STATUS_CODES } from 'node:http';
+import { Http2ServerRequest, type Http2ServerResponse } from 'node:http2';
 import {
   type HeaderPairs,
   type HttpOpen,
@@ -18,7 +18,8 @@ import {
 } from '@burrow/shared';
 import type { RouteTable } from '../routes/table.js';
 import type { AgentConnection } from '../tunnel/agent-connection.js';
-import { failureFor, type ProxyFailure, sendError, sendRawError } from './errors.js';
+import { failureFor, type ProxyFailure, sendError } from './errors.js';
+import { invalidRequest } from './validate-request.js';
 
 export interface ForwardOptions {
   table: RouteTable<AgentConnection>;
@@ -29,8 +30,26 @@ export interface ForwardOptions {
   responseHeadTimeout: number;
   /** Counters hook (metrics); called once per finished request. */
   onRequestDone?: (info: AccessInfo) => void;
+  /**
+   * On terminated TLS: the SNI name the connection was opened for. A request
+   * whose Host belongs to another route answers 421, so a client that
+   * coalesced connections (h2, RFC 9113 §9.1.1) retries on a new one.
+   */
+  sniOf?: (req: ClientRequest) => string | undefined;
+  /** Headers added to every response (HSTS on terminated TLS). */
+  responseHeaders?: HeaderPairs;
   /** Called for each stream opened to an agent, with the route hostname it serves (metrics). */
   onStreamOpen?: (route: string, stream: Stream) => void;
+}
+
+/** A request as parsed by Node's HTTP/1 parser or the HTTP/2 compatibility layer. */
+export type ClientRequest = IncomingMessage | Http2ServerRequest;
+export type ClientResponse = ServerResponse | Http2ServerResponse;
+
+/** The request's authority: Host for HTTP/1, :authority (or Host) for HTTP/2. */
+export function requestHost(req: ClientRequest): string | undefined {
+  if (req instanceof Http2ServerRequest) return req.authority || req.headers.host;
+  return req.headers.host;
 }
 
 export interface AccessInfo {
@@ -62,16 +81,21 @@ const FORWARDING = new Set([
 ]);
 
 /** Request headers as sent to the agent: hop-by-hop removed, forwarding headers set by the relay. */
-export function forwardedHeaders(
-  req: IncomingMessage,
-  proto: 'http' | 'https',
-  upgrade: boolean,
-): HeaderPairs {
-  const pairs = stripHopByHop(pairsFromRaw(req.rawHeaders), upgrade).filter(
-    ([k]) => !FORWARDING.has(k.toLowerCase()),
+export function forwardedHeaders(req: ClientRequest, proto: 'http' | 'https', upgrade: boolean): HeaderPairs {
+  const h2 = req instanceof Http2ServerRequest;
+  let pairs = stripHopByHop(pairsFromRaw(req.rawHeaders), upgrade).filter(
+    ([k]) => !FORWARDING.has(k.toLowerCase()) && !k.startsWith(':'),
   );
+  const host = requestHost(req) ?? '';
+  if (h2) {
+    // The agent speaks HTTP/1.1 to the backend: :authority becomes Host, and
+    // the cookie crumbs HTTP/2 allows (RFC 9113 §8.2.3) are joined again.
+    const cookies = pairs.filter(([k]) => k.toLowerCase() === 'cookie').map(([, v]) => v);
+    pairs = pairs.filter(([k]) => k.toLowerCase() !== 'cookie' && k.toLowerCase() !== 'host');
+    pairs.unshift(['Host', host]);
+    if (cookies.length > 0) pairs.push(['Cookie', cookies.join('; ')]);
+  }
   const ip = clientIp(req.socket.remoteAddress);
-  const host = req.headers.host ?? '';
   const node = ip.includes(':') ? `"[${ip}]"` : ip;
   pairs.push(
     ['X-Forwarded-For', ip],
@@ -123,13 +147,17 @@ export function readResponseHead(
   });
 }
 
-type Routed =
+export type Routed =
   | { ok: true; conn: AgentConnection; routeId: string; host: string; route: string }
   | ({ ok: false; host: string; route: string } & ProxyFailure);
 
 /** Finds the agent connection for a request, or the failure to answer with. */
-function route(req: IncomingMessage, table: RouteTable<AgentConnection>): Routed {
-  const host = normalizeHost(req.headers.host);
+export function route(req: ClientRequest, opts: ForwardOptions): Routed {
+  const table = opts.table;
+  const host = normalizeHost(requestHost(req));
+  // HTTP/2 frames its own messages; the smuggling shapes checked here are HTTP/1.1's.
+  const invalid = req instanceof Http2ServerRequest ? undefined : invalidRequest(req, host);
+  if (invalid) return { ok: false, host, route: '', ...invalid };
   if (!host)
     return {
       ok: false,
@@ -161,6 +189,35 @@ function route(req: IncomingMessage, table: RouteTable<AgentConnection>): Routed
     };
   }
   const { binding } = found;
+  const sni = opts.sniOf?.(req);
+  if (sni !== undefined && sni !== host) {
+    const first = table.lookup(sni);
+    if (
+      first.kind !== 'found' ||
+      first.binding.routeId !== binding.routeId ||
+      first.binding.target.subject !== binding.target.subject
+    ) {
+      return {
+        ok: false,
+        host,
+        route: binding.hostname,
+        status: 421,
+        code: 'misdirected',
+        message: 'This connection was opened for another hostname; retry on a new connection.',
+      };
+    }
+  }
+  if (binding.mode === 'tls-passthrough') {
+    // Only the backend holds this name's certificate: plain HTTP cannot reach it.
+    return {
+      ok: false,
+      host,
+      route: binding.hostname,
+      status: 421,
+      code: 'tls_only',
+      message: 'This hostname is served over HTTPS only.',
+    };
+  }
   if (binding.allowlist && !binding.allowlist.allows(req.socket.remoteAddress ?? '')) {
     return {
       ok: false,
@@ -174,7 +231,12 @@ function route(req: IncomingMessage, table: RouteTable<AgentConnection>): Routed
   return { ok: true, conn: binding.target, routeId: binding.routeId, host, route: binding.hostname };
 }
 
-function meta(req: IncomingMessage, routeId: string, proto: 'http' | 'https', upgrade: boolean): HttpOpen {
+export function meta(
+  req: ClientRequest,
+  routeId: string,
+  proto: 'http' | 'https',
+  upgrade: boolean,
+): HttpOpen {
   return {
     kind: 'http',
     route: routeId,
@@ -199,11 +261,12 @@ function retryable(err: unknown): boolean {
 /** Proxies one HTTP request through the tunnel: request body up, response head and body down. */
 export async function forwardRequest(
   opts: ForwardOptions,
-  req: IncomingMessage,
-  res: ServerResponse,
+  req: ClientRequest,
+  res: ClientResponse,
 ): Promise<void> {
   const started = performance.now();
-  const r = route(req, opts.table);
+  const h2 = req instanceof Http2ServerRequest;
+  const r = route(req, opts);
   // A retry may land on another route binding; the access entry names the last one.
   let routed = r;
   let stream: Stream | undefined;
@@ -222,20 +285,24 @@ export async function forwardRequest(
       durationMs: Math.round((performance.now() - started) * 1000) / 1000,
       client: clientIp(req.socket.remoteAddress),
       ...(error ? { error } : {}),
+      ...(h2 ? { h2: true } : {}),
     };
     opts.logger.info(info, 'request');
     opts.onRequestDone?.(info);
   });
   // A request with no body can be sent again: if the agent connection it went
   // to refused it unprocessed (GOAWAY during a rolling update), try another.
-  const replayable = !req.headers['transfer-encoding'] && (req.headers['content-length'] ?? '0') === '0';
+  const replayable =
+    req instanceof Http2ServerRequest
+      ? req.stream.endAfterHeaders
+      : !req.headers['transfer-encoding'] && (req.headers['content-length'] ?? '0') === '0';
   let head: ResponseHead | undefined;
   let rest: Buffer = Buffer.alloc(0);
   for (let attempt = 0; !head; attempt++) {
     if (!routed.ok) {
       error = routed.code;
       req.resume();
-      return sendError(res, routed.status, routed.message, routed.host, routed.code);
+      return sendError(res, routed.status, routed.message, routed.host, routed.code, opts.responseHeaders);
     }
     let s: Stream;
     try {
@@ -243,13 +310,13 @@ export async function forwardRequest(
       opts.onStreamOpen?.(routed.route, s);
     } catch (err) {
       if (replayable && attempt < MAX_RETRIES && retryable(err)) {
-        routed = route(req, opts.table);
+        routed = route(req, opts);
         continue;
       }
       const f = failureFor(err);
       error = f.code;
       req.resume();
-      return sendError(res, f.status, f.message, routed.host, f.code);
+      return sendError(res, f.status, f.message, routed.host, f.code, opts.responseHeaders);
     }
     s.on('error', () => {}); // handled where it matters: before the head by readResponseHead, after by res
     if (replayable) {
@@ -263,130 +330,58 @@ export async function forwardRequest(
       ({ head, rest } = await readResponseHead(s, opts.responseHeadTimeout));
     } catch (err) {
       s.reset(Reason.Cancel, 'no usable response');
-      if (replayable && attempt < MAX_RETRIES && retryable(err) && !res.destroyed) {
-        routed = route(req, opts.table);
+      if (replayable && attempt < MAX_RETRIES && retryable(err) && !req.socket.destroyed) {
+        routed = route(req, opts);
         continue;
       }
       const f = failureFor(err);
       error = f.code;
       req.unpipe(s);
       req.resume();
-      return sendError(res, f.status, f.message, routed.host, f.code);
+      return sendError(res, f.status, f.message, routed.host, f.code, opts.responseHeaders);
     }
   }
   const s = stream!;
   try {
     if (head.status < 200 || head.status === 101)
       throw new Error(`status ${head.status} is not a final response`);
-    res.writeHead(
-      head.status,
-      head.statusText ?? STATUS_CODES[head.status] ?? '',
-      rawFromPairs(stripHopByHop(head.headers)),
-    );
+    const headers = [...stripHopByHop(head.headers), ...(opts.responseHeaders ?? [])];
+    if (h2) {
+      // HTTP/2 has no reason phrase, and takes headers as an object.
+      (res as Http2ServerResponse).writeHead(head.status, headerObject(headers));
+    } else {
+      (res as ServerResponse).writeHead(
+        head.status,
+        head.statusText ?? STATUS_CODES[head.status] ?? '',
+        rawFromPairs(headers),
+      );
+    }
   } catch (err) {
     error = 'invalid_response_head';
     opts.logger.warn({ host: r.host, reason: (err as Error).message }, 'agent sent an invalid response head');
     s.reset(Reason.BadMetadata, 'invalid response head');
-    return sendError(res, 502, 'The backend sent an invalid response.', r.host, 'invalid_response_head');
-  }
-  if (rest.byteLength > 0) res.write(rest);
-  s.on('error', () => res.destroy());
-  s.pipe(res);
-}
-
-/** Proxies an Upgrade request (WebSocket and others): after a 101, bytes flow raw both ways. */
-export async function forwardUpgrade(
-  opts: ForwardOptions,
-  req: IncomingMessage,
-  socket: Duplex,
-  head: Buffer,
-): Promise<void> {
-  const started = performance.now();
-  socket.on('error', () => {});
-  const r = route(req, opts.table);
-  const log = (status: number, error?: string, s?: Stream) => {
-    const info: AccessInfo = {
-      host: r.host,
-      route: r.route,
-      method: req.method ?? '',
-      path: req.url ?? '',
-      status,
-      bytesIn: s?.bytesOut ?? 0,
-      bytesOut: s?.bytesIn ?? 0,
-      durationMs: Math.round(performance.now() - started),
-      client: clientIp(req.socket.remoteAddress),
-      ...(error ? { error } : {}),
-    };
-    opts.logger.info({ ...info, upgrade: true }, 'request');
-    opts.onRequestDone?.(info);
-  };
-  if (!r.ok) {
-    log(r.status, r.code);
-    return sendRawError(socket, r.status, r.message, r.host, r.code);
-  }
-  let stream: Stream;
-  try {
-    stream = r.conn.openHttpStream(meta(req, r.routeId, opts.proto, true));
-    opts.onStreamOpen?.(r.route, stream);
-  } catch (err) {
-    const f = failureFor(err);
-    log(f.status, f.code);
-    return sendRawError(socket, f.status, f.message, r.host, f.code);
-  }
-  stream.on('error', () => socket.destroy());
-  socket.on('close', () => {
-    if (!stream.destroyed && !stream.writableFinished)
-      stream.reset(Reason.Cancel, 'client closed the connection');
-  });
-  // Bytes the client sends before the 101 wait in the socket (paused) until the backend accepted.
-  socket.pause();
-  let response: { head: ResponseHead; rest: Buffer };
-  try {
-    response = await readResponseHead(stream, opts.responseHeadTimeout);
-  } catch (err) {
-    const f = failureFor(err);
-    log(f.status, f.code);
-    stream.reset(Reason.Cancel, 'no usable response');
-    return sendRawError(socket, f.status, f.message, r.host, f.code);
-  }
-  const { head: rh, rest } = response;
-  let headText: string;
-  try {
-    headText = serializeHead(rh, rh.status === 101);
-  } catch {
-    log(502, 'invalid_response_head');
-    stream.reset(Reason.BadMetadata, 'invalid response head');
-    return sendRawError(
-      socket,
+    return sendError(
+      res,
       502,
       'The backend sent an invalid response.',
       r.host,
       'invalid_response_head',
+      opts.responseHeaders,
     );
   }
-  // Logged and counted when the exchange ends, with the bytes both ways (a
-  // WebSocket may live for hours; its access line comes when it closes).
-  stream.once('close', () => log(rh.status, undefined, stream));
-  socket.write(headText);
-  if (rest.byteLength > 0) socket.write(rest);
-  if (rh.status === 101) {
-    if (head.byteLength > 0) stream.write(head);
-    socket.pipe(stream);
-    socket.resume();
-  }
-  stream.pipe(socket);
+  if (rest.byteLength > 0) (res as NodeJS.WritableStream).write(rest);
+  s.on('error', () => res.destroy());
+  s.pipe(res as NodeJS.WritableStream);
 }
 
-/** Serialises a response head for a raw socket, validating every header as Node would. */
-function serializeHead(head: ResponseHead, upgrade: boolean): string {
-  const lines = [
-    `HTTP/1.1 ${head.status} ${(head.statusText ?? STATUS_CODES[head.status] ?? '').replace(/[\r\n]/g, '')}`,
-  ];
-  for (const [k, v] of stripHopByHop(head.headers, upgrade)) {
-    validateHeaderName(k);
-    validateHeaderValue(k, v);
-    lines.push(`${k}: ${v}`);
+/** Header pairs as an object for HTTP/2 (lower-case names; repeated names become arrays). */
+function headerObject(pairs: HeaderPairs): OutgoingHttpHeaders {
+  const out: Record<string, string | string[]> = {};
+  for (const [k, v] of pairs) {
+    const name = k.toLowerCase();
+    const prev = out[name];
+    if (prev === undefined) out[name] = v;
+    else out[name] = Array.isArray(prev) ? [...prev, v] : [prev, v];
   }
-  if (!upgrade) lines.push('connection: close');
-  return `${lines.join('\r\n')}\r\n\r\n`;
+  return out;
 }

@@ -4,6 +4,7 @@ import {
   checkHostPattern,
   createAllowlist,
   patternAllows,
+  type RouteProtocol,
   type RouteResult,
   routeKeys,
 } from '@burrow/shared';
@@ -23,6 +24,7 @@ export interface Binding<T extends RouteTarget> {
   routeId: string;
   hostname: string;
   allowlist: Allowlist | undefined;
+  mode: RouteProtocol;
 }
 
 interface Claim<T extends RouteTarget> {
@@ -40,7 +42,7 @@ export interface RouteTableOptions {
   /** How long a hostname whose agents all went away answers 503 instead of 404, ms. Default 10 min. */
   offlineGrace?: number;
   /** Builds the public URL reported to agents for an active hostname. */
-  urlFor?: (hostname: string) => string;
+  urlFor?: (hostname: string, mode: RouteProtocol) => string;
 }
 
 /**
@@ -53,7 +55,8 @@ export class RouteTable<T extends RouteTarget> {
   readonly #byTarget = new Map<T, Set<string>>();
   readonly #offline = new Map<string, number>();
   readonly #offlineGrace: number;
-  readonly #urlFor: (hostname: string) => string;
+  readonly #urlFor: (hostname: string, mode: RouteProtocol) => string;
+  readonly #listeners = new Set<() => void>();
 
   constructor(options: RouteTableOptions = {}) {
     this.#offlineGrace = options.offlineGrace ?? 10 * 60_000;
@@ -90,8 +93,9 @@ export class RouteTable<T extends RouteTarget> {
           results.push({ id: route.id, hostname: raw, status: 'refused', error });
           continue;
         }
-        wanted.set(hostname, { target, routeId: route.id, hostname, allowlist });
-        results.push({ id: route.id, hostname: raw, status: 'active', url: this.#urlFor(hostname) });
+        const mode = route.protocol ?? 'http';
+        wanted.set(hostname, { target, routeId: route.id, hostname, allowlist, mode });
+        results.push({ id: route.id, hostname: raw, status: 'active', url: this.#urlFor(hostname, mode) });
       }
     }
     // Withdraw what this connection no longer announces, then bind the new set.
@@ -108,7 +112,31 @@ export class RouteTable<T extends RouteTarget> {
       this.#offline.delete(hostname);
     }
     this.#byTarget.set(target, new Set(wanted.keys()));
+    this.#changed();
     return results;
+  }
+
+  /** Calls `fn` after every change of the set of served names (certificate management follows it). */
+  onChange(fn: () => void): () => void {
+    this.#listeners.add(fn);
+    return () => this.#listeners.delete(fn);
+  }
+
+  #changed(): void {
+    for (const fn of this.#listeners) fn();
+  }
+
+  /** Every hostname (exact or wildcard) a connected agent currently serves, with its mode. */
+  served(): Array<{ hostname: string; mode: RouteProtocol }> {
+    const out: Array<{ hostname: string; mode: RouteProtocol }> = [];
+    for (const [hostname, claim] of this.#claims) {
+      for (const b of claim.bindings.values()) {
+        if (!b.target.usable) continue;
+        out.push({ hostname, mode: b.mode });
+        break;
+      }
+    }
+    return out;
   }
 
   #check(
@@ -133,6 +161,7 @@ export class RouteTable<T extends RouteTarget> {
   remove(target: T): void {
     for (const hostname of this.#byTarget.get(target) ?? []) this.#unbind(target, hostname, true);
     this.#byTarget.delete(target);
+    this.#changed();
   }
 
   /**

@@ -11,6 +11,7 @@ import {
   Reason,
   type Session,
   type Stream,
+  type TcpOpen,
   writeMessage,
 } from '@burrow/shared';
 import type { RefusalReason } from '../metrics.js';
@@ -28,6 +29,8 @@ export class AgentConnection implements RouteTarget {
   readonly claims: AgentClaims;
   readonly session: Session;
   readonly remoteAddress: string;
+  /** The agent's source port as the relay sees it (after any NAT on the way). */
+  readonly remotePort: number;
   readonly connectedAt = Date.now();
   readonly #table: RouteTable<AgentConnection>;
   readonly #log: Logger;
@@ -35,6 +38,7 @@ export class AgentConnection implements RouteTarget {
   readonly #onRefused: ((reason: RefusalReason) => void) | undefined;
   #control: Stream | undefined;
   #inFlight = 0;
+  #refusedStreams = 0;
 
   constructor(opts: {
     session: Session;
@@ -43,6 +47,7 @@ export class AgentConnection implements RouteTarget {
     logger: Logger;
     relayId: string;
     remoteAddress: string;
+    remotePort?: number;
     onRefused?: (reason: RefusalReason) => void;
   }) {
     this.#onRefused = opts.onRefused;
@@ -52,6 +57,7 @@ export class AgentConnection implements RouteTarget {
     this.#table = opts.table;
     this.#relayId = opts.relayId;
     this.remoteAddress = opts.remoteAddress;
+    this.remotePort = opts.remotePort ?? 0;
     this.#log = opts.logger.child({ conn: this.id, subject: this.subject });
     this.session.on('stream', (s) => this.#onStream(s));
     this.session.on('close', (err) => {
@@ -86,6 +92,15 @@ export class AgentConnection implements RouteTarget {
 
   /** Opens a request stream to the agent. Throws when the session cannot take one. */
   openHttpStream(meta: HttpOpen): Stream {
+    return this.#open(meta);
+  }
+
+  /** Opens a raw byte stream (TLS passthrough) to the agent. Throws when the session cannot take one. */
+  openTcpStream(meta: TcpOpen): Stream {
+    return this.#open(meta);
+  }
+
+  #open(meta: HttpOpen | TcpOpen): Stream {
     const stream = this.session.openStream(encodeJson(meta));
     this.#inFlight++;
     stream.once('close', () => this.#inFlight--);
@@ -96,7 +111,17 @@ export class AgentConnection implements RouteTarget {
     // Agents may open exactly one stream: the control stream, first.
     const meta = decodeJson(stream.metadata, controlOpenSchema);
     if (!meta.ok || this.#control) {
-      this.#log.warn({ stream: stream.id }, 'agent opened an unexpected stream; refused');
+      // reset() destroys the stream with an error; with no listener that error
+      // would be unhandled and take the whole relay down.
+      stream.on('error', () => {});
+      // Once per connection at warn: a flood of OPENs must not become a flood of log lines.
+      this.#refusedStreams++;
+      if (this.#refusedStreams === 1)
+        this.#log.warn(
+          { stream: stream.id },
+          'agent opened an unexpected stream; refused (further ones at debug)',
+        );
+      else this.#log.debug({ stream: stream.id, refused: this.#refusedStreams }, 'unexpected stream refused');
       stream.reset(Reason.RefusedStream, 'agents may only open one control stream');
       return;
     }

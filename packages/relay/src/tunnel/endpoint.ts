@@ -123,11 +123,15 @@ export class TunnelEndpoint {
         logger: log,
         relayId: this.#opts.relayId,
         remoteAddress: remote,
+        remotePort: req.socket.remotePort ?? 0,
         ...(this.#opts.onRefused ? { onRefused: this.#opts.onRefused } : {}),
       });
       this.connections.add(conn);
       session.on('close', () => this.connections.delete(conn));
-      log.info({ conn: conn.id, subject: claims.sub, jti: claims.jti, remote }, 'agent connected');
+      log.info(
+        { conn: conn.id, subject: claims.sub, jti: claims.jti, remote, port: conn.remotePort },
+        'agent connected',
+      );
       this.#opts.onConnection?.(conn);
     });
   }

@@ -41,9 +41,31 @@ export const httpOpenSchema = z.object({
   client: z.object({ ip: z.string().max(64), port: z.number().int().min(0).max(65535) }),
 });
 
-export const openSchema = z.discriminatedUnion('kind', [controlOpenSchema, httpOpenSchema]);
+/**
+ * OPEN metadata of a raw byte stream (relay → agent): a TLS connection passed
+ * through by SNI. The stream carries the client's bytes from its first
+ * ClientHello byte on, untouched; the agent splices it to the route's target.
+ */
+export const tcpOpenSchema = z.object({
+  kind: z.literal('tcp'),
+  route: routeId,
+  /** The SNI name the client asked for (informational: the route already matched it). */
+  serverName: z.string().max(253).optional(),
+  client: z.object({ ip: z.string().max(64), port: z.number().int().min(0).max(65535) }),
+});
+
+export const openSchema = z.discriminatedUnion('kind', [controlOpenSchema, httpOpenSchema, tcpOpenSchema]);
 export type OpenMetadata = z.infer<typeof openSchema>;
 export type HttpOpen = z.infer<typeof httpOpenSchema>;
+export type TcpOpen = z.infer<typeof tcpOpenSchema>;
+
+/**
+ * How the relay serves a route's hostnames. `http`: the relay parses HTTP
+ * (and terminates TLS when it holds a certificate). `tls-passthrough`: the
+ * relay routes TLS connections by SNI and never decrypts them.
+ */
+export const ROUTE_PROTOCOLS = ['http', 'tls-passthrough'] as const;
+export type RouteProtocol = (typeof ROUTE_PROTOCOLS)[number];
 
 /** One route an agent announces. */
 export const announcedRouteSchema = z.object({
@@ -51,6 +73,8 @@ export const announcedRouteSchema = z.object({
   hostnames: z.array(z.string().min(1).max(253)).min(1).max(64),
   /** Client IP allowlist enforced at the relay; empty or absent allows everyone. */
   allowCidrs: z.array(z.string().max(64)).max(256).optional(),
+  /** Absent means `http` (agents older than passthrough support never send it). */
+  protocol: z.enum(ROUTE_PROTOCOLS).optional(),
 });
 export type AnnouncedRoute = z.infer<typeof announcedRouteSchema>;
 

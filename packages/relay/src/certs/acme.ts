@@ -1,0 +1,295 @@
+import { EventEmitter } from 'node:events';
+import { Agent as HttpsAgent } from 'node:https';
+import {
+  createSecureContext,
+  createServer as createTlsServer,
+  type SecureContext,
+  type Server,
+} from 'node:tls';
+import { type Logger, patternAllows } from '@burrow/shared';
+import * as acme from 'acme-client';
+import type { RouteTable, RouteTarget } from '../routes/table.js';
+import { AcmeState } from './acme-state.js';
+import { type CertEntry, type CertStore, certEntryFromPem } from './store.js';
+
+export type AcmeChallenge = 'http-01' | 'tls-alpn-01';
+
+export interface AcmeOptions {
+  /** ACME directory URL, e.g. Let's Encrypt's. */
+  directoryUrl: string;
+  /** Contact for the account (expiry mail from the CA). */
+  email?: string;
+  /** Hostname patterns (`app.example.com`, `*.example.com`) certificates may be requested for. */
+  domains: readonly string[];
+  /** Where the account key and certificates persist across restarts. */
+  stateDir: string;
+  /** Challenge types in order of preference. Default: http-01, then tls-alpn-01. */
+  challenges?: readonly AcmeChallenge[];
+  /** PEM of a CA to trust for the directory's own TLS (a private or test CA). */
+  directoryCa?: string;
+  /** First retry delay after a failed order, ms; doubles up to `retryCap`. Default 1 min. */
+  retryBase?: number;
+  /** Longest retry delay, ms. Default 6 h. */
+  retryCap?: number;
+}
+
+export interface AcmeEvents {
+  issued: [hostname: string, entry: CertEntry];
+  failed: [hostname: string, error: Error];
+}
+
+/** Source name in the certificate store. */
+export const ACME_SOURCE = 'acme';
+/** Renew once this fraction of a certificate's lifetime has passed. */
+const RENEW_AT = 2 / 3;
+/** setTimeout's largest delay; longer waits are re-armed. */
+const MAX_TIMER = 2 ** 31 - 1;
+
+/** When a certificate valid from `notBefore` to `notAfter` is due for renewal. */
+export function renewalTime(notBefore: Date, notAfter: Date): number {
+  const from = notBefore.getTime();
+  return from + (notAfter.getTime() - from) * RENEW_AT;
+}
+
+/**
+ * Obtains and renews certificates from an ACME CA for the names agents serve.
+ * Only names that a connected agent holds right now (HTTP routes, exact
+ * names: HTTP-01 and TLS-ALPN-01 cannot prove a wildcard) and that the
+ * configured domains allow are ever ordered, so a tenant cannot spend the
+ * CA's rate limits on names the operator did not mean to cover.
+ */
+export class AcmeManager extends EventEmitter<AcmeEvents> {
+  readonly #opts: AcmeOptions;
+  readonly #store: CertStore;
+  readonly #table: RouteTable<RouteTarget>;
+  readonly #log: Logger;
+  readonly #state: AcmeState;
+  readonly #certs = new Map<string, CertEntry>();
+  readonly #inFlight = new Map<string, Promise<void>>();
+  readonly #timers = new Map<string, NodeJS.Timeout>();
+  readonly #failures = new Map<string, { attempts: number; until: number }>();
+  readonly #httpTokens = new Map<string, string>();
+  readonly #alpnContexts = new Map<string, SecureContext>();
+  readonly #alpnServer: Server;
+  #client: acme.Client | undefined;
+  #unsubscribe: (() => void) | undefined;
+  #closed = false;
+  /** Orders placed since start (tests and metrics). */
+  orders = 0;
+
+  constructor(opts: AcmeOptions & { store: CertStore; table: RouteTable<RouteTarget>; logger: Logger }) {
+    super();
+    this.#opts = opts;
+    this.#store = opts.store;
+    this.#table = opts.table;
+    this.#log = opts.logger.child({ component: 'acme' });
+    this.#state = new AcmeState(opts.stateDir);
+    this.#alpnServer = createTlsServer({
+      ALPNProtocols: ['acme-tls/1'],
+      SNICallback: (name, cb) => {
+        const ctx = this.#alpnContexts.get(name.toLowerCase());
+        if (ctx) cb(null, ctx);
+        else cb(new Error(`no TLS-ALPN-01 challenge for ${name}`));
+      },
+    });
+    // The validator only needs the handshake; it closes the connection itself.
+    this.#alpnServer.on('secureConnection', (s) => s.end());
+    this.#alpnServer.on('tlsClientError', () => {});
+  }
+
+  /** Loads the account and stored certificates, then follows the route table. */
+  async start(): Promise<void> {
+    await this.#state.init();
+    for (const { hostname, cert, key } of await this.#state.certificates()) {
+      try {
+        const entry = certEntryFromPem(cert, key, ACME_SOURCE);
+        if (entry.notAfter.getTime() > Date.now()) this.#certs.set(hostname, entry);
+      } catch (err) {
+        this.#log.warn({ hostname, reason: (err as Error).message }, 'stored certificate unusable; ignored');
+      }
+    }
+    this.#publish();
+    this.#log.info({ certificates: [...this.#certs.keys()] }, 'acme state loaded');
+    this.#unsubscribe = this.#table.onChange(() => queueMicrotask(() => this.#reconcile()));
+    this.#reconcile();
+  }
+
+  /** The key authorization for an HTTP-01 token, while its challenge is pending. */
+  httpChallenge(token: string): string | undefined {
+    return this.#httpTokens.get(token);
+  }
+
+  /** The TLS-ALPN-01 responder: the TLS listener hands it `acme-tls/1` connections. */
+  get alpn(): { handles(name: string): boolean; server: Server } {
+    return { handles: (name) => this.#alpnContexts.has(name), server: this.#alpnServer };
+  }
+
+  /** Orders a new certificate for `hostname` now, whatever the old one's age (forced renewal). */
+  renew(hostname: string): Promise<void> {
+    return this.#issue(hostname);
+  }
+
+  close(): void {
+    this.#closed = true;
+    this.#unsubscribe?.();
+    for (const t of this.#timers.values()) clearTimeout(t);
+    this.#timers.clear();
+  }
+
+  /** Names that may have a certificate now: served by a connected agent and allowed by the domains. */
+  #wanted(): Set<string> {
+    const out = new Set<string>();
+    for (const { hostname, mode } of this.#table.served()) {
+      if (mode !== 'http' || hostname.startsWith('*.')) continue;
+      if (this.#opts.domains.some((p) => patternAllows(p, hostname))) out.add(hostname);
+    }
+    return out;
+  }
+
+  #reconcile(): void {
+    if (this.#closed) return;
+    const now = Date.now();
+    for (const hostname of this.#wanted()) {
+      if (this.#inFlight.has(hostname) || this.#timers.has(hostname)) continue;
+      const failure = this.#failures.get(hostname);
+      if (failure && failure.until > now) {
+        this.#wakeAt(hostname, failure.until);
+        continue;
+      }
+      const current = this.#certs.get(hostname);
+      if (current) {
+        const due = renewalTime(current.notBefore, current.notAfter);
+        if (due > now) {
+          this.#wakeAt(hostname, due);
+          continue;
+        }
+      } else {
+        // A certificate from files already covers it: nothing to order.
+        const other = this.#store.find(hostname);
+        if (other && other.origin !== ACME_SOURCE) continue;
+      }
+      void this.#issue(hostname);
+    }
+  }
+
+  #wakeAt(hostname: string, at: number): void {
+    const timer = setTimeout(
+      () => {
+        this.#timers.delete(hostname);
+        this.#reconcile();
+      },
+      Math.min(Math.max(at - Date.now(), 0), MAX_TIMER),
+    );
+    timer.unref();
+    this.#timers.set(hostname, timer);
+  }
+
+  #issue(hostname: string): Promise<void> {
+    const running = this.#inFlight.get(hostname);
+    if (running) return running;
+    clearTimeout(this.#timers.get(hostname));
+    this.#timers.delete(hostname);
+    this.orders++;
+    const job = this.#order(hostname).finally(() => {
+      this.#inFlight.delete(hostname);
+      this.#reconcile();
+    });
+    this.#inFlight.set(hostname, job);
+    return job;
+  }
+
+  async #order(hostname: string): Promise<void> {
+    const started = performance.now();
+    this.#log.info({ hostname }, 'acme order started');
+    try {
+      const client = await this.#getClient();
+      const certKey = await acme.crypto.createPrivateEcdsaKey('P-256');
+      const [, csr] = await acme.crypto.createCsr({ commonName: hostname, altNames: [hostname] }, certKey);
+      const alpnKey = await acme.crypto.createPrivateEcdsaKey('P-256');
+      let used = '';
+      const cert = await client.auto({
+        csr,
+        ...(this.#opts.email ? { email: this.#opts.email } : {}),
+        termsOfServiceAgreed: true,
+        // The relay cannot reach itself through its public name from every network; the CA checks.
+        skipChallengeVerification: true,
+        challengePriority: [...(this.#opts.challenges ?? ['http-01', 'tls-alpn-01'])],
+        challengeCreateFn: async (authz, challenge, keyAuthorization) => {
+          // The typings predate RFC 8737; tls-alpn-01 is a string the CA sends all the same.
+          const type: string = challenge.type;
+          used = type;
+          if (type === 'http-01') {
+            this.#httpTokens.set(challenge.token, keyAuthorization);
+          } else if (type === 'tls-alpn-01') {
+            const [, alpnCert] = await acme.crypto.createAlpnCertificate(authz, keyAuthorization, alpnKey);
+            this.#alpnContexts.set(
+              authz.identifier.value.toLowerCase(),
+              createSecureContext({ cert: alpnCert, key: alpnKey }),
+            );
+          }
+        },
+        challengeRemoveFn: async (authz, challenge) => {
+          if (challenge.type === 'http-01') this.#httpTokens.delete(challenge.token);
+          else this.#alpnContexts.delete(authz.identifier.value.toLowerCase());
+        },
+      });
+      const keyPem = certKey.toString();
+      const entry = certEntryFromPem(cert, keyPem, ACME_SOURCE);
+      await this.#state.saveCertificate(hostname, cert, keyPem);
+      this.#certs.set(hostname, entry);
+      this.#failures.delete(hostname);
+      this.#publish();
+      this.#log.info(
+        {
+          hostname,
+          challenge: used,
+          notAfter: entry.notAfter,
+          durationMs: Math.round(performance.now() - started),
+        },
+        'acme certificate issued',
+      );
+      this.emit('issued', hostname, entry);
+    } catch (err) {
+      const previous = this.#failures.get(hostname)?.attempts ?? 0;
+      const delay = Math.min(
+        (this.#opts.retryBase ?? 60_000) * 2 ** previous,
+        this.#opts.retryCap ?? 6 * 3_600_000,
+      );
+      this.#failures.set(hostname, { attempts: previous + 1, until: Date.now() + delay });
+      // acme-client puts the CA's problem detail in the message: that is what the operator needs.
+      this.#log.error(
+        { hostname, error: (err as Error).message, attempt: previous + 1, retryInMs: delay },
+        'acme order failed',
+      );
+      this.emit('failed', hostname, err as Error);
+    }
+  }
+
+  async #getClient(): Promise<acme.Client> {
+    if (this.#client) return this.#client;
+    if (this.#opts.directoryCa) {
+      // acme-client sends every request through its shared axios instance.
+      acme.axios.defaults.httpsAgent = new HttpsAgent({ ca: this.#opts.directoryCa });
+    }
+    const account = await this.#state.account(this.#opts.directoryUrl);
+    const client = new acme.Client({
+      directoryUrl: this.#opts.directoryUrl,
+      accountKey: account.key,
+      ...(account.url ? { accountUrl: account.url } : {}),
+    });
+    if (!account.url) {
+      await client.createAccount({
+        termsOfServiceAgreed: true,
+        ...(this.#opts.email ? { contact: [`mailto:${this.#opts.email}`] } : {}),
+      });
+      await this.#state.saveAccountUrl(this.#opts.directoryUrl, client.getAccountUrl());
+      this.#log.info({ directory: this.#opts.directoryUrl }, 'acme account registered');
+    }
+    this.#client = client;
+    return client;
+  }
+
+  #publish(): void {
+    this.#store.set(ACME_SOURCE, [...this.#certs.values()]);
+  }
+}

@@ -1,0 +1,110 @@
+import { readdir, readFile } from 'node:fs/promises';
+import { ConfigError, checkHostPattern, type OptionValues } from '@burrow/shared';
+import type { RelayOptions } from '../relay.js';
+import type { AcmeChallenge } from './acme.js';
+import { certEntryFromPem } from './store.js';
+
+/** A port number option (1-65535). */
+export function portOption(values: OptionValues, name: string): number {
+  const port = Number(values[name]);
+  if (!Number.isInteger(port) || port < 1 || port > 65535) {
+    throw new ConfigError(`--${name} must be a port number (got "${String(values[name])}")`);
+  }
+  return port;
+}
+
+const CHALLENGES: readonly AcmeChallenge[] = ['http-01', 'tls-alpn-01'];
+
+/** Certificate files and ACME settings, checked now so mistakes stop the start with one clear line. */
+export async function certOptions(
+  values: OptionValues,
+  tlsOn: boolean,
+): Promise<Pick<RelayOptions, 'certFiles' | 'acme'>> {
+  const certs = (values['cert-file'] as string[] | undefined) ?? [];
+  const keys = (values['key-file'] as string[] | undefined) ?? [];
+  const dir = values['cert-dir'] as string | undefined;
+  const directory = values['acme-directory'] as string | undefined;
+  if (!tlsOn && (certs.length > 0 || dir || directory)) {
+    throw new ConfigError(
+      '--cert-file, --cert-dir and --acme-directory need the TLS listener: set --tls-listen HOST:PORT (not "off")',
+    );
+  }
+  if (certs.length !== keys.length) {
+    throw new ConfigError(
+      `--cert-file and --key-file go in pairs: got ${certs.length} certificate(s) and ${keys.length} key(s)`,
+    );
+  }
+  const pairs = certs.map((cert, i) => ({ cert, key: keys[i]! }));
+  for (const p of pairs) {
+    let certPem: string;
+    let keyPem: string;
+    try {
+      [certPem, keyPem] = await Promise.all([readFile(p.cert, 'utf8'), readFile(p.key, 'utf8')]);
+    } catch (err) {
+      throw new ConfigError(
+        `--cert-file/--key-file: cannot read ${p.cert} or ${p.key} (${(err as NodeJS.ErrnoException).code ?? 'error'})`,
+      );
+    }
+    try {
+      certEntryFromPem(certPem, keyPem, p.cert);
+    } catch (err) {
+      throw new ConfigError(`--cert-file ${p.cert}: ${(err as Error).message}`);
+    }
+  }
+  if (dir) {
+    try {
+      await readdir(dir);
+    } catch (err) {
+      throw new ConfigError(
+        `--cert-dir: cannot read ${dir} (${(err as NodeJS.ErrnoException).code ?? 'error'})`,
+      );
+    }
+  }
+  const out: Pick<RelayOptions, 'certFiles' | 'acme'> = {};
+  if (pairs.length > 0 || dir) out.certFiles = { pairs, ...(dir ? { dir } : {}) };
+  if (directory) {
+    try {
+      const url = new URL(directory);
+      if (url.protocol !== 'https:') throw new Error('not https');
+    } catch {
+      throw new ConfigError(`--acme-directory must be an https:// URL (got "${directory}")`);
+    }
+    const domains = (values['acme-domains'] as string[] | undefined) ?? [];
+    if (domains.length === 0) {
+      throw new ConfigError(
+        '--acme-domains is required with --acme-directory: list the names or *.patterns certificates may be ordered for',
+      );
+    }
+    for (const d of domains) {
+      const problem = checkHostPattern(d);
+      if (problem) throw new ConfigError(`--acme-domains: ${problem}`);
+    }
+    const challenges = (values['acme-challenges'] as string[]).map((c) => c.toLowerCase());
+    for (const c of challenges) {
+      if (!(CHALLENGES as readonly string[]).includes(c)) {
+        throw new ConfigError(`--acme-challenges: "${c}" is not one of ${CHALLENGES.join(', ')}`);
+      }
+    }
+    const caFile = values['acme-directory-ca'] as string | undefined;
+    let directoryCa: string | undefined;
+    if (caFile) {
+      try {
+        directoryCa = await readFile(caFile, 'utf8');
+      } catch (err) {
+        throw new ConfigError(
+          `--acme-directory-ca: cannot read ${caFile} (${(err as NodeJS.ErrnoException).code ?? 'error'})`,
+        );
+      }
+    }
+    const email = values['acme-email'] as string | undefined;
+    out.acme = {
+      directoryUrl: directory,
+      domains,
+      stateDir: String(values['acme-state-dir']),
+      challenges: challenges as AcmeChallenge[],
+      ...(email ? { email } : {}),
+      ...(directoryCa ? { directoryCa } : {}),
+    };
+  }
+  return out;
+}

@@ -1,0 +1,149 @@
+import { type FSWatcher, watch } from 'node:fs';
+import { readdir, readFile } from 'node:fs/promises';
+import { basename, dirname, extname, join } from 'node:path';
+import type { Logger } from '@burrow/shared';
+import { type CertEntry, type CertStore, certEntryFromPem } from './store.js';
+
+export interface CertFilesOptions {
+  /** Explicit certificate chain + key pairs (PEM files). */
+  pairs?: ReadonlyArray<{ cert: string; key: string }>;
+  /**
+   * A directory of pairs: every `NAME.crt` or `NAME.pem` with a `NAME.key`
+   * beside it. Files added, replaced or removed later are picked up.
+   */
+  dir?: string;
+  store: CertStore;
+  logger: Logger;
+  /** Quiet time after the last file event before reloading, ms. Default 250. */
+  debounce?: number;
+}
+
+/** Source name in the store. */
+export const FILES_SOURCE = 'files';
+
+/**
+ * Certificates from files, reloaded when they change. A reload that fails
+ * (half-written file, key not matching yet) keeps the previous set and logs
+ * why; the next change tries again. Tools that renew certificates write the
+ * chain and the key one after the other, so events are debounced.
+ */
+export class CertFiles {
+  readonly #opts: CertFilesOptions;
+  readonly #watchers: FSWatcher[] = [];
+  #timer: NodeJS.Timeout | undefined;
+  #reloading: Promise<void> | undefined;
+  #again = false;
+  #closed = false;
+
+  constructor(opts: CertFilesOptions) {
+    this.#opts = opts;
+  }
+
+  /** Loads every certificate; throws (with the file named) when the initial set is unusable. */
+  async start(): Promise<void> {
+    const entries = await this.#load();
+    this.#opts.store.set(FILES_SOURCE, entries);
+    this.#opts.logger.info(
+      { certificates: entries.map((e) => ({ file: e.origin, names: e.names, notAfter: e.notAfter })) },
+      'certificates loaded',
+    );
+    // Watch directories, not files: renewal tools replace files by rename, which a file watch misses.
+    const dirs = new Set<string>();
+    for (const p of this.#opts.pairs ?? []) {
+      dirs.add(dirname(p.cert));
+      dirs.add(dirname(p.key));
+    }
+    if (this.#opts.dir) dirs.add(this.#opts.dir);
+    for (const d of dirs) {
+      const w = watch(d, () => this.#schedule());
+      w.on('error', (err) =>
+        this.#opts.logger.warn({ dir: d, err: err.message }, 'certificate watch failed'),
+      );
+      this.#watchers.push(w);
+    }
+  }
+
+  close(): void {
+    this.#closed = true;
+    clearTimeout(this.#timer);
+    for (const w of this.#watchers) w.close();
+  }
+
+  /** Reloads now (also what a file change triggers after the debounce). */
+  reload(): Promise<void> {
+    if (this.#reloading) {
+      this.#again = true;
+      return this.#reloading;
+    }
+    this.#reloading = (async () => {
+      do {
+        this.#again = false;
+        try {
+          const entries = await this.#load();
+          if (this.#closed) return;
+          this.#opts.store.set(FILES_SOURCE, entries);
+          this.#opts.logger.info(
+            { certificates: entries.map((e) => ({ file: e.origin, names: e.names, notAfter: e.notAfter })) },
+            'certificates reloaded',
+          );
+        } catch (err) {
+          this.#opts.logger.error(
+            { reason: (err as Error).message },
+            'certificate reload failed; keeping the previous certificates',
+          );
+        }
+      } while (this.#again && !this.#closed);
+    })().finally(() => {
+      this.#reloading = undefined;
+    });
+    return this.#reloading;
+  }
+
+  #schedule(): void {
+    if (this.#closed) return;
+    clearTimeout(this.#timer);
+    this.#timer = setTimeout(() => void this.reload(), this.#opts.debounce ?? 250);
+  }
+
+  async #load(): Promise<CertEntry[]> {
+    const pairs = [...(this.#opts.pairs ?? [])];
+    if (this.#opts.dir) pairs.push(...(await pairsIn(this.#opts.dir)));
+    const entries: CertEntry[] = [];
+    for (const p of pairs) {
+      let cert: string;
+      let key: string;
+      try {
+        [cert, key] = await Promise.all([readFile(p.cert, 'utf8'), readFile(p.key, 'utf8')]);
+      } catch (err) {
+        throw new Error(`cannot read ${p.cert} / ${p.key}: ${(err as NodeJS.ErrnoException).code ?? err}`);
+      }
+      try {
+        entries.push(certEntryFromPem(cert, key, p.cert));
+      } catch (err) {
+        throw new Error(`${p.cert}: ${(err as Error).message}`);
+      }
+    }
+    return entries;
+  }
+}
+
+/** `NAME.crt`/`NAME.pem` + `NAME.key` pairs in a directory; certificates without a key are skipped. */
+async function pairsIn(dir: string): Promise<Array<{ cert: string; key: string }>> {
+  let names: string[];
+  try {
+    names = await readdir(dir);
+  } catch (err) {
+    throw new Error(
+      `cannot read certificate directory ${dir}: ${(err as NodeJS.ErrnoException).code ?? err}`,
+    );
+  }
+  const present = new Set(names);
+  const out: Array<{ cert: string; key: string }> = [];
+  for (const n of names.sort()) {
+    const ext = extname(n);
+    if (ext !== '.crt' && ext !== '.pem') continue;
+    const key = `${basename(n, ext)}.key`;
+    if (present.has(key)) out.push({ cert: join(dir, n), key: join(dir, key) });
+  }
+  return out;
+}

@@ -1,0 +1,127 @@
+import { createPrivateKey, X509Certificate } from 'node:crypto';
+import { EventEmitter } from 'node:events';
+import { createSecureContext, type SecureContext } from 'node:tls';
+
+/** One certificate the relay can serve, with the names it covers. */
+export interface CertEntry {
+  /** DNS names from the subjectAltName (lower case; may include `*.` wildcards). */
+  names: string[];
+  notBefore: Date;
+  notAfter: Date;
+  /** Where it came from, for logs: a file path or `acme`. */
+  origin: string;
+  context: SecureContext;
+  /** PEM chain, kept so ACME can persist and compare it. */
+  certPem: string;
+}
+
+/**
+ * Builds an entry from a PEM chain and key, checking that the key belongs to
+ * the first certificate and that it names at least one DNS host. Throws with a
+ * message fit for a log line or a ConfigError.
+ */
+export function certEntryFromPem(certPem: string, keyPem: string, origin: string): CertEntry {
+  let leaf: X509Certificate;
+  try {
+    leaf = new X509Certificate(certPem);
+  } catch (err) {
+    throw new Error(`not a PEM certificate: ${(err as Error).message}`);
+  }
+  let key: ReturnType<typeof createPrivateKey>;
+  try {
+    key = createPrivateKey(keyPem);
+  } catch (err) {
+    throw new Error(`not a PEM private key: ${(err as Error).message}`);
+  }
+  if (!leaf.checkPrivateKey(key)) throw new Error('the private key does not belong to the certificate');
+  const names = dnsNames(leaf);
+  if (names.length === 0) throw new Error('the certificate names no DNS host in its subjectAltName');
+  const context = createSecureContext({ cert: certPem, key: keyPem, minVersion: 'TLSv1.2' });
+  return {
+    names,
+    notBefore: new Date(leaf.validFrom),
+    notAfter: new Date(leaf.validTo),
+    origin,
+    context,
+    certPem,
+  };
+}
+
+function dnsNames(cert: X509Certificate): string[] {
+  const san = cert.subjectAltName ?? '';
+  const out: string[] = [];
+  for (const part of san.split(/,\s*/)) {
+    if (part.startsWith('DNS:')) out.push(part.slice(4).toLowerCase().replace(/\.$/, ''));
+  }
+  return out;
+}
+
+/** Does a certificate name (exact or `*.` wildcard) cover `host`? A wildcard covers exactly one label. */
+export function certNameCovers(name: string, host: string): boolean {
+  if (name === host) return true;
+  if (!name.startsWith('*.')) return false;
+  const dot = host.indexOf('.');
+  return dot > 0 && host.slice(dot + 1) === name.slice(2);
+}
+
+export interface CertStoreEvents {
+  change: [];
+}
+
+/**
+ * The certificates the TLS listener can present, grouped by source (the
+ * files, ACME). A source replaces its whole set at once, so a reload swaps
+ * certificates atomically; open connections keep the context they started
+ * with, and new handshakes get the new one.
+ */
+export class CertStore extends EventEmitter<CertStoreEvents> {
+  readonly #sources = new Map<string, readonly CertEntry[]>();
+
+  /** Replaces everything `source` provides. */
+  set(source: string, entries: readonly CertEntry[]): void {
+    this.#sources.set(source, [...entries]);
+    this.emit('change');
+  }
+
+  /**
+   * The certificate for an SNI name: an exact name beats a wildcard, and among
+   * equals the one valid longest wins (a renewed certificate beats the old one).
+   */
+  find(host: string): CertEntry | undefined {
+    const now = Date.now();
+    let best: CertEntry | undefined;
+    let bestExact = false;
+    for (const entries of this.#sources.values()) {
+      for (const e of entries) {
+        if (e.notAfter.getTime() <= now) continue;
+        const exact = e.names.includes(host);
+        if (!exact && !e.names.some((n) => certNameCovers(n, host))) continue;
+        if (
+          !best ||
+          (exact && !bestExact) ||
+          (exact === bestExact && e.notAfter.getTime() > best.notAfter.getTime())
+        ) {
+          best = e;
+          bestExact = exact;
+        }
+      }
+    }
+    return best;
+  }
+
+  /** Certificates of one source. */
+  entries(source: string): readonly CertEntry[] {
+    return this.#sources.get(source) ?? [];
+  }
+
+  /** Every certificate's expiry, one row per name it covers (for metrics and the admin API). */
+  expiries(): Array<{ hostname: string; notAfter: Date; origin: string }> {
+    const out: Array<{ hostname: string; notAfter: Date; origin: string }> = [];
+    for (const entries of this.#sources.values()) {
+      for (const e of entries) {
+        for (const hostname of e.names) out.push({ hostname, notAfter: e.notAfter, origin: e.origin });
+      }
+    }
+    return out;
+  }
+}

@@ -1,0 +1,81 @@
+import { createSecureServer, type Http2SecureServer } from 'node:http2';
+import type { Socket } from 'node:net';
+import type { TLSSocket } from 'node:tls';
+import type { CertStore } from '../certs/store.js';
+import { type ClientRequest, type ForwardOptions, forwardRequest } from '../proxy/forward.js';
+import { forwardUpgrade } from '../proxy/upgrade.js';
+
+export interface HttpsTerminatorOptions extends Omit<ForwardOptions, 'proto' | 'sniOf'> {
+  certs: CertStore;
+  /** Strict-Transport-Security max-age in seconds; undefined sends no HSTS header. */
+  hstsMaxAge?: number;
+  /** Time an HTTP/1.1 client has to send its request head, ms (slowloris bound). */
+  headersTimeout: number;
+  /** Idle time before a keep-alive HTTP/1.1 connection is closed, ms. */
+  keepAliveTimeout: number;
+}
+
+/**
+ * Terminates TLS for routes the relay holds a certificate for, and routes the
+ * HTTP inside exactly as the plain listener does (proxy/forward.ts). ALPN
+ * offers h2 and http/1.1; each h2 request becomes its own tunnel stream, like
+ * each HTTP/1 request. It never listens: the TLS listener hands it sockets
+ * after peeking at their ClientHello.
+ */
+export function createHttpsTerminator(opts: HttpsTerminatorOptions): Http2SecureServer {
+  const forward: ForwardOptions = {
+    ...opts,
+    proto: 'https',
+    sniOf: (req: ClientRequest) => {
+      const name = (req.socket as TLSSocket).servername;
+      return typeof name === 'string' ? name.toLowerCase() : undefined;
+    },
+    ...(opts.hstsMaxAge !== undefined
+      ? { responseHeaders: [['Strict-Transport-Security', `max-age=${opts.hstsMaxAge}`]] }
+      : {}),
+  };
+  const server = createSecureServer({
+    allowHTTP1: true,
+    minVersion: 'TLSv1.2',
+    SNICallback: (name, cb) => {
+      const entry = opts.certs.find(name.toLowerCase());
+      if (entry) cb(null, entry.context);
+      else cb(new Error(`no certificate for ${name}`));
+    },
+  });
+  // The HTTP/1 side gets the plain listener's bounds: a deadline for each
+  // request head, none for bodies (uploads and SSE stream without a cap).
+  // Node enforces these from a periodic check it starts on 'listening'; this
+  // server never listens (sockets are handed to it), so start the check here.
+  Object.assign(server, {
+    headersTimeout: opts.headersTimeout,
+    requestTimeout: 0,
+    keepAliveTimeout: opts.keepAliveTimeout,
+    // How often the deadlines are checked: a fraction of the head deadline, so it holds within 25 %.
+    connectionsCheckingInterval: Math.min(30_000, Math.max(50, Math.floor(opts.headersTimeout / 4))),
+  });
+  server.emit('listening');
+  server.on('request', (req, res) => {
+    forwardRequest(forward, req, res).catch((err) => {
+      opts.logger.error({ err }, 'request handling failed');
+      res.destroy();
+    });
+  });
+  // HTTP/1.1 upgrades (WebSocket) on a terminated connection: same raw splice as on the plain listener.
+  server.on('upgrade', (req, socket: Socket, head: Buffer) => {
+    forwardUpgrade(forward, req, socket, head).catch((err) => {
+      opts.logger.error({ err }, 'upgrade handling failed');
+      socket.destroy();
+    });
+  });
+  server.on('tlsClientError', (err: NodeJS.ErrnoException, socket: TLSSocket) => {
+    opts.logger.info(
+      { client: socket.remoteAddress, reason: err.code ?? err.message },
+      'tls handshake failed',
+    );
+  });
+  server.on('sessionError', (err: Error) => {
+    opts.logger.debug({ reason: err.message }, 'http2 session error');
+  });
+  return server;
+}

@@ -1,0 +1,21 @@
+import type { IncomingMessage, ServerResponse } from 'node:http';
+import { normalizeHost } from '@burrow/shared';
+
+/**
+ * Answers a plain-HTTP request with a redirect to the same URL over HTTPS.
+ * GET and HEAD get 301 (cacheable, what browsers expect); other methods get
+ * 308 so the method and body survive the redirect.
+ */
+export function redirectToHttps(req: IncomingMessage, res: ServerResponse, httpsPort: number): void {
+  const host = normalizeHost(req.headers.host);
+  const port = httpsPort === 443 ? '' : `:${httpsPort}`;
+  const location = `https://${host}${port}${req.url ?? '/'}`;
+  const status = req.method === 'GET' || req.method === 'HEAD' ? 301 : 308;
+  req.resume();
+  res.writeHead(status, {
+    location,
+    'content-type': 'text/plain; charset=utf-8',
+    'content-length': Buffer.byteLength(`${location}\n`),
+  });
+  res.end(req.method === 'HEAD' ? undefined : `${location}\n`);
+}

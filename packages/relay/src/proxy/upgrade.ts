@@ -1,0 +1,103 @@
+import type { IncomingMessage } from 'node:http';
+import { STATUS_CODES, validateHeaderName, validateHeaderValue } from 'node:http';
+import type { Duplex } from 'node:stream';
+import { Reason, type ResponseHead, type Stream, stripHopByHop } from '@burrow/shared';
+import { failureFor, sendRawError } from './errors.js';
+import { type AccessInfo, clientIp, type ForwardOptions, meta, readResponseHead, route } from './forward.js';
+
+/** Proxies an Upgrade request (WebSocket and others): after a 101, bytes flow raw both ways. */
+export async function forwardUpgrade(
+  opts: ForwardOptions,
+  req: IncomingMessage,
+  socket: Duplex,
+  head: Buffer,
+): Promise<void> {
+  const started = performance.now();
+  socket.on('error', () => {});
+  const r = route(req, opts);
+  const log = (status: number, error?: string, s?: Stream) => {
+    const info: AccessInfo = {
+      host: r.host,
+      route: r.route,
+      method: req.method ?? '',
+      path: req.url ?? '',
+      status,
+      bytesIn: s?.bytesOut ?? 0,
+      bytesOut: s?.bytesIn ?? 0,
+      durationMs: Math.round(performance.now() - started),
+      client: clientIp(req.socket.remoteAddress),
+      ...(error ? { error } : {}),
+    };
+    opts.logger.info({ ...info, upgrade: true }, 'request');
+    opts.onRequestDone?.(info);
+  };
+  if (!r.ok) {
+    log(r.status, r.code);
+    return sendRawError(socket, r.status, r.message, r.host, r.code);
+  }
+  let stream: Stream;
+  try {
+    stream = r.conn.openHttpStream(meta(req, r.routeId, opts.proto, true));
+    opts.onStreamOpen?.(r.route, stream);
+  } catch (err) {
+    const f = failureFor(err);
+    log(f.status, f.code);
+    return sendRawError(socket, f.status, f.message, r.host, f.code);
+  }
+  stream.on('error', () => socket.destroy());
+  socket.on('close', () => {
+    if (!stream.destroyed && !stream.writableFinished)
+      stream.reset(Reason.Cancel, 'client closed the connection');
+  });
+  // Bytes the client sends before the 101 wait in the socket (paused) until the backend accepted.
+  socket.pause();
+  let response: { head: ResponseHead; rest: Buffer };
+  try {
+    response = await readResponseHead(stream, opts.responseHeadTimeout);
+  } catch (err) {
+    const f = failureFor(err);
+    log(f.status, f.code);
+    stream.reset(Reason.Cancel, 'no usable response');
+    return sendRawError(socket, f.status, f.message, r.host, f.code);
+  }
+  const { head: rh, rest } = response;
+  let headText: string;
+  try {
+    headText = serializeHead(rh, rh.status === 101);
+  } catch {
+    log(502, 'invalid_response_head');
+    stream.reset(Reason.BadMetadata, 'invalid response head');
+    return sendRawError(
+      socket,
+      502,
+      'The backend sent an invalid response.',
+      r.host,
+      'invalid_response_head',
+    );
+  }
+  // Logged and counted when the exchange ends, with the bytes both ways (a
+  // WebSocket may live for hours; its access line comes when it closes).
+  stream.once('close', () => log(rh.status, undefined, stream));
+  socket.write(headText);
+  if (rest.byteLength > 0) socket.write(rest);
+  if (rh.status === 101) {
+    if (head.byteLength > 0) stream.write(head);
+    socket.pipe(stream);
+    socket.resume();
+  }
+  stream.pipe(socket);
+}
+
+/** Serialises a response head for a raw socket, validating every header as Node would. */
+function serializeHead(head: ResponseHead, upgrade: boolean): string {
+  const lines = [
+    `HTTP/1.1 ${head.status} ${(head.statusText ?? STATUS_CODES[head.status] ?? '').replace(/[\r\n]/g, '')}`,
+  ];
+  for (const [k, v] of stripHopByHop(head.headers, upgrade)) {
+    validateHeaderName(k);
+    validateHeaderValue(k, v);
+    lines.push(`${k}: ${v}`);
+  }
+  if (!upgrade) lines.push('connection: close');
+  return `${lines.join('\r\n')}\r\n\r\n`;
+}

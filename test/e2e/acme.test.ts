@@ -1,0 +1,251 @@
+import { once } from 'node:events';
+import { mkdtemp, readFile, rm } from 'node:fs/promises';
+import { request as httpsRequest } from 'node:https';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import type { TLSSocket } from 'node:tls';
+import type { Relay, RelayOptions } from '@burrow/relay';
+import { createLogger } from '@burrow/shared';
+import t from 'tap';
+import { testAgent } from '../helpers/agent.js';
+import { testServer } from '../helpers/http.js';
+import { freePort, type Pebble, startPebble } from '../helpers/pebble.js';
+import { type Teardownable, testRelay } from '../helpers/relay.js';
+import { testPki } from '../helpers/tls.js';
+
+function httpsGet(
+  port: number,
+  host: string,
+  ca: string,
+): Promise<{ status: number; body: string; serial: string; issuer: string }> {
+  return new Promise((resolve, reject) => {
+    const req = httpsRequest(
+      { host: '127.0.0.1', port, servername: host, headers: { host }, ca, agent: false },
+      (res) => {
+        const peer = (res.socket as TLSSocket).getPeerCertificate();
+        const chunks: Buffer[] = [];
+        res.on('data', (c: Buffer) => chunks.push(c));
+        res.on('end', () =>
+          resolve({
+            status: res.statusCode ?? 0,
+            body: Buffer.concat(chunks).toString(),
+            serial: peer.serialNumber,
+            issuer: String(peer.issuer.CN ?? ''),
+          }),
+        );
+      },
+    );
+    req.on('error', reject);
+    req.end();
+  });
+}
+
+async function stateDir(t: Teardownable): Promise<string> {
+  const dir = await mkdtemp(join(tmpdir(), 'burrow-acme-'));
+  t.teardown(() => rm(dir, { recursive: true, force: true }));
+  return dir;
+}
+
+/** A relay with ACME against a Pebble that validates against this relay's own ports. */
+async function acmeSetup(
+  t: Teardownable,
+  challenge: 'http-01' | 'tls-alpn-01',
+  opts: {
+    validitySeconds?: number;
+    state?: string;
+    ports?: { http: number; tls: number };
+    pebble?: Pebble;
+    relay?: Partial<RelayOptions>;
+  } = {},
+) {
+  const pebblePki = await testPki(t);
+  const listenPort = await freePort();
+  const state = opts.state ?? (await stateDir(t));
+  const relay = await testRelay(t, {
+    http: { host: '127.0.0.1', port: opts.ports?.http ?? 0 },
+    tls: { host: '127.0.0.1', port: opts.ports?.tls ?? 0 },
+    acme: {
+      directoryUrl: opts.pebble?.directoryUrl ?? `https://127.0.0.1:${listenPort}/dir`,
+      directoryCa: opts.pebble?.directoryCa ?? pebblePki.caPem,
+      domains: ['*.acme.test'],
+      stateDir: state,
+      challenges: [challenge],
+      retryBase: 100,
+    },
+    ...opts.relay,
+  });
+  const pebble =
+    opts.pebble ??
+    (await startPebble(t, {
+      pki: pebblePki,
+      listenPort,
+      httpPort: relay.httpAddress.port,
+      tlsPort: relay.tlsAddress!.port,
+      ...(opts.validitySeconds ? { validitySeconds: opts.validitySeconds } : {}),
+    }));
+  return { relay, pebble, state };
+}
+
+async function backend(t: Teardownable) {
+  return testServer(t, (req, res) => res.end(`hello ${req.headers['x-forwarded-proto']}`));
+}
+
+function acmeOf(relay: Relay) {
+  if (!relay.acme) throw new Error('ACME not configured');
+  return relay.acme;
+}
+
+t.test(
+  'HTTP-01: issuance for held and allowed names only, use, forced renewal, restart reusing the stored certificate',
+  async (t) => {
+    const { relay, pebble, state } = await acmeSetup(t, 'http-01');
+    const app = await backend(t);
+    const issued = once(acmeOf(relay), 'issued');
+    await testAgent(
+      t,
+      relay,
+      [
+        { id: 'app', hostnames: ['app.acme.test'], target: app.url },
+        { id: 'other', hostnames: ['other.example.test'], target: app.url },
+        { id: 'wild', hostnames: ['*.w.acme.test'], target: app.url },
+      ],
+      { hosts: ['*.acme.test', 'other.example.test'] },
+    );
+    t.equal(
+      acmeOf(relay).orders,
+      1,
+      'one order: other.example.test is outside --acme-domains, wildcards cannot use HTTP-01',
+    );
+    const [hostname] = await issued;
+    t.equal(hostname, 'app.acme.test');
+    t.equal(pebble.orders(), 1, 'Pebble saw exactly one order');
+
+    const root = await pebble.issuingRoot();
+    const first = await httpsGet(relay.tlsAddress!.port, 'app.acme.test', root);
+    t.equal(first.status, 200, 'a client trusting only the CA root reaches the service');
+    t.equal(first.body, 'hello https');
+    t.match(first.issuer, /Pebble/);
+    const stored = await readFile(join(state, 'certs', 'app.acme.test.crt'), 'utf8');
+    t.match(stored, /BEGIN CERTIFICATE/, 'certificate persisted in the state directory');
+
+    await acmeOf(relay).renew('app.acme.test');
+    const renewed = await httpsGet(relay.tlsAddress!.port, 'app.acme.test', root);
+    t.not(renewed.serial, first.serial, 'renewal: new connections get the new certificate');
+    t.equal(pebble.orders(), 2);
+
+    // Restart on the same ports with the same state: the stored certificate is served, nothing is ordered.
+    const ports = { http: relay.httpAddress.port, tls: relay.tlsAddress!.port };
+    await relay.close();
+    const again = await acmeSetup(t, 'http-01', { state, ports, pebble });
+    await testAgent(t, again.relay, [{ id: 'app', hostnames: ['app.acme.test'], target: app.url }], {
+      hosts: ['*.acme.test'],
+    });
+    const afterRestart = await httpsGet(again.relay.tlsAddress!.port, 'app.acme.test', root);
+    t.equal(afterRestart.status, 200);
+    t.equal(afterRestart.serial, renewed.serial, 'the stored certificate is served after a restart');
+    t.equal(acmeOf(again.relay).orders, 0, 'no new order after the restart');
+    t.equal(pebble.orders(), 2, 'Pebble saw no new order');
+  },
+);
+
+t.test('TLS-ALPN-01: issuance, use, renewal at two thirds of a short lifetime, restart', async (t) => {
+  const { relay, pebble, state } = await acmeSetup(t, 'tls-alpn-01', { validitySeconds: 12 });
+  const app = await backend(t);
+  const manager = acmeOf(relay);
+  const issued = once(manager, 'issued');
+  await testAgent(t, relay, [{ id: 'app', hostnames: ['alpn.acme.test'], target: app.url }], {
+    hosts: ['*.acme.test'],
+  });
+  await issued;
+  const root = await pebble.issuingRoot();
+  const first = await httpsGet(relay.tlsAddress!.port, 'alpn.acme.test', root);
+  t.equal(first.status, 200);
+  t.equal(first.body, 'hello https');
+
+  // Pebble issues 12-second certificates: the renewal timer fires at about 8 s.
+  const [, entry] = await once(manager, 'issued');
+  const renewed = await httpsGet(relay.tlsAddress!.port, 'alpn.acme.test', root);
+  t.not(renewed.serial, first.serial, 'renewed without being asked');
+  t.equal(pebble.orders(), 2);
+
+  const ports = { http: relay.httpAddress.port, tls: relay.tlsAddress!.port };
+  await relay.close();
+  const again = await acmeSetup(t, 'tls-alpn-01', { state, ports, pebble });
+  await testAgent(t, again.relay, [{ id: 'app', hostnames: ['alpn.acme.test'], target: app.url }], {
+    hosts: ['*.acme.test'],
+  });
+  const restarted = await httpsGet(again.relay.tlsAddress!.port, 'alpn.acme.test', root);
+  t.ok(Date.now() < entry.notAfter.getTime(), 'still within the renewed certificate');
+  t.equal(restarted.serial, renewed.serial, 'stored certificate reused after restart');
+  t.equal(acmeOf(again.relay).orders, 0, 'no order after the restart');
+});
+
+t.test("a failed order reports the CA's message and retries with backoff", async (t) => {
+  // Pebble validates HTTP-01 against a port where nothing listens.
+  const pebblePki = await testPki(t);
+  const listenPort = await freePort();
+  const logged: Array<Record<string, unknown>> = [];
+  const destination = {
+    write: (line: string) => logged.push(JSON.parse(line)) > 0,
+  } as unknown as NodeJS.WritableStream;
+  const relay = await testRelay(t, {
+    logger: createLogger({ name: 'relay', level: 'info', destination }),
+    tls: { host: '127.0.0.1', port: 0 },
+    acme: {
+      directoryUrl: `https://127.0.0.1:${listenPort}/dir`,
+      directoryCa: pebblePki.caPem,
+      domains: ['*.acme.test'],
+      stateDir: await stateDir(t),
+      challenges: ['http-01'],
+      retryBase: 50,
+    },
+  });
+  await startPebble(t, {
+    pki: pebblePki,
+    listenPort,
+    httpPort: await freePort(),
+    tlsPort: relay.tlsAddress!.port,
+  });
+  const failed = once(acmeOf(relay), 'failed');
+  const app = await backend(t);
+  await testAgent(t, relay, [{ id: 'app', hostnames: ['broken.acme.test'], target: app.url }], {
+    hosts: ['*.acme.test'],
+  });
+  const [hostname, err] = await failed;
+  t.equal(hostname, 'broken.acme.test');
+  t.comment(`CA said: ${(err as Error).message}`);
+  t.match((err as Error).message, /connect|refused|Fetching/i, "the CA's own problem detail");
+  await once(acmeOf(relay), 'failed');
+  t.ok(acmeOf(relay).orders >= 2, 'ordered again after the backoff');
+  const lines = logged.filter((l) => l['msg'] === 'acme order failed');
+  t.match(lines[0], {
+    level: 50,
+    hostname: 'broken.acme.test',
+    error: /connection refused/,
+    attempt: 1,
+    retryInMs: 50,
+  });
+  t.match(lines[1], { attempt: 2, retryInMs: 100 }, 'the retry delay doubles');
+});
+
+t.test('a name already covered by a certificate from files is never ordered', async (t) => {
+  const pki = await testPki(t);
+  const wild = await pki.issue('wild', ['*.acme.test']);
+  const relay = await testRelay(t, {
+    tls: { host: '127.0.0.1', port: 0 },
+    certFiles: { pairs: [{ cert: wild.certFile, key: wild.keyFile }] },
+    acme: {
+      // Nothing listens there: an order would fail, and be counted.
+      directoryUrl: `https://127.0.0.1:${await freePort()}/dir`,
+      domains: ['*.acme.test'],
+      stateDir: await stateDir(t),
+    },
+  });
+  const app = await backend(t);
+  await testAgent(t, relay, [{ id: 'app', hostnames: ['files.acme.test'], target: app.url }], {
+    hosts: ['*.acme.test'],
+  });
+  t.equal(acmeOf(relay).orders, 0, 'no order for a name the files cover');
+  const r = await httpsGet(relay.tlsAddress!.port, 'files.acme.test', pki.caPem);
+  t.equal(r.status, 200, 'served with the file certificate');
+});

@@ -1,0 +1,137 @@
+// Hostile HTTP at the relay's public port: request smuggling shapes, oversized
+// heads, slow heads. Each gets its status, never reaches an agent, and a
+// steady request loop on another tenant's hostname sees no error meanwhile.
+import type { Socket } from 'node:net';
+import t from 'tap';
+import { testAgent } from '../helpers/agent.js';
+import { testServer } from '../helpers/http.js';
+import { requestLoop } from '../helpers/load.js';
+import { rawRequest } from '../helpers/raw-http.js';
+import { relayProcess } from '../helpers/relay-process.js';
+
+const H = 'Host: target.example.com\r\n';
+/** Sent after a smuggling attempt's body: must never reach a backend as a request of its own. */
+const SMUGGLED = `GET /smuggled HTTP/1.1\r\n${H}\r\n`;
+
+const CASES: Array<[name: string, request: string, status: number]> = [
+  // Smuggling: two framings at once, or a framing one parser reads differently from another.
+  [
+    'Content-Length with Transfer-Encoding',
+    `POST / HTTP/1.1\r\n${H}Content-Length: 6\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\n${SMUGGLED}`,
+    400,
+  ],
+  [
+    'duplicate Content-Length',
+    `POST / HTTP/1.1\r\n${H}Content-Length: 5\r\nContent-Length: 6\r\n\r\nhello!`,
+    400,
+  ],
+  [
+    'duplicate Content-Length, same value',
+    `POST / HTTP/1.1\r\n${H}Content-Length: 5\r\nContent-Length: 5\r\n\r\nhello`,
+    400,
+  ],
+  ['Transfer-Encoding: xchunked', `POST / HTTP/1.1\r\n${H}Transfer-Encoding: xchunked\r\n\r\n0\r\n\r\n`, 400],
+  [
+    'space before the colon of Transfer-Encoding',
+    `POST / HTTP/1.1\r\n${H}Transfer-Encoding : chunked\r\n\r\n0\r\n\r\n${SMUGGLED}`,
+    400,
+  ],
+  [
+    'Transfer-Encoding twice, chunked not last',
+    `POST / HTTP/1.1\r\n${H}Transfer-Encoding: chunked\r\nTransfer-Encoding: identity\r\n\r\n0\r\n\r\n`,
+    400,
+  ],
+  [
+    'Transfer-Encoding list, chunked not last',
+    `POST / HTTP/1.1\r\n${H}Transfer-Encoding: chunked, identity\r\n\r\n0\r\n\r\n`,
+    400,
+  ],
+  [
+    'vertical tab before chunked',
+    `POST / HTTP/1.1\r\n${H}Transfer-Encoding:\x0bchunked\r\n\r\n0\r\n\r\n${SMUGGLED}`,
+    400,
+  ],
+  [
+    'bare LF after Transfer-Encoding',
+    `POST / HTTP/1.1\r\n${H}Transfer-Encoding: chunked\n\r\n0\r\n\r\n${SMUGGLED}`,
+    400,
+  ],
+  ['obs-fold in a header', `GET / HTTP/1.1\r\n${H}X-Folded: a\r\n b\r\n\r\n`, 400],
+  [
+    'obs-fold hiding chunked',
+    `POST / HTTP/1.1\r\n${H}Transfer-Encoding: identity\r\n chunked\r\n\r\n0\r\n\r\n${SMUGGLED}`,
+    400,
+  ],
+  // Header names and values outside the token / field-value grammar.
+  ['space in a header name', `GET / HTTP/1.1\r\n${H}Fo o: b\r\n\r\n`, 400],
+  ['NUL in a header name', `GET / HTTP/1.1\r\n${H}Fo\x00o: b\r\n\r\n`, 400],
+  ['separator in a header name', `GET / HTTP/1.1\r\n${H}Fo(o: b\r\n\r\n`, 400],
+  ['empty header name', `GET / HTTP/1.1\r\n${H}: b\r\n\r\n`, 400],
+  ['NUL in a header value', `GET / HTTP/1.1\r\n${H}X-Bad: a\x00b\r\n\r\n`, 400],
+  // Which host is meant must be unambiguous: the relay routes by it.
+  ['two Host headers', `GET / HTTP/1.1\r\n${H}Host: bystander.example.com\r\n\r\n`, 400],
+  ['absolute-form target naming another host', `GET http://bystander.example.com/ HTTP/1.1\r\n${H}\r\n`, 400],
+  ['no Host header', 'GET / HTTP/1.1\r\n\r\n', 400],
+  ['unknown HTTP version', `GET / HTTP/9.9\r\n${H}\r\n`, 400],
+  // Size limits.
+  ['one oversized header', `GET / HTTP/1.1\r\n${H}X-Big: ${'a'.repeat(20_000)}\r\n\r\n`, 431],
+  ['oversized request line', `GET /${'a'.repeat(20_000)} HTTP/1.1\r\n${H}\r\n`, 431],
+  ['thousands of small headers', `GET / HTTP/1.1\r\n${H}${'X-A: b\r\n'.repeat(3_000)}\r\n`, 431],
+];
+
+t.test('malformed and hostile requests at the public HTTP port', async (t) => {
+  const relay = await relayProcess(t, ['--headers-timeout', '2s']);
+  const seen: string[] = [];
+  const target = await testServer(t, (req, res) => {
+    seen.push(`${req.method} ${req.url}`);
+    req.resume();
+    req.on('end', () => res.end('target'));
+  });
+  const bystander = await testServer(t, (_req, res) => res.end('steady'));
+  await testAgent(t, relay.tunnelUrl, [{ id: 't', hostnames: ['target.example.com'], target: target.url }], {
+    sub: 'target',
+  });
+  await testAgent(
+    t,
+    relay.tunnelUrl,
+    [{ id: 'b', hostnames: ['bystander.example.com'], target: bystander.url }],
+    { sub: 'bystander' },
+  );
+  const loop = requestLoop(t, relay.httpPort, 'bystander.example.com', { body: 'steady', keepAlive: true });
+  await loop.after(10);
+
+  for (const [name, request, status] of CASES) {
+    const r = await rawRequest(relay.httpPort, request);
+    t.equal(r.status, status, `${name}: ${status}`);
+  }
+
+  // Slowloris: heads that never finish, in parallel, one of them dribbling a
+  // byte every 100 ms (the head deadline is absolute, not per byte).
+  const partial = `GET / HTTP/1.1\r\n${H}X-Slow: `;
+  const dribble = (socket: Socket) => {
+    socket.write(partial);
+    let sent = 0;
+    const timer = setInterval(() => {
+      if (socket.destroyed || ++sent > 150) return clearInterval(timer);
+      socket.write('a');
+    }, 100);
+    socket.on('close', () => clearInterval(timer));
+  };
+  const slow = await Promise.all([
+    rawRequest(relay.httpPort, dribble, 30_000),
+    ...Array.from({ length: 20 }, () => rawRequest(relay.httpPort, partial, 30_000)),
+  ]);
+  t.same(
+    slow.map((r) => r.status),
+    slow.map(() => 408),
+    'every slow head gets 408 Request Timeout',
+  );
+
+  await loop.after(10);
+  await loop.stop();
+  t.same(loop.failures, [], `the bystander tenant saw no errors (${loop.summary()})`);
+  t.ok(loop.done >= 20, `the loop kept running throughout (${loop.done} requests)`);
+  t.same(seen, [], 'no hostile request reached the target backend');
+  t.equal(relay.proc.child.exitCode, null, 'the relay process is alive');
+  t.equal((await rawRequest(relay.httpPort, `GET / HTTP/1.1\r\n${H}\r\n`)).status, 200, 'and still serving');
+});

@@ -1,0 +1,241 @@
+// Things breaking under load: the relay killed outright, one tunnel
+// connection cut mid-transfer, agents replaced by SIGTERM, the relay drained
+// with long downloads in flight. (tenancy-and-recovery.test.ts covers a clean
+// relay restart and an in-process rolling replacement; relay-cli.test.ts a
+// single in-flight download over SIGTERM.)
+import { execFile } from 'node:child_process';
+import { once } from 'node:events';
+import { mkdtemp, rm, writeFile } from 'node:fs/promises';
+import { type IncomingMessage, request, type ServerResponse } from 'node:http';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { promisify } from 'node:util';
+import t from 'tap';
+import { testAgent } from '../helpers/agent.js';
+import { get, testServer } from '../helpers/http.js';
+import { requestLoop } from '../helpers/load.js';
+import { AGENT_CLI, spawnLogged } from '../helpers/proc.js';
+import { rawRequest } from '../helpers/raw-http.js';
+import { type Teardownable, testRelay, tokenFor, tunnelUrl } from '../helpers/relay.js';
+import { relayProcess } from '../helpers/relay-process.js';
+
+const run = promisify(execFile);
+
+/**
+ * A backend whose /big responses send `first` bytes, then wait for release()
+ * before sending the rest; other paths answer "ok".
+ */
+async function heldDownloads(t: Teardownable, size: number, first: number) {
+  let release!: () => void;
+  const released = new Promise<void>((r) => (release = r));
+  const chunk = Buffer.alloc(64 * 1024, 'd');
+  let started = 0;
+  const app = await testServer(t, (req, res: ServerResponse) => {
+    if (req.url !== '/big') return void res.end('ok');
+    started++;
+    res.writeHead(200, { 'content-length': String(size), 'content-type': 'application/octet-stream' });
+    res.write(Buffer.alloc(first, 'd'));
+    released.then(async () => {
+      // The rest at the pace the client reads: a long download, with backpressure all the way.
+      for (let sent = first; sent < size; sent += chunk.length) {
+        const part = chunk.subarray(0, Math.min(chunk.length, size - sent));
+        if (!res.write(part)) await once(res, 'drain');
+        if (res.destroyed) return;
+      }
+      res.end();
+    });
+  });
+  return { app, release, started: () => started };
+}
+
+interface Download {
+  /** Resolves once the response head and its first bytes have arrived. */
+  begun: Promise<void>;
+  /** Resolves with the bytes received and whether the response completed. */
+  done: Promise<{ bytes: number; complete: boolean; status: number }>;
+}
+
+function download(port: number, host: string): Download {
+  let begin!: () => void;
+  const begun = new Promise<void>((r) => (begin = r));
+  const done = new Promise<{ bytes: number; complete: boolean; status: number }>((resolve) => {
+    const req = request({ host: '127.0.0.1', port, path: '/big', headers: { host }, agent: false });
+    req.on('error', () => resolve({ bytes: 0, complete: false, status: 0 }));
+    req.on('response', (res: IncomingMessage) => {
+      let bytes = 0;
+      res.on('data', (c: Buffer) => {
+        if (bytes === 0) begin();
+        bytes += c.length;
+      });
+      res.on('error', () => {});
+      res.on('close', () => resolve({ bytes, complete: res.complete, status: res.statusCode ?? 0 }));
+    });
+    req.end();
+  });
+  done.then(() => begin());
+  return { begun, done };
+}
+
+t.test('relay SIGKILLed under load and started again: the agent comes back and serves', async (t) => {
+  const relay = await relayProcess(t);
+  const app = await testServer(t, (_req, res) => res.end('ok'));
+  const agent = await testAgent(
+    t,
+    relay.tunnelUrl,
+    [{ id: 'app', hostnames: ['kill.example.com'], target: app.url }],
+    { connections: 2 },
+  );
+  const load = requestLoop(t, relay.httpPort, 'kill.example.com', { workers: 4, body: 'ok' });
+  await load.after(100);
+
+  const down = once(agent, 'disconnected');
+  relay.proc.child.kill('SIGKILL');
+  await relay.proc.exited;
+  t.equal(relay.proc.child.signalCode, 'SIGKILL');
+  await down;
+  await load.after(20); // requests meet a dead relay
+  await load.stop();
+  t.ok((load.statuses.get(0) ?? 0) > 0, `requests failed while the relay was dead (${load.summary()})`);
+
+  const back = once(agent, 'routes');
+  const again = await relayProcess(t, [], {
+    http: relay.httpPort,
+    tunnel: relay.tunnelPort,
+    keyDir: relay.keyDir,
+  });
+  await back;
+  while (agent.connectionCount < 2) await once(agent, 'connected');
+  const after = requestLoop(t, again.httpPort, 'kill.example.com', { workers: 4, body: 'ok' });
+  await after.after(200);
+  await after.stop();
+  t.same(after.failures, [], `after the restart every request succeeds (${after.summary()})`);
+});
+
+t.test('one agent connection cut mid-transfer: its streams fail cleanly, the others finish', async (t) => {
+  const relay = await testRelay(t);
+  const size = 4 * 1024 * 1024;
+  const held = await heldDownloads(t, size, 256 * 1024);
+  await testAgent(t, relay, [{ id: 'dl', hostnames: ['dl.example.com'], target: held.app.url }], {
+    connections: 2,
+  });
+  const downloads = Array.from({ length: 6 }, () => download(relay.httpAddress.port, 'dl.example.com'));
+  await Promise.all(downloads.map((d) => d.begun));
+  const conns = [...relay.connections];
+  t.same(conns.map((c) => c.inFlight).sort(), [3, 3], 'the downloads are spread over both connections');
+  const victim = conns[0]!;
+  const closed = once(victim.session, 'close');
+  if (process.getuid?.() === 0) {
+    // Abruptly, as a crash or a middlebox would: the kernel destroys the
+    // agent's TCP socket (ss -K); nobody says goodbye, the relay gets a RST.
+    await run('ss', ['-K', '-t', 'src', '127.0.0.1', 'sport', '=', `:${victim.remotePort}`]);
+  } else {
+    t.comment('not root: ending the connection at the relay instead of killing its socket');
+    victim.session.destroy(new Error('cut by test'));
+  }
+  await closed;
+  held.release();
+  const results = await Promise.all(downloads.map((d) => d.done));
+  const complete = results.filter((r) => r.complete && r.bytes === size);
+  const cut = results.filter((r) => !r.complete);
+  t.equal(complete.length, 3, 'the three downloads on the other connection completed in full');
+  t.equal(cut.length, 3, 'the three on the cut connection ended with an error (the client sees a reset)');
+  t.ok(
+    cut.every((r) => r.status === 200 && r.bytes < size),
+    'cut downloads are visibly truncated, never passed off as complete',
+  );
+  for (let i = 0; i < 10; i++)
+    t.equal((await get(relay.httpAddress.port, 'dl.example.com', '/small')).status, 200);
+});
+
+t.test('rolling replacement of agent processes under a steady loop: zero failures', async (t) => {
+  const relay = await testRelay(t);
+  const held = await heldDownloads(t, 2 * 1024 * 1024, 64 * 1024);
+  const app = held.app;
+  const dir = await mkdtemp(join(tmpdir(), 'burrow-roll-'));
+  t.teardown(() => rm(dir, { recursive: true, force: true }));
+  await writeFile(join(dir, 'token'), await tokenFor('roller', ['roll.example.com']));
+  const startAgentProcess = async () => {
+    const p = spawnLogged(t, AGENT_CLI, [
+      '--relay',
+      tunnelUrl(relay),
+      '--token-file',
+      join(dir, 'token'),
+      '--expose',
+      `roll.example.com=${app.url}`,
+      '--drain-timeout',
+      '30s',
+    ]);
+    await p.waitFor((l) => l['msg'] === 'route active');
+    return p;
+  };
+  const old = await startAgentProcess();
+  const loop = requestLoop(t, relay.httpAddress.port, 'roll.example.com', { workers: 4, body: 'ok' });
+  await loop.after(50);
+  // Long downloads in flight on the old agent (the only one yet) when it is told to stop.
+  const downloads = Array.from({ length: 3 }, () => download(relay.httpAddress.port, 'roll.example.com'));
+  await Promise.all(downloads.map((d) => d.begun));
+  await startAgentProcess();
+  await loop.after(50);
+  old.child.kill('SIGTERM');
+  await old.waitFor((l) => l['msg'] === 'agent draining');
+  await loop.after(50);
+  held.release();
+  const results = await Promise.all(downloads.map((d) => d.done));
+  t.same(
+    results.map((r) => r.complete && r.bytes === 2 * 1024 * 1024),
+    [true, true, true],
+    'downloads in flight on the old agent completed',
+  );
+  t.equal(await old.exited, 0, 'the old agent exits 0 once drained');
+  await loop.after(50);
+  await loop.stop();
+  t.same(loop.failures, [], `zero failed requests (${loop.summary()})`);
+});
+
+t.test('relay SIGTERM with long downloads in flight: they complete, then it exits', async (t) => {
+  const relay = await relayProcess(t, ['--drain-timeout', '30s']);
+  const size = 8 * 1024 * 1024;
+  const held = await heldDownloads(t, size, 256 * 1024);
+  await testAgent(t, relay.tunnelUrl, [{ id: 'dl', hostnames: ['dl.example.com'], target: held.app.url }]);
+  const downloads = Array.from({ length: 4 }, () => download(relay.httpPort, 'dl.example.com'));
+  await Promise.all(downloads.map((d) => d.begun));
+
+  let exitedFirst = false;
+  let finished = 0;
+  for (const d of downloads) d.done.then(() => finished++);
+  relay.proc.exited.then(() => (exitedFirst = finished < downloads.length));
+  relay.proc.child.kill('SIGTERM');
+  await relay.proc.waitFor((l) => l['msg'] === 'relay draining');
+  const late = await rawRequest(relay.httpPort, 'GET / HTTP/1.1\r\nHost: dl.example.com\r\n\r\n', 5_000);
+  t.equal(late.status, 0, 'a new connection is not accepted while draining');
+  held.release();
+  const results = await Promise.all(downloads.map((d) => d.done));
+  t.same(
+    results.map((r) => r.complete && r.bytes === size),
+    [true, true, true, true],
+    'every 8 MiB download completed',
+  );
+  t.equal(await relay.proc.exited, 0, 'the relay exits 0');
+  t.notOk(exitedFirst, 'and only after the downloads finished');
+  t.ok(
+    relay.proc.lines.some((l) => l['msg'] === 'relay stopped'),
+    'a clean stop, not the drain deadline',
+  );
+});
+
+t.test(
+  'relay SIGTERM: a download outlasting the drain timeout is cut and the relay still exits',
+  async (t) => {
+    const relay = await relayProcess(t, ['--drain-timeout', '1s']);
+    const held = await heldDownloads(t, 1024 * 1024, 64 * 1024); // never released
+    await testAgent(t, relay.tunnelUrl, [
+      { id: 'dl', hostnames: ['stuck.example.com'], target: held.app.url },
+    ]);
+    const stuck = download(relay.httpPort, 'stuck.example.com');
+    await stuck.begun;
+    relay.proc.child.kill('SIGTERM');
+    t.equal(await relay.proc.exited, 0, 'the relay exits 0 after its drain timeout');
+    const r = await stuck.done;
+    t.notOk(r.complete, 'the unfinished download was cut, not left hanging');
+  },
+);

@@ -1,0 +1,315 @@
+import { execFile } from 'node:child_process';
+import { X509Certificate } from 'node:crypto';
+import { once } from 'node:events';
+import { readFile } from 'node:fs/promises';
+import { connect as h2connect } from 'node:http2';
+import { Agent as HttpsAgent, request as httpsRequest } from 'node:https';
+import { connect as tlsConnect } from 'node:tls';
+import { promisify } from 'node:util';
+import type { Relay } from '@burrow/relay';
+import t from 'tap';
+import { WebSocket, WebSocketServer } from 'ws';
+import { testAgent } from '../helpers/agent.js';
+import { get, testServer } from '../helpers/http.js';
+import { type Teardownable, testRelay } from '../helpers/relay.js';
+import { type TestPki, testPki } from '../helpers/tls.js';
+
+const run = promisify(execFile);
+
+/** A backend that answers with what it received, as JSON. */
+async function echoBackend(t: Teardownable) {
+  return testServer(t, (req, res) => {
+    const chunks: Buffer[] = [];
+    req.on('data', (c: Buffer) => chunks.push(c));
+    req.on('end', () => {
+      const body = JSON.stringify({
+        method: req.method,
+        url: req.url,
+        headers: req.headers,
+        body: Buffer.concat(chunks).toString(),
+      });
+      res.writeHead(200, { 'content-type': 'application/json', 'set-cookie': ['a=1', 'b=2'] });
+      res.end(body);
+    });
+  });
+}
+
+interface HttpsReply {
+  status: number;
+  headers: Record<string, string | string[] | undefined>;
+  body: string;
+  alpn: string | false | null;
+  serial: string;
+}
+
+/** One HTTP/1.1 request over TLS to the relay, trusting the test CA; SNI = host. */
+function httpsGet(
+  port: number,
+  host: string,
+  ca: string,
+  path = '/',
+  agent: HttpsAgent | false = false,
+): Promise<HttpsReply> {
+  return new Promise((resolve, reject) => {
+    const req = httpsRequest(
+      { host: '127.0.0.1', port, path, servername: host, headers: { host }, ca, agent },
+      (res) => {
+        const chunks: Buffer[] = [];
+        // Read now: a keep-alive socket goes back to its pool when the body ends.
+        const socket = res.socket as import('node:tls').TLSSocket;
+        const alpn = socket.alpnProtocol;
+        const serial = socket.getPeerCertificate().serialNumber;
+        res.on('data', (c: Buffer) => chunks.push(c));
+        res.on('end', () => {
+          resolve({
+            status: res.statusCode ?? 0,
+            headers: res.headers,
+            body: Buffer.concat(chunks).toString(),
+            alpn,
+            serial,
+          });
+        });
+      },
+    );
+    req.on('error', reject);
+    req.end();
+  });
+}
+
+async function setup(t: Teardownable, pki: TestPki, extra: Parameters<typeof testRelay>[1] = {}) {
+  const a = await pki.issue('a', ['a.example.test', 'b.example.test']);
+  const wild = await pki.issue('wild', ['*.wild.example.test']);
+  const relay = await testRelay(t, {
+    tls: { host: '127.0.0.1', port: 0 },
+    certFiles: {
+      pairs: [
+        { cert: a.certFile, key: a.keyFile },
+        { cert: wild.certFile, key: wild.keyFile },
+      ],
+    },
+    ...extra,
+  });
+  const backend = await echoBackend(t);
+  await testAgent(t, relay, [
+    { id: 'site-a', hostnames: ['a.example.test'], target: backend.url },
+    { id: 'site-b', hostnames: ['b.example.test'], target: backend.url },
+    { id: 'wild', hostnames: ['*.wild.example.test'], target: backend.url },
+  ]);
+  return { relay, backend, tlsPort: (relay as Relay).tlsAddress!.port };
+}
+
+t.test(
+  'terminated route: HTTP/1.1 over TLS through the same forwarding path, certificate from files',
+  async (t) => {
+    const pki = await testPki(t);
+    const { relay, tlsPort } = await setup(t, pki, { hstsMaxAge: 300 });
+    const r = await httpsGet(tlsPort, 'a.example.test', pki.caPem, '/hello?x=1');
+    t.equal(r.status, 200);
+    t.equal(r.alpn, false, 'no ALPN offered by this client: HTTP/1.1');
+    const seen = JSON.parse(r.body);
+    t.equal(seen.url, '/hello?x=1');
+    t.equal(seen.headers['x-forwarded-proto'], 'https', 'X-Forwarded-Proto says https');
+    t.equal(seen.headers['x-forwarded-host'], 'a.example.test');
+    t.match(seen.headers.forwarded, /proto=https/);
+    t.equal(r.headers['strict-transport-security'], 'max-age=300', 'HSTS when configured');
+    t.same(r.headers['set-cookie'], ['a=1', 'b=2']);
+
+    const w = await httpsGet(tlsPort, 'x.wild.example.test', pki.caPem);
+    t.equal(w.status, 200, 'a wildcard certificate serves a wildcard route');
+
+    const status = relay.routes.list().length;
+    t.ok(status >= 3, 'routes active');
+    const expiry = relay.certificateExpiry();
+    t.ok(
+      expiry.some((e) => e.hostname === '*.wild.example.test' && e.notAfter.getTime() > Date.now()),
+      'certificate expiry exposed per name',
+    );
+    const metrics = await relay.metrics.registry.metrics();
+    const notAfter = expiry.find((e) => e.hostname === '*.wild.example.test')!.notAfter;
+    t.match(
+      metrics,
+      `burrow_relay_certificate_expiry_timestamp_seconds{name="*.wild.example.test"} ${Math.floor(notAfter.getTime() / 1000)}`,
+      'and as a Prometheus gauge per name',
+    );
+  },
+);
+
+t.test(
+  'terminated route: h2 from node http2 (several streams, one connection) and curl --http2',
+  async (t) => {
+    const pki = await testPki(t);
+    const { tlsPort } = await setup(t, pki);
+    const session = h2connect(`https://a.example.test:${tlsPort}`, {
+      ca: pki.caPem,
+      servername: 'a.example.test',
+      host: '127.0.0.1',
+    } as never);
+    t.teardown(() => session.close());
+    session.on('error', () => {});
+    await once(session, 'connect');
+    t.equal(session.alpnProtocol, 'h2', 'ALPN picked h2');
+    const request = (path: string, authority = 'a.example.test', body?: string) =>
+      new Promise<{ status: number; body: string; headers: Record<string, unknown> }>((resolve, reject) => {
+        const s = session.request({
+          ':path': path,
+          ':authority': authority,
+          ':method': body ? 'POST' : 'GET',
+          cookie: ['c1=x', 'c2=y'] as never,
+        });
+        let status = 0;
+        let headers: Record<string, unknown> = {};
+        s.on('response', (h) => {
+          status = Number(h[':status']);
+          headers = h;
+        });
+        const chunks: Buffer[] = [];
+        s.on('data', (c: Buffer) => chunks.push(c));
+        s.on('end', () => resolve({ status, headers, body: Buffer.concat(chunks).toString() }));
+        s.on('error', reject);
+        s.end(body);
+      });
+    const replies = await Promise.all([
+      request('/one'),
+      request('/two'),
+      request('/three', undefined, 'payload'),
+    ]);
+    t.same(
+      replies.map((r) => r.status),
+      [200, 200, 200],
+    );
+    const seen = replies.map((r) => JSON.parse(r.body));
+    t.same(
+      seen.map((s) => s.url),
+      ['/one', '/two', '/three'],
+      'each h2 stream is its own request',
+    );
+    t.equal(seen[0].headers.host, 'a.example.test', ':authority becomes Host for the backend');
+    t.equal(seen[0].headers.cookie, 'c1=x; c2=y', 'cookie crumbs joined');
+    t.equal(seen[0].headers['x-forwarded-proto'], 'https');
+    t.equal(seen[2].body, 'payload', 'request body streamed');
+    t.same(replies[0]!.headers['set-cookie'], ['a=1', 'b=2']);
+
+    // Coalescing: the certificate also covers b.example.test, a different route → 421.
+    const misrouted = await request('/', 'b.example.test');
+    t.equal(misrouted.status, 421, 'request for another route on this connection: 421 Misdirected Request');
+    t.equal(misrouted.headers['x-burrow-error'], 'misdirected');
+
+    const curl = await run('curl', [
+      '-sS',
+      '--http2',
+      '--cacert',
+      pki.caFile,
+      '--resolve',
+      `a.example.test:${tlsPort}:127.0.0.1`,
+      '-o',
+      '/dev/null',
+      '-w',
+      '%{http_version} %{http_code}',
+      `https://a.example.test:${tlsPort}/curl`,
+    ]);
+    t.equal(curl.stdout, '2 200', 'curl --http2 negotiates h2 and gets 200');
+    const curl1 = await run('curl', [
+      '-sS',
+      '--http1.1',
+      '--cacert',
+      pki.caFile,
+      '--resolve',
+      `b.example.test:${tlsPort}:127.0.0.1`,
+      '-o',
+      '/dev/null',
+      '-w',
+      '%{http_version} %{http_code}',
+      `https://b.example.test:${tlsPort}/curl`,
+    ]);
+    t.equal(curl1.stdout, '1.1 200', 'curl --http1.1 through the same listener');
+  },
+);
+
+t.test('plain HTTP redirects to HTTPS for terminated names (on by default, can be turned off)', async (t) => {
+  const pki = await testPki(t);
+  const { relay, tlsPort } = await setup(t, pki);
+  const r = await get(relay.httpAddress.port, 'a.example.test', '/path?q=1');
+  t.equal(r.status, 301);
+  t.equal(r.headers.location, `https://a.example.test:${tlsPort}/path?q=1`);
+  const post = await get(relay.httpAddress.port, 'a.example.test', '/form', {
+    method: 'POST',
+    body: Buffer.from('x'),
+  });
+  t.equal(post.status, 308, 'other methods keep their method and body: 308');
+
+  const pki2 = await testPki(t);
+  const off = await setup(t, pki2, { httpsRedirect: false });
+  const plain = await get(off.relay.httpAddress.port, 'a.example.test', '/');
+  t.equal(plain.status, 200, 'with redirects off, plain HTTP is proxied');
+  t.equal(JSON.parse(plain.body.toString()).headers['x-forwarded-proto'], 'http');
+});
+
+t.test('certificates reload when their files change, without dropping open connections', async (t) => {
+  const pki = await testPki(t);
+  const dir = await (await import('node:fs/promises')).mkdtemp(`${pki.dir}/certs-`);
+  await pki.issue('site', ['r.example.test'], dir);
+  const relay = await testRelay(t, {
+    tls: { host: '127.0.0.1', port: 0 },
+    certFiles: { dir },
+  });
+  const backend = await echoBackend(t);
+  await testAgent(t, relay, [{ id: 'r', hostnames: ['r.example.test'], target: backend.url }]);
+  const port = relay.tlsAddress!.port;
+  const keepAlive = new HttpsAgent({ keepAlive: true, maxSockets: 1 });
+  t.teardown(() => keepAlive.destroy());
+  const first = await httpsGet(port, 'r.example.test', pki.caPem, '/', keepAlive);
+  t.equal(first.status, 200);
+
+  const changed = once(relay.certs, 'change');
+  const next = await pki.issue('site', ['r.example.test'], dir);
+  await changed;
+  const newSerial = new X509Certificate(await readFile(next.certFile)).serialNumber;
+  t.not(newSerial, first.serial, 'a new certificate was written');
+
+  const again = await httpsGet(port, 'r.example.test', pki.caPem, '/', keepAlive);
+  t.equal(again.status, 200, 'the open keep-alive connection still works');
+  t.equal(again.serial, first.serial, '…on its original handshake');
+  const fresh = await httpsGet(port, 'r.example.test', pki.caPem);
+  t.equal(fresh.serial.toUpperCase(), newSerial.toUpperCase(), 'a new connection gets the new certificate');
+});
+
+t.test('a slow HTTP/1.1 request head over TLS gets 408, like on the plain listener', async (t) => {
+  const pki = await testPki(t);
+  const { tlsPort } = await setup(t, pki, { headersTimeout: 300 });
+  const socket = tlsConnect({
+    host: '127.0.0.1',
+    port: tlsPort,
+    servername: 'a.example.test',
+    ca: pki.caPem,
+    ALPNProtocols: ['http/1.1'],
+  });
+  t.teardown(() => socket.destroy());
+  await once(socket, 'secureConnect');
+  socket.write('GET / HTTP/1.1\r\nHost: a.example.test\r\n');
+  const chunks: Buffer[] = [];
+  for await (const c of socket) chunks.push(c as Buffer);
+  t.match(Buffer.concat(chunks).toString(), /^HTTP\/1\.1 408/, 'closed with 408 Request Timeout');
+});
+
+t.test('WebSocket over a terminated TLS connection (wss://): the same upgrade splice', async (t) => {
+  const pki = await testPki(t);
+  const cert = await pki.issue('ws', ['ws.example.test']);
+  const relay = await testRelay(t, {
+    tls: { host: '127.0.0.1', port: 0 },
+    certFiles: { pairs: [{ cert: cert.certFile, key: cert.keyFile }] },
+  });
+  const w = await testServer(t, (_req, res) => res.end('not a websocket request'));
+  const wss = new WebSocketServer({ server: w.server });
+  wss.on('connection', (ws, req) =>
+    ws.on('message', (data) => ws.send(`${req.headers['x-forwarded-proto']}:${data}`)),
+  );
+  await testAgent(t, relay, [{ id: 'ws', hostnames: ['ws.example.test'], target: w.url }]);
+  // ws hands these options to https.request, which takes the SNI name from `servername`.
+  const options = { headers: { host: 'ws.example.test' }, servername: 'ws.example.test', ca: pki.caPem };
+  const ws = new WebSocket(`wss://127.0.0.1:${relay.tlsAddress!.port}/chat`, options);
+  t.teardown(() => ws.terminate());
+  await once(ws, 'open');
+  ws.send('hello');
+  const [reply] = await once(ws, 'message');
+  t.equal(String(reply), 'https:hello', 'echoed through the tunnel; the backend saw https');
+});
