@@ -10,6 +10,8 @@
 //   idle-websockets  10,000 idle WebSockets: relay and agent memory per stream
 //   control-plane    route announcement to first success; relay restart recovery
 //   mux              the multiplexer alone over one WebSocket vs TCP
+//   tls              the relay's TLS listener: terminated h1 and h2, passthrough (h2load)
+//   metrics          the relay's per-request metrics bookkeeping, no network
 //   http             (not by default) autocannon, latency at half saturation, CPU
 //                    profiles: the diagnostic bench used while optimising
 //
@@ -22,13 +24,23 @@
 // Exits non-zero if any scenario failed.
 import { spawn } from 'node:child_process';
 import { once } from 'node:events';
-import { mkdtempSync, readFileSync, rmSync } from 'node:fs';
+import { mkdtempSync, readdirSync, readFileSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { dirname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { envInt, envList } from './lib/report.mjs';
 
-const SCENARIOS = ['bulk', 'requests', 'head-of-line', 'idle-websockets', 'control-plane', 'mux', 'http'];
+const SCENARIOS = [
+  'bulk',
+  'requests',
+  'head-of-line',
+  'idle-websockets',
+  'control-plane',
+  'mux',
+  'tls',
+  'metrics',
+  'http',
+];
 const smoke = process.env.BENCH_SMOKE === '1';
 const only = envList('BENCH_ONLY', smoke ? SCENARIOS : SCENARIOS.filter((s) => s !== 'http'), SCENARIOS);
 const suiteTimeout = envInt('BENCH_SUITE_TIMEOUT', smoke ? 900 : 5400, 1);
@@ -43,9 +55,18 @@ const SMOKE_ENV = {
     BENCH_CONNECTIONS: '16',
     BENCH_BULK_BYTES: String(4 * 1024 * 1024),
   },
+  tls: { BENCH_REQUESTS: '500', BENCH_HANDSHAKES: '100' },
+  metrics: { BENCH_REQUESTS: '10000', BENCH_RUNS: '1' },
 };
 
 const dir = dirname(fileURLToPath(import.meta.url));
+// A benchmark added to bench/ but not to SCENARIOS would silently never run.
+for (const file of readdirSync(dir)) {
+  const name = file.replace(/\.mjs$/, '');
+  if (file.endsWith('.mjs') && file !== 'run.mjs' && !SCENARIOS.includes(name)) {
+    console.log(`note: bench/${file} is not in bench/run.mjs's list of scenarios and does not run`);
+  }
+}
 const work = mkdtempSync(join(tmpdir(), 'burrow-bench-'));
 const targetsFile = join(work, 'targets.txt');
 const deadline = Date.now() + suiteTimeout * 1000;
