@@ -4,14 +4,9 @@
 // serialises with. A test fails when the committed file differs.
 //   node scripts/gen-admin-docs.mjs          write docs/admin-api.md
 //   node scripts/gen-admin-docs.mjs --check  exit 1 if it is out of date
-import { execFileSync } from 'node:child_process';
-import { readFileSync, writeFileSync } from 'node:fs';
-import { dirname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { ADMIN_ROUTES } from '@burrow/relay';
-
-const root = join(dirname(fileURLToPath(import.meta.url)), '..');
-const target = join(root, 'docs', 'admin-api.md');
+import { writeGeneratedDoc } from './lib/generated-doc.mjs';
 
 function typeOf(schema) {
   if (schema.type === 'array') return `array of ${typeOf(schema.items)}`;
@@ -68,17 +63,4 @@ ${ADMIN_ROUTES.map(route).join('\n\n')}
 `;
 }
 
-const biome = join(root, 'node_modules', '.bin', 'biome');
-const text = execFileSync(biome, ['format', '--stdin-file-path=docs/admin-api.md'], {
-  input: render(),
-  cwd: root,
-}).toString();
-if (process.argv.includes('--check')) {
-  const current = readFileSync(target, 'utf8');
-  if (current !== text) {
-    console.error('docs/admin-api.md is out of date: run node scripts/gen-admin-docs.mjs');
-    process.exit(1);
-  }
-} else {
-  writeFileSync(target, text);
-}
+writeGeneratedDoc('docs/admin-api.md', render(), fileURLToPath(import.meta.url));

@@ -4,15 +4,10 @@
 // committed file differs, so docs and binaries cannot drift apart.
 //   node scripts/gen-config-docs.mjs          write docs/configuration.md
 //   node scripts/gen-config-docs.mjs --check  exit 1 if it is out of date
-import { execFileSync } from 'node:child_process';
-import { readFileSync, writeFileSync } from 'node:fs';
-import { dirname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { AGENT_OPTIONS } from '@burrow/agent';
 import { RELAY_SERVE_OPTIONS } from '@burrow/relay';
-
-const root = join(dirname(fileURLToPath(import.meta.url)), '..');
-const target = join(root, 'docs', 'configuration.md');
+import { writeGeneratedDoc } from './lib/generated-doc.mjs';
 
 function table(specs) {
   const rows = specs
@@ -56,18 +51,4 @@ ${table(AGENT_OPTIONS)}
 `;
 }
 
-// Format as the repository's formatter would, so `biome ci` and --check agree.
-const biome = join(root, 'node_modules', '.bin', 'biome');
-const text = execFileSync(biome, ['format', '--stdin-file-path=docs/configuration.md'], {
-  input: render(),
-  cwd: root,
-}).toString();
-if (process.argv.includes('--check')) {
-  const current = readFileSync(target, 'utf8');
-  if (current !== text) {
-    console.error('docs/configuration.md is out of date: run node scripts/gen-config-docs.mjs');
-    process.exit(1);
-  }
-} else {
-  writeFileSync(target, text);
-}
+writeGeneratedDoc('docs/configuration.md', render(), fileURLToPath(import.meta.url));

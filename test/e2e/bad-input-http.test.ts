@@ -5,7 +5,7 @@ import type { Socket } from 'node:net';
 import t from 'tap';
 import { testAgent } from '../helpers/agent.js';
 import { testServer } from '../helpers/http.js';
-import { requestLoop } from '../helpers/load.js';
+import { bystander } from '../helpers/load.js';
 import { rawRequest } from '../helpers/raw-http.js';
 import { relayProcess } from '../helpers/relay-process.js';
 
@@ -87,18 +87,10 @@ t.test('malformed and hostile requests at the public HTTP port', async (t) => {
     req.resume();
     req.on('end', () => res.end('target'));
   });
-  const bystander = await testServer(t, (_req, res) => res.end('steady'));
   await testAgent(t, relay.tunnelUrl, [{ id: 't', hostnames: ['target.example.com'], target: target.url }], {
     sub: 'target',
   });
-  await testAgent(
-    t,
-    relay.tunnelUrl,
-    [{ id: 'b', hostnames: ['bystander.example.com'], target: bystander.url }],
-    { sub: 'bystander' },
-  );
-  const loop = requestLoop(t, relay.httpPort, 'bystander.example.com', { body: 'steady', keepAlive: true });
-  await loop.after(10);
+  const loop = await bystander(t, relay);
 
   for (const [name, request, status] of CASES) {
     const r = await rawRequest(relay.httpPort, request);

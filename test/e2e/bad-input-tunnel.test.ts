@@ -17,9 +17,8 @@ import {
 } from '@burrow/shared';
 import t from 'tap';
 import { mulberry32 } from '../../packages/shared/test/helpers/prng.js';
-import { testAgent } from '../helpers/agent.js';
-import { get, testServer } from '../helpers/http.js';
-import { requestLoop } from '../helpers/load.js';
+import { get } from '../helpers/http.js';
+import { bystander } from '../helpers/load.js';
 import { rawRequest } from '../helpers/raw-http.js';
 import { type Teardownable, tokenFor } from '../helpers/relay.js';
 import { relayProcess } from '../helpers/relay-process.js';
@@ -32,15 +31,7 @@ const ROGUE_HOSTS = '*.rogue.example.com';
 t.test('hostile tunnel peers', async (t) => {
   const adminToken = 'admin-token-for-the-hostile-suite';
   const relay = await relayProcess(t, ['--response-timeout', '5s', '--admin-token', adminToken]);
-  const bystander = await testServer(t, (_req, res) => res.end('steady'));
-  await testAgent(
-    t,
-    relay.tunnelUrl,
-    [{ id: 'b', hostnames: ['bystander.example.com'], target: bystander.url }],
-    { sub: 'bystander' },
-  );
-  const loop = requestLoop(t, relay.httpPort, 'bystander.example.com', { body: 'steady', keepAlive: true });
-  await loop.after(10);
+  const loop = await bystander(t, relay);
   const rogueToken = await tokenFor('rogue', [ROGUE_HOSTS]);
   // Each subtest's rogue connections close with it, so a later subtest's requests cannot land on them.
   const rogue = (t: Teardownable, hello = {}) => RogueAgent.connect(t, relay.tunnelUrl, rogueToken, hello);

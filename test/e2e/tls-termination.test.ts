@@ -291,6 +291,23 @@ t.test('a slow HTTP/1.1 request head over TLS gets 408, like on the plain listen
   t.match(Buffer.concat(chunks).toString(), /^HTTP\/1\.1 408/, 'closed with 408 Request Timeout');
 });
 
+t.test('an HTTP/2 session that sends no request is closed after the head deadline', async (t) => {
+  const pki = await testPki(t);
+  const { tlsPort } = await setup(t, pki, { headersTimeout: 300 });
+  const session = h2connect(`https://a.example.test:${tlsPort}`, {
+    ca: pki.caPem,
+    servername: 'a.example.test',
+    host: '127.0.0.1',
+  } as never);
+  t.teardown(() => session.destroy());
+  session.on('error', () => {});
+  await once(session, 'connect');
+  const [code] = (await once(session, 'goaway')) as [number];
+  t.equal(code, 0, 'the relay sends GOAWAY (NO_ERROR)');
+  await once(session, 'close');
+  t.pass('and the connection closes');
+});
+
 t.test('WebSocket over a terminated TLS connection (wss://): the same upgrade splice', async (t) => {
   const pki = await testPki(t);
   const cert = await pki.issue('ws', ['ws.example.test']);

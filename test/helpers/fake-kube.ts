@@ -16,6 +16,8 @@ import { createServer, type IncomingMessage, type Server, type ServerResponse } 
 import type { AddressInfo } from 'node:net';
 import type { Teardownable } from './relay.js';
 
+// Kubernetes objects of any kind pass through untyped, as JSON does on a real API server.
+// biome-ignore lint/suspicious/noExplicitAny: arbitrary JSON objects
 type Obj = { apiVersion?: string; kind?: string; metadata: Record<string, any>; [k: string]: any };
 type WatchEvent = { type: 'ADDED' | 'MODIFIED' | 'DELETED' | 'BOOKMARK'; object: Obj; rv: number };
 

@@ -1,6 +1,7 @@
 import { EventEmitter } from 'node:events';
 import { Agent } from 'node:http';
-import { get } from './http.js';
+import { testAgent } from './agent.js';
+import { get, testServer } from './http.js';
 import type { Teardownable } from './relay.js';
 
 export interface LoopOptions {
@@ -104,4 +105,28 @@ export function requestLoop(
     stop,
     summary: () => [...statuses].map(([k, v]) => `${k}: ${v}`).join(', '),
   };
+}
+
+/**
+ * Another tenant, minding its own business while a test attacks the relay: a
+ * backend, an agent of subject `bystander` serving `bystander.example.com`,
+ * and a keep-alive request loop to it that has already seen ten answers.
+ * A test asserts at the end that the loop saw no failure.
+ */
+export async function bystander(
+  t: Teardownable,
+  relay: { tunnelUrl: string; httpPort: number },
+): Promise<RequestLoop> {
+  const backend = await testServer(t, (_req, res) => res.end('steady'));
+  await testAgent(
+    t,
+    relay.tunnelUrl,
+    [{ id: 'b', hostnames: ['bystander.example.com'], target: backend.url }],
+    {
+      sub: 'bystander',
+    },
+  );
+  const loop = requestLoop(t, relay.httpPort, 'bystander.example.com', { body: 'steady', keepAlive: true });
+  await loop.after(10);
+  return loop;
 }

@@ -26,14 +26,11 @@ export async function testPki(t: Teardownable): Promise<TestPki> {
   t.teardown(() => rm(dir, { recursive: true, force: true }));
   const f = (n: string) => join(dir, n);
   const ssl = (...args: string[]) => run('openssl', args, { cwd: dir });
+  const P256 = ['-newkey', 'ec', '-pkeyopt', 'ec_paramgen_curve:P-256', '-nodes'];
   await ssl(
     'req',
     '-x509',
-    '-newkey',
-    'ec',
-    '-pkeyopt',
-    'ec_paramgen_curve:P-256',
-    '-nodes',
+    ...P256,
     '-keyout',
     f('ca.key'),
     '-out',
@@ -43,73 +40,33 @@ export async function testPki(t: Teardownable): Promise<TestPki> {
     '-subj',
     '/CN=Burrow test CA',
   );
-  await ssl(
-    'req',
-    '-newkey',
-    'ec',
-    '-pkeyopt',
-    'ec_paramgen_curve:P-256',
-    '-nodes',
-    '-keyout',
-    f('server.key'),
-    '-out',
-    f('server.csr'),
-    '-subj',
-    '/CN=localhost',
-  );
-  await writeFile(f('ext.cnf'), 'subjectAltName=DNS:localhost,IP:127.0.0.1\n');
-  await ssl(
-    'x509',
-    '-req',
-    '-in',
-    f('server.csr'),
-    '-CA',
-    f('ca.pem'),
-    '-CAkey',
-    f('ca.key'),
-    '-CAcreateserial',
-    '-out',
-    f('server.pem'),
-    '-days',
-    '2',
-    '-extfile',
-    f('ext.cnf'),
-  );
-  let serial = 0;
-  const issue = async (base: string, names: string[], outDir = dir) => {
-    const n = `leaf-${++serial}`;
-    await ssl(
-      'req',
-      '-newkey',
-      'ec',
-      '-pkeyopt',
-      'ec_paramgen_curve:P-256',
-      '-nodes',
-      '-keyout',
-      f(`${n}.key`),
-      '-out',
-      f(`${n}.csr`),
-      '-subj',
-      `/CN=${names[0]}`,
-    );
-    await writeFile(f(`${n}.cnf`), `subjectAltName=${names.map((h) => `DNS:${h}`).join(',')}\n`);
+  /** A key, and a certificate from the CA for `san` (an openssl subjectAltName value): NAME.key, NAME.crt. */
+  const leaf = async (name: string, cn: string, san: string) => {
+    await ssl('req', ...P256, '-keyout', f(`${name}.key`), '-out', f(`${name}.csr`), '-subj', `/CN=${cn}`);
+    await writeFile(f(`${name}.cnf`), `subjectAltName=${san}\n`);
     await ssl(
       'x509',
       '-req',
       '-in',
-      f(`${n}.csr`),
+      f(`${name}.csr`),
       '-CA',
       f('ca.pem'),
       '-CAkey',
       f('ca.key'),
       '-CAcreateserial',
       '-out',
-      f(`${n}.crt`),
+      f(`${name}.crt`),
       '-days',
       '2',
       '-extfile',
-      f(`${n}.cnf`),
+      f(`${name}.cnf`),
     );
+  };
+  await leaf('server', 'localhost', 'DNS:localhost,IP:127.0.0.1');
+  let serial = 0;
+  const issue = async (base: string, names: string[], outDir = dir) => {
+    const n = `leaf-${++serial}`;
+    await leaf(n, names[0]!, names.map((h) => `DNS:${h}`).join(','));
     // Key first, then the certificate: a directory watcher sees a complete pair last.
     const keyFile = join(outDir, `${base}.key`);
     const certFile = join(outDir, `${base}.crt`);
@@ -120,7 +77,7 @@ export async function testPki(t: Teardownable): Promise<TestPki> {
   return {
     dir,
     caPem: await readFile(f('ca.pem'), 'utf8'),
-    certFile: f('server.pem'),
+    certFile: f('server.crt'),
     keyFile: f('server.key'),
     caFile: f('ca.pem'),
     issue,

@@ -5,6 +5,7 @@ import { join } from 'node:path';
 import { promisify } from 'node:util';
 import { generateSigningKeyPair, parseOptions } from '@burrow/shared';
 import t from 'tap';
+import { testPki } from '../../../test/helpers/tls.js';
 import { relayOptionsFrom, SERVE_OPTIONS } from '../src/config.js';
 
 const run = promisify(execFile);
@@ -14,25 +15,7 @@ t.test('TLS, certificate and ACME options: defaults, values, and one clear line 
   t.teardown(() => rm(dir, { recursive: true, force: true }));
   await writeFile(join(dir, 'signing.pub'), (await generateSigningKeyPair()).publicPem);
   const f = (n: string) => join(dir, n);
-  await run('openssl', [
-    'req',
-    '-x509',
-    '-newkey',
-    'ec',
-    '-pkeyopt',
-    'ec_paramgen_curve:P-256',
-    '-nodes',
-    '-keyout',
-    f('a.key'),
-    '-out',
-    f('a.crt'),
-    '-days',
-    '1',
-    '-subj',
-    '/CN=a.example.com',
-    '-addext',
-    'subjectAltName=DNS:a.example.com',
-  ]);
+  await (await testPki(t)).issue('a', ['a.example.com'], dir);
   await run('openssl', ['ecparam', '-name', 'prime256v1', '-genkey', '-noout', '-out', f('other.key')]);
   const options = async (...argv: string[]) =>
     (await relayOptionsFrom(parseOptions(SERVE_OPTIONS, [...argv, '--verify-key', dir], {}).values)).options;

@@ -98,9 +98,16 @@ export class ServiceWatch extends EventEmitter<Events> {
         entry.lastEvent = Date.now();
         entry.failures = 0;
       };
-      informer.on('add', (svc) => (touch(), this.#upsert(svc)));
-      informer.on('update', (svc) => (touch(), this.#upsert(svc)));
-      informer.on('delete', (svc) => (touch(), this.#remove(svc)));
+      const upsert = (svc: V1Service) => {
+        touch();
+        this.#upsert(svc);
+      };
+      informer.on('add', upsert);
+      informer.on('update', upsert);
+      informer.on('delete', (svc) => {
+        touch();
+        this.#remove(svc);
+      });
       informer.on('connect', touch);
       informer.on('error', (err) => this.#restartLater(entry, describe(err)));
       this.#informers.push(entry);

@@ -55,6 +55,27 @@ export function createHttpsTerminator(opts: HttpsTerminatorOptions): Http2Secure
     connectionsCheckingInterval: Math.min(30_000, Math.max(50, Math.floor(opts.headersTimeout / 4))),
   });
   server.emit('listening');
+  // Node gives HTTP/2 sessions no such bounds, so a client could hold a session
+  // open without ever completing a request. A session with no open stream gets
+  // the head deadline before its first request and the keep-alive timeout
+  // after its last one; then it is closed with GOAWAY.
+  server.on('session', (session) => {
+    let open = 0;
+    let served = false;
+    const arm = () => session.setTimeout(served ? opts.keepAliveTimeout : opts.headersTimeout);
+    arm();
+    session.on('stream', (stream) => {
+      open++;
+      served = true;
+      session.setTimeout(0);
+      stream.once('close', () => {
+        if (--open === 0 && !session.destroyed) arm();
+      });
+    });
+    session.on('timeout', () => {
+      if (open === 0 && !session.closed) session.close();
+    });
+  });
   server.on('request', (req, res) => {
     forwardRequest(forward, req, res).catch((err) => {
       opts.logger.error({ err }, 'request handling failed');
