@@ -21,7 +21,13 @@ complianceSuite(t, async () => {
     await once(client, 'open');
     const [server] = await accepted;
     sockets.push(server);
-    return { a: new WsTransport(client), b: new WsTransport(server), cleanup };
+    // As deployed: the client (agent) sends whole frames, the server (relay)
+    // fragments large ones, so both sending paths run under the suite.
+    return {
+      a: new WsTransport(client, { fragmentLargeFrames: false }),
+      b: new WsTransport(server),
+      cleanup,
+    };
   } catch (err) {
     await cleanup();
     throw err;

@@ -164,7 +164,9 @@ export class TunnelConnection extends EventEmitter<TunnelConnectionEvents> {
     }
     this.#state = 'handshake';
     // Created synchronously in 'open': the relay's HELLO may be emitted right after.
-    const session = createSession(new WsTransport(ws), {
+    // Whole frames from the agent: the relay, shared by every tenant, then
+    // copies each payload byte at most once (see WsTransportOptions).
+    const session = createSession(new WsTransport(ws, { fragmentLargeFrames: false }), {
       role: 'client',
       maxMetadata: 32 * 1024,
       ...this.#opts.session,

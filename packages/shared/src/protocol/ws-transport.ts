@@ -5,6 +5,14 @@ import type { MessageTransport, TransportHandlers } from './transport.js';
 export interface WsTransportOptions {
   /** Bytes queued in the socket beyond which the transport reports not writable. Default 4 MiB. */
   highWater?: number;
+  /**
+   * Send each large DATA frame as one WebSocket message in two fragments
+   * (header, then the payload as it is) instead of joining them. Fragments
+   * save the sender a copy of every payload byte; ws on the receiving side
+   * then joins the fragments, one copy there. Default true. The agent turns
+   * it off so that the relay, the hop all tenants share, copies less.
+   */
+  fragmentLargeFrames?: boolean;
 }
 
 const CONNECTING = 0;
@@ -31,10 +39,12 @@ export class WsTransport implements MessageTransport {
   /** Messages sent before the socket opened. */
   #unsent: Buffer[] = [];
   #corked = false;
+  readonly #fragment: boolean;
 
   constructor(ws: WebSocket, options: WsTransportOptions = {}) {
     this.#ws = ws;
     this.#highWater = options.highWater ?? 4 * 1024 * 1024;
+    this.#fragment = options.fragmentLargeFrames ?? true;
     ws.binaryType = 'nodebuffer';
     ws.on('message', (data, isBinary) => {
       if (!isBinary) {
@@ -94,7 +104,7 @@ export class WsTransport implements MessageTransport {
   }
 
   sendParts(head: Buffer, body: Buffer): void {
-    if (this.#ws.readyState === CONNECTING) {
+    if (!this.#fragment || this.#ws.readyState === CONNECTING) {
       this.send(Buffer.concat([head, body]));
       return;
     }
