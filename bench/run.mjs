@@ -6,6 +6,8 @@
 //   bulk             1 GiB down and up, 1 and 16 streams: direct, burrow, ssh -R
 //   requests         small requests, keep-alive at 1/16/128 connections and a
 //                    new connection per request (wrk)
+//   reference-proxy  a plain Node reverse proxy (no tunnel) vs direct: what Node's
+//                    HTTP stack alone allows on this placement
 //   head-of-line     small-request p99 with and without a bulk transfer on the tunnel
 //   idle-websockets  10,000 idle WebSockets: relay and agent memory per stream
 //   control-plane    route announcement to first success; relay restart recovery
@@ -33,6 +35,7 @@ import { envInt, envList } from './lib/report.mjs';
 const SCENARIOS = [
   'bulk',
   'requests',
+  'reference-proxy',
   'head-of-line',
   'idle-websockets',
   'control-plane',
@@ -57,6 +60,7 @@ const SMOKE_ENV = {
   },
   tls: { BENCH_REQUESTS: '500', BENCH_HANDSHAKES: '100' },
   metrics: { BENCH_REQUESTS: '10000', BENCH_RUNS: '1' },
+  'reference-proxy': { BENCH_DURATION: '1', BENCH_RUNS: '1', BENCH_CONNECTIONS: '16' },
 };
 
 const dir = dirname(fileURLToPath(import.meta.url));
