@@ -103,7 +103,7 @@ function headFrom(
  */
 class Exchange {
   readonly #stream: Stream;
-  readonly #meta: HttpOpen;
+  #meta: HttpOpen;
   readonly #route: Route;
   readonly #pool: TargetPool;
   readonly #connectTimeout: number;
@@ -305,6 +305,10 @@ class Exchange {
     });
     socket.pipe(stream);
     stream.pipe(socket);
+    // A WebSocket may stay open for hours: keep only what the spliced
+    // connection needs, not the request object and its headers.
+    this.#req = undefined;
+    this.#meta = { ...this.#meta, headers: [] };
   }
 
   #fail(reason: Reason, message: string, code?: string): void {

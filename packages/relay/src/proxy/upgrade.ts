@@ -15,17 +15,23 @@ export async function forwardUpgrade(
   const started = performance.now();
   socket.on('error', () => {});
   const r = route(req, opts);
+  // The access line is written when the connection ends, maybe hours later:
+  // keep the few fields it needs, not the request (headers and all).
+  const { host, route: routeName } = r;
+  const method = req.method ?? '';
+  const path = req.url ?? '';
+  const client = clientIp(req.socket.remoteAddress);
   const log = (status: number, error?: string, s?: Stream) => {
     const info: AccessInfo = {
-      host: r.host,
-      route: r.route,
-      method: req.method ?? '',
-      path: req.url ?? '',
+      host,
+      route: routeName,
+      method,
+      path,
       status,
       bytesIn: s?.bytesOut ?? 0,
       bytesOut: s?.bytesIn ?? 0,
       durationMs: Math.round(performance.now() - started),
-      client: clientIp(req.socket.remoteAddress),
+      client,
       ...(error ? { error } : {}),
     };
     opts.logger.info({ ...info, upgrade: true }, 'request');
@@ -77,7 +83,8 @@ export async function forwardUpgrade(
   }
   // Logged and counted when the exchange ends, with the bytes both ways (a
   // WebSocket may live for hours; its access line comes when it closes).
-  stream.once('close', () => log(rh.status, undefined, stream));
+  const status = rh.status;
+  stream.once('close', () => log(status, undefined, stream));
   socket.write(headText);
   if (rest.byteLength > 0) socket.write(rest);
   if (rh.status === 101) {
