@@ -12,6 +12,13 @@ export interface ProxyFailure {
 }
 
 /** Maps why a tunnel stream failed before the response head to what the client sees. */
+/** The agent's response head could not be written as HTTP (bad status, header names or values). */
+export const INVALID_RESPONSE_HEAD: Readonly<ProxyFailure> = {
+  status: 502,
+  code: 'invalid_response_head',
+  message: 'The backend sent an invalid response.',
+};
+
 export function failureFor(err: unknown): ProxyFailure {
   const e = err as { code?: string; reason?: number; message?: string };
   if (e?.code === 'BURROW_ERR_STREAM_RESET') {

@@ -18,7 +18,7 @@ import {
 } from '@burrow/shared';
 import type { RouteTable } from '../routes/table.js';
 import type { AgentConnection } from '../tunnel/agent-connection.js';
-import { failureFor, type ProxyFailure, sendError } from './errors.js';
+import { failureFor, INVALID_RESPONSE_HEAD, type ProxyFailure, sendError } from './errors.js';
 import { invalidRequest } from './validate-request.js';
 
 export interface ForwardOptions {
@@ -151,6 +151,10 @@ export type Routed =
   | { ok: true; conn: AgentConnection; routeId: string; host: string; route: string }
   | ({ ok: false; host: string; route: string } & ProxyFailure);
 
+function refuse(host: string, route: string, status: number, code: string, message: string): Routed {
+  return { ok: false, host, route, status, code, message };
+}
+
 /** Finds the agent connection for a request, or the failure to answer with. */
 export function route(req: ClientRequest, opts: ForwardOptions): Routed {
   const table = opts.table;
@@ -158,35 +162,19 @@ export function route(req: ClientRequest, opts: ForwardOptions): Routed {
   // HTTP/2 frames its own messages; the smuggling shapes checked here are HTTP/1.1's.
   const invalid = req instanceof Http2ServerRequest ? undefined : invalidRequest(req, host);
   if (invalid) return { ok: false, host, route: '', ...invalid };
-  if (!host)
-    return {
-      ok: false,
-      host,
-      route: '',
-      status: 400,
-      code: 'no_host',
-      message: 'The request has no usable Host header.',
-    };
+  if (!host) return refuse(host, '', 400, 'no_host', 'The request has no usable Host header.');
   const found = table.lookup(host);
   if (found.kind === 'none') {
-    return {
-      ok: false,
-      host,
-      route: '',
-      status: 404,
-      code: 'unknown_host',
-      message: 'No service is exposed at this hostname.',
-    };
+    return refuse(host, '', 404, 'unknown_host', 'No service is exposed at this hostname.');
   }
   if (found.kind === 'offline') {
-    return {
-      ok: false,
+    return refuse(
       host,
-      route: found.hostname,
-      status: 503,
-      code: 'agent_offline',
-      message: 'The agent serving this hostname is not connected.',
-    };
+      found.hostname,
+      503,
+      'agent_offline',
+      'The agent serving this hostname is not connected.',
+    );
   }
   const { binding } = found;
   const sni = opts.sniOf?.(req);
@@ -197,36 +185,27 @@ export function route(req: ClientRequest, opts: ForwardOptions): Routed {
       first.binding.routeId !== binding.routeId ||
       first.binding.target.subject !== binding.target.subject
     ) {
-      return {
-        ok: false,
+      return refuse(
         host,
-        route: binding.hostname,
-        status: 421,
-        code: 'misdirected',
-        message: 'This connection was opened for another hostname; retry on a new connection.',
-      };
+        binding.hostname,
+        421,
+        'misdirected',
+        'This connection was opened for another hostname; retry on a new connection.',
+      );
     }
   }
   if (binding.mode === 'tls-passthrough') {
     // Only the backend holds this name's certificate: plain HTTP cannot reach it.
-    return {
-      ok: false,
-      host,
-      route: binding.hostname,
-      status: 421,
-      code: 'tls_only',
-      message: 'This hostname is served over HTTPS only.',
-    };
+    return refuse(host, binding.hostname, 421, 'tls_only', 'This hostname is served over HTTPS only.');
   }
   if (binding.allowlist && !binding.allowlist.allows(req.socket.remoteAddress ?? '')) {
-    return {
-      ok: false,
+    return refuse(
       host,
-      route: binding.hostname,
-      status: 403,
-      code: 'client_forbidden',
-      message: 'Your address is not allowed to reach this service.',
-    };
+      binding.hostname,
+      403,
+      'client_forbidden',
+      'Your address is not allowed to reach this service.',
+    );
   }
   return { ok: true, conn: binding.target, routeId: binding.routeId, host, route: binding.hostname };
 }
@@ -357,17 +336,11 @@ export async function forwardRequest(
       );
     }
   } catch (err) {
-    error = 'invalid_response_head';
+    const f = INVALID_RESPONSE_HEAD;
+    error = f.code;
     opts.logger.warn({ host: r.host, reason: (err as Error).message }, 'agent sent an invalid response head');
     s.reset(Reason.BadMetadata, 'invalid response head');
-    return sendError(
-      res,
-      502,
-      'The backend sent an invalid response.',
-      r.host,
-      'invalid_response_head',
-      opts.responseHeaders,
-    );
+    return sendError(res, f.status, f.message, r.host, f.code, opts.responseHeaders);
   }
   if (rest.byteLength > 0) (res as NodeJS.WritableStream).write(rest);
   s.on('error', () => res.destroy());

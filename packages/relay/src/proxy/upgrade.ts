@@ -2,7 +2,7 @@ import type { IncomingMessage } from 'node:http';
 import { STATUS_CODES, validateHeaderName, validateHeaderValue } from 'node:http';
 import type { Duplex } from 'node:stream';
 import { Reason, type ResponseHead, type Stream, stripHopByHop } from '@burrow/shared';
-import { failureFor, sendRawError } from './errors.js';
+import { failureFor, INVALID_RESPONSE_HEAD, sendRawError } from './errors.js';
 import { type AccessInfo, clientIp, type ForwardOptions, meta, readResponseHead, route } from './forward.js';
 
 /** Proxies an Upgrade request (WebSocket and others): after a 101, bytes flow raw both ways. */
@@ -71,15 +71,10 @@ export async function forwardUpgrade(
   try {
     headText = serializeHead(rh, rh.status === 101);
   } catch {
-    log(502, 'invalid_response_head');
+    const f = INVALID_RESPONSE_HEAD;
+    log(f.status, f.code);
     stream.reset(Reason.BadMetadata, 'invalid response head');
-    return sendRawError(
-      socket,
-      502,
-      'The backend sent an invalid response.',
-      r.host,
-      'invalid_response_head',
-    );
+    return sendRawError(socket, f.status, f.message, r.host, f.code);
   }
   // Logged and counted when the exchange ends, with the bytes both ways (a
   // WebSocket may live for hours; its access line comes when it closes).

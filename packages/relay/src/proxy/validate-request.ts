@@ -7,76 +7,79 @@ export const MAX_REQUEST_HEAD = 16 * 1024;
 /** Most request headers the relay forwards. */
 export const MAX_REQUEST_HEADERS = 500;
 
-/**
- * Node's parser checks the head size per batch of headers, so many small
- * headers can add up past maxHeaderSize, and past maxHeadersCount it drops
- * the rest silently. Neither may pass on: a dropped header changes the request.
- */
-function headTooLarge(req: IncomingMessage): boolean {
-  if (req.rawHeaders.length / 2 >= MAX_REQUEST_HEADERS) return true;
-  let size = (req.method?.length ?? 0) + (req.url?.length ?? 0) + 12;
-  for (const field of req.rawHeaders) size += field.length + 2;
-  return size > MAX_REQUEST_HEAD;
-}
+const TOKEN = /^[!#$%&'*+.^_`|~0-9A-Za-z-]+$/;
+
+const HEAD_TOO_LARGE: ProxyFailure = {
+  status: 431,
+  code: 'head_too_large',
+  message: 'The request headers are too large.',
+};
+const MULTIPLE_HOSTS: ProxyFailure = {
+  status: 400,
+  code: 'multiple_hosts',
+  message: 'The request has more than one Host header.',
+};
+const HOST_MISMATCH: ProxyFailure = {
+  status: 400,
+  code: 'host_mismatch',
+  message: 'The request target names a different host than the Host header.',
+};
+const BAD_FRAMING: ProxyFailure = {
+  status: 400,
+  code: 'bad_framing',
+  message: 'The request body framing is invalid or ambiguous.',
+};
 
 /**
- * Requests that name their host twice, differently, are refused: the relay
- * routes by one name and the backend might act on the other (RFC 9112 §3.2:
- * more than one Host is a 400; an absolute-form target overrides Host).
+ * Checks a parsed request before it may go to an agent: what Node's parser
+ * lets through but a backend could read differently from the relay. One pass
+ * over the raw headers (this runs for every request):
+ * - Size. Node's parser checks the head size per batch of headers, so many
+ *   small headers can add up past maxHeaderSize, and past maxHeadersCount it
+ *   drops the rest silently. Neither may pass on: a dropped header changes
+ *   the request.
+ * - Host. A request that names its host twice, differently, is refused: the
+ *   relay routes by one name and the backend might act on the other (RFC 9112
+ *   §3.2: more than one Host is a 400; an absolute-form target overrides Host).
+ * - Framing. Node hands a request over as soon as its head is read and may
+ *   only find its framing invalid in the body (a Transfer-Encoding not ending
+ *   in chunked, a name with a space before the colon). Such a request must not
+ *   start at a backend: anything but one plain framing is refused (RFC 9112 §6.1).
  */
-function ambiguousTarget(req: IncomingMessage, host: string): { code: string; message: string } | undefined {
+export function invalidRequest(req: IncomingMessage, host: string): ProxyFailure | undefined {
+  const raw = req.rawHeaders;
+  if (raw.length / 2 >= MAX_REQUEST_HEADERS) return HEAD_TOO_LARGE;
+  let size = (req.method?.length ?? 0) + (req.url?.length ?? 0) + 12;
   let hosts = 0;
-  for (let i = 0; i < req.rawHeaders.length; i += 2) {
-    if (req.rawHeaders[i]!.toLowerCase() === 'host') hosts++;
+  let badFraming = false;
+  let te: string | undefined;
+  for (let i = 0; i < raw.length; i += 2) {
+    const name = raw[i]!;
+    const value = raw[i + 1]!;
+    size += name.length + value.length + 4;
+    if (!TOKEN.test(name)) badFraming = true;
+    // Only names of the right length are worth lower-casing.
+    if (name.length === 4 && name.toLowerCase() === 'host') hosts++;
+    else if (name.length === 17 && name.toLowerCase() === 'transfer-encoding') {
+      if (te !== undefined) badFraming = true;
+      te = value;
+    }
   }
-  if (hosts > 1) return { code: 'multiple_hosts', message: 'The request has more than one Host header.' };
+  if (size > MAX_REQUEST_HEAD) return HEAD_TOO_LARGE;
+  if (hosts > 1) return MULTIPLE_HOSTS;
   const target = req.url ?? '';
   if (!target.startsWith('/') && target !== '*' && req.method !== 'CONNECT') {
     let authority = '';
     try {
       authority = normalizeHost(new URL(target).host);
     } catch {}
-    if (authority !== host)
-      return {
-        code: 'host_mismatch',
-        message: 'The request target names a different host than the Host header.',
-      };
+    if (authority !== host) return HOST_MISMATCH;
   }
+  if (badFraming) return BAD_FRAMING;
+  if (
+    te !== undefined &&
+    (te.trim().toLowerCase() !== 'chunked' || req.headers['content-length'] !== undefined)
+  )
+    return BAD_FRAMING;
   return undefined;
-}
-
-const TOKEN = /^[!#$%&'*+.^_`|~0-9A-Za-z-]+$/;
-
-/**
- * Node's parser hands over a request as soon as its head is read and may only
- * find its framing invalid in the body (a Transfer-Encoding not ending in
- * chunked, a name with a space before the colon). Such a request must not
- * start at a backend: refuse anything but one plain framing (RFC 9112 §6.1).
- */
-function ambiguousFraming(req: IncomingMessage): { code: string; message: string } | undefined {
-  const bad = { code: 'bad_framing', message: 'The request body framing is invalid or ambiguous.' };
-  let te: string | undefined;
-  for (let i = 0; i < req.rawHeaders.length; i += 2) {
-    const name = req.rawHeaders[i]!;
-    if (!TOKEN.test(name)) return bad;
-    if (name.toLowerCase() === 'transfer-encoding') {
-      if (te !== undefined) return bad;
-      te = req.rawHeaders[i + 1]!;
-    }
-  }
-  if (te === undefined) return undefined;
-  if (te.trim().toLowerCase() !== 'chunked' || req.headers['content-length'] !== undefined) return bad;
-  return undefined;
-}
-
-/**
- * Checks a parsed request before it may go to an agent: what Node's parser
- * lets through but a backend could read differently from the relay.
- */
-export function invalidRequest(req: IncomingMessage, host: string): ProxyFailure | undefined {
-  if (headTooLarge(req)) {
-    return { status: 431, code: 'head_too_large', message: 'The request headers are too large.' };
-  }
-  const ambiguous = ambiguousTarget(req, host) ?? ambiguousFraming(req);
-  return ambiguous ? { status: 400, ...ambiguous } : undefined;
 }
