@@ -1,7 +1,6 @@
 // The agent binary as the Deployment runs it: --kubernetes against an API
 // server (here the fake, through a kubeconfig), probes on --health-listen.
 import { mkdtemp, rm, writeFile } from 'node:fs/promises';
-import { request } from 'node:http';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import t from 'tap';
@@ -10,17 +9,9 @@ import { get, testServer } from '../helpers/http.js';
 import { AGENT_CLI, spawnLogged } from '../helpers/proc.js';
 import { testRelay, tokenFor, tunnelUrl } from '../helpers/relay.js';
 
-function probe(port: number, path: string): Promise<{ status: number; body: string }> {
-  return new Promise((resolve, reject) => {
-    request({ host: '127.0.0.1', port, path }, (res) => {
-      let body = '';
-      res.setEncoding('utf8');
-      res.on('data', (c: string) => (body += c));
-      res.on('end', () => resolve({ status: res.statusCode ?? 0, body }));
-    })
-      .on('error', reject)
-      .end();
-  });
+async function probe(port: number, path: string): Promise<{ status: number; body: string }> {
+  const r = await get(port, '127.0.0.1', path);
+  return { status: r.status, body: r.body.toString() };
 }
 
 t.test('burrow-agent --kubernetes exposes annotated Services and answers probes', async (t) => {

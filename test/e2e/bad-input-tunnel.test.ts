@@ -4,7 +4,6 @@
 // status or close, the relay process stays up, and a bystander tenant's steady
 // request loop sees no error throughout.
 import { once } from 'node:events';
-import { request } from 'node:http';
 import {
   decodeGoAway,
   decodeRst,
@@ -215,18 +214,12 @@ t.test('hostile tunnel peers', async (t) => {
   });
 
   t.test('the admin API without a token or with a wrong one: 401', async (t) => {
-    const admin = (authorization?: string) =>
-      new Promise<{ status: number; body: string }>((resolve, reject) => {
-        const headers: Record<string, string> = authorization ? { authorization } : {};
-        request({ host: '127.0.0.1', port: relay.adminPort, path: '/api/agents', headers }, (res) => {
-          let body = '';
-          res.setEncoding('utf8');
-          res.on('data', (c: string) => (body += c));
-          res.on('end', () => resolve({ status: res.statusCode ?? 0, body }));
-        })
-          .on('error', reject)
-          .end();
+    const admin = async (authorization?: string) => {
+      const r = await get(relay.adminPort!, '127.0.0.1', '/api/agents', {
+        headers: authorization ? { authorization } : {},
       });
+      return { status: r.status, body: r.body.toString() };
+    };
     for (const [name, authorization] of [
       ['no token', undefined],
       ['a wrong token', 'Bearer not-the-admin-token'],
