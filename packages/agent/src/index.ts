@@ -16,5 +16,5 @@ export {
   StaticRouteSource,
 } from './routes/source.js';
 export { parseExposeList } from './routes/static.js';
-export { checkToken, tokenFile } from './token.js';
+export { tokenFile } from './token.js';
 export type { BackoffOptions } from './tunnel/backoff.js';
