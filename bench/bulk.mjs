@@ -17,12 +17,12 @@
 import {
   alternate,
   commonConfig,
-  loadShared,
+  finish,
   pick,
   ratio,
   reportTarget,
-  setupPaths,
   sized,
+  startPaths,
   timeLimit,
 } from './lib/harness.mjs';
 import { transfer } from './lib/load.mjs';
@@ -36,9 +36,7 @@ const cfg = {
   directions: envList('BENCH_BULK_DIRECTIONS', ['download', 'upload'], ['download', 'upload']),
 };
 timeLimit(cfg.timeout, 'bench/bulk.mjs');
-const shared = await loadShared();
-const paths = await setupPaths(shared, cfg);
-console.log(`bulk transfer, ${fmt.bytes(cfg.bytes)} per run: ${paths.describe()}`);
+const paths = await startPaths(cfg, `bulk transfer, ${fmt.bytes(cfg.bytes)} per run`);
 
 const warmBytes = Math.min(cfg.bytes, sized(32 * MiB, MiB));
 const rows = [];
@@ -87,5 +85,4 @@ for (const [direction, m] of Object.entries(single)) {
   );
 }
 
-await paths.close();
-process.exit(0);
+await finish(paths);

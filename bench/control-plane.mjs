@@ -23,7 +23,7 @@
 // BENCH_TIMEOUT, BENCH_SMOKE. See docs/performance.md.
 import { Agent } from 'node:http';
 import { setTimeout as sleep } from 'node:timers/promises';
-import { commonConfig, loadShared, reportTarget, setupPaths, sized, timeLimit } from './lib/harness.mjs';
+import { commonConfig, finish, reportTarget, sized, startPaths, timeLimit } from './lib/harness.mjs';
 import { getStatus } from './lib/load.mjs';
 import { envInt, fmt, median, printTable } from './lib/report.mjs';
 import { HOSTNAME } from './lib/stack-control.mjs';
@@ -35,9 +35,7 @@ const cfg = {
 };
 cfg.sides = cfg.sides.filter((s) => s !== 'direct');
 timeLimit(cfg.timeout, 'bench/control-plane.mjs');
-const shared = await loadShared();
-const paths = await setupPaths(shared, cfg);
-console.log(`control plane: ${paths.describe()}`);
+const paths = await startPaths(cfg, `control plane`);
 const now = () => process.hrtime.bigint();
 const ms = (from, to) => Number(to - from) / 1e6;
 /** A client gives up on a route or a restart after this long. */
@@ -172,5 +170,4 @@ reportTarget(
     (announce.ssh.length ? `; ssh -O forward ${fmt.ms(median(announce.ssh))} ms` : ''),
 );
 
-await paths.close();
-process.exit(0);
+await finish(paths);

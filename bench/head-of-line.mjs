@@ -25,11 +25,11 @@ import { startBulkClient } from './lib/bulk-client.mjs';
 import {
   alternate,
   commonConfig,
-  loadShared,
+  finish,
   pick,
   reportTarget,
-  setupPaths,
   sized,
+  startPaths,
   timeLimit,
 } from './lib/harness.mjs';
 import { createPool, pacedLoad } from './lib/paced.mjs';
@@ -50,9 +50,7 @@ const cfg = {
   connections: envInt('BENCH_HOL_CONNECTIONS', 1, 1),
 };
 timeLimit(cfg.timeout, 'bench/head-of-line.mjs');
-const shared = await loadShared();
-const paths = await setupPaths(shared, cfg, { connections: cfg.connections });
-console.log(`head-of-line: ${paths.describe()}`);
+const paths = await startPaths(cfg, `head-of-line`, { connections: cfg.connections });
 console.log(
   `small GET / at ${cfg.rate} req/s (open loop, up to ${cfg.pool} keep-alive connections), ${cfg.duration} s idle, ` +
     `then ${cfg.duration} s while ${fmt.bytes(cfg.bulkBytes)} downloads run back to back on the same path`,
@@ -137,5 +135,4 @@ reportTarget(
     : 'burrow not among BENCH_SIDES',
 );
 
-await paths.close();
-process.exit(0);
+await finish(paths);

@@ -29,13 +29,21 @@
 // directory: the children write V8 CPU profiles there, summarised at the end
 // for the burrow runs only).
 // See docs/performance.md for the method and recorded figures.
-import { availableParallelism } from 'node:os';
 import { resolve } from 'node:path';
 import { printSummary } from './lib/cpuprofile.mjs';
+import { medians, pick } from './lib/harness.mjs';
 import { transfer } from './lib/load.mjs';
 import { createPool, pacedLoad } from './lib/paced.mjs';
 import { envInt, envList, envNumber, fmt, LatencyRecorder, median, printTable } from './lib/report.mjs';
-import { busy, HOST, HOSTNAME, makeToken, pin, startStack, TOPOLOGIES } from './lib/stack-control.mjs';
+import {
+  busy,
+  HOST,
+  HOSTNAME,
+  makeToken,
+  pinLoadGenerator,
+  startStack,
+  TOPOLOGIES,
+} from './lib/stack-control.mjs';
 
 const HEADERS = { host: HOSTNAME };
 const MiB = 1024 * 1024;
@@ -78,10 +86,8 @@ const cfg = {
   pin: envList('BENCH_PIN', ['1'], ['0', '1'])[0] === '1',
 };
 
-const cpuCount = availableParallelism();
 // Only with one stack process: several would share one core for no reason.
-const pinned = cfg.pin && cfg.topology === 'one' && cpuCount >= 2 && pin(process.pid, '0');
-const stackCpus = cpuCount > 2 ? `1-${cpuCount - 1}` : '1';
+const { cpuCount, pinned, stackCpus } = pinLoadGenerator(cfg.pin && cfg.topology === 'one');
 
 const limit = setTimeout(() => {
   console.error(`benchmark exceeded BENCH_TIMEOUT=${cfg.timeout} s; giving up`);
@@ -176,7 +182,6 @@ function cpuNote(b) {
   return `(cpu: stack ${fmt.pct(b.stack)}, load generator ${fmt.pct(b.loadgen)}${steal})`;
 }
 
-const pick = (runs, key) => median(runs.map((r) => r[key]));
 const cpuPerRequest = (runs) =>
   runs.length === 0
     ? '-'
@@ -202,15 +207,7 @@ async function scenarioRps(ports) {
       },
       (side) => closedLoop(ports[side], connections, cfg.warmup, false),
     );
-    const m = {};
-    for (const side of BOTH) {
-      m[side] = {
-        rps: pick(res[side], 'rps'),
-        p50: pick(res[side], 'p50'),
-        p99: pick(res[side], 'p99'),
-        errors: res[side].reduce((a, r) => a + r.errors, 0),
-      };
-    }
+    const m = medians(res, BOTH, ['rps', 'p50', 'p99']);
     if (connections === 64) {
       targets.saturation = m.burrow.rps;
       targets.rpsRatio = m.burrow.rps / m.direct.rps;
@@ -334,16 +331,7 @@ async function scenarioLatency(ports) {
     (side) => load(side, cfg.warmup),
   );
   for (const p of Object.values(pools)) p.destroy();
-  const m = {};
-  for (const side of BOTH) {
-    m[side] = {
-      achieved: pick(res[side], 'achieved'),
-      p50: pick(res[side], 'p50'),
-      p99: pick(res[side], 'p99'),
-      sentP99: pick(res[side], 'sentP99'),
-      errors: res[side].reduce((a, r) => a + r.errors, 0),
-    };
-  }
+  const m = medians(res, BOTH, ['achieved', 'p50', 'p99', 'sentP99']);
   targets.latency = { rate, ...m, addedP99: m.burrow.p99 - m.direct.p99 };
   console.log(`\nlatency at ${rate} req/s (median of runs; ms, counted from each request's due time):`);
   printTable(

@@ -29,12 +29,12 @@ import { WebSocket } from 'ws';
 import {
   alternate,
   commonConfig,
-  loadShared,
+  finish,
   pick,
   ratio,
   reportTarget,
-  setupPaths,
   sized,
+  startPaths,
   timeLimit,
 } from './lib/harness.mjs';
 import { rssOf } from './lib/procfs.mjs';
@@ -73,10 +73,8 @@ if (limits.soft < cfg.count + HEADROOM) {
   cfg.count = fits;
 }
 
-const shared = await loadShared();
 const streams = Math.max(8192, cfg.count + 1024);
-const paths = await setupPaths(shared, cfg, { session: { maxConcurrentStreams: streams } });
-console.log(`idle WebSockets: ${paths.describe()}`);
+const paths = await startPaths(cfg, `idle WebSockets`, { session: { maxConcurrentStreams: streams } });
 console.log(
   `${cfg.count} WebSockets per run, at most ${cfg.opening} handshakes at a time; ` +
     `stream cap ${streams} per tunnel connection on relay and agent`,
@@ -252,5 +250,4 @@ reportTarget(
     (heap > 4096 ? `, over by ${fmt.int(heap - 4096)} bytes` : ''),
 );
 
-await paths.close();
-process.exit(0);
+await finish(paths);

@@ -23,12 +23,12 @@ import { performance } from 'node:perf_hooks';
 import {
   alternate,
   commonConfig,
-  loadShared,
-  pick,
+  finish,
+  medians,
   ratio,
   reportTarget,
-  setupPaths,
   sized,
+  startPaths,
   timeLimit,
 } from './lib/harness.mjs';
 import { cpuMs } from './lib/procfs.mjs';
@@ -63,9 +63,7 @@ if (missing) {
   process.exit(1);
 }
 timeLimit(cfg.timeout, 'bench/requests.mjs');
-const shared = await loadShared();
-const paths = await setupPaths(shared, cfg);
-console.log(`small requests with wrk (1 thread): ${paths.describe()}`);
+const paths = await startPaths(cfg, `small requests with wrk (1 thread)`);
 
 async function measure(side, connections, close) {
   const pids = paths.pids(side);
@@ -109,16 +107,7 @@ for (const { connections, close } of cases) {
           })
       : undefined,
   );
-  const m = {};
-  for (const side of ['direct', 'burrow', 'ssh']) {
-    m[side] = {
-      rps: pick(res[side], 'rps'),
-      p50: pick(res[side], 'p50'),
-      p99: pick(res[side], 'p99'),
-      cpu: pick(res[side], 'cpu'),
-      errors: (res[side] ?? []).reduce((a, r) => a + r.errors, 0),
-    };
-  }
+  const m = medians(res, ['direct', 'burrow', 'ssh'], ['rps', 'p50', 'p99', 'cpu']);
   if (connections === 128 && !close) Object.assign(at128, m);
   rows.push([
     label,
@@ -175,5 +164,4 @@ if (at128.burrow) {
   reportTarget('requests/s at 128 keep-alive connections', undefined, 'BENCH_CONNECTIONS without 128');
 }
 
-await paths.close();
-process.exit(0);
+await finish(paths);

@@ -3,11 +3,10 @@
 // relay + agent, ssh -R) against one backend, CPU placement, alternating runs
 // and the target lines. A scenario script reads like: setup, measure, report.
 import { appendFileSync } from 'node:fs';
-import { availableParallelism } from 'node:os';
 import { resolve } from 'node:path';
 import { envInt, envList, fmt, median } from './report.mjs';
 import { sshUnavailable, startSshTunnel } from './ssh.mjs';
-import { makeToken, pin, startStack } from './stack-control.mjs';
+import { makeToken, pin, pinLoadGenerator, startStack } from './stack-control.mjs';
 
 export const ALL_SIDES = ['direct', 'burrow', 'ssh'];
 
@@ -66,9 +65,7 @@ export function timeLimit(seconds, name) {
  * Returns the port of each side and the handles.
  */
 export async function setupPaths(shared, cfg, stackOptions = {}) {
-  const cpuCount = availableParallelism();
-  const pinned = cfg.pin && cpuCount >= 2 && pin(process.pid, '0');
-  const stackCpus = cpuCount > 2 ? `1-${cpuCount - 1}` : '1';
+  const { cpuCount, pinned, stackCpus } = pinLoadGenerator(cfg.pin);
   const { token, verifyPem } = await makeToken(shared);
   const stack = await startStack({
     topology: 'apart',
@@ -125,6 +122,24 @@ export async function setupPaths(shared, cfg, stackOptions = {}) {
 }
 
 /**
+ * The opening every end-to-end scenario shares once its knobs are read and its
+ * time limit set: loads the packages, starts the paths (setupPaths) and prints
+ * `${banner}: ` and what runs where. Returns the paths.
+ */
+export async function startPaths(cfg, banner, stackOptions) {
+  const shared = await loadShared();
+  const paths = await setupPaths(shared, cfg, stackOptions);
+  console.log(`${banner}: ${paths.describe()}`);
+  return paths;
+}
+
+/** Stops the paths and ends the process with success. */
+export async function finish(paths) {
+  await paths.close();
+  process.exit(0);
+}
+
+/**
  * Runs `measure(side)` `runs` times per side, alternating the sides run by
  * run (direct, burrow, ssh, direct, …) so slow drifts of a shared machine hit
  * all of them alike. `measure` returns an object whose `line()` is printed.
@@ -144,6 +159,21 @@ export async function alternate(cfg, label, measure, warm) {
 
 /** Median of `key` over a side's runs (NaN for a side not run). */
 export const pick = (runs, key) => median((runs ?? []).map((r) => r[key]));
+
+/**
+ * Per side of `sides`: the median of each of `keys` over the side's runs, and
+ * `errors` summed over them (0 for a side not run).
+ */
+export const medians = (results, sides, keys) =>
+  Object.fromEntries(
+    sides.map((side) => [
+      side,
+      {
+        ...Object.fromEntries(keys.map((key) => [key, pick(results[side], key)])),
+        errors: (results[side] ?? []).reduce((a, r) => a + r.errors, 0),
+      },
+    ]),
+  );
 
 /** "123 %" of b, or "-" when either is missing. */
 export const ratio = (a, b) => (Number.isFinite(a) && Number.isFinite(b) && b > 0 ? fmt.pct(a / b) : '-');

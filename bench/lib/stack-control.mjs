@@ -5,6 +5,7 @@
 import { fork, spawnSync } from 'node:child_process';
 import { once } from 'node:events';
 import { mkdirSync, readFileSync } from 'node:fs';
+import { availableParallelism } from 'node:os';
 import { basename, join } from 'node:path';
 import { performance } from 'node:perf_hooks';
 import { fileURLToPath } from 'node:url';
@@ -34,6 +35,18 @@ const STACK_FILE = fileURLToPath(new URL('./stack.mjs', import.meta.url));
 export function pin(pid, cpus, all = false) {
   const args = all ? ['-a', '-p', '-c', cpus, String(pid)] : ['-p', '-c', cpus, String(pid)];
   return spawnSync('taskset', args, { stdio: 'ignore' }).status === 0;
+}
+
+/**
+ * CPU placement for a benchmark: when `wanted` and there are 2+ CPUs, pins
+ * this process (the load generator) to CPU 0. `stackCpus` lists the CPUs left
+ * for the system under test; `pinned` says whether the pinning happened.
+ */
+export function pinLoadGenerator(wanted) {
+  const cpuCount = availableParallelism();
+  const pinned = wanted && cpuCount >= 2 && pin(process.pid, '0');
+  const stackCpus = cpuCount > 2 ? `1-${cpuCount - 1}` : '1';
+  return { cpuCount, pinned, stackCpus };
 }
 
 /**
