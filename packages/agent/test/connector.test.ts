@@ -32,6 +32,27 @@ async function heldBackend(t: Teardownable) {
   return { url: `http://127.0.0.1:${(server.address() as AddressInfo).port}`, server, release };
 }
 
+/**
+ * A stand-in relay, a held backend, and an agent serving app.example.com from it.
+ * The agent is started but not awaited, and its close() is left to the caller.
+ */
+async function agentWithHeldBackend(
+  t: Teardownable,
+  { connections, backoff }: { connections: number; backoff: { base: number; cap: number } },
+) {
+  const relay = await fakeRelay(t);
+  const backend = await heldBackend(t);
+  const agent = startAgent({
+    relayUrl: relay.url,
+    token: TOKEN,
+    routes: [{ id: 'app', hostnames: ['app.example.com'], target: backend.url }],
+    connections,
+    logger: memoryLogger().logger,
+    backoff,
+  });
+  return { relay, backend, agent };
+}
+
 t.test('connects, announces, and reconnects with its routes after the relay drops the socket', async (t) => {
   const relay = await fakeRelay(t);
   const log = memoryLogger();
@@ -220,14 +241,8 @@ t.test('route changes are re-announced on every connection; a withdrawn route is
 t.test(
   'GOAWAY from the relay: a new connection at once; the in-flight request finishes on the old one',
   async (t) => {
-    const relay = await fakeRelay(t);
-    const backend = await heldBackend(t);
-    const agent = startAgent({
-      relayUrl: relay.url,
-      token: TOKEN,
-      routes: [{ id: 'app', hostnames: ['app.example.com'], target: backend.url }],
+    const { relay, backend, agent } = await agentWithHeldBackend(t, {
       connections: 1,
-      logger: memoryLogger().logger,
       backoff: { base: 5, cap: 30_000 },
     });
     t.teardown(() => agent.close());
@@ -256,16 +271,7 @@ t.test(
 t.test(
   'close() drains: GOAWAY to the relay, the in-flight request completes, then it resolves',
   async (t) => {
-    const relay = await fakeRelay(t);
-    const backend = await heldBackend(t);
-    const agent = startAgent({
-      relayUrl: relay.url,
-      token: TOKEN,
-      routes: [{ id: 'app', hostnames: ['app.example.com'], target: backend.url }],
-      connections: 2,
-      logger: memoryLogger().logger,
-      backoff: FAST,
-    });
+    const { relay, backend, agent } = await agentWithHeldBackend(t, { connections: 2, backoff: FAST });
     await agent.ready();
     while (relay.live().filter((c) => c.announcements.length > 0).length < 2) await once(relay, 'announce');
     const conn = relay.live()[0]!;

@@ -1,9 +1,9 @@
 import { once } from 'node:events';
 import { KubeConfig } from '@kubernetes/client-node';
-import t from 'tap';
-import { fakeKube } from '../../../test/helpers/fake-kube.js';
+import t, { type Test } from 'tap';
+import { type FakeKube, fakeKube } from '../../../test/helpers/fake-kube.js';
 import { testLogger } from '../../../test/helpers/relay.js';
-import { ServiceWatch } from '../src/kubernetes/services.js';
+import { ServiceWatch, type ServiceWatchOptions } from '../src/kubernetes/services.js';
 
 function service(name: string, annotations: Record<string, string>, extra: Record<string, unknown> = {}) {
   return {
@@ -17,19 +17,43 @@ function service(name: string, annotations: Record<string, string>, extra: Recor
   };
 }
 
+/** A started ServiceWatch on `kube`, stopped at teardown. */
+async function startWatch(
+  t: Test,
+  kube: FakeKube,
+  options: Omit<ServiceWatchOptions, 'kubeConfig' | 'logger'>,
+): Promise<ServiceWatch> {
+  const kc = new KubeConfig();
+  kc.loadFromString(kube.kubeconfig());
+  const watch = new ServiceWatch({ kubeConfig: kc, logger: testLogger('kube'), ...options });
+  t.teardown(() => watch.stop());
+  await watch.start();
+  return watch;
+}
+
+/** Adds a Service with a hostname and asserts its route reaches `watch`. */
+async function expectRouteArrives(
+  t: Test,
+  kube: FakeKube,
+  watch: ServiceWatch,
+  name: string,
+  hostname: string,
+  message: string,
+): Promise<void> {
+  const c = once(watch, 'change');
+  kube.upsertService(service(name, { 'burrow.dev/hostname': hostname }));
+  await c;
+  t.ok(
+    watch.routes().some((r) => r.id === `k8s:default/${name}`),
+    message,
+  );
+}
+
 t.test('informer follows adds, edits and deletes; survives 410, dropped watches and errors', async (t) => {
   const kube = await fakeKube(t);
   kube.upsertService(service('web', { 'burrow.dev/hostname': 'web.example.com' }));
   kube.upsertService(service('plain', {}));
-  const kc = new KubeConfig();
-  kc.loadFromString(kube.kubeconfig());
-  const watch = new ServiceWatch({
-    kubeConfig: kc,
-    logger: testLogger('kube'),
-    backoff: { base: 10, cap: 50 },
-  });
-  t.teardown(() => watch.stop());
-  await watch.start();
+  const watch = await startWatch(t, kube, { backoff: { base: 10, cap: 50 } });
   t.same(
     watch.routes().map((r) => [r.id, r.hostnames, r.target]),
     [['k8s:default/web', ['web.example.com'], 'http://10.96.0.10:80']],
@@ -61,11 +85,12 @@ t.test('informer follows adds, edits and deletes; survives 410, dropped watches 
   let rewatched = once(kube, 'watch');
   kube.dropWatches();
   await rewatched;
-  c = changed();
-  kube.upsertService(service('after-drop', { 'burrow.dev/hostname': 'drop.example.com' }));
-  await c;
-  t.ok(
-    watch.routes().some((r) => r.id === 'k8s:default/after-drop'),
+  await expectRouteArrives(
+    t,
+    kube,
+    watch,
+    'after-drop',
+    'drop.example.com',
     'changes after a dropped watch arrive',
   );
 
@@ -73,24 +98,19 @@ t.test('informer follows adds, edits and deletes; survives 410, dropped watches 
   rewatched = once(kube, 'watch');
   kube.expireWatches();
   await rewatched;
-  c = changed();
-  kube.upsertService(service('after-410', { 'burrow.dev/hostname': 'gone.example.com' }));
-  await c;
-  t.ok(
-    watch.routes().some((r) => r.id === 'k8s:default/after-410'),
-    'changes after 410 arrive',
-  );
+  await expectRouteArrives(t, kube, watch, 'after-410', 'gone.example.com', 'changes after 410 arrive');
 
   // A failing watch stops a client-node informer: ours restarts it with backoff.
   const restarted = once(watch, 'restart');
   kube.failNext = { resource: 'services', status: 500, count: 1 };
   kube.dropWatches();
   await restarted;
-  c = changed();
-  kube.upsertService(service('after-error', { 'burrow.dev/hostname': 'err.example.com' }));
-  await c;
-  t.ok(
-    watch.routes().some((r) => r.id === 'k8s:default/after-error'),
+  await expectRouteArrives(
+    t,
+    kube,
+    watch,
+    'after-error',
+    'err.example.com',
     'changes after an informer error arrive',
   );
 });
@@ -98,21 +118,11 @@ t.test('informer follows adds, edits and deletes; survives 410, dropped watches 
 t.test('a watch that goes silent is restarted by our own timer and resumes', async (t) => {
   const kube = await fakeKube(t);
   kube.upsertService(service('web', { 'burrow.dev/hostname': 'web.example.com' }));
-  const kc = new KubeConfig();
-  kc.loadFromString(kube.kubeconfig());
-  const watch = new ServiceWatch({ kubeConfig: kc, logger: testLogger('kube'), watchIdleTimeout: 100 });
-  t.teardown(() => watch.stop());
-  await watch.start();
+  const watch = await startWatch(t, kube, { watchIdleTimeout: 100 });
   // Nothing happens in the cluster: the idle timer restarts the watch (a new watch request).
   const [reason] = await once(watch, 'restart');
   t.equal(reason, 'idle');
   await once(kube, 'watch');
-  const c = once(watch, 'change');
-  kube.upsertService(service('api', { 'burrow.dev/hostname': 'api.example.com' }));
-  await c;
-  t.ok(
-    watch.routes().some((r) => r.id === 'k8s:default/api'),
-    'changes after an idle restart arrive',
-  );
+  await expectRouteArrives(t, kube, watch, 'api', 'api.example.com', 'changes after an idle restart arrive');
   t.ok(watch.restarts >= 1);
 });

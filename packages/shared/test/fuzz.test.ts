@@ -16,10 +16,9 @@ import {
 import { FrameType, HEADER_LENGTH, MAX_STREAM_ID, MAX_WINDOW, Reason } from '../src/protocol/frame.js';
 import type { SessionOptions } from '../src/protocol/session.js';
 import { mulberry32, type Rng } from './helpers/prng.js';
-import { rawPeer } from './helpers/raw-peer.js';
+import { rawPeer, recordEscaped } from './helpers/raw-peer.js';
 
-const escaped: unknown[] = [];
-process.on('uncaughtExceptionMonitor', (err) => escaped.push(err));
+const escaped = recordEscaped();
 
 const REASONS = Object.values(Reason).filter((v): v is Reason => typeof v === 'number');
 

@@ -9,14 +9,11 @@ import {
   encodeWindow,
 } from '../src/protocol/encode.js';
 import { FrameType, MAX_STREAM_ID, MAX_WINDOW, Reason } from '../src/protocol/frame.js';
+import type { SessionOptions } from '../src/protocol/session.js';
 import { holdEventLoop } from './helpers/event-loop.js';
-import { PEER_HELLO, type RawPeer, rawPeer } from './helpers/raw-peer.js';
+import { PEER_HELLO, type RawPeer, rawPeer, recordEscaped } from './helpers/raw-peer.js';
 
-// Frames reach the session on later macrotasks: anything it threw would surface
-// as an uncaught exception, not as a failed assertion. Record them so each test
-// can say so explicitly (tap fails the file on them anyway).
-const escaped: unknown[] = [];
-process.on('uncaughtExceptionMonitor', (err) => escaped.push(err));
+const escaped = recordEscaped();
 
 interface Abort {
   code: string;
@@ -44,6 +41,18 @@ async function expectAbort(t: Test, peer: RawPeer, want: Abort): Promise<void> {
 }
 
 const server = { role: 'server' as const };
+
+/** A session (a server unless `options` say otherwise) that has had the peer's HELLO. */
+function helloedPeer(t: Test, options: SessionOptions = server): RawPeer {
+  const peer = rawPeer(t, options);
+  peer.hello();
+  return peer;
+}
+
+/** The abort for a PROTOCOL_ERROR whose diagnostic matches `message`. */
+function protocolError(message: RegExp): Abort {
+  return { code: 'BURROW_ERR_PROTOCOL', reason: Reason.ProtocolError, message };
+}
 
 t.test('frames before HELLO fail the handshake', async (t) => {
   const frames: Array<[string, Buffer]> = [
@@ -94,14 +103,9 @@ t.test('HELLO with limits below the protocol minimums', async (t) => {
 });
 
 t.test('a second HELLO', async (t) => {
-  const peer = rawPeer(t, server);
+  const peer = helloedPeer(t);
   peer.hello();
-  peer.hello();
-  await expectAbort(t, peer, {
-    code: 'BURROW_ERR_PROTOCOL',
-    reason: Reason.ProtocolError,
-    message: /second HELLO/,
-  });
+  await expectAbort(t, peer, protocolError(/second HELLO/));
 });
 
 t.test('no HELLO within handshakeTimeout', async (t) => {
@@ -115,26 +119,19 @@ t.test('no HELLO within handshakeTimeout', async (t) => {
 });
 
 t.test('DATA on stream 0', async (t) => {
-  const peer = rawPeer(t, server);
-  peer.hello();
+  const peer = helloedPeer(t);
   peer.send(encodeFrame(FrameType.Data, 0, Buffer.from('x')));
-  await expectAbort(t, peer, {
-    code: 'BURROW_ERR_PROTOCOL',
-    reason: Reason.ProtocolError,
-    message: /on stream 0/,
-  });
+  await expectAbort(t, peer, protocolError(/on stream 0/));
 });
 
 t.test('an oversize frame', async (t) => {
-  const peer = rawPeer(t, { ...server, maxFramePayload: 1024, maxMetadata: 256 });
-  peer.hello();
+  const peer = helloedPeer(t, { ...server, maxFramePayload: 1024, maxMetadata: 256 });
   peer.send(encodeFrame(FrameType.Open, 1), encodeFrame(FrameType.Data, 1, Buffer.alloc(1025)));
   await expectAbort(t, peer, { code: 'BURROW_ERR_FRAME_SIZE', reason: Reason.FrameSizeError });
 });
 
 t.test('WINDOW pushing send credit past 2^31-1', async (t) => {
-  const peer = rawPeer(t, server);
-  peer.hello();
+  const peer = helloedPeer(t);
   peer.send(encodeFrame(FrameType.Open, 1), encodeWindow(1, MAX_WINDOW - PEER_HELLO.initialWindow));
   await peer.roundTrip('credit');
   t.equal(peer.accepted[0]?.sendCredit, MAX_WINDOW, 'exactly 2^31-1 is allowed');
@@ -148,8 +145,7 @@ t.test('WINDOW pushing send credit past 2^31-1', async (t) => {
 });
 
 t.test('DATA beyond the granted credit', async (t) => {
-  const peer = rawPeer(t, { ...server, initialWindow: 1024, maxFramePayload: 1024, maxMetadata: 256 });
-  peer.hello();
+  const peer = helloedPeer(t, { ...server, initialWindow: 1024, maxFramePayload: 1024, maxMetadata: 256 });
   // Nobody reads the accepted stream, so no WINDOW ever tops the credit up.
   peer.send(encodeFrame(FrameType.Open, 1), encodeFrame(FrameType.Data, 1, Buffer.alloc(1024, 1)));
   await peer.roundTrip('full');
@@ -168,39 +164,24 @@ t.test('DATA beyond the granted credit', async (t) => {
 });
 
 t.test('OPEN on an id in use', async (t) => {
-  const peer = rawPeer(t, server);
-  peer.hello();
+  const peer = helloedPeer(t);
   peer.send(encodeFrame(FrameType.Open, 1), encodeFrame(FrameType.Open, 1));
-  await expectAbort(t, peer, {
-    code: 'BURROW_ERR_PROTOCOL',
-    reason: Reason.ProtocolError,
-    message: /in use/,
-  });
+  await expectAbort(t, peer, protocolError(/in use/));
 });
 
 t.test('OPEN reusing the id of a finished stream', async (t) => {
-  const peer = rawPeer(t, server);
-  peer.hello();
+  const peer = helloedPeer(t);
   peer.send(encodeFrame(FrameType.Open, 1), encodeRst(1, Reason.Cancel));
   await peer.roundTrip('reset');
   t.equal(peer.session.streamCount, 0, 'stream 1 is gone');
   peer.send(encodeFrame(FrameType.Open, 1));
-  await expectAbort(t, peer, {
-    code: 'BURROW_ERR_PROTOCOL',
-    reason: Reason.ProtocolError,
-    message: /reuses stream id 1/,
-  });
+  await expectAbort(t, peer, protocolError(/reuses stream id 1/));
 });
 
 t.test('OPEN with a lower id than one already opened', async (t) => {
-  const peer = rawPeer(t, server);
-  peer.hello();
+  const peer = helloedPeer(t);
   peer.send(encodeFrame(FrameType.Open, 5), encodeFrame(FrameType.Open, 3));
-  await expectAbort(t, peer, {
-    code: 'BURROW_ERR_PROTOCOL',
-    reason: Reason.ProtocolError,
-    message: /reuses stream id 3/,
-  });
+  await expectAbort(t, peer, protocolError(/reuses stream id 3/));
 });
 
 t.test("OPEN with the other side's id parity", async (t) => {
@@ -209,14 +190,9 @@ t.test("OPEN with the other side's id parity", async (t) => {
     ['client', 1],
   ] as const) {
     await t.test(`${role} gets OPEN ${id}`, async (t) => {
-      const peer = rawPeer(t, { role });
-      peer.hello();
+      const peer = helloedPeer(t, { role });
       peer.send(encodeFrame(FrameType.Open, id));
-      await expectAbort(t, peer, {
-        code: 'BURROW_ERR_PROTOCOL',
-        reason: Reason.ProtocolError,
-        message: /parity/,
-      });
+      await expectAbort(t, peer, protocolError(/parity/));
     });
   }
 });
@@ -234,17 +210,15 @@ t.test('frames on a stream that was never opened', async (t) => {
   ];
   for (const [name, frame, message] of cases) {
     await t.test(name, async (t) => {
-      const peer = rawPeer(t, server);
-      peer.hello();
+      const peer = helloedPeer(t);
       peer.send(frame);
-      await expectAbort(t, peer, { code: 'BURROW_ERR_PROTOCOL', reason: Reason.ProtocolError, message });
+      await expectAbort(t, peer, protocolError(message));
     });
   }
 });
 
 t.test('OPEN with metadata over maxMetadata is refused; the session stays up', async (t) => {
-  const peer = rawPeer(t, { ...server, maxMetadata: 256 });
-  peer.hello();
+  const peer = helloedPeer(t, { ...server, maxMetadata: 256 });
   peer.send(encodeFrame(FrameType.Open, 1, Buffer.alloc(257, 0x61)));
   const rst = await peer.rst(1);
   t.equal(rst.reason, Reason.MetadataTooLarge);
@@ -260,8 +234,7 @@ t.test('OPEN with metadata over maxMetadata is refused; the session stays up', a
 });
 
 t.test('OPEN beyond maxConcurrentStreams is refused; the session stays up', async (t) => {
-  const peer = rawPeer(t, { ...server, maxConcurrentStreams: 2 });
-  peer.hello();
+  const peer = helloedPeer(t, { ...server, maxConcurrentStreams: 2 });
   peer.send(encodeFrame(FrameType.Open, 1), encodeFrame(FrameType.Open, 3), encodeFrame(FrameType.Open, 5));
   const rst = await peer.rst(5);
   t.equal(rst.reason, Reason.RefusedStream);
@@ -319,8 +292,7 @@ t.test('stream id exhaustion throws StreamIdsExhaustedError and sends GOAWAY', a
     ['server', MAX_STREAM_ID - 1],
   ] as const) {
     await t.test(role, async (t) => {
-      const peer = rawPeer(t, { role, firstStreamId: first });
-      peer.hello();
+      const peer = helloedPeer(t, { role, firstStreamId: first });
       await peer.session.ready;
       const last = peer.session.openStream(Buffer.from('last'));
       last.on('error', () => {});
@@ -354,8 +326,7 @@ t.test('stream id exhaustion throws StreamIdsExhaustedError and sends GOAWAY', a
 
 t.test("the peer's GOAWAY", async (t) => {
   await t.test('Shutdown with no streams open: a clean close', async (t) => {
-    const peer = rawPeer(t, server);
-    peer.hello();
+    const peer = helloedPeer(t);
     const goaway = once(peer.session, 'goaway');
     peer.send(encodeGoAway({ lastStreamId: 0, reason: Reason.Shutdown, message: 'bye' }));
     t.match((await goaway)[0], { reason: Reason.Shutdown, message: 'bye', lastStreamId: 0 });
@@ -365,8 +336,7 @@ t.test("the peer's GOAWAY", async (t) => {
   });
 
   await t.test('an error reason with no streams open: the close reports it', async (t) => {
-    const peer = rawPeer(t, server);
-    peer.hello();
+    const peer = helloedPeer(t);
     peer.send(encodeGoAway({ lastStreamId: 0, reason: Reason.InternalError, message: 'boom' }));
     t.match(await peer.sessionClosed, {
       code: 'BURROW_ERR_PROTOCOL',
@@ -377,8 +347,7 @@ t.test("the peer's GOAWAY", async (t) => {
   });
 
   await t.test('an error reason, then the transport close: the close reports the GOAWAY', async (t) => {
-    const peer = rawPeer(t, server);
-    peer.hello();
+    const peer = helloedPeer(t);
     peer.send(encodeFrame(FrameType.Open, 1));
     await peer.roundTrip('open');
     peer.send(encodeGoAway({ lastStreamId: 0, reason: Reason.KeepaliveTimeout, message: 'no PONG' }));
@@ -396,8 +365,7 @@ t.test("the peer's GOAWAY", async (t) => {
   });
 
   await t.test('streams this side opened past lastStreamId are refused', async (t) => {
-    const peer = rawPeer(t, server);
-    peer.hello();
+    const peer = helloedPeer(t);
     await peer.session.ready;
     const kept = peer.session.openStream();
     kept.on('error', () => {});

@@ -15,6 +15,18 @@ export const PEER_HELLO: Hello = {
   maxMetadata: 16 * 1024,
 };
 
+/**
+ * Frames reach a session on later macrotasks: anything it threw would surface
+ * as an uncaught exception, not as a failed assertion. Records them (for the
+ * rest of the process) so a test can assert explicitly that none escaped; tap
+ * fails the file on them anyway.
+ */
+export function recordEscaped(): unknown[] {
+  const escaped: unknown[] = [];
+  process.on('uncaughtExceptionMonitor', (err) => escaped.push(err));
+  return escaped;
+}
+
 interface Teardown {
   teardown(fn: () => unknown): void;
 }
