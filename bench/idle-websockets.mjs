@@ -18,11 +18,13 @@
 //   BENCH_WS_COUNT=2000 node bench/idle-websockets.mjs
 //
 // Environment (defaults in brackets): BENCH_WS_COUNT [10000],
-// BENCH_WS_OPENING concurrent handshakes [200], plus the common BENCH_RUNS,
+// BENCH_WS_OPENING concurrent handshakes [200], BENCH_HEAP_SNAPSHOT a directory
+// for heap snapshots of each burrow run, plus the common BENCH_RUNS,
 // BENCH_SIDES, BENCH_PIN, BENCH_TIMEOUT, BENCH_SMOKE. See docs/performance.md.
 import { spawnSync } from 'node:child_process';
 import { once } from 'node:events';
-import { readFileSync } from 'node:fs';
+import { mkdirSync, readFileSync } from 'node:fs';
+import { join, resolve } from 'node:path';
 import { performance } from 'node:perf_hooks';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { WebSocket } from 'ws';
@@ -141,9 +143,18 @@ async function backendSockets(n) {
 const idx = (role) => paths.stack.processes.indexOf(paths.stack.holder(role));
 const sshRss = () => (paths.ssh ? paths.ssh.pids().reduce((a, pid) => a + rssOf(pid), 0) : Number.NaN);
 
+// BENCH_HEAP_SNAPSHOT=DIR: heap snapshots of the stack processes before and after
+// each burrow run, to compare with `node bench/lib/heapsnapshot.mjs BEFORE AFTER`.
+const snapshotDir = process.env.BENCH_HEAP_SNAPSHOT ? resolve(process.env.BENCH_HEAP_SNAPSHOT) : undefined;
+if (snapshotDir) mkdirSync(snapshotDir, { recursive: true });
+let burrowRun = 0;
+const snapshotAt = (side, when) =>
+  snapshotDir && side === 'burrow' ? join(snapshotDir, `run${burrowRun}-${when}`) : undefined;
+
 const res = await alternate(cfg, 'open', async (side) => {
   await backendSockets(0);
-  const before = await paths.stack.usage(true);
+  if (side === 'burrow') burrowRun++;
+  const before = await paths.stack.usage(true, snapshotAt(side, 'before'));
   const sshBefore = sshRss();
   const t0 = performance.now();
   const { sockets, error } = await openAll(paths.ports[side], cfg.count);
@@ -154,7 +165,7 @@ const res = await alternate(cfg, 'open', async (side) => {
   if (/\S/.test(logged.replace(/^(sshd|ssh):/gm, ''))) console.log(`  sshd and ssh logged:\n${logged}`);
   await backendSockets(n);
   if (n > 0) await checkEcho(sockets);
-  const after = await paths.stack.usage(true);
+  const after = await paths.stack.usage(true, snapshotAt(side, 'after'));
   const sshAfter = sshRss();
   for (const ws of sockets) ws.terminate();
   const per = (role, key) => (after.memory[idx(role)][key] - before.memory[idx(role)][key]) / n;

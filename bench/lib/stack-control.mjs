@@ -165,10 +165,15 @@ export async function startStack(opts) {
     holder,
     /** Names of the processes, e.g. "relay | agent | backend". */
     describe: () => procs.map((p) => p.roles.join(' + ')).join(' | '),
-    /** Counters of every stack process (see stack.mjs 'usage'); `gc` collects garbage first. */
-    async usage(gc = false) {
+    /**
+     * Counters of every stack process (see stack.mjs 'usage'); `gc` collects
+     * garbage first; `snapshot`, a path prefix, has each process write a heap snapshot.
+     */
+    async usage(gc = false, snapshot = undefined) {
       const id = ++usageId;
-      const replies = await Promise.all(procs.map((p) => p.ask({ type: 'usage', id, gc }, 'usage')));
+      const replies = await Promise.all(
+        procs.map((p) => p.ask({ type: 'usage', id, gc, snapshot }, 'usage')),
+      );
       return {
         at: performance.now(),
         self: process.cpuUsage(),

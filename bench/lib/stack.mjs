@@ -14,15 +14,17 @@
 //   { type: 'announce', id, hostname }  adds a route for `hostname` to the agent's set
 //                      → { type: 'announced', id, at, acked }: monotonic ns when the set changed and
 //                        when the relay accepted the name (process.hrtime.bigint(), one clock system-wide)
-//   { type: 'usage', id, gc? }  → { type: 'usage', id, cpu, io, frames, memory, streams }: CPU time,
+//   { type: 'usage', id, gc?, snapshot? }  → { type: 'usage', id, cpu, io, frames, memory, streams }: CPU time,
 //                        read/write system calls, multiplexer frames sent by relay and agent so far,
 //                        process.memoryUsage() (after a full collection when `gc` and --expose-gc),
-//                        open backend WebSockets
+//                        open backend WebSockets; with `snapshot` (a path prefix) it first writes a
+//                        V8 heap snapshot to PREFIX-ROLES.heapsnapshot
 // Disconnecting the IPC channel stops every role and exits 0, which is also
 // when `--cpu-prof` writes its profile.
 import { once } from 'node:events';
 import { readFileSync } from 'node:fs';
 import { createServer } from 'node:http';
+import { writeHeapSnapshot } from 'node:v8';
 import { StaticRouteSource, startAgent } from '@burrow/agent';
 import { startRelay } from '@burrow/relay';
 import { createLogger, loadVerifyKey } from '@burrow/shared';
@@ -210,10 +212,13 @@ function frames() {
   };
 }
 
+/** The roles this process holds, in the order they were started. */
+const started = new Set();
 const starters = { backend: startBackend, relay: startRelayRole, agent: startAgentRole };
 
 process.on('message', (msg) => {
   if (msg.type === 'start') {
+    started.add(msg.role);
     starters[msg.role](msg).then(
       (info) => process.send({ type: 'started', role: msg.role, ...info }),
       (err) => {
@@ -226,6 +231,7 @@ process.on('message', (msg) => {
   } else if (msg.type === 'usage') {
     // A full collection first, so heap figures count live objects, not garbage.
     if (msg.gc && typeof globalThis.gc === 'function') globalThis.gc();
+    if (msg.snapshot) writeHeapSnapshot(`${msg.snapshot}-${[...started].join('+')}.heapsnapshot`);
     process.send({
       type: 'usage',
       id: msg.id,

@@ -197,8 +197,8 @@ export async function startRelay(options: RelayOptions): Promise<Relay> {
       activity.record(info);
       options.onRequestDone?.(info);
     },
-    onStreamOpen: (route: string, stream: { once(e: 'close', fn: () => void): unknown }) =>
-      metrics.streamOpened(route, (fn) => stream.once('close', fn)),
+    onStreamOpen: (route: string, stream: { on(e: 'close', fn: () => void): unknown }) =>
+      metrics.streamOpened(route, (fn) => stream.on('close', fn)),
   };
   const httpServer = createHttpListener({
     table: routes,

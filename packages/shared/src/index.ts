@@ -6,6 +6,7 @@ export * from './http-headers.js';
 export * from './logger.js';
 export * from './options.js';
 export * from './protocol/index.js';
+export * from './splice.js';
 export * from './token.js';
 export * from './tunnel/message-stream.js';
 export * from './tunnel/messages.js';

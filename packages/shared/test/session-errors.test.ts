@@ -281,9 +281,11 @@ t.test("openStream with metadata over the peer's limit throws MetadataTooLargeEr
   peer.hello({ maxMetadata: 300 });
   await peer.session.ready;
   t.throws(() => peer.session.openStream(Buffer.alloc(301)), { code: 'BURROW_ERR_METADATA_TOO_LARGE' });
-  const ok = peer.session.openStream(Buffer.alloc(300));
+  const ok = peer.session.openStream(Buffer.alloc(300, 7));
   ok.on('error', () => {});
-  t.equal(ok.metadata.byteLength, 300);
+  const open = await peer.waitFor((f) => f.type === FrameType.Open && f.streamId === ok.id);
+  t.same(open.payload, Buffer.alloc(300, 7), 'metadata at the limit goes out whole');
+  t.equal(ok.metadata.byteLength, 0, 'the opener does not keep what it sent');
 });
 
 t.test('stream id exhaustion throws StreamIdsExhaustedError and sends GOAWAY', async (t) => {

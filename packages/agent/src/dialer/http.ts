@@ -14,6 +14,7 @@ import {
   type ResponseHead,
   rawFromPairs,
   type Stream,
+  splice,
   stripHopByHop,
   writeMessage,
 } from '@burrow/shared';
@@ -152,7 +153,7 @@ class Exchange {
     // Errors here are resets from the relay (the client went away) or the session
     // closing; 'close' below cleans up after both.
     stream.on('error', () => {});
-    stream.once('close', () => this.#onStreamClose());
+    stream.on('close', () => this.#onStreamClose()); // 'close' comes once; `on` costs less than `once`
     this.#send();
   }
 
@@ -299,12 +300,11 @@ class Exchange {
     socket.on('error', (err: NodeJS.ErrnoException) =>
       this.#fail(Reason.BackendError, `backend connection failed: ${err.code || err.message}`, err.code),
     );
-    socket.once('close', () => {
-      // A socket that ended cleanly has already ended the stream (pipe); anything else is a failure.
+    socket.on('close', () => {
+      // A socket that ended cleanly has already ended the stream (splice); anything else is a failure.
       if (!stream.writableEnded) this.#fail(Reason.BackendError, 'backend closed the upgraded connection');
     });
-    socket.pipe(stream);
-    stream.pipe(socket);
+    splice(socket, stream);
     // A WebSocket may stay open for hours: keep only what the spliced
     // connection needs, not the request object and its headers.
     this.#req = undefined;

@@ -1,5 +1,5 @@
 import { connect, type Socket } from 'node:net';
-import { type Logger, Reason, type Stream, type TcpOpen } from '@burrow/shared';
+import { type Logger, Reason, type Stream, splice, type TcpOpen } from '@burrow/shared';
 import type { Route } from '../routes/source.js';
 
 /**
@@ -43,9 +43,7 @@ export function serveTcpStream(
   }, connectTimeout);
   socket.once('connect', () => {
     clearTimeout(timer);
-    socket.pipe(stream);
-    stream.pipe(socket);
-    stream.resume();
+    splice(socket, stream);
   });
   socket.on('error', (err: NodeJS.ErrnoException) => {
     clearTimeout(timer);
@@ -53,11 +51,12 @@ export function serveTcpStream(
       fail(Reason.ConnectRefused, `backend refused connection to ${where}`, err.code);
     else fail(Reason.BackendError, `backend connection failed: ${err.code ?? err.message}`, err.code);
   });
-  socket.once('close', () => {
-    // A backend that closed cleanly has ended the stream through the pipe; anything else is a failure.
+  // 'close' comes once on both: `on` spares the wrapper `once` would keep per connection.
+  socket.on('close', () => {
+    // A backend that closed cleanly has ended the stream through the splice; anything else is a failure.
     if (!stream.writableEnded) fail(Reason.BackendError, 'backend closed the connection');
   });
-  stream.once('close', () => {
+  stream.on('close', () => {
     clearTimeout(timer);
     if (stream.errored || !stream.writableFinished) socket.destroy();
     log.debug(

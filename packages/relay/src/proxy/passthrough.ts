@@ -1,5 +1,5 @@
 import type { Socket } from 'node:net';
-import { type Logger, Reason, type Stream } from '@burrow/shared';
+import { type Logger, Reason, type Stream, splice } from '@burrow/shared';
 import type { Binding } from '../routes/table.js';
 import type { AgentConnection } from '../tunnel/agent-connection.js';
 import { clientIp } from './forward.js';
@@ -46,12 +46,13 @@ export function forwardPassthrough(
     failure ??= `agent: ${err.reason !== undefined ? (Reason[err.reason] ?? err.reason) : err.message}`;
     socket.destroy();
   });
-  socket.once('close', () => {
+  // 'close' comes once: `on` spares the wrapper `once` would keep per connection.
+  socket.on('close', () => {
     if (!stream.destroyed && !(stream.writableFinished && stream.readableEnded)) {
       stream.reset(Reason.Cancel, 'client closed the connection');
     }
   });
-  stream.once('close', () => {
+  stream.on('close', () => {
     logger.info(
       {
         sni: serverName,
@@ -68,7 +69,5 @@ export function forwardPassthrough(
     if (!socket.destroyed && socket.writableFinished) socket.destroy();
   });
   stream.write(hello);
-  socket.pipe(stream);
-  stream.pipe(socket);
-  socket.resume();
+  splice(socket, stream);
 }

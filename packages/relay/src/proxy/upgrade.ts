@@ -1,7 +1,7 @@
 import type { IncomingMessage } from 'node:http';
 import { STATUS_CODES, validateHeaderName, validateHeaderValue } from 'node:http';
 import type { Duplex } from 'node:stream';
-import { Reason, type ResponseHead, type Stream, stripHopByHop } from '@burrow/shared';
+import { Reason, type ResponseHead, type Stream, splice, stripHopByHop } from '@burrow/shared';
 import { failureFor, INVALID_RESPONSE_HEAD, sendRawError } from './errors.js';
 import { type AccessInfo, clientIp, type ForwardOptions, meta, readResponseHead, route } from './forward.js';
 
@@ -79,15 +79,14 @@ export async function forwardUpgrade(
   // Logged and counted when the exchange ends, with the bytes both ways (a
   // WebSocket may live for hours; its access line comes when it closes).
   const status = rh.status;
-  stream.once('close', () => log(status, undefined, stream));
+  // 'close' comes once; `on` spares the wrapper `once` would keep per connection.
+  stream.on('close', () => log(status, undefined, stream));
   socket.write(headText);
   if (rest.byteLength > 0) socket.write(rest);
   if (rh.status === 101) {
     if (head.byteLength > 0) stream.write(head);
-    socket.pipe(stream);
-    socket.resume();
-  }
-  stream.pipe(socket);
+    splice(socket, stream);
+  } else stream.pipe(socket);
 }
 
 /** Serialises a response head for a raw socket, validating every header as Node would. */

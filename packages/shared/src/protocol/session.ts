@@ -31,6 +31,8 @@ import {
 import { Stream, type StreamHost } from './stream.js';
 import { closeCodeFor, type MessageTransport } from './transport.js';
 
+const NO_METADATA = Buffer.alloc(0);
+
 export interface SessionOptions extends Partial<SessionConfig> {
   /**
    * 'client' for the side that dialed the WebSocket (the agent): it opens odd
@@ -199,7 +201,7 @@ export class Session extends EventEmitter<SessionEvents> {
    * is not ready, closed or draining, the peer's concurrency limit is reached,
    * the metadata is larger than the peer accepts, or stream ids ran out.
    */
-  openStream(metadata: Uint8Array = Buffer.alloc(0)): Stream {
+  openStream(metadata: Uint8Array = NO_METADATA): Stream {
     if (this.#closed) throw new SessionClosedError();
     if (!this.#peer)
       throw new HandshakeError('session not ready: wait for session.ready before opening streams');
@@ -219,7 +221,9 @@ export class Session extends EventEmitter<SessionEvents> {
     const id = this.#nextLocalId;
     this.#nextLocalId += 2;
     const meta = Buffer.from(metadata.buffer, metadata.byteOffset, metadata.byteLength);
-    const stream = this.#newStream(id, meta, true);
+    // The stream does not keep what it sent: the opener knows it, and a stream
+    // may live for hours (its Buffer would also pin an 8 KiB pool slab).
+    const stream = this.#newStream(id, NO_METADATA, true);
     this.#writeControl(encodeFrame(FrameType.Open, id, meta));
     if (this.#closed) throw new SessionClosedError('tunnel session closed while opening a stream');
     return stream;

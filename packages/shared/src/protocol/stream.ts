@@ -46,6 +46,7 @@ interface PendingWrite {
  */
 export class Stream extends Duplex {
   readonly id: number;
+  /** What the peer sent with OPEN; empty on a stream this side opened. */
   readonly metadata: Buffer;
   /** True when this side opened the stream. */
   readonly local: boolean;

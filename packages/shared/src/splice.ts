@@ -1,0 +1,36 @@
+import type { Duplex } from 'node:stream';
+
+/**
+ * Joins two duplexes that carry one connection (a client socket and a tunnel
+ * stream, say): bytes flow both ways with backpressure, and each side's end is
+ * passed on as the other's end, so a half-close travels end to end. Both sides
+ * start flowing.
+ *
+ * It does what `a.pipe(b); b.pipe(a)` does here with a fraction of the memory:
+ * a pipe adds nine listeners and three `once` wrappers per direction, about
+ * 1 KB that a connection idle for hours keeps. Errors and teardown stay with
+ * the caller, which listens for 'error' and 'close' on both sides anyway; a
+ * write to a side already destroyed is dropped by that side.
+ */
+export function splice(a: Duplex, b: Duplex): void {
+  copy(a, b);
+  copy(b, a);
+  a.resume();
+  b.resume();
+}
+
+function copy(from: Duplex, to: Duplex): void {
+  let waiting = false;
+  from.on('data', (chunk: Buffer) => {
+    if (!to.write(chunk) && !waiting) {
+      waiting = true;
+      from.pause();
+    }
+  });
+  to.on('drain', () => {
+    if (!waiting) return;
+    waiting = false;
+    from.resume();
+  });
+  from.on('end', () => to.end());
+}
