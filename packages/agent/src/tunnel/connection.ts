@@ -255,7 +255,7 @@ export class TunnelConnection extends EventEmitter<TunnelConnectionEvents> {
     if (session !== this.#session || !GRACEFUL.has(info.reason)) return; // an error GOAWAY: 'close' follows
     const wasUp = this.#state === 'connected';
     this.#session = undefined;
-    const delay = this.#backoff.soon();
+    const delay = this.#backoff.expectRestart();
     const reason = `relay draining${info.message ? `: ${info.message}` : ''}`;
     this.#log.info(
       { reason, inFlight: session.streamCount - 1, retryIn: delay },
