@@ -6,7 +6,9 @@ import {
 } from 'node:http';
 import { request as httpsRequest } from 'node:https';
 import type { Socket } from 'node:net';
+import { Readable } from 'node:stream';
 import {
+  type HeaderPairs,
   type HttpOpen,
   type Logger,
   pairsFromRaw,
@@ -18,6 +20,7 @@ import {
   stripHopByHop,
   writeMessage,
 } from '@burrow/shared';
+import type { Dispatcher } from 'undici';
 import type { Route } from '../routes/source.js';
 import { type PoolOptions, TargetPool } from './pool.js';
 
@@ -44,8 +47,41 @@ export const DEFAULT_CONNECT_TIMEOUT = 10_000;
 
 /** Methods a retry cannot make happen twice (RFC 9110 §9.2.2). */
 const IDEMPOTENT = new Set(['GET', 'HEAD', 'OPTIONS', 'TRACE', 'PUT', 'DELETE']);
-/** How a keep-alive socket the backend closed while we reused it shows up. */
-const STALE_SOCKET = new Set(['ECONNRESET', 'EPIPE']);
+/** How a keep-alive socket the backend closed while we reused it shows up (node:http, undici). */
+const STALE_SOCKET = new Set(['ECONNRESET', 'EPIPE', 'UND_ERR_SOCKET']);
+/** Methods without a body unless the request says otherwise (as node:http assumes). */
+const BODILESS = new Set(['GET', 'HEAD', 'DELETE', 'OPTIONS', 'TRACE']);
+
+/** Whether DATA on the stream is a request body (see `body` in docs/protocol.md §11). */
+function hasBody(meta: HttpOpen): boolean {
+  if (meta.body !== undefined) return meta.body;
+  // From a relay that predates the field:
+  const length = meta.headers.find(([k]) => k.toLowerCase() === 'content-length')?.[1];
+  return length !== undefined ? length.trim() !== '0' : !BODILESS.has(meta.method);
+}
+
+/**
+ * The request body for undici, fed from the tunnel stream with backpressure.
+ * undici destroys a body it stops reading (the backend failed or closed);
+ * this one ends there and leaves the stream to us, so the failure is reported
+ * with its own reason, and bytes the client still sends after a complete
+ * response are drained instead of stalling the stream.
+ */
+function requestBody(stream: Stream): Readable {
+  const body = new Readable({ read: () => stream.resume() });
+  const onData = (chunk: Buffer) => {
+    if (!body.push(chunk)) stream.pause();
+  };
+  const onEnd = () => body.push(null);
+  stream.on('data', onData);
+  stream.once('end', onEnd);
+  body.once('close', () => {
+    stream.off('data', onData);
+    stream.off('end', onEnd);
+    if (!stream.readableEnded) stream.resume();
+  });
+  return body;
+}
 /** Largest statusText the response head schema accepts. */
 const MAX_STATUS_TEXT = 512;
 
@@ -63,7 +99,7 @@ class HttpDialer implements Dialer {
     this.#onFailure = options.onFailure;
     this.#log = options.logger;
     this.#connectTimeout = options.connectTimeout ?? DEFAULT_CONNECT_TIMEOUT;
-    this.#pool = new TargetPool(options.pool);
+    this.#pool = new TargetPool({ connectTimeout: this.#connectTimeout, ...options.pool });
   }
 
   serve(stream: Stream, meta: HttpOpen, route: Route): void {
@@ -113,6 +149,9 @@ class Exchange {
   readonly #https: boolean;
   readonly #host: string;
   readonly #port: number;
+  /** Cancels the undici request (set once it is dispatched). */
+  #abort: ((err?: Error) => void) | undefined;
+  #complete = false;
   #req: ClientRequest | undefined;
   #res: IncomingMessage | undefined;
   #upgraded: Socket | undefined;
@@ -158,6 +197,111 @@ class Exchange {
   }
 
   #send(): void {
+    if (this.#meta.upgrade) this.#sendUpgrade();
+    else this.#dispatch();
+  }
+
+  /**
+   * An ordinary request goes through undici's dispatcher: no request, response
+   * or socket stream objects per request, raw header arrays, and a pool that
+   * writes each request head in one system call.
+   */
+  #dispatch(): void {
+    this.#attempts++;
+    const stream = this.#stream;
+    const meta = this.#meta;
+    const withBody = hasBody(meta);
+    // Without a body, bytes that arrive anyway are dropped: sent after a head that
+    // did not announce them, a backend would read them as the next request.
+    if (!withBody) stream.resume();
+    const headers: string[] = [];
+    for (const [k, v] of stripHopByHop(meta.headers)) {
+      // The relay answered `Expect: 100-continue` already; undici refuses the field.
+      if (k.length === 6 && k.toLowerCase() === 'expect') continue;
+      headers.push(k, v);
+    }
+    const dispatcher = this.#pool.dispatcherFor(this.#route.target, this.#route.tlsInsecure === true);
+    dispatcher.dispatch(
+      {
+        path: meta.path,
+        method: meta.method,
+        headers,
+        // With no Content-Length among the headers, undici sends the body chunked.
+        body: withBody ? requestBody(stream) : null,
+      },
+      {
+        onConnect: (abort: (err?: Error) => void) => {
+          this.#abort = abort;
+        },
+        onHeaders: (status: number, raw: Buffer[], resume: () => void, statusText: string) =>
+          this.#onHeaders(status, raw, resume, statusText),
+        onData: (chunk: Buffer) => stream.write(chunk),
+        onComplete: () => {
+          this.#complete = true;
+          stream.end();
+        },
+        onError: (err: Error & { code?: string }) => this.#onDispatchError(err, withBody),
+      } as Dispatcher.DispatchHandler,
+    );
+  }
+
+  #onHeaders(status: number, raw: Buffer[], resume: () => void, statusText: string): boolean {
+    // 1xx informational responses (103 Early Hints) are not passed on; the final response follows.
+    if (status < 200) return true;
+    const stream = this.#stream;
+    this.#status = status;
+    const pairs: HeaderPairs = [];
+    for (let i = 0; i + 1 < raw.length; i += 2)
+      pairs.push([raw[i]!.toString('latin1'), raw[i + 1]!.toString('latin1')]);
+    const head = headFrom(status, statusText, stripHopByHop(pairs));
+    if (typeof head === 'string') {
+      this.#fail(Reason.BackendError, head);
+      this.#abort?.(new Error(head));
+      return false;
+    }
+    this.#headSent = true;
+    writeMessage(stream, head);
+    // undici pauses the backend socket when onData returns false (the stream's buffer is full).
+    stream.on('drain', resume);
+    return true;
+  }
+
+  #onDispatchError(err: Error & { code?: string }, withBody: boolean): void {
+    const stream = this.#stream;
+    if (stream.destroyed || this.#failed !== undefined) return; // we aborted it, or it failed already
+    const code = err.code ?? '';
+    if (this.#headSent) {
+      this.#fail(
+        Reason.BackendError,
+        `backend closed the connection before the response was complete (${code || err.message})`,
+        code,
+      );
+      return;
+    }
+    if (STALE_SOCKET.has(code) && this.#attempts < 2 && !withBody && IDEMPOTENT.has(this.#meta.method)) {
+      // Most likely a keep-alive socket the backend closed as we reused it: nothing was processed.
+      this.#log.debug(
+        { route: this.#route.id, target: this.#route.target, code },
+        'retrying on a new connection',
+      );
+      this.#dispatch();
+      return;
+    }
+    if (code === 'UND_ERR_CONNECT_TIMEOUT') {
+      this.#fail(
+        Reason.ConnectTimeout,
+        `backend did not accept a connection to ${this.#where} within ${this.#connectTimeout} ms`,
+        'ETIMEDOUT',
+      );
+    } else if (code === 'ECONNREFUSED') {
+      this.#fail(Reason.ConnectRefused, `backend refused connection to ${this.#where}`, code);
+    } else {
+      this.#fail(Reason.BackendError, `backend request failed: ${code || err.message}`, code);
+    }
+  }
+
+  /** An Upgrade request (WebSocket and others) goes through node:http, which hands over the socket. */
+  #sendUpgrade(): void {
     this.#attempts++;
     const stream = this.#stream;
     const meta = this.#meta;
@@ -168,7 +312,7 @@ class Exchange {
       method: meta.method,
       path: meta.path,
       // The relay already removed hop-by-hop fields and set X-Forwarded-*; Host stays as the client sent it.
-      headers: rawFromPairs(stripHopByHop(meta.headers, meta.upgrade)),
+      headers: rawFromPairs(stripHopByHop(meta.headers, true)),
       setHost: false,
     };
     const req = (this.#https ? httpsRequest : httpRequest)(options);
@@ -195,12 +339,8 @@ class Exchange {
       if (this.#req !== req || stream.destroyed) return; // superseded by a retry, or we aborted it
       const code = err.code ?? '';
       if (this.#headSent) {
-        // The response is on its way or done: the backend stopped reading the request body.
-        if (this.#upgraded || this.#res?.complete) {
-          stream.unpipe(req);
-          stream.resume();
-          return;
-        }
+        // The response is on its way or done: the backend stopped reading.
+        if (this.#upgraded || this.#res?.complete) return;
         this.#fail(Reason.BackendError, `backend connection failed: ${code || err.message}`, code);
         return;
       }
@@ -212,12 +352,11 @@ class Exchange {
         IDEMPOTENT.has(meta.method)
       ) {
         // The backend closed an idle keep-alive socket as we reused it: nothing was processed.
-        stream.unpipe(req);
         this.#log.debug(
           { route: this.#route.id, target: this.#route.target, code },
           'retrying on a new connection',
         );
-        this.#send();
+        this.#sendUpgrade();
         return;
       }
       if (timedOut || (!connected && code === 'ETIMEDOUT')) {
@@ -237,21 +376,12 @@ class Exchange {
       clearTimeout(timer);
       this.#onResponse(res);
     });
-    if (meta.upgrade) {
-      req.on('upgrade', (res: IncomingMessage, socket: Socket, head: Buffer) => {
-        clearTimeout(timer);
-        this.#onUpgrade(res, socket, head);
-      });
-      // Before a 101 the relay sends nothing on an upgrade stream: the request has no body.
-      req.end();
-    } else if (stream.readableEnded) {
-      req.end();
-    } else {
-      stream.pipe(req);
-      // Forward the head now, not with the first body bytes: a client may send its body
-      // late (or only after seeing a response), and the backend should see the request meanwhile.
-      req.flushHeaders();
-    }
+    req.on('upgrade', (res: IncomingMessage, socket: Socket, head: Buffer) => {
+      clearTimeout(timer);
+      this.#onUpgrade(res, socket, head);
+    });
+    // Before a 101 the relay sends nothing on an upgrade stream: the request has no body.
+    req.end();
   }
 
   #onResponse(res: IncomingMessage): void {
@@ -266,7 +396,7 @@ class Exchange {
     this.#headSent = true;
     writeMessage(stream, head);
     // An upgrade the backend declined: the relay sends no more request bytes.
-    if (this.#meta.upgrade) stream.resume();
+    stream.resume();
     res.on('error', () => {}); // reported by 'close'
     res.once('close', () => {
       if (!res.complete) {
@@ -335,6 +465,7 @@ class Exchange {
     // A stream that finished both ways leaves the backend socket to end on its own, so
     // bytes still queued on it are delivered.
     if (stream.errored || !stream.writableFinished) {
+      if (!this.#complete) this.#abort?.(new Error('the tunnel stream closed'));
       this.#req?.destroy();
       this.#res?.destroy();
       this.#upgraded?.destroy();

@@ -1,5 +1,6 @@
 import { Agent as HttpAgent } from 'node:http';
 import { Agent as HttpsAgent } from 'node:https';
+import { Pool } from 'undici';
 
 export interface PoolOptions {
   /** Sockets per target at most (in use plus idle). Default 256. */
@@ -11,25 +12,51 @@ export interface PoolOptions {
    * `Keep-Alive: timeout=N` hint shortens it further (Node honours it).
    */
   idleTimeout?: number;
+  /** Time allowed to establish a connection (TCP, and TLS for https targets), ms. Default 10 s. */
+  connectTimeout?: number;
 }
 
 /**
- * One keep-alive HTTP(S) agent per backend target. LIFO scheduling reuses the
- * most recently used socket, so idle sockets beyond the current concurrency
- * age out instead of being kept warm round-robin.
+ * Keep-alive connections per backend target: an undici pool for ordinary
+ * requests, and a node:http(s) agent for Upgrade requests (node:http hands
+ * the upgraded socket over; LIFO scheduling there lets idle sockets beyond the
+ * current concurrency age out). Both hold at most `maxSockets` connections.
  */
 export class TargetPool {
   readonly #agents = new Map<string, HttpAgent>();
+  readonly #pools = new Map<string, Pool>();
   readonly #maxSockets: number;
   readonly #idleTimeout: number;
+  readonly #connectTimeout: number;
 
   constructor(options: PoolOptions = {}) {
     this.#maxSockets = options.maxSockets ?? 256;
     this.#idleTimeout = options.idleTimeout ?? 4_000;
+    this.#connectTimeout = options.connectTimeout ?? 10_000;
   }
 
   static key(target: string, tlsInsecure: boolean): string {
     return `${target}${tlsInsecure ? '#insecure' : ''}`;
+  }
+
+  dispatcherFor(target: string, tlsInsecure = false): Pool {
+    const key = TargetPool.key(target, tlsInsecure);
+    let pool = this.#pools.get(key);
+    if (!pool) {
+      pool = new Pool(new URL(target).origin, {
+        connections: this.#maxSockets,
+        // The backend's `Keep-Alive: timeout=N` hint shortens it (less a second of margin).
+        keepAliveTimeout: this.#idleTimeout,
+        connectTimeout: this.#connectTimeout,
+        // No deadline of our own on the response: the relay bounds the wait for
+        // the head, and a body may stream for as long as the client reads it.
+        headersTimeout: 0,
+        bodyTimeout: 0,
+        connect: { rejectUnauthorized: !tlsInsecure },
+      });
+      this.#pools.set(key, pool);
+    }
+    return pool;
   }
 
   agentFor(target: string, tlsInsecure = false): HttpAgent {
@@ -53,6 +80,12 @@ export class TargetPool {
 
   /** Closes the idle sockets of targets not in `keep` (in-flight requests finish on theirs). */
   retain(keep: ReadonlySet<string>): void {
+    for (const [key, pool] of this.#pools) {
+      if (keep.has(key)) continue;
+      this.#pools.delete(key);
+      // close() lets in-flight requests finish, then ends the connections.
+      pool.close().catch(() => {});
+    }
     for (const [key, agent] of this.#agents) {
       if (keep.has(key)) continue;
       this.#agents.delete(key);
@@ -65,5 +98,7 @@ export class TargetPool {
   destroy(): void {
     for (const agent of this.#agents.values()) agent.destroy();
     this.#agents.clear();
+    for (const pool of this.#pools.values()) pool.destroy().catch(() => {});
+    this.#pools.clear();
   }
 }

@@ -210,6 +210,16 @@ export function route(req: ClientRequest, opts: ForwardOptions): Routed {
   return { ok: true, conn: binding.target, routeId: binding.routeId, host, route: binding.hostname };
 }
 
+/**
+ * Whether the request carries a body: HTTP/1 says so with Transfer-Encoding or a
+ * Content-Length above 0 (validate-request.ts let only one of them through);
+ * HTTP/2 with DATA after the headers.
+ */
+function hasBody(req: ClientRequest): boolean {
+  if (req instanceof Http2ServerRequest) return !req.stream.endAfterHeaders;
+  return req.headers['transfer-encoding'] !== undefined || (req.headers['content-length'] ?? '0') !== '0';
+}
+
 export function meta(
   req: ClientRequest,
   routeId: string,
@@ -223,6 +233,8 @@ export function meta(
     path: req.url ?? '/',
     headers: forwardedHeaders(req, proto, upgrade),
     upgrade,
+    // The agent frames the body from this: the framing headers stay behind as hop-by-hop.
+    body: !upgrade && hasBody(req),
     client: { ip: clientIp(req.socket.remoteAddress), port: req.socket.remotePort ?? 0 },
   };
 }
@@ -271,10 +283,7 @@ export async function forwardRequest(
   });
   // A request with no body can be sent again: if the agent connection it went
   // to refused it unprocessed (GOAWAY during a rolling update), try another.
-  const replayable =
-    req instanceof Http2ServerRequest
-      ? req.stream.endAfterHeaders
-      : !req.headers['transfer-encoding'] && (req.headers['content-length'] ?? '0') === '0';
+  const replayable = !hasBody(req);
   let head: ResponseHead | undefined;
   let rest: Buffer = Buffer.alloc(0);
   for (let attempt = 0; !head; attempt++) {

@@ -38,6 +38,13 @@ export const httpOpenSchema = z.object({
   headers: headerPairs,
   /** True for an Upgrade request (WebSocket and others): after a 101 the stream is raw bytes. */
   upgrade: z.boolean(),
+  /**
+   * Whether the request has a body (DATA until FIN). With Content-Length among
+   * the headers it has exactly that many bytes; without, the agent frames it
+   * as chunked. Absent (relays before this field): a Content-Length above 0,
+   * or a method other than GET, HEAD, DELETE, OPTIONS and TRACE, means a body.
+   */
+  body: z.boolean().optional(),
   client: z.object({ ip: z.string().max(64), port: z.number().int().min(0).max(65535) }),
 });
 
