@@ -280,14 +280,23 @@ class Exchange {
     }
     if (STALE_SOCKET.has(code) && this.#attempts < 2 && !withBody && IDEMPOTENT.has(this.#meta.method)) {
       // Most likely a keep-alive socket the backend closed as we reused it: nothing was processed.
-      this.#log.debug(
-        { route: this.#route.id, target: this.#route.target, code },
-        'retrying on a new connection',
-      );
+      this.#logRetry(code);
       this.#dispatch();
       return;
     }
-    if (code === 'UND_ERR_CONNECT_TIMEOUT') {
+    this.#failUnanswered(code === 'UND_ERR_CONNECT_TIMEOUT', code, err.message);
+  }
+
+  #logRetry(code: string): void {
+    this.#log.debug(
+      { route: this.#route.id, target: this.#route.target, code },
+      'retrying on a new connection',
+    );
+  }
+
+  /** The backend gave no response: the connection timed out, was refused, or failed otherwise. */
+  #failUnanswered(timedOut: boolean, code: string, message: string): void {
+    if (timedOut) {
       this.#fail(
         Reason.ConnectTimeout,
         `backend did not accept a connection to ${this.#where} within ${this.#connectTimeout} ms`,
@@ -296,7 +305,7 @@ class Exchange {
     } else if (code === 'ECONNREFUSED') {
       this.#fail(Reason.ConnectRefused, `backend refused connection to ${this.#where}`, code);
     } else {
-      this.#fail(Reason.BackendError, `backend request failed: ${code || err.message}`, code);
+      this.#fail(Reason.BackendError, `backend request failed: ${code || message}`, code);
     }
   }
 
@@ -352,24 +361,11 @@ class Exchange {
         IDEMPOTENT.has(meta.method)
       ) {
         // The backend closed an idle keep-alive socket as we reused it: nothing was processed.
-        this.#log.debug(
-          { route: this.#route.id, target: this.#route.target, code },
-          'retrying on a new connection',
-        );
+        this.#logRetry(code);
         this.#sendUpgrade();
         return;
       }
-      if (timedOut || (!connected && code === 'ETIMEDOUT')) {
-        this.#fail(
-          Reason.ConnectTimeout,
-          `backend did not accept a connection to ${this.#where} within ${this.#connectTimeout} ms`,
-          'ETIMEDOUT',
-        );
-      } else if (code === 'ECONNREFUSED') {
-        this.#fail(Reason.ConnectRefused, `backend refused connection to ${this.#where}`, code);
-      } else {
-        this.#fail(Reason.BackendError, `backend request failed: ${code || err.message}`, code);
-      }
+      this.#failUnanswered(timedOut || (!connected && code === 'ETIMEDOUT'), code, err.message);
     });
 
     req.on('response', (res) => {
