@@ -169,6 +169,47 @@ t.test('HTTP end to end', async (t) => {
     t.equal(hash.digest('hex'), await expected.sha256);
   });
 
+  t.test('16 downloads at once share the tunnel and each arrives byte-exact', async (t) => {
+    // More data than the tunnel's send queue holds: the agent pauses and resumes
+    // backend reads for many responses at once, while other responses are parsed.
+    const size = 16 * MB;
+    const expected = bodyStream(size, 7);
+    expected.stream.resume();
+    const agent = new HttpAgent({ keepAlive: false });
+    t.teardown(() => agent.destroy());
+    const download = () =>
+      new Promise<{ status: number; bytes: number; sha256: string }>((resolve, reject) => {
+        request(
+          {
+            host: '127.0.0.1',
+            port,
+            agent,
+            path: `/download?size=${size}`,
+            headers: { host: 'a.example.com' },
+          },
+          (res) => {
+            const hash = createHash('sha256');
+            let bytes = 0;
+            res.on('data', (c: Buffer) => {
+              hash.update(c);
+              bytes += c.length;
+            });
+            res.on('error', reject);
+            res.on('end', () => resolve({ status: res.statusCode ?? 0, bytes, sha256: hash.digest('hex') }));
+          },
+        )
+          .on('error', reject)
+          .end();
+      });
+    const results = await Promise.all(Array.from({ length: 16 }, download));
+    const sha256 = await expected.sha256;
+    t.same(
+      results,
+      results.map(() => ({ status: 200, bytes: size, sha256 })),
+      'every download: 200, all bytes, the right bytes',
+    );
+  });
+
   t.test('server-sent events arrive before the response ends', async (t) => {
     const res = await new Promise<import('node:http').IncomingMessage>((resolve, reject) => {
       request({ host: '127.0.0.1', port, path: '/events', headers: { host: 'a.example.com' } }, resolve)

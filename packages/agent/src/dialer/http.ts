@@ -262,7 +262,10 @@ class Exchange {
     this.#headSent = true;
     writeMessage(stream, head);
     // undici pauses the backend socket when onData returns false (the stream's buffer is full).
-    stream.on('drain', resume);
+    // 'drain' can come while undici is parsing another response (a write to that one's
+    // stream let the session send this one's queued data), and undici's parser must not
+    // be re-entered: resume once the current parse is over.
+    stream.on('drain', () => process.nextTick(resume));
     return true;
   }
 
