@@ -82,6 +82,7 @@ function requestBody(stream: Stream): Readable {
   });
   return body;
 }
+
 /** Largest statusText the response head schema accepts. */
 const MAX_STATUS_TEXT = 512;
 
