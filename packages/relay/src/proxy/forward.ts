@@ -69,6 +69,23 @@ export interface AccessInfo {
   error?: string;
 }
 
+const accessLoggers = new WeakMap<Logger, Logger>();
+
+/**
+ * The logger for access lines: `logger` without its redaction pass. An access
+ * entry holds only the fields of AccessInfo, none of them a secret, and the
+ * redaction paths (wildcards among them) cost about 6 µs per line, at one
+ * line per request.
+ */
+export function accessLogger(logger: Logger): Logger {
+  let access = accessLoggers.get(logger);
+  if (!access) {
+    access = logger.child({}, { redact: { paths: [] } });
+    accessLoggers.set(logger, access);
+  }
+  return access;
+}
+
 /** Largest response head accepted from an agent. */
 const MAX_HEAD = 256 * 1024;
 /** Client-supplied forwarding headers are replaced: the relay is the trust boundary. */
@@ -278,7 +295,7 @@ export async function forwardRequest(
       ...(error ? { error } : {}),
       ...(h2 ? { h2: true } : {}),
     };
-    opts.logger.info(info, 'request');
+    accessLogger(opts.logger).info(info, 'request');
     opts.onRequestDone?.(info);
   });
   // A request with no body can be sent again: if the agent connection it went

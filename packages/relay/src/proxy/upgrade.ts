@@ -3,7 +3,15 @@ import { STATUS_CODES, validateHeaderName, validateHeaderValue } from 'node:http
 import type { Duplex } from 'node:stream';
 import { Reason, type ResponseHead, type Stream, splice, stripHopByHop } from '@burrow/shared';
 import { failureFor, INVALID_RESPONSE_HEAD, sendRawError } from './errors.js';
-import { type AccessInfo, clientIp, type ForwardOptions, meta, readResponseHead, route } from './forward.js';
+import {
+  type AccessInfo,
+  accessLogger,
+  clientIp,
+  type ForwardOptions,
+  meta,
+  readResponseHead,
+  route,
+} from './forward.js';
 
 /** Proxies an Upgrade request (WebSocket and others): after a 101, bytes flow raw both ways. */
 export async function forwardUpgrade(
@@ -34,7 +42,7 @@ export async function forwardUpgrade(
       client,
       ...(error ? { error } : {}),
     };
-    opts.logger.info({ ...info, upgrade: true }, 'request');
+    accessLogger(opts.logger).info({ ...info, upgrade: true }, 'request');
     opts.onRequestDone?.(info);
   };
   if (!r.ok) {
