@@ -9,6 +9,7 @@ import t from 'tap';
 import { WebSocket, WebSocketServer } from 'ws';
 import { testAgent } from '../helpers/agent.js';
 import { get, testServer } from '../helpers/http.js';
+import { rawRequest } from '../helpers/raw-http.js';
 import { testRelay } from '../helpers/relay.js';
 
 const MB = 1024 * 1024;
@@ -208,6 +209,12 @@ t.test('HTTP end to end', async (t) => {
       results.map(() => ({ status: 200, bytes: size, sha256 })),
       'every download: 200, all bytes, the right bytes',
     );
+  });
+
+  t.test('OPTIONS * (asterisk form) reaches the backend as sent', async (t) => {
+    const r = await rawRequest(port, 'OPTIONS * HTTP/1.1\r\nHost: a.example.com\r\n\r\n');
+    t.equal(r.status, 200);
+    t.match(r.text, '"method":"OPTIONS","url":"*"', 'the backend echoed method and request target');
   });
 
   t.test('server-sent events arrive before the response ends', async (t) => {

@@ -198,7 +198,9 @@ class Exchange {
   }
 
   #send(): void {
-    if (this.#meta.upgrade) this.#sendUpgrade();
+    // undici sends only paths that start with '/' (or absolute URLs), so the
+    // asterisk form (`OPTIONS *`) takes node:http too.
+    if (this.#meta.upgrade || this.#meta.path === '*') this.#sendWithNodeHttp();
     else this.#dispatch();
   }
 
@@ -313,11 +315,18 @@ class Exchange {
     }
   }
 
-  /** An Upgrade request (WebSocket and others) goes through node:http, which hands over the socket. */
-  #sendUpgrade(): void {
+  /**
+   * Upgrade requests (WebSocket and others) go through node:http, which hands
+   * over the socket after a 101; so does `OPTIONS *`. Neither has a body.
+   */
+  #sendWithNodeHttp(): void {
     this.#attempts++;
     const stream = this.#stream;
     const meta = this.#meta;
+    if (!meta.upgrade && hasBody(meta)) {
+      this.#fail(Reason.BackendError, `a ${meta.method} ${meta.path} request with a body is not supported`);
+      return;
+    }
     const options: RequestOptions = {
       agent: this.#pool.agentFor(this.#route.target, this.#route.tlsInsecure === true),
       host: this.#host,
@@ -325,7 +334,7 @@ class Exchange {
       method: meta.method,
       path: meta.path,
       // The relay already removed hop-by-hop fields and set X-Forwarded-*; Host stays as the client sent it.
-      headers: rawFromPairs(stripHopByHop(meta.headers, true)),
+      headers: rawFromPairs(stripHopByHop(meta.headers, meta.upgrade)),
       setHost: false,
     };
     const req = (this.#https ? httpsRequest : httpRequest)(options);
@@ -366,7 +375,7 @@ class Exchange {
       ) {
         // The backend closed an idle keep-alive socket as we reused it: nothing was processed.
         this.#logRetry(code);
-        this.#sendUpgrade();
+        this.#sendWithNodeHttp();
         return;
       }
       this.#failUnanswered(timedOut || (!connected && code === 'ETIMEDOUT'), code, err.message);
@@ -381,6 +390,7 @@ class Exchange {
       this.#onUpgrade(res, socket, head);
     });
     // Before a 101 the relay sends nothing on an upgrade stream: the request has no body.
+    if (!meta.upgrade) stream.resume();
     req.end();
   }
 
@@ -395,7 +405,7 @@ class Exchange {
     }
     this.#headSent = true;
     writeMessage(stream, head);
-    // An upgrade the backend declined: the relay sends no more request bytes.
+    // An upgrade the backend declined (or OPTIONS *): the relay sends no more request bytes.
     stream.resume();
     res.on('error', () => {}); // reported by 'close'
     res.once('close', () => {
