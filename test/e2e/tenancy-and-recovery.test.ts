@@ -4,6 +4,7 @@ import { EventEmitter, once } from 'node:events';
 import t from 'tap';
 import { testAgent } from '../helpers/agent.js';
 import { get, testServer } from '../helpers/http.js';
+import { rawRequest } from '../helpers/raw-http.js';
 import { testRelay, tokenFor, tunnelUrl } from '../helpers/relay.js';
 
 t.test('a second tenant claiming a taken hostname is refused; the first keeps serving', async (t) => {
@@ -160,4 +161,37 @@ t.test('rolling agent replacement under a request loop: zero failed requests', a
     [200],
     `every request succeeded (${[...statuses].map(([k, v]) => `${k}: ${v}`).join(', ')})`,
   );
+});
+
+t.test('a response sent while the relay drains says Connection: close and ends its connection', async (t) => {
+  let arrived!: () => void;
+  const inFlight = new Promise<void>((resolve) => {
+    arrived = resolve;
+  });
+  let release!: () => void;
+  const held = new Promise<void>((resolve) => {
+    release = resolve;
+  });
+  const app = await testServer(t, (_req, res) => {
+    arrived();
+    held.then(() => res.end('late'));
+  });
+  const relay = await testRelay(t);
+  await testAgent(t, tunnelUrl(relay), [{ id: 'app', hostnames: ['app.example.com'], target: app.url }]);
+  // A keep-alive request (HTTP/1.1 default); the reply is read until the relay closes the connection.
+  const reply = rawRequest(
+    relay.httpAddress.port,
+    'GET /slow HTTP/1.1\r\nHost: app.example.com\r\n\r\n',
+    15_000,
+    true,
+  );
+  await inFlight;
+  const drained = relay.close();
+  release();
+  const r = await reply;
+  t.equal(r.status, 200, 'the request in flight when the drain began completes');
+  t.match(r.text, /\r\nconnection: close\r\n/i, 'its response tells the client not to reuse the connection');
+  t.match(r.text, /late$/);
+  t.ok(r.closed, 'and the relay closed the connection after it');
+  await drained;
 });

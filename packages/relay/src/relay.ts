@@ -199,6 +199,7 @@ export async function startRelay(options: RelayOptions): Promise<Relay> {
     },
     onStreamOpen: (route: string, stream: { on(e: 'close', fn: () => void): unknown }) =>
       metrics.streamOpened(route, (fn) => stream.on('close', fn)),
+    draining: () => closing !== undefined,
   };
   const httpServer = createHttpListener({
     table: routes,

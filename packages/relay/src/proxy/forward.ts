@@ -40,6 +40,11 @@ export interface ForwardOptions {
   responseHeaders?: HeaderPairs;
   /** Called for each stream opened to an agent, with the route hostname it serves (metrics). */
   onStreamOpen?: (route: string, stream: Stream) => void;
+  /**
+   * True once the relay is draining: HTTP/1 responses then say `Connection:
+   * close` and end their connection, so clients stop reusing it.
+   */
+  draining?: () => boolean;
 }
 
 /** A request as parsed by Node's HTTP/1 parser or the HTTP/2 compatibility layer. */
@@ -298,6 +303,14 @@ export async function forwardRequest(
     accessLogger(opts.logger).info(info, 'request');
     opts.onRequestDone?.(info);
   });
+  // Checked as each response head goes out: a drain may begin while the agent works.
+  const closeIfDraining = () => {
+    if (!h2 && opts.draining?.()) (res as ServerResponse).shouldKeepAlive = false;
+  };
+  const answerError = (status: number, message: string, host: string, code: string) => {
+    closeIfDraining();
+    return sendError(res, status, message, host, code, opts.responseHeaders);
+  };
   // A request with no body can be sent again: if the agent connection it went
   // to refused it unprocessed (GOAWAY during a rolling update), try another.
   const replayable = !hasBody(req);
@@ -307,7 +320,7 @@ export async function forwardRequest(
     if (!routed.ok) {
       error = routed.code;
       req.resume();
-      return sendError(res, routed.status, routed.message, routed.host, routed.code, opts.responseHeaders);
+      return answerError(routed.status, routed.message, routed.host, routed.code);
     }
     let s: Stream;
     try {
@@ -321,7 +334,7 @@ export async function forwardRequest(
       const f = failureFor(err);
       error = f.code;
       req.resume();
-      return sendError(res, f.status, f.message, routed.host, f.code, opts.responseHeaders);
+      return answerError(f.status, f.message, routed.host, f.code);
     }
     s.on('error', () => {}); // handled where it matters: before the head by readResponseHead, after by res
     if (replayable) {
@@ -343,7 +356,7 @@ export async function forwardRequest(
       error = f.code;
       req.unpipe(s);
       req.resume();
-      return sendError(res, f.status, f.message, routed.host, f.code, opts.responseHeaders);
+      return answerError(f.status, f.message, routed.host, f.code);
     }
   }
   const s = stream!;
@@ -355,6 +368,7 @@ export async function forwardRequest(
       // HTTP/2 has no reason phrase, and takes headers as an object.
       (res as Http2ServerResponse).writeHead(head.status, headerObject(headers));
     } else {
+      closeIfDraining();
       (res as ServerResponse).writeHead(
         head.status,
         head.statusText ?? STATUS_CODES[head.status] ?? '',
@@ -366,7 +380,7 @@ export async function forwardRequest(
     error = f.code;
     opts.logger.warn({ host: r.host, reason: (err as Error).message }, 'agent sent an invalid response head');
     s.reset(Reason.BadMetadata, 'invalid response head');
-    return sendError(res, f.status, f.message, r.host, f.code, opts.responseHeaders);
+    return answerError(f.status, f.message, r.host, f.code);
   }
   if (rest.byteLength > 0) (res as NodeJS.WritableStream).write(rest);
   s.on('error', () => res.destroy());
