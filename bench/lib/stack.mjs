@@ -25,8 +25,6 @@ import { once } from 'node:events';
 import { readFileSync } from 'node:fs';
 import { createServer } from 'node:http';
 import { writeHeapSnapshot } from 'node:v8';
-import { StaticRouteSource, startAgent } from '@burrow/agent';
-import { startRelay } from '@burrow/relay';
 import { createLogger, loadVerifyKey } from '@burrow/shared';
 import { WebSocketServer } from 'ws';
 
@@ -126,7 +124,11 @@ function writeBulk(res, size) {
   pump();
 }
 
+// Each role imports its package when it starts, as its own CLI would: a relay
+// process does not load the agent (and its Kubernetes client), so a relay
+// restart here costs what a real one does.
 async function startRelayRole(msg) {
+  const { startRelay } = await import('@burrow/relay');
   const relay = await startRelay({
     http: { host: HOST, port: msg.httpPort ?? 0 },
     tunnel: { host: HOST, port: msg.tunnelPort ?? 0 },
@@ -141,6 +143,7 @@ async function startRelayRole(msg) {
 }
 
 async function startAgentRole(msg) {
+  const { StaticRouteSource, startAgent } = await import('@burrow/agent');
   const connections = msg.connections ?? CONNECTIONS;
   routeSource = new StaticRouteSource([{ id: 'bench', hostnames: [msg.hostname], target: msg.backendUrl }]);
   const agent = startAgent({

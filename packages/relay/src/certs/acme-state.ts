@@ -1,6 +1,6 @@
 import { mkdir, readdir, readFile, rename, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
-import * as acme from 'acme-client';
+import { loadAcmeClient } from './acme-client.js';
 
 /**
  * The ACME state directory:
@@ -32,7 +32,7 @@ export class AcmeState {
       key = await readFile(keyFile);
     } catch (err) {
       if ((err as NodeJS.ErrnoException).code !== 'ENOENT') throw err;
-      key = await acme.crypto.createPrivateEcdsaKey('P-256');
+      key = await (await loadAcmeClient()).crypto.createPrivateEcdsaKey('P-256');
       await this.#write(keyFile, key, 0o600);
     }
     let url: string | undefined;

@@ -7,8 +7,8 @@ import {
   type Server,
 } from 'node:tls';
 import { type Logger, patternAllows } from '@burrow/shared';
-import * as acme from 'acme-client';
 import type { RouteTable, RouteTarget } from '../routes/table.js';
+import { type AcmeClient, loadAcmeClient } from './acme-client.js';
 import { AcmeState } from './acme-state.js';
 import { type CertEntry, type CertStore, certEntryFromPem } from './store.js';
 
@@ -71,7 +71,7 @@ export class AcmeManager extends EventEmitter<AcmeEvents> {
   readonly #httpTokens = new Map<string, string>();
   readonly #alpnContexts = new Map<string, SecureContext>();
   readonly #alpnServer: Server;
-  #client: acme.Client | undefined;
+  #client: AcmeClient.Client | undefined;
   #unsubscribe: (() => void) | undefined;
   #closed = false;
   /** Orders placed since start (tests and metrics). */
@@ -203,6 +203,7 @@ export class AcmeManager extends EventEmitter<AcmeEvents> {
     this.#log.info({ hostname }, 'acme order started');
     try {
       const client = await this.#getClient();
+      const acme = await loadAcmeClient();
       const certKey = await acme.crypto.createPrivateEcdsaKey('P-256');
       const [, csr] = await acme.crypto.createCsr({ commonName: hostname, altNames: [hostname] }, certKey);
       const alpnKey = await acme.crypto.createPrivateEcdsaKey('P-256');
@@ -265,8 +266,9 @@ export class AcmeManager extends EventEmitter<AcmeEvents> {
     }
   }
 
-  async #getClient(): Promise<acme.Client> {
+  async #getClient(): Promise<AcmeClient.Client> {
     if (this.#client) return this.#client;
+    const acme = await loadAcmeClient();
     if (this.#opts.directoryCa) {
       // acme-client sends every request through its shared axios instance.
       acme.axios.defaults.httpsAgent = new HttpsAgent({ ca: this.#opts.directoryCa });
