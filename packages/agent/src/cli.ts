@@ -1,11 +1,10 @@
 #!/usr/bin/env node
 import { readFileSync } from 'node:fs';
 import { createLogger, exitOnSignals, formatHelp, parseOptions, runCli } from '@burrow/shared';
-import { KubeConfig } from '@kubernetes/client-node';
 import { startAgent } from './agent.js';
 import { AGENT_OPTIONS, agentOptionsFrom } from './config.js';
 import { startHealthServer } from './health.js';
-import { type Kubernetes, podName, podNamespace, startKubernetes } from './kubernetes/index.js';
+import type { Kubernetes } from './kubernetes/index.js';
 import { agentMetrics } from './metrics.js';
 
 const USAGE = `burrow-agent — exposes services behind NAT through outbound tunnels to a Burrow relay.
@@ -33,6 +32,12 @@ await runCli('burrow-agent', async () => {
   const logger = createLogger({ name: 'burrow-agent', level: logLevel });
   let kube: Kubernetes | undefined;
   if (kubernetes) {
+    // Imported only here: the Kubernetes client takes about half a second to load,
+    // which an agent with static routes should not spend.
+    const [{ KubeConfig }, { podName, podNamespace, startKubernetes }] = await Promise.all([
+      import('@kubernetes/client-node'),
+      import('./kubernetes/index.js'),
+    ]);
     const kubeConfig = new KubeConfig();
     if (kubernetes.kubeconfig) kubeConfig.loadFromFile(kubernetes.kubeconfig);
     else kubeConfig.loadFromCluster();
