@@ -1,44 +1,15 @@
 import { once } from 'node:events';
 import { mkdtemp, readFile, rm } from 'node:fs/promises';
-import { request as httpsRequest } from 'node:https';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import type { TLSSocket } from 'node:tls';
 import type { Relay, RelayOptions } from '@burrow/relay';
 import { createLogger } from '@burrow/shared';
 import t from 'tap';
 import { testAgent } from '../helpers/agent.js';
-import { testServer } from '../helpers/http.js';
+import { httpsGet, testServer } from '../helpers/http.js';
 import { freePort, type Pebble, startPebble } from '../helpers/pebble.js';
 import { type Teardownable, testRelay } from '../helpers/relay.js';
 import { testPki } from '../helpers/tls.js';
-
-function httpsGet(
-  port: number,
-  host: string,
-  ca: string,
-): Promise<{ status: number; body: string; serial: string; issuer: string }> {
-  return new Promise((resolve, reject) => {
-    const req = httpsRequest(
-      { host: '127.0.0.1', port, servername: host, headers: { host }, ca, agent: false },
-      (res) => {
-        const peer = (res.socket as TLSSocket).getPeerCertificate();
-        const chunks: Buffer[] = [];
-        res.on('data', (c: Buffer) => chunks.push(c));
-        res.on('end', () =>
-          resolve({
-            status: res.statusCode ?? 0,
-            body: Buffer.concat(chunks).toString(),
-            serial: peer.serialNumber,
-            issuer: String(peer.issuer.CN ?? ''),
-          }),
-        );
-      },
-    );
-    req.on('error', reject);
-    req.end();
-  });
-}
 
 async function stateDir(t: Teardownable): Promise<string> {
   const dir = await mkdtemp(join(tmpdir(), 'burrow-acme-'));

@@ -4,14 +4,13 @@
 import { X509Certificate } from 'node:crypto';
 import { once } from 'node:events';
 import { readFile } from 'node:fs/promises';
-import { createServer as createHttpsServer, request as httpsRequest } from 'node:https';
+import { createServer as createHttpsServer } from 'node:https';
 import type { AddressInfo } from 'node:net';
-import type { TLSSocket } from 'node:tls';
 import { startAgent, startKubernetes } from '@burrow/agent';
 import { KubeConfig } from '@kubernetes/client-node';
 import t from 'tap';
 import { type FakeKube, fakeKube } from '../helpers/fake-kube.js';
-import { get, testServer } from '../helpers/http.js';
+import { get, httpsGet, testServer } from '../helpers/http.js';
 import { type Teardownable, testLogger, testRelay, tokenFor, tunnelUrl } from '../helpers/relay.js';
 import { testPki } from '../helpers/tls.js';
 
@@ -314,28 +313,7 @@ t.test(
       'https backend',
     );
 
-    const reply = await new Promise<{ body: string; fingerprint: string }>((resolve, reject) => {
-      const req = httpsRequest(
-        {
-          host: '127.0.0.1',
-          port: tlsPort,
-          servername: 'pass.example.com',
-          headers: { host: 'pass.example.com' },
-          ca: pki.caPem,
-          agent: false,
-        },
-        (res) => {
-          const fingerprint = (res.socket as TLSSocket).getPeerX509Certificate()?.fingerprint256 ?? '';
-          let body = '';
-          res.on('data', (c: Buffer) => {
-            body += c;
-          });
-          res.on('end', () => resolve({ body, fingerprint }));
-        },
-      );
-      req.on('error', reject);
-      req.end();
-    });
+    const reply = await httpsGet(tlsPort, 'pass.example.com', pki.caPem);
     t.equal(reply.body, 'passed through');
     t.equal(
       reply.fingerprint,

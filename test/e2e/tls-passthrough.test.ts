@@ -1,13 +1,13 @@
 import { X509Certificate } from 'node:crypto';
 import { once } from 'node:events';
 import { readFile } from 'node:fs/promises';
-import { createServer as createHttpsServer, request as httpsRequest } from 'node:https';
+import { createServer as createHttpsServer } from 'node:https';
 import { type AddressInfo, connect as netConnect, type Socket } from 'node:net';
 import { type TLSSocket, connect as tlsConnect } from 'node:tls';
 import { createLogger } from '@burrow/shared';
 import t from 'tap';
 import { testAgent } from '../helpers/agent.js';
-import { get, testServer } from '../helpers/http.js';
+import { get, httpsGet, testServer } from '../helpers/http.js';
 import { type Teardownable, testRelay } from '../helpers/relay.js';
 import { type TestPki, testPki } from '../helpers/tls.js';
 
@@ -31,28 +31,6 @@ async function tlsBackend(t: Teardownable, pki: TestPki) {
     port: (server.address() as AddressInfo).port,
     fingerprint: new X509Certificate(cert).fingerprint256,
   };
-}
-
-function httpsGet(
-  port: number,
-  host: string,
-  ca: string,
-): Promise<{ status: number; body: string; fingerprint: string }> {
-  return new Promise((resolve, reject) => {
-    const req = httpsRequest(
-      { host: '127.0.0.1', port, servername: host, headers: { host }, ca, agent: false, path: '/through' },
-      (res) => {
-        const fingerprint = (res.socket as TLSSocket).getPeerX509Certificate()?.fingerprint256 ?? '';
-        const chunks: Buffer[] = [];
-        res.on('data', (c: Buffer) => chunks.push(c));
-        res.on('end', () =>
-          resolve({ status: res.statusCode ?? 0, body: Buffer.concat(chunks).toString(), fingerprint }),
-        );
-      },
-    );
-    req.on('error', reject);
-    req.end();
-  });
 }
 
 /** Sends raw bytes to the TLS port; resolves with what came back once the relay closed the connection. */
@@ -102,7 +80,7 @@ t.test('passthrough: the backend terminates with its own certificate; the relay 
     /UNRECOGNIZED_NAME/,
     "a client outside the route's allowlist is refused before any byte reaches the agent",
   );
-  const r = await httpsGet(relay.tlsAddress!.port, 'secure.example.test', pki.caPem);
+  const r = await httpsGet(relay.tlsAddress!.port, 'secure.example.test', pki.caPem, { path: '/through' });
   t.equal(r.status, 200);
   t.equal(r.fingerprint, backend.fingerprint, "the client verified the backend's own certificate");
   t.same(
@@ -220,27 +198,7 @@ t.test(
     ]);
 
     // Everything else still works.
-    const ok = await new Promise<string>((resolve, reject) => {
-      const req = httpsRequest(
-        {
-          host: '127.0.0.1',
-          port,
-          servername: 'ok.example.test',
-          headers: { host: 'ok.example.test' },
-          ca: pki.caPem,
-          agent: false,
-        },
-        (res) => {
-          let body = '';
-          res.on('data', (c: Buffer) => {
-            body += c;
-          });
-          res.on('end', () => resolve(body));
-        },
-      );
-      req.on('error', reject);
-      req.end();
-    });
+    const ok = (await httpsGet(port, 'ok.example.test', pki.caPem)).body;
     t.equal(ok, 'fine', 'a well-behaved client is served after all of that');
     t.equal(
       (await get(relay.httpAddress.port, 'ok.example.test')).status,

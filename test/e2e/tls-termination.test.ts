@@ -3,14 +3,14 @@ import { X509Certificate } from 'node:crypto';
 import { once } from 'node:events';
 import { readFile } from 'node:fs/promises';
 import { connect as h2connect } from 'node:http2';
-import { Agent as HttpsAgent, request as httpsRequest } from 'node:https';
+import { Agent as HttpsAgent } from 'node:https';
 import { connect as tlsConnect } from 'node:tls';
 import { promisify } from 'node:util';
 import type { Relay } from '@burrow/relay';
 import t from 'tap';
 import { WebSocket, WebSocketServer } from 'ws';
 import { testAgent } from '../helpers/agent.js';
-import { get, testServer } from '../helpers/http.js';
+import { get, httpsGet, testServer } from '../helpers/http.js';
 import { type Teardownable, testRelay } from '../helpers/relay.js';
 import { type TestPki, testPki } from '../helpers/tls.js';
 
@@ -31,48 +31,6 @@ async function echoBackend(t: Teardownable) {
       res.writeHead(200, { 'content-type': 'application/json', 'set-cookie': ['a=1', 'b=2'] });
       res.end(body);
     });
-  });
-}
-
-interface HttpsReply {
-  status: number;
-  headers: Record<string, string | string[] | undefined>;
-  body: string;
-  alpn: string | false | null;
-  serial: string;
-}
-
-/** One HTTP/1.1 request over TLS to the relay, trusting the test CA; SNI = host. */
-function httpsGet(
-  port: number,
-  host: string,
-  ca: string,
-  path = '/',
-  agent: HttpsAgent | false = false,
-): Promise<HttpsReply> {
-  return new Promise((resolve, reject) => {
-    const req = httpsRequest(
-      { host: '127.0.0.1', port, path, servername: host, headers: { host }, ca, agent },
-      (res) => {
-        const chunks: Buffer[] = [];
-        // Read now: a keep-alive socket goes back to its pool when the body ends.
-        const socket = res.socket as import('node:tls').TLSSocket;
-        const alpn = socket.alpnProtocol;
-        const serial = socket.getPeerCertificate().serialNumber;
-        res.on('data', (c: Buffer) => chunks.push(c));
-        res.on('end', () => {
-          resolve({
-            status: res.statusCode ?? 0,
-            headers: res.headers,
-            body: Buffer.concat(chunks).toString(),
-            alpn,
-            serial,
-          });
-        });
-      },
-    );
-    req.on('error', reject);
-    req.end();
   });
 }
 
@@ -103,7 +61,7 @@ t.test(
   async (t) => {
     const pki = await testPki(t);
     const { relay, tlsPort } = await setup(t, pki, { hstsMaxAge: 300 });
-    const r = await httpsGet(tlsPort, 'a.example.test', pki.caPem, '/hello?x=1');
+    const r = await httpsGet(tlsPort, 'a.example.test', pki.caPem, { path: '/hello?x=1' });
     t.equal(r.status, 200);
     t.equal(r.alpn, false, 'no ALPN offered by this client: HTTP/1.1');
     const seen = JSON.parse(r.body);
@@ -257,7 +215,7 @@ t.test('certificates reload when their files change, without dropping open conne
   const port = relay.tlsAddress!.port;
   const keepAlive = new HttpsAgent({ keepAlive: true, maxSockets: 1 });
   t.teardown(() => keepAlive.destroy());
-  const first = await httpsGet(port, 'r.example.test', pki.caPem, '/', keepAlive);
+  const first = await httpsGet(port, 'r.example.test', pki.caPem, { agent: keepAlive });
   t.equal(first.status, 200);
 
   const changed = once(relay.certs, 'change');
@@ -266,7 +224,7 @@ t.test('certificates reload when their files change, without dropping open conne
   const newSerial = new X509Certificate(await readFile(next.certFile)).serialNumber;
   t.not(newSerial, first.serial, 'a new certificate was written');
 
-  const again = await httpsGet(port, 'r.example.test', pki.caPem, '/', keepAlive);
+  const again = await httpsGet(port, 'r.example.test', pki.caPem, { agent: keepAlive });
   t.equal(again.status, 200, 'the open keep-alive connection still works');
   t.equal(again.serial, first.serial, '…on its original handshake');
   const fresh = await httpsGet(port, 'r.example.test', pki.caPem);

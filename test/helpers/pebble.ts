@@ -1,10 +1,10 @@
 import { type ChildProcess, spawn } from 'node:child_process';
 import { once } from 'node:events';
 import { writeFile } from 'node:fs/promises';
-import { request as httpsRequest } from 'node:https';
 import { type AddressInfo, createServer } from 'node:net';
 import { join } from 'node:path';
 import { createInterface } from 'node:readline';
+import { httpsGet } from './http.js';
 import type { Teardownable } from './relay.js';
 import type { TestPki } from './tls.js';
 
@@ -141,21 +141,7 @@ export async function startPebble(
   return {
     directoryUrl: `https://127.0.0.1:${listen}/dir`,
     directoryCa: pki.caPem,
-    issuingRoot: () =>
-      new Promise((resolve, reject) => {
-        const req = httpsRequest(
-          { host: '127.0.0.1', port: management, path: '/roots/0', ca: pki.caPem, servername: 'localhost' },
-          (res) => {
-            let body = '';
-            res.on('data', (c: Buffer) => {
-              body += c;
-            });
-            res.on('end', () => resolve(body));
-          },
-        );
-        req.on('error', reject);
-        req.end();
-      }),
+    issuingRoot: async () => (await httpsGet(management, 'localhost', pki.caPem, { path: '/roots/0' })).body,
     orders: () => pebble.lines.filter((l) => orderLine.test(l)).length,
     waitOrders: (count) =>
       new Promise<void>((resolve, reject) => {
