@@ -22,7 +22,8 @@ import {
 } from '@burrow/shared';
 import type { Dispatcher } from 'undici';
 import type { Route } from '../routes/source.js';
-import { type PoolOptions, TargetPool } from './pool.js';
+import { DEFAULT_CONNECT_TIMEOUT, type PoolOptions, TargetPool } from './pool.js';
+import { type TargetAddress, targetAddress } from './target.js';
 
 /** Opens the backend side of a stream the relay opened for one of our routes. */
 export interface Dialer {
@@ -43,7 +44,7 @@ export interface HttpDialerOptions {
   onFailure?: (reason: string) => void;
 }
 
-export const DEFAULT_CONNECT_TIMEOUT = 10_000;
+export { DEFAULT_CONNECT_TIMEOUT };
 
 /** Methods a retry cannot make happen twice (RFC 9110 §9.2.2). */
 const IDEMPOTENT = new Set(['GET', 'HEAD', 'OPTIONS', 'TRACE', 'PUT', 'DELETE']);
@@ -147,9 +148,8 @@ class Exchange {
   readonly #connectTimeout: number;
   readonly #log: Logger;
   readonly #started = performance.now();
-  readonly #https: boolean;
-  readonly #host: string;
-  readonly #port: number;
+  /** The target's address, parsed when first needed (node:http requests and error messages). */
+  #address: TargetAddress | undefined;
   /** Cancels the undici request (set once it is dispatched). */
   #abort: ((err?: Error) => void) | undefined;
   #complete = false;
@@ -178,14 +178,15 @@ class Exchange {
     this.#pool = pool;
     this.#connectTimeout = connectTimeout;
     this.#log = log;
-    const url = new URL(route.target);
-    this.#https = url.protocol === 'https:';
-    this.#host = url.hostname.replace(/^\[(.*)\]$/, '$1'); // IPv6 literals come bracketed
-    this.#port = Number(url.port) || (this.#https ? 443 : 80);
+  }
+
+  get #target(): TargetAddress {
+    this.#address ??= targetAddress(this.#route.target);
+    return this.#address;
   }
 
   get #where(): string {
-    return this.#host.includes(':') ? `[${this.#host}]:${this.#port}` : `${this.#host}:${this.#port}`;
+    return this.#target.where;
   }
 
   start(): void {
@@ -323,21 +324,22 @@ class Exchange {
     this.#attempts++;
     const stream = this.#stream;
     const meta = this.#meta;
+    const { https, host, port } = this.#target;
     if (!meta.upgrade && hasBody(meta)) {
       this.#fail(Reason.BackendError, `a ${meta.method} ${meta.path} request with a body is not supported`);
       return;
     }
     const options: RequestOptions = {
       agent: this.#pool.agentFor(this.#route.target, this.#route.tlsInsecure === true),
-      host: this.#host,
-      port: this.#port,
+      host,
+      port,
       method: meta.method,
       path: meta.path,
       // The relay already removed hop-by-hop fields and set X-Forwarded-*; Host stays as the client sent it.
       headers: rawFromPairs(stripHopByHop(meta.headers, meta.upgrade)),
       setHost: false,
     };
-    const req = (this.#https ? httpsRequest : httpRequest)(options);
+    const req = (https ? httpsRequest : httpRequest)(options);
     this.#req = req;
 
     let connected = false;
@@ -353,7 +355,7 @@ class Exchange {
     req.once('socket', (socket: Socket) => {
       // A pooled keep-alive socket is connected already; a new one is bounded by the timer.
       if (!socket.connecting) onConnected();
-      else socket.once(this.#https ? 'secureConnect' : 'connect', onConnected);
+      else socket.once(https ? 'secureConnect' : 'connect', onConnected);
     });
 
     req.on('error', (err: NodeJS.ErrnoException) => {
@@ -405,8 +407,8 @@ class Exchange {
     }
     this.#headSent = true;
     writeMessage(stream, head);
-    // An upgrade the backend declined (or OPTIONS *): the relay sends no more request bytes.
-    stream.resume();
+    // An upgrade the backend declined: the relay sends no more request bytes.
+    if (this.#meta.upgrade) stream.resume();
     res.on('error', () => {}); // reported by 'close'
     res.once('close', () => {
       if (!res.complete) {

@@ -2,6 +2,8 @@ import { Agent as HttpAgent } from 'node:http';
 import { Agent as HttpsAgent } from 'node:https';
 import { Pool } from 'undici';
 
+export const DEFAULT_CONNECT_TIMEOUT = 10_000;
+
 export interface PoolOptions {
   /** Sockets per target at most (in use plus idle). Default 256. */
   maxSockets?: number;
@@ -32,7 +34,7 @@ export class TargetPool {
   constructor(options: PoolOptions = {}) {
     this.#maxSockets = options.maxSockets ?? 256;
     this.#idleTimeout = options.idleTimeout ?? 4_000;
-    this.#connectTimeout = options.connectTimeout ?? 10_000;
+    this.#connectTimeout = options.connectTimeout ?? DEFAULT_CONNECT_TIMEOUT;
   }
 
   static key(target: string, tlsInsecure: boolean): string {

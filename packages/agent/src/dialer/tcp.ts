@@ -1,6 +1,7 @@
 import { connect, type Socket } from 'node:net';
 import { type Logger, Reason, type Stream, splice, type TcpOpen } from '@burrow/shared';
 import type { Route } from '../routes/source.js';
+import { targetAddress } from './target.js';
 
 /**
  * Serves a `tcp` stream (TLS passthrough): connects to the route's target and
@@ -15,10 +16,7 @@ export function serveTcpStream(
   connectTimeout: number,
   log: Logger,
 ): void {
-  const url = new URL(route.target);
-  const host = url.hostname.replace(/^\[(.*)\]$/, '$1');
-  const port = Number(url.port);
-  const where = host.includes(':') ? `[${host}]:${port}` : `${host}:${port}`;
+  const { host, port, where } = targetAddress(route.target);
   const started = performance.now();
   let failed: string | undefined;
   stream.on('error', () => {}); // resets from the relay: 'close' cleans up

@@ -186,16 +186,14 @@ export class Stream extends Duplex {
     // the reader) limits throughput, so double it up to the cap.
     const now = performance.now();
     let extra = 0;
-    const rtt = this.#host.rtt;
-    if (
-      this.#lastWindowUpdate > 0 &&
-      rtt > 0 &&
-      now - this.#lastWindowUpdate < 2 * rtt &&
-      this.#recvWindow < this.#maxRecvWindow
-    ) {
-      const next = Math.min(this.#recvWindow * 2, this.#maxRecvWindow);
-      extra = next - this.#recvWindow;
-      this.#recvWindow = next;
+    // Reading the round trip may send a probe PING: only a stream that can still grow asks.
+    if (this.#recvWindow < this.#maxRecvWindow) {
+      const rtt = this.#host.rtt;
+      if (this.#lastWindowUpdate > 0 && rtt > 0 && now - this.#lastWindowUpdate < 2 * rtt) {
+        const next = Math.min(this.#recvWindow * 2, this.#maxRecvWindow);
+        extra = next - this.#recvWindow;
+        this.#recvWindow = next;
+      }
     }
     this.#lastWindowUpdate = now;
     this.#consumedReported = consumed;
