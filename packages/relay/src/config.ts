@@ -361,15 +361,8 @@ export async function relayOptionsFrom(
   values: OptionValues,
 ): Promise<{ options: RelayOptions; logLevel: string }> {
   const logLevel = logLevelOption(values);
-  let publicHttpPort: number | undefined;
-  if (values['public-http-port'] !== undefined) {
-    publicHttpPort = Number(values['public-http-port']);
-    if (!Number.isInteger(publicHttpPort) || publicHttpPort < 1 || publicHttpPort > 65535) {
-      throw new ConfigError(
-        `--public-http-port must be a port number (got "${String(values['public-http-port'])}")`,
-      );
-    }
-  }
+  const publicHttpPort =
+    values['public-http-port'] !== undefined ? portOption(values, 'public-http-port') : undefined;
   const certFile = values['tunnel-tls-cert'] as string | undefined;
   const keyFile = values['tunnel-tls-key'] as string | undefined;
   if (Boolean(certFile) !== Boolean(keyFile)) {

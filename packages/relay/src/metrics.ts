@@ -157,8 +157,9 @@ export class RelayMetrics {
     this.#refusals.inc({ reason });
   }
 
-  revoked(): void {
-    this.#revocations.inc();
+  /** `count` tunnel connections were closed for a revoked token. */
+  revoked(count = 1): void {
+    this.#revocations.inc(count);
   }
 
   reloaded(ok: boolean): void {

@@ -246,6 +246,8 @@ export async function startRelay(options: RelayOptions): Promise<Relay> {
   let httpAddress: AddressInfo;
   let tunnelAddress: AddressInfo;
   let tlsAddress: AddressInfo | undefined;
+  let admin: FastifyInstance | undefined;
+  let adminAddress: AddressInfo | undefined;
   try {
     await files?.start();
     httpAddress = await listen(httpServer, options.http);
@@ -259,24 +261,16 @@ export async function startRelay(options: RelayOptions): Promise<Relay> {
       httpsPort ??= tlsAddress.port;
     }
     await acme?.start();
+    if (options.admin) {
+      admin = buildAdminApp({ state: adminState, token: () => adminToken });
+      await admin.listen({ host: options.admin.host, port: options.admin.port });
+      adminAddress = admin.server.address() as AddressInfo;
+    }
   } catch (err) {
     for (const s of opened) s.close();
     files?.close();
+    acme?.close();
     throw err;
-  }
-  let admin: FastifyInstance | undefined;
-  let adminAddress: AddressInfo | undefined;
-  if (options.admin) {
-    admin = buildAdminApp({ state: adminState, token: () => adminToken });
-    try {
-      await admin.listen({ host: options.admin.host, port: options.admin.port });
-    } catch (err) {
-      for (const s of opened) s.close();
-      files?.close();
-      acme?.close();
-      throw err;
-    }
-    adminAddress = admin.server.address() as AddressInfo;
   }
   if (options.tunnelTls) metrics.setCertificateExpiry('tunnel', certificateExpiry(options.tunnelTls.cert));
   logger.info(
@@ -311,7 +305,7 @@ export async function startRelay(options: RelayOptions): Promise<Relay> {
     setRevokedTokens(jtis) {
       revoked = new Set(jtis);
       const closed = endpoint.revoke(revoked);
-      for (let i = 0; i < closed; i++) metrics.revoked();
+      metrics.revoked(closed);
       return closed;
     },
     setAdminToken(token) {

@@ -7,6 +7,7 @@ import {
   type Server,
 } from 'node:tls';
 import { type Logger, patternAllows } from '@burrow/shared';
+import { ACME_TLS_ALPN } from '../listeners/tls.js';
 import type { RouteTable, RouteTarget } from '../routes/table.js';
 import { type AcmeClient, loadAcmeClient } from './acme-client.js';
 import { AcmeState } from './acme-state.js';
@@ -85,7 +86,7 @@ export class AcmeManager extends EventEmitter<AcmeEvents> {
     this.#log = opts.logger.child({ component: 'acme' });
     this.#state = new AcmeState(opts.stateDir);
     this.#alpnServer = createTlsServer({
-      ALPNProtocols: ['acme-tls/1'],
+      ALPNProtocols: [ACME_TLS_ALPN],
       SNICallback: (name, cb) => {
         const ctx = this.#alpnContexts.get(name.toLowerCase());
         if (ctx) cb(null, ctx);

@@ -11,7 +11,6 @@ export interface ProxyFailure {
   code: string;
 }
 
-/** Maps why a tunnel stream failed before the response head to what the client sees. */
 /** The agent's response head could not be written as HTTP (bad status, header names or values). */
 export const INVALID_RESPONSE_HEAD: Readonly<ProxyFailure> = {
   status: 502,
@@ -19,6 +18,7 @@ export const INVALID_RESPONSE_HEAD: Readonly<ProxyFailure> = {
   message: 'The backend sent an invalid response.',
 };
 
+/** Maps why a tunnel stream failed before the response head to what the client sees. */
 export function failureFor(err: unknown): ProxyFailure {
   const e = err as { code?: string; reason?: number; message?: string };
   if (e?.code === 'BURROW_ERR_STREAM_RESET') {

@@ -247,6 +247,7 @@ export function meta(
   routeId: string,
   proto: 'http' | 'https',
   upgrade: boolean,
+  body = !upgrade && hasBody(req),
 ): HttpOpen {
   return {
     kind: 'http',
@@ -256,7 +257,7 @@ export function meta(
     headers: forwardedHeaders(req, proto, upgrade),
     upgrade,
     // The agent frames the body from this: the framing headers stay behind as hop-by-hop.
-    body: !upgrade && hasBody(req),
+    body,
     client: { ip: clientIp(req.socket.remoteAddress), port: req.socket.remotePort ?? 0 },
   };
 }
@@ -313,7 +314,8 @@ export async function forwardRequest(
   };
   // A request with no body can be sent again: if the agent connection it went
   // to refused it unprocessed (GOAWAY during a rolling update), try another.
-  const replayable = !hasBody(req);
+  const withBody = hasBody(req);
+  const replayable = !withBody;
   let head: ResponseHead | undefined;
   let rest: Buffer = Buffer.alloc(0);
   for (let attempt = 0; !head; attempt++) {
@@ -324,7 +326,7 @@ export async function forwardRequest(
     }
     let s: Stream;
     try {
-      s = stream = routed.conn.openHttpStream(meta(req, routed.routeId, opts.proto, false));
+      s = stream = routed.conn.openHttpStream(meta(req, routed.routeId, opts.proto, false, withBody));
       opts.onStreamOpen?.(routed.route, s);
     } catch (err) {
       if (replayable && attempt < MAX_RETRIES && retryable(err)) {
