@@ -8,15 +8,22 @@
 //
 //   node bench/reference-proxy.mjs
 //
-// Environment: BENCH_CONNECTIONS [128], BENCH_DURATION seconds per run [5],
+// Environment: BENCH_CONNECTIONS [128] (a list, as the suite passes it to
+// every scenario, counts its largest entry), BENCH_DURATION seconds per run [5],
 // BENCH_RUNS [3].
 import { execFileSync, fork } from 'node:child_process';
 import http from 'node:http';
 import autocannon from 'autocannon';
+import { envInt, envList, median } from './lib/report.mjs';
 
-const connections = Number(process.env.BENCH_CONNECTIONS ?? 128);
-const duration = Number(process.env.BENCH_DURATION ?? 5);
-const runs = Number(process.env.BENCH_RUNS ?? 3);
+const connectionList = envList('BENCH_CONNECTIONS', ['128']).map(Number);
+if (!connectionList.every((n) => Number.isSafeInteger(n) && n >= 1)) {
+  console.error(`BENCH_CONNECTIONS must list whole numbers >= 1 (got "${process.env.BENCH_CONNECTIONS}")`);
+  process.exit(1);
+}
+const connections = Math.max(...connectionList);
+const duration = envInt('BENCH_DURATION', 5, 1);
+const runs = envInt('BENCH_RUNS', 3, 1);
 
 if (process.argv[2] === 'child') {
   const body = Buffer.from('hello');
@@ -39,6 +46,8 @@ if (process.argv[2] === 'child') {
     req.pipe(upstream);
   });
   await new Promise((resolve) => proxy.listen(0, '127.0.0.1', resolve));
+  // The parent gone (finished or failed): nothing is left to serve.
+  process.on('disconnect', () => process.exit(0));
   process.send({ backend: target, proxy: proxy.address().port });
 } else {
   const child = fork(new URL(import.meta.url).pathname, ['child']);
@@ -55,7 +64,6 @@ if (process.argv[2] === 'child') {
         err ? reject(err) : resolve(result.requests.average),
       ),
     );
-  const median = (xs) => [...xs].sort((a, b) => a - b)[Math.floor(xs.length / 2)];
   const direct = [];
   const proxied = [];
   for (let i = 0; i < runs; i++) {

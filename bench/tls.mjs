@@ -25,6 +25,8 @@ import { createServer as createHttpsServer } from 'node:https';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
+import { timeLimit } from './lib/harness.mjs';
+import { envInt } from './lib/report.mjs';
 
 const HOST = '127.0.0.1';
 const NAME = 'bench.example.test';
@@ -112,15 +114,16 @@ async function main() {
       process.exit(1);
     }
   }
-  const n = process.env.BENCH_REQUESTS ?? '20000';
-  const c = process.env.BENCH_CLIENTS ?? '16';
-  const m = process.env.BENCH_STREAMS ?? '10';
-  const handshakes = process.env.BENCH_HANDSHAKES ?? '2000';
-  const limit = Number(process.env.BENCH_RUN_TIMEOUT ?? 120);
+  timeLimit(envInt('BENCH_TIMEOUT', 900, 1), 'bench/tls.mjs');
+  const n = String(envInt('BENCH_REQUESTS', 20_000, 1));
+  const c = String(envInt('BENCH_CLIENTS', 16, 1));
+  const m = String(envInt('BENCH_STREAMS', 10, 1));
+  const handshakes = String(envInt('BENCH_HANDSHAKES', 2000, 1));
+  const limit = envInt('BENCH_RUN_TIMEOUT', 120, 1);
   const dir = mkdtempSync(join(tmpdir(), 'burrow-bench-tls-'));
   const cert = join(dir, 'cert.pem');
   const key = join(dir, 'key.pem');
-  spawnSync('openssl', [
+  const made = spawnSync('openssl', [
     'req',
     '-x509',
     '-newkey',
@@ -139,10 +142,21 @@ async function main() {
     '-addext',
     `subjectAltName=DNS:${NAME},DNS:${PASS}`,
   ]);
+  if (made.status !== 0) {
+    console.error(`bench/tls.mjs: openssl could not make the test certificate:\n${made.stderr}`);
+    process.exit(1);
+  }
   const child = fork(fileURLToPath(import.meta.url), ['stack'], {
     env: { ...process.env, BENCH_CERT: cert, BENCH_KEY: key },
   });
+  // 'exit' before 'message': the stack failed to start (it printed why); once() rejects on neither.
+  const early = (code) => {
+    console.error(`bench/tls.mjs: the stack process exited (${code}) before it was ready`);
+    process.exit(1);
+  };
+  child.once('exit', early);
   const [ready] = await once(child, 'message');
+  child.off('exit', early);
   const at = (port) => `--connect-to=${HOST}:${port}`;
   const runs = [
     [

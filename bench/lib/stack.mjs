@@ -14,7 +14,7 @@
 //   { type: 'announce', id, hostname }  adds a route for `hostname` to the agent's set
 //                      → { type: 'announced', id, at, acked }: monotonic ns when the set changed and
 //                        when the relay accepted the name (process.hrtime.bigint(), one clock system-wide)
-//   { type: 'usage', id, gc?, snapshot? }  → { type: 'usage', id, cpu, io, frames, memory, streams }: CPU time,
+//   { type: 'usage', id, gc?, snapshot? }  → { type: 'usage', id, cpu, io, frames, memory, sockets }: CPU time,
 //                        read/write system calls, multiplexer frames sent by relay and agent so far,
 //                        process.memoryUsage() (after a full collection when `gc` and --expose-gc),
 //                        open backend WebSockets; with `snapshot` (a path prefix) it first writes a
