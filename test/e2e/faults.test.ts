@@ -29,10 +29,8 @@ async function heldDownloads(t: Teardownable, size: number, first: number) {
   let release!: () => void;
   const released = new Promise<void>((r) => (release = r));
   const chunk = Buffer.alloc(64 * 1024, 'd');
-  let started = 0;
   const app = await testServer(t, (req, res: ServerResponse) => {
     if (req.url !== '/big') return void res.end('ok');
-    started++;
     res.writeHead(200, { 'content-length': String(size), 'content-type': 'application/octet-stream' });
     res.write(Buffer.alloc(first, 'd'));
     released.then(async () => {
@@ -45,7 +43,7 @@ async function heldDownloads(t: Teardownable, size: number, first: number) {
       res.end();
     });
   });
-  return { app, release, started: () => started };
+  return { app, release };
 }
 
 interface Download {

@@ -7,9 +7,10 @@ import { createServer } from 'node:net';
 import { agentMetrics } from '@burrow/agent';
 import t from 'tap';
 import { testAgent } from '../helpers/agent.js';
-import { get, testServer, tunnelUpgrade } from '../helpers/http.js';
+import { get, testServer } from '../helpers/http.js';
 import { metricValue, parseMetrics } from '../helpers/metrics.js';
 import { testRelay } from '../helpers/relay.js';
+import { attempt } from '../helpers/tunnel-client.js';
 
 /** A port nothing listens on (bound, then closed). */
 async function closedPort(): Promise<number> {
@@ -50,7 +51,7 @@ t.test('relay and agent metrics count the traffic that was sent', async (t) => {
     t.equal((await get(port, 'app.metrics.test', '/up', { method: 'POST', body })).status, 200);
   for (let i = 0; i < 2; i++) t.equal((await get(port, 'down.metrics.test')).status, 502);
   for (let i = 0; i < 3; i++) t.equal((await get(port, `nobody-${i}.example.com`)).status, 404);
-  t.equal((await tunnelUpgrade(relay.tunnelAddress.port, 'not-a-token')).status, 401);
+  t.equal((await attempt(`ws://127.0.0.1:${relay.tunnelAddress.port}`, 'not-a-token')).status, 401);
 
   // A request in flight shows as an active stream on its route.
   const pending = get(port, 'app.metrics.test', '/hold');

@@ -10,9 +10,10 @@ import { createAgentToken, generateSigningKeyPair, loadSigningKey } from '@burro
 import t from 'tap';
 import { stringify } from 'yaml';
 import { testAgent } from '../helpers/agent.js';
-import { get, testServer, tunnelUpgrade } from '../helpers/http.js';
+import { get, testServer } from '../helpers/http.js';
 import { RELAY_CLI, spawnLogged } from '../helpers/proc.js';
 import { testKeys, tokenFor } from '../helpers/relay.js';
+import { attempt } from '../helpers/tunnel-client.js';
 
 type Line = Record<string, unknown>;
 
@@ -110,7 +111,11 @@ t.test('SIGHUP and file changes reload without failing a request', async (t) => 
     hosts: ['new.reload.test'],
     ttl: 60_000,
   });
-  t.equal((await tunnelUpgrade(tunnelPort, newKeyToken)).status, 401, 'the new key is not trusted yet');
+  t.equal(
+    (await attempt(`ws://127.0.0.1:${tunnelPort}`, newKeyToken)).status,
+    401,
+    'the new key is not trusted yet',
+  );
   // A request in flight across the reload.
   const inFlight = get(httpPort, 'steady.reload.test', '/held');
   await heldArrived;
@@ -123,7 +128,11 @@ t.test('SIGHUP and file changes reload without failing a request', async (t) => 
     'held to the end',
     'a request in flight during the reload finished',
   );
-  t.equal((await tunnelUpgrade(tunnelPort, newKeyToken)).status, 101, 'tokens of the new key verify');
+  t.equal(
+    (await attempt(`ws://127.0.0.1:${tunnelPort}`, newKeyToken)).status,
+    101,
+    'tokens of the new key verify',
+  );
 
   // 2. The config file changes an option that needs a restart, and the log level.
   const restart = next((l) => l['msg'] === 'option changed but needs restart; keeping the running value');
@@ -150,7 +159,7 @@ t.test('SIGHUP and file changes reload without failing a request', async (t) => 
   await writeFile(revokedFile, `# revoked after a leak\n${jtiOf(doomedToken)}\n`);
   t.match(await revokedLine, { revokedTokens: 1, revokedConnections: 1 });
   t.match(await doomedDown, /TokenRevoked/);
-  t.same(await tunnelUpgrade(tunnelPort, doomedToken), { status: 401, body: 'token revoked' });
+  t.same(await attempt(`ws://127.0.0.1:${tunnelPort}`, doomedToken), { status: 401, body: 'token revoked' });
 
   // 5. A new admin token in its file: the old one stops working.
   reloaded = next((l) => l['msg'] === 'config reloaded');

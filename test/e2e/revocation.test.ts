@@ -7,9 +7,10 @@ import { startAgent } from '@burrow/agent';
 import { createLogger } from '@burrow/shared';
 import t from 'tap';
 import { testAgent } from '../helpers/agent.js';
-import { get, testServer, tunnelUpgrade } from '../helpers/http.js';
+import { get, testServer } from '../helpers/http.js';
 import { metricValue } from '../helpers/metrics.js';
 import { testRelay, tokenFor, tunnelUrl } from '../helpers/relay.js';
+import { attempt } from '../helpers/tunnel-client.js';
 
 function jtiOf(token: string): string {
   const payload = JSON.parse(Buffer.from(token.split('.')[1]!, 'base64url').toString('utf8'));
@@ -53,7 +54,7 @@ t.test('revoking a token closes that agent only, and refuses its reconnects', as
   t.equal((await get(port, 'b.revoke.test')).status, 200, 'the other agent keeps serving');
   t.equal(other.connectionCount, 2, "the other agent's tunnels stayed up");
 
-  const refused = await tunnelUpgrade(relay.tunnelAddress.port, revokedToken);
+  const refused = await attempt(`ws://127.0.0.1:${relay.tunnelAddress.port}`, revokedToken);
   t.same(refused, { status: 401, body: 'token revoked' });
   // The agent's own reconnect attempts hit the same refusal, and say so in its log.
   while (!lines.some((l) => String(l['reason']).includes('HTTP 401: token revoked'))) {

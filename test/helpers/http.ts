@@ -133,38 +133,3 @@ export function httpsGet(
     req.end();
   });
 }
-
-/**
- * A tunnel upgrade attempt with `token` (as an agent would make it), for
- * checking refusals: resolves with the relay's status and one-line reason.
- */
-export function tunnelUpgrade(port: number, token: string): Promise<{ status: number; body: string }> {
-  return new Promise((resolve, reject) => {
-    const req = httpRequest({
-      host: '127.0.0.1',
-      port,
-      path: '/v1/tunnel',
-      headers: {
-        connection: 'Upgrade',
-        upgrade: 'websocket',
-        'sec-websocket-version': '13',
-        'sec-websocket-key': 'dGhlIHNhbXBsZSBub25jZQ==',
-        'sec-websocket-protocol': 'burrow.v1',
-        authorization: `Bearer ${token}`,
-      },
-      agent: false,
-    });
-    req.on('response', (res) => {
-      let body = '';
-      res.setEncoding('utf8');
-      res.on('data', (c: string) => (body += c));
-      res.on('end', () => resolve({ status: res.statusCode ?? 0, body: body.trim() }));
-    });
-    req.on('upgrade', (res, socket) => {
-      socket.destroy();
-      resolve({ status: res.statusCode ?? 101, body: '' });
-    });
-    req.on('error', reject);
-    req.end();
-  });
-}

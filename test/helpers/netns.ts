@@ -70,7 +70,7 @@ export async function natUnavailable(): Promise<string | undefined> {
 }
 
 /** Deletes namespaces left by earlier test processes that were killed before their teardown ran. */
-export async function removeStaleNamespaces(): Promise<void> {
+async function removeStaleNamespaces(): Promise<void> {
   const { stdout } = await run('ip', ['netns', 'list']);
   for (const line of stdout.split('\n')) {
     const name = line.split(' ')[0] ?? '';

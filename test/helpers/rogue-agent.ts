@@ -24,7 +24,7 @@ import type { Teardownable } from './relay.js';
 /** Largest frame payload any peer may advertise (docs/protocol.md): decode what the relay sends with it. */
 const MAX_FRAME_PAYLOAD = 16 * 1024 * 1024 - 12;
 
-export const ROGUE_HELLO: Hello = {
+const ROGUE_HELLO: Hello = {
   version: 1,
   maxConcurrentStreams: 100,
   initialWindow: 256 * 1024,
@@ -33,7 +33,7 @@ export const ROGUE_HELLO: Hello = {
 };
 
 /** Bytes of one control message: u32 length, then JSON (docs/protocol.md). */
-export function controlMessage(value: unknown): Buffer {
+function controlMessage(value: unknown): Buffer {
   const body = Buffer.from(JSON.stringify(value));
   const head = Buffer.alloc(4);
   head.writeUInt32BE(body.byteLength);

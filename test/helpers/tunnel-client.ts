@@ -4,7 +4,7 @@ import { createAgentToken, TUNNEL_PATH, TUNNEL_SUBPROTOCOL } from '@burrow/share
 import { WebSocket } from 'ws';
 import { testKeys, tokenFor } from './relay.js';
 
-/** Attempts an agent upgrade; resolves with the HTTP refusal (status and body) or 101. */
+/** Attempts an agent upgrade; resolves with the HTTP refusal (status and body, trimmed) or 101. */
 export function attempt(
   url: string,
   token: string | undefined,
@@ -21,7 +21,7 @@ export function attempt(
       let body = '';
       res.setEncoding('utf8');
       res.on('data', (c: string) => (body += c));
-      res.on('end', () => resolve({ status: res.statusCode ?? 0, body }));
+      res.on('end', () => resolve({ status: res.statusCode ?? 0, body: body.trim() }));
     });
     ws.on('open', () => {
       ws.close();
