@@ -45,6 +45,9 @@ export interface RouteTableOptions {
   urlFor?: (hostname: string, mode: RouteProtocol) => string;
 }
 
+/** Why a hostname of an announcement was refused (the metric's reason label). */
+export type RouteRefusal = 'route_not_allowed' | 'route_taken' | 'route_invalid';
+
 /**
  * Which agent connections serve which hostname. Names belong to one subject
  * (tenant) at a time; every connection of that subject (replicas, or several
@@ -66,9 +69,15 @@ export class RouteTable<T extends RouteTarget> {
   /**
    * Replaces `target`'s routes with `routes`, checking each hostname against
    * the token's patterns and other tenants' claims. Returns one result per
-   * hostname; refused hostnames carry the reason.
+   * hostname; refused hostnames carry the reason, and `onRefused` hears its
+   * kind (a bounded metric label).
    */
-  announce(target: T, allowedPatterns: readonly string[], routes: readonly AnnouncedRoute[]): RouteResult[] {
+  announce(
+    target: T,
+    allowedPatterns: readonly string[],
+    routes: readonly AnnouncedRoute[],
+    onRefused?: (refusal: RouteRefusal) => void,
+  ): RouteResult[] {
     const results: RouteResult[] = [];
     const wanted = new Map<string, Binding<T>>();
     for (const route of routes) {
@@ -83,14 +92,16 @@ export class RouteTable<T extends RouteTarget> {
             status: 'refused',
             error: `allowCidrs: ${(err as Error).message}`,
           });
+          onRefused?.('route_invalid');
         }
         continue;
       }
       for (const raw of route.hostnames) {
         const hostname = raw.toLowerCase();
-        const error = this.#check(target, allowedPatterns, hostname, wanted);
-        if (error) {
-          results.push({ id: route.id, hostname: raw, status: 'refused', error });
+        const refused = this.#check(target, allowedPatterns, hostname, wanted);
+        if (refused) {
+          results.push({ id: route.id, hostname: raw, status: 'refused', error: refused.message });
+          onRefused?.(refused.refusal);
           continue;
         }
         const mode = route.protocol ?? 'http';
@@ -144,16 +155,20 @@ export class RouteTable<T extends RouteTarget> {
     patterns: readonly string[],
     hostname: string,
     wanted: Map<string, Binding<T>>,
-  ): string | undefined {
+  ): { refusal: RouteRefusal; message: string } | undefined {
     const invalid = checkHostPattern(hostname);
-    if (invalid) return invalid;
+    if (invalid) return { refusal: 'route_invalid', message: invalid };
     if (!patterns.some((p) => patternAllows(p, hostname))) {
-      return `hostname "${hostname}" is not allowed by this agent's token (allowed: ${patterns.join(', ') || 'none'})`;
+      return {
+        refusal: 'route_not_allowed',
+        message: `hostname "${hostname}" is not allowed by this agent's token (allowed: ${patterns.join(', ') || 'none'})`,
+      };
     }
     const claim = this.#claims.get(hostname);
     if (claim && claim.subject !== target.subject)
-      return `hostname "${hostname}" is already served by another agent`;
-    if (wanted.has(hostname)) return `hostname "${hostname}" is announced twice`;
+      return { refusal: 'route_taken', message: `hostname "${hostname}" is already served by another agent` };
+    if (wanted.has(hostname))
+      return { refusal: 'route_invalid', message: `hostname "${hostname}" is announced twice` };
     return undefined;
   }
 

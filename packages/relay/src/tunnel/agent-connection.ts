@@ -144,12 +144,10 @@ export class AgentConnection implements RouteTarget {
 
   #onMessage(stream: Stream, message: AgentMessage): void {
     if (message.type === 'announce') {
-      const results = this.#table.announce(this, this.claims.hosts, message.routes);
+      const results = this.#table.announce(this, this.claims.hosts, message.routes, this.#onRefused);
       for (const r of results) {
-        if (r.status === 'refused') {
+        if (r.status === 'refused')
           this.#log.warn({ route: r.id, hostname: r.hostname, reason: r.error }, 'route refused');
-          this.#onRefused?.(refusalReason(r.error ?? ''));
-        }
       }
       this.#log.info(
         {
@@ -161,11 +159,4 @@ export class AgentConnection implements RouteTarget {
       writeMessage(stream, { type: 'announce-result', routes: results });
     }
   }
-}
-
-/** Buckets the route table's refusal message into a bounded metric label. */
-function refusalReason(error: string): RefusalReason {
-  if (error.includes('not allowed by this agent')) return 'route_not_allowed';
-  if (error.includes('already served by another agent')) return 'route_taken';
-  return 'route_invalid';
 }
