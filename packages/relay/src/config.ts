@@ -10,6 +10,7 @@ import {
   type OptionSpec,
   type OptionValues,
   parseListen,
+  readOptionFile,
   type VerifyKey,
 } from '@burrow/shared';
 import { parse as parseYaml } from 'yaml';
@@ -307,14 +308,7 @@ const MAX_REVOKED = 100_000;
 
 /** Reads a revocation list: one token id (jti) per line; blank lines and # comments ignored. */
 export async function loadRevokedTokens(path: string): Promise<string[]> {
-  let text: string;
-  try {
-    text = await readFile(path, 'utf8');
-  } catch (err) {
-    throw new ConfigError(
-      `--revoked-tokens: cannot read ${path} (${(err as NodeJS.ErrnoException).code ?? 'error'})`,
-    );
-  }
+  const text = await readOptionFile('revoked-tokens', path);
   const ids: string[] = [];
   for (const [i, raw] of text.split('\n').entries()) {
     const line = raw.replace(/#.*$/, '').trim();
@@ -337,16 +331,7 @@ async function adminTokenFrom(values: OptionValues): Promise<string | undefined>
   const direct = values['admin-token'] as string | undefined;
   if (file && direct)
     throw new ConfigError('--admin-token and --admin-token-file exclude each other: pass one');
-  let token = direct;
-  if (file) {
-    try {
-      token = (await readFile(file, 'utf8')).trim();
-    } catch (err) {
-      throw new ConfigError(
-        `--admin-token-file: cannot read ${file} (${(err as NodeJS.ErrnoException).code ?? 'error'})`,
-      );
-    }
-  }
+  const token = file ? (await readOptionFile('admin-token-file', file)).trim() : direct;
   if (token === undefined) return undefined;
   if (!/^[\x21-\x7e]{16,512}$/.test(token)) {
     throw new ConfigError(
@@ -370,18 +355,12 @@ export async function relayOptionsFrom(
       '--tunnel-tls-cert and --tunnel-tls-key go together: pass both, or neither for plain ws://',
     );
   }
-  const readPem = async (flag: string, file: string) => {
-    try {
-      return await readFile(file, 'utf8');
-    } catch (err) {
-      throw new ConfigError(
-        `--${flag}: cannot read ${file} (${(err as NodeJS.ErrnoException).code ?? 'error'})`,
-      );
-    }
-  };
   const tunnelTls =
     certFile && keyFile
-      ? { cert: await readPem('tunnel-tls-cert', certFile), key: await readPem('tunnel-tls-key', keyFile) }
+      ? {
+          cert: await readOptionFile('tunnel-tls-cert', certFile),
+          key: await readOptionFile('tunnel-tls-key', keyFile),
+        }
       : undefined;
   if (tunnelTls) {
     try {

@@ -1,3 +1,4 @@
+import { readFile } from 'node:fs/promises';
 import { parseArgs } from 'node:util';
 import { parseDuration } from './duration.js';
 import { ConfigError } from './errors.js';
@@ -158,6 +159,17 @@ export function logLevelOption(values: OptionValues): string {
     throw new ConfigError(`--log-level must be one of ${[...LOG_LEVELS].join(', ')} (got "${level}")`);
   }
   return level;
+}
+
+/** Reads the file an option names; a failure is a ConfigError naming the option, the file and why. */
+export async function readOptionFile(flag: string, file: string): Promise<string> {
+  try {
+    return await readFile(file, 'utf8');
+  } catch (err) {
+    throw new ConfigError(
+      `--${flag}: cannot read ${file} (${(err as NodeJS.ErrnoException).code ?? 'error'})`,
+    );
+  }
 }
 
 /** Reads a duration option ("30s", "15m") in ms; throws ConfigError naming the flag. */

@@ -1,5 +1,5 @@
 import { readdir, readFile } from 'node:fs/promises';
-import { ConfigError, checkHostPattern, type OptionValues } from '@burrow/shared';
+import { ConfigError, checkHostPattern, type OptionValues, readOptionFile } from '@burrow/shared';
 import type { RelayOptions } from '../relay.js';
 import type { AcmeChallenge } from './acme.js';
 import { certEntryFromPem } from './store.js';
@@ -86,16 +86,7 @@ export async function certOptions(
       }
     }
     const caFile = values['acme-directory-ca'] as string | undefined;
-    let directoryCa: string | undefined;
-    if (caFile) {
-      try {
-        directoryCa = await readFile(caFile, 'utf8');
-      } catch (err) {
-        throw new ConfigError(
-          `--acme-directory-ca: cannot read ${caFile} (${(err as NodeJS.ErrnoException).code ?? 'error'})`,
-        );
-      }
-    }
+    const directoryCa = caFile ? await readOptionFile('acme-directory-ca', caFile) : undefined;
     const email = values['acme-email'] as string | undefined;
     out.acme = {
       directoryUrl: directory,
