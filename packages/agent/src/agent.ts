@@ -9,7 +9,7 @@ import {
   type SessionConfig,
   verifyConfig,
 } from '@burrow/shared';
-import { createHttpDialer, DEFAULT_CONNECT_TIMEOUT, type Dialer } from './dialer/http.js';
+import { createDialer, DEFAULT_CONNECT_TIMEOUT, type Dialer } from './dialer/http.js';
 import {
   isRouteSource,
   type Route,
@@ -153,7 +153,7 @@ class AgentImpl extends EventEmitter<AgentEvents> implements Agent {
       this.#rejectReady = reject;
     });
     this.#ready.catch(() => {});
-    this.#dialer = createHttpDialer({
+    this.#dialer = createDialer({
       logger: this.#log,
       connectTimeout,
       onFailure: (reason) => this.emit('dialError', reason),
@@ -178,8 +178,7 @@ class AgentImpl extends EventEmitter<AgentEvents> implements Agent {
         logger: this.#log,
         failures,
         announcement: () => this.#announced,
-        onStream: (stream) =>
-          acceptStream(stream, (id) => this.#routes.get(id), this.#dialer, this.#log, connectTimeout),
+        onStream: (stream) => acceptStream(stream, (id) => this.#routes.get(id), this.#dialer, this.#log),
       });
       conn.on('connected', () => this.emit('connected', index));
       conn.on('disconnected', (reason) => this.emit('disconnected', index, reason));

@@ -89,7 +89,7 @@ export function agentMetrics(agent: Agent, kube?: Kubernetes): { registry: Regis
   agent.on('connectFailed', () => connectFailures.inc());
   const dialErrors = new Counter({
     name: 'burrow_agent_dial_errors_total',
-    help: 'Backend requests that failed, by reason (ConnectRefused, ConnectTimeout, BackendError).',
+    help: 'Backend requests and passthrough connections that failed, by reason (ConnectRefused, ConnectTimeout, BackendError).',
     labelNames: ['reason'],
     registers,
   });

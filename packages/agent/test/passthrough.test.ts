@@ -42,6 +42,8 @@ t.test('tcp streams: spliced to the passthrough target; kinds must match the rou
     ],
   });
   t.teardown(() => agent.close());
+  const dialErrors: string[] = [];
+  agent.on('dialError', (reason) => dialErrors.push(reason));
   await agent.ready();
   const [announce] = relay.live()[0]!.announcements;
   t.match(
@@ -71,6 +73,7 @@ t.test('tcp streams: spliced to the passthrough target; kinds must match the rou
   t.equal(stream.resetReason, undefined, 'ended cleanly');
 
   t.equal(await resetReason(open('gone')), Reason.ConnectRefused, 'closed backend port: CONNECT_REFUSED');
+  t.same(dialErrors, ['ConnectRefused'], 'the failed connection counts as a dial error (metrics)');
   t.equal(await resetReason(open('web')), Reason.BadMetadata, 'tcp stream for an HTTP route: refused');
   const http = relay.openHttp({ route: 'pass' });
   t.equal(await resetReason(http), Reason.BadMetadata, 'HTTP stream for a passthrough route: refused');

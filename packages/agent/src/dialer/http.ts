@@ -18,29 +18,33 @@ import {
   type Stream,
   splice,
   stripHopByHop,
+  type TcpOpen,
   writeMessage,
 } from '@burrow/shared';
 import type { Dispatcher } from 'undici';
 import type { Route } from '../routes/source.js';
 import { DEFAULT_CONNECT_TIMEOUT, type PoolOptions, TargetPool } from './pool.js';
 import { type TargetAddress, targetAddress } from './target.js';
+import { serveTcpStream } from './tcp.js';
 
 /** Opens the backend side of a stream the relay opened for one of our routes. */
 export interface Dialer {
   /** Serves one HTTP stream for `route` (already checked to be announced). Never throws. */
   serve(stream: Stream, meta: HttpOpen, route: Route): void;
+  /** Serves one passthrough stream for `route`: spliced to its target. Never throws. */
+  serveTcp(stream: Stream, meta: TcpOpen, route: Route): void;
   /** The route set changed: idle connections to targets no longer in it are closed. */
   retain(routes: readonly Route[]): void;
   /** Closes every pooled connection. */
   close(): void;
 }
 
-export interface HttpDialerOptions {
+export interface DialerOptions {
   logger: Logger;
   /** Time allowed to establish a backend connection (TCP, and TLS for https targets), ms. Default 10 s. */
   connectTimeout?: number;
   pool?: PoolOptions;
-  /** Called once per failed backend exchange with the wire reason name (metrics). */
+  /** Called once per failed backend exchange or connection with the wire reason name (metrics). */
   onFailure?: (reason: string) => void;
 }
 
@@ -87,17 +91,17 @@ function requestBody(stream: Stream): Readable {
 /** Largest statusText the response head schema accepts. */
 const MAX_STATUS_TEXT = 512;
 
-export function createHttpDialer(options: HttpDialerOptions): Dialer {
-  return new HttpDialer(options);
+export function createDialer(options: DialerOptions): Dialer {
+  return new BackendDialer(options);
 }
 
-class HttpDialer implements Dialer {
+class BackendDialer implements Dialer {
   readonly #log: Logger;
   readonly #connectTimeout: number;
   readonly #pool: TargetPool;
   readonly #onFailure: ((reason: string) => void) | undefined;
 
-  constructor(options: HttpDialerOptions) {
+  constructor(options: DialerOptions) {
     this.#onFailure = options.onFailure;
     this.#log = options.logger;
     this.#connectTimeout = options.connectTimeout ?? DEFAULT_CONNECT_TIMEOUT;
@@ -106,6 +110,14 @@ class HttpDialer implements Dialer {
 
   serve(stream: Stream, meta: HttpOpen, route: Route): void {
     new Exchange(stream, meta, route, this.#pool, this.#connectTimeout, this.#log, this.#onFailure).start();
+  }
+
+  serveTcp(stream: Stream, meta: TcpOpen, route: Route): void {
+    serveTcpStream(stream, meta, route, {
+      connectTimeout: this.#connectTimeout,
+      log: this.#log,
+      onFailure: this.#onFailure,
+    });
   }
 
   retain(routes: readonly Route[]): void {

@@ -3,6 +3,14 @@ import { type Logger, Reason, type Stream, splice, type TcpOpen } from '@burrow/
 import type { Route } from '../routes/source.js';
 import { targetAddress } from './target.js';
 
+export interface TcpServeOptions {
+  /** Time allowed for the backend to accept the connection, ms. */
+  connectTimeout: number;
+  log: Logger;
+  /** Called once per failed backend connection with the wire reason name (metrics). */
+  onFailure?: ((reason: string) => void) | undefined;
+}
+
 /**
  * Serves a `tcp` stream (TLS passthrough): connects to the route's target and
  * splices the stream to it, byte for byte, in both directions. The first
@@ -13,8 +21,7 @@ export function serveTcpStream(
   stream: Stream,
   meta: TcpOpen,
   route: Route,
-  connectTimeout: number,
-  log: Logger,
+  { connectTimeout, log, onFailure }: TcpServeOptions,
 ): void {
   const { host, port, where } = targetAddress(route.target);
   const started = performance.now();
@@ -31,6 +38,7 @@ export function serveTcpStream(
       'backend connection failed',
     );
     stream.reset(reason, message);
+    onFailure?.(failed);
   };
   const timer = setTimeout(() => {
     socket.destroy();

@@ -1,6 +1,5 @@
 import { decodeJson, type Logger, openSchema, Reason, type Stream } from '@burrow/shared';
 import type { Dialer } from '../dialer/http.js';
-import { serveTcpStream } from '../dialer/tcp.js';
 import type { Route } from '../routes/source.js';
 import { isPassthrough } from '../routes/validate.js';
 
@@ -15,7 +14,6 @@ export function acceptStream(
   lookup: (routeId: string) => Route | undefined,
   dialer: Dialer,
   log: Logger,
-  connectTimeout: number,
 ): void {
   stream.on('error', () => {}); // a refused stream's own reset, or the session closing
   const meta = decodeJson(stream.metadata, openSchema);
@@ -56,6 +54,6 @@ export function acceptStream(
     stream.reset(Reason.BadMetadata, `route "${open.route}" does not take ${open.kind} streams`);
     return;
   }
-  if (open.kind === 'tcp') serveTcpStream(stream, open, route, connectTimeout, log);
+  if (open.kind === 'tcp') dialer.serveTcp(stream, open, route);
   else dialer.serve(stream, open, route);
 }
