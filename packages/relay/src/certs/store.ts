@@ -56,12 +56,14 @@ function dnsNames(cert: X509Certificate): string[] {
   return out;
 }
 
-/** Does a certificate name (exact or `*.` wildcard) cover `host`? A wildcard covers exactly one label. */
-export function certNameCovers(name: string, host: string): boolean {
-  if (name === host) return true;
-  if (!name.startsWith('*.')) return false;
-  const dot = host.indexOf('.');
-  return dot > 0 && host.slice(dot + 1) === name.slice(2);
+/** The unexpired entry valid longest, if any. */
+function latest(entries: readonly CertEntry[] | undefined, now: number): CertEntry | undefined {
+  let best: CertEntry | undefined;
+  for (const e of entries ?? []) {
+    const until = e.notAfter.getTime();
+    if (until > now && (!best || until > best.notAfter.getTime())) best = e;
+  }
+  return best;
 }
 
 export interface CertStoreEvents {
@@ -76,10 +78,23 @@ export interface CertStoreEvents {
  */
 export class CertStore extends EventEmitter<CertStoreEvents> {
   readonly #sources = new Map<string, readonly CertEntry[]>();
+  /** Every entry by each name it lists (exact or `*.` pattern), rebuilt on change: one lookup per handshake. */
+  #byName = new Map<string, CertEntry[]>();
 
   /** Replaces everything `source` provides. */
   set(source: string, entries: readonly CertEntry[]): void {
     this.#sources.set(source, [...entries]);
+    const byName = new Map<string, CertEntry[]>();
+    for (const list of this.#sources.values()) {
+      for (const e of list) {
+        for (const name of new Set(e.names)) {
+          const held = byName.get(name);
+          if (held) held.push(e);
+          else byName.set(name, [e]);
+        }
+      }
+    }
+    this.#byName = byName;
     this.emit('change');
   }
 
@@ -89,24 +104,10 @@ export class CertStore extends EventEmitter<CertStoreEvents> {
    */
   find(host: string): CertEntry | undefined {
     const now = Date.now();
-    let best: CertEntry | undefined;
-    let bestExact = false;
-    for (const entries of this.#sources.values()) {
-      for (const e of entries) {
-        if (e.notAfter.getTime() <= now) continue;
-        const exact = e.names.includes(host);
-        if (!exact && !e.names.some((n) => certNameCovers(n, host))) continue;
-        if (
-          !best ||
-          (exact && !bestExact) ||
-          (exact === bestExact && e.notAfter.getTime() > best.notAfter.getTime())
-        ) {
-          best = e;
-          bestExact = exact;
-        }
-      }
-    }
-    return best;
+    const exact = latest(this.#byName.get(host), now);
+    if (exact) return exact;
+    const dot = host.indexOf('.');
+    return dot > 0 ? latest(this.#byName.get(`*${host.slice(dot)}`), now) : undefined;
   }
 
   /** Certificates of one source. */

@@ -1,0 +1,55 @@
+// Which certificate the TLS listener presents for an SNI name.
+import { createSecureContext } from 'node:tls';
+import t from 'tap';
+import { type CertEntry, CertStore } from '../src/certs/store.js';
+
+const DAY = 86_400_000;
+
+function entry(origin: string, names: string[], daysLeft: number): CertEntry {
+  return {
+    names,
+    notBefore: new Date(Date.now() - DAY),
+    notAfter: new Date(Date.now() + daysLeft * DAY),
+    origin,
+    context: createSecureContext(),
+    certPem: '',
+  };
+}
+
+const originOf = (store: CertStore, host: string) => store.find(host)?.origin;
+
+t.test('an exact name beats a wildcard; a wildcard covers exactly one label', async (t) => {
+  const store = new CertStore();
+  store.set('files', [entry('wild', ['*.example.com'], 60), entry('exact', ['api.example.com'], 10)]);
+  t.equal(originOf(store, 'api.example.com'), 'exact', 'exact, though it expires sooner');
+  t.equal(originOf(store, 'www.example.com'), 'wild');
+  t.equal(originOf(store, 'example.com'), undefined, 'the wildcard does not cover its own parent');
+  t.equal(originOf(store, 'a.b.example.com'), undefined, 'nor two labels');
+  t.equal(originOf(store, 'other.test'), undefined);
+});
+
+t.test('among equals the one valid longest wins, across sources; expired ones never', async (t) => {
+  const store = new CertStore();
+  store.set('files', [entry('old', ['a.example.com', 'b.example.com'], 5)]);
+  store.set('acme', [entry('renewed', ['a.example.com'], 80), entry('expired', ['b.example.com'], -1)]);
+  t.equal(originOf(store, 'a.example.com'), 'renewed');
+  t.equal(originOf(store, 'b.example.com'), 'old', 'the expired certificate is skipped');
+  store.set('files', [entry('expired-wild', ['*.example.com'], -1)]);
+  t.equal(originOf(store, 'b.example.com'), undefined, 'nothing valid left for the name');
+  t.equal(originOf(store, 'c.example.com'), undefined, 'an expired wildcard covers nothing');
+});
+
+t.test('a source replaces its whole set, and listeners hear of it', async (t) => {
+  const store = new CertStore();
+  let changes = 0;
+  store.on('change', () => changes++);
+  store.set('files', [entry('first', ['a.example.com'], 30)]);
+  store.set('files', [entry('second', ['b.example.com'], 30)]);
+  t.equal(originOf(store, 'a.example.com'), undefined, 'the replaced certificate is gone');
+  t.equal(originOf(store, 'b.example.com'), 'second');
+  t.equal(changes, 2);
+  t.same(
+    store.expiries().map((e) => e.hostname),
+    ['b.example.com'],
+  );
+});
