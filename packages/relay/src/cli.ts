@@ -1,4 +1,5 @@
 #!/usr/bin/env node
+import { randomUUID } from 'node:crypto';
 import { mkdir, readFile, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import {
@@ -178,7 +179,9 @@ async function token(argv: string[]): Promise<void> {
   const key = await loadSigningKey(pem).catch((err: Error) => {
     throw new ConfigError(`--key: ${keyPath}: ${err.message}`);
   });
+  const jti = randomUUID();
   const jwt = await createAgentToken(key, {
+    jti,
     sub: String(values['sub']),
     hosts,
     ports,
@@ -189,9 +192,6 @@ async function token(argv: string[]): Promise<void> {
   });
   process.stdout.write(`${jwt}\n`);
   // The id goes to stderr, so `> agent.token` keeps only the token: note it to revoke the token later.
-  const { jti } = JSON.parse(Buffer.from(jwt.split('.')[1] ?? '', 'base64url').toString('utf8')) as {
-    jti: string;
-  };
   process.stderr.write(`token id (jti, for --revoked-tokens): ${jti}\n`);
 }
 

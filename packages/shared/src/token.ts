@@ -80,6 +80,8 @@ export interface CreateTokenOptions {
   /** Lifetime in ms. */
   ttl: number;
   audience?: string;
+  /** Token id, for revocation lists. Default: a random UUID. */
+  jti?: string;
 }
 
 /** Signs an agent token. Throws TokenError for claims that would never verify. */
@@ -93,7 +95,7 @@ export async function createAgentToken(key: SigningKey, opts: CreateTokenOptions
     .setAudience(opts.audience ?? DEFAULT_AUDIENCE)
     .setIssuedAt(now)
     .setExpirationTime(now + Math.max(1, Math.round(opts.ttl / 1000)))
-    .setJti(randomUUID())
+    .setJti(opts.jti ?? randomUUID())
     .sign(key.privateKey);
 }
 
