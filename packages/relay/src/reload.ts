@@ -1,6 +1,5 @@
-import { type FSWatcher, watch } from 'node:fs';
-import { basename, dirname, resolve } from 'node:path';
 import type { Logger, OptionValues } from '@burrow/shared';
+import { FileWatch } from './file-watch.js';
 import type { Relay, RelayOptions } from './relay.js';
 
 /** A configuration read from flags, environment and file, validated. */
@@ -52,12 +51,10 @@ export interface ReloaderOptions {
 export class ConfigReloader {
   readonly #opts: ReloaderOptions;
   readonly #hooks = new Map<string, ReloadHook>();
-  readonly #watchers: FSWatcher[] = [];
+  #watch: FileWatch | undefined;
   #current: LoadedConfig;
   #running: Promise<boolean> | undefined;
   #queued = false;
-  #debounce: NodeJS.Timeout | undefined;
-  #watching = false;
 
   constructor(opts: ReloaderOptions) {
     this.#opts = opts;
@@ -91,45 +88,26 @@ export class ConfigReloader {
 
   /** Watches the config file and the files it names that reload live; changes reload after a short quiet time. */
   watchFiles(): void {
-    // Only the watchers: a change already waiting out its debounce still reloads.
-    for (const w of this.#watchers.splice(0)) w.close();
-    this.#watching = true;
     const v = this.#current.values;
     const files = ['config', 'revoked-tokens', 'admin-token-file', 'tunnel-tls-cert', 'tunnel-tls-key']
       .map((k) => v[k])
-      .filter((f): f is string => typeof f === 'string' && f !== '')
-      .map((f) => resolve(f));
-    // Editors and kubelet replace files by rename, which ends a watch on the
-    // file itself: watch each directory and filter by name instead.
-    const byDir = new Map<string, Set<string>>();
-    for (const f of files) byDir.set(dirname(f), (byDir.get(dirname(f)) ?? new Set()).add(basename(f)));
-    for (const [dir, names] of byDir) {
-      try {
-        const w = watch(dir, (_event, name) => {
-          // Kubernetes ConfigMap/Secret volumes swap a ..data symlink: treat it as a change too.
-          if (name === null || names.has(String(name)) || String(name).startsWith('..data')) this.#changed();
-        });
-        w.on('error', (err) => this.#opts.logger.warn({ dir, err: err.message }, 'config watch failed'));
-        this.#watchers.push(w);
-      } catch (err) {
-        this.#opts.logger.warn(
-          { dir, err: (err as Error).message },
-          'cannot watch config directory; reload with SIGHUP',
-        );
-      }
-    }
+      .filter((f): f is string => typeof f === 'string' && f !== '');
+    const previous = this.#watch;
+    this.#watch = new FileWatch({
+      files,
+      onChange: () => void this.reload('file changed'),
+      debounce: this.#opts.debounce ?? 200,
+      logger: this.#opts.logger,
+      what: 'config',
+      otherwise: 'reload with SIGHUP',
+    });
+    // Only the old watchers go: a change already waiting out its debounce still reloads.
+    previous?.close(true);
   }
 
   stopWatching(): void {
-    this.#watching = false;
-    clearTimeout(this.#debounce);
-    for (const w of this.#watchers.splice(0)) w.close();
-  }
-
-  #changed(): void {
-    clearTimeout(this.#debounce);
-    this.#debounce = setTimeout(() => void this.reload('file changed'), this.#opts.debounce ?? 200);
-    this.#debounce.unref();
+    this.#watch?.close();
+    this.#watch = undefined;
   }
 
   async #reload(trigger: string): Promise<boolean> {
@@ -182,7 +160,7 @@ export class ConfigReloader {
     for (const commit of commits) commit();
     this.#current = next;
     // The new configuration may name other files (a moved revocation list).
-    if (this.#watching) this.watchFiles();
+    if (this.#watch) this.watchFiles();
     relay.metrics.reloaded(true);
     logger.info(
       {

@@ -1,7 +1,7 @@
-import { type FSWatcher, watch } from 'node:fs';
 import { readdir, readFile } from 'node:fs/promises';
-import { basename, dirname, extname, join } from 'node:path';
+import { basename, extname, join } from 'node:path';
 import type { Logger } from '@burrow/shared';
+import { FileWatch } from '../file-watch.js';
 import { type CertEntry, type CertStore, certEntryFromPem } from './store.js';
 
 export interface CertFilesOptions {
@@ -29,8 +29,7 @@ export const FILES_SOURCE = 'files';
  */
 export class CertFiles {
   readonly #opts: CertFilesOptions;
-  readonly #watchers: FSWatcher[] = [];
-  #timer: NodeJS.Timeout | undefined;
+  #watch: FileWatch | undefined;
   #reloading: Promise<void> | undefined;
   #again = false;
   #closed = false;
@@ -47,26 +46,21 @@ export class CertFiles {
       { certificates: entries.map((e) => ({ file: e.origin, names: e.names, notAfter: e.notAfter })) },
       'certificates loaded',
     );
-    // Watch directories, not files: renewal tools replace files by rename, which a file watch misses.
-    const dirs = new Set<string>();
-    for (const p of this.#opts.pairs ?? []) {
-      dirs.add(dirname(p.cert));
-      dirs.add(dirname(p.key));
-    }
-    if (this.#opts.dir) dirs.add(this.#opts.dir);
-    for (const d of dirs) {
-      const w = watch(d, () => this.#schedule());
-      w.on('error', (err) =>
-        this.#opts.logger.warn({ dir: d, err: err.message }, 'certificate watch failed'),
-      );
-      this.#watchers.push(w);
-    }
+    if (this.#closed) return;
+    this.#watch = new FileWatch({
+      files: (this.#opts.pairs ?? []).flatMap((p) => [p.cert, p.key]),
+      dirs: this.#opts.dir ? [this.#opts.dir] : [],
+      onChange: () => void this.reload(),
+      debounce: this.#opts.debounce ?? 250,
+      logger: this.#opts.logger,
+      what: 'certificate',
+      otherwise: 'restart the relay to load changed certificates',
+    });
   }
 
   close(): void {
     this.#closed = true;
-    clearTimeout(this.#timer);
-    for (const w of this.#watchers) w.close();
+    this.#watch?.close();
   }
 
   /** Reloads now (also what a file change triggers after the debounce). */
@@ -97,12 +91,6 @@ export class CertFiles {
       this.#reloading = undefined;
     });
     return this.#reloading;
-  }
-
-  #schedule(): void {
-    if (this.#closed) return;
-    clearTimeout(this.#timer);
-    this.#timer = setTimeout(() => void this.reload(), this.#opts.debounce ?? 250);
   }
 
   async #load(): Promise<CertEntry[]> {
