@@ -4,6 +4,7 @@ import type { TLSSocket } from 'node:tls';
 import type { CertStore } from '../certs/store.js';
 import { type ClientRequest, type ForwardOptions, forwardRequest } from '../proxy/forward.js';
 import { forwardUpgrade } from '../proxy/upgrade.js';
+import { headCheckInterval } from './http.js';
 
 export interface HttpsTerminatorOptions extends Omit<ForwardOptions, 'proto' | 'sniOf'> {
   certs: CertStore;
@@ -51,8 +52,7 @@ export function createHttpsTerminator(opts: HttpsTerminatorOptions): Http2Secure
     headersTimeout: opts.headersTimeout,
     requestTimeout: 0,
     keepAliveTimeout: opts.keepAliveTimeout,
-    // How often the deadlines are checked: a fraction of the head deadline, so it holds within 25 %.
-    connectionsCheckingInterval: Math.min(30_000, Math.max(50, Math.floor(opts.headersTimeout / 4))),
+    connectionsCheckingInterval: headCheckInterval(opts.headersTimeout),
   });
   server.emit('listening');
   // Node gives HTTP/2 sessions no such bounds, so a client could hold a session
