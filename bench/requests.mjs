@@ -6,7 +6,8 @@ import { performance } from 'node:perf_hooks';
 //                connection, at 1 and 16 concurrent connections
 // req/s, p50 and p99 per path, in the same run, alternating; the CPU column is
 // the system under test's (backend; or relay + agent + backend; or sshd + ssh
-// + backend), 100 % = one core.
+// + backend), 100 % = one core. Each run's line also gives the CPU time per
+// request of each of those processes, in that order (µs/req).
 //
 // wrk rather than autocannon: a C client with one thread, it costs a fraction
 // of autocannon's CPU per request, so the load generator's core is not the
@@ -68,6 +69,7 @@ const paths = await startPaths(cfg, `small requests with wrk (1 thread)`);
 async function measure(side, connections, close) {
   const pids = paths.pids(side);
   const cpu0 = cpuMs(pids);
+  const each0 = pids.map((pid) => cpuMs([pid]));
   const t0 = performance.now();
   const r = await runWrk({
     port: paths.ports[side],
@@ -76,9 +78,14 @@ async function measure(side, connections, close) {
     close,
     cpus: paths.loadgenCpus,
   });
-  r.cpu = (cpuMs(pids) - cpu0) / (performance.now() - t0);
+  const elapsed = performance.now() - t0;
+  r.cpu = (cpuMs(pids) - cpu0) / elapsed;
+  // CPU per request of each process (relay | agent | backend for burrow), µs.
+  const requests = (r.rps * elapsed) / 1000;
+  const perRequest = pids.map((pid, i) => ((cpuMs([pid]) - each0[i]) * 1000) / requests);
   r.line = () =>
     `${fmt.int(r.rps).padStart(6)} req/s  p50 ${fmt.ms(r.p50)} ms  p99 ${fmt.ms(r.p99)} ms  cpu ${fmt.pct(r.cpu)}` +
+    `  µs/req ${perRequest.map((us) => us.toFixed(0)).join(' | ')}` +
     (r.errors ? `  ${r.errors} errors` : '');
   return r;
 }
