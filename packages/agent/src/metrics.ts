@@ -1,8 +1,10 @@
 import { Counter, Gauge, Registry } from 'prom-client';
 import type { Agent } from './agent.js';
 import type { Kubernetes } from './kubernetes/index.js';
+import type { State } from './tunnel/connection.js';
 
-const STATES = ['connecting', 'handshake', 'connected', 'waiting', 'closed'] as const;
+/** The states burrow_agent_tunnel_state reports ('idle' lasts only until start). */
+const STATES: readonly State[] = ['connecting', 'handshake', 'connected', 'waiting', 'closed'];
 
 /**
  * The agent's Prometheus metrics, in a registry of its own. Gauges are read
@@ -10,7 +12,7 @@ const STATES = ['connecting', 'handshake', 'connected', 'waiting', 'closed'] as 
  * agent is doing. Labels stay bounded: the relay URL and connection index come
  * from the agent's own configuration; no client hostnames, paths or addresses.
  */
-export function agentMetrics(agent: Agent, kube?: Kubernetes): { registry: Registry; reconnects: Counter } {
+export function agentMetrics(agent: Agent, kube?: Kubernetes): { registry: Registry } {
   const registry = new Registry();
   const registers = [registry];
   new Gauge({
@@ -107,5 +109,5 @@ export function agentMetrics(agent: Agent, kube?: Kubernetes): { registry: Regis
       },
     });
   }
-  return { registry, reconnects };
+  return { registry };
 }
