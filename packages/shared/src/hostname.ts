@@ -55,7 +55,19 @@ export function patternAllows(pattern: string, name: string): boolean {
  */
 export function routeKeys(host: string): string[] {
   const keys = [host];
-  const labels = host.split('.');
-  for (let i = 1; i < labels.length - 1; i++) keys.push(`*.${labels.slice(i).join('.')}`);
+  for (let dot = nextWildcardDot(host, -1); dot >= 0; dot = nextWildcardDot(host, dot)) {
+    keys.push(`*${host.slice(dot)}`);
+  }
   return keys;
+}
+
+/**
+ * Walks routeKeys() without building the list (the route lookup runs once per
+ * request): the first dot after `from` that starts a wildcard key,
+ * `*` + `host.slice(dot)`, or -1 when no wider wildcard remains.
+ */
+export function nextWildcardDot(host: string, from: number): number {
+  const dot = host.indexOf('.', from + 1);
+  // A wildcard needs at least two labels after `*.`.
+  return dot >= 0 && host.indexOf('.', dot + 1) >= 0 ? dot : -1;
 }

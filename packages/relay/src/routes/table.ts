@@ -3,6 +3,7 @@ import {
   type AnnouncedRoute,
   checkHostPattern,
   createAllowlist,
+  nextWildcardDot,
   patternAllows,
   type RouteProtocol,
   type RouteResult,
@@ -207,8 +208,6 @@ export class RouteTable<T extends RouteTarget> {
 
   /** Routes a request's Host (already normalised): exact names beat wildcards, longer suffixes beat shorter. */
   lookup(host: string): Lookup<T> {
-    // Walks the same keys as routeKeys() without building the list: this runs
-    // once per request.
     let key = host;
     let dot = -1;
     do {
@@ -222,9 +221,8 @@ export class RouteTable<T extends RouteTarget> {
         if (best) return { kind: 'found', binding: best };
         return { kind: 'offline', hostname: key };
       }
-      dot = host.indexOf('.', dot + 1);
-      // A wildcard needs at least two labels after `*.`.
-      key = dot >= 0 && host.indexOf('.', dot + 1) >= 0 ? `*${host.slice(dot)}` : '';
+      dot = nextWildcardDot(host, dot);
+      key = dot >= 0 ? `*${host.slice(dot)}` : '';
     } while (key);
     if (this.#offline.size === 0) return { kind: 'none' };
     for (const k of routeKeys(host)) {
