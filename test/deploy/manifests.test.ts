@@ -4,13 +4,13 @@
 // the annotations the agent reads; the relay's sample config starts the real
 // relay binary.
 import { execFile } from 'node:child_process';
-import { mkdtemp, readdir, readFile, rm, writeFile } from 'node:fs/promises';
-import { tmpdir } from 'node:os';
+import { readdir, readFile, writeFile } from 'node:fs/promises';
 import { join, relative } from 'node:path';
 import { promisify } from 'node:util';
 import { RELAY_SERVE_OPTIONS } from '@burrow/relay';
 import { generateSigningKeyPair, parseOptions } from '@burrow/shared';
 import t from 'tap';
+import { tempDir } from '../helpers/fs.js';
 import { schemaErrors, unknownFields } from '../helpers/kube-schema.js';
 import {
   type KubeObject,
@@ -339,8 +339,7 @@ t.test('the example Service uses the annotations the agent reads', async (t) => 
 });
 
 t.test('kustomize-lite refuses what it does not implement', async (t) => {
-  const dir = await mkdtemp(join(tmpdir(), 'burrow-kustomize-'));
-  t.teardown(() => rm(dir, { recursive: true, force: true }));
+  const dir = await tempDir(t, 'burrow-kustomize-');
   await writeFile(join(dir, 'cm.yaml'), 'apiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: x\n');
   const cases: Array<[string, RegExp]> = [
     ['resources: [cm.yaml]\npatches: []\n', /"patches" is not supported/],
@@ -380,8 +379,7 @@ t.test('deploy/relay/relay.yaml: known options, and the real relay starts with i
   t.same(values['verify-key'], ['/etc/burrow/keys']);
   t.equal(values['drain-timeout'], '30s');
 
-  const dir = await mkdtemp(join(tmpdir(), 'burrow-deploy-'));
-  t.teardown(() => rm(dir, { recursive: true, force: true }));
+  const dir = await tempDir(t, 'burrow-deploy-');
   await writeFile(join(dir, 'signing.pub'), (await generateSigningKeyPair()).publicPem);
   // The sample's listeners and key path belong to a VM; everything else is used as written.
   const relay = spawnLogged(t, RELAY_CLI, [

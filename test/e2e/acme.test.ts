@@ -1,21 +1,16 @@
 import { once } from 'node:events';
-import { mkdtemp, readFile, rm } from 'node:fs/promises';
-import { tmpdir } from 'node:os';
+import { readFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import type { Relay, RelayOptions } from '@burrow/relay';
-import { createLogger } from '@burrow/shared';
 import t from 'tap';
+import { memoryLogger } from '../../packages/agent/test/helpers/log.js';
 import { testAgent } from '../helpers/agent.js';
+import { tempDir } from '../helpers/fs.js';
 import { httpsGet, testServer } from '../helpers/http.js';
-import { freePort, type Pebble, startPebble } from '../helpers/pebble.js';
+import { freePort } from '../helpers/net.js';
+import { type Pebble, startPebble } from '../helpers/pebble.js';
 import { type Teardownable, testRelay } from '../helpers/relay.js';
 import { testPki } from '../helpers/tls.js';
-
-async function stateDir(t: Teardownable): Promise<string> {
-  const dir = await mkdtemp(join(tmpdir(), 'burrow-acme-'));
-  t.teardown(() => rm(dir, { recursive: true, force: true }));
-  return dir;
-}
 
 /** A relay with ACME against a Pebble that validates against this relay's own ports. */
 async function acmeSetup(
@@ -31,7 +26,7 @@ async function acmeSetup(
 ) {
   const pebblePki = await testPki(t);
   const listenPort = await freePort();
-  const state = opts.state ?? (await stateDir(t));
+  const state = opts.state ?? (await tempDir(t, 'burrow-acme-'));
   const relay = await testRelay(t, {
     http: { host: '127.0.0.1', port: opts.ports?.http ?? 0 },
     tls: { host: '127.0.0.1', port: opts.ports?.tls ?? 0 },
@@ -155,18 +150,15 @@ t.test("a failed order reports the CA's message and retries with backoff", async
   // Pebble validates HTTP-01 against a port where nothing listens.
   const pebblePki = await testPki(t);
   const listenPort = await freePort();
-  const logged: Array<Record<string, unknown>> = [];
-  const destination = {
-    write: (line: string) => logged.push(JSON.parse(line)) > 0,
-  } as unknown as NodeJS.WritableStream;
+  const log = memoryLogger('info', 'relay');
   const relay = await testRelay(t, {
-    logger: createLogger({ name: 'relay', level: 'info', destination }),
+    logger: log.logger,
     tls: { host: '127.0.0.1', port: 0 },
     acme: {
       directoryUrl: `https://127.0.0.1:${listenPort}/dir`,
       directoryCa: pebblePki.caPem,
       domains: ['*.acme.test'],
-      stateDir: await stateDir(t),
+      stateDir: await tempDir(t, 'burrow-acme-'),
       challenges: ['http-01'],
       retryBase: 50,
     },
@@ -188,7 +180,7 @@ t.test("a failed order reports the CA's message and retries with backoff", async
   t.match((err as Error).message, /connect|refused|Fetching/i, "the CA's own problem detail");
   await once(acmeOf(relay), 'failed');
   t.ok(acmeOf(relay).orders >= 2, 'ordered again after the backoff');
-  const lines = logged.filter((l) => l['msg'] === 'acme order failed');
+  const lines = log.lines.filter((l) => l['msg'] === 'acme order failed');
   t.match(lines[0], {
     level: 50,
     hostname: 'broken.acme.test',
@@ -209,7 +201,7 @@ t.test('a name already covered by a certificate from files is never ordered', as
       // Nothing listens there: an order would fail, and be counted.
       directoryUrl: `https://127.0.0.1:${await freePort()}/dir`,
       domains: ['*.acme.test'],
-      stateDir: await stateDir(t),
+      stateDir: await tempDir(t, 'burrow-acme-'),
     },
   });
   const app = await backend(t);

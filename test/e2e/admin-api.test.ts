@@ -4,6 +4,7 @@
 import { ADMIN_ROUTES, buildAdminApp } from '@burrow/relay';
 import t from 'tap';
 import { testAgent } from '../helpers/agent.js';
+import { deferred } from '../helpers/deferred.js';
 import { get, testServer } from '../helpers/http.js';
 import { metricValue } from '../helpers/metrics.js';
 import { testRelay } from '../helpers/relay.js';
@@ -121,22 +122,20 @@ t.test('admin listener: real HTTP, token swapped live, /readyz turns 503 while d
   t.equal((await call('/api/stats', next)).status, 200);
 
   // A request in flight keeps the drain (and the admin listener) open.
-  let release!: () => void;
-  const held = new Promise<void>((r) => (release = r));
-  const backend = await testServer(t, (_req, res) => void held.then(() => res.end('done')));
+  const held = deferred();
+  const arrived = deferred();
+  const backend = await testServer(t, (_req, res) => {
+    arrived.resolve();
+    held.promise.then(() => res.end('done'));
+  });
   await testAgent(t, relay, [{ id: 'slow', hostnames: ['slow.admin.test'], target: backend.url }]);
   const inFlight = get(relay.httpAddress.port, 'slow.admin.test');
-  while (
-    relay.adminState.stats().connections === 0 ||
-    [...relay.connections].every((c) => c.inFlight === 0)
-  ) {
-    await new Promise((r) => setImmediate(r));
-  }
+  await arrived.promise;
   const closed = relay.close();
   const ready = await call('/readyz');
   t.equal(ready.status, 503);
   t.same(await ready.json(), { status: 'not ready', reason: 'draining' });
-  release();
+  held.resolve();
   t.equal((await inFlight).status, 200, 'the in-flight request finished');
   await closed;
 });

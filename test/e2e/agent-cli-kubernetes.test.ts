@@ -1,10 +1,10 @@
 // The agent binary as the Deployment runs it: --kubernetes against an API
 // server (here the fake, through a kubeconfig), probes on --health-listen.
-import { mkdtemp, rm, writeFile } from 'node:fs/promises';
-import { tmpdir } from 'node:os';
+import { writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import t from 'tap';
 import { fakeKube } from '../helpers/fake-kube.js';
+import { tempDir } from '../helpers/fs.js';
 import { get, testServer } from '../helpers/http.js';
 import { AGENT_CLI, spawnLogged } from '../helpers/proc.js';
 import { testRelay, tokenFor, tunnelUrl } from '../helpers/relay.js';
@@ -22,8 +22,7 @@ t.test('burrow-agent --kubernetes exposes annotated Services and answers probes'
     metadata: { name: 'shop', namespace: 'apps', annotations: { 'burrow.dev/hostname': 'shop.example.com' } },
     spec: { type: 'ClusterIP', clusterIP: '127.0.0.6', ports: [{ name: 'http', port: app.port }] },
   });
-  const dir = await mkdtemp(join(tmpdir(), 'burrow-agent-'));
-  t.teardown(() => rm(dir, { recursive: true, force: true }));
+  const dir = await tempDir(t, 'burrow-agent-');
   await writeFile(join(dir, 'kubeconfig'), kube.kubeconfig());
   const token = await tokenFor('cluster', ['*.example.com']);
   await writeFile(join(dir, 'token'), `${token}\n`, { mode: 0o600 });

@@ -2,12 +2,10 @@
 // the page loads with the token from the URL fragment, lists a route created
 // after it loaded, and its counters and chart move when traffic flows.
 import { existsSync } from 'node:fs';
-import { mkdtemp, rm } from 'node:fs/promises';
-import { tmpdir } from 'node:os';
-import { join } from 'node:path';
 import { chromium } from 'playwright-core';
 import t from 'tap';
 import { testAgent } from '../helpers/agent.js';
+import { tempDir } from '../helpers/fs.js';
 import { get, testServer } from '../helpers/http.js';
 import { testRelay } from '../helpers/relay.js';
 
@@ -30,8 +28,7 @@ t.test('dashboard shows new routes and live traffic', async (t) => {
   const relay = await testRelay(t, { admin: { host: '127.0.0.1', port: 0 }, adminToken: TOKEN });
   const base = `http://127.0.0.1:${relay.adminAddress!.port}`;
 
-  const profile = await mkdtemp(join(tmpdir(), 'burrow-chromium-'));
-  t.teardown(() => rm(profile, { recursive: true, force: true }));
+  const profile = await tempDir(t, 'burrow-chromium-');
   const browser = await chromium.launchPersistentContext(profile, {
     executablePath: CHROMIUM,
     headless: true,

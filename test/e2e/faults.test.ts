@@ -5,13 +5,14 @@
 // single in-flight download over SIGTERM.)
 import { execFile } from 'node:child_process';
 import { once } from 'node:events';
-import { mkdtemp, rm, writeFile } from 'node:fs/promises';
+import { writeFile } from 'node:fs/promises';
 import { type IncomingMessage, request, type ServerResponse } from 'node:http';
-import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { promisify } from 'node:util';
 import t from 'tap';
 import { testAgent } from '../helpers/agent.js';
+import { deferred } from '../helpers/deferred.js';
+import { tempDir } from '../helpers/fs.js';
 import { get, testServer } from '../helpers/http.js';
 import { requestLoop } from '../helpers/load.js';
 import { AGENT_CLI, spawnLogged } from '../helpers/proc.js';
@@ -26,14 +27,13 @@ const run = promisify(execFile);
  * before sending the rest; other paths answer "ok".
  */
 async function heldDownloads(t: Teardownable, size: number, first: number) {
-  let release!: () => void;
-  const released = new Promise<void>((r) => (release = r));
+  const released = deferred();
   const chunk = Buffer.alloc(64 * 1024, 'd');
   const app = await testServer(t, (req, res: ServerResponse) => {
     if (req.url !== '/big') return void res.end('ok');
     res.writeHead(200, { 'content-length': String(size), 'content-type': 'application/octet-stream' });
     res.write(Buffer.alloc(first, 'd'));
-    released.then(async () => {
+    released.promise.then(async () => {
       // The rest at the pace the client reads: a long download, with backpressure all the way.
       for (let sent = first; sent < size; sent += chunk.length) {
         const part = chunk.subarray(0, Math.min(chunk.length, size - sent));
@@ -43,7 +43,7 @@ async function heldDownloads(t: Teardownable, size: number, first: number) {
       res.end();
     });
   });
-  return { app, release };
+  return { app, release: released.resolve };
 }
 
 interface Download {
@@ -54,15 +54,14 @@ interface Download {
 }
 
 function download(port: number, host: string): Download {
-  let begin!: () => void;
-  const begun = new Promise<void>((r) => (begin = r));
+  const begun = deferred();
   const done = new Promise<{ bytes: number; complete: boolean; status: number }>((resolve) => {
     const req = request({ host: '127.0.0.1', port, path: '/big', headers: { host }, agent: false });
     req.on('error', () => resolve({ bytes: 0, complete: false, status: 0 }));
     req.on('response', (res: IncomingMessage) => {
       let bytes = 0;
       res.on('data', (c: Buffer) => {
-        if (bytes === 0) begin();
+        if (bytes === 0) begun.resolve();
         bytes += c.length;
       });
       res.on('error', () => {});
@@ -70,8 +69,8 @@ function download(port: number, host: string): Download {
     });
     req.end();
   });
-  done.then(() => begin());
-  return { begun, done };
+  done.then(() => begun.resolve());
+  return { begun: begun.promise, done };
 }
 
 t.test('relay SIGKILLed under load and started again: the agent comes back and serves', async (t) => {
@@ -149,8 +148,7 @@ t.test('rolling replacement of agent processes under a steady loop: zero failure
   const relay = await testRelay(t);
   const held = await heldDownloads(t, 2 * 1024 * 1024, 64 * 1024);
   const app = held.app;
-  const dir = await mkdtemp(join(tmpdir(), 'burrow-roll-'));
-  t.teardown(() => rm(dir, { recursive: true, force: true }));
+  const dir = await tempDir(t, 'burrow-roll-');
   await writeFile(join(dir, 'token'), await tokenFor('roller', ['roll.example.com']));
   const startAgentProcess = async () => {
     const p = spawnLogged(t, AGENT_CLI, [

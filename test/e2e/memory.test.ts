@@ -9,7 +9,7 @@ import { mulberry32 } from '../../packages/shared/test/helpers/prng.js';
 import { testAgent } from '../helpers/agent.js';
 import { get, testServer } from '../helpers/http.js';
 import { requestLoop } from '../helpers/load.js';
-import { type LoggedProcess, ROOT, spawnLogged } from '../helpers/proc.js';
+import { type LoggedProcess, listeningPorts, ROOT, spawnLogged } from '../helpers/proc.js';
 import { rawRequest } from '../helpers/raw-http.js';
 import { testKeys, tokenFor } from '../helpers/relay.js';
 import { hostileFrame, RogueAgent } from '../helpers/rogue-agent.js';
@@ -53,9 +53,8 @@ t.test('the relay heap returns near its baseline after the flood cases', async (
     { BURROW_TEST_PUBLIC_KEY: keys.publicPem },
     { nodeArgs: ['--expose-gc'] },
   );
-  const listening = await relay.waitFor((l) => l['msg'] === 'relay listening');
-  const httpPort = (listening['http'] as { port: number }).port;
-  const tunnelUrl = `ws://127.0.0.1:${(listening['tunnel'] as { port: number }).port}`;
+  const { http: httpPort, tunnel } = await listeningPorts(relay);
+  const tunnelUrl = `ws://127.0.0.1:${tunnel}`;
   const app = await testServer(t, (_req, res) => res.end('steady'));
   await testAgent(t, tunnelUrl, [{ id: 's', hostnames: ['steady.example.com'], target: app.url }], {
     sub: 'steady',

@@ -3,33 +3,27 @@
 // may carry a client address or a client-chosen Host.
 import { once } from 'node:events';
 import { request } from 'node:http';
-import { createServer } from 'node:net';
 import { agentMetrics } from '@burrow/agent';
 import t from 'tap';
 import { testAgent } from '../helpers/agent.js';
+import { deferred } from '../helpers/deferred.js';
 import { get, testServer } from '../helpers/http.js';
 import { metricValue, parseMetrics } from '../helpers/metrics.js';
+import { freePort } from '../helpers/net.js';
 import { testRelay } from '../helpers/relay.js';
 import { attempt } from '../helpers/tunnel-client.js';
 
-/** A port nothing listens on (bound, then closed). */
-async function closedPort(): Promise<number> {
-  const s = createServer().listen(0, '127.0.0.1');
-  await once(s, 'listening');
-  const port = (s.address() as { port: number }).port;
-  await new Promise((r) => s.close(r));
-  return port;
-}
-
 t.test('relay and agent metrics count the traffic that was sent', async (t) => {
   const relay = await testRelay(t);
-  let release!: () => void;
-  const held = new Promise<void>((r) => (release = r));
+  const held = deferred();
+  const holdArrived = deferred();
   const app = await testServer(t, (req, res) => {
     req.resume();
     req.on('end', () => {
-      if (req.url === '/hold') held.then(() => res.end('late'));
-      else res.end('hello');
+      if (req.url === '/hold') {
+        holdArrived.resolve();
+        held.promise.then(() => res.end('late'));
+      } else res.end('hello');
     });
   });
   const agent = await testAgent(
@@ -37,7 +31,7 @@ t.test('relay and agent metrics count the traffic that was sent', async (t) => {
     relay,
     [
       { id: 'app', hostnames: ['app.metrics.test'], target: app.url },
-      { id: 'down', hostnames: ['down.metrics.test'], target: `http://127.0.0.1:${await closedPort()}` },
+      { id: 'down', hostnames: ['down.metrics.test'], target: `http://127.0.0.1:${await freePort()}` },
     ],
     { sub: 'metrics-tenant' },
   );
@@ -55,10 +49,9 @@ t.test('relay and agent metrics count the traffic that was sent', async (t) => {
 
   // A request in flight shows as an active stream on its route.
   const pending = get(port, 'app.metrics.test', '/hold');
-  while (metricValue(await scrape(), 'burrow_relay_streams_active', { host: 'app.metrics.test' }) !== 1) {
-    await new Promise((r) => setImmediate(r));
-  }
-  release();
+  await holdArrived.promise;
+  t.equal(metricValue(await scrape(), 'burrow_relay_streams_active', { host: 'app.metrics.test' }), 1);
+  held.resolve();
   t.equal((await pending).status, 200);
 
   const text = await scrape();
@@ -120,7 +113,12 @@ t.test('route refusals are counted by reason', async (t) => {
 });
 
 t.test('an upgraded connection is counted when it closes, with its bytes', async (t) => {
-  const relay = await testRelay(t);
+  const upgradeDone = deferred();
+  const relay = await testRelay(t, {
+    onRequestDone: (info) => {
+      if (info.route === 'ws.metrics.test') upgradeDone.resolve();
+    },
+  });
   const app = await testServer(t, (_req, res) => res.end('plain'));
   app.server.on('upgrade', (_req, socket) => {
     socket.write('HTTP/1.1 101 Switching Protocols\r\nconnection: upgrade\r\nupgrade: echo\r\n\r\n');
@@ -144,9 +142,8 @@ t.test('an upgraded connection is counted when it closes, with its bytes', async
   await once(socket, 'close');
   const v = async (name: string, labels: Record<string, string>) =>
     metricValue(await relay.metrics.registry.metrics(), name, labels);
-  while ((await v('burrow_relay_requests_total', { host: 'ws.metrics.test', status_class: '1xx' })) !== 1) {
-    await new Promise((r) => setImmediate(r));
-  }
+  await upgradeDone.promise;
+  t.equal(await v('burrow_relay_requests_total', { host: 'ws.metrics.test', status_class: '1xx' }), 1);
   t.equal(await v('burrow_relay_http_bytes_total', { host: 'ws.metrics.test', direction: 'in' }), 10);
   t.ok(
     ((await v('burrow_relay_http_bytes_total', { host: 'ws.metrics.test', direction: 'out' })) ?? 0) >= 10,

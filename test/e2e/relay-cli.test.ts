@@ -2,21 +2,22 @@
 // SIGTERM that lets in-flight downloads finish before exiting 0.
 import { execFile } from 'node:child_process';
 import { once } from 'node:events';
-import { mkdtemp, rm, stat } from 'node:fs/promises';
+import { stat } from 'node:fs/promises';
 import { request } from 'node:http';
-import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { promisify } from 'node:util';
+import { decodeJwt } from 'jose';
 import t from 'tap';
 import { testAgent } from '../helpers/agent.js';
+import { deferred } from '../helpers/deferred.js';
+import { tempDir } from '../helpers/fs.js';
 import { testServer } from '../helpers/http.js';
-import { RELAY_CLI, spawnLogged } from '../helpers/proc.js';
+import { listeningPorts, RELAY_CLI, spawnLogged } from '../helpers/proc.js';
 
 const run = promisify(execFile);
 
 t.test('keygen, token create, serve, SIGTERM drain', async (t) => {
-  const dir = await mkdtemp(join(tmpdir(), 'burrow-relay-'));
-  t.teardown(() => rm(dir, { recursive: true, force: true }));
+  const dir = await tempDir(t, 'burrow-relay-');
   const keys = join(dir, 'keys');
 
   await run(process.execPath, [RELAY_CLI, 'keygen', '--out', keys]);
@@ -43,7 +44,7 @@ t.test('keygen, token create, serve, SIGTERM drain', async (t) => {
     '1h',
   ]);
   t.match(token.trim(), /^[\w-]+\.[\w-]+\.[\w-]+$/, 'prints one compact JWT');
-  const jti = JSON.parse(Buffer.from(token.split('.')[1]!, 'base64url').toString()).jti;
+  const { jti } = decodeJwt(token);
   t.equal(tokenInfo, `token id (jti, for --revoked-tokens): ${jti}\n`, 'the token id goes to stderr');
 
   const bad = await run(process.execPath, [RELAY_CLI, 'serve', '--http-listen', 'nonsense']).catch((e) => e);
@@ -65,17 +66,14 @@ t.test('keygen, token create, serve, SIGTERM drain', async (t) => {
     '--drain-timeout',
     '20s',
   ]);
-  const listening = await relay.waitFor((l) => l['msg'] === 'relay listening');
-  const httpPort = (listening['http'] as { port: number }).port;
-  const tunnelPort = (listening['tunnel'] as { port: number }).port;
+  const { http: httpPort, tunnel: tunnelPort } = await listeningPorts(relay);
 
   // A download that stays in flight until the test releases it.
-  let release!: () => void;
-  const released = new Promise<void>((r) => (release = r));
+  const released = deferred();
   const app = await testServer(t, (_req, res) => {
     res.writeHead(200, { 'content-length': '8' });
     res.write('part1-');
-    released.then(() => res.end('ok'));
+    released.promise.then(() => res.end('ok'));
   });
   await testAgent(
     t,
@@ -103,7 +101,7 @@ t.test('keygen, token create, serve, SIGTERM drain', async (t) => {
   let rest = '';
   res.on('data', (c: string) => (rest += c));
   const ended = once(res, 'end');
-  release();
+  released.resolve();
   await ended;
   t.equal(rest, 'ok', 'the in-flight download completed after SIGTERM');
   t.equal(await relay.exited, 0, 'relay exits 0 after draining');

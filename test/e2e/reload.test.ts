@@ -2,28 +2,25 @@
 // file changes reload keys, the revocation list and the admin token; options
 // that need a restart keep their running value; a broken config is logged and
 // the relay stays up. Not one request of the loop may fail.
-import { mkdtemp, rm, writeFile } from 'node:fs/promises';
-import { Agent as HttpAgent } from 'node:http';
-import { tmpdir } from 'node:os';
+import { writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { createAgentToken, generateSigningKeyPair, loadSigningKey } from '@burrow/shared';
+import { decodeJwt } from 'jose';
 import t from 'tap';
 import { stringify } from 'yaml';
 import { testAgent } from '../helpers/agent.js';
+import { deferred } from '../helpers/deferred.js';
+import { tempDir } from '../helpers/fs.js';
 import { get, testServer } from '../helpers/http.js';
-import { RELAY_CLI, spawnLogged } from '../helpers/proc.js';
+import { requestLoop } from '../helpers/load.js';
+import { listeningPorts, RELAY_CLI, spawnLogged } from '../helpers/proc.js';
 import { testKeys, tokenFor } from '../helpers/relay.js';
 import { attempt } from '../helpers/tunnel-client.js';
 
 type Line = Record<string, unknown>;
 
-function jtiOf(token: string): string {
-  return JSON.parse(Buffer.from(token.split('.')[1]!, 'base64url').toString('utf8')).jti;
-}
-
 t.test('SIGHUP and file changes reload without failing a request', async (t) => {
-  const dir = await mkdtemp(join(tmpdir(), 'burrow-reload-'));
-  t.teardown(() => rm(dir, { recursive: true, force: true }));
+  const dir = await tempDir(t, 'burrow-reload-');
   const keysDir = join(dir, 'keys');
   await import('node:fs/promises').then((fs) => fs.mkdir(keysDir));
   await writeFile(join(keysDir, 'a.pub'), (await testKeys()).publicPem);
@@ -45,10 +42,7 @@ t.test('SIGHUP and file changes reload without failing a request', async (t) => 
   await writeFile(configFile, stringify(config));
 
   const relay = spawnLogged(t, RELAY_CLI, ['serve', '--config', configFile]);
-  const listening = await relay.waitFor((l) => l['msg'] === 'relay listening');
-  const httpPort = (listening['http'] as { port: number }).port;
-  const tunnelPort = (listening['tunnel'] as { port: number }).port;
-  const adminPort = (listening['admin'] as { port: number }).port;
+  const { http: httpPort, tunnel: tunnelPort, admin: adminPort } = await listeningPorts(relay);
   /** The next log line matching `pred` that comes after everything seen so far. */
   const next = (pred: (l: Line) => boolean) => {
     const seen = relay.lines.length;
@@ -57,16 +51,14 @@ t.test('SIGHUP and file changes reload without failing a request', async (t) => 
   const admin = (path: string, token: string) =>
     fetch(`http://127.0.0.1:${adminPort}${path}`, { headers: { authorization: `Bearer ${token}` } });
 
-  let release!: () => void;
-  const held = new Promise<void>((r) => (release = r));
-  let arrived!: () => void;
-  const heldArrived = new Promise<void>((r) => (arrived = r));
+  const held = deferred();
+  const heldArrived = deferred();
   const backend = await testServer(t, (req, res) => {
     req.resume();
     req.on('end', () => {
       if (req.url === '/held') {
-        arrived();
-        held.then(() => res.end('held to the end'));
+        heldArrived.resolve();
+        held.promise.then(() => res.end('held to the end'));
       } else res.end(`ok ${req.url}`);
     });
   });
@@ -84,24 +76,13 @@ t.test('SIGHUP and file changes reload without failing a request', async (t) => 
 
   // The steady load: two keep-alive clients, each one request after another,
   // bounded in count; it runs until the test has finished reloading.
-  let stop = false;
-  let sent = 0;
-  const failures: string[] = [];
-  const keepAlive = new HttpAgent({ keepAlive: true, maxSockets: 2 });
-  t.teardown(() => keepAlive.destroy());
-  const loop = async (n: number) => {
-    for (let i = 0; !stop && i < 20_000; i++) {
-      const path = `/loop${n}/${i}`;
-      try {
-        const r = await get(httpPort, 'steady.reload.test', path, { agent: keepAlive });
-        if (r.status !== 200 || r.body.toString() !== `ok ${path}`) failures.push(`${path}: ${r.status}`);
-      } catch (err) {
-        failures.push(`${path}: ${(err as Error).message}`);
-      }
-      sent++;
-    }
-  };
-  const loops = Promise.all([loop(1), loop(2)]);
+  const loop = requestLoop(t, httpPort, 'steady.reload.test', {
+    workers: 2,
+    max: 40_000,
+    keepAlive: true,
+    path: (n) => `/loop/${n}`,
+    body: (path) => `ok ${path}`,
+  });
 
   // 1. SIGHUP with a new verify key dropped next to the first.
   const pair = await generateSigningKeyPair();
@@ -118,11 +99,11 @@ t.test('SIGHUP and file changes reload without failing a request', async (t) => 
   );
   // A request in flight across the reload.
   const inFlight = get(httpPort, 'steady.reload.test', '/held');
-  await heldArrived;
+  await heldArrived.promise;
   let reloaded = next((l) => l['msg'] === 'config reloaded');
   relay.child.kill('SIGHUP');
   t.match(await reloaded, { trigger: 'SIGHUP', verifyKeys: 2 });
-  release();
+  held.resolve();
   t.same(
     (await inFlight).body.toString(),
     'held to the end',
@@ -156,7 +137,7 @@ t.test('SIGHUP and file changes reload without failing a request', async (t) => 
   // 4. The revocation list names the doomed agent's token: only it goes.
   const revokedLine = next((l) => l['msg'] === 'config reloaded');
   const doomedDown = new Promise((resolve) => doomed.once('disconnected', (_i, reason) => resolve(reason)));
-  await writeFile(revokedFile, `# revoked after a leak\n${jtiOf(doomedToken)}\n`);
+  await writeFile(revokedFile, `# revoked after a leak\n${decodeJwt(doomedToken).jti}\n`);
   t.match(await revokedLine, { revokedTokens: 1, revokedConnections: 1 });
   t.match(await doomedDown, /TokenRevoked/);
   t.same(await attempt(`ws://127.0.0.1:${tunnelPort}`, doomedToken), { status: 401, body: 'token revoked' });
@@ -171,10 +152,9 @@ t.test('SIGHUP and file changes reload without failing a request', async (t) => 
   const metrics = await (await admin('/metrics', 'second-admin-token-0123456789')).text();
   t.match(metrics, /^burrow_relay_config_reloads_total\{result="failure"\} 2$/m);
 
-  stop = true;
-  await loops;
-  t.ok(sent > 0, `${sent} requests during the reloads`);
-  t.same(failures, [], 'no request failed');
+  await loop.stop();
+  t.ok(loop.done > 0, `${loop.done} requests during the reloads`);
+  t.same(loop.failures, [], 'no request failed');
   const all = relay.lines.map((l) => JSON.stringify(l)).join('\n');
   t.notMatch(all, adminToken, 'the admin token never reaches the log');
   t.notMatch(all, 'second-admin-token', 'nor the new one');

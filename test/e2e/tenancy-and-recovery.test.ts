@@ -1,9 +1,11 @@
 // Tenants cannot take each other's names; agents come back after a relay
 // restart; losing one of an agent's connections does not stop its traffic.
-import { EventEmitter, once } from 'node:events';
+import { once } from 'node:events';
 import t from 'tap';
 import { testAgent } from '../helpers/agent.js';
+import { deferred } from '../helpers/deferred.js';
 import { get, testServer } from '../helpers/http.js';
+import { requestLoop } from '../helpers/load.js';
 import { rawRequest } from '../helpers/raw-http.js';
 import { testRelay, tokenFor, tunnelUrl } from '../helpers/relay.js';
 
@@ -121,60 +123,25 @@ t.test('rolling agent replacement under a request loop: zero failed requests', a
   const routes = [{ id: 'app', hostnames: ['roll.example.com'], target: app.url }];
   const token = await tokenFor('roller', ['roll.example.com']);
   const old = await testAgent(t, relay, routes, { token });
-  const statuses = new Map<number, number>();
-  const progress = new EventEmitter();
-  let done = 0;
-  let stop = false;
-  /** Resolves once `n` more requests have completed. */
-  const after = (n: number) => {
-    const target = done + n;
-    return new Promise<void>((resolve) => {
-      const check = () => {
-        if (done < target) return;
-        progress.off('done', check);
-        resolve();
-      };
-      progress.on('done', check);
-    });
-  };
-  // Four bounded loops: they end when the replacement is over, or after 5,000 requests each.
-  const worker = async () => {
-    for (let i = 0; i < 5_000 && !stop; i++) {
-      const r = await get(relay.httpAddress.port, 'roll.example.com');
-      statuses.set(r.status, (statuses.get(r.status) ?? 0) + 1);
-      done++;
-      progress.emit('done');
-    }
-  };
-  const loops = Promise.all([worker(), worker(), worker(), worker()]);
-  await after(50);
+  // Four workers: they stop when the replacement is over, or after 20,000 requests in all.
+  const loop = requestLoop(t, relay.httpAddress.port, 'roll.example.com', { workers: 4 });
+  await loop.after(50);
   await testAgent(t, relay, routes, { token }); // the new replica
-  await after(50);
+  await loop.after(50);
   const closing = old.close(); // the old one gets SIGTERM: GOAWAY and drain
-  await after(50);
+  await loop.after(50);
   await closing;
-  await after(50);
-  stop = true;
-  await loops;
-  t.same(
-    [...statuses.keys()],
-    [200],
-    `every request succeeded (${[...statuses].map(([k, v]) => `${k}: ${v}`).join(', ')})`,
-  );
+  await loop.after(50);
+  await loop.stop();
+  t.same([...loop.statuses.keys()], [200], `every request succeeded (${loop.summary()})`);
 });
 
 t.test('a response sent while the relay drains says Connection: close and ends its connection', async (t) => {
-  let arrived!: () => void;
-  const inFlight = new Promise<void>((resolve) => {
-    arrived = resolve;
-  });
-  let release!: () => void;
-  const held = new Promise<void>((resolve) => {
-    release = resolve;
-  });
+  const inFlight = deferred();
+  const held = deferred();
   const app = await testServer(t, (_req, res) => {
-    arrived();
-    held.then(() => res.end('late'));
+    inFlight.resolve();
+    held.promise.then(() => res.end('late'));
   });
   const relay = await testRelay(t);
   await testAgent(t, tunnelUrl(relay), [{ id: 'app', hostnames: ['app.example.com'], target: app.url }]);
@@ -185,9 +152,9 @@ t.test('a response sent while the relay drains says Connection: close and ends i
     15_000,
     true,
   );
-  await inFlight;
+  await inFlight.promise;
   const drained = relay.close();
-  release();
+  held.resolve();
   const r = await reply;
   t.equal(r.status, 200, 'the request in flight when the drain began completes');
   t.match(r.text, /\r\nconnection: close\r\n/i, 'its response tells the client not to reuse the connection');

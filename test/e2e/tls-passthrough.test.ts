@@ -4,8 +4,8 @@ import { readFile } from 'node:fs/promises';
 import { createServer as createHttpsServer } from 'node:https';
 import { type AddressInfo, connect as netConnect, type Socket } from 'node:net';
 import { type TLSSocket, connect as tlsConnect } from 'node:tls';
-import { createLogger } from '@burrow/shared';
 import t from 'tap';
+import { memoryLogger } from '../../packages/agent/test/helpers/log.js';
 import { testAgent } from '../helpers/agent.js';
 import { get, httpsGet, testServer } from '../helpers/http.js';
 import { type Teardownable, testRelay } from '../helpers/relay.js';
@@ -117,16 +117,12 @@ t.test(
   async (t) => {
     const pki = await testPki(t);
     const a = await pki.issue('a', ['ok.example.test']);
-    // The relay's real JSON log lines, kept in memory.
-    const logged: Array<Record<string, unknown>> = [];
-    const destination = {
-      write: (line: string) => logged.push(JSON.parse(line)) > 0,
-    } as unknown as NodeJS.WritableStream;
+    const log = memoryLogger('info', 'relay');
     const relay = await testRelay(t, {
       tls: { host: '127.0.0.1', port: 0 },
       certFiles: { pairs: [{ cert: a.certFile, key: a.keyFile }] },
       helloTimeout: 300,
-      logger: createLogger({ name: 'relay', level: 'info', destination }),
+      logger: log.logger,
     });
     const backend = await testServer(t, (_req, res) => res.end('fine'));
     await testAgent(t, relay, [{ id: 'ok', hostnames: ['ok.example.test'], target: backend.url }]);
@@ -183,7 +179,7 @@ t.test(
 
     const unknown = await rawExchange(port, await helloFor('nobody.example.test'));
     t.same(unknown, alert, 'unknown SNI gets exactly one unrecognized_name alert');
-    const refusals = logged.filter((l) => l['msg'] === 'tls connection refused').map((l) => l['reason']);
+    const refusals = log.lines.filter((l) => l['msg'] === 'tls connection refused').map((l) => l['reason']);
     t.equal(refusals.length, 9, 'one log line per refused connection');
     t.match(refusals, [
       /no SNI/,

@@ -1,13 +1,14 @@
 // Agents that cannot prove who they are never get a tunnel: every refusal is a
 // real HTTP status with a reason, sent before the WebSocket upgrade.
 import { generateKeyPairSync } from 'node:crypto';
-import { mkdtemp, rm, writeFile } from 'node:fs/promises';
-import { tmpdir } from 'node:os';
+import { writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { startAgent, tokenFile } from '@burrow/agent';
 import { createAgentToken, loadSigningKey, TUNNEL_SUBPROTOCOL } from '@burrow/shared';
 import { SignJWT } from 'jose';
 import t from 'tap';
+import { deferred } from '../helpers/deferred.js';
+import { tempDir } from '../helpers/fs.js';
 import { get, testServer } from '../helpers/http.js';
 import { testKeys, testLogger, testRelay, tokenFor, tunnelUrl } from '../helpers/relay.js';
 import { attempt, forge } from '../helpers/tunnel-client.js';
@@ -103,20 +104,18 @@ t.test('token checks at the tunnel endpoint', async (t) => {
 t.test('a token file rotated in place is used from the next connection on, without a restart', async (t) => {
   const relay = await testRelay(t);
   const backend = await testServer(t, (_req, res) => res.end('rotated in'));
-  const dir = await mkdtemp(join(tmpdir(), 'burrow-token-'));
-  t.teardown(() => rm(dir, { recursive: true, force: true }));
+  const dir = await tempDir(t, 'burrow-token-');
   const file = join(dir, 'token');
   // Well-formed to the agent, refused by the relay (401): the agent keeps retrying.
   await writeFile(file, 'not.a.jwt\n');
   const read = tokenFile(file);
   let reads = 0;
-  let retrying!: () => void;
-  const refusedOnce = new Promise<void>((resolve) => (retrying = resolve));
+  const refusedOnce = deferred();
   const agent = startAgent({
     relayUrl: tunnelUrl(relay),
     // Read once at start, once per connection attempt: a third read is the retry after a refusal.
     token: () => {
-      if (++reads === 3) retrying();
+      if (++reads === 3) refusedOnce.resolve();
       return read();
     },
     routes: [{ id: 'web', hostnames: ['rot.example.com'], target: backend.url }],
@@ -125,7 +124,7 @@ t.test('a token file rotated in place is used from the next connection on, witho
     backoff: { base: 20, cap: 200 },
   });
   t.teardown(() => agent.close());
-  await refusedOnce;
+  await refusedOnce.promise;
   t.equal(relay.connections.size, 0, 'the first token was refused');
   await writeFile(file, `${await tokenFor('tenant-rot', ['rot.example.com'])}\n`);
   await agent.ready();

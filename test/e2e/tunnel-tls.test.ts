@@ -1,11 +1,9 @@
 // The tunnel endpoint over TLS (wss://): the token never crosses the network
 // in clear, and the agent verifies the relay against the CA it was given.
 import { readFile } from 'node:fs/promises';
-import { createInterface } from 'node:readline';
-import { PassThrough } from 'node:stream';
 import { startAgent } from '@burrow/agent';
-import { createLogger } from '@burrow/shared';
 import t from 'tap';
+import { memoryLogger } from '../../packages/agent/test/helpers/log.js';
 import { get, testServer } from '../helpers/http.js';
 import { testLogger, testRelay, tokenFor } from '../helpers/relay.js';
 import { testPki } from '../helpers/tls.js';
@@ -19,23 +17,22 @@ t.test('agent to relay over wss:// with a private CA', async (t) => {
   const url = `wss://localhost:${relay.tunnelAddress.port}`;
 
   // Without the CA the relay's certificate is not trusted: the agent never connects.
-  const logs = new PassThrough();
-  const failed = new Promise<string>((resolve) => {
-    createInterface({ input: logs }).on('line', (line) => {
-      const entry = JSON.parse(line) as { msg: string; reason?: string };
-      if (entry.msg.startsWith('tunnel connect failed')) resolve(entry.reason ?? '');
-    });
-  });
+  const log = memoryLogger('warn');
+  const failed = log.waitFor((l) => l.msg.startsWith('tunnel connect failed'));
   const untrusting = startAgent({
     relayUrl: url,
     token: await tokenFor('tls', ['tls.example.com']),
     routes: [{ id: 'x', hostnames: ['tls.example.com'], target: app.url }],
     connections: 1,
-    logger: createLogger({ name: 'agent', level: 'warn', destination: logs }),
+    logger: log.logger,
     backoff: { base: 1_000, cap: 2_000 },
   });
   t.teardown(() => untrusting.close());
-  t.match(await failed, /certificate/i, 'refused: the certificate is not trusted, and the log says so');
+  t.match(
+    (await failed)['reason'],
+    /certificate/i,
+    'refused: the certificate is not trusted, and the log says so',
+  );
   t.equal(untrusting.connectionCount, 0);
   await untrusting.close();
 

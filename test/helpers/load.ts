@@ -11,8 +11,10 @@ export interface LoopOptions {
   max?: number;
   /** Most time the loop runs, ms, whatever happens. Default 120 s. */
   deadline?: number;
-  /** Expected body; anything else counts as a failure. */
-  body?: string;
+  /** The path of the n-th request (counted from 0 over all workers). Default "/". */
+  path?: (n: number) => string;
+  /** Expected body, or the expected body for a path; anything else counts as a failure. */
+  body?: string | ((path: string) => string);
   /** Reuse connections (keep-alive) instead of one connection per request. Default false. */
   keepAlive?: boolean;
 }
@@ -61,13 +63,14 @@ export function requestLoop(
   };
   const worker = async () => {
     while (!stopped && started < max && performance.now() < until) {
-      started++;
+      const n = started++;
+      const path = opts.path?.(n) ?? '/';
+      const body = typeof opts.body === 'function' ? opts.body(path) : opts.body;
       try {
-        const r = await get(port, host, '/', { agent });
+        const r = await get(port, host, path, { agent });
         const text = r.body.toString();
         if (r.status !== 200) record(r.status, `status ${r.status}: ${text.slice(0, 100)}`);
-        else if (opts.body !== undefined && text !== opts.body)
-          record(r.status, `body "${text.slice(0, 100)}"`);
+        else if (body !== undefined && text !== body) record(r.status, `body "${text.slice(0, 100)}"`);
         else record(r.status);
       } catch (err) {
         record(0, `network error: ${(err as Error).message}`);

@@ -1,22 +1,12 @@
 import { type ChildProcess, spawn } from 'node:child_process';
 import { once } from 'node:events';
 import { writeFile } from 'node:fs/promises';
-import { type AddressInfo, createServer } from 'node:net';
 import { join } from 'node:path';
 import { createInterface } from 'node:readline';
 import { httpsGet } from './http.js';
+import { freePort } from './net.js';
 import type { Teardownable } from './relay.js';
 import type { TestPki } from './tls.js';
-
-/** A port that was free a moment ago (Pebble takes fixed ports in its config file). */
-export async function freePort(): Promise<number> {
-  const s = createServer();
-  s.listen(0, '127.0.0.1');
-  await once(s, 'listening');
-  const port = (s.address() as AddressInfo).port;
-  await new Promise<void>((resolve) => s.close(() => resolve()));
-  return port;
-}
 
 export interface Pebble {
   directoryUrl: string;

@@ -90,3 +90,15 @@ export function spawnLogged(
     },
   };
 }
+
+/** The ports the relay logged in its "relay listening" line; `admin` only when its admin listener is on. */
+export async function listeningPorts(
+  relay: LoggedProcess,
+): Promise<{ http: number; tunnel: number; admin: number | undefined }> {
+  const listening = await relay.waitFor((l) => l['msg'] === 'relay listening');
+  return {
+    http: (listening['http'] as { port: number }).port,
+    tunnel: (listening['tunnel'] as { port: number }).port,
+    admin: (listening['admin'] as { port: number } | undefined)?.port,
+  };
+}

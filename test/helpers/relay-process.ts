@@ -1,7 +1,7 @@
-import { mkdtemp, rm, writeFile } from 'node:fs/promises';
-import { tmpdir } from 'node:os';
+import { writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
-import { type LoggedProcess, RELAY_CLI, spawnLogged } from './proc.js';
+import { tempDir } from './fs.js';
+import { type LoggedProcess, listeningPorts, RELAY_CLI, spawnLogged } from './proc.js';
 import { type Teardownable, testKeys } from './relay.js';
 
 export interface RelayProcess {
@@ -28,9 +28,7 @@ export async function relayProcess(
 ): Promise<RelayProcess> {
   let keyDir = ports.keyDir;
   if (!keyDir) {
-    keyDir = await mkdtemp(join(tmpdir(), 'burrow-relay-keys-'));
-    const dir = keyDir;
-    t.teardown(() => rm(dir, { recursive: true, force: true }));
+    keyDir = await tempDir(t, 'burrow-relay-keys-');
     await writeFile(join(keyDir, 'signing.pub'), (await testKeys()).publicPem);
   }
   const proc = spawnLogged(t, RELAY_CLI, [
@@ -43,9 +41,13 @@ export async function relayProcess(
     keyDir,
     ...args,
   ]);
-  const listening = await proc.waitFor((l) => l['msg'] === 'relay listening');
-  const httpPort = (listening['http'] as { port: number }).port;
-  const tunnelPort = (listening['tunnel'] as { port: number }).port;
-  const adminPort = (listening['admin'] as { port: number } | undefined)?.port;
-  return { proc, httpPort, tunnelPort, tunnelUrl: `ws://127.0.0.1:${tunnelPort}`, keyDir, adminPort };
+  const listening = await listeningPorts(proc);
+  return {
+    proc,
+    httpPort: listening.http,
+    tunnelPort: listening.tunnel,
+    tunnelUrl: `ws://127.0.0.1:${listening.tunnel}`,
+    keyDir,
+    adminPort: listening.admin,
+  };
 }

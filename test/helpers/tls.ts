@@ -1,8 +1,8 @@
 import { execFile } from 'node:child_process';
-import { mkdtemp, readFile, rm, writeFile } from 'node:fs/promises';
-import { tmpdir } from 'node:os';
+import { readFile, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { promisify } from 'node:util';
+import { tempDir } from './fs.js';
 import type { Teardownable } from './relay.js';
 
 const run = promisify(execFile);
@@ -22,8 +22,7 @@ export interface TestPki {
 
 /** A throwaway CA and a server certificate for localhost / 127.0.0.1, made with openssl. */
 export async function testPki(t: Teardownable): Promise<TestPki> {
-  const dir = await mkdtemp(join(tmpdir(), 'burrow-pki-'));
-  t.teardown(() => rm(dir, { recursive: true, force: true }));
+  const dir = await tempDir(t, 'burrow-pki-');
   const f = (n: string) => join(dir, n);
   const ssl = (...args: string[]) => run('openssl', args, { cwd: dir });
   const P256 = ['-newkey', 'ec', '-pkeyopt', 'ec_paramgen_curve:P-256', '-nodes'];

@@ -3,11 +3,11 @@
 // every new inbound connection (test/helpers/netns.ts). Needs root; CI runs as
 // root and must run these (CI=true turns a skip into a failure).
 import { execFile } from 'node:child_process';
-import { mkdtemp, rm, writeFile } from 'node:fs/promises';
-import { tmpdir } from 'node:os';
+import { writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { setTimeout as delay } from 'node:timers/promises';
 import t from 'tap';
+import { tempDir } from '../helpers/fs.js';
 import { LAN_IP, type NatLab, natLab, natUnavailable, PUBLIC_IP, ROUTER_WAN_IP } from '../helpers/netns.js';
 import { AGENT_CLI, type LoggedProcess, RELAY_CLI, ROOT, spawnLogged } from '../helpers/proc.js';
 import { type Teardownable, testKeys, tokenFor } from '../helpers/relay.js';
@@ -56,8 +56,7 @@ async function deploy(
   lab: NatLab,
   keepalive: string,
 ): Promise<{ relay: LoggedProcess; agent: LoggedProcess; backendPort: number }> {
-  const dir = await mkdtemp(join(tmpdir(), 'burrow-nat-'));
-  t.teardown(() => rm(dir, { recursive: true, force: true }));
+  const dir = await tempDir(t, 'burrow-nat-');
   await writeFile(join(dir, 'signing.pub'), (await testKeys()).publicPem);
   await writeFile(join(dir, 'agent.token'), await tokenFor('home', [HOST]), { mode: 0o600 });
 

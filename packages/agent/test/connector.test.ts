@@ -5,6 +5,8 @@ import { createServer } from 'node:http';
 import type { AddressInfo } from 'node:net';
 import { Reason } from '@burrow/shared';
 import t from 'tap';
+import { deferred } from '../../../test/helpers/deferred.js';
+import { freePort } from '../../../test/helpers/net.js';
 import { startAgent } from '../src/agent.js';
 import { StaticRouteSource } from '../src/routes/source.js';
 import { fakeRelay, readResponse, resetReason, type Teardownable } from './helpers/fake-relay.js';
@@ -15,13 +17,12 @@ const FAST = { base: 5, cap: 40 };
 
 /** A backend whose responses wait until `release()`; `arrived` resolves per request. */
 async function heldBackend(t: Teardownable) {
-  let release!: () => void;
-  const released = new Promise<void>((r) => (release = r));
+  const released = deferred();
   const server = createServer((_req, res) => {
     server.emit('arrived');
     res.writeHead(200, { 'content-type': 'text/plain' });
     res.write('part1-');
-    released.then(() => res.end('done'));
+    released.promise.then(() => res.end('done'));
   });
   server.listen(0, '127.0.0.1');
   await once(server, 'listening');
@@ -29,7 +30,11 @@ async function heldBackend(t: Teardownable) {
     server.closeAllConnections();
     server.close();
   });
-  return { url: `http://127.0.0.1:${(server.address() as AddressInfo).port}`, server, release };
+  return {
+    url: `http://127.0.0.1:${(server.address() as AddressInfo).port}`,
+    server,
+    release: released.resolve,
+  };
 }
 
 /**
@@ -156,10 +161,7 @@ t.test(
 );
 
 t.test('a relay that is down: one warning, however many retries', async (t) => {
-  const probe = createServer().listen(0, '127.0.0.1');
-  await once(probe, 'listening');
-  const port = (probe.address() as AddressInfo).port;
-  await new Promise((r) => probe.close(r));
+  const port = await freePort();
   const log = memoryLogger();
   const agent = startAgent({
     relayUrl: `ws://127.0.0.1:${port}`,

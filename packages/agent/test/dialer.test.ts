@@ -9,6 +9,8 @@ import { pipeline } from 'node:stream/promises';
 import { type HeaderPairs, Reason } from '@burrow/shared';
 import t from 'tap';
 import { WebSocketServer } from 'ws';
+import { deferred } from '../../../test/helpers/deferred.js';
+import { freePort } from '../../../test/helpers/net.js';
 import { startAgent } from '../src/agent.js';
 import type { Route } from '../src/routes/source.js';
 import {
@@ -36,14 +38,6 @@ async function backend(
   });
   const { port } = server.address() as AddressInfo;
   return { server, url: `http://127.0.0.1:${port}`, port };
-}
-
-async function freePort(): Promise<number> {
-  const s = createTcpServer().listen(0, '127.0.0.1');
-  await once(s, 'listening');
-  const { port } = s.address() as AddressInfo;
-  await new Promise((r) => s.close(r));
-  return port;
 }
 
 async function agentFor(t: Teardownable, routes: Route[], connectTimeout?: number) {
@@ -96,12 +90,11 @@ t.test('HTTP through the dialer', async (t) => {
       );
     });
   });
-  let release!: () => void;
-  const released = new Promise<void>((r) => (release = r));
+  const released = deferred();
   const slow = await backend(t, (_req, res) => {
     res.writeHead(200, { 'content-type': 'text/event-stream' });
     res.write('data: first\n\n');
-    released.then(() => res.end('data: last\n\n'));
+    released.promise.then(() => res.end('data: last\n\n'));
   });
   const { relay } = await agentFor(t, [
     { id: 'echo', hostnames: ['echo.example.com'], target: echo.url },
@@ -215,7 +208,7 @@ t.test('HTTP through the dialer', async (t) => {
     t.equal(head.status, 200);
     const first = rest.length > 0 ? rest : await nextChunk(stream);
     t.equal(first.toString(), 'data: first\n\n');
-    release();
+    released.resolve();
     const tail: Buffer[] = [];
     for await (const c of stream) tail.push(c as Buffer);
     t.equal(Buffer.concat(tail).toString(), 'data: last\n\n');
@@ -296,13 +289,12 @@ t.test('failures become resets with reason codes; nothing else is ever dialed', 
   t.teardown(() => {
     for (const s of sockets) s.destroy();
   });
-  let aborted!: () => void;
-  const abortedOnBackend = new Promise<void>((r) => (aborted = r));
+  const abortedOnBackend = deferred();
   const hangs = await backend(t, (req, res) => {
     res.writeHead(200);
     res.write('partial');
-    req.socket.once('close', () => aborted());
-    res.on('close', () => aborted());
+    req.socket.once('close', () => abortedOnBackend.resolve());
+    res.on('close', () => abortedOnBackend.resolve());
   });
   const dies = await backend(t, (req, res) => {
     res.writeHead(200, { 'content-length': '100' });
@@ -359,7 +351,7 @@ t.test('failures become resets with reason codes; nothing else is ever dialed', 
     const stream = relay.openHttp({ route: 'hangs' });
     await readHead(stream);
     stream.reset(Reason.Cancel, 'client closed the connection');
-    await abortedOnBackend;
+    await abortedOnBackend.promise;
     t.pass('backend saw its connection close');
   });
 
@@ -374,13 +366,12 @@ t.test('failures become resets with reason codes; nothing else is ever dialed', 
 t.test(
   'the tunnel dropping mid-request aborts the backend request; the agent reconnects and serves again',
   async (t) => {
-    let aborted!: () => void;
-    const abortedOnBackend = new Promise<void>((r) => (aborted = r));
+    const abortedOnBackend = deferred();
     const app = await backend(t, (req, res) => {
       if (req.url !== '/hold') return void res.end('ok');
       res.writeHead(200);
       res.write('x');
-      res.on('close', () => aborted());
+      res.on('close', () => abortedOnBackend.resolve());
     });
     const { relay, agent } = await agentFor(t, [
       { id: 'app', hostnames: ['app.example.com'], target: app.url },
@@ -389,7 +380,7 @@ t.test(
     await readHead(stream);
     const reconnected = once(agent, 'connected');
     relay.dropAll();
-    await abortedOnBackend;
+    await abortedOnBackend.promise;
     await reconnected;
     const { head, body } = await readResponse(relay.openHttp({ route: 'app' }, relay.connections.at(-1)));
     t.equal(head.status, 200);

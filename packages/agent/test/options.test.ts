@@ -1,25 +1,19 @@
 import { execFile, spawn } from 'node:child_process';
 import { once } from 'node:events';
-import { mkdtemp, rm, writeFile } from 'node:fs/promises';
-import { tmpdir } from 'node:os';
+import { writeFile } from 'node:fs/promises';
 import { dirname, join } from 'node:path';
 import { createInterface } from 'node:readline';
 import { fileURLToPath } from 'node:url';
 import { promisify } from 'node:util';
 import { formatHelp, parseOptions } from '@burrow/shared';
 import t from 'tap';
+import { tempDir } from '../../../test/helpers/fs.js';
 import { AGENT_OPTIONS, agentOptionsFrom } from '../src/config.js';
-import { fakeRelay, type Teardownable } from './helpers/fake-relay.js';
+import { fakeRelay } from './helpers/fake-relay.js';
 
 const CLI = join(dirname(fileURLToPath(import.meta.url)), '..', 'dist', 'cli.js');
 const run = promisify(execFile);
 const TOKEN = 'eyJhbGciOiJFZERTQSJ9.eyJzdWIiOiJ0ZXN0In0.c2VjcmV0LXNpZ25hdHVyZQ';
-
-async function tempDir(t: Teardownable): Promise<string> {
-  const dir = await mkdtemp(join(tmpdir(), 'burrow-agent-'));
-  t.teardown(() => rm(dir, { recursive: true, force: true }));
-  return dir;
-}
 
 function parse(argv: string[], env: NodeJS.ProcessEnv = {}) {
   return agentOptionsFrom(parseOptions(AGENT_OPTIONS, argv, env).values, env);
@@ -41,7 +35,7 @@ t.test('--help lists every option with its environment variable and default', as
 });
 
 t.test('a complete configuration from flags, a token file and a routes file', async (t) => {
-  const dir = await tempDir(t);
+  const dir = await tempDir(t, 'burrow-agent-');
   await writeFile(join(dir, 'token'), `${TOKEN}\n`);
   await writeFile(
     join(dir, 'routes.yaml'),
@@ -115,7 +109,7 @@ t.test('environment variables, and the token straight from BURROW_TOKEN or a nam
 });
 
 t.test('operator mistakes: one line naming the option, and never the token', async (t) => {
-  const dir = await tempDir(t);
+  const dir = await tempDir(t, 'burrow-agent-');
   const tokenFile = join(dir, 'token');
   await writeFile(tokenFile, TOKEN);
   const base = [

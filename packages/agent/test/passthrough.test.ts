@@ -4,6 +4,7 @@ import { once } from 'node:events';
 import { type AddressInfo, createServer as createTcpServer } from 'node:net';
 import { encodeJson, Reason, type TcpOpen } from '@burrow/shared';
 import t from 'tap';
+import { freePort } from '../../../test/helpers/net.js';
 import { startAgent } from '../src/agent.js';
 import { fakeRelay, resetReason } from './helpers/fake-relay.js';
 import { memoryLogger } from './helpers/log.js';
@@ -19,10 +20,7 @@ t.test('tcp streams: spliced to the passthrough target; kinds must match the rou
   upper.listen(0, '127.0.0.1');
   await once(upper, 'listening');
   t.teardown(() => upper.close());
-  const closed = createTcpServer().listen(0, '127.0.0.1');
-  await once(closed, 'listening');
-  const closedPort = (closed.address() as AddressInfo).port;
-  await new Promise((r) => closed.close(r));
+  const closedPort = await freePort();
 
   const relay = await fakeRelay(t);
   const agent = startAgent({

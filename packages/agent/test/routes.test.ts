@@ -1,7 +1,7 @@
-import { mkdtemp, rm, writeFile } from 'node:fs/promises';
-import { tmpdir } from 'node:os';
+import { writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import t from 'tap';
+import { tempDir } from '../../../test/helpers/fs.js';
 import { loadRoutesFile, parseRoutesYaml } from '../src/routes/file.js';
 import { parseExpose, parseExposeList } from '../src/routes/static.js';
 import { checkTarget, routeIdFor, toAnnounced, validateRoutes } from '../src/routes/validate.js';
@@ -222,8 +222,7 @@ t.test('routes file: each mistake names the file and the field', async (t) => {
 });
 
 t.test('routes file: read from disk; a missing file is one clear line', async (t) => {
-  const dir = await mkdtemp(join(tmpdir(), 'burrow-routes-'));
-  t.teardown(() => rm(dir, { recursive: true, force: true }));
+  const dir = await tempDir(t, 'burrow-routes-');
   const file = join(dir, 'routes.yaml');
   await writeFile(file, GOOD);
   t.equal((await loadRoutesFile(file)).length, 2);

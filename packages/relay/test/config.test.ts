@@ -1,13 +1,12 @@
-import { mkdtemp, rm, writeFile } from 'node:fs/promises';
-import { tmpdir } from 'node:os';
+import { writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { generateSigningKeyPair, parseOptions } from '@burrow/shared';
 import t from 'tap';
+import { tempDir } from '../../../test/helpers/fs.js';
 import { loadRevokedTokens, relayOptionsFrom, SERVE_OPTIONS } from '../src/config.js';
 
 t.test('revocation list: ids, comments, and lines that are not ids', async (t) => {
-  const dir = await mkdtemp(join(tmpdir(), 'burrow-config-'));
-  t.teardown(() => rm(dir, { recursive: true, force: true }));
+  const dir = await tempDir(t, 'burrow-config-');
   const file = join(dir, 'revoked');
   await writeFile(file, '# leaked 2026-11-01\n\n  0b6f-jti-1  \njti-2 # laptop stolen\n');
   t.same(await loadRevokedTokens(file), ['0b6f-jti-1', 'jti-2']);
@@ -23,8 +22,7 @@ t.test('revocation list: ids, comments, and lines that are not ids', async (t) =
 });
 
 t.test('admin options: listener, token from a file or the environment, checked', async (t) => {
-  const dir = await mkdtemp(join(tmpdir(), 'burrow-config-'));
-  t.teardown(() => rm(dir, { recursive: true, force: true }));
+  const dir = await tempDir(t, 'burrow-config-');
   await writeFile(join(dir, 'signing.pub'), (await generateSigningKeyPair()).publicPem);
   const options = (argv: string[], env: NodeJS.ProcessEnv = {}) =>
     relayOptionsFrom(parseOptions(SERVE_OPTIONS, ['--verify-key', dir, ...argv], env).values);

@@ -1,18 +1,17 @@
 import { execFile } from 'node:child_process';
-import { mkdtemp, rm, writeFile } from 'node:fs/promises';
-import { tmpdir } from 'node:os';
+import { writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { promisify } from 'node:util';
 import { generateSigningKeyPair, parseOptions } from '@burrow/shared';
 import t from 'tap';
+import { tempDir } from '../../../test/helpers/fs.js';
 import { testPki } from '../../../test/helpers/tls.js';
 import { relayOptionsFrom, SERVE_OPTIONS } from '../src/config.js';
 
 const run = promisify(execFile);
 
 t.test('TLS, certificate and ACME options: defaults, values, and one clear line per mistake', async (t) => {
-  const dir = await mkdtemp(join(tmpdir(), 'burrow-tls-options-'));
-  t.teardown(() => rm(dir, { recursive: true, force: true }));
+  const dir = await tempDir(t, 'burrow-tls-options-');
   await writeFile(join(dir, 'signing.pub'), (await generateSigningKeyPair()).publicPem);
   const f = (n: string) => join(dir, n);
   await (await testPki(t)).issue('a', ['a.example.com'], dir);

@@ -3,8 +3,11 @@ import { createLogger, type Logger } from '@burrow/shared';
 
 export type LogLine = Record<string, unknown> & { level: number; msg: string };
 
-/** A real pino logger (Burrow's redaction rules) that keeps its JSON lines in memory. */
-export function memoryLogger(level = 'debug'): {
+/** A real pino logger (Burrow's redaction rules) named `name` that keeps its JSON lines in memory. */
+export function memoryLogger(
+  level = 'debug',
+  name = 'agent',
+): {
   logger: Logger;
   lines: LogLine[];
   raw: string[];
@@ -24,7 +27,7 @@ export function memoryLogger(level = 'debug'): {
     },
   };
   const logger = createLogger({
-    name: 'agent',
+    name,
     level,
     destination: destination as unknown as NodeJS.WritableStream,
   });

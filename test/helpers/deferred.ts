@@ -1,0 +1,6 @@
+/** A promise and the function that resolves it: a backend held until released, an event awaited. */
+export function deferred<T = void>(): { promise: Promise<T>; resolve: (value: T) => void } {
+  let resolve!: (value: T) => void;
+  const promise = new Promise<T>((r) => (resolve = r));
+  return { promise, resolve };
+}
