@@ -1,10 +1,10 @@
 // What the relay's file watch (config and certificate reloads) counts as a change.
 import { EventEmitter, once } from 'node:events';
-import { mkdir, mkdtemp, rename, rm, symlink, writeFile } from 'node:fs/promises';
-import { tmpdir } from 'node:os';
+import { mkdir, rename, symlink, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { createLogger } from '@burrow/shared';
 import t, { type Test } from 'tap';
+import { tempDir } from '../../../test/helpers/fs.js';
 import { FileWatch } from '../src/file-watch.js';
 
 async function watched(
@@ -12,8 +12,7 @@ async function watched(
   files: (dir: string) => string[],
   dirs: (dir: string) => string[] = () => [],
 ) {
-  const dir = await mkdtemp(join(tmpdir(), 'burrow-watch-'));
-  t.teardown(() => rm(dir, { recursive: true, force: true }));
+  const dir = await tempDir(t, 'burrow-watch-');
   const changes = new EventEmitter();
   const watch = new FileWatch({
     files: files(dir),
