@@ -387,3 +387,39 @@ t.test(
     t.equal(body.toString(), 'ok');
   },
 );
+
+t.test(
+  'a stream reset before the backend connection is up still aborts the backend request',
+  { timeout: 8000 },
+  async (t) => {
+    const holdArrived = deferred();
+    const holdClosed = deferred();
+    let holdSeen = false;
+    const app = await backend(t, (req, res) => {
+      if (req.url === '/hold') {
+        holdSeen = true;
+        holdArrived.resolve();
+        res.writeHead(200, { 'content-type': 'text/event-stream' });
+        res.write('data: 1\n\n');
+        res.on('close', () => holdClosed.resolve());
+        return;
+      }
+      res.end('ok');
+    });
+    const { relay } = await agentFor(t, [{ id: 'app', hostnames: ['app.example.com'], target: app.url }]);
+    // The client goes away at once: OPEN and RST reach the agent together,
+    // before undici has a connection (and before it calls onConnect).
+    const gone = relay.openHttp({ route: 'app', path: '/hold' });
+    gone.reset(Reason.Cancel, 'client closed the connection');
+    const marker = await readResponse(relay.openHttp({ route: 'app', path: '/marker' }));
+    t.equal(marker.head.status, 200);
+    if (!holdSeen) {
+      t.pass('the abandoned request never reached the backend');
+      return;
+    }
+    // With the bug the request is sent anyway and never aborted: an event stream
+    // (and a pooled connection, paused by undici) is held open forever.
+    await holdClosed.promise;
+    t.pass('the backend saw the abandoned request closed');
+  },
+);

@@ -248,6 +248,10 @@ class Exchange {
       {
         onConnect: (abort: (err?: Error) => void) => {
           this.#abort = abort;
+          // undici hands out abort only once the request has a connection: a
+          // stream reset while it waited (for a connect, or a free pool slot)
+          // had nothing to cancel then, so it is cancelled now.
+          if (stream.destroyed) abort(new Error('the tunnel stream closed'));
         },
         onHeaders: (status: number, raw: Buffer[], resume: () => void, statusText: string) =>
           this.#onHeaders(status, raw, resume, statusText),
