@@ -4,6 +4,7 @@ import t, { type Test } from 'tap';
 import { type FakeKube, fakeKube } from '../../../test/helpers/fake-kube.js';
 import { testLogger } from '../../../test/helpers/relay.js';
 import { ServiceWatch, type ServiceWatchOptions } from '../src/kubernetes/services.js';
+import { memoryLogger } from './helpers/log.js';
 
 function service(name: string, annotations: Record<string, string>, extra: Record<string, unknown> = {}) {
   return {
@@ -125,4 +126,31 @@ t.test('a watch that goes silent is restarted by our own timer and resumes', asy
   await once(kube, 'watch');
   await expectRouteArrives(t, kube, watch, 'api', 'api.example.com', 'changes after an idle restart arrive');
   t.ok(watch.restarts >= 1);
+});
+
+t.test('after an idle restart the watch does not keep restarting itself', async (t) => {
+  const kube = await fakeKube(t);
+  const kc = new KubeConfig();
+  kc.loadFromString(kube.kubeconfig());
+  const log = memoryLogger();
+  const watch = new ServiceWatch({
+    kubeConfig: kc,
+    logger: log.logger,
+    watchIdleTimeout: 150,
+    backoff: { base: 10, cap: 20 },
+  });
+  t.teardown(() => watch.stop());
+  await watch.start();
+  const [first] = await once(watch, 'restart');
+  t.equal(first, 'idle', 'the idle timer restarts the silent watch');
+  // Nothing fails on the server. The next restart must be the next idle one, not a
+  // "failure" caused by the abort of our own stopped watch (which then loops forever).
+  const later: string[] = [];
+  for (let i = 0; i < 3; i++) later.push((await once(watch, 'restart'))[0] as string);
+  t.same(later, ['idle', 'idle', 'idle'], 'only idle restarts: none for the abort of our own stopped watch');
+  t.same(
+    log.lines.filter((l) => l.msg === 'Kubernetes watch failed; restarting').map((l) => l['reason']),
+    [],
+    'no "watch failed" warnings while the server is healthy',
+  );
 });

@@ -109,7 +109,13 @@ export class ServiceWatch extends EventEmitter<Events> {
         this.#remove(svc);
       });
       informer.on('connect', touch);
-      informer.on('error', (err) => this.#restartLater(entry, describe(err)));
+      informer.on('error', (err) => {
+        // Only we abort a watch (stop, and the idle restart's stop + start); the
+        // informer reports that abort as an error after start() has already
+        // opened the next watch, and restarting for it would abort that one too.
+        if ((err as { name?: string })?.name === 'AbortError') return;
+        this.#restartLater(entry, describe(err));
+      });
       this.#informers.push(entry);
     }
     await Promise.all(this.#informers.map((e) => e.informer.start()));
