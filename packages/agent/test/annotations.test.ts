@@ -1,5 +1,6 @@
 import t from 'tap';
 import { routeForService, type ServiceLike } from '../src/kubernetes/annotations.js';
+import { checkRoute } from '../src/routes/validate.js';
 
 const base = (ann: Record<string, string>, spec: ServiceLike['spec'] = {}): ServiceLike => ({
   metadata: { name: 'web', namespace: 'shop', annotations: ann },
@@ -73,4 +74,25 @@ t.test('every bad value is an error for write-back, never a throw', async (t) =>
   t.match(err({ 'burrow.dev/allow-cidrs': '10.0.0.0/99' }), /prefix length/);
   t.match(err({}, { type: 'ExternalName', clusterIP: '' }), /ExternalName Services have no ClusterIP/);
   t.match(err({}, { clusterIP: 'None' }), /headless Service/);
+});
+
+t.test('a Service whose namespace/name is too long for a route id still gets a valid one', async (t) => {
+  const ns = `n${'s'.repeat(62)}`; // 63: the longest namespace name
+  const name = `s${'v'.repeat(61)}`; // 62 (63 is the longest Service name)
+  const verdict = routeForService({
+    metadata: { name, namespace: ns, annotations: { 'burrow.dev/hostname': 'app.example.com' } },
+    spec: { type: 'ClusterIP', clusterIP: '10.96.0.10', ports: [{ name: 'http', port: 80 }] },
+  });
+  // A 'route' verdict is announced as is; the agent drops a route that fails checkRoute
+  // ("invalid route skipped" in the log), and status-sync then writes nothing at all
+  // to the Service because the relay never answers for that id.
+  if (verdict.kind !== 'route') {
+    t.equal(verdict.kind, 'invalid', 'reported on the Service as invalid');
+    return;
+  }
+  t.equal(
+    checkRoute({ id: verdict.route.id, hostnames: verdict.route.hostnames, target: verdict.route.target }),
+    undefined,
+    `a route verdict is a valid route (id is ${verdict.route.id.length} characters)`,
+  );
 });

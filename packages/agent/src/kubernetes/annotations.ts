@@ -4,6 +4,7 @@
  * validated: a bad value becomes an error message for write-back, never a throw.
  */
 import { checkHostPattern, parseCidr } from '@burrow/shared';
+import { stableRouteId } from '../routes/validate.js';
 
 export const ANNOTATION = {
   hostname: 'burrow.dev/hostname',
@@ -30,7 +31,10 @@ export interface ServiceLike {
 }
 
 export interface ServiceRoute {
-  /** Stable route id: `k8s:NAMESPACE/NAME`. */
+  /**
+   * Stable route id: `k8s:NAMESPACE/NAME`, or `k8s:` and a hash of
+   * `NAMESPACE/NAME` when that is longer than a route id may be (128).
+   */
   id: string;
   hostnames: string[];
   /** Dial target: http://, https:// or tls-passthrough://CLUSTER-IP:PORT. */
@@ -104,7 +108,7 @@ export function routeForService(svc: ServiceLike): ServiceVerdict {
   return {
     kind: 'route',
     route: {
-      id: `k8s:${serviceKey(svc)}`,
+      id: stableRouteId('k8s', serviceKey(svc)),
       hostnames,
       // https: the agent dials TLS; tls-passthrough: the agent splices the client's TLS bytes.
       target: `${protocol}://${host}:${port}`,

@@ -66,11 +66,19 @@ export function checkTarget(text: string): { origin: string } | { error: string 
   return { origin: url.origin };
 }
 
+/**
+ * `PREFIX:readable` when that is a valid route id, else `PREFIX:` and 16 hex
+ * digits of sha256(`hashed`): stable across restarts either way.
+ */
+export function stableRouteId(prefix: string, readable: string, hashed = readable): string {
+  const id = `${prefix}:${readable}`;
+  if (ROUTE_ID.test(id)) return id;
+  return `${prefix}:${createHash('sha256').update(hashed).digest('hex').slice(0, 16)}`;
+}
+
 /** Deterministic route id for a hostname list: `PREFIX:first-hostname` (ids may not contain `*`). */
 export function routeIdFor(prefix: string, hostnames: readonly string[]): string {
-  const id = `${prefix}:${(hostnames[0] ?? '').replace(/\*/g, '_')}`;
-  if (ROUTE_ID.test(id)) return id;
-  return `${prefix}:${createHash('sha256').update(hostnames.join(',')).digest('hex').slice(0, 16)}`;
+  return stableRouteId(prefix, (hostnames[0] ?? '').replace(/\*/g, '_'), hostnames.join(','));
 }
 
 /** Returns `[field, message]` for the first problem with a route, or undefined. Fields are relative ("target"). */
