@@ -79,6 +79,8 @@ export interface Agent extends EventEmitter<AgentEvents> {
   ready(): Promise<void>;
   /** The latest announce results (one per hostname). */
   routeStatus(): RouteResult[];
+  /** Routes of the current set left out of the announcement, by id, with the reason. */
+  skippedRoutes(): ReadonlyMap<string, string>;
   /** Connections currently up. */
   readonly connectionCount: number;
   /** The live sessions, one per connection that is up or handshaking. */
@@ -121,6 +123,7 @@ class AgentImpl extends EventEmitter<AgentEvents> implements Agent {
   #logged = new Map<string, string>();
   /** Invalid routes from a live source already warned about. */
   #warned = new Set<string>();
+  #skipped: ReadonlyMap<string, string> = new Map();
   readonly #ready: Promise<void>;
   #resolveReady!: () => void;
   #rejectReady!: (err: Error) => void;
@@ -201,6 +204,10 @@ class AgentImpl extends EventEmitter<AgentEvents> implements Agent {
     return [...this.#results];
   }
 
+  skippedRoutes(): ReadonlyMap<string, string> {
+    return this.#skipped;
+  }
+
   get connectionCount(): number {
     return this.#connections.filter((c) => c.up).length;
   }
@@ -233,7 +240,9 @@ class AgentImpl extends EventEmitter<AgentEvents> implements Agent {
   /** Takes a new route set: keeps the valid routes, re-announces on every connection. */
   #apply(routes: readonly Route[]): void {
     const next = new Map<string, Route>();
-    const hostnames = new Set<string>();
+    const skipped = new Map<string, string>();
+    /** Hostname → the id of the route that has it. */
+    const hostnames = new Map<string, string>();
     for (const route of routes) {
       const problem = checkRoute(route);
       const taken = problem ? undefined : route.hostnames.find((h) => hostnames.has(h));
@@ -242,9 +251,10 @@ class AgentImpl extends EventEmitter<AgentEvents> implements Agent {
         : next.has(route.id)
           ? `id "${route.id}" is used by another route`
           : taken
-            ? `hostname "${taken}" is already in another route`
+            ? `hostname "${taken}" is already in route "${hostnames.get(taken)}"`
             : '';
       if (why) {
+        skipped.set(route.id, why);
         const key = `${route.id} ${why}`;
         if (!this.#warned.has(key)) {
           this.#warned.add(key);
@@ -255,10 +265,11 @@ class AgentImpl extends EventEmitter<AgentEvents> implements Agent {
         }
         continue;
       }
-      for (const h of route.hostnames) hostnames.add(h);
+      for (const h of route.hostnames) hostnames.set(h, route.id);
       next.set(route.id, normalizeRoute(route));
     }
     this.#routes = next;
+    this.#skipped = skipped;
     this.#announced = [...next.values()].map(toAnnounced);
     this.#dialer.retain([...next.values()]);
     for (const conn of this.#connections) conn.announce();

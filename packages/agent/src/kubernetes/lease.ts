@@ -1,6 +1,6 @@
 import { EventEmitter } from 'node:events';
 import type { Logger } from '@burrow/shared';
-import type { CoordinationV1Api, V1Lease } from '@kubernetes/client-node';
+import { type CoordinationV1Api, type V1Lease, V1MicroTime } from '@kubernetes/client-node';
 
 export interface LeaseOptions {
   namespace: string;
@@ -57,7 +57,8 @@ export class LeaseElector extends EventEmitter<{ change: [leader: boolean] }> {
   /** One attempt to acquire or renew; resolves with whether this replica holds the lease. */
   async tryOnce(): Promise<boolean> {
     const { namespace, name, identity, leaseDuration } = this.#opts;
-    const now = new Date();
+    // renewTime and acquireTime are MicroTime: the API server wants six fractional digits.
+    const now = new V1MicroTime();
     const spec = {
       holderIdentity: identity,
       leaseDurationSeconds: Math.ceil(leaseDuration / 1000),

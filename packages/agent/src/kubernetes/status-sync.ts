@@ -6,6 +6,8 @@ import type { DesiredStatus, StatusWriter } from './writer.js';
 /** What the sync needs from the agent: its latest per-hostname verdicts from the relay. */
 export interface RouteResultsSource {
   routeStatus(): RouteResult[];
+  /** Routes the agent left out of its announcement (a hostname another Service has), with why. */
+  skippedRoutes(): ReadonlyMap<string, string>;
   on(event: 'routes', listener: (results: RouteResult[]) => void): unknown;
 }
 
@@ -69,7 +71,9 @@ export class StatusSync {
     if (this.#stopped || !this.#watch.synced) return;
     if (this.#elector && !this.#elector.isLeader) return;
     const results = this.#agent.routeStatus();
-    for (const { service, verdict } of this.#watch.services.values()) {
+    const services = this.#watch.services;
+    this.#writer.retain([...services.values()].map((s) => s.service));
+    for (const { service, verdict } of services.values()) {
       if (verdict.kind === 'ignored') {
         await this.#writer.clear(service);
         continue;
@@ -82,6 +86,14 @@ export class StatusSync {
         continue;
       }
       const route = verdict.route;
+      const skipped = this.#agent.skippedRoutes().get(route.id);
+      if (skipped !== undefined) {
+        await this.#writer.apply(service, {
+          error: skipped,
+          event: { type: 'Warning', reason: 'ExposeRefused', message: skipped },
+        });
+        continue;
+      }
       const mine = results.filter((r) => r.id === route.id);
       // No verdict from the relay yet for every name (not connected, or the
       // announcement is in flight): leave what is there rather than guess.

@@ -32,7 +32,11 @@ function statusCode(err: unknown): number | undefined {
 export class StatusWriter {
   readonly #api: CoreV1Api;
   readonly #log: Logger;
-  /** Last event written per Service, so a steady state emits nothing. */
+  /**
+   * Last event written per Service object (its uid: a Service deleted and
+   * created again is a new object and gets its own Event), so a steady state
+   * emits nothing.
+   */
   readonly #lastEvent = new Map<string, string>();
   readonly #repeats = new Map<string, number>();
 
@@ -88,26 +92,25 @@ export class StatusWriter {
           'could not clear service annotations',
         );
     }
-    this.#lastEvent.delete(serviceKey(svc));
+    this.#lastEvent.delete(eventKey(svc));
   }
 
-  /** Forgets a deleted Service. */
-  forget(key: string): void {
-    this.#lastEvent.delete(key);
+  /** Forgets the Services not among `services` (deleted ones). */
+  retain(services: Iterable<ServiceLike>): void {
+    const live = new Set<string>();
+    for (const svc of services) live.add(eventKey(svc));
+    for (const key of this.#lastEvent.keys()) if (!live.has(key)) this.#lastEvent.delete(key);
   }
 
   async #event(svc: V1Service, ev: DesiredStatus['event']): Promise<void> {
-    const key = serviceKey(svc);
+    const key = eventKey(svc);
     const fingerprint = `${ev.type}/${ev.reason}/${ev.message}`;
     if (this.#lastEvent.get(key) === fingerprint) return;
     this.#lastEvent.set(key, fingerprint);
     const namespace = svc.metadata?.namespace ?? 'default';
     // A deterministic name per (Service, reason, message): a repeat — from a
     // restart or another replica — finds the existing Event and bumps its count.
-    const digest = createHash('sha256')
-      .update(`${svc.metadata?.uid ?? key}/${fingerprint}`)
-      .digest('hex')
-      .slice(0, 16);
+    const digest = createHash('sha256').update(`${key}/${fingerprint}`).digest('hex').slice(0, 16);
     const name = `${svc.metadata?.name ?? 'service'}.burrow.${digest}`.slice(0, 253);
     const now = new Date();
     const body: CoreV1Event = {
@@ -150,4 +153,9 @@ export class StatusWriter {
       }
     }
   }
+}
+
+/** Which Service object an Event is for: its uid, or namespace/name where there is none. */
+function eventKey(svc: ServiceLike): string {
+  return svc.metadata?.uid ?? serviceKey(svc);
 }

@@ -1,0 +1,128 @@
+// Write-back to Kubernetes: the Lease that elects the writer, and the
+// annotations and Events each annotated Service gets, against the fake API
+// server with the real client.
+import { once } from 'node:events';
+import { CoordinationV1Api, KubeConfig } from '@kubernetes/client-node';
+import t from 'tap';
+import { fakeKube } from '../../../test/helpers/fake-kube.js';
+import { startAgent } from '../src/agent.js';
+import { startKubernetes } from '../src/kubernetes/index.js';
+import { LeaseElector } from '../src/kubernetes/lease.js';
+import { fakeRelay } from './helpers/fake-relay.js';
+import { memoryLogger } from './helpers/log.js';
+
+const TOKEN = 'eyJhbGciOiJFZERTQSJ9.eyJzdWIiOiJ0ZXN0In0.c2VjcmV0LXNpZ25hdHVyZQ';
+
+t.test('the Lease is written with MicroTime timestamps', async (t) => {
+  const kube = await fakeKube(t);
+  const kc = new KubeConfig();
+  kc.loadFromString(kube.kubeconfig());
+  const elector = new LeaseElector(kc.makeApiClient(CoordinationV1Api), {
+    namespace: 'default',
+    name: 'burrow-agent-writer',
+    identity: 'agent-0',
+    logger: memoryLogger().logger,
+  });
+  t.teardown(() => elector.stop());
+  t.equal(await elector.tryOnce(), true, 'created the lease');
+  const create = kube.requests.find((r) => r.method === 'POST' && r.path.includes('/leases'));
+  const spec = (create?.body as { spec?: Record<string, unknown> } | undefined)?.spec ?? {};
+  // metav1.MicroTime only parses RFC3339 with exactly six fractional digits
+  // ("2006-01-02T15:04:05.000000Z07:00"); an API server answers 400 otherwise.
+  t.match(String(spec['renewTime']), /\.\d{6}Z$/, 'renewTime is a MicroTime');
+  t.match(String(spec['acquireTime']), /\.\d{6}Z$/, 'acquireTime is a MicroTime');
+});
+
+t.test('of two Services asking for one hostname, the loser shows burrow.dev/error', async (t) => {
+  // docs/install.md §8: `burrow.dev/error: hostname "x" is announced twice` when
+  // "two Services in this cluster ask for the same name".
+  const kube = await fakeKube(t);
+  const svc = (name: string) => ({
+    metadata: { name, namespace: 'default', annotations: { 'burrow.dev/hostname': 'dup.example.com' } },
+    spec: {
+      type: 'ClusterIP',
+      clusterIP: '10.96.0.10',
+      ports: [{ name: 'http', port: 80, protocol: 'TCP' }],
+    },
+  });
+  kube.upsertService(svc('first'));
+  kube.upsertService(svc('second'));
+  const kc = new KubeConfig();
+  kc.loadFromString(kube.kubeconfig());
+  const log = memoryLogger();
+  const k8s = await startKubernetes({ kubeConfig: kc, logger: log.logger, lease: false });
+  t.teardown(() => k8s.stop());
+  const relay = await fakeRelay(t);
+  const agent = startAgent({
+    relayUrl: relay.url,
+    token: TOKEN,
+    routes: k8s.source,
+    connections: 1,
+    logger: log.logger,
+    backoff: { base: 5, cap: 40 },
+  });
+  t.teardown(() => agent.close());
+  await agent.ready();
+  await k8s.attach(agent).schedule();
+  const first = kube.getService('default', 'first')?.metadata['annotations'] ?? {};
+  const second = kube.getService('default', 'second')?.metadata['annotations'] ?? {};
+  t.equal(first['burrow.dev/url'], 'http://dup.example.com', 'the first Service is exposed');
+  t.match(
+    second['burrow.dev/error'] ?? '(none)',
+    /dup\.example\.com/,
+    'the second Service is told why it is not exposed',
+  );
+});
+
+t.test('a Service deleted and created again gets its Exposed Event again', async (t) => {
+  const kube = await fakeKube(t);
+  const svc = (uid: string) => ({
+    metadata: {
+      name: 'web',
+      namespace: 'default',
+      uid,
+      annotations: { 'burrow.dev/hostname': 'web.example.com' },
+    },
+    spec: {
+      type: 'ClusterIP',
+      clusterIP: '10.96.0.10',
+      ports: [{ name: 'http', port: 80, protocol: 'TCP' }],
+    },
+  });
+  kube.upsertService(svc('uid-old'));
+  const kc = new KubeConfig();
+  kc.loadFromString(kube.kubeconfig());
+  const log = memoryLogger();
+  const k8s = await startKubernetes({ kubeConfig: kc, logger: log.logger, lease: false });
+  t.teardown(() => k8s.stop());
+  const relay = await fakeRelay(t);
+  const agent = startAgent({
+    relayUrl: relay.url,
+    token: TOKEN,
+    routes: k8s.source,
+    connections: 1,
+    logger: log.logger,
+    backoff: { base: 5, cap: 40 },
+  });
+  t.teardown(() => agent.close());
+  await agent.ready();
+  const sync = k8s.attach(agent);
+  await sync.schedule();
+  const eventsFor = (uid: string) => kube.events().filter((e) => e['involvedObject']?.uid === uid);
+  t.equal(eventsFor('uid-old').length, 1, 'the first Service got its Exposed Event');
+
+  let changed = once(k8s.watch, 'change');
+  kube.deleteService('default', 'web');
+  await changed;
+  await sync.schedule();
+  changed = once(k8s.watch, 'change');
+  kube.upsertService(svc('uid-new'));
+  await changed;
+  await sync.schedule();
+  t.equal(
+    kube.getService('default', 'web')?.metadata['annotations']?.['burrow.dev/url'],
+    'http://web.example.com',
+    'the new Service got its URL annotation',
+  );
+  t.equal(eventsFor('uid-new').length, 1, 'and an Exposed Event of its own');
+});
