@@ -19,6 +19,11 @@ t.test('a Service becomes a route to its ClusterIP', async (t) => {
       allowCidrs: [],
     },
   });
+  t.match(
+    routeForService(base({ 'burrow.dev/hostname': 'A.example.com, a.example.com,b.example.com' })),
+    { kind: 'route', route: { hostnames: ['a.example.com', 'b.example.com'] } },
+    'a name listed twice (in any case) is announced once',
+  );
   const https = routeForService(
     base(
       {

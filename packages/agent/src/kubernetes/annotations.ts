@@ -58,10 +58,15 @@ export function routeForService(svc: ServiceLike): ServiceVerdict {
   const rawHosts = ann[ANNOTATION.hostname];
   if (rawHosts === undefined) return { kind: 'ignored' };
 
-  const hostnames = rawHosts
-    .split(',')
-    .map((h) => h.trim().toLowerCase())
-    .filter(Boolean);
+  // Names are case-insensitive: `A.example.com, a.example.com` is one name, announced once.
+  const hostnames = [
+    ...new Set(
+      rawHosts
+        .split(',')
+        .map((h) => h.trim().toLowerCase())
+        .filter(Boolean),
+    ),
+  ];
   if (hostnames.length === 0) return { kind: 'invalid', error: `${ANNOTATION.hostname} is empty` };
   if (hostnames.length > 64)
     return { kind: 'invalid', error: `${ANNOTATION.hostname} lists more than 64 names` };
