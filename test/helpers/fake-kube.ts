@@ -246,6 +246,8 @@ export class FakeKube extends EventEmitter {
       }
       case 'POST': {
         const obj = body as Obj;
+        const invalid = resource === 'leases' ? invalidLeaseTimes(obj) : undefined;
+        if (invalid) return send(res, 400, status(400, invalid));
         const objName = obj?.metadata?.name;
         if (!objName) return send(res, 422, status(422, 'metadata.name is required'));
         if (c.objects.has(`${ns}/${objName}`))
@@ -254,6 +256,8 @@ export class FakeKube extends EventEmitter {
       }
       case 'PUT': {
         const obj = body as Obj;
+        const invalid = resource === 'leases' ? invalidLeaseTimes(obj) : undefined;
+        if (invalid) return send(res, 400, status(400, invalid));
         const current = c.objects.get(key);
         if (!current) return send(res, 404, status(404, `${resource} "${name}" not found`));
         if (
@@ -390,4 +394,18 @@ export function mergePatch(target: unknown, patch: unknown): unknown {
 /** Starts a fake API server for the test. */
 export function fakeKube(t: Teardownable): Promise<FakeKube> {
   return new FakeKube().start(t);
+}
+
+/** RFC 3339 with exactly six fractional digits: how the API server parses a MicroTime. */
+const MICRO_TIME = /^\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}\.\d{6}(?:Z|[+-]\d{2}:\d{2})$/;
+
+/** Why the API server would refuse a Lease's timestamps, if it would. */
+function invalidLeaseTimes(obj: Obj): string | undefined {
+  const spec = (obj as { spec?: Record<string, unknown> }).spec ?? {};
+  for (const field of ['acquireTime', 'renewTime']) {
+    const v = spec[field];
+    if (v !== undefined && !(typeof v === 'string' && MICRO_TIME.test(v)))
+      return `Lease in version "v1" cannot be handled as a Lease: spec.${field}: parsing time ${JSON.stringify(v)} as MicroTime`;
+  }
+  return undefined;
 }
