@@ -9,7 +9,7 @@
  *   dropping every open watch on demand;
  * - JSON merge-patch (RFC 7386) on Services; create/patch of core/v1 Events;
  *   coordination.k8s.io/v1 Leases (get/create/update with resourceVersion
- *   conflicts).
+ *   conflicts; timestamps must be MicroTime, or 400).
  */
 import { EventEmitter, once } from 'node:events';
 import { createServer, type IncomingMessage, type Server, type ServerResponse } from 'node:http';
