@@ -24,6 +24,7 @@ import { TlsFront } from './listeners/tls-front.js';
 import { RelayMetrics } from './metrics.js';
 import type { AccessInfo } from './proxy/forward.js';
 import { redirectToHttps } from './proxy/redirect.js';
+import { invalidRequest } from './proxy/validate-request.js';
 import { RouteTable } from './routes/table.js';
 import type { AgentConnection } from './tunnel/agent-connection.js';
 import { TunnelEndpoint } from './tunnel/endpoint.js';
@@ -216,6 +217,8 @@ export async function startRelay(options: RelayOptions): Promise<Relay> {
       const found = host ? routes.lookup(host) : undefined;
       if (found?.kind !== 'found') return false;
       if (found.binding.mode !== 'tls-passthrough' && !certs.find(host)) return false;
+      // A malformed request gets its 400 from forwardRequest, not a redirect.
+      if (invalidRequest(req, host)) return false;
       redirectToHttps(req, res, httpsPort);
       return true;
     },

@@ -105,18 +105,21 @@ const FORWARDING = new Set([
 /** Request headers as sent to the agent: hop-by-hop removed, forwarding headers set by the relay. */
 export function forwardedHeaders(req: ClientRequest, proto: 'http' | 'https', upgrade: boolean): HeaderPairs {
   const h2 = req instanceof Http2ServerRequest;
-  let pairs = stripHopByHop(pairsFromRaw(req.rawHeaders), upgrade).filter(
-    ([k]) => !FORWARDING.has(k.toLowerCase()) && !k.startsWith(':'),
-  );
+  let pairs = stripHopByHop(pairsFromRaw(req.rawHeaders), upgrade).filter(([k]) => {
+    const name = k.toLowerCase();
+    return !FORWARDING.has(name) && name !== 'host' && !k.startsWith(':');
+  });
   const host = requestHost(req) ?? '';
   if (h2) {
     // The agent speaks HTTP/1.1 to the backend: :authority becomes Host, and
     // the cookie crumbs HTTP/2 allows (RFC 9113 §8.2.3) are joined again.
     const cookies = pairs.filter(([k]) => k.toLowerCase() === 'cookie').map(([, v]) => v);
-    pairs = pairs.filter(([k]) => k.toLowerCase() !== 'cookie' && k.toLowerCase() !== 'host');
-    pairs.unshift(['Host', host]);
+    pairs = pairs.filter(([k]) => k.toLowerCase() !== 'cookie');
     if (cookies.length > 0) pairs.push(['Cookie', cookies.join('; ')]);
   }
+  // The backend gets the Host the request was routed by, whatever the client
+  // listed in Connection (`Connection: host` would otherwise remove it).
+  pairs.unshift(['Host', host]);
   const ip = clientIp(req.socket.remoteAddress);
   const node = ip.includes(':') ? `"[${ip}]"` : ip;
   pairs.push(
@@ -262,6 +265,11 @@ export function meta(
   };
 }
 
+/** The access entry of a request whose client left before its response ended. */
+export const CLIENT_CLOSED = 'client_closed';
+/** Status logged for a client that left before any response (nginx's convention). */
+export const CLIENT_CLOSED_STATUS = 499;
+
 /** Attempts after the first for a bodiless request refused unprocessed. */
 const MAX_RETRIES = 2;
 
@@ -287,13 +295,16 @@ export async function forwardRequest(
   let error: string | undefined;
   res.once('close', () => {
     // The client left before the response finished: the backend request is cancelled too.
-    if (stream && !res.writableFinished) stream.reset(Reason.Cancel, 'client closed the connection');
+    const cut = !res.writableFinished;
+    if (stream && cut) stream.reset(Reason.Cancel, 'client closed the connection');
+    if (cut) error ??= CLIENT_CLOSED;
     const info: AccessInfo = {
       host: r.host,
       route: routed.route,
       method: req.method ?? '',
       path: req.url ?? '',
-      status: res.statusCode,
+      // Nothing was answered: 499, as nginx logs it, not the 200 Node presets.
+      status: res.headersSent ? res.statusCode : CLIENT_CLOSED_STATUS,
       bytesIn: stream?.bytesOut ?? 0,
       bytesOut: stream?.bytesIn ?? 0,
       durationMs: Math.round((performance.now() - started) * 1000) / 1000,

@@ -9,7 +9,7 @@ import { normalizeHost } from '@burrow/shared';
 export function redirectToHttps(req: IncomingMessage, res: ServerResponse, httpsPort: number): void {
   const host = normalizeHost(req.headers.host);
   const port = httpsPort === 443 ? '' : `:${httpsPort}`;
-  const location = `https://${host}${port}${req.url ?? '/'}`;
+  const location = `https://${host}${port}${originForm(req.url)}`;
   const status = req.method === 'GET' || req.method === 'HEAD' ? 301 : 308;
   req.resume();
   res.writeHead(status, {
@@ -18,4 +18,16 @@ export function redirectToHttps(req: IncomingMessage, res: ServerResponse, https
     'content-length': Buffer.byteLength(`${location}\n`),
   });
   res.end(req.method === 'HEAD' ? undefined : `${location}\n`);
+}
+
+/** The path and query of a request target, also from the absolute form (RFC 9112 §3.2.2). */
+function originForm(target: string | undefined): string {
+  if (!target || target === '*') return '/';
+  if (target.startsWith('/')) return target;
+  try {
+    const url = new URL(target);
+    return `${url.pathname}${url.search}`;
+  } catch {
+    return '/';
+  }
 }

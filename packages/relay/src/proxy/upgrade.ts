@@ -6,6 +6,8 @@ import { failureFor, INVALID_RESPONSE_HEAD, sendRawError } from './errors.js';
 import {
   type AccessInfo,
   accessLogger,
+  CLIENT_CLOSED,
+  CLIENT_CLOSED_STATUS,
   clientIp,
   type ForwardOptions,
   meta,
@@ -58,7 +60,9 @@ export async function forwardUpgrade(
     log(f.status, f.code);
     return sendRawError(socket, f.status, f.message, r.host, f.code);
   }
-  stream.on('error', () => socket.destroy());
+  // Until the head arrives a failed stream is answered with an error page (below).
+  const ignore = () => {};
+  stream.on('error', ignore);
   socket.on('close', () => {
     if (!stream.destroyed && !stream.writableFinished)
       stream.reset(Reason.Cancel, 'client closed the connection');
@@ -69,11 +73,14 @@ export async function forwardUpgrade(
   try {
     response = await readResponseHead(stream, opts.responseHeadTimeout);
   } catch (err) {
+    stream.reset(Reason.Cancel, 'no usable response');
+    if (socket.destroyed) return log(CLIENT_CLOSED_STATUS, CLIENT_CLOSED);
     const f = failureFor(err);
     log(f.status, f.code);
-    stream.reset(Reason.Cancel, 'no usable response');
     return sendRawError(socket, f.status, f.message, r.host, f.code);
   }
+  stream.off('error', ignore);
+  stream.on('error', () => socket.destroy());
   const { head: rh, rest } = response;
   let headText: string;
   try {
@@ -94,7 +101,11 @@ export async function forwardUpgrade(
   if (rh.status === 101) {
     if (head.byteLength > 0) stream.write(head);
     splice(socket, stream);
-  } else stream.pipe(socket);
+  } else {
+    // Declined: the response is all there is (`connection: close`), so our side ends now.
+    stream.end();
+    stream.pipe(socket);
+  }
 }
 
 /** Serialises a response head for a raw socket, validating every header as Node would. */

@@ -1,0 +1,131 @@
+// Edges of the relay's HTTP proxying: a Connection header naming Host, upgrades
+// a backend declines or cannot take, a client that leaves before its response,
+// and the HTTPS redirect of an absolute-form request.
+import { once } from 'node:events';
+import { connect } from 'node:net';
+import type { AccessInfo } from '@burrow/relay';
+import t from 'tap';
+import { testAgent } from '../helpers/agent.js';
+import { deferred } from '../helpers/deferred.js';
+import { get, testServer } from '../helpers/http.js';
+import { metricValue } from '../helpers/metrics.js';
+import { freePort } from '../helpers/net.js';
+import { rawRequest } from '../helpers/raw-http.js';
+import { testRelay } from '../helpers/relay.js';
+import { testPki } from '../helpers/tls.js';
+
+/** A backend that answers with the headers it received, as JSON. */
+function echoHeaders(req: import('node:http').IncomingMessage, res: import('node:http').ServerResponse) {
+  req.resume();
+  req.on('end', () => {
+    res.writeHead(200, { 'content-type': 'application/json' });
+    res.end(JSON.stringify({ method: req.method, url: req.url, headers: req.headers }));
+  });
+}
+
+/** Sends `request` on a new connection, reads the reply until the relay ends it, closes. */
+async function exchangeAndClose(port: number, request: string): Promise<{ reply: string }> {
+  const client = connect(port, '127.0.0.1');
+  await once(client, 'connect');
+  let reply = '';
+  client.on('data', (c: Buffer) => (reply += c.toString('latin1')));
+  client.write(request);
+  await once(client, 'end');
+  client.end();
+  await once(client, 'close');
+  return { reply };
+}
+
+const UPGRADE = 'GET /ws HTTP/1.1\r\nHost: ws.edge.test\r\nConnection: upgrade\r\nUpgrade: websocket\r\n\r\n';
+
+t.test('a client cannot strip Host with Connection: host (the backend sees the public name)', async (t) => {
+  const relay = await testRelay(t);
+  const backend = await testServer(t, echoHeaders);
+  await testAgent(t, relay, [{ id: 'site', hostnames: ['site.edge.test'], target: backend.url }]);
+  const r = await get(relay.httpAddress.port, 'site.edge.test', '/whoami', {
+    headers: { connection: 'host' },
+  });
+  t.equal(r.status, 200);
+  const seen = JSON.parse(String(r.body));
+  t.equal(seen.headers.host, 'site.edge.test', 'the backend gets the Host the relay routed by');
+});
+
+t.test('an upgrade the backend declines: its tunnel stream closes with the response', async (t) => {
+  let done = 0;
+  const relay = await testRelay(t, { onRequestDone: () => done++ });
+  const backend = await testServer(t, (_req, res) => {
+    res.writeHead(426, { 'content-type': 'text/plain', 'content-length': '2' });
+    res.end('no');
+  });
+  await testAgent(t, relay, [{ id: 'ws', hostnames: ['ws.edge.test'], target: backend.url }]);
+  const { reply } = await exchangeAndClose(relay.httpAddress.port, UPGRADE);
+  t.match(reply, /^HTTP\/1\.1 426 /);
+  // The client has the whole response and its end: the relay read the agent's FIN before that.
+  const text = await relay.metrics.registry.metrics();
+  t.equal(metricValue(text, 'burrow_relay_streams_active', { host: 'ws.edge.test' }), 0, 'no stream left');
+  t.equal(
+    [...relay.connections].reduce((n, c) => n + c.inFlight, 0),
+    0,
+    'no stream in flight on any agent connection',
+  );
+  t.equal(done, 1, 'the exchange was logged and counted');
+});
+
+t.test('an upgrade to a backend that is down gets the 502 page, not a bare close', async (t) => {
+  const relay = await testRelay(t);
+  const down = `http://127.0.0.1:${await freePort()}`;
+  await testAgent(t, relay, [{ id: 'ws', hostnames: ['ws.edge.test'], target: down }]);
+  const { reply } = await exchangeAndClose(relay.httpAddress.port, UPGRADE);
+  t.match(reply, /^HTTP\/1\.1 502 /, 'like the same request without Upgrade');
+  t.match(reply, /x-burrow-error: backend_refused/);
+});
+
+t.test('a client that leaves before the response is not counted as a 200', async (t) => {
+  const infos: AccessInfo[] = [];
+  const logged = deferred();
+  const relay = await testRelay(t, {
+    onRequestDone: (info) => {
+      infos.push(info);
+      logged.resolve();
+    },
+  });
+  const arrived = deferred();
+  const backend = await testServer(t, (req) => {
+    req.resume();
+    arrived.resolve(); // and never answers
+  });
+  await testAgent(t, relay, [{ id: 'slow', hostnames: ['slow.edge.test'], target: backend.url }]);
+  const client = connect(relay.httpAddress.port, '127.0.0.1');
+  client.write('GET /slow HTTP/1.1\r\nHost: slow.edge.test\r\n\r\n');
+  await arrived.promise;
+  client.destroy();
+  await logged.promise;
+  t.equal(infos.length, 1);
+  t.not(infos[0]!.status, 200, 'no response was sent: the request is not a success');
+  t.ok(infos[0]!.error, 'and the access line says why');
+  const text = await relay.metrics.registry.metrics();
+  t.equal(
+    metricValue(text, 'burrow_relay_requests_total', { host: 'slow.edge.test', status_class: '2xx' }),
+    undefined,
+    'no 2xx counted',
+  );
+});
+
+t.test('the HTTPS redirect of an absolute-form request names the same URL', async (t) => {
+  const pki = await testPki(t);
+  const cert = await pki.issue('redir', ['redir.edge.test']);
+  const relay = await testRelay(t, {
+    tls: { host: '127.0.0.1', port: 0 },
+    certFiles: { pairs: [{ cert: cert.certFile, key: cert.keyFile }] },
+  });
+  const backend = await testServer(t, echoHeaders);
+  await testAgent(t, relay, [{ id: 'redir', hostnames: ['redir.edge.test'], target: backend.url }]);
+  // RFC 9112 §3.2.2: a server must accept the absolute form (what clients send through a proxy).
+  const r = await rawRequest(
+    relay.httpAddress.port,
+    'GET http://redir.edge.test/page?q=1 HTTP/1.1\r\nHost: redir.edge.test\r\n\r\n',
+  );
+  t.equal(r.status, 301);
+  const location = /\r\nlocation: ([^\r]*)/i.exec(r.text)?.[1];
+  t.equal(location, `https://redir.edge.test:${relay.tlsAddress!.port}/page?q=1`);
+});
