@@ -129,3 +129,39 @@ t.test('the HTTPS redirect of an absolute-form request names the same URL', asyn
   const location = /\r\nlocation: ([^\r]*)/i.exec(r.text)?.[1];
   t.equal(location, `https://redir.edge.test:${relay.tlsAddress!.port}/page?q=1`);
 });
+
+t.test(
+  'an h2c upgrade is served as HTTP/1.1: the client never gets a raw HTTP/2 line to the backend',
+  async (t) => {
+    const relay = await testRelay(t);
+    const backend = await testServer(t, echoHeaders);
+    let upgraded = 0;
+    // A backend that would take the switch if it were asked.
+    backend.server.on('upgrade', (_req, socket) => {
+      upgraded++;
+      socket.end('HTTP/1.1 101 Switching Protocols\r\nConnection: upgrade\r\nUpgrade: h2c\r\n\r\n');
+    });
+    await testAgent(t, relay, [{ id: 'h2c', hostnames: ['h2c.edge.test'], target: backend.url }]);
+    const { reply } = await exchangeAndClose(
+      relay.httpAddress.port,
+      'GET /page HTTP/1.1\r\nHost: h2c.edge.test\r\nConnection: Upgrade, HTTP2-Settings\r\n' +
+        'Upgrade: h2c\r\nHTTP2-Settings: AAMAAABkAAQAAP__\r\nX-Forwarded-For: 203.0.113.9\r\n\r\n',
+    );
+    t.match(reply, /^HTTP\/1\.1 200 /, 'an ordinary HTTP/1.1 response');
+    t.match(reply, /\r\nconnection: close\r\n/i, 'and the connection ends with it');
+    const seen = JSON.parse(reply.slice(reply.indexOf('\r\n\r\n') + 4));
+    t.equal(upgraded, 0, 'the backend was never asked to switch');
+    t.equal(seen.headers.upgrade, undefined);
+    t.equal(seen.headers['http2-settings'], undefined);
+    t.equal(seen.headers['x-forwarded-for'], '127.0.0.1', "the relay's forwarding headers, not the client's");
+
+    const withBody = await exchangeAndClose(
+      relay.httpAddress.port,
+      'POST /page HTTP/1.1\r\nHost: h2c.edge.test\r\nConnection: Upgrade, HTTP2-Settings\r\n' +
+        'Upgrade: h2c\r\nHTTP2-Settings: AAMAAABkAAQAAP__\r\nContent-Length: 2\r\n\r\nhi',
+    );
+    t.match(withBody.reply, /^HTTP\/1\.1 400 /, 'with a body: refused, with the reason');
+    t.match(withBody.reply, /x-burrow-error: h2c_upgrade/);
+    t.equal(upgraded, 0);
+  },
+);

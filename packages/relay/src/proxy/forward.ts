@@ -240,7 +240,7 @@ export function route(req: ClientRequest, opts: ForwardOptions): Routed {
  * Content-Length above 0 (validate-request.ts let only one of them through);
  * HTTP/2 with DATA after the headers.
  */
-function hasBody(req: ClientRequest): boolean {
+export function hasBody(req: ClientRequest): boolean {
   if (req instanceof Http2ServerRequest) return !req.stream.endAfterHeaders;
   return req.headers['transfer-encoding'] !== undefined || (req.headers['content-length'] ?? '0') !== '0';
 }

@@ -10,6 +10,7 @@ import {
   CLIENT_CLOSED_STATUS,
   clientIp,
   type ForwardOptions,
+  hasBody,
   meta,
   readResponseHead,
   route,
@@ -51,9 +52,24 @@ export async function forwardUpgrade(
     log(r.status, r.code);
     return sendRawError(socket, r.status, r.message, r.host, r.code);
   }
+  // An h2c upgrade would hand the client an HTTP/2 connection straight to the
+  // backend, past the relay's per-request handling (the forwarding headers it
+  // sets, above all). It is served as the HTTP/1.1 request it also is, as a
+  // server that does not speak h2c would; the client carries on in HTTP/1.1.
+  const h2c = upgradesToH2c(req);
+  if (h2c && hasBody(req)) {
+    log(400, 'h2c_upgrade');
+    return sendRawError(
+      socket,
+      400,
+      'Upgrade: h2c is not supported on a request with a body; send it without the Upgrade header.',
+      r.host,
+      'h2c_upgrade',
+    );
+  }
   let stream: Stream;
   try {
-    stream = r.conn.openHttpStream(meta(req, r.routeId, opts.proto, true));
+    stream = r.conn.openHttpStream(meta(req, r.routeId, opts.proto, !h2c));
     opts.onStreamOpen?.(r.route, stream);
   } catch (err) {
     const f = failureFor(err);
@@ -84,6 +100,8 @@ export async function forwardUpgrade(
   const { head: rh, rest } = response;
   let headText: string;
   try {
+    // The backend was not asked to switch protocols on an h2c request: a 1xx here is no answer.
+    if (h2c && rh.status < 200) throw new Error(`status ${rh.status} is not a final response`);
     headText = serializeHead(rh, rh.status === 101);
   } catch {
     const f = INVALID_RESPONSE_HEAD;
@@ -106,6 +124,12 @@ export async function forwardUpgrade(
     stream.end();
     stream.pipe(socket);
   }
+}
+
+/** Whether the request asks to switch to cleartext HTTP/2 (RFC 7540 §3.2). */
+function upgradesToH2c(req: IncomingMessage): boolean {
+  const upgrade = req.headers.upgrade ?? '';
+  return upgrade.split(',').some((token) => token.trim().toLowerCase() === 'h2c');
 }
 
 /** Serialises a response head for a raw socket, validating every header as Node would. */
