@@ -2,6 +2,7 @@
 // a backend declines or cannot take, a client that leaves before its response,
 // and the HTTPS redirect of an absolute-form request.
 import { once } from 'node:events';
+import { connect as h2connect } from 'node:http2';
 import { connect } from 'node:net';
 import type { AccessInfo } from '@burrow/relay';
 import t from 'tap';
@@ -163,5 +164,54 @@ t.test(
     t.match(withBody.reply, /^HTTP\/1\.1 400 /, 'with a body: refused, with the reason');
     t.match(withBody.reply, /x-burrow-error: h2c_upgrade/);
     t.equal(upgraded, 0);
+  },
+);
+
+t.test(
+  'CONNECT gets 501 with the reason, over HTTP/1.1 and HTTP/2: the relay is no forward proxy',
+  async (t) => {
+    const pki = await testPki(t);
+    const cert = await pki.issue('tunnel', ['tunnel.edge.test']);
+    const infos: AccessInfo[] = [];
+    const bothLogged = deferred();
+    const relay = await testRelay(t, {
+      tls: { host: '127.0.0.1', port: 0 },
+      certFiles: { pairs: [{ cert: cert.certFile, key: cert.keyFile }] },
+      onRequestDone: (info) => {
+        if (infos.push(info) === 2) bothLogged.resolve();
+      },
+    });
+    const backend = await testServer(t, echoHeaders);
+    await testAgent(t, relay, [{ id: 'tunnel', hostnames: ['tunnel.edge.test'], target: backend.url }]);
+
+    const { reply } = await exchangeAndClose(
+      relay.httpAddress.port,
+      'CONNECT tunnel.edge.test:443 HTTP/1.1\r\nHost: tunnel.edge.test:443\r\n\r\n',
+    );
+    t.match(reply, /^HTTP\/1\.1 501 /, 'HTTP/1.1: 501, not a bare close');
+    t.match(reply, /x-burrow-error: connect_method/);
+
+    const session = h2connect(`https://tunnel.edge.test:${relay.tlsAddress!.port}`, {
+      ca: pki.caPem,
+      servername: 'tunnel.edge.test',
+      host: '127.0.0.1',
+    } as never);
+    t.teardown(() => session.close());
+    session.on('error', () => {});
+    await once(session, 'connect');
+    const s = session.request({ ':method': 'CONNECT', ':authority': 'tunnel.edge.test:443' });
+    const [headers] = await once(s, 'response');
+    t.equal(Number(headers[':status']), 501, 'HTTP/2: 501 too');
+    t.equal(headers['x-burrow-error'], 'connect_method');
+    s.close();
+    await bothLogged.promise;
+    t.same(
+      infos.map((i) => [i.method, i.status, i.error]),
+      [
+        ['CONNECT', 501, 'connect_method'],
+        ['CONNECT', 501, 'connect_method'],
+      ],
+      'both logged and counted',
+    );
   },
 );

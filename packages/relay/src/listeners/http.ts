@@ -1,7 +1,7 @@
 import { createServer, type IncomingMessage, type Server, type ServerResponse } from 'node:http';
 import type { Socket } from 'node:net';
 import { type ForwardOptions, forwardRequest } from '../proxy/forward.js';
-import { forwardUpgrade } from '../proxy/upgrade.js';
+import { forwardUpgrade, refuseConnect } from '../proxy/upgrade.js';
 import { MAX_REQUEST_HEAD, MAX_REQUEST_HEADERS } from '../proxy/validate-request.js';
 
 export interface HttpListenerOptions extends ForwardOptions {
@@ -44,6 +44,7 @@ export function createHttpListener(opts: HttpListenerOptions): Server {
       res.destroy();
     });
   });
+  server.on('connect', (req, socket: Socket) => refuseConnect(opts, req, socket));
   server.on('upgrade', (req, socket, head) => {
     forwardUpgrade(opts, req, socket, head).catch((err) => {
       opts.logger.error({ err }, 'upgrade handling failed');

@@ -1,9 +1,14 @@
-import { createSecureServer, type Http2SecureServer } from 'node:http2';
+import {
+  createSecureServer,
+  type Http2SecureServer,
+  Http2ServerRequest,
+  type Http2ServerResponse,
+} from 'node:http2';
 import type { Socket } from 'node:net';
 import type { TLSSocket } from 'node:tls';
 import type { CertStore } from '../certs/store.js';
 import { type ClientRequest, type ForwardOptions, forwardRequest } from '../proxy/forward.js';
-import { forwardUpgrade } from '../proxy/upgrade.js';
+import { forwardUpgrade, refuseConnect } from '../proxy/upgrade.js';
 import { headCheckInterval } from './http.js';
 
 export interface HttpsTerminatorOptions extends Omit<ForwardOptions, 'proto' | 'sniOf'> {
@@ -83,6 +88,13 @@ export function createHttpsTerminator(opts: HttpsTerminatorOptions): Http2Secure
     });
   });
   // HTTP/1.1 upgrades (WebSocket) on a terminated connection: same raw splice as on the plain listener.
+  // CONNECT: an HTTP/2 one comes with its response (the compatibility layer
+  // routes it here, not to 'request'), an HTTP/1.1 one with the socket.
+  server.on('connect', (req: ClientRequest, second: Http2ServerResponse | Socket) => {
+    if (req instanceof Http2ServerRequest) {
+      forwardRequest(forward, req, second as Http2ServerResponse).catch(() => req.stream.destroy());
+    } else refuseConnect(forward, req, second as Socket);
+  });
   server.on('upgrade', (req, socket: Socket, head: Buffer) => {
     forwardUpgrade(forward, req, socket, head).catch((err) => {
       opts.logger.error({ err }, 'upgrade handling failed');

@@ -19,7 +19,7 @@ import {
 import type { RouteTable } from '../routes/table.js';
 import type { AgentConnection } from '../tunnel/agent-connection.js';
 import { failureFor, INVALID_RESPONSE_HEAD, type ProxyFailure, sendError } from './errors.js';
-import { invalidRequest } from './validate-request.js';
+import { CONNECT_UNSUPPORTED, invalidRequest } from './validate-request.js';
 
 export interface ForwardOptions {
   table: RouteTable<AgentConnection>;
@@ -184,6 +184,8 @@ function refuse(host: string, route: string, status: number, code: string, messa
 export function route(req: ClientRequest, opts: ForwardOptions): Routed {
   const table = opts.table;
   const host = normalizeHost(requestHost(req));
+  // HTTP/1.1 CONNECT never gets here (Node hands it to 'connect'); HTTP/2's does.
+  if (req.method === 'CONNECT') return { ok: false, host, route: '', ...CONNECT_UNSUPPORTED };
   // HTTP/2 frames its own messages; the smuggling shapes checked here are HTTP/1.1's.
   const invalid = req instanceof Http2ServerRequest ? undefined : invalidRequest(req, host);
   if (invalid) return { ok: false, host, route: '', ...invalid };

@@ -1,7 +1,7 @@
 import type { IncomingMessage } from 'node:http';
 import { STATUS_CODES, validateHeaderName, validateHeaderValue } from 'node:http';
 import type { Duplex } from 'node:stream';
-import { Reason, type ResponseHead, type Stream, splice, stripHopByHop } from '@burrow/shared';
+import { normalizeHost, Reason, type ResponseHead, type Stream, splice, stripHopByHop } from '@burrow/shared';
 import { failureFor, INVALID_RESPONSE_HEAD, sendRawError } from './errors.js';
 import {
   type AccessInfo,
@@ -15,6 +15,7 @@ import {
   readResponseHead,
   route,
 } from './forward.js';
+import { CONNECT_UNSUPPORTED } from './validate-request.js';
 
 /** Proxies an Upgrade request (WebSocket and others): after a 101, bytes flow raw both ways. */
 export async function forwardUpgrade(
@@ -124,6 +125,27 @@ export async function forwardUpgrade(
     stream.end();
     stream.pipe(socket);
   }
+}
+
+/** Answers an HTTP/1.1 CONNECT, logged and counted like any request the relay answers itself. */
+export function refuseConnect(opts: ForwardOptions, req: IncomingMessage, socket: Duplex): void {
+  socket.on('error', () => {});
+  const f = CONNECT_UNSUPPORTED;
+  const info: AccessInfo = {
+    host: normalizeHost(req.headers.host),
+    route: '',
+    method: 'CONNECT',
+    path: req.url ?? '',
+    status: f.status,
+    bytesIn: 0,
+    bytesOut: 0,
+    durationMs: 0,
+    client: clientIp(req.socket.remoteAddress),
+    error: f.code,
+  };
+  accessLogger(opts.logger).info(info, 'request');
+  opts.onRequestDone?.(info);
+  sendRawError(socket, f.status, f.message, info.host, f.code);
 }
 
 /** Whether the request asks to switch to cleartext HTTP/2 (RFC 7540 §3.2). */

@@ -24,6 +24,12 @@ const HOST_MISMATCH: ProxyFailure = {
   code: 'host_mismatch',
   message: 'The request target names a different host than the Host header.',
 };
+/** CONNECT (HTTP/1.1, or HTTP/2's RFC 9113 §8.5): asks for a tunnel to any address. */
+export const CONNECT_UNSUPPORTED: ProxyFailure = {
+  status: 501,
+  code: 'connect_method',
+  message: 'CONNECT is not supported: this relay serves its hostnames, it is not a forward proxy.',
+};
 const BAD_FRAMING: ProxyFailure = {
   status: 400,
   code: 'bad_framing',
