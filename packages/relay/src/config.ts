@@ -384,7 +384,10 @@ export async function relayOptionsFrom(
     ...(await certOptions(values, tls !== undefined)),
     httpsRedirect: values['no-https-redirect'] !== true,
     ...(values['hsts-max-age'] !== undefined
-      ? { hstsMaxAge: Math.floor(durationOption(values, 'hsts-max-age') / 1000) }
+      ? {
+          // Sent to browsers in seconds, never a timer here: a year or two is usual.
+          hstsMaxAge: Math.floor(durationOption(values, 'hsts-max-age', Number.MAX_SAFE_INTEGER) / 1000),
+        }
       : {}),
     ...(values['public-https-port'] !== undefined
       ? { publicHttpsPort: portOption(values, 'public-https-port') }

@@ -341,9 +341,9 @@ export async function startRelay(options: RelayOptions): Promise<Relay> {
         // them as they do, so the drain ends as soon as the work does.
         const sweeper = setInterval(() => httpServer.closeIdleConnections(), 100);
         await endpoint.drain();
-        // Passthrough and HTTP/1 TLS connections outlive their streams; nothing is left to carry them.
-        front?.destroyAll();
-        await Promise.all([httpClosed, tunnelClosed, tlsClosed]);
+        // No stream is left: TLS connections close once what they are sending is out
+        // (or at the deadline), never before, so no response is cut.
+        await Promise.all([httpClosed, tunnelClosed, tlsClosed, front?.settle()]);
         // The admin listener goes last: /readyz says "draining" while the drain runs.
         await admin?.close();
         clearInterval(sweeper);

@@ -130,6 +130,19 @@ export class ConfigReloader {
       );
       return false;
     }
+    try {
+      return this.#apply(trigger, next, commits);
+    } catch (err) {
+      // Everything that can fail was prepared above; this is a bug, and must not end the process.
+      relay.metrics.reloaded(false);
+      logger.error({ trigger, err }, 'config reload failed while applying; the relay keeps running');
+      return false;
+    }
+  }
+
+  /** Applies a validated configuration to the running relay. */
+  #apply(trigger: string, next: LoadedConfig, commits: Array<() => void>): boolean {
+    const { relay, logger } = this.#opts;
     const previous = this.#current;
     const restart: string[] = [];
     for (const key of new Set([...Object.keys(previous.values), ...Object.keys(next.values)])) {
@@ -150,6 +163,11 @@ export class ConfigReloader {
       next.options.tunnelTls?.key !== previous.options.tunnelTls?.key;
     if (tlsChanged && Boolean(next.options.tunnelTls) !== Boolean(previous.options.tunnelTls)) {
       logger.warn('tunnel TLS switched on or off: needs restart; keeping the running endpoint');
+      // Like any other option that needs a restart: the running value stays, here and in what
+      // later reloads compare against (and the files watched), so none of them tries to apply it.
+      for (const key of ['tunnel-tls-cert', 'tunnel-tls-key']) next.values[key] = previous.values[key];
+      if (previous.options.tunnelTls) next.options.tunnelTls = previous.options.tunnelTls;
+      else delete next.options.tunnelTls;
     } else if (tlsChanged && next.options.tunnelTls) {
       relay.setTunnelTls(next.options.tunnelTls);
     }

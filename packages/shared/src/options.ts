@@ -66,19 +66,25 @@ export function parseOptions(
           throw new ConfigError(`${s.env} must be true or false (got "${raw}")`);
         v = /^(true|1)$/i.test(raw);
       } else if (s.type === 'list') {
-        v = raw
-          .split(',')
-          .map((x) => x.trim())
-          .filter(Boolean);
+        v = splitList(raw);
       } else {
         v = raw;
       }
     }
     if (v === undefined && file[s.name] !== undefined) v = fromFile(s, file[s.name], fileName);
-    if (v === undefined && s.default !== undefined) v = s.type === 'list' ? [String(s.default)] : s.default;
+    if (v === undefined && s.default !== undefined)
+      v = s.type === 'list' ? splitList(String(s.default)) : s.default;
     values[s.name] = v;
   }
   return { values, positionals: parsed.positionals };
+}
+
+/** A comma-separated list (environment values and list defaults). */
+function splitList(raw: string): string[] {
+  return raw
+    .split(',')
+    .map((x) => x.trim())
+    .filter(Boolean);
 }
 
 function fromFile(s: OptionSpec, raw: unknown, fileName: string): string | boolean | string[] {
@@ -173,12 +179,26 @@ export async function readOptionFile(flag: string, file: string): Promise<string
 }
 
 /** Reads a duration option ("30s", "15m") in ms; throws ConfigError naming the flag. */
-export function durationOption(values: OptionValues, name: string): number {
+/**
+ * The longest duration an option that feeds a timer may have: Node's timers
+ * hold at most 2^31-1 ms (about 24.8 days) and fire after 1 ms past that; a
+ * second is kept back for deadlines built on top (drain + 1 s).
+ */
+export const MAX_TIMER_DURATION = 2 ** 31 - 1 - 1000;
+
+/** A duration option in ms, at most `max` (default: what a timer can hold). */
+export function durationOption(values: OptionValues, name: string, max = MAX_TIMER_DURATION): number {
+  let ms: number;
   try {
-    return parseDuration(String(values[name]));
+    ms = parseDuration(String(values[name]));
   } catch (err) {
     throw new ConfigError(`--${name}: ${(err as Error).message}`);
   }
+  if (ms > max) {
+    const limit = max === MAX_TIMER_DURATION ? 'under 24.8 days (the longest a timer can wait)' : `${max} ms`;
+    throw new ConfigError(`--${name} must be ${limit} (got "${String(values[name])}")`);
+  }
+  return ms;
 }
 
 /** Options both binaries share, defined once so their flags, env and help agree. */

@@ -6,7 +6,7 @@ import {
   type SecureContext,
   type Server,
 } from 'node:tls';
-import { type Logger, patternAllows } from '@burrow/shared';
+import { type Logger, normalizeHost, patternAllows } from '@burrow/shared';
 import { ACME_TLS_ALPN } from '../listeners/tls.js';
 import type { RouteTable, RouteTarget } from '../routes/table.js';
 import { type AcmeClient, loadAcmeClient } from './acme-client.js';
@@ -88,7 +88,7 @@ export class AcmeManager extends EventEmitter<AcmeEvents> {
     this.#alpnServer = createTlsServer({
       ALPNProtocols: [ACME_TLS_ALPN],
       SNICallback: (name, cb) => {
-        const ctx = this.#alpnContexts.get(name.toLowerCase());
+        const ctx = this.#alpnContexts.get(normalizeHost(name));
         if (ctx) cb(null, ctx);
         else cb(new Error(`no TLS-ALPN-01 challenge for ${name}`));
       },

@@ -6,6 +6,7 @@ import {
 } from 'node:http2';
 import type { Socket } from 'node:net';
 import type { TLSSocket } from 'node:tls';
+import { normalizeHost } from '@burrow/shared';
 import type { CertStore } from '../certs/store.js';
 import { type ClientRequest, type ForwardOptions, forwardRequest } from '../proxy/forward.js';
 import { forwardUpgrade, refuseConnect } from '../proxy/upgrade.js';
@@ -34,7 +35,7 @@ export function createHttpsTerminator(opts: HttpsTerminatorOptions): Http2Secure
     proto: 'https',
     sniOf: (req: ClientRequest) => {
       const name = (req.socket as TLSSocket).servername;
-      return typeof name === 'string' ? name.toLowerCase() : undefined;
+      return typeof name === 'string' ? normalizeHost(name) : undefined;
     },
     ...(opts.hstsMaxAge !== undefined
       ? { responseHeaders: [['Strict-Transport-Security', `max-age=${opts.hstsMaxAge}`]] }
@@ -44,7 +45,8 @@ export function createHttpsTerminator(opts: HttpsTerminatorOptions): Http2Secure
     allowHTTP1: true,
     minVersion: 'TLSv1.2',
     SNICallback: (name, cb) => {
-      const entry = opts.certs.find(name.toLowerCase());
+      // Spelled as the ClientHello parser routed it: lower case, no trailing dot.
+      const entry = opts.certs.find(normalizeHost(name));
       if (entry) cb(null, entry.context);
       else cb(new Error(`no certificate for ${name}`));
     },

@@ -143,6 +143,12 @@ class HelloReader {
       this.#refuse('no route for this name', name, true);
       return;
     }
+    // Only the backend may hold a passthrough name's keys: while its agent is
+    // away the relay refuses, never terminates with a certificate of its own.
+    if (found.kind === 'offline' && found.mode === 'tls-passthrough') {
+      this.#refuse('the agent serving this passthrough name is not connected', name, true);
+      return;
+    }
     // An HTTP route (or one whose agent is away: the 503 page needs TLS too).
     if (!this.#opts.certs.find(name)) {
       this.#refuse('no certificate for this name (yet)', name, true);

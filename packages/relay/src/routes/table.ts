@@ -35,8 +35,8 @@ interface Claim<T extends RouteTarget> {
 
 export type Lookup<T extends RouteTarget> =
   | { kind: 'found'; binding: Binding<T> }
-  /** The name was served recently but no agent connection holds it now. */
-  | { kind: 'offline'; hostname: string }
+  /** The name was served recently, in `mode`, but no agent connection holds it now. */
+  | { kind: 'offline'; hostname: string; mode: RouteProtocol }
   | { kind: 'none' };
 
 export interface RouteTableOptions {
@@ -57,7 +57,8 @@ export type RouteRefusal = 'route_not_allowed' | 'route_taken' | 'route_invalid'
 export class RouteTable<T extends RouteTarget> {
   readonly #claims = new Map<string, Claim<T>>();
   readonly #byTarget = new Map<T, Set<string>>();
-  readonly #offline = new Map<string, number>();
+  /** Names whose agents went away: until when they answer 503, and how they were served. */
+  readonly #offline = new Map<string, { until: number; mode: RouteProtocol }>();
   readonly #offlineGrace: number;
   readonly #urlFor: (hostname: string, mode: RouteProtocol) => string;
   readonly #listeners = new Set<() => void>();
@@ -186,19 +187,20 @@ export class RouteTable<T extends RouteTarget> {
    */
   #unbind(target: T, hostname: string, lost: boolean): void {
     const claim = this.#claims.get(hostname);
-    if (!claim) return;
+    const binding = claim?.bindings.get(target);
+    if (!claim || !binding) return;
     claim.bindings.delete(target);
     if (claim.bindings.size === 0) {
       this.#claims.delete(hostname);
       if (!lost) return;
-      this.#offline.set(hostname, Date.now() + this.#offlineGrace);
+      this.#offline.set(hostname, { until: Date.now() + this.#offlineGrace, mode: binding.mode });
       if (this.#offline.size > 4096) this.#pruneOffline();
     }
   }
 
   #pruneOffline(): void {
     const now = Date.now();
-    for (const [h, until] of this.#offline) if (until <= now) this.#offline.delete(h);
+    for (const [h, { until }] of this.#offline) if (until <= now) this.#offline.delete(h);
     // Still too many (a tenant churning wildcard names): forget the oldest.
     for (const h of this.#offline.keys()) {
       if (this.#offline.size <= 4096) break;
@@ -219,16 +221,17 @@ export class RouteTable<T extends RouteTarget> {
           if (!best || b.target.inFlight < best.target.inFlight) best = b;
         }
         if (best) return { kind: 'found', binding: best };
-        return { kind: 'offline', hostname: key };
+        const mode = claim.bindings.values().next().value?.mode ?? 'http';
+        return { kind: 'offline', hostname: key, mode };
       }
       dot = nextWildcardDot(host, dot);
       key = dot >= 0 ? `*${host.slice(dot)}` : '';
     } while (key);
     if (this.#offline.size === 0) return { kind: 'none' };
     for (const k of routeKeys(host)) {
-      const until = this.#offline.get(k);
-      if (until === undefined) continue;
-      if (until > Date.now()) return { kind: 'offline', hostname: k };
+      const gone = this.#offline.get(k);
+      if (gone === undefined) continue;
+      if (gone.until > Date.now()) return { kind: 'offline', hostname: k, mode: gone.mode };
       this.#offline.delete(k);
     }
     return { kind: 'none' };

@@ -1,0 +1,49 @@
+// Option validation edge cases of `burrow-relay serve`: list defaults and
+// durations that the relay later hands to timers.
+import { writeFile } from 'node:fs/promises';
+import { join } from 'node:path';
+import { generateSigningKeyPair, parseOptions } from '@burrow/shared';
+import t from 'tap';
+import { tempDir } from '../../../test/helpers/fs.js';
+import { relayOptionsFrom, SERVE_OPTIONS } from '../src/config.js';
+
+async function optionsFor(t: Parameters<typeof tempDir>[0], argv: string[], env: NodeJS.ProcessEnv = {}) {
+  const dir = await tempDir(t, 'burrow-relay-edges-');
+  await writeFile(join(dir, 'signing.pub'), (await generateSigningKeyPair()).publicPem);
+  return relayOptionsFrom(parseOptions(SERVE_OPTIONS, ['--verify-key', dir, ...argv], env).values);
+}
+
+t.test('ACME with the default --acme-challenges starts with http-01, then tls-alpn-01', async (t) => {
+  const acme = ['--acme-directory', 'https://acme.example.net/dir', '--acme-domains', 'app.example.com'];
+  const fromDefault = await optionsFor(t, acme).then(
+    (r) => r.options.acme?.challenges,
+    (err: Error) => `rejected: ${err.message}`,
+  );
+  t.same(fromDefault, ['http-01', 'tls-alpn-01'], 'the documented default is accepted');
+  const fromEnv = await optionsFor(t, acme, { BURROW_ACME_CHALLENGES: 'http-01,tls-alpn-01' });
+  t.same(fromEnv.options.acme?.challenges, ['http-01', 'tls-alpn-01'], 'the same list from the environment');
+});
+
+t.test(
+  'durations a timer cannot hold (over 24.8 days) are refused at start, not turned into 1 ms',
+  async (t) => {
+    const TIMER_MAX = 2 ** 31 - 1;
+    const cases: Array<[string, (o: Awaited<ReturnType<typeof relayOptionsFrom>>['options']) => unknown]> = [
+      ['tls-hello-timeout', (o) => o.helloTimeout],
+      ['headers-timeout', (o) => o.headersTimeout],
+      ['response-timeout', (o) => o.responseHeadTimeout],
+      ['drain-timeout', (o) => o.drainTimeout],
+      ['keepalive-interval', (o) => o.session?.keepaliveInterval],
+    ];
+    for (const [flag, pick] of cases) {
+      const outcome = await optionsFor(t, [`--${flag}`, '30d']).then(
+        (r) => {
+          const ms = Number(pick(r.options));
+          return ms <= TIMER_MAX ? 'usable' : `accepted ${ms} ms, which setTimeout turns into 1 ms`;
+        },
+        (err: Error & { code?: string }) => (err.code === 'BURROW_ERR_CONFIG' ? 'usable' : err.message),
+      );
+      t.equal(outcome, 'usable', `--${flag} 30d`);
+    }
+  },
+);

@@ -1,0 +1,276 @@
+// Edge cases of the relay's public TLS side, configuration and lifecycle:
+// SNI spellings, passthrough routes whose agent went away, hot reload of the
+// tunnel certificate, and HTTPS connections during a graceful drain.
+import { once } from 'node:events';
+import { readFile, writeFile } from 'node:fs/promises';
+import { connect as h2connect } from 'node:http2';
+import { createServer as createHttpsServer } from 'node:https';
+import type { AddressInfo, Socket } from 'node:net';
+import { join } from 'node:path';
+import { type TLSSocket, connect as tlsConnect } from 'node:tls';
+import t from 'tap';
+import { stringify } from 'yaml';
+import { testAgent } from '../helpers/agent.js';
+import { deferred } from '../helpers/deferred.js';
+import { tempDir } from '../helpers/fs.js';
+import { get, httpsGet, testServer } from '../helpers/http.js';
+import { listeningPorts, RELAY_CLI, spawnLogged } from '../helpers/proc.js';
+import { type Teardownable, testKeys, testRelay } from '../helpers/relay.js';
+import { type TestPki, testPki } from '../helpers/tls.js';
+
+/** A real ClientHello for `name` from node's TLS client, captured on a plain TCP server. */
+async function _helloFor(name: string): Promise<Buffer> {
+  const { createServer } = await import('node:net');
+  const server = createServer();
+  server.listen(0, '127.0.0.1');
+  await once(server, 'listening');
+  const client = tlsConnect({
+    host: '127.0.0.1',
+    port: (server.address() as AddressInfo).port,
+    servername: name,
+  });
+  client.on('error', () => {});
+  const [socket] = (await once(server, 'connection')) as [Socket];
+  const [chunk] = (await once(socket, 'data')) as [Buffer];
+  client.destroy();
+  socket.destroy();
+  server.close();
+  return chunk;
+}
+
+/** One HTTP/1.1 request over TLS with `servername` as SNI; the status line, or the error code. */
+function tlsStatus(port: number, servername: string, ca: string, host = servername): Promise<string> {
+  return new Promise((resolve) => {
+    const s = tlsConnect({ host: '127.0.0.1', port, servername, ca });
+    s.on('error', (err: NodeJS.ErrnoException) => resolve(`error ${err.code ?? err.message}`));
+    s.on('secureConnect', () => {
+      s.write(`GET / HTTP/1.1\r\nHost: ${host}\r\nConnection: close\r\n\r\n`);
+      let text = '';
+      s.on('data', (c: Buffer) => (text += c.toString()));
+      s.on('end', () => resolve(text.split('\r\n')[0]!));
+    });
+  });
+}
+
+/** An HTTPS backend with its own certificate for `name`. */
+async function tlsBackend(t: Teardownable, pki: TestPki, name: string) {
+  const pair = await pki.issue('backend', [name]);
+  const [cert, key] = await Promise.all([readFile(pair.certFile, 'utf8'), readFile(pair.keyFile, 'utf8')]);
+  const server = createHttpsServer({ cert, key }, (_req, res) => res.end('from the backend'));
+  server.listen(0, '127.0.0.1');
+  await once(server, 'listening');
+  t.teardown(() => {
+    server.closeAllConnections();
+    return new Promise<void>((resolve) => server.close(() => resolve()));
+  });
+  return { port: (server.address() as AddressInfo).port };
+}
+
+t.test('a terminated route is served when the client spells its SNI with a trailing dot', async (t) => {
+  const pki = await testPki(t);
+  const a = await pki.issue('a', ['app.example.test']);
+  const relay = await testRelay(t, {
+    tls: { host: '127.0.0.1', port: 0 },
+    certFiles: { pairs: [{ cert: a.certFile, key: a.keyFile }] },
+  });
+  const backend = await testServer(t, (_req, res) => res.end('fine'));
+  await testAgent(t, relay, [{ id: 'app', hostnames: ['app.example.test'], target: backend.url }]);
+  const port = relay.tlsAddress!.port;
+  t.equal(await tlsStatus(port, 'APP.example.test', pki.caPem), 'HTTP/1.1 200 OK', 'upper case SNI');
+  // RFC 6066 wants no trailing dot, but clients send one for fully qualified
+  // names; the SNI reader strips it when routing, so the handshake must agree.
+  t.equal(
+    await tlsStatus(port, 'app.example.test.', pki.caPem, 'app.example.test'),
+    'HTTP/1.1 200 OK',
+    'SNI with a trailing dot',
+  );
+});
+
+t.test(
+  'a tls-passthrough name whose agent went away is never terminated with a relay certificate',
+  async (t) => {
+    const pki = await testPki(t);
+    // The operator's wildcard certificate happens to cover the tenant's passthrough name.
+    const wild = await pki.issue('wild', ['*.example.test']);
+    const relay = await testRelay(t, {
+      tls: { host: '127.0.0.1', port: 0 },
+      certFiles: { pairs: [{ cert: wild.certFile, key: wild.keyFile }] },
+    });
+    const backend = await tlsBackend(t, pki, 'secure.example.test');
+    const agent = await testAgent(t, relay, [
+      {
+        id: 'secure',
+        hostnames: ['secure.example.test'],
+        target: `tls-passthrough://127.0.0.1:${backend.port}`,
+      },
+    ]);
+    const port = relay.tlsAddress!.port;
+    t.equal(
+      (await httpsGet(port, 'secure.example.test', pki.caPem)).body,
+      'from the backend',
+      'passed through while the agent is connected',
+    );
+    const offline = new Promise<void>((resolve) => {
+      const check = () => {
+        if (relay.routes.lookup('secure.example.test').kind === 'offline') resolve();
+      };
+      relay.routes.onChange(check);
+      check();
+    });
+    await agent.close();
+    await offline;
+    // The relay must not decrypt what the tenant asked to be end to end: refuse instead.
+    const outcome = await new Promise<string>((resolve) => {
+      const s = tlsConnect({ host: '127.0.0.1', port, servername: 'secure.example.test', ca: pki.caPem });
+      s.on('secureConnect', () => {
+        const cn = (s as TLSSocket).getPeerCertificate().subject?.CN;
+        s.destroy();
+        resolve(`handshake completed with the relay's certificate for ${cn}`);
+      });
+      s.on('error', (err: NodeJS.ErrnoException) => resolve(`refused: ${err.code ?? err.message}`));
+    });
+    t.match(outcome, /^refused/);
+  },
+);
+
+t.test(
+  'a reload after tunnel TLS was configured on a plain ws:// relay keeps the relay running',
+  async (t) => {
+    const pki = await testPki(t);
+    const dir = await tempDir(t, 'burrow-edges-');
+    await writeFile(join(dir, 'signing.pub'), (await testKeys()).publicPem);
+    const configFile = join(dir, 'relay.yaml');
+    const base = {
+      'http-listen': '127.0.0.1:0',
+      'tunnel-listen': '127.0.0.1:0',
+      'admin-listen': '127.0.0.1:0',
+      'tls-listen': 'off',
+      'verify-key': [dir],
+    };
+    await writeFile(configFile, stringify(base));
+    const relay = spawnLogged(t, RELAY_CLI, ['serve', '--config', configFile]);
+    await listeningPorts(relay);
+    const next = (pred: (l: Record<string, unknown>) => boolean) => {
+      const seen = relay.lines.length;
+      return relay.waitFor((l) => relay.lines.indexOf(l) >= seen && pred(l));
+    };
+    // 1. The file now asks for wss://: needs a restart, so the endpoint stays ws://.
+    let done = next((l) => l['msg'] === 'config reloaded' || /reload failed/.test(String(l['msg'])));
+    await writeFile(
+      configFile,
+      stringify({ ...base, 'tunnel-tls-cert': pki.certFile, 'tunnel-tls-key': pki.keyFile }),
+    );
+    relay.child.kill('SIGHUP');
+    await done;
+    // 2. The certificate is renewed (another pair): still nothing to apply to a ws:// endpoint.
+    const renewed = await pki.issue('renewed', ['localhost']);
+    done = next((l) => l['msg'] === 'config reloaded' || /reload failed/.test(String(l['msg'])));
+    await writeFile(
+      configFile,
+      stringify({ ...base, 'tunnel-tls-cert': renewed.certFile, 'tunnel-tls-key': renewed.keyFile }),
+    );
+    relay.child.kill('SIGHUP');
+    t.ok(await done, 'the second reload finished');
+    t.equal(relay.child.exitCode, null, 'the relay is still running');
+    relay.child.kill('SIGTERM');
+    t.equal(await relay.exited, 0, 'and drains to exit 0');
+  },
+);
+
+/** A relay terminating TLS for app.example.test, with a backend whose /held answers only when released. */
+async function drainSetup(t: Teardownable) {
+  const pki = await testPki(t);
+  const a = await pki.issue('a', ['app.example.test']);
+  const relay = await testRelay(t, {
+    tls: { host: '127.0.0.1', port: 0 },
+    certFiles: { pairs: [{ cert: a.certFile, key: a.keyFile }] },
+    httpsRedirect: false,
+  });
+  const held = deferred();
+  const arrived = deferred();
+  const backend = await testServer(t, (req, res) => {
+    if (req.url === '/held') {
+      arrived.resolve();
+      held.promise.then(() => res.end('held'));
+    } else res.end('ok');
+  });
+  t.teardown(() => held.resolve());
+  await testAgent(t, relay, [{ id: 'app', hostnames: ['app.example.test'], target: backend.url }]);
+  return { pki, relay, held, arrived, port: relay.tlsAddress!.port };
+}
+
+t.test('an idle HTTPS keep-alive connection is closed when the drain starts, not answered 503', async (t) => {
+  const { pki, relay, held, arrived, port } = await drainSetup(t);
+  // Client A: one request on a keep-alive connection, which then sits idle.
+  const idle = tlsConnect({ host: '127.0.0.1', port, servername: 'app.example.test', ca: pki.caPem });
+  t.teardown(() => idle.destroy());
+  idle.on('error', () => {});
+  await once(idle, 'secureConnect');
+  idle.write('GET /first HTTP/1.1\r\nHost: app.example.test\r\n\r\n');
+  let received = '';
+  await new Promise<void>((resolve) => {
+    const onData = (c: Buffer) => {
+      received += c.toString();
+      if (/\r\n\r\nok$/.test(received)) {
+        idle.off('data', onData);
+        resolve();
+      }
+    };
+    idle.on('data', onData);
+  });
+  t.match(received, /^HTTP\/1\.1 200/, 'first response on the keep-alive connection');
+
+  // Client B (plain HTTP): a request still in flight keeps the drain going.
+  const inFlight = get(relay.httpAddress.port, 'app.example.test', '/held');
+  await arrived.promise;
+  const closing = relay.close();
+  const outcome = new Promise<string>((resolve) => {
+    idle.once('data', (c: Buffer) => resolve(`answered: ${c.toString().split('\r\n')[0]}`));
+    idle.once('close', () => resolve('closed'));
+  });
+  idle.write('GET /second HTTP/1.1\r\nHost: app.example.test\r\n\r\n');
+  t.equal(await outcome, 'closed', 'the client moves to a new connection instead of getting an error');
+  held.resolve();
+  t.equal((await inFlight).body.toString(), 'held', 'the request in flight finished');
+  await closing;
+});
+
+t.test('an HTTP/1.1-over-TLS request in flight when the drain starts gets its whole response', async (t) => {
+  const { pki, relay, held, arrived, port } = await drainSetup(t);
+  const reply = httpsGet(port, 'app.example.test', pki.caPem, { path: '/held' }).then(
+    (r) => `${r.status} ${r.body}`,
+    (err: Error) => `failed: ${err.message}`,
+  );
+  await arrived.promise;
+  const closing = relay.close();
+  // The backend answers once the drain is under way.
+  setImmediate(() => held.resolve());
+  t.equal(await reply, '200 held');
+  await closing;
+});
+
+t.test('an HTTP/2 request in flight when the drain starts gets its whole response', async (t) => {
+  const { pki, relay, held, arrived, port } = await drainSetup(t);
+  const session = h2connect(`https://app.example.test:${port}`, {
+    ca: pki.caPem,
+    servername: 'app.example.test',
+    host: '127.0.0.1',
+  } as never);
+  t.teardown(() => session.destroy());
+  session.on('error', () => {});
+  await once(session, 'connect');
+  const reply = new Promise<string>((resolve) => {
+    const s = session.request({ ':path': '/held', ':authority': 'app.example.test' });
+    let status = 0;
+    let body = '';
+    s.on('response', (h) => (status = Number(h[':status'])));
+    s.on('data', (c: Buffer) => (body += c.toString()));
+    s.on('error', (err: Error) => resolve(`failed: ${err.message}`));
+    s.on('close', () => resolve(`${status} ${body}`));
+  });
+  await arrived.promise;
+  const closing = relay.close();
+  setImmediate(() => held.resolve());
+  t.equal(await reply, '200 held');
+  await closing;
+});
