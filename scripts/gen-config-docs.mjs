@@ -29,7 +29,8 @@ Generated from the option tables in \`packages/relay/src/config.ts\` and
 \`packages/agent/src/config.ts\` by \`node scripts/gen-config-docs.mjs\`; the same tables drive
 \`--help\`. Precedence: command-line flag, then environment variable, then the YAML file given with
 \`--config\` (relay; keys are the long flag names), then the default. Durations take a unit:
-\`500ms\`, \`30s\`, \`15m\`, \`12h\`, \`90d\`.
+\`500ms\`, \`30s\`, \`15m\`, \`12h\`, \`90d\`. Timeouts and intervals must be under 24.8 days, the longest a
+timer can wait (\`--hsts-max-age\` and a token's \`--ttl\` have no such bound).
 
 ## burrow-relay serve
 
