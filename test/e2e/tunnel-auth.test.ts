@@ -1,12 +1,14 @@
 // Agents that cannot prove who they are never get a tunnel: every refusal is a
 // real HTTP status with a reason, sent before the WebSocket upgrade.
 import { generateKeyPairSync } from 'node:crypto';
+import { once } from 'node:events';
 import { writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { startAgent, tokenFile } from '@burrow/agent';
-import { createAgentToken, loadSigningKey, TUNNEL_SUBPROTOCOL } from '@burrow/shared';
+import { createAgentToken, loadSigningKey, TUNNEL_PATH, TUNNEL_SUBPROTOCOL } from '@burrow/shared';
 import { SignJWT } from 'jose';
 import t from 'tap';
+import { WebSocket } from 'ws';
 import { deferred } from '../helpers/deferred.js';
 import { tempDir } from '../helpers/fs.js';
 import { get, testServer } from '../helpers/http.js';
@@ -21,6 +23,22 @@ t.test('token checks at the tunnel endpoint', async (t) => {
   t.test('a valid token is accepted', async (t) => {
     const r = await attempt(url, await tokenFor('alice', ['app.example.com']));
     t.equal(r.status, 101);
+  });
+
+  t.test('the auth scheme is case-insensitive', async (t) => {
+    const token = await tokenFor('alice', ['app.example.com']);
+    const ws = new WebSocket(`${url}${TUNNEL_PATH}`, TUNNEL_SUBPROTOCOL, {
+      headers: { authorization: `bearer ${token}` },
+    });
+    ws.on('error', () => {});
+    const [outcome] = await Promise.race([
+      once(ws, 'open').then(() => ['open']),
+      once(ws, 'unexpected-response').then(([, res]) => [
+        `status ${(res as { statusCode?: number }).statusCode}`,
+      ]),
+    ]);
+    ws.terminate();
+    t.equal(outcome, 'open', '`bearer …` opens the tunnel like `Bearer …`');
   });
 
   t.test('no token: 401', async (t) => {

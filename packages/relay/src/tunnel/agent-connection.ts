@@ -9,6 +9,7 @@ import {
   type Logger,
   MessageReader,
   Reason,
+  type RelayMessage,
   type Session,
   type Stream,
   type TcpOpen,
@@ -127,7 +128,7 @@ export class AgentConnection implements RouteTarget {
     }
     this.#control = stream;
     stream.on('error', () => {}); // ends with the session; reported there
-    writeMessage(stream, { type: 'welcome', subject: this.subject, relayId: this.#relayId });
+    this.#reply(stream, { type: 'welcome', subject: this.subject, relayId: this.#relayId });
     const reader = new MessageReader(agentMessageSchema);
     stream.on('data', (chunk: Buffer) => {
       let messages: AgentMessage[];
@@ -140,6 +141,17 @@ export class AgentConnection implements RouteTarget {
       }
       for (const m of messages) this.#onMessage(stream, m);
     });
+  }
+
+  /**
+   * Answers on the control stream. An agent that leaves the answers unread
+   * gets no more of its messages read either, so the answers queued here stay
+   * bounded by what it has already sent.
+   */
+  #reply(stream: Stream, message: RelayMessage): void {
+    if (writeMessage(stream, message) || stream.isPaused()) return;
+    stream.pause();
+    stream.once('drain', () => stream.resume());
   }
 
   #onMessage(stream: Stream, message: AgentMessage): void {
@@ -156,7 +168,7 @@ export class AgentConnection implements RouteTarget {
         },
         'routes announced',
       );
-      writeMessage(stream, { type: 'announce-result', routes: results });
+      this.#reply(stream, { type: 'announce-result', routes: results });
     }
   }
 }

@@ -44,6 +44,9 @@ const MAX_MESSAGE = 16 * 1024 * 1024;
  */
 export class TunnelEndpoint {
   readonly #opts: TunnelEndpointOptions;
+  #draining = false;
+  /** Drains of connections whose upgrade completed after drain() began. */
+  readonly #lateDrains: Promise<void>[] = [];
   readonly #wss = new WebSocketServer({
     noServer: true,
     perMessageDeflate: false,
@@ -90,7 +93,8 @@ export class TunnelEndpoint {
       );
     }
     const auth = req.headers.authorization ?? '';
-    const match = /^Bearer ([A-Za-z0-9._~+/=-]+)$/.exec(auth);
+    // The scheme is case-insensitive (RFC 9110 §11.1): `bearer` and `BEARER` are Bearer too.
+    const match = /^bearer +([A-Za-z0-9._~+/=-]+)$/i.exec(auth);
     if (!match) {
       this.#opts.onRefused?.('token_missing');
       return reject(socket, 401, 'missing bearer token', { 'www-authenticate': 'Bearer' });
@@ -128,6 +132,7 @@ export class TunnelEndpoint {
       });
       this.connections.add(conn);
       session.on('close', () => this.connections.delete(conn));
+      if (this.#draining) this.#lateDrains.push(conn.drain());
       log.info(
         { conn: conn.id, subject: claims.sub, jti: claims.jti, remote, port: conn.remotePort },
         'agent connected',
@@ -136,9 +141,19 @@ export class TunnelEndpoint {
     });
   }
 
-  /** GOAWAY to every agent; resolves when all sessions have drained or closed. */
+  /**
+   * GOAWAY to every agent; resolves when all sessions have drained or closed.
+   * An upgrade still checking its token when the drain began gets GOAWAY as
+   * soon as its session exists, and is waited for too.
+   */
   async drain(): Promise<void> {
+    this.#draining = true;
     await Promise.all([...this.connections].map((c) => c.drain()));
+    for (let waited = 0; waited < this.#lateDrains.length; ) {
+      const batch = this.#lateDrains.slice(waited);
+      waited = this.#lateDrains.length;
+      await Promise.all(batch);
+    }
   }
 
   /**

@@ -225,7 +225,12 @@ export class Session extends EventEmitter<SessionEvents> {
     // may live for hours (its Buffer would also pin an 8 KiB pool slab).
     const stream = this.#newStream(id, NO_METADATA, true);
     this.#writeControl(encodeFrame(FrameType.Open, id, meta));
-    if (this.#closed) throw new SessionClosedError('tunnel session closed while opening a stream');
+    if (this.#closed) {
+      // The OPEN tripped the send-queue limit: the stream died with the session
+      // and the caller never gets it, so its error has no one else to hear it.
+      stream.on('error', () => {});
+      throw new SessionClosedError('tunnel session closed while opening a stream');
+    }
     return stream;
   }
 
@@ -479,10 +484,13 @@ export class Session extends EventEmitter<SessionEvents> {
     if (hello.maxMetadata < 256 || hello.maxMetadata > hello.maxFramePayload) {
       throw new HandshakeError(`peer max metadata ${hello.maxMetadata} outside 256..maxFramePayload`);
     }
+    // No frame may exceed 16 MiB, whatever the peer says it accepts (§4); an OPEN carries metadata.
+    const maxFramePayload = Math.min(hello.maxFramePayload, 16 * 1024 * 1024 - HEADER_LENGTH);
     this.#peer = {
       ...hello,
       version,
-      maxFramePayload: Math.min(hello.maxFramePayload, 16 * 1024 * 1024 - HEADER_LENGTH),
+      maxFramePayload,
+      maxMetadata: Math.min(hello.maxMetadata, maxFramePayload),
     };
     clearTimeout(this.#handshakeTimer);
     this.#startKeepalive();

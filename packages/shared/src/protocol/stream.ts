@@ -262,11 +262,17 @@ export class Stream extends Duplex {
   }
 
   override _destroy(error: Error | null, callback: (error?: Error | null) => void): void {
+    // A write still waiting for credit will never be sent: its callback (and,
+    // through Node, those of the writes queued behind it) must still be called.
+    const pending = this.#pending;
     this.#pending = null;
     if (!this.#released) {
       // Destroyed before both directions finished: the peer must learn the stream is gone.
       this.#sendRst(error ? reasonOf(error) : Reason.Cancel, error ? error.message : '');
     }
+    pending?.callback(
+      error ?? Object.assign(new Error('stream destroyed'), { code: 'ERR_STREAM_DESTROYED' }),
+    );
     callback(error);
   }
 }

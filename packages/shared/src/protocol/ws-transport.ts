@@ -45,6 +45,8 @@ export class WsTransport implements MessageTransport {
   /** Messages sent before the socket opened. */
   #unsent: Buffer[] = [];
   #corked = false;
+  /** Set on a text message: the connection is closing and later messages are dropped. */
+  #refused = false;
   readonly #fragment: boolean;
 
   constructor(ws: WebSocket, options: WsTransportOptions = {}) {
@@ -53,7 +55,10 @@ export class WsTransport implements MessageTransport {
     this.#fragment = options.fragmentLargeFrames ?? true;
     ws.binaryType = 'nodebuffer';
     ws.on('message', (data, isBinary) => {
+      // After a text message the peer is not speaking the protocol: nothing more it sends counts.
+      if (this.#refused) return;
       if (!isBinary) {
+        this.#refused = true;
         this.#error = new ProtocolError('text WebSocket message on a tunnel; frames are binary');
         ws.close(1003, 'binary frames only');
         return;

@@ -23,7 +23,11 @@ export function writeMessage(stream: Duplex, value: unknown): boolean {
  * available through `rest()` (for streams whose body follows a head).
  */
 export class MessageReader<T> {
-  #buf: Buffer = Buffer.alloc(0);
+  /** Bytes received and not yet part of a returned message, in arrival order. */
+  #chunks: Buffer[] = [];
+  #length = 0;
+  /** The next message's length, once its 4-byte prefix is in. */
+  #next: number | undefined;
   readonly #schema: z.ZodType<T>;
   readonly #max: number;
 
@@ -32,16 +36,27 @@ export class MessageReader<T> {
     this.#max = max;
   }
 
-  /** Returns complete messages; throws ProtocolError on an oversized or invalid message. */
+  /**
+   * Returns complete messages; throws ProtocolError on an oversized or invalid
+   * message. Chunks are kept as they come and joined once per message, so a
+   * message trickling in a byte at a time costs no more than one arriving whole.
+   */
   push(chunk: Buffer, limit = Number.POSITIVE_INFINITY): T[] {
-    this.#buf = this.#buf.length === 0 ? chunk : Buffer.concat([this.#buf, chunk]);
+    if (chunk.byteLength > 0) {
+      this.#chunks.push(chunk);
+      this.#length += chunk.byteLength;
+    }
     const out: T[] = [];
-    while (out.length < limit && this.#buf.length >= 4) {
-      const len = this.#buf.readUInt32BE(0);
+    while (out.length < limit && this.#length >= 4) {
+      const len = (this.#next ??= this.#prefix());
       if (len > this.#max) throw new ProtocolError(`message of ${len} bytes exceeds ${this.#max}`);
-      if (this.#buf.length < 4 + len) break;
-      const decoded = decodeJson(this.#buf.subarray(4, 4 + len), this.#schema);
-      this.#buf = this.#buf.subarray(4 + len);
+      if (this.#length < 4 + len) break;
+      this.#next = undefined;
+      const all = this.#joined();
+      const decoded = decodeJson(all.subarray(4, 4 + len), this.#schema);
+      const rest = all.subarray(4 + len);
+      this.#chunks = rest.byteLength > 0 ? [rest] : [];
+      this.#length = rest.byteLength;
       if (!decoded.ok) throw new ProtocolError(`invalid message: ${decoded.error}`);
       out.push(decoded.value);
     }
@@ -50,6 +65,27 @@ export class MessageReader<T> {
 
   /** Bytes received after the last complete message. */
   rest(): Buffer {
-    return this.#buf;
+    return this.#joined();
+  }
+
+  /** The length prefix of the next message (at least 4 bytes are buffered). */
+  #prefix(): number {
+    const first = this.#chunks[0]!;
+    if (first.byteLength >= 4) return first.readUInt32BE(0);
+    let value = 0;
+    let got = 0;
+    for (const c of this.#chunks) {
+      for (let i = 0; i < c.byteLength && got < 4; i++, got++) value = value * 256 + c[i]!;
+      if (got === 4) break;
+    }
+    return value;
+  }
+
+  /** Everything buffered as one Buffer (joined at most once: the result replaces the chunks). */
+  #joined(): Buffer {
+    if (this.#chunks.length === 1) return this.#chunks[0]!;
+    const all = Buffer.concat(this.#chunks, this.#length);
+    this.#chunks = all.byteLength > 0 ? [all] : [];
+    return all;
   }
 }

@@ -1,0 +1,186 @@
+// Edge cases of the tunnel protocol implementation: the session's send-queue
+// limit while opening streams, write callbacks of streams that end by RST,
+// the sender's frame-size obligation for OPEN metadata, the cost of reading
+// length-prefixed messages that arrive in small pieces, and what a session
+// does with frames that follow a text WebSocket message.
+import { once } from 'node:events';
+import type { AddressInfo } from 'node:net';
+import t from 'tap';
+import { WebSocket, WebSocketServer } from 'ws';
+import { MAX_FRAME_PAYLOAD } from '../src/protocol/config.js';
+import { encodeFrame, encodeHello, encodeRst } from '../src/protocol/encode.js';
+import { FrameType, Reason } from '../src/protocol/frame.js';
+import { Session } from '../src/protocol/session.js';
+import type { Stream } from '../src/protocol/stream.js';
+import { WsTransport } from '../src/protocol/ws-transport.js';
+import { MessageReader } from '../src/tunnel/message-stream.js';
+import { agentMessageSchema } from '../src/tunnel/messages.js';
+import { PEER_HELLO, rawPeer } from './helpers/raw-peer.js';
+
+const server = { role: 'server' as const };
+
+/** One turn of the event loop: every nextTick and microtask queued before it has run. */
+const turn = () => new Promise<void>((resolve) => setImmediate(resolve));
+
+/** Errors that reach process level while `fn` runs its course (tap reports them too). */
+function watchUncaught(t: { teardown(fn: () => unknown): void }): unknown[] {
+  const seen: unknown[] = [];
+  const onUncaught = (err: unknown) => seen.push(err);
+  process.on('uncaughtException', onUncaught);
+  t.teardown(() => {
+    process.off('uncaughtException', onUncaught);
+  });
+  return seen;
+}
+
+t.test(
+  'openStream that trips the send-queue limit throws and leaves no stream whose error nobody can observe',
+  async (t) => {
+    const uncaught = watchUncaught(t);
+    const peer = rawPeer(t, { ...server, maxSendQueue: 1024 * 1024 });
+    peer.hello({ maxConcurrentStreams: 1000 });
+    await peer.session.ready;
+    // The peer reads nothing during this burst: OPENs pile up in the transport
+    // until one of them finds the queue over maxSendQueue and ends the session.
+    const metadata = Buffer.alloc(PEER_HELLO.maxMetadata, 0x6d);
+    let thrown: unknown;
+    let opened = 0;
+    for (let i = 0; i < 1000; i++) {
+      try {
+        const s = peer.session.openStream(metadata);
+        s.on('error', () => {}); // every stream the caller receives is observed
+        opened++;
+      } catch (err) {
+        thrown = err;
+        break;
+      }
+    }
+    t.ok(opened > 0, `${opened} streams opened before the limit`);
+    t.match(thrown, { code: 'BURROW_ERR_SESSION_CLOSED' }, 'the failing openStream throws');
+    t.match(await peer.sessionClosed, { code: 'BURROW_ERR_PROTOCOL', message: /not reading/ });
+    await turn();
+    await turn();
+    t.same(
+      uncaught.map((e) => (e as Error).message),
+      [],
+      'no error escapes from a stream the caller never got',
+    );
+  },
+);
+
+t.test(
+  'writes waiting for credit get their callbacks, with an error, when the peer resets the stream',
+  async (t) => {
+    const peer = rawPeer(t, server);
+    peer.hello({ initialWindow: 1024 });
+    await peer.session.ready;
+    const stream = peer.session.openStream();
+    stream.on('error', () => {});
+    const results: Array<Error | null | undefined | 'pending'> = ['pending', 'pending'];
+    stream.write(Buffer.alloc(4096, 1), (err) => {
+      results[0] = err;
+    });
+    stream.write(Buffer.alloc(10, 2), (err) => {
+      results[1] = err;
+    });
+    // The first 1024 bytes go out; the rest waits for a WINDOW that never comes.
+    await peer.waitFor((f) => f.type === FrameType.Data && f.streamId === stream.id);
+    const closed = new Promise((resolve) => stream.once('close', resolve));
+    peer.send(encodeRst(stream.id, Reason.Cancel, 'no thanks'));
+    await closed;
+    await turn();
+    await turn();
+    t.not(results[0], 'pending', 'the write in progress was called back');
+    t.type(results[0], Error, 'with an error');
+    t.not(results[1], 'pending', 'the write queued behind it was called back');
+    t.type(results[1], Error, 'with an error');
+  },
+);
+
+t.test(
+  'openStream refuses metadata that would not fit the largest frame the peer may be sent (16 MiB - 12)',
+  async (t) => {
+    const peer = rawPeer(t, server);
+    // Limits above 16 MiB - 12 count as 16 MiB - 12 (docs/protocol.md §4).
+    peer.hello({ maxFramePayload: 0xffffffff, maxMetadata: 0xffffffff });
+    await peer.session.ready;
+    t.equal(peer.session.peer?.maxFramePayload, MAX_FRAME_PAYLOAD, 'frame payload capped');
+    let stream: Stream | undefined;
+    t.throws(
+      () => {
+        stream = peer.session.openStream(Buffer.alloc(MAX_FRAME_PAYLOAD + 1));
+      },
+      { code: 'BURROW_ERR_METADATA_TOO_LARGE' },
+      'refused locally, nothing sent',
+    );
+    if (stream) {
+      // It went out: an OPEN frame above every receiver's limit. Cut the pair before it lands.
+      stream.on('error', () => {});
+      peer.end.destroy();
+    }
+  },
+);
+
+t.test('MessageReader assembles a message that arrives a byte at a time with linear copying', async (t) => {
+  const hostnames = Array.from({ length: 60 }, (_, i) => `h${i}.${'a'.repeat(200)}.example.com`);
+  const body = Buffer.from(JSON.stringify({ type: 'announce', routes: [{ id: 'r', hostnames }] }));
+  const wire = Buffer.alloc(4 + body.byteLength);
+  wire.writeUInt32BE(body.byteLength, 0);
+  body.copy(wire, 4);
+
+  const concat = Buffer.concat;
+  let copied = 0;
+  Buffer.concat = ((list: readonly Uint8Array[], totalLength?: number) => {
+    const out = concat(list, totalLength);
+    copied += out.byteLength;
+    return out;
+  }) as typeof Buffer.concat;
+  t.teardown(() => {
+    Buffer.concat = concat;
+  });
+
+  const reader = new MessageReader(agentMessageSchema);
+  const got = [];
+  for (let i = 0; i < wire.byteLength; i++) got.push(...reader.push(wire.subarray(i, i + 1)));
+  Buffer.concat = concat;
+  t.equal(got.length, 1, 'one message');
+  t.equal(got[0]?.routes[0]?.hostnames.length, 60, 'intact');
+  t.ok(
+    copied <= 8 * wire.byteLength,
+    `copied ${copied} bytes to assemble a ${wire.byteLength}-byte message (at most 8x is linear)`,
+  );
+});
+
+t.test('a session processes no frame that follows a text WebSocket message', async (t) => {
+  const wss = new WebSocketServer({ host: '127.0.0.1', port: 0 });
+  await once(wss, 'listening');
+  t.teardown(() => new Promise<void>((resolve) => wss.close(() => resolve())));
+  const accepted = once(wss, 'connection') as Promise<[WebSocket]>;
+  const client = new WebSocket(`ws://127.0.0.1:${(wss.address() as AddressInfo).port}/`);
+  t.teardown(() => client.terminate());
+  client.on('error', () => {});
+  const [ws] = await accepted;
+  t.teardown(() => ws.terminate());
+  const session = new Session(new WsTransport(ws), server);
+  const streams: Stream[] = [];
+  session.on('stream', (s) => {
+    s.on('error', () => {});
+    streams.push(s);
+  });
+  const sessionClosed = once(session, 'close');
+  const clientClosed = once(client, 'close');
+  if (client.readyState !== WebSocket.OPEN) await once(client, 'open');
+  client.send(encodeHello(PEER_HELLO));
+  client.send('not a frame');
+  client.send(encodeFrame(FrameType.Open, 1, Buffer.from('{"kind":"control"}')));
+  client.send(encodeFrame(FrameType.Open, 3, Buffer.from('{"kind":"control"}')));
+  const [code] = (await clientClosed) as [number];
+  t.equal(code, 1003, 'closed with 1003');
+  const [err] = (await sessionClosed) as [Error | undefined];
+  t.match(err, { code: 'BURROW_ERR_PROTOCOL' }, 'the session ends with the violation');
+  t.same(
+    streams.map((s) => s.id),
+    [],
+    'no stream opened after the violation reached the application',
+  );
+});
