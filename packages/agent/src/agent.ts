@@ -4,6 +4,8 @@ import {
   ConfigError,
   createLogger,
   type Logger,
+  MAX_ANNOUNCED_ROUTES,
+  MAX_MESSAGE,
   type RouteResult,
   type Session,
   type SessionConfig,
@@ -241,6 +243,7 @@ class AgentImpl extends EventEmitter<AgentEvents> implements Agent {
   #apply(routes: readonly Route[]): void {
     const next = new Map<string, Route>();
     const skipped = new Map<string, string>();
+    let announcedBytes = 0;
     /** Hostname → the id of the route that has it. */
     const hostnames = new Map<string, string>();
     for (const route of routes) {
@@ -253,26 +256,38 @@ class AgentImpl extends EventEmitter<AgentEvents> implements Agent {
           : taken
             ? `hostname "${taken}" is already in route "${hostnames.get(taken)}"`
             : '';
-      if (why) {
-        skipped.set(route.id, why);
-        const key = `${route.id} ${why}`;
+      const over = why ? '' : this.#overAnnouncementLimit(next.size, announcedBytes, route);
+      if (why || over) {
+        skipped.set(route.id, why || over);
+        const reason = why || over;
+        const key = `${route.id} ${reason}`;
         if (!this.#warned.has(key)) {
           this.#warned.add(key);
-          this.#log.warn(
-            { route: route.id, source: this.#source.name, reason: why },
-            'invalid route skipped',
-          );
+          this.#log.warn({ route: route.id, source: this.#source.name, reason }, 'invalid route skipped');
         }
         continue;
       }
       for (const h of route.hostnames) hostnames.set(h, route.id);
       next.set(route.id, normalizeRoute(route));
+      announcedBytes += announcedSize(route);
     }
     this.#routes = next;
     this.#skipped = skipped;
     this.#announced = [...next.values()].map(toAnnounced);
     this.#dialer.retain([...next.values()]);
     for (const conn of this.#connections) conn.announce();
+  }
+
+  /** Why `route` cannot join an announcement that already holds `count` routes of `bytes`, or ''. */
+  #overAnnouncementLimit(count: number, bytes: number, route: Route): string {
+    if (count >= MAX_ANNOUNCED_ROUTES) {
+      return `this agent already announces ${MAX_ANNOUNCED_ROUTES} routes, the most one announcement carries`;
+    }
+    // Room for the message's own framing besides the routes.
+    if (bytes + announcedSize(route) > MAX_MESSAGE - 1024) {
+      return `the announcement would exceed ${MAX_MESSAGE} bytes with this route`;
+    }
+    return '';
   }
 
   #onResults(results: RouteResult[]): void {
@@ -315,4 +330,9 @@ class AgentImpl extends EventEmitter<AgentEvents> implements Agent {
       return last;
     };
   }
+}
+
+/** Bytes a route adds to the announcement's JSON. */
+function announcedSize(route: Route): number {
+  return Buffer.byteLength(JSON.stringify(toAnnounced(route))) + 1;
 }

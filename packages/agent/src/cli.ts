@@ -51,23 +51,23 @@ await runCli('burrow-agent', async () => {
   }
   const agent = startAgent({ ...options, ...(kube ? { routes: kube.source } : {}), logger });
   kube?.attach(agent);
+  // Both listeners answer /readyz, and both must tell the truth.
+  const notReady = () => {
+    if (agent.connectionCount === 0) return 'no tunnel to the relay is up';
+    if (kube && !kube.synced) return 'Kubernetes Services not listed yet';
+    if (agent.routeStatus().length === 0 && (kube ? kube.source.routes().length > 0 : true)) {
+      return 'routes not acknowledged by the relay yet';
+    }
+    return undefined;
+  };
   if (health) {
-    const server = await startHealthServer(health, {
-      notReady: () => {
-        if (agent.connectionCount === 0) return 'no tunnel to the relay is up';
-        if (kube && !kube.synced) return 'Kubernetes Services not listed yet';
-        if (agent.routeStatus().length === 0 && (kube ? kube.source.routes().length > 0 : true)) {
-          return 'routes not acknowledged by the relay yet';
-        }
-        return undefined;
-      },
-    });
+    const server = await startHealthServer(health, { notReady });
     logger.info({ address: server.address }, 'health endpoint listening');
   }
   if (metrics) {
     const { registry } = agentMetrics(agent, kube);
     const server = await startHealthServer(metrics, {
-      notReady: () => undefined,
+      notReady,
       metrics: async () => ({ contentType: registry.contentType, body: await registry.metrics() }),
     });
     logger.info({ address: server.address }, 'metrics endpoint listening');

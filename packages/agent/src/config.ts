@@ -4,6 +4,7 @@ import {
   ConfigError,
   durationOption,
   logLevelOption,
+  MIN_KEEPALIVE_INTERVAL,
   type OptionSpec,
   type OptionValues,
   parseListen,
@@ -240,7 +241,7 @@ export async function agentOptionsFrom(
       connections,
       connectTimeout: durationOption(values, 'connect-timeout'),
       session: {
-        keepaliveInterval: durationOption(values, 'keepalive-interval'),
+        keepaliveInterval: durationOption(values, 'keepalive-interval', { min: MIN_KEEPALIVE_INTERVAL }),
         drainTimeout: durationOption(values, 'drain-timeout'),
       },
     },

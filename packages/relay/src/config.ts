@@ -7,6 +7,7 @@ import {
   durationOption,
   loadVerifyKey,
   logLevelOption,
+  MIN_KEEPALIVE_INTERVAL,
   type OptionSpec,
   type OptionValues,
   parseListen,
@@ -386,7 +387,9 @@ export async function relayOptionsFrom(
     ...(values['hsts-max-age'] !== undefined
       ? {
           // Sent to browsers in seconds, never a timer here: a year or two is usual.
-          hstsMaxAge: Math.floor(durationOption(values, 'hsts-max-age', Number.MAX_SAFE_INTEGER) / 1000),
+          hstsMaxAge: Math.floor(
+            durationOption(values, 'hsts-max-age', { max: Number.MAX_SAFE_INTEGER }) / 1000,
+          ),
         }
       : {}),
     ...(values['public-https-port'] !== undefined
@@ -399,7 +402,9 @@ export async function relayOptionsFrom(
     drainTimeout: durationOption(values, 'drain-timeout'),
     responseHeadTimeout: durationOption(values, 'response-timeout'),
     headersTimeout: durationOption(values, 'headers-timeout'),
-    session: { keepaliveInterval: durationOption(values, 'keepalive-interval') },
+    session: {
+      keepaliveInterval: durationOption(values, 'keepalive-interval', { min: MIN_KEEPALIVE_INTERVAL }),
+    },
     ...(publicHttpPort ? { publicHttpPort } : {}),
   };
   return { options, logLevel };

@@ -186,17 +186,26 @@ export async function readOptionFile(flag: string, file: string): Promise<string
  */
 export const MAX_TIMER_DURATION = 2 ** 31 - 1 - 1000;
 
-/** A duration option in ms, at most `max` (default: what a timer can hold). */
-export function durationOption(values: OptionValues, name: string, max = MAX_TIMER_DURATION): number {
+/**
+ * A duration option in ms, from `min` (default 1 ms) to `max` (default: what
+ * a timer can hold). Errors name the flag.
+ */
+export function durationOption(
+  values: OptionValues,
+  name: string,
+  { min = 1, max = MAX_TIMER_DURATION }: { min?: number; max?: number } = {},
+): number {
   let ms: number;
   try {
     ms = parseDuration(String(values[name]));
   } catch (err) {
     throw new ConfigError(`--${name}: ${(err as Error).message}`);
   }
+  const got = `(got "${String(values[name])}")`;
+  if (ms < min) throw new ConfigError(`--${name} must be at least ${min}ms ${got}`);
   if (ms > max) {
-    const limit = max === MAX_TIMER_DURATION ? 'under 24.8 days (the longest a timer can wait)' : `${max} ms`;
-    throw new ConfigError(`--${name} must be ${limit} (got "${String(values[name])}")`);
+    const limit = max === MAX_TIMER_DURATION ? 'under 24.8 days (the longest a timer can wait)' : `${max}ms`;
+    throw new ConfigError(`--${name} must be ${limit} ${got}`);
   }
   return ms;
 }

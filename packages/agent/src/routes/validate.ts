@@ -10,6 +10,7 @@ import {
   announcedRouteSchema,
   ConfigError,
   checkHostPattern,
+  MAX_ANNOUNCED_ROUTES,
   parseCidr,
 } from '@burrow/shared';
 import type { Route } from './source.js';
@@ -143,6 +144,11 @@ export function validateRoutes(
   routes: readonly Route[],
   label: (index: number) => string = (i) => `routes[${i}]`,
 ): Route[] {
+  if (routes.length > MAX_ANNOUNCED_ROUTES) {
+    throw new ConfigError(
+      `at most ${MAX_ANNOUNCED_ROUTES} routes, the most one announcement carries (got ${routes.length})`,
+    );
+  }
   const ids = new Map<string, number>();
   const names = new Map<string, number>();
   return routes.map((route, i) => {

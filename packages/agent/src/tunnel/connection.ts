@@ -57,6 +57,9 @@ export interface TunnelConnectionEvents {
 export type State = 'idle' | 'connecting' | 'handshake' | 'connected' | 'waiting' | 'closed';
 
 /** GOAWAY reasons that mean "drain and reconnect", not "something broke". */
+/** How long a connection must have served for its GOAWAY to count as a relay restart, ms. */
+const RESTART_MIN_UPTIME = 1_000;
+
 const GRACEFUL = new Set<Reason>([Reason.NoError, Reason.Shutdown, Reason.StreamIdsExhausted]);
 
 /**
@@ -255,7 +258,13 @@ export class TunnelConnection extends EventEmitter<TunnelConnectionEvents> {
     if (session !== this.#session || !GRACEFUL.has(info.reason)) return; // an error GOAWAY: 'close' follows
     const wasUp = this.#state === 'connected';
     this.#session = undefined;
-    const delay = this.#backoff.expectRestart();
+    const upFor = wasUp ? performance.now() - this.#connectedAt : 0;
+    // A connection that served for the healthy period starts the schedule over, however it ended.
+    if (upFor >= this.#opts.healthyAfter) this.#backoff.reset();
+    // Only a connection that served a while takes GOAWAY for a restart: a relay
+    // that says goodbye right after every welcome (stuck draining) gets the
+    // growing schedule, not fast retries forever.
+    const delay = upFor >= RESTART_MIN_UPTIME ? this.#backoff.expectRestart() : this.#backoff.next();
     const reason = `relay draining${info.message ? `: ${info.message}` : ''}`;
     this.#log.info(
       { reason, inFlight: session.streamCount - 1, retryIn: delay },

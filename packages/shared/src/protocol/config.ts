@@ -1,6 +1,9 @@
 import { ConfigError } from '../errors.js';
 import { HEADER_LENGTH, MAX_WINDOW } from './frame.js';
 
+/** Shortest keepalive interval a session takes, ms. */
+export const MIN_KEEPALIVE_INTERVAL = 10;
+
 /** Tunables of one multiplexed session. Every value is what this side enforces or uses. */
 export interface SessionConfig {
   /** Streams the peer may have open towards us at once (advertised in HELLO). Default 8192. */
@@ -92,9 +95,9 @@ export function verifyConfig(partial: Partial<SessionConfig> = {}): SessionConfi
     c.maxMetadata,
   );
   check(
-    int(c.keepaliveInterval) && c.keepaliveInterval >= 10,
+    int(c.keepaliveInterval) && c.keepaliveInterval >= MIN_KEEPALIVE_INTERVAL,
     'keepaliveInterval',
-    'must be at least 10 ms',
+    `must be at least ${MIN_KEEPALIVE_INTERVAL} ms`,
     c.keepaliveInterval,
   );
   check(

@@ -1,4 +1,9 @@
-export { DEFAULT_SESSION_CONFIG, type SessionConfig, verifyConfig } from './config.js';
+export {
+  DEFAULT_SESSION_CONFIG,
+  MIN_KEEPALIVE_INTERVAL,
+  type SessionConfig,
+  verifyConfig,
+} from './config.js';
 export { decodeFrame, decodeGoAway, decodeHello, decodeRst, decodeWindow } from './decode.js';
 export { encodeFrame, encodeGoAway, encodeHello, encodePing, encodeRst, encodeWindow } from './encode.js';
 export * from './frame.js';

@@ -85,9 +85,12 @@ export const announcedRouteSchema = z.object({
 });
 export type AnnouncedRoute = z.infer<typeof announcedRouteSchema>;
 
+/** Most routes one announcement carries (it must also fit in MAX_MESSAGE bytes). */
+export const MAX_ANNOUNCED_ROUTES = 1024;
+
 /** Control messages, agent → relay. `announce` replaces the connection's whole route set. */
 export const agentMessageSchema = z.discriminatedUnion('type', [
-  z.object({ type: z.literal('announce'), routes: z.array(announcedRouteSchema).max(1024) }),
+  z.object({ type: z.literal('announce'), routes: z.array(announcedRouteSchema).max(MAX_ANNOUNCED_ROUTES) }),
 ]);
 export type AgentMessage = z.infer<typeof agentMessageSchema>;
 

@@ -1,0 +1,262 @@
+// Edge cases of the agent's connector, CLI and probes: reconnect backoff after
+// repeated GOAWAYs and after a healthy period, announcements larger than one
+// control message may carry, option validation messages, and what the probe
+// and metrics listeners answer while no tunnel is up.
+import { execFile } from 'node:child_process';
+import { once } from 'node:events';
+import { request } from 'node:http';
+import { dirname, join } from 'node:path';
+import { fileURLToPath } from 'node:url';
+import { promisify } from 'node:util';
+import { parseOptions, Reason } from '@burrow/shared';
+import t from 'tap';
+import { freePort } from '../../../test/helpers/net.js';
+import { spawnLogged } from '../../../test/helpers/proc.js';
+import { startAgent } from '../src/agent.js';
+import { AGENT_OPTIONS, agentOptionsFrom } from '../src/config.js';
+import { type Route, StaticRouteSource } from '../src/routes/source.js';
+import { fakeRelay } from './helpers/fake-relay.js';
+import { memoryLogger } from './helpers/log.js';
+
+const CLI = join(dirname(fileURLToPath(import.meta.url)), '..', 'dist', 'cli.js');
+const run = promisify(execFile);
+const TOKEN = 'eyJhbGciOiJFZERTQSJ9.eyJzdWIiOiJ0ZXN0In0.c2VjcmV0LXNpZ25hdHVyZQ';
+
+function probe(port: number, path: string): Promise<{ status: number; body: string }> {
+  return new Promise((resolve, reject) => {
+    const req = request({ host: '127.0.0.1', port, path, method: 'GET' }, (res) => {
+      const chunks: Buffer[] = [];
+      res.on('data', (c: Buffer) => chunks.push(c));
+      res.on('end', () => resolve({ status: res.statusCode ?? 0, body: Buffer.concat(chunks).toString() }));
+    });
+    req.on('error', reject);
+    req.end();
+  });
+}
+
+function manyRoutes(n: number): Route[] {
+  return Array.from({ length: n }, (_, i) => ({
+    id: `r${i}`,
+    hostnames: [`h${i}.example.com`],
+    target: 'http://127.0.0.1:9',
+  }));
+}
+
+t.test('a relay that sends GOAWAY right after every welcome is retried with growing backoff', async (t) => {
+  const relay = await fakeRelay(t);
+  // Each connection is welcomed (the fake relay does so on the control stream),
+  // then told the relay is shutting down, as a relay stuck in a drain would.
+  relay.on('announce', (conn) => {
+    if (!conn.session.draining && !conn.session.closed) void conn.session.goAway(Reason.Shutdown, 'draining');
+  });
+  const log = memoryLogger();
+  const base = 20;
+  const agent = startAgent({
+    relayUrl: relay.url,
+    token: TOKEN,
+    routes: [{ id: 'app', hostnames: ['app.example.com'], target: 'http://127.0.0.1:9' }],
+    connections: 1,
+    logger: log.logger,
+    backoff: { base, cap: 10_000 },
+    healthyAfter: 60_000,
+  });
+  t.teardown(() => agent.close());
+  const cycles = 7;
+  await log.waitFor(
+    () => log.lines.filter((l) => l.msg === 'tunnel draining; reconnecting').length >= cycles,
+  );
+  const delays = log.lines
+    .filter((l) => l.msg === 'tunnel draining; reconnecting')
+    .slice(0, cycles)
+    .map((l) => l['retryIn'] as number);
+  // With the bound doubling from 20 ms, seven delays all within 20 ms happen
+  // by chance with probability below 1e-8; a loop that never backs off always does.
+  t.ok(
+    delays.some((d) => d > base),
+    `reconnect delays grow beyond the base after repeated short-lived connections (got ${delays.join(', ')})`,
+  );
+});
+
+t.test(
+  'a connection that was up for the healthy period resets its backoff even when it ends with GOAWAY',
+  async (t) => {
+    // A controllable clock for the connection's "up for how long" and the restart
+    // window, and a fixed jitter: delay = 0.5 x bound. Timers stay real.
+    const realNow = performance.now.bind(performance);
+    let offset = 0;
+    performance.now = () => realNow() + offset;
+    const realRandom = Math.random;
+    let jitter = 0; // 0 while failures pile up, so they cost no time
+    Math.random = () => jitter;
+    t.teardown(() => {
+      performance.now = realNow;
+      Math.random = realRandom;
+    });
+
+    const relay = await fakeRelay(t);
+    relay.refuse = { status: 503, body: 'unavailable' };
+    const log = memoryLogger();
+    const base = 10;
+    const agent = startAgent({
+      relayUrl: relay.url,
+      token: TOKEN,
+      routes: [{ id: 'app', hostnames: ['app.example.com'], target: 'http://127.0.0.1:9' }],
+      connections: 1,
+      logger: log.logger,
+      backoff: { base, cap: 100_000 },
+      healthyAfter: 30_000,
+    });
+    Math.random = realRandom; // the agent's backoff keeps the stub it was built with
+    t.teardown(() => agent.close());
+
+    // Twelve failed attempts: the bound has grown to the cap.
+    await log.waitFor((l) => (l['failures'] as number) >= 12);
+    relay.refuse = undefined;
+    await agent.ready();
+
+    // Up for a minute (past healthyAfter), then the relay restarts and stays down
+    // past the 15 s restart window.
+    offset += 60_000;
+    relay.refuse = { status: 503, body: 'still restarting' };
+    const conn = relay.live()[0]!;
+    const failedOnce = log.waitFor(
+      (l) =>
+        l.msg === 'tunnel connect failed; retrying' &&
+        l['reason'] !== undefined &&
+        String(l['reason']).includes('still restarting'),
+    );
+    void conn.session.goAway(Reason.Shutdown, 'relay restarting');
+    await failedOnce;
+    offset += 16_000;
+    jitter = 0.5;
+    const before = log.lines.length;
+    await log.waitFor(
+      (l) =>
+        log.lines.indexOf(l) >= before &&
+        (l.msg === 'tunnel connect failed again' || l.msg === 'tunnel connect failed; retrying'),
+    );
+    const after = log.lines
+      .slice(before)
+      .find((l) => l.msg === 'tunnel connect failed again' || l.msg === 'tunnel connect failed; retrying')!;
+    t.ok(
+      (after['retryIn'] as number) <= base,
+      `the first backoff after the restart window starts from the base again (retryIn ${String(after['retryIn'])} ms, base ${base} ms)`,
+    );
+  },
+);
+
+t.test('a route set larger than one announcement may carry keeps the tunnel up', async (t) => {
+  const relay = await fakeRelay(t);
+  // The relay refuses (and closes the tunnel for) an announce of more than 1024 routes.
+  const source = new StaticRouteSource(manyRoutes(1025));
+  const log = memoryLogger('warn');
+  const agent = startAgent({
+    relayUrl: relay.url,
+    token: TOKEN,
+    routes: source,
+    connections: 1,
+    logger: log.logger,
+    backoff: { base: 5, cap: 40 },
+  });
+  t.teardown(() => agent.close());
+  const outcome = await Promise.race([
+    agent.ready().then(() => 'routes acknowledged'),
+    once(agent, 'disconnected').then(([, reason]) => `tunnel closed: ${String(reason)}`),
+  ]);
+  t.equal(outcome, 'routes acknowledged', 'the relay acknowledged an announcement');
+  t.ok(agent.skippedRoutes().size >= 1, 'routes beyond the limit are skipped with a reason');
+});
+
+t.test('static routes beyond the 1024 an announcement may carry are refused at start', async (t) => {
+  let message = '';
+  try {
+    const agent = startAgent({
+      relayUrl: 'ws://127.0.0.1:9',
+      token: TOKEN,
+      routes: manyRoutes(1025),
+      connections: 1,
+      logger: memoryLogger('silent').logger,
+    });
+    await agent.close();
+  } catch (err) {
+    message = (err as Error).message;
+  }
+  t.match(message, /1024/, `refused at start naming the limit (got "${message}")`);
+});
+
+t.test('--keepalive-interval below the session minimum is refused naming the flag', async (t) => {
+  const env = { BURROW_TOKEN: TOKEN };
+  const argv = [
+    '--relay',
+    'ws://127.0.0.1:9',
+    '--expose',
+    'app.example.com=http://127.0.0.1:9',
+    '--keepalive-interval',
+    '5ms',
+  ];
+  const err = await run(process.execPath, [CLI, ...argv], {
+    env: { PATH: process.env['PATH'], ...env },
+  }).catch((e: { code: number; stderr: string }) => e);
+  t.equal((err as { code: number }).code, 1, 'exit 1');
+  t.match(
+    (err as { stderr: string }).stderr,
+    /^burrow-agent: --keepalive-interval\b/,
+    'the message names the flag',
+  );
+});
+
+t.test('--connect-timeout that rounds to 0 ms is refused naming the flag', async (t) => {
+  const values = parseOptions(
+    AGENT_OPTIONS,
+    [
+      '--relay',
+      'ws://127.0.0.1:9',
+      '--expose',
+      'app.example.com=http://127.0.0.1:9',
+      '--connect-timeout',
+      '0.2ms',
+    ],
+    { BURROW_TOKEN: TOKEN },
+  ).values;
+  let message = '';
+  try {
+    const { options } = await agentOptionsFrom(values, { BURROW_TOKEN: TOKEN });
+    const agent = startAgent({ ...options, logger: memoryLogger('silent').logger });
+    await agent.close();
+  } catch (err) {
+    message = (err as Error).message;
+  }
+  t.match(message, /^--connect-timeout\b/, `refused naming the flag (got "${message}")`);
+});
+
+t.test('no listener answers /readyz with "ready" while no tunnel is up', async (t) => {
+  const port = await freePort(); // nothing listens: every dial is refused
+  const agent = spawnLogged(
+    t,
+    CLI,
+    [
+      '--relay',
+      `ws://127.0.0.1:${port}`,
+      '--expose',
+      'app.example.com=http://127.0.0.1:9',
+      '--health-listen',
+      '127.0.0.1:0',
+      '--metrics-listen',
+      '127.0.0.1:0',
+    ],
+    { BURROW_TOKEN: TOKEN },
+  );
+  const health = await agent.waitFor((l) => l['msg'] === 'health endpoint listening');
+  const metrics = await agent.waitFor((l) => l['msg'] === 'metrics endpoint listening');
+  await agent.waitFor((l) => l['msg'] === 'tunnel connect failed; retrying');
+  const healthPort = (health['address'] as { port: number }).port;
+  const metricsPort = (metrics['address'] as { port: number }).port;
+  const onHealth = await probe(healthPort, '/readyz');
+  t.equal(onHealth.status, 503, 'the health listener says not ready');
+  const onMetrics = await probe(metricsPort, '/readyz');
+  t.not(
+    onMetrics.status,
+    200,
+    `the metrics listener does not claim readiness (got ${onMetrics.status} ${onMetrics.body.trim()})`,
+  );
+});
