@@ -52,6 +52,8 @@ t.test('--expose: each bad value names the flag and the problem', async (t) => {
     ['app.example.com=http://127.0.0.1:3000/api', /must be an origin .* without a path/],
     ['app.example.com=http://127.0.0.1:3000/?x=1', /without a path/],
     ['app.example.com=http://user:pw@127.0.0.1', /must not contain credentials/],
+    ['app.example.com=http://127.0.0.1:0', /must name a port from 1 to 65535/],
+    ['app.example.com=tls-passthrough://127.0.0.1:0', /must name a port from 1 to 65535/],
   ];
   for (const [value, message] of cases) {
     t.throws(() => parseExpose(value), { code: 'BURROW_ERR_CONFIG', message }, value);

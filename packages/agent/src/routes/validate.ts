@@ -41,6 +41,8 @@ export function checkTarget(text: string): { origin: string } | { error: string 
   } catch {
     return { error: expected };
   }
+  // Port 0 cannot be dialled (it would quietly become the scheme's default).
+  if (url.port === '0') return { error: `must name a port from 1 to 65535 (got "${text}")` };
   if (url.protocol === PASSTHROUGH_SCHEME) {
     // Not a special scheme for WHATWG URLs: no default port, no origin, so check by hand.
     if (url.username || url.password) return { error: `must not contain credentials` };
