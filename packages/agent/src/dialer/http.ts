@@ -496,7 +496,9 @@ class Exchange {
       if (!this.#complete) this.#abort?.(new Error('the tunnel stream closed'));
       this.#req?.destroy();
       this.#res?.destroy();
-      this.#upgraded?.destroy();
+      // RST, not FIN: after a half-close a FIN says nothing new, and the backend
+      // would keep the connection until it next writes.
+      this.#upgraded?.resetAndDestroy();
     }
     this.#log.debug(
       {

@@ -64,7 +64,8 @@ export function serveTcpStream(
   });
   stream.on('close', () => {
     clearTimeout(timer);
-    if (stream.errored || !stream.writableFinished) socket.destroy();
+    // Aborted: RST tells the backend at once, even after a half-close.
+    if (stream.errored || !stream.writableFinished) socket.resetAndDestroy();
     log.debug(
       {
         route: route.id,

@@ -1,6 +1,6 @@
 import type { IncomingMessage, OutgoingHttpHeaders, ServerResponse } from 'node:http';
 import { STATUS_CODES } from 'node:http';
-import { Http2ServerRequest, type Http2ServerResponse } from 'node:http2';
+import { Http2ServerRequest, type Http2ServerResponse, constants as http2Constants } from 'node:http2';
 import {
   type HeaderPairs,
   type HttpOpen,
@@ -295,9 +295,14 @@ export async function forwardRequest(
   let routed = r;
   let stream: Stream | undefined;
   let error: string | undefined;
+  // Read now: on HTTP/2, req.socket no longer reaches the session once the stream has closed.
+  const client = clientIp(req.socket.remoteAddress);
   res.once('close', () => {
     // The client left before the response finished: the backend request is cancelled too.
-    const cut = !res.writableFinished;
+    // An HTTP/2 stream the client reset counts as finished to Node; its RST code tells.
+    const cut =
+      !res.writableFinished ||
+      (h2 && ((res as Http2ServerResponse).stream.rstCode ?? 0) !== http2Constants.NGHTTP2_NO_ERROR);
     if (stream && cut) stream.reset(Reason.Cancel, 'client closed the connection');
     if (cut) error ??= CLIENT_CLOSED;
     const info: AccessInfo = {
@@ -310,7 +315,7 @@ export async function forwardRequest(
       bytesIn: stream?.bytesOut ?? 0,
       bytesOut: stream?.bytesIn ?? 0,
       durationMs: Math.round((performance.now() - started) * 1000) / 1000,
-      client: clientIp(req.socket.remoteAddress),
+      client,
       ...(error ? { error } : {}),
       ...(h2 ? { h2: true } : {}),
     };

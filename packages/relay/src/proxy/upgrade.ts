@@ -81,7 +81,8 @@ export async function forwardUpgrade(
   const ignore = () => {};
   stream.on('error', ignore);
   socket.on('close', () => {
-    if (!stream.destroyed && !stream.writableFinished)
+    // Unless both directions finished, the client is gone mid-exchange (also after its own FIN).
+    if (!stream.destroyed && !(stream.writableFinished && stream.readableEnded))
       stream.reset(Reason.Cancel, 'client closed the connection');
   });
   // Bytes the client sends before the 101 wait in the socket (paused) until the backend accepted.
