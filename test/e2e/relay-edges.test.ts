@@ -5,7 +5,7 @@ import { once } from 'node:events';
 import { readFile, writeFile } from 'node:fs/promises';
 import { connect as h2connect } from 'node:http2';
 import { createServer as createHttpsServer } from 'node:https';
-import type { AddressInfo, Socket } from 'node:net';
+import type { AddressInfo } from 'node:net';
 import { join } from 'node:path';
 import { type TLSSocket, connect as tlsConnect } from 'node:tls';
 import t from 'tap';
@@ -17,26 +17,6 @@ import { get, httpsGet, testServer } from '../helpers/http.js';
 import { listeningPorts, RELAY_CLI, spawnLogged } from '../helpers/proc.js';
 import { type Teardownable, testKeys, testRelay } from '../helpers/relay.js';
 import { type TestPki, testPki } from '../helpers/tls.js';
-
-/** A real ClientHello for `name` from node's TLS client, captured on a plain TCP server. */
-async function _helloFor(name: string): Promise<Buffer> {
-  const { createServer } = await import('node:net');
-  const server = createServer();
-  server.listen(0, '127.0.0.1');
-  await once(server, 'listening');
-  const client = tlsConnect({
-    host: '127.0.0.1',
-    port: (server.address() as AddressInfo).port,
-    servername: name,
-  });
-  client.on('error', () => {});
-  const [socket] = (await once(server, 'connection')) as [Socket];
-  const [chunk] = (await once(socket, 'data')) as [Buffer];
-  client.destroy();
-  socket.destroy();
-  server.close();
-  return chunk;
-}
 
 /** One HTTP/1.1 request over TLS with `servername` as SNI; the status line, or the error code. */
 function tlsStatus(port: number, servername: string, ca: string, host = servername): Promise<string> {

@@ -13,7 +13,6 @@ import {
   connect as netConnect,
   type Socket,
 } from 'node:net';
-import { connect as tlsConnect } from 'node:tls';
 import type { Relay } from '@burrow/relay';
 import type { Stream } from '@burrow/shared';
 import t from 'tap';
@@ -22,7 +21,7 @@ import { deferred } from '../helpers/deferred.js';
 import { get, testServer } from '../helpers/http.js';
 import { metricValue } from '../helpers/metrics.js';
 import { type Teardownable, testRelay } from '../helpers/relay.js';
-import { type TestPki, testPki } from '../helpers/tls.js';
+import { clientHelloFor, type TestPki, testPki } from '../helpers/tls.js';
 
 const KiB = 1024;
 const MiB = 1024 * KiB;
@@ -34,25 +33,6 @@ function within<T>(ms: number, p: Promise<T>, what: string): Promise<T> {
     timer = setTimeout(() => reject(new Error(`not within ${ms} ms: ${what}`)), ms);
   });
   return Promise.race([p, deadline]).finally(() => clearTimeout(timer));
-}
-
-/** A real ClientHello for `name` from node's TLS client, captured on a plain TCP server. */
-async function helloFor(name: string): Promise<Buffer> {
-  const server = createNetServer();
-  server.listen(0, '127.0.0.1');
-  await once(server, 'listening');
-  const client = tlsConnect({
-    host: '127.0.0.1',
-    port: (server.address() as AddressInfo).port,
-    servername: name,
-  });
-  client.on('error', () => {});
-  const [socket] = (await once(server, 'connection')) as [Socket];
-  const [chunk] = (await once(socket, 'data')) as [Buffer];
-  client.destroy();
-  socket.destroy();
-  server.close();
-  return chunk;
 }
 
 /** A raw TCP backend for a passthrough route; each connection goes to `handler`. */
@@ -138,7 +118,7 @@ async function passthroughSetup(t: Teardownable, handler: (socket: Socket) => vo
     [{ id: 'pt', hostnames: ['pt.edge.test'], target: `tls-passthrough://127.0.0.1:${port}` }],
     { connections: 1 },
   );
-  return { relay, hello: await helloFor('pt.edge.test') };
+  return { relay, hello: await clientHelloFor('pt.edge.test') };
 }
 
 t.test(

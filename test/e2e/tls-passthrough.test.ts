@@ -9,7 +9,7 @@ import { memoryLogger } from '../../packages/agent/test/helpers/log.js';
 import { testAgent } from '../helpers/agent.js';
 import { get, httpsGet, testServer } from '../helpers/http.js';
 import { type Teardownable, testRelay } from '../helpers/relay.js';
-import { type TestPki, testPki } from '../helpers/tls.js';
+import { clientHelloFor, type TestPki, testPki } from '../helpers/tls.js';
 
 /** An HTTPS backend with its own certificate for secure.example.test. */
 async function tlsBackend(t: Teardownable, pki: TestPki) {
@@ -177,7 +177,7 @@ t.test(
       'half a header then FIN: closed',
     );
 
-    const unknown = await rawExchange(port, await helloFor('nobody.example.test'));
+    const unknown = await rawExchange(port, await clientHelloFor('nobody.example.test'));
     t.same(unknown, alert, 'unknown SNI gets exactly one unrecognized_name alert');
     const refusals = log.lines.filter((l) => l['msg'] === 'tls connection refused').map((l) => l['reason']);
     t.equal(refusals.length, 9, 'one log line per refused connection');
@@ -203,23 +203,3 @@ t.test(
     );
   },
 );
-
-/** A real ClientHello for `name` from node's TLS client, captured on a plain TCP server. */
-async function helloFor(name: string): Promise<Buffer> {
-  const { createServer } = await import('node:net');
-  const server = createServer();
-  server.listen(0, '127.0.0.1');
-  await once(server, 'listening');
-  const client = tlsConnect({
-    host: '127.0.0.1',
-    port: (server.address() as AddressInfo).port,
-    servername: name,
-  });
-  client.on('error', () => {});
-  const [socket] = (await once(server, 'connection')) as [Socket];
-  const [chunk] = (await once(socket, 'data')) as [Buffer];
-  client.destroy();
-  socket.destroy();
-  server.close();
-  return chunk;
-}

@@ -1,6 +1,9 @@
 import { execFile } from 'node:child_process';
+import { once } from 'node:events';
 import { readFile, writeFile } from 'node:fs/promises';
+import { type AddressInfo, createServer as createNetServer, type Socket } from 'node:net';
 import { join } from 'node:path';
+import { connect as tlsConnect } from 'node:tls';
 import { promisify } from 'node:util';
 import { tempDir } from './fs.js';
 import type { Teardownable } from './relay.js';
@@ -81,4 +84,23 @@ export async function testPki(t: Teardownable): Promise<TestPki> {
     caFile: f('ca.pem'),
     issue,
   };
+}
+
+/** A real ClientHello for `name` from node's TLS client, captured on a plain TCP server. */
+export async function clientHelloFor(name: string): Promise<Buffer> {
+  const server = createNetServer();
+  server.listen(0, '127.0.0.1');
+  await once(server, 'listening');
+  const client = tlsConnect({
+    host: '127.0.0.1',
+    port: (server.address() as AddressInfo).port,
+    servername: name,
+  });
+  client.on('error', () => {});
+  const [socket] = (await once(server, 'connection')) as [Socket];
+  const [chunk] = (await once(socket, 'data')) as [Buffer];
+  client.destroy();
+  socket.destroy();
+  server.close();
+  return chunk;
 }

@@ -3,8 +3,8 @@
 // server with the real client.
 import { once } from 'node:events';
 import { CoordinationV1Api, KubeConfig } from '@kubernetes/client-node';
-import t from 'tap';
-import { fakeKube } from '../../../test/helpers/fake-kube.js';
+import t, { type Test } from 'tap';
+import { type FakeKube, fakeKube } from '../../../test/helpers/fake-kube.js';
 import { startAgent } from '../src/agent.js';
 import { startKubernetes } from '../src/kubernetes/index.js';
 import { LeaseElector } from '../src/kubernetes/lease.js';
@@ -12,6 +12,27 @@ import { fakeRelay } from './helpers/fake-relay.js';
 import { memoryLogger } from './helpers/log.js';
 
 const TOKEN = 'eyJhbGciOiJFZERTQSJ9.eyJzdWIiOiJ0ZXN0In0.c2VjcmV0LXNpZ25hdHVyZQ';
+
+/** An agent whose routes come from the fake cluster, with write-back attached (no Lease). */
+async function agentOnKube(t: Test, kube: FakeKube) {
+  const kc = new KubeConfig();
+  kc.loadFromString(kube.kubeconfig());
+  const log = memoryLogger();
+  const k8s = await startKubernetes({ kubeConfig: kc, logger: log.logger, lease: false });
+  t.teardown(() => k8s.stop());
+  const relay = await fakeRelay(t);
+  const agent = startAgent({
+    relayUrl: relay.url,
+    token: TOKEN,
+    routes: k8s.source,
+    connections: 1,
+    logger: log.logger,
+    backoff: { base: 5, cap: 40 },
+  });
+  t.teardown(() => agent.close());
+  await agent.ready();
+  return { k8s, agent, sync: k8s.attach(agent) };
+}
 
 t.test('the Lease is written with MicroTime timestamps', async (t) => {
   const kube = await fakeKube(t);
@@ -47,23 +68,8 @@ t.test('of two Services asking for one hostname, the loser shows burrow.dev/erro
   });
   kube.upsertService(svc('first'));
   kube.upsertService(svc('second'));
-  const kc = new KubeConfig();
-  kc.loadFromString(kube.kubeconfig());
-  const log = memoryLogger();
-  const k8s = await startKubernetes({ kubeConfig: kc, logger: log.logger, lease: false });
-  t.teardown(() => k8s.stop());
-  const relay = await fakeRelay(t);
-  const agent = startAgent({
-    relayUrl: relay.url,
-    token: TOKEN,
-    routes: k8s.source,
-    connections: 1,
-    logger: log.logger,
-    backoff: { base: 5, cap: 40 },
-  });
-  t.teardown(() => agent.close());
-  await agent.ready();
-  await k8s.attach(agent).schedule();
+  const { sync } = await agentOnKube(t, kube);
+  await sync.schedule();
   const first = kube.getService('default', 'first')?.metadata['annotations'] ?? {};
   const second = kube.getService('default', 'second')?.metadata['annotations'] ?? {};
   t.equal(first['burrow.dev/url'], 'http://dup.example.com', 'the first Service is exposed');
@@ -90,23 +96,7 @@ t.test('a Service deleted and created again gets its Exposed Event again', async
     },
   });
   kube.upsertService(svc('uid-old'));
-  const kc = new KubeConfig();
-  kc.loadFromString(kube.kubeconfig());
-  const log = memoryLogger();
-  const k8s = await startKubernetes({ kubeConfig: kc, logger: log.logger, lease: false });
-  t.teardown(() => k8s.stop());
-  const relay = await fakeRelay(t);
-  const agent = startAgent({
-    relayUrl: relay.url,
-    token: TOKEN,
-    routes: k8s.source,
-    connections: 1,
-    logger: log.logger,
-    backoff: { base: 5, cap: 40 },
-  });
-  t.teardown(() => agent.close());
-  await agent.ready();
-  const sync = k8s.attach(agent);
+  const { k8s, sync } = await agentOnKube(t, kube);
   await sync.schedule();
   const eventsFor = (uid: string) => kube.events().filter((e) => e['involvedObject']?.uid === uid);
   t.equal(eventsFor('uid-old').length, 1, 'the first Service got its Exposed Event');
