@@ -208,7 +208,7 @@ export const SERVE_OPTIONS: readonly OptionSpec[] = [
     type: 'string',
     placeholder: 'FILE',
     description:
-      'file holding the admin API bearer token (16+ characters); without it or --admin-token only the probes answer',
+      'file holding the admin API bearer token (16+ characters); without it or --admin-token, /metrics and /api answer 401',
   },
   {
     name: 'admin-token',

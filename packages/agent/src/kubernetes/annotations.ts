@@ -1,5 +1,5 @@
 /**
- * The Service annotations Burrow reads and writes (docs/kubernetes.md), and
+ * The Service annotations Burrow reads and writes (docs/install.md), and
  * the pure function from a Service to the route it asks for. Everything here is
  * validated: a bad value becomes an error message for write-back, never a throw.
  */
