@@ -19,6 +19,15 @@ export function parseCidr(
   if (!/^\d{1,3}$/.test(prefixText ?? String(max)) || prefix > max) {
     return `"${text}": prefix length must be 0 to ${max}`;
   }
+  // ::ffff:a.b.c.d/N is IPv4 written as IPv6 (clients on dual-stack sockets
+  // look like that). Below /96 it would be the IPv6 range around the whole
+  // mapped space, every IPv4 client included: take it as the IPv4 range meant.
+  const mapped = version === 6 ? /^::ffff:(\d{1,3}(?:\.\d{1,3}){3})$/i.exec(address)?.[1] : undefined;
+  if (mapped !== undefined && isIP(mapped) === 4) {
+    if (prefix < 96)
+      return `"${text}": an IPv4-mapped range needs a prefix of 96 to 128 (or write it as IPv4)`;
+    return { address: mapped, prefix: prefix - 96, family: 'ipv4' };
+  }
   return { address, prefix, family: version === 4 ? 'ipv4' : 'ipv6' };
 }
 

@@ -6,15 +6,23 @@
 
 const LABEL = /^(?!-)[a-z0-9-]{1,63}(?<!-)$/;
 
-/** Lower-cases and strips a trailing dot and any `:port`. Returns '' for an unusable Host header. */
+/**
+ * Lower-cases and strips a trailing dot and any `:port`. Returns '' for an
+ * unusable Host header: one that is not a DNS name (Node's parser lets
+ * `evil.test/.example.com` through, and a suffix lookup would route it to
+ * `*.example.com`), or whose port is not a number.
+ */
 export function normalizeHost(host: string | undefined): string {
   if (!host) return '';
   let h = host.trim().toLowerCase();
   if (h.startsWith('[')) return ''; // IPv6 literal: never a routed name
   const colon = h.indexOf(':');
-  if (colon !== -1) h = h.slice(0, colon);
+  if (colon !== -1) {
+    if (!/^\d{0,5}$/.test(h.slice(colon + 1))) return '';
+    h = h.slice(0, colon);
+  }
   if (h.endsWith('.')) h = h.slice(0, -1);
-  return h;
+  return isValidHostname(h) ? h : '';
 }
 
 /** True for a syntactically valid DNS hostname (letters, digits, hyphens; at most 253 bytes). */
@@ -49,22 +57,11 @@ export function patternAllows(pattern: string, name: string): boolean {
 }
 
 /**
- * The lookup keys for routing `host`, most specific first: the name itself,
- * then wildcards for each parent suffix with at least two labels.
- * `a.b.example.com` → `a.b.example.com`, `*.b.example.com`, `*.example.com`.
- */
-export function routeKeys(host: string): string[] {
-  const keys = [host];
-  for (let dot = nextWildcardDot(host, -1); dot >= 0; dot = nextWildcardDot(host, dot)) {
-    keys.push(`*${host.slice(dot)}`);
-  }
-  return keys;
-}
-
-/**
- * Walks routeKeys() without building the list (the route lookup runs once per
- * request): the first dot after `from` that starts a wildcard key,
- * `*` + `host.slice(dot)`, or -1 when no wider wildcard remains.
+ * The route lookup's walk over the keys for `host`, most specific first,
+ * without building a list (it runs once per request): after the name itself,
+ * a wildcard for each parent suffix with at least two labels, `*` +
+ * `host.slice(dot)` for the dot this returns after `from`; -1 when no wider
+ * wildcard remains. `a.b.example.com` → `*.b.example.com`, `*.example.com`.
  */
 export function nextWildcardDot(host: string, from: number): number {
   const dot = host.indexOf('.', from + 1);

@@ -84,12 +84,18 @@ export interface CreateTokenOptions {
   jti?: string;
 }
 
+/** Longest token a relay verifies, characters. */
+export const MAX_TOKEN_LENGTH = 8192;
+
 /** Signs an agent token. Throws TokenError for claims that would never verify. */
 export async function createAgentToken(key: SigningKey, opts: CreateTokenOptions): Promise<string> {
-  const errs = validateClaimShape(opts.sub, opts.hosts, opts.ports ?? []);
+  const errs =
+    validateClaimShape(opts.sub, opts.hosts, opts.ports ?? []) ??
+    (opts.jti !== undefined ? checkJti(opts.jti) : undefined);
   if (errs) throw new TokenError(errs);
+  if (!(opts.ttl >= 1000 && Number.isFinite(opts.ttl))) throw new TokenError('ttl must be at least 1 s');
   const now = Math.floor(Date.now() / 1000);
-  return new SignJWT({ hosts: opts.hosts, ports: opts.ports ?? [] })
+  const token = await new SignJWT({ hosts: opts.hosts, ports: opts.ports ?? [] })
     .setProtectedHeader({ alg: TOKEN_ALGORITHM, kid: key.kid, typ: 'JWT' })
     .setSubject(opts.sub)
     .setAudience(opts.audience ?? DEFAULT_AUDIENCE)
@@ -97,6 +103,19 @@ export async function createAgentToken(key: SigningKey, opts: CreateTokenOptions
     .setExpirationTime(now + Math.max(1, Math.round(opts.ttl / 1000)))
     .setJti(opts.jti ?? randomUUID())
     .sign(key.privateKey);
+  if (token.length > MAX_TOKEN_LENGTH) {
+    throw new TokenError(
+      `the token would be ${token.length} characters, over the ${MAX_TOKEN_LENGTH} a relay accepts: list fewer or shorter host patterns`,
+    );
+  }
+  return token;
+}
+
+/** A token id revocation lists can name: 1 to 256 characters, no whitespace. */
+function checkJti(jti: unknown): string | undefined {
+  return typeof jti === 'string' && /^\S{1,256}$/.test(jti)
+    ? undefined
+    : 'jti must be a string of 1 to 256 characters without whitespace';
 }
 
 function validateClaimShape(sub: unknown, hosts: unknown, ports: unknown): string | undefined {
@@ -128,7 +147,7 @@ export async function verifyAgentToken(
   audience: string = DEFAULT_AUDIENCE,
 ): Promise<AgentClaims> {
   if (keys.length === 0) throw new TokenError('relay has no verification keys configured');
-  if (token.length > 8192) throw new TokenError('token too long');
+  if (token.length > MAX_TOKEN_LENGTH) throw new TokenError('token too long');
   let kid: string | undefined;
   try {
     const header = decodeProtectedHeader(token);
@@ -149,7 +168,8 @@ export async function verifyAgentToken(
         audience,
         requiredClaims: ['sub', 'exp', 'jti'],
       });
-      const errs = validateClaimShape(payload.sub, payload['hosts'], payload['ports'] ?? []);
+      const errs =
+        validateClaimShape(payload.sub, payload['hosts'], payload['ports'] ?? []) ?? checkJti(payload.jti);
       if (errs) throw new TokenError(`token claims invalid: ${errs}`);
       return {
         sub: payload.sub!,
@@ -159,7 +179,10 @@ export async function verifyAgentToken(
         exp: payload.exp!,
       };
     } catch (err) {
-      lastError = err;
+      // Without a kid every key is tried: a wrong key's signature failure must not
+      // hide what the right key found (expired, wrong audience, bad claims).
+      if (lastError === undefined || lastError instanceof errors.JWSSignatureVerificationFailed)
+        lastError = err;
     }
   }
   throw toTokenError(lastError);

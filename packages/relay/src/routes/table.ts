@@ -7,7 +7,6 @@ import {
   patternAllows,
   type RouteProtocol,
   type RouteResult,
-  routeKeys,
 } from '@burrow/shared';
 
 /** What the route table needs from an agent connection. */
@@ -57,8 +56,8 @@ export type RouteRefusal = 'route_not_allowed' | 'route_taken' | 'route_invalid'
 export class RouteTable<T extends RouteTarget> {
   readonly #claims = new Map<string, Claim<T>>();
   readonly #byTarget = new Map<T, Set<string>>();
-  /** Names whose agents went away: until when they answer 503, and how they were served. */
-  readonly #offline = new Map<string, { until: number; mode: RouteProtocol }>();
+  /** Names whose agents went away: until when they answer 503, how they were served, and whose they are. */
+  readonly #offline = new Map<string, { until: number; mode: RouteProtocol; subject: string }>();
   readonly #offlineGrace: number;
   readonly #urlFor: (hostname: string, mode: RouteProtocol) => string;
   readonly #listeners = new Set<() => void>();
@@ -169,6 +168,14 @@ export class RouteTable<T extends RouteTarget> {
     const claim = this.#claims.get(hostname);
     if (claim && claim.subject !== target.subject)
       return { refusal: 'route_taken', message: `hostname "${hostname}" is already served by another agent` };
+    // A name whose agent is reconnecting stays its own for the grace period.
+    const gone = this.#offline.get(hostname);
+    if (gone && gone.subject !== target.subject && gone.until > Date.now()) {
+      return {
+        refusal: 'route_taken',
+        message: `hostname "${hostname}" belongs to another agent that is reconnecting`,
+      };
+    }
     if (wanted.has(hostname))
       return { refusal: 'route_invalid', message: `hostname "${hostname}" is announced twice` };
     return undefined;
@@ -193,7 +200,11 @@ export class RouteTable<T extends RouteTarget> {
     if (claim.bindings.size === 0) {
       this.#claims.delete(hostname);
       if (!lost) return;
-      this.#offline.set(hostname, { until: Date.now() + this.#offlineGrace, mode: binding.mode });
+      this.#offline.set(hostname, {
+        until: Date.now() + this.#offlineGrace,
+        mode: binding.mode,
+        subject: claim.subject,
+      });
       if (this.#offline.size > 4096) this.#pruneOffline();
     }
   }
@@ -208,7 +219,12 @@ export class RouteTable<T extends RouteTarget> {
     }
   }
 
-  /** Routes a request's Host (already normalised): exact names beat wildcards, longer suffixes beat shorter. */
+  /**
+   * Routes a request's Host (already normalised): exact names beat wildcards,
+   * longer suffixes beat shorter. A name whose agent went away answers as
+   * offline for its grace period, before any wider wildcard is tried: another
+   * tenant's `*.example.com` never takes over `app.example.com` meanwhile.
+   */
   lookup(host: string): Lookup<T> {
     let key = host;
     let dot = -1;
@@ -224,16 +240,14 @@ export class RouteTable<T extends RouteTarget> {
         const mode = claim.bindings.values().next().value?.mode ?? 'http';
         return { kind: 'offline', hostname: key, mode };
       }
+      const gone = this.#offline.size > 0 ? this.#offline.get(key) : undefined;
+      if (gone) {
+        if (gone.until > Date.now()) return { kind: 'offline', hostname: key, mode: gone.mode };
+        this.#offline.delete(key);
+      }
       dot = nextWildcardDot(host, dot);
       key = dot >= 0 ? `*${host.slice(dot)}` : '';
     } while (key);
-    if (this.#offline.size === 0) return { kind: 'none' };
-    for (const k of routeKeys(host)) {
-      const gone = this.#offline.get(k);
-      if (gone === undefined) continue;
-      if (gone.until > Date.now()) return { kind: 'offline', hostname: k, mode: gone.mode };
-      this.#offline.delete(k);
-    }
     return { kind: 'none' };
   }
 

@@ -1,0 +1,99 @@
+// Route table and request routing edges between tenants: exact names,
+// wildcards, names whose agent went away, and Hosts that are not names.
+import { once } from 'node:events';
+import { createServer, type IncomingMessage } from 'node:http';
+import { connect } from 'node:net';
+import { createLogger } from '@burrow/shared';
+import t from 'tap';
+import { type Routed, route } from '../src/proxy/forward.js';
+import { RouteTable, type RouteTarget } from '../src/routes/table.js';
+import type { AgentConnection } from '../src/tunnel/agent-connection.js';
+
+function target(id: number, subject: string): RouteTarget & { inFlight: number; usable: boolean } {
+  return { id, subject, inFlight: 0, usable: true };
+}
+
+t.test("another tenant's wildcard never takes a name of a tenant whose agent went away", async (t) => {
+  const table = new RouteTable({ offlineGrace: 60_000 });
+  const alice = target(1, 'alice');
+  const bob = target(2, 'bob');
+  t.equal(
+    table.announce(alice, ['app.example.com'], [{ id: 'a', hostnames: ['app.example.com'] }])[0]!.status,
+    'active',
+  );
+  t.equal(
+    table.announce(bob, ['*.example.com'], [{ id: 'b', hostnames: ['*.example.com'] }])[0]!.status,
+    'active',
+  );
+  const before = table.lookup('app.example.com');
+  t.equal(before.kind === 'found' && before.binding.target.subject, 'alice', 'exact beats wildcard');
+  // Alice's agent reconnects (network blip, relay restart on her side...).
+  table.remove(alice);
+  const during = table.lookup('app.example.com');
+  t.same(
+    during.kind === 'found'
+      ? { kind: 'found', subject: during.binding.target.subject }
+      : { kind: during.kind },
+    { kind: 'offline' },
+    "the name answers 503 for its grace period; requests (and their cookies) do not go to bob's agent",
+  );
+});
+
+t.test('a name whose agent is reconnecting cannot be claimed by another tenant meanwhile', async (t) => {
+  const table = new RouteTable({ offlineGrace: 60_000 });
+  const alice = target(1, 'alice');
+  const bob = target(2, 'bob');
+  table.announce(alice, ['app.example.com'], [{ id: 'a', hostnames: ['app.example.com'] }]);
+  table.remove(alice);
+  const [grab] = table.announce(bob, ['*.example.com'], [{ id: 'b', hostnames: ['app.example.com'] }]);
+  t.match(grab, { status: 'refused', error: /belongs to another agent that is reconnecting/ });
+  const aliceAgain = target(3, 'alice');
+  const [back] = table.announce(
+    aliceAgain,
+    ['app.example.com'],
+    [{ id: 'a', hostnames: ['app.example.com'] }],
+  );
+  t.equal(back?.status, 'active', 'the owner gets it back when it reconnects');
+});
+
+t.test('a request whose Host is not a DNS name is not routed to a wildcard', async (t) => {
+  const table = new RouteTable<AgentConnection>();
+  const bob = target(2, 'bob') as unknown as AgentConnection;
+  table.announce(bob, ['*.example.com'], [{ id: 'b', hostnames: ['*.example.com'] }]);
+  const opts = {
+    table,
+    logger: createLogger({ name: 'test', level: 'silent' }),
+    proto: 'http' as const,
+    responseHeadTimeout: 1000,
+  };
+  // Real requests through Node's HTTP parser on loopback.
+  const routed: Array<{ host: string | undefined; r: Routed }> = [];
+  const server = createServer((req: IncomingMessage, res) => {
+    routed.push({ host: req.headers.host, r: route(req, opts) });
+    res.end();
+  });
+  server.listen(0, '127.0.0.1');
+  await once(server, 'listening');
+  t.teardown(() => server.close());
+  const port = (server.address() as { port: number }).port;
+  const hosts = [
+    'ok.example.com',
+    'evil.test/.example.com',
+    'evil.test#.example.com',
+    'evil.test?.example.com',
+  ];
+  const sock = connect(port, '127.0.0.1');
+  sock.write(hosts.map((h) => `GET / HTTP/1.1\r\nHost: ${h}\r\n\r\n`).join(''));
+  sock.resume();
+  while (routed.length < hosts.length) await once(server, 'request');
+  sock.destroy();
+  t.same(
+    routed.map(({ host }) => host),
+    hosts,
+    "Node's parser hands these Hosts over unchanged",
+  );
+  t.ok(routed[0]!.r.ok, 'a real name is routed');
+  for (const { host, r } of routed.slice(1)) {
+    t.same({ ok: r.ok, status: r.ok ? 200 : r.status }, { ok: false, status: 400 }, `Host: ${host}`);
+  }
+});
