@@ -56,16 +56,20 @@ interface Download {
 function download(port: number, host: string): Download {
   const begun = deferred();
   const done = new Promise<{ bytes: number; complete: boolean; status: number }>((resolve) => {
+    let status = 0;
+    let bytes = 0;
+    // A cut connection shows as a request error (a reset) or an incomplete response (a close).
+    const finish = (complete: boolean) => resolve({ bytes, complete, status });
     const req = request({ host: '127.0.0.1', port, path: '/big', headers: { host }, agent: false });
-    req.on('error', () => resolve({ bytes: 0, complete: false, status: 0 }));
+    req.on('error', () => finish(false));
     req.on('response', (res: IncomingMessage) => {
-      let bytes = 0;
+      status = res.statusCode ?? 0;
       res.on('data', (c: Buffer) => {
         if (bytes === 0) begun.resolve();
         bytes += c.length;
       });
       res.on('error', () => {});
-      res.on('close', () => resolve({ bytes, complete: res.complete, status: res.statusCode ?? 0 }));
+      res.on('close', () => finish(res.complete));
     });
     req.end();
   });

@@ -23,7 +23,7 @@ import {
 } from '@burrow/shared';
 import type { Dispatcher } from 'undici';
 import type { Route } from '../routes/source.js';
-import { DEFAULT_CONNECT_TIMEOUT, type PoolOptions, TargetPool } from './pool.js';
+import { BACKEND_RESET, DEFAULT_CONNECT_TIMEOUT, type PoolOptions, TargetPool } from './pool.js';
 import { type TargetAddress, targetAddress } from './target.js';
 import { serveTcpStream } from './tcp.js';
 
@@ -53,7 +53,7 @@ export { DEFAULT_CONNECT_TIMEOUT };
 /** Methods a retry cannot make happen twice (RFC 9110 §9.2.2). */
 const IDEMPOTENT = new Set(['GET', 'HEAD', 'OPTIONS', 'TRACE', 'PUT', 'DELETE']);
 /** How a keep-alive socket the backend closed while we reused it shows up (node:http, undici). */
-const STALE_SOCKET = new Set(['ECONNRESET', 'EPIPE', 'UND_ERR_SOCKET']);
+const STALE_SOCKET = new Set(['ECONNRESET', BACKEND_RESET, 'EPIPE', 'UND_ERR_SOCKET']);
 /** Methods without a body unless the request says otherwise (as node:http assumes). */
 const BODILESS = new Set(['GET', 'HEAD', 'DELETE', 'OPTIONS', 'TRACE']);
 
@@ -257,6 +257,7 @@ class Exchange {
           this.#onHeaders(status, raw, resume, statusText),
         onData: (chunk: Buffer) => stream.write(chunk),
         onComplete: () => {
+          if (this.#complete) return; // ended with its head (204, 304, HEAD)
           this.#complete = true;
           stream.end();
         },
@@ -271,9 +272,18 @@ class Exchange {
     const stream = this.#stream;
     this.#status = status;
     const pairs: HeaderPairs = [];
-    for (let i = 0; i + 1 < raw.length; i += 2)
-      pairs.push([raw[i]!.toString('latin1'), raw[i + 1]!.toString('latin1')]);
-    const head = headFrom(status, statusText, stripHopByHop(pairs));
+    let codings: string | undefined;
+    for (let i = 0; i + 1 < raw.length; i += 2) {
+      const name = raw[i]!.toString('latin1');
+      const value = raw[i + 1]!.toString('latin1');
+      if (name.length === 17 && name.toLowerCase() === 'transfer-encoding') codings = value;
+      pairs.push([name, value]);
+    }
+    // undici undoes `chunked` only: any other transfer coding (gzip, chunked) would
+    // reach the client as bytes it takes for the content, its marking stripped as hop-by-hop.
+    const head = codings?.split(',').some((c) => c.trim().toLowerCase() !== 'chunked')
+      ? `the backend sent Transfer-Encoding "${codings}"; only chunked can be passed on`
+      : headFrom(status, statusText, stripHopByHop(pairs));
     if (typeof head === 'string') {
       this.#fail(Reason.BackendError, head);
       this.#abort?.(new Error(head));
@@ -281,6 +291,14 @@ class Exchange {
     }
     this.#headSent = true;
     writeMessage(stream, head);
+    if (status === 204 || status === 304 || this.#meta.method === 'HEAD') {
+      // No body follows, whatever Content-Length says (RFC 9110 §8.6 lets a 304
+      // carry the representation's). undici checks that length against the
+      // empty body for HEAD only and fails a 304: the response is complete now.
+      this.#complete = true;
+      stream.end();
+      return true;
+    }
     // undici pauses the backend socket when onData returns false (the stream's buffer is full).
     // 'drain' can come while undici is parsing another response (a write to that one's
     // stream let the session send this one's queued data), and undici's parser must not
@@ -290,6 +308,7 @@ class Exchange {
   }
 
   #onDispatchError(err: Error & { code?: string }, withBody: boolean): void {
+    if (this.#complete) return; // a bodiless response already went out whole
     const stream = this.#stream;
     if (stream.destroyed || this.#failed !== undefined) return; // we aborted it, or it failed already
     const code = err.code ?? '';

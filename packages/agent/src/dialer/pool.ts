@@ -1,6 +1,7 @@
 import { Agent as HttpAgent } from 'node:http';
 import { Agent as HttpsAgent } from 'node:https';
-import { Pool } from 'undici';
+import type { Socket } from 'node:net';
+import { buildConnector, Pool } from 'undici';
 
 export const DEFAULT_CONNECT_TIMEOUT = 10_000;
 
@@ -49,12 +50,13 @@ export class TargetPool {
         connections: this.#maxSockets,
         // The backend's `Keep-Alive: timeout=N` hint shortens it (less a second of margin).
         keepAliveTimeout: this.#idleTimeout,
-        connectTimeout: this.#connectTimeout,
         // No deadline of our own on the response: the relay bounds the wait for
         // the head, and a body may stream for as long as the client reads it.
         headersTimeout: 0,
         bodyTimeout: 0,
-        connect: { rejectUnauthorized: !tlsInsecure },
+        connect: resetsAreCuts(
+          buildConnector({ rejectUnauthorized: !tlsInsecure, timeout: this.#connectTimeout }),
+        ),
       });
       this.#pools.set(key, pool);
     }
@@ -103,4 +105,23 @@ export class TargetPool {
     for (const pool of this.#pools.values()) pool.destroy().catch(() => {});
     this.#pools.clear();
   }
+}
+
+/** A connection reset by the backend, renamed so undici cannot take it for the end of a body. */
+export const BACKEND_RESET = 'BURROW_BACKEND_RESET';
+
+/**
+ * undici ends a body delimited by the connection's close when the socket
+ * reports ECONNRESET (macOS sends one after a complete body). On Linux a reset
+ * means the backend died mid-body, and the client must not get a clean end:
+ * the error is renamed before undici sees it, so it fails the request.
+ */
+function resetsAreCuts(connect: buildConnector.connector): buildConnector.connector {
+  return (options, callback) =>
+    connect(options, (err, socket) => {
+      (socket as Socket | null)?.prependListener('error', (e: NodeJS.ErrnoException) => {
+        if (e.code === 'ECONNRESET') e.code = BACKEND_RESET;
+      });
+      callback(err, socket as never);
+    });
 }

@@ -1,7 +1,9 @@
 import type { ServerResponse } from 'node:http';
 import { STATUS_CODES } from 'node:http';
 import type { Http2ServerResponse } from 'node:http2';
+import { Socket } from 'node:net';
 import type { Duplex } from 'node:stream';
+import { TLSSocket } from 'node:tls';
 import { type HeaderPairs, Reason } from '@burrow/shared';
 
 /** A client-facing failure: status, a one-line explanation, and a stable code for logs. */
@@ -114,4 +116,16 @@ export function sendRawError(socket: Duplex, status: number, message: string, ho
     ...(code ? [`x-burrow-error: ${code}`] : []),
   ];
   socket.end(`${head.join('\r\n')}\r\n\r\n${text}`);
+}
+
+/**
+ * Ends a client connection whose response was cut short: with a TCP reset
+ * where the socket allows it, so a client whose body ends with the connection
+ * (HTTP/1.0, or a response without a length) cannot take the cut for the end.
+ * Over TLS the missing close_notify says the same.
+ */
+export function abortConnection(socket: Duplex | null | undefined): void {
+  if (!socket || socket.destroyed) return;
+  if (socket instanceof Socket && !(socket instanceof TLSSocket)) socket.resetAndDestroy();
+  else socket.destroy();
 }

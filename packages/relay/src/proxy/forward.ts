@@ -18,7 +18,13 @@ import {
 } from '@burrow/shared';
 import type { RouteTable } from '../routes/table.js';
 import type { AgentConnection } from '../tunnel/agent-connection.js';
-import { failureFor, INVALID_RESPONSE_HEAD, type ProxyFailure, sendError } from './errors.js';
+import {
+  abortConnection,
+  failureFor,
+  INVALID_RESPONSE_HEAD,
+  type ProxyFailure,
+  sendError,
+} from './errors.js';
 import { CONNECT_UNSUPPORTED, invalidRequest } from './validate-request.js';
 
 export interface ForwardOptions {
@@ -403,7 +409,8 @@ export async function forwardRequest(
     return answerError(f.status, f.message, r.host, f.code);
   }
   if (rest.byteLength > 0) (res as NodeJS.WritableStream).write(rest);
-  s.on('error', () => res.destroy());
+  // The body was cut (the backend failed mid-way): the client must not take it for complete.
+  s.on('error', () => (h2 ? res.destroy() : abortConnection((res as ServerResponse).socket)));
   s.pipe(res as NodeJS.WritableStream);
 }
 

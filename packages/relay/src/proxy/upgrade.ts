@@ -2,7 +2,7 @@ import type { IncomingMessage } from 'node:http';
 import { STATUS_CODES, validateHeaderName, validateHeaderValue } from 'node:http';
 import type { Duplex } from 'node:stream';
 import { normalizeHost, Reason, type ResponseHead, type Stream, splice, stripHopByHop } from '@burrow/shared';
-import { failureFor, INVALID_RESPONSE_HEAD, sendRawError } from './errors.js';
+import { abortConnection, failureFor, INVALID_RESPONSE_HEAD, sendRawError } from './errors.js';
 import {
   type AccessInfo,
   accessLogger,
@@ -80,10 +80,13 @@ export async function forwardUpgrade(
   // Until the head arrives a failed stream is answered with an error page (below).
   const ignore = () => {};
   stream.on('error', ignore);
+  let clientGone = false;
   socket.on('close', () => {
     // Unless both directions finished, the client is gone mid-exchange (also after its own FIN).
-    if (!stream.destroyed && !(stream.writableFinished && stream.readableEnded))
+    if (!stream.destroyed && !(stream.writableFinished && stream.readableEnded)) {
+      clientGone = true;
       stream.reset(Reason.Cancel, 'client closed the connection');
+    }
   });
   // Bytes the client sends before the 101 wait in the socket (paused) until the backend accepted.
   socket.pause();
@@ -98,7 +101,9 @@ export async function forwardUpgrade(
     return sendRawError(socket, f.status, f.message, r.host, f.code);
   }
   stream.off('error', ignore);
-  stream.on('error', () => socket.destroy());
+  // Cut mid-way (after a 101, or in a declined upgrade's body, which ends with the
+  // connection): a reset, so the client cannot take the cut for the end.
+  stream.on('error', () => abortConnection(socket));
   const { head: rh, rest } = response;
   let headText: string;
   try {
@@ -115,7 +120,9 @@ export async function forwardUpgrade(
   // WebSocket may live for hours; its access line comes when it closes).
   const status = rh.status;
   // 'close' comes once; `on` spares the wrapper `once` would keep per connection.
-  stream.on('close', () => log(status, undefined, stream));
+  stream.on('close', () =>
+    log(status, clientGone ? CLIENT_CLOSED : stream.errored ? 'backend_error' : undefined, stream),
+  );
   socket.write(headText);
   if (rest.byteLength > 0) socket.write(rest);
   if (rh.status === 101) {

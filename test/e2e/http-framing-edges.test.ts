@@ -1,0 +1,662 @@
+// HTTP/1.1 message framing between a client, the relay, the agent and a real
+// backend (node:http servers and raw TCP servers writing hand-crafted
+// responses), all on 127.0.0.1: bodiless responses, close-delimited and
+// chunked bodies, conflicting framing from a backend, informational
+// responses, early answers before the request body, keep-alive reuse on both
+// sides, repeated and non-ASCII header fields.
+import { once } from 'node:events';
+import { type AddressInfo, connect, createServer as createTcpServer, type Socket } from 'node:net';
+import { gzipSync } from 'node:zlib';
+import t from 'tap';
+import { testAgent } from '../helpers/agent.js';
+import { testServer } from '../helpers/http.js';
+import { type Teardownable, testRelay } from '../helpers/relay.js';
+
+/** A relay and an agent serving `host` from `target`; returns the relay's HTTP port. */
+async function through(t: Teardownable, host: string, target: string): Promise<number> {
+  const relay = await testRelay(t);
+  await testAgent(t, relay, [{ id: host.split('.')[0]!, hostnames: [host], target }], { connections: 1 });
+  return relay.httpAddress.port;
+}
+
+interface RawRequest {
+  head: string;
+  body: Buffer;
+  /** Index of the connection it came on (0 for the first the backend accepted). */
+  conn: number;
+  /** Index of the request on that connection. */
+  seq: number;
+}
+
+/**
+ * A TCP server that parses request heads (and Content-Length bodies) and lets
+ * `answer` write whatever bytes it likes on the socket.
+ */
+async function rawBackend(
+  t: Teardownable,
+  answer: (socket: Socket, req: RawRequest) => void,
+): Promise<{ url: string; requests: RawRequest[]; connections: Socket[] }> {
+  const requests: RawRequest[] = [];
+  const connections: Socket[] = [];
+  const server = createTcpServer((socket) => {
+    const conn = connections.push(socket) - 1;
+    let seq = 0;
+    let buf = Buffer.alloc(0);
+    socket.on('error', () => {});
+    socket.on('data', (c: Buffer) => {
+      buf = Buffer.concat([buf, c]);
+      for (;;) {
+        const end = buf.indexOf('\r\n\r\n');
+        if (end === -1) return;
+        const head = buf.subarray(0, end).toString('latin1');
+        const length = Number(/\r\ncontent-length: *(\d+)/i.exec(head)?.[1] ?? 0);
+        if (buf.length < end + 4 + length) return;
+        const req = { head, body: buf.subarray(end + 4, end + 4 + length), conn, seq: seq++ };
+        buf = buf.subarray(end + 4 + length);
+        requests.push(req);
+        answer(socket, req);
+      }
+    });
+  });
+  server.listen(0, '127.0.0.1');
+  await once(server, 'listening');
+  t.teardown(() => {
+    for (const s of connections) s.destroy();
+    return new Promise<void>((resolve) => server.close(() => resolve()));
+  });
+  return { url: `http://127.0.0.1:${(server.address() as AddressInfo).port}`, requests, connections };
+}
+
+interface Parsed {
+  status: number;
+  /** Header fields exactly as received (latin1), in order. */
+  headers: Array<[string, string]>;
+  body: Buffer;
+  trailers: Array<[string, string]>;
+  /** How the body was delimited. */
+  framing: 'none' | 'length' | 'chunked' | 'close';
+}
+
+function field(p: { headers: Array<[string, string]> }, name: string): string[] {
+  return p.headers.filter(([k]) => k.toLowerCase() === name).map(([, v]) => v);
+}
+
+/** One response from the front of `buf`, or undefined while incomplete. */
+function parseResponse(
+  buf: Buffer,
+  method: string,
+  closed: boolean,
+): { res: Parsed; used: number } | undefined {
+  const end = buf.indexOf('\r\n\r\n');
+  if (end === -1) return undefined;
+  const lines = buf.subarray(0, end).toString('latin1').split('\r\n');
+  const status = Number(/^HTTP\/1\.[01] (\d{3})/.exec(lines[0]!)?.[1] ?? 0);
+  const headers = lines.slice(1).map((l): [string, string] => {
+    const i = l.indexOf(':');
+    return [l.slice(0, i), l.slice(i + 1).trim()];
+  });
+  const start = end + 4;
+  const res: Parsed = { status, headers, body: Buffer.alloc(0), trailers: [], framing: 'none' };
+  if (status < 200 || status === 204 || status === 304 || method === 'HEAD') return { res, used: start };
+  const te = field(res, 'transfer-encoding').join(',');
+  if (/chunked\s*$/i.test(te)) {
+    res.framing = 'chunked';
+    const parts: Buffer[] = [];
+    let at = start;
+    for (;;) {
+      const eol = buf.indexOf('\r\n', at);
+      if (eol === -1) return undefined;
+      const size = Number.parseInt(buf.subarray(at, eol).toString('latin1'), 16);
+      at = eol + 2;
+      if (size === 0) {
+        for (;;) {
+          const e = buf.indexOf('\r\n', at);
+          if (e === -1) return undefined;
+          const line = buf.subarray(at, e).toString('latin1');
+          at = e + 2;
+          if (line === '') break;
+          const i = line.indexOf(':');
+          res.trailers.push([line.slice(0, i), line.slice(i + 1).trim()]);
+        }
+        res.body = Buffer.concat(parts);
+        return { res, used: at };
+      }
+      if (buf.length < at + size + 2) return undefined;
+      parts.push(buf.subarray(at, at + size));
+      at += size + 2;
+    }
+  }
+  const cl = field(res, 'content-length')[0];
+  if (cl !== undefined) {
+    res.framing = 'length';
+    const n = Number(cl);
+    if (buf.length < start + n) return undefined;
+    res.body = buf.subarray(start, start + n);
+    return { res, used: start + n };
+  }
+  if (!closed) return undefined;
+  res.framing = 'close';
+  res.body = buf.subarray(start);
+  return { res, used: buf.length };
+}
+
+/** A raw client connection to the relay that reads responses one at a time (1xx skipped). */
+class Client {
+  readonly socket: Socket;
+  #buf = Buffer.alloc(0);
+  closed = false;
+  /** The connection was reset (ECONNRESET), not closed with a FIN. */
+  reset = false;
+  /** Informational responses seen. */
+  readonly interim: Parsed[] = [];
+  readonly #waiters = new Set<() => void>();
+
+  constructor(port: number) {
+    this.socket = connect(port, '127.0.0.1');
+    this.socket.on('error', () => {
+      this.reset = true;
+    });
+    this.socket.on('data', (c: Buffer) => {
+      this.#buf = Buffer.concat([this.#buf, c]);
+      this.#wake();
+    });
+    this.socket.on('close', () => {
+      this.closed = true;
+      this.#wake();
+    });
+  }
+
+  #wake(): void {
+    for (const w of this.#waiters) w();
+  }
+
+  #changed(): Promise<void> {
+    return new Promise((resolve) => {
+      const w = () => {
+        this.#waiters.delete(w);
+        resolve();
+      };
+      this.#waiters.add(w);
+    });
+  }
+
+  write(data: string | Buffer): boolean {
+    return this.socket.write(typeof data === 'string' ? Buffer.from(data, 'latin1') : data);
+  }
+
+  /** The next final response; undefined when the connection closed first. */
+  async response(method = 'GET'): Promise<Parsed | undefined> {
+    for (;;) {
+      const got = parseResponse(this.#buf, method, this.closed);
+      // A body delimited by the connection's end is complete only if that end was a FIN.
+      if (got?.res.framing === 'close' && this.reset) return undefined;
+      if (got) {
+        this.#buf = this.#buf.subarray(got.used);
+        if (got.res.status >= 100 && got.res.status < 200) {
+          this.interim.push(got.res);
+          continue;
+        }
+        return got.res;
+      }
+      if (this.closed) return undefined;
+      await this.#changed();
+    }
+  }
+
+  /** Resolves once an informational (1xx) or final response head has arrived. */
+  async anyHead(): Promise<void> {
+    while (this.#buf.indexOf('\r\n\r\n') === -1 && !this.closed) await this.#changed();
+  }
+
+  /** Resolves when the connection has closed. */
+  async untilClosed(): Promise<void> {
+    while (!this.closed) await this.#changed();
+  }
+
+  destroy(): void {
+    this.socket.destroy();
+  }
+}
+
+function client(t: Teardownable, port: number): Client {
+  const c = new Client(port);
+  t.teardown(() => c.destroy());
+  return c;
+}
+
+const get = (host: string, path = '/', extra = '') => `GET ${path} HTTP/1.1\r\nHost: ${host}\r\n${extra}\r\n`;
+
+t.test(
+  'HEAD: the backend Content-Length is passed on without a body, and the connection stays usable',
+  async (t) => {
+    const host = 'head.example.com';
+    const backend = await testServer(t, (req, res) => {
+      res.writeHead(200, { 'content-length': '1000', 'content-type': 'text/plain' });
+      res.end(req.method === 'HEAD' ? undefined : 'x'.repeat(1000));
+    });
+    const port = await through(t, host, backend.url);
+    const c = client(t, port);
+    c.write(`HEAD / HTTP/1.1\r\nHost: ${host}\r\n\r\n`);
+    const head = await c.response('HEAD');
+    t.equal(head?.status, 200);
+    t.same(field(head!, 'content-length'), ['1000']);
+    c.write(get(host, '/after'));
+    const after = await c.response();
+    t.equal(after?.status, 200, 'the next request on the same connection is framed correctly');
+    t.equal(after?.body.length, 1000);
+  },
+);
+
+t.test('204 reaches the client without a body and the connection stays usable', async (t) => {
+  const host = 'nocontent.example.com';
+  const backend = await rawBackend(t, (socket, req) => {
+    if (req.head.startsWith('GET /204')) socket.write('HTTP/1.1 204 No Content\r\nX-A: 1\r\n\r\n');
+    else socket.write('HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok');
+  });
+  const port = await through(t, host, backend.url);
+  const c = client(t, port);
+  c.write(get(host, '/204'));
+  const a = await c.response();
+  t.equal(a?.status, 204);
+  t.same(field(a!, 'transfer-encoding'), [], 'a 204 has no Transfer-Encoding');
+  c.write(get(host, '/ok'));
+  const d = await c.response();
+  t.equal(d?.status, 200);
+  t.equal(d?.body.toString(), 'ok', 'nothing was left between the responses');
+});
+
+t.test(
+  '304 with the Content-Length of the representation reaches the client, bodiless, connection usable',
+  async (t) => {
+    // RFC 9110 §8.6: a 304 may carry the Content-Length a 200 would have had; it never has a body.
+    const host = 'notmodified.example.com';
+    const backend = await testServer(t, (req, res) => {
+      if (req.headers['if-none-match'] === '"v1"') {
+        res.writeHead(304, { etag: '"v1"', 'content-length': '1234' });
+        res.end();
+        return;
+      }
+      res.writeHead(200, { etag: '"v1"', 'content-length': '2' });
+      res.end('ok');
+    });
+    const port = await through(t, host, backend.url);
+    const c = client(t, port);
+    c.write(get(host, '/', 'If-None-Match: "v1"\r\n'));
+    const b = await c.response();
+    t.equal(b?.status, 304);
+    t.same(field(b ?? { headers: [] }, 'etag'), ['"v1"']);
+    c.write(get(host, '/'));
+    const d = await c.response();
+    t.equal(d?.status, 200, 'the connection is still usable');
+    t.equal(d?.body.toString(), 'ok');
+  },
+);
+
+t.test('a close-delimited backend response reaches the client whole and properly ended', async (t) => {
+  const host = 'close.example.com';
+  const body = Buffer.alloc(300_000, 'abcdefghij');
+  const backend = await rawBackend(t, (socket, req) => {
+    if (req.head.startsWith('GET /http10'))
+      socket.write('HTTP/1.0 200 OK\r\nContent-Type: text/plain\r\n\r\n');
+    else socket.write('HTTP/1.1 200 OK\r\nContent-Type: text/plain\r\nConnection: close\r\n\r\n');
+    socket.end(body);
+  });
+  const port = await through(t, host, backend.url);
+  const c = client(t, port);
+  for (const path of ['/http10', '/http11']) {
+    c.write(get(host, path));
+    const r = await c.response();
+    t.equal(r?.status, 200, path);
+    t.not(r?.framing, 'close', `${path}: the relay frames the body (chunked) on a keep-alive connection`);
+    t.equal(r?.body.length, body.length, `${path}: the whole body`);
+    t.ok(r?.body.equals(body), `${path}: byte for byte`);
+  }
+});
+
+t.test(
+  'a chunked response with trailers: the body arrives whole and the connection stays usable',
+  async (t) => {
+    const host = 'trailers.example.com';
+    const backend = await testServer(t, (_req, res) => {
+      res.writeHead(200, { 'content-type': 'text/plain', trailer: 'x-checksum' });
+      res.write('hello ');
+      res.addTrailers({ 'x-checksum': 'abc123' });
+      res.end('world');
+    });
+    const port = await through(t, host, backend.url);
+    const c = client(t, port);
+    c.write(get(host, '/'));
+    const r = await c.response();
+    t.equal(r?.status, 200);
+    t.equal(r?.body.toString(), 'hello world');
+    c.write(get(host, '/again'));
+    t.equal((await c.response())?.body.toString(), 'hello world');
+  },
+);
+
+t.test(
+  'conflicting or duplicate Content-Length from a backend answers 502, never a response with both',
+  async (t) => {
+    const host = 'dupcl.example.com';
+    const backend = await rawBackend(t, (socket, req) => {
+      if (req.head.startsWith('GET /conflict'))
+        socket.end('HTTP/1.1 200 OK\r\nContent-Length: 5\r\nContent-Length: 7\r\n\r\nhello!!');
+      else if (req.head.startsWith('GET /same'))
+        socket.end('HTTP/1.1 200 OK\r\nContent-Length: 5\r\nContent-Length: 5\r\n\r\nhello');
+      else socket.end('HTTP/1.1 200 OK\r\nContent-Length: 5, 7\r\n\r\nhello!!');
+    });
+    const port = await through(t, host, backend.url);
+    for (const path of ['/conflict', '/same', '/list']) {
+      const c = client(t, port);
+      c.write(get(host, path));
+      const r = await c.response();
+      t.equal(r?.status, 502, path);
+      c.destroy();
+    }
+  },
+);
+
+t.test(
+  'Transfer-Encoding: gzip, chunked: the client never gets the gzip bytes as if they were the content',
+  async (t) => {
+    const host = 'tegzip.example.com';
+    const content = 'hello, transfer-coded world';
+    const gz = gzipSync(content);
+    const backend = await rawBackend(t, (socket) => {
+      socket.write(
+        `HTTP/1.1 200 OK\r\nContent-Type: text/plain\r\nTransfer-Encoding: gzip, chunked\r\n\r\n${gz.length.toString(16)}\r\n`,
+      );
+      socket.write(gz);
+      socket.write('\r\n0\r\n\r\n');
+    });
+    const port = await through(t, host, backend.url);
+    const c = client(t, port);
+    c.write(get(host, '/'));
+    const r = await c.response();
+    t.ok(r, 'a response');
+    const te = field(r!, 'transfer-encoding').join(',');
+    const labelled = /gzip/i.test(te);
+    t.ok(
+      r!.status === 502 || r!.body.toString() === content || labelled,
+      `decoded, still labelled gzip, or refused (got ${r!.status}, transfer-encoding "${te}", ${r!.body.length} bytes)`,
+    );
+  },
+);
+
+t.test('a backend response with many header fields passes whole', async (t) => {
+  const host = 'manyheaders.example.com';
+  const backend = await testServer(t, (_req, res) => {
+    const raw: string[] = [];
+    for (let i = 0; i < 300; i++) raw.push(`X-H-${i}`, `v${i}-${'y'.repeat(30)}`);
+    res.writeHead(200, raw);
+    res.end('ok');
+  });
+  const port = await through(t, host, backend.url);
+  const c = client(t, port);
+  c.write(get(host, '/'));
+  const r = await c.response();
+  t.equal(r?.status, 200);
+  t.equal(r?.headers.filter(([k]) => k.startsWith('X-H-')).length, 300);
+});
+
+t.test('103 Early Hints before the final response: the final response arrives with its body', async (t) => {
+  const host = 'hints.example.com';
+  const backend = await testServer(t, (_req, res) => {
+    res.writeEarlyHints({ link: '</style.css>; rel=preload; as=style' });
+    res.writeHead(200, { 'content-type': 'text/plain' });
+    res.end('final');
+  });
+  const port = await through(t, host, backend.url);
+  const c = client(t, port);
+  c.write(get(host, '/'));
+  const r = await c.response();
+  t.equal(r?.status, 200);
+  t.equal(r?.body.toString(), 'final');
+  c.write(get(host, '/again'));
+  t.equal((await c.response())?.body.toString(), 'final');
+});
+
+const BIG = 4 * 1024 * 1024;
+
+for (const backendCloses of [false, true]) {
+  t.test(
+    `an early 413 before the request body is read (backend ${backendCloses ? 'closes' : 'keeps'} its connection): the client gets the 413 and its connection stays usable`,
+    async (t) => {
+      const host = `early${backendCloses ? 'close' : 'keep'}.example.com`;
+      const backend = await testServer(t, (req, res) => {
+        if (req.method === 'POST') {
+          res.writeHead(413, {
+            'content-type': 'text/plain',
+            ...(backendCloses ? { connection: 'close' } : {}),
+          });
+          res.end('too large');
+          return;
+        }
+        res.end('next ok');
+      });
+      const port = await through(t, host, backend.url);
+      const c = client(t, port);
+      c.write(`POST /upload HTTP/1.1\r\nHost: ${host}\r\nContent-Length: ${BIG}\r\n\r\n`);
+      c.write(Buffer.alloc(64 * 1024, 'a'));
+      const r = await c.response();
+      t.equal(r?.status, 413, 'the backend answer reaches the client');
+      t.equal(r?.body.toString(), 'too large');
+      const closing = field(r!, 'connection').some((v) => /close/i.test(v));
+      if (closing) {
+        // Allowed: the relay may close instead of reading the rest of the body.
+        await c.untilClosed();
+        t.pass('the relay said Connection: close and closed');
+        return;
+      }
+      // The relay kept the connection: the rest of the body is read and the next request served.
+      let left = BIG - 64 * 1024;
+      const chunk = Buffer.alloc(64 * 1024, 'b');
+      while (left > 0) {
+        const n = Math.min(left, chunk.length);
+        left -= n;
+        if (!c.write(chunk.subarray(0, n))) {
+          await Promise.race([once(c.socket, 'drain'), once(c.socket, 'close')]);
+          if (c.closed) break;
+        }
+      }
+      c.write(get(host, '/next'));
+      const next = await c.response();
+      t.equal(next?.status, 200, 'the next request on the same connection is answered');
+      t.equal(next?.body.toString(), 'next ok');
+    },
+  );
+}
+
+t.test(
+  'POST with Content-Length: 0 reaches the backend as a bodiless POST with Content-Length: 0',
+  async (t) => {
+    const host = 'post0.example.com';
+    const backend = await rawBackend(t, (socket) => {
+      socket.write('HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok');
+    });
+    const port = await through(t, host, backend.url);
+    const c = client(t, port);
+    c.write(`POST /x HTTP/1.1\r\nHost: ${host}\r\nContent-Length: 0\r\n\r\n`);
+    const r = await c.response();
+    t.equal(r?.status, 200);
+    const seen = backend.requests[0]!;
+    t.match(seen.head, /^POST \/x HTTP\/1\.1/);
+    t.match(seen.head, /\r\ncontent-length: 0(\r\n|$)/i, 'Content-Length: 0 is sent');
+    t.notMatch(seen.head, /transfer-encoding/i, 'not chunked');
+    c.write(get(host, '/after'));
+    t.equal((await c.response())?.status, 200, 'the next request is framed correctly');
+    t.equal(backend.requests.length, 2);
+    t.match(backend.requests[1]!.head, /^GET \/after /);
+  },
+);
+
+t.test('Expect: 100-continue with a backend that refuses: the client gets the refusal', async (t) => {
+  const host = 'expect.example.com';
+  const backend = await testServer(t, (_req, res) => {
+    res.writeHead(413, { 'content-type': 'text/plain' });
+    res.end('refused');
+  });
+  const port = await through(t, host, backend.url);
+  const c = client(t, port);
+  c.write(`PUT /f HTTP/1.1\r\nHost: ${host}\r\nContent-Length: 5\r\nExpect: 100-continue\r\n\r\n`);
+  await c.anyHead();
+  c.write('hello');
+  const r = await c.response();
+  t.equal(r?.status, 413);
+  t.equal(r?.body.toString(), 'refused');
+  c.write(get(host, '/next'));
+  t.equal((await c.response())?.status, 413, 'the connection stays in sync');
+});
+
+t.test(
+  'a kept-alive backend socket closed under a request: GET is retried, a POST with a body is not',
+  async (t) => {
+    const host = 'stale.example.com';
+    const backend = await rawBackend(t, (socket, req) => {
+      // Every connection answers its first GET and resets on the second: a
+      // keep-alive socket the backend closes as it is reused. A POST is reset
+      // wherever it comes, so a retry would show as a second one.
+      if (req.seq >= 1 || req.head.startsWith('POST')) return void socket.resetAndDestroy();
+      socket.write('HTTP/1.1 200 OK\r\nContent-Length: 2\r\nKeep-Alive: timeout=60\r\n\r\nok');
+    });
+    const port = await through(t, host, backend.url);
+    const c = client(t, port);
+    c.write(get(host, '/one'));
+    t.equal((await c.response())?.status, 200);
+    c.write(get(host, '/two'));
+    const two = await c.response();
+    t.equal(two?.status, 200, 'the GET is retried on a new connection');
+    const posts = backend.requests.length;
+    c.write(`POST /p HTTP/1.1\r\nHost: ${host}\r\nContent-Length: 5\r\n\r\nhello`);
+    const p = await c.response();
+    t.equal(p?.status, 502, 'a POST with a body is not sent twice');
+    t.equal(
+      backend.requests.filter((r, i) => i >= posts && r.head.startsWith('POST')).length,
+      1,
+      'the backend saw the POST once',
+    );
+  },
+);
+
+t.test('a backend that answers Connection: close gets no further request on that socket', async (t) => {
+  const host = 'connclose.example.com';
+  const backend = await rawBackend(t, (socket) => {
+    // Says close but leaves the socket open: the agent must not write to it again.
+    socket.write('HTTP/1.1 200 OK\r\nConnection: close\r\nContent-Length: 2\r\n\r\nok');
+  });
+  const port = await through(t, host, backend.url);
+  const c = client(t, port);
+  for (let i = 0; i < 3; i++) {
+    c.write(get(host, `/${i}`));
+    t.equal((await c.response())?.status, 200);
+  }
+  t.same(
+    backend.requests.map((r) => r.seq),
+    [0, 0, 0],
+    'each request on a connection of its own',
+  );
+});
+
+t.test('repeated Set-Cookie fields stay separate', async (t) => {
+  const host = 'cookies.example.com';
+  const cookies = ['a=1; Expires=Wed, 21 Oct 2037 07:28:00 GMT; Path=/', 'b=2; HttpOnly', 'c=3'];
+  const backend = await testServer(t, (_req, res) => {
+    res.setHeader('set-cookie', cookies);
+    res.end('ok');
+  });
+  const port = await through(t, host, backend.url);
+  const c = client(t, port);
+  c.write(get(host, '/'));
+  const r = await c.response();
+  t.same(field(r!, 'set-cookie'), cookies);
+  c.write(`OPTIONS * HTTP/1.1\r\nHost: ${host}\r\n\r\n`);
+  const o = await c.response('OPTIONS');
+  t.same(field(o!, 'set-cookie'), cookies, 'also on the node:http path (OPTIONS *)');
+});
+
+t.test('header values with obs-text (latin1 bytes) round-trip byte for byte', async (t) => {
+  const host = 'latin1.example.com';
+  const value = Buffer.from([0x63, 0x61, 0x66, 0xe9, 0x20, 0xc3, 0xa9, 0x20, 0xff]); // "caf\xe9 \xc3\xa9 \xff"
+  const backend = await rawBackend(t, (socket) => {
+    socket.write(
+      Buffer.concat([
+        Buffer.from('HTTP/1.1 200 OK\r\nX-Latin: '),
+        value,
+        Buffer.from('\r\nContent-Length: 2\r\n\r\nok'),
+      ]),
+    );
+  });
+  const port = await through(t, host, backend.url);
+  const c = client(t, port);
+  for (const path of ['/', '*']) {
+    const method = path === '*' ? 'OPTIONS' : 'GET';
+    c.write(
+      Buffer.concat([
+        Buffer.from(`${method} ${path} HTTP/1.1\r\nHost: ${host}\r\nX-Latin: `),
+        value,
+        Buffer.from('\r\n\r\n'),
+      ]),
+    );
+    const r = await c.response(method);
+    t.equal(r?.status, 200, `${method} ${path}`);
+    t.same(Buffer.from(field(r!, 'x-latin')[0] ?? '', 'latin1'), value, `${method} ${path}: response value`);
+    const seen = backend.requests.at(-1)!;
+    const sent = /\r\nx-latin: ([^\r]*)/i.exec(seen.head)?.[1] ?? '';
+    t.same(Buffer.from(sent, 'latin1'), value, `${method} ${path}: request value at the backend`);
+  }
+});
+
+t.test('a chunked backend body cut mid-way is not presented as complete to an HTTP/1.0 client', async (t) => {
+  const host = 'cut10.example.com';
+  const backend = await rawBackend(t, (socket) => {
+    socket.write(
+      'HTTP/1.1 200 OK\r\nContent-Type: text/plain\r\nTransfer-Encoding: chunked\r\n\r\n7\r\npartial\r\n',
+    );
+    socket.end(); // no last chunk: the body is incomplete
+  });
+  const port = await through(t, host, backend.url);
+  const c = client(t, port);
+  c.write(`GET / HTTP/1.0\r\nHost: ${host}\r\n\r\n`);
+  const r = await c.response();
+  t.equal(
+    r,
+    undefined,
+    'the client can tell: no complete close-delimited response (the connection is reset)',
+  );
+});
+
+t.test('a declined upgrade whose body is cut mid-way is not presented as complete', async (t) => {
+  const host = 'declinedcut.example.com';
+  const backend = await rawBackend(t, (socket) => {
+    socket.write(
+      'HTTP/1.1 200 OK\r\nContent-Type: text/plain\r\nTransfer-Encoding: chunked\r\n\r\n7\r\npartial\r\n',
+    );
+    socket.end(); // no last chunk: the body is incomplete
+  });
+  const port = await through(t, host, backend.url);
+  const c = client(t, port);
+  c.write(`GET /ws HTTP/1.1\r\nHost: ${host}\r\nConnection: Upgrade\r\nUpgrade: example/1\r\n\r\n`);
+  const r = await c.response();
+  t.equal(
+    r,
+    undefined,
+    'the client can tell: no complete close-delimited response (the connection is reset)',
+  );
+});
+
+t.test('a close-delimited body cut by a backend reset is not presented as complete', async (t) => {
+  const host = 'reset.example.com';
+  const backend = await rawBackend(t, (socket) => {
+    // The backend dies mid-body: a reset, not the close that would end the body. It
+    // comes a moment after the bytes, as from a process that crashes while writing:
+    // a reset right behind the data can make the receiving kernel drop both.
+    socket.write('HTTP/1.1 200 OK\r\nContent-Type: text/plain\r\nConnection: close\r\n\r\npartial', () =>
+      setTimeout(() => socket.resetAndDestroy(), 50),
+    );
+  });
+  const port = await through(t, host, backend.url);
+  const c = client(t, port);
+  c.write(get(host, '/'));
+  const r = await c.response();
+  t.equal(r, undefined, 'the client can tell: no complete response (its chunked body never ends)');
+});
