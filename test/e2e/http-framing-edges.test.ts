@@ -606,20 +606,27 @@ t.test('header values with obs-text (latin1 bytes) round-trip byte for byte', as
   }
 });
 
-t.test('a chunked backend body cut mid-way is not presented as complete to an HTTP/1.0 client', async (t) => {
-  const host = 'cut10.example.com';
+/**
+ * A request through a backend that sends part of a chunked body and then
+ * closes (no last chunk); resolves with what the client could parse as a
+ * complete response (undefined when none).
+ */
+async function throughCutBody(t: Teardownable, host: string, request: string) {
   const backend = await rawBackend(t, (socket) => {
     socket.write(
       'HTTP/1.1 200 OK\r\nContent-Type: text/plain\r\nTransfer-Encoding: chunked\r\n\r\n7\r\npartial\r\n',
     );
     socket.end(); // no last chunk: the body is incomplete
   });
-  const port = await through(t, host, backend.url);
-  const c = client(t, port);
-  c.write(`GET / HTTP/1.0\r\nHost: ${host}\r\n\r\n`);
-  const r = await c.response();
+  const c = client(t, await through(t, host, backend.url));
+  c.write(request);
+  return c.response();
+}
+
+t.test('a chunked backend body cut mid-way is not presented as complete to an HTTP/1.0 client', async (t) => {
+  const host = 'cut10.example.com';
   t.equal(
-    r,
+    await throughCutBody(t, host, `GET / HTTP/1.0\r\nHost: ${host}\r\n\r\n`),
     undefined,
     'the client can tell: no complete close-delimited response (the connection is reset)',
   );
@@ -627,18 +634,12 @@ t.test('a chunked backend body cut mid-way is not presented as complete to an HT
 
 t.test('a declined upgrade whose body is cut mid-way is not presented as complete', async (t) => {
   const host = 'declinedcut.example.com';
-  const backend = await rawBackend(t, (socket) => {
-    socket.write(
-      'HTTP/1.1 200 OK\r\nContent-Type: text/plain\r\nTransfer-Encoding: chunked\r\n\r\n7\r\npartial\r\n',
-    );
-    socket.end(); // no last chunk: the body is incomplete
-  });
-  const port = await through(t, host, backend.url);
-  const c = client(t, port);
-  c.write(`GET /ws HTTP/1.1\r\nHost: ${host}\r\nConnection: Upgrade\r\nUpgrade: example/1\r\n\r\n`);
-  const r = await c.response();
   t.equal(
-    r,
+    await throughCutBody(
+      t,
+      host,
+      `GET /ws HTTP/1.1\r\nHost: ${host}\r\nConnection: Upgrade\r\nUpgrade: example/1\r\n\r\n`,
+    ),
     undefined,
     'the client can tell: no complete close-delimited response (the connection is reset)',
   );

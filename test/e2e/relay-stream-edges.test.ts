@@ -5,7 +5,7 @@
 // request metrics after resets, timeouts, upgrades and passthrough.
 import { createHash, randomBytes } from 'node:crypto';
 import { once } from 'node:events';
-import { request as httpRequest, type IncomingMessage } from 'node:http';
+import { request as httpRequest, type IncomingMessage, type ServerResponse } from 'node:http';
 import { type ClientHttp2Session, type ClientHttp2Stream, connect as h2connect } from 'node:http2';
 import {
   type AddressInfo,
@@ -119,6 +119,27 @@ async function passthroughSetup(t: Teardownable, handler: (socket: Socket) => vo
     { connections: 1 },
   );
   return { relay, hello: await clientHelloFor('pt.edge.test') };
+}
+
+/** A backend handler streaming `total` bytes as fast as the connection takes them; `written()` counts them. */
+function bigResponse(total: number) {
+  let written = 0;
+  const wroteAll = deferred();
+  const handler = (req: IncomingMessage, res: ServerResponse) => {
+    req.resume();
+    res.writeHead(200, { 'content-length': String(total) });
+    const chunk = Buffer.alloc(64 * KiB, 'z');
+    const pump = () => {
+      while (written < total) {
+        written += chunk.length;
+        if (!res.write(chunk)) return void res.once('drain', pump);
+      }
+      res.end();
+      wroteAll.resolve();
+    };
+    pump();
+  };
+  return { handler, written: () => written, wroteAll };
 }
 
 t.test(
@@ -361,22 +382,8 @@ t.test(
   'h2: a client that does not read holds the relay to its window: the relay pauses the tunnel stream',
   async (t) => {
     const total = 64 * MiB;
-    let written = 0;
-    const wroteAll = deferred();
-    const { relay, session } = await h2Setup(t, (req, res) => {
-      req.resume();
-      res.writeHead(200, { 'content-length': String(total) });
-      const chunk = Buffer.alloc(64 * KiB, 'z');
-      const pump = () => {
-        while (written < total) {
-          written += chunk.length;
-          if (!res.write(chunk)) return void res.once('drain', pump);
-        }
-        res.end();
-        wroteAll.resolve();
-      };
-      pump();
-    });
+    const big = bigResponse(total);
+    const { relay, session } = await h2Setup(t, big.handler);
     const streams = captureStreams(relay);
     const s = session.request({ ':authority': 'h2.edge.test', ':path': '/big' }, { endStream: true });
     s.on('error', () => {});
@@ -390,10 +397,10 @@ t.test(
     );
     const outcome = await within(
       30_000,
-      Promise.race([relayStream.pushedBack, wroteAll.promise.then(() => 'all written')]),
+      Promise.race([relayStream.pushedBack, big.wroteAll.promise.then(() => 'all written')]),
       'outcome',
     );
-    t.equal(outcome, 'paused', `relay pushed back (backend had written ${written} bytes)`);
+    t.equal(outcome, 'paused', `relay pushed back (backend had written ${big.written()} bytes)`);
     t.ok(relayStream.readableLength <= relayStream.receiveWindow, 'relay holds at most its window');
     let got = 0;
     s.on('data', (c: Buffer) => (got += c.length));
@@ -440,23 +447,9 @@ t.test('h2: a request body followed by trailers reaches the backend whole', asyn
 
 t.test('HTTP/1.1: a client that does not read holds the relay to its window', async (t) => {
   const total = 64 * MiB;
-  let written = 0;
-  const wroteAll = deferred();
+  const big = bigResponse(total);
   const relay = await testRelay(t);
-  const backend = await testServer(t, (req, res) => {
-    req.resume();
-    res.writeHead(200, { 'content-length': String(total) });
-    const chunk = Buffer.alloc(64 * KiB, 'y');
-    const pump = () => {
-      while (written < total) {
-        written += chunk.length;
-        if (!res.write(chunk)) return void res.once('drain', pump);
-      }
-      res.end();
-      wroteAll.resolve();
-    };
-    pump();
-  });
+  const backend = await testServer(t, big.handler);
   await testAgent(t, relay, [{ id: 'dl', hostnames: ['dl.edge.test'], target: backend.url }], {
     connections: 1,
   });
@@ -476,10 +469,10 @@ t.test('HTTP/1.1: a client that does not read holds the relay to its window', as
   const relayStream = streams[0]!;
   const outcome = await within(
     30_000,
-    Promise.race([relayStream.pushedBack, wroteAll.promise.then(() => 'all written')]),
+    Promise.race([relayStream.pushedBack, big.wroteAll.promise.then(() => 'all written')]),
     'outcome',
   );
-  t.equal(outcome, 'paused', `relay pushed back (backend had written ${written} bytes)`);
+  t.equal(outcome, 'paused', `relay pushed back (backend had written ${big.written()} bytes)`);
   t.ok(relayStream.readableLength <= relayStream.receiveWindow, 'relay holds at most its window');
   let got = 0;
   res.on('data', (c: Buffer) => (got += c.length));
