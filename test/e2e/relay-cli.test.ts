@@ -2,7 +2,7 @@
 // SIGTERM that lets in-flight downloads finish before exiting 0.
 import { execFile } from 'node:child_process';
 import { once } from 'node:events';
-import { stat } from 'node:fs/promises';
+import { stat, writeFile } from 'node:fs/promises';
 import { request } from 'node:http';
 import { join } from 'node:path';
 import { promisify } from 'node:util';
@@ -12,7 +12,7 @@ import { testAgent } from '../helpers/agent.js';
 import { deferred } from '../helpers/deferred.js';
 import { tempDir } from '../helpers/fs.js';
 import { testServer } from '../helpers/http.js';
-import { listeningPorts, RELAY_CLI, spawnLogged } from '../helpers/proc.js';
+import { AGENT_CLI, listeningPorts, RELAY_CLI, spawnLogged } from '../helpers/proc.js';
 
 const run = promisify(execFile);
 
@@ -105,4 +105,47 @@ t.test('keygen, token create, serve, SIGTERM drain', async (t) => {
   await ended;
   t.equal(rest, 'ok', 'the in-flight download completed after SIGTERM');
   t.equal(await relay.exited, 0, 'relay exits 0 after draining');
+});
+
+t.test('an address already in use: one line naming it, exit 1, for relay and agent', async (t) => {
+  const busy = await testServer(t, (_req, res) => res.end());
+  const where = `127.0.0.1:${busy.port}`;
+  const dir = await tempDir(t, 'burrow-busy-');
+  await run(process.execPath, [RELAY_CLI, 'keygen', '--out', join(dir, 'keys')]);
+  const relay = await run(process.execPath, [
+    RELAY_CLI,
+    'serve',
+    '--verify-key',
+    join(dir, 'keys'),
+    '--tls-listen',
+    'off',
+    '--http-listen',
+    where,
+  ]).catch((e) => e);
+  t.equal(relay.code, 1, 'the relay exits 1');
+  t.equal(
+    relay.stderr,
+    `burrow-relay: cannot listen on ${where}: the address is already in use (another process holds it; pick another address or stop it)\n`,
+    'with one line, no stack trace',
+  );
+  await writeFile(join(dir, 'token'), 'abc.def.ghi\n');
+  const agent = await run(process.execPath, [
+    AGENT_CLI,
+    '--relay',
+    'ws://127.0.0.1:1',
+    '--token-file',
+    join(dir, 'token'),
+    '--expose',
+    'a.example.com=http://127.0.0.1:1',
+    '--health-listen',
+    where,
+    '--log-level',
+    'silent',
+  ]).catch((e) => e);
+  t.equal(agent.code, 1, 'the agent exits 1');
+  t.match(
+    agent.stderr,
+    new RegExp(`^burrow-agent: cannot listen on ${where}: the address is already in use`),
+  );
+  t.notMatch(agent.stderr, /\n\s+at /, 'no stack trace');
 });

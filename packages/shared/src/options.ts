@@ -143,9 +143,23 @@ export async function runCli(name: string, main: () => Promise<void>): Promise<v
       process.stderr.write(`${name}: ${err.message}\n`);
       process.exit(1);
     }
+    const e = err as NodeJS.ErrnoException & { address?: string; port?: number };
+    if (e?.syscall === 'listen') {
+      process.stderr.write(
+        `${name}: cannot listen on ${e.address}:${e.port}: ${LISTEN_ERRORS[e.code ?? ''] ?? e.code}\n`,
+      );
+      process.exit(1);
+    }
     throw err;
   }
 }
+
+/** What a failed listen means, for the one line the CLIs print. */
+const LISTEN_ERRORS: Record<string, string> = {
+  EADDRINUSE: 'the address is already in use (another process holds it; pick another address or stop it)',
+  EACCES: 'permission denied (ports below 1024 need root or CAP_NET_BIND_SERVICE)',
+  EADDRNOTAVAIL: 'no such address on this machine',
+};
 
 /** Log levels accepted by --log-level. */
 export const LOG_LEVELS: ReadonlySet<string> = new Set([
