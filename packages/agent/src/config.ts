@@ -217,6 +217,12 @@ export async function agentOptionsFrom(
     }
     if (!relayCa.includes('BEGIN CERTIFICATE'))
       throw new ConfigError(`--relay-ca: ${caFile} holds no PEM certificate`);
+    // A CA for a connection without TLS would be ignored, and the token sent in clear text.
+    if (relayUrl.startsWith('ws://')) {
+      throw new ConfigError(
+        `--relay-ca needs a wss:// relay URL (got "${relayUrl}"): ws:// has no TLS to verify`,
+      );
+    }
   }
   const kubeconfig = values['kubeconfig'] as string | undefined;
   const labelSelector = values['label-selector'] as string | undefined;

@@ -112,6 +112,8 @@ t.test('operator mistakes: one line naming the option, and never the token', asy
   const dir = await tempDir(t, 'burrow-agent-');
   const tokenFile = join(dir, 'token');
   await writeFile(tokenFile, TOKEN);
+  const caFile = join(dir, 'ca.pem');
+  await writeFile(caFile, '-----BEGIN CERTIFICATE-----\nMIIB\n-----END CERTIFICATE-----\n');
   const base = [
     '--relay',
     'ws://127.0.0.1:1',
@@ -137,6 +139,11 @@ t.test('operator mistakes: one line naming the option, and never the token', asy
     [[...base, '--connections', '0'], {}, /^--connections must be an integer from 1 to 64/],
     [[...base, '--keepalive-interval', 'soon'], {}, /^--keepalive-interval: "soon" is not a duration/],
     [[...base, '--log-level', 'loud'], {}, /^--log-level must be one of/],
+    [
+      [...base, '--relay-ca', caFile],
+      {},
+      /^--relay-ca needs a wss:\/\/ relay URL \(got "ws:\/\/127.0.0.1:1"\)/,
+    ],
     [
       [...base, '--expose', 'a.example.com=http://127.0.0.1:2'],
       {},
