@@ -97,6 +97,15 @@ export function accessLogger(logger: Logger): Logger {
   return access;
 }
 
+/**
+ * A finished request's access line, and the same entry to the hooks that
+ * count it (metrics, activity). `extra` goes to the log line only.
+ */
+export function recordAccess(opts: ForwardOptions, info: AccessInfo, extra?: Record<string, unknown>): void {
+  accessLogger(opts.logger).info(extra ? { ...info, ...extra } : info, 'request');
+  opts.onRequestDone?.(info);
+}
+
 /** Largest response head accepted from an agent. */
 const MAX_HEAD = 256 * 1024;
 /** Client-supplied forwarding headers are replaced: the relay is the trust boundary. */
@@ -109,7 +118,12 @@ const FORWARDING = new Set([
 ]);
 
 /** Request headers as sent to the agent: hop-by-hop removed, forwarding headers set by the relay. */
-export function forwardedHeaders(req: ClientRequest, proto: 'http' | 'https', upgrade: boolean): HeaderPairs {
+export function forwardedHeaders(
+  req: ClientRequest,
+  proto: 'http' | 'https',
+  upgrade: boolean,
+  ip = clientIp(req.socket.remoteAddress),
+): HeaderPairs {
   const h2 = req instanceof Http2ServerRequest;
   let pairs = stripHopByHop(pairsFromRaw(req.rawHeaders), upgrade).filter(([k]) => {
     const name = k.toLowerCase();
@@ -126,7 +140,6 @@ export function forwardedHeaders(req: ClientRequest, proto: 'http' | 'https', up
   // The backend gets the Host the request was routed by, whatever the client
   // listed in Connection (`Connection: host` would otherwise remove it).
   pairs.unshift(['Host', host]);
-  const ip = clientIp(req.socket.remoteAddress);
   const node = ip.includes(':') ? `"[${ip}]"` : ip;
   pairs.push(
     ['X-Forwarded-For', ip],
@@ -258,18 +271,19 @@ export function meta(
   routeId: string,
   proto: 'http' | 'https',
   upgrade: boolean,
-  body = !upgrade && hasBody(req),
+  body: boolean,
 ): HttpOpen {
+  const ip = clientIp(req.socket.remoteAddress);
   return {
     kind: 'http',
     route: routeId,
     method: req.method ?? 'GET',
     path: req.url ?? '/',
-    headers: forwardedHeaders(req, proto, upgrade),
+    headers: forwardedHeaders(req, proto, upgrade, ip),
     upgrade,
     // The agent frames the body from this: the framing headers stay behind as hop-by-hop.
     body,
-    client: { ip: clientIp(req.socket.remoteAddress), port: req.socket.remotePort ?? 0 },
+    client: { ip, port: req.socket.remotePort ?? 0 },
   };
 }
 
@@ -323,10 +337,8 @@ export async function forwardRequest(
       durationMs: Math.round((performance.now() - started) * 1000) / 1000,
       client,
       ...(error ? { error } : {}),
-      ...(h2 ? { h2: true } : {}),
     };
-    accessLogger(opts.logger).info(info, 'request');
-    opts.onRequestDone?.(info);
+    recordAccess(opts, info, h2 ? { h2: true } : undefined);
   });
   // Checked as each response head goes out: a drain may begin while the agent works.
   const closeIfDraining = () => {

@@ -5,7 +5,6 @@ import { normalizeHost, Reason, type ResponseHead, type Stream, splice, stripHop
 import { abortConnection, failureFor, INVALID_RESPONSE_HEAD, sendRawError } from './errors.js';
 import {
   type AccessInfo,
-  accessLogger,
   CLIENT_CLOSED,
   CLIENT_CLOSED_STATUS,
   clientIp,
@@ -13,6 +12,7 @@ import {
   hasBody,
   meta,
   readResponseHead,
+  recordAccess,
   route,
 } from './forward.js';
 import { CONNECT_UNSUPPORTED } from './validate-request.js';
@@ -46,8 +46,7 @@ export async function forwardUpgrade(
       client,
       ...(error ? { error } : {}),
     };
-    accessLogger(opts.logger).info({ ...info, upgrade: true }, 'request');
-    opts.onRequestDone?.(info);
+    recordAccess(opts, info, { upgrade: true });
   };
   if (!r.ok) {
     log(r.status, r.code);
@@ -70,7 +69,8 @@ export async function forwardUpgrade(
   }
   let stream: Stream;
   try {
-    stream = r.conn.openHttpStream(meta(req, r.routeId, opts.proto, !h2c));
+    // No body: an upgrade's bytes follow the 101, and an h2c request with one was refused above.
+    stream = r.conn.openHttpStream(meta(req, r.routeId, opts.proto, !h2c, false));
     opts.onStreamOpen?.(r.route, stream);
   } catch (err) {
     const f = failureFor(err);
@@ -151,8 +151,7 @@ export function refuseConnect(opts: ForwardOptions, req: IncomingMessage, socket
     client: clientIp(req.socket.remoteAddress),
     error: f.code,
   };
-  accessLogger(opts.logger).info(info, 'request');
-  opts.onRequestDone?.(info);
+  recordAccess(opts, info);
   sendRawError(socket, f.status, f.message, info.host, f.code);
 }
 
