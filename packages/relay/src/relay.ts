@@ -339,7 +339,10 @@ export async function startRelay(options: RelayOptions): Promise<Relay> {
         // so they reconnect (to another relay, or to this one once restarted).
         // Keep-alive connections become idle as their last response ends; close
         // them as they do, so the drain ends as soon as the work does.
-        const sweeper = setInterval(() => httpServer.closeIdleConnections(), 100);
+        const sweeper = setInterval(() => {
+          httpServer.closeIdleConnections();
+          front?.closeIdleConnections();
+        }, 100);
         await endpoint.drain();
         // No stream is left: TLS connections close once what they are sending is out
         // (or at the deadline), never before, so no response is cut.
