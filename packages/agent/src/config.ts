@@ -1,4 +1,3 @@
-import { readFile } from 'node:fs/promises';
 import {
   COMMON_OPTIONS,
   ConfigError,
@@ -8,6 +7,7 @@ import {
   type OptionSpec,
   type OptionValues,
   parseListen,
+  readOptionFile,
 } from '@burrow/shared';
 import type { AgentOptions } from './agent.js';
 import { loadRoutesFile } from './routes/file.js';
@@ -208,13 +208,7 @@ export async function agentOptionsFrom(
   const caFile = values['relay-ca'] as string | undefined;
   let relayCa: string | undefined;
   if (caFile) {
-    try {
-      relayCa = await readFile(caFile, 'utf8');
-    } catch (err) {
-      throw new ConfigError(
-        `--relay-ca: cannot read ${caFile} (${(err as NodeJS.ErrnoException).code ?? 'error'})`,
-      );
-    }
+    relayCa = await readOptionFile('relay-ca', caFile);
     if (!relayCa.includes('BEGIN CERTIFICATE'))
       throw new ConfigError(`--relay-ca: ${caFile} holds no PEM certificate`);
     // A CA for a connection without TLS would be ignored, and the token sent in clear text.

@@ -192,7 +192,6 @@ export async function readOptionFile(flag: string, file: string): Promise<string
   }
 }
 
-/** Reads a duration option ("30s", "15m") in ms; throws ConfigError naming the flag. */
 /**
  * The longest duration an option that feeds a timer may have: Node's timers
  * hold at most 2^31-1 ms (about 24.8 days) and fire after 1 ms past that; a
@@ -201,13 +200,14 @@ export async function readOptionFile(flag: string, file: string): Promise<string
 export const MAX_TIMER_DURATION = 2 ** 31 - 1 - 1000;
 
 /**
- * A duration option in ms, from `min` (default 1 ms) to `max` (default: what
- * a timer can hold). Errors name the flag.
+ * A duration option in ms (at least 1 ms, as parseDuration takes), at least
+ * `min` if given and at most `max` (default: what a timer can hold). Errors
+ * name the flag.
  */
 export function durationOption(
   values: OptionValues,
   name: string,
-  { min = 1, max = MAX_TIMER_DURATION }: { min?: number; max?: number } = {},
+  { min = 0, max = MAX_TIMER_DURATION }: { min?: number; max?: number } = {},
 ): number {
   let ms: number;
   try {

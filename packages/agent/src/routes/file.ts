@@ -10,8 +10,7 @@
  *
  * Every mistake is reported as `FILE: routes[1].target: must be …`.
  */
-import { readFile } from 'node:fs/promises';
-import { ConfigError, checkHostPattern, parseCidr } from '@burrow/shared';
+import { ConfigError, checkHostPattern, parseCidr, readOptionFile } from '@burrow/shared';
 import { parse as parseYaml } from 'yaml';
 import { z } from 'zod';
 import type { Route } from './source.js';
@@ -104,13 +103,6 @@ export function parseRoutesYaml(text: string, fileName: string): Route[] {
 
 /** Reads and parses a routes file. */
 export async function loadRoutesFile(path: string): Promise<Route[]> {
-  let text: string;
-  try {
-    text = await readFile(path, 'utf8');
-  } catch (err) {
-    throw new ConfigError(
-      `--routes: cannot read ${path} (${(err as NodeJS.ErrnoException).code ?? 'error'})`,
-    );
-  }
+  const text = await readOptionFile('routes', path);
   return parseRoutesYaml(text, path);
 }

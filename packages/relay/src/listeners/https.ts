@@ -6,7 +6,6 @@ import {
 } from 'node:http2';
 import type { Socket } from 'node:net';
 import type { TLSSocket } from 'node:tls';
-import { normalizeHost } from '@burrow/shared';
 import type { CertStore } from '../certs/store.js';
 import { type ClientRequest, type ForwardOptions, forwardRequest } from '../proxy/forward.js';
 import { forwardUpgrade, refuseConnect } from '../proxy/upgrade.js';
@@ -35,7 +34,7 @@ export function createHttpsTerminator(opts: HttpsTerminatorOptions): Http2Secure
     proto: 'https',
     sniOf: (req: ClientRequest) => {
       const name = (req.socket as TLSSocket).servername;
-      return typeof name === 'string' ? normalizeHost(name) : undefined;
+      return typeof name === 'string' ? sniName(name) : undefined;
     },
     ...(opts.hstsMaxAge !== undefined
       ? { responseHeaders: [['Strict-Transport-Security', `max-age=${opts.hstsMaxAge}`]] }
@@ -45,8 +44,7 @@ export function createHttpsTerminator(opts: HttpsTerminatorOptions): Http2Secure
     allowHTTP1: true,
     minVersion: 'TLSv1.2',
     SNICallback: (name, cb) => {
-      // Spelled as the ClientHello parser routed it: lower case, no trailing dot.
-      const entry = opts.certs.find(normalizeHost(name));
+      const entry = opts.certs.find(sniName(name));
       if (entry) cb(null, entry.context);
       else cb(new Error(`no certificate for ${name}`));
     },
@@ -113,4 +111,13 @@ export function createHttpsTerminator(opts: HttpsTerminatorOptions): Http2Secure
     opts.logger.debug({ reason: err.message }, 'http2 session error');
   });
   return server;
+}
+
+/**
+ * An SNI name spelled as the ClientHello parser routed it: lower case, no
+ * trailing dot. The parser already refused anything but a DNS name.
+ */
+function sniName(name: string): string {
+  const lower = name.toLowerCase();
+  return lower.endsWith('.') ? lower.slice(0, -1) : lower;
 }

@@ -8,6 +8,7 @@ import {
   type RouteProtocol,
   type RouteResult,
 } from '@burrow/shared';
+import type { RefusalReason } from '../metrics.js';
 
 /** What the route table needs from an agent connection. */
 export interface RouteTarget {
@@ -46,7 +47,7 @@ export interface RouteTableOptions {
 }
 
 /** Why a hostname of an announcement was refused (the metric's reason label). */
-export type RouteRefusal = 'route_not_allowed' | 'route_taken' | 'route_invalid';
+export type RouteRefusal = Extract<RefusalReason, `route_${string}`>;
 
 /**
  * Which agent connections serve which hostname. Names belong to one subject

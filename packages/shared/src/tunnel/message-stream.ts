@@ -71,14 +71,7 @@ export class MessageReader<T> {
   /** The length prefix of the next message (at least 4 bytes are buffered). */
   #prefix(): number {
     const first = this.#chunks[0]!;
-    if (first.byteLength >= 4) return first.readUInt32BE(0);
-    let value = 0;
-    let got = 0;
-    for (const c of this.#chunks) {
-      for (let i = 0; i < c.byteLength && got < 4; i++, got++) value = value * 256 + c[i]!;
-      if (got === 4) break;
-    }
-    return value;
+    return (first.byteLength >= 4 ? first : this.#joined()).readUInt32BE(0);
   }
 
   /** Everything buffered as one Buffer (joined at most once: the result replaces the chunks). */
