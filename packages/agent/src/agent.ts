@@ -11,7 +11,8 @@ import {
   type SessionConfig,
   verifyConfig,
 } from '@burrow/shared';
-import { createDialer, DEFAULT_CONNECT_TIMEOUT, type Dialer } from './dialer/http.js';
+import { createDialer, type Dialer } from './dialer/http.js';
+import { DEFAULT_CONNECT_TIMEOUT } from './dialer/pool.js';
 import {
   isRouteSource,
   type Route,
@@ -256,10 +257,10 @@ class AgentImpl extends EventEmitter<AgentEvents> implements Agent {
           : taken
             ? `hostname "${taken}" is already in route "${hostnames.get(taken)}"`
             : '';
-      const over = why ? '' : this.#overAnnouncementLimit(next.size, announcedBytes, route);
-      if (why || over) {
-        skipped.set(route.id, why || over);
-        const reason = why || over;
+      const size = why ? 0 : announcedSize(route);
+      const reason = why || this.#overAnnouncementLimit(next.size, announcedBytes + size);
+      if (reason) {
+        skipped.set(route.id, reason);
         const key = `${route.id} ${reason}`;
         if (!this.#warned.has(key)) {
           this.#warned.add(key);
@@ -269,7 +270,7 @@ class AgentImpl extends EventEmitter<AgentEvents> implements Agent {
       }
       for (const h of route.hostnames) hostnames.set(h, route.id);
       next.set(route.id, normalizeRoute(route));
-      announcedBytes += announcedSize(route);
+      announcedBytes += size;
     }
     this.#routes = next;
     this.#skipped = skipped;
@@ -278,15 +279,14 @@ class AgentImpl extends EventEmitter<AgentEvents> implements Agent {
     for (const conn of this.#connections) conn.announce();
   }
 
-  /** Why `route` cannot join an announcement that already holds `count` routes of `bytes`, or ''. */
-  #overAnnouncementLimit(count: number, bytes: number, route: Route): string {
+  /** Why an announcement of `count` routes plus one more, `bytes` in all, cannot be sent, or ''. */
+  #overAnnouncementLimit(count: number, bytes: number): string {
     if (count >= MAX_ANNOUNCED_ROUTES) {
       return `this agent already announces ${MAX_ANNOUNCED_ROUTES} routes, the most one announcement carries`;
     }
     // Room for the message's own framing besides the routes.
-    if (bytes + announcedSize(route) > MAX_MESSAGE - 1024) {
+    if (bytes > MAX_MESSAGE - 1024)
       return `the announcement would exceed ${MAX_MESSAGE} bytes with this route`;
-    }
     return '';
   }
 

@@ -48,8 +48,6 @@ export interface DialerOptions {
   onFailure?: (reason: string) => void;
 }
 
-export { DEFAULT_CONNECT_TIMEOUT };
-
 /** Methods a retry cannot make happen twice (RFC 9110 §9.2.2). */
 const IDEMPOTENT = new Set(['GET', 'HEAD', 'OPTIONS', 'TRACE', 'PUT', 'DELETE']);
 /** How a keep-alive socket the backend closed while we reused it shows up (node:http, undici). */

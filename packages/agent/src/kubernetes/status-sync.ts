@@ -71,8 +71,9 @@ export class StatusSync {
     if (this.#stopped || !this.#watch.synced) return;
     if (this.#elector && !this.#elector.isLeader) return;
     const results = this.#agent.routeStatus();
+    const skippedRoutes = this.#agent.skippedRoutes();
     const services = this.#watch.services;
-    this.#writer.retain([...services.values()].map((s) => s.service));
+    this.#writer.retain(Array.from(services.values(), (s) => s.service));
     for (const { service, verdict } of services.values()) {
       if (verdict.kind === 'ignored') {
         await this.#writer.clear(service);
@@ -86,7 +87,7 @@ export class StatusSync {
         continue;
       }
       const route = verdict.route;
-      const skipped = this.#agent.skippedRoutes().get(route.id);
+      const skipped = skippedRoutes.get(route.id);
       if (skipped !== undefined) {
         await this.#writer.apply(service, {
           error: skipped,

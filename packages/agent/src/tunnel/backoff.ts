@@ -11,7 +11,7 @@ export const DEFAULT_BACKOFF: Readonly<BackoffOptions> = Object.freeze({ base: 5
  * How long after a planned shutdown (GOAWAY) failed attempts keep retrying
  * within `base`, ms: long enough for a relay process to restart.
  */
-export const RESTART_WINDOW = 15_000;
+const RESTART_WINDOW = 15_000;
 
 /**
  * Exponential backoff with full jitter (delay uniform in [0, min(cap, base·2^n)]),

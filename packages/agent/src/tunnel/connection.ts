@@ -56,10 +56,10 @@ export interface TunnelConnectionEvents {
 
 export type State = 'idle' | 'connecting' | 'handshake' | 'connected' | 'waiting' | 'closed';
 
-/** GOAWAY reasons that mean "drain and reconnect", not "something broke". */
 /** How long a connection must have served for its GOAWAY to count as a relay restart, ms. */
 const RESTART_MIN_UPTIME = 1_000;
 
+/** GOAWAY reasons that mean "drain and reconnect", not "something broke". */
 const GRACEFUL = new Set<Reason>([Reason.NoError, Reason.Shutdown, Reason.StreamIdsExhausted]);
 
 /**
@@ -258,9 +258,7 @@ export class TunnelConnection extends EventEmitter<TunnelConnectionEvents> {
     if (session !== this.#session || !GRACEFUL.has(info.reason)) return; // an error GOAWAY: 'close' follows
     const wasUp = this.#state === 'connected';
     this.#session = undefined;
-    const upFor = wasUp ? performance.now() - this.#connectedAt : 0;
-    // A connection that served for the healthy period starts the schedule over, however it ended.
-    if (upFor >= this.#opts.healthyAfter) this.#backoff.reset();
+    const upFor = this.#uptimeAtEnd();
     // Only a connection that served a while takes GOAWAY for a restart: a relay
     // that says goodbye right after every welcome (stuck draining) gets the
     // growing schedule, not fast retries forever.
@@ -275,6 +273,16 @@ export class TunnelConnection extends EventEmitter<TunnelConnectionEvents> {
     this.#releaseControl();
   }
 
+  /**
+   * How long the connection that just ended was up (0 if it never was); one
+   * that served for the healthy period starts the backoff over, however it ended.
+   */
+  #uptimeAtEnd(): number {
+    const upFor = this.#state === 'connected' ? performance.now() - this.#connectedAt : 0;
+    if (upFor >= this.#opts.healthyAfter) this.#backoff.reset();
+    return upFor;
+  }
+
   #onSessionClose(session: Session, err?: Error): void {
     this.#sockets.delete(session);
     if (session !== this.#session) return; // a drained session finishing, or the agent closing
@@ -283,7 +291,7 @@ export class TunnelConnection extends EventEmitter<TunnelConnectionEvents> {
     if (this.#state === 'closed') return;
     const reason = err ? err.message : 'closed by the relay';
     if (this.#state === 'connected') {
-      if (performance.now() - this.#connectedAt >= this.#opts.healthyAfter) this.#backoff.reset();
+      this.#uptimeAtEnd();
       const delay = this.#backoff.next();
       this.#log.warn({ reason, retryIn: delay }, 'tunnel disconnected');
       this.#schedule(delay);
