@@ -24,19 +24,6 @@ function echoHeaders(req: import('node:http').IncomingMessage, res: import('node
   });
 }
 
-/** Sends `request` on a new connection, reads the reply until the relay ends it, closes. */
-async function exchangeAndClose(port: number, request: string): Promise<{ reply: string }> {
-  const client = connect(port, '127.0.0.1');
-  await once(client, 'connect');
-  let reply = '';
-  client.on('data', (c: Buffer) => (reply += c.toString('latin1')));
-  client.write(request);
-  await once(client, 'end');
-  client.end();
-  await once(client, 'close');
-  return { reply };
-}
-
 const UPGRADE = 'GET /ws HTTP/1.1\r\nHost: ws.edge.test\r\nConnection: upgrade\r\nUpgrade: websocket\r\n\r\n';
 
 t.test('a client cannot strip Host with Connection: host (the backend sees the public name)', async (t) => {
@@ -59,7 +46,7 @@ t.test('an upgrade the backend declines: its tunnel stream closes with the respo
     res.end('no');
   });
   await testAgent(t, relay, [{ id: 'ws', hostnames: ['ws.edge.test'], target: backend.url }]);
-  const { reply } = await exchangeAndClose(relay.httpAddress.port, UPGRADE);
+  const { text: reply } = await rawRequest(relay.httpAddress.port, UPGRADE, 15_000, true);
   t.match(reply, /^HTTP\/1\.1 426 /);
   // The client has the whole response and its end: the relay read the agent's FIN before that.
   const text = await relay.metrics.registry.metrics();
@@ -76,7 +63,7 @@ t.test('an upgrade to a backend that is down gets the 502 page, not a bare close
   const relay = await testRelay(t);
   const down = `http://127.0.0.1:${await freePort()}`;
   await testAgent(t, relay, [{ id: 'ws', hostnames: ['ws.edge.test'], target: down }]);
-  const { reply } = await exchangeAndClose(relay.httpAddress.port, UPGRADE);
+  const { text: reply } = await rawRequest(relay.httpAddress.port, UPGRADE, 15_000, true);
   t.match(reply, /^HTTP\/1\.1 502 /, 'like the same request without Upgrade');
   t.match(reply, /x-burrow-error: backend_refused/);
 });
@@ -143,10 +130,12 @@ t.test(
       socket.end('HTTP/1.1 101 Switching Protocols\r\nConnection: upgrade\r\nUpgrade: h2c\r\n\r\n');
     });
     await testAgent(t, relay, [{ id: 'h2c', hostnames: ['h2c.edge.test'], target: backend.url }]);
-    const { reply } = await exchangeAndClose(
+    const { text: reply } = await rawRequest(
       relay.httpAddress.port,
       'GET /page HTTP/1.1\r\nHost: h2c.edge.test\r\nConnection: Upgrade, HTTP2-Settings\r\n' +
         'Upgrade: h2c\r\nHTTP2-Settings: AAMAAABkAAQAAP__\r\nX-Forwarded-For: 203.0.113.9\r\n\r\n',
+      15_000,
+      true,
     );
     t.match(reply, /^HTTP\/1\.1 200 /, 'an ordinary HTTP/1.1 response');
     t.match(reply, /\r\nconnection: close\r\n/i, 'and the connection ends with it');
@@ -156,13 +145,15 @@ t.test(
     t.equal(seen.headers['http2-settings'], undefined);
     t.equal(seen.headers['x-forwarded-for'], '127.0.0.1', "the relay's forwarding headers, not the client's");
 
-    const withBody = await exchangeAndClose(
+    const withBody = await rawRequest(
       relay.httpAddress.port,
       'POST /page HTTP/1.1\r\nHost: h2c.edge.test\r\nConnection: Upgrade, HTTP2-Settings\r\n' +
         'Upgrade: h2c\r\nHTTP2-Settings: AAMAAABkAAQAAP__\r\nContent-Length: 2\r\n\r\nhi',
+      15_000,
+      true,
     );
-    t.match(withBody.reply, /^HTTP\/1\.1 400 /, 'with a body: refused, with the reason');
-    t.match(withBody.reply, /x-burrow-error: h2c_upgrade/);
+    t.match(withBody.text, /^HTTP\/1\.1 400 /, 'with a body: refused, with the reason');
+    t.match(withBody.text, /x-burrow-error: h2c_upgrade/);
     t.equal(upgraded, 0);
   },
 );
@@ -184,9 +175,11 @@ t.test(
     const backend = await testServer(t, echoHeaders);
     await testAgent(t, relay, [{ id: 'tunnel', hostnames: ['tunnel.edge.test'], target: backend.url }]);
 
-    const { reply } = await exchangeAndClose(
+    const { text: reply } = await rawRequest(
       relay.httpAddress.port,
       'CONNECT tunnel.edge.test:443 HTTP/1.1\r\nHost: tunnel.edge.test:443\r\n\r\n',
+      15_000,
+      true,
     );
     t.match(reply, /^HTTP\/1\.1 501 /, 'HTTP/1.1: 501, not a bare close');
     t.match(reply, /x-burrow-error: connect_method/);

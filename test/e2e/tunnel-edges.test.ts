@@ -19,15 +19,7 @@ import { RouteTable } from '../../packages/relay/src/routes/table.js';
 import type { AgentConnection } from '../../packages/relay/src/tunnel/agent-connection.js';
 import { TunnelEndpoint } from '../../packages/relay/src/tunnel/endpoint.js';
 import { testKeys, testLogger, testRelay, tokenFor, tunnelUrl } from '../helpers/relay.js';
-import { RogueAgent } from '../helpers/rogue-agent.js';
-
-/** Bytes of one control message: u32 length, then JSON. */
-function controlMessage(value: unknown): Buffer {
-  const body = Buffer.from(JSON.stringify(value));
-  const head = Buffer.alloc(4);
-  head.writeUInt32BE(body.byteLength);
-  return Buffer.concat([head, body]);
-}
+import { controlMessage, RogueAgent } from '../helpers/rogue-agent.js';
 
 t.test(
   "the relay stops taking announcements while the agent leaves its replies unread (the control stream's writes stay bounded)",

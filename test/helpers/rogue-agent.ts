@@ -33,7 +33,7 @@ const ROGUE_HELLO: Hello = {
 };
 
 /** Bytes of one control message: u32 length, then JSON (docs/protocol.md). */
-function controlMessage(value: unknown): Buffer {
+export function controlMessage(value: unknown): Buffer {
   const body = Buffer.from(JSON.stringify(value));
   const head = Buffer.alloc(4);
   head.writeUInt32BE(body.byteLength);

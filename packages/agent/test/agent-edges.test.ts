@@ -4,12 +4,12 @@
 // and metrics listeners answer while no tunnel is up.
 import { execFile } from 'node:child_process';
 import { once } from 'node:events';
-import { request } from 'node:http';
 import { dirname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { promisify } from 'node:util';
-import { parseOptions, Reason } from '@burrow/shared';
+import { type Logger, parseOptions, Reason } from '@burrow/shared';
 import t from 'tap';
+import { get } from '../../../test/helpers/http.js';
 import { freePort } from '../../../test/helpers/net.js';
 import { spawnLogged } from '../../../test/helpers/proc.js';
 import { startAgent } from '../src/agent.js';
@@ -22,16 +22,32 @@ const CLI = join(dirname(fileURLToPath(import.meta.url)), '..', 'dist', 'cli.js'
 const run = promisify(execFile);
 const TOKEN = 'eyJhbGciOiJFZERTQSJ9.eyJzdWIiOiJ0ZXN0In0.c2VjcmV0LXNpZ25hdHVyZQ';
 
-function probe(port: number, path: string): Promise<{ status: number; body: string }> {
-  return new Promise((resolve, reject) => {
-    const req = request({ host: '127.0.0.1', port, path, method: 'GET' }, (res) => {
-      const chunks: Buffer[] = [];
-      res.on('data', (c: Buffer) => chunks.push(c));
-      res.on('end', () => resolve({ status: res.statusCode ?? 0, body: Buffer.concat(chunks).toString() }));
+/**
+ * An agent with one tunnel connection whose backoff jitter comes from `random`
+ * (the backoff keeps the function it is built with; Math.random is put back).
+ */
+function startWithJitter(
+  relayUrl: string,
+  logger: Logger,
+  backoff: { base: number; cap: number },
+  healthyAfter: number,
+  random: () => number,
+) {
+  const realRandom = Math.random;
+  Math.random = random;
+  try {
+    return startAgent({
+      relayUrl,
+      token: TOKEN,
+      routes: [{ id: 'app', hostnames: ['app.example.com'], target: 'http://127.0.0.1:9' }],
+      connections: 1,
+      logger,
+      backoff,
+      healthyAfter,
     });
-    req.on('error', reject);
-    req.end();
-  });
+  } finally {
+    Math.random = realRandom;
+  }
 }
 
 function manyRoutes(n: number): Route[] {
@@ -51,20 +67,8 @@ t.test('a relay that sends GOAWAY right after every welcome is retried with grow
   });
   const log = memoryLogger();
   const base = 20;
-  // Fixed jitter (each delay is 0.9 of its bound): the agent's backoff keeps the
-  // function it was built with.
-  const realRandom = Math.random;
-  Math.random = () => 0.9;
-  const agent = startAgent({
-    relayUrl: relay.url,
-    token: TOKEN,
-    routes: [{ id: 'app', hostnames: ['app.example.com'], target: 'http://127.0.0.1:9' }],
-    connections: 1,
-    logger: log.logger,
-    backoff: { base, cap: 10_000 },
-    healthyAfter: 60_000,
-  });
-  Math.random = realRandom;
+  // Fixed jitter: each delay is 0.9 of its bound.
+  const agent = startWithJitter(relay.url, log.logger, { base, cap: 10_000 }, 60_000, () => 0.9);
   t.teardown(() => agent.close());
   const cycles = 7;
   await log.waitFor(
@@ -89,28 +93,16 @@ t.test(
     const realNow = performance.now.bind(performance);
     let offset = 0;
     performance.now = () => realNow() + offset;
-    const realRandom = Math.random;
     let jitter = 0; // 0 while failures pile up, so they cost no time
-    Math.random = () => jitter;
     t.teardown(() => {
       performance.now = realNow;
-      Math.random = realRandom;
     });
 
     const relay = await fakeRelay(t);
     relay.refuse = { status: 503, body: 'unavailable' };
     const log = memoryLogger();
     const base = 10;
-    const agent = startAgent({
-      relayUrl: relay.url,
-      token: TOKEN,
-      routes: [{ id: 'app', hostnames: ['app.example.com'], target: 'http://127.0.0.1:9' }],
-      connections: 1,
-      logger: log.logger,
-      backoff: { base, cap: 100_000 },
-      healthyAfter: 30_000,
-    });
-    Math.random = realRandom; // the agent's backoff keeps the stub it was built with
+    const agent = startWithJitter(relay.url, log.logger, { base, cap: 100_000 }, 30_000, () => jitter);
     t.teardown(() => agent.close());
 
     // Twelve failed attempts: the bound has grown to the cap.
@@ -255,12 +247,12 @@ t.test('no listener answers /readyz with "ready" while no tunnel is up', async (
   await agent.waitFor((l) => l['msg'] === 'tunnel connect failed; retrying');
   const healthPort = (health['address'] as { port: number }).port;
   const metricsPort = (metrics['address'] as { port: number }).port;
-  const onHealth = await probe(healthPort, '/readyz');
+  const onHealth = await get(healthPort, '127.0.0.1', '/readyz');
   t.equal(onHealth.status, 503, 'the health listener says not ready');
-  const onMetrics = await probe(metricsPort, '/readyz');
+  const onMetrics = await get(metricsPort, '127.0.0.1', '/readyz');
   t.not(
     onMetrics.status,
     200,
-    `the metrics listener does not claim readiness (got ${onMetrics.status} ${onMetrics.body.trim()})`,
+    `the metrics listener does not claim readiness (got ${onMetrics.status} ${onMetrics.body.toString().trim()})`,
   );
 });
