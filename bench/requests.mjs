@@ -68,8 +68,9 @@ const paths = await startPaths(cfg, `small requests with wrk (1 thread)`);
 
 async function measure(side, connections, close) {
   const pids = paths.pids(side);
-  const cpu0 = cpuMs(pids);
-  const each0 = pids.map((pid) => cpuMs([pid]));
+  // Each process's CPU time, read once per point: the total is their sum.
+  const each = () => pids.map((pid) => cpuMs([pid]));
+  const before = each();
   const t0 = performance.now();
   const r = await runWrk({
     port: paths.ports[side],
@@ -79,10 +80,11 @@ async function measure(side, connections, close) {
     cpus: paths.loadgenCpus,
   });
   const elapsed = performance.now() - t0;
-  r.cpu = (cpuMs(pids) - cpu0) / elapsed;
+  const used = each().map((ms, i) => ms - before[i]);
+  r.cpu = used.reduce((a, b) => a + b, 0) / elapsed;
   // CPU per request of each process (relay | agent | backend for burrow), µs.
   const requests = (r.rps * elapsed) / 1000;
-  const perRequest = pids.map((pid, i) => ((cpuMs([pid]) - each0[i]) * 1000) / requests);
+  const perRequest = used.map((ms) => (ms * 1000) / requests);
   r.line = () =>
     `${fmt.int(r.rps).padStart(6)} req/s  p50 ${fmt.ms(r.p50)} ms  p99 ${fmt.ms(r.p99)} ms  cpu ${fmt.pct(r.cpu)}` +
     `  µs/req ${perRequest.map((us) => us.toFixed(0)).join(' | ')}` +
