@@ -2,7 +2,6 @@
 // a backend declines or cannot take, a client that leaves before its response,
 // and the HTTPS redirect of an absolute-form request.
 import { once } from 'node:events';
-import { connect as h2connect } from 'node:http2';
 import { connect } from 'node:net';
 import type { AccessInfo } from '@burrow/relay';
 import t from 'tap';
@@ -13,7 +12,7 @@ import { metricValue } from '../helpers/metrics.js';
 import { freePort } from '../helpers/net.js';
 import { rawRequest } from '../helpers/raw-http.js';
 import { testRelay } from '../helpers/relay.js';
-import { testPki } from '../helpers/tls.js';
+import { h2Session, testPki } from '../helpers/tls.js';
 
 /** A backend that answers with the headers it received, as JSON. */
 function echoHeaders(req: import('node:http').IncomingMessage, res: import('node:http').ServerResponse) {
@@ -184,14 +183,7 @@ t.test(
     t.match(reply, /^HTTP\/1\.1 501 /, 'HTTP/1.1: 501, not a bare close');
     t.match(reply, /x-burrow-error: connect_method/);
 
-    const session = h2connect(`https://tunnel.edge.test:${relay.tlsAddress!.port}`, {
-      ca: pki.caPem,
-      servername: 'tunnel.edge.test',
-      host: '127.0.0.1',
-    } as never);
-    t.teardown(() => session.close());
-    session.on('error', () => {});
-    await once(session, 'connect');
+    const session = await h2Session(t, relay.tlsAddress!.port, 'tunnel.edge.test', pki.caPem);
     const s = session.request({ ':method': 'CONNECT', ':authority': 'tunnel.edge.test:443' });
     const [headers] = await once(s, 'response');
     t.equal(Number(headers[':status']), 501, 'HTTP/2: 501 too');

@@ -3,7 +3,6 @@
 // tunnel certificate, and HTTPS connections during a graceful drain.
 import { once } from 'node:events';
 import { readFile, writeFile } from 'node:fs/promises';
-import { connect as h2connect } from 'node:http2';
 import { createServer as createHttpsServer } from 'node:https';
 import type { AddressInfo } from 'node:net';
 import { join } from 'node:path';
@@ -16,7 +15,7 @@ import { tempDir } from '../helpers/fs.js';
 import { get, httpsGet, testServer } from '../helpers/http.js';
 import { listeningPorts, RELAY_CLI, spawnLogged } from '../helpers/proc.js';
 import { type Teardownable, testKeys, testRelay } from '../helpers/relay.js';
-import { type TestPki, testPki } from '../helpers/tls.js';
+import { h2Session, type TestPki, testPki } from '../helpers/tls.js';
 
 /** One HTTP/1.1 request over TLS with `servername` as SNI; the status line, or the error code. */
 function tlsStatus(port: number, servername: string, ca: string, host = servername): Promise<string> {
@@ -231,14 +230,7 @@ t.test('an HTTP/1.1-over-TLS request in flight when the drain starts gets its wh
 
 t.test('an HTTP/2 request in flight when the drain starts gets its whole response', async (t) => {
   const { pki, relay, held, arrived, port } = await drainSetup(t);
-  const session = h2connect(`https://app.example.test:${port}`, {
-    ca: pki.caPem,
-    servername: 'app.example.test',
-    host: '127.0.0.1',
-  } as never);
-  t.teardown(() => session.destroy());
-  session.on('error', () => {});
-  await once(session, 'connect');
+  const session = await h2Session(t, port, 'app.example.test', pki.caPem);
   const reply = new Promise<string>((resolve) => {
     const s = session.request({ ':path': '/held', ':authority': 'app.example.test' });
     let status = 0;

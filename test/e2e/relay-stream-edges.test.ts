@@ -6,7 +6,7 @@
 import { createHash, randomBytes } from 'node:crypto';
 import { once } from 'node:events';
 import { request as httpRequest, type IncomingMessage, type ServerResponse } from 'node:http';
-import { type ClientHttp2Session, type ClientHttp2Stream, connect as h2connect } from 'node:http2';
+import type { ClientHttp2Session, ClientHttp2Stream } from 'node:http2';
 import {
   type AddressInfo,
   createServer as createNetServer,
@@ -21,7 +21,7 @@ import { deferred } from '../helpers/deferred.js';
 import { get, testServer } from '../helpers/http.js';
 import { metricValue } from '../helpers/metrics.js';
 import { type Teardownable, testRelay } from '../helpers/relay.js';
-import { clientHelloFor, type TestPki, testPki } from '../helpers/tls.js';
+import { clientHelloFor, h2Session, type TestPki, testPki } from '../helpers/tls.js';
 
 const KiB = 1024;
 const MiB = 1024 * KiB;
@@ -289,14 +289,7 @@ async function h2Setup(
   await testAgent(t, relay, [{ id: 'h2', hostnames: ['h2.edge.test'], target: backend.url }], {
     connections: 1,
   });
-  const session = h2connect(`https://h2.edge.test:${relay.tlsAddress!.port}`, {
-    ca: pki.caPem,
-    servername: 'h2.edge.test',
-    host: '127.0.0.1',
-  } as never);
-  session.on('error', () => {});
-  t.teardown(() => session.destroy());
-  await once(session, 'connect');
+  const session = await h2Session(t, relay.tlsAddress!.port, 'h2.edge.test', pki.caPem);
   return { relay, session, pki, backendPort: backend.port };
 }
 

@@ -2,7 +2,6 @@ import { execFile } from 'node:child_process';
 import { X509Certificate } from 'node:crypto';
 import { once } from 'node:events';
 import { readFile } from 'node:fs/promises';
-import { connect as h2connect } from 'node:http2';
 import { Agent as HttpsAgent } from 'node:https';
 import { connect as tlsConnect } from 'node:tls';
 import { promisify } from 'node:util';
@@ -12,7 +11,7 @@ import { WebSocket, WebSocketServer } from 'ws';
 import { testAgent } from '../helpers/agent.js';
 import { get, httpsGet, testServer } from '../helpers/http.js';
 import { type Teardownable, testRelay } from '../helpers/relay.js';
-import { type TestPki, testPki } from '../helpers/tls.js';
+import { h2Session, type TestPki, testPki } from '../helpers/tls.js';
 
 const run = promisify(execFile);
 
@@ -97,14 +96,7 @@ t.test(
   async (t) => {
     const pki = await testPki(t);
     const { tlsPort } = await setup(t, pki);
-    const session = h2connect(`https://a.example.test:${tlsPort}`, {
-      ca: pki.caPem,
-      servername: 'a.example.test',
-      host: '127.0.0.1',
-    } as never);
-    t.teardown(() => session.close());
-    session.on('error', () => {});
-    await once(session, 'connect');
+    const session = await h2Session(t, tlsPort, 'a.example.test', pki.caPem);
     t.equal(session.alpnProtocol, 'h2', 'ALPN picked h2');
     const request = (path: string, authority = 'a.example.test', body?: string) =>
       new Promise<{ status: number; body: string; headers: Record<string, unknown> }>((resolve, reject) => {
@@ -252,14 +244,7 @@ t.test('a slow HTTP/1.1 request head over TLS gets 408, like on the plain listen
 t.test('an HTTP/2 session that sends no request is closed after the head deadline', async (t) => {
   const pki = await testPki(t);
   const { tlsPort } = await setup(t, pki, { headersTimeout: 300 });
-  const session = h2connect(`https://a.example.test:${tlsPort}`, {
-    ca: pki.caPem,
-    servername: 'a.example.test',
-    host: '127.0.0.1',
-  } as never);
-  t.teardown(() => session.destroy());
-  session.on('error', () => {});
-  await once(session, 'connect');
+  const session = await h2Session(t, tlsPort, 'a.example.test', pki.caPem);
   const [code] = (await once(session, 'goaway')) as [number];
   t.equal(code, 0, 'the relay sends GOAWAY (NO_ERROR)');
   await once(session, 'close');

@@ -1,6 +1,7 @@
 import { execFile } from 'node:child_process';
 import { once } from 'node:events';
 import { readFile, writeFile } from 'node:fs/promises';
+import { type ClientHttp2Session, connect as h2connect } from 'node:http2';
 import { type AddressInfo, createServer as createNetServer, type Socket } from 'node:net';
 import { join } from 'node:path';
 import { connect as tlsConnect } from 'node:tls';
@@ -103,4 +104,18 @@ export async function clientHelloFor(name: string): Promise<Buffer> {
   socket.destroy();
   server.close();
   return chunk;
+}
+
+/** An HTTP/2 session to a TLS port on 127.0.0.1 for `name` (SNI and authority), connected; destroyed at teardown. */
+export async function h2Session(
+  t: Teardownable,
+  port: number,
+  name: string,
+  ca: string,
+): Promise<ClientHttp2Session> {
+  const session = h2connect(`https://${name}:${port}`, { ca, servername: name, host: '127.0.0.1' } as never);
+  session.on('error', () => {});
+  t.teardown(() => session.destroy());
+  await once(session, 'connect');
+  return session;
 }
