@@ -67,11 +67,13 @@ function captureStreams(relay: Relay): Captured[] {
     const open = session.openStream.bind(session);
     session.openStream = (m: Buffer) => {
       const s = open(m);
-      // Paused while piped into the client's response: the client side pushed back.
+      // Paused while piped into the client's response (or at all, on an HTTP/1.1
+      // connection stream, which is only paused for that): the client side pushed back.
+      const http1 = JSON.parse(m.toString()).kind === 'http1';
       const piped = () => (s as unknown as { _readableState: { pipes: unknown[] } })._readableState.pipes;
       const pushedBack = new Promise<string>((resolve) =>
         s.on('pause', () => {
-          if (piped().length > 0) resolve('paused');
+          if (http1 || piped().length > 0) resolve('paused');
         }),
       );
       seen.push(Object.assign(s, { gone: new Promise((resolve) => s.once('close', resolve)), pushedBack }));

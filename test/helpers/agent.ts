@@ -7,6 +7,8 @@ export interface TestRoute {
   hostnames: string[];
   target: string;
   allowCidrs?: string[];
+  /** An https target's certificate is not verified. */
+  tlsInsecure?: boolean;
 }
 
 /** An agent connected to `relay`, ready (routes acknowledged), closed at teardown. */

@@ -17,7 +17,7 @@ import { type AdminState, buildAdminApp } from './admin/app.js';
 import { relayAdminState } from './admin/state.js';
 import { AcmeManager, type AcmeOptions } from './certs/acme.js';
 import { CertFiles } from './certs/files.js';
-import { serveHttpChallenge } from './certs/http-challenge.js';
+import { CHALLENGE_PREFIX, serveHttpChallenge } from './certs/http-challenge.js';
 import { CertStore } from './certs/store.js';
 import { createHttpListener } from './listeners/http.js';
 import { TlsFront } from './listeners/tls-front.js';
@@ -202,6 +202,14 @@ export async function startRelay(options: RelayOptions): Promise<Relay> {
       metrics.streamOpened(route, (fn) => stream.on('close', fn)),
     draining: () => closing !== undefined,
   };
+  /** Whether a plain-HTTP request for `host` is answered with a redirect to HTTPS. */
+  const redirects = (host: string): boolean => {
+    if (!redirect || !httpsPort || !host) return false;
+    const found = routes.lookup(host);
+    return (
+      found.kind === 'found' && (found.binding.mode === 'tls-passthrough' || certs.find(host) !== undefined)
+    );
+  };
   const httpServer = createHttpListener({
     table: routes,
     logger,
@@ -212,16 +220,15 @@ export async function startRelay(options: RelayOptions): Promise<Relay> {
     ...hooks,
     intercept: (req, res) => {
       if (acme && serveHttpChallenge(req, res, (t) => acme.httpChallenge(t))) return true;
-      if (!redirect || !httpsPort) return false;
       const host = normalizeHost(req.headers.host);
-      const found = host ? routes.lookup(host) : undefined;
-      if (found?.kind !== 'found') return false;
-      if (found.binding.mode !== 'tls-passthrough' && !certs.find(host)) return false;
+      if (!redirects(host)) return false;
       // A malformed request gets its 400 from forwardRequest, not a redirect.
       if (invalidRequest(req, host)) return false;
-      redirectToHttps(req, res, httpsPort);
+      redirectToHttps(req, res, httpsPort!);
       return true;
     },
+    intercepts: (host, target) =>
+      (acme !== undefined && target.startsWith(CHALLENGE_PREFIX)) || redirects(host),
   });
   const front = options.tls
     ? new TlsFront({

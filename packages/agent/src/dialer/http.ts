@@ -9,6 +9,7 @@ import type { Socket } from 'node:net';
 import { Readable } from 'node:stream';
 import {
   type HeaderPairs,
+  type Http1Open,
   type HttpOpen,
   type Logger,
   pairsFromRaw,
@@ -25,7 +26,7 @@ import type { Dispatcher } from 'undici';
 import type { Route } from '../routes/source.js';
 import { BACKEND_RESET, DEFAULT_CONNECT_TIMEOUT, type PoolOptions, TargetPool } from './pool.js';
 import { type TargetAddress, targetAddress } from './target.js';
-import { serveTcpStream } from './tcp.js';
+import { serveTcpStream, type TcpServeOptions } from './tcp.js';
 
 /** Opens the backend side of a stream the relay opened for one of our routes. */
 export interface Dialer {
@@ -33,6 +34,8 @@ export interface Dialer {
   serve(stream: Stream, meta: HttpOpen, route: Route): void;
   /** Serves one passthrough stream for `route`: spliced to its target. Never throws. */
   serveTcp(stream: Stream, meta: TcpOpen, route: Route): void;
+  /** Serves one HTTP/1.1 connection stream for `route`: spliced to a connection to its target. Never throws. */
+  serveHttp1(stream: Stream, meta: Http1Open, route: Route): void;
   /** The route set changed: idle connections to targets no longer in it are closed. */
   retain(routes: readonly Route[]): void;
   /** Closes every pooled connection. */
@@ -111,11 +114,15 @@ class BackendDialer implements Dialer {
   }
 
   serveTcp(stream: Stream, meta: TcpOpen, route: Route): void {
-    serveTcpStream(stream, meta, route, {
-      connectTimeout: this.#connectTimeout,
-      log: this.#log,
-      onFailure: this.#onFailure,
-    });
+    serveTcpStream(stream, meta, route, this.#spliceOptions);
+  }
+
+  serveHttp1(stream: Stream, meta: Http1Open, route: Route): void {
+    serveTcpStream(stream, meta, route, this.#spliceOptions);
+  }
+
+  get #spliceOptions(): TcpServeOptions {
+    return { connectTimeout: this.#connectTimeout, log: this.#log, onFailure: this.#onFailure };
   }
 
   retain(routes: readonly Route[]): void {

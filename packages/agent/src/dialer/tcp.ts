@@ -1,10 +1,11 @@
-import { connect, type Socket } from 'node:net';
-import { type Logger, Reason, type Stream, splice, type TcpOpen } from '@burrow/shared';
+import { connect, isIP, type Socket } from 'node:net';
+import { connect as tlsConnect } from 'node:tls';
+import { type Http1Open, type Logger, Reason, type Stream, splice, type TcpOpen } from '@burrow/shared';
 import type { Route } from '../routes/source.js';
 import { targetAddress } from './target.js';
 
 export interface TcpServeOptions {
-  /** Time allowed for the backend to accept the connection, ms. */
+  /** Time allowed for the backend to accept the connection (and finish TLS for https targets), ms. */
   connectTimeout: number;
   log: Logger;
   /** Called once per failed backend connection with the wire reason name (metrics). */
@@ -12,24 +13,41 @@ export interface TcpServeOptions {
 }
 
 /**
- * Serves a `tcp` stream (TLS passthrough): connects to the route's target and
- * splices the stream to it, byte for byte, in both directions. The first
- * bytes are the client's ClientHello; the backend terminates TLS itself.
- * Half-closes travel end to end. Never throws.
+ * Serves a byte stream by splicing it to one connection to the route's
+ * target, in both directions. Two kinds of stream take this path:
+ * - `tcp` (TLS passthrough): the first bytes are the client's ClientHello;
+ *   the backend terminates TLS itself.
+ * - `http1`: HTTP/1.1 requests the relay has parsed and rewritten, to an
+ *   `http://` target over TCP or an `https://` one over TLS (verified unless
+ *   the route says tlsInsecure). The relay frames the responses.
+ *
+ * Half-closes travel end to end; a failed connection resets the stream with
+ * the reason the relay turns into a 502 or 504. Never throws.
  */
 export function serveTcpStream(
   stream: Stream,
-  meta: TcpOpen,
+  meta: TcpOpen | Http1Open,
   route: Route,
   { connectTimeout, log, onFailure }: TcpServeOptions,
 ): void {
-  const { host, port, where } = targetAddress(route.target);
+  const { host, port, where, https } = targetAddress(route.target);
+  const tls = meta.kind === 'http1' && https;
   const started = performance.now();
   let failed: string | undefined;
   stream.on('error', () => {}); // resets from the relay: 'close' cleans up
   // Client bytes wait in the stream (bounded by its window) until the backend accepts.
   stream.pause();
-  const socket: Socket = connect({ host, port, allowHalfOpen: true });
+  const socket: Socket = tls
+    ? tlsConnect({
+        host,
+        port,
+        ...(isIP(host) ? {} : { servername: host }),
+        rejectUnauthorized: route.tlsInsecure !== true,
+        ALPNProtocols: ['http/1.1'],
+      })
+    : connect({ host, port, allowHalfOpen: true });
+  // Requests and responses go out whole as they are written: no Nagle delay on small ones.
+  socket.setNoDelay(true);
   const fail = (reason: Reason, message: string, code?: string) => {
     if (failed !== undefined || stream.destroyed) return;
     failed = Reason[reason] ?? String(reason);
@@ -47,7 +65,7 @@ export function serveTcpStream(
       `backend did not accept a connection to ${where} within ${connectTimeout} ms`,
     );
   }, connectTimeout);
-  socket.once('connect', () => {
+  socket.once(tls ? 'secureConnect' : 'connect', () => {
     clearTimeout(timer);
     splice(socket, stream);
   });
@@ -69,8 +87,7 @@ export function serveTcpStream(
     log.debug(
       {
         route: route.id,
-        sni: meta.serverName,
-        passthrough: true,
+        ...(meta.kind === 'tcp' ? { sni: meta.serverName, passthrough: true } : { http1: true }),
         bytesIn: stream.bytesIn,
         bytesOut: stream.bytesOut,
         durationMs: Math.round(performance.now() - started),

@@ -45,7 +45,8 @@ export function acceptStream(
     return;
   }
   // A stream's kind must match how the route was announced: HTTP routes get
-  // request streams, passthrough routes raw byte streams, never the other way.
+  // request and HTTP/1.1 connection streams, passthrough routes raw byte
+  // streams, never the other way.
   if ((open.kind === 'tcp') !== isPassthrough(route)) {
     log.warn(
       { stream: stream.id, route: open.route, kind: open.kind },
@@ -55,5 +56,6 @@ export function acceptStream(
     return;
   }
   if (open.kind === 'tcp') dialer.serveTcp(stream, open, route);
+  else if (open.kind === 'http1') dialer.serveHttp1(stream, open, route);
   else dialer.serve(stream, open, route);
 }

@@ -1,5 +1,6 @@
 import { EventEmitter, once } from 'node:events';
 import {
+  type AgentFeature,
   type AnnouncedRoute,
   createSession,
   encodeJson,
@@ -21,6 +22,9 @@ import type { WebSocket } from 'ws';
 import { Backoff, type BackoffOptions } from './backoff.js';
 import { dialRelay, RelayRefusedError } from './dial.js';
 import type { FailureLog } from './failure-log.js';
+
+/** Stream kinds this agent serves beyond `http` and `tcp` (docs/protocol.md §11). */
+const FEATURES: AgentFeature[] = ['http1'];
 
 export interface TunnelConnectionOptions {
   /** Position among the agent's connections, for logs and events. */
@@ -116,9 +120,11 @@ export class TunnelConnection extends EventEmitter<TunnelConnectionEvents> {
 
   /** Sends the current route set on the live control stream (no-op while disconnected: connecting announces). */
   announce(): void {
-    if (this.#control) {
-      writeMessage(this.#control, { type: 'announce', routes: this.#opts.announcement() });
-    }
+    if (this.#control) this.#announceOn(this.#control);
+  }
+
+  #announceOn(control: Stream): void {
+    writeMessage(control, { type: 'announce', routes: this.#opts.announcement(), features: FEATURES });
   }
 
   /**
@@ -212,7 +218,7 @@ export class TunnelConnection extends EventEmitter<TunnelConnectionEvents> {
     });
     control.on('error', (err) => broken(`control stream failed: ${err.message}`));
     control.on('end', () => broken('the relay closed the control stream'));
-    writeMessage(control, { type: 'announce', routes: this.#opts.announcement() });
+    this.#announceOn(control);
     // HELLO is bounded by the session; the welcome that follows needs its own bound.
     const limit = session.config.handshakeTimeout;
     const timer = setTimeout(() => {

@@ -1,6 +1,7 @@
 import { createServer, type IncomingMessage, type Server, type ServerResponse } from 'node:http';
 import type { Socket } from 'node:net';
 import { type ForwardOptions, forwardRequest } from '../proxy/forward.js';
+import { Http1Connection } from '../proxy/http1-connection.js';
 import { forwardUpgrade, refuseConnect } from '../proxy/upgrade.js';
 import { MAX_REQUEST_HEAD, MAX_REQUEST_HEADERS } from '../proxy/validate-request.js';
 
@@ -11,6 +12,8 @@ export interface HttpListenerOptions extends ForwardOptions {
   keepAliveTimeout: number;
   /** Answers a request itself (ACME challenge, HTTPS redirect) instead of forwarding it; true when it did. */
   intercept?: (req: IncomingMessage, res: ServerResponse) => boolean;
+  /** Whether `intercept` may answer a request for this host and target (such requests skip the fast path). */
+  intercepts?: (host: string, target: string) => boolean;
 }
 
 /**
@@ -23,8 +26,12 @@ export function headCheckInterval(headersTimeout: number): number {
 }
 
 /**
- * The public HTTP listener. Node's parser reads every request; each one is
- * routed by its own Host, so a keep-alive connection may switch hostnames.
+ * The public HTTP listener. Each request is routed by its own Host, so a
+ * keep-alive connection may switch hostnames. Every connection starts on the
+ * fast path (Http1Connection), which carries plain HTTP/1.1 requests to
+ * agents that serve `http1` streams; at the first request it does not carry,
+ * it hands the connection to Node's parser and the general path below, for
+ * the rest of the connection's life.
  */
 export function createHttpListener(opts: HttpListenerOptions): Server {
   const server = createServer({
@@ -69,5 +76,26 @@ export function createHttpListener(opts: HttpListenerOptions): Server {
       socket.destroy();
     }
   });
+  // Node's own connection handler stays the way into its parser; the fast path goes first.
+  const [nodeConnection] = server.listeners('connection') as Array<(socket: Socket) => void>;
+  if (!nodeConnection) throw new Error('node:http server without a connection handler');
+  server.removeListener('connection', nodeConnection);
+  const handoff = (socket: Socket) => nodeConnection.call(server, socket);
+  const fast = new Set<Http1Connection>();
+  const gone = (conn: Http1Connection) => fast.delete(conn);
+  server.on('connection', (socket: Socket) => {
+    fast.add(new Http1Connection(socket, opts, handoff, gone));
+  });
+  // Drains reach both kinds of connection.
+  const closeIdle = server.closeIdleConnections.bind(server);
+  const closeAll = server.closeAllConnections.bind(server);
+  server.closeIdleConnections = () => {
+    closeIdle();
+    for (const conn of fast) conn.closeIfIdle();
+  };
+  server.closeAllConnections = () => {
+    closeAll();
+    for (const conn of fast) conn.destroy();
+  };
   return server;
 }

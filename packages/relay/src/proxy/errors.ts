@@ -107,15 +107,27 @@ export function sendError(
 /** The same page written on a raw socket (upgrade requests have no ServerResponse). */
 export function sendRawError(socket: Duplex, status: number, message: string, host = '', code = ''): void {
   if (socket.destroyed) return;
+  socket.end(rawErrorResponse(status, message, host, code, 'connection: close\r\n'));
+}
+
+/** The page as a whole HTTP/1.1 response; `connection` is the Connection field line(s) to send. */
+export function rawErrorResponse(
+  status: number,
+  message: string,
+  host: string,
+  code: string,
+  connection: string,
+): string {
   const text = body(status, message, host);
-  const head = [
-    `HTTP/1.1 ${status} ${STATUS_CODES[status] ?? ''}`,
-    'content-type: text/plain; charset=utf-8',
-    `content-length: ${Buffer.byteLength(text)}`,
-    'connection: close',
-    ...(code ? [`x-burrow-error: ${code}`] : []),
-  ];
-  socket.end(`${head.join('\r\n')}\r\n\r\n${text}`);
+  return (
+    `HTTP/1.1 ${status} ${STATUS_CODES[status] ?? ''}\r\n` +
+    'content-type: text/plain; charset=utf-8\r\n' +
+    `content-length: ${Buffer.byteLength(text)}\r\n` +
+    'cache-control: no-store\r\n' +
+    connection +
+    (code ? `x-burrow-error: ${code}\r\n` : '') +
+    `\r\n${text}`
+  );
 }
 
 /**

@@ -140,14 +140,19 @@ export function forwardedHeaders(
   // The backend gets the Host the request was routed by, whatever the client
   // listed in Connection (`Connection: host` would otherwise remove it).
   pairs.unshift(['Host', host]);
+  pairs.push(...forwardingFields(ip, host, proto));
+  return pairs;
+}
+
+/** The forwarding fields the relay sets on every request, for client `ip` and the Host it sent. */
+export function forwardingFields(ip: string, host: string, proto: 'http' | 'https'): HeaderPairs {
   const node = ip.includes(':') ? `"[${ip}]"` : ip;
-  pairs.push(
+  return [
     ['X-Forwarded-For', ip],
     ['X-Forwarded-Proto', proto],
     ['X-Forwarded-Host', host],
     ['Forwarded', `for=${node};host=${quoteIfNeeded(host)};proto=${proto}`],
-  );
-  return pairs;
+  ];
 }
 
 function quoteIfNeeded(v: string): string {
@@ -293,10 +298,10 @@ export const CLIENT_CLOSED = 'client_closed';
 export const CLIENT_CLOSED_STATUS = 499;
 
 /** Attempts after the first for a bodiless request refused unprocessed. */
-const MAX_RETRIES = 2;
+export const MAX_RETRIES = 2;
 
 /** Failures that prove the agent never processed the request. */
-function retryable(err: unknown): boolean {
+export function retryable(err: unknown): boolean {
   const e = err as { code?: string; reason?: number };
   if (e?.code === 'BURROW_ERR_GOAWAY' || e?.code === 'BURROW_ERR_STREAM_REFUSED') return true;
   return e?.code === 'BURROW_ERR_STREAM_RESET' && e.reason === Reason.RefusedStream;

@@ -5,6 +5,7 @@ import {
   controlOpenSchema,
   decodeJson,
   encodeJson,
+  type Http1Open,
   type HttpOpen,
   type Logger,
   MessageReader,
@@ -40,6 +41,7 @@ export class AgentConnection implements RouteTarget {
   #control: Stream | undefined;
   #inFlight = 0;
   #refusedStreams = 0;
+  #http1 = false;
 
   constructor(opts: {
     session: Session;
@@ -76,6 +78,11 @@ export class AgentConnection implements RouteTarget {
     return this.#inFlight;
   }
 
+  /** Whether the agent serves `http1` connection streams (it said so in its last announcement). */
+  get servesHttp1(): boolean {
+    return this.#http1;
+  }
+
   get usable(): boolean {
     return !this.session.closed && !this.session.draining;
   }
@@ -101,7 +108,12 @@ export class AgentConnection implements RouteTarget {
     return this.#open(meta);
   }
 
-  #open(meta: HttpOpen | TcpOpen): Stream {
+  /** Opens an HTTP/1.1 connection stream to the agent. Throws when the session cannot take one. */
+  openHttp1Stream(meta: Http1Open): Stream {
+    return this.#open(meta);
+  }
+
+  #open(meta: HttpOpen | TcpOpen | Http1Open): Stream {
     const stream = this.session.openStream(encodeJson(meta));
     this.#inFlight++;
     stream.on('close', () => this.#inFlight--); // 'close' comes once; `on` costs less than `once`
@@ -156,6 +168,7 @@ export class AgentConnection implements RouteTarget {
 
   #onMessage(stream: Stream, message: AgentMessage): void {
     if (message.type === 'announce') {
+      this.#http1 = message.features?.includes('http1') ?? false;
       const results = this.#table.announce(this, this.claims.hosts, message.routes, this.#onRefused);
       for (const r of results) {
         if (r.status === 'refused')

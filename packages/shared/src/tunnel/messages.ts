@@ -61,10 +61,35 @@ export const tcpOpenSchema = z.object({
   client: z.object({ ip: z.string().max(64), port: z.number().int().min(0).max(65535) }),
 });
 
-export const openSchema = z.discriminatedUnion('kind', [controlOpenSchema, httpOpenSchema, tcpOpenSchema]);
+/**
+ * OPEN metadata of an HTTP/1.1 connection stream (relay → agent), sent only
+ * to agents that announced the `http1` feature. The stream carries HTTP/1.1
+ * messages as bytes: requests the relay has already parsed, checked and
+ * rewritten (forwarding headers set, hop-by-hop fields removed) one way, the
+ * backend's responses untouched the other. The agent splices it to one
+ * connection to the route's target (TLS for https targets); the relay frames
+ * each response itself.
+ */
+export const http1OpenSchema = z.object({
+  kind: z.literal('http1'),
+  route: routeId,
+  client: z.object({ ip: z.string().max(64), port: z.number().int().min(0).max(65535) }),
+});
+
+export const openSchema = z.discriminatedUnion('kind', [
+  controlOpenSchema,
+  httpOpenSchema,
+  tcpOpenSchema,
+  http1OpenSchema,
+]);
 export type OpenMetadata = z.infer<typeof openSchema>;
 export type HttpOpen = z.infer<typeof httpOpenSchema>;
 export type TcpOpen = z.infer<typeof tcpOpenSchema>;
+export type Http1Open = z.infer<typeof http1OpenSchema>;
+
+/** Stream kinds an agent may offer beyond `http` and `tcp`, named in its announcement. */
+export const AGENT_FEATURES = ['http1'] as const;
+export type AgentFeature = (typeof AGENT_FEATURES)[number];
 
 /**
  * How the relay serves a route's hostnames. `http`: the relay parses HTTP
@@ -90,7 +115,15 @@ export const MAX_ANNOUNCED_ROUTES = 1024;
 
 /** Control messages, agent → relay. `announce` replaces the connection's whole route set. */
 export const agentMessageSchema = z.discriminatedUnion('type', [
-  z.object({ type: z.literal('announce'), routes: z.array(announcedRouteSchema).max(MAX_ANNOUNCED_ROUTES) }),
+  z.object({
+    type: z.literal('announce'),
+    routes: z.array(announcedRouteSchema).max(MAX_ANNOUNCED_ROUTES),
+    /**
+     * Stream kinds the agent serves besides `http` and `tcp`. Absent (older
+     * agents): none. Names this relay does not know are ignored.
+     */
+    features: z.array(z.string().max(32)).max(16).optional(),
+  }),
 ]);
 export type AgentMessage = z.infer<typeof agentMessageSchema>;
 

@@ -1,0 +1,633 @@
+import type { Socket } from 'node:net';
+import { Reason, type Stream, UpstreamTimeoutError } from '@burrow/shared';
+import type { Binding } from '../routes/table.js';
+import type { AgentConnection } from '../tunnel/agent-connection.js';
+import { abortConnection, failureFor, INVALID_RESPONSE_HEAD, rawErrorResponse } from './errors.js';
+import {
+  type AccessInfo,
+  CLIENT_CLOSED,
+  CLIENT_CLOSED_STATUS,
+  clientIp,
+  type ForwardOptions,
+  forwardingFields,
+  MAX_RETRIES,
+  recordAccess,
+  retryable,
+} from './forward.js';
+import {
+  ChunkedEnd,
+  type Framing,
+  INCOMPLETE,
+  OTHER,
+  parseRequestHead,
+  parseResponseHead,
+  type RequestHead,
+} from './http1-parse.js';
+import { MAX_REQUEST_HEAD, MAX_REQUEST_HEADERS } from './validate-request.js';
+
+export interface Http1Options extends ForwardOptions {
+  /** Idle time before a keep-alive client connection is closed, ms. */
+  keepAliveTimeout: number;
+  /** Time allowed for a client to send a request head, ms. */
+  headersTimeout: number;
+  /** Whether the listener answers this request itself (ACME, redirects): such requests take Node's parser. */
+  intercepts?: (host: string, target: string) => boolean;
+}
+
+/** Largest response head accepted from a backend. */
+const MAX_RESPONSE_HEAD = 256 * 1024;
+const CRLF = Buffer.from('\r\n');
+const LAST_CHUNK = Buffer.from('0\r\n\r\n');
+/** A backend that closed its connection before a response: answered as the agent reports a failed exchange. */
+const BACKEND_CLOSED = { code: 'BURROW_ERR_STREAM_RESET', reason: Reason.BackendError };
+/** Methods a retry cannot make happen twice (RFC 9110 §9.2.2). */
+const IDEMPOTENT = new Set(['GET', 'HEAD', 'OPTIONS', 'PUT', 'DELETE']);
+
+/** One request on its way through the connection's tunnel stream, and its response. */
+interface Exchange {
+  readonly head: RequestHead;
+  readonly binding: Binding<AgentConnection>;
+  readonly started: number;
+  /** The request as sent to the agent, kept while a retry may send it again. */
+  readonly sent: Buffer | undefined;
+  attempts: number;
+  /** Request body bytes still to come from the client. */
+  bodyLeft: number;
+  bytesIn: number;
+  bytesOut: number;
+  /** Status sent to the client; 0 before the response head. */
+  status: number;
+  /** The client connection ends after this response. */
+  close: boolean;
+  error?: string;
+}
+
+/**
+ * The relay's fast path for plain HTTP/1.1 (ADR 006). A client connection
+ * gets one `http1` tunnel stream per route it talks to; the agent splices
+ * that stream to one backend connection. The relay parses each request head
+ * (http1-parse.ts), rewrites it (Host kept, forwarding fields set, hop-by-hop
+ * fields removed) and sends it with its body as bytes; it reads the
+ * backend's response head and the body's framing to know where each
+ * response ends, and passes the bytes on. No Node HTTP machinery, no
+ * per-request stream and no JSON on the way.
+ *
+ * Anything outside the narrow shape the fast path carries (another method or
+ * version, a chunked upload, Upgrade, Expect, an unknown host, a refused
+ * client, a draining relay, an agent without `http1`) goes to Node's parser
+ * and the general path at the next request boundary, with the bytes already
+ * read: `handoff` is called with the socket, those bytes unshifted.
+ */
+export class Http1Connection {
+  readonly #socket: Socket;
+  readonly #opts: Http1Options;
+  readonly #handoff: (socket: Socket) => void;
+  readonly #onGone: (conn: Http1Connection) => void;
+  readonly #client: string;
+  /** Client bytes read but not yet consumed (a partial or pipelined request head). */
+  #pending: Buffer | undefined;
+  #ex: Exchange | undefined;
+  #stream: Stream | undefined;
+  /** The route binding `#stream` was opened for. */
+  #binding: Binding<AgentConnection> | undefined;
+  /** The stream's backend connection has ended or failed: the next request needs a new stream. */
+  #spent = false;
+  /** The stream has carried a whole exchange: its backend connection is a kept-alive one. */
+  #reused = false;
+  /** Response bytes before the whole head has arrived. */
+  #head: Buffer | undefined;
+  #framing: Framing | undefined;
+  #bodyLeft = 0;
+  #chunks: ChunkedEnd | undefined;
+  #backendCloses = false;
+  #headTimer: NodeJS.Timeout | undefined;
+  #responseTimer: NodeJS.Timeout | undefined;
+  /** Client reading paused for a full tunnel stream (request body) or a pipelined request. */
+  #clientPaused = false;
+  #streamPaused = false;
+  #gone = false;
+
+  readonly #onData = (chunk: Buffer) => this.#clientData(chunk);
+  readonly #onEnd = () => this.#clientEnd();
+  readonly #onError = () => {}; // 'close' follows
+  readonly #onClose = () => this.#clientClose();
+  readonly #onDrain = () => {
+    if (this.#streamPaused) {
+      this.#streamPaused = false;
+      this.#stream?.resume();
+    }
+  };
+  readonly #onTimeout = () => this.#socket.destroy();
+
+  constructor(
+    socket: Socket,
+    opts: Http1Options,
+    handoff: (socket: Socket) => void,
+    onGone: (conn: Http1Connection) => void,
+  ) {
+    this.#socket = socket;
+    this.#opts = opts;
+    this.#handoff = handoff;
+    this.#onGone = onGone;
+    this.#client = clientIp(socket.remoteAddress);
+    socket.on('data', this.#onData);
+    socket.on('end', this.#onEnd);
+    socket.on('error', this.#onError);
+    socket.on('close', this.#onClose);
+    socket.on('drain', this.#onDrain);
+    socket.on('timeout', this.#onTimeout);
+    socket.setTimeout(opts.keepAliveTimeout);
+  }
+
+  /** True between requests: nothing in flight, nothing half-read. */
+  get idle(): boolean {
+    return this.#ex === undefined && this.#pending === undefined;
+  }
+
+  /** Closes the connection if no request is in flight (drain); in-flight ones end after their response. */
+  closeIfIdle(): void {
+    if (this.idle) this.#socket.destroy();
+  }
+
+  destroy(): void {
+    this.#socket.destroy();
+  }
+
+  #clientData(chunk: Buffer): void {
+    if (this.#gone) return; // closing: what the client still sends is not read
+    const ex = this.#ex;
+    if (ex && ex.bodyLeft > 0) {
+      const n = Math.min(ex.bodyLeft, chunk.length);
+      ex.bodyLeft -= n;
+      ex.bytesIn += n;
+      this.#sendUp(n === chunk.length ? chunk : chunk.subarray(0, n));
+      if (n === chunk.length) return;
+      chunk = chunk.subarray(n);
+    }
+    this.#pending = this.#pending ? Buffer.concat([this.#pending, chunk]) : chunk;
+    if (ex) {
+      // A pipelined request waits for the response before it; so does reading past a head's worth.
+      if (this.#pending.length > MAX_REQUEST_HEAD) this.#pauseClient();
+      return;
+    }
+    this.#next();
+  }
+
+  /** Starts the requests waiting in `#pending`, one at a time, or hands the connection over. */
+  #next(): void {
+    while (!this.#ex && this.#pending && !this.#gone) {
+      const head = parseRequestHead(this.#pending, MAX_REQUEST_HEAD, MAX_REQUEST_HEADERS);
+      if (head === INCOMPLETE) {
+        this.#headTimer ??= setTimeout(() => this.#headTimeout(), this.#opts.headersTimeout);
+        break;
+      }
+      clearTimeout(this.#headTimer);
+      this.#headTimer = undefined;
+      const binding = head === OTHER ? undefined : this.#route(head);
+      if (!binding || !this.#start(head as RequestHead, binding)) {
+        this.#giveUp();
+        return;
+      }
+    }
+    if (!this.#ex && !this.#gone) {
+      this.#resumeClient();
+      this.#socket.setTimeout(this.#pending ? 0 : this.#opts.keepAliveTimeout);
+    }
+  }
+
+  /** The agent connection for a request the fast path may carry, or undefined for Node's parser. */
+  #route(head: RequestHead): Binding<AgentConnection> | undefined {
+    const opts = this.#opts;
+    if (opts.draining?.() || opts.intercepts?.(head.host, head.target)) return undefined;
+    const found = opts.table.lookup(
+      head.host,
+      this.#spent ? undefined : this.#stream && this.#binding?.target,
+    );
+    if (found.kind !== 'found') return undefined;
+    const b = found.binding;
+    if (b.mode !== 'http' || !b.target.servesHttp1) return undefined;
+    if (b.allowlist && !b.allowlist.allows(this.#socket.remoteAddress ?? '')) return undefined;
+    return b;
+  }
+
+  /** Sends the request at the head of `#pending`; false when no stream could be opened. */
+  #start(head: RequestHead, binding: Binding<AgentConnection>): boolean {
+    const opts = this.#opts;
+    const fields = forwardingFields(this.#client, head.hostField, opts.proto);
+    let text = `${head.method} ${head.target} HTTP/1.1\r\nHost: ${head.hostField}\r\n${head.fields}`;
+    for (const [k, v] of fields) text += `${k}: ${v}\r\n`;
+    const sent = Buffer.from(`${text}\r\n`, 'latin1');
+    if (!this.#streamFor(binding)) return false;
+    const pending = this.#pending!;
+    const bodyNow = Math.min(head.length, pending.length - head.end);
+    const ex: Exchange = {
+      head,
+      binding,
+      started: performance.now(),
+      sent: head.length === 0 ? sent : undefined,
+      attempts: 0,
+      bodyLeft: head.length - bodyNow,
+      bytesIn: bodyNow,
+      bytesOut: 0,
+      status: 0,
+      close: head.close,
+    };
+    this.#ex = ex;
+    const rest = head.end + bodyNow;
+    this.#pending = rest < pending.length ? pending.subarray(rest) : undefined;
+    this.#socket.setTimeout(0);
+    this.#sendUp(bodyNow > 0 ? Buffer.concat([sent, pending.subarray(head.end, rest)]) : sent);
+    this.#responseTimer = setTimeout(() => this.#noResponse(), opts.responseHeadTimeout);
+    if (this.#pending) this.#pauseClient();
+    return true;
+  }
+
+  /** Makes `#stream` one that reaches `binding`'s route; false when none could be opened. */
+  #streamFor(binding: Binding<AgentConnection>): boolean {
+    const current = this.#binding;
+    if (
+      this.#stream &&
+      !this.#spent &&
+      current?.target === binding.target &&
+      current.routeId === binding.routeId
+    ) {
+      this.#binding = binding;
+      return true;
+    }
+    this.#dropStream();
+    let stream: Stream;
+    try {
+      stream = binding.target.openHttp1Stream({
+        kind: 'http1',
+        route: binding.routeId,
+        client: { ip: this.#client, port: this.#socket.remotePort ?? 0 },
+      });
+    } catch {
+      return false; // GOAWAY, refused: the general path answers (and retries elsewhere)
+    }
+    this.#opts.onStreamOpen?.(binding.hostname, stream);
+    this.#stream = stream;
+    this.#binding = binding;
+    this.#spent = false;
+    this.#reused = false;
+    stream.on('data', (chunk: Buffer) => {
+      if (this.#stream === stream) this.#responseData(chunk);
+    });
+    stream.on('end', () => {
+      if (this.#stream === stream) this.#streamEnd();
+    });
+    stream.on('error', (err) => {
+      if (this.#stream === stream) this.#streamFailed(err);
+    });
+    stream.on('drain', () => {
+      if (this.#stream === stream) this.#resumeClient();
+    });
+    return true;
+  }
+
+  /** Lets go of the current stream: ended cleanly if it is idle, reset otherwise. */
+  #dropStream(reset = false): void {
+    const stream = this.#stream;
+    if (!stream) return;
+    this.#stream = undefined;
+    this.#binding = undefined;
+    if (reset || this.#ex) stream.reset(Reason.Cancel, 'client connection done with the stream');
+    else stream.end();
+    // A stream ended from our side only still needs the agent's FIN; nothing more is read from it.
+    stream.resume();
+  }
+
+  #sendUp(bytes: Buffer): void {
+    if (!this.#stream!.write(bytes)) this.#pauseClient();
+  }
+
+  #pauseClient(): void {
+    if (this.#clientPaused) return;
+    this.#clientPaused = true;
+    this.#socket.pause();
+  }
+
+  #resumeClient(): void {
+    if (!this.#clientPaused) return;
+    // A pipelined request stays parked until the response before it is done.
+    if (this.#ex && this.#ex.bodyLeft === 0 && this.#pending) return;
+    this.#clientPaused = false;
+    this.#socket.resume();
+  }
+
+  #responseData(chunk: Buffer): void {
+    const ex = this.#ex;
+    if (!ex) {
+      // Bytes with no request waiting for them: the backend broke HTTP framing.
+      this.#spent = true;
+      this.#dropStream(true);
+      return;
+    }
+    if (this.#framing === undefined) {
+      this.#head = this.#head ? Buffer.concat([this.#head, chunk]) : chunk;
+      this.#readHead(ex);
+      return;
+    }
+    this.#body(ex, chunk);
+  }
+
+  #readHead(ex: Exchange): void {
+    for (;;) {
+      const buf = this.#head!;
+      const head = parseResponseHead(buf, ex.head.method, MAX_RESPONSE_HEAD);
+      if (head === INCOMPLETE) return;
+      if (typeof head === 'string') {
+        this.#opts.logger.warn({ host: ex.head.host, reason: head }, 'backend sent an invalid response head');
+        this.#head = undefined;
+        this.#spent = true;
+        this.#answerError(
+          ex,
+          INVALID_RESPONSE_HEAD.status,
+          INVALID_RESPONSE_HEAD.message,
+          INVALID_RESPONSE_HEAD.code,
+        );
+        return;
+      }
+      this.#head = head.end < buf.length ? buf.subarray(head.end) : undefined;
+      if (head.status < 200) {
+        // 1xx informational responses are not passed on (101 cannot come: no Upgrade was sent).
+        if (head.status === 101) {
+          this.#spent = true;
+          this.#answerError(
+            ex,
+            INVALID_RESPONSE_HEAD.status,
+            INVALID_RESPONSE_HEAD.message,
+            INVALID_RESPONSE_HEAD.code,
+          );
+          return;
+        }
+        if (!this.#head) return;
+        continue;
+      }
+      clearTimeout(this.#responseTimer);
+      ex.status = head.status;
+      // A client still sending a body the backend no longer waits for gets its answer, then a close.
+      ex.close ||= ex.bodyLeft > 0 || this.#opts.draining?.() === true;
+      this.#framing = head.framing;
+      this.#bodyLeft = head.length;
+      this.#backendCloses = head.close;
+      if (head.framing === 'chunked') this.#chunks = new ChunkedEnd();
+      let out = head.head;
+      out += ex.close
+        ? 'Connection: close\r\n'
+        : `Connection: keep-alive\r\nKeep-Alive: timeout=${Math.floor(this.#opts.keepAliveTimeout / 1000)}\r\n`;
+      for (const [k, v] of this.#opts.responseHeaders ?? []) out += `${k}: ${v}\r\n`;
+      this.#write(Buffer.from(`${out}\r\n`, 'latin1'));
+      const rest = this.#head;
+      this.#head = undefined;
+      if (head.framing === 'none' || (head.framing === 'length' && head.length === 0))
+        this.#complete(ex, rest);
+      else if (rest) this.#body(ex, rest);
+      return;
+    }
+  }
+
+  #body(ex: Exchange, chunk: Buffer): void {
+    switch (this.#framing) {
+      case 'length': {
+        const n = Math.min(this.#bodyLeft, chunk.length);
+        this.#bodyLeft -= n;
+        ex.bytesOut += n;
+        this.#write(n === chunk.length ? chunk : chunk.subarray(0, n));
+        if (this.#bodyLeft === 0) this.#complete(ex, n < chunk.length ? chunk.subarray(n) : undefined);
+        return;
+      }
+      case 'chunked': {
+        let end: number;
+        try {
+          end = this.#chunks!.scan(chunk);
+        } catch (err) {
+          this.#cut(ex, `backend sent a malformed chunked body: ${(err as Error).message}`);
+          return;
+        }
+        const part = end === -1 || end === chunk.length ? chunk : chunk.subarray(0, end);
+        ex.bytesOut += part.length;
+        this.#write(part);
+        if (end !== -1) this.#complete(ex, end < chunk.length ? chunk.subarray(end) : undefined);
+        return;
+      }
+      default: {
+        // Framing 'close': everything until the backend's FIN, sent on as chunks.
+        ex.bytesOut += chunk.length;
+        const socket = this.#socket;
+        socket.cork();
+        socket.write(`${chunk.length.toString(16)}\r\n`, 'latin1');
+        socket.write(chunk);
+        this.#write(CRLF);
+        socket.uncork();
+      }
+    }
+  }
+
+  #write(bytes: Buffer): void {
+    if (!this.#socket.write(bytes) && !this.#streamPaused && this.#stream) {
+      this.#streamPaused = true;
+      this.#stream.pause();
+    }
+  }
+
+  /** The response is whole: the access entry, then the next request (or the close). */
+  #complete(ex: Exchange, extra: Buffer | undefined): void {
+    this.#ex = undefined;
+    this.#framing = undefined;
+    this.#chunks = undefined;
+    clearTimeout(this.#responseTimer);
+    // Bytes after the response, or a body the client never finished: this stream is done.
+    if (extra || this.#backendCloses || ex.bodyLeft > 0) this.#spent = true;
+    this.#record(ex);
+    if (this.#spent) this.#dropStream(ex.bodyLeft > 0 || extra !== undefined);
+    else this.#reused = true;
+    if (ex.close) {
+      this.#finish();
+      return;
+    }
+    this.#next();
+  }
+
+  #record(ex: Exchange): void {
+    const info: AccessInfo = {
+      host: ex.head.host,
+      route: ex.binding.hostname,
+      method: ex.head.method,
+      path: ex.head.target,
+      status: ex.status || CLIENT_CLOSED_STATUS,
+      bytesIn: ex.bytesIn,
+      bytesOut: ex.bytesOut,
+      durationMs: Math.round((performance.now() - ex.started) * 1000) / 1000,
+      client: this.#client,
+      ...(ex.error ? { error: ex.error } : {}),
+    };
+    recordAccess(this.#opts, info);
+  }
+
+  /** The agent ended the stream: the backend closed its connection. */
+  #streamEnd(): void {
+    this.#spent = true;
+    const ex = this.#ex;
+    if (!ex) {
+      this.#dropStream();
+      return;
+    }
+    if (this.#framing === 'close') {
+      this.#socket.write(LAST_CHUNK);
+      this.#complete(ex, undefined);
+      return;
+    }
+    // Before any response, on a kept-alive backend connection: most likely one it closed as we reused it.
+    if (ex.status === 0 && this.#retry(ex, this.#reused)) return;
+    this.#failed(ex, BACKEND_CLOSED, 'the backend closed the connection mid-response');
+  }
+
+  #streamFailed(err: Error): void {
+    this.#spent = true;
+    const ex = this.#ex;
+    if (!ex) {
+      this.#dropStream();
+      return;
+    }
+    const stale = this.#reused && (err as { reason?: number }).reason === Reason.BackendError;
+    if (ex.status === 0 && this.#retry(ex, stale || retryable(err))) return;
+    this.#failed(ex, err, `agent: ${err.message}`);
+  }
+
+  /**
+   * Sends a request that never reached a backend again on a new stream: the
+   * agent refused it unprocessed (GOAWAY), or the backend closed a kept-alive
+   * connection as it arrived. Only idempotent requests without a body.
+   */
+  #retry(ex: Exchange, allowed: boolean): boolean {
+    if (!allowed || !ex.sent || ex.attempts >= MAX_RETRIES || !IDEMPOTENT.has(ex.head.method)) return false;
+    if (this.#head) return false; // part of a response came
+    ex.attempts++;
+    this.#dropStream(true);
+    const found = this.#opts.table.lookup(ex.head.host);
+    if (found.kind !== 'found' || !found.binding.target.servesHttp1 || !this.#streamFor(found.binding))
+      return false;
+    this.#sendUp(ex.sent);
+    return true;
+  }
+
+  /** The stream failed: an error page if nothing was answered yet, a cut connection otherwise. */
+  #failed(ex: Exchange, err: unknown, cut: string): void {
+    if (ex.status === 0) {
+      const f = failureFor(err);
+      this.#answerError(ex, f.status, f.message, f.code);
+    } else this.#cut(ex, cut);
+  }
+
+  /** Answers the exchange with an error page (before any response byte) and drops the stream. */
+  #answerError(ex: Exchange, status: number, message: string, code: string): void {
+    clearTimeout(this.#responseTimer);
+    ex.error = code;
+    ex.status = status;
+    ex.close ||= ex.bodyLeft > 0 || this.#opts.draining?.() === true;
+    this.#spent = true;
+    this.#dropStream(true);
+    this.#socket.write(
+      rawErrorResponse(
+        status,
+        message,
+        ex.head.host,
+        code,
+        ex.close ? 'connection: close\r\n' : 'connection: keep-alive\r\n',
+      ),
+    );
+    this.#complete(ex, undefined);
+  }
+
+  /** The response was cut after its head: the client must not take what it got for the whole. */
+  #cut(ex: Exchange, reason: string): void {
+    ex.error = 'backend_error';
+    this.#opts.logger.info({ host: ex.head.host, reason }, 'response cut short');
+    this.#ex = undefined;
+    this.#record(ex);
+    this.#dropStream(true);
+    this.#gone = true;
+    abortConnection(this.#socket);
+  }
+
+  #noResponse(): void {
+    const ex = this.#ex;
+    // Only a request still waiting for its response head.
+    if (!ex) return;
+    if (ex.status !== 0) return;
+    const f = failureFor(new UpstreamTimeoutError('no response head in time'));
+    this.#answerError(ex, f.status, f.message, f.code);
+  }
+
+  #headTimeout(): void {
+    this.#headTimer = undefined;
+    if (this.#ex || this.#gone) return;
+    this.#opts.logger.info(
+      { code: 'ERR_HTTP_REQUEST_TIMEOUT', client: this.#client },
+      'bad request from client',
+    );
+    this.#gone = true;
+    this.#socket.end('HTTP/1.1 408 Request Timeout\r\nconnection: close\r\ncontent-length: 0\r\n\r\n');
+  }
+
+  /**
+   * The client sent FIN. As Node's HTTP server does, that ends the connection:
+   * a request in flight counts as abandoned ('close' cancels it at the agent).
+   */
+  #clientEnd(): void {
+    this.#finish();
+  }
+
+  /** Ends the client connection after what was written, and the stream with it. */
+  #finish(): void {
+    this.#gone = true;
+    this.#dropStream();
+    this.#socket.end();
+    // A client that never closes its side is not waited for.
+    this.#socket.setTimeout(this.#opts.keepAliveTimeout);
+  }
+
+  #clientClose(): void {
+    clearTimeout(this.#headTimer);
+    clearTimeout(this.#responseTimer);
+    const ex = this.#ex;
+    if (ex) {
+      // The client left before its response was whole: the backend request is cancelled too.
+      this.#ex = undefined;
+      ex.error = CLIENT_CLOSED;
+      if (ex.status === 0) ex.status = CLIENT_CLOSED_STATUS;
+      this.#record(ex);
+    }
+    this.#dropStream(ex !== undefined);
+    this.#gone = true;
+    this.#onGone(this);
+  }
+
+  /** Gives the connection to Node's parser, with the bytes read and not yet consumed. */
+  #giveUp(): void {
+    const socket = this.#socket;
+    this.#gone = true;
+    clearTimeout(this.#headTimer);
+    this.#dropStream();
+    socket.off('data', this.#onData);
+    socket.off('end', this.#onEnd);
+    socket.off('error', this.#onError);
+    socket.off('close', this.#onClose);
+    socket.off('drain', this.#onDrain);
+    socket.off('timeout', this.#onTimeout);
+    socket.setTimeout(0);
+    this.#onGone(this);
+    if (this.#pending) {
+      if (socket.readableEnded) {
+        // The client half-closed after pipelining it: too late to hand the bytes over.
+        socket.end();
+        return;
+      }
+      socket.unshift(this.#pending);
+      this.#pending = undefined;
+    }
+    this.#handoff(socket);
+    socket.resume();
+  }
+}

@@ -1,0 +1,379 @@
+/**
+ * The HTTP/1.1 reading the relay's fast path needs (see http1-connection.ts):
+ * request heads it may forward as bytes, response heads and the framing of
+ * the bodies that follow. It accepts a deliberately narrow subset: a request
+ * outside it is handed to Node's parser, which answers every oddity; a
+ * response outside it is a 502.
+ */
+import { normalizeHost } from '@burrow/shared';
+
+const CRLF2 = '\r\n\r\n';
+const TOKEN = /^[!#$%&'*+.^_`|~0-9A-Za-z-]+$/;
+/** A field value: visible characters, spaces, tabs and obs-text; never CR, LF or NUL. */
+const VALUE = /^[\t\x20-\x7e\x80-\xff]*$/;
+/** Methods whose requests the fast path carries; CONNECT, TRACE and extensions take Node's parser. */
+const REQUEST_LINE = /^(GET|HEAD|POST|PUT|DELETE|OPTIONS|PATCH) (\/[\x21-\x7e]*) HTTP\/1\.1$/;
+const STATUS_LINE = /^HTTP\/1\.([01]) ([1-9]\d\d)(?: ([\t\x20-\x7e\x80-\xff]*))?$/;
+const DIGITS = /^\d{1,15}$/;
+
+/** A request head the fast path forwards, rewritten (http1-connection.ts). */
+export interface RequestHead {
+  method: string;
+  /** The request target, origin form. */
+  target: string;
+  /** The Host header's name, normalised (lower case, no port, no trailing dot): what routes it. */
+  host: string;
+  /** The Host header as sent (what the backend gets as Host and X-Forwarded-Host). */
+  hostField: string;
+  /** Body length from Content-Length; 0 without one. */
+  length: number;
+  /** The client asked to close the connection after this exchange. */
+  close: boolean;
+  /** The header lines passed on as received (Content-Length among them), each followed by CRLF: no Host, hop-by-hop or forwarding field. */
+  fields: string;
+  /** Offset just past the blank line that ends the head. */
+  end: number;
+}
+
+/** Not yet a whole head in the buffer. */
+export const INCOMPLETE = 0;
+/** A request the fast path does not carry: Node's parser takes the connection from here. */
+export const OTHER = 1;
+
+/**
+ * Reads the request head at the start of `buf`. Anything but a plain
+ * HTTP/1.1 request with one valid Host, at most one Content-Length and no
+ * Transfer-Encoding, Upgrade or Expect, is OTHER; so is a Connection header
+ * naming anything but close or keep-alive, and a head over `maxHead` bytes or
+ * `maxFields` fields.
+ */
+export function parseRequestHead(
+  buf: Buffer,
+  maxHead: number,
+  maxFields: number,
+): RequestHead | typeof INCOMPLETE | typeof OTHER {
+  const blank = buf.indexOf(CRLF2, 0, 'latin1');
+  if (blank === -1) return buf.length > maxHead ? OTHER : INCOMPLETE;
+  if (blank + 4 > maxHead) return OTHER;
+  const lines = buf.toString('latin1', 0, blank).split('\r\n');
+  const start = REQUEST_LINE.exec(lines[0]!);
+  if (!start || lines.length > maxFields + 1) return OTHER;
+  let host: string | undefined;
+  let hostField = '';
+  let length: number | undefined;
+  let close = false;
+  let fields = '';
+  for (let i = 1; i < lines.length; i++) {
+    const line = lines[i]!;
+    const colon = line.indexOf(':');
+    if (colon <= 0) return OTHER;
+    const name = line.slice(0, colon);
+    const value = line.slice(colon + 1).trim();
+    if (!TOKEN.test(name) || !VALUE.test(value)) return OTHER;
+    switch (fieldKind(name)) {
+      case Field.Host:
+        if (host !== undefined) return OTHER;
+        hostField = value;
+        host = normalizeHost(value);
+        if (!host) return OTHER;
+        break;
+      case Field.ContentLength:
+        if (length !== undefined || !DIGITS.test(value)) return OTHER;
+        length = Number(value);
+        fields += `${line}\r\n`;
+        break;
+      case Field.Connection:
+        for (const token of value.split(',')) {
+          const t = token.trim().toLowerCase();
+          if (t === 'close') close = true;
+          else if (t !== 'keep-alive' && t !== '') return OTHER;
+        }
+        break;
+      case Field.Dropped:
+        break;
+      case Field.Other:
+        return OTHER;
+      default:
+        fields += `${line}\r\n`;
+    }
+  }
+  if (host === undefined) return OTHER;
+  return {
+    method: start[1]!,
+    target: start[2]!,
+    host,
+    hostField,
+    length: length ?? 0,
+    close,
+    fields,
+    end: blank + 4,
+  };
+}
+
+/** What the fast path does with a request field. */
+const Field = {
+  Passed: 0,
+  Host: 1,
+  ContentLength: 2,
+  Connection: 3,
+  /** Hop-by-hop or forwarding fields the relay removes or sets itself. */
+  Dropped: 4,
+  /** Fields whose requests take Node's parser. */
+  Other: 5,
+} as const;
+type Field = (typeof Field)[keyof typeof Field];
+
+/** How the relay treats a request field; compared by length first, so most names are never lower-cased. */
+function fieldKind(name: string): Field {
+  switch (name.length) {
+    case 2:
+      return name.toLowerCase() === 'te' ? Field.Dropped : Field.Passed;
+    case 4:
+      return name.toLowerCase() === 'host' ? Field.Host : Field.Passed;
+    case 6:
+      return name.toLowerCase() === 'expect' ? Field.Other : Field.Passed;
+    case 7: {
+      const n = name.toLowerCase();
+      return n === 'upgrade' ? Field.Other : n === 'trailer' ? Field.Dropped : Field.Passed;
+    }
+    case 9:
+      return name.toLowerCase() === 'forwarded' ? Field.Dropped : Field.Passed;
+    case 10: {
+      const n = name.toLowerCase();
+      return n === 'connection' ? Field.Connection : n === 'keep-alive' ? Field.Dropped : Field.Passed;
+    }
+    case 14: {
+      const n = name.toLowerCase();
+      return n === 'content-length'
+        ? Field.ContentLength
+        : n === 'http2-settings'
+          ? Field.Other
+          : Field.Passed;
+    }
+    case 15:
+      return name.toLowerCase() === 'x-forwarded-for' ? Field.Dropped : Field.Passed;
+    case 16: {
+      const n = name.toLowerCase();
+      return n === 'proxy-connection' || n === 'x-forwarded-host' || n === 'x-forwarded-port'
+        ? Field.Dropped
+        : Field.Passed;
+    }
+    case 17: {
+      const n = name.toLowerCase();
+      return n === 'transfer-encoding'
+        ? Field.Other
+        : n === 'x-forwarded-proto'
+          ? Field.Dropped
+          : Field.Passed;
+    }
+    case 18:
+      return name.toLowerCase() === 'proxy-authenticate' ? Field.Dropped : Field.Passed;
+    case 19:
+      return name.toLowerCase() === 'proxy-authorization' ? Field.Dropped : Field.Passed;
+    default:
+      return Field.Passed;
+  }
+}
+
+/**
+ * How the body after a response head ends: `none` (HEAD, 204, 304),
+ * `length` (Content-Length bytes), `chunked` (passed on as it is; ends after
+ * the last chunk and the trailer section), `close` (when the backend closes;
+ * the relay sends it on chunked).
+ */
+export type Framing = 'none' | 'length' | 'chunked' | 'close';
+
+/** A response head as read from the backend. */
+export interface ResponseHead {
+  status: number;
+  /** The status line and fields as they go to the client, hop-by-hop fields removed, each line ending in CRLF. */
+  head: string;
+  framing: Framing;
+  /** Body length for `length` framing. */
+  length: number;
+  /** The backend closes its connection after this response. */
+  close: boolean;
+  /** Offset just past the head. */
+  end: number;
+}
+
+/**
+ * Reads the response head at the start of `buf` (for a request with
+ * `method`). Returns INCOMPLETE until the head is whole, and a string saying
+ * what is wrong with a head that cannot be passed on.
+ */
+export function parseResponseHead(
+  buf: Buffer,
+  method: string,
+  maxHead: number,
+): ResponseHead | typeof INCOMPLETE | string {
+  const blank = buf.indexOf(CRLF2, 0, 'latin1');
+  if (blank === -1) return buf.length > maxHead ? `response head over ${maxHead} bytes` : INCOMPLETE;
+  const lines = buf.toString('latin1', 0, blank).split('\r\n');
+  const start = STATUS_LINE.exec(lines[0]!);
+  if (!start) return 'malformed status line';
+  const status = Number(start[2]);
+  const names: string[] = [];
+  const values: string[] = [];
+  // Fields named in Connection are hop-by-hop too: collected first, removed below.
+  let named: Set<string> | undefined;
+  let codings: string | undefined;
+  let length: string | undefined;
+  let keepAlive = start[1] === '1';
+  for (let i = 1; i < lines.length; i++) {
+    const line = lines[i]!;
+    const colon = line.indexOf(':');
+    if (colon <= 0) return 'malformed header line';
+    const name = line.slice(0, colon);
+    const value = line.slice(colon + 1).trim();
+    if (!TOKEN.test(name) || !VALUE.test(value)) return `invalid header ${JSON.stringify(name)}`;
+    const lower = name.toLowerCase();
+    if (lower === 'connection') {
+      for (const token of value.split(',')) {
+        const t = token.trim().toLowerCase();
+        if (t === 'close') keepAlive = false;
+        else if (t === 'keep-alive') keepAlive = true;
+        if (t) (named ??= new Set()).add(t);
+      }
+      continue;
+    }
+    if (lower === 'transfer-encoding') {
+      codings = codings === undefined ? value : `${codings}, ${value}`;
+      continue;
+    }
+    if (lower === 'content-length') {
+      // Repeated values (as fields or as a list) must agree (RFC 9110 §8.6).
+      // One value only: a repeated one, even the same, is refused as the general path does.
+      if (length !== undefined || !DIGITS.test(value)) return 'invalid Content-Length';
+      length = value;
+    }
+    names.push(lower);
+    values.push(line);
+  }
+  let framing: Framing;
+  if (method === 'HEAD' || status === 204 || status === 304 || status < 200) framing = 'none';
+  else if (codings !== undefined) {
+    // Chunked alone can be passed on as it is; any other coding would reach the
+    // client unmarked once Transfer-Encoding is rewritten.
+    if (codings.trim().toLowerCase() !== 'chunked')
+      return `the backend sent Transfer-Encoding "${codings}"; only chunked can be passed on`;
+    framing = 'chunked';
+  } else framing = length !== undefined ? 'length' : 'close';
+  let head = `HTTP/1.1 ${status} ${start[3] ?? ''}\r\n`;
+  for (let i = 0; i < names.length; i++) {
+    const n = names[i]!;
+    if (HOP_BY_HOP.has(n) || named?.has(n)) continue;
+    // With chunked framing the length is not the body's (RFC 9112 §6.3).
+    if (framing === 'chunked' && n === 'content-length') continue;
+    head += `${values[i]}\r\n`;
+  }
+  // A body that ends with the connection is sent on chunked (the relay frames it), so the client keeps its connection.
+  if (framing === 'chunked' || framing === 'close') head += 'Transfer-Encoding: chunked\r\n';
+  return {
+    status,
+    head,
+    framing,
+    length: framing === 'length' ? Number(length) : 0,
+    close: !keepAlive || framing === 'close',
+    end: blank + 4,
+  };
+}
+
+/** Response fields that never cross a proxy (Connection and Transfer-Encoding are handled apart). */
+const HOP_BY_HOP = new Set([
+  'keep-alive',
+  'proxy-connection',
+  'proxy-authenticate',
+  'te',
+  'trailer',
+  'upgrade',
+]);
+
+/** Longest chunk-size line (size, extensions) and trailer section accepted. */
+const MAX_CHUNK_LINE = 4096;
+const MAX_TRAILERS = 64 * 1024;
+
+/** Where a chunked body's scan is: a size line, chunk data, the CRLF after it, trailers, or past the end. */
+const Chunk = { Size: 0, Data: 1, DataEnd: 2, Trailers: 3, Done: 4 } as const;
+type Chunk = (typeof Chunk)[keyof typeof Chunk];
+
+/**
+ * Finds where a chunked body ends without decoding it: the bytes pass on
+ * untouched, trailers included.
+ */
+export class ChunkedEnd {
+  #state: Chunk = Chunk.Size;
+  /** Bytes of the current line so far (size line or trailer line), or data left in the chunk. */
+  #left = 0;
+  #line = '';
+  #trailerBytes = 0;
+
+  get done(): boolean {
+    return this.#state === Chunk.Done;
+  }
+
+  /**
+   * Scans `buf` from `from`; returns the offset just past the body's end, or
+   * -1 when the body goes on past `buf`. Throws on malformed framing.
+   */
+  scan(buf: Buffer, from = 0): number {
+    let i = from;
+    while (i < buf.length) {
+      switch (this.#state) {
+        case Chunk.Data: {
+          const n = Math.min(this.#left, buf.length - i);
+          i += n;
+          this.#left -= n;
+          if (this.#left === 0) {
+            this.#state = Chunk.DataEnd;
+            this.#line = '';
+          }
+          break;
+        }
+        case Chunk.Size:
+        case Chunk.DataEnd:
+        case Chunk.Trailers: {
+          const lf = buf.indexOf(10, i);
+          const upto = lf === -1 ? buf.length : lf + 1;
+          this.#line += buf.toString('latin1', i, upto);
+          i = upto;
+          if (this.#line.length > MAX_CHUNK_LINE) throw new Error('chunk line too long');
+          if (lf === -1) break;
+          if (this.#endLine()) return i;
+          break;
+        }
+        default:
+          throw new Error('data after the end of a chunked body');
+      }
+    }
+    return -1;
+  }
+
+  /** Takes a whole line; true when it was the last of the body. */
+  #endLine(): boolean {
+    const line = this.#line;
+    this.#line = '';
+    if (!line.endsWith('\r\n')) throw new Error('chunk line without CRLF');
+    const text = line.slice(0, -2);
+    if (this.#state === Chunk.DataEnd) {
+      if (text !== '') throw new Error('chunk data longer than its size');
+      this.#state = Chunk.Size;
+      return false;
+    }
+    if (this.#state === Chunk.Trailers) {
+      this.#trailerBytes += line.length;
+      if (this.#trailerBytes > MAX_TRAILERS) throw new Error('trailer section too large');
+      if (text === '') this.#state = Chunk.Done;
+      return text === '';
+    }
+    const size = /^([0-9A-Fa-f]{1,12})[\t ]*(?:;.*)?$/.exec(text);
+    if (!size) throw new Error('malformed chunk size');
+    const n = Number.parseInt(size[1]!, 16);
+    if (n === 0) this.#state = Chunk.Trailers;
+    else {
+      this.#state = Chunk.Data;
+      this.#left = n;
+    }
+    return false;
+  }
+}

@@ -1,0 +1,142 @@
+// The relay's HTTP/1.1 fast path: plain requests travel as bytes over one
+// `http1` tunnel stream per client connection, spliced by the agent to one
+// backend connection; anything else goes to the general path, mid-connection
+// if need be, with no byte lost. Real relay, agent, backends and clients on
+// 127.0.0.1.
+import { readFileSync } from 'node:fs';
+import { createServer as createHttpsServer } from 'node:https';
+import type { AddressInfo } from 'node:net';
+import type { Relay } from '@burrow/relay';
+import type { Stream } from '@burrow/shared';
+import t from 'tap';
+import { testAgent } from '../helpers/agent.js';
+import { get as httpGet, testServer } from '../helpers/http.js';
+import { client, get, rawBackend } from '../helpers/raw-wire.js';
+import { type Teardownable, testRelay } from '../helpers/relay.js';
+import { testPki } from '../helpers/tls.js';
+
+/** The kind of every stream the relay opens to its agents from now on, in order. */
+function streamKinds(relay: Relay): string[] {
+  const kinds: string[] = [];
+  for (const c of relay.connections) {
+    const session = c.session as unknown as { openStream(m: Buffer): Stream };
+    const open = session.openStream.bind(session);
+    session.openStream = (m: Buffer) => {
+      kinds.push(JSON.parse(m.toString()).kind);
+      return open(m);
+    };
+  }
+  return kinds;
+}
+
+async function setup(t: Teardownable, host: string, target: string) {
+  const relay = await testRelay(t);
+  await testAgent(t, relay, [{ id: host.split('.')[0]!, hostnames: [host], target }], { connections: 1 });
+  return { relay, port: relay.httpAddress.port, kinds: streamKinds(relay) };
+}
+
+t.test('a keep-alive connection: one stream, one backend connection, every response in order', async (t) => {
+  const host = 'keep.fast.test';
+  const backend = await rawBackend(t, (socket, req) => {
+    const body = `${req.head.split(' ')[1]} #${req.seq}`;
+    socket.write(`HTTP/1.1 200 OK\r\nContent-Length: ${body.length}\r\n\r\n${body}`);
+  });
+  const { port, kinds } = await setup(t, host, backend.url);
+  const c = client(t, port);
+  for (let i = 0; i < 20; i++) {
+    c.write(get(host, `/r${i}`));
+    t.equal(String((await c.response())?.body), `/r${i} #${i}`);
+  }
+  // Three at once: answered one after the other, in the order sent.
+  c.write(get(host, '/p1') + get(host, '/p2') + get(host, '/p3'));
+  for (const p of ['/p1', '/p2', '/p3']) t.equal(String((await c.response())?.body).split(' ')[0], p);
+  t.same(kinds, ['http1'], 'one HTTP/1.1 stream carried them all');
+  t.equal(new Set(backend.requests.map((r) => r.conn)).size, 1, 'over one backend connection');
+});
+
+t.test('a request the fast path does not carry moves the connection to the general path', async (t) => {
+  const host = 'mixed.fast.test';
+  const backend = await testServer(t, (req, res) => {
+    let n = 0;
+    req.on('data', (c: Buffer) => (n += c.length));
+    req.on('end', () => res.end(`${req.method} ${req.url} ${n}`));
+  });
+  const { port, kinds } = await setup(t, host, backend.url);
+  const c = client(t, port);
+  c.write(get(host, '/first'));
+  t.equal(String((await c.response())?.body), 'GET /first 0');
+  // A chunked upload, the next GET right behind it in the same write.
+  c.write(
+    `POST /up HTTP/1.1\r\nHost: ${host}\r\nTransfer-Encoding: chunked\r\n\r\n5\r\nhello\r\n6\r\n world\r\n0\r\n\r\n` +
+      get(host, '/after'),
+  );
+  t.equal(String((await c.response())?.body), 'POST /up 11', 'the chunked upload arrived whole');
+  t.equal(String((await c.response())?.body), 'GET /after 0', 'and the request behind it too');
+  t.same(kinds, ['http1', 'http', 'http'], 'first on the fast path, then on the general one');
+});
+
+t.test('an agent that does not offer http1 streams is served on the general path', async (t) => {
+  const host = 'old.fast.test';
+  const backend = await testServer(t, (req, res) => res.end(`${req.headers['x-forwarded-host']}`));
+  const relay = await testRelay(t);
+  await testAgent(t, relay, [{ id: 'old', hostnames: [host], target: backend.url }]);
+  // As an agent from before the feature: its announcement named no features.
+  for (const c of relay.connections) Object.defineProperty(c, 'servesHttp1', { value: false });
+  const kinds = streamKinds(relay);
+  const r = await httpGet(relay.httpAddress.port, host);
+  t.equal(r.status, 200);
+  t.equal(String(r.body), host);
+  t.same(kinds, ['http']);
+});
+
+t.test('bytes a backend sends after a whole response do not reach the next one', async (t) => {
+  const host = 'extra.fast.test';
+  const backend = await rawBackend(t, (socket, req) => {
+    // A HEAD answered with a body anyway: those bytes are not a response to anything.
+    if (req.head.startsWith('HEAD')) socket.write('HTTP/1.1 200 OK\r\nContent-Length: 4\r\n\r\njunk');
+    else socket.write('HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok');
+  });
+  const { port } = await setup(t, host, backend.url);
+  const c = client(t, port);
+  c.write(`HEAD / HTTP/1.1\r\nHost: ${host}\r\n\r\n`);
+  t.equal((await c.response('HEAD'))?.status, 200);
+  c.write(get(host, '/next'));
+  const next = await c.response();
+  t.equal(next?.status, 200);
+  t.equal(String(next?.body), 'ok', 'the next request got its own response');
+  t.equal(backend.requests.at(-1)?.conn, 1, 'on a new backend connection');
+});
+
+t.test(
+  'https targets: the agent speaks TLS to the backend, verified unless the route says not',
+  async (t) => {
+    const pki = await testPki(t);
+    const server = createHttpsServer(
+      { cert: readFileSync(pki.certFile), key: readFileSync(pki.keyFile) },
+      (req, res) => res.end(`secure ${req.url}`),
+    );
+    await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
+    t.teardown(() => new Promise<void>((resolve) => server.close(() => resolve())));
+    server.on('connection', (s) => t.teardown(() => s.destroy()));
+    const target = `https://127.0.0.1:${(server.address() as AddressInfo).port}`;
+    const relay = await testRelay(t);
+    await testAgent(
+      t,
+      relay,
+      [
+        { id: 'insecure', hostnames: ['insecure.fast.test'], target, tlsInsecure: true },
+        { id: 'verified', hostnames: ['verified.fast.test'], target },
+      ],
+      { connections: 1 },
+    );
+    const kinds = streamKinds(relay);
+    const port = relay.httpAddress.port;
+    const ok = await httpGet(port, 'insecure.fast.test', '/x');
+    t.equal(ok.status, 200);
+    t.equal(String(ok.body), 'secure /x');
+    const refused = await httpGet(port, 'verified.fast.test');
+    t.equal(refused.status, 502, 'a certificate the agent does not trust: 502');
+    t.equal(refused.headers['x-burrow-error'], 'backend_error');
+    t.same(kinds, ['http1', 'http1']);
+  },
+);
