@@ -323,12 +323,16 @@ export class Http1Connection {
       this.#dropStream(true);
       return;
     }
-    if (this.#framing === undefined) {
-      this.#head = this.#head ? Buffer.concat([this.#head, chunk]) : chunk;
-      this.#readHead(ex);
+    if (this.#framing !== undefined) {
+      this.#body(ex, chunk);
       return;
     }
-    this.#body(ex, chunk);
+    this.#head = this.#head ? Buffer.concat([this.#head, chunk]) : chunk;
+    // The head and the body that came with it leave in one system call.
+    const socket = this.#socket;
+    socket.cork();
+    this.#readHead(ex);
+    socket.uncork();
   }
 
   #readHead(ex: Exchange): void {
