@@ -3,6 +3,7 @@
 // backend connection; anything else goes to the general path, mid-connection
 // if need be, with no byte lost. Real relay, agent, backends and clients on
 // 127.0.0.1.
+import { once } from 'node:events';
 import { readFileSync } from 'node:fs';
 import { createServer as createHttpsServer } from 'node:https';
 import type { AddressInfo } from 'node:net';
@@ -140,3 +141,42 @@ t.test(
     t.same(kinds, ['http1', 'http1']);
   },
 );
+
+t.test('upstreams are pooled: clients in turn share backend connections, idle ones close', async (t) => {
+  const host = 'pool.fast.test';
+  let waiting: Array<() => void> = [];
+  let hold = 0;
+  const backend = await rawBackend(t, (socket, req) => {
+    const answer = () =>
+      socket.write(`HTTP/1.1 200 OK\r\nContent-Length: ${req.head.length}\r\n\r\n${req.head}`);
+    // While `hold` is set, requests wait until that many have arrived: they are in flight together.
+    if (hold === 0) return answer();
+    waiting.push(answer);
+    if (waiting.length === hold) {
+      for (const w of waiting) w();
+      waiting = [];
+    }
+  });
+  const { port, kinds } = await setup(t, host, backend.url);
+  // One after another, each on a client connection of its own (closed after its response).
+  for (let i = 0; i < 5; i++) t.equal((await httpGet(port, host, `/seq${i}`)).status, 200);
+  t.equal(kinds.length, 1, 'one upstream carried the five clients');
+  t.same(new Set(backend.requests.map((r) => r.conn)), new Set([0]), 'over one backend connection');
+  // Eight at once need eight upstreams; the next eight find them idle in the pool.
+  for (const round of [1, 2]) {
+    hold = 8;
+    const replies = await Promise.all(
+      Array.from({ length: 8 }, (_, i) => httpGet(port, host, `/r${round}-${i}`)),
+    );
+    t.same(
+      replies.map((r) => r.status),
+      Array(8).fill(200),
+      `round ${round}`,
+    );
+  }
+  t.equal(kinds.length, 8, 'the second round reused the first round’s upstreams');
+  t.equal(backend.connections.length, 8, 'and their backend connections');
+  // Idle upstreams are closed after the pool's idle timeout: the backend sees its connections end.
+  await Promise.all(backend.connections.map((s) => (s.destroyed ? undefined : once(s, 'close'))));
+  t.pass('every idle backend connection closed');
+});

@@ -6,7 +6,7 @@ import { request } from 'node:http';
 import { agentMetrics } from '@burrow/agent';
 import t from 'tap';
 import { testAgent } from '../helpers/agent.js';
-import { deferred, until } from '../helpers/deferred.js';
+import { deferred } from '../helpers/deferred.js';
 import { get, testServer } from '../helpers/http.js';
 import { metricValue, parseMetrics } from '../helpers/metrics.js';
 import { freePort } from '../helpers/net.js';
@@ -68,13 +68,11 @@ t.test('relay and agent metrics count the traffic that was sent', async (t) => {
     (v('burrow_relay_http_bytes_total', { host: 'app.metrics.test', direction: 'out' }) ?? 0) >= 7 * 5 + 4,
     'response bytes counted',
   );
-  // A client connection's stream closes once the agent has closed its backend connection too.
-  await until(
-    async () =>
-      metricValue(await scrape(), 'burrow_relay_streams_active', { host: 'app.metrics.test' }) === 0,
-    'the streams closed',
+  t.equal(
+    v('burrow_relay_streams_active', { host: 'app.metrics.test' }),
+    1,
+    'the requests went one after another: one stream carried them, kept for the next',
   );
-  t.pass('the streams closed');
   t.equal(v('burrow_relay_agents_connected'), 1);
   t.equal(v('burrow_relay_tunnel_connections'), 2);
   t.equal(v('burrow_relay_routes'), 2);

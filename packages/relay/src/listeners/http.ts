@@ -2,6 +2,7 @@ import { createServer, type IncomingMessage, type Server, type ServerResponse } 
 import type { Socket } from 'node:net';
 import { type ForwardOptions, forwardRequest } from '../proxy/forward.js';
 import { Http1Connection } from '../proxy/http1-connection.js';
+import { Http1Pool } from '../proxy/http1-pool.js';
 import { forwardUpgrade, refuseConnect } from '../proxy/upgrade.js';
 import { MAX_REQUEST_HEAD, MAX_REQUEST_HEADERS } from '../proxy/validate-request.js';
 
@@ -15,6 +16,14 @@ export interface HttpListenerOptions extends ForwardOptions {
   /** Whether `intercept` may answer a request for this host and target (such requests skip the fast path). */
   intercepts?: (host: string, target: string) => boolean;
 }
+
+/** Idle upstreams (http1 streams, each a backend connection) kept per route and agent connection. */
+const MAX_IDLE_UPSTREAMS = 128;
+/**
+ * How long an idle upstream is kept, ms: under the 5 s idle timeout of Node
+ * and many other servers, so a kept one is rarely being closed as it is reused.
+ */
+const UPSTREAM_IDLE_TIMEOUT = 4_000;
 
 /**
  * How often Node checks request-head deadlines (its default is 30 s, which
@@ -83,8 +92,13 @@ export function createHttpListener(opts: HttpListenerOptions): Server {
   const handoff = (socket: Socket) => nodeConnection.call(server, socket);
   const fast = new Set<Http1Connection>();
   const gone = (conn: Http1Connection) => fast.delete(conn);
+  const pool = new Http1Pool({
+    maxIdle: MAX_IDLE_UPSTREAMS,
+    idleTimeout: UPSTREAM_IDLE_TIMEOUT,
+    ...(opts.onStreamOpen ? { onStreamOpen: opts.onStreamOpen } : {}),
+  });
   server.on('connection', (socket: Socket) => {
-    fast.add(new Http1Connection(socket, opts, handoff, gone));
+    fast.add(new Http1Connection(socket, opts, pool, handoff, gone));
   });
   // Drains reach both kinds of connection.
   const closeIdle = server.closeIdleConnections.bind(server);
@@ -92,6 +106,7 @@ export function createHttpListener(opts: HttpListenerOptions): Server {
   server.closeIdleConnections = () => {
     closeIdle();
     for (const conn of fast) conn.closeIfIdle();
+    pool.closeIdle();
   };
   server.closeAllConnections = () => {
     closeAll();

@@ -1,5 +1,5 @@
 import type { Socket } from 'node:net';
-import { Reason, type Stream, UpstreamTimeoutError } from '@burrow/shared';
+import { Reason, UpstreamTimeoutError } from '@burrow/shared';
 import type { Binding } from '../routes/table.js';
 import type { AgentConnection } from '../tunnel/agent-connection.js';
 import { abortConnection, failureFor, INVALID_RESPONSE_HEAD, rawErrorResponse } from './errors.js';
@@ -23,6 +23,7 @@ import {
   parseResponseHead,
   type RequestHead,
 } from './http1-parse.js';
+import type { Http1Pool, Upstream, UpstreamUser } from './http1-pool.js';
 import { MAX_REQUEST_HEAD, MAX_REQUEST_HEADERS } from './validate-request.js';
 
 export interface Http1Options extends ForwardOptions {
@@ -63,14 +64,15 @@ interface Exchange {
 }
 
 /**
- * The relay's fast path for plain HTTP/1.1 (ADR 006). A client connection
- * gets one `http1` tunnel stream per route it talks to; the agent splices
- * that stream to one backend connection. The relay parses each request head
- * (http1-parse.ts), rewrites it (Host kept, forwarding fields set, hop-by-hop
- * fields removed) and sends it with its body as bytes; it reads the
- * backend's response head and the body's framing to know where each
- * response ends, and passes the bytes on. No Node HTTP machinery, no
- * per-request stream and no JSON on the way.
+ * The relay's fast path for plain HTTP/1.1 (ADR 006), one client connection.
+ * Each exchange borrows an upstream from the pool (http1-pool.ts): an `http1`
+ * tunnel stream the agent has spliced to a kept-alive backend connection.
+ * The relay parses the request head (http1-parse.ts), rewrites it (Host as
+ * sent, forwarding fields set, hop-by-hop fields removed) and sends it with
+ * its body as bytes; it reads the backend's response head and the body's
+ * framing to know where the response ends, passes the bytes on, and gives
+ * the upstream back. No Node HTTP machinery, no stream per request and no
+ * JSON on the way.
  *
  * Anything outside the narrow shape the fast path carries (another method or
  * version, a chunked upload, Upgrade, Expect, an unknown host, a refused
@@ -87,13 +89,15 @@ export class Http1Connection {
   /** Client bytes read but not yet consumed (a partial or pipelined request head). */
   #pending: Buffer | undefined;
   #ex: Exchange | undefined;
-  #stream: Stream | undefined;
-  /** The route binding `#stream` was opened for. */
-  #binding: Binding<AgentConnection> | undefined;
-  /** The stream's backend connection has ended or failed: the next request needs a new stream. */
-  #spent = false;
-  /** The stream has carried a whole exchange: its backend connection is a kept-alive one. */
-  #reused = false;
+  /** The upstream lent to the exchange in flight. */
+  #up: Upstream | undefined;
+  readonly #pool: Http1Pool;
+  readonly #user: UpstreamUser = {
+    data: (chunk) => this.#responseData(chunk),
+    ended: () => this.#streamEnd(),
+    failed: (err) => this.#streamFailed(err),
+    drained: () => this.#resumeClient(),
+  };
   /** Response bytes before the whole head has arrived. */
   #head: Buffer | undefined;
   #framing: Framing | undefined;
@@ -114,7 +118,7 @@ export class Http1Connection {
   readonly #onDrain = () => {
     if (this.#streamPaused) {
       this.#streamPaused = false;
-      this.#stream?.resume();
+      this.#up?.stream.resume();
     }
   };
   readonly #onTimeout = () => this.#socket.destroy();
@@ -122,11 +126,13 @@ export class Http1Connection {
   constructor(
     socket: Socket,
     opts: Http1Options,
+    pool: Http1Pool,
     handoff: (socket: Socket) => void,
     onGone: (conn: Http1Connection) => void,
   ) {
     this.#socket = socket;
     this.#opts = opts;
+    this.#pool = pool;
     this.#handoff = handoff;
     this.#onGone = onGone;
     this.#client = clientIp(socket.remoteAddress);
@@ -199,10 +205,7 @@ export class Http1Connection {
   #route(head: RequestHead): Binding<AgentConnection> | undefined {
     const opts = this.#opts;
     if (opts.draining?.() || opts.intercepts?.(head.host, head.target)) return undefined;
-    const found = opts.table.lookup(
-      head.host,
-      this.#spent ? undefined : this.#stream && this.#binding?.target,
-    );
+    const found = opts.table.lookup(head.host);
     if (found.kind !== 'found') return undefined;
     const b = found.binding;
     if (b.mode !== 'http' || !b.target.servesHttp1) return undefined;
@@ -217,7 +220,7 @@ export class Http1Connection {
     let text = `${head.method} ${head.target} HTTP/1.1\r\nHost: ${head.hostField}\r\n${head.fields}`;
     for (const [k, v] of fields) text += `${k}: ${v}\r\n`;
     const sent = Buffer.from(`${text}\r\n`, 'latin1');
-    if (!this.#streamFor(binding)) return false;
+    if (!this.#acquire(binding)) return false;
     const pending = this.#pending!;
     const bodyNow = Math.min(head.length, pending.length - head.end);
     const ex: Exchange = {
@@ -242,63 +245,31 @@ export class Http1Connection {
     return true;
   }
 
-  /** Makes `#stream` one that reaches `binding`'s route; false when none could be opened. */
-  #streamFor(binding: Binding<AgentConnection>): boolean {
-    const current = this.#binding;
-    if (
-      this.#stream &&
-      !this.#spent &&
-      current?.target === binding.target &&
-      current.routeId === binding.routeId
-    ) {
-      this.#binding = binding;
-      return true;
-    }
-    this.#dropStream();
-    let stream: Stream;
+  /** Borrows an upstream for `binding`'s route; false when none could be opened. */
+  #acquire(binding: Binding<AgentConnection>): boolean {
     try {
-      stream = binding.target.openHttp1Stream({
-        kind: 'http1',
-        route: binding.routeId,
-        client: { ip: this.#client, port: this.#socket.remotePort ?? 0 },
-      });
+      this.#up = this.#pool.acquire(binding, this.#user);
+      return true;
     } catch {
-      return false; // GOAWAY, refused: the general path answers (and retries elsewhere)
+      return false; // GOAWAY, stream limit: the general path answers (and retries elsewhere)
     }
-    this.#opts.onStreamOpen?.(binding.hostname, stream);
-    this.#stream = stream;
-    this.#binding = binding;
-    this.#spent = false;
-    this.#reused = false;
-    stream.on('data', (chunk: Buffer) => {
-      if (this.#stream === stream) this.#responseData(chunk);
-    });
-    stream.on('end', () => {
-      if (this.#stream === stream) this.#streamEnd();
-    });
-    stream.on('error', (err) => {
-      if (this.#stream === stream) this.#streamFailed(err);
-    });
-    stream.on('drain', () => {
-      if (this.#stream === stream) this.#resumeClient();
-    });
-    return true;
   }
 
-  /** Lets go of the current stream: ended cleanly if it is idle, reset otherwise. */
-  #dropStream(reset = false): void {
-    const stream = this.#stream;
-    if (!stream) return;
-    this.#stream = undefined;
-    this.#binding = undefined;
-    if (reset || this.#ex) stream.reset(Reason.Cancel, 'client connection done with the stream');
-    else stream.end();
-    // A stream ended from our side only still needs the agent's FIN; nothing more is read from it.
-    stream.resume();
+  /**
+   * Gives the upstream back: to the pool after a whole exchange, closed when
+   * it is spent, reset when the exchange on it was cut (`reset`).
+   */
+  #letGo(reset: boolean): void {
+    const up = this.#up;
+    if (!up) return;
+    this.#up = undefined;
+    this.#streamPaused = false;
+    if (reset || up.spent) this.#pool.discard(up, reset);
+    else this.#pool.release(up);
   }
 
   #sendUp(bytes: Buffer): void {
-    if (!this.#stream!.write(bytes)) this.#pauseClient();
+    if (!this.#up!.stream.write(bytes)) this.#pauseClient();
   }
 
   #pauseClient(): void {
@@ -316,13 +287,7 @@ export class Http1Connection {
   }
 
   #responseData(chunk: Buffer): void {
-    const ex = this.#ex;
-    if (!ex) {
-      // Bytes with no request waiting for them: the backend broke HTTP framing.
-      this.#spent = true;
-      this.#dropStream(true);
-      return;
-    }
+    const ex = this.#ex!;
     if (this.#framing !== undefined) {
       this.#body(ex, chunk);
       return;
@@ -343,7 +308,6 @@ export class Http1Connection {
       if (typeof head === 'string') {
         this.#opts.logger.warn({ host: ex.head.host, reason: head }, 'backend sent an invalid response head');
         this.#head = undefined;
-        this.#spent = true;
         this.#answerError(
           ex,
           INVALID_RESPONSE_HEAD.status,
@@ -356,7 +320,6 @@ export class Http1Connection {
       if (head.status < 200) {
         // 1xx informational responses are not passed on (101 cannot come: no Upgrade was sent).
         if (head.status === 101) {
-          this.#spent = true;
           this.#answerError(
             ex,
             INVALID_RESPONSE_HEAD.status,
@@ -429,9 +392,9 @@ export class Http1Connection {
   }
 
   #write(bytes: Buffer): void {
-    if (!this.#socket.write(bytes) && !this.#streamPaused && this.#stream) {
+    if (!this.#socket.write(bytes) && !this.#streamPaused && this.#up) {
       this.#streamPaused = true;
-      this.#stream.pause();
+      this.#up.stream.pause();
     }
   }
 
@@ -441,11 +404,11 @@ export class Http1Connection {
     this.#framing = undefined;
     this.#chunks = undefined;
     clearTimeout(this.#responseTimer);
-    // Bytes after the response, or a body the client never finished: this stream is done.
-    if (extra || this.#backendCloses || ex.bodyLeft > 0) this.#spent = true;
+    // Bytes after the response, or a body the client never finished: the upstream is done.
+    const broken = extra !== undefined || ex.bodyLeft > 0;
+    if (this.#up && (broken || this.#backendCloses)) this.#up.spent = true;
     this.#record(ex);
-    if (this.#spent) this.#dropStream(ex.bodyLeft > 0 || extra !== undefined);
-    else this.#reused = true;
+    this.#letGo(broken);
     if (ex.close) {
       this.#finish();
       return;
@@ -471,30 +434,20 @@ export class Http1Connection {
 
   /** The agent ended the stream: the backend closed its connection. */
   #streamEnd(): void {
-    this.#spent = true;
-    const ex = this.#ex;
-    if (!ex) {
-      this.#dropStream();
-      return;
-    }
+    const ex = this.#ex!;
     if (this.#framing === 'close') {
       this.#socket.write(LAST_CHUNK);
       this.#complete(ex, undefined);
       return;
     }
     // Before any response, on a kept-alive backend connection: most likely one it closed as we reused it.
-    if (ex.status === 0 && this.#retry(ex, this.#reused)) return;
+    if (ex.status === 0 && this.#retry(ex, this.#up!.reused)) return;
     this.#failed(ex, BACKEND_CLOSED, 'the backend closed the connection mid-response');
   }
 
   #streamFailed(err: Error): void {
-    this.#spent = true;
-    const ex = this.#ex;
-    if (!ex) {
-      this.#dropStream();
-      return;
-    }
-    const stale = this.#reused && (err as { reason?: number }).reason === Reason.BackendError;
+    const ex = this.#ex!;
+    const stale = this.#up!.reused && (err as { reason?: number }).reason === Reason.BackendError;
     if (ex.status === 0 && this.#retry(ex, stale || retryable(err))) return;
     this.#failed(ex, err, `agent: ${err.message}`);
   }
@@ -508,9 +461,9 @@ export class Http1Connection {
     if (!allowed || !ex.sent || ex.attempts >= MAX_RETRIES || !IDEMPOTENT.has(ex.head.method)) return false;
     if (this.#head) return false; // part of a response came
     ex.attempts++;
-    this.#dropStream(true);
+    this.#letGo(true);
     const found = this.#opts.table.lookup(ex.head.host);
-    if (found.kind !== 'found' || !found.binding.target.servesHttp1 || !this.#streamFor(found.binding))
+    if (found.kind !== 'found' || !found.binding.target.servesHttp1 || !this.#acquire(found.binding))
       return false;
     this.#sendUp(ex.sent);
     return true;
@@ -530,8 +483,7 @@ export class Http1Connection {
     ex.error = code;
     ex.status = status;
     ex.close ||= ex.bodyLeft > 0 || this.#opts.draining?.() === true;
-    this.#spent = true;
-    this.#dropStream(true);
+    this.#letGo(true);
     this.#socket.write(
       rawErrorResponse(
         status,
@@ -550,7 +502,7 @@ export class Http1Connection {
     this.#opts.logger.info({ host: ex.head.host, reason }, 'response cut short');
     this.#ex = undefined;
     this.#record(ex);
-    this.#dropStream(true);
+    this.#letGo(true);
     this.#gone = true;
     abortConnection(this.#socket);
   }
@@ -583,10 +535,10 @@ export class Http1Connection {
     this.#finish();
   }
 
-  /** Ends the client connection after what was written, and the stream with it. */
+  /** Ends the client connection after what was written; a request still in flight is abandoned. */
   #finish(): void {
     this.#gone = true;
-    this.#dropStream();
+    this.#letGo(true);
     this.#socket.end();
     // A client that never closes its side is not waited for.
     this.#socket.setTimeout(this.#opts.keepAliveTimeout);
@@ -603,7 +555,7 @@ export class Http1Connection {
       if (ex.status === 0) ex.status = CLIENT_CLOSED_STATUS;
       this.#record(ex);
     }
-    this.#dropStream(ex !== undefined);
+    this.#letGo(true);
     this.#gone = true;
     this.#onGone(this);
   }
@@ -613,7 +565,6 @@ export class Http1Connection {
     const socket = this.#socket;
     this.#gone = true;
     clearTimeout(this.#headTimer);
-    this.#dropStream();
     socket.off('data', this.#onData);
     socket.off('end', this.#onEnd);
     socket.off('error', this.#onError);

@@ -225,17 +225,13 @@ export class RouteTable<T extends RouteTarget> {
    * longer suffixes beat shorter. A name whose agent went away answers as
    * offline for its grace period, before any wider wildcard is tried: another
    * tenant's `*.example.com` never takes over `app.example.com` meanwhile.
-   * Among the connections serving the name, `prefer` wins while it holds it
-   * (a client connection keeps its tunnel stream); otherwise the least loaded.
    */
-  lookup(host: string, prefer?: T): Lookup<T> {
+  lookup(host: string): Lookup<T> {
     let key = host;
     let dot = -1;
     do {
       const claim = this.#claims.get(key);
       if (claim) {
-        const preferred = prefer?.usable ? claim.bindings.get(prefer) : undefined;
-        if (preferred) return { kind: 'found', binding: preferred };
         let best: Binding<T> | undefined;
         for (const b of claim.bindings.values()) {
           if (!b.target.usable) continue;

@@ -40,6 +40,8 @@ export class AgentConnection implements RouteTarget {
   readonly #onRefused: ((reason: RefusalReason) => void) | undefined;
   #control: Stream | undefined;
   #inFlight = 0;
+  /** Streams open but idle: kept-alive HTTP/1.1 upstreams waiting in the relay's pool. */
+  #parked = 0;
   #refusedStreams = 0;
   #http1 = false;
 
@@ -74,8 +76,14 @@ export class AgentConnection implements RouteTarget {
     });
   }
 
+  /** Streams carrying something now (what lookups balance on): open ones less those parked idle. */
   get inFlight(): number {
-    return this.#inFlight;
+    return this.#inFlight - this.#parked;
+  }
+
+  /** An open stream goes idle in a pool (+1) or leaves it (-1). */
+  parkStream(delta: 1 | -1): void {
+    this.#parked += delta;
   }
 
   /** Whether the agent serves `http1` connection streams (it said so in its last announcement). */

@@ -62,18 +62,17 @@ export const tcpOpenSchema = z.object({
 });
 
 /**
- * OPEN metadata of an HTTP/1.1 connection stream (relay → agent), sent only
- * to agents that announced the `http1` feature. The stream carries HTTP/1.1
- * messages as bytes: requests the relay has already parsed, checked and
- * rewritten (forwarding headers set, hop-by-hop fields removed) one way, the
- * backend's responses untouched the other. The agent splices it to one
- * connection to the route's target (TLS for https targets); the relay frames
- * each response itself.
+ * OPEN metadata of an HTTP/1.1 upstream stream (relay → agent), sent only to
+ * agents that announced the `http1` feature. The stream carries HTTP/1.1
+ * messages as bytes, one exchange at a time and possibly for many clients in
+ * turn: requests the relay has already parsed, checked and rewritten
+ * (forwarding headers set, hop-by-hop fields removed) one way, the backend's
+ * responses untouched the other. The agent splices it to one connection to
+ * the route's target (TLS for https targets); the relay reads the framing.
  */
 export const http1OpenSchema = z.object({
   kind: z.literal('http1'),
   route: routeId,
-  client: z.object({ ip: z.string().max(64), port: z.number().int().min(0).max(65535) }),
 });
 
 export const openSchema = z.discriminatedUnion('kind', [
