@@ -7,14 +7,15 @@ import { once } from 'node:events';
 import { readFileSync } from 'node:fs';
 import { createServer as createHttpsServer } from 'node:https';
 import type { AddressInfo } from 'node:net';
+import { connect as tlsConnect } from 'node:tls';
 import type { Relay } from '@burrow/relay';
 import type { Stream } from '@burrow/shared';
 import t from 'tap';
 import { testAgent } from '../helpers/agent.js';
-import { get as httpGet, testServer } from '../helpers/http.js';
+import { get as httpGet, httpsGet, testServer } from '../helpers/http.js';
 import { client, get, rawBackend } from '../helpers/raw-wire.js';
 import { type Teardownable, testRelay } from '../helpers/relay.js';
-import { testPki } from '../helpers/tls.js';
+import { h2Session, testPki } from '../helpers/tls.js';
 
 /** The kind of every stream the relay opens to its agents from now on, in order. */
 function streamKinds(relay: Relay): string[] {
@@ -180,3 +181,53 @@ t.test('upstreams are pooled: clients in turn share backend connections, idle on
   await Promise.all(backend.connections.map((s) => (s.destroyed ? undefined : once(s, 'close'))));
   t.pass('every idle backend connection closed');
 });
+
+t.test(
+  'terminated TLS: HTTP/1.1 takes the fast path, HSTS included; h2 and other hosts do not',
+  async (t) => {
+    const pki = await testPki(t);
+    const cert = await pki.issue('secure', ['secure.fast.test', 'other.fast.test']);
+    const relay = await testRelay(t, {
+      tls: { host: '127.0.0.1', port: 0 },
+      certFiles: { pairs: [{ cert: cert.certFile, key: cert.keyFile }] },
+      hstsMaxAge: 300,
+    });
+    const backend = await testServer(t, (req, res) =>
+      res.end(`${req.headers['x-forwarded-proto']} ${req.headers.host}`),
+    );
+    await testAgent(
+      t,
+      relay,
+      [
+        { id: 'secure', hostnames: ['secure.fast.test'], target: backend.url },
+        { id: 'other', hostnames: ['other.fast.test'], target: backend.url },
+      ],
+      { connections: 1 },
+    );
+    const kinds = streamKinds(relay);
+    const port = relay.tlsAddress!.port;
+    const r = await httpsGet(port, 'secure.fast.test', pki.caPem);
+    t.equal(r.alpn, false, 'no ALPN offered: HTTP/1.1');
+    t.equal(r.status, 200);
+    t.equal(r.body, 'https secure.fast.test');
+    t.equal(r.headers['strict-transport-security'], 'max-age=300');
+    t.same(kinds, ['http1']);
+
+    const session = await h2Session(t, port, 'secure.fast.test', pki.caPem);
+    const s = session.request({ ':path': '/', ':authority': 'secure.fast.test' });
+    const [headers] = await once(s, 'response');
+    s.resume();
+    t.equal(Number(headers[':status']), 200, 'h2 is served too');
+    t.same(kinds, ['http1', 'http'], 'on the general path');
+
+    // A request for another host than the SNI name: the general path decides (421 across routes).
+    const c = tlsConnect({ port, host: '127.0.0.1', servername: 'secure.fast.test', ca: pki.caPem });
+    t.teardown(() => c.destroy());
+    await once(c, 'secureConnect');
+    c.write('GET / HTTP/1.1\r\nHost: other.fast.test\r\n\r\n');
+    const [reply] = await once(c, 'data');
+    t.match(String(reply), /^HTTP\/1\.1 421 /, 'misdirected');
+    t.match(String(reply), /strict-transport-security: max-age=300/i);
+    t.same(kinds, ['http1', 'http'], 'and no stream for it');
+  },
+);

@@ -17,7 +17,7 @@ import type { Relay } from '@burrow/relay';
 import type { Stream } from '@burrow/shared';
 import t, { type Test } from 'tap';
 import { testAgent } from '../helpers/agent.js';
-import { deferred } from '../helpers/deferred.js';
+import { deferred, within } from '../helpers/deferred.js';
 import { get, testServer } from '../helpers/http.js';
 import { metricValue } from '../helpers/metrics.js';
 import { type Teardownable, testRelay } from '../helpers/relay.js';
@@ -25,15 +25,6 @@ import { clientHelloFor, h2Session, type TestPki, testPki } from '../helpers/tls
 
 const KiB = 1024;
 const MiB = 1024 * KiB;
-
-/** Resolves with `p`, or rejects naming `what` after `ms`: a bound on an awaited event, not a sleep. */
-function within<T>(ms: number, p: Promise<T>, what: string): Promise<T> {
-  let timer: NodeJS.Timeout;
-  const deadline = new Promise<never>((_, reject) => {
-    timer = setTimeout(() => reject(new Error(`not within ${ms} ms: ${what}`)), ms);
-  });
-  return Promise.race([p, deadline]).finally(() => clearTimeout(timer));
-}
 
 /** A raw TCP backend for a passthrough route; each connection goes to `handler`. */
 async function tcpBackend(t: Teardownable, handler: (socket: Socket) => void) {

@@ -23,6 +23,7 @@ import { createHttpListener } from './listeners/http.js';
 import { TlsFront } from './listeners/tls-front.js';
 import { RelayMetrics } from './metrics.js';
 import type { AccessInfo } from './proxy/forward.js';
+import { Http1Pool } from './proxy/http1-pool.js';
 import { redirectToHttps } from './proxy/redirect.js';
 import { invalidRequest } from './proxy/validate-request.js';
 import { RouteTable } from './routes/table.js';
@@ -202,6 +203,8 @@ export async function startRelay(options: RelayOptions): Promise<Relay> {
       metrics.streamOpened(route, (fn) => stream.on('close', fn)),
     draining: () => closing !== undefined,
   };
+  // HTTP/1.1 upstreams kept between requests, shared by the plain and TLS listeners.
+  const upstreams = new Http1Pool({ onStreamOpen: hooks.onStreamOpen });
   /** Whether a plain-HTTP request for `host` is answered with a redirect to HTTPS. */
   const redirects = (host: string): boolean => {
     if (!redirect || !httpsPort || !host) return false;
@@ -218,6 +221,7 @@ export async function startRelay(options: RelayOptions): Promise<Relay> {
     headersTimeout: options.headersTimeout ?? 20_000,
     keepAliveTimeout: 5_000,
     ...hooks,
+    upstreams,
     intercept: (req, res) => {
       if (acme && serveHttpChallenge(req, res, (t) => acme.httpChallenge(t))) return true;
       const host = normalizeHost(req.headers.host);
@@ -242,6 +246,7 @@ export async function startRelay(options: RelayOptions): Promise<Relay> {
         keepAliveTimeout: 5_000,
         ...(options.hstsMaxAge !== undefined ? { hstsMaxAge: options.hstsMaxAge } : {}),
         ...hooks,
+        upstreams,
       })
     : undefined;
   // The metric follows the store: every name of every certificate, removed when it goes.

@@ -1,8 +1,8 @@
 import { createServer, type IncomingMessage, type Server, type ServerResponse } from 'node:http';
 import type { Socket } from 'node:net';
 import { type ForwardOptions, forwardRequest } from '../proxy/forward.js';
-import { Http1Connection } from '../proxy/http1-connection.js';
-import { Http1Pool } from '../proxy/http1-pool.js';
+import { Http1Front } from '../proxy/http1-front.js';
+import type { Http1Pool } from '../proxy/http1-pool.js';
 import { forwardUpgrade, refuseConnect } from '../proxy/upgrade.js';
 import { MAX_REQUEST_HEAD, MAX_REQUEST_HEADERS } from '../proxy/validate-request.js';
 
@@ -15,15 +15,9 @@ export interface HttpListenerOptions extends ForwardOptions {
   intercept?: (req: IncomingMessage, res: ServerResponse) => boolean;
   /** Whether `intercept` may answer a request for this host and target (such requests skip the fast path). */
   intercepts?: (host: string, target: string) => boolean;
+  /** The relay's pool of HTTP/1.1 upstreams (the fast path's). */
+  upstreams: Http1Pool;
 }
-
-/** Idle upstreams (http1 streams, each a backend connection) kept per route and agent connection. */
-const MAX_IDLE_UPSTREAMS = 128;
-/**
- * How long an idle upstream is kept, ms: under the 5 s idle timeout of Node
- * and many other servers, so a kept one is rarely being closed as it is reused.
- */
-const UPSTREAM_IDLE_TIMEOUT = 4_000;
 
 /**
  * How often Node checks request-head deadlines (its default is 30 s, which
@@ -89,28 +83,18 @@ export function createHttpListener(opts: HttpListenerOptions): Server {
   const [nodeConnection] = server.listeners('connection') as Array<(socket: Socket) => void>;
   if (!nodeConnection) throw new Error('node:http server without a connection handler');
   server.removeListener('connection', nodeConnection);
-  const handoff = (socket: Socket) => nodeConnection.call(server, socket);
-  const fast = new Set<Http1Connection>();
-  const gone = (conn: Http1Connection) => fast.delete(conn);
-  const pool = new Http1Pool({
-    maxIdle: MAX_IDLE_UPSTREAMS,
-    idleTimeout: UPSTREAM_IDLE_TIMEOUT,
-    ...(opts.onStreamOpen ? { onStreamOpen: opts.onStreamOpen } : {}),
-  });
-  server.on('connection', (socket: Socket) => {
-    fast.add(new Http1Connection(socket, opts, pool, handoff, gone));
-  });
+  const fast = new Http1Front(opts, opts.upstreams, (socket) => nodeConnection.call(server, socket));
+  server.on('connection', (socket: Socket) => fast.accept(socket));
   // Drains reach both kinds of connection.
   const closeIdle = server.closeIdleConnections.bind(server);
   const closeAll = server.closeAllConnections.bind(server);
   server.closeIdleConnections = () => {
     closeIdle();
-    for (const conn of fast) conn.closeIfIdle();
-    pool.closeIdle();
+    fast.closeIdle();
   };
   server.closeAllConnections = () => {
     closeAll();
-    for (const conn of fast) conn.destroy();
+    fast.destroyAll();
   };
   return server;
 }

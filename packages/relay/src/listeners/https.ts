@@ -8,6 +8,8 @@ import type { Socket } from 'node:net';
 import type { TLSSocket } from 'node:tls';
 import type { CertStore } from '../certs/store.js';
 import { type ClientRequest, type ForwardOptions, forwardRequest } from '../proxy/forward.js';
+import { Http1Front } from '../proxy/http1-front.js';
+import type { Http1Pool } from '../proxy/http1-pool.js';
 import { forwardUpgrade, refuseConnect } from '../proxy/upgrade.js';
 import { headCheckInterval } from './http.js';
 
@@ -19,16 +21,25 @@ export interface HttpsTerminatorOptions extends Omit<ForwardOptions, 'proto' | '
   headersTimeout: number;
   /** Idle time before a keep-alive HTTP/1.1 connection is closed, ms. */
   keepAliveTimeout: number;
+  /** The relay's pool of HTTP/1.1 upstreams (the fast path's). */
+  upstreams: Http1Pool;
+}
+
+export interface HttpsTerminator {
+  server: Http2SecureServer;
+  /** The HTTP/1.1 fast path in front of the server's own HTTP/1 handling. */
+  fast: Http1Front;
 }
 
 /**
  * Terminates TLS for routes the relay holds a certificate for, and routes the
- * HTTP inside exactly as the plain listener does (proxy/forward.ts). ALPN
- * offers h2 and http/1.1; each h2 request becomes its own tunnel stream, like
- * each HTTP/1 request. It never listens: the TLS listener hands it sockets
+ * HTTP inside exactly as the plain listener does: HTTP/1.1 connections start
+ * on the fast path (proxy/http1-connection.ts), everything else goes through
+ * proxy/forward.ts. ALPN offers h2 and http/1.1; each h2 request becomes its
+ * own tunnel stream. It never listens: the TLS listener hands it sockets
  * after peeking at their ClientHello.
  */
-export function createHttpsTerminator(opts: HttpsTerminatorOptions): Http2SecureServer {
+export function createHttpsTerminator(opts: HttpsTerminatorOptions): HttpsTerminator {
   const forward: ForwardOptions = {
     ...opts,
     proto: 'https',
@@ -110,7 +121,29 @@ export function createHttpsTerminator(opts: HttpsTerminatorOptions): Http2Secure
   server.on('sessionError', (err: Error) => {
     opts.logger.debug({ reason: err.message }, 'http2 session error');
   });
-  return server;
+  // Node's handler takes each handshaken connection to its HTTP/2 or HTTP/1 side;
+  // HTTP/1.1 ones go to the fast path first, and reach it when they leave.
+  const [nodeConnection] = server.listeners('secureConnection') as Array<(socket: TLSSocket) => void>;
+  if (!nodeConnection) throw new Error('node:http2 server without a secureConnection handler');
+  server.removeListener('secureConnection', nodeConnection);
+  const fast = new Http1Front(
+    {
+      ...forward,
+      keepAliveTimeout: opts.keepAliveTimeout,
+      headersTimeout: opts.headersTimeout,
+      serverName: (socket) => {
+        const name = (socket as TLSSocket).servername;
+        return typeof name === 'string' ? sniName(name) : undefined;
+      },
+    },
+    opts.upstreams,
+    (socket) => nodeConnection.call(server, socket as TLSSocket),
+  );
+  server.on('secureConnection', (socket: TLSSocket) => {
+    if (socket.alpnProtocol === 'h2') nodeConnection.call(server, socket);
+    else fast.accept(socket);
+  });
+  return { server, fast };
 }
 
 /**

@@ -1,6 +1,7 @@
 import { Server as HttpServer } from 'node:http';
 import type { Http2SecureServer, ServerHttp2Session } from 'node:http2';
 import type { Server, Socket } from 'node:net';
+import type { Http1Front } from '../proxy/http1-front.js';
 import { createHttpsTerminator, type HttpsTerminatorOptions } from './https.js';
 import { createTlsListener, type TlsListenerOptions } from './tls.js';
 
@@ -15,12 +16,15 @@ export class TlsFront {
   /** The listener to bind to the public TLS address. */
   readonly server: Server;
   readonly #terminator: Http2SecureServer;
+  readonly #fast: Http1Front;
   readonly #sockets = new Set<Socket>();
   readonly #sessions = new Set<ServerHttp2Session>();
   #allClosed: (() => void) | undefined;
 
   constructor(opts: TlsFrontOptions) {
-    this.#terminator = createHttpsTerminator(opts);
+    const { server, fast } = createHttpsTerminator(opts);
+    this.#terminator = server;
+    this.#fast = fast;
     this.server = createTlsListener({ ...opts, terminator: this.#terminator });
     this.server.on('connection', (socket: Socket) => {
       this.#sockets.add(socket);
@@ -49,12 +53,14 @@ export class TlsFront {
   }
 
   /**
-   * Closes the terminated HTTP/1 connections that are between requests. Node
-   * tracks them on the terminator as on a plain HTTP server (https.ts starts
-   * that tracking), so the plain server's method serves here too; upgraded
-   * connections are not among them.
+   * Closes the terminated HTTP/1 connections that are between requests: those
+   * on the fast path, and those Node's parser holds. Node tracks the latter on
+   * the terminator as on a plain HTTP server (https.ts starts that tracking),
+   * so the plain server's method serves here too; upgraded connections are
+   * not among them.
    */
   closeIdleConnections(): void {
+    this.#fast.closeIdle();
     HttpServer.prototype.closeIdleConnections.call(this.#terminator as unknown as HttpServer);
   }
 

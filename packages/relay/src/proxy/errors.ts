@@ -110,7 +110,7 @@ export function sendRawError(socket: Duplex, status: number, message: string, ho
   socket.end(rawErrorResponse(status, message, host, code, 'connection: close\r\n'));
 }
 
-/** The page as a whole HTTP/1.1 response; `connection` is the Connection field line(s) to send. */
+/** The page as a whole HTTP/1.1 response; `connection` is the Connection field line and any others to add. */
 export function rawErrorResponse(
   status: number,
   message: string,

@@ -33,6 +33,12 @@ export interface Http1Options extends ForwardOptions {
   headersTimeout: number;
   /** Whether the listener answers this request itself (ACME, redirects): such requests take Node's parser. */
   intercepts?: (host: string, target: string) => boolean;
+  /**
+   * On terminated TLS: the SNI name the connection was opened for. Requests
+   * for any other host take Node's parser, which answers 421 where the
+   * routes differ (see ForwardOptions.sniOf).
+   */
+  serverName?: (socket: Socket) => string | undefined;
 }
 
 /** Largest response head accepted from a backend. */
@@ -86,6 +92,7 @@ export class Http1Connection {
   readonly #handoff: (socket: Socket) => void;
   readonly #onGone: (conn: Http1Connection) => void;
   readonly #client: string;
+  readonly #serverName: string | undefined;
   /** Client bytes read but not yet consumed (a partial or pipelined request head). */
   #pending: Buffer | undefined;
   #ex: Exchange | undefined;
@@ -136,6 +143,7 @@ export class Http1Connection {
     this.#handoff = handoff;
     this.#onGone = onGone;
     this.#client = clientIp(socket.remoteAddress);
+    this.#serverName = opts.serverName?.(socket);
     socket.on('data', this.#onData);
     socket.on('end', this.#onEnd);
     socket.on('error', this.#onError);
@@ -205,6 +213,7 @@ export class Http1Connection {
   #route(head: RequestHead): Binding<AgentConnection> | undefined {
     const opts = this.#opts;
     if (opts.draining?.() || opts.intercepts?.(head.host, head.target)) return undefined;
+    if (this.#serverName !== undefined && this.#serverName !== head.host) return undefined;
     const found = opts.table.lookup(head.host);
     if (found.kind !== 'found') return undefined;
     const b = found.binding;
@@ -343,8 +352,7 @@ export class Http1Connection {
       out += ex.close
         ? 'Connection: close\r\n'
         : `Connection: keep-alive\r\nKeep-Alive: timeout=${Math.floor(this.#opts.keepAliveTimeout / 1000)}\r\n`;
-      for (const [k, v] of this.#opts.responseHeaders ?? []) out += `${k}: ${v}\r\n`;
-      this.#write(Buffer.from(`${out}\r\n`, 'latin1'));
+      this.#write(Buffer.from(`${out}${this.#extraFields()}\r\n`, 'latin1'));
       const rest = this.#head;
       this.#head = undefined;
       if (head.framing === 'none' || (head.framing === 'length' && head.length === 0))
@@ -398,6 +406,13 @@ export class Http1Connection {
     }
   }
 
+  /** The listener's own response fields (HSTS on terminated TLS), as lines. */
+  #extraFields(): string {
+    let lines = '';
+    for (const [k, v] of this.#opts.responseHeaders ?? []) lines += `${k}: ${v}\r\n`;
+    return lines;
+  }
+
   /** The response is whole: the access entry, then the next request (or the close). */
   #complete(ex: Exchange, extra: Buffer | undefined): void {
     this.#ex = undefined;
@@ -409,7 +424,8 @@ export class Http1Connection {
     if (this.#up && (broken || this.#backendCloses)) this.#up.spent = true;
     this.#record(ex);
     this.#letGo(broken);
-    if (ex.close) {
+    // Once a drain has begun, a connection ends with its current response.
+    if (ex.close || this.#opts.draining?.() === true) {
       this.#finish();
       return;
     }
@@ -490,7 +506,7 @@ export class Http1Connection {
         message,
         ex.head.host,
         code,
-        ex.close ? 'connection: close\r\n' : 'connection: keep-alive\r\n',
+        (ex.close ? 'connection: close\r\n' : 'connection: keep-alive\r\n') + this.#extraFields(),
       ),
     );
     this.#complete(ex, undefined);

@@ -15,6 +15,17 @@ const VALUE = /^[\t\x20-\x7e\x80-\xff]*$/;
 const REQUEST_LINE = /^(GET|HEAD|POST|PUT|DELETE|OPTIONS|PATCH) (\/[\x21-\x7e]*) HTTP\/1\.1$/;
 const STATUS_LINE = /^HTTP\/1\.([01]) ([1-9]\d\d)(?: ([\t\x20-\x7e\x80-\xff]*))?$/;
 const DIGITS = /^\d{1,15}$/;
+const OWS_AROUND = /^[ \t]+|[ \t]+$/g;
+
+/**
+ * A field value without the optional whitespace around it: spaces and tabs
+ * only (RFC 9110 §5.6.3). String.prototype.trim would also take vertical
+ * tabs, form feeds and no-break spaces, which VALUE must see and refuse: a
+ * backend may read such a line differently (`Content-Length:\v5`).
+ */
+function ows(value: string): string {
+  return value.replace(OWS_AROUND, '');
+}
 
 /** A request head the fast path forwards, rewritten (http1-connection.ts). */
 export interface RequestHead {
@@ -68,7 +79,7 @@ export function parseRequestHead(
     const colon = line.indexOf(':');
     if (colon <= 0) return OTHER;
     const name = line.slice(0, colon);
-    const value = line.slice(colon + 1).trim();
+    const value = ows(line.slice(colon + 1));
     if (!TOKEN.test(name) || !VALUE.test(value)) return OTHER;
     switch (fieldKind(name)) {
       case Field.Host:
@@ -225,7 +236,7 @@ export function parseResponseHead(
     const colon = line.indexOf(':');
     if (colon <= 0) return 'malformed header line';
     const name = line.slice(0, colon);
-    const value = line.slice(colon + 1).trim();
+    const value = ows(line.slice(colon + 1));
     if (!TOKEN.test(name) || !VALUE.test(value)) return `invalid header ${JSON.stringify(name)}`;
     const lower = name.toLowerCase();
     if (lower === 'connection') {

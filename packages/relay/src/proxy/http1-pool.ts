@@ -22,6 +22,8 @@ export class Upstream {
   readonly stream: Stream;
   readonly conn: AgentConnection;
   readonly key: string;
+  /** The agent's route set it was opened under (AgentConnection.routesVersion). */
+  readonly version: number;
   user: UpstreamUser | undefined;
   /** Its backend connection ended, failed or broke HTTP framing: never lent again. */
   spent = false;
@@ -33,6 +35,7 @@ export class Upstream {
     this.stream = stream;
     this.conn = conn;
     this.key = key;
+    this.version = conn.routesVersion;
     // 'data', 'end' and 'error' while idle in the pool: bytes nobody asked for,
     // or the backend closing its kept-alive connection. Either way it is done.
     stream.on('data', (chunk: Buffer) => {
@@ -54,10 +57,18 @@ export class Upstream {
 }
 
 export interface Http1PoolOptions {
-  /** Idle upstreams kept per route and agent connection. */
-  maxIdle: number;
-  /** How long an idle upstream is kept, ms (below the common 5 s backend keep-alive timeout). */
-  idleTimeout: number;
+  /**
+   * Idle upstreams kept per route and agent connection; default 128. Per
+   * agent connection, at most a quarter of the streams its agent allows are
+   * kept idle, all routes together: the rest stay free for requests.
+   */
+  maxIdle?: number;
+  /**
+   * How long an idle upstream is kept, ms; default 4 s: under the 5 s idle
+   * timeout of Node and many other servers, so a kept one is rarely being
+   * closed as it is reused.
+   */
+  idleTimeout?: number;
   /** Each stream opened (metrics). */
   onStreamOpen?: (route: string, stream: Stream) => void;
 }
@@ -71,14 +82,18 @@ export interface Http1PoolOptions {
  */
 export class Http1Pool {
   readonly #idle = new Map<string, Upstream[]>();
-  readonly #opts: Http1PoolOptions;
+  readonly #maxIdle: number;
+  readonly #idleTimeout: number;
+  readonly #onStreamOpen: ((route: string, stream: Stream) => void) | undefined;
   /** Agent connections whose GOAWAY closes their idle upstreams. */
   readonly #watched = new WeakSet<AgentConnection>();
   #idleCount = 0;
   #sweeper: NodeJS.Timeout | undefined;
 
-  constructor(opts: Http1PoolOptions) {
-    this.#opts = opts;
+  constructor(opts: Http1PoolOptions = {}) {
+    this.#maxIdle = opts.maxIdle ?? 128;
+    this.#idleTimeout = opts.idleTimeout ?? 4_000;
+    this.#onStreamOpen = opts.onStreamOpen;
   }
 
   /** Upstreams idle in the pool now. */
@@ -92,18 +107,24 @@ export class Http1Pool {
    * open a stream (GOAWAY, stream limit).
    */
   acquire(binding: Binding<AgentConnection>, user: UpstreamUser): Upstream {
-    const key = `${binding.target.id}\0${binding.routeId}`;
+    const conn = binding.target;
+    const key = `${conn.id}\0${binding.routeId}`;
     const list = this.#idle.get(key);
-    const kept = list?.pop();
-    if (kept) {
+    for (let kept = list?.pop(); kept; kept = list!.pop()) {
       this.#unpark(kept);
       if (list!.length === 0) this.#idle.delete(key);
+      // One whose session closed under it has nothing left to lend; one from
+      // before the agent's last announcement may reach an old target.
+      if (kept.stream.destroyed) continue;
+      if (kept.version !== conn.routesVersion) {
+        this.discard(kept, false);
+        continue;
+      }
       kept.user = user;
       return kept;
     }
-    const conn = binding.target;
-    const stream = conn.openHttp1Stream({ kind: 'http1', route: binding.routeId });
-    this.#opts.onStreamOpen?.(binding.hostname, stream);
+    const stream = this.#open(conn, binding.routeId);
+    this.#onStreamOpen?.(binding.hostname, stream);
     if (!this.#watched.has(conn)) {
       this.#watched.add(conn);
       // An agent going away (a rolling update) waits for its open streams: idle ones close at once.
@@ -114,18 +135,25 @@ export class Http1Pool {
     return up;
   }
 
-  /** Takes an upstream back after a whole exchange; a spent one, or one past the bound, is closed. */
+  /**
+   * Takes an upstream back after a whole exchange. Closed instead of kept: a
+   * spent one, one from before the agent's last announcement, one whose agent
+   * connection is going away, and one past the bounds.
+   */
   release(up: Upstream): void {
     up.user = undefined;
     up.stream.resume(); // a client that pushed back may have left it paused
-    if (up.spent || up.stream.destroyed) {
+    const conn = up.conn;
+    if (up.spent || up.stream.destroyed || up.version !== conn.routesVersion || !conn.usable) {
       this.discard(up, false);
       return;
     }
     up.reused = true;
     let list = this.#idle.get(up.key);
     if (!list) this.#idle.set(up.key, (list = []));
-    if (list.length >= this.#opts.maxIdle) {
+    const streams = conn.session.peer?.maxConcurrentStreams ?? 0;
+    if (list.length >= this.#maxIdle || conn.parked >= Math.floor(streams / 4)) {
+      if (list.length === 0) this.#idle.delete(up.key);
       this.discard(up, false);
       return;
     }
@@ -133,7 +161,7 @@ export class Http1Pool {
     list.push(up);
     this.#idleCount++;
     up.conn.parkStream(1);
-    this.#sweeper ??= setInterval(() => this.#sweep(), Math.max(250, this.#opts.idleTimeout / 2)).unref();
+    this.#sweeper ??= setInterval(() => this.#sweep(), Math.max(250, this.#idleTimeout / 2)).unref();
   }
 
   /**
@@ -153,17 +181,32 @@ export class Http1Pool {
     }
   }
 
+  /**
+   * Opens an http1 stream. When the agent's stream limit refuses it, this
+   * connection's idle upstreams are reset (a FIN would hold their slots until
+   * the agent answers) and the open is tried once more.
+   */
+  #open(conn: AgentConnection, route: string): Stream {
+    try {
+      return conn.openHttp1Stream({ kind: 'http1', route });
+    } catch (err) {
+      if ((err as { code?: string }).code !== 'BURROW_ERR_STREAM_REFUSED' || conn.parked === 0) throw err;
+      this.#closeIdle((up) => up.conn === conn, true);
+      return conn.openHttp1Stream({ kind: 'http1', route });
+    }
+  }
+
   /** Closes every idle upstream (the relay drains). */
   closeIdle(): void {
     this.#closeIdle(() => true);
   }
 
-  #closeIdle(which: (up: Upstream) => boolean): void {
+  #closeIdle(which: (up: Upstream) => boolean, reset = false): void {
     for (const [key, list] of this.#idle) {
       if (!which(list[0]!)) continue; // a list holds one route of one connection
       for (const up of list) {
         this.#unpark(up);
-        this.discard(up, false);
+        this.discard(up, reset);
       }
       this.#idle.delete(key);
     }
@@ -188,7 +231,7 @@ export class Http1Pool {
   }
 
   #sweep(): void {
-    const oldest = performance.now() - this.#opts.idleTimeout;
+    const oldest = performance.now() - this.#idleTimeout;
     for (const [key, list] of this.#idle) {
       // Lists are oldest first: upstreams go back on the end.
       let n = 0;

@@ -42,6 +42,7 @@ export class AgentConnection implements RouteTarget {
   #inFlight = 0;
   /** Streams open but idle: kept-alive HTTP/1.1 upstreams waiting in the relay's pool. */
   #parked = 0;
+  #routesVersion = 0;
   #refusedStreams = 0;
   #http1 = false;
 
@@ -84,6 +85,19 @@ export class AgentConnection implements RouteTarget {
   /** An open stream goes idle in a pool (+1) or leaves it (-1). */
   parkStream(delta: 1 | -1): void {
     this.#parked += delta;
+  }
+
+  /** Streams parked idle in pools now. */
+  get parked(): number {
+    return this.#parked;
+  }
+
+  /**
+   * Counts the agent's announcements: a stream opened before the latest may
+   * reach a target the route no longer has (pooled upstreams are not reused).
+   */
+  get routesVersion(): number {
+    return this.#routesVersion;
   }
 
   /** Whether the agent serves `http1` connection streams (it said so in its last announcement). */
@@ -177,6 +191,7 @@ export class AgentConnection implements RouteTarget {
   #onMessage(stream: Stream, message: AgentMessage): void {
     if (message.type === 'announce') {
       this.#http1 = message.features?.includes('http1') ?? false;
+      this.#routesVersion++;
       const results = this.#table.announce(this, this.claims.hosts, message.routes, this.#onRefused);
       for (const r of results) {
         if (r.status === 'refused')

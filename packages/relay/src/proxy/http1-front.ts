@@ -1,0 +1,40 @@
+import type { Socket } from 'node:net';
+import { Http1Connection, type Http1Options } from './http1-connection.js';
+import type { Http1Pool } from './http1-pool.js';
+
+/**
+ * The fast path in front of one of the relay's Node HTTP servers (ADR 006):
+ * every connection it is given starts on an Http1Connection, which hands it
+ * to `handoff` (the server's own connection handler) at the first request it
+ * does not carry. Keeps the connections a drain has to reach; the upstream
+ * pool is the relay's, shared by its listeners.
+ */
+export class Http1Front {
+  readonly #connections = new Set<Http1Connection>();
+  readonly #pool: Http1Pool;
+  readonly #opts: Http1Options;
+  readonly #handoff: (socket: Socket) => void;
+  readonly #gone = (conn: Http1Connection) => this.#connections.delete(conn);
+
+  constructor(opts: Http1Options, pool: Http1Pool, handoff: (socket: Socket) => void) {
+    this.#opts = opts;
+    this.#pool = pool;
+    this.#handoff = handoff;
+  }
+
+  /** Serves a new client connection from its first byte. */
+  accept(socket: Socket): void {
+    this.#connections.add(new Http1Connection(socket, this.#opts, this.#pool, this.#handoff, this.#gone));
+  }
+
+  /** Closes the connections between requests and the idle upstreams (a drain); busy ones end after their response. */
+  closeIdle(): void {
+    for (const conn of this.#connections) conn.closeIfIdle();
+    this.#pool.closeIdle();
+  }
+
+  /** Destroys every connection still on the fast path. */
+  destroyAll(): void {
+    for (const conn of this.#connections) conn.destroy();
+  }
+}
