@@ -2,7 +2,13 @@ import type { Socket } from 'node:net';
 import { Reason, UpstreamTimeoutError } from '@burrow/shared';
 import type { Binding } from '../routes/table.js';
 import type { AgentConnection } from '../tunnel/agent-connection.js';
-import { abortConnection, failureFor, INVALID_RESPONSE_HEAD, rawErrorResponse } from './errors.js';
+import {
+  abortConnection,
+  failureFor,
+  INVALID_RESPONSE_HEAD,
+  type ProxyFailure,
+  rawErrorResponse,
+} from './errors.js';
 import {
   type AccessInfo,
   CLIENT_CLOSED,
@@ -314,29 +320,17 @@ export class Http1Connection {
       const buf = this.#head!;
       const head = parseResponseHead(buf, ex.head.method, MAX_RESPONSE_HEAD);
       if (head === INCOMPLETE) return;
-      if (typeof head === 'string') {
-        this.#opts.logger.warn({ host: ex.head.host, reason: head }, 'backend sent an invalid response head');
+      // A 101 cannot answer a request that asked for no upgrade.
+      if (typeof head === 'string' || head.status === 101) {
+        const reason = typeof head === 'string' ? head : 'status 101 without an upgrade request';
+        this.#opts.logger.warn({ host: ex.head.host, reason }, 'backend sent an invalid response head');
         this.#head = undefined;
-        this.#answerError(
-          ex,
-          INVALID_RESPONSE_HEAD.status,
-          INVALID_RESPONSE_HEAD.message,
-          INVALID_RESPONSE_HEAD.code,
-        );
+        this.#answerError(ex, INVALID_RESPONSE_HEAD);
         return;
       }
       this.#head = head.end < buf.length ? buf.subarray(head.end) : undefined;
       if (head.status < 200) {
-        // 1xx informational responses are not passed on (101 cannot come: no Upgrade was sent).
-        if (head.status === 101) {
-          this.#answerError(
-            ex,
-            INVALID_RESPONSE_HEAD.status,
-            INVALID_RESPONSE_HEAD.message,
-            INVALID_RESPONSE_HEAD.code,
-          );
-          return;
-        }
+        // 1xx informational responses are not passed on.
         if (!this.#head) return;
         continue;
       }
@@ -487,14 +481,12 @@ export class Http1Connection {
 
   /** The stream failed: an error page if nothing was answered yet, a cut connection otherwise. */
   #failed(ex: Exchange, err: unknown, cut: string): void {
-    if (ex.status === 0) {
-      const f = failureFor(err);
-      this.#answerError(ex, f.status, f.message, f.code);
-    } else this.#cut(ex, cut);
+    if (ex.status === 0) this.#answerError(ex, failureFor(err));
+    else this.#cut(ex, cut);
   }
 
   /** Answers the exchange with an error page (before any response byte) and drops the stream. */
-  #answerError(ex: Exchange, status: number, message: string, code: string): void {
+  #answerError(ex: Exchange, { status, message, code }: ProxyFailure): void {
     clearTimeout(this.#responseTimer);
     ex.error = code;
     ex.status = status;
@@ -528,8 +520,7 @@ export class Http1Connection {
     // Only a request still waiting for its response head.
     if (!ex) return;
     if (ex.status !== 0) return;
-    const f = failureFor(new UpstreamTimeoutError('no response head in time'));
-    this.#answerError(ex, f.status, f.message, f.code);
+    this.#answerError(ex, failureFor(new UpstreamTimeoutError('no response head in time')));
   }
 
   #headTimeout(): void {

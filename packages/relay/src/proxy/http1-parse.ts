@@ -134,56 +134,33 @@ const Field = {
 } as const;
 type Field = (typeof Field)[keyof typeof Field];
 
-/** How the relay treats a request field; compared by length first, so most names are never lower-cased. */
+/** Request fields the fast path does not simply pass on, by lower-case name. */
+const SPECIAL_FIELDS = new Map<string, Field>([
+  ['host', Field.Host],
+  ['content-length', Field.ContentLength],
+  ['connection', Field.Connection],
+  ['keep-alive', Field.Dropped],
+  ['te', Field.Dropped],
+  ['trailer', Field.Dropped],
+  ['proxy-connection', Field.Dropped],
+  ['proxy-authenticate', Field.Dropped],
+  ['proxy-authorization', Field.Dropped],
+  ['forwarded', Field.Dropped],
+  ['x-forwarded-for', Field.Dropped],
+  ['x-forwarded-host', Field.Dropped],
+  ['x-forwarded-port', Field.Dropped],
+  ['x-forwarded-proto', Field.Dropped],
+  ['transfer-encoding', Field.Other],
+  ['upgrade', Field.Other],
+  ['expect', Field.Other],
+  ['http2-settings', Field.Other],
+]);
+const SPECIAL_LENGTHS = new Set([...SPECIAL_FIELDS.keys()].map((name) => name.length));
+
+/** How the relay treats a request field; most names are never lower-cased (their length rules them out). */
 function fieldKind(name: string): Field {
-  switch (name.length) {
-    case 2:
-      return name.toLowerCase() === 'te' ? Field.Dropped : Field.Passed;
-    case 4:
-      return name.toLowerCase() === 'host' ? Field.Host : Field.Passed;
-    case 6:
-      return name.toLowerCase() === 'expect' ? Field.Other : Field.Passed;
-    case 7: {
-      const n = name.toLowerCase();
-      return n === 'upgrade' ? Field.Other : n === 'trailer' ? Field.Dropped : Field.Passed;
-    }
-    case 9:
-      return name.toLowerCase() === 'forwarded' ? Field.Dropped : Field.Passed;
-    case 10: {
-      const n = name.toLowerCase();
-      return n === 'connection' ? Field.Connection : n === 'keep-alive' ? Field.Dropped : Field.Passed;
-    }
-    case 14: {
-      const n = name.toLowerCase();
-      return n === 'content-length'
-        ? Field.ContentLength
-        : n === 'http2-settings'
-          ? Field.Other
-          : Field.Passed;
-    }
-    case 15:
-      return name.toLowerCase() === 'x-forwarded-for' ? Field.Dropped : Field.Passed;
-    case 16: {
-      const n = name.toLowerCase();
-      return n === 'proxy-connection' || n === 'x-forwarded-host' || n === 'x-forwarded-port'
-        ? Field.Dropped
-        : Field.Passed;
-    }
-    case 17: {
-      const n = name.toLowerCase();
-      return n === 'transfer-encoding'
-        ? Field.Other
-        : n === 'x-forwarded-proto'
-          ? Field.Dropped
-          : Field.Passed;
-    }
-    case 18:
-      return name.toLowerCase() === 'proxy-authenticate' ? Field.Dropped : Field.Passed;
-    case 19:
-      return name.toLowerCase() === 'proxy-authorization' ? Field.Dropped : Field.Passed;
-    default:
-      return Field.Passed;
-  }
+  if (!SPECIAL_LENGTHS.has(name.length)) return Field.Passed;
+  return SPECIAL_FIELDS.get(name.toLowerCase()) ?? Field.Passed;
 }
 
 /**
