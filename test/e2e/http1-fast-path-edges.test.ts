@@ -4,7 +4,7 @@
 // agent, backends and clients on 127.0.0.1.
 import { once } from 'node:events';
 import { type AddressInfo, createServer, type Socket } from 'node:net';
-import { type Agent, StaticRouteSource, startAgent } from '@burrow/agent';
+import { StaticRouteSource } from '@burrow/agent';
 import type { Relay, RelayOptions } from '@burrow/relay';
 import t from 'tap';
 import { testAgent } from '../helpers/agent.js';
@@ -12,7 +12,7 @@ import { deferred, until, within } from '../helpers/deferred.js';
 import { metricValue } from '../helpers/metrics.js';
 import { rawRequest } from '../helpers/raw-http.js';
 import { client, field, get, rawBackend } from '../helpers/raw-wire.js';
-import { type Teardownable, testLogger, testRelay, tokenFor, tunnelUrl } from '../helpers/relay.js';
+import { type Teardownable, testRelay } from '../helpers/relay.js';
 
 interface Access {
   host: string;
@@ -149,16 +149,7 @@ t.test('a route whose target changed is served by the new target at once', async
   const after = await rawBackend(t, answer('after'));
   const relay = await testRelay(t);
   const source = new StaticRouteSource([{ id: 'moved', hostnames: [host], target: before.url }]);
-  const agent: Agent = startAgent({
-    relayUrl: tunnelUrl(relay),
-    token: await tokenFor('tenant-a', [host]),
-    routes: source,
-    connections: 1,
-    logger: testLogger('agent'),
-    backoff: { base: 20, cap: 200 },
-  });
-  t.teardown(() => agent.close());
-  await agent.ready();
+  const agent = await testAgent(t, relay, source, { connections: 1 });
   const port = relay.httpAddress.port;
   t.equal((await rawRequest(port, get(host, '/1'))).text.split('\r\n\r\n')[1], 'before');
   // The route now points elsewhere (a Service's port changed, a route file edited).
@@ -236,17 +227,7 @@ t.test('idle pooled upstreams do not take the stream slots other routes need', a
     { id: 'a', hostnames: ['a.slots.test'], target: a.url },
     { id: 'b', hostnames: ['b.slots.test'], target: b.url },
   ];
-  const agent = startAgent({
-    relayUrl: tunnelUrl(relay),
-    token: await tokenFor('tenant-a', ['a.slots.test', 'b.slots.test']),
-    routes,
-    connections: 1,
-    logger: testLogger('agent'),
-    backoff: { base: 20, cap: 200 },
-    session: { maxConcurrentStreams: 4 },
-  });
-  t.teardown(() => agent.close());
-  await agent.ready();
+  await testAgent(t, relay, routes, { connections: 1, session: { maxConcurrentStreams: 4 } });
   const port = relay.httpAddress.port;
   // A burst of four on route a, in flight together: four upstreams, then idle in the pool.
   const burst = await Promise.all([1, 2, 3, 4].map((i) => rawRequest(port, get('a.slots.test', `/${i}`))));

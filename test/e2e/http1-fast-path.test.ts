@@ -8,28 +8,12 @@ import { readFileSync } from 'node:fs';
 import { createServer as createHttpsServer } from 'node:https';
 import type { AddressInfo } from 'node:net';
 import { connect as tlsConnect } from 'node:tls';
-import type { Relay } from '@burrow/relay';
-import type { Stream } from '@burrow/shared';
 import t from 'tap';
 import { testAgent } from '../helpers/agent.js';
 import { get as httpGet, httpsGet, testServer } from '../helpers/http.js';
 import { client, get, rawBackend } from '../helpers/raw-wire.js';
-import { type Teardownable, testRelay } from '../helpers/relay.js';
+import { streamKinds, type Teardownable, testRelay } from '../helpers/relay.js';
 import { h2Session, testPki } from '../helpers/tls.js';
-
-/** The kind of every stream the relay opens to its agents from now on, in order. */
-function streamKinds(relay: Relay): string[] {
-  const kinds: string[] = [];
-  for (const c of relay.connections) {
-    const session = c.session as unknown as { openStream(m: Buffer): Stream };
-    const open = session.openStream.bind(session);
-    session.openStream = (m: Buffer) => {
-      kinds.push(JSON.parse(m.toString()).kind);
-      return open(m);
-    };
-  }
-  return kinds;
-}
 
 async function setup(t: Teardownable, host: string, target: string) {
   const relay = await testRelay(t);

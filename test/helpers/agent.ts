@@ -1,4 +1,4 @@
-import { type Agent, startAgent } from '@burrow/agent';
+import { type Agent, type RouteSource, startAgent } from '@burrow/agent';
 import type { Relay } from '@burrow/relay';
 import { type Teardownable, testLogger, tokenFor, tunnelUrl } from './relay.js';
 
@@ -11,15 +11,30 @@ export interface TestRoute {
   tlsInsecure?: boolean;
 }
 
-/** An agent connected to `relay`, ready (routes acknowledged), closed at teardown. */
+/**
+ * An agent connected to `relay`, ready (routes acknowledged), closed at
+ * teardown. `routes` may be a live source (a StaticRouteSource the test
+ * changes); its token then needs `opts.hosts`, or names its current routes.
+ */
 export async function testAgent(
   t: Teardownable,
   relay: Relay | string,
-  routes: TestRoute[],
-  opts: { sub?: string; hosts?: string[]; connections?: number; token?: string } = {},
+  routes: TestRoute[] | RouteSource,
+  opts: {
+    sub?: string;
+    hosts?: string[];
+    connections?: number;
+    token?: string;
+    /** Multiplexer settings (a low stream limit, say). */
+    session?: Parameters<typeof startAgent>[0]['session'];
+  } = {},
 ): Promise<Agent> {
   const token =
-    opts.token ?? (await tokenFor(opts.sub ?? 'tenant-a', opts.hosts ?? routes.flatMap((r) => r.hostnames)));
+    opts.token ??
+    (await tokenFor(
+      opts.sub ?? 'tenant-a',
+      opts.hosts ?? (Array.isArray(routes) ? routes : routes.routes()).flatMap((r) => r.hostnames),
+    ));
   const agent = startAgent({
     relayUrl: typeof relay === 'string' ? relay : tunnelUrl(relay),
     token,
@@ -27,6 +42,7 @@ export async function testAgent(
     connections: opts.connections ?? 2,
     logger: testLogger('agent'),
     backoff: { base: 20, cap: 200 },
+    ...(opts.session ? { session: opts.session } : {}),
   });
   t.teardown(() => agent.close());
   await agent.ready();

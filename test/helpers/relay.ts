@@ -7,6 +7,7 @@ import {
   loadSigningKey,
   loadVerifyKey,
   type SigningKey,
+  type Stream,
   type VerifyKey,
 } from '@burrow/shared';
 
@@ -68,4 +69,18 @@ export async function testRelay(t: Teardownable, options: Partial<RelayOptions> 
 
 export function tunnelUrl(relay: Relay): string {
   return `ws://127.0.0.1:${relay.tunnelAddress.port}`;
+}
+
+/** The kind of every stream the relay opens to its agents from now on, in order (`http`, `http1`, `tcp`). */
+export function streamKinds(relay: Relay): string[] {
+  const kinds: string[] = [];
+  for (const c of relay.connections) {
+    const session = c.session as unknown as { openStream(m: Buffer): Stream };
+    const open = session.openStream.bind(session);
+    session.openStream = (m: Buffer) => {
+      kinds.push(JSON.parse(m.toString()).kind);
+      return open(m);
+    };
+  }
+  return kinds;
 }
