@@ -10,6 +10,7 @@ import type { AddressInfo } from 'node:net';
 import { connect as tlsConnect } from 'node:tls';
 import t from 'tap';
 import { testAgent } from '../helpers/agent.js';
+import { deferred } from '../helpers/deferred.js';
 import { get as httpGet, httpsGet, testServer } from '../helpers/http.js';
 import { client, get, rawBackend } from '../helpers/raw-wire.js';
 import { streamKinds, type Teardownable, testRelay } from '../helpers/relay.js';
@@ -213,5 +214,37 @@ t.test(
     t.match(String(reply), /^HTTP\/1\.1 421 /, 'misdirected');
     t.match(String(reply), /strict-transport-security: max-age=300/i);
     t.same(kinds, ['http1', 'http'], 'and no stream for it');
+  },
+);
+
+t.test(
+  'the keep-alive timeout closes idle client connections, never one with a request in flight',
+  async (t) => {
+    const host = 'idle.fast.test';
+    const held: Array<() => void> = [];
+    const arrived = deferred();
+    const backend = await rawBackend(t, (socket, req) => {
+      const answer = () => socket.write('HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok');
+      if (!req.head.startsWith('GET /held')) return answer();
+      held.push(answer);
+      arrived.resolve();
+    });
+    const { port } = await setup(t, host, backend.url);
+    // The busy connection's last byte goes first, so its idle timer runs out first too.
+    const busy = client(t, port);
+    busy.write(get(host, '/held'));
+    await arrived.promise;
+    const idle = client(t, port);
+    idle.write(get(host, '/once'));
+    t.equal((await idle.response())?.status, 200);
+    // The idle connection goes when the relay's keep-alive timeout (5 s) runs out...
+    await idle.untilClosed();
+    t.pass('the idle connection was closed');
+    // ...while the busy one, silent for longer, still gets its response.
+    t.notOk(busy.closed, 'the connection with a request in flight is open');
+    for (const answer of held) answer();
+    t.equal((await busy.response())?.status, 200, 'the request in flight was answered');
+    busy.write(get(host, '/after'));
+    t.equal((await busy.response())?.status, 200, 'and its connection is still usable');
   },
 );

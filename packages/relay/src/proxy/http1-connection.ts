@@ -56,7 +56,7 @@ const BACKEND_CLOSED = { code: 'BURROW_ERR_STREAM_RESET', reason: Reason.Backend
 /** Methods a retry cannot make happen twice (RFC 9110 §9.2.2). */
 const IDEMPOTENT = new Set(['GET', 'HEAD', 'OPTIONS', 'PUT', 'DELETE']);
 
-/** One request on its way through the connection's tunnel stream, and its response. */
+/** One request on its way through an upstream, and its response. */
 interface Exchange {
   readonly head: RequestHead;
   readonly binding: Binding<AgentConnection>;
@@ -113,15 +113,22 @@ export class Http1Connection {
   };
   /** Response bytes before the whole head has arrived. */
   #head: Buffer | undefined;
+  /** How the current response's body ends; undefined until its head is read. */
   #framing: Framing | undefined;
+  /** Response body bytes still to come (`length` framing). */
   #bodyLeft = 0;
   #chunks: ChunkedEnd | undefined;
+  /** The backend said it closes its connection after this response. */
   #backendCloses = false;
+  /** Bounds a partial request head (headersTimeout). */
   #headTimer: NodeJS.Timeout | undefined;
+  /** Bounds the wait for a response head (responseHeadTimeout). */
   #responseTimer: NodeJS.Timeout | undefined;
   /** Client reading paused for a full tunnel stream (request body) or a pipelined request. */
   #clientPaused = false;
+  /** Upstream reading paused for a client that does not take the response as fast. */
   #streamPaused = false;
+  /** Closing or handed over: nothing more is read or started here. */
   #gone = false;
 
   readonly #onData = (chunk: Buffer) => this.#clientData(chunk);
@@ -134,7 +141,15 @@ export class Http1Connection {
       this.#up?.stream.resume();
     }
   };
-  readonly #onTimeout = () => this.#socket.destroy();
+  /**
+   * The socket's idle timeout (keepAliveTimeout) ends a connection between
+   * requests or one that is closing; while a request is in flight or a head
+   * is arriving, other bounds apply (and the socket's timer re-arms with the
+   * next byte either way).
+   */
+  readonly #onTimeout = () => {
+    if (this.#gone || (!this.#ex && !this.#pending)) this.#socket.destroy();
+  };
 
   constructor(
     socket: Socket,
@@ -209,10 +224,7 @@ export class Http1Connection {
         return;
       }
     }
-    if (!this.#ex && !this.#gone) {
-      this.#resumeClient();
-      this.#socket.setTimeout(this.#pending ? 0 : this.#opts.keepAliveTimeout);
-    }
+    if (!this.#ex && !this.#gone) this.#resumeClient();
   }
 
   /** The agent connection for a request the fast path may carry, or undefined for Node's parser. */
@@ -253,7 +265,6 @@ export class Http1Connection {
     this.#ex = ex;
     const rest = head.end + bodyNow;
     this.#pending = rest < pending.length ? pending.subarray(rest) : undefined;
-    this.#socket.setTimeout(0);
     this.#sendUp(bodyNow > 0 ? Buffer.concat([sent, pending.subarray(head.end, rest)]) : sent);
     this.#responseTimer = setTimeout(() => this.#noResponse(), opts.responseHeadTimeout);
     if (this.#pending) this.#pauseClient();
@@ -546,9 +557,8 @@ export class Http1Connection {
   #finish(): void {
     this.#gone = true;
     this.#letGo(true);
+    // A client that never closes its side is not waited for: #onTimeout destroys it.
     this.#socket.end();
-    // A client that never closes its side is not waited for.
-    this.#socket.setTimeout(this.#opts.keepAliveTimeout);
   }
 
   #clientClose(): void {
