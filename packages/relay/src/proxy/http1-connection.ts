@@ -174,14 +174,12 @@ export class Http1Connection {
     socket.setTimeout(opts.keepAliveTimeout);
   }
 
-  /** True between requests: nothing in flight, nothing half-read. */
-  get idle(): boolean {
-    return this.#ex === undefined && this.#pending === undefined;
-  }
-
-  /** Closes the connection if no request is in flight (drain); in-flight ones end after their response. */
+  /**
+   * Closes the connection if it is between requests, nothing in flight and
+   * nothing half-read (a drain); one in flight ends after its response.
+   */
   closeIfIdle(): void {
-    if (this.idle) this.#socket.destroy();
+    if (this.#ex === undefined && this.#pending === undefined) this.#socket.destroy();
   }
 
   destroy(): void {

@@ -96,11 +96,6 @@ export class Http1Pool {
     this.#onStreamOpen = opts.onStreamOpen;
   }
 
-  /** Upstreams idle in the pool now. */
-  get idle(): number {
-    return this.#idleCount;
-  }
-
   /**
    * An idle upstream for the binding's route on its agent connection, the
    * most recently used first, or a new one. Throws when the session cannot
