@@ -248,3 +248,25 @@ t.test(
     t.equal((await busy.response())?.status, 200, 'and its connection is still usable');
   },
 );
+
+t.test('Expect: 100-continue: the relay answers it and the upload takes the fast path', async (t) => {
+  const host = 'expect.fast.test';
+  const backend = await rawBackend(t, (socket, req) => {
+    const body = `${/\r\nexpect:/i.test(req.head) ? 'saw Expect' : 'no Expect'} ${req.body.length}`;
+    socket.write(`HTTP/1.1 200 OK\r\nContent-Length: ${body.length}\r\n\r\n${body}`);
+  });
+  const { port, kinds } = await setup(t, host, backend.url);
+  const c = client(t, port);
+  c.write(`PUT /f HTTP/1.1\r\nHost: ${host}\r\nContent-Length: 5\r\nExpect: 100-continue\r\n\r\n`);
+  await c.anyHead(); // the body waits for the go-ahead, as a client that asked would
+  c.write('hello');
+  const r = await c.response();
+  t.same(
+    c.interim.map((i) => i.status),
+    [100],
+    '100 Continue first',
+  );
+  t.equal(r?.status, 200);
+  t.equal(String(r?.body), 'no Expect 5', 'the backend got the body, not the expectation');
+  t.same(kinds, ['http1']);
+});

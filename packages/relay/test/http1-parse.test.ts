@@ -43,6 +43,14 @@ t.test('Connection: close is noted; a body length is read', async (t) => {
   ) as RequestHead;
   t.equal(head.close, true);
   t.equal(head.length, 42);
+  t.equal(head.expectContinue, false);
+});
+
+t.test('Expect: 100-continue is noted for the relay to answer, and not passed on', async (t) => {
+  const text = 'PUT /f HTTP/1.1\r\nHost: a.test\r\nExpect: 100-Continue\r\nContent-Length: 5\r\n\r\n';
+  const head = req(text) as RequestHead;
+  t.equal(head.expectContinue, true);
+  t.equal(head.fields, 'Content-Length: 5\r\n');
 });
 
 t.test('a head cut short is incomplete until it exceeds the limit', async (t) => {
@@ -66,7 +74,8 @@ t.test('everything outside the narrow shape goes to the general path', async (t)
     'two lengths': 'POST / HTTP/1.1\r\nHost: a.test\r\nContent-Length: 1\r\nContent-Length: 1\r\n\r\n',
     'a length that is not digits': 'POST / HTTP/1.1\r\nHost: a.test\r\nContent-Length: +1\r\n\r\n',
     Upgrade: 'GET / HTTP/1.1\r\nHost: a.test\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\r\n',
-    Expect: 'PUT / HTTP/1.1\r\nHost: a.test\r\nExpect: 100-continue\r\nContent-Length: 1\r\n\r\n',
+    'an Expect other than 100-continue': 'PUT / HTTP/1.1\r\nHost: a.test\r\nExpect: 200-ok\r\n\r\n',
+    'Expect twice': 'PUT / HTTP/1.1\r\nHost: a.test\r\nExpect: 100-continue\r\nExpect: 100-continue\r\n\r\n',
     'Connection naming a field': 'GET / HTTP/1.1\r\nHost: a.test\r\nConnection: x-secret\r\n\r\n',
     'obs-fold': 'GET / HTTP/1.1\r\nHost: a.test\r\nX: a\r\n b\r\n\r\n',
     'space before the colon': 'GET / HTTP/1.1\r\nHost: a.test\r\nX : a\r\n\r\n',

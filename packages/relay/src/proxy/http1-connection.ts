@@ -51,6 +51,7 @@ export interface Http1Options extends ForwardOptions {
 const MAX_RESPONSE_HEAD = 256 * 1024;
 const CRLF = Buffer.from('\r\n');
 const LAST_CHUNK = Buffer.from('0\r\n\r\n');
+const CONTINUE = Buffer.from('HTTP/1.1 100 Continue\r\n\r\n');
 /** A backend that closed its connection before a response: answered as the agent reports a failed exchange. */
 const BACKEND_CLOSED = { code: 'BURROW_ERR_STREAM_RESET', reason: Reason.BackendError };
 /** Methods a retry cannot make happen twice (RFC 9110 §9.2.2). */
@@ -87,7 +88,7 @@ interface Exchange {
  * JSON on the way.
  *
  * Anything outside the narrow shape the fast path carries (another method or
- * version, a chunked upload, Upgrade, Expect, an unknown host, a refused
+ * version, a chunked upload, Upgrade, an Expect other than 100-continue, an unknown host, a refused
  * client, a draining relay, an agent without `http1`) goes to Node's parser
  * and the general path at the next request boundary, with the bytes already
  * read: `handoff` is called with the socket, those bytes unshifted.
@@ -263,6 +264,8 @@ export class Http1Connection {
     this.#ex = ex;
     const rest = head.end + bodyNow;
     this.#pending = rest < pending.length ? pending.subarray(rest) : undefined;
+    // The relay answers Expect itself, at once, as Node's server does on the general path.
+    if (head.expectContinue) this.#socket.write(CONTINUE);
     this.#sendUp(bodyNow > 0 ? Buffer.concat([sent, pending.subarray(head.end, rest)]) : sent);
     this.#responseTimer = setTimeout(() => this.#noResponse(), opts.responseHeadTimeout);
     if (this.#pending) this.#pauseClient();

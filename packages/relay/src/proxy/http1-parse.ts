@@ -40,6 +40,8 @@ export interface RequestHead {
   length: number;
   /** The client asked to close the connection after this exchange. */
   close: boolean;
+  /** `Expect: 100-continue`: the relay answers it (as Node's server does), the backend never sees it. */
+  expectContinue: boolean;
   /** The header lines passed on as received (Content-Length among them), each followed by CRLF: no Host, hop-by-hop or forwarding field. */
   fields: string;
   /** Offset just past the blank line that ends the head. */
@@ -53,8 +55,8 @@ export const OTHER = 1;
 
 /**
  * Reads the request head at the start of `buf`. Anything but a plain
- * HTTP/1.1 request with one valid Host, at most one Content-Length and no
- * Transfer-Encoding, Upgrade or Expect, is OTHER; so is a Connection header
+ * HTTP/1.1 request with one valid Host, at most one Content-Length, no
+ * Transfer-Encoding or Upgrade, and no Expect but `100-continue`, is OTHER; so is a Connection header
  * naming anything but close or keep-alive, and a head over `maxHead` bytes or
  * `maxFields` fields.
  */
@@ -73,6 +75,7 @@ export function parseRequestHead(
   let hostField = '';
   let length: number | undefined;
   let close = false;
+  let expectContinue = false;
   let fields = '';
   for (let i = 1; i < lines.length; i++) {
     const line = lines[i]!;
@@ -100,6 +103,11 @@ export function parseRequestHead(
           else if (t !== 'keep-alive' && t !== '') return OTHER;
         }
         break;
+      case Field.Expect:
+        // Anything else (or the field twice) is Node's to refuse with 417.
+        if (expectContinue || value.toLowerCase() !== '100-continue') return OTHER;
+        expectContinue = true;
+        break;
       case Field.Dropped:
         break;
       case Field.Other:
@@ -116,6 +124,7 @@ export function parseRequestHead(
     hostField,
     length: length ?? 0,
     close,
+    expectContinue,
     fields,
     end: blank + 4,
   };
@@ -131,6 +140,7 @@ const Field = {
   Dropped: 4,
   /** Fields whose requests take Node's parser. */
   Other: 5,
+  Expect: 6,
 } as const;
 type Field = (typeof Field)[keyof typeof Field];
 
@@ -152,7 +162,7 @@ const SPECIAL_FIELDS = new Map<string, Field>([
   ['x-forwarded-proto', Field.Dropped],
   ['transfer-encoding', Field.Other],
   ['upgrade', Field.Other],
-  ['expect', Field.Other],
+  ['expect', Field.Expect],
   ['http2-settings', Field.Other],
 ]);
 const SPECIAL_LENGTHS = new Set([...SPECIAL_FIELDS.keys()].map((name) => name.length));
