@@ -196,6 +196,26 @@ export interface ResponseHead {
 }
 
 /**
+ * The field lines after a status line, each ending in CRLF: a token, a colon
+ * and a value of visible characters, spaces, tabs and obs-text. One pass over
+ * the whole section; no CR, LF or NUL inside a line, no obs-fold.
+ */
+const FIELD_LINES = /^(?:[!#$%&'*+.^_`|~0-9A-Za-z-]+:[\t\x20-\x7e\x80-\xff]*\r\n)*$/;
+/** Response fields that never cross a proxy; Connection may name more. */
+const HOP_BY_HOP = new Set([
+  'connection',
+  'keep-alive',
+  'proxy-connection',
+  'proxy-authenticate',
+  'te',
+  'trailer',
+  'upgrade',
+  'transfer-encoding',
+]);
+/** Name lengths of the response fields the relay reads or drops: any other name is passed on unread. */
+const SPECIAL_RESPONSE_LENGTHS = new Set([...HOP_BY_HOP, 'content-length'].map((name) => name.length));
+
+/**
  * Reads the response head at the start of `buf` (for a request with
  * `method`). Returns INCOMPLETE until the head is whole, and a string saying
  * what is wrong with a head that cannot be passed on.
@@ -207,46 +227,51 @@ export function parseResponseHead(
 ): ResponseHead | typeof INCOMPLETE | string {
   const blank = buf.indexOf(CRLF2, 0, 'latin1');
   if (blank === -1) return buf.length > maxHead ? `response head over ${maxHead} bytes` : INCOMPLETE;
-  const lines = buf.toString('latin1', 0, blank).split('\r\n');
-  const start = STATUS_LINE.exec(lines[0]!);
+  // Up to and with the last field line's CRLF.
+  const text = buf.toString('latin1', 0, blank + 2);
+  const eol = text.indexOf('\r\n');
+  const start = STATUS_LINE.exec(text.slice(0, eol));
   if (!start) return 'malformed status line';
+  const fields = text.slice(eol + 2);
+  if (!FIELD_LINES.test(fields)) return 'malformed header line';
   const status = Number(start[2]);
-  const names: string[] = [];
-  const values: string[] = [];
-  // Fields named in Connection are hop-by-hop too: collected first, removed below.
+  // Line starts, and whether each is dropped; fields named in Connection are
+  // only known once it is read, so a second pass removes them.
+  const starts: number[] = [];
+  const dropped: boolean[] = [];
   let named: Set<string> | undefined;
   let codings: string | undefined;
   let length: string | undefined;
+  let lengthLine = -1;
   let keepAlive = start[1] === '1';
-  for (let i = 1; i < lines.length; i++) {
-    const line = lines[i]!;
-    const colon = line.indexOf(':');
-    if (colon <= 0) return 'malformed header line';
-    const name = line.slice(0, colon);
-    const value = ows(line.slice(colon + 1));
-    if (!TOKEN.test(name) || !VALUE.test(value)) return `invalid header ${JSON.stringify(name)}`;
-    const lower = name.toLowerCase();
-    if (lower === 'connection') {
-      for (const token of value.split(',')) {
-        const t = token.trim().toLowerCase();
-        if (t === 'close') keepAlive = false;
-        else if (t === 'keep-alive') keepAlive = true;
-        if (t) (named ??= new Set()).add(t);
+  for (let at = 0; at < fields.length; ) {
+    const colon = fields.indexOf(':', at);
+    const end = fields.indexOf('\r\n', colon);
+    let drop = false;
+    if (SPECIAL_RESPONSE_LENGTHS.has(colon - at)) {
+      const name = fields.slice(at, colon).toLowerCase();
+      const value = ows(fields.slice(colon + 1, end));
+      if (name === 'content-length') {
+        // One value only: a repeated one, even the same, is refused as the general path does.
+        if (length !== undefined || !DIGITS.test(value)) return 'invalid Content-Length';
+        length = value;
+        lengthLine = starts.length;
+      } else if (HOP_BY_HOP.has(name)) {
+        drop = true;
+        if (name === 'transfer-encoding') codings = codings === undefined ? value : `${codings}, ${value}`;
+        else if (name === 'connection') {
+          for (const token of value.split(',')) {
+            const t = token.trim().toLowerCase();
+            if (t === 'close') keepAlive = false;
+            else if (t === 'keep-alive') keepAlive = true;
+            else if (t) (named ??= new Set()).add(t);
+          }
+        }
       }
-      continue;
     }
-    if (lower === 'transfer-encoding') {
-      codings = codings === undefined ? value : `${codings}, ${value}`;
-      continue;
-    }
-    if (lower === 'content-length') {
-      // Repeated values (as fields or as a list) must agree (RFC 9110 §8.6).
-      // One value only: a repeated one, even the same, is refused as the general path does.
-      if (length !== undefined || !DIGITS.test(value)) return 'invalid Content-Length';
-      length = value;
-    }
-    names.push(lower);
-    values.push(line);
+    starts.push(at);
+    dropped.push(drop);
+    at = end + 2;
   }
   let framing: Framing;
   if (method === 'HEAD' || status === 204 || status === 304 || status < 200) framing = 'none';
@@ -256,14 +281,26 @@ export function parseResponseHead(
     if (codings.trim().toLowerCase() !== 'chunked')
       return `the backend sent Transfer-Encoding "${codings}"; only chunked can be passed on`;
     framing = 'chunked';
-  } else framing = length !== undefined ? 'length' : 'close';
-  let head = `HTTP/1.1 ${status} ${start[3] ?? ''}\r\n`;
-  for (let i = 0; i < names.length; i++) {
-    const n = names[i]!;
-    if (HOP_BY_HOP.has(n) || named?.has(n)) continue;
     // With chunked framing the length is not the body's (RFC 9112 §6.3).
-    if (framing === 'chunked' && n === 'content-length') continue;
-    head += `${values[i]}\r\n`;
+    if (lengthLine !== -1) dropped[lengthLine] = true;
+  } else framing = length !== undefined ? 'length' : 'close';
+  if (named) {
+    for (let i = 0; i < starts.length; i++) {
+      const at = starts[i]!;
+      if (!dropped[i] && named.has(fields.slice(at, fields.indexOf(':', at)).toLowerCase()))
+        dropped[i] = true;
+    }
+  }
+  // The kept lines, copied in runs.
+  let head = `HTTP/1.1 ${status} ${start[3] ?? ''}\r\n`;
+  let run = -1;
+  for (let i = 0; i <= starts.length; i++) {
+    const keep = i < starts.length && !dropped[i];
+    if (keep && run === -1) run = starts[i]!;
+    else if (!keep && run !== -1) {
+      head += fields.slice(run, i < starts.length ? starts[i] : fields.length);
+      run = -1;
+    }
   }
   // A body that ends with the connection is sent on chunked (the relay frames it), so the client keeps its connection.
   if (framing === 'chunked' || framing === 'close') head += 'Transfer-Encoding: chunked\r\n';
@@ -276,16 +313,6 @@ export function parseResponseHead(
     end: blank + 4,
   };
 }
-
-/** Response fields that never cross a proxy (Connection and Transfer-Encoding are handled apart). */
-const HOP_BY_HOP = new Set([
-  'keep-alive',
-  'proxy-connection',
-  'proxy-authenticate',
-  'te',
-  'trailer',
-  'upgrade',
-]);
 
 /** Longest chunk-size line (size, extensions) and trailer section accepted. */
 const MAX_CHUNK_LINE = 4096;
