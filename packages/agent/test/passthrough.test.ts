@@ -2,7 +2,7 @@
 // the route's target, and stream kinds that do not match a route refused.
 import { once } from 'node:events';
 import { type AddressInfo, createServer as createTcpServer } from 'node:net';
-import { encodeJson, Reason, type TcpOpen } from '@burrow/shared';
+import { encodeJson, type Http1Open, Reason, type TcpOpen } from '@burrow/shared';
 import t from 'tap';
 import { freePort } from '../../../test/helpers/net.js';
 import { startAgent } from '../src/agent.js';
@@ -75,4 +75,8 @@ t.test('tcp streams: spliced to the passthrough target; kinds must match the rou
   t.equal(await resetReason(open('web')), Reason.BadMetadata, 'tcp stream for an HTTP route: refused');
   const http = relay.openHttp({ route: 'pass' });
   t.equal(await resetReason(http), Reason.BadMetadata, 'HTTP stream for a passthrough route: refused');
+  const http1: Http1Open = { kind: 'http1', route: 'pass' };
+  const upstream = session.openStream(encodeJson(http1));
+  upstream.on('error', () => {});
+  t.equal(await resetReason(upstream), Reason.BadMetadata, 'http1 stream for a passthrough route: refused');
 });

@@ -34,7 +34,7 @@ export interface Dialer {
   serve(stream: Stream, meta: HttpOpen, route: Route): void;
   /** Serves one passthrough stream for `route`: spliced to its target. Never throws. */
   serveTcp(stream: Stream, meta: TcpOpen, route: Route): void;
-  /** Serves one HTTP/1.1 connection stream for `route`: spliced to a connection to its target. Never throws. */
+  /** Serves one `http1` upstream stream for `route`: spliced to a connection to its target. Never throws. */
   serveHttp1(stream: Stream, meta: Http1Open, route: Route): void;
   /** The route set changed: idle connections to targets no longer in it are closed. */
   retain(routes: readonly Route[]): void;

@@ -45,7 +45,7 @@ export function acceptStream(
     return;
   }
   // A stream's kind must match how the route was announced: HTTP routes get
-  // request and HTTP/1.1 connection streams, passthrough routes raw byte
+  // request and `http1` upstream streams, passthrough routes raw byte
   // streams, never the other way.
   if ((open.kind === 'tcp') !== isPassthrough(route)) {
     log.warn(
