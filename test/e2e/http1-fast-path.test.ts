@@ -270,3 +270,24 @@ t.test('Expect: 100-continue: the relay answers it and the upload takes the fast
   t.equal(String(r?.body), 'no Expect 5', 'the backend got the body, not the expectation');
   t.same(kinds, ['http1']);
 });
+
+t.test('--no-http1-fast-path: every request takes the general path, on both listeners', async (t) => {
+  const pki = await testPki(t);
+  const cert = await pki.issue('off', ['off.fast.test']);
+  const relay = await testRelay(t, {
+    http1FastPath: false,
+    tls: { host: '127.0.0.1', port: 0 },
+    certFiles: { pairs: [{ cert: cert.certFile, key: cert.keyFile }] },
+    httpsRedirect: false,
+  });
+  const backend = await testServer(t, (req, res) => res.end(String(req.headers['x-forwarded-proto'])));
+  await testAgent(t, relay, [{ id: 'off', hostnames: ['off.fast.test'], target: backend.url }], {
+    connections: 1,
+  });
+  const kinds = streamKinds(relay);
+  const plain = await httpGet(relay.httpAddress.port, 'off.fast.test');
+  t.equal(String(plain.body), 'http');
+  const secure = await httpsGet(relay.tlsAddress!.port, 'off.fast.test', pki.caPem);
+  t.equal(secure.body, 'https');
+  t.same(kinds, ['http', 'http'], 'a stream of its own for each request, none of them http1');
+});

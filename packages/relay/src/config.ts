@@ -154,6 +154,14 @@ export const SERVE_OPTIONS: readonly OptionSpec[] = [
       'serve plain HTTP for names the relay also serves over TLS, instead of redirecting to https://',
   },
   {
+    name: 'no-http1-fast-path',
+    env: 'BURROW_NO_HTTP1_FAST_PATH',
+    type: 'boolean',
+    default: false,
+    description:
+      "send every HTTP request through Node's parser and a tunnel stream of its own, instead of carrying plain HTTP/1.1 as bytes over pooled upstreams (slower; for telling the two paths apart)",
+  },
+  {
     name: 'hsts-max-age',
     env: 'BURROW_HSTS_MAX_AGE',
     type: 'string',
@@ -384,6 +392,7 @@ export async function relayOptionsFrom(
     ...(tls ? { tls, helloTimeout: durationOption(values, 'tls-hello-timeout') } : {}),
     ...(await certOptions(values, tls !== undefined)),
     httpsRedirect: values['no-https-redirect'] !== true,
+    http1FastPath: values['no-http1-fast-path'] !== true,
     ...(values['hsts-max-age'] !== undefined
       ? {
           // Sent to browsers in seconds, never a timer here: a year or two is usual.

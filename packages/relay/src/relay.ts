@@ -71,6 +71,11 @@ export interface RelayOptions {
   hstsMaxAge?: number;
   /** Time a TLS client has to send its ClientHello, ms. Default 10 s. */
   helloTimeout?: number;
+  /**
+   * Carry plain HTTP/1.1 requests on the fast path (ADR 006). Default true;
+   * false sends every request through Node's parser and a stream of its own.
+   */
+  http1FastPath?: boolean;
 }
 
 export interface Relay {
@@ -203,8 +208,9 @@ export async function startRelay(options: RelayOptions): Promise<Relay> {
       metrics.streamOpened(route, (fn) => stream.on('close', fn)),
     draining: () => closing !== undefined,
   };
-  // HTTP/1.1 upstreams kept between requests, shared by the plain and TLS listeners.
-  const upstreams = new Http1Pool({ onStreamOpen: hooks.onStreamOpen });
+  // HTTP/1.1 upstreams kept between requests, shared by the plain and TLS listeners (the fast path's).
+  const upstreams =
+    options.http1FastPath === false ? undefined : new Http1Pool({ onStreamOpen: hooks.onStreamOpen });
   /** Whether a plain-HTTP request for `host` is answered with a redirect to HTTPS. */
   const redirects = (host: string): boolean => {
     if (!redirect || !httpsPort || !host) return false;
@@ -221,7 +227,7 @@ export async function startRelay(options: RelayOptions): Promise<Relay> {
     headersTimeout: options.headersTimeout ?? 20_000,
     keepAliveTimeout: 5_000,
     ...hooks,
-    upstreams,
+    ...(upstreams ? { upstreams } : {}),
     intercept: (req, res) => {
       if (acme && serveHttpChallenge(req, res, (t) => acme.httpChallenge(t))) return true;
       const host = normalizeHost(req.headers.host);
@@ -246,7 +252,7 @@ export async function startRelay(options: RelayOptions): Promise<Relay> {
         keepAliveTimeout: 5_000,
         ...(options.hstsMaxAge !== undefined ? { hstsMaxAge: options.hstsMaxAge } : {}),
         ...hooks,
-        upstreams,
+        ...(upstreams ? { upstreams } : {}),
       })
     : undefined;
   // The metric follows the store: every name of every certificate, removed when it goes.

@@ -28,6 +28,8 @@ t.test('TLS, certificate and ACME options: defaults, values, and one clear line 
   t.same(defaults.tls, { host: '0.0.0.0', port: 443 }, 'TLS on :443 by default');
   t.equal(defaults.helloTimeout, 10_000);
   t.equal(defaults.httpsRedirect, true, 'redirects on by default');
+  t.equal(defaults.http1FastPath, true, 'the HTTP/1.1 fast path on by default');
+  t.equal((await options('--no-http1-fast-path')).http1FastPath, false, '--no-http1-fast-path turns it off');
   t.equal(defaults.hstsMaxAge, undefined, 'no HSTS by default');
   t.equal(defaults.acme, undefined);
   t.equal((await options('--tls-listen', 'off')).tls, undefined, '"off" disables the listener');

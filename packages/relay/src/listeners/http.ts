@@ -15,8 +15,8 @@ export interface HttpListenerOptions extends ForwardOptions {
   intercept?: (req: IncomingMessage, res: ServerResponse) => boolean;
   /** Whether `intercept` may answer a request for this host and target (such requests skip the fast path). */
   intercepts?: (host: string, target: string) => boolean;
-  /** The relay's pool of HTTP/1.1 upstreams (the fast path's). */
-  upstreams: Http1Pool;
+  /** The relay's pool of HTTP/1.1 upstreams; without one, no fast path: Node's parser reads every request. */
+  upstreams?: Http1Pool;
 }
 
 /**
@@ -79,6 +79,7 @@ export function createHttpListener(opts: HttpListenerOptions): Server {
       socket.destroy();
     }
   });
+  if (!opts.upstreams) return server;
   // Node's own connection handler stays the way into its parser; the fast path goes first.
   const [nodeConnection] = server.listeners('connection') as Array<(socket: Socket) => void>;
   if (!nodeConnection) throw new Error('node:http server without a connection handler');

@@ -21,14 +21,14 @@ export interface HttpsTerminatorOptions extends Omit<ForwardOptions, 'proto' | '
   headersTimeout: number;
   /** Idle time before a keep-alive HTTP/1.1 connection is closed, ms. */
   keepAliveTimeout: number;
-  /** The relay's pool of HTTP/1.1 upstreams (the fast path's). */
-  upstreams: Http1Pool;
+  /** The relay's pool of HTTP/1.1 upstreams; without one, no fast path on this side either. */
+  upstreams?: Http1Pool;
 }
 
 export interface HttpsTerminator {
   server: Http2SecureServer;
-  /** The HTTP/1.1 fast path in front of the server's own HTTP/1 handling. */
-  fast: Http1Front;
+  /** The HTTP/1.1 fast path in front of the server's own HTTP/1 handling, when it is on. */
+  fast: Http1Front | undefined;
 }
 
 /**
@@ -121,6 +121,7 @@ export function createHttpsTerminator(opts: HttpsTerminatorOptions): HttpsTermin
   server.on('sessionError', (err: Error) => {
     opts.logger.debug({ reason: err.message }, 'http2 session error');
   });
+  if (!opts.upstreams) return { server, fast: undefined };
   // Node's handler takes each handshaken connection to its HTTP/2 or HTTP/1 side;
   // HTTP/1.1 ones go to the fast path first, and reach it when they leave.
   const [nodeConnection] = server.listeners('secureConnection') as Array<(socket: TLSSocket) => void>;

@@ -16,7 +16,7 @@ export class TlsFront {
   /** The listener to bind to the public TLS address. */
   readonly server: Server;
   readonly #terminator: Http2SecureServer;
-  readonly #fast: Http1Front;
+  readonly #fast: Http1Front | undefined;
   readonly #sockets = new Set<Socket>();
   readonly #sessions = new Set<ServerHttp2Session>();
   #allClosed: (() => void) | undefined;
@@ -60,7 +60,7 @@ export class TlsFront {
    * not among them.
    */
   closeIdleConnections(): void {
-    this.#fast.closeIdle();
+    this.#fast?.closeIdle();
     HttpServer.prototype.closeIdleConnections.call(this.#terminator as unknown as HttpServer);
   }
 
