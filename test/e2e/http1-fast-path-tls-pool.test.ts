@@ -7,14 +7,14 @@ import { readFileSync } from 'node:fs';
 import { createServer as createHttpServer } from 'node:http';
 import { createServer as createHttpsServer } from 'node:https';
 import { type AddressInfo, createServer as createNetServer, type Socket } from 'node:net';
-import { type TLSSocket, connect as tlsConnect } from 'node:tls';
+import type { TLSSocket } from 'node:tls';
 import { StaticRouteSource } from '@burrow/agent';
 import type { Relay, RelayOptions } from '@burrow/relay';
 import t from 'tap';
 import { testAgent } from '../helpers/agent.js';
 import { until, within } from '../helpers/deferred.js';
 import { metricValue } from '../helpers/metrics.js';
-import { client, get, rawBackend } from '../helpers/raw-wire.js';
+import { client, field, get, type Parsed, rawBackend, tlsClient } from '../helpers/raw-wire.js';
 import { streamKinds, type Teardownable, testRelay } from '../helpers/relay.js';
 import { type TestPki, testPki } from '../helpers/tls.js';
 
@@ -22,133 +22,7 @@ import { type TestPki, testPki } from '../helpers/tls.js';
 // Helpers
 // ---------------------------------------------------------------------------
 
-interface Res {
-  status: number;
-  headers: Array<[string, string]>;
-  body: Buffer;
-}
-
-const hdr = (r: Res | undefined, name: string): string[] =>
-  (r?.headers ?? []).filter(([k]) => k.toLowerCase() === name).map(([, v]) => v);
-
-/** One final response at the front of buf (Content-Length or chunked bodies), or undefined while incomplete. */
-function parse(buf: Buffer, method: string): { res: Res; used: number } | undefined {
-  const end = buf.indexOf('\r\n\r\n');
-  if (end === -1) return undefined;
-  const lines = buf.subarray(0, end).toString('latin1').split('\r\n');
-  const status = Number(/^HTTP\/1\.[01] (\d{3})/.exec(lines[0]!)?.[1] ?? 0);
-  const headers = lines.slice(1).map((l): [string, string] => {
-    const i = l.indexOf(':');
-    return [l.slice(0, i), l.slice(i + 1).trim()];
-  });
-  const res: Res = { status, headers, body: Buffer.alloc(0) };
-  const start = end + 4;
-  if (status < 200 || status === 204 || status === 304 || method === 'HEAD') return { res, used: start };
-  if (/chunked/i.test(hdr(res, 'transfer-encoding').join(','))) {
-    const parts: Buffer[] = [];
-    let at = start;
-    for (;;) {
-      const eol = buf.indexOf('\r\n', at);
-      if (eol === -1) return undefined;
-      const size = Number.parseInt(buf.subarray(at, eol).toString('latin1'), 16);
-      at = eol + 2;
-      if (size === 0) {
-        const fin = buf.indexOf('\r\n\r\n', at - 2);
-        if (fin === -1) return undefined;
-        res.body = Buffer.concat(parts);
-        return { res, used: fin + 4 };
-      }
-      if (buf.length < at + size + 2) return undefined;
-      parts.push(buf.subarray(at, at + size));
-      at += size + 2;
-    }
-  }
-  const n = Number(hdr(res, 'content-length')[0] ?? 0);
-  if (buf.length < start + n) return undefined;
-  res.body = buf.subarray(start, start + n);
-  return { res, used: start + n };
-}
-
-/** A raw HTTP/1.1 client over TLS to the relay's TLS port (no ALPN unless asked). */
-class TlsWire {
-  readonly socket: TLSSocket;
-  buf = Buffer.alloc(0);
-  closed = false;
-  errored = false;
-  readonly #waiters = new Set<() => void>();
-
-  constructor(port: number, servername: string, ca: string, alpn?: string[]) {
-    this.socket = tlsConnect({
-      host: '127.0.0.1',
-      port,
-      servername,
-      ca,
-      ...(alpn ? { ALPNProtocols: alpn } : {}),
-    });
-    this.socket.on('error', () => {
-      this.errored = true;
-    });
-    this.socket.on('data', (c: Buffer) => {
-      this.buf = Buffer.concat([this.buf, c]);
-      this.#wake();
-    });
-    this.socket.on('close', () => {
-      this.closed = true;
-      this.#wake();
-    });
-  }
-
-  #wake(): void {
-    for (const w of this.#waiters) w();
-  }
-
-  changed(): Promise<void> {
-    return new Promise((resolve) => {
-      const w = () => {
-        this.#waiters.delete(w);
-        resolve();
-      };
-      this.#waiters.add(w);
-    });
-  }
-
-  async ready(): Promise<this> {
-    if (!this.socket.authorized) await once(this.socket, 'secureConnect');
-    return this;
-  }
-
-  write(data: string): void {
-    this.socket.write(Buffer.from(data, 'latin1'));
-  }
-
-  async response(method = 'GET'): Promise<Res | undefined> {
-    for (;;) {
-      const got = parse(this.buf, method);
-      if (got) {
-        this.buf = this.buf.subarray(got.used);
-        if (got.res.status >= 100 && got.res.status < 200) continue;
-        return got.res;
-      }
-      if (this.closed) return undefined;
-      await this.changed();
-    }
-  }
-
-  async request(host: string, path = '/', extra = ''): Promise<Res | undefined> {
-    this.write(get(host, path, extra));
-    return this.response();
-  }
-
-  async untilClosed(): Promise<void> {
-    while (!this.closed) await this.changed();
-  }
-}
-
-async function tlsWire(t: Teardownable, port: number, sni: string, ca: string, alpn?: string[]) {
-  const c = new TlsWire(port, sni, ca, alpn);
-  t.teardown(() => c.socket.destroy());
-  return c.ready();
-}
+const hdr = (r: Parsed | undefined, name: string): string[] => field(r ?? { headers: [] }, name);
 
 const streamsActive = async (relay: Relay, host: string) =>
   metricValue(await relay.metrics.registry.metrics(), 'burrow_relay_streams_active', { host }) ?? 0;
@@ -220,7 +94,7 @@ t.test(
     const kinds = streamKinds(relay);
     const port = relay.tlsAddress!.port;
 
-    const c = await tlsWire(t, port, 'a.tls.test', pki.caPem);
+    const c = await tlsClient(t, port, 'a.tls.test', pki.caPem);
     for (let i = 0; i < 3; i++) {
       const r = await c.request('a.tls.test', `/k${i}`);
       t.equal(r?.status, 200, `keep-alive request ${i}`);
@@ -250,7 +124,7 @@ t.test(
     );
 
     // Misdirected as the connection's second request, straight after a fast-path one, pipelined.
-    const d = await tlsWire(t, port, 'a.tls.test', pki.caPem);
+    const d = await tlsClient(t, port, 'a.tls.test', pki.caPem);
     d.write(get('a.tls.test', '/p1') + get('c.other.test', '/p2') + get('a.tls.test', '/p3'));
     const p1 = await d.response();
     const p2 = await d.response();
@@ -281,13 +155,13 @@ t.test('TLS h1: fast-path 502 and 504 pages carry HSTS, and the connection goes 
   );
   const kinds = streamKinds(relay);
   const port = relay.tlsAddress!.port;
-  const c = await tlsWire(t, port, 'err.tls.test', pki.caPem);
+  const c = await tlsClient(t, port, 'err.tls.test', pki.caPem);
   const r502 = await c.request('err.tls.test', '/x');
   t.equal(r502?.status, 502);
   t.equal(hdr(r502, 'x-burrow-error').length, 1, `names the failure (${hdr(r502, 'x-burrow-error')})`);
   t.same(hdr(r502, 'strict-transport-security'), [HSTS], 'HSTS on the fast-path 502');
   t.same(kinds, ['http1'], 'it was the fast path');
-  const s = await tlsWire(t, port, 'slow.tls.test', pki.caPem);
+  const s = await tlsClient(t, port, 'slow.tls.test', pki.caPem);
   const r504 = await s.request('slow.tls.test', '/x');
   t.equal(r504?.status, 504);
   t.same(hdr(r504, 'strict-transport-security'), [HSTS], 'HSTS on the fast-path 504');
@@ -327,21 +201,21 @@ t.test('TLS h1: a WebSocket upgrade after fast-path requests on one connection s
     { connections: 1 },
   );
   const kinds = streamKinds(relay);
-  const c = await tlsWire(t, relay.tlsAddress!.port, 'ws.tls.test', pki.caPem);
+  const c = await tlsClient(t, relay.tlsAddress!.port, 'ws.tls.test', pki.caPem);
   t.equal((await c.request('ws.tls.test', '/one'))?.status, 200);
   t.equal((await c.request('ws.tls.test', '/two'))?.status, 200);
   c.write(
     'GET /chat HTTP/1.1\r\nHost: ws.tls.test\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n' +
       'Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n',
   );
-  while (c.buf.indexOf('\r\n\r\n') === -1 && !c.closed) await c.changed();
-  const head = c.buf.subarray(0, c.buf.indexOf('\r\n\r\n')).toString('latin1');
+  while (c.buffered.indexOf('\r\n\r\n') === -1 && !c.closed) await c.changed();
+  const head = c.buffered.subarray(0, c.buffered.indexOf('\r\n\r\n')).toString('latin1');
   t.match(head, /^HTTP\/1\.1 101 /, 'switched');
   t.match(head, /x-proto: https/i, 'the backend saw https');
-  c.buf = c.buf.subarray(c.buf.indexOf('\r\n\r\n') + 4);
+  c.consume(c.buffered.indexOf('\r\n\r\n') + 4);
   c.write('hello');
-  while (!c.buf.toString().includes('echo:hello') && !c.closed) await c.changed();
-  t.equal(c.buf.toString(), 'echo:hello', 'bytes flow both ways after the switch');
+  while (!c.buffered.toString().includes('echo:hello') && !c.closed) await c.changed();
+  t.equal(c.buffered.toString(), 'echo:hello', 'bytes flow both ways after the switch');
   t.same(kinds, ['http1', 'http'], 'the upgrade went on the general path');
 });
 
@@ -358,12 +232,12 @@ t.test(
       { connections: 1 },
     );
     const port = relay.tlsAddress!.port;
-    const idle = await tlsWire(t, port, 'drain.tls.test', pki.caPem);
+    const idle = await tlsClient(t, port, 'drain.tls.test', pki.caPem);
     t.equal((await idle.request('drain.tls.test', '/idle'))?.status, 200);
-    const handed = await tlsWire(t, port, 'drain.tls.test', pki.caPem);
+    const handed = await tlsClient(t, port, 'drain.tls.test', pki.caPem);
     t.equal((await handed.request('alias.drain.tls.test', '/handed'))?.status, 200, 'on Node’s parser');
-    const fresh = await tlsWire(t, port, 'drain.tls.test', pki.caPem); // handshake done, no request
-    const busy = await tlsWire(t, port, 'drain.tls.test', pki.caPem);
+    const fresh = await tlsClient(t, port, 'drain.tls.test', pki.caPem); // handshake done, no request
+    const busy = await tlsClient(t, port, 'drain.tls.test', pki.caPem);
     busy.write(get('drain.tls.test', '/hold'));
     await backend.heldCount(1);
     const started = performance.now();
@@ -392,7 +266,7 @@ t.test(
       connections: 1,
     });
     const port = relay.tlsAddress!.port;
-    const c = await tlsWire(t, port, 'half.tls.test', pki.caPem);
+    const c = await tlsClient(t, port, 'half.tls.test', pki.caPem);
     c.write(get('half.tls.test', '/hold-half'));
     await backend.heldCount(1);
     c.socket.end();
@@ -400,7 +274,7 @@ t.test(
     await until(async () => (await streamsActive(relay, 'half.tls.test')) === 0, 'no stream left');
     backend.release();
     t.equal(
-      (await (await tlsWire(t, port, 'half.tls.test', pki.caPem)).request('half.tls.test'))?.status,
+      (await (await tlsClient(t, port, 'half.tls.test', pki.caPem)).request('half.tls.test'))?.status,
       200,
     );
   },
@@ -606,7 +480,7 @@ t.test('abusive TLS and plain clients: the relay stays up and leaks no stream', 
   ];
   for (const shape of shapes) {
     for (const mode of ['destroy', 'end', 'read'] as const) {
-      const c = await tlsWire(t, tlsPort, host, pki.caPem);
+      const c = await tlsClient(t, tlsPort, host, pki.caPem);
       c.write(shape);
       const p = client(t, port);
       p.write(shape);
@@ -624,7 +498,7 @@ t.test('abusive TLS and plain clients: the relay stays up and leaks no stream', 
     }
   }
   backend.release();
-  const last = await tlsWire(t, tlsPort, host, pki.caPem);
+  const last = await tlsClient(t, tlsPort, host, pki.caPem);
   t.equal((await last.request(host, '/alive'))?.status, 200, 'still serving');
   last.socket.destroy();
   backend.release();
@@ -649,7 +523,7 @@ t.test(
       { connections: 1 },
     );
     const port = relay.tlsAddress!.port;
-    const c = await tlsWire(t, port, 'up.tls.test', pki.caPem);
+    const c = await tlsClient(t, port, 'up.tls.test', pki.caPem);
     const body = 'x'.repeat(50_000);
     c.write(
       get('up.tls.test', '/first') +
@@ -658,11 +532,11 @@ t.test(
     t.equal(String((await c.response())?.body), '/first 0');
     c.write(body.slice(1000));
     t.equal(String((await c.response())?.body), `/upload ${body.length}`, 'the upload arrived whole');
-    const d = await tlsWire(t, port, 'up.tls.test', pki.caPem);
+    const d = await tlsClient(t, port, 'up.tls.test', pki.caPem);
     const r = await d.request('up.tls.test', '/bye', 'Connection: close\r\n');
     t.equal(String(r?.body), '/bye 0');
     t.same(hdr(r, 'connection'), ['close']);
     await within(3_000, d.untilClosed(), 'the relay closed the connection');
-    t.notOk(d.errored, 'cleanly (close_notify), not reset');
+    t.notOk(d.reset, 'cleanly (close_notify), not reset');
   },
 );

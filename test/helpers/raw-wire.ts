@@ -5,6 +5,7 @@
  */
 import { once } from 'node:events';
 import { type AddressInfo, connect, createServer as createTcpServer, type Socket } from 'node:net';
+import { connect as tlsConnect } from 'node:tls';
 import { testAgent } from './agent.js';
 import { type Teardownable, testRelay } from './relay.js';
 
@@ -147,8 +148,9 @@ export class Client {
   readonly interim: Parsed[] = [];
   readonly #waiters = new Set<() => void>();
 
-  constructor(port: number) {
-    this.socket = connect(port, '127.0.0.1');
+  /** A connection to the relay: plain (`client()`) or TLS (`tlsClient()`). */
+  constructor(socket: Socket) {
+    this.socket = socket;
     this.socket.on('error', () => {
       this.reset = true;
     });
@@ -166,7 +168,18 @@ export class Client {
     for (const w of this.#waiters) w();
   }
 
-  #changed(): Promise<void> {
+  /** Bytes received and not yet read as a response (raw bytes after an upgrade, say). */
+  get buffered(): Buffer {
+    return this.#buf;
+  }
+
+  /** Drops the first `n` buffered bytes, read by the test itself. */
+  consume(n: number): void {
+    this.#buf = this.#buf.subarray(n);
+  }
+
+  /** Resolves at the next change: bytes arrived or the connection closed. */
+  changed(): Promise<void> {
     return new Promise((resolve) => {
       const w = () => {
         this.#waiters.delete(w);
@@ -195,18 +208,24 @@ export class Client {
         return got.res;
       }
       if (this.closed) return undefined;
-      await this.#changed();
+      await this.changed();
     }
   }
 
   /** Resolves once an informational (1xx) or final response head has arrived. */
   async anyHead(): Promise<void> {
-    while (this.#buf.indexOf('\r\n\r\n') === -1 && !this.closed) await this.#changed();
+    while (this.#buf.indexOf('\r\n\r\n') === -1 && !this.closed) await this.changed();
   }
 
   /** Resolves when the connection has closed. */
   async untilClosed(): Promise<void> {
-    while (!this.closed) await this.#changed();
+    while (!this.closed) await this.changed();
+  }
+
+  /** Sends a GET (see `get`) and reads its response. */
+  request(host: string, path = '/', extra = ''): Promise<Parsed | undefined> {
+    this.write(get(host, path, extra));
+    return this.response();
   }
 
   destroy(): void {
@@ -215,8 +234,29 @@ export class Client {
 }
 
 export function client(t: Teardownable, port: number): Client {
-  const c = new Client(port);
+  const c = new Client(connect(port, '127.0.0.1'));
   t.teardown(() => c.destroy());
+  return c;
+}
+
+/** A client over TLS to the relay's TLS port, handshake done (no ALPN offered unless `alpn`). */
+export async function tlsClient(
+  t: Teardownable,
+  port: number,
+  servername: string,
+  ca: string,
+  alpn?: string[],
+): Promise<Client> {
+  const socket = tlsConnect({
+    host: '127.0.0.1',
+    port,
+    servername,
+    ca,
+    ...(alpn ? { ALPNProtocols: alpn } : {}),
+  });
+  const c = new Client(socket);
+  t.teardown(() => c.destroy());
+  await once(socket, 'secureConnect');
   return c;
 }
 
