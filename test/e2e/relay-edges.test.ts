@@ -4,13 +4,13 @@
 import { once } from 'node:events';
 import { readFile, writeFile } from 'node:fs/promises';
 import { createServer as createHttpsServer } from 'node:https';
-import type { AddressInfo } from 'node:net';
+import { type AddressInfo, connect } from 'node:net';
 import { join } from 'node:path';
 import { type TLSSocket, connect as tlsConnect } from 'node:tls';
 import t from 'tap';
 import { stringify } from 'yaml';
 import { testAgent } from '../helpers/agent.js';
-import { deferred } from '../helpers/deferred.js';
+import { deferred, within } from '../helpers/deferred.js';
 import { tempDir } from '../helpers/fs.js';
 import { get, httpsGet, testServer } from '../helpers/http.js';
 import { listeningPorts, RELAY_CLI, spawnLogged } from '../helpers/proc.js';
@@ -245,4 +245,24 @@ t.test('an HTTP/2 request in flight when the drain starts gets its whole respons
   setImmediate(() => held.resolve());
   t.equal(await reply, '200 held');
   await closing;
+});
+
+t.test('a drain does not wait for a TLS client that has not sent its ClientHello', async (t) => {
+  const pki = await testPki(t);
+  const cert = await pki.issue('hello', ['hello.edge.test']);
+  const relay = await testRelay(t, {
+    tls: { host: '127.0.0.1', port: 0 },
+    certFiles: { pairs: [{ cert: cert.certFile, key: cert.keyFile }] },
+    // Both far beyond the guard below: only closing the silent connection lets the drain end in time.
+    helloTimeout: 60_000,
+    drainTimeout: 60_000,
+  });
+  const silent = connect(relay.tlsAddress!.port, '127.0.0.1');
+  silent.on('error', () => {});
+  t.teardown(() => silent.destroy());
+  await once(silent, 'connect');
+  const closed = once(silent, 'close');
+  await within(10_000, relay.close(), 'the drain ended');
+  await within(10_000, closed, 'the silent connection was closed');
+  t.pass('drained without waiting for the ClientHello');
 });

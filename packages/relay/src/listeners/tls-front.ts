@@ -19,13 +19,18 @@ export class TlsFront {
   readonly #fast: Http1Front | undefined;
   readonly #sockets = new Set<Socket>();
   readonly #sessions = new Set<ServerHttp2Session>();
+  readonly #awaitingHello = new Set<{ drain(): void }>();
   #allClosed: (() => void) | undefined;
 
   constructor(opts: TlsFrontOptions) {
     const { server, fast } = createHttpsTerminator(opts);
     this.#terminator = server;
     this.#fast = fast;
-    this.server = createTlsListener({ ...opts, terminator: this.#terminator });
+    this.server = createTlsListener({
+      ...opts,
+      terminator: this.#terminator,
+      awaitingHello: this.#awaitingHello,
+    });
     this.server.on('connection', (socket: Socket) => {
       this.#sockets.add(socket);
       socket.once('close', () => {
@@ -48,6 +53,8 @@ export class TlsFront {
   stopAccepting(): Promise<void> {
     const closed = new Promise<void>((resolve) => this.server.close(() => resolve()));
     for (const session of this.#sessions) session.close();
+    // A client that has not sent its ClientHello yet would otherwise hold the drain until its timeout.
+    for (const reader of [...this.#awaitingHello]) reader.drain();
     this.closeIdleConnections();
     return closed;
   }

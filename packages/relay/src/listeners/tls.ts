@@ -22,6 +22,8 @@ export interface TlsListenerOptions {
   acmeAlpn?: { handles(serverName: string): boolean; server: SocketHandler };
   /** Time a client has to send its whole ClientHello, ms. */
   helloTimeout: number;
+  /** Connections still waiting for their ClientHello, for a drain to close (see TlsFront). */
+  awaitingHello?: Set<{ drain(): void }>;
 }
 
 /** ALPN protocol of ACME TLS-ALPN-01 validation (RFC 8737). */
@@ -61,6 +63,7 @@ class HelloReader {
     socket.on('data', this.#onData);
     socket.once('end', this.#onEnd);
     socket.once('close', this.#onClose);
+    opts.awaitingHello?.add(this);
     this.#timer = setTimeout(
       () => this.#refuse(`no complete ClientHello within ${opts.helloTimeout} ms`),
       opts.helloTimeout,
@@ -85,9 +88,15 @@ class HelloReader {
     this.#route(result.hello, data);
   }
 
+  /** The relay drains: a connection that has not said hello yet has nothing in flight. */
+  drain(): void {
+    this.#refuse('the relay is shutting down');
+  }
+
   /** Stops reading and takes the socket out of this reader's hands. */
   #release(): void {
     this.#done = true;
+    this.#opts.awaitingHello?.delete(this);
     clearTimeout(this.#timer);
     this.#socket.off('data', this.#onData);
     this.#socket.pause();
