@@ -367,7 +367,7 @@ export async function forwardRequest(
     }
     let s: Stream;
     try {
-      s = stream = routed.conn.openHttpStream(meta(req, routed.routeId, opts.proto, false, withBody));
+      s = stream = routed.conn.openStream(meta(req, routed.routeId, opts.proto, false, withBody));
       opts.onStreamOpen?.(routed.route, s);
     } catch (err) {
       if (replayable && attempt < MAX_RETRIES && retryable(err)) {

@@ -183,11 +183,11 @@ export class Http1Pool {
    */
   #open(conn: AgentConnection, route: string): Stream {
     try {
-      return conn.openHttp1Stream({ kind: 'http1', route });
+      return conn.openStream({ kind: 'http1', route });
     } catch (err) {
       if ((err as { code?: string }).code !== 'BURROW_ERR_STREAM_REFUSED' || conn.parked === 0) throw err;
       this.#closeIdle((up) => up.conn === conn, true);
-      return conn.openHttp1Stream({ kind: 'http1', route });
+      return conn.openStream({ kind: 'http1', route });
     }
   }
 
@@ -200,12 +200,17 @@ export class Http1Pool {
     for (const [key, list] of this.#idle) {
       if (!which(list[0]!)) continue; // a list holds one route of one connection
       for (const up of list) {
-        this.#unpark(up);
-        this.discard(up, reset);
+        this.#evict(up, reset);
       }
       this.#idle.delete(key);
     }
     if (this.#idleCount === 0) this.#stopSweeper();
+  }
+
+  /** Takes an idle upstream out of the count (its list is the caller's) and closes it. */
+  #evict(up: Upstream, reset: boolean): void {
+    this.#unpark(up);
+    this.discard(up, reset);
   }
 
   #unpark(up: Upstream): void {
@@ -232,8 +237,7 @@ export class Http1Pool {
       let n = 0;
       while (n < list.length && list[n]!.idleSince <= oldest) {
         const up = list[n++]!;
-        this.#unpark(up);
-        this.discard(up, false);
+        this.#evict(up, false);
       }
       if (n === 0) continue;
       list.splice(0, n);

@@ -21,7 +21,7 @@ export function forwardPassthrough(
   const client = clientIp(socket.remoteAddress);
   let stream: Stream;
   try {
-    stream = binding.target.openTcpStream({
+    stream = binding.target.openStream({
       kind: 'tcp',
       route: binding.routeId,
       serverName,

@@ -70,7 +70,7 @@ export async function forwardUpgrade(
   let stream: Stream;
   try {
     // No body: an upgrade's bytes follow the 101, and an h2c request with one was refused above.
-    stream = r.conn.openHttpStream(meta(req, r.routeId, opts.proto, !h2c, false));
+    stream = r.conn.openStream(meta(req, r.routeId, opts.proto, !h2c, false));
     opts.onStreamOpen?.(r.route, stream);
   } catch (err) {
     const f = failureFor(err);

@@ -120,22 +120,12 @@ export class AgentConnection implements RouteTarget {
     return drained;
   }
 
-  /** Opens a request stream to the agent. Throws when the session cannot take one. */
-  openHttpStream(meta: HttpOpen): Stream {
-    return this.#open(meta);
-  }
-
-  /** Opens a raw byte stream (TLS passthrough) to the agent. Throws when the session cannot take one. */
-  openTcpStream(meta: TcpOpen): Stream {
-    return this.#open(meta);
-  }
-
-  /** Opens an HTTP/1.1 connection stream to the agent. Throws when the session cannot take one. */
-  openHttp1Stream(meta: Http1Open): Stream {
-    return this.#open(meta);
-  }
-
-  #open(meta: HttpOpen | TcpOpen | Http1Open): Stream {
+  /**
+   * Opens a stream to the agent: a request (`http`), a passthrough connection
+   * (`tcp`) or an HTTP/1.1 upstream (`http1`). Throws when the session cannot
+   * take one.
+   */
+  openStream(meta: HttpOpen | TcpOpen | Http1Open): Stream {
     const stream = this.session.openStream(encodeJson(meta));
     this.#inFlight++;
     stream.on('close', () => this.#inFlight--); // 'close' comes once; `on` costs less than `once`
