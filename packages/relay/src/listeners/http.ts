@@ -1,7 +1,7 @@
 import { createServer, type IncomingMessage, type Server, type ServerResponse } from 'node:http';
 import type { Socket } from 'node:net';
 import { type ForwardOptions, forwardRequest } from '../proxy/forward.js';
-import { Http1Front } from '../proxy/http1-front.js';
+import { Http1Front, takeConnectionHandler } from '../proxy/http1-front.js';
 import type { Http1Pool } from '../proxy/http1-pool.js';
 import { forwardUpgrade, refuseConnect } from '../proxy/upgrade.js';
 import { MAX_REQUEST_HEAD, MAX_REQUEST_HEADERS } from '../proxy/validate-request.js';
@@ -81,10 +81,7 @@ export function createHttpListener(opts: HttpListenerOptions): Server {
   });
   if (!opts.upstreams) return server;
   // Node's own connection handler stays the way into its parser; the fast path goes first.
-  const [nodeConnection] = server.listeners('connection') as Array<(socket: Socket) => void>;
-  if (!nodeConnection) throw new Error('node:http server without a connection handler');
-  server.removeListener('connection', nodeConnection);
-  const fast = new Http1Front(opts, opts.upstreams, (socket) => nodeConnection.call(server, socket));
+  const fast = new Http1Front(opts, opts.upstreams, takeConnectionHandler(server, 'connection'));
   server.on('connection', (socket: Socket) => fast.accept(socket));
   // Drains reach both kinds of connection.
   const closeIdle = server.closeIdleConnections.bind(server);

@@ -8,7 +8,7 @@ import type { Socket } from 'node:net';
 import type { TLSSocket } from 'node:tls';
 import type { CertStore } from '../certs/store.js';
 import { type ClientRequest, type ForwardOptions, forwardRequest } from '../proxy/forward.js';
-import { Http1Front } from '../proxy/http1-front.js';
+import { Http1Front, takeConnectionHandler } from '../proxy/http1-front.js';
 import type { Http1Pool } from '../proxy/http1-pool.js';
 import { forwardUpgrade, refuseConnect } from '../proxy/upgrade.js';
 import { headCheckInterval } from './http.js';
@@ -43,10 +43,7 @@ export function createHttpsTerminator(opts: HttpsTerminatorOptions): HttpsTermin
   const forward: ForwardOptions = {
     ...opts,
     proto: 'https',
-    sniOf: (req: ClientRequest) => {
-      const name = (req.socket as TLSSocket).servername;
-      return typeof name === 'string' ? sniName(name) : undefined;
-    },
+    sniOf: (req: ClientRequest) => socketSni(req.socket),
     ...(opts.hstsMaxAge !== undefined
       ? { responseHeaders: [['Strict-Transport-Security', `max-age=${opts.hstsMaxAge}`]] }
       : {}),
@@ -124,27 +121,28 @@ export function createHttpsTerminator(opts: HttpsTerminatorOptions): HttpsTermin
   if (!opts.upstreams) return { server, fast: undefined };
   // Node's handler takes each handshaken connection to its HTTP/2 or HTTP/1 side;
   // HTTP/1.1 ones go to the fast path first, and reach it when they leave.
-  const [nodeConnection] = server.listeners('secureConnection') as Array<(socket: TLSSocket) => void>;
-  if (!nodeConnection) throw new Error('node:http2 server without a secureConnection handler');
-  server.removeListener('secureConnection', nodeConnection);
+  const nodeConnection = takeConnectionHandler<TLSSocket>(server, 'secureConnection');
   const fast = new Http1Front(
     {
       ...forward,
       keepAliveTimeout: opts.keepAliveTimeout,
       headersTimeout: opts.headersTimeout,
-      serverName: (socket) => {
-        const name = (socket as TLSSocket).servername;
-        return typeof name === 'string' ? sniName(name) : undefined;
-      },
+      serverName: socketSni,
     },
     opts.upstreams,
-    (socket) => nodeConnection.call(server, socket as TLSSocket),
+    (socket) => nodeConnection(socket as TLSSocket),
   );
   server.on('secureConnection', (socket: TLSSocket) => {
-    if (socket.alpnProtocol === 'h2') nodeConnection.call(server, socket);
+    if (socket.alpnProtocol === 'h2') nodeConnection(socket);
     else fast.accept(socket);
   });
   return { server, fast };
+}
+
+/** The SNI name a terminated connection was opened for, as routed; undefined without one. */
+function socketSni(socket: unknown): string | undefined {
+  const name = (socket as TLSSocket).servername;
+  return typeof name === 'string' ? sniName(name) : undefined;
 }
 
 /**

@@ -57,6 +57,32 @@ const BACKEND_CLOSED = { code: 'BURROW_ERR_STREAM_RESET', reason: Reason.Backend
 /** Methods a retry cannot make happen twice (RFC 9110 §9.2.2). */
 const IDEMPOTENT = new Set(['GET', 'HEAD', 'OPTIONS', 'PUT', 'DELETE']);
 
+/**
+ * The lines that end every response head on a connection: Connection (and
+ * Keep-Alive), then the listener's own fields (HSTS on terminated TLS).
+ */
+interface ResponseTails {
+  keepAlive: string;
+  close: string;
+}
+
+const tails = new WeakMap<Http1Options, ResponseTails>();
+
+/** The response tails of a listener, built once per listener (its options never change). */
+function responseTails(opts: Http1Options): ResponseTails {
+  let t = tails.get(opts);
+  if (!t) {
+    let extra = '';
+    for (const [k, v] of opts.responseHeaders ?? []) extra += `${k}: ${v}\r\n`;
+    t = {
+      keepAlive: `Connection: keep-alive\r\nKeep-Alive: timeout=${Math.floor(opts.keepAliveTimeout / 1000)}\r\n${extra}`,
+      close: `Connection: close\r\n${extra}`,
+    };
+    tails.set(opts, t);
+  }
+  return t;
+}
+
 /** One request on its way through an upstream, and its response. */
 interface Exchange {
   readonly head: RequestHead;
@@ -151,6 +177,16 @@ export class Http1Connection {
   readonly #onTimeout = () => {
     if (this.#gone || (!this.#ex && !this.#pending)) this.#socket.destroy();
   };
+  /** What this connection listens to on its socket, until it closes or is handed over. */
+  readonly #listeners: ReadonlyArray<[string, (chunk: Buffer) => void]> = [
+    ['data', this.#onData],
+    ['end', this.#onEnd],
+    ['error', this.#onError],
+    ['close', this.#onClose],
+    ['drain', this.#onDrain],
+    ['timeout', this.#onTimeout],
+  ];
+  readonly #tails: ResponseTails;
 
   constructor(
     socket: Socket,
@@ -166,12 +202,8 @@ export class Http1Connection {
     this.#onGone = onGone;
     this.#client = clientIp(socket.remoteAddress);
     this.#serverName = opts.serverName?.(socket);
-    socket.on('data', this.#onData);
-    socket.on('end', this.#onEnd);
-    socket.on('error', this.#onError);
-    socket.on('close', this.#onClose);
-    socket.on('drain', this.#onDrain);
-    socket.on('timeout', this.#onTimeout);
+    this.#tails = responseTails(opts);
+    for (const [event, listener] of this.#listeners) socket.on(event, listener);
     socket.setTimeout(opts.keepAliveTimeout);
   }
 
@@ -354,11 +386,8 @@ export class Http1Connection {
       this.#bodyLeft = head.length;
       this.#backendCloses = head.close;
       if (head.framing === 'chunked') this.#chunks = new ChunkedEnd();
-      let out = head.head;
-      out += ex.close
-        ? 'Connection: close\r\n'
-        : `Connection: keep-alive\r\nKeep-Alive: timeout=${Math.floor(this.#opts.keepAliveTimeout / 1000)}\r\n`;
-      this.#write(Buffer.from(`${out}${this.#extraFields()}\r\n`, 'latin1'));
+      const tail = ex.close ? this.#tails.close : this.#tails.keepAlive;
+      this.#write(Buffer.from(`${head.head}${tail}\r\n`, 'latin1'));
       const rest = this.#head;
       this.#head = undefined;
       if (head.framing === 'none' || (head.framing === 'length' && head.length === 0))
@@ -410,13 +439,6 @@ export class Http1Connection {
       this.#streamPaused = true;
       this.#up.stream.pause();
     }
-  }
-
-  /** The listener's own response fields (HSTS on terminated TLS), as lines. */
-  #extraFields(): string {
-    let lines = '';
-    for (const [k, v] of this.#opts.responseHeaders ?? []) lines += `${k}: ${v}\r\n`;
-    return lines;
   }
 
   /** The response is whole: the access entry, then the next request (or the close). */
@@ -510,7 +532,7 @@ export class Http1Connection {
         message,
         ex.head.host,
         code,
-        (ex.close ? 'connection: close\r\n' : 'connection: keep-alive\r\n') + this.#extraFields(),
+        ex.close ? this.#tails.close : this.#tails.keepAlive,
       ),
     );
     this.#complete(ex, undefined);
@@ -583,12 +605,7 @@ export class Http1Connection {
     const socket = this.#socket;
     this.#gone = true;
     clearTimeout(this.#headTimer);
-    socket.off('data', this.#onData);
-    socket.off('end', this.#onEnd);
-    socket.off('error', this.#onError);
-    socket.off('close', this.#onClose);
-    socket.off('drain', this.#onDrain);
-    socket.off('timeout', this.#onTimeout);
+    for (const [event, listener] of this.#listeners) socket.off(event, listener);
     socket.setTimeout(0);
     this.#onGone(this);
     if (this.#pending) {

@@ -1,3 +1,4 @@
+import type { EventEmitter } from 'node:events';
 import type { Socket } from 'node:net';
 import { Http1Connection, type Http1Options } from './http1-connection.js';
 import type { Http1Pool } from './http1-pool.js';
@@ -37,4 +38,19 @@ export class Http1Front {
   destroyAll(): void {
     for (const conn of this.#connections) conn.destroy();
   }
+}
+
+/**
+ * Takes a Node server's own handler for new connections (`connection` on
+ * node:http, `secureConnection` on node:http2) off the server and returns it,
+ * bound: the way into Node's parser for connections the fast path hands over.
+ */
+export function takeConnectionHandler<S extends Socket>(
+  server: EventEmitter,
+  event: 'connection' | 'secureConnection',
+): (socket: S) => void {
+  const [handler] = server.listeners(event) as Array<(socket: S) => void>;
+  if (!handler) throw new Error(`a Node server without its ${event} handler`);
+  server.removeListener(event, handler);
+  return (socket) => handler.call(server, socket);
 }

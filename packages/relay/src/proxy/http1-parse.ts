@@ -6,9 +6,9 @@
  * response outside it is a 502.
  */
 import { normalizeHost } from '@burrow/shared';
+import { TOKEN } from './validate-request.js';
 
 const CRLF2 = '\r\n\r\n';
-const TOKEN = /^[!#$%&'*+.^_`|~0-9A-Za-z-]+$/;
 /** A field value: visible characters, spaces, tabs and obs-text; never CR, LF or NUL. */
 const VALUE = /^[\t\x20-\x7e\x80-\xff]*$/;
 /** Methods whose requests the fast path carries; CONNECT, TRACE and extensions take Node's parser. */

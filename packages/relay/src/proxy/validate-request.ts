@@ -7,7 +7,8 @@ export const MAX_REQUEST_HEAD = 16 * 1024;
 /** Most request headers the relay forwards. */
 export const MAX_REQUEST_HEADERS = 500;
 
-const TOKEN = /^[!#$%&'*+.^_`|~0-9A-Za-z-]+$/;
+/** A header field name (RFC 9110 §5.6.2 token). */
+export const TOKEN = /^[!#$%&'*+.^_`|~0-9A-Za-z-]+$/;
 
 const HEAD_TOO_LARGE: ProxyFailure = {
   status: 431,
