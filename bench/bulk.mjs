@@ -5,7 +5,9 @@
 //   direct  client → backend
 //   burrow  client → relay HTTP listener → WebSocket tunnel → agent → backend
 //   ssh     client → sshd forwarded port → SSH connection → ssh -R → backend
-// Every byte is counted (the upload's count comes back from the backend).
+// Every byte is counted (the upload's count comes back from the backend). Each
+// run's line also gives the CPU time per MB of every process under test (relay |
+// agent | backend for burrow; sshd | ssh | backend for ssh -R).
 //
 //   node bench/bulk.mjs
 //   BENCH_BULK_BYTES=268435456 BENCH_RUNS=1 node bench/bulk.mjs
@@ -26,6 +28,7 @@ import {
   timeLimit,
 } from './lib/harness.mjs';
 import { transfer } from './lib/load.mjs';
+import { cpuMs } from './lib/procfs.mjs';
 import { envInt, envList, fmt, printTable } from './lib/report.mjs';
 
 const MiB = 1024 * 1024;
@@ -47,8 +50,14 @@ for (const direction of cfg.directions) {
     console.log(`\n[${label}] ${fmt.bytes(cfg.bytes)} over ${parallel} stream${parallel === 1 ? '' : 's'}`);
     for (const side of cfg.sides) await transfer(direction, paths.ports[side], warmBytes, parallel);
     const res = await alternate(cfg, label, async (side) => {
+      // CPU time of each process under test per MB moved: what a path costs,
+      // less sensitive than MB/s to what else the machine is running.
+      const pids = paths.pids(side);
+      const before = pids.map((pid) => cpuMs([pid]));
       const r = { mbps: await transfer(direction, paths.ports[side], cfg.bytes, parallel) };
-      r.line = () => `${fmt.int(r.mbps).padStart(6)} MB/s`;
+      const perMB = pids.map((pid, i) => ((cpuMs([pid]) - before[i]) * 1000) / (cfg.bytes / 1e6));
+      r.line = () =>
+        `${fmt.int(r.mbps).padStart(6)} MB/s  µs/MB ${perMB.map((us) => us.toFixed(0)).join(' | ')}`;
       return r;
     });
     const m = Object.fromEntries(['direct', 'burrow', 'ssh'].map((s) => [s, pick(res[s], 'mbps')]));

@@ -14,4 +14,7 @@ t.test('a bad value names the field and the rule', async (t) => {
     message: /session\.maxWindow must be an integer from initialWindow/,
   });
   t.throws(() => verifyConfig({ keepaliveInterval: Number.NaN }), { message: /keepaliveInterval/ });
+  t.throws(() => verifyConfig({ maxQueueDelay: -1 }), { message: /session\.maxQueueDelay must be from 0/ });
+  t.throws(() => verifyConfig({ maxQueueDelay: Number.POSITIVE_INFINITY }), { message: /maxQueueDelay/ });
+  t.equal(verifyConfig({ maxQueueDelay: 0 }).maxQueueDelay, 0, '0 turns the bound off');
 });

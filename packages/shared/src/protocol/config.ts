@@ -12,6 +12,15 @@ export interface SessionConfig {
   initialWindow: number;
   /** Upper bound for per-stream window auto-tuning, bytes. Default 16 MiB. */
   maxWindow: number;
+  /**
+   * Queueing delay window auto-tuning steers each stream's receive window to,
+   * ms: the window grows while the round trip runs less than this (or one base
+   * round trip, if longer) above the path's base round trip, and shrinks while
+   * it runs more. Bounds how long other streams' frames wait behind a bulk
+   * transfer on the same connection. 0 turns the bound off: windows only grow,
+   * up to maxWindow. Default 5 ms.
+   */
+  maxQueueDelay: number;
   /** Largest frame payload we accept and send, bytes (advertised in HELLO). Default 64 KiB. */
   maxFramePayload: number;
   /** Largest OPEN metadata we accept, bytes (advertised in HELLO). Default 16 KiB. */
@@ -39,6 +48,7 @@ export const DEFAULT_SESSION_CONFIG: Readonly<SessionConfig> = Object.freeze({
   maxConcurrentStreams: 8192,
   initialWindow: 256 * 1024,
   maxWindow: 16 * 1024 * 1024,
+  maxQueueDelay: 5,
   maxFramePayload: 64 * 1024,
   maxMetadata: 16 * 1024,
   keepaliveInterval: 20_000,
@@ -79,6 +89,12 @@ export function verifyConfig(partial: Partial<SessionConfig> = {}): SessionConfi
     'maxWindow',
     'must be an integer from initialWindow to 2^31-1 bytes',
     c.maxWindow,
+  );
+  check(
+    Number.isFinite(c.maxQueueDelay) && c.maxQueueDelay >= 0 && c.maxQueueDelay <= 60_000,
+    'maxQueueDelay',
+    'must be from 0 to 60000 ms (0 turns the bound off)',
+    c.maxQueueDelay,
   );
   check(
     int(c.maxFramePayload) &&

@@ -32,6 +32,8 @@ import { Stream, type StreamHost } from './stream.js';
 import { closeCodeFor, type MessageTransport } from './transport.js';
 
 const NO_METADATA = Buffer.alloc(0);
+/** Length of one period of the base round-trip minimum, ms (see #baseRtt). */
+const BASE_RTT_PERIOD = 30_000;
 
 export interface SessionOptions extends Partial<SessionConfig> {
   /**
@@ -108,6 +110,13 @@ export class Session extends EventEmitter<SessionEvents> {
   #rttSample = 0;
   #rttSampledAt = 0;
   #rttProbe = false;
+  /**
+   * The path's base round trip: the lowest sample of the current and the
+   * previous period of BASE_RTT_PERIOD ms. Probes taken during a transfer
+   * include its queues, so the minimum is what the path costs without them;
+   * keeping it for a period or two lets it follow a path that got slower.
+   */
+  #baseRtt = { current: 0, previous: 0, since: 0 };
 
   #stats = { bytesIn: 0, bytesOut: 0, framesIn: 0, framesOut: 0 };
   readonly #host: StreamHost;
@@ -139,6 +148,12 @@ export class Session extends EventEmitter<SessionEvents> {
       release: (s) => this.#release(s),
       get rtt() {
         return session.#currentRtt();
+      },
+      get rttSampledAt() {
+        return session.#rttSampledAt;
+      },
+      get baseRtt() {
+        return session.#lowestRtt();
       },
       get peerMaxFramePayload() {
         return session.#peer?.maxFramePayload ?? MIN_FRAME_PAYLOAD;
@@ -357,6 +372,11 @@ export class Session extends EventEmitter<SessionEvents> {
     return this.#rttSample;
   }
 
+  #lowestRtt(): number {
+    const { current, previous } = this.#baseRtt;
+    return previous === 0 ? current : Math.min(current, previous);
+  }
+
   #sendPing(resolve?: (rtt: number) => void, reject?: (e: Error) => void): void {
     const seq = ++this.#pingSeq;
     const payload = Buffer.allocUnsafe(PING_LENGTH);
@@ -561,6 +581,13 @@ export class Session extends EventEmitter<SessionEvents> {
     this.#rttSample = sample;
     this.#rttSampledAt = performance.now();
     this.#rttProbe = false;
+    const base = this.#baseRtt;
+    if (this.#rttSampledAt - base.since > BASE_RTT_PERIOD) {
+      base.previous = base.current;
+      base.current = 0;
+      base.since = this.#rttSampledAt;
+    }
+    if (base.current === 0 || sample < base.current) base.current = sample;
     ping.resolve?.(sample);
   }
 
@@ -600,6 +627,7 @@ export class Session extends EventEmitter<SessionEvents> {
       sendCredit: this.#peer?.initialWindow ?? 0,
       recvWindow: this.config.initialWindow,
       maxRecvWindow: this.config.maxWindow,
+      maxQueueDelay: this.config.maxQueueDelay,
     });
     this.#streams.set(id, stream);
     if (local) this.#localActive++;

@@ -15,6 +15,10 @@ export interface StreamHost {
   release(stream: Stream): void;
   /** Latest round-trip time in ms (0 while unknown); reading it may start a fresh probe. */
   readonly rtt: number;
+  /** performance.now() of the latest round-trip sample. */
+  readonly rttSampledAt: number;
+  /** The path's round trip without queues: the lowest recent sample, ms (0 while unknown). */
+  readonly baseRtt: number;
   /** Largest DATA payload the peer accepts. */
   readonly peerMaxFramePayload: number;
 }
@@ -30,7 +34,12 @@ export interface StreamOptions {
   recvWindow: number;
   /** Cap for receive-window auto-tuning. */
   maxRecvWindow: number;
+  /** Queueing delay auto-tuning allows in front of this stream's data (at least one base round trip), ms; 0: no bound. */
+  maxQueueDelay: number;
 }
+
+/** Auto-tuning never shrinks a receive window below this (nor below the initial window, if smaller). */
+const MIN_TUNED_WINDOW = 64 * 1024;
 
 interface PendingWrite {
   chunk: Buffer;
@@ -63,11 +72,15 @@ export class Stream extends Duplex {
 
   #recvWindow: number;
   readonly #maxRecvWindow: number;
+  readonly #minRecvWindow: number;
+  readonly #maxQueueDelay: number;
   /** Bytes the peer may still send before it needs a WINDOW from us. */
   #recvCredit: number;
   #received = 0;
   #consumedReported = 0;
   #lastWindowUpdate = 0;
+  /** rttSampledAt of the sample that last moved the window. */
+  #tunedWith = 0;
 
   /** performance.now() of the last frame in either direction, for the idle timeout. */
   lastActivity = performance.now();
@@ -86,6 +99,8 @@ export class Stream extends Duplex {
     this.#recvWindow = opts.recvWindow;
     this.#recvCredit = opts.recvWindow;
     this.#maxRecvWindow = opts.maxRecvWindow;
+    this.#minRecvWindow = Math.min(opts.recvWindow, MIN_TUNED_WINDOW);
+    this.#maxQueueDelay = opts.maxQueueDelay;
   }
 
   /** Aborts the stream in both directions, telling the peer `reason`. */
@@ -182,23 +197,64 @@ export class Stream extends Duplex {
     const consumed = this.#consumedNow();
     const delta = consumed - this.#consumedReported;
     if (delta < this.#recvWindow / 2) return;
-    // Auto-tuning: if half the window drained in under ~2 RTTs, the window (not
-    // the reader) limits throughput, so double it up to the cap.
     const now = performance.now();
-    let extra = 0;
-    // Reading the round trip may send a probe PING: only a stream that can still grow asks.
-    if (this.#recvWindow < this.#maxRecvWindow) {
-      const rtt = this.#host.rtt;
-      if (this.#lastWindowUpdate > 0 && rtt > 0 && now - this.#lastWindowUpdate < 2 * rtt) {
-        const next = Math.min(this.#recvWindow * 2, this.#maxRecvWindow);
-        extra = next - this.#recvWindow;
-        this.#recvWindow = next;
-      }
-    }
+    const resize = this.#lastWindowUpdate > 0 ? this.#autoTune(delta, now - this.#lastWindowUpdate) : 0;
     this.#lastWindowUpdate = now;
     this.#consumedReported = consumed;
-    this.#recvCredit += delta + extra;
-    this.#host.sendControl(FrameType.Window, this.id, delta + extra);
+    this.#recvWindow += resize;
+    // A shrink is taken out of the credit handed back. It is never more than half the window
+    // and `delta` is at least half of it, so the increment is never negative; when it is 0 the
+    // peer still holds the whole (smaller) window as credit and buffered data.
+    const increment = delta + resize;
+    if (increment === 0) return;
+    this.#recvCredit += increment;
+    this.#host.sendControl(FrameType.Window, this.id, increment);
+  }
+
+  /**
+   * Receive-window auto-tuning (docs/protocol.md §6.2): by how many bytes the
+   * window grows (> 0) or shrinks (< 0), now that half of it, `delta` bytes,
+   * was consumed in `elapsed` ms.
+   *
+   * Half a window draining in under two round trips means the window, not the
+   * reader, limits the stream, so it may grow. But the round trip includes the
+   * queues in front of the stream's data, and once the path is full a bigger
+   * window only lengthens them: without a bound, one bulk transfer over a slow
+   * link grows its window to `maxWindow` and every other stream on the
+   * connection waits behind megabytes. So the window is steered to keep the
+   * queueing delay, the round trip above the path's base, at the allowed
+   * delay: `maxQueueDelay` or one base round trip, whichever is longer. Each
+   * fresh round-trip sample moves it by what the stream drains in the
+   * difference, at most doubling or halving it.
+   */
+  #autoTune(delta: number, elapsed: number): number {
+    const window = this.#recvWindow;
+    const canGrow = window < this.#maxRecvWindow;
+    const canShrink = this.#maxQueueDelay > 0 && window > this.#minRecvWindow;
+    if (!canGrow && !canShrink) return 0;
+    // Reading the round trip may send a probe PING: only a stream whose window can change asks.
+    const rtt = this.#host.rtt;
+    if (rtt <= 0) return 0;
+    const base = this.#host.baseRtt;
+    const drainedFast = elapsed < 2 * rtt;
+    if (this.#maxQueueDelay === 0 || base <= 0) {
+      return canGrow && drainedFast ? Math.min(window * 2, this.#maxRecvWindow) - window : 0;
+    }
+    // One step per sample: a sample that already moved the window says nothing about the move.
+    const sampledAt = this.#host.rttSampledAt;
+    if (sampledAt <= this.#tunedWith) return 0;
+    this.#tunedWith = sampledAt;
+    const queued = rtt - base;
+    const allowed = Math.max(this.#maxQueueDelay, base);
+    const rate = delta / Math.max(elapsed, 0.001); // bytes per ms
+    if (queued > allowed) {
+      if (!canShrink) return 0;
+      return (
+        Math.ceil(Math.max(this.#minRecvWindow, window / 2, window - rate * (queued - allowed))) - window
+      );
+    }
+    if (!canGrow || !drainedFast) return 0;
+    return Math.floor(Math.min(window * 2, this.#maxRecvWindow, window + rate * (allowed - queued))) - window;
   }
 
   // ---- Frames from the peer (called by Session) ----
