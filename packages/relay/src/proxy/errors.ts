@@ -1,6 +1,6 @@
 import type { ServerResponse } from 'node:http';
 import { STATUS_CODES } from 'node:http';
-import type { Http2ServerResponse } from 'node:http2';
+import { Http2ServerResponse } from 'node:http2';
 import { Socket } from 'node:net';
 import type { Duplex } from 'node:stream';
 import { TLSSocket } from 'node:tls';
@@ -94,6 +94,8 @@ export function sendError(
     return;
   }
   const text = body(status, message, host);
+  // The reason phrase is given: a writeHead that failed on the agent's head has left its phrase behind.
+  if (!(res instanceof Http2ServerResponse)) res.statusMessage = STATUS_CODES[status] ?? '';
   res.writeHead(status, {
     'content-type': 'text/plain; charset=utf-8',
     'content-length': Buffer.byteLength(text),

@@ -1,6 +1,7 @@
 import type { IncomingMessage, OutgoingHttpHeaders, ServerResponse } from 'node:http';
 import { STATUS_CODES } from 'node:http';
 import { Http2ServerRequest, type Http2ServerResponse, constants as http2Constants } from 'node:http2';
+import { Transform, type TransformCallback } from 'node:stream';
 import {
   type HeaderPairs,
   type HttpOpen,
@@ -403,9 +404,11 @@ export async function forwardRequest(
     }
   }
   const s = stream!;
+  let length: number | undefined;
   try {
     if (head.status < 200 || head.status === 101)
       throw new Error(`status ${head.status} is not a final response`);
+    length = declaredLength(head.headers);
     const headers = [...stripHopByHop(head.headers), ...(opts.responseHeaders ?? [])];
     if (h2) {
       // HTTP/2 has no reason phrase, and takes headers as an object.
@@ -425,10 +428,88 @@ export async function forwardRequest(
     s.reset(Reason.BadMetadata, 'invalid response head');
     return answerError(f.status, f.message, r.host, f.code);
   }
-  if (rest.byteLength > 0) (res as NodeJS.WritableStream).write(rest);
   // The body was cut (the backend failed mid-way): the client must not take it for complete.
-  s.on('error', () => (h2 ? res.destroy() : abortConnection((res as ServerResponse).socket)));
-  s.pipe(res as NodeJS.WritableStream);
+  const cut = () => (h2 ? res.destroy() : abortConnection((res as ServerResponse).socket));
+  s.on('error', cut);
+  // HEAD, 204 and 304 carry no body: Node drops whatever is written for them.
+  const bodyless = req.method === 'HEAD' || head.status === 204 || head.status === 304;
+  if (length === undefined || bodyless) {
+    if (rest.byteLength > 0) (res as NodeJS.WritableStream).write(rest);
+    s.pipe(res as NodeJS.WritableStream);
+    return;
+  }
+  // The agent is held to its Content-Length. More bytes would reach an HTTP/1.1 client as
+  // the start of the next response on its connection, which a front proxy may share with
+  // other tenants; fewer would leave the client waiting for bytes the next response supplies.
+  const socket = h2 ? undefined : (res as ServerResponse).socket;
+  const broken = (reason: string) => {
+    opts.logger.warn({ host: r.host, route: routed.route, reason }, 'agent broke its response framing');
+    s.reset(Reason.BadMetadata, reason);
+  };
+  const body = new BodyLength(length, () => {
+    // The declared body is whole: it goes out, the rest is dropped, and the connection ends
+    // once it is written, so nothing else is read from it as a response.
+    s.unpipe(body);
+    broken('response body longer than its Content-Length');
+    body.end();
+    res.once('finish', () => socket?.end());
+  });
+  body.on('error', (err) => {
+    broken(err.message);
+    cut();
+  });
+  if (rest.byteLength > 0) body.write(rest);
+  s.pipe(body).pipe(res as NodeJS.WritableStream);
+}
+
+/**
+ * The body length a response head declares (undefined if it has none). A
+ * repeated or malformed Content-Length is refused: clients could frame such a
+ * response differently from the relay.
+ */
+function declaredLength(headers: HeaderPairs): number | undefined {
+  let length: number | undefined;
+  for (const [name, value] of headers) {
+    if (name.length !== 14 || name.toLowerCase() !== 'content-length') continue;
+    if (length !== undefined) throw new Error('more than one Content-Length');
+    if (!/^\d{1,15}$/.test(value)) throw new Error(`Content-Length ${JSON.stringify(value)} is not a length`);
+    length = Number(value);
+  }
+  return length;
+}
+
+/**
+ * Passes at most `length` bytes on: on more it passes the first `length`,
+ * drops the rest and calls `onOverrun` once; an end short of `length` fails.
+ */
+class BodyLength extends Transform {
+  #left: number;
+  readonly #onOverrun: () => void;
+
+  constructor(length: number, onOverrun: () => void) {
+    super();
+    this.#left = length;
+    this.#onOverrun = onOverrun;
+  }
+
+  override _transform(chunk: Buffer, _encoding: BufferEncoding, callback: TransformCallback): void {
+    if (this.#left < 0) return callback();
+    if (chunk.byteLength > this.#left) {
+      const whole = chunk.subarray(0, this.#left);
+      this.#left = -1;
+      callback(null, whole);
+      this.#onOverrun();
+      return;
+    }
+    this.#left -= chunk.byteLength;
+    callback(null, chunk);
+  }
+
+  override _flush(callback: TransformCallback): void {
+    callback(
+      this.#left > 0 ? new Error(`response body ${this.#left} bytes short of its Content-Length`) : null,
+    );
+  }
 }
 
 /** Header pairs as an object for HTTP/2 (lower-case names; repeated names become arrays). */
