@@ -240,7 +240,7 @@ export const SERVE_OPTIONS: readonly OptionSpec[] = [
     type: 'string',
     placeholder: 'DURATION',
     default: '60s',
-    description: 'time a backend has to send its response head (502/504 after)',
+    description: 'time a backend has to send its response head once the whole request reached it (504 after)',
   },
   {
     name: 'headers-timeout',

@@ -165,16 +165,27 @@ export function clientIp(remote: string | undefined): string {
   return remote.startsWith('::ffff:') && remote.includes('.') ? remote.slice(7) : remote;
 }
 
-/** Reads the agent's response head; leaves the stream paused with the body's first bytes in `rest`. */
+/**
+ * Reads the agent's response head; leaves the stream paused with the body's
+ * first bytes in `rest`. The head must come within `timeoutMs` of the request
+ * reaching the agent whole: with `afterUpload`, the time counts from the end
+ * of the request body written to the stream, so an upload slower than the
+ * timeout is not cut while the backend is still reading it.
+ */
 export function readResponseHead(
   stream: Stream,
   timeoutMs: number,
+  afterUpload = false,
 ): Promise<{ head: ResponseHead; rest: Buffer }> {
   return new Promise((resolve, reject) => {
     const reader = new MessageReader(responseHeadSchema, MAX_HEAD);
-    const timer = setTimeout(() => done(new UpstreamTimeoutError('no response head in time')), timeoutMs);
+    let timer: NodeJS.Timeout | undefined;
+    const arm = () => {
+      timer = setTimeout(() => done(new UpstreamTimeoutError('no response head in time')), timeoutMs);
+    };
     const done = (err: unknown, value?: { head: ResponseHead; rest: Buffer }) => {
       clearTimeout(timer);
+      stream.off('finish', arm);
       stream.pause();
       stream.off('data', onData);
       stream.off('error', done);
@@ -194,6 +205,8 @@ export function readResponseHead(
     stream.on('data', onData);
     stream.on('error', done);
     stream.on('end', onEnd);
+    if (afterUpload && !stream.writableFinished) stream.once('finish', arm);
+    else arm();
   });
 }
 
@@ -389,7 +402,7 @@ export async function forwardRequest(
       req.on('error', () => s.reset(Reason.Cancel, 'client request failed'));
     }
     try {
-      ({ head, rest } = await readResponseHead(s, opts.responseHeadTimeout));
+      ({ head, rest } = await readResponseHead(s, opts.responseHeadTimeout, withBody));
     } catch (err) {
       s.reset(Reason.Cancel, 'no usable response');
       if (replayable && attempt < MAX_RETRIES && retryable(err) && !req.socket.destroyed) {

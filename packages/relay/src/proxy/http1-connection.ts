@@ -227,6 +227,7 @@ export class Http1Connection {
       ex.bodyLeft -= n;
       ex.bytesIn += n;
       this.#sendUp(n === chunk.length ? chunk : chunk.subarray(0, n));
+      if (ex.bodyLeft === 0 && ex.status === 0) this.#awaitResponse();
       if (n === chunk.length) return;
       chunk = chunk.subarray(n);
     }
@@ -299,9 +300,15 @@ export class Http1Connection {
     // The relay answers Expect itself, at once, as Node's server does on the general path.
     if (head.expectContinue) this.#socket.write(CONTINUE);
     this.#sendUp(bodyNow > 0 ? Buffer.concat([sent, pending.subarray(head.end, rest)]) : sent);
-    this.#responseTimer = setTimeout(() => this.#noResponse(), opts.responseHeadTimeout);
+    // The backend has until the response timeout after the whole request reached it, however
+    // long the upload takes.
+    if (ex.bodyLeft === 0) this.#awaitResponse();
     if (this.#pending) this.#pauseClient();
     return true;
+  }
+
+  #awaitResponse(): void {
+    this.#responseTimer = setTimeout(() => this.#noResponse(), this.#opts.responseHeadTimeout);
   }
 
   /** Borrows an upstream for `binding`'s route; false when none could be opened. */

@@ -1,0 +1,71 @@
+// The response-head timeout (--response-timeout) bounds the backend's answer
+// once the whole request has reached it, not the client's upload: a body that
+// takes longer to arrive than the timeout is carried to the end and the
+// backend's answer comes back, on both paths.
+import { once } from 'node:events';
+import { connect as netConnect } from 'node:net';
+import t from 'tap';
+import { testAgent } from '../helpers/agent.js';
+import { deferred, within } from '../helpers/deferred.js';
+import { testServer } from '../helpers/http.js';
+import { testRelay } from '../helpers/relay.js';
+
+/** Paces the upload: the test is about an upload that outlasts the timeout. */
+const pace = (ms: number) => new Promise((resolve) => setTimeout(resolve, ms));
+
+const cases = [
+  { name: 'general path (chunked body)', fast: true, framing: 'chunked' },
+  { name: 'general path (fast path off, Content-Length)', fast: false, framing: 'length' },
+  { name: 'fast path (Content-Length)', fast: true, framing: 'length' },
+] as const;
+
+for (const { name, fast, framing } of cases) {
+  t.test(
+    `${name}: an upload that outlasts the response timeout is answered by the backend, not 504`,
+    async (t) => {
+      const timeout = 400;
+      const relay = await testRelay(t, { responseHeadTimeout: timeout, http1FastPath: fast });
+      const firstBytes = deferred();
+      const backend = await testServer(t, (req, res) => {
+        let n = 0;
+        req.on('data', (c: Buffer) => {
+          n += c.length;
+          firstBytes.resolve();
+        });
+        // The backend answers once it has the whole body, as any upload handler does.
+        req.on('end', () => res.end(`got ${n}`));
+      });
+      await testAgent(t, relay, [{ id: 'up', hostnames: ['up.example.test'], target: backend.url }], {
+        connections: 1,
+      });
+      const c = netConnect(relay.httpAddress.port, '127.0.0.1');
+      c.on('error', () => {});
+      await once(c, 'connect');
+      let text = '';
+      const headSeen = new Promise<void>((resolve) =>
+        c.on('data', (d: Buffer) => {
+          text += d.toString('latin1');
+          if (text.includes('\r\n\r\n')) resolve();
+        }),
+      );
+      const pieces = 8;
+      const piece = '0123456789';
+      c.write(
+        `POST /upload HTTP/1.1\r\nHost: up.example.test\r\n${
+          framing === 'chunked' ? 'Transfer-Encoding: chunked' : `Content-Length: ${pieces * piece.length}`
+        }\r\n\r\n`,
+      );
+      // 8 pieces, 100 ms apart: the body takes about twice the response timeout to arrive.
+      for (let i = 0; i < pieces && !text; i++) {
+        c.write(framing === 'chunked' ? `a\r\n${piece}\r\n` : piece);
+        if (i === 0) await within(5_000, firstBytes.promise, 'the upload reaches the backend');
+        await pace(timeout / 4);
+      }
+      if (framing === 'chunked' && !text) c.write('0\r\n\r\n');
+      await within(5_000, headSeen, 'a response');
+      t.match(text, /^HTTP\/1\.1 200 /, `the backend's answer, not ${text.split('\r\n')[0]}`);
+      t.match(text, new RegExp(`got ${pieces * piece.length}$`), 'after the whole body');
+      c.destroy();
+    },
+  );
+}
