@@ -2,6 +2,7 @@ import type { Socket } from 'node:net';
 import { type Logger, Reason, type Stream, splice } from '@burrow/shared';
 import type { Binding } from '../routes/table.js';
 import type { AgentConnection } from '../tunnel/agent-connection.js';
+import { abortConnection } from './errors.js';
 import { clientIp } from './forward.js';
 
 /**
@@ -44,7 +45,9 @@ export function forwardPassthrough(
   });
   stream.on('error', (err: Error & { reason?: number }) => {
     failure ??= `agent: ${err.reason !== undefined ? (Reason[err.reason] ?? err.reason) : err.message}`;
-    socket.destroy();
+    // A reset, not a FIN: a TLS client that tolerates a missing close_notify would take a
+    // cut connection for a complete one.
+    abortConnection(socket);
   });
   // 'close' comes once: `on` spares the wrapper `once` would keep per connection.
   socket.on('close', () => {
