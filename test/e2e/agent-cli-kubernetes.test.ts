@@ -85,3 +85,51 @@ t.test('burrow-agent --kubernetes exposes annotated Services and answers probes'
   agent.child.kill('SIGTERM');
   t.equal(await agent.exited, 0, 'SIGTERM drains and exits 0');
 });
+
+t.test('the agent is not ready while the API server refuses to list Services', async (t) => {
+  const relay = await testRelay(t);
+  const kube = await fakeKube(t);
+  const app = await testServer(t, (_req, res) => res.end('listed at last'), '127.0.0.6');
+  kube.upsertService({
+    metadata: { name: 'shop', namespace: 'apps', annotations: { 'burrow.dev/hostname': 'shop.example.com' } },
+    spec: { type: 'ClusterIP', clusterIP: '127.0.0.6', ports: [{ name: 'http', port: app.port }] },
+  });
+  // RBAC not granted yet, say: every list is refused until the test lifts it.
+  kube.failNext = { resource: 'services', status: 403, count: Number.MAX_SAFE_INTEGER };
+  const dir = await tempDir(t, 'burrow-agent-');
+  await writeFile(join(dir, 'kubeconfig'), kube.kubeconfig());
+  await writeFile(join(dir, 'token'), `${await tokenFor('cluster', ['*.example.com'])}\n`, { mode: 0o600 });
+  const agent = spawnLogged(
+    t,
+    AGENT_CLI,
+    [
+      '--relay',
+      tunnelUrl(relay),
+      '--token-file',
+      join(dir, 'token'),
+      '--kubernetes',
+      '--kubeconfig',
+      join(dir, 'kubeconfig'),
+      '--health-listen',
+      '127.0.0.1:0',
+    ],
+    { POD_NAMESPACE: 'burrow-system', POD_NAME: 'agent-0' },
+  );
+  const listening = await agent.waitFor((l) => l['msg'] === 'health endpoint listening');
+  const healthPort = (listening['address'] as { port: number }).port;
+  await agent.waitFor((l) => l['msg'] === 'Kubernetes watch failed; restarting');
+  // A tunnel up is not enough: with the Services unknown, a rollout must not count this pod.
+  await agent.waitFor((l) => l['msg'] === 'tunnel connected');
+  const notReady = await probe(healthPort, '/readyz');
+  t.equal(notReady.status, 503);
+  t.match(notReady.body, /Kubernetes Services not listed yet/);
+
+  kube.failNext = undefined;
+  await agent.waitFor((l) => l['msg'] === 'Kubernetes services listed');
+  await agent.waitFor((l) => l['msg'] === 'route active' && l['hostname'] === 'shop.example.com');
+  t.equal((await get(relay.httpAddress.port, 'shop.example.com')).body.toString(), 'listed at last');
+  const ready = await probe(healthPort, '/readyz');
+  t.equal(ready.status, 200, ready.body);
+  agent.child.kill('SIGTERM');
+  t.equal(await agent.exited, 0);
+});

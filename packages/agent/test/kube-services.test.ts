@@ -154,3 +154,27 @@ t.test('after an idle restart the watch does not keep restarting itself', async 
     'no "watch failed" warnings while the server is healthy',
   );
 });
+
+t.test('a refused first list leaves the watch unsynced until a retry lists', async (t) => {
+  const kube = await fakeKube(t);
+  kube.upsertService(service('web', { 'burrow.dev/hostname': 'web.example.com' }));
+  kube.failNext = { resource: 'services', status: 403, count: 2 };
+  const kc = new KubeConfig();
+  kc.loadFromString(kube.kubeconfig());
+  const watch = new ServiceWatch({
+    kubeConfig: kc,
+    logger: testLogger('kube'),
+    backoff: { base: 10, cap: 20 },
+  });
+  t.teardown(() => watch.stop());
+  const changed = once(watch, 'change');
+  await watch.start();
+  t.equal(watch.synced, false, 'not synced after a refused list');
+  t.same(watch.routes(), []);
+  await changed;
+  t.equal(watch.synced, true, 'synced once a retry listed');
+  t.same(
+    watch.routes().map((r) => r.id),
+    ['k8s:default/web'],
+  );
+});

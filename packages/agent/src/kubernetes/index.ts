@@ -70,7 +70,14 @@ export async function startKubernetes(options: KubernetesOptions): Promise<Kuber
   const writer = new StatusWriter(options.kubeConfig.makeApiClient(CoreV1Api), log);
   let elector: LeaseElector | undefined;
   let sync: StatusSync | undefined;
-  log.info({ services: watch.services.size, routes: source.routes().length }, 'Kubernetes services listed');
+  const listed = () =>
+    log.info({ services: watch.services.size, routes: source.routes().length }, 'Kubernetes services listed');
+  if (watch.synced) listed();
+  else {
+    // Not ready until the list succeeds (the watch retries with backoff and says why it failed).
+    log.warn('Kubernetes services not listed yet; the agent is not ready until they are');
+    watch.once('change', listed);
+  }
   return {
     source,
     watch,

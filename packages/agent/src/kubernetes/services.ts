@@ -34,6 +34,8 @@ interface InformerEntry {
   informer: Informer<V1Service>;
   lastEvent: number;
   failures: number;
+  /** A list succeeded: the informer holds the Services as they are. */
+  listed: boolean;
   timer?: NodeJS.Timeout;
 }
 
@@ -67,7 +69,7 @@ export class ServiceWatch extends EventEmitter<Events> {
     this.#opts = options;
   }
 
-  /** True once every informer finished its initial list. */
+  /** True once every informer's list succeeded (the agent is not ready before). */
   get synced(): boolean {
     return this.#synced;
   }
@@ -82,7 +84,12 @@ export class ServiceWatch extends EventEmitter<Events> {
     return out.sort((a, b) => a.id.localeCompare(b.id));
   }
 
-  /** Starts the informers; resolves after every initial list (or rejects if the first list fails). */
+  /**
+   * Starts the informers; resolves once each has tried its first list. A list
+   * that failed (API server unreachable, RBAC refusing) is retried with
+   * backoff; `synced` turns true, and 'change' is emitted, only when every
+   * informer has listed.
+   */
   async start(): Promise<void> {
     const api = this.#opts.kubeConfig.makeApiClient(CoreV1Api);
     const selector = this.#opts.labelSelector;
@@ -92,8 +99,14 @@ export class ServiceWatch extends EventEmitter<Events> {
       const list = ns
         ? () => api.listNamespacedService({ namespace: ns, ...(selector ? { labelSelector: selector } : {}) })
         : () => api.listServiceForAllNamespaces(selector ? { labelSelector: selector } : {});
-      const informer = makeInformer<V1Service>(this.#opts.kubeConfig, path, list, selector);
-      const entry: InformerEntry = { informer, lastEvent: Date.now(), failures: 0 };
+      // Our list function is the one place that sees a list succeed: the informer reports only failures.
+      const listed = async () => {
+        const result = await list();
+        this.#listed(entry);
+        return result;
+      };
+      const informer = makeInformer<V1Service>(this.#opts.kubeConfig, path, listed, selector);
+      const entry: InformerEntry = { informer, lastEvent: Date.now(), failures: 0, listed: false };
       const touch = () => {
         entry.lastEvent = Date.now();
         entry.failures = 0;
@@ -119,10 +132,17 @@ export class ServiceWatch extends EventEmitter<Events> {
       this.#informers.push(entry);
     }
     await Promise.all(this.#informers.map((e) => e.informer.start()));
-    this.#synced = true;
     const idle = this.#opts.watchIdleTimeout ?? 5 * 60_000;
     this.#idleTimer = setInterval(() => this.#checkIdle(idle), Math.max(50, Math.min(idle / 2, 30_000)));
     this.#idleTimer.unref();
+  }
+
+  #listed(entry: InformerEntry): void {
+    entry.listed = true;
+    if (this.#synced || !this.#informers.every((e) => e.listed)) return;
+    this.#synced = true;
+    // After the informer has added what it listed (it does so once this returns).
+    this.#schedule();
   }
 
   async stop(): Promise<void> {
