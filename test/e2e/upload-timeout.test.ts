@@ -69,3 +69,26 @@ for (const { name, fast, framing } of cases) {
     },
   );
 }
+
+for (const fast of [true, false]) {
+  t.test(
+    `${fast ? 'fast' : 'general'} path: an upload that stops is answered 408 and its connection closed`,
+    async (t) => {
+      const relay = await testRelay(t, { responseHeadTimeout: 300, http1FastPath: fast });
+      const backend = await testServer(t, (req, res) => req.on('end', () => res.end('never')));
+      await testAgent(t, relay, [{ id: 'up', hostnames: ['up.example.com'], target: backend.url }], {
+        connections: 1,
+      });
+      const c = netConnect(relay.httpAddress.port, '127.0.0.1');
+      c.on('error', () => {});
+      await once(c, 'connect');
+      let text = '';
+      c.on('data', (d: Buffer) => (text += d.toString('latin1')));
+      const closed = once(c, 'close');
+      c.write('POST /upload HTTP/1.1\r\nHost: up.example.com\r\nContent-Length: 100000\r\n\r\nabc');
+      await within(5_000, closed, 'the relay closes the connection');
+      t.match(text, /^HTTP\/1\.1 408 /, text.split('\r\n')[0] ?? '');
+      t.match(text, /x-burrow-error: upload_stalled/i);
+    },
+  );
+}

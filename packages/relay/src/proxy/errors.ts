@@ -20,6 +20,18 @@ export const INVALID_RESPONSE_HEAD: Readonly<ProxyFailure> = {
   message: 'The backend sent an invalid response.',
 };
 
+/** The client stopped sending a request body it announced (no byte for the response timeout). */
+export const UPLOAD_STALLED: Readonly<ProxyFailure> = {
+  status: 408,
+  code: 'upload_stalled',
+  message: 'The request body stopped arriving.',
+};
+
+/** Why readResponseHead gave up on a request whose body stopped arriving. */
+export class UploadStalledError extends Error {
+  readonly code = 'BURROW_ERR_UPLOAD_STALLED';
+}
+
 /** Maps why a tunnel stream failed before the response head to what the client sees. */
 export function failureFor(err: unknown): ProxyFailure {
   const e = err as { code?: string; reason?: number; message?: string };
@@ -66,6 +78,7 @@ export function failureFor(err: unknown): ProxyFailure {
       message: 'The request headers are too large to forward.',
     };
   }
+  if (e?.code === 'BURROW_ERR_UPLOAD_STALLED') return { ...UPLOAD_STALLED };
   if (e?.code === 'BURROW_ERR_UPSTREAM_TIMEOUT') {
     return {
       status: 504,

@@ -1,7 +1,7 @@
 import type { IncomingMessage, OutgoingHttpHeaders, ServerResponse } from 'node:http';
 import { STATUS_CODES } from 'node:http';
 import { Http2ServerRequest, type Http2ServerResponse, constants as http2Constants } from 'node:http2';
-import { Transform, type TransformCallback } from 'node:stream';
+import { type Readable, Transform, type TransformCallback } from 'node:stream';
 import {
   type HeaderPairs,
   type HttpOpen,
@@ -25,6 +25,7 @@ import {
   INVALID_RESPONSE_HEAD,
   type ProxyFailure,
   sendError,
+  UploadStalledError,
 } from './errors.js';
 import { CONNECT_UNSUPPORTED, invalidRequest } from './validate-request.js';
 
@@ -168,24 +169,37 @@ export function clientIp(remote: string | undefined): string {
 /**
  * Reads the agent's response head; leaves the stream paused with the body's
  * first bytes in `rest`. The head must come within `timeoutMs` of the request
- * reaching the agent whole: with `afterUpload`, the time counts from the end
- * of the request body written to the stream, so an upload slower than the
- * timeout is not cut while the backend is still reading it.
+ * reaching the agent whole. With `upload` (the client's request body, piped
+ * into the stream), the time counts from the end of the body, so an upload
+ * slower than the timeout is not cut while the backend is still reading it;
+ * an upload that stops, no byte for `timeoutMs`, fails with UploadStalledError.
  */
 export function readResponseHead(
   stream: Stream,
   timeoutMs: number,
-  afterUpload = false,
+  upload?: Readable,
 ): Promise<{ head: ResponseHead; rest: Buffer }> {
   return new Promise((resolve, reject) => {
     const reader = new MessageReader(responseHeadSchema, MAX_HEAD);
-    let timer: NodeJS.Timeout | undefined;
-    const arm = () => {
-      timer = setTimeout(() => done(new UpstreamTimeoutError('no response head in time')), timeoutMs);
-    };
+    const uploading = upload !== undefined && !stream.writableFinished;
+    const timer = setTimeout(
+      () =>
+        done(
+          uploading && !stream.writableFinished
+            ? new UploadStalledError('the request body stopped arriving')
+            : new UpstreamTimeoutError('no response head in time'),
+        ),
+      timeoutMs,
+    );
+    const progress = () => timer.refresh();
+    if (uploading) {
+      upload.on('data', progress);
+      stream.once('finish', progress);
+    }
     const done = (err: unknown, value?: { head: ResponseHead; rest: Buffer }) => {
       clearTimeout(timer);
-      stream.off('finish', arm);
+      upload?.off('data', progress);
+      stream.off('finish', progress);
       stream.pause();
       stream.off('data', onData);
       stream.off('error', done);
@@ -205,8 +219,6 @@ export function readResponseHead(
     stream.on('data', onData);
     stream.on('error', done);
     stream.on('end', onEnd);
-    if (afterUpload && !stream.writableFinished) stream.once('finish', arm);
-    else arm();
   });
 }
 
@@ -402,7 +414,7 @@ export async function forwardRequest(
       req.on('error', () => s.reset(Reason.Cancel, 'client request failed'));
     }
     try {
-      ({ head, rest } = await readResponseHead(s, opts.responseHeadTimeout, withBody));
+      ({ head, rest } = await readResponseHead(s, opts.responseHeadTimeout, withBody ? req : undefined));
     } catch (err) {
       s.reset(Reason.Cancel, 'no usable response');
       if (replayable && attempt < MAX_RETRIES && retryable(err) && !req.socket.destroyed) {
@@ -412,7 +424,9 @@ export async function forwardRequest(
       const f = failureFor(err);
       error = f.code;
       req.unpipe(s);
-      req.resume();
+      // The rest of a stalled body will not come: the connection ends after the answer.
+      if (err instanceof UploadStalledError && !h2) (res as ServerResponse).shouldKeepAlive = false;
+      else req.resume();
       return answerError(f.status, f.message, routed.host, f.code);
     }
   }

@@ -8,6 +8,7 @@ import {
   INVALID_RESPONSE_HEAD,
   type ProxyFailure,
   rawErrorResponse,
+  UploadStalledError,
 } from './errors.js';
 import {
   type AccessInfo,
@@ -227,7 +228,8 @@ export class Http1Connection {
       ex.bodyLeft -= n;
       ex.bytesIn += n;
       this.#sendUp(n === chunk.length ? chunk : chunk.subarray(0, n));
-      if (ex.bodyLeft === 0 && ex.status === 0) this.#awaitResponse();
+      if (ex.bodyLeft > 0) this.#responseTimer?.refresh();
+      else if (ex.status === 0) this.#awaitResponse();
       if (n === chunk.length) return;
       chunk = chunk.subarray(n);
     }
@@ -301,14 +303,21 @@ export class Http1Connection {
     if (head.expectContinue) this.#socket.write(CONTINUE);
     this.#sendUp(bodyNow > 0 ? Buffer.concat([sent, pending.subarray(head.end, rest)]) : sent);
     // The backend has until the response timeout after the whole request reached it, however
-    // long the upload takes.
+    // long the upload takes; an upload that stops for as long is cut.
     if (ex.bodyLeft === 0) this.#awaitResponse();
+    else this.#responseTimer = setTimeout(() => this.#uploadStalled(ex), opts.responseHeadTimeout);
     if (this.#pending) this.#pauseClient();
     return true;
   }
 
   #awaitResponse(): void {
+    clearTimeout(this.#responseTimer);
     this.#responseTimer = setTimeout(() => this.#noResponse(), this.#opts.responseHeadTimeout);
+  }
+
+  #uploadStalled(ex: Exchange): void {
+    if (this.#ex !== ex) return;
+    this.#failed(ex, new UploadStalledError('the request body stopped arriving'), 'upload stalled');
   }
 
   /** Borrows an upstream for `binding`'s route; false when none could be opened. */
