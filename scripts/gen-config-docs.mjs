@@ -28,9 +28,11 @@ export function render() {
 Generated from the option tables in \`packages/relay/src/config.ts\` and
 \`packages/agent/src/config.ts\` by \`node scripts/gen-config-docs.mjs\`; the same tables drive
 \`--help\`. Precedence: command-line flag, then environment variable, then the YAML file given with
-\`--config\` (relay; keys are the long flag names), then the default. Durations take a unit:
-\`500ms\`, \`30s\`, \`15m\`, \`12h\`, \`90d\`. Timeouts and intervals must be under 24.8 days, the longest a
-timer can wait (\`--hsts-max-age\` and a token's \`--ttl\` have no such bound).
+\`--config\` (relay; keys are the long flag names), then the default. Durations take a unit
+(\`ms\`, \`s\`, \`m\`, \`h\` or \`d\`; decimals allowed): \`500ms\`, \`30s\`, \`15m\`, \`12h\`, \`90d\`; a bare
+number such as \`30\` is refused, in a YAML file too (only \`0\` needs no unit). Timeouts and
+intervals must be under 24.8 days, the longest a timer can wait (\`--hsts-max-age\` and a token's
+\`--ttl\` have no such bound).
 
 ## burrow-relay serve
 
@@ -49,6 +51,20 @@ log-level: info
 ## burrow-agent
 
 ${table(AGENT_OPTIONS)}
+
+Example \`routes.yaml\` for \`--routes\` (read at start; the root is a mapping whose \`routes:\` key holds
+the list, and each route needs \`hostnames\` and \`target\`):
+
+\`\`\`yaml
+routes:
+  - hostnames: [app.example.com, www.example.com] # exact names or *.suffix
+    target: http://127.0.0.1:3000 # an origin: http://, https:// or tls-passthrough://HOST:PORT
+  - id: api # optional; default static:FIRST-HOSTNAME
+    hostnames: ["*.api.example.com"]
+    target: https://10.0.0.9:8443
+    allowCidrs: [203.0.113.0/24] # optional: only these client addresses
+    tlsInsecure: true # optional, https targets: do not verify the backend's certificate
+\`\`\`
 `;
 }
 

@@ -1,13 +1,17 @@
 // The agent binary as the Deployment runs it: --kubernetes against an API
 // server (here the fake, through a kubeconfig), probes on --health-listen.
+import { execFile } from 'node:child_process';
 import { writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
+import { promisify } from 'node:util';
 import t from 'tap';
 import { fakeKube } from '../helpers/fake-kube.js';
 import { tempDir } from '../helpers/fs.js';
 import { get, testServer } from '../helpers/http.js';
 import { AGENT_CLI, spawnLogged } from '../helpers/proc.js';
 import { testRelay, tokenFor, tunnelUrl } from '../helpers/relay.js';
+
+const run = promisify(execFile);
 
 async function probe(port: number, path: string): Promise<{ status: number; body: string }> {
   const r = await get(port, '127.0.0.1', path);
@@ -132,4 +136,50 @@ t.test('the agent is not ready while the API server refuses to list Services', a
   t.equal(ready.status, 200, ready.body);
   agent.child.kill('SIGTERM');
   t.equal(await agent.exited, 0);
+});
+
+t.test('burrow-agent --kubernetes: a kubeconfig or cluster it cannot use is one line, exit 1', async (t) => {
+  const dir = await tempDir(t, 'burrow-agent-kubeconfig-');
+  await writeFile(join(dir, 'token'), `${await tokenFor('cluster', ['*.example.com'])}\n`, { mode: 0o600 });
+  await writeFile(join(dir, 'broken'), 'clusters: [\n');
+  await writeFile(join(dir, 'list'), '- name: a\n');
+  await writeFile(join(dir, 'no-cluster'), 'apiVersion: v1\nkind: Config\n');
+  const base = ['--relay', 'ws://127.0.0.1:1', '--token-file', join(dir, 'token'), '--kubernetes'];
+  const agent = (argv: string[], env: NodeJS.ProcessEnv = {}) =>
+    run(process.execPath, [AGENT_CLI, ...base, ...argv], {
+      env: { PATH: process.env['PATH'], ...env },
+      timeout: 30_000, // an agent that retries instead of failing is killed, and the case fails
+    }).then(
+      () => ({ code: 0, stderr: '' }),
+      (e: { code: number; stderr: string }) => ({ code: e.code, stderr: e.stderr }),
+    );
+  const cases: Array<[string[], NodeJS.ProcessEnv, string]> = [
+    [['--kubeconfig', '/nope'], {}, '--kubeconfig: cannot read /nope (ENOENT)'],
+    [[], { KUBECONFIG: '/nope' }, '--kubeconfig: cannot read /nope (ENOENT)'],
+    [['--kubeconfig', dir], {}, `--kubeconfig: cannot read ${dir} (EISDIR)`],
+    [
+      ['--kubeconfig', join(dir, 'list')],
+      {},
+      `--kubeconfig: ${join(dir, 'list')} is not a kubeconfig (expected a mapping with clusters, users, contexts)`,
+    ],
+    [
+      ['--kubeconfig', join(dir, 'no-cluster')],
+      {},
+      `--kubeconfig: ${join(dir, 'no-cluster')} names no current cluster (check current-context and its cluster entry)`,
+    ],
+    [
+      [],
+      {},
+      '--kubernetes: not running in a cluster (KUBERNETES_SERVICE_HOST is unset); pass --kubeconfig FILE',
+    ],
+  ];
+  for (const [argv, env, message] of cases) {
+    t.same(await agent(argv, env), { code: 1, stderr: `burrow-agent: ${message}\n` }, message);
+  }
+  const broken = await agent(['--kubeconfig', join(dir, 'broken')]);
+  t.equal(broken.code, 1);
+  t.match(
+    broken.stderr,
+    new RegExp(`^burrow-agent: --kubeconfig: ${join(dir, 'broken')} is not valid YAML: .+\n$`),
+  );
 });

@@ -2,7 +2,7 @@
 // SIGTERM that lets in-flight downloads finish before exiting 0.
 import { execFile } from 'node:child_process';
 import { once } from 'node:events';
-import { stat, writeFile } from 'node:fs/promises';
+import { chmod, stat, writeFile } from 'node:fs/promises';
 import { request } from 'node:http';
 import { join } from 'node:path';
 import { promisify } from 'node:util';
@@ -148,4 +148,135 @@ t.test('an address already in use: one line naming it, exit 1, for relay and age
     new RegExp(`^burrow-agent: cannot listen on ${where}: the address is already in use`),
   );
   t.notMatch(agent.stderr, /\n\s+at /, 'no stack trace');
+});
+
+/** Runs a binary to its exit: exit code and stderr. With `uid`, as that user. */
+async function failing(cli: string, argv: string[], env: NodeJS.ProcessEnv = {}, uid?: number) {
+  // tap's NODE_OPTIONS hook records every child in .tap/, which another user cannot write.
+  const [command, ...args] =
+    uid === undefined
+      ? [process.execPath, cli, ...argv]
+      : ['env', '-u', 'NODE_OPTIONS', process.execPath, cli, ...argv];
+  return run(command!, args, {
+    env: { PATH: process.env['PATH'], ...env },
+    ...(uid !== undefined ? { uid, gid: uid } : {}),
+  }).then(
+    ({ stderr }) => ({ code: 0, stderr }),
+    (e: { code: number; stderr: string }) => ({ code: e.code, stderr: e.stderr }),
+  );
+}
+
+t.test('stray arguments are refused by every command, with one line', async (t) => {
+  // --out keeps a keygen that wrongly ran out of the working directory.
+  const out = join(await tempDir(t, 'burrow-stray-'), 'keys');
+  const cases: Array<[string, string[], string]> = [
+    [
+      RELAY_CLI,
+      ['serve', 'relay.yaml'],
+      'unexpected argument "relay.yaml" (did you mean --config relay.yaml?)',
+    ],
+    [RELAY_CLI, ['serve', '--tls-listen', 'off', 'extra'], 'unexpected argument "extra" (see --help)'],
+    [
+      RELAY_CLI,
+      ['keygen', '--out', out, '/etc/burrow/keys'],
+      'unexpected argument "/etc/burrow/keys" (see --help)',
+    ],
+    [RELAY_CLI, ['token', 'create', 'extra', '--sub', 'a'], 'unexpected argument "extra" (see --help)'],
+    [RELAY_CLI, ['token', '--help', 'extra'], 'unexpected argument "extra" (see --help)'],
+    [RELAY_CLI, ['token', 'list'], 'unknown token command "list"; try: burrow-relay token create --help'],
+    [RELAY_CLI, ['--version', 'extra'], 'unexpected argument "extra" (see --help)'],
+    [AGENT_CLI, ['extra', '--relay', 'ws://127.0.0.1:1'], 'unexpected argument "extra" (see --help)'],
+    [
+      AGENT_CLI,
+      ['--relay', 'ws://127.0.0.1:1', 'routes.yaml'],
+      'unexpected argument "routes.yaml" (did you mean --routes routes.yaml?)',
+    ],
+  ];
+  for (const [cli, argv, message] of cases) {
+    const name = cli === RELAY_CLI ? 'burrow-relay' : 'burrow-agent';
+    t.same(
+      await failing(cli, argv),
+      { code: 1, stderr: `${name}: ${message}\n` },
+      `${name} ${argv.join(' ')}`,
+    );
+  }
+});
+
+t.test('durations need a unit, and a dash-prefixed value is a one-line error', async (t) => {
+  const dir = await tempDir(t, 'burrow-units-');
+  const keys = join(dir, 'keys');
+  await run(process.execPath, [RELAY_CLI, 'keygen', '--out', keys]);
+  const token = [
+    'token',
+    'create',
+    '--key',
+    join(keys, 'signing.key'),
+    '--sub',
+    'a',
+    '--hosts',
+    'a.example.com',
+  ];
+  t.same(await failing(RELAY_CLI, [...token, '--ttl', '90']), {
+    code: 1,
+    stderr: 'burrow-relay: --ttl: "90" needs a unit: ms, s, m, h or d\n',
+  });
+  t.same(await failing(RELAY_CLI, [...token, '--ttl', '0']), {
+    code: 1,
+    stderr: 'burrow-relay: --ttl must be at least 1s (got "0")\n',
+  });
+  const serve = ['serve', '--verify-key', keys, '--tls-listen', 'off', '--http-listen', '127.0.0.1:0'];
+  t.same(await failing(RELAY_CLI, [...serve, '--drain-timeout', '30']), {
+    code: 1,
+    stderr: 'burrow-relay: --drain-timeout: "30" needs a unit: ms, s, m, h or d\n',
+  });
+  t.same(await failing(RELAY_CLI, serve, { BURROW_DRAIN_TIMEOUT: '30' }), {
+    code: 1,
+    stderr: 'burrow-relay: --drain-timeout: "30" needs a unit: ms, s, m, h or d\n',
+  });
+  await writeFile(join(dir, 'relay.yaml'), 'drain-timeout: 30\n');
+  t.same(await failing(RELAY_CLI, [...serve, '--config', join(dir, 'relay.yaml')]), {
+    code: 1,
+    stderr: `burrow-relay: ${join(dir, 'relay.yaml')}: "drain-timeout": "30" needs a unit: ms, s, m, h or d\n`,
+  });
+  const dash = await failing(RELAY_CLI, [...serve, '--drain-timeout', '-5s']);
+  t.equal(dash.code, 1);
+  t.match(dash.stderr, /^burrow-relay: Option '--drain-timeout' argument is ambiguous\. .*\(see --help\)\n$/);
+  t.equal(dash.stderr.split('\n').length, 2, `one line (got ${JSON.stringify(dash.stderr)})`);
+});
+
+t.test('token create: why the key cannot be used, and keygen advice only for a missing key', async (t) => {
+  const dir = await tempDir(t, 'burrow-key-errors-');
+  const keys = join(dir, 'keys');
+  await run(process.execPath, [RELAY_CLI, 'keygen', '--out', keys]);
+  const create = (key: string, uid?: number) =>
+    failing(RELAY_CLI, ['token', 'create', '--sub', 'a', '--hosts', 'a.example.com', '--key', key], {}, uid);
+
+  t.same(await create(join(dir, 'nope.key')), {
+    code: 1,
+    stderr: `burrow-relay: --key: cannot read ${join(dir, 'nope.key')} (ENOENT: no such file; create a key pair with: burrow-relay keygen)\n`,
+  });
+  t.same(await create(join(keys, 'signing.pub')), {
+    code: 1,
+    stderr: `burrow-relay: --key: ${join(keys, 'signing.pub')} is a public key; token create needs the private signing.key (from burrow-relay keygen)\n`,
+  });
+  t.same(await create(keys), {
+    code: 1,
+    stderr: `burrow-relay: --key: cannot read ${keys} (EISDIR: a directory; pass the signing.key file in it)\n`,
+  });
+  // A key that exists but cannot be read: root reads any file, so then run as nobody.
+  const key = join(keys, 'signing.key');
+  let uid: number | undefined;
+  if (process.getuid?.() === 0) {
+    await chmod(dir, 0o755);
+    await chmod(keys, 0o755);
+    uid = 65534;
+  } else {
+    await chmod(key, 0o000);
+  }
+  const denied = await create(key, uid);
+  t.same(denied, {
+    code: 1,
+    stderr: `burrow-relay: --key: cannot read ${key} (EACCES: permission denied; run as the key's owner or root)\n`,
+  });
+  t.notMatch(denied.stderr, /keygen/, 'no advice to replace a key that exists');
 });

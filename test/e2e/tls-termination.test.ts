@@ -91,6 +91,19 @@ t.test(
   },
 );
 
+t.test('HSTS: max-age=0 withdraws the policy; no header unless configured', async (t) => {
+  const pki = await testPki(t);
+  const { tlsPort } = await setup(t, pki, { hstsMaxAge: 0 });
+  const r = await httpsGet(tlsPort, 'a.example.test', pki.caPem);
+  t.equal(r.status, 200);
+  t.equal(r.headers['strict-transport-security'], 'max-age=0', 'max-age=0 is sent, not dropped');
+  const pki2 = await testPki(t);
+  const plain = await setup(t, pki2);
+  const none = await httpsGet(plain.tlsPort, 'a.example.test', pki2.caPem);
+  t.equal(none.status, 200);
+  t.equal(none.headers['strict-transport-security'], undefined, 'no HSTS without hstsMaxAge');
+});
+
 t.test(
   'terminated route: h2 from node http2 (several streams, one connection) and curl --http2',
   async (t) => {

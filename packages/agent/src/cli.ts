@@ -1,6 +1,8 @@
 #!/usr/bin/env node
 import { readFileSync } from 'node:fs';
-import { createLogger, exitOnSignals, formatHelp, parseOptions, runCli } from '@burrow/shared';
+import { ConfigError, createLogger, exitOnSignals, formatHelp, parseOptions, runCli } from '@burrow/shared';
+import type { KubeConfig } from '@kubernetes/client-node';
+import { parse as parseYaml } from 'yaml';
 import { startAgent } from './agent.js';
 import { AGENT_OPTIONS, agentOptionsFrom } from './config.js';
 import { startHealthServer } from './health.js';
@@ -24,6 +26,57 @@ function version(): string {
   return pkg.version;
 }
 
+/**
+ * Loads --kubeconfig, or else the in-cluster service account. Every failure is
+ * one ConfigError line: the client would otherwise throw a stack trace (a bad
+ * file) or retry "Invalid URL" forever (no cluster around).
+ */
+function loadKubeConfig(kubeConfig: KubeConfig, file: string | undefined): KubeConfig {
+  if (!file) {
+    if (!process.env['KUBERNETES_SERVICE_HOST']) {
+      throw new ConfigError(
+        '--kubernetes: not running in a cluster (KUBERNETES_SERVICE_HOST is unset); pass --kubeconfig FILE',
+      );
+    }
+    kubeConfig.loadFromCluster();
+    return kubeConfig;
+  }
+  let text: string;
+  try {
+    text = readFileSync(file, 'utf8');
+  } catch (err) {
+    throw new ConfigError(
+      `--kubeconfig: cannot read ${file} (${(err as NodeJS.ErrnoException).code ?? 'error'})`,
+    );
+  }
+  let doc: unknown;
+  try {
+    doc = parseYaml(text);
+  } catch (err) {
+    throw new ConfigError(
+      `--kubeconfig: ${file} is not valid YAML: ${(err as Error).message.split('\n')[0]!.replace(/:$/, '')}`,
+    );
+  }
+  if (doc === null || typeof doc !== 'object' || Array.isArray(doc)) {
+    throw new ConfigError(
+      `--kubeconfig: ${file} is not a kubeconfig (expected a mapping with clusters, users, contexts)`,
+    );
+  }
+  try {
+    kubeConfig.loadFromFile(file);
+  } catch (err) {
+    throw new ConfigError(
+      `--kubeconfig: ${file} is not a usable kubeconfig: ${(err as Error).message.split('\n')[0]}`,
+    );
+  }
+  if (!kubeConfig.getCurrentCluster()) {
+    throw new ConfigError(
+      `--kubeconfig: ${file} names no current cluster (check current-context and its cluster entry)`,
+    );
+  }
+  return kubeConfig;
+}
+
 await runCli('burrow-agent', async () => {
   const { values } = parseOptions(AGENT_OPTIONS, process.argv.slice(2));
   if (values['help']) return void process.stdout.write(formatHelp(USAGE, AGENT_OPTIONS, FOOTER));
@@ -38,9 +91,7 @@ await runCli('burrow-agent', async () => {
       import('@kubernetes/client-node'),
       import('./kubernetes/index.js'),
     ]);
-    const kubeConfig = new KubeConfig();
-    if (kubernetes.kubeconfig) kubeConfig.loadFromFile(kubernetes.kubeconfig);
-    else kubeConfig.loadFromCluster();
+    const kubeConfig = loadKubeConfig(new KubeConfig(), kubernetes.kubeconfig);
     kube = await startKubernetes({
       kubeConfig,
       logger,

@@ -52,7 +52,8 @@ export const AGENT_OPTIONS: readonly OptionSpec[] = [
     env: 'BURROW_ROUTES_FILE',
     type: 'string',
     placeholder: 'FILE',
-    description: 'YAML file with routes: [{hostnames, target, allowCidrs, tlsInsecure}]',
+    description:
+      'YAML file with routes: [{hostnames, target, allowCidrs, tlsInsecure}] (example in docs/configuration.md)',
   },
   {
     name: 'connections',

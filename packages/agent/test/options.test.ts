@@ -138,6 +138,18 @@ t.test('operator mistakes: one line naming the option, and never the token', asy
     [[...base.slice(0, 4)], {}, /^no routes: pass --expose HOST=URL/],
     [[...base, '--connections', '0'], {}, /^--connections must be an integer from 1 to 64/],
     [[...base, '--keepalive-interval', 'soon'], {}, /^--keepalive-interval: "soon" is not a duration/],
+    [[...base, '--connect-timeout', '10'], {}, /^--connect-timeout: "10" needs a unit: ms, s, m, h or d$/],
+    [
+      [...base, '--drain-timeout', '-5s'],
+      {},
+      /^Option '--drain-timeout' argument is ambiguous\. [^\n]*\(see --help\)$/,
+    ],
+    [['extra', ...base], {}, /^unexpected argument "extra" \(see --help\)$/],
+    [
+      [...base, 'routes.yaml'],
+      {},
+      /^unexpected argument "routes.yaml" \(did you mean --routes routes.yaml\?\)$/,
+    ],
     [[...base, '--log-level', 'loud'], {}, /^--log-level must be one of/],
     [
       [...base, '--relay-ca', caFile],
@@ -156,10 +168,13 @@ t.test('operator mistakes: one line naming the option, and never the token', asy
     ],
   ];
   for (const [argv, env, message] of cases) {
-    const err = await parse(argv, env).then(
-      () => undefined,
-      (e: Error) => e,
-    );
+    // parseOptions throws at once (unknown flags, stray arguments); the rest rejects.
+    const err = await Promise.resolve()
+      .then(() => parse(argv, env))
+      .then(
+        () => undefined,
+        (e: Error) => e,
+      );
     t.match(err, { code: 'BURROW_ERR_CONFIG', message }, String(message));
     t.notMatch(err?.message ?? '', TOKEN.slice(10, 30), 'the token is not in the message');
   }

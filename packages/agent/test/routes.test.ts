@@ -1,4 +1,4 @@
-import { writeFile } from 'node:fs/promises';
+import { readFile, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import t from 'tap';
 import { tempDir } from '../../../test/helpers/fs.js';
@@ -217,6 +217,11 @@ t.test('routes file: each mistake names the file and the field', async (t) => {
     ['', 'r.yaml: routes: is required'],
     ['routes: [5]', 'r.yaml: routes[0]: must be a mapping'],
     ['routes: [', /^r\.yaml: not valid YAML/],
+    [
+      '- hostnames: [a.example.com]\n  target: http://127.0.0.1:1\n',
+      'r.yaml: expected a mapping with a "routes:" list (see docs/configuration.md)',
+    ],
+    ['app.example.com', 'r.yaml: expected a mapping with a "routes:" list (see docs/configuration.md)'],
   ];
   for (const [text, message] of cases) {
     t.throws(() => parseRoutesYaml(text, 'r.yaml'), { code: 'BURROW_ERR_CONFIG', message }, String(message));
@@ -232,4 +237,17 @@ t.test('routes file: read from disk; a missing file is one clear line', async (t
     code: 'BURROW_ERR_CONFIG',
     message: /^--routes: cannot read .*missing\.yaml \(ENOENT\)$/,
   });
+});
+
+t.test('routes file: the example in docs/configuration.md is valid', async (t) => {
+  const doc = await readFile(new URL('../../../docs/configuration.md', import.meta.url), 'utf8');
+  const agentSection = doc.slice(doc.indexOf('## burrow-agent'));
+  const example = /Example `routes\.yaml`[\s\S]*?```yaml\n([\s\S]*?)```/.exec(agentSection);
+  t.ok(example, 'the agent section shows a routes file');
+  const routes = parseRoutesYaml(example?.[1] ?? '', 'docs/configuration.md');
+  t.same(
+    routes.map((r) => r.id),
+    ['static:app.example.com', 'api'],
+  );
+  t.match(routes[1], { allowCidrs: ['203.0.113.0/24'], tlsInsecure: true }, 'every optional field is shown');
 });

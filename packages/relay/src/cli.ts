@@ -138,10 +138,38 @@ async function keygen(argv: string[]): Promise<void> {
   );
 }
 
+/**
+ * Reads --key. Only a missing file gets the keygen advice: for a key that
+ * exists, `keygen --force` would replace it and every token it signed would
+ * stop verifying.
+ */
+async function readSigningKeyFile(keyPath: string): Promise<string> {
+  let pem: string;
+  try {
+    pem = await readFile(keyPath, 'utf8');
+  } catch (err) {
+    const code = (err as NodeJS.ErrnoException).code ?? 'error';
+    const why: Record<string, string> = {
+      ENOENT: 'ENOENT: no such file; create a key pair with: burrow-relay keygen',
+      EACCES: "EACCES: permission denied; run as the key's owner or root",
+      EPERM: "EPERM: permission denied; run as the key's owner or root",
+      EISDIR: 'EISDIR: a directory; pass the signing.key file in it',
+    };
+    throw new ConfigError(`--key: cannot read ${keyPath} (${why[code] ?? code})`);
+  }
+  if (/-----BEGIN PUBLIC KEY-----/.test(pem) && !/PRIVATE KEY-----/.test(pem)) {
+    throw new ConfigError(
+      `--key: ${keyPath} is a public key; token create needs the private signing.key (from burrow-relay keygen)`,
+    );
+  }
+  return pem;
+}
+
 async function token(argv: string[]): Promise<void> {
   const [sub, ...rest] = argv;
   if (sub !== 'create') {
     if (sub === '--help' || sub === '-h' || sub === undefined) {
+      rejectExtra(rest);
       return void process.stdout.write(
         formatHelp('Usage: burrow-relay token create [options]', TOKEN_OPTIONS),
       );
@@ -169,13 +197,9 @@ async function token(argv: string[]): Promise<void> {
   } catch (err) {
     throw new ConfigError(`--ttl: ${(err as Error).message}`);
   }
+  if (ttl < 1000) throw new ConfigError(`--ttl must be at least 1s (got "${String(values['ttl'])}")`);
   const keyPath = String(values['key']);
-  let pem: string;
-  try {
-    pem = await readFile(keyPath, 'utf8');
-  } catch {
-    throw new ConfigError(`--key: cannot read ${keyPath} (create it with: burrow-relay keygen)`);
-  }
+  const pem = await readSigningKeyFile(keyPath);
   const key = await loadSigningKey(pem).catch((err: Error) => {
     throw new ConfigError(`--key: ${keyPath}: ${err.message}`);
   });
@@ -195,6 +219,11 @@ async function token(argv: string[]): Promise<void> {
   process.stderr.write(`token id (jti, for --revoked-tokens): ${jti}\n`);
 }
 
+/** Arguments after one that takes none, e.g. `token --help extra`. */
+function rejectExtra(argv: readonly string[]): void {
+  if (argv.length > 0) throw new ConfigError(`unexpected argument "${argv[0]}" (see --help)`);
+}
+
 await runCli('burrow-relay', async () => {
   const [command, ...argv] = process.argv.slice(2);
   switch (command) {
@@ -211,6 +240,7 @@ await runCli('burrow-relay', async () => {
       process.stdout.write(`${USAGE}\n`);
       return;
     case '--version':
+      rejectExtra(argv);
       process.stdout.write('burrow-relay 0.1.0\n');
       return;
     default:

@@ -167,7 +167,7 @@ export const SERVE_OPTIONS: readonly OptionSpec[] = [
     type: 'string',
     placeholder: 'DURATION',
     description:
-      'send Strict-Transport-Security with this max-age on responses over TLS (e.g. 365d); off by default',
+      'send Strict-Transport-Security with this max-age on responses over TLS (e.g. 365d); 0 sends max-age=0, withdrawing an earlier HSTS policy; no header unless set',
   },
   {
     name: 'tls-hello-timeout',
@@ -240,7 +240,7 @@ export const SERVE_OPTIONS: readonly OptionSpec[] = [
     type: 'string',
     placeholder: 'DURATION',
     default: '60s',
-    description: 'time a backend has to send its response head once the whole request reached it (504 after)',
+    description: 'time a backend has to send its response head once the whole request reached it (504 after), and an upload may go without a byte (408 after)',
   },
   {
     name: 'headers-timeout',
@@ -350,6 +350,20 @@ async function adminTokenFrom(values: OptionValues): Promise<string | undefined>
   return token;
 }
 
+/**
+ * --hsts-max-age in seconds, as browsers are sent it (never a timer here: a
+ * year or two is usual). 0 is allowed: max-age=0 is how a site withdraws HSTS.
+ */
+function hstsMaxAgeOption(values: OptionValues): number {
+  const ms = durationOption(values, 'hsts-max-age', { min: 0, max: Number.MAX_SAFE_INTEGER });
+  if (ms > 0 && ms < 1000) {
+    throw new ConfigError(
+      `--hsts-max-age must be 0 (withdraw HSTS) or at least 1s (got "${String(values['hsts-max-age'])}")`,
+    );
+  }
+  return Math.floor(ms / 1000);
+}
+
 /** Turns parsed option values into RelayOptions, checking every field. */
 export async function relayOptionsFrom(
   values: OptionValues,
@@ -393,14 +407,7 @@ export async function relayOptionsFrom(
     ...(await certOptions(values, tls !== undefined)),
     httpsRedirect: values['no-https-redirect'] !== true,
     http1FastPath: values['no-http1-fast-path'] !== true,
-    ...(values['hsts-max-age'] !== undefined
-      ? {
-          // Sent to browsers in seconds, never a timer here: a year or two is usual.
-          hstsMaxAge: Math.floor(
-            durationOption(values, 'hsts-max-age', { max: Number.MAX_SAFE_INTEGER }) / 1000,
-          ),
-        }
-      : {}),
+    ...(values['hsts-max-age'] !== undefined ? { hstsMaxAge: hstsMaxAgeOption(values) } : {}),
     ...(values['public-https-port'] !== undefined
       ? { publicHttpsPort: portOption(values, 'public-https-port') }
       : {}),

@@ -65,6 +65,8 @@ t.test('TLS, certificate and ACME options: defaults, values, and one clear line 
   });
   t.equal(full.httpsRedirect, false);
   t.equal(full.hstsMaxAge, 365 * 86400, 'HSTS max-age in seconds');
+  t.equal((await options('--hsts-max-age', '0')).hstsMaxAge, 0, '0 is allowed: max-age=0 withdraws HSTS');
+  t.equal((await options('--hsts-max-age', '0s')).hstsMaxAge, 0);
   t.equal(full.publicHttpsPort, 8443);
 
   const cases: Array<[string[], RegExp]> = [
@@ -98,6 +100,8 @@ t.test('TLS, certificate and ACME options: defaults, values, and one clear line 
       /"dns-01" is not one of http-01, tls-alpn-01/,
     ],
     [['--public-https-port', '0'], /--public-https-port must be a port number/],
+    [['--hsts-max-age', '500ms'], /--hsts-max-age must be 0 \(withdraw HSTS\) or at least 1s/],
+    [['--hsts-max-age', '31536000'], /--hsts-max-age: "31536000" needs a unit/],
   ];
   for (const [argv, message] of cases) {
     t.match(await failure(...argv), new RegExp(`^BURROW_ERR_CONFIG: .*${message.source}`), argv.join(' '));

@@ -37,5 +37,8 @@ export function createLogger(settings: LoggerSettings): Logger {
     base: { pid: process.pid },
     timestamp: pino.stdTimeFunctions.isoTime,
   };
-  return settings.destination ? pino(options, settings.destination) : pino(options);
+  // pino's own stdout destination, but with minLength 1: its flush(cb) then waits for the write
+  // in flight (with 0 it calls back at once), which is what a clean exit needs (exitOnSignals).
+  // Each line is still written as soon as it is logged.
+  return pino(options, settings.destination ?? pino.destination({ dest: 1, minLength: 1 }));
 }

@@ -54,7 +54,15 @@ export function parseOptions(
   try {
     parsed = parseArgs({ args: argv, options, allowPositionals: true, strict: true });
   } catch (err) {
-    throw new ConfigError(`${(err as Error).message.replace(/\. To specify.*$/s, '')} (see --help)`);
+    throw new ConfigError(`${oneLine((err as Error).message)} (see --help)`);
+  }
+  const [stray] = parsed.positionals;
+  if (stray !== undefined) {
+    // A YAML file given without its flag is the likely mistake: say which flag.
+    const fileFlag = specs.find((s) => s.name === 'config') ?? specs.find((s) => s.name === 'routes');
+    const hint =
+      fileFlag && /\.ya?ml$/i.test(stray) ? ` (did you mean --${fileFlag.name} ${stray}?)` : ' (see --help)';
+    throw new ConfigError(`unexpected argument "${stray}"${hint}`);
   }
   const values: OptionValues = {};
   for (const s of specs) {
@@ -79,6 +87,18 @@ export function parseOptions(
   return { values, positionals: parsed.positionals };
 }
 
+/**
+ * parseArgs's message on one line, without its advice on `--flag=-value` and
+ * `--` (for a dash-prefixed value the fix is rarely a literal dash). Node puts
+ * that advice after ". " or on a line of its own, depending on the error.
+ */
+function oneLine(message: string): string {
+  return message
+    .replace(/\.?\s*To specify .*$/s, '')
+    .replace(/\s*\n\s*/g, ' ')
+    .trim();
+}
+
 /** A comma-separated list (environment values and list defaults). */
 function splitList(raw: string): string[] {
   return raw
@@ -101,6 +121,14 @@ function fromFile(s: OptionSpec, raw: unknown, fileName: string): string | boole
     return items.map(String);
   }
   if (typeof raw !== 'string' && typeof raw !== 'number') throw new ConfigError(`${where} must be a string`);
+  if (s.placeholder === 'DURATION') {
+    // YAML reads `drain-timeout: 30` as a number; say here, naming the key, that it needs a unit.
+    try {
+      parseDuration(String(raw));
+    } catch (err) {
+      throw new ConfigError(`${where}: ${(err as Error).message}`);
+    }
+  }
   return String(raw);
 }
 
@@ -200,14 +228,13 @@ export async function readOptionFile(flag: string, file: string): Promise<string
 export const MAX_TIMER_DURATION = 2 ** 31 - 1 - 1000;
 
 /**
- * A duration option in ms (at least 1 ms, as parseDuration takes), at least
- * `min` if given and at most `max` (default: what a timer can hold). Errors
- * name the flag.
+ * A duration option in ms, at least `min` (default 1 ms; 0 lets "0" through)
+ * and at most `max` (default: what a timer can hold). Errors name the flag.
  */
 export function durationOption(
   values: OptionValues,
   name: string,
-  { min = 0, max = MAX_TIMER_DURATION }: { min?: number; max?: number } = {},
+  { min = 1, max = MAX_TIMER_DURATION }: { min?: number; max?: number } = {},
 ): number {
   let ms: number;
   try {
@@ -262,6 +289,7 @@ export function exitOnSignals(
     info(o: object, m: string): void;
     warn(o: object, m: string): void;
     error(o: object, m: string): void;
+    flush?(cb?: (err?: Error) => void): void;
   },
   close: () => Promise<unknown>,
 ): void {
@@ -269,18 +297,37 @@ export function exitOnSignals(
   const stop = (signal: string) => {
     if (stopping) {
       logger.warn({ signal }, 'second signal: exiting without waiting for in-flight requests');
-      process.exit(1);
+      exitAfterFlush(logger, 1);
+      return;
     }
     stopping = true;
     logger.info({ signal }, 'shutting down');
     close().then(
-      () => process.exit(0),
+      () => exitAfterFlush(logger, 0),
       (err: unknown) => {
         logger.error({ err }, 'shutdown failed');
-        process.exit(1);
+        exitAfterFlush(logger, 1);
       },
     );
   };
   process.on('SIGTERM', () => stop('SIGTERM'));
   process.on('SIGINT', () => stop('SIGINT'));
+}
+
+/**
+ * Exits once the logger has written out what it holds, or after a second.
+ * Exiting with log lines still queued leaves them to pino's exit hook, which
+ * writes them synchronously and retries for ever if stdout is a broken pipe
+ * (a log collector that went away): the process would never exit. Flushing
+ * first lets that failure surface as the stream error pino handles.
+ */
+function exitAfterFlush(logger: { flush?(cb?: (err?: Error) => void): void }, code: number): void {
+  const exit = () => process.exit(code);
+  setTimeout(exit, 1_000);
+  if (!logger.flush) return exit();
+  try {
+    logger.flush(() => exit());
+  } catch {
+    exit();
+  }
 }

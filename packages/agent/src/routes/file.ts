@@ -82,6 +82,12 @@ export function parseRoutesYaml(text: string, fileName: string): Route[] {
   } catch (err) {
     throw new ConfigError(`${fileName}: not valid YAML: ${(err as Error).message.split('\n')[0]}`);
   }
+  if (raw !== null && raw !== undefined && (typeof raw !== 'object' || Array.isArray(raw))) {
+    // A bare list of routes is the usual slip: the file is `routes:` and the list under it.
+    throw new ConfigError(
+      `${fileName}: expected a mapping with a "routes:" list (see docs/configuration.md)`,
+    );
+  }
   const parsed = fileSchema.safeParse(raw ?? {});
   if (!parsed.success) {
     // A misspelt key explains a missing one better than "is required" does.

@@ -1,0 +1,122 @@
+import t from 'tap';
+import { parseDuration } from '../src/duration.js';
+import { durationOption, type OptionSpec, parseOptions } from '../src/options.js';
+
+const SPECS: readonly OptionSpec[] = [
+  { name: 'config', type: 'string', placeholder: 'FILE', description: 'YAML config file' },
+  {
+    name: 'drain-timeout',
+    env: 'TEST_DRAIN_TIMEOUT',
+    type: 'string',
+    placeholder: 'DURATION',
+    default: '30s',
+    description: 'drain time',
+  },
+  { name: 'verbose', type: 'boolean', description: 'more output' },
+];
+
+t.test('parseDuration: every unit, decimals, and 0 without a unit', async (t) => {
+  t.equal(parseDuration('500ms'), 500);
+  t.equal(parseDuration('30s'), 30_000);
+  t.equal(parseDuration('15m'), 900_000);
+  t.equal(parseDuration('1.5h'), 5_400_000);
+  t.equal(parseDuration(' 90d '), 90 * 86_400_000);
+  t.equal(parseDuration('0'), 0, 'zero is zero in any unit');
+  t.equal(parseDuration('0s'), 0);
+});
+
+t.test('parseDuration: a bare number needs a unit, and the message lists the units', async (t) => {
+  t.throws(() => parseDuration('90'), { message: '"90" needs a unit: ms, s, m, h or d' });
+  t.throws(() => parseDuration('1.5'), { message: '"1.5" needs a unit: ms, s, m, h or d' });
+  t.throws(() => parseDuration('30 s'), { message: /^"30 s" is not a duration .*units: ms, s, m, h or d/ });
+  t.throws(() => parseDuration('-5s'), { message: /is not a duration/ });
+  t.throws(() => parseDuration('2w'), { message: /is not a duration/, name: 'TypeError' });
+});
+
+t.test('a unitless duration is refused from flags, environment and YAML, naming where', async (t) => {
+  const failure = (fn: () => unknown) => {
+    try {
+      fn();
+      return 'no error';
+    } catch (err) {
+      return `${(err as { code?: string }).code}: ${(err as Error).message}`;
+    }
+  };
+  const fromFlag = parseOptions(SPECS, ['--drain-timeout', '30'], {}).values;
+  t.equal(
+    failure(() => durationOption(fromFlag, 'drain-timeout')),
+    'BURROW_ERR_CONFIG: --drain-timeout: "30" needs a unit: ms, s, m, h or d',
+  );
+  const fromEnv = parseOptions(SPECS, [], { TEST_DRAIN_TIMEOUT: '30' }).values;
+  t.equal(
+    failure(() => durationOption(fromEnv, 'drain-timeout')),
+    'BURROW_ERR_CONFIG: --drain-timeout: "30" needs a unit: ms, s, m, h or d',
+  );
+  // `drain-timeout: 30` in YAML is the number 30.
+  t.equal(
+    failure(() => parseOptions(SPECS, [], {}, { 'drain-timeout': 30 }, 'relay.yaml')),
+    'BURROW_ERR_CONFIG: relay.yaml: "drain-timeout": "30" needs a unit: ms, s, m, h or d',
+  );
+  t.equal(
+    failure(() => parseOptions(SPECS, [], {}, { 'drain-timeout': 'soon' }, 'relay.yaml')),
+    'BURROW_ERR_CONFIG: relay.yaml: "drain-timeout": "soon" is not a duration (examples: 30s, 15m, 12h, 90d; units: ms, s, m, h or d)',
+  );
+  const ok = parseOptions(SPECS, [], {}, { 'drain-timeout': '45s' }, 'relay.yaml').values;
+  t.equal(durationOption(ok, 'drain-timeout'), 45_000, 'a duration with its unit is taken');
+});
+
+t.test('durationOption: 0 only where the caller allows it', async (t) => {
+  const zero = parseOptions(SPECS, ['--drain-timeout', '0'], {}).values;
+  t.throws(() => durationOption(zero, 'drain-timeout'), {
+    code: 'BURROW_ERR_CONFIG',
+    message: '--drain-timeout must be at least 1ms (got "0")',
+  });
+  t.equal(durationOption(zero, 'drain-timeout', { min: 0 }), 0);
+  const tiny = parseOptions(SPECS, ['--drain-timeout', '0.2ms'], {}).values;
+  t.throws(() => durationOption(tiny, 'drain-timeout'), { message: /must be at least 1ms/ });
+});
+
+t.test('parse errors are one line, even for a dash-prefixed value', async (t) => {
+  for (const argv of [
+    ['--drain-timeout', '-5s'],
+    ['--drain-timeout', '--verbose'],
+    ['--bogus'],
+    ['-x'],
+    ['--verbose=yes'],
+  ]) {
+    let message = '';
+    try {
+      parseOptions(SPECS, argv, {});
+    } catch (err) {
+      t.equal((err as { code?: string }).code, 'BURROW_ERR_CONFIG', argv.join(' '));
+      message = (err as Error).message;
+    }
+    t.notMatch(message, /\n/, `${argv.join(' ')}: one line (${message})`);
+    t.notMatch(message, /To specify/, 'without the advice on --flag=-value');
+    t.match(message, /\(see --help\)$/);
+  }
+  t.throws(() => parseOptions(SPECS, ['--drain-timeout', '-5s'], {}), {
+    message: /^Option '--drain-timeout' argument is ambiguous\. .*\(see --help\)$/,
+  });
+});
+
+t.test('stray positional arguments are refused; a YAML file hints at its flag', async (t) => {
+  t.throws(() => parseOptions(SPECS, ['relay.yaml'], {}), {
+    code: 'BURROW_ERR_CONFIG',
+    message: 'unexpected argument "relay.yaml" (did you mean --config relay.yaml?)',
+  });
+  t.throws(() => parseOptions(SPECS, ['--verbose', 'extra.yml'], {}), {
+    message: 'unexpected argument "extra.yml" (did you mean --config extra.yml?)',
+  });
+  t.throws(() => parseOptions(SPECS, ['extra', '--verbose'], {}), {
+    message: 'unexpected argument "extra" (see --help)',
+  });
+  t.throws(() => parseOptions(SPECS, ['--', '--verbose'], {}), {
+    message: 'unexpected argument "--verbose" (see --help)',
+  });
+  const noFileFlag = SPECS.filter((s) => s.name !== 'config');
+  t.throws(() => parseOptions(noFileFlag, ['relay.yaml'], {}), {
+    message: 'unexpected argument "relay.yaml" (see --help)',
+  });
+  t.same(parseOptions(SPECS, ['--config', 'relay.yaml'], {}).positionals, [], 'a flag value is no stray');
+});
