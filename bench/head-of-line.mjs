@@ -26,14 +26,13 @@ import {
   alternate,
   commonConfig,
   finish,
-  pick,
-  reportTarget,
+  reportHeadOfLine,
   sized,
   startPaths,
   timeLimit,
 } from './lib/harness.mjs';
 import { createPool, pacedLoad } from './lib/paced.mjs';
-import { envInt, envNumber, fmt, printTable } from './lib/report.mjs';
+import { envInt, envNumber, fmt } from './lib/report.mjs';
 import { HOST, HOSTNAME } from './lib/stack-control.mjs';
 
 const MiB = 1024 * 1024;
@@ -98,41 +97,9 @@ const res = await alternate(
 );
 for (const p of Object.values(pools)) p.destroy();
 
-console.log(
-  `\nhead-of-line (median of ${cfg.runs} run${cfg.runs === 1 ? '' : 's'}; ms from each request's due time):`,
-);
-const m = {};
-printTable(
-  ['path', 'idle p50', 'idle p99', 'bulk MB/s', 'loaded p50', 'loaded p99', 'p99 loaded/idle', 'errors'],
-  cfg.sides.map((side) => {
-    const runs = res[side];
-    m[side] = {
-      idleP99: pick(runs, 'idleP99'),
-      loadedP99: pick(runs, 'loadedP99'),
-      factor: pick(runs, 'factor'),
-    };
-    return [
-      side,
-      fmt.ms(pick(runs, 'idleP50')),
-      fmt.ms(m[side].idleP99),
-      fmt.int(pick(runs, 'mbps')),
-      fmt.ms(pick(runs, 'loadedP50')),
-      fmt.ms(m[side].loadedP99),
-      `${m[side].factor.toFixed(1)}x`,
-      String(runs.reduce((a, r) => a + r.errors, 0)),
-    ];
-  }),
-);
-
-console.log('\ntargets:');
-const b = m.burrow;
-reportTarget(
-  'head-of-line: small-request p99 under a saturating bulk transfer <= 2x idle p99',
-  b && Number.isFinite(b.factor) ? b.factor <= 2 : undefined,
-  b
-    ? `${fmt.ms(b.loadedP99)} vs ${fmt.ms(b.idleP99)} ms = ${b.factor.toFixed(1)}x (median of per-run ratios)` +
-        (m.ssh ? `; ssh -R ${m.ssh.factor.toFixed(1)}x, direct ${m.direct?.factor.toFixed(1) ?? '-'}x` : '')
-    : 'burrow not among BENCH_SIDES',
-);
+reportHeadOfLine(cfg, res, {
+  title: 'head-of-line',
+  target: 'head-of-line: small-request p99 under a saturating bulk transfer <= 2x idle p99',
+});
 
 await finish(paths);

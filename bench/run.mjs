@@ -9,6 +9,8 @@
 //   reference-proxy  a plain Node reverse proxy (no tunnel) vs direct: what Node's
 //                    HTTP stack alone allows on this placement
 //   head-of-line     small-request p99 with and without a bulk transfer on the tunnel
+//   head-of-line-link  (not by default; root) the same over a shaped veth link into a
+//                    network namespace, so the bulk transfer fills the link, not a CPU
 //   idle-websockets  10,000 idle WebSockets: relay and agent memory per stream
 //   control-plane    route announcement to first success; relay restart recovery
 //   mux              the multiplexer alone over one WebSocket vs TCP
@@ -18,11 +20,12 @@
 //                    profiles: the diagnostic bench used while optimising
 //
 // Environment: BENCH_ONLY (comma-separated scenario names; default all but
-// http), BENCH_SUITE_TIMEOUT (seconds for the whole suite, default 5400;
-// each scenario gets what is left as its BENCH_TIMEOUT unless that is set),
-// BENCH_SMOKE=1 (every scenario, http included, with tiny sizes and one
-// short run: checks the suite still works, in a few minutes). Every other
-// BENCH_* variable passes through to the scenarios (docs/performance.md).
+// http and head-of-line-link), BENCH_SUITE_TIMEOUT (seconds for the whole
+// suite, default 5400; each scenario gets what is left as its BENCH_TIMEOUT
+// unless that is set), BENCH_SMOKE=1 (every scenario, the opt-in ones
+// included, with tiny sizes and one short run: checks the suite still works,
+// in a few minutes). Every other BENCH_* variable passes through to the
+// scenarios (docs/performance.md).
 // Exits non-zero if any scenario failed.
 import { spawn } from 'node:child_process';
 import { once } from 'node:events';
@@ -37,6 +40,7 @@ const SCENARIOS = [
   'requests',
   'reference-proxy',
   'head-of-line',
+  'head-of-line-link',
   'idle-websockets',
   'control-plane',
   'mux',
@@ -45,7 +49,13 @@ const SCENARIOS = [
   'http',
 ];
 const smoke = process.env.BENCH_SMOKE === '1';
-const only = envList('BENCH_ONLY', smoke ? SCENARIOS : SCENARIOS.filter((s) => s !== 'http'), SCENARIOS);
+// Opt-in scenarios (BENCH_ONLY names them; BENCH_SMOKE runs them too).
+const OPT_IN = ['http', 'head-of-line-link'];
+const only = envList(
+  'BENCH_ONLY',
+  smoke ? SCENARIOS : SCENARIOS.filter((s) => !OPT_IN.includes(s)),
+  SCENARIOS,
+);
 const suiteTimeout = envInt('BENCH_SUITE_TIMEOUT', smoke ? 900 : 5400, 1);
 
 // Tiny sizes for the two benchmarks that predate BENCH_SMOKE.

@@ -4,7 +4,7 @@
 // and the target lines. A scenario script reads like: setup, measure, report.
 import { appendFileSync } from 'node:fs';
 import { resolve } from 'node:path';
-import { envInt, envList, fmt, median } from './report.mjs';
+import { envInt, envList, fmt, median, printTable } from './report.mjs';
 import { sshUnavailable, startSshTunnel } from './ssh.mjs';
 import { makeToken, pin, pinLoadGenerator, startStack } from './stack-control.mjs';
 
@@ -187,4 +187,48 @@ export function reportTarget(target, met, detail) {
   const line = `${target}: ${verdict} (${detail})`;
   console.log(`  ${line}`);
   if (process.env.BENCH_TARGETS_FILE) appendFileSync(process.env.BENCH_TARGETS_FILE, `${line}\n`);
+}
+
+/**
+ * The head-of-line table (medians of each side's runs) and its target line,
+ * shared by bench/head-of-line.mjs and bench/head-of-line-link.mjs. Each run
+ * result holds idleP50, idleP99, loadedP50, loadedP99, factor (loaded p99 /
+ * idle p99), mbps and errors.
+ */
+export function reportHeadOfLine(cfg, res, { title, target, mbps = fmt.int }) {
+  console.log(
+    `\n${title} (median of ${cfg.runs} run${cfg.runs === 1 ? '' : 's'}; ms from each request's due time):`,
+  );
+  const m = {};
+  printTable(
+    ['path', 'idle p50', 'idle p99', 'bulk MB/s', 'loaded p50', 'loaded p99', 'p99 loaded/idle', 'errors'],
+    cfg.sides.map((side) => {
+      const runs = res[side];
+      m[side] = {
+        idleP99: pick(runs, 'idleP99'),
+        loadedP99: pick(runs, 'loadedP99'),
+        factor: pick(runs, 'factor'),
+      };
+      return [
+        side,
+        fmt.ms(pick(runs, 'idleP50')),
+        fmt.ms(m[side].idleP99),
+        mbps(pick(runs, 'mbps')),
+        fmt.ms(pick(runs, 'loadedP50')),
+        fmt.ms(m[side].loadedP99),
+        `${m[side].factor.toFixed(1)}x`,
+        String(runs.reduce((a, r) => a + r.errors, 0)),
+      ];
+    }),
+  );
+  console.log('\ntargets:');
+  const b = m.burrow;
+  reportTarget(
+    target,
+    b && Number.isFinite(b.factor) ? b.factor <= 2 : undefined,
+    b
+      ? `${fmt.ms(b.loadedP99)} vs ${fmt.ms(b.idleP99)} ms = ${b.factor.toFixed(1)}x (median of per-run ratios)` +
+          (m.ssh ? `; ssh -R ${m.ssh.factor.toFixed(1)}x, direct ${m.direct?.factor.toFixed(1) ?? '-'}x` : '')
+      : 'burrow not among BENCH_SIDES',
+  );
 }

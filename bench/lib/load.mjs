@@ -1,5 +1,7 @@
 // Client-side load for the benchmarks: bulk downloads and uploads with every
-// byte counted, and single GETs. All of it plain node:http on 127.0.0.1.
+// byte counted, and single GETs. All of it plain node:http on 127.0.0.1, with
+// the stack's hostname; getStatus and bulkLoop also reach other addresses and
+// names (bench/head-of-line-link.mjs, whose backend is across a shaped link).
 import { request } from 'node:http';
 import { performance } from 'node:perf_hooks';
 import { HOST, HOSTNAME } from './stack-control.mjs';
@@ -99,9 +101,9 @@ export async function transfer(direction, port, total, parallel) {
  * One GET; resolves with the status code, or 0 when the connection failed.
  * Never rejects: the control-plane benchmark polls through failures.
  */
-export function getStatus(port, { hostname = HOSTNAME, agent = false, timeout = 2_000 } = {}) {
+export function getStatus(port, { host = HOST, hostname = HOSTNAME, agent = false, timeout = 2_000 } = {}) {
   return new Promise((resolve) => {
-    const req = request({ host: HOST, port, path: '/', headers: { host: hostname }, agent }, (res) => {
+    const req = request({ host, port, path: '/', headers: { host: hostname }, agent }, (res) => {
       res.resume();
       res.on('end', () => resolve(res.statusCode));
       res.on('error', () => resolve(0));
@@ -113,11 +115,12 @@ export function getStatus(port, { hostname = HOSTNAME, agent = false, timeout = 
 }
 
 /**
- * Downloads back to back (`size` bytes each) until `stop()` is called, to keep
- * a path saturated; `stop()` resolves with the bytes received and MB/s.
- * `started` resolves when the first bytes arrived. Bounded by `limitMs`.
+ * Downloads back to back (`size` bytes each) from host:port (Host: `hostname`)
+ * until `stop()` is called, to keep a path saturated; `stop()` resolves with
+ * the bytes received and MB/s. `started` resolves when the first bytes
+ * arrived. Bounded by `limitMs`.
  */
-export function bulkLoop(port, size, limitMs) {
+export function bulkLoop(port, size, limitMs, { host = HOST, hostname = HOSTNAME } = {}) {
   let bytes = 0;
   let current;
   let stopped = false;
@@ -128,7 +131,7 @@ export function bulkLoop(port, size, limitMs) {
   const one = () => {
     if (stopped) return;
     current = request(
-      { host: HOST, port, path: `/bulk?size=${size}`, headers: HEADERS, agent: false },
+      { host, port, path: `/bulk?size=${size}`, headers: { host: hostname }, agent: false },
       (res) => {
         res.on('data', (chunk) => {
           bytes += chunk.length;

@@ -4,6 +4,8 @@
 // port on the sshd side to the backend. Client traffic then goes
 // client → sshd (forwarded port) → SSH connection → ssh → backend, the same
 // shape as client → relay → tunnel → agent → backend.
+// The addresses and where ssh runs are options, so the same tunnel can cross a
+// shaped link into a network namespace (bench/lib/link.mjs).
 import { spawn, spawnSync } from 'node:child_process';
 import { once } from 'node:events';
 import { existsSync, mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
@@ -24,10 +26,13 @@ export function sshUnavailable() {
   return undefined;
 }
 
-/** A free loopback port, for sshd's ListenAddress (sshd cannot listen on port 0 and report it). */
-async function freePort() {
+/**
+ * A port free on `host` now (bound to 0, then released), for sshd's
+ * ListenAddress and the CLIs' listen flags: they cannot listen on port 0 and report it.
+ */
+export async function freePort(host = '127.0.0.1') {
   const s = createServer();
-  s.listen(0, '127.0.0.1');
+  s.listen(0, host);
   await once(s, 'listening');
   const { port } = s.address();
   await new Promise((resolve) => s.close(resolve));
@@ -66,21 +71,40 @@ function waitForText(child, stream, re, what) {
 }
 
 /**
- * Starts sshd and `ssh -N -R 0:127.0.0.1:backendPort`; resolves with the
+ * Starts sshd and `ssh -N -R 0:backendHost:backendPort`; resolves with the
  * forwarded port on the sshd side, the negotiated cipher, the process ids (for
  * pinning and memory) and `close()`. sshd runs as the current user; as root it
  * needs its privilege separation directory, /run/sshd, which is created if
- * missing (systemd normally does that).
+ * missing (systemd normally does that). Options, all for bench/lib/link.mjs:
+ *   listenHost   sshd's ListenAddress, which ssh connects to (127.0.0.1)
+ *   backendHost  where ssh forwards to, as ssh sees it (127.0.0.1)
+ *   clientPrefix a command every ssh client runs through, e.g. ['ip', 'netns',
+ *                'exec', NS]: the SSH connection then starts in that namespace
+ *   dir          where the keys and config go (in a new directory below it;
+ *                default the system's temporary directory)
+ *   track        called with sshd and ssh as each starts, for a caller that
+ *                kills them itself should this process die during the setup
+ * Forwarded ports are on 127.0.0.1 of sshd's namespace (GatewayPorts no).
  */
-export async function startSshTunnel(backendPort) {
-  const dir = mkdtempSync(join(tmpdir(), 'burrow-bench-ssh-'));
+export async function startSshTunnel(
+  backendPort,
+  {
+    listenHost = '127.0.0.1',
+    backendHost = '127.0.0.1',
+    clientPrefix = [],
+    dir: parent = tmpdir(),
+    track,
+  } = {},
+) {
+  const dir = mkdtempSync(join(parent, 'burrow-bench-ssh-'));
   const user = userInfo().username;
+  const at = { listenHost, backendHost, clientPrefix, user };
   keygen(join(dir, 'host_key'));
   keygen(join(dir, 'client_key'));
   writeFileSync(join(dir, 'authorized_keys'), readFileSync(join(dir, 'client_key.pub')), { mode: 0o600 });
-  const port = await freePort();
+  const port = await freePort(listenHost);
   const config = [
-    'ListenAddress 127.0.0.1',
+    `ListenAddress ${listenHost}`,
     `Port ${port}`,
     `HostKey ${join(dir, 'host_key')}`,
     `AuthorizedKeysFile ${join(dir, 'authorized_keys')}`,
@@ -105,6 +129,11 @@ export async function startSshTunnel(backendPort) {
   if (process.getuid?.() === 0 && !existsSync('/run/sshd')) mkdirSync('/run/sshd', { mode: 0o755 });
 
   const children = [];
+  const started = (child) => {
+    children.push(child);
+    track?.(child);
+    return child;
+  };
   const close = async () => {
     for (const c of children.reverse()) {
       if (c.exitCode === null && c.signalCode === null) {
@@ -117,17 +146,16 @@ export async function startSshTunnel(backendPort) {
   };
   try {
     // -D: stay in the foreground (a child of this process); -e: log to stderr.
-    const sshd = spawn(SSHD, ['-D', '-e', '-f', join(dir, 'sshd_config')], {
-      stdio: ['ignore', 'ignore', 'pipe'],
-    });
-    children.push(sshd);
+    const sshd = started(
+      spawn(SSHD, ['-D', '-e', '-f', join(dir, 'sshd_config')], { stdio: ['ignore', 'ignore', 'pipe'] }),
+    );
     let sshdLog = '';
     sshd.stderr.on('data', (c) => {
       sshdLog = (sshdLog + c.toString()).slice(-8192);
     });
     // sshd prints nothing when it starts listening at LogLevel ERROR; ssh retries instead.
-    const cipher = await probeCipher(dir, port, user, () => sshdLog);
-    const ssh = await connectSsh(dir, port, backendPort, user, children, () => sshdLog);
+    const cipher = await probeCipher(dir, port, at, () => sshdLog);
+    const ssh = await connectSsh(dir, port, backendPort, at, started, () => sshdLog);
     return {
       port: ssh.forwarded,
       cipher,
@@ -140,7 +168,7 @@ export async function startSshTunnel(backendPort) {
        * forward to `port`, the way Burrow's agent announces a route on a live
        * tunnel; resolves with the new forwarded port once sshd has bound it.
        */
-      addForward: (port) => addForward(dir, user, port),
+      addForward: (port) => addForward(dir, at, port),
       /**
        * Kills sshd and ssh at once (for process exit): through their
        * ChildProcess handles, which know whether they already exited, so no
@@ -161,7 +189,13 @@ export async function startSshTunnel(backendPort) {
   }
 }
 
-function sshArgs(dir, port, user, extra) {
+/** Spawns the ssh client with `args`, through `at.clientPrefix` when there is one. */
+function spawnSsh(at, args, options) {
+  const [cmd, ...pre] = [...at.clientPrefix, SSH];
+  return spawn(cmd, [...pre, ...args], options);
+}
+
+function sshArgs(dir, port, { listenHost, user }, extra) {
   return [
     '-N',
     '-p',
@@ -179,22 +213,22 @@ function sshArgs(dir, port, user, extra) {
     '-o',
     'ServerAliveInterval=0',
     ...extra,
-    `${user}@127.0.0.1`,
+    `${user}@${listenHost}`,
   ];
 }
 
-function addForward(dir, user, port) {
+function addForward(dir, at, port) {
   const args = [
     '-S',
     join(dir, 'control'),
     '-O',
     'forward',
     '-R',
-    `0:127.0.0.1:${port}`,
-    `${user}@127.0.0.1`,
+    `0:${at.backendHost}:${port}`,
+    `${at.user}@${at.listenHost}`,
   ];
   return new Promise((resolve, reject) => {
-    const child = spawn(SSH, args, { stdio: ['ignore', 'pipe', 'pipe'] });
+    const child = spawnSsh(at, args, { stdio: ['ignore', 'pipe', 'pipe'] });
     let out = '';
     child.stdout.on('data', (c) => (out += c));
     child.stderr.on('data', (c) => (out += c));
@@ -214,10 +248,10 @@ function addForward(dir, user, port) {
  * connection: the tunnel itself runs without -v, whose per-channel debug
  * lines would cost ssh CPU during the measurements. Retries while sshd starts.
  */
-async function probeCipher(dir, port, user, sshdLog) {
+async function probeCipher(dir, port, at, sshdLog) {
   const deadline = Date.now() + SETUP_TIMEOUT;
   for (let attempt = 1; ; attempt++) {
-    const child = spawn(SSH, sshArgs(dir, port, user, ['-v']), { stdio: ['ignore', 'ignore', 'pipe'] });
+    const child = spawnSsh(at, sshArgs(dir, port, at, ['-v']), { stdio: ['ignore', 'ignore', 'pipe'] });
     try {
       const { match } = await waitForText(child, child.stderr, /kex: server->client cipher: (\S+)/, 'ssh');
       return match[1];
@@ -230,7 +264,7 @@ async function probeCipher(dir, port, user, sshdLog) {
   }
 }
 
-async function connectSsh(dir, port, backendPort, user, children, sshdLog) {
+async function connectSsh(dir, port, backendPort, at, started, sshdLog) {
   // ControlMaster: more forwards can be added to this connection later (addForward).
   const extra = [
     '-o',
@@ -240,10 +274,9 @@ async function connectSsh(dir, port, backendPort, user, children, sshdLog) {
     '-o',
     `ControlPath=${join(dir, 'control')}`,
     '-R',
-    `0:127.0.0.1:${backendPort}`,
+    `0:${at.backendHost}:${backendPort}`,
   ];
-  const child = spawn(SSH, sshArgs(dir, port, user, extra), { stdio: ['ignore', 'ignore', 'pipe'] });
-  children.push(child);
+  const child = started(spawnSsh(at, sshArgs(dir, port, at, extra), { stdio: ['ignore', 'ignore', 'pipe'] }));
   try {
     // Printed at ssh's default log level when the forward is up (port 0: sshd picks it).
     const { match } = await waitForText(

@@ -2,7 +2,7 @@
 // backend, relay and agent, starts their roles over IPC, pins them to CPUs,
 // and reads their CPU, system call, frame and memory counters. Every
 // benchmark that runs Burrow end to end starts it through `startStack`.
-import { fork, spawnSync } from 'node:child_process';
+import { fork, spawn, spawnSync } from 'node:child_process';
 import { once } from 'node:events';
 import { mkdirSync, readFileSync } from 'node:fs';
 import { availableParallelism } from 'node:os';
@@ -68,7 +68,7 @@ class StackProcess {
   #inbox = [];
   #waiters = [];
 
-  constructor(roles, { profDir, onExit }) {
+  constructor(roles, { profDir, prefix, onExit }) {
     this.roles = roles;
     // --expose-gc: memory figures are read after a full collection.
     const execArgv = ['--expose-gc'];
@@ -77,7 +77,11 @@ class StackProcess {
       this.profile = join(profDir, `${roles.join('+')}.${process.pid}.${Date.now()}.cpuprofile`);
       execArgv.push('--cpu-prof', `--cpu-prof-dir=${profDir}`, `--cpu-prof-name=${basename(this.profile)}`);
     }
-    this.proc = fork(STACK_FILE, [], { stdio: ['ignore', 'inherit', 'inherit', 'ipc'], execArgv });
+    const stdio = ['ignore', 'inherit', 'inherit', 'ipc'];
+    // A prefix (`ip netns exec NS`) execs Node in the end, so the IPC channel and the pid carry over.
+    this.proc = prefix?.length
+      ? spawn(prefix[0], [...prefix.slice(1), process.execPath, ...execArgv, STACK_FILE], { stdio })
+      : fork(STACK_FILE, [], { stdio, execArgv });
     this.proc.on('exit', (code, signal) => onExit(this, code, signal));
     this.proc.on('message', (msg) => {
       const i = this.#waiters.findIndex((w) => w.match(msg));
@@ -213,6 +217,31 @@ export async function startStack(opts) {
     },
   };
   return stack;
+}
+
+/**
+ * The backend alone (no relay, no agent) in its own stack process, listening
+ * on host:port (default 127.0.0.1 and a free port). `prefix` is a command the
+ * process is started through, e.g. ['ip', 'netns', 'exec', NS] to run it in
+ * another network namespace (bench/lib/link.mjs). Resolves with { proc,
+ * backendPort } once it listens; it exits when this process's IPC channel
+ * closes, even on SIGKILL.
+ */
+export async function startBackend({ host, port, prefix } = {}) {
+  let early;
+  const p = new StackProcess(['backend'], {
+    prefix,
+    onExit: (_p, code, signal) => early?.(new Error(`backend exited (${signal ?? `code ${code}`})`)),
+  });
+  const exited = new Promise((_resolve, reject) => (early = reject));
+  const { backendPort } = await Promise.race([
+    p
+      .next((m) => m.type === 'ready')
+      .then(() => p.ask({ type: 'start', role: 'backend', host, port }, 'started')),
+    exited,
+  ]);
+  early = undefined;
+  return { proc: p.proc, backendPort };
 }
 
 /** A signing key pair and an agent token for HOSTNAME and its subdomains. */

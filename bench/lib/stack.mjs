@@ -6,7 +6,9 @@
 // relay). The parent decides which roles live together (its topology).
 //
 // Messages from the parent:
-//   { type: 'start', role: 'backend' }                      → { backendPort }
+//   { type: 'start', role: 'backend', host?, port? }        → { backendPort }
+//                        (127.0.0.1 and a free port unless given; started alone,
+//                        without relay and agent, by startBackend in stack-control.mjs)
 //   { type: 'start', role: 'relay', verifyPem, httpPort?, tunnelPort?, session? }
 //                                                            → { relayHttpPort, relayTunnelPort }
 //   { type: 'start', role: 'agent', relayTunnelPort, token, hostname, backendUrl, connections?, session? }
@@ -44,7 +46,7 @@ let sockets;
 const logger = createLogger({ name: 'burrow-bench', level: process.env.BURROW_LOG_LEVEL ?? 'silent' });
 const closers = [];
 
-function startBackend() {
+function startBackend(msg) {
   const server = createServer({ keepAliveTimeout: 60_000 }, (req, res) => {
     const url = req.url ?? '/';
     if (url === '/') {
@@ -92,7 +94,7 @@ function startBackend() {
       ws.on('error', () => {});
     });
   });
-  server.listen(0, HOST);
+  server.listen(msg.port ?? 0, msg.host ?? HOST);
   closers.push(
     () =>
       new Promise((resolve) => {
