@@ -36,10 +36,17 @@
 import { spawnSync } from 'node:child_process';
 import { writeFileSync } from 'node:fs';
 import { dirname, join } from 'node:path';
-import { setTimeout as sleep } from 'node:timers/promises';
 import { fileURLToPath } from 'node:url';
 import { startBulkClient } from './lib/bulk-client.mjs';
-import { alternate, commonConfig, reportHeadOfLine, reportTarget, sized, timeLimit } from './lib/harness.mjs';
+import {
+  alternate,
+  commonConfig,
+  headOfLineRun,
+  reportHeadOfLine,
+  reportTarget,
+  sized,
+  timeLimit,
+} from './lib/harness.mjs';
 import {
   buildLink,
   LinkUnavailable,
@@ -229,31 +236,19 @@ const small = (side, duration) =>
 const res = await alternate(
   cfg,
   'small requests',
-  async (side) => {
-    const idle = await small(side, cfg.duration);
-    const bulk = await startBulkClient(ports[side], cfg.bulkBytes, (cfg.duration + 30) * 1000, {
-      host: hostOf[side],
-      hostname: HOSTNAME,
-    });
-    // Let the transfer fill the link's queue (slow start) before sampling.
-    await sleep(sized(1000, 200));
-    const loaded = await small(side, cfg.duration);
-    const transfer = await bulk.stop();
-    const r = {
-      idleP50: idle.scheduled.percentile(0.5),
-      idleP99: idle.scheduled.percentile(0.99),
-      loadedP50: loaded.scheduled.percentile(0.5),
-      loadedP99: loaded.scheduled.percentile(0.99),
-      mbps: transfer.mbps,
-      errors: idle.errors + idle.non2xx + loaded.errors + loaded.non2xx,
-    };
-    r.factor = r.loadedP99 / r.idleP99;
-    r.line = () =>
-      `idle p50 ${fmt.ms(r.idleP50)} p99 ${fmt.ms(r.idleP99)} ms; under bulk (${fmt.num(r.mbps)} MB/s) ` +
-      `p50 ${fmt.ms(r.loadedP50)} p99 ${fmt.ms(r.loadedP99)} ms: ${r.factor.toFixed(1)}x` +
-      (r.errors ? `  ${r.errors} errors` : '');
-    return r;
-  },
+  (side) =>
+    headOfLineRun({
+      small: (seconds) => small(side, seconds),
+      startBulk: () =>
+        startBulkClient(ports[side], cfg.bulkBytes, (cfg.duration + 30) * 1000, {
+          host: hostOf[side],
+          hostname: HOSTNAME,
+        }),
+      duration: cfg.duration,
+      // Let the transfer fill the link's queue (slow start) before sampling.
+      settleMs: sized(1000, 200),
+      mbps: fmt.num,
+    }),
   // Warm the path (JIT, connection pool) with a short unrecorded load.
   (side) => small(side, sized(1, 0.2)),
 );

@@ -20,12 +20,12 @@
 // BENCH_HOL_RATE [100], BENCH_HOL_POOL [64], BENCH_HOL_BULK_BYTES size of each background download
 // [256 MiB], BENCH_HOL_CONNECTIONS agent tunnel connections [1], plus the common BENCH_RUNS, BENCH_SIDES, BENCH_PIN,
 // BENCH_TIMEOUT, BENCH_CPU_PROF, BENCH_SMOKE. See docs/performance.md.
-import { setTimeout as sleep } from 'node:timers/promises';
 import { startBulkClient } from './lib/bulk-client.mjs';
 import {
   alternate,
   commonConfig,
   finish,
+  headOfLineRun,
   reportHeadOfLine,
   sized,
   startPaths,
@@ -70,28 +70,14 @@ const small = (side, duration) =>
 const res = await alternate(
   cfg,
   'small requests',
-  async (side) => {
-    const idle = await small(side, cfg.duration);
-    const bulk = await startBulkClient(paths.ports[side], cfg.bulkBytes, (cfg.duration + 30) * 1000);
-    // Let the transfer reach its steady rate (window growth) before sampling.
-    await sleep(sized(500, 100));
-    const loaded = await small(side, cfg.duration);
-    const transfer = await bulk.stop();
-    const r = {
-      idleP50: idle.scheduled.percentile(0.5),
-      idleP99: idle.scheduled.percentile(0.99),
-      loadedP50: loaded.scheduled.percentile(0.5),
-      loadedP99: loaded.scheduled.percentile(0.99),
-      mbps: transfer.mbps,
-      errors: idle.errors + idle.non2xx + loaded.errors + loaded.non2xx,
-    };
-    r.factor = r.loadedP99 / r.idleP99;
-    r.line = () =>
-      `idle p50 ${fmt.ms(r.idleP50)} p99 ${fmt.ms(r.idleP99)} ms; under bulk (${fmt.int(r.mbps)} MB/s) ` +
-      `p50 ${fmt.ms(r.loadedP50)} p99 ${fmt.ms(r.loadedP99)} ms: ${r.factor.toFixed(1)}x` +
-      (r.errors ? `  ${r.errors} errors` : '');
-    return r;
-  },
+  (side) =>
+    headOfLineRun({
+      small: (seconds) => small(side, seconds),
+      startBulk: () => startBulkClient(paths.ports[side], cfg.bulkBytes, (cfg.duration + 30) * 1000),
+      duration: cfg.duration,
+      // Let the transfer reach its steady rate (window growth) before sampling.
+      settleMs: sized(500, 100),
+    }),
   // Warm the path (JIT, connection pool) with a short unrecorded load.
   (side) => small(side, sized(1, 0.2)),
 );

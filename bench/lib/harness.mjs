@@ -190,6 +190,34 @@ export function reportTarget(target, met, detail) {
 }
 
 /**
+ * One head-of-line run on a side: `small(seconds)` paced small requests on
+ * the idle path, then again `settleMs` after `startBulk()` began downloads on
+ * it (a started bulk client, see bulk-client.mjs). Returns the run's figures
+ * for alternate() and reportHeadOfLine().
+ */
+export async function headOfLineRun({ small, startBulk, duration, settleMs, mbps = fmt.int }) {
+  const idle = await small(duration);
+  const bulk = await startBulk();
+  await new Promise((resolve) => setTimeout(resolve, settleMs));
+  const loaded = await small(duration);
+  const transfer = await bulk.stop();
+  const r = {
+    idleP50: idle.scheduled.percentile(0.5),
+    idleP99: idle.scheduled.percentile(0.99),
+    loadedP50: loaded.scheduled.percentile(0.5),
+    loadedP99: loaded.scheduled.percentile(0.99),
+    mbps: transfer.mbps,
+    errors: idle.errors + idle.non2xx + loaded.errors + loaded.non2xx,
+  };
+  r.factor = r.loadedP99 / r.idleP99;
+  r.line = () =>
+    `idle p50 ${fmt.ms(r.idleP50)} p99 ${fmt.ms(r.idleP99)} ms; under bulk (${mbps(r.mbps)} MB/s) ` +
+    `p50 ${fmt.ms(r.loadedP50)} p99 ${fmt.ms(r.loadedP99)} ms: ${r.factor.toFixed(1)}x` +
+    (r.errors ? `  ${r.errors} errors` : '');
+  return r;
+}
+
+/**
  * The head-of-line table (medians of each side's runs) and its target line,
  * shared by bench/head-of-line.mjs and bench/head-of-line-link.mjs. Each run
  * result holds idleP50, idleP99, loadedP50, loadedP99, factor (loaded p99 /
