@@ -240,7 +240,8 @@ export const SERVE_OPTIONS: readonly OptionSpec[] = [
     type: 'string',
     placeholder: 'DURATION',
     default: '60s',
-    description: 'time a backend has to send its response head once the whole request reached it (504 after), and an upload may go without a byte (408 after)',
+    description:
+      'time a backend has to send its response head once the whole request reached it (504 after), and an upload may go without a byte (408 after)',
   },
   {
     name: 'headers-timeout',
