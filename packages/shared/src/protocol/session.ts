@@ -361,15 +361,26 @@ export class Session extends EventEmitter<SessionEvents> {
    * bulk transfer the real round trip includes the queues in front of the
    * data, so a stream that asks for it while busy gets a fresh probe: its PONG
    * comes back behind the peer's queued DATA. At most one probe in flight, and
-   * one per 100 ms.
+   * one per probe interval.
    */
   #currentRtt(): number {
     const now = performance.now();
-    if (!this.#rttProbe && this.#peer && !this.#closed && now - this.#rttSampledAt > 100) {
+    if (!this.#rttProbe && this.#peer && !this.#closed && now - this.#rttSampledAt > this.#probeInterval()) {
       this.#rttProbe = true;
       this.#sendPing();
     }
     return this.#rttSample;
+  }
+
+  /**
+   * How old the latest sample may be before a stream that asks gets a probe:
+   * four base round trips, at least 10 ms (100 ms while the base is unknown).
+   * Auto-tuning moves a window once per sample, so this is how fast it reacts
+   * to a queue; four round trips keep the probes a small share of the traffic.
+   */
+  #probeInterval(): number {
+    const base = this.#lowestRtt();
+    return base > 0 ? Math.max(10, 4 * base) : 100;
   }
 
   #lowestRtt(): number {
