@@ -7,12 +7,7 @@ import { createHash, randomBytes } from 'node:crypto';
 import { once } from 'node:events';
 import { request as httpRequest, type IncomingMessage, type ServerResponse } from 'node:http';
 import type { ClientHttp2Session, ClientHttp2Stream } from 'node:http2';
-import {
-  type AddressInfo,
-  createServer as createNetServer,
-  connect as netConnect,
-  type Socket,
-} from 'node:net';
+import { connect as netConnect, type Socket } from 'node:net';
 import type { Relay } from '@burrow/relay';
 import type { Stream } from '@burrow/shared';
 import t, { type Test } from 'tap';
@@ -20,29 +15,12 @@ import { testAgent } from '../helpers/agent.js';
 import { deferred, within } from '../helpers/deferred.js';
 import { get, testServer } from '../helpers/http.js';
 import { metricValue } from '../helpers/metrics.js';
+import { tcpBackend } from '../helpers/net.js';
 import { type Teardownable, testRelay } from '../helpers/relay.js';
 import { clientHelloFor, h2Session, type TestPki, testPki } from '../helpers/tls.js';
 
 const KiB = 1024;
 const MiB = 1024 * KiB;
-
-/** A raw TCP backend for a passthrough route; each connection goes to `handler`. */
-async function tcpBackend(t: Teardownable, handler: (socket: Socket) => void) {
-  const sockets = new Set<Socket>();
-  const server = createNetServer({ allowHalfOpen: true }, (s) => {
-    sockets.add(s);
-    s.on('close', () => sockets.delete(s));
-    s.on('error', () => {});
-    handler(s);
-  });
-  server.listen(0, '127.0.0.1');
-  await once(server, 'listening');
-  t.teardown(() => {
-    for (const s of sockets) s.destroy();
-    return new Promise<void>((resolve) => server.close(() => resolve()));
-  });
-  return (server.address() as AddressInfo).port;
-}
 
 /**
  * A relay-side tunnel stream, a promise of its 'close', and one of the first

@@ -4,34 +4,14 @@
 // close_notify, as many HTTP clients do for close-delimited bodies, would
 // take the cut for the end. Half-closes travel end to end.
 import { once } from 'node:events';
-import {
-  type AddressInfo,
-  createServer as createNetServer,
-  connect as netConnect,
-  type Socket,
-} from 'node:net';
+import { connect as netConnect, type Socket } from 'node:net';
 import t from 'tap';
 import { testAgent } from '../helpers/agent.js';
 import { deferred, within } from '../helpers/deferred.js';
 import { testServer } from '../helpers/http.js';
+import { tcpBackend } from '../helpers/net.js';
 import { type Teardownable, testRelay } from '../helpers/relay.js';
 import { clientHelloFor } from '../helpers/tls.js';
-
-async function tcpBackend(t: Teardownable, handler: (s: Socket) => void): Promise<number> {
-  const sockets = new Set<Socket>();
-  const server = createNetServer({ allowHalfOpen: true }, (s) => {
-    sockets.add(s);
-    s.on('error', () => {});
-    handler(s);
-  });
-  server.listen(0, '127.0.0.1');
-  await once(server, 'listening');
-  t.teardown(() => {
-    for (const s of sockets) s.destroy();
-    return new Promise<void>((resolve) => server.close(() => resolve()));
-  });
-  return (server.address() as AddressInfo).port;
-}
 
 /** How `socket` ends: 'reset' (ECONNRESET), or 'end' (a FIN). It reads everything. */
 function ending(socket: Socket): Promise<string> {
@@ -120,6 +100,17 @@ t.test('upgrade: a backend that resets after the 101 resets the client connectio
   t.equal(await within(5_000, ended, 'the client connection ends'), 'reset');
 });
 
+/** A half-open client that has sent RAW_UPGRADE; `text()` is all it has read so far. */
+async function upgradeClient(port: number): Promise<{ c: Socket; text: () => string }> {
+  const c = netConnect({ port, host: '127.0.0.1', allowHalfOpen: true });
+  c.on('error', () => {});
+  let text = '';
+  c.on('data', (d: Buffer) => (text += d));
+  await once(c, 'connect');
+  c.write(RAW_UPGRADE);
+  return { c, text: () => text };
+}
+
 t.test('upgrade: the client half-closes, the backend answers after its FIN and ends', async (t) => {
   const relay = await upgradeRelay(t, (socket) => {
     socket.write(SWITCHED);
@@ -127,16 +118,11 @@ t.test('upgrade: the client half-closes, the backend answers after its FIN and e
     socket.on('data', (d: Buffer) => (got += d));
     socket.on('end', () => socket.end(`echo:${got}`));
   });
-  const c = netConnect({ port: relay.httpAddress.port, host: '127.0.0.1', allowHalfOpen: true });
-  c.on('error', () => {});
-  let text = '';
-  c.on('data', (d: Buffer) => (text += d));
-  await once(c, 'connect');
-  c.write(RAW_UPGRADE);
+  const { c, text } = await upgradeClient(relay.httpAddress.port);
   await within(5_000, once(c, 'data'), 'the 101');
   c.end('hello');
   await within(5_000, once(c, 'end'), "the backend's FIN");
-  t.match(text, /^HTTP\/1\.1 101 [\s\S]*echo:hello$/);
+  t.match(text(), /^HTTP\/1\.1 101 [\s\S]*echo:hello$/);
 });
 
 t.test('upgrade: the backend half-closes first, the client still sends', async (t) => {
@@ -147,14 +133,9 @@ t.test('upgrade: the backend half-closes first, the client still sends', async (
     socket.on('data', (d: Buffer) => (got += d));
     socket.on('end', () => backendGot.resolve(got));
   });
-  const c = netConnect({ port: relay.httpAddress.port, host: '127.0.0.1', allowHalfOpen: true });
-  c.on('error', () => {});
-  let text = '';
-  c.on('data', (d: Buffer) => (text += d));
-  await once(c, 'connect');
-  c.write(RAW_UPGRADE);
+  const { c, text } = await upgradeClient(relay.httpAddress.port);
   await within(5_000, once(c, 'end'), "the backend's FIN");
-  t.match(text, /bye$/);
+  t.match(text(), /bye$/);
   c.end('late data');
   t.equal(await within(5_000, backendGot.promise, 'the client bytes and FIN at the backend'), 'late data');
 });
