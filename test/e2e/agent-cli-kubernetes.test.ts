@@ -4,7 +4,7 @@ import { execFile } from 'node:child_process';
 import { writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { promisify } from 'node:util';
-import t from 'tap';
+import t, { type Test } from 'tap';
 import { fakeKube } from '../helpers/fake-kube.js';
 import { tempDir } from '../helpers/fs.js';
 import { get, testServer } from '../helpers/http.js';
@@ -18,10 +18,16 @@ async function probe(port: number, path: string): Promise<{ status: number; body
   return { status: r.status, body: r.body.toString() };
 }
 
-t.test('burrow-agent --kubernetes exposes annotated Services and answers probes', async (t) => {
+/**
+ * A relay, a fake API server with one annotated Service (shop.example.com, in
+ * namespace apps) whose app answers `answer`, and the agent's kubeconfig and
+ * token files. `spawnAgent` starts the agent binary against them, with a
+ * health listener and `extra` arguments.
+ */
+async function cluster(t: Test, answer: string) {
   const relay = await testRelay(t);
   const kube = await fakeKube(t);
-  const app = await testServer(t, (_req, res) => res.end('from the cluster'), '127.0.0.6');
+  const app = await testServer(t, (_req, res) => res.end(answer), '127.0.0.6');
   kube.upsertService({
     metadata: { name: 'shop', namespace: 'apps', annotations: { 'burrow.dev/hostname': 'shop.example.com' } },
     spec: { type: 'ClusterIP', clusterIP: '127.0.0.6', ports: [{ name: 'http', port: app.port }] },
@@ -30,25 +36,30 @@ t.test('burrow-agent --kubernetes exposes annotated Services and answers probes'
   await writeFile(join(dir, 'kubeconfig'), kube.kubeconfig());
   const token = await tokenFor('cluster', ['*.example.com']);
   await writeFile(join(dir, 'token'), `${token}\n`, { mode: 0o600 });
+  const spawnAgent = (extra: string[] = []) =>
+    spawnLogged(
+      t,
+      AGENT_CLI,
+      [
+        '--relay',
+        tunnelUrl(relay),
+        '--token-file',
+        join(dir, 'token'),
+        '--kubernetes',
+        '--kubeconfig',
+        join(dir, 'kubeconfig'),
+        '--health-listen',
+        '127.0.0.1:0',
+        ...extra,
+      ],
+      { POD_NAMESPACE: 'burrow-system', POD_NAME: 'agent-0' },
+    );
+  return { relay, kube, token, spawnAgent };
+}
 
-  const agent = spawnLogged(
-    t,
-    AGENT_CLI,
-    [
-      '--relay',
-      tunnelUrl(relay),
-      '--token-file',
-      join(dir, 'token'),
-      '--kubernetes',
-      '--kubeconfig',
-      join(dir, 'kubeconfig'),
-      '--health-listen',
-      '127.0.0.1:0',
-      '--metrics-listen',
-      '127.0.0.1:0',
-    ],
-    { POD_NAMESPACE: 'burrow-system', POD_NAME: 'agent-0' },
-  );
+t.test('burrow-agent --kubernetes exposes annotated Services and answers probes', async (t) => {
+  const { relay, kube, token, spawnAgent } = await cluster(t, 'from the cluster');
+  const agent = spawnAgent(['--metrics-listen', '127.0.0.1:0']);
   const listening = await agent.waitFor((l) => l['msg'] === 'health endpoint listening');
   const healthPort = (listening['address'] as { port: number }).port;
   t.equal((await probe(healthPort, '/healthz')).status, 200);
@@ -91,34 +102,10 @@ t.test('burrow-agent --kubernetes exposes annotated Services and answers probes'
 });
 
 t.test('the agent is not ready while the API server refuses to list Services', async (t) => {
-  const relay = await testRelay(t);
-  const kube = await fakeKube(t);
-  const app = await testServer(t, (_req, res) => res.end('listed at last'), '127.0.0.6');
-  kube.upsertService({
-    metadata: { name: 'shop', namespace: 'apps', annotations: { 'burrow.dev/hostname': 'shop.example.com' } },
-    spec: { type: 'ClusterIP', clusterIP: '127.0.0.6', ports: [{ name: 'http', port: app.port }] },
-  });
+  const { relay, kube, spawnAgent } = await cluster(t, 'listed at last');
   // RBAC not granted yet, say: every list is refused until the test lifts it.
   kube.failNext = { resource: 'services', status: 403, count: Number.MAX_SAFE_INTEGER };
-  const dir = await tempDir(t, 'burrow-agent-');
-  await writeFile(join(dir, 'kubeconfig'), kube.kubeconfig());
-  await writeFile(join(dir, 'token'), `${await tokenFor('cluster', ['*.example.com'])}\n`, { mode: 0o600 });
-  const agent = spawnLogged(
-    t,
-    AGENT_CLI,
-    [
-      '--relay',
-      tunnelUrl(relay),
-      '--token-file',
-      join(dir, 'token'),
-      '--kubernetes',
-      '--kubeconfig',
-      join(dir, 'kubeconfig'),
-      '--health-listen',
-      '127.0.0.1:0',
-    ],
-    { POD_NAMESPACE: 'burrow-system', POD_NAME: 'agent-0' },
-  );
+  const agent = spawnAgent();
   const listening = await agent.waitFor((l) => l['msg'] === 'health endpoint listening');
   const healthPort = (listening['address'] as { port: number }).port;
   await agent.waitFor((l) => l['msg'] === 'Kubernetes watch failed; restarting');
