@@ -1,6 +1,15 @@
 #!/usr/bin/env node
 import { readFileSync } from 'node:fs';
-import { ConfigError, createLogger, exitOnSignals, formatHelp, parseOptions, runCli } from '@burrow/shared';
+import { dirname } from 'node:path';
+import {
+  ConfigError,
+  createLogger,
+  exitOnSignals,
+  formatHelp,
+  parseOptions,
+  readOptionFile,
+  runCli,
+} from '@burrow/shared';
 import type { KubeConfig } from '@kubernetes/client-node';
 import { parse as parseYaml } from 'yaml';
 import { startAgent } from './agent.js';
@@ -31,7 +40,7 @@ function version(): string {
  * one ConfigError line: the client would otherwise throw a stack trace (a bad
  * file) or retry "Invalid URL" forever (no cluster around).
  */
-function loadKubeConfig(kubeConfig: KubeConfig, file: string | undefined): KubeConfig {
+async function loadKubeConfig(kubeConfig: KubeConfig, file: string | undefined): Promise<KubeConfig> {
   if (!file) {
     if (!process.env['KUBERNETES_SERVICE_HOST']) {
       throw new ConfigError(
@@ -41,14 +50,7 @@ function loadKubeConfig(kubeConfig: KubeConfig, file: string | undefined): KubeC
     kubeConfig.loadFromCluster();
     return kubeConfig;
   }
-  let text: string;
-  try {
-    text = readFileSync(file, 'utf8');
-  } catch (err) {
-    throw new ConfigError(
-      `--kubeconfig: cannot read ${file} (${(err as NodeJS.ErrnoException).code ?? 'error'})`,
-    );
-  }
+  const text = await readOptionFile('kubeconfig', file);
   let doc: unknown;
   try {
     doc = parseYaml(text);
@@ -63,7 +65,9 @@ function loadKubeConfig(kubeConfig: KubeConfig, file: string | undefined): KubeC
     );
   }
   try {
-    kubeConfig.loadFromFile(file);
+    // What loadFromFile does, on the text already read: relative paths in it are from its folder.
+    kubeConfig.loadFromString(text);
+    kubeConfig.makePathsAbsolute(dirname(file));
   } catch (err) {
     throw new ConfigError(
       `--kubeconfig: ${file} is not a usable kubeconfig: ${(err as Error).message.split('\n')[0]}`,
@@ -91,7 +95,7 @@ await runCli('burrow-agent', async () => {
       import('@kubernetes/client-node'),
       import('./kubernetes/index.js'),
     ]);
-    const kubeConfig = loadKubeConfig(new KubeConfig(), kubernetes.kubeconfig);
+    const kubeConfig = await loadKubeConfig(new KubeConfig(), kubernetes.kubeconfig);
     kube = await startKubernetes({
       kubeConfig,
       logger,
