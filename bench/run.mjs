@@ -8,6 +8,9 @@
 //                    new connection per request (wrk)
 //   reference-proxy  a plain Node reverse proxy (no tunnel) vs direct: what Node's
 //                    HTTP stack alone allows on this placement
+//   ceiling          two HAProxy instances chained like relay and agent (HTTP, and
+//                    bytes only) beside direct and Burrow: what two proxy hops
+//                    reach on this placement (haproxy)
 //   head-of-line     small-request p99 with and without a bulk transfer on the tunnel
 //   head-of-line-link  (not by default; root) the same over a shaped veth link into a
 //                    network namespace, so the bulk transfer fills the link, not a CPU
@@ -39,6 +42,7 @@ const SCENARIOS = [
   'bulk',
   'requests',
   'reference-proxy',
+  'ceiling',
   'head-of-line',
   'head-of-line-link',
   'idle-websockets',

@@ -146,12 +146,13 @@ export async function finish(paths) {
  */
 export async function alternate(cfg, label, measure, warm) {
   const results = Object.fromEntries(cfg.sides.map((s) => [s, []]));
+  const width = Math.max(6, ...cfg.sides.map((s) => s.length));
   for (let i = 0; i < cfg.runs; i++) {
     for (const side of cfg.sides) {
       if (warm) await warm(side);
       const r = await measure(side);
       results[side].push(r);
-      console.log(`  ${label} run ${i + 1}  ${side.padEnd(6)} ${r.line()}`);
+      console.log(`  ${label} run ${i + 1}  ${side.padEnd(width)} ${r.line()}`);
     }
   }
   return results;
