@@ -32,7 +32,10 @@ Generated from the option tables in \`packages/relay/src/config.ts\` and
 (\`ms\`, \`s\`, \`m\`, \`h\` or \`d\`; decimals allowed): \`500ms\`, \`30s\`, \`15m\`, \`12h\`, \`90d\`; a bare
 number such as \`30\` is refused, in a YAML file too (only \`0\` needs no unit). Timeouts and
 intervals must be under 24.8 days, the longest a timer can wait (\`--hsts-max-age\` and a token's
-\`--ttl\` have no such bound).
+\`--ttl\` have no such bound). Every value is checked at start (and at each reload); an error
+names where the bad value was set: the flag (\`--http-listen must be HOST:PORT …\`), the environment
+variable (\`BURROW_HTTP_LISTEN must be HOST:PORT …\`) or the file and key
+(\`relay.yaml: "http-listen" must be HOST:PORT …\`).
 
 ## burrow-relay serve
 

@@ -142,7 +142,7 @@ t.test('burrow-agent --kubernetes: a kubeconfig or cluster it cannot use is one 
     );
   const cases: Array<[string[], NodeJS.ProcessEnv, string]> = [
     [['--kubeconfig', '/nope'], {}, '--kubeconfig: cannot read /nope (ENOENT)'],
-    [[], { KUBECONFIG: '/nope' }, '--kubeconfig: cannot read /nope (ENOENT)'],
+    [[], { KUBECONFIG: '/nope' }, 'KUBECONFIG: cannot read /nope (ENOENT)'],
     [['--kubeconfig', dir], {}, `--kubeconfig: cannot read ${dir} (EISDIR)`],
     [
       ['--kubeconfig', join(dir, 'list')],

@@ -231,7 +231,7 @@ t.test('durations need a unit, and a dash-prefixed value is a one-line error', a
   });
   t.same(await failing(RELAY_CLI, serve, { BURROW_DRAIN_TIMEOUT: '30' }), {
     code: 1,
-    stderr: 'burrow-relay: --drain-timeout: "30" needs a unit: ms, s, m, h or d\n',
+    stderr: 'burrow-relay: BURROW_DRAIN_TIMEOUT: "30" needs a unit: ms, s, m, h or d\n',
   });
   await writeFile(join(dir, 'relay.yaml'), 'drain-timeout: 30\n');
   t.same(await failing(RELAY_CLI, [...serve, '--config', join(dir, 'relay.yaml')]), {
@@ -242,6 +242,48 @@ t.test('durations need a unit, and a dash-prefixed value is a one-line error', a
   t.equal(dash.code, 1);
   t.match(dash.stderr, /^burrow-relay: Option '--drain-timeout' argument is ambiguous\. .*\(see --help\)\n$/);
   t.equal(dash.stderr.split('\n').length, 2, `one line (got ${JSON.stringify(dash.stderr)})`);
+});
+
+t.test('a bad value is reported where it was set: flag, environment variable or config file', async (t) => {
+  const dir = await tempDir(t, 'burrow-value-sources-');
+  const keys = join(dir, 'keys');
+  await run(process.execPath, [RELAY_CLI, 'keygen', '--out', keys]);
+  const serve = ['serve', '--verify-key', join(keys, 'signing.pub'), '--tls-listen', 'off'];
+  const listen = 'must be HOST:PORT, e.g. 0.0.0.0:8080 (got "nowhere")';
+  t.same(await failing(RELAY_CLI, [...serve, '--http-listen', 'nowhere']), {
+    code: 1,
+    stderr: `burrow-relay: --http-listen ${listen}\n`,
+  });
+  t.same(await failing(RELAY_CLI, serve, { BURROW_HTTP_LISTEN: 'nowhere' }), {
+    code: 1,
+    stderr: `burrow-relay: BURROW_HTTP_LISTEN ${listen}\n`,
+  });
+  const file = join(dir, 'relay.yaml');
+  await writeFile(file, 'http-listen: nowhere\n');
+  t.same(await failing(RELAY_CLI, [...serve, '--config', file]), {
+    code: 1,
+    stderr: `burrow-relay: ${file}: "http-listen" ${listen}\n`,
+  });
+  // A flag still wins over the file, and the error names the flag.
+  t.same(await failing(RELAY_CLI, [...serve, '--config', file, '--http-listen', 'nowhere']), {
+    code: 1,
+    stderr: `burrow-relay: --http-listen ${listen}\n`,
+  });
+  t.same(
+    await failing(RELAY_CLI, ['token', 'create', '--sub', 'a', '--hosts', 'a.example.com'], {
+      BURROW_SIGNING_KEY: join(dir, 'none.key'),
+    }),
+    {
+      code: 1,
+      stderr: `burrow-relay: BURROW_SIGNING_KEY: cannot read ${join(dir, 'none.key')} (ENOENT: no such file; create a key pair with: burrow-relay keygen)\n`,
+    },
+  );
+  t.same(
+    await failing(AGENT_CLI, ['--relay', 'ws://127.0.0.1:1', '--token-file', join(dir, 'none')], {
+      BURROW_CONNECTIONS: '99',
+    }),
+    { code: 1, stderr: 'burrow-agent: BURROW_CONNECTIONS must be an integer from 1 to 64 (got "99")\n' },
+  );
 });
 
 t.test('token create: why the key cannot be used, and keygen advice only for a missing key', async (t) => {

@@ -2,6 +2,7 @@
 import { readFileSync } from 'node:fs';
 import { dirname } from 'node:path';
 import {
+  attributeErrors,
   ConfigError,
   createLogger,
   exitOnSignals,
@@ -82,10 +83,12 @@ async function loadKubeConfig(kubeConfig: KubeConfig, file: string | undefined):
 }
 
 await runCli('burrow-agent', async () => {
-  const { values } = parseOptions(AGENT_OPTIONS, process.argv.slice(2));
+  const { values, sources } = parseOptions(AGENT_OPTIONS, process.argv.slice(2));
   if (values['help']) return void process.stdout.write(formatHelp(USAGE, AGENT_OPTIONS, FOOTER));
   if (values['version']) return void process.stdout.write(`burrow-agent ${version()}\n`);
-  const { options, logLevel, kubernetes, health, metrics } = await agentOptionsFrom(values);
+  const { options, logLevel, kubernetes, health, metrics } = await attributeErrors(sources, () =>
+    agentOptionsFrom(values),
+  );
   const logger = createLogger({ name: 'burrow-agent', level: logLevel });
   let kube: Kubernetes | undefined;
   if (kubernetes) {
@@ -95,7 +98,9 @@ await runCli('burrow-agent', async () => {
       import('@kubernetes/client-node'),
       import('./kubernetes/index.js'),
     ]);
-    const kubeConfig = await loadKubeConfig(new KubeConfig(), kubernetes.kubeconfig);
+    const kubeConfig = await attributeErrors(sources, () =>
+      loadKubeConfig(new KubeConfig(), kubernetes.kubeconfig),
+    );
     kube = await startKubernetes({
       kubeConfig,
       logger,

@@ -3,6 +3,7 @@ import { randomUUID } from 'node:crypto';
 import { mkdir, readFile, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import {
+  attributeErrors,
   ConfigError,
   createAgentToken,
   createLogger,
@@ -11,6 +12,7 @@ import {
   generateSigningKeyPair,
   loadSigningKey,
   type OptionSpec,
+  type OptionValues,
   parseDuration,
   parseOptions,
   runCli,
@@ -93,8 +95,8 @@ async function serve(argv: string[]): Promise<void> {
   const configFile = first.values['config'] ? String(first.values['config']) : undefined;
   const load = async (): Promise<LoadedConfig> => {
     const file = configFile ? await readConfigFile(configFile) : {};
-    const { values } = parseOptions(SERVE_OPTIONS, argv, process.env, file, configFile ?? '');
-    return { values, ...(await relayOptionsFrom(values)) };
+    const { values, sources } = parseOptions(SERVE_OPTIONS, argv, process.env, file, configFile ?? '');
+    return { values, ...(await attributeErrors(sources, () => relayOptionsFrom(values))) };
   };
   const current = await load();
   const logger = createLogger({ name: 'burrow-relay', level: current.logLevel });
@@ -176,9 +178,14 @@ async function token(argv: string[]): Promise<void> {
     }
     throw new ConfigError(`unknown token command "${sub}"; try: burrow-relay token create --help`);
   }
-  const { values } = parseOptions(TOKEN_OPTIONS, rest);
+  const { values, sources } = parseOptions(TOKEN_OPTIONS, rest);
   if (values['help'])
     return void process.stdout.write(formatHelp('Usage: burrow-relay token create [options]', TOKEN_OPTIONS));
+  return attributeErrors(sources, () => createToken(values));
+}
+
+/** Signs a token from `token create`'s options and prints it. */
+async function createToken(values: OptionValues): Promise<void> {
   if (!values['sub'])
     throw new ConfigError('--sub is required (the agent identity, e.g. --sub home-cluster)');
   const hosts = ((values['hosts'] as string[] | undefined) ?? [])

@@ -26,6 +26,13 @@ export interface OptionSpec {
 export type OptionValues = Record<string, string | boolean | string[] | undefined>;
 
 /**
+ * Where each option's value came from, named as an error message should name
+ * it: `--name` (a flag), the environment variable, or `FILE: "name"` (a key
+ * of the config file). Options left at their default have no entry.
+ */
+export type OptionSources = Record<string, string>;
+
+/**
  * Parses argv against the table. Precedence: flags, then environment
  * variables, then `file` (a YAML config file's top-level keys, named like the
  * flags), then defaults.
@@ -36,7 +43,7 @@ export function parseOptions(
   env: NodeJS.ProcessEnv = process.env,
   file: Record<string, unknown> = {},
   fileName = 'config file',
-): { values: OptionValues; positionals: string[] } {
+): { values: OptionValues; positionals: string[]; sources: OptionSources } {
   const known = new Set(specs.map((s) => s.name));
   for (const key of Object.keys(file)) {
     if (!known.has(key))
@@ -65,9 +72,12 @@ export function parseOptions(
     throw new ConfigError(`unexpected argument "${stray}"${hint}`);
   }
   const values: OptionValues = {};
+  const sources: OptionSources = {};
   for (const s of specs) {
     let v = parsed.values[s.name] as string | boolean | string[] | undefined;
+    if (v !== undefined) sources[s.name] = `--${s.name}`;
     if (v === undefined && s.env && env[s.env] !== undefined && env[s.env] !== '') {
+      sources[s.name] = s.env;
       const raw = env[s.env]!;
       if (s.type === 'boolean') {
         if (!/^(true|false|1|0)$/i.test(raw))
@@ -79,12 +89,35 @@ export function parseOptions(
         v = raw;
       }
     }
-    if (v === undefined && file[s.name] !== undefined) v = fromFile(s, file[s.name], fileName);
+    if (v === undefined && file[s.name] !== undefined) {
+      v = fromFile(s, file[s.name], fileName);
+      sources[s.name] = `${fileName}: "${s.name}"`;
+    }
     if (v === undefined && s.default !== undefined)
       v = s.type === 'list' ? splitList(String(s.default)) : s.default;
     values[s.name] = v;
   }
-  return { values, positionals: parsed.positionals };
+  return { values, positionals: parsed.positionals, sources };
+}
+
+/**
+ * Runs `build`, which turns option values into a configuration, and makes its
+ * ConfigError name where the faulty value was set. Option readers name an
+ * option by its flag at the start of the message (`--drain-timeout: …`); when
+ * that value came from an environment variable or the config file, the
+ * message names that instead (`BURROW_DRAIN_TIMEOUT: …`, `relay.yaml:
+ * "drain-timeout": …`), which is where the user has to look.
+ */
+export async function attributeErrors<T>(sources: OptionSources, build: () => T | Promise<T>): Promise<T> {
+  try {
+    return await build();
+  } catch (err) {
+    if (!(err instanceof ConfigError)) throw err;
+    const m = /^--([a-z0-9][a-z0-9-]*)/.exec(err.message);
+    const source = m ? sources[m[1]!] : undefined;
+    if (!m || !source || source === m[0]) throw err;
+    throw new ConfigError(`${source}${err.message.slice(m[0].length)}`, { cause: err });
+  }
 }
 
 /**

@@ -1,6 +1,7 @@
 import t from 'tap';
 import { parseDuration } from '../src/duration.js';
-import { durationOption, type OptionSpec, parseOptions } from '../src/options.js';
+import { ConfigError } from '../src/errors.js';
+import { attributeErrors, durationOption, type OptionSpec, parseOptions } from '../src/options.js';
 
 const SPECS: readonly OptionSpec[] = [
   { name: 'config', type: 'string', placeholder: 'FILE', description: 'YAML config file' },
@@ -47,10 +48,13 @@ t.test('a unitless duration is refused from flags, environment and YAML, naming 
     failure(() => durationOption(fromFlag, 'drain-timeout')),
     'BURROW_ERR_CONFIG: --drain-timeout: "30" needs a unit: ms, s, m, h or d',
   );
-  const fromEnv = parseOptions(SPECS, [], { TEST_DRAIN_TIMEOUT: '30' }).values;
+  const fromEnv = parseOptions(SPECS, [], { TEST_DRAIN_TIMEOUT: '30' });
   t.equal(
-    failure(() => durationOption(fromEnv, 'drain-timeout')),
-    'BURROW_ERR_CONFIG: --drain-timeout: "30" needs a unit: ms, s, m, h or d',
+    await attributeErrors(fromEnv.sources, () => durationOption(fromEnv.values, 'drain-timeout')).then(
+      () => 'no error',
+      (err) => `${err.code}: ${err.message}`,
+    ),
+    'BURROW_ERR_CONFIG: TEST_DRAIN_TIMEOUT: "30" needs a unit: ms, s, m, h or d',
   );
   // `drain-timeout: 30` in YAML is the number 30.
   t.equal(
@@ -63,6 +67,52 @@ t.test('a unitless duration is refused from flags, environment and YAML, naming 
   );
   const ok = parseOptions(SPECS, [], {}, { 'drain-timeout': '45s' }, 'relay.yaml').values;
   t.equal(durationOption(ok, 'drain-timeout'), 45_000, 'a duration with its unit is taken');
+});
+
+t.test('sources: where each value came from; errors are re-attributed to it', async (t) => {
+  const file = { 'drain-timeout': '1m', verbose: true };
+  t.same(parseOptions(SPECS, ['--verbose'], { TEST_DRAIN_TIMEOUT: '5s' }, file, 'relay.yaml').sources, {
+    'drain-timeout': 'TEST_DRAIN_TIMEOUT',
+    verbose: '--verbose',
+  });
+  t.same(parseOptions(SPECS, [], {}, file, 'relay.yaml').sources, {
+    'drain-timeout': 'relay.yaml: "drain-timeout"',
+    verbose: 'relay.yaml: "verbose"',
+  });
+  t.same(parseOptions(SPECS, [], {}).sources, {}, 'defaults have no source');
+
+  const fail = (message: string) => () => {
+    throw new ConfigError(message);
+  };
+  const { sources } = parseOptions(SPECS, [], {}, file, 'relay.yaml');
+  await t.rejects(attributeErrors(sources, fail('--drain-timeout must be at least 2m (got "1m")')), {
+    code: 'BURROW_ERR_CONFIG',
+    message: 'relay.yaml: "drain-timeout" must be at least 2m (got "1m")',
+  });
+  await t.rejects(
+    attributeErrors(sources, fail('--drain-timeout-extra is wrong')),
+    {
+      message: '--drain-timeout-extra is wrong',
+    },
+    'only the whole flag name matches',
+  );
+  await t.rejects(
+    attributeErrors(sources, fail('--config: cannot read x')),
+    {
+      message: '--config: cannot read x',
+    },
+    'an option with no source keeps its flag',
+  );
+  await t.rejects(attributeErrors(sources, fail('no option named here')), {
+    message: 'no option named here',
+  });
+  const other = new Error('--drain-timeout crashed');
+  await t.rejects(
+    attributeErrors(sources, () => Promise.reject(other)),
+    other,
+    'other errors pass through',
+  );
+  t.equal(await attributeErrors(sources, () => 42), 42);
 });
 
 t.test('durationOption: 0 only where the caller allows it', async (t) => {
