@@ -39,7 +39,7 @@ export interface StreamOptions {
 }
 
 /** Auto-tuning never shrinks a receive window below this (nor below the initial window, if smaller). */
-const MIN_TUNED_WINDOW = 64 * 1024;
+const MIN_TUNED_WINDOW = 16 * 1024;
 
 interface PendingWrite {
   chunk: Buffer;
