@@ -6,6 +6,7 @@
 // the same run, alternating, on the same CPU placement as the other scenarios:
 //   direct        client → backend
 //   burrow        client → relay → WebSocket tunnel → agent → backend
+//   ssh           client → sshd → SSH connection → ssh -R → backend
 //   haproxy-http  client → HAProxy (routes by Host) → HAProxy → backend
 //   haproxy-tcp   client → HAProxy → HAProxy → backend, bytes only
 // Per run: small requests (wrk, keep-alive), then one download and one upload
@@ -61,7 +62,8 @@ for (const [what, why] of [
   }
 }
 timeLimit(cfg.timeout, 'bench/ceiling.mjs');
-cfg.sides = ['direct', 'burrow'];
+// ssh -R too, when sshd is here (setupPaths leaves it out with a message otherwise).
+cfg.sides = ['direct', 'burrow', 'ssh'];
 const paths = await startPaths(cfg, 'two proxy hops, Burrow and HAProxy');
 const backendPid = paths.pids('direct')[0];
 const chains = {};
@@ -74,7 +76,7 @@ for (const mode of ['http', 'tcp']) {
 console.log(
   `HAProxy: two instances per chain, one thread each, on the CPUs of the other processes under test`,
 );
-cfg.sides = ['direct', 'burrow', ...CHAINS];
+cfg.sides = [...cfg.sides, ...CHAINS];
 const portOf = (side) => chains[side]?.port ?? paths.ports[side];
 const pidsOf = (side) => (chains[side] ? [...chains[side].pids(), backendPid] : paths.pids(side));
 
@@ -150,6 +152,12 @@ console.log(
     `download ${pctOf(m.burrow.down, m['haproxy-http'].down)} / ${pctOf(m.burrow.down, m['haproxy-tcp'].down)}; ` +
     `upload ${pctOf(m.burrow.up, m['haproxy-http'].up)} / ${pctOf(m.burrow.up, m['haproxy-tcp'].up)}`,
 );
+if (m.ssh) {
+  const others = cfg.sides.filter((s) => s !== 'direct' && s !== 'ssh');
+  console.log(
+    `requests/s against ssh -R: ${others.map((s) => `${s} ${pctOf(m[s].rps, m.ssh.rps)}`).join(', ')}`,
+  );
+}
 
 // Latency at half of saturation: each proxied path at half its own median
 // rate, direct at the same rate right after it, alternating.
