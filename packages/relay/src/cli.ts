@@ -56,12 +56,6 @@ const TOKEN_OPTIONS: readonly OptionSpec[] = [
     description: 'hostnames the agent may claim, comma-separated; exact or *.suffix (required)',
   },
   {
-    name: 'ports',
-    type: 'list',
-    placeholder: 'PORTS',
-    description: 'public TCP ports the agent may claim, comma-separated',
-  },
-  {
     name: 'ttl',
     type: 'string',
     placeholder: 'DURATION',
@@ -192,12 +186,7 @@ async function createToken(values: OptionValues): Promise<void> {
     .flatMap((h) => h.split(','))
     .map((h) => h.trim())
     .filter(Boolean);
-  const ports = ((values['ports'] as string[] | undefined) ?? [])
-    .flatMap((p) => p.split(','))
-    .filter(Boolean)
-    .map(Number);
-  if (hosts.length === 0 && ports.length === 0)
-    throw new ConfigError('--hosts is required (e.g. --hosts "*.apps.example.com")');
+  if (hosts.length === 0) throw new ConfigError('--hosts is required (e.g. --hosts "*.apps.example.com")');
   let ttl: number;
   try {
     ttl = parseDuration(String(values['ttl']));
@@ -215,7 +204,6 @@ async function createToken(values: OptionValues): Promise<void> {
     jti,
     sub: String(values['sub']),
     hosts,
-    ports,
     ttl,
     audience: String(values['audience']),
   }).catch((err: Error) => {
