@@ -270,6 +270,22 @@ t.test('a bad value is reported where it was set: flag, environment variable or 
     code: 1,
     stderr: `burrow-relay: ${file}: "http-listen" ${listen}\n`,
   });
+  // An error naming two options names each where it was set.
+  await writeFile(file, 'cert-file: /etc/burrow/tls.crt\n');
+  t.same(
+    await failing(RELAY_CLI, ['serve', '--verify-key', join(keys, 'signing.pub'), '--config', file], {
+      BURROW_TLS_LISTEN: 'off',
+    }),
+    {
+      code: 1,
+      stderr: `burrow-relay: ${file}: "cert-file", --cert-dir and --acme-directory need the TLS listener: set BURROW_TLS_LISTEN HOST:PORT (not "off")\n`,
+    },
+  );
+  t.same(await failing(RELAY_CLI, serve, { BURROW_CONFIG: join(dir, 'none.yaml') }), {
+    code: 1,
+    stderr: `burrow-relay: BURROW_CONFIG: cannot read ${join(dir, 'none.yaml')}: ENOENT\n`,
+  });
+  await writeFile(file, 'http-listen: nowhere\n');
   // A flag still wins over the file, and the error names the flag.
   t.same(await failing(RELAY_CLI, [...serve, '--config', file, '--http-listen', 'nowhere']), {
     code: 1,

@@ -88,7 +88,7 @@ async function serve(argv: string[]): Promise<void> {
   // again on every reload, and --config itself comes from flags or env only.
   const configFile = first.values['config'] ? String(first.values['config']) : undefined;
   const load = async (): Promise<LoadedConfig> => {
-    const file = configFile ? await readConfigFile(configFile) : {};
+    const file = configFile ? await attributeErrors(first.sources, () => readConfigFile(configFile)) : {};
     const { values, sources } = parseOptions(SERVE_OPTIONS, argv, process.env, file, configFile ?? '');
     return { values, ...(await attributeErrors(sources, () => relayOptionsFrom(values))) };
   };

@@ -93,6 +93,8 @@ export function parseOptions(
       v = fromFile(s, file[s.name], fileName);
       sources[s.name] = `${fileName}: "${s.name}"`;
     }
+    // A list set to nothing (`BURROW_X=,`, `key: []`) counts as not set.
+    if (Array.isArray(v) && v.length === 0) delete sources[s.name];
     if (v === undefined && s.default !== undefined)
       v = s.type === 'list' ? splitList(String(s.default)) : s.default;
     values[s.name] = v;
@@ -102,21 +104,25 @@ export function parseOptions(
 
 /**
  * Runs `build`, which turns option values into a configuration, and makes its
- * ConfigError name where the faulty value was set. Option readers name an
- * option by its flag at the start of the message (`--drain-timeout: …`); when
- * that value came from an environment variable or the config file, the
- * message names that instead (`BURROW_DRAIN_TIMEOUT: …`, `relay.yaml:
- * "drain-timeout": …`), which is where the user has to look.
+ * ConfigError name where each value it mentions was set. Option readers name
+ * options by their flags (`--drain-timeout: …`, `--cert-file and --key-file go
+ * in pairs`); a flag whose value came from an environment variable or the
+ * config file becomes that (`BURROW_DRAIN_TIMEOUT: …`, `relay.yaml:
+ * "key-file"`), which is where the user has to look. Flags of options left
+ * at their default stay as they are: they are advice on what to pass.
  */
 export async function attributeErrors<T>(sources: OptionSources, build: () => T | Promise<T>): Promise<T> {
   try {
     return await build();
   } catch (err) {
     if (!(err instanceof ConfigError)) throw err;
-    const m = /^--([a-z0-9][a-z0-9-]*)/.exec(err.message);
-    const source = m ? sources[m[1]!] : undefined;
-    if (!m || !source || source === m[0]) throw err;
-    throw new ConfigError(`${source}${err.message.slice(m[0].length)}`, { cause: err });
+    const message = err.message.replace(
+      /(^|[^\w-])--([a-z0-9][a-z0-9-]*)/g,
+      (all, before: string, name: string) =>
+        Object.hasOwn(sources, name) ? `${before}${sources[name]}` : all,
+    );
+    if (message === err.message) throw err;
+    throw new ConfigError(message, { cause: err });
   }
 }
 

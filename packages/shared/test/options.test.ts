@@ -89,6 +89,22 @@ t.test('sources: where each value came from; errors are re-attributed to it', as
     code: 'BURROW_ERR_CONFIG',
     message: 'relay.yaml: "drain-timeout" must be at least 2m (got "1m")',
   });
+  const mixed = parseOptions(SPECS, ['--verbose'], { TEST_DRAIN_TIMEOUT: '5s' }).sources;
+  await t.rejects(
+    attributeErrors(mixed, fail('--verbose needs --drain-timeout above 1m; or pass --config FILE')),
+    { message: '--verbose needs TEST_DRAIN_TIMEOUT above 1m; or pass --config FILE' },
+    'every option a message names is named where it was set; unset ones stay advice',
+  );
+  const LIST: readonly OptionSpec[] = [
+    { name: 'hosts', env: 'TEST_HOSTS', type: 'list', description: 'names' },
+  ];
+  t.same(parseOptions(LIST, [], { TEST_HOSTS: ',' }).sources, {}, 'a list set to nothing is not a source');
+  t.same(parseOptions(LIST, [], {}, { hosts: [] }, 'relay.yaml').sources, {});
+  await t.rejects(
+    attributeErrors({}, fail('--constructor is odd')),
+    { message: '--constructor is odd' },
+    'own keys only',
+  );
   await t.rejects(
     attributeErrors(sources, fail('--drain-timeout-extra is wrong')),
     {
