@@ -20,6 +20,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { spawnLogged, waitFor } from './link.mjs';
 import { getStatus } from './load.mjs';
+import { DIE_WITH_PARENT } from './procfs.mjs';
 import { freePort } from './ssh.mjs';
 import { HOST, HOSTNAME } from './stack-control.mjs';
 
@@ -64,7 +65,8 @@ function config(mode, port, next, routeByHost) {
 export async function startHaproxyChain(backendPort, mode) {
   const dir = mkdtempSync(join(tmpdir(), `burrow-bench-haproxy-${mode}-`));
   const second = await freePort();
-  const first = await freePort();
+  let first = await freePort();
+  while (first === second) first = await freePort();
   const children = [];
   const close = () => {
     for (const c of children) c.kill('SIGKILL');
@@ -78,13 +80,17 @@ export async function startHaproxyChain(backendPort, mode) {
       const file = join(dir, `${name}.cfg`);
       writeFileSync(file, config(mode, port, next, routeByHost));
       // -db: stay in the foreground, so the process is the one we hold.
-      children.push(spawnLogged(HAPROXY, ['-db', '-f', file]));
+      const [cmd, ...args] = [...DIE_WITH_PARENT, HAPROXY, '-db', '-f', file];
+      children.push(spawnLogged(cmd, args));
     }
-    await waitFor(
-      `haproxy chain (${mode})`,
-      async () => (await getStatus(first, { timeout: 500 })) === 200,
-      children[1],
-    );
+    await waitFor(`haproxy chain (${mode})`, async () => {
+      for (const c of children) {
+        if (c.exitCode !== null || c.signalCode !== null) {
+          throw new Error(`haproxy exited (${c.signalCode ?? c.exitCode}):\n${c.log()}`);
+        }
+      }
+      return (await getStatus(first, { timeout: 500 })) === 200;
+    });
   } catch (err) {
     close();
     throw err;

@@ -1,6 +1,20 @@
 // Per-process figures from Linux /proc for processes that cannot report on
 // themselves over IPC (sshd, ssh): descendants, resident memory, CPU time.
+// Also how to start such a process so that it dies with this one.
+import { spawnSync } from 'node:child_process';
 import { readdirSync, readFileSync } from 'node:fs';
+
+/**
+ * A command prefix under which a native program (sshd, ssh, haproxy) is
+ * killed by the kernel when this process dies, however it dies (SIGKILL,
+ * a scenario's time limit): util-linux `setpriv --pdeathsig KILL`, which
+ * execs the program in place, so its pid is the one spawned. Empty where
+ * setpriv is missing.
+ */
+export const DIE_WITH_PARENT =
+  spawnSync('setpriv', ['--version'], { stdio: 'ignore' }).status === 0
+    ? ['setpriv', '--pdeathsig', 'KILL']
+    : [];
 
 /** Process ids of every descendant of `pid` (Linux /proc). */
 export function descendants(pid) {

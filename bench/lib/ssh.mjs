@@ -12,7 +12,7 @@ import { existsSync, mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync
 import { createServer } from 'node:net';
 import { tmpdir, userInfo } from 'node:os';
 import { join } from 'node:path';
-import { descendants } from './procfs.mjs';
+import { DIE_WITH_PARENT, descendants } from './procfs.mjs';
 
 const SSHD = '/usr/sbin/sshd';
 const SSH = 'ssh';
@@ -146,8 +146,9 @@ export async function startSshTunnel(
   };
   try {
     // -D: stay in the foreground (a child of this process); -e: log to stderr.
+    const sshdCommand = [...DIE_WITH_PARENT, SSHD, '-D', '-e', '-f', join(dir, 'sshd_config')];
     const sshd = started(
-      spawn(SSHD, ['-D', '-e', '-f', join(dir, 'sshd_config')], { stdio: ['ignore', 'ignore', 'pipe'] }),
+      spawn(sshdCommand[0], sshdCommand.slice(1), { stdio: ['ignore', 'ignore', 'pipe'] }),
     );
     let sshdLog = '';
     sshd.stderr.on('data', (c) => {
@@ -191,7 +192,7 @@ export async function startSshTunnel(
 
 /** Spawns the ssh client with `args`, through `at.clientPrefix` when there is one. */
 function spawnSsh(at, args, options) {
-  const [cmd, ...pre] = [...at.clientPrefix, SSH];
+  const [cmd, ...pre] = [...DIE_WITH_PARENT, ...at.clientPrefix, SSH];
   return spawn(cmd, [...pre, ...args], options);
 }
 
