@@ -399,12 +399,14 @@ export async function relayOptionsFrom(
   const revokedFile = values['revoked-tokens'] as string | undefined;
   const tlsText = String(values['tls-listen']);
   const tls = tlsText === 'off' ? undefined : parseListen(tlsText, '--tls-listen');
+  // Checked with the listener off too: a bad value is refused wherever it was set.
+  const helloTimeout = durationOption(values, 'tls-hello-timeout');
   const options: RelayOptions = {
     ...(tunnelTls ? { tunnelTls } : {}),
     admin: parseListen(String(values['admin-listen']), '--admin-listen'),
     ...(adminToken ? { adminToken } : {}),
     revokedTokens: revokedFile ? await loadRevokedTokens(revokedFile) : [],
-    ...(tls ? { tls, helloTimeout: durationOption(values, 'tls-hello-timeout') } : {}),
+    ...(tls ? { tls, helloTimeout } : {}),
     ...(await certOptions(values, tls !== undefined)),
     httpsRedirect: values['no-https-redirect'] !== true,
     http1FastPath: values['no-http1-fast-path'] !== true,
