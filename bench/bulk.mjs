@@ -28,7 +28,7 @@ import {
   timeLimit,
 } from './lib/harness.mjs';
 import { transfer } from './lib/load.mjs';
-import { cpuMs } from './lib/procfs.mjs';
+import { cpuDuring } from './lib/procfs.mjs';
 import { envInt, envList, fmt, printTable } from './lib/report.mjs';
 
 const MiB = 1024 * 1024;
@@ -52,10 +52,11 @@ for (const direction of cfg.directions) {
     const res = await alternate(cfg, label, async (side) => {
       // CPU time of each process under test per MB moved: what a path costs,
       // less sensitive than MB/s to what else the machine is running.
-      const pids = paths.pids(side);
-      const before = pids.map((pid) => cpuMs([pid]));
-      const r = { mbps: await transfer(direction, paths.ports[side], cfg.bytes, parallel) };
-      const perMB = pids.map((pid, i) => ((cpuMs([pid]) - before[i]) * 1000) / (cfg.bytes / 1e6));
+      const { result: mbps, ms } = await cpuDuring(paths.pids(side), () =>
+        transfer(direction, paths.ports[side], cfg.bytes, parallel),
+      );
+      const r = { mbps };
+      const perMB = ms.map((used) => (used * 1000) / (cfg.bytes / 1e6));
       r.line = () =>
         `${fmt.int(r.mbps).padStart(6)} MB/s  µs/MB ${perMB.map((us) => us.toFixed(0)).join(' | ')}`;
       return r;

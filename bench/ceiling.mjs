@@ -29,7 +29,7 @@ import { haproxyUnavailable, startHaproxyChain } from './lib/haproxy.mjs';
 import { alternate, commonConfig, finish, pick, sized, startPaths, timeLimit } from './lib/harness.mjs';
 import { transfer } from './lib/load.mjs';
 import { createPool, pacedLoad } from './lib/paced.mjs';
-import { cpuMs } from './lib/procfs.mjs';
+import { cpuDuring } from './lib/procfs.mjs';
 import { envInt, envList, fmt, printTable } from './lib/report.mjs';
 import { HOST, HOSTNAME, pin } from './lib/stack-control.mjs';
 import { runWrk, wrkUnavailable } from './lib/wrk.mjs';
@@ -82,10 +82,9 @@ const pidsOf = (side) => (chains[side] ? [...chains[side].pids(), backendPid] : 
 
 /** CPU time of `pids` per unit of work while `work()` runs, µs: one figure per process. */
 async function costs(pids, work, units) {
-  const before = pids.map((pid) => cpuMs([pid]));
-  const r = await work();
-  const per = pids.map((pid, i) => ((cpuMs([pid]) - before[i]) * 1000) / units(r));
-  return { r, per };
+  const { result: r, ms } = await cpuDuring(pids, work);
+  const n = units(r);
+  return { r, per: ms.map((used) => (used * 1000) / n) };
 }
 
 async function measure(side) {

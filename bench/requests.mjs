@@ -32,7 +32,7 @@ import {
   startPaths,
   timeLimit,
 } from './lib/harness.mjs';
-import { cpuMs } from './lib/procfs.mjs';
+import { cpuDuring } from './lib/procfs.mjs';
 import { envInt, fmt, printTable } from './lib/report.mjs';
 import { runWrk, wrkUnavailable } from './lib/wrk.mjs';
 
@@ -67,20 +67,11 @@ timeLimit(cfg.timeout, 'bench/requests.mjs');
 const paths = await startPaths(cfg, `small requests with wrk (1 thread)`);
 
 async function measure(side, connections, close) {
-  const pids = paths.pids(side);
-  // Each process's CPU time, read once per point: the total is their sum.
-  const each = () => pids.map((pid) => cpuMs([pid]));
-  const before = each();
   const t0 = performance.now();
-  const r = await runWrk({
-    port: paths.ports[side],
-    connections,
-    duration: cfg.duration,
-    close,
-    cpus: paths.loadgenCpus,
-  });
+  const { result: r, ms: used } = await cpuDuring(paths.pids(side), () =>
+    runWrk({ port: paths.ports[side], connections, duration: cfg.duration, close, cpus: paths.loadgenCpus }),
+  );
   const elapsed = performance.now() - t0;
-  const used = each().map((ms, i) => ms - before[i]);
   r.cpu = used.reduce((a, b) => a + b, 0) / elapsed;
   // CPU per request of each process (relay | agent | backend for burrow), µs.
   const requests = (r.rps * elapsed) / 1000;

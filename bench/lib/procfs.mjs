@@ -53,6 +53,16 @@ export function rssOf(pid) {
   }
 }
 
+/**
+ * Runs `work()` and resolves with its result and the CPU time, in ms, that
+ * each of `pids` spent meanwhile (in the order given).
+ */
+export async function cpuDuring(pids, work) {
+  const before = pids.map((pid) => cpuMs([pid]));
+  const result = await work();
+  return { result, ms: pids.map((pid, i) => cpuMs([pid]) - before[i]) };
+}
+
 /** CPU time (user + system) of `pids` so far, in ms; processes gone are left out. */
 export function cpuMs(pids) {
   let ticks = 0;
