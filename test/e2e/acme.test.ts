@@ -1,5 +1,6 @@
 import { once } from 'node:events';
 import { readFile } from 'node:fs/promises';
+import { createRequire } from 'node:module';
 import { join } from 'node:path';
 import type { Relay, RelayOptions } from '@burrow/relay';
 import t from 'tap';
@@ -189,6 +190,36 @@ t.test("a failed order reports the CA's message and retries with backoff", async
     retryInMs: 50,
   });
   t.match(lines[1], { attempt: 2, retryInMs: 100 }, 'the retry delay doubles');
+});
+
+t.test('a CA that cannot be reached is named in the error, after the retries', async (t) => {
+  // acme-client's own retry policy, shortened: one retry, at once.
+  const acme = createRequire(new URL('../../packages/relay/package.json', import.meta.url))('acme-client');
+  const settings = acme.axios.defaults.acmeSettings;
+  const saved = { ...settings };
+  Object.assign(settings, { retryMaxAttempts: 1, retryDefaultDelay: 0 });
+  t.teardown(() => Object.assign(settings, saved));
+  const log = memoryLogger('info', 'relay');
+  const directoryUrl = `https://127.0.0.1:${await freePort()}/dir`;
+  const relay = await testRelay(t, {
+    logger: log.logger,
+    tls: { host: '127.0.0.1', port: 0 },
+    acme: { directoryUrl, domains: ['*.acme.test'], stateDir: await tempDir(t, 'burrow-acme-') },
+  });
+  const failed = once(acmeOf(relay), 'failed');
+  const app = await backend(t);
+  await testAgent(t, relay, [{ id: 'app', hostnames: ['down.acme.test'], target: app.url }], {
+    hosts: ['*.acme.test'],
+  });
+  const [hostname, err] = await failed;
+  t.equal(hostname, 'down.acme.test');
+  t.equal(
+    (err as Error).message,
+    `GET ${directoryUrl} got no response (2 tries): connect ECONNREFUSED ${new URL(directoryUrl).host}`,
+    'the request, the attempts and the network error',
+  );
+  const [line] = log.lines.filter((l) => l['msg'] === 'acme order failed');
+  t.match(line, { hostname: 'down.acme.test', error: (err as Error).message, attempt: 1 });
 });
 
 t.test('a name already covered by a certificate from files is never ordered', async (t) => {
