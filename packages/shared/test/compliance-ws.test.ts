@@ -21,10 +21,9 @@ complianceSuite(t, async () => {
     await once(client, 'open');
     const [server] = await accepted;
     sockets.push(server);
-    // As deployed: the client (agent) sends whole frames, the server (relay)
-    // fragments large ones, so both sending paths run under the suite.
+    // Both roles: the client masks its frames (with a zero key), the server does not.
     return {
-      a: new WsTransport(client, { fragmentLargeFrames: false }),
+      a: new WsTransport(client),
       b: new WsTransport(server),
       cleanup,
     };

@@ -175,7 +175,7 @@ export class TunnelConnection extends EventEmitter<TunnelConnectionEvents> {
     // Created synchronously in 'open': the relay's HELLO may be emitted right after.
     // Whole frames from the agent: the relay, shared by every tenant, then
     // copies each payload byte at most once (see WsTransportOptions).
-    const session = createSession(new WsTransport(ws, { fragmentLargeFrames: false }), {
+    const session = createSession(new WsTransport(ws), {
       role: 'client',
       maxMetadata: 32 * 1024,
       ...this.#opts.session,

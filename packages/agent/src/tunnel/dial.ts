@@ -67,9 +67,8 @@ export function dialRelay(
     maxPayload: MAX_MESSAGE,
     handshakeTimeout,
     followRedirects: false,
-    // RFC 6455 masking protects proxies that misread cleartext WebSocket as
-    // HTTP; inside the TLS the tunnel runs in (wss://) it only costs a copy of
-    // every byte. An all-zero mask lets ws skip it (docs/performance.md).
+    // The tunnel's frames are written with an all-zero mask (WsTransport); this
+    // gives the frames ws writes itself (close, pong) the same key.
     generateMask: (mask: Buffer) => void mask.fill(0),
   });
   let settled = false;

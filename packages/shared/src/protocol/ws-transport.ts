@@ -11,26 +11,65 @@ export interface WsTransportOptions {
    * against 4 MiB, with no loss of bulk throughput).
    */
   highWater?: number;
-  /**
-   * Send each large DATA frame as one WebSocket message in two fragments
-   * (header, then the payload as it is) instead of joining them. Fragments
-   * save the sender a copy of every payload byte; ws on the receiving side
-   * then joins the fragments, one copy there. Default true. The agent turns
-   * it off so that the relay, the hop all tenants share, copies less.
-   */
-  fragmentLargeFrames?: boolean;
 }
 
 const CONNECTING = 0;
 const OPEN = 1;
+
+/** What the transport needs of ws's net.Socket (ws keeps it as `_socket`). */
+interface RawSocket {
+  write(data: Buffer, cb?: (err?: Error | null) => void): boolean;
+  cork(): void;
+  uncork(): void;
+  readonly destroyed?: boolean;
+}
+
+/** Messages up to this size are written with their WebSocket header in one buffer (one copy, one write). */
+const JOIN_BELOW = 4096;
+
+/**
+ * The head of one unfragmented binary WebSocket frame (RFC 6455 §5.2) of
+ * `length` payload bytes, followed by `prefix` (the start of that payload).
+ * A client's frame carries the MASK bit with an all-zero key, which leaves
+ * the payload as it is: masking protects proxies that misread cleartext
+ * WebSocket as HTTP, and inside the TLS the tunnel runs in (wss://) it would
+ * only cost a pass over every byte (packages/agent/src/tunnel/dial.ts).
+ */
+export function binaryFrameHead(length: number, masked: boolean, prefix?: Uint8Array): Buffer {
+  const extended = length < 126 ? 0 : length < 65_536 ? 2 : 8;
+  const size = 2 + extended + (masked ? 4 : 0);
+  const buf = Buffer.allocUnsafe(size + (prefix?.byteLength ?? 0));
+  buf[0] = 0x82; // FIN, opcode 2 (binary)
+  const mask = masked ? 0x80 : 0;
+  if (extended === 0) {
+    buf[1] = mask | length;
+  } else if (extended === 2) {
+    buf[1] = mask | 126;
+    buf.writeUInt16BE(length, 2);
+  } else {
+    buf[1] = mask | 127;
+    buf.writeUInt32BE(Math.floor(length / 2 ** 32), 2);
+    buf.writeUInt32BE(length >>> 0, 6);
+  }
+  if (masked) buf.fill(0, 2 + extended, size);
+  if (prefix) buf.set(prefix, size);
+  return buf;
+}
 
 /**
  * Adapts a `ws` WebSocket to the session's MessageTransport. It listens from
  * construction, so messages that arrive before the session attaches (the
  * peer's HELLO often rides in right behind the upgrade response) are held, not
  * lost; sends made before the socket opens are held until it does.
- * Backpressure is counted from ws's own send callbacks (called once the bytes
- * reach the kernel), so it uses only ws's public API.
+ *
+ * Receiving is ws's. Sending writes each message as one binary WebSocket
+ * frame straight to ws's socket: a large DATA frame leaves as the frame's
+ * heads in one small buffer and the payload as it is, so no side copies a
+ * payload to send it, and the receiver gets one frame, not fragments to join.
+ * ws's own sender stays in use for close and pong frames; it writes to the
+ * socket at once (no permessage-deflate, no Blobs), so the order of all
+ * writes is the order of the calls. Backpressure is counted from the write
+ * callbacks, called once the bytes reach the kernel.
  */
 export class WsTransport implements MessageTransport {
   readonly #ws: WebSocket;
@@ -47,12 +86,20 @@ export class WsTransport implements MessageTransport {
   #corked = false;
   /** Set on a text message: the connection is closing and later messages are dropped. */
   #refused = false;
-  readonly #fragment: boolean;
+  /** A client's frames are masked (with a zero key); ws gives a client's WebSocket its URL. */
+  readonly #masked: boolean;
+  readonly #written: () => void;
 
   constructor(ws: WebSocket, options: WsTransportOptions = {}) {
     this.#ws = ws;
     this.#highWater = options.highWater ?? 512 * 1024;
-    this.#fragment = options.fragmentLargeFrames ?? true;
+    this.#masked = Boolean(ws.url);
+    this.#written = () => {
+      if (this.#wantDrain && this.#queued < this.#highWater / 2) {
+        this.#wantDrain = false;
+        this.#handlers?.drain();
+      }
+    };
     ws.binaryType = 'nodebuffer';
     ws.on('message', (data, isBinary) => {
       // After a text message the peer is not speaking the protocol: nothing more it sends counts.
@@ -115,67 +162,68 @@ export class WsTransport implements MessageTransport {
   }
 
   sendParts(head: Buffer, body: Buffer): void {
-    if (!this.#fragment || this.#ws.readyState === CONNECTING) {
+    if (this.#ws.readyState === CONNECTING) {
       this.send(Buffer.concat([head, body]));
       return;
     }
     const n = head.byteLength + body.byteLength;
     this.#queued += n;
     if (this.#queued >= this.#highWater) this.#wantDrain = true;
-    if (this.#ws.readyState !== OPEN) {
+    const socket = this.#socket();
+    if (!socket) {
       this.#queued -= n;
       return;
     }
-    this.#corkForTick();
-    // Two WebSocket frames, one message: the receiver sees header and body joined.
-    this.#ws.send(head, { binary: true, compress: false, fin: false });
-    this.#ws.send(body, { binary: true, compress: false, fin: true }, () => {
+    socket.write(binaryFrameHead(n, this.#masked, head));
+    socket.write(body, () => {
       this.#queued -= n;
-      if (this.#wantDrain && this.#queued < this.#highWater / 2) {
-        this.#wantDrain = false;
-        this.#handlers?.drain();
-      }
+      this.#written();
     });
+  }
+
+  /** Hands a counted message to the socket; the count drops when it is written. */
+  #transmit(data: Buffer): void {
+    const n = data.byteLength;
+    const socket = this.#socket();
+    if (!socket) {
+      this.#queued -= n;
+      return;
+    }
+    const done = () => {
+      this.#queued -= n;
+      this.#written();
+    };
+    if (n < JOIN_BELOW) {
+      socket.write(binaryFrameHead(n, this.#masked, data), done);
+    } else {
+      socket.write(binaryFrameHead(n, this.#masked));
+      socket.write(data, done);
+    }
   }
 
   /**
-   * Corks the socket until the event loop's check phase, so the frames that
-   * every I/O callback of this loop iteration produced (OPEN, DATA, FIN,
-   * WINDOW... of many requests at once under load) leave in one writev, not
-   * one write each. Uncorking on nextTick instead would flush after each
-   * callback: twice the write system calls per request at 64 connections
-   * (bench/http.mjs: 6.2 → 3.2 across the stack). ws exposes no public hook
-   * for this; `_socket` is its net.Socket.
+   * ws's socket, corked until the event loop's check phase, while the
+   * WebSocket is open; undefined otherwise (the message is dropped). Corking
+   * makes the frames that every I/O callback of this loop iteration produced
+   * (OPEN, DATA, FIN, WINDOW... of many requests at once under load) leave in
+   * one writev, not one write each. Uncorking on nextTick instead would flush
+   * after each callback: twice the write system calls per request at 64
+   * connections (bench/http.mjs: 6.2 → 3.2 across the stack). ws exposes no
+   * public handle on its socket; `_socket` is its net.Socket.
    */
-  #corkForTick(): void {
-    if (this.#corked) return;
-    const socket = (
-      this.#ws as unknown as { _socket?: { cork(): void; uncork(): void; destroyed?: boolean } }
-    )._socket;
-    if (!socket || typeof socket.cork !== 'function') return;
-    this.#corked = true;
-    socket.cork();
-    setImmediate(() => {
-      this.#corked = false;
-      if (!socket.destroyed) socket.uncork();
-    });
-  }
-
-  /** Hands a counted message to ws; the count drops when ws reports it written. */
-  #transmit(data: Buffer): void {
-    const n = data.byteLength;
-    if (this.#ws.readyState !== OPEN) {
-      this.#queued -= n;
-      return;
+  #socket(): RawSocket | undefined {
+    if (this.#ws.readyState !== OPEN) return undefined;
+    const socket = (this.#ws as unknown as { _socket?: RawSocket })._socket;
+    if (!socket || socket.destroyed) return undefined;
+    if (!this.#corked) {
+      this.#corked = true;
+      socket.cork();
+      setImmediate(() => {
+        this.#corked = false;
+        if (!socket.destroyed) socket.uncork();
+      });
     }
-    this.#corkForTick();
-    this.#ws.send(data, { binary: true, compress: false }, () => {
-      this.#queued -= n;
-      if (this.#wantDrain && this.#queued < this.#highWater / 2) {
-        this.#wantDrain = false;
-        this.#handlers?.drain();
-      }
-    });
+    return socket;
   }
 
   close(code: number, reason: string): void {
