@@ -58,6 +58,39 @@ t.test('an upgrade the backend declines: its tunnel stream closes with the respo
   t.equal(done, 1, 'the exchange was logged and counted');
 });
 
+t.test('an upgrade request cannot smuggle bytes to the backend', async (t) => {
+  const relay = await testRelay(t);
+  const paths: string[] = [];
+  let connections = 0;
+  const backend = await testServer(t, (req, res) => {
+    paths.push(req.url ?? '');
+    res.writeHead(426, { 'content-type': 'text/plain', 'content-length': '2' });
+    res.end('no');
+  });
+  backend.server.on('connection', () => connections++);
+  await testAgent(t, relay, [{ id: 'ws', hostnames: ['ws.edge.test'], target: backend.url }]);
+
+  // A body on an upgrade would never be sent on: the backend would read the next request as it.
+  const smuggled = 'GET /admin HTTP/1.1\r\nHost: ws.edge.test\r\n\r\n';
+  const withBody = await rawRequest(
+    relay.httpAddress.port,
+    UPGRADE.replace('\r\n\r\n', `\r\nContent-Length: ${smuggled.length}\r\n\r\n${smuggled}`),
+    15_000,
+    true,
+  );
+  t.match(withBody.text, /^HTTP\/1\.1 400 /, 'refused with 400');
+  t.match(withBody.text, /x-burrow-error: upgrade_with_body/);
+  t.same(paths, [], 'nothing reached the backend');
+
+  // A declined upgrade's backend connection is not used again: its request may have said more than it sent.
+  for (let i = 0; i < 2; i++) {
+    const { text } = await rawRequest(relay.httpAddress.port, UPGRADE, 15_000, true);
+    t.match(text, /^HTTP\/1\.1 426 /);
+  }
+  t.same(paths, ['/ws', '/ws']);
+  t.equal(connections, 2, 'each upgrade on a connection of its own');
+});
+
 t.test('an upgrade to a backend that is down gets the 502 page, not a bare close', async (t) => {
   const relay = await testRelay(t);
   const down = `http://127.0.0.1:${await freePort()}`;
@@ -152,7 +185,7 @@ t.test(
       true,
     );
     t.match(withBody.text, /^HTTP\/1\.1 400 /, 'with a body: refused, with the reason');
-    t.match(withBody.text, /x-burrow-error: h2c_upgrade/);
+    t.match(withBody.text, /x-burrow-error: upgrade_with_body/);
     t.equal(upgraded, 0);
   },
 );

@@ -359,6 +359,10 @@ class Exchange {
   /**
    * Upgrade requests (WebSocket and others) go through node:http, which hands
    * over the socket after a 101; so does `OPTIONS *`. Neither has a body.
+   * An upgrade gets a connection of its own, never one from the pool nor back
+   * into it: one the backend declined would otherwise serve the next request,
+   * and a request that announced a body it never sent would make the backend
+   * read that next request as the body.
    */
   #sendWithNodeHttp(): void {
     this.#attempts++;
@@ -369,8 +373,11 @@ class Exchange {
       this.#fail(Reason.BackendError, `a ${meta.method} ${meta.path} request with a body is not supported`);
       return;
     }
-    const options: RequestOptions = {
-      agent: this.#pool.agentFor(this.#route.target, this.#route.tlsInsecure === true),
+    const insecure = this.#route.tlsInsecure === true;
+    const options: RequestOptions & { rejectUnauthorized?: boolean } = {
+      ...(meta.upgrade
+        ? { agent: false, ...(https ? { rejectUnauthorized: !insecure } : {}) }
+        : { agent: this.#pool.agentFor(this.#route.target, insecure) }),
       host,
       port,
       method: meta.method,

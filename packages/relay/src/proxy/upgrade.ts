@@ -52,24 +52,27 @@ export async function forwardUpgrade(
     log(r.status, r.code);
     return sendRawError(socket, r.status, r.message, r.host, r.code);
   }
+  // An upgrade's own bytes follow the 101; a body before them is never sent on
+  // (and a backend that declined would read the next request on its connection
+  // as that body), so such a request is refused whatever it upgrades to.
+  if (hasBody(req)) {
+    log(400, 'upgrade_with_body');
+    return sendRawError(
+      socket,
+      400,
+      'An Upgrade request cannot carry a body; send it without one, or without the Upgrade header.',
+      r.host,
+      'upgrade_with_body',
+    );
+  }
   // An h2c upgrade would hand the client an HTTP/2 connection straight to the
   // backend, past the relay's per-request handling (the forwarding headers it
   // sets, above all). It is served as the HTTP/1.1 request it also is, as a
   // server that does not speak h2c would; the client carries on in HTTP/1.1.
   const h2c = upgradesToH2c(req);
-  if (h2c && hasBody(req)) {
-    log(400, 'h2c_upgrade');
-    return sendRawError(
-      socket,
-      400,
-      'Upgrade: h2c is not supported on a request with a body; send it without the Upgrade header.',
-      r.host,
-      'h2c_upgrade',
-    );
-  }
   let stream: Stream;
   try {
-    // No body: an upgrade's bytes follow the 101, and an h2c request with one was refused above.
+    // No body (refused above): an upgrade's bytes follow the 101.
     stream = r.conn.openStream(meta(req, r.routeId, opts.proto, !h2c, false));
     opts.onStreamOpen?.(r.route, stream);
   } catch (err) {
