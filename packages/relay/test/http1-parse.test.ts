@@ -163,4 +163,35 @@ t.test('ChunkedEnd finds the end of a chunked body, whatever the pieces', async 
   t.throws(bad('3\r\nabcd\r\n'), /longer than its size/);
   t.throws(bad('3\nabc\r\n'), /without CRLF/);
   t.throws(bad(`${'1'.repeat(5000)}`), /too long/);
+  // What passes on untouched must be well-formed: extensions and trailers are checked too.
+  t.throws(bad('2;\0\r\n'), /malformed chunk size/, 'a NUL in an extension');
+  t.throws(bad('2;a b\r\n'), /malformed chunk size/, 'an extension that is no token');
+  t.throws(bad('2;a="x\r\n'), /malformed chunk size/, 'an unclosed quoted value');
+  t.throws(bad('0\r\nnot a header\r\n\r\n'), /malformed trailer line/);
+  t.throws(bad('0\r\nX-T: a\0\r\n\r\n'), /malformed trailer line/);
+  const good = '5 ; a ; b=c;d="q \\" ;x"\r\nhello\r\n0;last\r\nX-Sum: 1\r\n\r\n';
+  t.equal(new ChunkedEnd().scan(Buffer.from(good, 'latin1')), good.length, 'extensions of every shape');
+});
+
+t.test('a response head cannot lose its framing or its close', async (t) => {
+  const named = res(
+    'HTTP/1.1 200 OK\r\nConnection: content-length\r\nContent-Length: 5\r\n\r\n',
+  ) as ResponseHead;
+  t.equal(named.framing, 'length');
+  t.match(named.head, /\r\nContent-Length: 5\r\n$/, 'Connection cannot drop Content-Length');
+  for (const value of ['close, keep-alive', 'keep-alive, close', 'keep-alive, Close']) {
+    t.equal(
+      (res(`HTTP/1.1 200 OK\r\nConnection: ${value}\r\nContent-Length: 0\r\n\r\n`) as ResponseHead).close,
+      true,
+      `Connection: ${value} closes`,
+    );
+  }
+  t.equal(
+    (res('HTTP/1.0 200 OK\r\nConnection: keep-alive\r\nContent-Length: 0\r\n\r\n') as ResponseHead).close,
+    false,
+    'HTTP/1.0 with keep-alive stays',
+  );
+  t.type(res('HTTP/1.1 200 OK\nContent-Length: 2\n\nok'), 'string', 'bare LF line ends: refused at once');
+  t.type(res('HTTP/1.1 200 OK\r\nX: 1\n'), 'string', 'one bare LF is enough');
+  t.equal(res('HTTP/1.1 200 OK\r\nX: 1\r'), INCOMPLETE, 'a CR waiting for its LF is not');
 });

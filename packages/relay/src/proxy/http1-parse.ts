@@ -226,7 +226,14 @@ export function parseResponseHead(
   maxHead: number,
 ): ResponseHead | typeof INCOMPLETE | string {
   const blank = buf.indexOf(CRLF2, 0, 'latin1');
-  if (blank === -1) return buf.length > maxHead ? `response head over ${maxHead} bytes` : INCOMPLETE;
+  if (blank === -1) {
+    if (buf.length > maxHead) return `response head over ${maxHead} bytes`;
+    // A head with bare LF line ends would never show its CRLF CRLF: say so now, not at the timeout.
+    for (let lf = buf.indexOf(10); lf !== -1; lf = buf.indexOf(10, lf + 1)) {
+      if (lf === 0 || buf[lf - 1] !== 13) return 'a line of the response head ends in LF without CR';
+    }
+    return INCOMPLETE;
+  }
   // Up to and with the last field line's CRLF.
   const text = buf.toString('latin1', 0, blank + 2);
   const eol = text.indexOf('\r\n');
@@ -243,6 +250,8 @@ export function parseResponseHead(
   let codings: string | undefined;
   let length: string | undefined;
   let lengthLine = -1;
+  // "close" wins over "keep-alive", wherever each stands.
+  let close = false;
   let keepAlive = start[1] === '1';
   for (let at = 0; at < fields.length; ) {
     const colon = fields.indexOf(':', at);
@@ -262,9 +271,10 @@ export function parseResponseHead(
         else if (name === 'connection') {
           for (const token of value.split(',')) {
             const t = token.trim().toLowerCase();
-            if (t === 'close') keepAlive = false;
+            if (t === 'close') close = true;
             else if (t === 'keep-alive') keepAlive = true;
-            else if (t) (named ??= new Set()).add(t);
+            // Content-Length is the framing the relay passes on: Connection cannot take it away.
+            else if (t && t !== 'content-length') (named ??= new Set()).add(t);
           }
         }
       }
@@ -309,10 +319,17 @@ export function parseResponseHead(
     head,
     framing,
     length: framing === 'length' ? Number(length) : 0,
-    close: !keepAlive || framing === 'close',
+    close: close || !keepAlive || framing === 'close',
     end: blank + 4,
   };
 }
+
+/**
+ * A chunk-size line: the size, then extensions (RFC 9112 §7.1.1), each a
+ * token with an optional token or quoted-string value.
+ */
+const CHUNK_SIZE =
+  /^([0-9A-Fa-f]{1,12})(?:[\t ]*;[\t ]*[!#$%&'*+.^_`|~0-9A-Za-z-]+(?:[\t ]*=[\t ]*(?:[!#$%&'*+.^_`|~0-9A-Za-z-]+|"(?:[\t\x20\x21\x23-\x5b\x5d-\x7e\x80-\xff]|\\[\t\x20-\x7e\x80-\xff])*"))?)*[\t ]*$/;
 
 /** Longest chunk-size line (size, extensions) and trailer section accepted. */
 const MAX_CHUNK_LINE = 4096;
@@ -389,9 +406,10 @@ export class ChunkedEnd {
       this.#trailerBytes += line.length;
       if (this.#trailerBytes > MAX_TRAILERS) throw new Error('trailer section too large');
       if (text === '') this.#state = Chunk.Done;
+      else if (!FIELD_LINES.test(line)) throw new Error('malformed trailer line');
       return text === '';
     }
-    const size = /^([0-9A-Fa-f]{1,12})[\t ]*(?:;.*)?$/.exec(text);
+    const size = CHUNK_SIZE.exec(text);
     if (!size) throw new Error('malformed chunk size');
     const n = Number.parseInt(size[1]!, 16);
     if (n === 0) this.#state = Chunk.Trailers;
