@@ -85,3 +85,20 @@ t.test('frame heads: lengths in 7, 16 and 64 bits; a client masks with a zero ke
     'with the start of the payload',
   );
 });
+
+t.test('each queued message counts what it holds in memory, not only its bytes', async (t) => {
+  const pair = await wsPair(t);
+  const sender = new WsTransport(pair.server);
+  sender.attach({ message: () => {}, drain: () => {}, close: () => {} });
+  // Within one tick the socket is corked: every message is still queued.
+  const pong = Buffer.alloc(20);
+  for (let i = 0; i < 10_000; i++) sender.send(pong);
+  t.ok(
+    sender.bufferedAmount >= 10_000 * 512,
+    `10,000 PONG-sized messages count ${sender.bufferedAmount} bytes: a flood reaches maxSendQueue by its cost`,
+  );
+  await new Promise((resolve) => setImmediate(resolve));
+  await new Promise((resolve) => setImmediate(resolve));
+  if (sender.bufferedAmount > 0) await new Promise((resolve) => pair.server.once('pong', resolve).ping());
+  t.equal(sender.bufferedAmount, 0, 'and nothing once written');
+});

@@ -37,9 +37,11 @@ export interface SessionConfig {
   streamIdleTimeout: number;
   /**
    * Bytes queued in the transport beyond which the peer counts as not reading
-   * and the session is closed, bytes. DATA stops at the transport's own
-   * high-water mark long before; this bounds control frames (PONG, WINDOW,
-   * RST) a peer can provoke without reading. Default 16 MiB.
+   * and the session is closed, bytes; the WebSocket transport counts each
+   * message as 512 bytes more than its length, what it holds in memory. DATA
+   * stops at the transport's own high-water mark long before; this bounds
+   * control frames (PONG, WINDOW, RST) a peer can provoke without reading.
+   * Default 16 MiB.
    */
   maxSendQueue: number;
 }
