@@ -2,6 +2,7 @@
 // restart; losing one of an agent's connections does not stop its traffic.
 import { once } from 'node:events';
 import t from 'tap';
+import { memoryLogger } from '../../packages/agent/test/helpers/log.js';
 import { testAgent } from '../helpers/agent.js';
 import { deferred } from '../helpers/deferred.js';
 import { get, testServer } from '../helpers/http.js';
@@ -53,6 +54,32 @@ t.test('a hostname outside the token is refused with the reason', async (t) => {
   t.equal(r?.status, 'refused');
   t.match(r?.error, /not allowed by this agent's token/);
   t.equal((await get(relay.httpAddress.port, 'evil.example.org')).status, 404);
+});
+
+t.test('many refused names in one announcement: a few log lines and a count, not a line each', async (t) => {
+  const log = memoryLogger('info', 'relay');
+  const relay = await testRelay(t, { logger: log.logger });
+  const app = await testServer(t, (_req, res) => res.end('x'));
+  const routes = Array.from({ length: 40 }, (_, i) => ({
+    id: `r${i}`,
+    hostnames: [`a${i}.example.org`, `b${i}.example.org`],
+    target: app.url,
+  }));
+  const agent = await testAgent(t, relay, routes, { hosts: ['*.example.com'] });
+  t.equal(
+    agent.routeStatus().filter((r) => r.status === 'refused').length,
+    80,
+    'the agent hears of every name refused',
+  );
+  // One announcement per tunnel connection of the agent.
+  const announced = log.lines.filter((l) => l['msg'] === 'routes announced');
+  t.ok(announced.length >= 1);
+  for (const line of announced) t.match(line, { active: 0, refused: 80, refusalsNotLogged: 70 });
+  t.equal(
+    log.lines.filter((l) => l['msg'] === 'route refused').length,
+    10 * announced.length,
+    'the first 10 of each are logged',
+  );
 });
 
 t.test('relay restart: the agent reconnects and its routes return', async (t) => {

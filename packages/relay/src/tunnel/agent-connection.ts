@@ -21,6 +21,9 @@ import type { RouteTable, RouteTarget } from '../routes/table.js';
 
 let nextConnectionId = 1;
 
+/** Refused routes of one announcement logged a line each; the rest are counted. */
+const LOGGED_REFUSALS = 10;
+
 /**
  * The relay's side of one agent tunnel: the session, the agent's identity
  * from its token, and the control stream over which it announces routes.
@@ -183,14 +186,18 @@ export class AgentConnection implements RouteTarget {
       this.#http1 = message.features?.includes('http1') ?? false;
       this.#routesVersion++;
       const results = this.#table.announce(this, this.claims.hosts, message.routes, this.#onRefused);
-      for (const r of results) {
-        if (r.status === 'refused')
-          this.#log.warn({ route: r.id, hostname: r.hostname, reason: r.error }, 'route refused');
+      const refused = results.filter((r) => r.status === 'refused');
+      // One announcement may refuse tens of thousands of names: a line each for the first few only.
+      for (const r of refused.slice(0, LOGGED_REFUSALS)) {
+        this.#log.warn({ route: r.id, hostname: r.hostname, reason: r.error }, 'route refused');
       }
       this.#log.info(
         {
-          active: results.filter((r) => r.status === 'active').length,
-          refused: results.filter((r) => r.status === 'refused').length,
+          active: results.length - refused.length,
+          refused: refused.length,
+          ...(refused.length > LOGGED_REFUSALS
+            ? { refusalsNotLogged: refused.length - LOGGED_REFUSALS }
+            : {}),
         },
         'routes announced',
       );
