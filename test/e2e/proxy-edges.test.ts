@@ -5,6 +5,7 @@ import { once } from 'node:events';
 import { connect } from 'node:net';
 import type { AccessInfo } from '@burrow/relay';
 import t from 'tap';
+import { memoryLogger } from '../../packages/agent/test/helpers/log.js';
 import { testAgent } from '../helpers/agent.js';
 import { deferred } from '../helpers/deferred.js';
 import { get, testServer } from '../helpers/http.js';
@@ -89,6 +90,51 @@ t.test('an upgrade request cannot smuggle bytes to the backend', async (t) => {
   }
   t.same(paths, ['/ws', '/ws']);
   t.equal(connections, 2, 'each upgrade on a connection of its own');
+});
+
+t.test('a malformed request after one in flight: the response goes out whole, then the 400', async (t) => {
+  // Node's parser reads these (the fast path is off): its parse error comes while /slow is answered.
+  const log = memoryLogger('info', 'relay');
+  const relay = await testRelay(t, { http1FastPath: false, logger: log.logger });
+  const release = deferred();
+  const paths: string[] = [];
+  const backend = await testServer(t, (req, res) => {
+    paths.push(req.url ?? '');
+    req.resume();
+    res.writeHead(200, { 'content-length': '10' });
+    res.write('AAAAA');
+    void release.promise.then(() => res.end('BBBBB'));
+  });
+  await testAgent(t, relay, [{ id: 'app', hostnames: ['app.edge.test'], target: backend.url }]);
+  const H = 'Host: app.edge.test\r\n';
+  const bad = log.waitFor((l) => l['msg'] === 'bad request from client');
+  const reply = rawRequest(
+    relay.httpAddress.port,
+    (socket) => {
+      socket.write(`GET /slow HTTP/1.1\r\n${H}\r\n`);
+      socket.once('data', () => socket.write('BOGUS\0 garbage\r\n\r\n'));
+    },
+    15_000,
+    true,
+  );
+  await bad;
+  release.resolve();
+  const { text } = await reply;
+  t.match(
+    text,
+    /^HTTP\/1\.1 200 [^]*\r\n\r\nAAAAABBBBBHTTP\/1\.1 400 Bad Request\r\n/,
+    'the whole body, then the 400',
+  );
+
+  // Bytes after a request that ends the connection are ignored: its response, then the close.
+  const { text: closing } = await rawRequest(
+    relay.httpAddress.port,
+    `GET /a HTTP/1.0\r\n${H}\r\nGET /b HTTP/1.0\r\n${H}\r\n`,
+    15_000,
+    true,
+  );
+  t.match(closing, /^HTTP\/1\.1 200 [^]*AAAAABBBBB$/, "/a's response, nothing after it");
+  t.same(paths, ['/slow', '/a']);
 });
 
 t.test('an upgrade to a backend that is down gets the 502 page, not a bare close', async (t) => {

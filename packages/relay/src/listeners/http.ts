@@ -61,13 +61,21 @@ export function createHttpListener(opts: HttpListenerOptions): Server {
       socket.destroy();
     });
   });
+  // Node reports a connection's parse error again with each chunk that follows; it is answered once.
+  const refused = new WeakSet<Socket>();
   server.on('clientError', (err: NodeJS.ErrnoException, socket: Socket) => {
+    if (refused.has(socket)) return;
+    refused.add(socket);
     // Malformed requests (smuggling shapes, oversized heads, slow heads) get a
     // status line when the socket is still writable, and never reach an agent.
     const status =
       err.code === 'HPE_HEADER_OVERFLOW' ? 431 : err.code === 'ERR_HTTP_REQUEST_TIMEOUT' ? 408 : 400;
     opts.logger.info({ code: err.code, client: socket.remoteAddress }, 'bad request from client');
-    if (socket.writable && !socket.destroyed) {
+    // Nothing more is read from this client.
+    socket.pause();
+    const answer = () => {
+      if (socket.destroyed || socket.writableEnded) return;
+      if (!socket.writable) return void socket.destroy();
       const text =
         status === 431
           ? 'Request Header Fields Too Large'
@@ -75,9 +83,14 @@ export function createHttpListener(opts: HttpListenerOptions): Server {
             ? 'Request Timeout'
             : 'Bad Request';
       socket.end(`HTTP/1.1 ${status} ${text}\r\nconnection: close\r\ncontent-length: 0\r\n\r\n`);
-    } else {
-      socket.destroy();
-    }
+    };
+    // A response in flight for an earlier request on the connection goes out whole first:
+    // the error answer must not land in the middle of its body.
+    const inFlight = (socket as Socket & { _httpMessage?: ServerResponse | null })._httpMessage;
+    if (!inFlight) return answer();
+    // Bytes after a request that closes the connection are ignored (RFC 9112 §9.6): its response, then the close.
+    if (err.code === 'HPE_CLOSED_CONNECTION') return;
+    inFlight.once('close', answer);
   });
   if (!opts.upstreams) return server;
   // Node's own connection handler stays the way into its parser; the fast path goes first.
