@@ -137,6 +137,45 @@ t.test('a malformed request after one in flight: the response goes out whole, th
   t.same(paths, ['/slow', '/a']);
 });
 
+t.test('pipelined requests reach the backend one at a time, in order', async (t) => {
+  // Node's parser reads these (the fast path is off) and emits them all at once.
+  const relay = await testRelay(t, { http1FastPath: false });
+  let active = 0;
+  let most = 0;
+  const seen: string[] = [];
+  const backend = await testServer(t, (req, res) => {
+    active++;
+    most = Math.max(most, active);
+    seen.push(`${req.method} ${req.url}`);
+    req.resume();
+    req.on('end', () =>
+      setImmediate(() => {
+        active--;
+        res.end(req.url);
+      }),
+    );
+  });
+  await testAgent(t, relay, [{ id: 'app', hostnames: ['app.edge.test'], target: backend.url }]);
+  const H = 'Host: app.edge.test\r\n';
+  const gets = Array.from({ length: 20 }, (_, i) => `GET /g${i} HTTP/1.1\r\n${H}\r\n`).join('');
+  const { text } = await rawRequest(
+    relay.httpAddress.port,
+    `POST /first HTTP/1.1\r\n${H}Transfer-Encoding: chunked\r\n\r\n3\r\none\r\n0\r\n\r\n` +
+      `POST /second HTTP/1.1\r\n${H}Content-Length: 3\r\n\r\ntwo${gets}` +
+      `GET /last HTTP/1.1\r\n${H}Connection: close\r\n\r\n`,
+    15_000,
+    true,
+  );
+  t.same(seen, [
+    'POST /first',
+    'POST /second',
+    ...Array.from({ length: 20 }, (_, i) => `GET /g${i}`),
+    'GET /last',
+  ]);
+  t.equal(most, 1, 'never two at once from one connection');
+  t.equal((text.match(/HTTP\/1\.1 200 /g) ?? []).length, 23, 'every response, in order');
+});
+
 t.test('an upgrade to a backend that is down gets the 502 page, not a bare close', async (t) => {
   const relay = await testRelay(t);
   const down = `http://127.0.0.1:${await freePort()}`;

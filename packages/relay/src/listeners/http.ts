@@ -5,6 +5,7 @@ import { Http1Front, takeConnectionHandler } from '../proxy/http1-front.js';
 import type { Http1Pool } from '../proxy/http1-pool.js';
 import { forwardUpgrade, refuseConnect } from '../proxy/upgrade.js';
 import { MAX_REQUEST_HEAD, MAX_REQUEST_HEADERS } from '../proxy/validate-request.js';
+import { oneAtATime } from './one-at-a-time.js';
 
 export interface HttpListenerOptions extends ForwardOptions {
   /** Time allowed for a client to send the request head, ms (slowloris bound). */
@@ -47,13 +48,16 @@ export function createHttpListener(opts: HttpListenerOptions): Server {
     maxHeaderSize: MAX_REQUEST_HEAD,
   });
   server.maxHeadersCount = MAX_REQUEST_HEADERS;
-  server.on('request', (req, res) => {
-    if (opts.intercept?.(req, res)) return;
-    forwardRequest(opts, req, res).catch((err) => {
-      opts.logger.error({ err }, 'request handling failed');
-      res.destroy();
-    });
-  });
+  server.on(
+    'request',
+    oneAtATime((req: IncomingMessage, res: ServerResponse) => {
+      if (opts.intercept?.(req, res)) return;
+      forwardRequest(opts, req, res).catch((err) => {
+        opts.logger.error({ err }, 'request handling failed');
+        res.destroy();
+      });
+    }),
+  );
   server.on('connect', (req, socket: Socket) => refuseConnect(opts, req, socket));
   server.on('upgrade', (req, socket, head) => {
     forwardUpgrade(opts, req, socket, head).catch((err) => {

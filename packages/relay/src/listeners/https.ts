@@ -7,11 +7,17 @@ import {
 import type { Socket } from 'node:net';
 import type { TLSSocket } from 'node:tls';
 import type { CertStore } from '../certs/store.js';
-import { type ClientRequest, type ForwardOptions, forwardRequest } from '../proxy/forward.js';
+import {
+  type ClientRequest,
+  type ClientResponse,
+  type ForwardOptions,
+  forwardRequest,
+} from '../proxy/forward.js';
 import { Http1Front, takeConnectionHandler } from '../proxy/http1-front.js';
 import type { Http1Pool } from '../proxy/http1-pool.js';
 import { forwardUpgrade, refuseConnect } from '../proxy/upgrade.js';
 import { headCheckInterval } from './http.js';
+import { oneAtATime } from './one-at-a-time.js';
 
 export interface HttpsTerminatorOptions extends Omit<ForwardOptions, 'proto' | 'sniOf'> {
   certs: CertStore;
@@ -89,12 +95,15 @@ export function createHttpsTerminator(opts: HttpsTerminatorOptions): HttpsTermin
       if (open === 0 && !session.closed) session.close();
     });
   });
-  server.on('request', (req, res) => {
-    forwardRequest(forward, req, res).catch((err) => {
-      opts.logger.error({ err }, 'request handling failed');
-      res.destroy();
-    });
-  });
+  server.on(
+    'request',
+    oneAtATime((req: ClientRequest, res: ClientResponse) => {
+      forwardRequest(forward, req, res).catch((err) => {
+        opts.logger.error({ err }, 'request handling failed');
+        res.destroy();
+      });
+    }),
+  );
   // HTTP/1.1 upgrades (WebSocket) on a terminated connection: same raw splice as on the plain listener.
   // CONNECT: an HTTP/2 one comes with its response (the compatibility layer
   // routes it here, not to 'request'), an HTTP/1.1 one with the socket.
