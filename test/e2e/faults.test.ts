@@ -237,5 +237,19 @@ t.test(
     t.equal(await relay.proc.exited, 0, 'the relay exits 0 after its drain timeout');
     const r = await stuck.done;
     t.notOk(r.complete, 'the unfinished download was cut, not left hanging');
+    // The relay's own deadline cut it: the log says so, and does not blame the agent or the backend.
+    t.match(
+      relay.proc.lines.find((l) => l['msg'] === 'response cut short'),
+      {
+        reason: 'stream reset: Shutdown: drain timeout',
+      },
+    );
+    t.match(
+      relay.proc.lines.find((l) => l['msg'] === 'request' && l['host'] === 'stuck.example.com'),
+      {
+        status: 200,
+        error: 'drain_timeout',
+      },
+    );
   },
 );

@@ -101,14 +101,16 @@ export class StreamResetError extends BurrowError {
   override readonly name = 'StreamResetError';
   readonly code = 'BURROW_ERR_STREAM_RESET';
   readonly reason: Reason;
-  constructor(reason: Reason, message?: string, options?: ErrorOptions) {
+  /** True when this side reset the stream (`Stream.reset`), not the peer. */
+  readonly local: boolean;
+  constructor(reason: Reason, message?: string, options?: ErrorOptions & { local?: boolean }) {
+    const by = options?.local ? 'stream reset' : 'stream reset by peer';
     super(
-      message
-        ? `stream reset by peer: ${Reason[reason] ?? reason}: ${message}`
-        : `stream reset by peer: ${Reason[reason] ?? reason}`,
+      message ? `${by}: ${Reason[reason] ?? reason}: ${message}` : `${by}: ${Reason[reason] ?? reason}`,
       options,
     );
     this.reason = reason;
+    this.local = options?.local === true;
   }
 }
 export class StreamRefusedError extends defineWire(

@@ -509,7 +509,10 @@ export class Http1Connection {
     const ex = this.#ex!;
     const stale = this.#up!.reused && (err as { reason?: number }).reason === Reason.BackendError;
     if (ex.status === 0 && this.#retry(ex, stale || retryable(err))) return;
-    this.#failed(ex, err, `agent: ${err.message}`);
+    // The relay's own drain timeout resets streams too (SHUTDOWN, locally): not the agent's doing.
+    const e = err as { local?: boolean; reason?: number };
+    if (e.local && e.reason === Reason.Shutdown) this.#failed(ex, err, err.message, 'drain_timeout');
+    else this.#failed(ex, err, `agent: ${err.message}`);
   }
 
   /**
@@ -530,9 +533,9 @@ export class Http1Connection {
   }
 
   /** The stream failed: an error page if nothing was answered yet, a cut connection otherwise. */
-  #failed(ex: Exchange, err: unknown, cut: string): void {
+  #failed(ex: Exchange, err: unknown, cut: string, cutCode?: string): void {
     if (ex.status === 0) this.#answerError(ex, failureFor(err));
-    else this.#cut(ex, cut);
+    else this.#cut(ex, cut, cutCode);
   }
 
   /** Answers the exchange with an error page (before any response byte) and drops the stream. */
@@ -555,8 +558,8 @@ export class Http1Connection {
   }
 
   /** The response was cut after its head: the client must not take what it got for the whole. */
-  #cut(ex: Exchange, reason: string): void {
-    ex.error = 'backend_error';
+  #cut(ex: Exchange, reason: string, code = 'backend_error'): void {
+    ex.error = code;
     this.#opts.logger.info({ host: ex.head.host, reason }, 'response cut short');
     this.#ex = undefined;
     this.#record(ex);

@@ -107,7 +107,7 @@ export class Stream extends Duplex {
   reset(reason: Reason = Reason.Cancel, message = ''): void {
     if (this.destroyed) return;
     this.#sendRst(reason, message);
-    this.destroy(new StreamResetError(reason, message || 'reset locally'));
+    this.destroy(new StreamResetError(reason, message || 'reset locally', { local: true }));
   }
 
   /** Current receive window (grows with auto-tuning). */
