@@ -20,7 +20,7 @@ import {
 } from '@burrow/shared';
 import type { WebSocket } from 'ws';
 import { Backoff, type BackoffOptions } from './backoff.js';
-import { dialRelay, RelayRefusedError } from './dial.js';
+import { describeDialFailure, dialRelay, RelayRefusedError } from './dial.js';
 import type { FailureLog } from './failure-log.js';
 
 /** Stream kinds this agent serves beyond `http` and `tcp` (docs/protocol.md §11). */
@@ -313,17 +313,13 @@ export class TunnelConnection extends EventEmitter<TunnelConnectionEvents> {
 
   #onDialFailed(err: Error): void {
     if (this.#state === 'closed') return;
-    if (err instanceof RelayRefusedError && err.authFailure) {
-      const delay = this.#backoff.capped();
-      this.#opts.failures.failed(this.index, err.message, delay, 'error');
-      this.#schedule(delay);
-      this.emit('connectFailed', err.message);
-      return;
-    }
-    const delay = this.#backoff.next();
-    this.#opts.failures.failed(this.index, err.message, delay);
+    const reason = describeDialFailure(err, this.#opts.endpoint);
+    const auth = err instanceof RelayRefusedError && err.authFailure;
+    // A refused token cannot start working by itself soon: retry at the capped delay.
+    const delay = auth ? this.#backoff.capped() : this.#backoff.next();
+    this.#opts.failures.failed(this.index, reason, delay, auth ? 'error' : 'warn');
     this.#schedule(delay);
-    this.emit('connectFailed', err.message);
+    this.emit('connectFailed', reason);
   }
 
   #schedule(delay: number): void {

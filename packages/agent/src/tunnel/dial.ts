@@ -40,6 +40,37 @@ function printable(body: Buffer): string {
     .slice(0, 200);
 }
 
+/** Certificate checks that fail for a relay whose certificate comes from a private CA. */
+const UNTRUSTED_CERTIFICATE = new Set([
+  'UNABLE_TO_VERIFY_LEAF_SIGNATURE',
+  'UNABLE_TO_GET_ISSUER_CERT_LOCALLY',
+  'SELF_SIGNED_CERT_IN_CHAIN',
+  'DEPTH_ZERO_SELF_SIGNED_CERT',
+]);
+
+/**
+ * A failed dial in one line, with what the operator most likely has to
+ * change when the cause is a common mistake: ws:// against a TLS listener or
+ * the reverse, a private CA not given, or a URL that reaches one of the
+ * relay's other listeners.
+ */
+export function describeDialFailure(err: Error, endpoint: string): string {
+  const tls = endpoint.startsWith('wss:');
+  const code = (err as NodeJS.ErrnoException).code ?? '';
+  const text = err.message.replace(/\s+/g, ' ').trim();
+  if (err instanceof RelayRefusedError) {
+    if (err.status !== 404) return text;
+    return `${text} (is --relay the relay's tunnel listener, --tunnel-listen, :8443 by default? Its public and admin ports do not take agents)`;
+  }
+  if (tls && (code === 'EPROTO' || /wrong version number|packet length too long/.test(text)))
+    return `${text} (the relay's tunnel listener does not speak TLS: use ws://, or give the relay --tunnel-tls-cert)`;
+  if (!tls && (code === 'ECONNRESET' || text === 'socket hang up'))
+    return `${text} (if the relay's tunnel listener uses TLS, --relay must start with wss://)`;
+  if (tls && UNTRUSTED_CERTIFICATE.has(code))
+    return `${text} (a relay certificate from a private CA needs that CA: --relay-ca FILE)`;
+  return text;
+}
+
 export interface DialHandlers {
   /**
    * Called from ws's 'open' event, synchronously: the relay's first frames can
