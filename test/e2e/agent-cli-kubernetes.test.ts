@@ -2,7 +2,7 @@
 // server (here the fake, through a kubeconfig), probes on --health-listen.
 import { execFile } from 'node:child_process';
 import { writeFile } from 'node:fs/promises';
-import { join } from 'node:path';
+import { delimiter, join } from 'node:path';
 import { promisify } from 'node:util';
 import t, { type Test } from 'tap';
 import { fakeKube } from '../helpers/fake-kube.js';
@@ -54,7 +54,7 @@ async function cluster(t: Test, answer: string) {
       ],
       { POD_NAMESPACE: 'burrow-system', POD_NAME: 'agent-0' },
     );
-  return { relay, kube, token, spawnAgent };
+  return { relay, kube, token, spawnAgent, dir };
 }
 
 t.test('burrow-agent --kubernetes exposes annotated Services and answers probes', async (t) => {
@@ -125,6 +125,15 @@ t.test('the agent is not ready while the API server refuses to list Services', a
   t.equal(await agent.exited, 0);
 });
 
+t.test('burrow-agent --kubernetes: a list of kubeconfigs is merged as kubectl does', async (t) => {
+  const { relay, dir, spawnAgent } = await cluster(t, 'merged');
+  // The first names no context; the second, the fake API server's.
+  await writeFile(join(dir, 'first'), 'apiVersion: v1\nkind: Config\n');
+  const agent = spawnAgent(['--kubeconfig', `${join(dir, 'first')}${delimiter}${join(dir, 'kubeconfig')}`]);
+  await agent.waitFor((l) => l['msg'] === 'route active' && l['hostname'] === 'shop.example.com');
+  t.equal((await get(relay.httpAddress.port, 'shop.example.com')).body.toString(), 'merged');
+});
+
 t.test('burrow-agent --kubernetes: a kubeconfig or cluster it cannot use is one line, exit 1', async (t) => {
   const dir = await tempDir(t, 'burrow-agent-kubeconfig-');
   await writeFile(join(dir, 'token'), `${await tokenFor('cluster', ['*.example.com'])}\n`, { mode: 0o600 });
@@ -143,6 +152,11 @@ t.test('burrow-agent --kubernetes: a kubeconfig or cluster it cannot use is one 
   const cases: Array<[string[], NodeJS.ProcessEnv, string]> = [
     [['--kubeconfig', '/nope'], {}, '--kubeconfig: cannot read /nope (ENOENT)'],
     [[], { KUBECONFIG: '/nope' }, 'KUBECONFIG: cannot read /nope (ENOENT)'],
+    [
+      [],
+      { KUBECONFIG: `${join(dir, 'no-cluster')}${delimiter}/nope` },
+      'KUBECONFIG: cannot read /nope (ENOENT)',
+    ],
     [['--kubeconfig', dir], {}, `--kubeconfig: cannot read ${dir} (EISDIR)`],
     [
       ['--kubeconfig', join(dir, 'list')],

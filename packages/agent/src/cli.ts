@@ -1,6 +1,6 @@
 #!/usr/bin/env node
 import { readFileSync } from 'node:fs';
-import { dirname } from 'node:path';
+import { delimiter, dirname } from 'node:path';
 import {
   attributeErrors,
   ConfigError,
@@ -41,8 +41,8 @@ function version(): string {
  * one ConfigError line: the client would otherwise throw a stack trace (a bad
  * file) or retry "Invalid URL" forever (no cluster around).
  */
-async function loadKubeConfig(kubeConfig: KubeConfig, file: string | undefined): Promise<KubeConfig> {
-  if (!file) {
+async function loadKubeConfig(kubeConfig: KubeConfig, files: string | undefined): Promise<KubeConfig> {
+  if (!files) {
     if (!process.env['KUBERNETES_SERVICE_HOST']) {
       throw new ConfigError(
         '--kubernetes: not running in a cluster (KUBERNETES_SERVICE_HOST is unset); pass --kubeconfig FILE',
@@ -51,6 +51,27 @@ async function loadKubeConfig(kubeConfig: KubeConfig, file: string | undefined):
     kubeConfig.loadFromCluster();
     return kubeConfig;
   }
+  // A list, as kubectl reads KUBECONFIG: merged in order, the first current-context wins.
+  const [first, ...more] = files.split(delimiter).filter(Boolean);
+  await readKubeConfigFile(kubeConfig, first ?? files);
+  for (const file of more) {
+    const next = await readKubeConfigFile(new (kubeConfig.constructor as typeof KubeConfig)(), file);
+    try {
+      kubeConfig.mergeConfig(next, Boolean(kubeConfig.getCurrentContext()));
+    } catch (err) {
+      throw new ConfigError(`--kubeconfig: cannot merge ${file}: ${(err as Error).message}`);
+    }
+  }
+  if (!kubeConfig.getCurrentCluster()) {
+    throw new ConfigError(
+      `--kubeconfig: ${files} names no current cluster (check current-context and its cluster entry)`,
+    );
+  }
+  return kubeConfig;
+}
+
+/** Loads one kubeconfig file into `kubeConfig`, checked, with the relative paths in it made absolute. */
+async function readKubeConfigFile(kubeConfig: KubeConfig, file: string): Promise<KubeConfig> {
   const text = await readOptionFile('kubeconfig', file);
   let doc: unknown;
   try {
@@ -72,11 +93,6 @@ async function loadKubeConfig(kubeConfig: KubeConfig, file: string | undefined):
   } catch (err) {
     throw new ConfigError(
       `--kubeconfig: ${file} is not a usable kubeconfig: ${(err as Error).message.split('\n')[0]}`,
-    );
-  }
-  if (!kubeConfig.getCurrentCluster()) {
-    throw new ConfigError(
-      `--kubeconfig: ${file} names no current cluster (check current-context and its cluster entry)`,
     );
   }
   return kubeConfig;

@@ -92,7 +92,8 @@ export const AGENT_OPTIONS: readonly OptionSpec[] = [
     env: 'KUBECONFIG',
     type: 'string',
     placeholder: 'FILE',
-    description: 'kubeconfig for --kubernetes outside a cluster (default: in-cluster service account)',
+    description:
+      'kubeconfig for --kubernetes outside a cluster, or several separated by ":", merged as kubectl does (default: in-cluster service account)',
   },
   {
     name: 'namespaces',
