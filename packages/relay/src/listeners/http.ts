@@ -75,8 +75,6 @@ export function createHttpListener(opts: HttpListenerOptions): Server {
     const status =
       err.code === 'HPE_HEADER_OVERFLOW' ? 431 : err.code === 'ERR_HTTP_REQUEST_TIMEOUT' ? 408 : 400;
     opts.logger.info({ code: err.code, client: socket.remoteAddress }, 'bad request from client');
-    // Nothing more is read from this client.
-    socket.pause();
     const answer = () => {
       if (socket.destroyed || socket.writableEnded) return;
       if (!socket.writable) return void socket.destroy();
