@@ -176,6 +176,93 @@ t.test('pipelined requests reach the backend one at a time, in order', async (t)
   t.equal((text.match(/HTTP\/1\.1 200 /g) ?? []).length, 23, 'every response, in order');
 });
 
+t.test(
+  'a parse error behind pipelined requests: the one in flight is answered, the waiting ones never start',
+  async (t) => {
+    const log = memoryLogger('info', 'relay');
+    const relay = await testRelay(t, { http1FastPath: false, logger: log.logger });
+    const release = deferred();
+    const paths: string[] = [];
+    const backend = await testServer(t, (req, res) => {
+      paths.push(req.url ?? '');
+      req.resume();
+      void release.promise.then(() => res.end('done'));
+    });
+    await testAgent(t, relay, [{ id: 'app', hostnames: ['app.edge.test'], target: backend.url }]);
+    const H = 'Host: app.edge.test\r\n';
+    const bad = log.waitFor((l) => l['msg'] === 'bad request from client');
+    const reply = rawRequest(
+      relay.httpAddress.port,
+      `GET /a HTTP/1.1\r\n${H}\r\nGET /b HTTP/1.1\r\n${H}\r\nBOGUS\0 garbage\r\n\r\n`,
+      15_000,
+      true,
+    );
+    await bad;
+    release.resolve();
+    const { text, closed } = await reply;
+    t.match(
+      text,
+      /^HTTP\/1\.1 200 [\s\S]*\r\n\r\ndone$/,
+      "/a's response and nothing after it: no 400 to take for /b's",
+    );
+    t.ok(closed, 'then the connection closes, and the client may retry /b');
+    t.same(paths, ['/a'], '/b never reached the backend');
+  },
+);
+
+t.test('a client that pipelines more than 64 requests behind a slow one is cut off', async (t) => {
+  const log = memoryLogger('info', 'relay');
+  const relay = await testRelay(t, { http1FastPath: false, logger: log.logger });
+  const paths: string[] = [];
+  const release = deferred();
+  const backend = await testServer(t, (req, res) => {
+    paths.push(req.url ?? '');
+    void release.promise.then(() => res.end('late'));
+  });
+  t.teardown(() => release.resolve());
+  await testAgent(t, relay, [{ id: 'app', hostnames: ['app.edge.test'], target: backend.url }]);
+  const H = 'Host: app.edge.test\r\n';
+  const many = Array.from({ length: 70 }, (_, i) => `GET /p${i} HTTP/1.1\r\n${H}\r\n`).join('');
+  const { closed } = await rawRequest(relay.httpAddress.port, many, 15_000, true);
+  t.ok(closed, 'the connection is closed');
+  t.ok(log.lines.some((l) => l['msg'] === 'too many pipelined requests; connection closed'));
+  // The first may or may not have reached the backend before the cut; none behind it did.
+  t.same(
+    paths.filter((p) => p !== '/p0'),
+    [],
+    'no waiting request reached the backend',
+  );
+});
+
+t.test(
+  "a download cut by the relay's drain timeout is logged as that, on the general path too",
+  async (t) => {
+    const infos: AccessInfo[] = [];
+    const logged = deferred();
+    const relay = await testRelay(t, {
+      http1FastPath: false,
+      drainTimeout: 200,
+      onRequestDone: (info) => {
+        infos.push(info);
+        logged.resolve();
+      },
+    });
+    const backend = await testServer(t, (_req, res) => {
+      res.writeHead(200, { 'content-length': String(1024 * 1024) });
+      res.write(Buffer.alloc(1024)); // and never the rest
+    });
+    await testAgent(t, relay, [{ id: 'dl', hostnames: ['dl.edge.test'], target: backend.url }]);
+    const socket = connect(relay.httpAddress.port, '127.0.0.1');
+    t.teardown(() => socket.destroy());
+    socket.on('error', () => {});
+    socket.write('GET /big HTTP/1.1\r\nHost: dl.edge.test\r\n\r\n');
+    await once(socket, 'data');
+    await relay.close();
+    await logged.promise;
+    t.match(infos[0], { status: 200, error: 'drain_timeout' }, 'not backend_error, not client_closed');
+  },
+);
+
 t.test('an upgrade to a backend that is down gets the 502 page, not a bare close', async (t) => {
   const relay = await testRelay(t);
   const down = `http://127.0.0.1:${await freePort()}`;

@@ -48,16 +48,21 @@ export function createHttpListener(opts: HttpListenerOptions): Server {
     maxHeaderSize: MAX_REQUEST_HEAD,
   });
   server.maxHeadersCount = MAX_REQUEST_HEADERS;
-  server.on(
-    'request',
-    oneAtATime((req: IncomingMessage, res: ServerResponse) => {
+  const requests = oneAtATime(
+    (req: IncomingMessage, res: ServerResponse) => {
       if (opts.intercept?.(req, res)) return;
       forwardRequest(opts, req, res).catch((err) => {
         opts.logger.error({ err }, 'request handling failed');
         res.destroy();
       });
-    }),
+    },
+    (req) =>
+      opts.logger.info(
+        { client: req.socket.remoteAddress },
+        'too many pipelined requests; connection closed',
+      ),
   );
+  server.on('request', requests.handle);
   server.on('connect', (req, socket: Socket) => refuseConnect(opts, req, socket));
   server.on('upgrade', (req, socket, head) => {
     forwardUpgrade(opts, req, socket, head).catch((err) => {
@@ -68,7 +73,11 @@ export function createHttpListener(opts: HttpListenerOptions): Server {
   // Node reports a connection's parse error again with each chunk that follows; it is answered once.
   const refused = new WeakSet<Socket>();
   server.on('clientError', (err: NodeJS.ErrnoException, socket: Socket) => {
-    if (refused.has(socket)) return;
+    if (refused.has(socket)) {
+      // Reported again (more bytes, or the head deadline) once the answer is out: nothing more to wait for.
+      if (socket.writableFinished) socket.destroy();
+      return;
+    }
     refused.add(socket);
     // Malformed requests (smuggling shapes, oversized heads, slow heads) get a
     // status line when the socket is still writable, and never reach an agent.
@@ -85,14 +94,20 @@ export function createHttpListener(opts: HttpListenerOptions): Server {
             ? 'Request Timeout'
             : 'Bad Request';
       socket.end(`HTTP/1.1 ${status} ${text}\r\nconnection: close\r\ncontent-length: 0\r\n\r\n`);
+      // A client that never closes its side does not keep the connection.
+      socket.setTimeout(opts.headersTimeout, () => socket.destroy());
     };
-    // A response in flight for an earlier request on the connection goes out whole first:
-    // the error answer must not land in the middle of its body.
+    // Requests parsed before the bad bytes and still waiting never start: they reached no backend.
+    const dropped = requests.stop(socket);
+    // A response in flight for an earlier request goes out whole first: the
+    // error answer must not land in the middle of its body.
     const inFlight = (socket as Socket & { _httpMessage?: ServerResponse | null })._httpMessage;
     if (!inFlight) return answer();
     // Bytes after a request that closes the connection are ignored (RFC 9112 §9.6): its response, then the close.
     if (err.code === 'HPE_CLOSED_CONNECTION') return;
-    inFlight.once('close', answer);
+    // With requests dropped, a 400 would read as the answer to the first of them:
+    // the connection just closes after the response, and the client retries them.
+    inFlight.once('close', dropped > 0 ? () => socket.end() : answer);
   });
   if (!opts.upstreams) return server;
   // Node's own connection handler stays the way into its parser; the fast path goes first.

@@ -32,9 +32,23 @@ export class UploadStalledError extends Error {
   readonly code = 'BURROW_ERR_UPLOAD_STALLED';
 }
 
+/** The relay's own drain deadline reset the stream (SHUTDOWN, locally): not the agent's doing. */
+function cutByDrain(err: unknown): boolean {
+  const e = err as { code?: string; reason?: number; local?: boolean } | undefined;
+  return e?.code === 'BURROW_ERR_STREAM_RESET' && e.local === true && e.reason === Reason.Shutdown;
+}
+
+/** The access log's error for a response cut after its head because its tunnel stream failed with `err`. */
+export function cutCode(err: unknown): 'drain_timeout' | 'backend_error' {
+  return cutByDrain(err) ? 'drain_timeout' : 'backend_error';
+}
+
 /** Maps why a tunnel stream failed before the response head to what the client sees. */
 export function failureFor(err: unknown): ProxyFailure {
   const e = err as { code?: string; reason?: number; message?: string };
+  if (cutByDrain(err)) {
+    return { status: 503, code: 'drain_timeout', message: 'The relay is shutting down; retry shortly.' };
+  }
   if (e?.code === 'BURROW_ERR_STREAM_RESET') {
     switch (e.reason) {
       case Reason.ConnectRefused:

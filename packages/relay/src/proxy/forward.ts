@@ -21,6 +21,7 @@ import type { RouteTable } from '../routes/table.js';
 import type { AgentConnection } from '../tunnel/agent-connection.js';
 import {
   abortConnection,
+  cutCode,
   failureFor,
   INVALID_RESPONSE_HEAD,
   type ProxyFailure,
@@ -456,7 +457,10 @@ export async function forwardRequest(
     return answerError(f.status, f.message, r.host, f.code);
   }
   // The body was cut (the backend failed mid-way): the client must not take it for complete.
-  const cut = () => (h2 ? res.destroy() : abortConnection((res as ServerResponse).socket));
+  const cut = (err?: Error) => {
+    error ??= cutCode(err);
+    return h2 ? res.destroy() : abortConnection((res as ServerResponse).socket);
+  };
   s.on('error', cut);
   // HEAD, 204 and 304 carry no body: Node drops whatever is written for them.
   const bodyless = req.method === 'HEAD' || head.status === 204 || head.status === 304;

@@ -4,6 +4,7 @@ import type { Binding } from '../routes/table.js';
 import type { AgentConnection } from '../tunnel/agent-connection.js';
 import {
   abortConnection,
+  cutCode,
   failureFor,
   INVALID_RESPONSE_HEAD,
   type ProxyFailure,
@@ -509,10 +510,9 @@ export class Http1Connection {
     const ex = this.#ex!;
     const stale = this.#up!.reused && (err as { reason?: number }).reason === Reason.BackendError;
     if (ex.status === 0 && this.#retry(ex, stale || retryable(err))) return;
-    // The relay's own drain timeout resets streams too (SHUTDOWN, locally): not the agent's doing.
-    const e = err as { local?: boolean; reason?: number };
-    if (e.local && e.reason === Reason.Shutdown) this.#failed(ex, err, err.message, 'drain_timeout');
-    else this.#failed(ex, err, `agent: ${err.message}`);
+    // The relay's own drain timeout resets streams too: that is not the agent's doing.
+    const code = cutCode(err);
+    this.#failed(ex, err, code === 'drain_timeout' ? err.message : `agent: ${err.message}`, code);
   }
 
   /**
