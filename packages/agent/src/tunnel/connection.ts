@@ -173,8 +173,6 @@ export class TunnelConnection extends EventEmitter<TunnelConnectionEvents> {
     }
     this.#state = 'handshake';
     // Created synchronously in 'open': the relay's HELLO may be emitted right after.
-    // Whole frames from the agent: the relay, shared by every tenant, then
-    // copies each payload byte at most once (see WsTransportOptions).
     const session = createSession(new WsTransport(ws), {
       role: 'client',
       maxMetadata: 32 * 1024,

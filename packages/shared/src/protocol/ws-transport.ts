@@ -137,11 +137,27 @@ export class WsTransport implements MessageTransport {
     });
     if (ws.readyState === CONNECTING) {
       ws.once('open', () => {
+        if (!this.#checkSocket()) return;
         const pending = this.#unsent;
         this.#unsent = [];
         for (const m of pending) this.#transmit(m);
       });
+    } else if (ws.readyState === OPEN) {
+      this.#checkSocket();
     }
+  }
+
+  /**
+   * The transport writes to ws's socket, which ws keeps as `_socket`. Should a
+   * ws release ever keep it otherwise, the tunnel fails at once, saying why,
+   * instead of dropping every frame in silence.
+   */
+  #checkSocket(): boolean {
+    const socket = (this.#ws as unknown as { _socket?: Partial<RawSocket> })._socket;
+    if (socket && typeof socket.write === 'function' && typeof socket.cork === 'function') return true;
+    this.#error = new Error('this ws release keeps no _socket to write tunnel frames to');
+    this.#ws.terminate();
+    return false;
   }
 
   attach(handlers: TransportHandlers): void {
