@@ -169,6 +169,7 @@ t.test('ChunkedEnd finds the end of a chunked body, whatever the pieces', async 
   t.throws(bad('2;a="x\r\n'), /malformed chunk size/, 'an unclosed quoted value');
   t.throws(bad('0\r\nnot a header\r\n\r\n'), /malformed trailer line/);
   t.throws(bad('0\r\nX-T: a\0\r\n\r\n'), /malformed trailer line/);
+  t.throws(bad('2 \r\n'), /malformed chunk size/, 'whitespace after the size, with no extension');
   const good = '5 ; a ; b=c;d="q \\" ;x"\r\nhello\r\n0;last\r\nX-Sum: 1\r\n\r\n';
   t.equal(new ChunkedEnd().scan(Buffer.from(good, 'latin1')), good.length, 'extensions of every shape');
 });

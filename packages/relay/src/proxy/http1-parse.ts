@@ -326,10 +326,11 @@ export function parseResponseHead(
 
 /**
  * A chunk-size line: the size, then extensions (RFC 9112 §7.1.1), each a
- * token with an optional token or quoted-string value.
+ * token with an optional token or quoted-string value; whitespace only around
+ * ";" and "=". The line passes on as it is, so it must be one every client reads.
  */
 const CHUNK_SIZE =
-  /^([0-9A-Fa-f]{1,12})(?:[\t ]*;[\t ]*[!#$%&'*+.^_`|~0-9A-Za-z-]+(?:[\t ]*=[\t ]*(?:[!#$%&'*+.^_`|~0-9A-Za-z-]+|"(?:[\t\x20\x21\x23-\x5b\x5d-\x7e\x80-\xff]|\\[\t\x20-\x7e\x80-\xff])*"))?)*[\t ]*$/;
+  /^([0-9A-Fa-f]{1,12})(?:[\t ]*;[\t ]*[!#$%&'*+.^_`|~0-9A-Za-z-]+(?:[\t ]*=[\t ]*(?:[!#$%&'*+.^_`|~0-9A-Za-z-]+|"(?:[\t\x20\x21\x23-\x5b\x5d-\x7e\x80-\xff]|\\[\t\x20-\x7e\x80-\xff])*"))?)*$/;
 
 /** Longest chunk-size line (size, extensions) and trailer section accepted. */
 const MAX_CHUNK_LINE = 4096;
