@@ -127,9 +127,10 @@ t.test('the agent is not ready while the API server refuses to list Services', a
 
 t.test('burrow-agent --kubernetes: a list of kubeconfigs is merged as kubectl does', async (t) => {
   const { relay, dir, spawnAgent } = await cluster(t, 'merged');
-  // The first names no context; the second, the fake API server's.
+  // The first names no context; the second does not exist (skipped); the third is the fake API server's.
   await writeFile(join(dir, 'first'), 'apiVersion: v1\nkind: Config\n');
-  const agent = spawnAgent(['--kubeconfig', `${join(dir, 'first')}${delimiter}${join(dir, 'kubeconfig')}`]);
+  const list = [join(dir, 'first'), join(dir, 'missing'), join(dir, 'kubeconfig')].join(delimiter);
+  const agent = spawnAgent(['--kubeconfig', list]);
   await agent.waitFor((l) => l['msg'] === 'route active' && l['hostname'] === 'shop.example.com');
   t.equal((await get(relay.httpAddress.port, 'shop.example.com')).body.toString(), 'merged');
 });
@@ -152,11 +153,7 @@ t.test('burrow-agent --kubernetes: a kubeconfig or cluster it cannot use is one 
   const cases: Array<[string[], NodeJS.ProcessEnv, string]> = [
     [['--kubeconfig', '/nope'], {}, '--kubeconfig: cannot read /nope (ENOENT)'],
     [[], { KUBECONFIG: '/nope' }, 'KUBECONFIG: cannot read /nope (ENOENT)'],
-    [
-      [],
-      { KUBECONFIG: `${join(dir, 'no-cluster')}${delimiter}/nope` },
-      'KUBECONFIG: cannot read /nope (ENOENT)',
-    ],
+    [[], { KUBECONFIG: `/nope${delimiter}/nope2` }, 'KUBECONFIG: cannot read /nope (ENOENT)'],
     [['--kubeconfig', dir], {}, `--kubeconfig: cannot read ${dir} (EISDIR)`],
     [
       ['--kubeconfig', join(dir, 'list')],

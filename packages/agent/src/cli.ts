@@ -1,5 +1,5 @@
 #!/usr/bin/env node
-import { readFileSync } from 'node:fs';
+import { existsSync, readFileSync } from 'node:fs';
 import { delimiter, dirname } from 'node:path';
 import {
   attributeErrors,
@@ -51,16 +51,21 @@ async function loadKubeConfig(kubeConfig: KubeConfig, files: string | undefined)
     kubeConfig.loadFromCluster();
     return kubeConfig;
   }
-  // A list, as kubectl reads KUBECONFIG: merged in order, the first current-context wins.
-  const [first, ...more] = files.split(delimiter).filter(Boolean);
+  // A list, as kubectl reads KUBECONFIG: files that do not exist are skipped
+  // (unless none does), and of two entries with the same name the first counts,
+  // as does the first current-context.
+  const listed = files.split(delimiter).filter(Boolean);
+  const present = listed.filter((file) => existsSync(file));
+  const [first, ...more] = present.length > 0 ? present : listed.slice(0, 1);
   await readKubeConfigFile(kubeConfig, first ?? files);
   for (const file of more) {
     const next = await readKubeConfigFile(new (kubeConfig.constructor as typeof KubeConfig)(), file);
-    try {
-      kubeConfig.mergeConfig(next, Boolean(kubeConfig.getCurrentContext()));
-    } catch (err) {
-      throw new ConfigError(`--kubeconfig: cannot merge ${file}: ${(err as Error).message}`);
-    }
+    const has = (list: ReadonlyArray<{ name: string }>, name: string) => list.some((e) => e.name === name);
+    for (const c of next.getClusters()) if (!has(kubeConfig.getClusters(), c.name)) kubeConfig.addCluster(c);
+    for (const u of next.getUsers()) if (!has(kubeConfig.getUsers(), u.name)) kubeConfig.addUser(u);
+    for (const c of next.getContexts()) if (!has(kubeConfig.getContexts(), c.name)) kubeConfig.addContext(c);
+    if (!kubeConfig.getCurrentContext() && next.getCurrentContext())
+      kubeConfig.setCurrentContext(next.getCurrentContext());
   }
   if (!kubeConfig.getCurrentCluster()) {
     throw new ConfigError(

@@ -93,7 +93,7 @@ export const AGENT_OPTIONS: readonly OptionSpec[] = [
     type: 'string',
     placeholder: 'FILE',
     description:
-      'kubeconfig for --kubernetes outside a cluster, or several separated by ":", merged as kubectl does (default: in-cluster service account)',
+      'kubeconfig for --kubernetes outside a cluster, or several separated by ":", merged as kubectl merges KUBECONFIG (default: in-cluster service account)',
   },
   {
     name: 'namespaces',

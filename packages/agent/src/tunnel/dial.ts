@@ -64,7 +64,8 @@ export function describeDialFailure(err: Error, endpoint: string): string {
   }
   if (tls && (code === 'EPROTO' || /wrong version number|packet length too long/.test(text)))
     return `${text} (the relay's tunnel listener does not speak TLS: use ws://, or give the relay --tunnel-tls-cert)`;
-  if (!tls && (code === 'ECONNRESET' || text === 'socket hang up'))
+  // What a TLS listener's close of a plaintext handshake looks like (a reset alone could be a restart).
+  if (!tls && text === 'socket hang up')
     return `${text} (if the relay's tunnel listener uses TLS, --relay must start with wss://)`;
   if (tls && UNTRUSTED_CERTIFICATE.has(code))
     return `${text} (a relay certificate from a private CA needs that CA: --relay-ca FILE)`;
