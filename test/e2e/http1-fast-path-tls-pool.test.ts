@@ -12,7 +12,7 @@ import { StaticRouteSource } from '@burrow/agent';
 import type { Relay, RelayOptions } from '@burrow/relay';
 import t from 'tap';
 import { testAgent } from '../helpers/agent.js';
-import { until, within } from '../helpers/deferred.js';
+import { deferred, until, within } from '../helpers/deferred.js';
 import { metricValue } from '../helpers/metrics.js';
 import { client, field, get, type Parsed, rawBackend, tlsClient } from '../helpers/raw-wire.js';
 import { streamKinds, type Teardownable, testRelay } from '../helpers/relay.js';
@@ -414,6 +414,7 @@ t.test(
 t.test('https target: a backend that closes kept-alive or mid-response TLS connections', async (t) => {
   const pki = await testPki(t);
   const sockets: TLSSocket[] = [];
+  const backendCut = deferred();
   const server = createHttpsServer(
     { cert: readFileSync(pki.certFile), key: readFileSync(pki.keyFile) },
     (req, res) => {
@@ -421,6 +422,12 @@ t.test('https target: a backend that closes kept-alive or mid-response TLS conne
         res.writeHead(200, { 'content-length': '100' });
         res.write('partial');
         setImmediate(() => req.socket.destroy());
+        return;
+      }
+      if (req.url === '/hold') {
+        res.writeHead(200, { 'content-length': '100' });
+        res.write('partial');
+        req.socket.once('close', () => backendCut.resolve());
         return;
       }
       res.end(`secure ${req.url}`);
@@ -450,6 +457,12 @@ t.test('https target: a backend that closes kept-alive or mid-response TLS conne
   const d = client(t, port);
   d.write(get('sec.fast.test', '/cut'));
   t.equal(await d.response(), undefined, 'a response cut short: the client connection is cut');
+  // The client leaves mid-response: the agent resets its TLS connection to the backend (no TCP RST there).
+  const e = client(t, port);
+  e.write(get('sec.fast.test', '/hold'));
+  await e.anyHead();
+  e.destroy();
+  await backendCut.promise;
   c.write(get('sec.fast.test', '/3'));
   t.equal(String((await c.response())?.body), 'secure /3', 'others go on');
 });

@@ -2,7 +2,9 @@
 // agent by a stand-in relay that opens streams the way the relay does.
 import { createHash, randomBytes } from 'node:crypto';
 import { once } from 'node:events';
+import { readFile } from 'node:fs/promises';
 import { createServer, type IncomingMessage, type RequestListener, type Server } from 'node:http';
+import { createServer as createHttpsServer } from 'node:https';
 import { type AddressInfo, createServer as createTcpServer, type Socket } from 'node:net';
 import { Readable } from 'node:stream';
 import { pipeline } from 'node:stream/promises';
@@ -11,6 +13,7 @@ import t from 'tap';
 import { WebSocketServer } from 'ws';
 import { deferred } from '../../../test/helpers/deferred.js';
 import { freePort } from '../../../test/helpers/net.js';
+import { testPki } from '../../../test/helpers/tls.js';
 import { startAgent } from '../src/agent.js';
 import type { Route } from '../src/routes/source.js';
 import {
@@ -276,6 +279,53 @@ t.test('upgrade: a WebSocket backend, spliced both ways through the stream', asy
   t.equal(answer.head.status, 403, 'a declined upgrade is an ordinary response');
   t.equal(answer.body.toString(), 'nope');
 });
+
+t.test(
+  'upgrade to an https backend: its own connection, checked unless the route says insecure',
+  async (t) => {
+    const pki = await testPki(t);
+    const { certFile, keyFile } = await pki.issue('backend', ['127.0.0.1']);
+    const server = createHttpsServer({ cert: await readFile(certFile), key: await readFile(keyFile) });
+    new WebSocketServer({ server }).on('connection', (sock) => sock.on('message', (d) => sock.send(d)));
+    server.listen(0, '127.0.0.1');
+    await once(server, 'listening');
+    t.teardown(() => {
+      server.closeAllConnections();
+      server.close();
+    });
+    const target = `https://127.0.0.1:${(server.address() as AddressInfo).port}`;
+    const { relay } = await agentFor(t, [
+      { id: 'checked', hostnames: ['checked.example.com'], target },
+      { id: 'insecure', hostnames: ['insecure.example.com'], target, tlsInsecure: true },
+    ]);
+    const headers = (host: string): HeaderPairs => [
+      ['Host', host],
+      ['Sec-WebSocket-Key', 'dGhlIHNhbXBsZSBub25jZQ=='],
+      ['Sec-WebSocket-Version', '13'],
+      ['Upgrade', 'websocket'],
+      ['Connection', 'upgrade'],
+    ];
+    const insecure = relay.openHttp({
+      route: 'insecure',
+      path: '/',
+      upgrade: true,
+      headers: headers('insecure.example.com'),
+    });
+    t.equal((await readHead(insecure)).head.status, 101, 'tlsInsecure: the private certificate is accepted');
+    insecure.destroy();
+    const checked = relay.openHttp({
+      route: 'checked',
+      path: '/',
+      upgrade: true,
+      headers: headers('checked.example.com'),
+    });
+    t.equal(
+      await resetReason(checked),
+      Reason.BackendError,
+      'without it, an untrusted certificate fails the upgrade',
+    );
+  },
+);
 
 t.test('failures become resets with reason codes; nothing else is ever dialed', async (t) => {
   const closed = await freePort();

@@ -1,4 +1,6 @@
+import { Socket } from 'node:net';
 import type { Duplex } from 'node:stream';
+import { TLSSocket } from 'node:tls';
 
 /**
  * Joins two duplexes that carry one connection (a client socket and a tunnel
@@ -33,4 +35,16 @@ function copy(from: Duplex, to: Duplex): void {
     from.resume();
   });
   from.on('end', () => to.end());
+}
+
+/**
+ * Destroys a connection with a TCP reset where it can, so the peer learns at
+ * once that it was cut, not ended (even after a half-close). A TLS socket
+ * cannot send one (Node refuses resetAndDestroy on it and throws): it is
+ * destroyed without close_notify, which tells a TLS peer the same.
+ */
+export function resetConnection(socket: Duplex | null | undefined): void {
+  if (!socket || socket.destroyed) return;
+  if (socket instanceof Socket && !(socket instanceof TLSSocket)) socket.resetAndDestroy();
+  else socket.destroy();
 }

@@ -16,6 +16,7 @@ import {
   Reason,
   type ResponseHead,
   rawFromPairs,
+  resetConnection,
   type Stream,
   splice,
   stripHopByHop,
@@ -529,7 +530,7 @@ class Exchange {
       this.#res?.destroy();
       // RST, not FIN: after a half-close a FIN says nothing new, and the backend
       // would keep the connection until it next writes.
-      this.#upgraded?.resetAndDestroy();
+      resetConnection(this.#upgraded);
     }
     this.#log.debug(
       {

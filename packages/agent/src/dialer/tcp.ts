@@ -1,6 +1,14 @@
 import { connect, isIP, type Socket } from 'node:net';
 import { connect as tlsConnect } from 'node:tls';
-import { type Http1Open, type Logger, Reason, type Stream, splice, type TcpOpen } from '@burrow/shared';
+import {
+  type Http1Open,
+  type Logger,
+  Reason,
+  resetConnection,
+  type Stream,
+  splice,
+  type TcpOpen,
+} from '@burrow/shared';
 import type { Route } from '../routes/source.js';
 import { targetAddress } from './target.js';
 
@@ -83,7 +91,7 @@ export function serveTcpStream(
   stream.on('close', () => {
     clearTimeout(timer);
     // Aborted: RST tells the backend at once, even after a half-close.
-    if (stream.errored || !stream.writableFinished) socket.resetAndDestroy();
+    if (stream.errored || !stream.writableFinished) resetConnection(socket);
     log.debug(
       {
         route: route.id,

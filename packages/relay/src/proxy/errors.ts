@@ -4,7 +4,7 @@ import { Http2ServerResponse } from 'node:http2';
 import { Socket } from 'node:net';
 import type { Duplex } from 'node:stream';
 import { TLSSocket } from 'node:tls';
-import { type HeaderPairs, Reason } from '@burrow/shared';
+import { type HeaderPairs, Reason, resetConnection } from '@burrow/shared';
 
 /** A client-facing failure: status, a one-line explanation, and a stable code for logs. */
 export interface ProxyFailure {
@@ -166,7 +166,5 @@ export function rawErrorResponse(
  * Over TLS the missing close_notify says the same.
  */
 export function abortConnection(socket: Duplex | null | undefined): void {
-  if (!socket || socket.destroyed) return;
-  if (socket instanceof Socket && !(socket instanceof TLSSocket)) socket.resetAndDestroy();
-  else socket.destroy();
+  resetConnection(socket);
 }
