@@ -48,20 +48,13 @@ export function createHttpListener(opts: HttpListenerOptions): Server {
     maxHeaderSize: MAX_REQUEST_HEAD,
   });
   server.maxHeadersCount = MAX_REQUEST_HEADERS;
-  const requests = oneAtATime(
-    (req: IncomingMessage, res: ServerResponse) => {
-      if (opts.intercept?.(req, res)) return;
-      forwardRequest(opts, req, res).catch((err) => {
-        opts.logger.error({ err }, 'request handling failed');
-        res.destroy();
-      });
-    },
-    (req) =>
-      opts.logger.info(
-        { client: req.socket.remoteAddress },
-        'too many pipelined requests; connection closed',
-      ),
-  );
+  const requests = oneAtATime((req: IncomingMessage, res: ServerResponse) => {
+    if (opts.intercept?.(req, res)) return;
+    forwardRequest(opts, req, res).catch((err) => {
+      opts.logger.error({ err }, 'request handling failed');
+      res.destroy();
+    });
+  }, opts.logger);
   server.on('request', requests.handle);
   server.on('connect', (req, socket: Socket) => refuseConnect(opts, req, socket));
   server.on('upgrade', (req, socket, head) => {

@@ -95,19 +95,12 @@ export function createHttpsTerminator(opts: HttpsTerminatorOptions): HttpsTermin
       if (open === 0 && !session.closed) session.close();
     });
   });
-  const requests = oneAtATime(
-    (req: ClientRequest, res: ClientResponse) => {
-      forwardRequest(forward, req, res).catch((err) => {
-        opts.logger.error({ err }, 'request handling failed');
-        res.destroy();
-      });
-    },
-    (req) =>
-      opts.logger.info(
-        { client: req.socket.remoteAddress },
-        'too many pipelined requests; connection closed',
-      ),
-  );
+  const requests = oneAtATime((req: ClientRequest, res: ClientResponse) => {
+    forwardRequest(forward, req, res).catch((err) => {
+      opts.logger.error({ err }, 'request handling failed');
+      res.destroy();
+    });
+  }, opts.logger);
   server.on('request', requests.handle);
   // HTTP/1.1 upgrades (WebSocket) on a terminated connection: same raw splice as on the plain listener.
   // CONNECT: an HTTP/2 one comes with its response (the compatibility layer

@@ -1,7 +1,14 @@
+import type { Logger } from '@burrow/shared';
+
 /** What the queue needs of a request: its HTTP version and its connection. */
 interface QueuedRequest {
   readonly httpVersionMajor: number;
-  readonly socket: { readonly destroyed: boolean; readonly writableEnded: boolean; destroy(): void };
+  readonly socket: {
+    readonly destroyed: boolean;
+    readonly writableEnded: boolean;
+    readonly remoteAddress?: string | undefined;
+    destroy(): void;
+  };
 }
 
 /** What it needs of a response: its end. */
@@ -41,7 +48,7 @@ export interface RequestQueue<Req, Res> {
  */
 export function oneAtATime<Req extends QueuedRequest, Res extends QueuedResponse>(
   handle: (req: Req, res: Res) => void,
-  onOverflow: (req: Req) => void = () => {},
+  logger: Logger,
 ): RequestQueue<Req, Res> {
   const queues = new WeakMap<object, Queue<Req, Res>>();
   const run = (req: Req, res: Res): void => {
@@ -67,7 +74,7 @@ export function oneAtATime<Req extends QueuedRequest, Res extends QueuedResponse
         queue.push([req, res]);
       } else {
         queues.set(req.socket, 'stopped');
-        onOverflow(req);
+        logger.info({ client: req.socket.remoteAddress }, 'too many pipelined requests; connection closed');
         req.socket.destroy();
       }
     },
