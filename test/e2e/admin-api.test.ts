@@ -86,6 +86,16 @@ t.test('admin API: probes open, everything else behind the bearer token', async 
   t.equal(missing.json().error, 'not_found');
   const post = await app.inject({ method: 'POST', url: '/api/agents', headers: auth });
   t.equal(post.statusCode, 404, 'read-only API');
+  for (const method of ['POST', 'PUT', 'DELETE', 'PATCH'] as const) {
+    const bad = await app.inject({
+      method,
+      url: '/api/stats',
+      headers: { 'content-type': 'application/json' },
+      payload: '{bad',
+    });
+    t.equal(bad.statusCode, 404, `${method} with a broken JSON body: 404, its body never parsed`);
+    t.equal(bad.json().error, 'not_found');
+  }
 });
 
 t.test('admin API: closed when no token is configured', async (t) => {

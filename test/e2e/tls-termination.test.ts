@@ -3,6 +3,7 @@ import { X509Certificate } from 'node:crypto';
 import { once } from 'node:events';
 import { readFile } from 'node:fs/promises';
 import { Agent as HttpsAgent } from 'node:https';
+import { connect } from 'node:net';
 import { connect as tlsConnect } from 'node:tls';
 import { promisify } from 'node:util';
 import type { Relay } from '@burrow/relay';
@@ -11,7 +12,7 @@ import { WebSocket, WebSocketServer } from 'ws';
 import { testAgent } from '../helpers/agent.js';
 import { get, httpsGet, testServer } from '../helpers/http.js';
 import { type Teardownable, testRelay } from '../helpers/relay.js';
-import { h2Session, type TestPki, testPki } from '../helpers/tls.js';
+import { clientHelloFor, h2Session, type TestPki, testPki } from '../helpers/tls.js';
 
 const run = promisify(execFile);
 
@@ -262,6 +263,35 @@ t.test('an HTTP/2 session that sends no request is closed after the head deadlin
   t.equal(code, 0, 'the relay sends GOAWAY (NO_ERROR)');
   await once(session, 'close');
   t.pass('and the connection closes');
+});
+
+t.test(
+  'a client that sends its ClientHello and stalls the handshake is closed at the hello deadline',
+  async (t) => {
+    const pki = await testPki(t);
+    const { tlsPort } = await setup(t, pki, { helloTimeout: 300 });
+    // A real hello for a terminated name, then nothing: the relay answers it and waits for the client's Finished.
+    const socket = connect(tlsPort, '127.0.0.1');
+    t.teardown(() => socket.destroy());
+    socket.on('error', () => {});
+    socket.resume();
+    await once(socket, 'connect');
+    socket.write(await clientHelloFor('a.example.test'));
+    await once(socket, 'close');
+    t.pass('closed (Node alone would wait 120 s)');
+  },
+);
+
+t.test('an HTTP/2 connection may have 100 requests in progress', async (t) => {
+  const pki = await testPki(t);
+  const { tlsPort } = await setup(t, pki);
+  const session = await h2Session(t, tlsPort, 'a.example.test', pki.caPem);
+  if (!session.remoteSettings.maxConcurrentStreams) await once(session, 'remoteSettings');
+  t.equal(
+    session.remoteSettings.maxConcurrentStreams,
+    100,
+    'so one client cannot take every stream of a tunnel',
+  );
 });
 
 t.test('WebSocket over a terminated TLS connection (wss://): the same upgrade splice', async (t) => {

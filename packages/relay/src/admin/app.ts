@@ -145,11 +145,15 @@ export function buildAdminApp(opts: AdminAppOptions): FastifyInstance {
   for (const [url, file] of files) {
     app.get(url, async (_req, reply) => reply.type(file.type).send(file.body));
   }
-  app.setNotFoundHandler((req, reply) => {
+  const notFound = (req: FastifyRequest, reply: FastifyReply) =>
     reply
       .code(404)
       .send({ error: 'not_found', message: `no admin route ${req.method} ${req.url.split('?')[0]}` });
+  // Every route is GET (HEAD alike): anything else is answered before its body is read or parsed.
+  app.addHook('onRequest', async (req, reply) => {
+    if (req.method !== 'GET' && req.method !== 'HEAD') return notFound(req, reply);
   });
+  app.setNotFoundHandler(notFound);
   app.setErrorHandler((err: { statusCode?: number; message: string }, _req, reply) => {
     const status = err.statusCode && err.statusCode < 500 ? err.statusCode : 500;
     reply.code(status).send({ error: status === 500 ? 'internal' : 'bad_request', message: err.message });

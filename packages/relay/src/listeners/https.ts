@@ -29,7 +29,17 @@ export interface HttpsTerminatorOptions extends Omit<ForwardOptions, 'proto' | '
   keepAliveTimeout: number;
   /** The relay's pool of HTTP/1.1 upstreams; without one, no fast path on this side either. */
   upstreams?: Http1Pool;
+  /** Time a client has to finish the TLS handshake once its ClientHello is in, ms. Default 10 s. */
+  handshakeTimeout?: number;
 }
+
+/**
+ * Requests one HTTP/2 connection may have in progress at once. Each holds a
+ * tunnel stream; without a bound, one client could take every stream an
+ * agent's connection allows and shut out the other clients of its routes.
+ * nginx allows 128, Envoy and HAProxy about 100.
+ */
+export const MAX_H2_STREAMS = 100;
 
 export interface HttpsTerminator {
   server: Http2SecureServer;
@@ -57,6 +67,9 @@ export function createHttpsTerminator(opts: HttpsTerminatorOptions): HttpsTermin
   const server = createSecureServer({
     allowHTTP1: true,
     minVersion: 'TLSv1.2',
+    // Node's default is 120 s: a client that sends its hello and stalls would hold the connection that long.
+    handshakeTimeout: opts.handshakeTimeout ?? 10_000,
+    settings: { maxConcurrentStreams: MAX_H2_STREAMS },
     SNICallback: (name, cb) => {
       const entry = opts.certs.find(sniName(name));
       if (entry) cb(null, entry.context);

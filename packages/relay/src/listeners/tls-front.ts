@@ -23,7 +23,8 @@ export class TlsFront {
   #allClosed: (() => void) | undefined;
 
   constructor(opts: TlsFrontOptions) {
-    const { server, fast } = createHttpsTerminator(opts);
+    // The hello's deadline covers the rest of the handshake too.
+    const { server, fast } = createHttpsTerminator({ ...opts, handshakeTimeout: opts.helloTimeout });
     this.#terminator = server;
     this.#fast = fast;
     this.server = createTlsListener({

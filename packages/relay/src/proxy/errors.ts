@@ -32,6 +32,13 @@ export class UploadStalledError extends Error {
   readonly code = 'BURROW_ERR_UPLOAD_STALLED';
 }
 
+/** The agent refused a new stream: busy (at its stream limit) or draining. */
+const AGENT_BUSY: Readonly<ProxyFailure> = {
+  status: 503,
+  code: 'agent_busy',
+  message: 'The agent is not accepting new requests right now; retry shortly.',
+};
+
 /** The relay's own drain deadline reset the stream (SHUTDOWN, locally): not the agent's doing. */
 function cutByDrain(err: unknown): boolean {
   const e = err as { code?: string; reason?: number; local?: boolean } | undefined;
@@ -67,20 +74,14 @@ export function failureFor(err: unknown): ProxyFailure {
         return { status: 502, code: 'route_unknown', message: 'The agent no longer serves this hostname.' };
       case Reason.RefusedStream:
       case Reason.Shutdown:
-        return {
-          status: 503,
-          code: 'agent_busy',
-          message: 'The agent is not accepting new requests right now; retry shortly.',
-        };
+        return { ...AGENT_BUSY };
       default:
         return { status: 502, code: 'backend_error', message: 'The backend connection failed.' };
     }
   }
-  if (
-    e?.code === 'BURROW_ERR_SESSION_CLOSED' ||
-    e?.code === 'BURROW_ERR_GOAWAY' ||
-    e?.code === 'BURROW_ERR_STREAM_REFUSED'
-  ) {
+  // The agent's connection is up and at its stream limit.
+  if (e?.code === 'BURROW_ERR_STREAM_REFUSED') return { ...AGENT_BUSY };
+  if (e?.code === 'BURROW_ERR_SESSION_CLOSED' || e?.code === 'BURROW_ERR_GOAWAY') {
     return { status: 503, code: 'tunnel_lost', message: 'The tunnel to the agent closed; retry shortly.' };
   }
   if (e?.code === 'BURROW_ERR_METADATA_TOO_LARGE') {
