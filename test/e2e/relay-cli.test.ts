@@ -283,7 +283,7 @@ t.test('a bad value is reported where it was set: flag, environment variable or 
   );
   t.same(await failing(RELAY_CLI, serve, { BURROW_CONFIG: join(dir, 'none.yaml') }), {
     code: 1,
-    stderr: `burrow-relay: BURROW_CONFIG: cannot read ${join(dir, 'none.yaml')}: ENOENT\n`,
+    stderr: `burrow-relay: BURROW_CONFIG: cannot read ${join(dir, 'none.yaml')} (ENOENT)\n`,
   });
   await writeFile(file, 'http-listen: nowhere\n');
   // A flag still wins over the file, and the error names the flag.

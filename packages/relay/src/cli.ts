@@ -87,12 +87,12 @@ async function serve(argv: string[]): Promise<void> {
   // Flags and environment are fixed for the process's life; the file is read
   // again on every reload, and --config itself comes from flags or env only.
   const configFile = first.values['config'] ? String(first.values['config']) : undefined;
-  const load = async (): Promise<LoadedConfig> => {
+  const load = async (initial = false): Promise<LoadedConfig> => {
     const file = configFile ? await attributeErrors(first.sources, () => readConfigFile(configFile)) : {};
     const { values, sources } = parseOptions(SERVE_OPTIONS, argv, process.env, file, configFile ?? '');
-    return { values, ...(await attributeErrors(sources, () => relayOptionsFrom(values))) };
+    return { values, ...(await attributeErrors(sources, () => relayOptionsFrom(values, { initial }))) };
   };
-  const current = await load();
+  const current = await load(true);
   const logger = createLogger({ name: 'burrow-relay', level: current.logLevel });
   // Installed before listening: SIGHUP's default action would end the process.
   let reloader: ConfigReloader | undefined;

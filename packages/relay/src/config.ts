@@ -14,7 +14,7 @@ import {
   readOptionFile,
   type VerifyKey,
 } from '@burrow/shared';
-import { parse as parseYaml } from 'yaml';
+import { isMap, isScalar, LineCounter, parseDocument, visit } from 'yaml';
 import { certOptions, portOption } from './certs/config.js';
 import type { RelayOptions } from './relay.js';
 
@@ -258,24 +258,40 @@ export const SERVE_OPTIONS: readonly OptionSpec[] = [
 
 /** Reads a YAML config file into option values (validated later against the table). */
 export async function readConfigFile(path: string): Promise<Record<string, unknown>> {
-  let text: string;
-  try {
-    text = await readFile(path, 'utf8');
-  } catch (err) {
-    throw new ConfigError(
-      `--config: cannot read ${path}: ${(err as NodeJS.ErrnoException).code ?? (err as Error).message}`,
+  const text = await readOptionFile('config', path, MAX_CONFIG_FILE);
+  // The library's own messages quote the file (an alias, a tag, a line): a
+  // secret in it would reach the log. Errors say where and what kind only.
+  const lines = new LineCounter();
+  const doc = parseDocument(text, { prettyErrors: false, logLevel: 'silent', lineCounter: lines });
+  const invalid = (offset: number | undefined, code: string) => {
+    const at = offset === undefined ? undefined : lines.linePos(offset);
+    return new ConfigError(
+      `${path}: not valid YAML${at ? ` at line ${at.line}, column ${at.col}` : ''} (${code})`,
     );
+  };
+  const problem = doc.errors[0] ?? doc.warnings[0];
+  if (problem) throw invalid(problem.pos[0], problem.code);
+  if (doc.contents === null || (isScalar(doc.contents) && doc.contents.value === null)) {
+    // Also what a file being rewritten looks like for a moment: never taken for "all defaults".
+    throw new ConfigError(`${path}: the file is empty; write at least one option, or leave --config out`);
   }
-  let data: unknown;
+  if (!isMap(doc.contents)) throw new ConfigError(`${path}: expected a mapping of option names to values`);
+  // A number is kept as written (`admin-token: 000123…` would lose its zeros and digits as a number).
+  let alias: number | undefined;
+  visit(doc, {
+    Scalar(_key, node) {
+      if (typeof node.value === 'number' && node.range) node.value = text.slice(node.range[0], node.range[1]);
+    },
+    Alias(_key, node) {
+      alias ??= node.range?.[0];
+    },
+  });
   try {
-    data = parseYaml(text);
-  } catch (err) {
-    throw new ConfigError(`${path}: not valid YAML: ${(err as Error).message.split('\n')[0]}`);
+    return doc.toJS() as Record<string, unknown>;
+  } catch {
+    // An alias without its anchor is only found here; the message would quote its name.
+    throw invalid(alias, 'BAD_ALIAS');
   }
-  if (data === null || data === undefined) return {};
-  if (typeof data !== 'object' || Array.isArray(data))
-    throw new ConfigError(`${path}: expected a mapping of option names to values`);
-  return data as Record<string, unknown>;
 }
 
 /** Loads every verification key named by --verify-key (files or directories of *.pub). */
@@ -315,10 +331,14 @@ export async function loadVerifyKeys(paths: readonly string[]): Promise<VerifyKe
 
 /** Largest revocation list accepted, so a wrong file cannot eat the relay's memory. */
 const MAX_REVOKED = 100_000;
+/** The revocation list's largest file: its ids at their longest, with room for comments. */
+const MAX_REVOKED_FILE = 32 * 1024 * 1024;
+/** The config file's largest size: its options take a few KiB. */
+const MAX_CONFIG_FILE = 1024 * 1024;
 
 /** Reads a revocation list: one token id (jti) per line; blank lines and # comments ignored. */
 export async function loadRevokedTokens(path: string): Promise<string[]> {
-  const text = await readOptionFile('revoked-tokens', path);
+  const text = await readOptionFile('revoked-tokens', path, MAX_REVOKED_FILE);
   const ids: string[] = [];
   for (const [i, raw] of text.split('\n').entries()) {
     const line = raw.replace(/#.*$/, '').trim();
@@ -368,6 +388,7 @@ function hstsMaxAgeOption(values: OptionValues): number {
 /** Turns parsed option values into RelayOptions, checking every field. */
 export async function relayOptionsFrom(
   values: OptionValues,
+  { initial = true }: { initial?: boolean } = {},
 ): Promise<{ options: RelayOptions; logLevel: string }> {
   const logLevel = logLevelOption(values);
   const publicHttpPort =
@@ -407,7 +428,10 @@ export async function relayOptionsFrom(
     ...(adminToken ? { adminToken } : {}),
     revokedTokens: revokedFile ? await loadRevokedTokens(revokedFile) : [],
     ...(tls ? { tls, helloTimeout } : {}),
-    ...(await certOptions(values, tls !== undefined)),
+    // The files' contents are checked at start only: on a reload, a change to these options needs a
+    // restart, and the files themselves belong to the certificate watcher, which keeps the last good
+    // pair. A broken file must not hold back the rest of a reload (a revocation, say).
+    ...(await certOptions(values, tls !== undefined, { checkFiles: initial })),
     httpsRedirect: values['no-https-redirect'] !== true,
     http1FastPath: values['no-http1-fast-path'] !== true,
     ...(values['hsts-max-age'] !== undefined ? { hstsMaxAge: hstsMaxAgeOption(values) } : {}),

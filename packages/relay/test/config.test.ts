@@ -3,7 +3,7 @@ import { join } from 'node:path';
 import { generateSigningKeyPair, parseOptions } from '@burrow/shared';
 import t from 'tap';
 import { tempDir } from '../../../test/helpers/fs.js';
-import { loadRevokedTokens, relayOptionsFrom, SERVE_OPTIONS } from '../src/config.js';
+import { loadRevokedTokens, readConfigFile, relayOptionsFrom, SERVE_OPTIONS } from '../src/config.js';
 
 t.test('revocation list: ids, comments, and lines that are not ids', async (t) => {
   const dir = await tempDir(t, 'burrow-config-');
@@ -48,4 +48,72 @@ t.test('admin options: listener, token from a file or the environment, checked',
   await t.rejects(options(['--admin-listen', 'everywhere']), { message: /--admin-listen must be HOST:PORT/ });
   const err = await options(['--admin-token', 'short secret value']).catch((e: Error) => e);
   t.notMatch((err as Error).message, 'short secret value', 'the rejected token is not echoed');
+});
+
+t.test('files are read up to a size: a wrong path cannot fill the memory', async (t) => {
+  const dir = await tempDir(t, 'burrow-config-');
+  const big = join(dir, 'revoked');
+  // Over the 32 MiB a list of 100,000 ids can take: refused before any of it is split.
+  await writeFile(big, Buffer.alloc(33 * 1024 * 1024, 'a\n'));
+  await t.rejects(loadRevokedTokens(big), {
+    code: 'BURROW_ERR_CONFIG',
+    message: `--revoked-tokens: ${big} is over 33554432 bytes; is it the right file?`,
+  });
+  await t.rejects(
+    loadRevokedTokens('/dev/zero'),
+    { message: /is over 33554432 bytes/ },
+    'not even an endless one',
+  );
+  await t.rejects(readConfigFile('/dev/zero'), { message: /--config: \/dev\/zero is over 1048576 bytes/ });
+});
+
+t.test('config file: empty refused, numbers kept as written, YAML errors never quote the file', async (t) => {
+  const dir = await tempDir(t, 'burrow-config-');
+  const file = join(dir, 'relay.yaml');
+  for (const text of ['', '# only a comment\n', '---\n']) {
+    await writeFile(file, text);
+    await t.rejects(readConfigFile(file), {
+      message: `${file}: the file is empty; write at least one option, or leave --config out`,
+    });
+  }
+  await writeFile(
+    file,
+    'admin-token: 00012345678901234567890123\nhosts: [007, x]\ndrain-timeout: 30\nno-https-redirect: true\n',
+  );
+  t.same(await readConfigFile(file), {
+    'admin-token': '00012345678901234567890123',
+    hosts: ['007', 'x'],
+    'drain-timeout': '30',
+    'no-https-redirect': true,
+  });
+  for (const text of ['admin-token: *Qz8xK2mP9vL4nR7tW1yB\n', 'admin-token: !SECRETsecret x\n', 'a: [\n']) {
+    await writeFile(file, text);
+    const err = await readConfigFile(file).then(
+      () => undefined,
+      (e: Error) => e,
+    );
+    t.match(err?.message, new RegExp(`^${file}: not valid YAML at line \\d+, column \\d+ \\([A-Z_]+\\)$`));
+    t.notMatch(err?.message, /Qz8x|SECRET/, 'the value is not in the message');
+  }
+});
+
+t.test('a reload does not re-check certificate files: a broken one cannot hold back the rest', async (t) => {
+  const dir = await tempDir(t, 'burrow-config-');
+  await writeFile(join(dir, 'signing.pub'), (await generateSigningKeyPair()).publicPem);
+  await writeFile(join(dir, 'site.crt'), 'garbage');
+  await writeFile(join(dir, 'site.key'), 'garbage');
+  await writeFile(join(dir, 'revoked'), 'jti-1\n');
+  const values = parseOptions(SERVE_OPTIONS, [
+    '--verify-key',
+    dir,
+    '--cert-file',
+    join(dir, 'site.crt'),
+    '--key-file',
+    join(dir, 'site.key'),
+    '--revoked-tokens',
+    join(dir, 'revoked'),
+  ]).values;
+  await t.rejects(relayOptionsFrom(values), { message: /--cert-file .*site\.crt: / }, 'at start: refused');
+  const reloaded = await relayOptionsFrom(values, { initial: false });
+  t.same(reloaded.options.revokedTokens, ['jti-1'], 'on a reload: the revocation list applies');
 });

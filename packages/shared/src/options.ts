@@ -1,4 +1,4 @@
-import { readFile } from 'node:fs/promises';
+import { type FileHandle, open } from 'node:fs/promises';
 import { parseArgs } from 'node:util';
 import { parseDuration } from './duration.js';
 import { ConfigError } from './errors.js';
@@ -243,15 +243,39 @@ export function logLevelOption(values: OptionValues): string {
 }
 
 /** Reads the file an option names; a failure is a ConfigError naming the option, the file and why. */
-export async function readOptionFile(flag: string, file: string): Promise<string> {
+export async function readOptionFile(
+  flag: string,
+  file: string,
+  maxBytes = MAX_OPTION_FILE,
+): Promise<string> {
+  let handle: FileHandle | undefined;
   try {
-    return await readFile(file, 'utf8');
+    handle = await open(file, 'r');
+    // Read in pieces up to the limit: a wrong path (a log, /dev/zero) must not fill the memory.
+    const chunks: Buffer[] = [];
+    let total = 0;
+    for (;;) {
+      const chunk = Buffer.allocUnsafe(64 * 1024);
+      const { bytesRead } = await handle.read(chunk, 0, chunk.length, null);
+      if (bytesRead === 0) break;
+      total += bytesRead;
+      if (total > maxBytes)
+        throw new ConfigError(`--${flag}: ${file} is over ${maxBytes} bytes; is it the right file?`);
+      chunks.push(chunk.subarray(0, bytesRead));
+    }
+    return Buffer.concat(chunks, total).toString('utf8');
   } catch (err) {
+    if (err instanceof ConfigError) throw err;
     throw new ConfigError(
       `--${flag}: cannot read ${file} (${(err as NodeJS.ErrnoException).code ?? 'error'})`,
     );
+  } finally {
+    await handle?.close();
   }
 }
+
+/** The largest file an option names that is read whole (keys, certificates, tokens, kubeconfig). */
+export const MAX_OPTION_FILE = 1024 * 1024;
 
 /**
  * The longest duration an option that feeds a timer may have: Node's timers
