@@ -39,7 +39,9 @@ function copy(from: Duplex, to: Duplex): void {
 
 /**
  * Destroys a connection with a TCP reset where it can, so the peer learns at
- * once that it was cut, not ended (even after a half-close). A TLS socket
+ * once that it was cut, not ended (even after a half-close): a client whose
+ * body ends with the connection (HTTP/1.0, or a response without a length)
+ * cannot take the cut for the end, and a backend stops at once. A TLS socket
  * cannot send one (Node refuses resetAndDestroy on it and throws): it is
  * destroyed without close_notify, which tells a TLS peer the same.
  */

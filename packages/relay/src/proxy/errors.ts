@@ -1,10 +1,8 @@
 import type { ServerResponse } from 'node:http';
 import { STATUS_CODES } from 'node:http';
 import { Http2ServerResponse } from 'node:http2';
-import { Socket } from 'node:net';
 import type { Duplex } from 'node:stream';
-import { TLSSocket } from 'node:tls';
-import { type HeaderPairs, Reason, resetConnection } from '@burrow/shared';
+import { type HeaderPairs, Reason } from '@burrow/shared';
 
 /** A client-facing failure: status, a one-line explanation, and a stable code for logs. */
 export interface ProxyFailure {
@@ -158,14 +156,4 @@ export function rawErrorResponse(
     (code ? `x-burrow-error: ${code}\r\n` : '') +
     `\r\n${text}`
   );
-}
-
-/**
- * Ends a client connection whose response was cut short: with a TCP reset
- * where the socket allows it, so a client whose body ends with the connection
- * (HTTP/1.0, or a response without a length) cannot take the cut for the end.
- * Over TLS the missing close_notify says the same.
- */
-export function abortConnection(socket: Duplex | null | undefined): void {
-  resetConnection(socket);
 }

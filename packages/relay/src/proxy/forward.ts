@@ -12,6 +12,7 @@ import {
   Reason,
   type ResponseHead,
   rawFromPairs,
+  resetConnection,
   responseHeadSchema,
   type Stream,
   stripHopByHop,
@@ -20,7 +21,6 @@ import {
 import type { RouteTable } from '../routes/table.js';
 import type { AgentConnection } from '../tunnel/agent-connection.js';
 import {
-  abortConnection,
   cutCode,
   failureFor,
   INVALID_RESPONSE_HEAD,
@@ -459,7 +459,7 @@ export async function forwardRequest(
   // The body was cut (the backend failed mid-way): the client must not take it for complete.
   const cut = (err?: Error) => {
     error ??= cutCode(err);
-    return h2 ? res.destroy() : abortConnection((res as ServerResponse).socket);
+    return h2 ? res.destroy() : resetConnection((res as ServerResponse).socket);
   };
   s.on('error', cut);
   // HEAD, 204 and 304 carry no body: Node drops whatever is written for them.

@@ -1,9 +1,8 @@
 import type { Socket } from 'node:net';
-import { Reason, UpstreamTimeoutError } from '@burrow/shared';
+import { Reason, resetConnection, UpstreamTimeoutError } from '@burrow/shared';
 import type { Binding } from '../routes/table.js';
 import type { AgentConnection } from '../tunnel/agent-connection.js';
 import {
-  abortConnection,
   cutCode,
   failureFor,
   INVALID_RESPONSE_HEAD,
@@ -429,7 +428,7 @@ export class Http1Connection {
         try {
           end = this.#chunks!.scan(chunk);
         } catch (err) {
-          this.#cut(ex, `backend sent a malformed chunked body: ${(err as Error).message}`);
+          this.#cut(ex, `backend sent a malformed chunked body: ${(err as Error).message}`, 'backend_error');
           return;
         }
         const part = end === -1 || end === chunk.length ? chunk : chunk.subarray(0, end);
@@ -511,8 +510,7 @@ export class Http1Connection {
     const stale = this.#up!.reused && (err as { reason?: number }).reason === Reason.BackendError;
     if (ex.status === 0 && this.#retry(ex, stale || retryable(err))) return;
     // The relay's own drain timeout resets streams too: that is not the agent's doing.
-    const code = cutCode(err);
-    this.#failed(ex, err, code === 'drain_timeout' ? err.message : `agent: ${err.message}`, code);
+    this.#failed(ex, err, cutCode(err) === 'drain_timeout' ? err.message : `agent: ${err.message}`);
   }
 
   /**
@@ -533,9 +531,9 @@ export class Http1Connection {
   }
 
   /** The stream failed: an error page if nothing was answered yet, a cut connection otherwise. */
-  #failed(ex: Exchange, err: unknown, cut: string, cutCode?: string): void {
+  #failed(ex: Exchange, err: unknown, cut: string): void {
     if (ex.status === 0) this.#answerError(ex, failureFor(err));
-    else this.#cut(ex, cut, cutCode);
+    else this.#cut(ex, cut, cutCode(err));
   }
 
   /** Answers the exchange with an error page (before any response byte) and drops the stream. */
@@ -558,14 +556,14 @@ export class Http1Connection {
   }
 
   /** The response was cut after its head: the client must not take what it got for the whole. */
-  #cut(ex: Exchange, reason: string, code = 'backend_error'): void {
+  #cut(ex: Exchange, reason: string, code: string): void {
     ex.error = code;
     this.#opts.logger.info({ host: ex.head.host, reason }, 'response cut short');
     this.#ex = undefined;
     this.#record(ex);
     this.#letGo(true);
     this.#gone = true;
-    abortConnection(this.#socket);
+    resetConnection(this.#socket);
   }
 
   #noResponse(): void {

@@ -1,8 +1,7 @@
 import type { Socket } from 'node:net';
-import { type Logger, Reason, type Stream, splice } from '@burrow/shared';
+import { type Logger, Reason, resetConnection, type Stream, splice } from '@burrow/shared';
 import type { Binding } from '../routes/table.js';
 import type { AgentConnection } from '../tunnel/agent-connection.js';
-import { abortConnection } from './errors.js';
 import { clientIp } from './forward.js';
 
 /**
@@ -47,7 +46,7 @@ export function forwardPassthrough(
     failure ??= `agent: ${err.reason !== undefined ? (Reason[err.reason] ?? err.reason) : err.message}`;
     // A reset, not a FIN: a TLS client that tolerates a missing close_notify would take a
     // cut connection for a complete one.
-    abortConnection(socket);
+    resetConnection(socket);
   });
   // 'close' comes once: `on` spares the wrapper `once` would keep per connection.
   socket.on('close', () => {

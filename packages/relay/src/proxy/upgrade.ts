@@ -1,8 +1,16 @@
 import type { IncomingMessage } from 'node:http';
 import { STATUS_CODES, validateHeaderName, validateHeaderValue } from 'node:http';
 import type { Duplex } from 'node:stream';
-import { normalizeHost, Reason, type ResponseHead, type Stream, splice, stripHopByHop } from '@burrow/shared';
-import { abortConnection, failureFor, INVALID_RESPONSE_HEAD, sendRawError } from './errors.js';
+import {
+  normalizeHost,
+  Reason,
+  type ResponseHead,
+  resetConnection,
+  type Stream,
+  splice,
+  stripHopByHop,
+} from '@burrow/shared';
+import { failureFor, INVALID_RESPONSE_HEAD, sendRawError } from './errors.js';
 import {
   type AccessInfo,
   CLIENT_CLOSED,
@@ -106,7 +114,7 @@ export async function forwardUpgrade(
   stream.off('error', ignore);
   // Cut mid-way (after a 101, or in a declined upgrade's body, which ends with the
   // connection): a reset, so the client cannot take the cut for the end.
-  stream.on('error', () => abortConnection(socket));
+  stream.on('error', () => resetConnection(socket));
   const { head: rh, rest } = response;
   let headText: string;
   try {
