@@ -96,18 +96,11 @@ export class WsTransport implements MessageTransport {
   #refused = false;
   /** A client's frames are masked (with a zero key); ws gives a client's WebSocket its URL. */
   readonly #masked: boolean;
-  readonly #written: () => void;
 
   constructor(ws: WebSocket, options: WsTransportOptions = {}) {
     this.#ws = ws;
     this.#highWater = options.highWater ?? 512 * 1024;
     this.#masked = Boolean(ws.url);
-    this.#written = () => {
-      if (this.#wantDrain && this.#queued < this.#highWater / 2) {
-        this.#wantDrain = false;
-        this.#handlers?.drain();
-      }
-    };
     ws.binaryType = 'nodebuffer';
     ws.on('message', (data, isBinary) => {
       // After a text message the peer is not speaking the protocol: nothing more it sends counts.
@@ -153,7 +146,7 @@ export class WsTransport implements MessageTransport {
    * instead of dropping every frame in silence.
    */
   #checkSocket(): boolean {
-    const socket = (this.#ws as unknown as { _socket?: Partial<RawSocket> })._socket;
+    const socket: Partial<RawSocket> | undefined = this.#rawSocket;
     if (socket && typeof socket.write === 'function' && typeof socket.cork === 'function') return true;
     this.#error = new Error('this ws release keeps no _socket to write tunnel frames to');
     this.#ws.terminate();
@@ -179,49 +172,48 @@ export class WsTransport implements MessageTransport {
   }
 
   send(data: Buffer): void {
-    this.#queued += data.byteLength + MESSAGE_COST;
-    if (this.#queued >= this.#highWater) this.#wantDrain = true;
+    this.#count(data.byteLength);
     if (this.#ws.readyState === CONNECTING) this.#unsent.push(data);
     else this.#transmit(data);
   }
 
   sendParts(head: Buffer, body: Buffer): void {
-    if (this.#ws.readyState === CONNECTING) {
-      this.send(Buffer.concat([head, body]));
-      return;
-    }
-    const n = head.byteLength + body.byteLength + MESSAGE_COST;
-    this.#queued += n;
-    if (this.#queued >= this.#highWater) this.#wantDrain = true;
-    const socket = this.#socket();
-    if (!socket) {
-      this.#queued -= n;
-      return;
-    }
-    socket.write(binaryFrameHead(head.byteLength + body.byteLength, this.#masked, head));
-    socket.write(body, () => {
-      this.#queued -= n;
-      this.#written();
-    });
+    if (this.#ws.readyState === CONNECTING) return this.send(Buffer.concat([head, body]));
+    this.#count(head.byteLength + body.byteLength);
+    this.#transmit(head, body);
   }
 
-  /** Hands a counted message to the socket; the count drops when it is written. */
-  #transmit(data: Buffer): void {
-    const n = data.byteLength + MESSAGE_COST;
+  /** Counts a message of `length` bytes into the queue, at what it costs in memory. */
+  #count(length: number): void {
+    this.#queued += length + MESSAGE_COST;
+    if (this.#queued >= this.#highWater) this.#wantDrain = true;
+  }
+
+  /**
+   * Writes one counted message, `first` then `rest`, as one frame: the frame
+   * head joined with `rest`'s header part (or with a small message whole),
+   * the payload as it is. The count drops when it is written, or at once if
+   * the socket is gone (the message is dropped).
+   */
+  #transmit(first: Buffer, rest?: Buffer): void {
+    const length = first.byteLength + (rest?.byteLength ?? 0);
     const socket = this.#socket();
-    if (!socket) {
-      this.#queued -= n;
-      return;
-    }
     const done = () => {
-      this.#queued -= n;
-      this.#written();
+      this.#queued -= length + MESSAGE_COST;
+      if (this.#wantDrain && this.#queued < this.#highWater / 2) {
+        this.#wantDrain = false;
+        this.#handlers?.drain();
+      }
     };
-    if (data.byteLength < JOIN_BELOW) {
-      socket.write(binaryFrameHead(data.byteLength, this.#masked, data), done);
+    if (!socket) return done();
+    if (rest) {
+      socket.write(binaryFrameHead(length, this.#masked, first));
+      socket.write(rest, done);
+    } else if (length < JOIN_BELOW) {
+      socket.write(binaryFrameHead(length, this.#masked, first), done);
     } else {
-      socket.write(binaryFrameHead(data.byteLength, this.#masked));
-      socket.write(data, done);
+      socket.write(binaryFrameHead(length, this.#masked));
+      socket.write(first, done);
     }
   }
 
@@ -232,12 +224,11 @@ export class WsTransport implements MessageTransport {
    * (OPEN, DATA, FIN, WINDOW... of many requests at once under load) leave in
    * one writev, not one write each. Uncorking on nextTick instead would flush
    * after each callback: twice the write system calls per request at 64
-   * connections (bench/http.mjs: 6.2 → 3.2 across the stack). ws exposes no
-   * public handle on its socket; `_socket` is its net.Socket.
+   * connections (bench/http.mjs: 6.2 → 3.2 across the stack).
    */
   #socket(): RawSocket | undefined {
     if (this.#ws.readyState !== OPEN) return undefined;
-    const socket = (this.#ws as unknown as { _socket?: RawSocket })._socket;
+    const socket = this.#rawSocket;
     if (!socket || socket.destroyed) return undefined;
     if (!this.#corked) {
       this.#corked = true;
@@ -248,6 +239,11 @@ export class WsTransport implements MessageTransport {
       });
     }
     return socket;
+  }
+
+  /** ws's net.Socket: ws exposes no public handle on it and keeps it as `_socket`. */
+  get #rawSocket(): RawSocket | undefined {
+    return (this.#ws as unknown as { _socket?: RawSocket })._socket;
   }
 
   close(code: number, reason: string): void {
