@@ -11,10 +11,10 @@ import {
   type OptionSpec,
   type OptionValues,
   parseListen,
+  parseUserYaml,
   readOptionFile,
   type VerifyKey,
 } from '@burrow/shared';
-import { isMap, isScalar, LineCounter, parseDocument, visit } from 'yaml';
 import { certOptions, portOption } from './certs/config.js';
 import type { RelayOptions } from './relay.js';
 
@@ -259,39 +259,15 @@ export const SERVE_OPTIONS: readonly OptionSpec[] = [
 /** Reads a YAML config file into option values (validated later against the table). */
 export async function readConfigFile(path: string): Promise<Record<string, unknown>> {
   const text = await readOptionFile('config', path, MAX_CONFIG_FILE);
-  // The library's own messages quote the file (an alias, a tag, a line): a
-  // secret in it would reach the log. Errors say where and what kind only.
-  const lines = new LineCounter();
-  const doc = parseDocument(text, { prettyErrors: false, logLevel: 'silent', lineCounter: lines });
-  const invalid = (offset: number | undefined, code: string) => {
-    const at = offset === undefined ? undefined : lines.linePos(offset);
-    return new ConfigError(
-      `${path}: not valid YAML${at ? ` at line ${at.line}, column ${at.col}` : ''} (${code})`,
-    );
-  };
-  const problem = doc.errors[0] ?? doc.warnings[0];
-  if (problem) throw invalid(problem.pos[0], problem.code);
-  if (doc.contents === null || (isScalar(doc.contents) && doc.contents.value === null)) {
+  // A number is kept as written (`admin-token: 000123…` would lose its zeros and digits as a number).
+  const data = parseUserYaml(text, path, { numbersAsWritten: true });
+  if (data === null) {
     // Also what a file being rewritten looks like for a moment: never taken for "all defaults".
     throw new ConfigError(`${path}: the file is empty; write at least one option, or leave --config out`);
   }
-  if (!isMap(doc.contents)) throw new ConfigError(`${path}: expected a mapping of option names to values`);
-  // A number is kept as written (`admin-token: 000123…` would lose its zeros and digits as a number).
-  let alias: number | undefined;
-  visit(doc, {
-    Scalar(_key, node) {
-      if (typeof node.value === 'number' && node.range) node.value = text.slice(node.range[0], node.range[1]);
-    },
-    Alias(_key, node) {
-      alias ??= node.range?.[0];
-    },
-  });
-  try {
-    return doc.toJS() as Record<string, unknown>;
-  } catch {
-    // An alias without its anchor is only found here; the message would quote its name.
-    throw invalid(alias, 'BAD_ALIAS');
-  }
+  if (typeof data !== 'object' || Array.isArray(data))
+    throw new ConfigError(`${path}: expected a mapping of option names to values`);
+  return data as Record<string, unknown>;
 }
 
 /** Loads every verification key named by --verify-key (files or directories of *.pub). */

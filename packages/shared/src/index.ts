@@ -10,3 +10,4 @@ export * from './splice.js';
 export * from './token.js';
 export * from './tunnel/message-stream.js';
 export * from './tunnel/messages.js';
+export * from './yaml.js';
