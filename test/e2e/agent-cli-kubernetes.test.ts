@@ -178,6 +178,9 @@ t.test('burrow-agent --kubernetes: a kubeconfig or cluster it cannot use is one 
   t.equal(broken.code, 1);
   t.match(
     broken.stderr,
-    new RegExp(`^burrow-agent: --kubeconfig: ${join(dir, 'broken')} is not valid YAML: .+\n$`),
+    new RegExp(
+      `^burrow-agent: --kubeconfig: ${join(dir, 'broken')}: not valid YAML at line \\d+, column \\d+ \\([A-Z_]+\\)\n$`,
+    ),
+    'where and what kind only: a kubeconfig holds credentials',
   );
 });

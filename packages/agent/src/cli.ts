@@ -8,11 +8,11 @@ import {
   exitOnSignals,
   formatHelp,
   parseOptions,
+  parseUserYaml,
   readOptionFile,
   runCli,
 } from '@burrow/shared';
 import type { KubeConfig } from '@kubernetes/client-node';
-import { parse as parseYaml } from 'yaml';
 import { startAgent } from './agent.js';
 import { AGENT_OPTIONS, agentOptionsFrom } from './config.js';
 import { startHealthServer } from './health.js';
@@ -78,14 +78,7 @@ async function loadKubeConfig(kubeConfig: KubeConfig, files: string | undefined)
 /** Loads one kubeconfig file into `kubeConfig`, checked, with the relative paths in it made absolute. */
 async function readKubeConfigFile(kubeConfig: KubeConfig, file: string): Promise<KubeConfig> {
   const text = await readOptionFile('kubeconfig', file);
-  let doc: unknown;
-  try {
-    doc = parseYaml(text);
-  } catch (err) {
-    throw new ConfigError(
-      `--kubeconfig: ${file} is not valid YAML: ${(err as Error).message.split('\n')[0]!.replace(/:$/, '')}`,
-    );
-  }
+  const doc = parseUserYaml(text, `--kubeconfig: ${file}`);
   if (doc === null || typeof doc !== 'object' || Array.isArray(doc)) {
     throw new ConfigError(
       `--kubeconfig: ${file} is not a kubeconfig (expected a mapping with clusters, users, contexts)`,

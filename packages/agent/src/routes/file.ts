@@ -10,8 +10,7 @@
  *
  * Every mistake is reported as `FILE: routes[1].target: must be …`.
  */
-import { ConfigError, checkHostPattern, parseCidr, readOptionFile } from '@burrow/shared';
-import { parse as parseYaml } from 'yaml';
+import { ConfigError, checkHostPattern, parseCidr, parseUserYaml, readOptionFile } from '@burrow/shared';
 import { z } from 'zod';
 import type { Route } from './source.js';
 import { STATIC_ID_PREFIX } from './static.js';
@@ -76,12 +75,7 @@ function issueMessage(issue: z.core.$ZodIssue, raw: unknown): string {
 
 /** Parses the text of a routes file. Throws ConfigError naming the file and the field. */
 export function parseRoutesYaml(text: string, fileName: string): Route[] {
-  let raw: unknown;
-  try {
-    raw = parseYaml(text);
-  } catch (err) {
-    throw new ConfigError(`${fileName}: not valid YAML: ${(err as Error).message.split('\n')[0]}`);
-  }
+  const raw = parseUserYaml(text, fileName);
   if (raw !== null && raw !== undefined && (typeof raw !== 'object' || Array.isArray(raw))) {
     // A bare list of routes is the usual slip: the file is `routes:` and the list under it.
     throw new ConfigError(
