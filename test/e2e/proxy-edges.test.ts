@@ -2,6 +2,7 @@
 // a backend declines or cannot take, a client that leaves before its response,
 // and the HTTPS redirect of an absolute-form request.
 import { once } from 'node:events';
+import type { IncomingMessage, ServerResponse } from 'node:http';
 import { connect } from 'node:net';
 import type { AccessInfo } from '@burrow/relay';
 import t from 'tap';
@@ -12,7 +13,7 @@ import { get, testServer } from '../helpers/http.js';
 import { metricValue } from '../helpers/metrics.js';
 import { freePort } from '../helpers/net.js';
 import { rawRequest } from '../helpers/raw-http.js';
-import { testRelay } from '../helpers/relay.js';
+import { type Teardownable, testRelay } from '../helpers/relay.js';
 import { h2Session, testPki } from '../helpers/tls.js';
 
 /** A backend that answers with the headers it received, as JSON. */
@@ -25,6 +26,27 @@ function echoHeaders(req: import('node:http').IncomingMessage, res: import('node
 }
 
 const UPGRADE = 'GET /ws HTTP/1.1\r\nHost: ws.edge.test\r\nConnection: upgrade\r\nUpgrade: websocket\r\n\r\n';
+
+/**
+ * A relay whose HTTP/1.1 goes through Node's parser (the fast path off), an
+ * agent, and a backend on app.edge.test that records each path it gets and
+ * answers through `answer`, which may hold a response until `release`.
+ */
+async function generalPath(
+  t: Teardownable,
+  answer: (req: IncomingMessage, res: ServerResponse, released: Promise<void>) => void,
+) {
+  const log = memoryLogger('info', 'relay');
+  const relay = await testRelay(t, { http1FastPath: false, logger: log.logger });
+  const release = deferred();
+  const paths: string[] = [];
+  const backend = await testServer(t, (req, res) => {
+    paths.push(req.url ?? '');
+    answer(req, res, release.promise);
+  });
+  await testAgent(t, relay, [{ id: 'app', hostnames: ['app.edge.test'], target: backend.url }]);
+  return { log, relay, release, paths, H: 'Host: app.edge.test\r\n' };
+}
 
 t.test('a client cannot strip Host with Connection: host (the backend sees the public name)', async (t) => {
   const relay = await testRelay(t);
@@ -94,19 +116,12 @@ t.test('an upgrade request cannot smuggle bytes to the backend', async (t) => {
 
 t.test('a malformed request after one in flight: the response goes out whole, then the 400', async (t) => {
   // Node's parser reads these (the fast path is off): its parse error comes while /slow is answered.
-  const log = memoryLogger('info', 'relay');
-  const relay = await testRelay(t, { http1FastPath: false, logger: log.logger });
-  const release = deferred();
-  const paths: string[] = [];
-  const backend = await testServer(t, (req, res) => {
-    paths.push(req.url ?? '');
+  const { log, relay, release, paths, H } = await generalPath(t, (req, res, released) => {
     req.resume();
     res.writeHead(200, { 'content-length': '10' });
     res.write('AAAAA');
-    void release.promise.then(() => res.end('BBBBB'));
+    void released.then(() => res.end('BBBBB'));
   });
-  await testAgent(t, relay, [{ id: 'app', hostnames: ['app.edge.test'], target: backend.url }]);
-  const H = 'Host: app.edge.test\r\n';
   const bad = log.waitFor((l) => l['msg'] === 'bad request from client');
   const reply = rawRequest(
     relay.httpAddress.port,
@@ -179,17 +194,10 @@ t.test('pipelined requests reach the backend one at a time, in order', async (t)
 t.test(
   'a parse error behind pipelined requests: the one in flight is answered, the waiting ones never start',
   async (t) => {
-    const log = memoryLogger('info', 'relay');
-    const relay = await testRelay(t, { http1FastPath: false, logger: log.logger });
-    const release = deferred();
-    const paths: string[] = [];
-    const backend = await testServer(t, (req, res) => {
-      paths.push(req.url ?? '');
+    const { log, relay, release, paths, H } = await generalPath(t, (req, res, released) => {
       req.resume();
-      void release.promise.then(() => res.end('done'));
+      void released.then(() => res.end('done'));
     });
-    await testAgent(t, relay, [{ id: 'app', hostnames: ['app.edge.test'], target: backend.url }]);
-    const H = 'Host: app.edge.test\r\n';
     const bad = log.waitFor((l) => l['msg'] === 'bad request from client');
     const reply = rawRequest(
       relay.httpAddress.port,
@@ -211,17 +219,10 @@ t.test(
 );
 
 t.test('a client that pipelines more than 64 requests behind a slow one is cut off', async (t) => {
-  const log = memoryLogger('info', 'relay');
-  const relay = await testRelay(t, { http1FastPath: false, logger: log.logger });
-  const paths: string[] = [];
-  const release = deferred();
-  const backend = await testServer(t, (req, res) => {
-    paths.push(req.url ?? '');
-    void release.promise.then(() => res.end('late'));
+  const { log, relay, release, paths, H } = await generalPath(t, (_req, res, released) => {
+    void released.then(() => res.end('late'));
   });
   t.teardown(() => release.resolve());
-  await testAgent(t, relay, [{ id: 'app', hostnames: ['app.edge.test'], target: backend.url }]);
-  const H = 'Host: app.edge.test\r\n';
   const many = Array.from({ length: 70 }, (_, i) => `GET /p${i} HTTP/1.1\r\n${H}\r\n`).join('');
   const { closed } = await rawRequest(relay.httpAddress.port, many, 15_000, true);
   t.ok(closed, 'the connection is closed');
