@@ -2,8 +2,12 @@
 // file changes reload keys, the revocation list and the admin token; options
 // that need a restart keep their running value; a broken config is logged and
 // the relay stays up. Not one request of the loop may fail.
-import { writeFile } from 'node:fs/promises';
+import { X509Certificate } from 'node:crypto';
+import { once } from 'node:events';
+import { copyFile, mkdir, readFile, rm, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
+import { connect as tlsConnect } from 'node:tls';
+import { startAgent } from '@burrow/agent';
 import { createAgentToken, generateSigningKeyPair, loadSigningKey } from '@burrow/shared';
 import { decodeJwt } from 'jose';
 import t from 'tap';
@@ -14,7 +18,8 @@ import { tempDir } from '../helpers/fs.js';
 import { get, testServer } from '../helpers/http.js';
 import { requestLoop } from '../helpers/load.js';
 import { listeningPorts, RELAY_CLI, spawnLogged } from '../helpers/proc.js';
-import { testKeys, tokenFor } from '../helpers/relay.js';
+import { testKeys, testLogger, tokenFor } from '../helpers/relay.js';
+import { testPki } from '../helpers/tls.js';
 import { attempt } from '../helpers/tunnel-client.js';
 
 type Line = Record<string, unknown>;
@@ -162,3 +167,106 @@ t.test('SIGHUP and file changes reload without failing a request', async (t) => 
   relay.child.kill('SIGTERM');
   t.equal(await relay.exited, 0);
 });
+
+const BROKEN_PAIR = 'tunnel certificate not reloaded; keeping the running one and applying the rest';
+
+/** The fingerprint of the certificate a TLS listener on `port` presents to a new client. */
+async function servedFingerprint(port: number): Promise<string> {
+  const socket = tlsConnect({ host: '127.0.0.1', port, servername: 'localhost', rejectUnauthorized: false });
+  await once(socket, 'secureConnect');
+  const fingerprint = socket.getPeerX509Certificate()?.fingerprint256 ?? '';
+  socket.destroy();
+  return fingerprint;
+}
+
+t.test(
+  'a broken tunnel certificate on reload keeps the running one and holds back nothing else',
+  async (t) => {
+    const dir = await tempDir(t, 'burrow-reload-tls-');
+    const pki = await testPki(t);
+    const certFile = join(dir, 'tunnel.crt');
+    const keyFile = join(dir, 'tunnel.key');
+    await copyFile(pki.certFile, certFile);
+    await copyFile(pki.keyFile, keyFile);
+    const revokedFile = join(dir, 'revoked.txt');
+    await writeFile(revokedFile, '');
+    const keysDir = join(dir, 'keys');
+    await mkdir(keysDir);
+    await writeFile(join(keysDir, 'a.pub'), (await testKeys()).publicPem);
+    const relay = spawnLogged(t, RELAY_CLI, [
+      'serve',
+      ...['--http-listen', '127.0.0.1:0', '--tunnel-listen', '127.0.0.1:0', '--admin-listen', '127.0.0.1:0'],
+      ...['--tls-listen', 'off', '--verify-key', keysDir, '--revoked-tokens', revokedFile],
+      ...[
+        '--tunnel-tls-cert',
+        certFile,
+        '--tunnel-tls-key',
+        keyFile,
+        '--admin-token',
+        'admin-token-0123456789',
+      ],
+    ]);
+    const { http: httpPort, tunnel: tunnelPort, admin: adminPort } = await listeningPorts(relay);
+    const next = (msg: string) => {
+      const seen = relay.lines.length;
+      return relay.waitFor((l) => relay.lines.indexOf(l) >= seen && l['msg'] === msg);
+    };
+    const served = () => servedFingerprint(tunnelPort);
+    const original = await served();
+
+    const backend = await testServer(t, (_req, res) => res.end('through wss'));
+    const token = await tokenFor('doomed-tls', ['doomed.tls.test']);
+    const agent = startAgent({
+      relayUrl: `wss://localhost:${tunnelPort}`,
+      relayCa: pki.caPem,
+      token,
+      routes: [{ id: 'd', hostnames: ['doomed.tls.test'], target: backend.url }],
+      connections: 1,
+      logger: testLogger('agent'),
+    });
+    t.teardown(() => agent.close());
+    await agent.ready();
+    t.equal((await get(httpPort, 'doomed.tls.test')).body.toString(), 'through wss');
+
+    // A rotation caught halfway: the key is not there yet.
+    let broken = next(BROKEN_PAIR);
+    let reloaded = next('config reloaded');
+    await rm(keyFile);
+    t.match(await broken, { trigger: 'file changed', reason: /^--tunnel-tls-key: cannot read / });
+    await reloaded;
+    t.equal(await served(), original, 'new handshakes still get the running certificate');
+
+    // Meanwhile the token leaks: its revocation applies although the pair is still broken.
+    broken = next(BROKEN_PAIR);
+    reloaded = next('config reloaded');
+    const down = new Promise((resolve) => agent.once('disconnected', (_i, reason) => resolve(reason)));
+    await writeFile(revokedFile, `${decodeJwt(token).jti}\n`);
+    await broken;
+    t.match(await reloaded, { revokedTokens: 1, revokedConnections: 1 });
+    t.match(await down, /TokenRevoked/);
+    const metrics = await fetch(`http://127.0.0.1:${adminPort}/metrics`, {
+      headers: { authorization: 'Bearer admin-token-0123456789' },
+    }).then((r) => r.text());
+    t.match(metrics, /^burrow_relay_config_reloads_total\{result="failure"\} 2$/m, 'counted as failures');
+
+    // The rotation completes with a new pair. Each file's change may reload on its own; the
+    // reload that finds both in place is the one not preceded by the complaint.
+    const renewed = await pki.issue('renewed', ['localhost']);
+    const seen = relay.lines.length;
+    const whole = relay.waitFor((l) => {
+      const i = relay.lines.indexOf(l);
+      return i >= seen && l['msg'] === 'config reloaded' && relay.lines[i - 1]?.['msg'] !== BROKEN_PAIR;
+    });
+    await copyFile(renewed.keyFile, keyFile);
+    await copyFile(renewed.certFile, certFile);
+    await whole;
+    t.equal(
+      await served(),
+      new X509Certificate(await readFile(renewed.certFile)).fingerprint256,
+      'new handshakes get the new certificate once both files are in place',
+    );
+
+    relay.child.kill('SIGTERM');
+    t.equal(await relay.exited, 0);
+  },
+);

@@ -361,11 +361,27 @@ function hstsMaxAgeOption(values: OptionValues): number {
   return Math.floor(ms / 1000);
 }
 
+/** Reads the tunnel endpoint's certificate and key and checks that they make a TLS context. */
+async function tunnelTlsPair(certFile: string, keyFile: string): Promise<{ cert: string; key: string }> {
+  const pair = {
+    cert: await readOptionFile('tunnel-tls-cert', certFile),
+    key: await readOptionFile('tunnel-tls-key', keyFile),
+  };
+  try {
+    createSecureContext(pair);
+  } catch (err) {
+    throw new ConfigError(
+      `--tunnel-tls-cert/--tunnel-tls-key: not a usable certificate and key: ${(err as Error).message}`,
+    );
+  }
+  return pair;
+}
+
 /** Turns parsed option values into RelayOptions, checking every field. */
 export async function relayOptionsFrom(
   values: OptionValues,
   { initial = true }: { initial?: boolean } = {},
-): Promise<{ options: RelayOptions; logLevel: string }> {
+): Promise<{ options: RelayOptions; logLevel: string; tunnelTlsError?: string }> {
   const logLevel = logLevelOption(values);
   const publicHttpPort =
     values['public-http-port'] !== undefined ? portOption(values, 'public-http-port') : undefined;
@@ -376,20 +392,17 @@ export async function relayOptionsFrom(
       '--tunnel-tls-cert and --tunnel-tls-key go together: pass both, or neither for plain ws://',
     );
   }
-  const tunnelTls =
-    certFile && keyFile
-      ? {
-          cert: await readOptionFile('tunnel-tls-cert', certFile),
-          key: await readOptionFile('tunnel-tls-key', keyFile),
-        }
-      : undefined;
-  if (tunnelTls) {
+  // At start a broken pair is refused. On a reload it is reported instead: the
+  // reloader keeps the running certificate and applies the rest, so a
+  // certificate caught mid-rotation never holds back a revocation.
+  let tunnelTls: { cert: string; key: string } | undefined;
+  let tunnelTlsError: string | undefined;
+  if (certFile && keyFile) {
     try {
-      createSecureContext(tunnelTls);
+      tunnelTls = await tunnelTlsPair(certFile, keyFile);
     } catch (err) {
-      throw new ConfigError(
-        `--tunnel-tls-cert/--tunnel-tls-key: not a usable certificate and key: ${(err as Error).message}`,
-      );
+      if (initial) throw err;
+      tunnelTlsError = (err as Error).message;
     }
   }
   const adminToken = await adminTokenFrom(values);
@@ -426,5 +439,5 @@ export async function relayOptionsFrom(
     },
     ...(publicHttpPort ? { publicHttpPort } : {}),
   };
-  return { options, logLevel };
+  return { options, logLevel, ...(tunnelTlsError ? { tunnelTlsError } : {}) };
 }

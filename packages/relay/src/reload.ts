@@ -7,6 +7,11 @@ export interface LoadedConfig {
   values: OptionValues;
   options: RelayOptions;
   logLevel: string;
+  /**
+   * Set on a reload whose tunnel certificate or key could not be used: the
+   * running pair stays, the rest of the configuration applies.
+   */
+  tunnelTlsError?: string;
 }
 
 /**
@@ -14,7 +19,8 @@ export interface LoadedConfig {
  * TLS layer, for instance). It is called with the new configuration and
  * prepares everything that can fail (reading and parsing files); it throws to
  * reject the reload, or returns a commit that must not fail. No hook commits
- * unless every hook prepared, so a reload applies whole or not at all.
+ * unless every hook prepared, so a reload applies whole or not at all (only
+ * the tunnel endpoint's own certificate may stay behind; see ConfigReloader).
  */
 export type ReloadHook = (next: LoadedConfig) => Promise<(() => void) | undefined>;
 
@@ -44,7 +50,9 @@ export interface ReloaderOptions {
 /**
  * Hot reload of the relay's configuration on SIGHUP or a changed file. A
  * configuration that fails to load or validate is logged and the running one
- * kept; the process never exits for it. Tunnels and in-flight requests are
+ * kept; the process never exits for it. The one part that may fail alone is
+ * the tunnel certificate: the running pair stays and the rest applies, so a
+ * broken certificate never holds back a revocation. Tunnels and in-flight requests are
  * untouched: only keys, the revocation list (whose tunnels close), the admin
  * token, the log level and the tunnel certificate change in place.
  */
@@ -158,6 +166,14 @@ export class ConfigReloader {
       );
       next.values[key] = previous.values[key];
     }
+    if (next.tunnelTlsError) {
+      logger.error(
+        { trigger, reason: next.tunnelTlsError },
+        'tunnel certificate not reloaded; keeping the running one and applying the rest',
+      );
+      if (previous.options.tunnelTls) next.options.tunnelTls = previous.options.tunnelTls;
+      else delete next.options.tunnelTls;
+    }
     const tlsChanged =
       next.options.tunnelTls?.cert !== previous.options.tunnelTls?.cert ||
       next.options.tunnelTls?.key !== previous.options.tunnelTls?.key;
@@ -179,7 +195,9 @@ export class ConfigReloader {
     this.#current = next;
     // The new configuration may name other files (a moved revocation list).
     if (this.#watch) this.watchFiles();
-    relay.metrics.reloaded(true);
+    // Applied, but not as configured when the tunnel certificate stayed: counted with the
+    // failures, which operators alert on.
+    relay.metrics.reloaded(!next.tunnelTlsError);
     logger.info(
       {
         trigger,

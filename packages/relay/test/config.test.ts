@@ -1,8 +1,9 @@
-import { writeFile } from 'node:fs/promises';
+import { readFile, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { generateSigningKeyPair, parseOptions } from '@burrow/shared';
 import t from 'tap';
 import { tempDir } from '../../../test/helpers/fs.js';
+import { testPki } from '../../../test/helpers/tls.js';
 import { loadRevokedTokens, readConfigFile, relayOptionsFrom, SERVE_OPTIONS } from '../src/config.js';
 
 t.test('revocation list: ids, comments, and lines that are not ids', async (t) => {
@@ -116,4 +117,42 @@ t.test('a reload does not re-check certificate files: a broken one cannot hold b
   await t.rejects(relayOptionsFrom(values), { message: /--cert-file .*site\.crt: / }, 'at start: refused');
   const reloaded = await relayOptionsFrom(values, { initial: false });
   t.same(reloaded.options.revokedTokens, ['jti-1'], 'on a reload: the revocation list applies');
+});
+
+t.test('a broken tunnel certificate is refused at start and reported, not fatal, on a reload', async (t) => {
+  const dir = await tempDir(t, 'burrow-config-');
+  await writeFile(join(dir, 'signing.pub'), (await generateSigningKeyPair()).publicPem);
+  await writeFile(join(dir, 'tunnel.crt'), 'garbage');
+  await writeFile(join(dir, 'revoked'), 'jti-1\n');
+  const values = parseOptions(SERVE_OPTIONS, [
+    '--verify-key',
+    dir,
+    '--tunnel-tls-cert',
+    join(dir, 'tunnel.crt'),
+    '--tunnel-tls-key',
+    join(dir, 'tunnel.key'),
+    '--revoked-tokens',
+    join(dir, 'revoked'),
+  ]).values;
+  await t.rejects(
+    relayOptionsFrom(values),
+    { message: /^--tunnel-tls-key: cannot read / },
+    'at start: refused',
+  );
+  const missingKey = await relayOptionsFrom(values, { initial: false });
+  t.match(missingKey.tunnelTlsError, /^--tunnel-tls-key: cannot read /, 'on a reload: reported');
+  t.equal(missingKey.options.tunnelTls, undefined);
+  t.same(missingKey.options.revokedTokens, ['jti-1'], 'and the rest is read');
+  await writeFile(join(dir, 'tunnel.key'), 'garbage');
+  const unusable = await relayOptionsFrom(values, { initial: false });
+  t.match(
+    unusable.tunnelTlsError,
+    /^--tunnel-tls-cert\/--tunnel-tls-key: not a usable certificate and key: /,
+  );
+  const pki = await testPki(t);
+  await writeFile(join(dir, 'tunnel.crt'), await readFile(pki.certFile));
+  await writeFile(join(dir, 'tunnel.key'), await readFile(pki.keyFile));
+  const fixed = await relayOptionsFrom(values, { initial: false });
+  t.equal(fixed.tunnelTlsError, undefined);
+  t.equal(fixed.options.tunnelTls?.cert, await readFile(pki.certFile, 'utf8'));
 });
