@@ -278,7 +278,7 @@ t.test('a bad value is reported where it was set: flag, environment variable or 
     }),
     {
       code: 1,
-      stderr: `burrow-relay: ${file}: "cert-file", --cert-dir and --acme-directory need the TLS listener: set BURROW_TLS_LISTEN HOST:PORT (not "off")\n`,
+      stderr: `burrow-relay: ${file}: "cert-file" needs the TLS listener, but BURROW_TLS_LISTEN is "off"\n`,
     },
   );
   t.same(await failing(RELAY_CLI, serve, { BURROW_CONFIG: join(dir, 'none.yaml') }), {

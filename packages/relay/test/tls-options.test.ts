@@ -77,7 +77,14 @@ t.test('TLS, certificate and ACME options: defaults, values, and one clear line 
     ],
     [['--cert-file', f('nope.crt'), '--key-file', f('a.key')], /cannot read .*nope\.crt/],
     [['--cert-dir', f('missing')], /--cert-dir: cannot read/],
-    [['--tls-listen', 'off', '--cert-dir', dir], /need the TLS listener/],
+    [
+      ['--tls-listen', 'off', '--cert-dir', dir],
+      /--cert-dir needs the TLS listener, but --tls-listen is "off"$/,
+    ],
+    [
+      ['--tls-listen', 'off', '--cert-dir', dir, '--acme-directory', 'https://a.example.net/'],
+      /--cert-dir and --acme-directory need the TLS listener, but --tls-listen is "off"$/,
+    ],
     [['--tls-listen', 'nonsense'], /--tls-listen must be HOST:PORT/],
     [['--acme-directory', 'https://acme.example.net/dir'], /--acme-domains is required/],
     [

@@ -108,9 +108,13 @@ export function parseOptions(
  * options by their flags (`--drain-timeout: …`, `--cert-file and --key-file go
  * in pairs`); a flag whose value came from an environment variable or the
  * config file becomes that (`BURROW_DRAIN_TIMEOUT: …`, `relay.yaml:
- * "key-file"`), which is where the user has to look. Flags of options left
- * at their default stay as they are: they are advice on what to pass.
+ * "key-file"`, or `"key-file" in relay.yaml` after the start of the message),
+ * which is where the user has to look. Flags of options left at their default
+ * stay as they are: they are advice on what to pass.
  */
+/** How parseOptions names an option set in the config file: FILE: "name". */
+const FILE_SOURCE = /^(.+): "([a-z0-9-]+)"$/;
+
 export async function attributeErrors<T>(sources: OptionSources, build: () => T | Promise<T>): Promise<T> {
   try {
     return await build();
@@ -118,8 +122,13 @@ export async function attributeErrors<T>(sources: OptionSources, build: () => T 
     if (!(err instanceof ConfigError)) throw err;
     const message = err.message.replace(
       /(^|[^\w-])--([a-z0-9][a-z0-9-]*)/g,
-      (all, before: string, name: string) =>
-        Object.hasOwn(sources, name) ? `${before}${sources[name]}` : all,
+      (all, before: string, name: string, at: number) => {
+        if (!Object.hasOwn(sources, name)) return all;
+        const source = sources[name]!;
+        // Mid-sentence, `relay.yaml: "tls-listen"` would read as a sentence of its own.
+        const inFile = at > 0 ? FILE_SOURCE.exec(source) : null;
+        return `${before}${inFile ? `"${inFile[2]}" in ${inFile[1]}` : source}`;
+      },
     );
     if (message === err.message) throw err;
     throw new ConfigError(message, { cause: err });

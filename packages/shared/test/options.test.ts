@@ -82,6 +82,11 @@ t.test('sources: where each value came from; errors are re-attributed to it', as
     code: 'BURROW_ERR_CONFIG',
     message: 'relay.yaml: "drain-timeout" must be at least 2m (got "1m")',
   });
+  await t.rejects(
+    attributeErrors(sources, fail('--verbose needs --drain-timeout above 2m')),
+    { message: 'relay.yaml: "verbose" needs "drain-timeout" in relay.yaml above 2m' },
+    'after the start of the message a file source reads as part of the sentence',
+  );
   const mixed = parseOptions(SPECS, ['--verbose'], { TEST_DRAIN_TIMEOUT: '5s' }).sources;
   await t.rejects(
     attributeErrors(mixed, fail('--verbose needs --drain-timeout above 1m; or pass --config FILE')),

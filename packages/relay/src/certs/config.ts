@@ -26,9 +26,11 @@ export async function certOptions(
   const dir = values['cert-dir'] as string | undefined;
   const directory = values['acme-directory'] as string | undefined;
   if (!tlsOn && (certs.length > 0 || dir || directory)) {
-    throw new ConfigError(
-      '--cert-file, --cert-dir and --acme-directory need the TLS listener: set --tls-listen HOST:PORT (not "off")',
-    );
+    const needing = [certs.length > 0 && '--cert-file', dir && '--cert-dir', directory && '--acme-directory'];
+    const named = needing.filter((x): x is string => Boolean(x));
+    const subject =
+      named.length === 1 ? `${named[0]} needs` : `${named.slice(0, -1).join(', ')} and ${named.at(-1)} need`;
+    throw new ConfigError(`${subject} the TLS listener, but --tls-listen is "off"`);
   }
   if (certs.length !== keys.length) {
     throw new ConfigError(
