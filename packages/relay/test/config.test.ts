@@ -98,22 +98,20 @@ t.test('config file: empty refused, numbers kept as written, YAML errors never q
   }
 });
 
+/** Serve options for a relay keyed in `dir` whose revocation list names jti-1, plus `files` in `dir` by option. */
+async function revokingOne(dir: string, files: Record<string, string>) {
+  await writeFile(join(dir, 'signing.pub'), (await generateSigningKeyPair()).publicPem);
+  await writeFile(join(dir, 'revoked'), 'jti-1\n');
+  const argv = Object.entries(files).flatMap(([option, file]) => [`--${option}`, join(dir, file)]);
+  return parseOptions(SERVE_OPTIONS, ['--verify-key', dir, '--revoked-tokens', join(dir, 'revoked'), ...argv])
+    .values;
+}
+
 t.test('a reload does not re-check certificate files: a broken one cannot hold back the rest', async (t) => {
   const dir = await tempDir(t, 'burrow-config-');
-  await writeFile(join(dir, 'signing.pub'), (await generateSigningKeyPair()).publicPem);
   await writeFile(join(dir, 'site.crt'), 'garbage');
   await writeFile(join(dir, 'site.key'), 'garbage');
-  await writeFile(join(dir, 'revoked'), 'jti-1\n');
-  const values = parseOptions(SERVE_OPTIONS, [
-    '--verify-key',
-    dir,
-    '--cert-file',
-    join(dir, 'site.crt'),
-    '--key-file',
-    join(dir, 'site.key'),
-    '--revoked-tokens',
-    join(dir, 'revoked'),
-  ]).values;
+  const values = await revokingOne(dir, { 'cert-file': 'site.crt', 'key-file': 'site.key' });
   await t.rejects(relayOptionsFrom(values), { message: /--cert-file .*site\.crt: / }, 'at start: refused');
   const reloaded = await relayOptionsFrom(values, { initial: false });
   t.same(reloaded.options.revokedTokens, ['jti-1'], 'on a reload: the revocation list applies');
@@ -121,19 +119,8 @@ t.test('a reload does not re-check certificate files: a broken one cannot hold b
 
 t.test('a broken tunnel certificate is refused at start and reported, not fatal, on a reload', async (t) => {
   const dir = await tempDir(t, 'burrow-config-');
-  await writeFile(join(dir, 'signing.pub'), (await generateSigningKeyPair()).publicPem);
   await writeFile(join(dir, 'tunnel.crt'), 'garbage');
-  await writeFile(join(dir, 'revoked'), 'jti-1\n');
-  const values = parseOptions(SERVE_OPTIONS, [
-    '--verify-key',
-    dir,
-    '--tunnel-tls-cert',
-    join(dir, 'tunnel.crt'),
-    '--tunnel-tls-key',
-    join(dir, 'tunnel.key'),
-    '--revoked-tokens',
-    join(dir, 'revoked'),
-  ]).values;
+  const values = await revokingOne(dir, { 'tunnel-tls-cert': 'tunnel.crt', 'tunnel-tls-key': 'tunnel.key' });
   await t.rejects(
     relayOptionsFrom(values),
     { message: /^--tunnel-tls-key: cannot read / },
