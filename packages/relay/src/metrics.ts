@@ -24,6 +24,20 @@ export interface RelayMetricsSources {
 }
 
 /**
+ * What a route's requests add up to between two scrapes, in plain numbers:
+ * prom-client looks a series up by its labels on every update, which cost the
+ * relay about 1.7 µs per request for four updates (bench/metrics.mjs).
+ */
+interface RouteTally {
+  /** Finished requests by status class, 1xx to 5xx, since the last scrape. */
+  requests: number[];
+  bytesIn: number;
+  bytesOut: number;
+  /** Streams open now. */
+  streams: number;
+}
+
+/**
  * The relay's Prometheus metrics, in a registry of its own (several relays in
  * one process, as in tests, never share series). Gauges are read from the live
  * objects at scrape time. Every label is bounded: `host` is a route name an
@@ -41,6 +55,7 @@ export class RelayMetrics {
   readonly #certExpiry: Gauge<'name'>;
   readonly #reloads: Counter<'result'>;
   readonly #revocations: Counter;
+  readonly #tallies = new Map<string, RouteTally>();
 
   constructor(sources: RelayMetricsSources) {
     const registers = [this.registry];
@@ -77,17 +92,20 @@ export class RelayMetrics {
         this.set(sources.revokedTokens());
       },
     });
+    const handOver = () => this.#handOver();
     this.#streams = new Gauge({
       name: 'burrow_relay_streams_active',
       help: 'Request streams open through tunnels, by route hostname.',
       labelNames: ['host'],
       registers,
+      collect: handOver,
     });
     this.#requests = new Counter({
       name: 'burrow_relay_requests_total',
       help: 'Finished HTTP requests, by route hostname and status class (2xx, 3xx, 4xx, 5xx).',
       labelNames: ['host', 'status_class'],
       registers,
+      collect: handOver,
     });
     this.#duration = new Histogram({
       name: 'burrow_relay_request_duration_seconds',
@@ -101,6 +119,7 @@ export class RelayMetrics {
       help: 'Body bytes through the tunnels: direction "in" is client to backend, "out" backend to client.',
       labelNames: ['host', 'direction'],
       registers,
+      collect: handOver,
     });
     this.#errors = new Counter({
       name: 'burrow_relay_request_errors_total',
@@ -139,18 +158,49 @@ export class RelayMetrics {
   /** One finished request (the access log entry); `route` is the bound hostname or UNROUTED. */
   requestDone(info: AccessInfo): void {
     const host = info.route || UNROUTED;
-    const statusClass = `${Math.min(5, Math.max(1, Math.floor(info.status / 100)))}xx`;
-    this.#requests.inc({ host, status_class: statusClass });
+    const tally = this.#tally(host);
+    tally.requests[Math.min(5, Math.max(1, Math.floor(info.status / 100))) - 1]! += 1;
+    tally.bytesIn += info.bytesIn;
+    tally.bytesOut += info.bytesOut;
     this.#duration.observe({ host }, info.durationMs / 1000);
-    if (info.bytesIn > 0) this.#bytes.inc({ host, direction: 'in' }, info.bytesIn);
-    if (info.bytesOut > 0) this.#bytes.inc({ host, direction: 'out' }, info.bytesOut);
     if (info.error) this.#errors.inc({ reason: info.error });
   }
 
   /** A request stream opened to an agent for route `host`; the gauge drops when `closed` fires. */
   streamOpened(host: string, onClose: (fn: () => void) => void): void {
-    this.#streams.inc({ host });
-    onClose(() => this.#streams.dec({ host }));
+    const tally = this.#tally(host);
+    tally.streams += 1;
+    onClose(() => {
+      tally.streams -= 1;
+    });
+  }
+
+  #tally(host: string): RouteTally {
+    let tally = this.#tallies.get(host);
+    if (!tally) {
+      tally = { requests: [0, 0, 0, 0, 0], bytesIn: 0, bytesOut: 0, streams: 0 };
+      this.#tallies.set(host, tally);
+    }
+    return tally;
+  }
+
+  /**
+   * Moves what the tallies counted since the last scrape into the series.
+   * Every metric fed from them calls it when collected; the first call of a
+   * scrape does the work.
+   */
+  #handOver(): void {
+    for (const [host, tally] of this.#tallies) {
+      tally.requests.forEach((count, i) => {
+        if (count > 0) this.#requests.inc({ host, status_class: `${i + 1}xx` }, count);
+      });
+      tally.requests.fill(0);
+      if (tally.bytesIn > 0) this.#bytes.inc({ host, direction: 'in' }, tally.bytesIn);
+      if (tally.bytesOut > 0) this.#bytes.inc({ host, direction: 'out' }, tally.bytesOut);
+      tally.bytesIn = 0;
+      tally.bytesOut = 0;
+      this.#streams.set({ host }, tally.streams);
+    }
   }
 
   refused(reason: RefusalReason): void {
