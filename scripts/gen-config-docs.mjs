@@ -76,6 +76,11 @@ routes:
     allowCidrs: [203.0.113.0/24] # optional: only these client addresses
     tlsInsecure: true # optional, https targets: do not verify the backend's certificate
 \`\`\`
+
+An \`https://\` target's certificate is checked against the target's own host name (sent as SNI),
+or against its IP address when the target is one (10.0.0.9 above), never against the Host of
+the request: a client on a wildcard route, or the relay, cannot choose the name it is checked
+against.
 `;
 }
 

@@ -8,7 +8,7 @@ import { createServer as createHttpsServer } from 'node:https';
 import { type AddressInfo, createServer as createTcpServer, type Socket } from 'node:net';
 import { Readable } from 'node:stream';
 import { pipeline } from 'node:stream/promises';
-import { type HeaderPairs, Reason } from '@burrow/shared';
+import { type HeaderPairs, Reason, type Stream } from '@burrow/shared';
 import t from 'tap';
 import { WebSocketServer } from 'ws';
 import { deferred } from '../../../test/helpers/deferred.js';
@@ -326,6 +326,50 @@ t.test(
     );
   },
 );
+
+t.test('https backends are named after the target, never after the Host the relay sends', async (t) => {
+  const pki = await testPki(t);
+  const seen: Array<string | false | null> = [];
+  const server = createHttpsServer(
+    { cert: await readFile(pki.certFile), key: await readFile(pki.keyFile) },
+    (_req, res) => res.end('ok'),
+  );
+  new WebSocketServer({ server });
+  server.on('secureConnection', (socket) => seen.push(socket.servername));
+  server.listen(0, '127.0.0.1');
+  await once(server, 'listening');
+  t.teardown(() => {
+    server.closeAllConnections();
+    server.close();
+  });
+  const { port } = server.address() as AddressInfo;
+  // tlsInsecure: the certificate is the test CA's; the name sent is what is checked.
+  const { relay } = await agentFor(t, [
+    { id: 'named', hostnames: ['*.example.com'], target: `https://localhost:${port}`, tlsInsecure: true },
+    { id: 'ip', hostnames: ['ip.example.com'], target: `https://127.0.0.1:${port}`, tlsInsecure: true },
+  ]);
+  const chosen: HeaderPairs = [['Host', 'chosen-by-the-client.example.com']];
+  const ok = async (stream: Stream) => t.equal((await readResponse(stream)).head.status, 200);
+  await ok(relay.openHttp({ route: 'named', headers: chosen }));
+  await ok(relay.openHttp({ route: 'named', method: 'OPTIONS', path: '*', headers: chosen }));
+  const upgrade = relay.openHttp({
+    route: 'named',
+    upgrade: true,
+    headers: [
+      ...chosen,
+      ['Sec-WebSocket-Key', 'dGhlIHNhbXBsZSBub25jZQ=='],
+      ['Sec-WebSocket-Version', '13'],
+      ['Upgrade', 'websocket'],
+      ['Connection', 'upgrade'],
+    ],
+  });
+  t.equal((await readHead(upgrade)).head.status, 101);
+  upgrade.destroy();
+  t.same(seen, ['localhost', 'localhost', 'localhost'], 'request, OPTIONS * and upgrade: the target name');
+  seen.length = 0;
+  await ok(relay.openHttp({ route: 'ip', headers: chosen }));
+  t.same(seen, [false], 'an IP target: no server name at all');
+});
 
 t.test('failures become resets with reason codes; nothing else is ever dialed', async (t) => {
   const closed = await freePort();

@@ -243,11 +243,14 @@ class Exchange {
       headers.push(k, v);
     }
     const dispatcher = this.#pool.dispatcherFor(this.#route.target, this.#route.tlsInsecure === true);
+    const { serverName } = this.#target;
     dispatcher.dispatch(
       {
         path: meta.path,
         method: meta.method,
         headers,
+        // undici would take the TLS server name from Host (the pool pins it too).
+        ...(serverName ? { servername: serverName } : {}),
         // With no Content-Length among the headers, undici sends the body chunked.
         body: withBody ? requestBody(stream) : null,
       },
@@ -369,7 +372,7 @@ class Exchange {
     this.#attempts++;
     const stream = this.#stream;
     const meta = this.#meta;
-    const { https, host, port } = this.#target;
+    const { https, host, port, serverName } = this.#target;
     if (!meta.upgrade && hasBody(meta)) {
       this.#fail(Reason.BackendError, `a ${meta.method} ${meta.path} request with a body is not supported`);
       return;
@@ -381,6 +384,8 @@ class Exchange {
         : { agent: this.#pool.agentFor(this.#route.target, insecure) }),
       host,
       port,
+      // node:https would take the TLS server name from Host; '' sends none (an IP target).
+      ...(https ? { servername: serverName ?? '' } : {}),
       method: meta.method,
       path: meta.path,
       // The relay already removed hop-by-hop fields and set X-Forwarded-*; Host stays as the client sent it.

@@ -2,6 +2,7 @@ import { Agent as HttpAgent } from 'node:http';
 import { Agent as HttpsAgent } from 'node:https';
 import type { Socket } from 'node:net';
 import { buildConnector, Pool } from 'undici';
+import { targetAddress } from './target.js';
 
 export const DEFAULT_CONNECT_TIMEOUT = 10_000;
 
@@ -55,7 +56,10 @@ export class TargetPool {
         headersTimeout: 0,
         bodyTimeout: 0,
         connect: resetsAreCuts(
-          buildConnector({ rejectUnauthorized: !tlsInsecure, timeout: this.#connectTimeout }),
+          withServerName(
+            buildConnector({ rejectUnauthorized: !tlsInsecure, timeout: this.#connectTimeout }),
+            targetAddress(target).serverName,
+          ),
         ),
       });
       this.#pools.set(key, pool);
@@ -124,4 +128,17 @@ function resetsAreCuts(connect: buildConnector.connector): buildConnector.connec
       });
       callback(err, socket as never);
     });
+}
+
+/**
+ * undici names the TLS server after the request's Host field, which the relay
+ * (or, on a wildcard route, the client) chooses: an https backend would be
+ * checked against a name of their choosing. Connections name the target's
+ * host instead (`serverName`; undefined for an IP address: no SNI).
+ */
+function withServerName(
+  connect: buildConnector.connector,
+  serverName: string | undefined,
+): buildConnector.connector {
+  return (options, callback) => connect({ ...options, servername: serverName }, callback);
 }

@@ -1,4 +1,4 @@
-import { connect, isIP, type Socket } from 'node:net';
+import { connect, type Socket } from 'node:net';
 import { connect as tlsConnect } from 'node:tls';
 import {
   type Http1Open,
@@ -38,7 +38,7 @@ export function serveTcpStream(
   route: Route,
   { connectTimeout, log, onFailure }: TcpServeOptions,
 ): void {
-  const { host, port, where, https } = targetAddress(route.target);
+  const { host, port, where, https, serverName } = targetAddress(route.target);
   const tls = meta.kind === 'http1' && https;
   const started = performance.now();
   let failed: string | undefined;
@@ -49,7 +49,7 @@ export function serveTcpStream(
     ? tlsConnect({
         host,
         port,
-        ...(isIP(host) ? {} : { servername: host }),
+        ...(serverName ? { servername: serverName } : {}),
         rejectUnauthorized: route.tlsInsecure !== true,
         ALPNProtocols: ['http/1.1'],
       })
