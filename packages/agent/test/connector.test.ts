@@ -270,6 +270,66 @@ t.test(
   },
 );
 
+t.test('a relay that never ends its drain: the agent cuts it after its own drain timeout', async (t) => {
+  const relay = await fakeRelay(t);
+  const backend = await heldBackend(t);
+  const log = memoryLogger();
+  const agent = startAgent({
+    relayUrl: relay.url,
+    token: TOKEN,
+    routes: [{ id: 'app', hostnames: ['app.example.com'], target: backend.url }],
+    connections: 1,
+    logger: log.logger,
+    backoff: FAST,
+    session: { drainTimeout: 200 },
+  });
+  t.teardown(() => {
+    backend.release();
+    return agent.close();
+  });
+  await agent.ready();
+  const old = relay.live()[0]!;
+  const stream = relay.openHttp({ route: 'app' });
+  await once(backend.server, 'arrived');
+  // The relay's own drain timer is the default 30 s; the backend never finishes.
+  void old.session.goAway(Reason.Shutdown, 'relay restarting');
+  t.match(await log.waitFor((l) => l.msg === 'tunnel drain outlasted the drain timeout; closing it'), {
+    level: 40,
+    inFlight: 1,
+    drainTimeout: 200,
+  });
+  if (!old.session.closed) await once(old.session, 'close');
+  t.ok(stream.destroyed, "the drained session's stream is cut");
+  t.equal(agent.connectionCount, 1, 'served by the new connection meanwhile');
+});
+
+t.test('an error GOAWAY the relay never follows with a close: the agent reconnects', async (t) => {
+  const relay = await fakeRelay(t);
+  const log = memoryLogger();
+  const agent = startAgent({
+    relayUrl: relay.url,
+    token: TOKEN,
+    routes: [{ id: 'app', hostnames: ['app.example.com'], target: 'http://127.0.0.1:9' }],
+    connections: 1,
+    logger: log.logger,
+    backoff: FAST,
+  });
+  t.teardown(() => agent.close());
+  await agent.ready();
+  const old = relay.live()[0]!;
+  const reconnected = once(agent, 'connected');
+  void old.session.goAway(Reason.InternalError, 'gave up');
+  t.match(await log.waitFor((l) => l.msg === 'tunnel disconnected'), {
+    level: 40,
+    reason: 'peer closed the session: InternalError: gave up',
+  });
+  if (!old.session.closed) await once(old.session, 'close');
+  t.ok(old.session.closed, 'the refusing session is gone, not left up');
+  await reconnected;
+  t.equal(agent.connectionCount, 1);
+  t.equal(relay.live().length, 1, 'on a new connection');
+});
+
 t.test(
   'close() drains: GOAWAY to the relay, the in-flight request completes, then it resolves',
   async (t) => {

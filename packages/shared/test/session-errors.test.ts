@@ -366,6 +366,19 @@ t.test("the peer's GOAWAY", async (t) => {
     );
   });
 
+  await t.test('an error reason and no close: the session does not wait for one', async (t) => {
+    const peer = helloedPeer(t);
+    peer.send(encodeFrame(FrameType.Open, 1));
+    await peer.roundTrip('open');
+    peer.send(encodeGoAway({ lastStreamId: 0, reason: Reason.InternalError, message: 'gave up' }));
+    const err = await peer.sessionClosed;
+    t.match(err, { message: 'peer closed the session: InternalError: gave up' });
+    t.match(peer.accepted[0]?.errored, { code: 'BURROW_ERR_SESSION_CLOSED', cause: err });
+    await peer.transportClosed;
+    t.equal(peer.sessionEnd.closeCode, 4000 + Reason.InternalError, "closed with the peer's own code");
+    t.same(peer.goAways(), [], 'no GOAWAY back');
+  });
+
   await t.test('streams this side opened past lastStreamId are refused', async (t) => {
     const peer = helloedPeer(t);
     await peer.session.ready;

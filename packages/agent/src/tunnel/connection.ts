@@ -259,7 +259,8 @@ export class TunnelConnection extends EventEmitter<TunnelConnectionEvents> {
   }
 
   #onGoAway(session: Session, info: { reason: Reason; message: string }): void {
-    if (session !== this.#session || !GRACEFUL.has(info.reason)) return; // an error GOAWAY: 'close' follows
+    // An error GOAWAY: the session closes at once, and 'close' reconnects.
+    if (session !== this.#session || !GRACEFUL.has(info.reason)) return;
     const wasUp = this.#state === 'connected';
     this.#session = undefined;
     const upFor = this.#uptimeAtEnd();
@@ -275,6 +276,27 @@ export class TunnelConnection extends EventEmitter<TunnelConnectionEvents> {
     this.#schedule(delay);
     if (wasUp) this.emit('disconnected', reason);
     this.#releaseControl();
+    this.#boundDrain(session);
+  }
+
+  /**
+   * The relay's drain timer bounds a drain it started; the agent does not
+   * rely on it. A relay that never ends the session (and sends GOAWAY again on
+   * every new connection) would otherwise pile up draining sessions and the
+   * backend connections of their streams: past the agent's own drainTimeout
+   * the session's streams are cut and it closes.
+   */
+  #boundDrain(session: Session): void {
+    const timer = setTimeout(() => {
+      if (session.closed) return;
+      this.#log.warn(
+        { inFlight: session.streamCount, drainTimeout: session.config.drainTimeout },
+        'tunnel drain outlasted the drain timeout; closing it',
+      );
+      session.destroy();
+    }, session.config.drainTimeout);
+    timer.unref();
+    session.once('close', () => clearTimeout(timer));
   }
 
   /**

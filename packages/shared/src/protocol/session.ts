@@ -613,10 +613,14 @@ export class Session extends EventEmitter<SessionEvents> {
     this.emit('goaway', info);
     const graceful = [Reason.NoError, Reason.Shutdown, Reason.StreamIdsExhausted];
     if (!graceful.includes(info.reason)) {
-      // An error GOAWAY: the peer is about to close; its transport close will follow.
+      // An error GOAWAY: the peer gave the session up. Its close should follow; this side
+      // does not wait for it (a peer that never closes would leave a session that only
+      // refuses streams), and echoes the peer's close code.
       this.#closeError = new ProtocolError(
         `peer closed the session: ${Reason[info.reason] ?? info.reason}: ${info.message}`,
       );
+      this.#finish(this.#closeError, info.reason, 'GOAWAY with an error received');
+      return;
     }
     this.#maybeFinishDrain();
   }
