@@ -28,6 +28,9 @@ import { TunnelConnection, type State as TunnelState } from './tunnel/connection
 import { tunnelEndpoint } from './tunnel/dial.js';
 import { FailureLog } from './tunnel/failure-log.js';
 
+/** Route changes from one announce-result logged a line each; the rest are counted. */
+const LOGGED_CHANGES = 10;
+
 export interface AgentOptions {
   /** Relay tunnel address: ws://HOST:PORT or wss://HOST:PORT (the /v1/tunnel path is added). */
   relayUrl: string;
@@ -290,18 +293,33 @@ class AgentImpl extends EventEmitter<AgentEvents> implements Agent {
     return '';
   }
 
-  #onResults(results: RouteResult[]): void {
+  #onResults(all: RouteResult[]): void {
+    // Only what this agent announced: a relay cannot put other names in its logs or write-back.
+    const announced = new Set(
+      this.#announced.flatMap((r) => r.hostnames.map((h) => `${r.id} ${h.toLowerCase()}`)),
+    );
+    const results = all.filter((r) => announced.has(`${r.id} ${r.hostname.toLowerCase()}`));
     this.#results = results;
     const seen = new Set<string>();
+    let changes = 0;
     for (const r of results) {
       seen.add(r.hostname);
       const state = r.status === 'active' ? `active ${r.url ?? ''}` : `refused ${r.error ?? ''}`;
       if (this.#logged.get(r.hostname) === state) continue;
       this.#logged.set(r.hostname, state);
+      // A line per change for the first few; an agent of many routes counts the rest.
+      if (++changes > LOGGED_CHANGES) continue;
       if (r.status === 'active')
         this.#log.info({ route: r.id, hostname: r.hostname, url: r.url }, 'route active');
       else
         this.#log.warn({ route: r.id, hostname: r.hostname, reason: r.error }, 'route refused by the relay');
+    }
+    if (changes > LOGGED_CHANGES) {
+      const refused = results.filter((r) => r.status === 'refused').length;
+      this.#log.info(
+        { active: results.length - refused, refused, changesNotLogged: changes - LOGGED_CHANGES },
+        'route changes beyond these were not logged one by one',
+      );
     }
     for (const h of this.#logged.keys()) if (!seen.has(h)) this.#logged.delete(h);
     this.#resolveReady();

@@ -163,6 +163,57 @@ t.test('a route set larger than one announcement may carry keeps the tunnel up',
   t.ok(agent.skippedRoutes().size >= 1, 'routes beyond the limit are skipped with a reason');
 });
 
+t.test(
+  'what a relay answers reaches the logs bounded, and only for names this agent announced',
+  async (t) => {
+    const relay = await fakeRelay(t);
+    const routes = manyRoutes(12);
+    for (const r of routes) relay.refusedHosts.set(r.hostnames[0]!, 'held by another agent');
+    relay.foreignResults = Array.from({ length: 500 }, (_, i) => ({
+      id: `r${i % 12}`,
+      hostname: `not-announced-${i}.example.com`,
+      status: 'refused' as const,
+      error: 'x'.repeat(500),
+    }));
+    const log = memoryLogger();
+    const agent = startAgent({
+      relayUrl: relay.url,
+      token: TOKEN,
+      routes,
+      connections: 1,
+      logger: log.logger,
+    });
+    t.teardown(() => agent.close());
+    await agent.ready();
+    const refusedLines = log.lines.filter((l) => l.msg === 'route refused by the relay');
+    t.equal(refusedLines.length, 10, 'a line each for the first ten changes');
+    t.match(
+      log.lines.find((l) => l.msg === 'route changes beyond these were not logged one by one'),
+      { active: 0, refused: 12, changesNotLogged: 2 },
+    );
+    t.notMatch(log.raw.join(''), 'not-announced', 'names the agent never announced are not logged');
+    t.same(
+      agent
+        .routeStatus()
+        .map((r) => r.hostname)
+        .sort(),
+      routes.map((r) => r.hostnames[0]).sort(),
+      'nor reported (Kubernetes write-back reads this)',
+    );
+
+    // A welcome past its bound ends the connection as a protocol error, not a megabyte log line.
+    relay.welcome = { subject: 's'.repeat(1_000_000), relayId: 'fake-relay' };
+    relay.dropAll();
+    t.match(await log.waitFor((l) => l.msg === 'tunnel connect failed; retrying'), {
+      reason: /^invalid control message from the relay: .*subject: Too big/,
+    });
+    t.ok(
+      log.raw.every((line) => line.length < 10_000),
+      'no log line carries the oversized subject',
+    );
+  },
+);
+
 t.test('static routes beyond the 1024 an announcement may carry are refused at start', async (t) => {
   let message = '';
   try {

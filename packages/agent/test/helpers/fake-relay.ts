@@ -15,6 +15,7 @@ import {
   type HttpOpen,
   MessageReader,
   type ResponseHead,
+  type RouteResult,
   responseHeadSchema,
   type Session,
   type Stream,
@@ -50,6 +51,10 @@ export class FakeRelay extends EventEmitter<FakeRelayEvents> {
   refuse: { status: number; body: string } | undefined;
   /** Hostnames answered as refused, with this reason. */
   readonly refusedHosts = new Map<string, string>();
+  /** Results added to every announce-result, for names the agent never announced (a hostile relay). */
+  foreignResults: RouteResult[] = [];
+  /** What the welcome says (a hostile relay may say anything). */
+  welcome = { subject: 'test-agent', relayId: 'fake-relay' };
   readonly #server: ReturnType<typeof createServer>;
 
   constructor(server: ReturnType<typeof createServer>) {
@@ -126,7 +131,7 @@ export class FakeRelay extends EventEmitter<FakeRelayEvents> {
     this.connections.push(conn);
     conn.session.on('stream', (control) => {
       control.on('error', () => {});
-      writeMessage(control, { type: 'welcome', subject: 'test-agent', relayId: 'fake-relay' });
+      writeMessage(control, { type: 'welcome', ...this.welcome });
       const reader = new MessageReader(agentMessageSchema);
       control.on('data', (chunk: Buffer) => {
         let messages: AgentMessage[];
@@ -145,7 +150,7 @@ export class FakeRelay extends EventEmitter<FakeRelayEvents> {
                 : { id: r.id, hostname: h, status: 'active' as const, url: `http://${h}` },
             ),
           );
-          writeMessage(control, { type: 'announce-result', routes: results });
+          writeMessage(control, { type: 'announce-result', routes: [...results, ...this.foreignResults] });
           this.emit('announce', conn, m.routes);
         }
       });

@@ -126,21 +126,27 @@ export const agentMessageSchema = z.discriminatedUnion('type', [
 ]);
 export type AgentMessage = z.infer<typeof agentMessageSchema>;
 
+// Results and the welcome come from the relay and end up in the agent's logs and in Kubernetes
+// annotations and Events: every string has a bound.
 export const routeResultSchema = z.object({
-  id: z.string(),
-  hostname: z.string(),
+  id: routeId,
+  hostname: z.string().min(1).max(253),
   status: z.enum(['active', 'refused']),
   /** Why a hostname was refused, for the agent's logs and Kubernetes write-back. */
-  error: z.string().optional(),
+  error: z.string().max(1024).optional(),
   /** Where the route is reachable, when active. */
-  url: z.string().optional(),
+  url: z.string().max(2048).optional(),
 });
 export type RouteResult = z.infer<typeof routeResultSchema>;
 
 /** Control messages, relay → agent. */
 export const relayMessageSchema = z.discriminatedUnion('type', [
-  z.object({ type: z.literal('welcome'), subject: z.string(), relayId: z.string() }),
-  z.object({ type: z.literal('announce-result'), routes: z.array(routeResultSchema) }),
+  z.object({ type: z.literal('welcome'), subject: z.string().max(256), relayId: z.string().max(128) }),
+  z.object({
+    type: z.literal('announce-result'),
+    // At most one result per hostname an announcement can carry.
+    routes: z.array(routeResultSchema).max(MAX_ANNOUNCED_ROUTES * 64),
+  }),
 ]);
 export type RelayMessage = z.infer<typeof relayMessageSchema>;
 
