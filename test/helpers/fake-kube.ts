@@ -145,12 +145,17 @@ export class FakeKube extends EventEmitter {
     const c = this.#collections.get(resource)!;
     const ns = obj.metadata.namespace ?? 'default';
     const key = `${ns}/${obj.metadata.name}`;
-    const existed = c.objects.has(key);
+    const existing = c.objects.get(key);
+    const existed = existing !== undefined;
     const stored: Obj = structuredClone({ apiVersion: c.apiVersion, kind: c.kind, ...obj });
     stored.metadata = {
       uid: `uid-${key}`,
-      creationTimestamp: new Date().toISOString(),
+      // As the API server: whole seconds, set at creation and kept by updates.
+      creationTimestamp: new Date().toISOString().replace(/\.\d+Z$/, 'Z'),
       ...stored.metadata,
+      ...(existing
+        ? { uid: existing.metadata['uid'], creationTimestamp: existing.metadata['creationTimestamp'] }
+        : {}),
       namespace: ns,
       resourceVersion: String(++this.#rv),
     };

@@ -244,7 +244,13 @@ class AgentImpl extends EventEmitter<AgentEvents> implements Agent {
   }
 
   /** Takes a new route set: keeps the valid routes, re-announces on every connection. */
-  #apply(routes: readonly Route[]): void {
+  #apply(offered: readonly Route[]): void {
+    // Routes that hold their names now keep them: a route that arrives asking for a taken name
+    // is the one refused, whatever its place in the source's order.
+    const routes = [
+      ...offered.filter((r) => this.#routes.has(r.id)),
+      ...offered.filter((r) => !this.#routes.has(r.id)),
+    ];
     const next = new Map<string, Route>();
     const skipped = new Map<string, string>();
     let announcedBytes = 0;

@@ -80,6 +80,44 @@ t.test('of two Services asking for one hostname, the loser shows burrow.dev/erro
   );
 });
 
+t.test('a hostname stays with the Service that has it: a newer claim cannot take it', async (t) => {
+  const kube = await fakeKube(t);
+  const svc = (namespace: string, name: string, created?: string) => ({
+    metadata: {
+      name,
+      namespace,
+      annotations: { 'burrow.dev/hostname': 'shop.example.com' },
+      ...(created ? { creationTimestamp: created } : {}),
+    },
+    spec: {
+      type: 'ClusterIP',
+      clusterIP: '10.96.0.10',
+      ports: [{ name: 'http', port: 80, protocol: 'TCP' }],
+    },
+  });
+  const annotations = (ns: string, name: string) => kube.getService(ns, name)?.metadata['annotations'] ?? {};
+  // At start, the older Service wins, whatever the names sort as.
+  kube.upsertService(svc('shop', 'web', '2026-01-01T00:00:00Z'));
+  kube.upsertService(svc('aaa', 'early-name', '2026-01-02T00:00:00Z'));
+  const { sync, agent, k8s } = await agentOnKube(t, kube);
+  await sync.schedule();
+  t.equal(annotations('shop', 'web')['burrow.dev/url'], 'http://shop.example.com', 'the older Service');
+  t.match(annotations('aaa', 'early-name')['burrow.dev/error'], /shop\.example\.com/);
+
+  // Later, a Service that sorts first by namespace and name, and is older besides, asks too.
+  const changed = new Promise((resolve) => k8s.source.on('change', resolve));
+  kube.upsertService(svc('a', 'hijack', '2025-01-01T00:00:00Z'));
+  await changed;
+  await sync.schedule();
+  t.equal(annotations('shop', 'web')['burrow.dev/url'], 'http://shop.example.com', 'still the holder');
+  t.notOk(annotations('shop', 'web')['burrow.dev/error']);
+  t.match(annotations('a', 'hijack')['burrow.dev/error'], /already in route "k8s:shop\/web"/);
+  t.same(
+    agent.routeStatus().map((r) => `${r.id} ${r.hostname}`),
+    ['k8s:shop/web shop.example.com'],
+  );
+});
+
 t.test('a Service deleted and created again gets its Exposed Event again', async (t) => {
   const kube = await fakeKube(t);
   const svc = (uid: string) => ({

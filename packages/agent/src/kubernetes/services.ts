@@ -78,10 +78,20 @@ export class ServiceWatch extends EventEmitter<Events> {
     return this.#services;
   }
 
+  /**
+   * The routes of the annotated Services, oldest Service first: where two ask
+   * for one hostname, the agent gives it to the first (after any route that
+   * holds it already), so creating a Service cannot take a name from one that
+   * was there before. Same-second creations fall back to the route id.
+   */
   routes(): ServiceRoute[] {
-    const out: ServiceRoute[] = [];
-    for (const { verdict } of this.#services.values()) if (verdict.kind === 'route') out.push(verdict.route);
-    return out.sort((a, b) => a.id.localeCompare(b.id));
+    const out: Array<{ route: ServiceRoute; created: number }> = [];
+    for (const { service, verdict } of this.#services.values()) {
+      if (verdict.kind !== 'route') continue;
+      out.push({ route: verdict.route, created: creationTime(service) });
+    }
+    out.sort((a, b) => a.created - b.created || a.route.id.localeCompare(b.route.id));
+    return out.map((r) => r.route);
   }
 
   /**
@@ -212,4 +222,11 @@ function describe(err: unknown): string {
   const e = err as { statusCode?: number; code?: number | string; message?: string; body?: unknown };
   const status = e?.statusCode ?? e?.code;
   return `${status ? `${status} ` : ''}${e?.message ?? String(err)}`.slice(0, 300);
+}
+
+/** A Service's creation time, ms; one without a readable time sorts last. */
+function creationTime(svc: V1Service): number {
+  const at = svc.metadata?.creationTimestamp as Date | string | undefined;
+  const ms = at === undefined ? Number.NaN : new Date(at).getTime();
+  return Number.isNaN(ms) ? Number.POSITIVE_INFINITY : ms;
 }
