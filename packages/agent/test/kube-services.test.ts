@@ -178,3 +178,36 @@ t.test('a refused first list leaves the watch unsynced until a retry lists', asy
     ['k8s:default/web'],
   );
 });
+
+t.test(
+  'an API server that keeps refusing: one warning, a growing backoff, and a line on recovery',
+  async (t) => {
+    const kube = await fakeKube(t);
+    kube.upsertService(service('web', { 'burrow.dev/hostname': 'web.example.com' }));
+    kube.failNext = { resource: 'services', status: 403, count: 7 };
+    const kc = new KubeConfig();
+    kc.loadFromString(kube.kubeconfig());
+    const log = memoryLogger('debug');
+    const base = 5;
+    const watch = new ServiceWatch({ kubeConfig: kc, logger: log.logger, backoff: { base, cap: 10_000 } });
+    t.teardown(() => watch.stop());
+    const changed = once(watch, 'change');
+    await watch.start();
+    await changed;
+    t.equal(watch.synced, true, 'listed once the refusals stopped');
+    const failures = log.lines.filter((l) => String(l.msg).startsWith('Kubernetes watch failed'));
+    t.equal(failures.length, 7, 'each refusal retried');
+    t.same(
+      failures.map((l) => l.level),
+      [40, 20, 20, 20, 20, 20, 20],
+      'a warning for the first, debug for the retries',
+    );
+    const delays = failures.map((l) => l['retryInMs'] as number);
+    // Jitter keeps each delay within half and all of base x 2^n: the seventh waits at least 32 x base.
+    t.ok(delays[6]! >= 32 * base - 1, `the backoff grows (${delays.join(', ')} ms)`);
+    t.match(
+      log.lines.find((l) => l.msg === 'Kubernetes watch working again'),
+      { level: 30, failures: 7 },
+    );
+  },
+);

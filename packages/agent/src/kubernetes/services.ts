@@ -117,21 +117,21 @@ export class ServiceWatch extends EventEmitter<Events> {
       };
       const informer = makeInformer<V1Service>(this.#opts.kubeConfig, path, listed, selector);
       const entry: InformerEntry = { informer, lastEvent: Date.now(), failures: 0, listed: false };
-      const touch = () => {
-        entry.lastEvent = Date.now();
-        entry.failures = 0;
-      };
       const upsert = (svc: V1Service) => {
-        touch();
+        this.#working(entry);
         this.#upsert(svc);
       };
       informer.on('add', upsert);
       informer.on('update', upsert);
       informer.on('delete', (svc) => {
-        touch();
+        this.#working(entry);
         this.#remove(svc);
       });
-      informer.on('connect', touch);
+      // client-node says 'connect' as each attempt starts, before anything answered: it
+      // keeps the idle timer quiet but proves nothing, so the backoff does not start over.
+      informer.on('connect', () => {
+        entry.lastEvent = Date.now();
+      });
       informer.on('error', (err) => {
         // Only we abort a watch (stop, and the idle restart's stop + start); the
         // informer reports that abort as an error after start() has already
@@ -147,7 +147,16 @@ export class ServiceWatch extends EventEmitter<Events> {
     this.#idleTimer.unref();
   }
 
+  /** The API server answered this informer: the backoff starts over, and a recovery is logged. */
+  #working(entry: InformerEntry): void {
+    entry.lastEvent = Date.now();
+    if (entry.failures === 0) return;
+    this.#opts.logger.info({ failures: entry.failures }, 'Kubernetes watch working again');
+    entry.failures = 0;
+  }
+
   #listed(entry: InformerEntry): void {
+    this.#working(entry);
     entry.listed = true;
     if (this.#synced || !this.#informers.every((e) => e.listed)) return;
     this.#synced = true;
@@ -188,9 +197,13 @@ export class ServiceWatch extends EventEmitter<Events> {
     clearTimeout(entry.timer);
     const { base, cap } = this.#opts.backoff ?? { base: 1_000, cap: 30_000 };
     const delay = Math.min(cap, base * 2 ** entry.failures) * (0.5 + Math.random() / 2);
-    if (entry.failures === 0)
-      this.#opts.logger.warn({ reason, retryInMs: Math.round(delay) }, 'Kubernetes watch failed; restarting');
+    // A warning when it starts failing; the retries of a failure that lasts, at debug.
+    const level = entry.failures === 0 ? 'warn' : 'debug';
     entry.failures++;
+    this.#opts.logger[level](
+      { reason, failures: entry.failures, retryInMs: Math.round(delay) },
+      entry.failures === 1 ? 'Kubernetes watch failed; restarting' : 'Kubernetes watch failed again',
+    );
     this.restarts++;
     this.emit('restart', reason);
     entry.timer = setTimeout(() => {
