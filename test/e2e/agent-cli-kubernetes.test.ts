@@ -1,7 +1,9 @@
 // The agent binary as the Deployment runs it: --kubernetes against an API
 // server (here the fake, through a kubeconfig), probes on --health-listen.
 import { execFile } from 'node:child_process';
-import { writeFile } from 'node:fs/promises';
+import { once } from 'node:events';
+import { readFile, writeFile } from 'node:fs/promises';
+import { type AddressInfo, createServer, type Socket } from 'node:net';
 import { delimiter, join } from 'node:path';
 import { promisify } from 'node:util';
 import t, { type Test } from 'tap';
@@ -124,6 +126,43 @@ t.test('the agent is not ready while the API server refuses to list Services', a
   agent.child.kill('SIGTERM');
   t.equal(await agent.exited, 0);
 });
+
+t.test(
+  'an API server that never answers: the agent is live, not ready, and says what it waits for',
+  async (t) => {
+    const { dir, spawnAgent } = await cluster(t, 'unused');
+    // Accepts connections and never writes a byte.
+    const silent = createServer(() => {});
+    silent.listen(0, '127.0.0.1');
+    await once(silent, 'listening');
+    t.teardown(() => silent.close());
+    const held: Socket[] = [];
+    silent.on('connection', (socket) => held.push(socket));
+    t.teardown(() => {
+      for (const s of held) s.destroy();
+    });
+    const { port } = silent.address() as AddressInfo;
+    const config = (await readFile(join(dir, 'kubeconfig'), 'utf8')).replace(
+      /server: "[^"]+"/,
+      `server: "http://127.0.0.1:${port}"`,
+    );
+    await writeFile(join(dir, 'silent-kubeconfig'), config);
+    const asked = once(silent, 'connection');
+    const agent = spawnAgent(['--kubeconfig', join(dir, 'silent-kubeconfig')]);
+    const listening = await agent.waitFor((l) => l['msg'] === 'health endpoint listening');
+    t.match(await agent.waitFor((l) => l['msg'] === 'listing Kubernetes Services'), {
+      server: `http://127.0.0.1:${port}`,
+    });
+    await asked;
+    const healthPort = (listening['address'] as { port: number }).port;
+    t.equal((await probe(healthPort, '/healthz')).status, 200, 'live: no restart loop');
+    const ready = await probe(healthPort, '/readyz');
+    t.equal(ready.status, 503);
+    t.match(ready.body, /Kubernetes Services not listed yet/);
+    agent.child.kill('SIGKILL');
+    await agent.exited;
+  },
+);
 
 t.test('burrow-agent --kubernetes: a list of kubeconfigs is merged as kubectl does', async (t) => {
   const { relay, dir, spawnAgent } = await cluster(t, 'merged');

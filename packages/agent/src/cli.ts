@@ -13,7 +13,7 @@ import {
   runCli,
 } from '@burrow/shared';
 import type { KubeConfig } from '@kubernetes/client-node';
-import { startAgent } from './agent.js';
+import { type Agent, startAgent } from './agent.js';
 import { AGENT_OPTIONS, agentOptionsFrom } from './config.js';
 import { startHealthServer } from './health.js';
 import type { Kubernetes } from './kubernetes/index.js';
@@ -105,6 +105,23 @@ await runCli('burrow-agent', async () => {
   );
   const logger = createLogger({ name: 'burrow-agent', level: logLevel });
   let kube: Kubernetes | undefined;
+  let agent: Agent | undefined;
+  // Both listeners answer /readyz, and both must tell the truth.
+  const notReady = () => {
+    if (!agent) return kubernetes ? 'Kubernetes Services not listed yet' : 'starting';
+    if (agent.connectionCount === 0) return 'no tunnel to the relay is up';
+    if (kube && !kube.synced) return 'Kubernetes Services not listed yet';
+    if (agent.routeStatus().length === 0 && (kube ? kube.source.routes().length > 0 : true)) {
+      return 'routes not acknowledged by the relay yet';
+    }
+    return undefined;
+  };
+  // Listening before Kubernetes is asked anything: an API server that never answers
+  // leaves a live, not-ready pod with a log line saying so, not a silent restart loop.
+  if (health) {
+    const server = await startHealthServer(health, { notReady });
+    logger.info({ address: server.address }, 'health endpoint listening');
+  }
   if (kubernetes) {
     // Imported only here: the Kubernetes client takes about half a second to load,
     // which an agent with static routes should not spend.
@@ -115,29 +132,22 @@ await runCli('burrow-agent', async () => {
     const kubeConfig = await attributeErrors(sources, () =>
       loadKubeConfig(new KubeConfig(), kubernetes.kubeconfig),
     );
+    logger.info({ server: kubeConfig.getCurrentCluster()?.server }, 'listing Kubernetes Services');
+    const slow = setTimeout(
+      () =>
+        logger.warn('the Kubernetes API server has not answered the Service list for 10 s; still waiting'),
+      10_000,
+    );
     kube = await startKubernetes({
       kubeConfig,
       logger,
       namespaces: kubernetes.namespaces,
       ...(kubernetes.labelSelector ? { labelSelector: kubernetes.labelSelector } : {}),
       lease: { namespace: podNamespace(), identity: podName() },
-    });
+    }).finally(() => clearTimeout(slow));
   }
-  const agent = startAgent({ ...options, ...(kube ? { routes: kube.source } : {}), logger });
+  agent = startAgent({ ...options, ...(kube ? { routes: kube.source } : {}), logger });
   kube?.attach(agent);
-  // Both listeners answer /readyz, and both must tell the truth.
-  const notReady = () => {
-    if (agent.connectionCount === 0) return 'no tunnel to the relay is up';
-    if (kube && !kube.synced) return 'Kubernetes Services not listed yet';
-    if (agent.routeStatus().length === 0 && (kube ? kube.source.routes().length > 0 : true)) {
-      return 'routes not acknowledged by the relay yet';
-    }
-    return undefined;
-  };
-  if (health) {
-    const server = await startHealthServer(health, { notReady });
-    logger.info({ address: server.address }, 'health endpoint listening');
-  }
   if (metrics) {
     const { registry } = agentMetrics(agent, kube);
     const server = await startHealthServer(metrics, {
