@@ -54,8 +54,8 @@ export class FakeKube extends EventEmitter {
   }>();
   /** Every request received, for assertions (e.g. that no write touched keys we do not own). */
   readonly requests: FakeKubeRequest[] = [];
-  /** When set, the next list/watch of this resource fails with this status. */
-  failNext: { resource: string; status: number; count: number } | undefined;
+  /** When set, the next `count` requests of `method` (default GET: list and watch) on this resource fail with `status`. */
+  failNext: { resource: string; status: number; count: number; method?: string } | undefined;
 
   async start(t: Teardownable): Promise<this> {
     this.server = createServer((req, res) => {
@@ -224,7 +224,7 @@ export class FakeKube extends EventEmitter {
     if (
       this.failNext &&
       this.failNext.resource === resource &&
-      req.method === 'GET' &&
+      req.method === (this.failNext.method ?? 'GET') &&
       this.failNext.count > 0
     ) {
       this.failNext.count--;

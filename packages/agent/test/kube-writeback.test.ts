@@ -18,7 +18,12 @@ async function agentOnKube(t: Test, kube: FakeKube) {
   const kc = new KubeConfig();
   kc.loadFromString(kube.kubeconfig());
   const log = memoryLogger();
-  const k8s = await startKubernetes({ kubeConfig: kc, logger: log.logger, lease: false });
+  const k8s = await startKubernetes({
+    kubeConfig: kc,
+    logger: log.logger,
+    lease: false,
+    backoff: { base: 10, cap: 100 },
+  });
   t.teardown(() => k8s.stop());
   const relay = await fakeRelay(t);
   const agent = startAgent({
@@ -31,7 +36,7 @@ async function agentOnKube(t: Test, kube: FakeKube) {
   });
   t.teardown(() => agent.close());
   await agent.ready();
-  return { k8s, agent, sync: k8s.attach(agent) };
+  return { k8s, agent, log, sync: k8s.attach(agent) };
 }
 
 t.test('the Lease is written with MicroTime timestamps', async (t) => {
@@ -153,4 +158,56 @@ t.test('a Service deleted and created again gets its Exposed Event again', async
     'the new Service got its URL annotation',
   );
   t.equal(eventsFor('uid-new').length, 1, 'and an Exposed Event of its own');
+});
+
+t.test('a write-back that fails is tried again, not left until something else changes', async (t) => {
+  const kube = await fakeKube(t);
+  kube.upsertService({
+    metadata: {
+      name: 'web',
+      namespace: 'default',
+      annotations: { 'burrow.dev/hostname': 'web.example.com' },
+    },
+    spec: {
+      type: 'ClusterIP',
+      clusterIP: '10.96.0.10',
+      ports: [{ name: 'http', port: 80, protocol: 'TCP' }],
+    },
+  });
+  // The API server fails the first two writes of each kind: the annotation patch and the Event.
+  kube.failNext = { resource: 'services', status: 500, count: 2, method: 'PATCH' };
+  const { log } = await agentOnKube(t, kube);
+  await log.waitFor((l) => l.msg === 'could not update service annotations');
+  // Nothing else changes in this cluster: only a retry of its own can write it.
+  await log.waitFor((l) => l.msg === 'service status updated');
+  t.equal(
+    kube.getService('default', 'web')?.metadata['annotations']?.['burrow.dev/url'],
+    'http://web.example.com',
+  );
+  t.equal(kube.failNext?.count, 0, 'both failures were met on the way');
+});
+
+t.test('an Event that could not be recorded is recorded on a later pass', async (t) => {
+  const kube = await fakeKube(t);
+  kube.upsertService({
+    metadata: {
+      name: 'web',
+      namespace: 'default',
+      annotations: { 'burrow.dev/hostname': 'web.example.com' },
+    },
+    spec: {
+      type: 'ClusterIP',
+      clusterIP: '10.96.0.10',
+      ports: [{ name: 'http', port: 80, protocol: 'TCP' }],
+    },
+  });
+  kube.failNext = { resource: 'events', status: 503, count: 1, method: 'POST' };
+  const { log, sync } = await agentOnKube(t, kube);
+  await log.waitFor((l) => l.msg === 'could not record event');
+  await sync.schedule();
+  t.same(
+    kube.events().map((e) => e['reason']),
+    ['Exposed'],
+    'the next pass records it: a failed Event is not taken as written',
+  );
 });

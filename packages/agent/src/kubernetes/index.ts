@@ -23,6 +23,7 @@ export interface KubernetesOptions {
     | false;
   /** Restart a watch that delivered nothing for this long, ms. Default 5 min. */
   watchIdleTimeout?: number;
+  /** Backoff of a failed watch and of write-back that could not write: first delay and cap, ms. */
   backoff?: { base: number; cap: number };
 }
 
@@ -96,7 +97,14 @@ export async function startKubernetes(options: KubernetesOptions): Promise<Kuber
         });
         elector.start();
       }
-      sync = new StatusSync({ watch, agent, writer, logger: log, ...(elector ? { elector } : {}) });
+      sync = new StatusSync({
+        watch,
+        agent,
+        writer,
+        logger: log,
+        ...(elector ? { elector } : {}),
+        ...(options.backoff ? { retry: options.backoff } : {}),
+      });
       void sync.schedule();
       return sync;
     },

@@ -23,9 +23,13 @@ export class StatusSync {
   readonly #writer: StatusWriter;
   readonly #elector: LeaseElector | undefined;
   readonly #log: Logger;
+  readonly #retry: { base: number; cap: number };
   #running: Promise<void> | undefined;
   #again = false;
   #stopped = false;
+  /** Reconciles in a row that could not write everything; the retry waits longer each time. */
+  #failures = 0;
+  #retryTimer: NodeJS.Timeout | undefined;
 
   constructor(opts: {
     watch: ServiceWatch;
@@ -33,12 +37,15 @@ export class StatusSync {
     writer: StatusWriter;
     elector?: LeaseElector;
     logger: Logger;
+    /** Delay before a reconcile that could not write everything runs again: first and cap, ms. Defaults 1 s, 30 s. */
+    retry?: { base: number; cap: number };
   }) {
     this.#watch = opts.watch;
     this.#agent = opts.agent;
     this.#writer = opts.writer;
     this.#elector = opts.elector;
     this.#log = opts.logger;
+    this.#retry = opts.retry ?? { base: 1_000, cap: 30_000 };
     const kick = () => this.schedule();
     this.#watch.on('change', kick);
     this.#agent.on('routes', kick);
@@ -47,6 +54,7 @@ export class StatusSync {
 
   stop(): void {
     this.#stopped = true;
+    clearTimeout(this.#retryTimer);
   }
 
   /** Runs a reconcile soon; resolves when the state seen at call time is written. */
@@ -55,53 +63,75 @@ export class StatusSync {
       this.#again = true;
       return this.#running;
     }
+    clearTimeout(this.#retryTimer);
     this.#running = (async () => {
+      let complete = true;
       do {
         this.#again = false;
-        await this.#reconcile().catch((err: unknown) =>
-          this.#log.warn({ reason: (err as Error).message }, 'write-back failed'),
-        );
+        complete = await this.#reconcile().catch((err: unknown) => {
+          this.#log.warn({ reason: (err as Error).message }, 'write-back failed');
+          return false;
+        });
       } while (this.#again && !this.#stopped);
       this.#running = undefined;
+      if (complete) this.#failures = 0;
+      else this.#retryLater();
     })();
     return this.#running;
   }
 
-  async #reconcile(): Promise<void> {
-    if (this.#stopped || !this.#watch.synced) return;
-    if (this.#elector && !this.#elector.isLeader) return;
+  /**
+   * A write that failed (the API server briefly down, a 500) is not left for
+   * some later change to repair: in a quiet cluster there may be none, and a
+   * fixed Service would show its old error and no URL.
+   */
+  #retryLater(): void {
+    if (this.#stopped) return;
+    const { base, cap } = this.#retry;
+    const delay = Math.min(cap, base * 2 ** this.#failures) * (0.5 + Math.random() / 2);
+    this.#failures++;
+    this.#retryTimer = setTimeout(() => void this.schedule(), delay);
+    this.#retryTimer.unref();
+  }
+
+  /** One pass over the Services; false when a write failed. */
+  async #reconcile(): Promise<boolean> {
+    if (this.#stopped || !this.#watch.synced) return true;
+    if (this.#elector && !this.#elector.isLeader) return true;
     const results = this.#agent.routeStatus();
     const skippedRoutes = this.#agent.skippedRoutes();
     const services = this.#watch.services;
     this.#writer.retain(Array.from(services.values(), (s) => s.service));
+    let complete = true;
     for (const { service, verdict } of services.values()) {
+      let written: boolean;
       if (verdict.kind === 'ignored') {
-        await this.#writer.clear(service);
-        continue;
-      }
-      if (verdict.kind === 'invalid') {
-        await this.#writer.apply(service, {
+        written = await this.#writer.clear(service);
+      } else if (verdict.kind === 'invalid') {
+        written = await this.#writer.apply(service, {
           error: verdict.error,
           event: { type: 'Warning', reason: 'InvalidAnnotation', message: verdict.error },
         });
-        continue;
+      } else {
+        const route = verdict.route;
+        const skipped = skippedRoutes.get(route.id);
+        const mine = results.filter((r) => r.id === route.id);
+        if (skipped !== undefined) {
+          written = await this.#writer.apply(service, {
+            error: skipped,
+            event: { type: 'Warning', reason: 'ExposeRefused', message: skipped },
+          });
+        } else if (!route.hostnames.every((h) => mine.some((r) => r.hostname.toLowerCase() === h))) {
+          // No verdict from the relay yet for every name (not connected, or the
+          // announcement is in flight): leave what is there rather than guess.
+          written = true;
+        } else {
+          written = await this.#writer.apply(service, desiredFor(route.hostnames, mine));
+        }
       }
-      const route = verdict.route;
-      const skipped = skippedRoutes.get(route.id);
-      if (skipped !== undefined) {
-        await this.#writer.apply(service, {
-          error: skipped,
-          event: { type: 'Warning', reason: 'ExposeRefused', message: skipped },
-        });
-        continue;
-      }
-      const mine = results.filter((r) => r.id === route.id);
-      // No verdict from the relay yet for every name (not connected, or the
-      // announcement is in flight): leave what is there rather than guess.
-      if (!route.hostnames.every((h) => mine.some((r) => r.hostname.toLowerCase() === h))) continue;
-      const desired = desiredFor(route.hostnames, mine);
-      await this.#writer.apply(service, desired);
+      complete &&= written;
     }
+    return complete;
   }
 }
 

@@ -45,8 +45,11 @@ export class StatusWriter {
     this.#log = logger;
   }
 
-  /** Brings `svc` to `desired`. Never throws: API failures are logged and retried on the next change. */
-  async apply(svc: ServiceLike, desired: DesiredStatus): Promise<void> {
+  /**
+   * Brings `svc` to `desired`. Never throws: an API failure is logged and
+   * the result is false, so the caller tries again later.
+   */
+  async apply(svc: ServiceLike, desired: DesiredStatus): Promise<boolean> {
     const ann = svc.metadata?.annotations ?? {};
     const patch: Record<string, string | null> = {};
     if ((ann[ANNOTATION.url] ?? undefined) !== desired.url) patch[ANNOTATION.url] = desired.url ?? null;
@@ -54,6 +57,7 @@ export class StatusWriter {
       patch[ANNOTATION.error] = desired.error ?? null;
     const name = svc.metadata?.name ?? '';
     const namespace = svc.metadata?.namespace ?? 'default';
+    let ok = true;
     if (Object.keys(patch).length > 0) {
       try {
         await this.#api.patchNamespacedService(
@@ -62,20 +66,23 @@ export class StatusWriter {
         );
         this.#log.info({ service: serviceKey(svc), ...patch }, 'service status updated');
       } catch (err) {
-        if (statusCode(err) !== 404)
+        // 404: the Service is gone, and with it what there was to write.
+        if (statusCode(err) !== 404) {
+          ok = false;
           this.#log.warn(
             { service: serviceKey(svc), status: statusCode(err), reason: (err as Error).message },
             'could not update service annotations',
           );
+        }
       }
     }
-    await this.#event(svc as V1Service, desired.event);
+    return (await this.#event(svc as V1Service, desired.event)) && ok;
   }
 
-  /** Removes our annotations from a Service that no longer asks to be exposed. */
-  async clear(svc: ServiceLike): Promise<void> {
+  /** Removes our annotations from a Service that no longer asks to be exposed; false when that failed. */
+  async clear(svc: ServiceLike): Promise<boolean> {
     const ann = svc.metadata?.annotations ?? {};
-    if (ann[ANNOTATION.url] === undefined && ann[ANNOTATION.error] === undefined) return;
+    if (ann[ANNOTATION.url] === undefined && ann[ANNOTATION.error] === undefined) return true;
     try {
       await this.#api.patchNamespacedService(
         {
@@ -86,13 +93,16 @@ export class StatusWriter {
         MERGE_PATCH,
       );
     } catch (err) {
-      if (statusCode(err) !== 404)
+      if (statusCode(err) !== 404) {
         this.#log.warn(
           { service: serviceKey(svc), reason: (err as Error).message },
           'could not clear service annotations',
         );
+        return false;
+      }
     }
     this.#lastEvent.delete(eventKey(svc));
+    return true;
   }
 
   /** Forgets the Services not among `services` (deleted ones). */
@@ -102,11 +112,11 @@ export class StatusWriter {
     for (const key of this.#lastEvent.keys()) if (!live.has(key)) this.#lastEvent.delete(key);
   }
 
-  async #event(svc: V1Service, ev: DesiredStatus['event']): Promise<void> {
+  /** Records `ev` for `svc` unless it is the last one recorded; false when that failed. */
+  async #event(svc: V1Service, ev: DesiredStatus['event']): Promise<boolean> {
     const key = eventKey(svc);
     const fingerprint = `${ev.type}/${ev.reason}/${ev.message}`;
-    if (this.#lastEvent.get(key) === fingerprint) return;
-    this.#lastEvent.set(key, fingerprint);
+    if (this.#lastEvent.get(key) === fingerprint) return true;
     const namespace = svc.metadata?.namespace ?? 'default';
     // A deterministic name per (Service, reason, message): a repeat — from a
     // restart or another replica — finds the existing Event and bumps its count.
@@ -134,11 +144,15 @@ export class StatusWriter {
     };
     try {
       await this.#api.createNamespacedEvent({ namespace, body });
+      this.#lastEvent.set(key, fingerprint);
+      return true;
     } catch (err) {
       if (statusCode(err) !== 409) {
         this.#log.warn({ service: key, reason: (err as Error).message }, 'could not record event');
-        return;
+        return false;
       }
+      // The Event exists (a restart, another replica): it is recorded, and only its count is behind.
+      this.#lastEvent.set(key, fingerprint);
       // RBAC grants events create/patch only (no get): count repeats locally.
       const count = (this.#repeats.get(name) ?? 1) + 1;
       this.#repeats.set(name, count);
@@ -151,6 +165,7 @@ export class StatusWriter {
       } catch (patchErr) {
         this.#log.warn({ service: key, reason: (patchErr as Error).message }, 'could not update event');
       }
+      return true;
     }
   }
 }
