@@ -77,6 +77,13 @@ t.test('every bad value is an error for write-back, never a throw', async (t) =>
   t.match(err({ 'burrow.dev/hostname': '*.com' }), /too broad/);
   t.match(err({ 'burrow.dev/protocol': 'grpc' }), /"grpc" is not one of http, https, tls-passthrough/);
   t.match(err({ 'burrow.dev/allow-cidrs': '10.0.0.0/99' }), /prefix length/);
+  for (const empty of ['', ' ', ',', ' , ']) {
+    t.match(
+      err({ 'burrow.dev/allow-cidrs': empty }),
+      /burrow\.dev\/allow-cidrs: names no address range/,
+      `allow-cidrs ${JSON.stringify(empty)}: refused, not "allow everyone"`,
+    );
+  }
   t.match(err({}, { type: 'ExternalName', clusterIP: '' }), /ExternalName Services have no ClusterIP/);
   t.match(err({}, { clusterIP: 'None' }), /headless Service/);
 });

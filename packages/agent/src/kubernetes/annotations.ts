@@ -82,10 +82,18 @@ export function routeForService(svc: ServiceLike): ServiceVerdict {
       error: `${ANNOTATION.protocol}: "${protocol}" is not one of ${PROTOCOLS.join(', ')}`,
     };
   }
-  const allowCidrs = (ann[ANNOTATION.allowCidrs] ?? '')
+  const allowText = ann[ANNOTATION.allowCidrs];
+  const allowCidrs = (allowText ?? '')
     .split(',')
     .map((c) => c.trim())
     .filter(Boolean);
+  // Set but naming no range: a typo or a templating gap, not "everyone". Fail closed.
+  if (allowText !== undefined && allowCidrs.length === 0) {
+    return {
+      kind: 'invalid',
+      error: `${ANNOTATION.allowCidrs}: names no address range; list CIDRs (e.g. 203.0.113.0/24) or remove the annotation`,
+    };
+  }
   for (const c of allowCidrs) {
     const parsed = parseCidr(c);
     if (typeof parsed === 'string') return { kind: 'invalid', error: `${ANNOTATION.allowCidrs}: ${parsed}` };
