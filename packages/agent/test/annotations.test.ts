@@ -84,6 +84,11 @@ t.test('every bad value is an error for write-back, never a throw', async (t) =>
       `allow-cidrs ${JSON.stringify(empty)}: refused, not "allow everyone"`,
     );
   }
+  const huge = err({ 'burrow.dev/hostname': `${'a'.repeat(100_000)}.example.com` });
+  t.ok(
+    huge.length <= 1024 && huge.endsWith('…'),
+    `a 100 KB value is not written back whole (${huge.length})`,
+  );
   t.match(err({}, { type: 'ExternalName', clusterIP: '' }), /ExternalName Services have no ClusterIP/);
   t.match(err({}, { clusterIP: 'None' }), /headless Service/);
 });

@@ -54,6 +54,19 @@ export function serviceKey(svc: ServiceLike): string {
 
 /** What a Service's annotations ask for: nothing, a route, or an error to report on the Service. */
 export function routeForService(svc: ServiceLike): ServiceVerdict {
+  const verdict = judge(svc);
+  // Errors quote the values they refuse, and an annotation may be 100s of KB: what is
+  // written back (annotation, Event) and logged stays short.
+  if (verdict.kind === 'invalid' && verdict.error.length > MAX_ERROR) {
+    return { kind: 'invalid', error: `${verdict.error.slice(0, MAX_ERROR - 1)}…` };
+  }
+  return verdict;
+}
+
+/** Longest error the agent writes back for a Service, in characters. */
+const MAX_ERROR = 1024;
+
+function judge(svc: ServiceLike): ServiceVerdict {
   const ann = svc.metadata?.annotations ?? {};
   const rawHosts = ann[ANNOTATION.hostname];
   if (rawHosts === undefined) return { kind: 'ignored' };
