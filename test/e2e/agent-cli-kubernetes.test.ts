@@ -61,7 +61,7 @@ async function cluster(t: Test, answer: string) {
 
 t.test('burrow-agent --kubernetes exposes annotated Services and answers probes', async (t) => {
   const { relay, kube, token, spawnAgent } = await cluster(t, 'from the cluster');
-  const agent = spawnAgent(['--metrics-listen', '127.0.0.1:0']);
+  const agent = spawnAgent(['--metrics-listen', '127.0.0.1:0', '--lease-name', 'shop-writer']);
   const listening = await agent.waitFor((l) => l['msg'] === 'health endpoint listening');
   const healthPort = (listening['address'] as { port: number }).port;
   t.equal((await probe(healthPort, '/healthz')).status, 200);
@@ -93,7 +93,11 @@ t.test('burrow-agent --kubernetes exposes annotated Services and answers probes'
     'each connection reports its state per relay',
   );
   t.match(metrics.body, /^burrow_agent_kubernetes_watch_restarts_total \d+$/m, 'watch restarts are counted');
-  t.equal(kube.leases()[0]?.spec.holderIdentity, 'agent-0', 'the write-back lease names the pod');
+  t.match(
+    kube.leases().map((l) => [l.metadata.name, l.spec.holderIdentity]),
+    [['shop-writer', 'agent-0']],
+    'the write-back Lease is the one named, held by this pod',
+  );
   t.notOk(
     JSON.stringify(agent.lines).includes(token.split('.')[2]!),
     'the token signature never appears in logs',

@@ -143,7 +143,7 @@ await runCli('burrow-agent', async () => {
       logger,
       namespaces: kubernetes.namespaces,
       ...(kubernetes.labelSelector ? { labelSelector: kubernetes.labelSelector } : {}),
-      lease: { namespace: podNamespace(), identity: podName() },
+      lease: { namespace: podNamespace(), identity: podName(), name: kubernetes.leaseName },
     }).finally(() => clearTimeout(slow));
   }
   agent = startAgent({ ...options, ...(kube ? { routes: kube.source } : {}), logger });

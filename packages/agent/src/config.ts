@@ -110,6 +110,15 @@ export const AGENT_OPTIONS: readonly OptionSpec[] = [
     description: 'with --kubernetes: only Services matching this label selector, e.g. expose=true',
   },
   {
+    name: 'lease-name',
+    env: 'BURROW_LEASE_NAME',
+    type: 'string',
+    placeholder: 'NAME',
+    default: 'burrow-agent-writer',
+    description:
+      "with --kubernetes: the Lease in the pod's namespace that elects the replica writing status back; a second agent installation in that namespace needs its own (and its Role must name it)",
+  },
+  {
     name: 'health-listen',
     env: 'BURROW_HEALTH_LISTEN',
     type: 'string',
@@ -160,7 +169,7 @@ export async function agentOptionsFrom(
   options: Omit<AgentOptions, 'logger'>;
   logLevel: string;
   /** Set in --kubernetes mode: routes come from Services, not from `options.routes`. */
-  kubernetes?: { kubeconfig?: string; namespaces: string[]; labelSelector?: string };
+  kubernetes?: { kubeconfig?: string; namespaces: string[]; labelSelector?: string; leaseName: string };
   health?: { host: string; port: number };
   metrics?: { host: string; port: number };
 }> {
@@ -222,12 +231,19 @@ export async function agentOptionsFrom(
   }
   const kubeconfig = values['kubeconfig'] as string | undefined;
   const labelSelector = values['label-selector'] as string | undefined;
+  const leaseName = String(values['lease-name']);
+  if (leaseName.length > 253 || !/^[a-z0-9]([-a-z0-9.]*[a-z0-9])?$/.test(leaseName)) {
+    throw new ConfigError(
+      `--lease-name: "${leaseName.slice(0, 80)}" is not a Kubernetes object name (lower-case letters, digits, "-" and ".")`,
+    );
+  }
   return {
     logLevel,
     ...(kube
       ? {
           kubernetes: {
             namespaces,
+            leaseName,
             ...(kubeconfig ? { kubeconfig } : {}),
             ...(labelSelector ? { labelSelector } : {}),
           },

@@ -152,6 +152,11 @@ t.test('operator mistakes: one line naming the option, and never the token', asy
     ],
     [[...base, '--log-level', 'loud'], {}, /^--log-level must be one of/],
     [
+      [...base.slice(0, 4), '--kubernetes', '--lease-name', 'Shop_Writer'],
+      {},
+      /^--lease-name: "Shop_Writer" is not a Kubernetes object name/,
+    ],
+    [
       [...base, '--relay-ca', caFile],
       {},
       /^--relay-ca needs a wss:\/\/ relay URL \(got "ws:\/\/127.0.0.1:1"\)/,
