@@ -211,3 +211,49 @@ t.test('an Event that could not be recorded is recorded on a later pass', async 
     'the next pass records it: a failed Event is not taken as written',
   );
 });
+
+t.test('another writer rewriting the status: the agent pauses instead of a PATCH storm', async (t) => {
+  const kube = await fakeKube(t);
+  kube.upsertService({
+    metadata: {
+      name: 'web',
+      namespace: 'default',
+      annotations: { 'burrow.dev/hostname': 'web.example.com' },
+    },
+    spec: {
+      type: 'ClusterIP',
+      clusterIP: '10.96.0.10',
+      ports: [{ name: 'http', port: 80, protocol: 'TCP' }],
+    },
+  });
+  // A second agent installation whose relay disagrees: whatever this agent writes, it writes back
+  // its own verdict, at once.
+  let rivalWrites = 0;
+  const rival = () => {
+    const svc = kube.getService('default', 'web');
+    const ann = svc?.metadata['annotations'] ?? {};
+    if (!svc || ann['burrow.dev/url'] === undefined || rivalWrites >= 50) return;
+    rivalWrites++;
+    const { 'burrow.dev/url': _, ...rest } = ann;
+    kube.upsertService({
+      ...svc,
+      metadata: {
+        ...svc.metadata,
+        annotations: { ...rest, 'burrow.dev/error': 'refused by the other relay' },
+      },
+    });
+  };
+  kube.on('change', rival);
+  t.teardown(() => kube.off('change', rival));
+  const { log } = await agentOnKube(t, kube);
+  await log.waitFor((l) => String(l.msg).startsWith('service status keeps changing under the agent'));
+  const ours = () =>
+    kube.requests.filter((r) => r.method === 'PATCH' && r.path.endsWith('/services/web')).length;
+  t.equal(ours(), 5, 'five writes, then the pause');
+  t.ok(rivalWrites < 50, `the exchange stopped by itself (${rivalWrites} rival writes)`);
+  t.equal(
+    log.lines.filter((l) => String(l.msg).startsWith('service status keeps changing')).length,
+    1,
+    'one warning',
+  );
+});

@@ -19,6 +19,16 @@ export interface DesiredStatus {
 const MERGE_PATCH = setHeaderOptions('Content-Type', PatchStrategy.MergePatch);
 const COMPONENT = 'burrow-agent';
 
+/**
+ * Annotation writes to one Service within WRITE_WINDOW before its write-back
+ * pauses. Our writes change only what differs, so a Service that needs more
+ * is being written by someone else too: typically a second agent installation
+ * whose scope overlaps ours, each rewriting what the other wrote (hundreds of
+ * PATCHes a second, each one an event for every watcher).
+ */
+const MAX_WRITES = 5;
+const WRITE_WINDOW = 60_000;
+
 function statusCode(err: unknown): number | undefined {
   const e = err as { code?: number; statusCode?: number };
   return e?.code ?? e?.statusCode;
@@ -39,6 +49,10 @@ export class StatusWriter {
    */
   readonly #lastEvent = new Map<string, string>();
   readonly #repeats = new Map<string, number>();
+  /** When each Service's annotations were last written (within WRITE_WINDOW), by Service object. */
+  readonly #writes = new Map<string, number[]>();
+  /** Services whose write-back is paused (warned once per pause). */
+  readonly #paused = new Set<string>();
 
   constructor(api: CoreV1Api, logger: Logger) {
     this.#api = api;
@@ -59,6 +73,7 @@ export class StatusWriter {
     const namespace = svc.metadata?.namespace ?? 'default';
     let ok = true;
     if (Object.keys(patch).length > 0) {
+      if (!this.#mayWrite(svc)) return false;
       try {
         await this.#api.patchNamespacedService(
           { name, namespace, body: { metadata: { annotations: patch } } },
@@ -110,6 +125,33 @@ export class StatusWriter {
     const live = new Set<string>();
     for (const svc of services) live.add(eventKey(svc));
     for (const key of this.#lastEvent.keys()) if (!live.has(key)) this.#lastEvent.delete(key);
+    for (const key of this.#writes.keys()) if (!live.has(key)) this.#writes.delete(key);
+    for (const key of this.#paused) if (!live.has(key)) this.#paused.delete(key);
+  }
+
+  /**
+   * Counts a write to `svc`'s annotations; false once MAX_WRITES happened in
+   * WRITE_WINDOW. The first refusal of a streak is a warning; the caller's
+   * retry tries again once the window has room.
+   */
+  #mayWrite(svc: ServiceLike): boolean {
+    const key = eventKey(svc);
+    const now = performance.now();
+    const recent = (this.#writes.get(key) ?? []).filter((at) => now - at < WRITE_WINDOW);
+    this.#writes.set(key, recent);
+    if (recent.length >= MAX_WRITES) {
+      if (!this.#paused.has(key)) {
+        this.#paused.add(key);
+        this.#log.warn(
+          { service: serviceKey(svc), writes: MAX_WRITES, withinMs: WRITE_WINDOW },
+          'service status keeps changing under the agent (another agent installation writing it?); pausing its write-back',
+        );
+      }
+      return false;
+    }
+    this.#paused.delete(key);
+    recent.push(now);
+    return true;
   }
 
   /** Records `ev` for `svc` unless it is the last one recorded; false when that failed. */
