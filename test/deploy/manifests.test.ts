@@ -246,7 +246,6 @@ t.test(
     t.same(grants(clusterRole['rules'] as Rule[]), [
       '/events:create',
       '/events:patch',
-      '/services:get',
       '/services:list',
       '/services:patch',
       '/services:watch',

@@ -6,11 +6,14 @@ import { once } from 'node:events';
 import { readFile } from 'node:fs/promises';
 import { createServer as createHttpsServer } from 'node:https';
 import type { AddressInfo } from 'node:net';
+import { join } from 'node:path';
 import { startAgent, startKubernetes } from '@burrow/agent';
 import { KubeConfig } from '@kubernetes/client-node';
 import t from 'tap';
-import { type FakeKube, fakeKube } from '../helpers/fake-kube.js';
+import { type FakeKube, type FakeKubeRequest, fakeKube } from '../helpers/fake-kube.js';
 import { get, httpsGet, testServer } from '../helpers/http.js';
+import { renderKustomization } from '../helpers/kustomize-lite.js';
+import { ROOT } from '../helpers/proc.js';
 import { type Teardownable, testLogger, testRelay, tokenFor, tunnelUrl } from '../helpers/relay.js';
 import { testPki } from '../helpers/tls.js';
 
@@ -263,7 +266,54 @@ t.test('agent restart converges; two replicas write back once', async (t) => {
   );
   t.equal((await get(relay.httpAddress.port, 'app2.example.com')).body.toString(), 'app');
   void second;
+
+  // Everything both replicas asked of the API server, the shipped RBAC grants: a verb the
+  // code starts to need, or one the manifests stop granting, fails here.
+  const granted = await grantedVerbs();
+  const asked = new Set(kube.requests.map(verbOf));
+  for (const verb of asked) t.ok(granted.has(verb), `RBAC grants ${verb}`);
+  t.ok(
+    asked.has('/services:watch') && asked.has('coordination.k8s.io/leases:update'),
+    'the check saw real traffic',
+  );
 });
+
+/** Kubernetes API verbs the agent's kustomize base grants, as GROUP/RESOURCE:VERB. */
+async function grantedVerbs(): Promise<Set<string>> {
+  const out = new Set<string>();
+  for (const obj of await renderKustomization(join(ROOT, 'deploy', 'agent'))) {
+    if (obj.kind !== 'ClusterRole' && obj.kind !== 'Role') continue;
+    const rules = (obj as { rules?: Array<{ apiGroups?: string[]; resources?: string[]; verbs?: string[] }> })
+      .rules;
+    for (const r of rules ?? []) {
+      for (const g of r.apiGroups ?? [])
+        for (const res of r.resources ?? []) for (const v of r.verbs ?? []) out.add(`${g}/${res}:${v}`);
+    }
+  }
+  return out;
+}
+
+/** The RBAC verb a request to the fake API server needs. */
+function verbOf(r: FakeKubeRequest): string {
+  const url = new URL(r.path, 'http://api');
+  const m = /^\/(?:api\/v1|apis\/([^/]+)\/v1)(?:\/namespaces\/[^/]+)?\/([a-z]+)(\/[^/]+)?$/.exec(
+    url.pathname,
+  );
+  const group = m?.[1] ?? '';
+  const resource = m?.[2] ?? url.pathname;
+  const named = Boolean(m?.[3]);
+  const verb =
+    r.method === 'GET'
+      ? url.searchParams.get('watch') === 'true'
+        ? 'watch'
+        : named
+          ? 'get'
+          : 'list'
+      : (({ POST: 'create', PUT: 'update', PATCH: 'patch', DELETE: 'delete' } as Record<string, string>)[
+          r.method
+        ] ?? r.method);
+  return `${group}/${resource}:${verb}`;
+}
 
 t.test(
   'burrow.dev/protocol https and tls-passthrough: TLS to the backend, or passed through by SNI',
