@@ -59,6 +59,36 @@ t.test('the Lease is written with MicroTime timestamps', async (t) => {
   t.match(String(spec['acquireTime']), /\.\d{6}Z$/, 'acquireTime is a MicroTime');
 });
 
+t.test('a Lease the agent may not read: one warning, then a count, then a line when it works', async (t) => {
+  const kube = await fakeKube(t);
+  const kc = new KubeConfig();
+  kc.loadFromString(kube.kubeconfig());
+  const log = memoryLogger();
+  const elector = new LeaseElector(kc.makeApiClient(CoordinationV1Api), {
+    namespace: 'default',
+    name: 'burrow-agent-writer',
+    identity: 'agent-0',
+    logger: log.logger,
+  });
+  t.teardown(() => elector.stop());
+  kube.failNext = { resource: 'leases', status: 403, count: 4 };
+  for (let i = 0; i < 4; i++) t.equal(await elector.tryOnce(), false);
+  t.same(
+    log.lines.filter((l) => l.msg === 'lease renewal failed').map((l) => [l.level, l['failures']]),
+    [
+      [40, 1],
+      [20, 2],
+      [20, 3],
+      [20, 4],
+    ],
+  );
+  t.equal(await elector.tryOnce(), true);
+  t.match(
+    log.lines.find((l) => l.msg === 'lease renewal working again'),
+    { level: 30, failures: 4 },
+  );
+});
+
 t.test('of two Services asking for one hostname, the loser shows burrow.dev/error', async (t) => {
   // docs/install.md §8: `burrow.dev/error: hostname "x" is announced twice` when
   // "two Services in this cluster ask for the same name".

@@ -31,6 +31,8 @@ export class LeaseElector extends EventEmitter<{ change: [leader: boolean] }> {
   #leader = false;
   #timer: NodeJS.Timeout | undefined;
   #stopped = true;
+  /** Renewals in a row that failed with something other than a lost race. */
+  #failures = 0;
 
   constructor(api: CoordinationV1Api, options: LeaseOptions) {
     super();
@@ -68,8 +70,10 @@ export class LeaseElector extends EventEmitter<{ change: [leader: boolean] }> {
       let lease: V1Lease;
       try {
         lease = await this.#api.readNamespacedLease({ name, namespace });
+        this.#answered();
       } catch (err) {
         if (code(err) !== 404) throw err;
+        this.#answered();
         await this.#api.createNamespacedLease({
           namespace,
           body: { metadata: { name, namespace }, spec: { ...spec, acquireTime: now, leaseTransitions: 0 } },
@@ -99,10 +103,23 @@ export class LeaseElector extends EventEmitter<{ change: [leader: boolean] }> {
       return this.#set(true);
     } catch (err) {
       // 409: another replica won the race. Anything else: we cannot be sure we hold it.
-      if (code(err) !== 409)
-        this.#opts.logger.warn({ status: code(err), reason: (err as Error).message }, 'lease renewal failed');
+      if (code(err) !== 409) {
+        // Every renewInterval while it lasts (a Role not granted yet, say): warned once, then counted.
+        this.#failures++;
+        this.#opts.logger[this.#failures === 1 ? 'warn' : 'debug'](
+          { status: code(err), reason: (err as Error).message, failures: this.#failures },
+          'lease renewal failed',
+        );
+      }
       return this.#set(false);
     }
+  }
+
+  /** The API server answered about the Lease: a failure that lasted is over. */
+  #answered(): void {
+    if (this.#failures > 0)
+      this.#opts.logger.info({ failures: this.#failures }, 'lease renewal working again');
+    this.#failures = 0;
   }
 
   async #tick(): Promise<void> {
