@@ -67,6 +67,13 @@ t.test('port selection: annotation by name or number, the only port, else the on
   t.match(target({}, [{ name: 'dns', port: 53, protocol: 'UDP' } as never]), /no TCP ports/);
 });
 
+t.test('a Service being deleted is no longer exposed, though finalizers keep it', async (t) => {
+  const svc = base({ 'burrow.dev/hostname': 'a.example.com' });
+  t.equal(routeForService(svc).kind, 'route');
+  svc.metadata = { ...svc.metadata, deletionTimestamp: '2026-11-28T02:00:00Z' };
+  t.same(routeForService(svc), { kind: 'ignored' });
+});
+
 t.test('every bad value is an error for write-back, never a throw', async (t) => {
   const err = (ann: Record<string, string>, spec?: ServiceLike['spec']) => {
     const v = routeForService(base({ 'burrow.dev/hostname': 'a.example.com', ...ann }, spec));

@@ -22,7 +22,14 @@ export type BackendProtocol = (typeof PROTOCOLS)[number];
 
 /** The slice of a v1 Service this module reads. */
 export interface ServiceLike {
-  metadata?: { name?: string; namespace?: string; uid?: string; annotations?: Record<string, string> };
+  metadata?: {
+    name?: string;
+    namespace?: string;
+    uid?: string;
+    annotations?: Record<string, string>;
+    /** Set once deletion started; the object stays while finalizers run. */
+    deletionTimestamp?: Date | string;
+  };
   spec?: {
     type?: string;
     clusterIP?: string;
@@ -70,6 +77,9 @@ function judge(svc: ServiceLike): ServiceVerdict {
   const ann = svc.metadata?.annotations ?? {};
   const rawHosts = ann[ANNOTATION.hostname];
   if (rawHosts === undefined) return { kind: 'ignored' };
+  // Being deleted (finalizers, a load balancer's cleanup, may hold it for minutes): its
+  // backends are going away, and so does its name.
+  if (svc.metadata?.deletionTimestamp) return { kind: 'ignored' };
 
   // Names are case-insensitive: `A.example.com, a.example.com` is one name, announced once.
   const hostnames = [
