@@ -371,6 +371,26 @@ t.test('https backends are named after the target, never after the Host the rela
   t.same(seen, [false], 'an IP target: no server name at all');
 });
 
+t.test('OPTIONS * whose framing fields promise a body it does not have is refused', async (t) => {
+  const requests: string[] = [];
+  const { url } = await backend(t, (req, res) => {
+    requests.push(`${req.method} ${req.url} ${req.headers['content-length'] ?? '-'}`);
+    res.end('ok');
+  });
+  const { relay } = await agentFor(t, [{ id: 'web', hostnames: ['web.example.com'], target: url }]);
+  const options = (headers: HeaderPairs) =>
+    relay.openHttp({ route: 'web', method: 'OPTIONS', path: '*', body: false, headers });
+  const host: HeaderPairs = [['Host', 'web.example.com']];
+  t.equal(
+    await resetReason(options([...host, ['Content-Length', '5']])),
+    Reason.BadMetadata,
+    'a length with no body would make the backend read the next request as the body',
+  );
+  t.equal(await resetReason(options([...host, ['Transfer-Encoding', 'chunked']])), Reason.BadMetadata);
+  t.equal((await readResponse(options([...host, ['Content-Length', '0']]))).head.status, 200);
+  t.same(requests, ['OPTIONS * 0'], 'only the well-framed one reached the backend');
+});
+
 t.test('failures become resets with reason codes; nothing else is ever dialed', async (t) => {
   const closed = await freePort();
   // Accepts TCP and never speaks: a TLS handshake to it never completes.

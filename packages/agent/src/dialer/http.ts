@@ -377,6 +377,18 @@ class Exchange {
       this.#fail(Reason.BackendError, `a ${meta.method} ${meta.path} request with a body is not supported`);
       return;
     }
+    // node:http would send the field and no body on a pooled connection, which the backend
+    // would then read the next request from as that body.
+    const framing = meta.headers.find(
+      ([k, v]) => /^transfer-encoding$/i.test(k) || (/^content-length$/i.test(k) && v.trim() !== '0'),
+    );
+    if (!meta.upgrade && framing) {
+      this.#fail(
+        Reason.BadMetadata,
+        `${meta.method} ${meta.path}: framing fields on a request without a body`,
+      );
+      return;
+    }
     const insecure = this.#route.tlsInsecure === true;
     const options: RequestOptions & { rejectUnauthorized?: boolean } = {
       ...(meta.upgrade
