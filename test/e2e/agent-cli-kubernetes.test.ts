@@ -2,7 +2,7 @@
 // server (here the fake, through a kubeconfig), probes on --health-listen.
 import { execFile } from 'node:child_process';
 import { once } from 'node:events';
-import { readFile, writeFile } from 'node:fs/promises';
+import { readFile, rm, writeFile } from 'node:fs/promises';
 import { type AddressInfo, createServer, type Socket } from 'node:net';
 import { delimiter, join } from 'node:path';
 import { promisify } from 'node:util';
@@ -165,6 +165,45 @@ t.test(
     t.match(ready.body, /Kubernetes Services not listed yet/);
     agent.child.kill('SIGKILL');
     await agent.exited;
+  },
+);
+
+t.test(
+  'a credential plugin that fails when a watch re-opens: a warning and a retry, not a crash',
+  async (t) => {
+    const { dir, spawnAgent, kube } = await cluster(t, 'unused');
+    // An exec credential plugin, as cloud kubeconfigs use; it fails while the flag file exists.
+    const flag = join(dir, 'plugin-down');
+    const plugin = join(dir, 'credentials.sh');
+    await writeFile(
+      plugin,
+      [
+        '#!/bin/sh',
+        `if [ -e '${flag}' ]; then echo 'identity provider unreachable' >&2; exit 1; fi`,
+        `echo '{"apiVersion":"client.authentication.k8s.io/v1","kind":"ExecCredential","status":{"token":"t"}}'`,
+        '',
+      ].join('\n'),
+      { mode: 0o755 },
+    );
+    const config = (await readFile(join(dir, 'kubeconfig'), 'utf8')).replace(
+      /users: .*$/m,
+      `users: [{ name: fake, user: { exec: { apiVersion: client.authentication.k8s.io/v1, command: "${plugin}", interactiveMode: Never } } }]`,
+    );
+    await writeFile(join(dir, 'exec-kubeconfig'), config);
+    const agent = spawnAgent(['--kubeconfig', join(dir, 'exec-kubeconfig')]);
+    await agent.waitFor((l) => l['msg'] === 'Kubernetes services listed');
+    await writeFile(flag, '');
+    // The API server ends its watches (it does every few minutes); re-opening asks the plugin.
+    kube.dropWatches();
+    t.match(await agent.waitFor((l) => l['msg'] === 'Kubernetes watch failed; restarting'), {
+      level: 40,
+      reason: /credentials\.sh|identity provider unreachable|exit/i,
+    });
+    await rm(flag);
+    await agent.waitFor((l) => l['msg'] === 'Kubernetes watch working again');
+    t.equal(agent.child.exitCode, null, 'the agent kept running');
+    agent.child.kill('SIGTERM');
+    t.equal(await agent.exited, 0);
   },
 );
 

@@ -4,8 +4,9 @@ import {
   CoreV1Api,
   type Informer,
   type KubeConfig,
-  makeInformer,
+  ListWatch,
   type V1Service,
+  Watch,
 } from '@kubernetes/client-node';
 import { routeForService, type ServiceRoute, type ServiceVerdict, serviceKey } from './annotations.js';
 
@@ -115,7 +116,13 @@ export class ServiceWatch extends EventEmitter<Events> {
         this.#listed(entry);
         return result;
       };
-      const informer = makeInformer<V1Service>(this.#opts.kubeConfig, path, listed, selector);
+      const informer: Informer<V1Service> = new ListWatch<V1Service>(
+        path,
+        new SettledWatch(this.#opts.kubeConfig),
+        listed,
+        false,
+        selector,
+      );
       const entry: InformerEntry = { informer, lastEvent: Date.now(), failures: 0, listed: false };
       const upsert = (svc: V1Service) => {
         this.#working(entry);
@@ -227,6 +234,30 @@ export class ServiceWatch extends EventEmitter<Events> {
         .stop()
         .then(() => e.informer.start())
         .catch((err: unknown) => this.#restartLater(e, describe(err)));
+    }
+  }
+}
+
+/**
+ * client-node's Watch reads credentials (an exec plugin, a token file) before
+ * its request, outside the try that turns failures into its done callback; the
+ * informer re-opens a watch from a callback nobody awaits, so a credential
+ * plugin failing when the API server ends a watch (every few minutes) became
+ * an unhandled rejection that ended the agent. Here every failure reaches done,
+ * and the informer's error handler restarts the watch with backoff.
+ */
+class SettledWatch extends Watch {
+  override async watch(
+    path: string,
+    queryParams: Record<string, string | number | boolean | undefined>,
+    callback: (phase: string, apiObj: unknown, watchObj?: unknown) => void,
+    done: (err: unknown) => void,
+  ): Promise<AbortController> {
+    try {
+      return await super.watch(path, queryParams, callback, done);
+    } catch (err) {
+      queueMicrotask(() => done(err));
+      return new AbortController();
     }
   }
 }
