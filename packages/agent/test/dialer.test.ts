@@ -28,18 +28,23 @@ import { memoryLogger } from './helpers/log.js';
 
 const TOKEN = 'eyJhbGciOiJFZERTQSJ9.eyJzdWIiOiJ0ZXN0In0.c2VjcmV0LXNpZ25hdHVyZQ';
 
-async function backend(
-  t: Teardownable,
-  handler: RequestListener,
-): Promise<{ server: Server; url: string; port: number }> {
-  const server = createServer(handler);
+/** Listens on 127.0.0.1 (any port) until teardown; resolves with the port. */
+async function listen(t: Teardownable, server: Server): Promise<number> {
   server.listen(0, '127.0.0.1');
   await once(server, 'listening');
   t.teardown(() => {
     server.closeAllConnections();
     server.close();
   });
-  const { port } = server.address() as AddressInfo;
+  return (server.address() as AddressInfo).port;
+}
+
+async function backend(
+  t: Teardownable,
+  handler: RequestListener,
+): Promise<{ server: Server; url: string; port: number }> {
+  const server = createServer(handler);
+  const port = await listen(t, server);
   return { server, url: `http://127.0.0.1:${port}`, port };
 }
 
@@ -287,13 +292,7 @@ t.test(
     const { certFile, keyFile } = await pki.issue('backend', ['127.0.0.1']);
     const server = createHttpsServer({ cert: await readFile(certFile), key: await readFile(keyFile) });
     new WebSocketServer({ server }).on('connection', (sock) => sock.on('message', (d) => sock.send(d)));
-    server.listen(0, '127.0.0.1');
-    await once(server, 'listening');
-    t.teardown(() => {
-      server.closeAllConnections();
-      server.close();
-    });
-    const target = `https://127.0.0.1:${(server.address() as AddressInfo).port}`;
+    const target = `https://127.0.0.1:${await listen(t, server)}`;
     const { relay } = await agentFor(t, [
       { id: 'checked', hostnames: ['checked.example.com'], target },
       { id: 'insecure', hostnames: ['insecure.example.com'], target, tlsInsecure: true },
@@ -336,13 +335,7 @@ t.test('https backends are named after the target, never after the Host the rela
   );
   new WebSocketServer({ server });
   server.on('secureConnection', (socket) => seen.push(socket.servername));
-  server.listen(0, '127.0.0.1');
-  await once(server, 'listening');
-  t.teardown(() => {
-    server.closeAllConnections();
-    server.close();
-  });
-  const { port } = server.address() as AddressInfo;
+  const port = await listen(t, server);
   // tlsInsecure: the certificate is the test CA's; the name sent is what is checked.
   const { relay } = await agentFor(t, [
     { id: 'named', hostnames: ['*.example.com'], target: `https://localhost:${port}`, tlsInsecure: true },

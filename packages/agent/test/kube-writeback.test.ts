@@ -13,6 +13,23 @@ import { memoryLogger } from './helpers/log.js';
 
 const TOKEN = 'eyJhbGciOiJFZERTQSJ9.eyJzdWIiOiJ0ZXN0In0.c2VjcmV0LXNpZ25hdHVyZQ';
 
+/** A ClusterIP Service in `namespace` annotated to be exposed at `hostname`; `metadata` adds fields. */
+function annotated(
+  namespace: string,
+  name: string,
+  hostname: string,
+  metadata: Record<string, unknown> = {},
+) {
+  return {
+    metadata: { name, namespace, annotations: { 'burrow.dev/hostname': hostname }, ...metadata },
+    spec: {
+      type: 'ClusterIP',
+      clusterIP: '10.96.0.10',
+      ports: [{ name: 'http', port: 80, protocol: 'TCP' }],
+    },
+  };
+}
+
 /** An agent whose routes come from the fake cluster, with write-back attached (no Lease). */
 async function agentOnKube(t: Test, kube: FakeKube) {
   const kc = new KubeConfig();
@@ -93,14 +110,7 @@ t.test('of two Services asking for one hostname, the loser shows burrow.dev/erro
   // docs/install.md §8: `burrow.dev/error: hostname "x" is announced twice` when
   // "two Services in this cluster ask for the same name".
   const kube = await fakeKube(t);
-  const svc = (name: string) => ({
-    metadata: { name, namespace: 'default', annotations: { 'burrow.dev/hostname': 'dup.example.com' } },
-    spec: {
-      type: 'ClusterIP',
-      clusterIP: '10.96.0.10',
-      ports: [{ name: 'http', port: 80, protocol: 'TCP' }],
-    },
-  });
+  const svc = (name: string) => annotated('default', name, 'dup.example.com');
   kube.upsertService(svc('first'));
   kube.upsertService(svc('second'));
   const { sync } = await agentOnKube(t, kube);
@@ -117,19 +127,8 @@ t.test('of two Services asking for one hostname, the loser shows burrow.dev/erro
 
 t.test('a hostname stays with the Service that has it: a newer claim cannot take it', async (t) => {
   const kube = await fakeKube(t);
-  const svc = (namespace: string, name: string, created?: string) => ({
-    metadata: {
-      name,
-      namespace,
-      annotations: { 'burrow.dev/hostname': 'shop.example.com' },
-      ...(created ? { creationTimestamp: created } : {}),
-    },
-    spec: {
-      type: 'ClusterIP',
-      clusterIP: '10.96.0.10',
-      ports: [{ name: 'http', port: 80, protocol: 'TCP' }],
-    },
-  });
+  const svc = (namespace: string, name: string, created: string) =>
+    annotated(namespace, name, 'shop.example.com', { creationTimestamp: created });
   const annotations = (ns: string, name: string) => kube.getService(ns, name)?.metadata['annotations'] ?? {};
   // At start, the older Service wins, whatever the names sort as.
   kube.upsertService(svc('shop', 'web', '2026-01-01T00:00:00Z'));
@@ -155,19 +154,7 @@ t.test('a hostname stays with the Service that has it: a newer claim cannot take
 
 t.test('a Service deleted and created again gets its Exposed Event again', async (t) => {
   const kube = await fakeKube(t);
-  const svc = (uid: string) => ({
-    metadata: {
-      name: 'web',
-      namespace: 'default',
-      uid,
-      annotations: { 'burrow.dev/hostname': 'web.example.com' },
-    },
-    spec: {
-      type: 'ClusterIP',
-      clusterIP: '10.96.0.10',
-      ports: [{ name: 'http', port: 80, protocol: 'TCP' }],
-    },
-  });
+  const svc = (uid: string) => annotated('default', 'web', 'web.example.com', { uid });
   kube.upsertService(svc('uid-old'));
   const { k8s, sync } = await agentOnKube(t, kube);
   await sync.schedule();
@@ -192,19 +179,8 @@ t.test('a Service deleted and created again gets its Exposed Event again', async
 
 t.test('a write-back that fails is tried again, not left until something else changes', async (t) => {
   const kube = await fakeKube(t);
-  kube.upsertService({
-    metadata: {
-      name: 'web',
-      namespace: 'default',
-      annotations: { 'burrow.dev/hostname': 'web.example.com' },
-    },
-    spec: {
-      type: 'ClusterIP',
-      clusterIP: '10.96.0.10',
-      ports: [{ name: 'http', port: 80, protocol: 'TCP' }],
-    },
-  });
-  // The API server fails the first two writes of each kind: the annotation patch and the Event.
+  kube.upsertService(annotated('default', 'web', 'web.example.com'));
+  // The API server fails the first two annotation writes.
   kube.failNext = { resource: 'services', status: 500, count: 2, method: 'PATCH' };
   const { log } = await agentOnKube(t, kube);
   await log.waitFor((l) => l.msg === 'could not update service annotations');
@@ -219,18 +195,7 @@ t.test('a write-back that fails is tried again, not left until something else ch
 
 t.test('an Event that could not be recorded is recorded on a later pass', async (t) => {
   const kube = await fakeKube(t);
-  kube.upsertService({
-    metadata: {
-      name: 'web',
-      namespace: 'default',
-      annotations: { 'burrow.dev/hostname': 'web.example.com' },
-    },
-    spec: {
-      type: 'ClusterIP',
-      clusterIP: '10.96.0.10',
-      ports: [{ name: 'http', port: 80, protocol: 'TCP' }],
-    },
-  });
+  kube.upsertService(annotated('default', 'web', 'web.example.com'));
   kube.failNext = { resource: 'events', status: 503, count: 1, method: 'POST' };
   const { log, sync } = await agentOnKube(t, kube);
   await log.waitFor((l) => l.msg === 'could not record event');
@@ -244,18 +209,7 @@ t.test('an Event that could not be recorded is recorded on a later pass', async 
 
 t.test('another writer rewriting the status: the agent pauses instead of a PATCH storm', async (t) => {
   const kube = await fakeKube(t);
-  kube.upsertService({
-    metadata: {
-      name: 'web',
-      namespace: 'default',
-      annotations: { 'burrow.dev/hostname': 'web.example.com' },
-    },
-    spec: {
-      type: 'ClusterIP',
-      clusterIP: '10.96.0.10',
-      ports: [{ name: 'http', port: 80, protocol: 'TCP' }],
-    },
-  });
+  kube.upsertService(annotated('default', 'web', 'web.example.com'));
   // A second agent installation whose relay disagrees: whatever this agent writes, it writes back
   // its own verdict, at once.
   let rivalWrites = 0;
