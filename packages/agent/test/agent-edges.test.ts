@@ -201,15 +201,25 @@ t.test(
       'nor reported (Kubernetes write-back reads this)',
     );
 
-    // A welcome past its bound ends the connection as a protocol error, not a megabyte log line.
+    // Text past its bound is cut, not refused: refusing would drop the connection and every route
+    // on it over a long message (a refusal listing a token's 256 patterns, say).
     relay.welcome = { subject: 's'.repeat(1_000_000), relayId: 'fake-relay' };
+    relay.refusedHosts.set(
+      routes[0]!.hostnames[0]!,
+      `not allowed (allowed: ${'x.example.com, '.repeat(300)})`,
+    );
+    const reconnected = once(agent, 'connected');
     relay.dropAll();
-    t.match(await log.waitFor((l) => l.msg === 'tunnel connect failed; retrying'), {
-      reason: /^invalid control message from the relay: .*subject: Too big/,
-    });
+    await reconnected;
+    const welcomed = log.lines.filter((l) => l.msg === 'tunnel connected').at(-1)!;
+    t.equal((welcomed['subject'] as string).length, 256, 'the subject, cut');
+    await log.waitFor(() => agent.routeStatus().some((r) => (r.error?.length ?? 0) > 1000));
+    const long = agent.routeStatus().find((r) => (r.error?.length ?? 0) > 1000)!;
+    t.ok(long.error!.length <= 1024 && long.error!.endsWith('…'), 'a long refusal, cut to 1024');
+    t.equal(agent.connectionCount, 1, 'and the connection stays up');
     t.ok(
       log.raw.every((line) => line.length < 10_000),
-      'no log line carries the oversized subject',
+      'no log line carries the oversized text',
     );
   },
 );

@@ -32,6 +32,13 @@ t.test('hostnames are checked against the token and other tenants', async (t) =>
   );
   t.equal(res[0]!.url, 'http://app.alice.example.com:8080');
   t.match(res[2]!.error, /not allowed by this agent's token/);
+  const many = Array.from({ length: 256 }, (_, i) => `service-${i}.team.example.com`);
+  const [refused] = table.announce(target(3, 'carol'), many, [{ id: 'x', hostnames: ['other.example.com'] }]);
+  t.equal(
+    refused?.error,
+    `hostname "other.example.com" is not allowed by this agent's token (allowed: ${many.slice(0, 5).join(', ')} and 251 more)`,
+    "a token's 256 patterns are not all listed",
+  );
 
   const taken = table.announce(
     bob,

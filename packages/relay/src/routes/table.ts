@@ -163,7 +163,7 @@ export class RouteTable<T extends RouteTarget> {
     if (!patterns.some((p) => patternAllows(p, hostname))) {
       return {
         refusal: 'route_not_allowed',
-        message: `hostname "${hostname}" is not allowed by this agent's token (allowed: ${patterns.join(', ') || 'none'})`,
+        message: `hostname "${hostname}" is not allowed by this agent's token (allowed: ${listPatterns(patterns)})`,
       };
     }
     const claim = this.#claims.get(hostname);
@@ -261,4 +261,11 @@ export class RouteTable<T extends RouteTarget> {
       routeIds: [...new Set([...claim.bindings.values()].map((b) => b.routeId))],
     }));
   }
+}
+
+/** A token's patterns for a refusal message: the first few, and how many more (a token may hold 256). */
+function listPatterns(patterns: readonly string[]): string {
+  if (patterns.length === 0) return 'none';
+  const shown = patterns.slice(0, 5).join(', ');
+  return patterns.length > 5 ? `${shown} and ${patterns.length - 5} more` : shown;
 }

@@ -126,6 +126,14 @@ export const agentMessageSchema = z.discriminatedUnion('type', [
 ]);
 export type AgentMessage = z.infer<typeof agentMessageSchema>;
 
+/**
+ * Text the relay sends only to be shown (logged, written back to Kubernetes):
+ * cut at `max` characters rather than refused, since refusing it would end the
+ * connection and every route on it over a long message.
+ */
+const shownText = (max: number) =>
+  z.string().transform((s) => (s.length > max ? `${s.slice(0, max - 1)}…` : s));
+
 // Results and the welcome come from the relay and end up in the agent's logs and in Kubernetes
 // annotations and Events: every string has a bound.
 export const routeResultSchema = z.object({
@@ -133,7 +141,7 @@ export const routeResultSchema = z.object({
   hostname: z.string().min(1).max(253),
   status: z.enum(['active', 'refused']),
   /** Why a hostname was refused, for the agent's logs and Kubernetes write-back. */
-  error: z.string().max(1024).optional(),
+  error: shownText(1024).optional(),
   /** Where the route is reachable, when active. */
   url: z.string().max(2048).optional(),
 });
@@ -141,7 +149,7 @@ export type RouteResult = z.infer<typeof routeResultSchema>;
 
 /** Control messages, relay → agent. */
 export const relayMessageSchema = z.discriminatedUnion('type', [
-  z.object({ type: z.literal('welcome'), subject: z.string().max(256), relayId: z.string().max(128) }),
+  z.object({ type: z.literal('welcome'), subject: shownText(256), relayId: shownText(128) }),
   z.object({
     type: z.literal('announce-result'),
     // At most one result per hostname an announcement can carry.
