@@ -245,47 +245,76 @@ class AgentImpl extends EventEmitter<AgentEvents> implements Agent {
 
   /** Takes a new route set: keeps the valid routes, re-announces on every connection. */
   #apply(offered: readonly Route[]): void {
-    // Routes that hold their names now keep them: a route that arrives asking for a taken name
-    // is the one refused, whatever its place in the source's order.
+    // A name stays with the route that has it while that route still asks for it: a route asking
+    // for it (a new one, or an older one edited to add it) is refused, whatever the source's order.
+    const asked = new Set(offered.flatMap((r) => r.hostnames.map((h) => `${r.id} ${h}`)));
+    const held = new Map<string, string>();
+    for (const r of this.#routes.values()) {
+      for (const h of r.hostnames) if (asked.has(`${r.id} ${h}`)) held.set(h, r.id);
+    }
+    // Routes that hold names go first, so they also keep their places under the announcement limits.
     const routes = [
       ...offered.filter((r) => this.#routes.has(r.id)),
       ...offered.filter((r) => !this.#routes.has(r.id)),
     ];
+    let plan = this.#plan(routes, held);
+    // A holder refused for another reason (edited into an invalid route) does not keep its names.
+    const lapsed = [...held].filter(([, id]) => !plan.next.has(id));
+    if (lapsed.length > 0) {
+      for (const [h] of lapsed) held.delete(h);
+      plan = this.#plan(routes, held);
+    }
+    for (const [id, reason] of plan.skipped) {
+      const key = `${id} ${reason}`;
+      if (this.#warned.has(key)) continue;
+      this.#warned.add(key);
+      this.#log.warn({ route: id, source: this.#source.name, reason }, 'invalid route skipped');
+    }
+    this.#routes = plan.next;
+    this.#skipped = plan.skipped;
+    this.#announced = [...plan.next.values()].map(toAnnounced);
+    this.#dialer.retain([...plan.next.values()]);
+    for (const conn of this.#connections) conn.announce();
+  }
+
+  /**
+   * Which of `routes` are announced, in order, and why each other one is not.
+   * `held` maps a hostname to the route that has it and keeps it.
+   */
+  #plan(
+    routes: readonly Route[],
+    held: ReadonlyMap<string, string>,
+  ): { next: Map<string, Route>; skipped: Map<string, string> } {
     const next = new Map<string, Route>();
     const skipped = new Map<string, string>();
     let announcedBytes = 0;
     /** Hostname → the id of the route that has it. */
     const hostnames = new Map<string, string>();
+    const holderOf = (h: string, id: string) => {
+      const holder = hostnames.get(h) ?? held.get(h);
+      return holder === id ? undefined : holder;
+    };
     for (const route of routes) {
       const problem = checkRoute(route);
-      const taken = problem ? undefined : route.hostnames.find((h) => hostnames.has(h));
+      const taken = problem ? undefined : route.hostnames.find((h) => holderOf(h, route.id) !== undefined);
       const why = problem
         ? `${problem[0]}: ${problem[1]}`
         : next.has(route.id)
           ? `id "${route.id}" is used by another route`
           : taken
-            ? `hostname "${taken}" is already in route "${hostnames.get(taken)}"`
+            ? `hostname "${taken}" is already in route "${holderOf(taken, route.id)}"`
             : '';
       const size = why ? 0 : announcedSize(route);
       const reason = why || this.#overAnnouncementLimit(next.size, announcedBytes + size);
       if (reason) {
         skipped.set(route.id, reason);
-        const key = `${route.id} ${reason}`;
-        if (!this.#warned.has(key)) {
-          this.#warned.add(key);
-          this.#log.warn({ route: route.id, source: this.#source.name, reason }, 'invalid route skipped');
-        }
         continue;
       }
       for (const h of route.hostnames) hostnames.set(h, route.id);
       next.set(route.id, normalizeRoute(route));
       announcedBytes += size;
     }
-    this.#routes = next;
-    this.#skipped = skipped;
-    this.#announced = [...next.values()].map(toAnnounced);
-    this.#dialer.retain([...next.values()]);
-    for (const conn of this.#connections) conn.announce();
+    return { next, skipped };
   }
 
   /** Why an announcement of `count` routes plus one more, `bytes` in all, cannot be sent, or ''. */

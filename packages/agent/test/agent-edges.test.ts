@@ -224,6 +224,52 @@ t.test(
   },
 );
 
+t.test('a name stays with the route that has it, until that route stops asking for it', async (t) => {
+  const relay = await fakeRelay(t);
+  const route = (id: string, ...hostnames: string[]): Route => ({
+    id,
+    hostnames,
+    target: 'http://127.0.0.1:9',
+  });
+  const source = new StaticRouteSource([route('older', 'a.example.com'), route('newer', 'shop.example.com')]);
+  const agent = startAgent({
+    relayUrl: relay.url,
+    token: TOKEN,
+    routes: source,
+    connections: 1,
+    logger: memoryLogger().logger,
+  });
+  t.teardown(() => agent.close());
+  await agent.ready();
+  const announced = async (update: Route[]) => {
+    const next = relay.nextAnnouncements(1);
+    source.update(update);
+    await next;
+    return relay
+      .live()[0]!
+      .announcements.at(-1)!
+      .map((r) => r.id);
+  };
+  // The route listed first, edited to ask for a name the other has: the holder keeps it.
+  t.same(
+    await announced([
+      route('older', 'a.example.com', 'shop.example.com'),
+      route('newer', 'shop.example.com'),
+    ]),
+    ['newer'],
+  );
+  t.equal(agent.skippedRoutes().get('older'), 'hostname "shop.example.com" is already in route "newer"');
+  // The holder edited into a route that cannot be announced: the name is free for the other.
+  t.same(
+    await announced([
+      route('older', 'a.example.com', 'shop.example.com'),
+      route('newer', 'shop.example.com', 'bad_name'),
+    ]),
+    ['older'],
+  );
+  t.match(agent.skippedRoutes().get('newer'), /bad_name/);
+});
+
 t.test('static routes beyond the 1024 an announcement may carry are refused at start', async (t) => {
   let message = '';
   try {
