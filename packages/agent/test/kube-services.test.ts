@@ -211,3 +211,32 @@ t.test(
     );
   },
 );
+
+t.test('a watch that recovers without relisting counts as working again once it stays up', async (t) => {
+  const kube = await fakeKube(t);
+  kube.upsertService(service('web', { 'burrow.dev/hostname': 'web.example.com' }));
+  const kc = new KubeConfig();
+  kc.loadFromString(kube.kubeconfig());
+  const log = memoryLogger('debug');
+  const watch = new ServiceWatch({ kubeConfig: kc, logger: log.logger, backoff: { base: 10, cap: 50 } });
+  t.teardown(() => watch.stop());
+  const changed = once(watch, 'change');
+  await watch.start();
+  await changed;
+  const outage = async () => {
+    // The API server ends the watch and fails the re-open once; the watch resumes from where it was.
+    kube.failNext = { resource: 'services', status: 500, count: 1 };
+    const seen = log.lines.length;
+    kube.dropWatches();
+    return log.waitFor(
+      (l) => log.lines.indexOf(l) >= seen && String(l.msg).startsWith('Kubernetes watch failed'),
+    );
+  };
+  t.match(await outage(), { level: 40, failures: 1 });
+  t.match(await log.waitFor((l) => l.msg === 'Kubernetes watch working again'), { failures: 1 });
+  t.match(
+    await outage(),
+    { level: 40, failures: 1 },
+    'a later outage is a new one: warned, from the base delay',
+  );
+});

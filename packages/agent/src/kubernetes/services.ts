@@ -215,7 +215,15 @@ export class ServiceWatch extends EventEmitter<Events> {
     this.emit('restart', reason);
     entry.timer = setTimeout(() => {
       if (this.#stopped) return;
-      entry.informer.start().catch((err: unknown) => this.#restartLater(entry, describe(err)));
+      entry.informer.start().then(
+        // A watch resumed from where it was delivers nothing in a quiet cluster: one that stays
+        // up for the longest backoff without failing counts as working.
+        () => {
+          entry.timer = setTimeout(() => this.#working(entry), cap);
+          entry.timer.unref();
+        },
+        (err: unknown) => this.#restartLater(entry, describe(err)),
+      );
     }, delay);
     entry.timer.unref();
   }
