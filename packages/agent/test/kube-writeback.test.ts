@@ -233,11 +233,52 @@ t.test('another writer rewriting the status: the agent pauses instead of a PATCH
   await log.waitFor((l) => String(l.msg).startsWith('service status keeps changing under the agent'));
   const ours = () =>
     kube.requests.filter((r) => r.method === 'PATCH' && r.path.endsWith('/services/web')).length;
-  t.equal(ours(), 5, 'five writes, then the pause');
+  t.equal(ours(), 6, 'its write, five rewrites of the same status, then the pause');
   t.ok(rivalWrites < 50, `the exchange stopped by itself (${rivalWrites} rival writes)`);
   t.equal(
     log.lines.filter((l) => String(l.msg).startsWith('service status keeps changing')).length,
     1,
     'one warning',
+  );
+});
+
+t.test(
+  'a Service edited many times in a minute gets each new status: only rewrites are limited',
+  async (t) => {
+    const kube = await fakeKube(t);
+    kube.upsertService(annotated('default', 'web', 'v0.example.com'));
+    const { log, k8s } = await agentOnKube(t, kube);
+    await log.waitFor((l) => l['burrow.dev/url'] === 'http://v0.example.com');
+    for (let i = 1; i <= 8; i++) {
+      const changed = new Promise((resolve) => k8s.source.on('change', resolve));
+      kube.upsertService(annotated('default', 'web', `v${i}.example.com`, { uid: 'uid-default/web' }));
+      await changed;
+      await log.waitFor((l) => l['burrow.dev/url'] === `http://v${i}.example.com`);
+    }
+    t.notOk(
+      log.lines.some((l) => String(l.msg).startsWith('service status keeps changing')),
+      'no pause for edits',
+    );
+  },
+);
+
+t.test('a write the API server refuses for good is warned once, not retried as if transient', async (t) => {
+  const kube = await fakeKube(t);
+  kube.upsertService(annotated('default', 'web', 'web.example.com'));
+  // An admission policy that forbids the annotation, say.
+  kube.failNext = { resource: 'services', status: 403, count: 1_000, method: 'PATCH' };
+  const { log, sync } = await agentOnKube(t, kube);
+  t.match(await log.waitFor((l) => l.msg === 'could not update service annotations'), {
+    level: 40,
+    status: 403,
+  });
+  t.notOk(log.lines.find((l) => l.msg === 'could not update service annotations')?.['retrying']);
+  await sync.schedule();
+  await sync.schedule();
+  const lines = log.lines.filter((l) => l.msg === 'could not update service annotations');
+  t.same(
+    lines.map((l) => l.level),
+    [40, ...lines.slice(1).map(() => 20)],
+    'later attempts (each new reconcile) log at debug',
   );
 });

@@ -20,11 +20,12 @@ const MERGE_PATCH = setHeaderOptions('Content-Type', PatchStrategy.MergePatch);
 const COMPONENT = 'burrow-agent';
 
 /**
- * Annotation writes to one Service within WRITE_WINDOW before its write-back
- * pauses. Our writes change only what differs, so a Service that needs more
- * is being written by someone else too: typically a second agent installation
- * whose scope overlaps ours, each rewriting what the other wrote (hundreds of
- * PATCHes a second, each one an event for every watcher).
+ * Contested writes to one Service within WRITE_WINDOW before its write-back
+ * pauses. A write is contested when it puts back what this agent wrote last:
+ * someone else changed it since, typically a second agent installation whose
+ * scope overlaps ours, each rewriting what the other wrote (hundreds of
+ * PATCHes a second, each one an event for every watcher). Writes of a new
+ * status (a Service edited, a route's verdict changing) are never limited.
  */
 const MAX_WRITES = 5;
 const WRITE_WINDOW = 60_000;
@@ -32,6 +33,11 @@ const WRITE_WINDOW = 60_000;
 function statusCode(err: unknown): number | undefined {
   const e = err as { code?: number; statusCode?: number };
   return e?.code ?? e?.statusCode;
+}
+
+/** A refusal that trying again cannot change (RBAC, validation, an admission webhook): 4xx but timeout, conflict, throttling. */
+function isFinal(status: number | undefined): boolean {
+  return status !== undefined && status >= 400 && status < 500 && ![408, 409, 429].includes(status);
 }
 
 /**
@@ -49,10 +55,14 @@ export class StatusWriter {
    */
   readonly #lastEvent = new Map<string, string>();
   readonly #repeats = new Map<string, number>();
-  /** When each Service's annotations were last written (within WRITE_WINDOW), by Service object. */
+  /** The status (url, error) last written to each Service object. */
+  readonly #written = new Map<string, string>();
+  /** When each Service was last rewritten to what it showed before (within WRITE_WINDOW). */
   readonly #writes = new Map<string, number[]>();
   /** Services whose write-back is paused (warned once per pause). */
   readonly #paused = new Set<string>();
+  /** Writes that failed and have not succeeded since, as "SERVICE KIND" (warned once). */
+  readonly #failing = new Set<string>();
 
   constructor(api: CoreV1Api, logger: Logger) {
     this.#api = api;
@@ -73,22 +83,19 @@ export class StatusWriter {
     const namespace = svc.metadata?.namespace ?? 'default';
     let ok = true;
     if (Object.keys(patch).length > 0) {
-      if (!this.#mayWrite(svc)) return false;
+      const key = eventKey(svc);
+      const status = JSON.stringify([desired.url ?? null, desired.error ?? null]);
+      if (this.#written.get(key) === status && !this.#mayRewrite(svc)) return false;
       try {
         await this.#api.patchNamespacedService(
           { name, namespace, body: { metadata: { annotations: patch } } },
           MERGE_PATCH,
         );
+        this.#written.set(key, status);
+        this.#wrote(svc, 'annotations');
         this.#log.info({ service: serviceKey(svc), ...patch }, 'service status updated');
       } catch (err) {
-        // 404: the Service is gone, and with it what there was to write.
-        if (statusCode(err) !== 404) {
-          ok = false;
-          this.#log.warn(
-            { service: serviceKey(svc), status: statusCode(err), reason: (err as Error).message },
-            'could not update service annotations',
-          );
-        }
+        ok = this.#failed(svc, 'annotations', err, 'could not update service annotations');
       }
     }
     return (await this.#event(svc as V1Service, desired.event)) && ok;
@@ -107,17 +114,42 @@ export class StatusWriter {
         },
         MERGE_PATCH,
       );
+      this.#wrote(svc, 'annotations');
     } catch (err) {
-      if (statusCode(err) !== 404) {
-        this.#log.warn(
-          { service: serviceKey(svc), reason: (err as Error).message },
-          'could not clear service annotations',
-        );
-        return false;
-      }
+      if (!this.#failed(svc, 'annotations', err, 'could not clear service annotations')) return false;
     }
+    this.#written.delete(eventKey(svc));
     this.#lastEvent.delete(eventKey(svc));
     return true;
+  }
+
+  /**
+   * Logs a failed write and says whether it is done with (true: the Service
+   * is gone, or the API server refuses in a way a retry cannot change) or
+   * should be tried again (false). A failure that lasts warns once; its
+   * repeats log at debug, until a write of that kind succeeds.
+   */
+  #failed(svc: ServiceLike, what: string, err: unknown, message: string): boolean {
+    const status = statusCode(err);
+    if (status === 404) return true;
+    const streak = `${eventKey(svc)} ${what}`;
+    const level = this.#failing.has(streak) ? 'debug' : 'warn';
+    this.#failing.add(streak);
+    const final = isFinal(status);
+    this.#log[level](
+      {
+        service: serviceKey(svc),
+        status,
+        reason: (err as Error).message,
+        ...(final ? {} : { retrying: true }),
+      },
+      message,
+    );
+    return final;
+  }
+
+  #wrote(svc: ServiceLike, what: string): void {
+    this.#failing.delete(`${eventKey(svc)} ${what}`);
   }
 
   /** Forgets the Services not among `services` (deleted ones). */
@@ -126,15 +158,18 @@ export class StatusWriter {
     for (const svc of services) live.add(eventKey(svc));
     for (const key of this.#lastEvent.keys()) if (!live.has(key)) this.#lastEvent.delete(key);
     for (const key of this.#writes.keys()) if (!live.has(key)) this.#writes.delete(key);
+    for (const key of this.#written.keys()) if (!live.has(key)) this.#written.delete(key);
     for (const key of this.#paused) if (!live.has(key)) this.#paused.delete(key);
+    for (const streak of this.#failing)
+      if (!live.has(streak.slice(0, streak.lastIndexOf(' ')))) this.#failing.delete(streak);
   }
 
   /**
-   * Counts a write to `svc`'s annotations; false once MAX_WRITES happened in
-   * WRITE_WINDOW. The first refusal of a streak is a warning; the caller's
-   * retry tries again once the window has room.
+   * Counts a contested write to `svc`'s annotations; false once MAX_WRITES
+   * happened in WRITE_WINDOW. The first refusal of a streak is a warning; the
+   * caller's retry tries again once the window has room.
    */
-  #mayWrite(svc: ServiceLike): boolean {
+  #mayRewrite(svc: ServiceLike): boolean {
     const key = eventKey(svc);
     const now = performance.now();
     const recent = (this.#writes.get(key) ?? []).filter((at) => now - at < WRITE_WINDOW);
@@ -187,11 +222,14 @@ export class StatusWriter {
     try {
       await this.#api.createNamespacedEvent({ namespace, body });
       this.#lastEvent.set(key, fingerprint);
+      this.#wrote(svc, 'event');
       return true;
     } catch (err) {
       if (statusCode(err) !== 409) {
-        this.#log.warn({ service: key, reason: (err as Error).message }, 'could not record event');
-        return false;
+        // A refusal a retry cannot change is not tried again for this Event either.
+        const done = this.#failed(svc, 'event', err, 'could not record event');
+        if (done) this.#lastEvent.set(key, fingerprint);
+        return done;
       }
       // The Event exists (a restart, another replica): it is recorded, and only its count is behind.
       this.#lastEvent.set(key, fingerprint);
