@@ -104,6 +104,21 @@ t.test('a Lease the agent may not read: one warning, then a count, then a line w
     log.lines.find((l) => l.msg === 'lease renewal working again'),
     { level: 30, failures: 4 },
   );
+
+  // Reading works but renewing does not (get granted, update not): one warning, and no
+  // "working again" between the failures.
+  const seen = log.lines.length;
+  kube.failNext = { resource: 'leases', status: 403, count: 3, method: 'PUT' };
+  for (let i = 0; i < 3; i++) t.equal(await elector.tryOnce(), false);
+  const renewal = log.lines
+    .slice(seen)
+    .filter((l) => l.msg.startsWith('lease renewal'))
+    .map((l) => [l.msg, l.level]);
+  t.same(renewal, [
+    ['lease renewal failed', 40],
+    ['lease renewal failed', 20],
+    ['lease renewal failed', 20],
+  ]);
 });
 
 t.test('of two Services asking for one hostname, the loser shows burrow.dev/error', async (t) => {

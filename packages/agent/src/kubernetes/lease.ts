@@ -70,21 +70,23 @@ export class LeaseElector extends EventEmitter<{ change: [leader: boolean] }> {
       let lease: V1Lease;
       try {
         lease = await this.#api.readNamespacedLease({ name, namespace });
-        this.#answered();
       } catch (err) {
         if (code(err) !== 404) throw err;
-        this.#answered();
         await this.#api.createNamespacedLease({
           namespace,
           body: { metadata: { name, namespace }, spec: { ...spec, acquireTime: now, leaseTransitions: 0 } },
         });
+        this.#answered();
         return this.#set(true);
       }
       const holder = lease.spec?.holderIdentity;
       const renewed = lease.spec?.renewTime ? new Date(lease.spec.renewTime).getTime() : 0;
       const duration = (lease.spec?.leaseDurationSeconds ?? 15) * 1000;
       const expired = renewed + duration < now.getTime();
-      if (holder && holder !== identity && !expired) return this.#set(false);
+      if (holder && holder !== identity && !expired) {
+        this.#answered();
+        return this.#set(false);
+      }
       const taking = holder !== identity;
       await this.#api.replaceNamespacedLease({
         name,
@@ -100,6 +102,7 @@ export class LeaseElector extends EventEmitter<{ change: [leader: boolean] }> {
           },
         },
       });
+      this.#answered();
       return this.#set(true);
     } catch (err) {
       // 409: another replica won the race. Anything else: we cannot be sure we hold it.
@@ -115,7 +118,7 @@ export class LeaseElector extends EventEmitter<{ change: [leader: boolean] }> {
     }
   }
 
-  /** The API server answered about the Lease: a failure that lasted is over. */
+  /** A renewal went through (or the Lease is another replica's): a failure that lasted is over. */
   #answered(): void {
     if (this.#failures > 0)
       this.#opts.logger.info({ failures: this.#failures }, 'lease renewal working again');
