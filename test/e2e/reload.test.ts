@@ -193,19 +193,24 @@ t.test(
     const keysDir = join(dir, 'keys');
     await mkdir(keysDir);
     await writeFile(join(keysDir, 'a.pub'), (await testKeys()).publicPem);
-    const relay = spawnLogged(t, RELAY_CLI, [
-      'serve',
-      ...['--http-listen', '127.0.0.1:0', '--tunnel-listen', '127.0.0.1:0', '--admin-listen', '127.0.0.1:0'],
-      ...['--tls-listen', 'off', '--verify-key', keysDir, '--revoked-tokens', revokedFile],
-      ...[
-        '--tunnel-tls-cert',
-        certFile,
-        '--tunnel-tls-key',
-        keyFile,
-        '--admin-token',
-        'admin-token-0123456789',
+    const relay = spawnLogged(
+      t,
+      RELAY_CLI,
+      [
+        'serve',
+        ...[
+          '--http-listen',
+          '127.0.0.1:0',
+          '--tunnel-listen',
+          '127.0.0.1:0',
+          '--admin-listen',
+          '127.0.0.1:0',
+        ],
+        ...['--tls-listen', 'off', '--verify-key', keysDir, '--revoked-tokens', revokedFile],
+        ...['--tunnel-tls-cert', certFile, '--admin-token', 'admin-token-0123456789'],
       ],
-    ]);
+      { BURROW_TUNNEL_TLS_KEY: keyFile },
+    );
     const { http: httpPort, tunnel: tunnelPort, admin: adminPort } = await listeningPorts(relay);
     const next = (msg: string) => {
       const seen = relay.lines.length;
@@ -232,7 +237,7 @@ t.test(
     let broken = next(BROKEN_PAIR);
     let reloaded = next('config reloaded');
     await rm(keyFile);
-    t.match(await broken, { trigger: 'file changed', reason: /^--tunnel-tls-key: cannot read / });
+    t.match(await broken, { trigger: 'file changed', reason: /^BURROW_TUNNEL_TLS_KEY: cannot read / });
     await reloaded;
     t.equal(await served(), original, 'new handshakes still get the running certificate');
 

@@ -3,6 +3,7 @@ import { randomUUID } from 'node:crypto';
 import { mkdir, readFile, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import {
+  attribute,
   attributeErrors,
   ConfigError,
   createAgentToken,
@@ -90,7 +91,10 @@ async function serve(argv: string[]): Promise<void> {
   const load = async (initial = false): Promise<LoadedConfig> => {
     const file = configFile ? await attributeErrors(first.sources, () => readConfigFile(configFile)) : {};
     const { values, sources } = parseOptions(SERVE_OPTIONS, argv, process.env, file, configFile ?? '');
-    return { values, ...(await attributeErrors(sources, () => relayOptionsFrom(values, { initial }))) };
+    const loaded = await attributeErrors(sources, () => relayOptionsFrom(values, { initial }));
+    // A tunnel certificate problem on a reload is reported, not thrown: it names its source all the same.
+    if (loaded.tunnelTlsError) loaded.tunnelTlsError = attribute(sources, loaded.tunnelTlsError);
+    return { values, ...loaded };
   };
   const current = await load(true);
   const logger = createLogger({ name: 'burrow-relay', level: current.logLevel });

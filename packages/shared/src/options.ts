@@ -112,27 +112,32 @@ export function parseOptions(
  * which is where the user has to look. Flags of options left at their default
  * stay as they are: they are advice on what to pass.
  */
-/** How parseOptions names an option set in the config file: FILE: "name". */
-const FILE_SOURCE = /^(.+): "([a-z0-9-]+)"$/;
-
 export async function attributeErrors<T>(sources: OptionSources, build: () => T | Promise<T>): Promise<T> {
   try {
     return await build();
   } catch (err) {
     if (!(err instanceof ConfigError)) throw err;
-    const message = err.message.replace(
-      /(^|[^\w-])--([a-z0-9][a-z0-9-]*)/g,
-      (all, before: string, name: string, at: number) => {
-        if (!Object.hasOwn(sources, name)) return all;
-        const source = sources[name]!;
-        // Mid-sentence, `relay.yaml: "tls-listen"` would read as a sentence of its own.
-        const inFile = at > 0 ? FILE_SOURCE.exec(source) : null;
-        return `${before}${inFile ? `"${inFile[2]}" in ${inFile[1]}` : source}`;
-      },
-    );
+    const message = attribute(sources, err.message);
     if (message === err.message) throw err;
     throw new ConfigError(message, { cause: err });
   }
+}
+
+/** How parseOptions names an option set in the config file: FILE: "name". */
+const FILE_SOURCE = /^(.+): "([a-z0-9-]+)"$/;
+
+/** `message` with each flag it names replaced by where that option was set (see attributeErrors). */
+export function attribute(sources: OptionSources, message: string): string {
+  return message.replace(
+    /(^|[^\w-])--([a-z0-9][a-z0-9-]*)/g,
+    (all, before: string, name: string, at: number) => {
+      if (!Object.hasOwn(sources, name)) return all;
+      const source = sources[name]!;
+      // Mid-sentence, `relay.yaml: "tls-listen"` would read as a sentence of its own.
+      const inFile = at > 0 ? FILE_SOURCE.exec(source) : null;
+      return `${before}${inFile ? `"${inFile[2]}" in ${inFile[1]}` : source}`;
+    },
+  );
 }
 
 /**

@@ -243,14 +243,16 @@ class Exchange {
       headers.push(k, v);
     }
     const dispatcher = this.#pool.dispatcherFor(this.#route.target, this.#route.tlsInsecure === true);
-    const { serverName } = this.#target;
+    const { https, host } = this.#target;
     dispatcher.dispatch(
       {
         path: meta.path,
         method: meta.method,
         headers,
-        // undici would take the TLS server name from Host (the pool pins it too).
-        ...(serverName ? { servername: serverName } : {}),
+        // undici would name the TLS server after Host, and drop its pooled connection whenever
+        // Host changes. One name per target instead; the pool's connector sends the target's
+        // name, or none for an IP address.
+        ...(https ? { servername: host } : {}),
         // With no Content-Length among the headers, undici sends the body chunked.
         body: withBody ? requestBody(stream) : null,
       },
