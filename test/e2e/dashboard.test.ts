@@ -21,7 +21,8 @@ declare const document: {
   getElementById(id: string): PageElement | null;
   querySelector(selector: string): PageElement | null;
 };
-const TOKEN = 'dashboard-admin-token-0123456789';
+// Base64-like, as `openssl rand -base64` makes: "+" must survive the URL fragment.
+const TOKEN = 'dashboard+admin/token+0123456789==';
 
 t.test('dashboard shows new routes and live traffic', async (t) => {
   t.ok(existsSync(CHROMIUM), `${CHROMIUM} is installed (Debian package chromium)`);

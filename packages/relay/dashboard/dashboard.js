@@ -14,8 +14,14 @@ let previous;
 let timer;
 
 function takeTokenFromFragment() {
-  const params = new URLSearchParams(location.hash.slice(1));
-  const token = params.get('token');
+  // Not URLSearchParams: it reads "+" as a space, and admin tokens may hold "+" (base64).
+  const raw = /(?:^|&)token=([^&]*)/.exec(location.hash.slice(1))?.[1];
+  let token;
+  try {
+    token = raw ? decodeURIComponent(raw) : undefined;
+  } catch {
+    token = raw;
+  }
   if (token) {
     sessionStorage.setItem(STORAGE_KEY, token);
     // Out of the address bar and history, so it is not shared by copying the URL.
@@ -60,10 +66,14 @@ function formatBytes(n) {
   return `${n.toFixed(i === 0 ? 0 : 1)} ${units[i]}`;
 }
 
+/** Rows a table shows at most: a relay may route tens of thousands of names. */
+const MAX_ROWS = 500;
+
 /** Replaces a table body with one row per item; text only, never HTML from the API. */
 function fillTable(id, items, columns) {
   const body = $(id).tBodies[0];
-  const rows = items.map((item) => {
+  const width = $(id).tHead.rows[0].cells.length;
+  const rows = items.slice(0, MAX_ROWS).map((item) => {
     const tr = document.createElement('tr');
     for (const column of columns) {
       const td = document.createElement('td');
@@ -72,15 +82,17 @@ function fillTable(id, items, columns) {
     }
     return tr;
   });
-  if (rows.length === 0) {
+  const note = (text) => {
     const tr = document.createElement('tr');
     const td = document.createElement('td');
-    td.colSpan = $(id).tHead.rows[0].cells.length;
+    td.colSpan = width;
     td.className = 'empty';
-    td.textContent = 'none';
+    td.textContent = text;
     tr.append(td);
     rows.push(tr);
-  }
+  };
+  if (items.length === 0) note('none');
+  if (items.length > MAX_ROWS) note(`and ${items.length - MAX_ROWS} more (the admin API lists them all)`);
   body.replaceChildren(...rows);
 }
 

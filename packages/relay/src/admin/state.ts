@@ -17,30 +17,36 @@ export function relayAdminState(parts: {
   return {
     notReady: parts.notReady,
     agents() {
-      const bySubject = new Map<string, AgentInfo & { since: number }>();
-      const hostnames = new Map<number, string[]>();
+      // Linear in routes and connections: a tenant may hold tens of thousands of names, and this
+      // runs on the event loop that serves public traffic, every second a dashboard is open.
+      const byConnection = new Map<number, string[]>();
       for (const r of routes.list()) {
-        for (const id of r.connections) hostnames.set(id, [...(hostnames.get(id) ?? []), r.hostname]);
+        for (const id of r.connections) {
+          const names = byConnection.get(id);
+          if (names) names.push(r.hostname);
+          else byConnection.set(id, [r.hostname]);
+        }
       }
+      const bySubject = new Map<string, { connections: number; since: number; hostnames: Set<string> }>();
       for (const c of connections) {
         if (c.session.closed) continue;
-        const a = bySubject.get(c.subject) ?? {
-          subject: c.subject,
-          connections: 0,
-          hostnames: [],
-          connectedSince: '',
-          since: c.connectedAt,
-        };
+        let a = bySubject.get(c.subject);
+        if (!a) {
+          a = { connections: 0, since: c.connectedAt, hostnames: new Set() };
+          bySubject.set(c.subject, a);
+        }
         a.connections++;
         a.since = Math.min(a.since, c.connectedAt);
-        for (const h of hostnames.get(c.id) ?? []) if (!a.hostnames.includes(h)) a.hostnames.push(h);
-        bySubject.set(c.subject, a);
+        for (const h of byConnection.get(c.id) ?? []) a.hostnames.add(h);
       }
-      return [...bySubject.values()].map(({ since, ...a }) => ({
-        ...a,
-        hostnames: a.hostnames.sort(),
-        connectedSince: new Date(since).toISOString(),
-      }));
+      return [...bySubject].map(
+        ([subject, a]): AgentInfo => ({
+          subject,
+          connections: a.connections,
+          hostnames: [...a.hostnames].sort(),
+          connectedSince: new Date(a.since).toISOString(),
+        }),
+      );
     },
     routes: () => routes.list().sort((a, b) => a.hostname.localeCompare(b.hostname)),
     connections() {
@@ -66,7 +72,7 @@ export function relayAdminState(parts: {
         uptimeSeconds: Math.round((Date.now() - parts.startedAt) / 1000),
         agents: new Set(live.map((c) => c.subject)).size,
         connections: live.length,
-        routes: routes.list().length,
+        routes: routes.size,
       };
     },
     errors: () => activity.recentErrors(),

@@ -252,6 +252,11 @@ export class RouteTable<T extends RouteTarget> {
     return { kind: 'none' };
   }
 
+  /** Hostnames bound now. */
+  get size(): number {
+    return this.#claims.size;
+  }
+
   /** Snapshot for the admin API and tests: hostname → subject and connection ids. */
   list(): Array<{ hostname: string; subject: string; connections: number[]; routeIds: string[] }> {
     return [...this.#claims].map(([hostname, claim]) => ({
