@@ -189,3 +189,24 @@ t.test('a response sent while the relay drains says Connection: close and ends i
   t.ok(r.closed, 'and the relay closed the connection after it');
   await drained;
 });
+
+t.test(
+  '16,384 names in one announcement: the relay answers each, and the agent reads the answer',
+  async (t) => {
+    const relay = await testRelay(t);
+    const routes = Array.from({ length: 1024 }, (_, i) => ({
+      id: `r${i}`,
+      hostnames: Array.from({ length: 16 }, (_, j) => `h${j}-r${i}.many.example.com`),
+      target: 'http://127.0.0.1:9',
+    }));
+    // Ready means every name got its result: the answer (1.4 MiB) is larger than the announcement.
+    const agent = await testAgent(t, relay, routes, { hosts: ['*.many.example.com'], connections: 1 });
+    const status = agent.routeStatus();
+    t.equal(status.length, 16_384);
+    t.ok(
+      status.every((r) => r.status === 'active'),
+      'all active',
+    );
+    t.equal(agent.connectionCount, 1, 'and the tunnel stays up');
+  },
+);

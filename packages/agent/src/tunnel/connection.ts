@@ -6,6 +6,7 @@ import {
   encodeJson,
   HandshakeError,
   type Logger,
+  MAX_RESULT_MESSAGE,
   MessageReader,
   ProtocolError,
   Reason,
@@ -199,7 +200,7 @@ export class TunnelConnection extends EventEmitter<TunnelConnectionEvents> {
       return;
     }
     this.#control = control;
-    const reader = new MessageReader(relayMessageSchema);
+    const reader = new MessageReader(relayMessageSchema, MAX_RESULT_MESSAGE);
     const broken = (why: string) => {
       // Without its control stream a connection can neither learn nor change its routes.
       if (this.#control === control && !session.closed) session.destroy(new ProtocolError(why));

@@ -7,6 +7,14 @@ import { decodeJson, encodeJson } from './messages.js';
 export const MAX_MESSAGE = 1024 * 1024;
 
 /**
+ * Largest announce-result an agent reads. The relay answers each hostname of
+ * an announcement (up to MAX_MESSAGE) with a result that repeats the route id
+ * and adds a URL, about five times the hostname's share of the announcement:
+ * 16,384 short names in 0.4 MiB came back as 1.4 MiB.
+ */
+export const MAX_RESULT_MESSAGE = 8 * MAX_MESSAGE;
+
+/**
  * Length-prefixed JSON messages over a byte stream (the control stream and the
  * response head of HTTP streams): u32 big-endian length, then UTF-8 JSON.
  */
