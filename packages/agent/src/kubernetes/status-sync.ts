@@ -1,4 +1,5 @@
 import type { Logger, RouteResult } from '@burrow/shared';
+import { Backoff } from '../tunnel/backoff.js';
 import type { LeaseElector } from './lease.js';
 import type { ServiceWatch } from './services.js';
 import type { DesiredStatus, StatusWriter } from './writer.js';
@@ -23,12 +24,11 @@ export class StatusSync {
   readonly #writer: StatusWriter;
   readonly #elector: LeaseElector | undefined;
   readonly #log: Logger;
-  readonly #retry: { base: number; cap: number };
+  /** Delay before a reconcile that could not write everything runs again; grows while that lasts. */
+  readonly #retry: Backoff;
   #running: Promise<void> | undefined;
   #again = false;
   #stopped = false;
-  /** Reconciles in a row that could not write everything; the retry waits longer each time. */
-  #failures = 0;
   #retryTimer: NodeJS.Timeout | undefined;
 
   constructor(opts: {
@@ -45,7 +45,7 @@ export class StatusSync {
     this.#writer = opts.writer;
     this.#elector = opts.elector;
     this.#log = opts.logger;
-    this.#retry = opts.retry ?? { base: 1_000, cap: 30_000 };
+    this.#retry = new Backoff(opts.retry ?? { base: 1_000, cap: 30_000 });
     const kick = () => this.schedule();
     this.#watch.on('change', kick);
     this.#agent.on('routes', kick);
@@ -74,7 +74,7 @@ export class StatusSync {
         });
       } while (this.#again && !this.#stopped);
       this.#running = undefined;
-      if (complete) this.#failures = 0;
+      if (complete) this.#retry.reset();
       else this.#retryLater();
     })();
     return this.#running;
@@ -87,10 +87,7 @@ export class StatusSync {
    */
   #retryLater(): void {
     if (this.#stopped) return;
-    const { base, cap } = this.#retry;
-    const delay = Math.min(cap, base * 2 ** this.#failures) * (0.5 + Math.random() / 2);
-    this.#failures++;
-    this.#retryTimer = setTimeout(() => void this.schedule(), delay);
+    this.#retryTimer = setTimeout(() => void this.schedule(), this.#retry.next());
     this.#retryTimer.unref();
   }
 
