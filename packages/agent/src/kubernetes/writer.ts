@@ -40,6 +40,22 @@ function isFinal(status: number | undefined): boolean {
   return status !== undefined && status >= 400 && status < 500 && ![408, 409, 429].includes(status);
 }
 
+type WriteKind = 'annotations' | 'event';
+
+/** What the writer remembers of one Service object. */
+interface Written {
+  /** The last Event recorded (type/reason/message), so a steady state emits nothing. */
+  event?: string | undefined;
+  /** The status (url, error) last written to its annotations. */
+  status?: string | undefined;
+  /** When contested rewrites happened, within WRITE_WINDOW. */
+  rewrites: number[];
+  /** Its write-back is paused (warned once per pause). */
+  paused: boolean;
+  /** Kinds of write that failed and have not succeeded since (warned once). */
+  failing: Set<WriteKind>;
+}
+
 /**
  * Writes status back to Services: the `burrow.dev/url` / `burrow.dev/error`
  * annotations (merge-patch of only those keys, and only when they differ, so
@@ -49,20 +65,11 @@ export class StatusWriter {
   readonly #api: CoreV1Api;
   readonly #log: Logger;
   /**
-   * Last event written per Service object (its uid: a Service deleted and
-   * created again is a new object and gets its own Event), so a steady state
-   * emits nothing.
+   * What the writer remembers per Service object (its uid: a Service deleted
+   * and created again is a new object and gets its own Event).
    */
-  readonly #lastEvent = new Map<string, string>();
+  readonly #services = new Map<string, Written>();
   readonly #repeats = new Map<string, number>();
-  /** The status (url, error) last written to each Service object. */
-  readonly #written = new Map<string, string>();
-  /** When each Service was last rewritten to what it showed before (within WRITE_WINDOW). */
-  readonly #writes = new Map<string, number[]>();
-  /** Services whose write-back is paused (warned once per pause). */
-  readonly #paused = new Set<string>();
-  /** Writes that failed and have not succeeded since, as "SERVICE KIND" (warned once). */
-  readonly #failing = new Set<string>();
 
   constructor(api: CoreV1Api, logger: Logger) {
     this.#api = api;
@@ -83,16 +90,16 @@ export class StatusWriter {
     const namespace = svc.metadata?.namespace ?? 'default';
     let ok = true;
     if (Object.keys(patch).length > 0) {
-      const key = eventKey(svc);
+      const state = this.#of(svc);
       const status = JSON.stringify([desired.url ?? null, desired.error ?? null]);
-      if (this.#written.get(key) === status && !this.#mayRewrite(svc)) return false;
+      if (state.status === status && !this.#mayRewrite(svc, state)) return false;
       try {
         await this.#api.patchNamespacedService(
           { name, namespace, body: { metadata: { annotations: patch } } },
           MERGE_PATCH,
         );
-        this.#written.set(key, status);
-        this.#wrote(svc, 'annotations');
+        state.status = status;
+        state.failing.delete('annotations');
         this.#log.info({ service: serviceKey(svc), ...patch }, 'service status updated');
       } catch (err) {
         ok = this.#failed(svc, 'annotations', err, 'could not update service annotations');
@@ -105,6 +112,7 @@ export class StatusWriter {
   async clear(svc: ServiceLike): Promise<boolean> {
     const ann = svc.metadata?.annotations ?? {};
     if (ann[ANNOTATION.url] === undefined && ann[ANNOTATION.error] === undefined) return true;
+    const state = this.#of(svc);
     try {
       await this.#api.patchNamespacedService(
         {
@@ -114,12 +122,12 @@ export class StatusWriter {
         },
         MERGE_PATCH,
       );
-      this.#wrote(svc, 'annotations');
+      state.failing.delete('annotations');
     } catch (err) {
       if (!this.#failed(svc, 'annotations', err, 'could not clear service annotations')) return false;
     }
-    this.#written.delete(eventKey(svc));
-    this.#lastEvent.delete(eventKey(svc));
+    state.status = undefined;
+    state.event = undefined;
     return true;
   }
 
@@ -129,12 +137,12 @@ export class StatusWriter {
    * should be tried again (false). A failure that lasts warns once; its
    * repeats log at debug, until a write of that kind succeeds.
    */
-  #failed(svc: ServiceLike, what: string, err: unknown, message: string): boolean {
+  #failed(svc: ServiceLike, what: WriteKind, err: unknown, message: string): boolean {
     const status = statusCode(err);
     if (status === 404) return true;
-    const streak = `${eventKey(svc)} ${what}`;
-    const level = this.#failing.has(streak) ? 'debug' : 'warn';
-    this.#failing.add(streak);
+    const { failing } = this.#of(svc);
+    const level = failing.has(what) ? 'debug' : 'warn';
+    failing.add(what);
     const final = isFinal(status);
     this.#log[level](
       {
@@ -148,20 +156,21 @@ export class StatusWriter {
     return final;
   }
 
-  #wrote(svc: ServiceLike, what: string): void {
-    this.#failing.delete(`${eventKey(svc)} ${what}`);
+  #of(svc: ServiceLike): Written {
+    const key = eventKey(svc);
+    let state = this.#services.get(key);
+    if (!state) {
+      state = { rewrites: [], paused: false, failing: new Set() };
+      this.#services.set(key, state);
+    }
+    return state;
   }
 
   /** Forgets the Services not among `services` (deleted ones). */
   retain(services: Iterable<ServiceLike>): void {
     const live = new Set<string>();
     for (const svc of services) live.add(eventKey(svc));
-    for (const key of this.#lastEvent.keys()) if (!live.has(key)) this.#lastEvent.delete(key);
-    for (const key of this.#writes.keys()) if (!live.has(key)) this.#writes.delete(key);
-    for (const key of this.#written.keys()) if (!live.has(key)) this.#written.delete(key);
-    for (const key of this.#paused) if (!live.has(key)) this.#paused.delete(key);
-    for (const streak of this.#failing)
-      if (!live.has(streak.slice(0, streak.lastIndexOf(' ')))) this.#failing.delete(streak);
+    for (const key of this.#services.keys()) if (!live.has(key)) this.#services.delete(key);
   }
 
   /**
@@ -169,14 +178,13 @@ export class StatusWriter {
    * happened in WRITE_WINDOW. The first refusal of a streak is a warning; the
    * caller's retry tries again once the window has room.
    */
-  #mayRewrite(svc: ServiceLike): boolean {
-    const key = eventKey(svc);
+  #mayRewrite(svc: ServiceLike, state: Written): boolean {
     const now = performance.now();
-    const recent = (this.#writes.get(key) ?? []).filter((at) => now - at < WRITE_WINDOW);
-    this.#writes.set(key, recent);
+    const recent = state.rewrites.filter((at) => now - at < WRITE_WINDOW);
+    state.rewrites = recent;
     if (recent.length >= MAX_WRITES) {
-      if (!this.#paused.has(key)) {
-        this.#paused.add(key);
+      if (!state.paused) {
+        state.paused = true;
         this.#log.warn(
           { service: serviceKey(svc), writes: MAX_WRITES, withinMs: WRITE_WINDOW },
           'service status keeps changing under the agent (another agent installation writing it?); pausing its write-back',
@@ -184,7 +192,7 @@ export class StatusWriter {
       }
       return false;
     }
-    this.#paused.delete(key);
+    state.paused = false;
     recent.push(now);
     return true;
   }
@@ -192,8 +200,9 @@ export class StatusWriter {
   /** Records `ev` for `svc` unless it is the last one recorded; false when that failed. */
   async #event(svc: V1Service, ev: DesiredStatus['event']): Promise<boolean> {
     const key = eventKey(svc);
+    const state = this.#of(svc);
     const fingerprint = `${ev.type}/${ev.reason}/${ev.message}`;
-    if (this.#lastEvent.get(key) === fingerprint) return true;
+    if (state.event === fingerprint) return true;
     const namespace = svc.metadata?.namespace ?? 'default';
     // A deterministic name per (Service, reason, message): a repeat — from a
     // restart or another replica — finds the existing Event and bumps its count.
@@ -221,18 +230,18 @@ export class StatusWriter {
     };
     try {
       await this.#api.createNamespacedEvent({ namespace, body });
-      this.#lastEvent.set(key, fingerprint);
-      this.#wrote(svc, 'event');
+      state.event = fingerprint;
+      state.failing.delete('event');
       return true;
     } catch (err) {
       if (statusCode(err) !== 409) {
         // A refusal a retry cannot change is not tried again for this Event either.
         const done = this.#failed(svc, 'event', err, 'could not record event');
-        if (done) this.#lastEvent.set(key, fingerprint);
+        if (done) state.event = fingerprint;
         return done;
       }
       // The Event exists (a restart, another replica): it is recorded, and only its count is behind.
-      this.#lastEvent.set(key, fingerprint);
+      state.event = fingerprint;
       // RBAC grants events create/patch only (no get): count repeats locally.
       const count = (this.#repeats.get(name) ?? 1) + 1;
       this.#repeats.set(name, count);
