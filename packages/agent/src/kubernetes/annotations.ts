@@ -3,7 +3,7 @@
  * the pure function from a Service to the route it asks for. Everything here is
  * validated: a bad value becomes an error message for write-back, never a throw.
  */
-import { checkHostPattern, parseCidr } from '@burrow/shared';
+import { checkHostPattern, ellipsize, parseCidr } from '@burrow/shared';
 import { stableRouteId } from '../routes/validate.js';
 
 export const ANNOTATION = {
@@ -64,10 +64,9 @@ export function routeForService(svc: ServiceLike): ServiceVerdict {
   const verdict = judge(svc);
   // Errors quote the values they refuse, and an annotation may be 100s of KB: what is
   // written back (annotation, Event) and logged stays short.
-  if (verdict.kind === 'invalid' && verdict.error.length > MAX_ERROR) {
-    return { kind: 'invalid', error: `${verdict.error.slice(0, MAX_ERROR - 1)}…` };
-  }
-  return verdict;
+  return verdict.kind === 'invalid'
+    ? { kind: 'invalid', error: ellipsize(verdict.error, MAX_ERROR) }
+    : verdict;
 }
 
 /** Longest error the agent writes back for a Service, in characters. */

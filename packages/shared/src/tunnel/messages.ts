@@ -131,8 +131,12 @@ export type AgentMessage = z.infer<typeof agentMessageSchema>;
  * cut at `max` characters rather than refused, since refusing it would end the
  * connection and every route on it over a long message.
  */
-const shownText = (max: number) =>
-  z.string().transform((s) => (s.length > max ? `${s.slice(0, max - 1)}…` : s));
+const shownText = (max: number) => z.string().transform((s) => ellipsize(s, max));
+
+/** `text` cut to at most `max` characters, an ellipsis marking the cut. */
+export function ellipsize(text: string, max: number): string {
+  return text.length > max ? `${text.slice(0, max - 1)}…` : text;
+}
 
 // Results and the welcome come from the relay and end up in the agent's logs and in Kubernetes
 // annotations and Events: every string has a bound.
