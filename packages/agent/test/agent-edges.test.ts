@@ -15,6 +15,7 @@ import { spawnLogged } from '../../../test/helpers/proc.js';
 import { startAgent } from '../src/agent.js';
 import { AGENT_OPTIONS, agentOptionsFrom } from '../src/config.js';
 import { type Route, StaticRouteSource } from '../src/routes/source.js';
+import { agentOn } from './helpers/agent-on.js';
 import { fakeRelay } from './helpers/fake-relay.js';
 import { memoryLogger } from './helpers/log.js';
 
@@ -175,16 +176,7 @@ t.test(
       status: 'refused' as const,
       error: 'x'.repeat(500),
     }));
-    const log = memoryLogger();
-    const agent = startAgent({
-      relayUrl: relay.url,
-      token: TOKEN,
-      routes,
-      connections: 1,
-      logger: log.logger,
-    });
-    t.teardown(() => agent.close());
-    await agent.ready();
+    const { agent, log } = await agentOn(t, relay, routes);
     const refusedLines = log.lines.filter((l) => l.msg === 'route refused by the relay');
     t.equal(refusedLines.length, 10, 'a line each for the first ten changes');
     t.match(
@@ -232,15 +224,7 @@ t.test('a name stays with the route that has it, until that route stops asking f
     target: 'http://127.0.0.1:9',
   });
   const source = new StaticRouteSource([route('older', 'a.example.com'), route('newer', 'shop.example.com')]);
-  const agent = startAgent({
-    relayUrl: relay.url,
-    token: TOKEN,
-    routes: source,
-    connections: 1,
-    logger: memoryLogger().logger,
-  });
-  t.teardown(() => agent.close());
-  await agent.ready();
+  const { agent } = await agentOn(t, relay, source);
   const announced = async (update: Route[]) => {
     const next = relay.nextAnnouncements(1);
     source.update(update);

@@ -14,8 +14,8 @@ import { WebSocketServer } from 'ws';
 import { deferred } from '../../../test/helpers/deferred.js';
 import { freePort } from '../../../test/helpers/net.js';
 import { testPki } from '../../../test/helpers/tls.js';
-import { startAgent } from '../src/agent.js';
 import type { Route } from '../src/routes/source.js';
+import { agentOn } from './helpers/agent-on.js';
 import {
   fakeRelay,
   nextChunk,
@@ -24,9 +24,6 @@ import {
   resetReason,
   type Teardownable,
 } from './helpers/fake-relay.js';
-import { memoryLogger } from './helpers/log.js';
-
-const TOKEN = 'eyJhbGciOiJFZERTQSJ9.eyJzdWIiOiJ0ZXN0In0.c2VjcmV0LXNpZ25hdHVyZQ';
 
 /** Listens on 127.0.0.1 (any port) until teardown; resolves with the port. */
 async function listen(t: Teardownable, server: Server): Promise<number> {
@@ -50,18 +47,7 @@ async function backend(
 
 async function agentFor(t: Teardownable, routes: Route[], connectTimeout?: number) {
   const relay = await fakeRelay(t);
-  const log = memoryLogger();
-  const agent = startAgent({
-    relayUrl: relay.url,
-    token: TOKEN,
-    routes,
-    connections: 1,
-    logger: log.logger,
-    backoff: { base: 5, cap: 40 },
-    ...(connectTimeout ? { connectTimeout } : {}),
-  });
-  t.teardown(() => agent.close());
-  await agent.ready();
+  const { agent, log } = await agentOn(t, relay, routes, connectTimeout ? { connectTimeout } : {});
   return { relay, log, agent };
 }
 
