@@ -9,6 +9,7 @@ import { deferred } from '../../../test/helpers/deferred.js';
 import { freePort } from '../../../test/helpers/net.js';
 import { startAgent } from '../src/agent.js';
 import { StaticRouteSource } from '../src/routes/source.js';
+import { agentOn } from './helpers/agent-on.js';
 import { fakeRelay, readResponse, resetReason, type Teardownable } from './helpers/fake-relay.js';
 import { memoryLogger } from './helpers/log.js';
 
@@ -305,17 +306,9 @@ t.test('a relay that never ends its drain: the agent cuts it after its own drain
 
 t.test('an error GOAWAY the relay never follows with a close: the agent reconnects', async (t) => {
   const relay = await fakeRelay(t);
-  const log = memoryLogger();
-  const agent = startAgent({
-    relayUrl: relay.url,
-    token: TOKEN,
-    routes: [{ id: 'app', hostnames: ['app.example.com'], target: 'http://127.0.0.1:9' }],
-    connections: 1,
-    logger: log.logger,
-    backoff: FAST,
-  });
-  t.teardown(() => agent.close());
-  await agent.ready();
+  const { agent, log } = await agentOn(t, relay, [
+    { id: 'app', hostnames: ['app.example.com'], target: 'http://127.0.0.1:9' },
+  ]);
   const old = relay.live()[0]!;
   const reconnected = once(agent, 'connected');
   void old.session.goAway(Reason.InternalError, 'gave up');
