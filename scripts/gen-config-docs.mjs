@@ -6,17 +6,18 @@
 //   node scripts/gen-config-docs.mjs --check  exit 1 if it is out of date
 import { fileURLToPath } from 'node:url';
 import { AGENT_OPTIONS } from '@burrow/agent';
-import { RELAY_SERVE_OPTIONS } from '@burrow/relay';
+import { RELAY_KEYGEN_OPTIONS, RELAY_SERVE_OPTIONS, RELAY_TOKEN_OPTIONS } from '@burrow/relay';
 import { writeGeneratedDoc } from './lib/generated-doc.mjs';
 
 function table(specs) {
   const rows = specs
     .filter((s) => s.name !== 'help')
     .map((s) => {
-      const flag = `\`--${s.name}${s.type === 'boolean' ? '' : ` ${s.placeholder ?? 'VALUE'}`}\``;
+      const flag = `${s.short ? `\`-${s.short}\`, ` : ''}\`--${s.name}${s.type === 'boolean' ? '' : ` ${s.placeholder ?? 'VALUE'}`}\``;
       const env = s.env ? `\`${s.env}\`` : '';
       const def = s.default !== undefined ? `\`${String(s.default)}\`` : '';
-      const desc = `${s.description}${s.type === 'list' ? ' (repeatable; comma-separated in env)' : ''}`;
+      const list = s.env ? ' (repeatable; comma-separated in env)' : ' (repeatable)';
+      const desc = `${s.description}${s.type === 'list' ? list : ''}`;
       return `| ${flag} | ${env} | ${def} | ${desc.replace(/\|/g, '\\|')} |`;
     });
   return ['| flag | environment | default | meaning |', '|---|---|---|---|', ...rows].join('\n');
@@ -59,9 +60,29 @@ drain-timeout: 30s
 log-level: info
 \`\`\`
 
+## burrow-relay keygen
+
+Creates the Ed25519 key pair that signs agent tokens; the relay verifies with the \`.pub\` half
+(\`--verify-key\`).
+
+${table(RELAY_KEYGEN_OPTIONS)}
+
+## burrow-relay token create
+
+Prints a signed agent token, and nothing else, on standard output: redirect it to a file
+(\`> cluster.token\`).
+
+${table(RELAY_TOKEN_OPTIONS)}
+
 ## burrow-agent
 
 ${table(AGENT_OPTIONS)}
+
+With \`--kubernetes\` the agent also reads two variables that the Deployment in
+\`deploy/agent/\` sets from the pod (the downward API): \`POD_NAMESPACE\`, the namespace of its Lease
+(default: the service account's namespace, else \`default\`), and \`POD_NAME\`, its identity in the
+Lease (default: the host name). Run outside a cluster (\`--kubeconfig\`), set \`POD_NAMESPACE\` so
+the Lease does not land in \`default\`.
 
 Example \`routes.yaml\` for \`--routes\` (read at start; the root is a mapping whose \`routes:\` key holds
 the list, and each route needs \`hostnames\` and \`target\`):

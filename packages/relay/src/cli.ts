@@ -18,7 +18,7 @@ import {
   parseOptions,
   runCli,
 } from '@burrow/shared';
-import { readConfigFile, relayOptionsFrom, SERVE_OPTIONS } from './config.js';
+import { KEYGEN_OPTIONS, readConfigFile, relayOptionsFrom, SERVE_OPTIONS, TOKEN_OPTIONS } from './config.js';
 import { startRelay } from './relay.js';
 import { ConfigReloader, type LoadedConfig } from './reload.js';
 
@@ -30,56 +30,6 @@ Usage:
   burrow-relay token create --sub NAME --hosts PATTERNS [--ttl DURATION] [--key FILE]
                                                print a signed agent token
   burrow-relay <command> --help                options of a command`;
-
-const KEYGEN_OPTIONS: readonly OptionSpec[] = [
-  {
-    name: 'out',
-    type: 'string',
-    placeholder: 'DIR',
-    default: 'burrow-keys',
-    description: 'directory for signing.key (private, mode 0600) and signing.pub',
-  },
-  { name: 'force', type: 'boolean', description: 'overwrite an existing key pair' },
-  { name: 'help', short: 'h', type: 'boolean', description: 'show this help' },
-];
-
-const TOKEN_OPTIONS: readonly OptionSpec[] = [
-  {
-    name: 'sub',
-    type: 'string',
-    placeholder: 'NAME',
-    description: 'agent identity (tenant); replicas sharing it share routes (required)',
-  },
-  {
-    name: 'hosts',
-    type: 'list',
-    placeholder: 'PATTERNS',
-    description: 'hostnames the agent may claim, comma-separated; exact or *.suffix (required)',
-  },
-  {
-    name: 'ttl',
-    type: 'string',
-    placeholder: 'DURATION',
-    default: '90d',
-    description: 'lifetime, e.g. 12h, 30d',
-  },
-  {
-    name: 'key',
-    env: 'BURROW_SIGNING_KEY',
-    type: 'string',
-    placeholder: 'FILE',
-    default: 'burrow-keys/signing.key',
-    description: 'private signing key from keygen',
-  },
-  {
-    name: 'audience',
-    type: 'string',
-    placeholder: 'AUD',
-    default: 'burrow-relay',
-    description: 'audience; must match the relay --audience',
-  },
-  { name: 'help', short: 'h', type: 'boolean', description: 'show this help' },
-];
 
 async function serve(argv: string[]): Promise<void> {
   const first = parseOptions(SERVE_OPTIONS, argv);

@@ -256,6 +256,58 @@ export const SERVE_OPTIONS: readonly OptionSpec[] = [
   COMMON_OPTIONS.help,
 ];
 
+/** `burrow-relay keygen`. */
+export const KEYGEN_OPTIONS: readonly OptionSpec[] = [
+  {
+    name: 'out',
+    type: 'string',
+    placeholder: 'DIR',
+    default: 'burrow-keys',
+    description: 'directory for signing.key (private, mode 0600) and signing.pub',
+  },
+  { name: 'force', type: 'boolean', description: 'overwrite an existing key pair' },
+  { name: 'help', short: 'h', type: 'boolean', description: 'show this help' },
+];
+
+/** `burrow-relay token create`. */
+export const TOKEN_OPTIONS: readonly OptionSpec[] = [
+  {
+    name: 'sub',
+    type: 'string',
+    placeholder: 'NAME',
+    description: 'agent identity (tenant); replicas sharing it share routes (required)',
+  },
+  {
+    name: 'hosts',
+    type: 'list',
+    placeholder: 'PATTERNS',
+    description: 'hostnames the agent may claim, comma-separated; exact or *.suffix (required)',
+  },
+  {
+    name: 'ttl',
+    type: 'string',
+    placeholder: 'DURATION',
+    default: '90d',
+    description: 'lifetime, e.g. 12h, 30d',
+  },
+  {
+    name: 'key',
+    env: 'BURROW_SIGNING_KEY',
+    type: 'string',
+    placeholder: 'FILE',
+    default: 'burrow-keys/signing.key',
+    description: 'private signing key from keygen',
+  },
+  {
+    name: 'audience',
+    type: 'string',
+    placeholder: 'AUD',
+    default: 'burrow-relay',
+    description: 'audience; must match the relay --audience',
+  },
+  { name: 'help', short: 'h', type: 'boolean', description: 'show this help' },
+];
+
 /** Reads a YAML config file into option values (validated later against the table). */
 export async function readConfigFile(path: string): Promise<Record<string, unknown>> {
   const text = await readOptionFile('config', path, MAX_CONFIG_FILE);

@@ -346,7 +346,7 @@ export const COMMON_OPTIONS = {
     type: 'string',
     placeholder: 'LEVEL',
     default: 'info',
-    description: 'fatal, error, warn, info, debug or trace',
+    description: 'fatal, error, warn, info, debug, trace or silent',
   },
   help: { name: 'help', short: 'h', type: 'boolean', description: 'show this help' },
 } as const satisfies Record<string, OptionSpec>;
