@@ -12,7 +12,6 @@ import {
   formatHelp,
   generateSigningKeyPair,
   loadSigningKey,
-  type OptionSpec,
   type OptionValues,
   parseDuration,
   parseOptions,
