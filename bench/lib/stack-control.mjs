@@ -70,8 +70,10 @@ class StackProcess {
 
   constructor(roles, { profDir, prefix, onExit }) {
     this.roles = roles;
-    // --expose-gc: memory figures are read after a full collection.
-    const execArgv = ['--expose-gc'];
+    // --expose-gc: memory figures are read after a full collection. BENCH_NODE_ARGS adds flags
+    // (--perf-basic-prof, say, for `perf record`).
+    const extra = (process.env.BENCH_NODE_ARGS ?? '').split(' ').filter(Boolean);
+    const execArgv = ['--expose-gc', ...extra];
     if (profDir) {
       mkdirSync(profDir, { recursive: true });
       this.profile = join(profDir, `${roles.join('+')}.${process.pid}.${Date.now()}.cpuprofile`);
