@@ -251,6 +251,15 @@ export const SERVE_OPTIONS: readonly OptionSpec[] = [
     default: '20s',
     description: 'time a client has to send its request head (slow clients get 408)',
   },
+  {
+    name: 'max-connections',
+    env: 'BURROW_MAX_CONNECTIONS',
+    type: 'string',
+    placeholder: 'N',
+    default: 'auto',
+    description:
+      'client connections each public listener (HTTP, TLS) holds open; more are closed as they arrive, counted and logged. auto: the open-file limit less 1024, shared by the listeners, so agents can always reconnect',
+  },
   COMMON_OPTIONS.keepaliveInterval,
   COMMON_OPTIONS.logLevel,
   COMMON_OPTIONS.help,
@@ -429,6 +438,22 @@ async function tunnelTlsPair(certFile: string, keyFile: string): Promise<{ cert:
   return pair;
 }
 
+/** The most --max-connections takes: far above any open-file limit, but a number, not a typo. */
+const MAX_CONNECTIONS_CEILING = 10_000_000;
+
+/** --max-connections: `auto` leaves the relay to derive it; otherwise a whole number. */
+function maxConnectionsOption(values: OptionValues): { maxConnections?: number } {
+  const text = String(values['max-connections']);
+  if (text === 'auto') return {};
+  const n = /^[0-9]+$/.test(text) ? Number(text) : Number.NaN;
+  if (!(n >= 1 && n <= MAX_CONNECTIONS_CEILING)) {
+    throw new ConfigError(
+      `--max-connections must be auto or a whole number from 1 to ${MAX_CONNECTIONS_CEILING} (got "${text}")`,
+    );
+  }
+  return { maxConnections: n };
+}
+
 /** Turns parsed option values into RelayOptions, checking every field. */
 export async function relayOptionsFrom(
   values: OptionValues,
@@ -486,6 +511,7 @@ export async function relayOptionsFrom(
     drainTimeout: durationOption(values, 'drain-timeout'),
     responseHeadTimeout: durationOption(values, 'response-timeout'),
     headersTimeout: durationOption(values, 'headers-timeout'),
+    ...maxConnectionsOption(values),
     session: {
       keepaliveInterval: durationOption(values, 'keepalive-interval', { min: MIN_KEEPALIVE_INTERVAL }),
     },

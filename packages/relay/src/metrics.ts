@@ -55,6 +55,7 @@ export class RelayMetrics {
   readonly #certExpiry: Gauge<'name'>;
   readonly #reloads: Counter<'result'>;
   readonly #revocations: Counter;
+  readonly #dropped: Counter<'listener'>;
   readonly #tallies = new Map<string, RouteTally>();
 
   constructor(sources: RelayMetricsSources) {
@@ -131,6 +132,12 @@ export class RelayMetrics {
       name: 'burrow_relay_refusals_total',
       help: 'Agent tunnels and announced routes the relay refused, by reason.',
       labelNames: ['reason'],
+      registers,
+    });
+    this.#dropped = new Counter({
+      name: 'burrow_relay_connections_dropped_total',
+      help: 'Client connections closed on arrival because the listener held --max-connections, by listener (http, tls).',
+      labelNames: ['listener'],
       registers,
     });
     this.#revocations = new Counter({
@@ -210,6 +217,11 @@ export class RelayMetrics {
   /** `count` tunnel connections were closed for a revoked token. */
   revoked(count = 1): void {
     this.#revocations.inc(count);
+  }
+
+  /** A client connection was closed on arrival: its listener was full. */
+  connectionDropped(listener: 'http' | 'tls'): void {
+    this.#dropped.inc({ listener });
   }
 
   reloaded(ok: boolean): void {

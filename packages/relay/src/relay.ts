@@ -19,6 +19,12 @@ import { AcmeManager, type AcmeOptions } from './certs/acme.js';
 import { CertFiles } from './certs/files.js';
 import { CHALLENGE_PREFIX, serveHttpChallenge } from './certs/http-challenge.js';
 import { CertStore } from './certs/store.js';
+import {
+  autoMaxConnections,
+  dropReporter,
+  limitConnections,
+  openFileLimit,
+} from './listeners/connection-limit.js';
 import { createHttpListener } from './listeners/http.js';
 import { TlsFront } from './listeners/tls-front.js';
 import { RelayMetrics } from './metrics.js';
@@ -46,6 +52,12 @@ export interface RelayOptions {
   responseHeadTimeout?: number;
   /** Time allowed for a client's request head, ms. Default 20 s. */
   headersTimeout?: number;
+  /**
+   * Client connections each public listener (HTTP, TLS) holds open; more are
+   * closed as they arrive. Default: the open-file limit less 1024, shared by
+   * the listeners (none where that limit is unknown).
+   */
+  maxConnections?: number;
   /** How long a hostname whose agent went away answers 503 instead of 404, ms. Default 10 min. */
   offlineGrace?: number;
   session?: Partial<SessionConfig>;
@@ -255,6 +267,13 @@ export async function startRelay(options: RelayOptions): Promise<Relay> {
         ...(upstreams ? { upstreams } : {}),
       })
     : undefined;
+  // Client connections per public listener; over it, Node closes them as it accepts them.
+  const maxConnections = options.maxConnections ?? autoMaxConnections(front ? 2 : 1, openFileLimit());
+  if (maxConnections !== undefined) {
+    const dropped = dropReporter(logger, maxConnections, (l) => metrics.connectionDropped(l));
+    limitConnections(httpServer, maxConnections, () => dropped('http'));
+    if (front) limitConnections(front.server, maxConnections, () => dropped('tls'));
+  }
   // The metric follows the store: every name of every certificate, removed when it goes.
   let exported = new Set<string>();
   certs.on('change', () => {
@@ -300,6 +319,7 @@ export async function startRelay(options: RelayOptions): Promise<Relay> {
       tunnel: tunnelAddress,
       ...(tlsAddress ? { tls: tlsAddress } : {}),
       ...(adminAddress ? { admin: adminAddress } : {}),
+      maxConnections: maxConnections ?? 'none',
       relayId: id,
     },
     'relay listening',

@@ -143,3 +143,17 @@ t.test('a broken tunnel certificate is refused at start and reported, not fatal,
   t.equal(fixed.tunnelTlsError, undefined);
   t.equal(fixed.options.tunnelTls?.cert, await readFile(pki.certFile, 'utf8'));
 });
+
+t.test('--max-connections: auto by default, else a whole number', async (t) => {
+  const dir = await tempDir(t, 'burrow-config-');
+  await writeFile(join(dir, 'signing.pub'), (await generateSigningKeyPair()).publicPem);
+  const options = (argv: string[]) =>
+    relayOptionsFrom(parseOptions(SERVE_OPTIONS, ['--verify-key', dir, ...argv], {}).values);
+  t.equal((await options([])).options.maxConnections, undefined, 'auto: the relay derives it');
+  t.equal((await options(['--max-connections', '5000'])).options.maxConnections, 5000);
+  for (const bad of ['0', '-1', '1e3', '2.5', 'lots', '10000001']) {
+    await t.rejects(options([`--max-connections=${bad}`]), {
+      message: `--max-connections must be auto or a whole number from 1 to 10000000 (got "${bad}")`,
+    });
+  }
+});
