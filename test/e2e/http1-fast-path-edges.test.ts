@@ -3,6 +3,7 @@
 // path (Node's parser, forward.ts, undici at the agent) does. Real relay,
 // agent, backends and clients on 127.0.0.1.
 import { once } from 'node:events';
+import { readFile } from 'node:fs/promises';
 import { type AddressInfo, createServer, type Socket } from 'node:net';
 import { StaticRouteSource } from '@burrow/agent';
 import type { Relay, RelayOptions } from '@burrow/relay';
@@ -484,6 +485,144 @@ t.test('garbage, 101 and huge heads from the backend: 502, the connection goes o
   t.equal(await c.response(), undefined, 'a malformed chunked body: the client connection is cut');
   t.equal((await rawRequest(port, get(host, '/ok'))).status, 200);
   await until(async () => (await streamsActive(relay, host)) <= 1, 'streams closed but the pooled one');
+});
+
+t.test('a response head cut short: an error page, and none of it reaches the next response', async (t) => {
+  const host = 'partial.review.test';
+  // A response head that stops after a Set-Cookie line: the backend then closes, or goes quiet.
+  const partial = 'HTTP/1.1 200 OK\r\nSet-Cookie: session=for-someone-else\r\n';
+  const backend = await rawBackend(t, (socket, req) => {
+    const path = req.head.split(' ')[1];
+    if (path === '/closes') socket.end(partial);
+    else if (path === '/stalls') socket.write(partial);
+    else if (path === '/early-hints-then-stalls')
+      socket.write(`HTTP/1.1 103 Early Hints\r\nLink: </a>\r\n\r\n${partial}`);
+    else socket.write('HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok');
+  });
+  const { port } = await setup(t, host, backend.url, { responseHeadTimeout: 300 });
+  for (const [path, status] of [
+    ['/closes', 502],
+    ['/stalls', 504],
+    ['/early-hints-then-stalls', 504],
+  ] as const) {
+    const c = client(t, port);
+    c.write(get(host, path));
+    t.equal((await c.response())?.status, status, `${path}: ${status}`);
+    c.write(get(host, '/next'));
+    const next = await c.response();
+    t.equal(next?.status, 200, `${path}: the next request on the connection`);
+    t.same(field(next!, 'set-cookie'), [], `${path}: no field of the cut response in the next one`);
+    t.equal(String(next?.body), 'ok');
+  }
+});
+
+t.test('a response head sent a byte at a time arrives whole', async (t) => {
+  const host = 'trickle.review.test';
+  const head = `HTTP/1.1 200 OK\r\nX-Long: ${'v'.repeat(8 * 1024)}\r\nContent-Length: 2\r\n\r\n`;
+  const backend = await rawBackend(t, (socket) => {
+    socket.setNoDelay(true);
+    let at = 0;
+    const next = () => {
+      if (socket.destroyed) return;
+      if (at === head.length) {
+        socket.write('ok');
+        return;
+      }
+      socket.write(head[at++]!, next);
+    };
+    next();
+  });
+  const { port } = await setup(t, host, backend.url);
+  const c = client(t, port);
+  c.write(get(host, '/'));
+  const r = await c.response();
+  t.equal(r?.status, 200);
+  t.equal(field(r!, 'x-long')[0]?.length, 8 * 1024, 'the long field, whole');
+  t.equal(String(r?.body), 'ok');
+});
+
+t.test('a backend response with both Content-Length and Transfer-Encoding: 502 on both paths', async (t) => {
+  const host = 'split.review.test';
+  // By its length the body ends after "0\r\n\r\n"; by chunked framing too, but a cache or a
+  // client reading Content-Length: 5 would see the rest as the next response.
+  const backend = await rawBackend(t, (socket) => {
+    socket.write(
+      'HTTP/1.1 200 OK\r\nContent-Length: 5\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\n' +
+        'HTTP/1.1 200 OK\r\nContent-Length: 8\r\n\r\ninjected',
+    );
+  });
+  const { port } = await setup(t, host, backend.url);
+  // HTTP/1.1 takes the fast path; HTTP/1.0 takes Node's parser and the general path.
+  for (const version of ['1.1', '1.0']) {
+    const c = client(t, port);
+    c.write(`GET / HTTP/${version}\r\nHost: ${host}\r\n\r\n`);
+    const r = await c.response();
+    t.equal(r?.status, 502, `HTTP/${version}: 502`);
+    t.notMatch(String(r?.body), /injected/, `HTTP/${version}: nothing of what followed`);
+  }
+});
+
+t.test('Transfer-Encoding with a no-break space is not chunked: 400 and 502, never a wait', async (t) => {
+  const host = 'nbsp.review.test';
+  const backend = await rawBackend(t, (socket, req) => {
+    if (req.head.startsWith('GET /te'))
+      socket.write('HTTP/1.1 200 OK\r\nTransfer-Encoding: \xa0chunked\r\n\r\n2\r\nok\r\n0\r\n\r\n', 'latin1');
+    else socket.write('HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok');
+  });
+  const { port } = await setup(t, host, backend.url);
+  const upload = await rawRequest(
+    port,
+    Buffer.from(
+      `POST /up HTTP/1.1\r\nHost: ${host}\r\nTransfer-Encoding: \xa0chunked\r\n\r\n0\r\n\r\n`,
+      'latin1',
+    ),
+  );
+  t.equal(upload.status, 400, 'a request framed so: 400 at once');
+  t.equal(backend.requests.length, 0, 'nothing reached the backend');
+  t.equal((await rawRequest(port, get(host, '/te'))).status, 502, 'a response framed so: 502');
+});
+
+t.test('pipelined requests from a client that reads nothing: no more started than it can take', async (t) => {
+  const host = 'piper.review.test';
+  const SIZE = 8 * 1024;
+  const COUNT = 6000;
+  const backend = await rawBackend(t, (socket, req) => {
+    const n = req.head.split(' ')[1]!.slice(1).padEnd(SIZE, '.');
+    socket.write(`HTTP/1.1 200 OK\r\nContent-Length: ${SIZE}\r\n\r\n${n}`);
+  });
+  const { port } = await setup(t, host, backend.url);
+  // What the kernel may hold between the relay and the client: the relay's send buffer and
+  // the client's receive buffer at their largest. Each response beyond that sits in the relay.
+  const largest = async (file: string) => Number((await readFile(file, 'utf8')).trim().split(/\s+/)[2]);
+  const kernel =
+    (await largest('/proc/sys/net/ipv4/tcp_rmem')) + (await largest('/proc/sys/net/ipv4/tcp_wmem'));
+  const bound = Math.ceil(kernel / SIZE) + 2;
+  t.ok(COUNT > bound * 1.2, `${COUNT} requests are more than the kernel holds (${bound})`);
+  const c = client(t, port);
+  c.socket.pause();
+  let requests = '';
+  for (let i = 0; i < COUNT; i++) requests += get(host, `/${i}`);
+  c.write(requests);
+  // The relay stops starting requests once the client's socket is full; wait for that.
+  let last = -1;
+  await until(async () => {
+    const seen = backend.requests.length;
+    const still = seen === last && seen > 0;
+    last = seen;
+    return still;
+  }, 'the backend stopped getting requests');
+  const started = backend.requests.length;
+  t.ok(started <= bound, `${started} requests started before the client read (at most ${bound})`);
+  c.socket.resume();
+  let inOrder = true;
+  for (let i = 0; i < COUNT; i++) {
+    const r = await c.response();
+    if (r?.status !== 200 || !String(r.body).startsWith(`${i}.`)) {
+      inOrder = false;
+      break;
+    }
+  }
+  t.ok(inOrder, `all ${COUNT} responses, in order`);
 });
 
 // ---------------------------------------------------------------------------

@@ -24,6 +24,7 @@ import {
 import {
   ChunkedEnd,
   type Framing,
+  HeadBytes,
   INCOMPLETE,
   OTHER,
   parseRequestHead,
@@ -140,7 +141,7 @@ export class Http1Connection {
     drained: () => this.#resumeClient(),
   };
   /** Response bytes before the whole head has arrived. */
-  #head: Buffer | undefined;
+  readonly #head = new HeadBytes(MAX_RESPONSE_HEAD);
   /** How the current response's body ends; undefined until its head is read. */
   #framing: Framing | undefined;
   /** Response body bytes still to come (`length` framing). */
@@ -156,6 +157,8 @@ export class Http1Connection {
   #clientPaused = false;
   /** Upstream reading paused for a client that does not take the response as fast. */
   #streamPaused = false;
+  /** A pipelined request waits for the client to take the responses before it. */
+  #awaitingDrain = false;
   /** Closing or handed over: nothing more is read or started here. */
   #gone = false;
 
@@ -167,6 +170,10 @@ export class Http1Connection {
     if (this.#streamPaused) {
       this.#streamPaused = false;
       this.#up?.stream.resume();
+    }
+    if (this.#awaitingDrain) {
+      this.#awaitingDrain = false;
+      this.#next();
     }
   };
   /**
@@ -245,6 +252,13 @@ export class Http1Connection {
   /** Starts the requests waiting in `#pending`, one at a time, or hands the connection over. */
   #next(): void {
     while (!this.#ex && this.#pending && !this.#gone) {
+      // A client that pipelines requests and reads no responses gets no more answers buffered
+      // for it than one response's worth: the next request starts once the socket drains.
+      if (this.#socket.writableNeedDrain) {
+        this.#awaitingDrain = true;
+        this.#pauseClient();
+        return;
+      }
       const head = parseRequestHead(this.#pending, MAX_REQUEST_HEAD, MAX_REQUEST_HEADERS);
       if (head === INCOMPLETE) {
         this.#headTimer ??= setTimeout(() => this.#headTimeout(), this.#opts.headersTimeout);
@@ -335,6 +349,10 @@ export class Http1Connection {
    * it is spent, reset when the exchange on it was cut (`reset`).
    */
   #letGo(reset: boolean): void {
+    // Whatever part of a response it sent goes with it: none of it may reach the next exchange's.
+    this.#head.clear();
+    this.#framing = undefined;
+    this.#chunks = undefined;
     const up = this.#up;
     if (!up) return;
     this.#up = undefined;
@@ -367,31 +385,35 @@ export class Http1Connection {
       this.#body(ex, chunk);
       return;
     }
-    this.#head = this.#head ? Buffer.concat([this.#head, chunk]) : chunk;
+    const bytes = this.#head.add(chunk);
+    if (bytes === INCOMPLETE) return;
     // The head and the body that came with it leave in one system call.
     const socket = this.#socket;
     socket.cork();
-    this.#readHead(ex);
+    this.#readHead(ex, bytes);
     socket.uncork();
   }
 
-  #readHead(ex: Exchange): void {
-    for (;;) {
-      const buf = this.#head!;
-      const head = parseResponseHead(buf, ex.head.method, MAX_RESPONSE_HEAD);
-      if (head === INCOMPLETE) return;
-      // A 101 cannot answer a request that asked for no upgrade.
-      if (typeof head === 'string' || head.status === 101) {
-        const reason = typeof head === 'string' ? head : 'status 101 without an upgrade request';
-        this.#opts.logger.warn({ host: ex.head.host, reason }, 'backend sent an invalid response head');
-        this.#head = undefined;
-        this.#answerError(ex, INVALID_RESPONSE_HEAD);
+  /** Reads the response head that `bytes` (all of it, or a reason it is bad) begins with. */
+  #readHead(ex: Exchange, bytes: Buffer | string): void {
+    for (let buf = bytes; ; ) {
+      if (typeof buf === 'string') {
+        this.#badHead(ex, buf);
         return;
       }
-      this.#head = head.end < buf.length ? buf.subarray(head.end) : undefined;
+      const head = parseResponseHead(buf, ex.head.method, MAX_RESPONSE_HEAD);
+      if (head === INCOMPLETE) return; // never: HeadBytes hands on a head with its blank line
+      // A 101 cannot answer a request that asked for no upgrade.
+      if (typeof head === 'string' || head.status === 101) {
+        this.#badHead(ex, typeof head === 'string' ? head : 'status 101 without an upgrade request');
+        return;
+      }
+      const rest = head.end < buf.length ? buf.subarray(head.end) : undefined;
       if (head.status < 200) {
         // 1xx informational responses are not passed on.
-        if (!this.#head) return;
+        const next = rest && this.#head.add(rest);
+        if (next === undefined || next === INCOMPLETE) return;
+        buf = next;
         continue;
       }
       clearTimeout(this.#responseTimer);
@@ -404,13 +426,16 @@ export class Http1Connection {
       if (head.framing === 'chunked') this.#chunks = new ChunkedEnd();
       const tail = ex.close ? this.#tails.close : this.#tails.keepAlive;
       this.#write(Buffer.from(`${head.head}${tail}\r\n`, 'latin1'));
-      const rest = this.#head;
-      this.#head = undefined;
       if (head.framing === 'none' || (head.framing === 'length' && head.length === 0))
         this.#complete(ex, rest);
       else if (rest) this.#body(ex, rest);
       return;
     }
+  }
+
+  #badHead(ex: Exchange, reason: string): void {
+    this.#opts.logger.warn({ host: ex.head.host, reason }, 'backend sent an invalid response head');
+    this.#answerError(ex, INVALID_RESPONSE_HEAD);
   }
 
   #body(ex: Exchange, chunk: Buffer): void {
@@ -460,8 +485,6 @@ export class Http1Connection {
   /** The response is whole: the access entry, then the next request (or the close). */
   #complete(ex: Exchange, extra: Buffer | undefined): void {
     this.#ex = undefined;
-    this.#framing = undefined;
-    this.#chunks = undefined;
     clearTimeout(this.#responseTimer);
     // Bytes after the response, or a body the client never finished: the upstream is done.
     const broken = extra !== undefined || ex.bodyLeft > 0;
@@ -520,7 +543,7 @@ export class Http1Connection {
    */
   #retry(ex: Exchange, allowed: boolean): boolean {
     if (!allowed || !ex.sent || ex.attempts >= MAX_RETRIES || !IDEMPOTENT.has(ex.head.method)) return false;
-    if (this.#head) return false; // part of a response came
+    if (!this.#head.empty) return false; // part of a response came
     ex.attempts++;
     this.#letGo(true);
     const found = this.#opts.table.lookup(ex.head.host);

@@ -215,6 +215,69 @@ const HOP_BY_HOP = new Set([
 /** Name lengths of the response fields the relay reads or drops: any other name is passed on unread. */
 const SPECIAL_RESPONSE_LENGTHS = new Set([...HOP_BY_HOP, 'content-length'].map((name) => name.length));
 
+const CRLF2_BYTES = Buffer.from(CRLF2, 'latin1');
+
+/**
+ * Collects a response head that arrives in pieces (a backend may write it a
+ * byte at a time) without copying or rescanning what came before: each byte
+ * is looked at once, and the pieces are joined once, when the blank line
+ * that ends the head is there.
+ */
+export class HeadBytes {
+  #parts: Buffer[] = [];
+  #length = 0;
+  /** The last three bytes so far, for a blank line split across pieces. */
+  #tail: Buffer = Buffer.alloc(0);
+  readonly #maxHead: number;
+
+  constructor(maxHead: number) {
+    this.#maxHead = maxHead;
+  }
+
+  /** Nothing collected. */
+  get empty(): boolean {
+    return this.#length === 0;
+  }
+
+  /**
+   * Adds `piece`. Returns all the bytes so far once they hold a blank line
+   * (and starts over), INCOMPLETE before, or what is wrong with a head that
+   * can never be whole: too long, or a line ended by a bare LF.
+   */
+  add(piece: Buffer): Buffer | typeof INCOMPLETE | string {
+    const tail = this.#tail;
+    let whole = piece.indexOf(CRLF2_BYTES) !== -1;
+    if (!whole && tail.length > 0) {
+      whole = Buffer.concat([tail, piece.subarray(0, 3)]).indexOf(CRLF2_BYTES) !== -1;
+    }
+    if (whole) {
+      const bytes =
+        this.#parts.length === 0
+          ? piece
+          : Buffer.concat([...this.#parts, piece], this.#length + piece.length);
+      this.clear();
+      return bytes;
+    }
+    this.#length += piece.length;
+    if (this.#length > this.#maxHead) return `response head over ${this.#maxHead} bytes`;
+    // A head with bare LF line ends would never show its CRLF CRLF: say so now, not at the timeout.
+    for (let lf = piece.indexOf(10); lf !== -1; lf = piece.indexOf(10, lf + 1)) {
+      const before = lf > 0 ? piece[lf - 1] : tail[tail.length - 1];
+      if (before !== 13) return 'a line of the response head ends in LF without CR';
+    }
+    this.#parts.push(piece);
+    this.#tail =
+      piece.length >= 3 ? piece.subarray(piece.length - 3) : Buffer.concat([tail, piece]).subarray(-3);
+    return INCOMPLETE;
+  }
+
+  clear(): void {
+    this.#parts = [];
+    this.#length = 0;
+    this.#tail = Buffer.alloc(0);
+  }
+}
+
 /**
  * Reads the response head at the start of `buf` (for a request with
  * `method`). Returns INCOMPLETE until the head is whole, and a string saying
@@ -226,14 +289,7 @@ export function parseResponseHead(
   maxHead: number,
 ): ResponseHead | typeof INCOMPLETE | string {
   const blank = buf.indexOf(CRLF2, 0, 'latin1');
-  if (blank === -1) {
-    if (buf.length > maxHead) return `response head over ${maxHead} bytes`;
-    // A head with bare LF line ends would never show its CRLF CRLF: say so now, not at the timeout.
-    for (let lf = buf.indexOf(10); lf !== -1; lf = buf.indexOf(10, lf + 1)) {
-      if (lf === 0 || buf[lf - 1] !== 13) return 'a line of the response head ends in LF without CR';
-    }
-    return INCOMPLETE;
-  }
+  if (blank === -1) return new HeadBytes(maxHead).add(buf) as typeof INCOMPLETE | string;
   // Up to and with the last field line's CRLF.
   const text = buf.toString('latin1', 0, blank + 2);
   const eol = text.indexOf('\r\n');
@@ -249,7 +305,6 @@ export function parseResponseHead(
   let named: Set<string> | undefined;
   let codings: string | undefined;
   let length: string | undefined;
-  let lengthLine = -1;
   // "close" wins over "keep-alive", wherever each stands.
   let close = false;
   let keepAlive = start[1] === '1';
@@ -264,7 +319,6 @@ export function parseResponseHead(
         // One value only: a repeated one, even the same, is refused as the general path does.
         if (length !== undefined || !DIGITS.test(value)) return 'invalid Content-Length';
         length = value;
-        lengthLine = starts.length;
       } else if (HOP_BY_HOP.has(name)) {
         drop = true;
         if (name === 'transfer-encoding') codings = codings === undefined ? value : `${codings}, ${value}`;
@@ -288,11 +342,13 @@ export function parseResponseHead(
   else if (codings !== undefined) {
     // Chunked alone can be passed on as it is; any other coding would reach the
     // client unmarked once Transfer-Encoding is rewritten.
-    if (codings.trim().toLowerCase() !== 'chunked')
+    // Values are trimmed of spaces and tabs only: "\xa0chunked" is not chunked.
+    if (codings.toLowerCase() !== 'chunked')
       return `the backend sent Transfer-Encoding "${codings}"; only chunked can be passed on`;
+    // Both framings at once may be an attempt at response splitting (RFC 9112 §6.3): the general
+    // path's parser refuses it, and so does this one.
+    if (length !== undefined) return 'both Content-Length and Transfer-Encoding';
     framing = 'chunked';
-    // With chunked framing the length is not the body's (RFC 9112 §6.3).
-    if (lengthLine !== -1) dropped[lengthLine] = true;
   } else framing = length !== undefined ? 'length' : 'close';
   if (named) {
     for (let i = 0; i < starts.length; i++) {

@@ -83,10 +83,9 @@ export function invalidRequest(req: IncomingMessage, host: string): ProxyFailure
     if (authority !== host) return HOST_MISMATCH;
   }
   if (badFraming) return BAD_FRAMING;
-  if (
-    te !== undefined &&
-    (te.trim().toLowerCase() !== 'chunked' || req.headers['content-length'] !== undefined)
-  )
+  // Node has taken the spaces and tabs around the value; String.prototype.trim would take more
+  // ("\xa0chunked" is not chunked to llhttp, which would then wait for a body it cannot frame).
+  if (te !== undefined && (te.toLowerCase() !== 'chunked' || req.headers['content-length'] !== undefined))
     return BAD_FRAMING;
   return undefined;
 }
