@@ -56,6 +56,8 @@ export class FakeKube extends EventEmitter {
   readonly requests: FakeKubeRequest[] = [];
   /** When set, the next `count` requests of `method` (default GET: list and watch) on this resource fail with `status`. */
   failNext: { resource: string; status: number; count: number; method?: string } | undefined;
+  /** Namespaces whose every request is refused with 403, as RBAC refuses one the agent's Role does not cover. */
+  readonly forbidden = new Set<string>();
 
   async start(t: Teardownable): Promise<this> {
     this.server = createServer((req, res) => {
@@ -221,6 +223,8 @@ export class FakeKube extends EventEmitter {
     const [, ns, resource, name] = m as unknown as [string, string | undefined, string, string | undefined];
     const c = this.#collections.get(resource)!;
 
+    if (ns !== undefined && this.forbidden.has(ns))
+      return send(res, 403, status(403, `${resource} is forbidden in the namespace "${ns}"`));
     if (
       this.failNext &&
       this.failNext.resource === resource &&

@@ -77,7 +77,12 @@ export async function startKubernetes(options: KubernetesOptions): Promise<Kuber
   else {
     // Not ready until the list succeeds (the watch retries with backoff and says why it failed).
     log.warn('Kubernetes services not listed yet; the agent is not ready until they are');
-    watch.once('change', listed);
+    const whenSynced = () => {
+      if (!watch.synced) return;
+      watch.off('change', whenSynced);
+      listed();
+    };
+    watch.on('change', whenSynced);
   }
   return {
     source,

@@ -33,6 +33,8 @@ export interface WatchedService {
 
 interface InformerEntry {
   informer: Informer<V1Service>;
+  /** The namespace it watches; undefined for all of them. */
+  namespace: string | undefined;
   lastEvent: number;
   failures: number;
   /** A list succeeded: the informer holds the Services as they are. */
@@ -98,8 +100,9 @@ export class ServiceWatch extends EventEmitter<Events> {
   /**
    * Starts the informers; resolves once each has tried its first list. A list
    * that failed (API server unreachable, RBAC refusing) is retried with
-   * backoff; `synced` turns true, and 'change' is emitted, only when every
-   * informer has listed.
+   * backoff; `synced` turns true only when every informer has listed. Changes
+   * are emitted from the start: what one namespace listed is served, and
+   * follows its changes, while another's list keeps failing.
    */
   async start(): Promise<void> {
     const api = this.#opts.kubeConfig.makeApiClient(CoreV1Api);
@@ -123,7 +126,13 @@ export class ServiceWatch extends EventEmitter<Events> {
         false,
         selector,
       );
-      const entry: InformerEntry = { informer, lastEvent: Date.now(), failures: 0, listed: false };
+      const entry: InformerEntry = {
+        informer,
+        namespace: ns,
+        lastEvent: Date.now(),
+        failures: 0,
+        listed: false,
+      };
       const upsert = (svc: V1Service) => {
         this.#working(entry);
         this.#upsert(svc);
@@ -191,7 +200,7 @@ export class ServiceWatch extends EventEmitter<Events> {
   }
 
   #schedule(): void {
-    if (this.#pending || !this.#synced) return;
+    if (this.#pending) return;
     this.#pending = true;
     setImmediate(() => {
       this.#pending = false;
@@ -208,7 +217,12 @@ export class ServiceWatch extends EventEmitter<Events> {
     const level = entry.failures === 0 ? 'warn' : 'debug';
     entry.failures++;
     this.#opts.logger[level](
-      { reason, failures: entry.failures, retryInMs: Math.round(delay) },
+      {
+        ...(entry.namespace !== undefined ? { namespace: entry.namespace } : {}),
+        reason,
+        failures: entry.failures,
+        retryInMs: Math.round(delay),
+      },
       entry.failures === 1 ? 'Kubernetes watch failed; restarting' : 'Kubernetes watch failed again',
     );
     this.restarts++;
