@@ -13,6 +13,7 @@ import {
 } from '@burrow/shared';
 import { createDialer, type Dialer } from './dialer/http.js';
 import { DEFAULT_CONNECT_TIMEOUT } from './dialer/pool.js';
+import { checkRelayUrl } from './relay-url.js';
 import {
   isRouteSource,
   type Route,
@@ -95,20 +96,6 @@ export interface Agent extends EventEmitter<AgentEvents> {
   connectionStates(): ConnectionState[];
   /** Stops reconnecting and drains every connection (bounded by the session drainTimeout). */
   close(): Promise<void>;
-}
-
-function checkRelayUrl(text: string): void {
-  let url: URL;
-  try {
-    url = new URL(text);
-  } catch {
-    throw new ConfigError(`relay URL must be ws://HOST:PORT or wss://HOST:PORT (got "${text}")`);
-  }
-  if (url.protocol !== 'ws:' && url.protocol !== 'wss:') {
-    const hint = url.protocol === 'https:' ? ' (use wss://)' : url.protocol === 'http:' ? ' (use ws://)' : '';
-    throw new ConfigError(`relay URL must be ws://HOST:PORT or wss://HOST:PORT${hint} (got "${text}")`);
-  }
-  if (url.username || url.password) throw new ConfigError('relay URL must not contain credentials');
 }
 
 /** Starts an agent: connects to the relay, announces the routes and serves the relay's streams. */

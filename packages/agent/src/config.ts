@@ -10,6 +10,7 @@ import {
   readOptionFile,
 } from '@burrow/shared';
 import type { AgentOptions } from './agent.js';
+import { checkRelayUrl, shownUrl } from './relay-url.js';
 import { loadRoutesFile } from './routes/file.js';
 import { parseExposeList } from './routes/static.js';
 import { validateRoutes } from './routes/validate.js';
@@ -176,9 +177,7 @@ export async function agentOptionsFrom(
   const logLevel = logLevelOption(values);
   const relayUrl = values['relay'] as string | undefined;
   if (!relayUrl) throw new ConfigError('--relay is required (e.g. --relay wss://relay.example.com:8443)');
-  if (!/^wss?:\/\/[^/]/.test(relayUrl)) {
-    throw new ConfigError(`--relay must be a ws:// or wss:// URL (got "${relayUrl}")`);
-  }
+  checkRelayUrl(relayUrl, '--relay');
   const connections = Number(values['connections']);
   if (!Number.isInteger(connections) || connections < 1 || connections > 64) {
     throw new ConfigError(`--connections must be an integer from 1 to 64 (got "${values['connections']}")`);
@@ -192,6 +191,17 @@ export async function agentOptionsFrom(
     throw new ConfigError(
       '--kubernetes takes routes from Services; drop --expose and --routes (or run a second agent)',
     );
+  }
+  if (!kube) {
+    // Without --kubernetes these would be silently ignored: an agent meant to watch one namespace
+    // must not start as if it had been told nothing.
+    for (const name of ['namespaces', 'label-selector']) {
+      const v = values[name];
+      if (v !== undefined && !(Array.isArray(v) && v.length === 0))
+        throw new ConfigError(
+          `--${name} applies with --kubernetes only: add --kubernetes, or drop --${name}`,
+        );
+    }
   }
   if (!kube && all.length === 0) {
     throw new ConfigError('no routes: pass --expose HOST=URL (repeatable), --routes FILE, or --kubernetes');
@@ -225,7 +235,7 @@ export async function agentOptionsFrom(
     // A CA for a connection without TLS would be ignored, and the token sent in clear text.
     if (relayUrl.startsWith('ws://')) {
       throw new ConfigError(
-        `--relay-ca needs a wss:// relay URL (got "${relayUrl}"): ws:// has no TLS to verify`,
+        `--relay-ca needs a wss:// relay URL (got "${shownUrl(relayUrl)}"): ws:// has no TLS to verify`,
       );
     }
   }

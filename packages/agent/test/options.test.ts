@@ -127,8 +127,30 @@ t.test('operator mistakes: one line naming the option, and never the token', asy
     [
       ['--relay', 'https://relay.example.com', ...base.slice(2)],
       {},
-      /^--relay must be a ws:\/\/ or wss:\/\/ URL/,
+      /^--relay must be ws:\/\/HOST:PORT or wss:\/\/HOST:PORT \(use wss:\/\/\) \(got "https:\/\/relay\.example\.com"\)$/,
     ],
+    [
+      ['--relay', 'https://admin:hunter2@relay.example.com', ...base.slice(2)],
+      {},
+      /^--relay must be ws:\/\/HOST:PORT or wss:\/\/HOST:PORT \(use wss:\/\/\) \(got "https:\/\/…@relay\.example\.com\/"\)$/,
+    ],
+    [
+      ['--relay', 'wss://admin:hunter2@relay.example.com', ...base.slice(2)],
+      {},
+      /^--relay must not contain credentials: the token goes in --token-file$/,
+    ],
+    [
+      ['--relay', 'wss://relay.example.com/?token=hunter2', ...base.slice(2)],
+      {},
+      /^--relay must not have a query or fragment \(got "wss:\/\/relay\.example\.com\/\?…"\)$/,
+    ],
+    [
+      ['--relay', 'not a url', ...base.slice(2)],
+      {},
+      /^--relay must be ws:\/\/HOST:PORT .*\(got "not a url"\)$/,
+    ],
+    [[...base, '--namespaces', 'prod'], {}, /^--namespaces applies with --kubernetes only/],
+    [[...base], { BURROW_LABEL_SELECTOR: 'expose=true' }, /^--label-selector applies with --kubernetes only/],
     [[...base.slice(0, 2), ...base.slice(4)], {}, /^no agent token: pass --token-file FILE/],
     [
       [...base.slice(0, 2), '--token-file', join(dir, 'nope'), ...base.slice(4)],
