@@ -239,6 +239,11 @@ class AgentImpl extends EventEmitter<AgentEvents> implements Agent {
     for (const r of this.#routes.values()) {
       for (const h of r.hostnames) if (asked.has(`${r.id} ${h}`)) held.set(h, r.id);
     }
+    // Names this process holds no route for yet go where the source's record says (a restart, a
+    // second replica): the same route as for the replicas already running.
+    for (const [h, id] of this.#source.holders?.() ?? []) {
+      if (!held.has(h) && asked.has(`${id} ${h}`)) held.set(h, id);
+    }
     // Routes that hold names go first, so they also keep their places under the announcement limits.
     const routes = [
       ...offered.filter((r) => this.#routes.has(r.id)),

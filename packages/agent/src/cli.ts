@@ -144,6 +144,7 @@ await runCli('burrow-agent', async () => {
       namespaces: kubernetes.namespaces,
       ...(kubernetes.labelSelector ? { labelSelector: kubernetes.labelSelector } : {}),
       lease: { namespace: podNamespace(), identity: podName(), name: kubernetes.leaseName },
+      token: options.token,
     }).finally(() => clearTimeout(slow));
   }
   agent = startAgent({ ...options, ...(kube ? { routes: kube.source } : {}), logger });

@@ -15,6 +15,8 @@ export const ANNOTATION = {
   url: 'burrow.dev/url',
   /** Written by the agent: why it is not. */
   error: 'burrow.dev/error',
+  /** Written by the agent: the hostnames the Service holds, with proof (holds.ts). */
+  holds: 'burrow.dev/holds',
 } as const;
 
 export const PROTOCOLS = ['http', 'https', 'tls-passthrough'] as const;

@@ -3,6 +3,7 @@ import { hostname } from 'node:os';
 import type { Logger } from '@burrow/shared';
 import { CoordinationV1Api, CoreV1Api, type KubeConfig } from '@kubernetes/client-node';
 import type { RouteSource } from '../routes/source.js';
+import { holdsKey } from './holds.js';
 import { LeaseElector } from './lease.js';
 import { KubernetesRouteSource } from './route-source.js';
 import { ServiceWatch } from './services.js';
@@ -25,6 +26,12 @@ export interface KubernetesOptions {
   watchIdleTimeout?: number;
   /** Backoff of a failed watch and of write-back that could not write: first delay and cap, ms. */
   backoff?: { base: number; cap: number };
+  /**
+   * The agent's token: keys the `burrow.dev/holds` records that keep a contested
+   * hostname with the same Service across replicas and restarts (holds.ts).
+   * Without it, each replica decides from what it has seen itself.
+   */
+  token?: string | (() => string);
 }
 
 export interface Kubernetes {
@@ -55,6 +62,26 @@ export function podName(): string {
   return process.env['POD_NAME'] || hostname();
 }
 
+/**
+ * The `burrow.dev/holds` key, following a token file as it is rotated; while
+ * the file cannot be read (mid-rotation), the last key read.
+ */
+function keyFrom(token: string | (() => string)): () => Buffer {
+  if (typeof token === 'string') {
+    const key = holdsKey(token);
+    return () => key;
+  }
+  let key = holdsKey(token());
+  return () => {
+    try {
+      key = holdsKey(token());
+    } catch {
+      // The last key stands.
+    }
+    return key;
+  };
+}
+
 /** Lists Services (resolves after the initial list) and returns the route source and write-back. */
 export async function startKubernetes(options: KubernetesOptions): Promise<Kubernetes> {
   const log = options.logger;
@@ -67,7 +94,8 @@ export async function startKubernetes(options: KubernetesOptions): Promise<Kuber
     ...(options.backoff ? { backoff: options.backoff } : {}),
   });
   await watch.start();
-  const source = new KubernetesRouteSource(watch);
+  const holdsKeyOf = options.token === undefined ? undefined : keyFrom(options.token);
+  const source = new KubernetesRouteSource(watch, holdsKeyOf);
   const writer = new StatusWriter(options.kubeConfig.makeApiClient(CoreV1Api), log);
   let elector: LeaseElector | undefined;
   let sync: StatusSync | undefined;
@@ -109,6 +137,7 @@ export async function startKubernetes(options: KubernetesOptions): Promise<Kuber
         logger: log,
         ...(elector ? { elector } : {}),
         ...(options.backoff ? { retry: options.backoff } : {}),
+        ...(holdsKeyOf ? { holdsKey: holdsKeyOf } : {}),
       });
       void sync.schedule();
       return sync;

@@ -1,6 +1,7 @@
 import { EventEmitter } from 'node:events';
 import type { Route, RouteSource, RouteSourceEvents } from '../routes/source.js';
-import type { ServiceRoute } from './annotations.js';
+import { ANNOTATION, type ServiceRoute } from './annotations.js';
+import { verifiedHolds } from './holds.js';
 import type { ServiceWatch } from './services.js';
 
 function toRoute(r: ServiceRoute): Route {
@@ -22,15 +23,42 @@ export class KubernetesRouteSource extends EventEmitter<RouteSourceEvents> imple
   #routes: Route[] = [];
   #fingerprint = '[]';
 
-  constructor(watch: ServiceWatch) {
+  readonly #holdsKey: (() => Buffer) | undefined;
+
+  /** `holdsKey` verifies the Services' `burrow.dev/holds` records (holds.ts); without it they are not read. */
+  constructor(watch: ServiceWatch, holdsKey?: () => Buffer) {
     super();
     this.#watch = watch;
+    this.#holdsKey = holdsKey;
     this.#refresh(false);
     watch.on('change', () => this.#refresh(true));
   }
 
   routes(): readonly Route[] {
     return this.#routes;
+  }
+
+  /**
+   * Hostname → the route whose Service holds it by a verified record. A name
+   * two Services' records claim (one was moved and the old record is not yet
+   * cleared) is left out: the agent's own rules decide it.
+   */
+  holders(): ReadonlyMap<string, string> {
+    const out = new Map<string, string>();
+    if (!this.#holdsKey) return out;
+    const key = this.#holdsKey();
+    const contested = new Set<string>();
+    for (const { service, verdict } of this.#watch.services.values()) {
+      if (verdict.kind !== 'route') continue;
+      const route = verdict.route;
+      for (const h of verifiedHolds(key, route.id, service.metadata?.annotations?.[ANNOTATION.holds])) {
+        if (!route.hostnames.includes(h)) continue;
+        if (out.has(h) && out.get(h) !== route.id) contested.add(h);
+        else out.set(h, route.id);
+      }
+    }
+    for (const h of contested) out.delete(h);
+    return out;
   }
 
   #refresh(emit: boolean): void {

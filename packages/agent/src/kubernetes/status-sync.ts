@@ -1,5 +1,6 @@
 import type { Logger, RouteResult } from '@burrow/shared';
 import { Backoff } from '../tunnel/backoff.js';
+import { holdsRecord } from './holds.js';
 import type { LeaseElector } from './lease.js';
 import type { ServiceWatch } from './services.js';
 import type { DesiredStatus, StatusWriter } from './writer.js';
@@ -26,6 +27,7 @@ export class StatusSync {
   readonly #log: Logger;
   /** Delay before a reconcile that could not write everything runs again; grows while that lasts. */
   readonly #retry: Backoff;
+  readonly #holdsKey: (() => Buffer) | undefined;
   #running: Promise<void> | undefined;
   #again = false;
   #stopped = false;
@@ -39,6 +41,8 @@ export class StatusSync {
     logger: Logger;
     /** Delay before a reconcile that could not write everything runs again: first and cap, ms. Defaults 1 s, 30 s. */
     retry?: { base: number; cap: number };
+    /** The key for `burrow.dev/holds` records (holds.ts); without it none are written. */
+    holdsKey?: () => Buffer;
   }) {
     this.#watch = opts.watch;
     this.#agent = opts.agent;
@@ -46,6 +50,7 @@ export class StatusSync {
     this.#elector = opts.elector;
     this.#log = opts.logger;
     this.#retry = new Backoff(opts.retry ?? { base: 1_000, cap: 30_000 });
+    this.#holdsKey = opts.holdsKey;
     const kick = () => this.schedule();
     this.#watch.on('change', kick);
     this.#agent.on('routes', kick);
@@ -98,6 +103,7 @@ export class StatusSync {
     const results = this.#agent.routeStatus();
     const skippedRoutes = this.#agent.skippedRoutes();
     const services = this.#watch.services;
+    const key = this.#holdsKey?.();
     this.#writer.retain(Array.from(services.values(), (s) => s.service));
     let complete = true;
     for (const { service, verdict } of services.values()) {
@@ -123,7 +129,10 @@ export class StatusSync {
           // announcement is in flight): leave what is there rather than guess.
           written = true;
         } else {
-          written = await this.#writer.apply(service, desiredFor(route.hostnames, mine));
+          const desired = desiredFor(route.hostnames, mine);
+          const held = mine.filter((r) => r.status === 'active').map((r) => r.hostname.toLowerCase());
+          if (key && held.length > 0) desired.holds = holdsRecord(key, route.id, held);
+          written = await this.#writer.apply(service, desired);
         }
       }
       complete &&= written;

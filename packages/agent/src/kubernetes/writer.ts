@@ -13,6 +13,8 @@ import { ANNOTATION, type ServiceLike, serviceKey } from './annotations.js';
 export interface DesiredStatus {
   url?: string | undefined;
   error?: string | undefined;
+  /** The `burrow.dev/holds` record (holds.ts); absent clears it. */
+  holds?: string | undefined;
   event: { type: 'Normal' | 'Warning'; reason: string; message: string };
 }
 
@@ -86,12 +88,14 @@ export class StatusWriter {
     if ((ann[ANNOTATION.url] ?? undefined) !== desired.url) patch[ANNOTATION.url] = desired.url ?? null;
     if ((ann[ANNOTATION.error] ?? undefined) !== desired.error)
       patch[ANNOTATION.error] = desired.error ?? null;
+    if ((ann[ANNOTATION.holds] ?? undefined) !== desired.holds)
+      patch[ANNOTATION.holds] = desired.holds ?? null;
     const name = svc.metadata?.name ?? '';
     const namespace = svc.metadata?.namespace ?? 'default';
     let ok = true;
     if (Object.keys(patch).length > 0) {
       const state = this.#of(svc);
-      const status = JSON.stringify([desired.url ?? null, desired.error ?? null]);
+      const status = JSON.stringify([desired.url ?? null, desired.error ?? null, desired.holds ?? null]);
       if (state.status === status && !this.#mayRewrite(svc, state)) return false;
       try {
         await this.#api.patchNamespacedService(
@@ -111,14 +115,23 @@ export class StatusWriter {
   /** Removes our annotations from a Service that no longer asks to be exposed; false when that failed. */
   async clear(svc: ServiceLike): Promise<boolean> {
     const ann = svc.metadata?.annotations ?? {};
-    if (ann[ANNOTATION.url] === undefined && ann[ANNOTATION.error] === undefined) return true;
+    if (
+      ann[ANNOTATION.url] === undefined &&
+      ann[ANNOTATION.error] === undefined &&
+      ann[ANNOTATION.holds] === undefined
+    )
+      return true;
     const state = this.#of(svc);
     try {
       await this.#api.patchNamespacedService(
         {
           name: svc.metadata?.name ?? '',
           namespace: svc.metadata?.namespace ?? 'default',
-          body: { metadata: { annotations: { [ANNOTATION.url]: null, [ANNOTATION.error]: null } } },
+          body: {
+            metadata: {
+              annotations: { [ANNOTATION.url]: null, [ANNOTATION.error]: null, [ANNOTATION.holds]: null },
+            },
+          },
         },
         MERGE_PATCH,
       );

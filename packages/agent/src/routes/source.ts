@@ -39,6 +39,12 @@ export interface RouteSource {
   routes(): readonly Route[];
   on(event: 'change', listener: (routes: readonly Route[]) => void): this;
   off(event: 'change', listener: (routes: readonly Route[]) => void): this;
+  /**
+   * Hostname → id of the route that holds it by a record outside this process
+   * (a Service's `burrow.dev/holds`): a replica that starts, or another one,
+   * then gives a name two routes ask for to the same route as the others did.
+   */
+  holders?(): ReadonlyMap<string, string>;
 }
 
 /** A route source whose set only changes when `update` is called. */

@@ -1,0 +1,128 @@
+// A hostname two Services ask for stays with the Service that held it, on
+// every replica: the one running, one that starts later, and after a rolling
+// restart, whatever a tenant writes on their own Service. Fake API server,
+// real client-node, relay, agents and backends.
+import type { IncomingMessage, ServerResponse } from 'node:http';
+import { startAgent, startKubernetes } from '@burrow/agent';
+import { KubeConfig } from '@kubernetes/client-node';
+import t from 'tap';
+import { type FakeKube, fakeKube } from '../helpers/fake-kube.js';
+import { get, testServer } from '../helpers/http.js';
+import { type Teardownable, testLogger, testRelay, tokenFor, tunnelUrl } from '../helpers/relay.js';
+
+const HOLDS = 'burrow.dev/holds';
+
+function service(
+  ns: string,
+  name: string,
+  ip: string,
+  port: number,
+  hostnames: string,
+  created: string,
+  annotations: Record<string, string> = {},
+) {
+  return {
+    metadata: {
+      name,
+      namespace: ns,
+      creationTimestamp: created,
+      annotations: { ...annotations, 'burrow.dev/hostname': hostnames },
+    },
+    spec: { type: 'ClusterIP', clusterIP: ip, ports: [{ name: 'http', port, protocol: 'TCP' }] },
+  };
+}
+
+/** One agent replica in Kubernetes mode, writing status back (no Lease: every replica writes). */
+async function replica(t: Teardownable, kube: FakeKube, relayUrl: string, token: string) {
+  const kc = new KubeConfig();
+  kc.loadFromString(kube.kubeconfig());
+  const k = await startKubernetes({ kubeConfig: kc, logger: testLogger('kube'), lease: false, token });
+  const agent = startAgent({
+    relayUrl,
+    token,
+    routes: k.source,
+    connections: 1,
+    logger: testLogger('agent'),
+  });
+  let closed = false;
+  const stop = async () => {
+    if (closed) return;
+    closed = true;
+    await agent.close();
+    await k.stop();
+  };
+  t.teardown(stop);
+  const sync = k.attach(agent);
+  await agent.ready();
+  return { agent, k, sync, stop };
+}
+
+t.test('a contested hostname stays with its holder on every replica', async (t) => {
+  const relay = await testRelay(t);
+  const kube = await fakeKube(t);
+  // Each backend holds its request until two have arrived, so that two requests at once are in
+  // flight together and the relay spreads them over both replicas' connections.
+  const waiting: ServerResponse[] = [];
+  const hits: string[] = [];
+  const backend = (who: string) => (_req: IncomingMessage, res: ServerResponse) => {
+    hits.push(who);
+    waiting.push(res);
+    if (waiting.length === 2) for (const r of waiting.splice(0)) r.end(who);
+  };
+  const prod = await testServer(t, backend('prod/shop'), '127.0.0.2');
+  const dev = await testServer(t, backend('dev/old'), '127.0.0.3');
+  const token = await tokenFor('cluster-1', ['*.example.com']);
+  const relayUrl = tunnelUrl(relay);
+  const port = relay.httpAddress.port;
+  /** Two requests at once; the backends that answered them. */
+  const twoAtOnce = async () => {
+    hits.length = 0;
+    const replies = await Promise.all([get(port, 'shop.example.com'), get(port, 'shop.example.com')]);
+    t.same(
+      replies.map((r) => r.status),
+      [200, 200],
+    );
+    return new Set(hits);
+  };
+
+  // dev/old is the older Service; prod/shop, created later, has shop.example.com.
+  kube.upsertService(service('dev', 'old', '127.0.0.3', dev.port, 'old.example.com', '2025-01-01T00:00:00Z'));
+  kube.upsertService(
+    service('prod', 'shop', '127.0.0.2', prod.port, 'shop.example.com', '2026-01-01T00:00:00Z'),
+  );
+  const a = await replica(t, kube, relayUrl, token);
+  await a.sync.schedule();
+  const record = kube.getService('prod', 'shop')?.metadata['annotations']?.[HOLDS];
+  t.match(record, /^shop\.example\.com;[\w-]{43}$/, 'the holder of shop.example.com has its record');
+
+  // A tenant in dev adds the name to their older Service, and copies prod's record onto it.
+  const skipped = new Promise<void>((resolve) => a.agent.once('routes', () => resolve()));
+  kube.upsertService(
+    service('dev', 'old', '127.0.0.3', dev.port, 'old.example.com,shop.example.com', '2025-01-01T00:00:00Z', {
+      [HOLDS]: record!,
+    }),
+  );
+  await skipped;
+  t.match(
+    a.agent.skippedRoutes().get('k8s:dev/old'),
+    /already in route "k8s:prod\/shop"/,
+    'the running replica refuses dev/old',
+  );
+
+  // A second replica starts: it has seen nothing, and the older Service asks for the name.
+  const b = await replica(t, kube, relayUrl, token);
+  t.same([...b.agent.skippedRoutes().keys()], ['k8s:dev/old'], 'the new replica refuses dev/old too');
+  t.same(await twoAtOnce(), new Set(['prod/shop']), 'both replicas send shop.example.com to prod/shop');
+
+  // A rolling restart: the first replica goes, a third comes; only replicas that never saw prod
+  // hold the name are left.
+  await a.stop();
+  const c = await replica(t, kube, relayUrl, token);
+  t.same([...c.agent.skippedRoutes().keys()], ['k8s:dev/old'], 'the replica after the restart agrees');
+  t.same(await twoAtOnce(), new Set(['prod/shop']), 'shop.example.com still reaches prod/shop only');
+  t.notMatch(
+    kube.getService('prod', 'shop')?.metadata['annotations']?.['burrow.dev/error'] ?? '',
+    /./,
+    'prod/shop shows no error',
+  );
+});
