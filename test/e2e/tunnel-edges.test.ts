@@ -1,8 +1,9 @@
 // Edge cases of the relay's tunnel endpoint and agent connections: the
-// control stream's replies to an agent that does not read them, and agent
-// upgrades that complete while the endpoint drains.
+// control stream's replies to an agent that does not read them, agent
+// upgrades that complete while the endpoint drains, and the control stream
+// under the stream idle timeout.
 import { once } from 'node:events';
-import { createServer } from 'node:http';
+import { createServer, type ServerResponse } from 'node:http';
 import type { AddressInfo } from 'node:net';
 import {
   createSession,
@@ -18,6 +19,8 @@ import { WebSocket } from 'ws';
 import { RouteTable } from '../../packages/relay/src/routes/table.js';
 import type { AgentConnection } from '../../packages/relay/src/tunnel/agent-connection.js';
 import { TunnelEndpoint } from '../../packages/relay/src/tunnel/endpoint.js';
+import { testAgent } from '../helpers/agent.js';
+import { get } from '../helpers/http.js';
 import { testKeys, testLogger, testRelay, tokenFor, tunnelUrl } from '../helpers/relay.js';
 import { controlMessage, RogueAgent } from '../helpers/rogue-agent.js';
 
@@ -123,5 +126,41 @@ t.test(
     );
     await drained;
     t.pass('and the drain waited for it');
+  },
+);
+
+t.test(
+  'the control stream outlives the stream idle timeout: idle requests are cut, the tunnel is not',
+  async (t) => {
+    // Both sides sweep streams every 100 ms and cut one idle for 400 ms.
+    const session = { streamIdleTimeout: 400 };
+    const relay = await testRelay(t, { session, responseHeadTimeout: 60_000 });
+    const held: ServerResponse[] = [];
+    const backend = createServer((req, res) => {
+      if (req.url === '/hang') held.push(res);
+      else res.end('ok');
+    });
+    backend.listen(0, '127.0.0.1');
+    await once(backend, 'listening');
+    t.teardown(() => {
+      for (const r of held) r.destroy();
+      backend.close();
+    });
+    const target = `http://127.0.0.1:${(backend.address() as AddressInfo).port}`;
+    const agent = await testAgent(t, relay, [{ id: 'quiet', hostnames: ['quiet.example.test'], target }], {
+      connections: 1,
+      session,
+    });
+    const tunnel = [...relay.connections][0]!;
+    let disconnected = false;
+    agent.on('disconnected', () => (disconnected = true));
+    // A request whose backend never answers: its stream goes idle and is reset. The control stream,
+    // quiet since the announcement before it, was swept in the same pass or an earlier one.
+    const cut = await get(relay.httpAddress.port, 'quiet.example.test', '/hang');
+    t.ok(cut.status >= 500, `the idle request was cut (${cut.status})`);
+    t.equal(tunnel.session.closed, false, 'the tunnel session is still open');
+    t.notOk(disconnected, 'the agent never lost its connection');
+    t.equal((await get(relay.httpAddress.port, 'quiet.example.test', '/')).body.toString(), 'ok');
+    t.equal([...relay.connections][0], tunnel, 'served by the same tunnel');
   },
 );

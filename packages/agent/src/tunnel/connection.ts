@@ -200,6 +200,7 @@ export class TunnelConnection extends EventEmitter<TunnelConnectionEvents> {
       return;
     }
     this.#control = control;
+    control.idleExempt = true; // quiet for as long as the routes do not change
     const reader = new MessageReader(relayMessageSchema, MAX_RESULT_MESSAGE);
     const broken = (why: string) => {
       // Without its control stream a connection can neither learn nor change its routes.

@@ -154,6 +154,7 @@ export class AgentConnection implements RouteTarget {
       return;
     }
     this.#control = stream;
+    stream.idleExempt = true; // quiet for as long as the agent's routes do not change
     stream.on('error', () => {}); // ends with the session; reported there
     this.#reply(stream, { type: 'welcome', subject: this.subject, relayId: this.#relayId });
     const reader = new MessageReader(agentMessageSchema);

@@ -430,7 +430,7 @@ export class Session extends EventEmitter<SessionEvents> {
   #sweepIdle(): void {
     const cutoff = performance.now() - this.config.streamIdleTimeout;
     for (const s of [...this.#streams.values()]) {
-      if (s.lastActivity < cutoff) s.destroy(new StreamIdleTimeoutError());
+      if (!s.idleExempt && s.lastActivity < cutoff) s.destroy(new StreamIdleTimeoutError());
     }
   }
 

@@ -84,6 +84,11 @@ export class Stream extends Duplex {
 
   /** performance.now() of the last frame in either direction, for the idle timeout. */
   lastActivity = performance.now();
+  /**
+   * Never reset for idleness: the control stream, quiet for as long as the
+   * routes do not change, lives as long as its session.
+   */
+  idleExempt = false;
   bytesIn = 0;
   bytesOut = 0;
 
