@@ -97,3 +97,34 @@ t.test('a request whose Host is not a DNS name is not routed to a wildcard', asy
     t.same({ ok: r.ok, status: r.ok ? 200 : r.status }, { ok: false, status: 400 }, `Host: ${host}`);
   }
 });
+
+t.test("a tenant churning names of its own never frees another tenant's reserved name", async (t) => {
+  const table = new RouteTable({ offlineGrace: 60_000 });
+  const alice = target(1, 'alice');
+  table.announce(alice, ['app.example.com'], [{ id: 'a', hostnames: ['app.example.com'] }]);
+  table.remove(alice); // her agent restarts: app.example.com is reserved for her
+  // Bob, whose token allows *.example.com, announces 4200 names and drops them, twice.
+  for (let round = 0; round < 2; round++) {
+    const churn = target(10 + round, 'bob');
+    const routes = Array.from({ length: 70 }, (_, i) => ({
+      id: `c${i}`,
+      hostnames: Array.from({ length: 60 }, (_, j) => `n${round}-${i}-${j}.example.com`),
+    }));
+    const results = table.announce(churn, ['*.example.com'], routes);
+    t.equal(results.filter((r) => r.status === 'active').length, 4200, `round ${round}: all active`);
+    table.remove(churn);
+  }
+  const grab = table.announce(
+    target(20, 'bob'),
+    ['*.example.com'],
+    [{ id: 'grab', hostnames: ['app.example.com'] }],
+  );
+  t.equal(grab[0]!.status, 'refused', "bob cannot take alice's name while she is away");
+  t.equal(table.lookup('app.example.com').kind, 'offline', 'it still answers as offline');
+  const back = table.announce(
+    target(3, 'alice'),
+    ['app.example.com'],
+    [{ id: 'a', hostnames: ['app.example.com'] }],
+  );
+  t.equal(back[0]!.status, 'active', 'alice gets it back when her agent returns');
+});

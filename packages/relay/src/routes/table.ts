@@ -46,6 +46,9 @@ export interface RouteTableOptions {
   urlFor?: (hostname: string, mode: RouteProtocol) => string;
 }
 
+/** Names kept reserved for agents that went away; past it, the tenant adding one loses its oldest. */
+const MAX_OFFLINE = 4096;
+
 /** Why a hostname of an announcement was refused (the metric's reason label). */
 export type RouteRefusal = Extract<RefusalReason, `route_${string}`>;
 
@@ -206,17 +209,21 @@ export class RouteTable<T extends RouteTarget> {
         mode: binding.mode,
         subject: claim.subject,
       });
-      if (this.#offline.size > 4096) this.#pruneOffline();
+      if (this.#offline.size > MAX_OFFLINE) this.#pruneOffline(claim.subject);
     }
   }
 
-  #pruneOffline(): void {
+  /**
+   * Drops expired reservations, then, while still over the bound, the oldest
+   * of `subject`, the tenant whose name just went offline: a tenant churning
+   * names of its own wears out its own reservations, never another's.
+   */
+  #pruneOffline(subject: string): void {
     const now = Date.now();
     for (const [h, { until }] of this.#offline) if (until <= now) this.#offline.delete(h);
-    // Still too many (a tenant churning wildcard names): forget the oldest.
-    for (const h of this.#offline.keys()) {
-      if (this.#offline.size <= 4096) break;
-      this.#offline.delete(h);
+    for (const [h, gone] of this.#offline) {
+      if (this.#offline.size <= MAX_OFFLINE) break;
+      if (gone.subject === subject) this.#offline.delete(h);
     }
   }
 
