@@ -2,7 +2,7 @@ import { once } from 'node:events';
 import { type AddressInfo, createServer } from 'node:net';
 import { type ConnectionOptions, connect } from 'node:tls';
 import t from 'tap';
-import { MAX_HELLO_BYTES, parseClientHello } from '../src/tls/client-hello.js';
+import { HelloRecords, MAX_HELLO_BYTES, parseClientHello } from '../src/tls/client-hello.js';
 
 /** The bytes node's TLS client sends first, captured on a plain TCP server. */
 async function capture(
@@ -79,6 +79,15 @@ t.test(
         if (parseClientHello(hello.subarray(0, cut)).status !== 'incomplete') wrong++;
       }
       t.equal(wrong, 0, `${c.name}: all ${hello.length} truncations are incomplete`);
+      // As a listener reads it: 1-byte records arriving a byte at a time, one reader throughout.
+      const trickled = reframe(hello, 1);
+      const records = new HelloRecords();
+      let result = records.read(trickled.subarray(0, 1));
+      let reads = 1;
+      while (result.status === 'incomplete' && reads < trickled.length)
+        result = records.read(trickled.subarray(0, ++reads));
+      t.same(result, whole, `${c.name}: 1-byte records read a byte at a time`);
+      t.equal(reads, trickled.length, `${c.name}: whole with the last byte, not before`);
     }
   },
 );

@@ -4,7 +4,7 @@ import type { CertStore } from '../certs/store.js';
 import { clientIp } from '../proxy/forward.js';
 import { forwardPassthrough } from '../proxy/passthrough.js';
 import type { RouteTable } from '../routes/table.js';
-import { type ClientHello, MAX_HELLO_BYTES, parseClientHello } from '../tls/client-hello.js';
+import { type ClientHello, HelloRecords, MAX_HELLO_BYTES } from '../tls/client-hello.js';
 import type { AgentConnection } from '../tunnel/agent-connection.js';
 
 /** Something that takes over a socket whose first bytes were put back (a TLS server). */
@@ -54,6 +54,7 @@ class HelloReader {
   readonly #onClose = () => this.#refuse('connection lost before the ClientHello');
   #chunks: Buffer[] = [];
   #size = 0;
+  readonly #records = new HelloRecords();
   #done = false;
 
   constructor(opts: TlsListenerOptions, socket: Socket) {
@@ -76,7 +77,7 @@ class HelloReader {
     this.#size += chunk.length;
     const data = this.#chunks.length === 1 ? chunk : Buffer.concat(this.#chunks);
     this.#chunks = [data];
-    const result = parseClientHello(data);
+    const result = this.#records.read(data);
     if (result.status === 'incomplete') {
       if (this.#size > MAX_HELLO_BYTES) this.#refuse('ClientHello too large');
       return;

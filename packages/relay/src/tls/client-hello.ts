@@ -45,38 +45,56 @@ const invalid = (reason: string): HelloResult => ({ status: 'invalid', reason })
  * caller bounds how much and for how long); `invalid` means close the connection.
  */
 export function parseClientHello(data: Buffer): HelloResult {
-  // Gather the handshake message from as many records as it spans.
-  const fragments: Buffer[] = [];
-  let gathered = 0;
-  let need = -1; // total handshake bytes (header + body), once the header is known
-  let offset = 0;
-  while (need === -1 || gathered < need) {
-    if (data.length - offset < 5)
-      return data.length > MAX_HELLO_BYTES ? invalid('hello too large') : incomplete;
-    const type = data[offset]!;
-    const major = data[offset + 1]!;
-    const length = data.readUInt16BE(offset + 3);
-    if (type !== CONTENT_HANDSHAKE) return invalid(`not a TLS handshake record (content type ${type})`);
-    if (major !== 3) return invalid(`unknown record version ${major}.${data[offset + 2]}`);
-    if (length === 0 || length > MAX_RECORD) return invalid(`record length ${length} out of range`);
-    if (data.length - offset - 5 < length) {
-      return offset + 5 + length > MAX_HELLO_BYTES ? invalid('hello too large') : incomplete;
+  return new HelloRecords().read(data);
+}
+
+/**
+ * The records of a ClientHello that arrives in pieces, each walked once: a
+ * client may send its hello as thousands of 1-byte records, and walking them
+ * all again for every piece would cost the relay time quadratic in their number.
+ */
+export class HelloRecords {
+  /** The handshake message's bytes, record by record. */
+  readonly #fragments: Buffer[] = [];
+  #gathered = 0;
+  /** Total handshake bytes (header and body), once the header is known; -1 before. */
+  #need = -1;
+  /** Where the next record starts. */
+  #offset = 0;
+
+  /** `data`: every byte received so far (those of the last call, and more). */
+  read(data: Buffer): HelloResult {
+    const fragments = this.#fragments;
+    // Gather the handshake message from as many records as it spans.
+    while (this.#need === -1 || this.#gathered < this.#need) {
+      const offset = this.#offset;
+      if (data.length - offset < 5)
+        return data.length > MAX_HELLO_BYTES ? invalid('hello too large') : incomplete;
+      const type = data[offset]!;
+      const major = data[offset + 1]!;
+      const length = data.readUInt16BE(offset + 3);
+      if (type !== CONTENT_HANDSHAKE) return invalid(`not a TLS handshake record (content type ${type})`);
+      if (major !== 3) return invalid(`unknown record version ${major}.${data[offset + 2]}`);
+      if (length === 0 || length > MAX_RECORD) return invalid(`record length ${length} out of range`);
+      if (data.length - offset - 5 < length) {
+        return offset + 5 + length > MAX_HELLO_BYTES ? invalid('hello too large') : incomplete;
+      }
+      fragments.push(data.subarray(offset + 5, offset + 5 + length));
+      this.#gathered += length;
+      this.#offset += 5 + length;
+      if (this.#need === -1 && this.#gathered >= 4) {
+        const head = fragments.length === 1 ? fragments[0]! : Buffer.concat(fragments);
+        if (head[0] !== HANDSHAKE_CLIENT_HELLO) return invalid(`first handshake message is type ${head[0]}`);
+        const bodyLength = head.readUIntBE(1, 3);
+        if (bodyLength > MAX_CLIENT_HELLO) return invalid(`ClientHello of ${bodyLength} bytes is too large`);
+        this.#need = 4 + bodyLength;
+      }
     }
-    fragments.push(data.subarray(offset + 5, offset + 5 + length));
-    gathered += length;
-    offset += 5 + length;
-    if (need === -1 && gathered >= 4) {
-      const head = fragments.length === 1 ? fragments[0]! : Buffer.concat(fragments);
-      if (head[0] !== HANDSHAKE_CLIENT_HELLO) return invalid(`first handshake message is type ${head[0]}`);
-      const bodyLength = head.readUIntBE(1, 3);
-      if (bodyLength > MAX_CLIENT_HELLO) return invalid(`ClientHello of ${bodyLength} bytes is too large`);
-      need = 4 + bodyLength;
-    }
+    // Bytes past the hello in the last record belong to a second handshake message: not allowed.
+    if (this.#gathered !== this.#need) return invalid('unexpected data after the ClientHello in its record');
+    const message = fragments.length === 1 ? fragments[0]! : Buffer.concat(fragments);
+    return parseBody(message.subarray(4));
   }
-  // Bytes past the hello in the last record belong to a second handshake message: not allowed.
-  if (gathered !== need) return invalid('unexpected data after the ClientHello in its record');
-  const message = fragments.length === 1 ? fragments[0]! : Buffer.concat(fragments);
-  return parseBody(message.subarray(4));
 }
 
 /** A cursor over a byte range that reports overruns instead of throwing. */
