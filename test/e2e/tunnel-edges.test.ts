@@ -9,6 +9,7 @@ import {
   createSession,
   encodeFrame,
   FrameType,
+  MAX_RESULT_MESSAGE,
   type Stream,
   TUNNEL_PATH,
   TUNNEL_SUBPROTOCOL,
@@ -164,3 +165,42 @@ t.test(
     t.equal([...relay.connections][0], tunnel, 'served by the same tunnel');
   },
 );
+
+t.test('the answer to an announcement stays bounded, whatever it names', async (t) => {
+  const relay = await testRelay(t);
+  // A token with six long patterns, none of which allows what is announced.
+  const patterns = Array.from(
+    { length: 6 },
+    (_, i) => `*.${'p'.repeat(60)}${i}.${'q'.repeat(63)}.${'r'.repeat(63)}.example.com`,
+  );
+  // An agent announcing 16,384 hostnames (the most one announcement carries), as long as that
+  // many fit in one message, with long route ids. Each refusal repeating the patterns would make
+  // an answer of some 20 MiB, more than an agent reads (it would lose its tunnel for good).
+  const label = 'n'.repeat(34);
+  const routes = Array.from({ length: 1024 }, (_, i) => ({
+    id: `r${i}-${'i'.repeat(100)}`,
+    hostnames: Array.from({ length: 16 }, (_, j) => `${label}.${`${i}-${j}`.padEnd(10, 'x')}.test`),
+    target: 'http://127.0.0.1:9',
+  }));
+  const agent = await testAgent(t, relay, routes, { hosts: patterns, connections: 1 });
+  const results = agent.routeStatus();
+  t.equal(results.length, 16_384, 'the agent read its answer: one result per name');
+  t.ok(
+    results.every((r) => r.status === 'refused'),
+    'all refused: not allowed by the token',
+  );
+  const size = Buffer.byteLength(JSON.stringify({ type: 'announce-result', routes: results }));
+  t.ok(
+    size < MAX_RESULT_MESSAGE,
+    `the answer is ${size} bytes, under what an agent reads (${MAX_RESULT_MESSAGE})`,
+  );
+
+  // One name more than an announcement may carry: refused as a malformed control message.
+  const rogue = await RogueAgent.connect(t, tunnelUrl(relay), await tokenFor('over', ['*.over.test']));
+  // 257 routes of 64 names: 16,448.
+  const many = Array.from({ length: 257 }, (_, i) => ({
+    id: `o${i}`,
+    hostnames: Array.from({ length: 64 }, (_, j) => `${i}x${j}.t`),
+  }));
+  await t.rejects(rogue.announce(many), /closed the tunnel/, '16,448 names: the tunnel is closed');
+});

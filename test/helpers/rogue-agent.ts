@@ -94,10 +94,12 @@ export class RogueAgent extends EventEmitter<{ frame: [Frame] }> {
   /** Opens the control stream (id 1) and announces `routes`; resolves with the relay's announce-result. */
   async announce(routes: AnnouncedRoute[]): Promise<{ type: string; routes: Array<{ status: string }> }> {
     let next = this.frames.length;
-    this.send(
-      encodeFrame(FrameType.Open, 1, Buffer.from('{"kind":"control"}')),
-      encodeFrame(FrameType.Data, 1, controlMessage({ type: 'announce', routes })),
-    );
+    // In frames of 60 KiB, under the relay's largest (the stream's window must still hold it all).
+    const message = controlMessage({ type: 'announce', routes });
+    const frames = [encodeFrame(FrameType.Open, 1, Buffer.from('{"kind":"control"}'))];
+    for (let at = 0; at < message.length; at += 60 * 1024)
+      frames.push(encodeFrame(FrameType.Data, 1, message.subarray(at, at + 60 * 1024)));
+    this.send(...frames);
     let buf = Buffer.alloc(0);
     for (;;) {
       const f = await this.waitFor((f) => f.type === FrameType.Data && f.streamId === 1, next);

@@ -4,6 +4,7 @@ import {
   ConfigError,
   createLogger,
   type Logger,
+  MAX_ANNOUNCED_HOSTNAMES,
   MAX_ANNOUNCED_ROUTES,
   MAX_MESSAGE,
   type RouteResult,
@@ -297,7 +298,13 @@ class AgentImpl extends EventEmitter<AgentEvents> implements Agent {
             ? `hostname "${taken}" is already in route "${holderOf(taken, route.id)}"`
             : '';
       const size = why ? 0 : announcedSize(route);
-      const reason = why || this.#overAnnouncementLimit(next.size, announcedBytes + size);
+      const reason =
+        why ||
+        this.#overAnnouncementLimit(
+          next.size,
+          hostnames.size + route.hostnames.length,
+          announcedBytes + size,
+        );
       if (reason) {
         skipped.set(route.id, reason);
         continue;
@@ -309,10 +316,16 @@ class AgentImpl extends EventEmitter<AgentEvents> implements Agent {
     return { next, skipped };
   }
 
-  /** Why an announcement of `count` routes plus one more, `bytes` in all, cannot be sent, or ''. */
-  #overAnnouncementLimit(count: number, bytes: number): string {
+  /**
+   * Why an announcement of `count` routes plus one more, with `names` hostnames
+   * and `bytes` in all, cannot be sent, or ''.
+   */
+  #overAnnouncementLimit(count: number, names: number, bytes: number): string {
     if (count >= MAX_ANNOUNCED_ROUTES) {
       return `this agent already announces ${MAX_ANNOUNCED_ROUTES} routes, the most one announcement carries`;
+    }
+    if (names > MAX_ANNOUNCED_HOSTNAMES) {
+      return `this route's hostnames would take the announcement over ${MAX_ANNOUNCED_HOSTNAMES}, the most one carries`;
     }
     // Room for the message's own framing besides the routes.
     if (bytes > MAX_MESSAGE - 1024)

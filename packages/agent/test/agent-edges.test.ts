@@ -164,6 +164,31 @@ t.test('a route set larger than one announcement may carry keeps the tunnel up',
   t.ok(agent.skippedRoutes().size >= 1, 'routes beyond the limit are skipped with a reason');
 });
 
+t.test('routes whose hostnames add up to more than one announcement carries are skipped', async (t) => {
+  const relay = await fakeRelay(t);
+  // 257 routes of 64 names: 16,448, over the 16,384 the relay takes in one announcement.
+  const routes = Array.from({ length: 257 }, (_, i) => ({
+    id: `r${i}`,
+    hostnames: Array.from({ length: 64 }, (_, j) => `h${i}-${j}.example.com`),
+    target: 'http://127.0.0.1:9',
+  }));
+  const agent = startAgent({
+    relayUrl: relay.url,
+    token: TOKEN,
+    routes: new StaticRouteSource(routes),
+    connections: 1,
+    logger: memoryLogger('warn').logger,
+  });
+  t.teardown(() => agent.close());
+  const outcome = await Promise.race([
+    agent.ready().then(() => 'routes acknowledged'),
+    once(agent, 'disconnected').then(([, reason]) => `tunnel closed: ${String(reason)}`),
+  ]);
+  t.equal(outcome, 'routes acknowledged', 'the relay acknowledged the announcement');
+  t.same([...agent.skippedRoutes().keys()], ['r256'], 'the last one skipped');
+  t.match(agent.skippedRoutes().get('r256'), /over 16384/, 'saying why');
+});
+
 t.test(
   'what a relay answers reaches the logs bounded, and only for names this agent announced',
   async (t) => {

@@ -46,6 +46,8 @@ export interface RouteTableOptions {
   urlFor?: (hostname: string, mode: RouteProtocol) => string;
 }
 
+/** Refusals of one announcement that list the token's patterns. */
+const LISTED_REFUSALS = 8;
 /** Names kept reserved for agents that went away; past it, the tenant adding one loses its oldest. */
 const MAX_OFFLINE = 4096;
 
@@ -85,6 +87,9 @@ export class RouteTable<T extends RouteTarget> {
   ): RouteResult[] {
     const results: RouteResult[] = [];
     const wanted = new Map<string, Binding<T>>();
+    // The token's patterns go into the first few refusals only: thousands of
+    // refused names must not each repeat them in the reply.
+    let listed = 0;
     for (const route of routes) {
       let allowlist: Allowlist | undefined;
       try {
@@ -103,8 +108,9 @@ export class RouteTable<T extends RouteTarget> {
       }
       for (const raw of route.hostnames) {
         const hostname = raw.toLowerCase();
-        const refused = this.#check(target, allowedPatterns, hostname, wanted);
+        const refused = this.#check(target, allowedPatterns, hostname, wanted, listed < LISTED_REFUSALS);
         if (refused) {
+          if (refused.refusal === 'route_not_allowed') listed++;
           results.push({ id: route.id, hostname: raw, status: 'refused', error: refused.message });
           onRefused?.(refused.refusal);
           continue;
@@ -160,13 +166,15 @@ export class RouteTable<T extends RouteTarget> {
     patterns: readonly string[],
     hostname: string,
     wanted: Map<string, Binding<T>>,
+    listPatternsToo: boolean,
   ): { refusal: RouteRefusal; message: string } | undefined {
     const invalid = checkHostPattern(hostname);
     if (invalid) return { refusal: 'route_invalid', message: invalid };
     if (!patterns.some((p) => patternAllows(p, hostname))) {
+      const allowed = listPatternsToo ? listPatterns(patterns) : 'listed with the first names refused';
       return {
         refusal: 'route_not_allowed',
-        message: `hostname "${hostname}" is not allowed by this agent's token (allowed: ${listPatterns(patterns)})`,
+        message: `hostname "${hostname}" is not allowed by this agent's token (allowed: ${allowed})`,
       };
     }
     const claim = this.#claims.get(hostname);

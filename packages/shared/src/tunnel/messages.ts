@@ -111,12 +111,23 @@ export type AnnouncedRoute = z.infer<typeof announcedRouteSchema>;
 
 /** Most routes one announcement carries (it must also fit in MAX_MESSAGE bytes). */
 export const MAX_ANNOUNCED_ROUTES = 1024;
+/**
+ * Most hostnames one announcement carries, over all its routes. The relay
+ * answers each with a result that repeats its route id and may say why it was
+ * refused: this keeps that answer within a few MiB, whatever was announced.
+ */
+export const MAX_ANNOUNCED_HOSTNAMES = 16 * 1024;
 
 /** Control messages, agent → relay. `announce` replaces the connection's whole route set. */
 export const agentMessageSchema = z.discriminatedUnion('type', [
   z.object({
     type: z.literal('announce'),
-    routes: z.array(announcedRouteSchema).max(MAX_ANNOUNCED_ROUTES),
+    routes: z
+      .array(announcedRouteSchema)
+      .max(MAX_ANNOUNCED_ROUTES)
+      .refine((routes) => routes.reduce((n, r) => n + r.hostnames.length, 0) <= MAX_ANNOUNCED_HOSTNAMES, {
+        message: `more than ${MAX_ANNOUNCED_HOSTNAMES} hostnames in one announcement`,
+      }),
     /**
      * Stream kinds the agent serves besides `http` and `tcp`. Absent (older
      * agents): none. Names this relay does not know are ignored.
@@ -157,7 +168,7 @@ export const relayMessageSchema = z.discriminatedUnion('type', [
   z.object({
     type: z.literal('announce-result'),
     // At most one result per hostname an announcement can carry.
-    routes: z.array(routeResultSchema).max(MAX_ANNOUNCED_ROUTES * 64),
+    routes: z.array(routeResultSchema).max(MAX_ANNOUNCED_HOSTNAMES),
   }),
 ]);
 export type RelayMessage = z.infer<typeof relayMessageSchema>;
