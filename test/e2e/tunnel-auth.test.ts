@@ -9,10 +9,11 @@ import { createAgentToken, loadSigningKey, TUNNEL_PATH, TUNNEL_SUBPROTOCOL } fro
 import { SignJWT } from 'jose';
 import t from 'tap';
 import { WebSocket } from 'ws';
-import { deferred } from '../helpers/deferred.js';
+import { deferred, until } from '../helpers/deferred.js';
 import { tempDir } from '../helpers/fs.js';
 import { get, testServer } from '../helpers/http.js';
 import { testKeys, testLogger, testRelay, tokenFor, tunnelUrl } from '../helpers/relay.js';
+import { RogueAgent } from '../helpers/rogue-agent.js';
 import { attempt, forge } from '../helpers/tunnel-client.js';
 
 t.test('token checks at the tunnel endpoint', async (t) => {
@@ -149,4 +150,21 @@ t.test('a token file rotated in place is used from the next connection on, witho
   const reply = await get(relay.httpAddress.port, 'rot.example.com');
   t.equal(reply.status, 200);
   t.equal(reply.body.toString(), 'rotated in');
+});
+
+t.test('one subject holds at most --max-tunnels-per-subject tunnels; others are unaffected', async (t) => {
+  const relay = await testRelay(t, { maxTunnelsPerSubject: 2 });
+  const url = tunnelUrl(relay);
+  const token = await tokenFor('busy', ['*.busy.example.com']);
+  const first = await RogueAgent.connect(t, url, token);
+  await RogueAgent.connect(t, url, token);
+  const third = await attempt(url, token);
+  t.equal(third.status, 429, 'a third tunnel of the subject is refused');
+  t.match(third.body, /subject "busy" already holds 2 tunnel connections/, 'saying why');
+  t.equal((await attempt(url, await tokenFor('other', ['app.example.com']))).status, 101, 'another subject');
+  // One of the two goes away: there is room again.
+  first.ws.terminate();
+  await first.closed;
+  await until(async () => relay.connections.size === 1, 'the relay saw the tunnel close');
+  t.equal((await attempt(url, token)).status, 101, 'accepted once one has closed');
 });

@@ -252,6 +252,15 @@ export const SERVE_OPTIONS: readonly OptionSpec[] = [
     description: 'time a client has to send its request head (slow clients get 408)',
   },
   {
+    name: 'max-tunnels-per-subject',
+    env: 'BURROW_MAX_TUNNELS_PER_SUBJECT',
+    type: 'string',
+    placeholder: 'N',
+    default: '256',
+    description:
+      "agent tunnel connections one token subject may hold open (every replica's --connections together); more are refused with 429",
+  },
+  {
     name: 'max-connections',
     env: 'BURROW_MAX_CONNECTIONS',
     type: 'string',
@@ -454,6 +463,15 @@ function maxConnectionsOption(values: OptionValues): { maxConnections?: number }
   return { maxConnections: n };
 }
 
+/** A whole number option within [min, max]. */
+function wholeNumberOption(values: OptionValues, name: string, min: number, max: number): number {
+  const text = String(values[name]);
+  const n = /^[0-9]+$/.test(text) ? Number(text) : Number.NaN;
+  if (!(n >= min && n <= max))
+    throw new ConfigError(`--${name} must be a whole number from ${min} to ${max} (got "${text}")`);
+  return n;
+}
+
 /** Turns parsed option values into RelayOptions, checking every field. */
 export async function relayOptionsFrom(
   values: OptionValues,
@@ -512,6 +530,7 @@ export async function relayOptionsFrom(
     responseHeadTimeout: durationOption(values, 'response-timeout'),
     headersTimeout: durationOption(values, 'headers-timeout'),
     ...maxConnectionsOption(values),
+    maxTunnelsPerSubject: wholeNumberOption(values, 'max-tunnels-per-subject', 1, 100_000),
     session: {
       keepaliveInterval: durationOption(values, 'keepalive-interval', { min: MIN_KEEPALIVE_INTERVAL }),
     },

@@ -12,6 +12,7 @@ export type RefusalReason =
   | 'token_invalid'
   | 'token_revoked'
   | 'protocol_version'
+  | 'tunnels_per_subject'
   | 'route_not_allowed'
   | 'route_taken'
   | 'route_invalid';

@@ -32,6 +32,12 @@ export interface TunnelEndpointOptions {
   onConnection?: (conn: AgentConnection) => void;
   /** Called for each refused agent upgrade or announced route (metrics). */
   onRefused?: (reason: RefusalReason) => void;
+  /**
+   * Tunnel connections one token subject may hold open (replicas times their
+   * connections); one more is refused with 429. Bounds what one tenant's
+   * tunnels can hold of the relay's memory. Unlimited when absent.
+   */
+  maxPerSubject?: number;
 }
 
 /** Largest WebSocket message: one frame of the largest payload a peer may advertise. */
@@ -113,6 +119,20 @@ export class TunnelEndpoint {
       this.#opts.onRefused?.('token_revoked');
       return reject(socket, 401, 'token revoked', { 'www-authenticate': 'Bearer error="invalid_token"' });
     }
+    const max = this.#opts.maxPerSubject;
+    if (max !== undefined && this.#count(claims.sub) >= max) {
+      log.warn(
+        { remote, subject: claims.sub, max },
+        'agent refused: too many tunnel connections for its subject',
+      );
+      this.#opts.onRefused?.('tunnels_per_subject');
+      return reject(
+        socket,
+        429,
+        `subject "${claims.sub}" already holds ${max} tunnel connections, the most this relay allows; retry when one closes`,
+        { 'retry-after': '30' },
+      );
+    }
     if (socket.destroyed) return;
     this.#wss.handleUpgrade(req, socket, head, (ws) => {
       const session = createSession(new WsTransport(ws), {
@@ -139,6 +159,13 @@ export class TunnelEndpoint {
       );
       this.#opts.onConnection?.(conn);
     });
+  }
+
+  /** Open tunnel connections of `subject`. */
+  #count(subject: string): number {
+    let n = 0;
+    for (const c of this.connections) if (c.subject === subject) n++;
+    return n;
   }
 
   /**
