@@ -1,9 +1,11 @@
 // The response-head timeout (--response-timeout) bounds the backend's answer
 // once the whole request has reached it, not the client's upload: a body that
 // takes longer to arrive than the timeout is carried to the end and the
-// backend's answer comes back, on both paths.
+// backend's answer comes back, on both paths. An upload that stops, or turns
+// out malformed, is refused without waiting for the rest of it.
 import { once } from 'node:events';
 import { connect as netConnect } from 'node:net';
+import type { AccessInfo } from '@burrow/relay';
 import t from 'tap';
 import { testAgent } from '../helpers/agent.js';
 import { deferred, within } from '../helpers/deferred.js';
@@ -89,6 +91,48 @@ for (const fast of [true, false]) {
       await within(5_000, closed, 'the relay closes the connection');
       t.match(text, /^HTTP\/1\.1 408 /, text.split('\r\n')[0] ?? '');
       t.match(text, /x-burrow-error: upload_stalled/i);
+    },
+  );
+}
+
+for (const fast of [true, false]) {
+  t.test(
+    `fast path ${fast ? 'on' : 'off'}: a malformed chunk size is answered 400 at once, not 408 at the timeout`,
+    async (t) => {
+      const logged = deferred<AccessInfo>();
+      // The answer must not wait for this: the rest of the body will never come.
+      const relay = await testRelay(t, {
+        responseHeadTimeout: 60_000,
+        http1FastPath: fast,
+        onRequestDone: (info) => logged.resolve(info),
+      });
+      const received = deferred();
+      const cancelled = deferred();
+      const backend = await testServer(t, (req, res) => {
+        req.once('data', () => received.resolve());
+        req.on('end', () => res.end('never'));
+        res.on('close', () => cancelled.resolve());
+      });
+      await testAgent(t, relay, [{ id: 'up', hostnames: ['up.example.com'], target: backend.url }], {
+        connections: 1,
+      });
+      const c = netConnect(relay.httpAddress.port, '127.0.0.1');
+      c.on('error', () => {});
+      await once(c, 'connect');
+      let text = '';
+      c.on('data', (d: Buffer) => (text += d.toString('latin1')));
+      const closed = once(c, 'close');
+      // A chunked body is Node's parser's to read, with the fast path on too.
+      c.write(
+        'POST /upload HTTP/1.1\r\nHost: up.example.com\r\nTransfer-Encoding: chunked\r\n\r\n5\r\nhello\r\n',
+      );
+      await within(10_000, received.promise, 'the upload reaches the backend');
+      c.write('zz\r\nworld\r\n0\r\n\r\n');
+      await within(10_000, closed, 'the relay answers and closes the connection');
+      t.match(text, /^HTTP\/1\.1 400 /, text.split('\r\n')[0] ?? '');
+      t.match(text, /x-burrow-error: bad_framing/i);
+      await within(10_000, cancelled.promise, 'the backend request is cancelled');
+      t.match(await logged.promise, { status: 400, error: 'bad_framing' }, 'and logged as such');
     },
   );
 }

@@ -1,6 +1,6 @@
 import { createServer, type IncomingMessage, type Server, type ServerResponse } from 'node:http';
 import type { Socket } from 'node:net';
-import { type ForwardOptions, forwardRequest } from '../proxy/forward.js';
+import { type ForwardOptions, failMalformedBody, forwardRequest } from '../proxy/forward.js';
 import { Http1Front, takeConnectionHandler } from '../proxy/http1-front.js';
 import type { Http1Pool } from '../proxy/http1-pool.js';
 import { forwardUpgrade, refuseConnect } from '../proxy/upgrade.js';
@@ -96,6 +96,9 @@ export function createHttpListener(opts: HttpListenerOptions): Server {
     // error answer must not land in the middle of its body.
     const inFlight = (socket as Socket & { _httpMessage?: ServerResponse | null })._httpMessage;
     if (!inFlight) return answer();
+    // The bad bytes are in the body of the request in progress: it fails now, with its own 400,
+    // instead of waiting for the rest of a body that will not come.
+    if (!inFlight.req.complete && failMalformedBody(inFlight.req)) return;
     // Bytes after a request that closes the connection are ignored (RFC 9112 §9.6): its response, then the close.
     if (err.code === 'HPE_CLOSED_CONNECTION') return;
     // With requests dropped, a 400 would read as the answer to the first of them:

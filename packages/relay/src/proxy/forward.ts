@@ -28,7 +28,7 @@ import {
   sendError,
   UploadStalledError,
 } from './errors.js';
-import { CONNECT_UNSUPPORTED, invalidRequest } from './validate-request.js';
+import { BAD_FRAMING, CONNECT_UNSUPPORTED, invalidRequest } from './validate-request.js';
 
 export interface ForwardOptions {
   table: RouteTable<AgentConnection>;
@@ -324,6 +324,24 @@ export const CLIENT_CLOSED = 'client_closed';
 /** Status logged for a client that left before any response (nginx's convention). */
 export const CLIENT_CLOSED_STATUS = 499;
 
+/** Requests whose body is being forwarded: how each fails if the parser finds that body malformed. */
+const bodyFailures = new WeakMap<ClientRequest, () => void>();
+
+/**
+ * Fails `req`, whose body Node's parser found malformed (a bad chunk size)
+ * after the request had started: Node reports that to the server
+ * ('clientError'), not to the request, whose body then never ends. The
+ * tunnel stream is reset; the client gets a 400 unless its response has
+ * started, and that response is cut. False when `req` is not a request whose
+ * body is being forwarded.
+ */
+export function failMalformedBody(req: ClientRequest): boolean {
+  const fail = bodyFailures.get(req);
+  bodyFailures.delete(req);
+  fail?.();
+  return fail !== undefined;
+}
+
 /** Attempts after the first for a bodiless request refused unprocessed. */
 export const MAX_RETRIES = 2;
 
@@ -386,6 +404,7 @@ export async function forwardRequest(
   const replayable = !withBody;
   let head: ResponseHead | undefined;
   let rest: Buffer = Buffer.alloc(0);
+  let malformed = false;
   for (let attempt = 0; !head; attempt++) {
     if (!routed.ok) {
       error = routed.code;
@@ -413,6 +432,12 @@ export async function forwardRequest(
     } else {
       req.pipe(s);
       req.on('error', () => s.reset(Reason.Cancel, 'client request failed'));
+      bodyFailures.set(req, () => {
+        malformed = true;
+        error = BAD_FRAMING.code;
+        req.unpipe(s);
+        s.reset(Reason.Cancel, 'malformed request body');
+      });
     }
     try {
       ({ head, rest } = await readResponseHead(s, opts.responseHeadTimeout, withBody ? req : undefined));
@@ -422,12 +447,13 @@ export async function forwardRequest(
         routed = route(req, opts);
         continue;
       }
-      const f = failureFor(err);
+      const f = malformed ? BAD_FRAMING : failureFor(err);
       error = f.code;
       req.unpipe(s);
-      // The rest of a stalled body will not come: the connection ends after the answer.
-      if (err instanceof UploadStalledError && !h2) (res as ServerResponse).shouldKeepAlive = false;
-      else req.resume();
+      // The rest of a stalled or malformed body will not come: the connection ends after the answer.
+      if ((malformed || err instanceof UploadStalledError) && !h2) {
+        (res as ServerResponse).shouldKeepAlive = false;
+      } else req.resume();
       return answerError(f.status, f.message, routed.host, f.code);
     }
   }

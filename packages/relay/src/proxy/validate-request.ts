@@ -31,7 +31,8 @@ export const CONNECT_UNSUPPORTED: ProxyFailure = {
   code: 'connect_method',
   message: 'CONNECT is not supported: this relay serves its hostnames, it is not a forward proxy.',
 };
-const BAD_FRAMING: ProxyFailure = {
+/** Also the answer to a chunked body the parser finds malformed once the request has started. */
+export const BAD_FRAMING: Readonly<ProxyFailure> = {
   status: 400,
   code: 'bad_framing',
   message: 'The request body framing is invalid or ambiguous.',
