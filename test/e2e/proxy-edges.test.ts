@@ -1,19 +1,21 @@
 // Edges of the relay's HTTP proxying: a Connection header naming Host, upgrades
-// a backend declines or cannot take, a client that leaves before its response,
-// and the HTTPS redirect of an absolute-form request.
+// a backend declines or cannot take, or pipelined behind another request, a
+// client that leaves before its response, and the HTTPS redirect of an
+// absolute-form request.
 import { once } from 'node:events';
 import type { IncomingMessage, ServerResponse } from 'node:http';
 import { connect } from 'node:net';
-import type { AccessInfo } from '@burrow/relay';
+import type { AccessInfo, RelayOptions } from '@burrow/relay';
 import t from 'tap';
 import { memoryLogger } from '../../packages/agent/test/helpers/log.js';
 import { testAgent } from '../helpers/agent.js';
-import { deferred } from '../helpers/deferred.js';
+import { deferred, within } from '../helpers/deferred.js';
 import { get, testServer } from '../helpers/http.js';
 import { metricValue } from '../helpers/metrics.js';
 import { freePort } from '../helpers/net.js';
 import { rawRequest } from '../helpers/raw-http.js';
-import { type Teardownable, testRelay } from '../helpers/relay.js';
+import { client, get as rawGet, tlsClient } from '../helpers/raw-wire.js';
+import { streamKinds, type Teardownable, testRelay } from '../helpers/relay.js';
 import { h2Session, testPki } from '../helpers/tls.js';
 
 /** A backend that answers with the headers it received, as JSON. */
@@ -406,3 +408,111 @@ t.test(
     );
   },
 );
+
+/**
+ * A relay (TLS-terminated or plain, fast path on or off) and an agent for
+ * pipe.edge.test, whose backend holds POST /slow until `release` (then
+ * answers it, or with `cut` breaks it off) and accepts WebSocket upgrades
+ * with a 101 and the bytes `RAW`. Returns a client
+ * connection and the kinds of the streams the relay opens from then on.
+ */
+async function slowThenUpgrade(
+  t: Teardownable,
+  tls: boolean,
+  fast: boolean,
+  { cut = false, ...extra }: Partial<RelayOptions> & { cut?: boolean } = {},
+) {
+  const host = 'pipe.edge.test';
+  const pki = await testPki(t);
+  const cert = await pki.issue('pipe', [host]);
+  const relay = await testRelay(t, {
+    http1FastPath: fast,
+    ...(tls
+      ? {
+          tls: { host: '127.0.0.1', port: 0 },
+          certFiles: { pairs: [{ cert: cert.certFile, key: cert.keyFile }] },
+          httpsRedirect: false,
+        }
+      : {}),
+    ...extra,
+  });
+  const release = deferred();
+  const arrived = deferred();
+  const paths: string[] = [];
+  const backend = await testServer(t, (req, res) => {
+    paths.push(req.url ?? '');
+    req.resume();
+    arrived.resolve();
+    // Cut: its body stops short, and the relay resets the client connection.
+    if (cut) {
+      res.writeHead(200, { 'content-length': '10' });
+      res.write('slow');
+      void release.promise.then(() => res.destroy());
+    } else void release.promise.then(() => res.end('slow'));
+  });
+  backend.server.on('upgrade', (req, socket) => {
+    paths.push(req.url ?? '');
+    t.teardown(() => socket.destroy());
+    socket.write('HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\r\nRAW');
+  });
+  await testAgent(t, relay, [{ id: 'pipe', hostnames: [host], target: backend.url }], { connections: 1 });
+  const kinds = streamKinds(relay);
+  const c = tls
+    ? await tlsClient(t, relay.tlsAddress!.port, host, pki.caPem, ['http/1.1'])
+    : client(t, relay.httpAddress.port);
+  // Chunked: Node's parser reads it, with the fast path on too.
+  c.write(
+    `POST /slow HTTP/1.1\r\nHost: ${host}\r\nTransfer-Encoding: chunked\r\n\r\n2\r\nhi\r\n0\r\n\r\n` +
+      rawGet(host, '/ws', 'Upgrade: websocket\r\nConnection: Upgrade\r\n'),
+  );
+  return { c, kinds, paths, arrived: arrived.promise, release };
+}
+
+for (const tls of [false, true]) {
+  for (const fast of [false, true]) {
+    t.test(
+      `${tls ? 'TLS' : 'plain'}, fast path ${fast ? 'on' : 'off'}: an upgrade pipelined behind a request is answered after it`,
+      async (t) => {
+        const { c, kinds, arrived, release } = await slowThenUpgrade(t, tls, fast);
+        await within(10_000, arrived, 'POST /slow reaches the backend');
+        // Node parsed both heads at once; the upgrade has not started.
+        t.same(kinds, ['http'], 'no stream for the upgrade while /slow is unanswered');
+        release.resolve();
+        const raw = async () => {
+          while (!c.buffered.includes('RAW') && !c.closed) await c.changed();
+          return c.buffered.toString('latin1');
+        };
+        const text = await within(10_000, raw(), 'both responses');
+        t.match(
+          text,
+          /^HTTP\/1\.1 200 OK\r\n[\s\S]*\r\n\r\nslowHTTP\/1\.1 101 Switching Protocols\r\n[\s\S]*\r\n\r\nRAW$/,
+          "/slow's 200, then the 101 and the upgraded bytes",
+        );
+      },
+    );
+  }
+}
+
+t.test('an upgrade whose connection closes before its turn never starts, and is logged', async (t) => {
+  const infos: AccessInfo[] = [];
+  const bothLogged = deferred();
+  const { c, paths, arrived, release } = await slowThenUpgrade(t, false, false, {
+    cut: true,
+    onRequestDone: (info) => {
+      if (infos.push(info) === 2) bothLogged.resolve();
+    },
+  });
+  await within(10_000, arrived, 'POST /slow reaches the backend');
+  release.resolve();
+  await within(10_000, c.untilClosed(), 'the relay resets the connection');
+  await within(10_000, bothLogged.promise, 'both requests logged');
+  t.same(
+    infos.map((i) => [i.method, i.path, i.status]),
+    [
+      ['POST', '/slow', 200],
+      ['GET', '/ws', 499],
+    ],
+  );
+  t.ok(infos[1]?.error, 'the upgrade is logged as not answered');
+  t.same(paths, ['/slow'], 'the upgrade never reached the backend');
+});

@@ -1,4 +1,4 @@
-import type { IncomingMessage } from 'node:http';
+import type { IncomingMessage, ServerResponse } from 'node:http';
 import { STATUS_CODES, validateHeaderName, validateHeaderValue } from 'node:http';
 import type { Duplex } from 'node:stream';
 import {
@@ -34,13 +34,16 @@ export async function forwardUpgrade(
 ): Promise<void> {
   const started = performance.now();
   socket.on('error', () => {});
+  // Read now: a socket that closes while the upgrade waits no longer knows its peer.
+  const client = clientIp(req.socket.remoteAddress);
+  const turn = await earlierResponsesOut(socket);
+  // Routed when its turn comes, as a request waiting in listeners/one-at-a-time.ts is.
   const r = route(req, opts);
   // The access line is written when the connection ends, maybe hours later:
   // keep the few fields it needs, not the request (headers and all).
   const { host, route: routeName } = r;
   const method = req.method ?? '';
   const path = req.url ?? '';
-  const client = clientIp(req.socket.remoteAddress);
   const log = (status: number, error?: string, s?: Stream) => {
     const info: AccessInfo = {
       host,
@@ -56,6 +59,8 @@ export async function forwardUpgrade(
     };
     recordAccess(opts, info, { upgrade: true });
   };
+  // Nothing was answered: the connection closed while earlier requests were being answered.
+  if (!turn) return log(CLIENT_CLOSED_STATUS, CLIENT_CLOSED);
   if (!r.ok) {
     log(r.status, r.code);
     return sendRawError(socket, r.status, r.message, r.host, r.code);
@@ -143,6 +148,25 @@ export async function forwardUpgrade(
     // Declined: the response is all there is (`connection: close`), so our side ends now.
     stream.end();
     stream.pipe(socket);
+  }
+}
+
+/**
+ * Waits until the responses to the requests pipelined before an upgrade on
+ * `socket` are out. Node emits 'upgrade' as soon as it has parsed the head,
+ * while those requests may still be waiting for their answers; the client
+ * reads responses in order, so the upgrade's answer (a 101 and raw bytes, or
+ * an error page) goes after theirs. The socket stays paused meanwhile. False
+ * when the connection closed first.
+ */
+async function earlierResponsesOut(socket: Duplex): Promise<boolean> {
+  socket.pause();
+  for (;;) {
+    if (socket.destroyed || socket.writableEnded) return false;
+    // Node gives the socket to each response in turn, the next one as the one before it finishes.
+    const current = (socket as Duplex & { _httpMessage?: ServerResponse | null })._httpMessage;
+    if (!current) return true;
+    await new Promise((resolve) => current.once('close', resolve));
   }
 }
 
