@@ -9,8 +9,11 @@ import { promisify } from 'node:util';
 import type { Relay } from '@burrow/relay';
 import t from 'tap';
 import { WebSocket, WebSocketServer } from 'ws';
+import { memoryLogger } from '../../packages/agent/test/helpers/log.js';
 import { testAgent } from '../helpers/agent.js';
+import { deferred, within } from '../helpers/deferred.js';
 import { get, httpsGet, testServer } from '../helpers/http.js';
+import { field, tlsClient } from '../helpers/raw-wire.js';
 import { type Teardownable, testRelay } from '../helpers/relay.js';
 import { clientHelloFor, h2Session, type TestPki, testPki } from '../helpers/tls.js';
 
@@ -277,7 +280,8 @@ t.test(
     socket.resume();
     await once(socket, 'connect');
     socket.write(await clientHelloFor('a.example.test'));
-    await once(socket, 'close');
+    // Bounded: a handshake timeout taken for an HTTP parse error kept the socket for the head deadline.
+    await within(10_000, once(socket, 'close'), 'the relay closes the connection');
     t.pass('closed (Node alone would wait 120 s)');
   },
 );
@@ -316,3 +320,72 @@ t.test('WebSocket over a terminated TLS connection (wss://): the same upgrade sp
   const [reply] = await once(ws, 'message');
   t.equal(String(reply), 'https:hello', 'echoed through the tunnel; the backend saw https');
 });
+
+/**
+ * A relay terminating TLS for post.example.test (fast path on or off), whose
+ * backend answers each request once its body is whole and `release` has come,
+ * and an HTTP/1.1 client connection to it.
+ */
+async function heldPosts(t: Teardownable, fast: boolean) {
+  const host = 'post.example.test';
+  const pki = await testPki(t);
+  const cert = await pki.issue('post', [host]);
+  const log = memoryLogger('info', 'relay');
+  const relay = await testRelay(t, {
+    http1FastPath: fast,
+    logger: log.logger,
+    tls: { host: '127.0.0.1', port: 0 },
+    certFiles: { pairs: [{ cert: cert.certFile, key: cert.keyFile }] },
+    httpsRedirect: false,
+  });
+  const release = deferred();
+  const received = deferred();
+  const cancelled = deferred();
+  const backend = await testServer(t, (req, res) => {
+    req.once('data', () => received.resolve());
+    req.on('end', () => void release.promise.then(() => res.end('created')));
+    res.on('close', () => cancelled.resolve());
+  });
+  await testAgent(t, relay, [{ id: 'post', hostnames: [host], target: backend.url }], { connections: 1 });
+  const c = await tlsClient(t, relay.tlsAddress!.port, host, pki.caPem, ['http/1.1']);
+  // Chunked: Node's parser reads it, with the fast path on too.
+  c.write(`POST /orders HTTP/1.1\r\nHost: ${host}\r\nTransfer-Encoding: chunked\r\n\r\n2\r\nhi\r\n`);
+  await within(10_000, received.promise, 'the POST reaches the backend');
+  return { c, log, release, cancelled: cancelled.promise };
+}
+
+for (const fast of [false, true]) {
+  t.test(
+    `HTTP/1.1 over TLS, fast path ${fast ? 'on' : 'off'}: a parse error after a request waits for its response`,
+    async (t) => {
+      const { c, log, release } = await heldPosts(t, fast);
+      c.write('0\r\n\r\nGARBAGE\r\n\r\n');
+      // Node's own handler would answer at once, before the POST's response.
+      await within(
+        10_000,
+        Promise.race([log.waitFor((l) => l['msg'] === 'bad request from client'), c.anyHead()]),
+        'the relay reads the bad bytes',
+      );
+      release.resolve();
+      const first = await within(10_000, c.response('POST'), "the POST's response");
+      t.equal(first?.status, 200, "the first response is the POST's");
+      t.equal(first?.body.toString(), 'created', 'whole');
+      const second = await within(10_000, c.response(), 'the answer to the bad bytes');
+      t.equal(second?.status, 400, 'then the 400');
+      await within(10_000, c.untilClosed(), 'and the connection closes');
+    },
+  );
+
+  t.test(
+    `HTTP/1.1 over TLS, fast path ${fast ? 'on' : 'off'}: a malformed chunk size is answered 400 at once`,
+    async (t) => {
+      const { c, cancelled } = await heldPosts(t, fast);
+      c.write('zz\r\nworld\r\n0\r\n\r\n');
+      const reply = await within(10_000, c.response('POST'), 'an answer');
+      t.equal(reply?.status, 400, 'a 400, not a wait for the rest of the body');
+      t.same(field(reply!, 'x-burrow-error'), ['bad_framing'], 'from the relay, saying why');
+      await within(10_000, cancelled, 'the backend request is cancelled');
+      await within(10_000, c.untilClosed(), 'and the connection closes');
+    },
+  );
+}

@@ -1,10 +1,11 @@
 import { createServer, type IncomingMessage, type Server, type ServerResponse } from 'node:http';
 import type { Socket } from 'node:net';
-import { type ForwardOptions, failMalformedBody, forwardRequest } from '../proxy/forward.js';
+import { type ForwardOptions, forwardRequest } from '../proxy/forward.js';
 import { Http1Front, takeConnectionHandler } from '../proxy/http1-front.js';
 import type { Http1Pool } from '../proxy/http1-pool.js';
 import { forwardUpgrade, refuseConnect } from '../proxy/upgrade.js';
 import { MAX_REQUEST_HEAD, MAX_REQUEST_HEADERS } from '../proxy/validate-request.js';
+import { answerClientErrors } from './client-errors.js';
 import { oneAtATime } from './one-at-a-time.js';
 
 export interface HttpListenerOptions extends ForwardOptions {
@@ -63,48 +64,7 @@ export function createHttpListener(opts: HttpListenerOptions): Server {
       socket.destroy();
     });
   });
-  // Node reports a connection's parse error again with each chunk that follows; it is answered once.
-  const refused = new WeakSet<Socket>();
-  server.on('clientError', (err: NodeJS.ErrnoException, socket: Socket) => {
-    if (refused.has(socket)) {
-      // Reported again (more bytes, or the head deadline) once the answer is out: nothing more to wait for.
-      if (socket.writableFinished) socket.destroy();
-      return;
-    }
-    refused.add(socket);
-    // Malformed requests (smuggling shapes, oversized heads, slow heads) get a
-    // status line when the socket is still writable, and never reach an agent.
-    const status =
-      err.code === 'HPE_HEADER_OVERFLOW' ? 431 : err.code === 'ERR_HTTP_REQUEST_TIMEOUT' ? 408 : 400;
-    opts.logger.info({ code: err.code, client: socket.remoteAddress }, 'bad request from client');
-    const answer = () => {
-      if (socket.destroyed || socket.writableEnded) return;
-      if (!socket.writable) return void socket.destroy();
-      const text =
-        status === 431
-          ? 'Request Header Fields Too Large'
-          : status === 408
-            ? 'Request Timeout'
-            : 'Bad Request';
-      socket.end(`HTTP/1.1 ${status} ${text}\r\nconnection: close\r\ncontent-length: 0\r\n\r\n`);
-      // A client that never closes its side does not keep the connection.
-      socket.setTimeout(opts.headersTimeout, () => socket.destroy());
-    };
-    // Requests parsed before the bad bytes and still waiting never start: they reached no backend.
-    const dropped = requests.stop(socket);
-    // A response in flight for an earlier request goes out whole first: the
-    // error answer must not land in the middle of its body.
-    const inFlight = (socket as Socket & { _httpMessage?: ServerResponse | null })._httpMessage;
-    if (!inFlight) return answer();
-    // The bad bytes are in the body of the request in progress: it fails now, with its own 400,
-    // instead of waiting for the rest of a body that will not come.
-    if (!inFlight.req.complete && failMalformedBody(inFlight.req)) return;
-    // Bytes after a request that closes the connection are ignored (RFC 9112 §9.6): its response, then the close.
-    if (err.code === 'HPE_CLOSED_CONNECTION') return;
-    // With requests dropped, a 400 would read as the answer to the first of them:
-    // the connection just closes after the response, and the client retries them.
-    inFlight.once('close', dropped > 0 ? () => socket.end() : answer);
-  });
+  answerClientErrors(server, requests, opts);
   if (!opts.upstreams) return server;
   // Node's own connection handler stays the way into its parser; the fast path goes first.
   const fast = new Http1Front(opts, opts.upstreams, takeConnectionHandler(server, 'connection'));

@@ -16,6 +16,7 @@ import {
 import { Http1Front, takeConnectionHandler } from '../proxy/http1-front.js';
 import type { Http1Pool } from '../proxy/http1-pool.js';
 import { forwardUpgrade, refuseConnect } from '../proxy/upgrade.js';
+import { answerClientErrors } from './client-errors.js';
 import { headCheckInterval } from './http.js';
 import { oneAtATime } from './one-at-a-time.js';
 
@@ -115,6 +116,7 @@ export function createHttpsTerminator(opts: HttpsTerminatorOptions): HttpsTermin
     });
   }, opts.logger);
   server.on('request', requests.handle);
+  answerClientErrors(server, requests, opts);
   // HTTP/1.1 upgrades (WebSocket) on a terminated connection: same raw splice as on the plain listener.
   // CONNECT: an HTTP/2 one comes with its response (the compatibility layer
   // routes it here, not to 'request'), an HTTP/1.1 one with the socket.
