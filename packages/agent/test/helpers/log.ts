@@ -18,11 +18,15 @@ export function memoryLogger(
   const raw: string[] = [];
   const events = new EventEmitter<{ line: [LogLine] }>();
   const destination = {
+    // One line per write from pino; a relay's access lines come several to a write.
     write(chunk: string) {
-      raw.push(chunk);
-      const line = JSON.parse(chunk) as LogLine;
-      lines.push(line);
-      events.emit('line', line);
+      for (const text of chunk.split('\n')) {
+        if (text === '') continue;
+        raw.push(`${text}\n`);
+        const line = JSON.parse(text) as LogLine;
+        lines.push(line);
+        events.emit('line', line);
+      }
       return true;
     },
   };

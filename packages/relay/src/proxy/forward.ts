@@ -5,6 +5,7 @@ import { type Readable, Transform, type TransformCallback } from 'node:stream';
 import {
   type HeaderPairs,
   type HttpOpen,
+  InfoLines,
   type Logger,
   MessageReader,
   normalizeHost,
@@ -83,29 +84,41 @@ export interface AccessInfo {
   error?: string;
 }
 
-const accessLoggers = new WeakMap<Logger, Logger>();
+const accessLogs = new WeakMap<Logger, InfoLines>();
 
 /**
- * The logger for access lines: `logger` without its redaction pass. An access
- * entry holds only the fields of AccessInfo, none of them a secret, and the
- * redaction paths (wildcards among them) cost about 6 µs per line, at one
- * line per request.
+ * Where `logger`'s access lines go: the same destination and line shape, but
+ * written by accessFields, with no redaction pass (an entry holds only the
+ * fields of AccessInfo, none of them a secret), a write per event loop turn.
  */
-export function accessLogger(logger: Logger): Logger {
-  let access = accessLoggers.get(logger);
-  if (!access) {
-    access = logger.child({}, { redact: { paths: [] } });
-    accessLoggers.set(logger, access);
+function accessLog(logger: Logger): InfoLines {
+  let log = accessLogs.get(logger);
+  if (!log) {
+    log = new InfoLines(logger, 'request');
+    accessLogs.set(logger, log);
   }
-  return access;
+  return log;
+}
+
+/** An access entry as JSON object members, in AccessInfo's order, then `extra`'s flags. */
+function accessFields(info: AccessInfo, extra: Record<string, boolean> | undefined): string {
+  const s = JSON.stringify;
+  let fields =
+    `"host":${s(info.host)},"route":${s(info.route)},"method":${s(info.method)},"path":${s(info.path)}` +
+    `,"status":${info.status},"bytesIn":${info.bytesIn},"bytesOut":${info.bytesOut}` +
+    `,"durationMs":${info.durationMs},"client":${s(info.client)}`;
+  if (info.error !== undefined) fields += `,"error":${s(info.error)}`;
+  if (extra) for (const [k, v] of Object.entries(extra)) fields += `,${s(k)}:${v}`;
+  return fields;
 }
 
 /**
  * A finished request's access line, and the same entry to the hooks that
- * count it (metrics, activity). `extra` goes to the log line only.
+ * count it (metrics, activity). `extra` (h2, upgrade) goes to the log line only.
  */
-export function recordAccess(opts: ForwardOptions, info: AccessInfo, extra?: Record<string, unknown>): void {
-  accessLogger(opts.logger).info(extra ? { ...info, ...extra } : info, 'request');
+export function recordAccess(opts: ForwardOptions, info: AccessInfo, extra?: Record<string, boolean>): void {
+  const log = accessLog(opts.logger);
+  if (log.enabled) log.write(accessFields(info, extra));
   opts.onRequestDone?.(info);
 }
 

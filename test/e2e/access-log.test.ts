@@ -1,0 +1,80 @@
+// The relay's access log: one JSON line per request, in the logger's own line
+// shape, on the fast path, the general path and upgrades; nothing at a level
+// above info. Real relay, agent, backend and clients on 127.0.0.1.
+import { connect } from 'node:net';
+import t from 'tap';
+import { memoryLogger } from '../../packages/agent/test/helpers/log.js';
+import { testAgent } from '../helpers/agent.js';
+import { testServer } from '../helpers/http.js';
+import { rawRequest } from '../helpers/raw-http.js';
+import { testRelay } from '../helpers/relay.js';
+
+t.test('one line per request, with what the request was and how it went', async (t) => {
+  const log = memoryLogger('info', 'burrow-relay');
+  const relay = await testRelay(t, { logger: log.logger });
+  const backend = await testServer(t, (req, res) => {
+    if (req.headers.upgrade) {
+      res.writeHead(426).end();
+      return;
+    }
+    res.end('hello');
+  });
+  await testAgent(t, relay, [{ id: 'app', hostnames: ['app.example.com'], target: backend.url }], {
+    connections: 1,
+  });
+  const port = relay.httpAddress.port;
+  const request = (n: number) =>
+    log.waitFor((l) => l['msg'] === 'request' && log.lines.filter((x) => x['msg'] === 'request').length >= n);
+
+  // HTTP/1.1: the fast path. A path with a quote, a backslash and percent-encoded UTF-8.
+  const path = '/a"b\\\\c?q=%C3%A9';
+  await rawRequest(port, `GET ${path} HTTP/1.1\r\nHost: app.example.com\r\n\r\n`);
+  await request(1);
+  // HTTP/1.0: Node's parser and the general path.
+  await rawRequest(port, 'GET /old HTTP/1.0\r\nHost: app.example.com\r\n\r\n');
+  await request(2);
+  // An unknown host: answered by the relay itself.
+  await rawRequest(port, 'GET / HTTP/1.1\r\nHost: nobody.example.com\r\n\r\n');
+  await request(3);
+  const lines = log.lines.filter((l) => l['msg'] === 'request');
+  t.match(lines[0], {
+    level: 30,
+    time: /^\d{4}-\d\d-\d\dT/,
+    name: 'burrow-relay',
+    host: 'app.example.com',
+    route: 'app.example.com',
+    method: 'GET',
+    path,
+    status: 200,
+    bytesIn: 0,
+    bytesOut: 5,
+    durationMs: Number,
+    client: '127.0.0.1',
+  });
+  t.notOk('error' in lines[0]!, 'no error field on a success');
+  t.match(lines[1], { path: '/old', status: 200 });
+  // The general path counts what the agent sent for the response, its head included.
+  t.ok((lines[1]!['bytesOut'] as number) >= 5, 'the body at least');
+  t.match(lines[2], { host: 'nobody.example.com', route: '', status: 404, error: String });
+  t.ok(
+    log.raw.filter((r) => r.includes('"msg":"request"')).every((r) => r.endsWith('}\n')),
+    'each a whole JSON line',
+  );
+
+  // An upgrade the backend declines is logged as one too, and marked.
+  const socket = connect(port, '127.0.0.1');
+  socket.write(
+    'GET /ws HTTP/1.1\r\nHost: app.example.com\r\nConnection: upgrade\r\nUpgrade: websocket\r\n\r\n',
+  );
+  socket.resume();
+  t.teardown(() => socket.destroy());
+  const upgrade = await log.waitFor((l) => l['msg'] === 'request' && l['path'] === '/ws');
+  t.match(upgrade, { status: 426, upgrade: true });
+
+  // At warn, no access lines.
+  log.logger.level = 'warn';
+  const before = log.lines.length;
+  await rawRequest(port, `GET /quiet HTTP/1.1\r\nHost: app.example.com\r\n\r\n`);
+  await new Promise((r) => setImmediate(r));
+  t.equal(log.lines.length, before, 'nothing logged at warn');
+});
