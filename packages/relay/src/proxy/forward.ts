@@ -192,9 +192,10 @@ export function readResponseHead(
   stream: Stream,
   timeoutMs: number,
   upload?: Readable,
-): Promise<{ head: ResponseHead; rest: Buffer }> {
+): Promise<{ head: ResponseHead; rest: Buffer; headBytes: number }> {
   return new Promise((resolve, reject) => {
     const reader = new MessageReader(responseHeadSchema, MAX_HEAD);
+    let seen = 0;
     const uploading = upload !== undefined && !stream.writableFinished;
     const timer = setTimeout(
       () =>
@@ -210,7 +211,7 @@ export function readResponseHead(
       upload.on('data', progress);
       stream.once('finish', progress);
     }
-    const done = (err: unknown, value?: { head: ResponseHead; rest: Buffer }) => {
+    const done = (err: unknown, value?: { head: ResponseHead; rest: Buffer; headBytes: number }) => {
       clearTimeout(timer);
       upload?.off('data', progress);
       stream.off('finish', progress);
@@ -223,8 +224,12 @@ export function readResponseHead(
     };
     const onData = (chunk: Buffer) => {
       try {
+        seen += chunk.length;
         const [head] = reader.push(chunk, 1);
-        if (head) done(undefined, { head, rest: reader.rest() });
+        if (head) {
+          const rest = reader.rest();
+          done(undefined, { head, rest, headBytes: seen - rest.length });
+        }
       } catch (err) {
         done(err);
       }
@@ -396,7 +401,7 @@ export async function forwardRequest(
       // Nothing was answered: 499, as nginx logs it, not the 200 Node presets.
       status: res.headersSent ? res.statusCode : CLIENT_CLOSED_STATUS,
       bytesIn: stream?.bytesOut ?? 0,
-      bytesOut: stream?.bytesIn ?? 0,
+      bytesOut: (stream?.bytesIn ?? 0) - headBytes,
       durationMs: Math.round((performance.now() - started) * 1000) / 1000,
       client,
       ...(error ? { error } : {}),
@@ -417,6 +422,8 @@ export async function forwardRequest(
   const replayable = !withBody;
   let head: ResponseHead | undefined;
   let rest: Buffer = Buffer.alloc(0);
+  /** Tunnel bytes of the response head message: not counted as response bytes. */
+  let headBytes = 0;
   let malformed = false;
   for (let attempt = 0; !head; attempt++) {
     if (!routed.ok) {
@@ -453,7 +460,11 @@ export async function forwardRequest(
       });
     }
     try {
-      ({ head, rest } = await readResponseHead(s, opts.responseHeadTimeout, withBody ? req : undefined));
+      ({ head, rest, headBytes } = await readResponseHead(
+        s,
+        opts.responseHeadTimeout,
+        withBody ? req : undefined,
+      ));
     } catch (err) {
       s.reset(Reason.Cancel, 'no usable response');
       if (replayable && attempt < MAX_RETRIES && retryable(err) && !req.socket.destroyed) {

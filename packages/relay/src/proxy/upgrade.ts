@@ -44,6 +44,8 @@ export async function forwardUpgrade(
   const { host, route: routeName } = r;
   const method = req.method ?? '';
   const path = req.url ?? '';
+  /** Tunnel bytes of the response head message: not counted as bytes to the client. */
+  let headBytes = 0;
   const log = (status: number, error?: string, s?: Stream) => {
     const info: AccessInfo = {
       host,
@@ -52,7 +54,7 @@ export async function forwardUpgrade(
       path,
       status,
       bytesIn: s?.bytesOut ?? 0,
-      bytesOut: s?.bytesIn ?? 0,
+      bytesOut: (s?.bytesIn ?? 0) - headBytes,
       durationMs: Math.round(performance.now() - started),
       client,
       ...(error ? { error } : {}),
@@ -106,7 +108,7 @@ export async function forwardUpgrade(
   });
   // Bytes the client sends before the 101 wait in the socket (paused) until the backend accepted.
   socket.pause();
-  let response: { head: ResponseHead; rest: Buffer };
+  let response: { head: ResponseHead; rest: Buffer; headBytes: number };
   try {
     response = await readResponseHead(stream, opts.responseHeadTimeout);
   } catch (err) {
@@ -121,6 +123,7 @@ export async function forwardUpgrade(
   // connection): a reset, so the client cannot take the cut for the end.
   stream.on('error', () => resetConnection(socket));
   const { head: rh, rest } = response;
+  headBytes = response.headBytes;
   let headText: string;
   try {
     // The backend was not asked to switch protocols on an h2c request: a 1xx here is no answer.
