@@ -108,6 +108,19 @@ t.test('malformed hellos are rejected with a reason, never thrown', async (t) =>
   trailing.writeUInt16BE(trailing.readUInt16BE(3) + 3, 3);
   t.ok(invalid(trailing), 'extra bytes after the hello inside its record');
   t.ok(invalid(Buffer.alloc(MAX_HELLO_BYTES + 10, 22)), 'endless data');
+  // SNI names that are not hostnames, patched over "app.example.com" (same length).
+  const at = hello.indexOf('app.example.com');
+  for (const bad of [
+    'ap..example.com',
+    '-pp.example.com',
+    'ap-.example.com',
+    '.pp.example.com',
+    'app.example..om',
+  ]) {
+    const patched = Buffer.from(hello);
+    patched.write(bad, at, 'latin1');
+    t.ok(invalid(patched), `SNI "${bad}"`);
+  }
 
   // Every single-byte corruption: a result, never an exception; SNI never leaks garbage.
   let threw = 0;

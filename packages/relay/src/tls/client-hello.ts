@@ -10,6 +10,8 @@
  * inconsistency is a rejection, never an exception.
  */
 
+import { isValidHostname } from '@burrow/shared';
+
 /** TLS record content type for handshake messages. */
 const CONTENT_HANDSHAKE = 22;
 /** Handshake message type of a ClientHello. */
@@ -182,10 +184,10 @@ function parseServerName(data: Buffer): string | undefined {
     if (type === undefined || !name) return undefined;
     if (type !== NAME_TYPE_HOST) continue;
     if (host) return undefined; // RFC 6066: at most one name of each type
-    // DNS names only: letters, digits, hyphens and dots, at most 253 bytes (no IP literals per RFC 6066).
-    if (name.length === 0 || name.length > 253 || !/^[A-Za-z0-9.-]+$/.test(name.toString('latin1')))
-      return undefined;
+    // DNS names only (no IP literals per RFC 6066), label by label: `x..example.com` or
+    // `-x.example.com` must not reach a wildcard route as if it were a name under it.
     host = name.toString('latin1').toLowerCase().replace(/\.$/, '');
+    if (!isValidHostname(host)) return undefined;
   }
   return host;
 }
