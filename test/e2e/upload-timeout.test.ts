@@ -15,6 +15,16 @@ import { testRelay } from '../helpers/relay.js';
 /** Paces the upload: the test is about an upload that outlasts the timeout. */
 const pace = (ms: number) => new Promise((resolve) => setTimeout(resolve, ms));
 
+/** A raw client connection to the relay's HTTP port, what it has received so far, and its close. */
+async function rawClient(port: number) {
+  const socket = netConnect(port, '127.0.0.1');
+  socket.on('error', () => {});
+  await once(socket, 'connect');
+  const received = { text: '' };
+  socket.on('data', (d: Buffer) => (received.text += d.toString('latin1')));
+  return { socket, received, closed: once(socket, 'close') };
+}
+
 const cases = [
   { name: 'general path (chunked body)', fast: true, framing: 'chunked' },
   { name: 'general path (fast path off, Content-Length)', fast: false, framing: 'length' },
@@ -81,16 +91,11 @@ for (const fast of [true, false]) {
       await testAgent(t, relay, [{ id: 'up', hostnames: ['up.example.com'], target: backend.url }], {
         connections: 1,
       });
-      const c = netConnect(relay.httpAddress.port, '127.0.0.1');
-      c.on('error', () => {});
-      await once(c, 'connect');
-      let text = '';
-      c.on('data', (d: Buffer) => (text += d.toString('latin1')));
-      const closed = once(c, 'close');
-      c.write('POST /upload HTTP/1.1\r\nHost: up.example.com\r\nContent-Length: 100000\r\n\r\nabc');
+      const { socket, received, closed } = await rawClient(relay.httpAddress.port);
+      socket.write('POST /upload HTTP/1.1\r\nHost: up.example.com\r\nContent-Length: 100000\r\n\r\nabc');
       await within(5_000, closed, 'the relay closes the connection');
-      t.match(text, /^HTTP\/1\.1 408 /, text.split('\r\n')[0] ?? '');
-      t.match(text, /x-burrow-error: upload_stalled/i);
+      t.match(received.text, /^HTTP\/1\.1 408 /, received.text.split('\r\n')[0] ?? '');
+      t.match(received.text, /x-burrow-error: upload_stalled/i);
     },
   );
 }
@@ -116,21 +121,16 @@ for (const fast of [true, false]) {
       await testAgent(t, relay, [{ id: 'up', hostnames: ['up.example.com'], target: backend.url }], {
         connections: 1,
       });
-      const c = netConnect(relay.httpAddress.port, '127.0.0.1');
-      c.on('error', () => {});
-      await once(c, 'connect');
-      let text = '';
-      c.on('data', (d: Buffer) => (text += d.toString('latin1')));
-      const closed = once(c, 'close');
+      const { socket, received: got, closed } = await rawClient(relay.httpAddress.port);
       // A chunked body is Node's parser's to read, with the fast path on too.
-      c.write(
+      socket.write(
         'POST /upload HTTP/1.1\r\nHost: up.example.com\r\nTransfer-Encoding: chunked\r\n\r\n5\r\nhello\r\n',
       );
       await within(10_000, received.promise, 'the upload reaches the backend');
-      c.write('zz\r\nworld\r\n0\r\n\r\n');
+      socket.write('zz\r\nworld\r\n0\r\n\r\n');
       await within(10_000, closed, 'the relay answers and closes the connection');
-      t.match(text, /^HTTP\/1\.1 400 /, text.split('\r\n')[0] ?? '');
-      t.match(text, /x-burrow-error: bad_framing/i);
+      t.match(got.text, /^HTTP\/1\.1 400 /, got.text.split('\r\n')[0] ?? '');
+      t.match(got.text, /x-burrow-error: bad_framing/i);
       await within(10_000, cancelled.promise, 'the backend request is cancelled');
       t.match(await logged.promise, { status: 400, error: 'bad_framing' }, 'and logged as such');
     },
