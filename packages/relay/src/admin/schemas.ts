@@ -53,7 +53,7 @@ export const statsSchema = object({
   requests: { ...int, description: 'HTTP requests finished since start' },
   requestErrors: { ...int, description: 'of those, answered with a relay error or a 5xx' },
   bytesIn: { ...int, description: 'request body bytes, client to backend' },
-  bytesOut: { ...int, description: 'response bytes, backend to client' },
+  bytesOut: { ...int, description: 'response body bytes, backend to client' },
   agents: int,
   connections: int,
   routes: int,
