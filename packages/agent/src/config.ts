@@ -233,7 +233,7 @@ export async function agentOptionsFrom(
     if (!relayCa.includes('BEGIN CERTIFICATE'))
       throw new ConfigError(`--relay-ca: ${caFile} holds no PEM certificate`);
     // A CA for a connection without TLS would be ignored, and the token sent in clear text.
-    if (relayUrl.startsWith('ws://')) {
+    if (new URL(relayUrl).protocol === 'ws:') {
       throw new ConfigError(
         `--relay-ca needs a wss:// relay URL (got "${shownUrl(relayUrl)}"): ws:// has no TLS to verify`,
       );

@@ -17,7 +17,7 @@ export function shownUrl(text: string): string {
   } catch {
     // Not a URL: whatever stands between "//" and "@" may still be a password.
     return text
-      .replace(/\/\/[^/@]*@/, '//…@')
+      .replace(/\/\/.*@/, '//…@')
       .replace(/[?#].*$/, '?…')
       .slice(0, 200);
   }

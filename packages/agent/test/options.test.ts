@@ -149,6 +149,16 @@ t.test('operator mistakes: one line naming the option, and never the token', asy
       {},
       /^--relay must be ws:\/\/HOST:PORT .*\(got "not a url"\)$/,
     ],
+    [
+      ['--relay', 'wss://tok:sek/rit@h:99999', ...base.slice(2)],
+      {},
+      /^--relay must be ws:\/\/HOST:PORT .*\(got "wss:\/\/…@h:99999"\)$/,
+    ],
+    [
+      ['--relay', 'WS://127.0.0.1:1', ...base.slice(2), '--relay-ca', caFile],
+      {},
+      /^--relay-ca needs a wss:\/\/ relay URL/,
+    ],
     [[...base, '--namespaces', 'prod'], {}, /^--namespaces applies with --kubernetes only/],
     [[...base], { BURROW_LABEL_SELECTOR: 'expose=true' }, /^--label-selector applies with --kubernetes only/],
     [[...base.slice(0, 2), ...base.slice(4)], {}, /^no agent token: pass --token-file FILE/],

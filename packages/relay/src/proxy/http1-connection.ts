@@ -183,7 +183,8 @@ export class Http1Connection {
    * next byte either way).
    */
   readonly #onTimeout = () => {
-    if (this.#gone || (!this.#ex && !this.#pending)) this.#socket.destroy();
+    // A client that pipelined requests and reads nothing for as long is let go too.
+    if (this.#gone || this.#awaitingDrain || (!this.#ex && !this.#pending)) this.#socket.destroy();
   };
   /** What this connection listens to on its socket, until it closes or is handed over. */
   readonly #listeners: ReadonlyArray<[string, (chunk: Buffer) => void]> = [
