@@ -128,3 +128,26 @@ t.test("a tenant churning names of its own never frees another tenant's reserved
   );
   t.equal(back[0]!.status, 'active', 'alice gets it back when her agent returns');
 });
+
+t.test('a tenant that filled the reservations first cannot push out one made after', async (t) => {
+  const table = new RouteTable({ offlineGrace: 60_000 });
+  // Bob fills the reservations with 4200 names of his own.
+  const churn = target(10, 'bob');
+  const routes = Array.from({ length: 70 }, (_, i) => ({
+    id: `c${i}`,
+    hostnames: Array.from({ length: 60 }, (_, j) => `n-${i}-${j}.example.com`),
+  }));
+  table.announce(churn, ['*.example.com'], routes);
+  table.remove(churn);
+  // Then Alice's agent restarts.
+  const alice = target(1, 'alice');
+  table.announce(alice, ['app.example.com'], [{ id: 'a', hostnames: ['app.example.com'] }]);
+  table.remove(alice);
+  t.equal(table.lookup('app.example.com').kind, 'offline', "alice's name is reserved");
+  const grab = table.announce(
+    target(20, 'bob'),
+    ['*.example.com'],
+    [{ id: 'grab', hostnames: ['app.example.com'] }],
+  );
+  t.equal(grab[0]!.status, 'refused', "bob cannot take alice's name while she is away");
+});

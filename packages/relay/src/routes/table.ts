@@ -217,21 +217,27 @@ export class RouteTable<T extends RouteTarget> {
         mode: binding.mode,
         subject: claim.subject,
       });
-      if (this.#offline.size > MAX_OFFLINE) this.#pruneOffline(claim.subject);
+      if (this.#offline.size > MAX_OFFLINE) this.#pruneOffline();
     }
   }
 
   /**
    * Drops expired reservations, then, while still over the bound, the oldest
-   * of `subject`, the tenant whose name just went offline: a tenant churning
-   * names of its own wears out its own reservations, never another's.
+   * of the tenant holding the most: a tenant churning names of its own wears
+   * out its own reservations, never another's, whichever went offline first.
    */
-  #pruneOffline(subject: string): void {
+  #pruneOffline(): void {
     const now = Date.now();
-    for (const [h, { until }] of this.#offline) if (until <= now) this.#offline.delete(h);
+    const held = new Map<string, number>();
+    for (const [h, { until, subject }] of this.#offline) {
+      if (until <= now) this.#offline.delete(h);
+      else held.set(subject, (held.get(subject) ?? 0) + 1);
+    }
+    let largest = '';
+    for (const [subject, n] of held) if (n > (held.get(largest) ?? 0)) largest = subject;
     for (const [h, gone] of this.#offline) {
       if (this.#offline.size <= MAX_OFFLINE) break;
-      if (gone.subject === subject) this.#offline.delete(h);
+      if (gone.subject === largest) this.#offline.delete(h);
     }
   }
 
