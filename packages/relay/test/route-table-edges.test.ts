@@ -98,28 +98,33 @@ t.test('a request whose Host is not a DNS name is not routed to a wildcard', asy
   }
 });
 
+/** Bob, whose token allows *.example.com, announces 4200 names of his own and drops them. */
+function churn(table: RouteTable<RouteTarget>, id: number, prefix: string) {
+  const bob = target(id, 'bob');
+  const routes = Array.from({ length: 70 }, (_, i) => ({
+    id: `c${i}`,
+    hostnames: Array.from({ length: 60 }, (_, j) => `${prefix}-${i}-${j}.example.com`),
+  }));
+  const results = table.announce(bob, ['*.example.com'], routes);
+  table.remove(bob);
+  return results;
+}
+
+/** Bob's wildcard agent asks for alice's name; its result. */
+const grab = (table: RouteTable<RouteTarget>) =>
+  table.announce(target(20, 'bob'), ['*.example.com'], [{ id: 'grab', hostnames: ['app.example.com'] }])[0]!;
+
 t.test("a tenant churning names of its own never frees another tenant's reserved name", async (t) => {
   const table = new RouteTable({ offlineGrace: 60_000 });
   const alice = target(1, 'alice');
   table.announce(alice, ['app.example.com'], [{ id: 'a', hostnames: ['app.example.com'] }]);
   table.remove(alice); // her agent restarts: app.example.com is reserved for her
-  // Bob, whose token allows *.example.com, announces 4200 names and drops them, twice.
+  // Bob announces 4200 names and drops them, twice.
   for (let round = 0; round < 2; round++) {
-    const churn = target(10 + round, 'bob');
-    const routes = Array.from({ length: 70 }, (_, i) => ({
-      id: `c${i}`,
-      hostnames: Array.from({ length: 60 }, (_, j) => `n${round}-${i}-${j}.example.com`),
-    }));
-    const results = table.announce(churn, ['*.example.com'], routes);
+    const results = churn(table, 10 + round, `n${round}`);
     t.equal(results.filter((r) => r.status === 'active').length, 4200, `round ${round}: all active`);
-    table.remove(churn);
   }
-  const grab = table.announce(
-    target(20, 'bob'),
-    ['*.example.com'],
-    [{ id: 'grab', hostnames: ['app.example.com'] }],
-  );
-  t.equal(grab[0]!.status, 'refused', "bob cannot take alice's name while she is away");
+  t.equal(grab(table).status, 'refused', "bob cannot take alice's name while she is away");
   t.equal(table.lookup('app.example.com').kind, 'offline', 'it still answers as offline');
   const back = table.announce(
     target(3, 'alice'),
@@ -132,22 +137,11 @@ t.test("a tenant churning names of its own never frees another tenant's reserved
 t.test('a tenant that filled the reservations first cannot push out one made after', async (t) => {
   const table = new RouteTable({ offlineGrace: 60_000 });
   // Bob fills the reservations with 4200 names of his own.
-  const churn = target(10, 'bob');
-  const routes = Array.from({ length: 70 }, (_, i) => ({
-    id: `c${i}`,
-    hostnames: Array.from({ length: 60 }, (_, j) => `n-${i}-${j}.example.com`),
-  }));
-  table.announce(churn, ['*.example.com'], routes);
-  table.remove(churn);
+  churn(table, 10, 'n');
   // Then Alice's agent restarts.
   const alice = target(1, 'alice');
   table.announce(alice, ['app.example.com'], [{ id: 'a', hostnames: ['app.example.com'] }]);
   table.remove(alice);
   t.equal(table.lookup('app.example.com').kind, 'offline', "alice's name is reserved");
-  const grab = table.announce(
-    target(20, 'bob'),
-    ['*.example.com'],
-    [{ id: 'grab', hostnames: ['app.example.com'] }],
-  );
-  t.equal(grab[0]!.status, 'refused', "bob cannot take alice's name while she is away");
+  t.equal(grab(table).status, 'refused', "bob cannot take alice's name while she is away");
 });
