@@ -1,5 +1,5 @@
 import type { EventEmitter } from 'node:events';
-import type { ServerResponse } from 'node:http';
+import { type ServerResponse, STATUS_CODES } from 'node:http';
 import type { Socket } from 'node:net';
 import type { Logger } from '@burrow/shared';
 import { failMalformedBody } from '../proxy/forward.js';
@@ -40,13 +40,9 @@ export function answerClientErrors(
     const answer = () => {
       if (socket.destroyed || socket.writableEnded) return;
       if (!socket.writable) return void socket.destroy();
-      const text =
-        status === 431
-          ? 'Request Header Fields Too Large'
-          : status === 408
-            ? 'Request Timeout'
-            : 'Bad Request';
-      socket.end(`HTTP/1.1 ${status} ${text}\r\nconnection: close\r\ncontent-length: 0\r\n\r\n`);
+      socket.end(
+        `HTTP/1.1 ${status} ${STATUS_CODES[status]}\r\nconnection: close\r\ncontent-length: 0\r\n\r\n`,
+      );
       // A client that never closes its side does not keep the connection.
       socket.setTimeout(opts.headersTimeout, () => socket.destroy());
     };
