@@ -61,6 +61,8 @@ export class TunnelEndpoint {
     handleProtocols: (protocols) => (protocols.has(TUNNEL_SUBPROTOCOL) ? TUNNEL_SUBPROTOCOL : false),
   });
   readonly connections = new Set<AgentConnection>();
+  /** Open tunnel connections per token subject, for `maxPerSubject`. */
+  readonly #perSubject = new Map<string, number>();
 
   constructor(opts: TunnelEndpointOptions) {
     this.#opts = opts;
@@ -120,7 +122,7 @@ export class TunnelEndpoint {
       return reject(socket, 401, 'token revoked', { 'www-authenticate': 'Bearer error="invalid_token"' });
     }
     const max = this.#opts.maxPerSubject;
-    if (max !== undefined && this.#count(claims.sub) >= max) {
+    if (max !== undefined && (this.#perSubject.get(claims.sub) ?? 0) >= max) {
       log.warn(
         { remote, subject: claims.sub, max },
         'agent refused: too many tunnel connections for its subject',
@@ -151,7 +153,14 @@ export class TunnelEndpoint {
         ...(this.#opts.onRefused ? { onRefused: this.#opts.onRefused } : {}),
       });
       this.connections.add(conn);
-      session.on('close', () => this.connections.delete(conn));
+      const subject = claims.sub;
+      this.#perSubject.set(subject, (this.#perSubject.get(subject) ?? 0) + 1);
+      session.on('close', () => {
+        this.connections.delete(conn);
+        const left = this.#perSubject.get(subject)! - 1;
+        if (left === 0) this.#perSubject.delete(subject);
+        else this.#perSubject.set(subject, left);
+      });
       if (this.#draining) this.#lateDrains.push(conn.drain());
       log.info(
         { conn: conn.id, subject: claims.sub, jti: claims.jti, remote, port: conn.remotePort },
@@ -159,13 +168,6 @@ export class TunnelEndpoint {
       );
       this.#opts.onConnection?.(conn);
     });
-  }
-
-  /** Open tunnel connections of `subject`. */
-  #count(subject: string): number {
-    let n = 0;
-    for (const c of this.connections) if (c.subject === subject) n++;
-    return n;
   }
 
   /**
