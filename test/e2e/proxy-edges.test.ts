@@ -420,7 +420,11 @@ async function slowThenUpgrade(
   t: Teardownable,
   tls: boolean,
   fast: boolean,
-  { cut = false, ...extra }: Partial<RelayOptions> & { cut?: boolean } = {},
+  {
+    cut = false,
+    behind = rawGet('pipe.edge.test', '/ws', 'Upgrade: websocket\r\nConnection: Upgrade\r\n'),
+    ...extra
+  }: Partial<RelayOptions> & { cut?: boolean; behind?: string } = {},
 ) {
   const host = 'pipe.edge.test';
   const pki = await testPki(t);
@@ -462,8 +466,7 @@ async function slowThenUpgrade(
     : client(t, relay.httpAddress.port);
   // Chunked: Node's parser reads it, with the fast path on too.
   c.write(
-    `POST /slow HTTP/1.1\r\nHost: ${host}\r\nTransfer-Encoding: chunked\r\n\r\n2\r\nhi\r\n0\r\n\r\n` +
-      rawGet(host, '/ws', 'Upgrade: websocket\r\nConnection: Upgrade\r\n'),
+    `POST /slow HTTP/1.1\r\nHost: ${host}\r\nTransfer-Encoding: chunked\r\n\r\n2\r\nhi\r\n0\r\n\r\n` + behind,
   );
   return { c, kinds, paths, arrived: arrived.promise, release };
 }
@@ -491,6 +494,26 @@ for (const tls of [false, true]) {
       },
     );
   }
+}
+
+for (const tls of [false, true]) {
+  t.test(
+    `${tls ? 'TLS' : 'plain'}: a CONNECT pipelined behind a request is refused after its response`,
+    async (t) => {
+      const { c, arrived, release } = await slowThenUpgrade(t, tls, false, {
+        behind: 'CONNECT pipe.edge.test:443 HTTP/1.1\r\nHost: pipe.edge.test:443\r\n\r\n',
+      });
+      await within(10_000, arrived, 'POST /slow reaches the backend');
+      t.equal(c.buffered.length, 0, 'nothing answered while /slow is unanswered');
+      release.resolve();
+      await within(10_000, c.untilClosed(), 'both responses, then the close');
+      t.match(
+        c.buffered.toString('latin1'),
+        /^HTTP\/1\.1 200 OK\r\n[\s\S]*\r\n\r\nslowHTTP\/1\.1 501 Not Implemented\r\n/,
+        "/slow's 200, then the 501",
+      );
+    },
+  );
 }
 
 t.test('an upgrade whose connection closes before its turn never starts, and is logged', async (t) => {

@@ -57,7 +57,12 @@ export function createHttpListener(opts: HttpListenerOptions): Server {
     });
   }, opts.logger);
   server.on('request', requests.handle);
-  server.on('connect', (req, socket: Socket) => refuseConnect(opts, req, socket));
+  server.on('connect', (req, socket: Socket) => {
+    refuseConnect(opts, req, socket).catch((err) => {
+      opts.logger.error({ err }, 'CONNECT handling failed');
+      socket.destroy();
+    });
+  });
   server.on('upgrade', (req, socket, head) => {
     forwardUpgrade(opts, req, socket, head).catch((err) => {
       opts.logger.error({ err }, 'upgrade handling failed');

@@ -123,7 +123,12 @@ export function createHttpsTerminator(opts: HttpsTerminatorOptions): HttpsTermin
   server.on('connect', (req: ClientRequest, second: Http2ServerResponse | Socket) => {
     if (req instanceof Http2ServerRequest) {
       forwardRequest(forward, req, second as Http2ServerResponse).catch(() => req.stream.destroy());
-    } else refuseConnect(forward, req, second as Socket);
+    } else {
+      refuseConnect(forward, req, second as Socket).catch((err) => {
+        opts.logger.error({ err }, 'CONNECT handling failed');
+        (second as Socket).destroy();
+      });
+    }
   });
   server.on('upgrade', (req, socket: Socket, head: Buffer) => {
     forwardUpgrade(forward, req, socket, head).catch((err) => {

@@ -173,24 +173,34 @@ async function earlierResponsesOut(socket: Duplex): Promise<boolean> {
   }
 }
 
-/** Answers an HTTP/1.1 CONNECT, logged and counted like any request the relay answers itself. */
-export function refuseConnect(opts: ForwardOptions, req: IncomingMessage, socket: Duplex): void {
+/**
+ * Answers an HTTP/1.1 CONNECT, logged and counted like any request the relay
+ * answers itself; after the responses pipelined ahead of it, as an upgrade.
+ */
+export async function refuseConnect(
+  opts: ForwardOptions,
+  req: IncomingMessage,
+  socket: Duplex,
+): Promise<void> {
   socket.on('error', () => {});
+  const started = performance.now();
+  const client = clientIp(req.socket.remoteAddress);
+  const turn = await earlierResponsesOut(socket);
   const f = CONNECT_UNSUPPORTED;
   const info: AccessInfo = {
     host: normalizeHost(req.headers.host),
     route: '',
     method: 'CONNECT',
     path: req.url ?? '',
-    status: f.status,
+    status: turn ? f.status : CLIENT_CLOSED_STATUS,
     bytesIn: 0,
     bytesOut: 0,
-    durationMs: 0,
-    client: clientIp(req.socket.remoteAddress),
-    error: f.code,
+    durationMs: Math.round(performance.now() - started),
+    client,
+    error: turn ? f.code : CLIENT_CLOSED,
   };
   recordAccess(opts, info);
-  sendRawError(socket, f.status, f.message, info.host, f.code);
+  if (turn) sendRawError(socket, f.status, f.message, info.host, f.code);
 }
 
 /** Whether the request asks to switch to cleartext HTTP/2 (RFC 7540 §3.2). */
