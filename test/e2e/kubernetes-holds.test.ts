@@ -6,6 +6,7 @@ import type { IncomingMessage, ServerResponse } from 'node:http';
 import { startAgent, startKubernetes } from '@burrow/agent';
 import { KubeConfig } from '@kubernetes/client-node';
 import t from 'tap';
+import { until } from '../helpers/deferred.js';
 import { type FakeKube, fakeKube } from '../helpers/fake-kube.js';
 import { get, testServer } from '../helpers/http.js';
 import { type Teardownable, testLogger, testRelay, tokenFor, tunnelUrl } from '../helpers/relay.js';
@@ -93,7 +94,7 @@ t.test('a contested hostname stays with its holder on every replica', async (t) 
   const a = await replica(t, kube, relayUrl, token);
   await a.sync.schedule();
   const record = kube.getService('prod', 'shop')?.metadata['annotations']?.[HOLDS];
-  t.match(record, /^shop\.example\.com;[\w-]{43}$/, 'the holder of shop.example.com has its record');
+  t.match(record, /^shop\.example\.com;\d+;[\w-]{43}$/, 'the holder of shop.example.com has its record');
 
   // A tenant in dev adds the name to their older Service, and copies prod's record onto it.
   const skipped = new Promise<void>((resolve) => a.agent.once('routes', () => resolve()));
@@ -125,4 +126,64 @@ t.test('a contested hostname stays with its holder on every replica', async (t) 
     /./,
     'prod/shop shows no error',
   );
+});
+
+t.test('a record a tenant kept and puts back does not take the name from its new holder', async (t) => {
+  const relay = await testRelay(t);
+  const kube = await fakeKube(t);
+  const dev = await testServer(t, (_req, res) => res.end('dev/old'), '127.0.0.3');
+  const prod = await testServer(t, (_req, res) => res.end('prod/shop'), '127.0.0.2');
+  const token = await tokenFor('cluster-1', ['*.example.com']);
+  const relayUrl = tunnelUrl(relay);
+  const port = relay.httpAddress.port;
+  const holdsOf = (ns: string, name: string) =>
+    kube.getService(ns, name)?.metadata['annotations']?.[HOLDS] ?? '';
+  const devOld = (hostnames: string, holds?: string) =>
+    service(
+      'dev',
+      'old',
+      '127.0.0.3',
+      dev.port,
+      hostnames,
+      '2025-01-01T00:00:00Z',
+      holds ? { [HOLDS]: holds } : {},
+    );
+  const prodShop = (hostnames: string, holds: string) =>
+    service('prod', 'shop', '127.0.0.2', prod.port, hostnames, '2026-01-01T00:00:00Z', { [HOLDS]: holds });
+
+  // The older Service, dev/old, holds shop.example.com first; its tenant keeps the record.
+  kube.upsertService(devOld('old.example.com,shop.example.com'));
+  kube.upsertService(prodShop('prod.example.com', ''));
+  const a = await replica(t, kube, relayUrl, token);
+  await a.sync.schedule();
+  const kept = holdsOf('dev', 'old');
+  t.match(kept, /^old\.example\.com,shop\.example\.com;\d+;/, 'dev/old holds shop.example.com');
+
+  // dev/old lets the name go; prod/shop takes it, after the kept record's time.
+  kube.upsertService(devOld('old.example.com', kept));
+  await until(
+    async () => /^old\.example\.com;/.test(holdsOf('dev', 'old')),
+    'dev/old holds old.example.com only',
+  );
+  const keptSince = Number(kept.split(';')[1]);
+  await until(async () => Date.now() > keptSince, 'the clock is past the kept record');
+  kube.upsertService(prodShop('prod.example.com,shop.example.com', holdsOf('prod', 'shop')));
+  await until(
+    async () => /shop\.example\.com;/.test(holdsOf('prod', 'shop')),
+    'prod/shop holds shop.example.com',
+  );
+  t.equal((await get(port, 'shop.example.com')).body.toString(), 'prod/shop');
+
+  // With no replica running, dev's tenant asks for the name again and puts the kept record back.
+  await a.stop();
+  kube.upsertService(devOld('old.example.com,shop.example.com', kept));
+  const b = await replica(t, kube, relayUrl, token);
+  t.same([...b.agent.skippedRoutes().keys()], ['k8s:dev/old'], 'the replica that starts refuses dev/old');
+  t.equal(
+    (await get(port, 'shop.example.com')).body.toString(),
+    'prod/shop',
+    'the name still reaches prod/shop',
+  );
+  await b.sync.schedule();
+  t.equal(holdsOf('dev', 'old'), '', "the writer clears dev/old's stale record");
 });

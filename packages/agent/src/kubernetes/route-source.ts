@@ -39,26 +39,38 @@ export class KubernetesRouteSource extends EventEmitter<RouteSourceEvents> imple
   }
 
   /**
-   * Hostname → the route whose Service holds it by a verified record. A name
-   * two Services' records claim (one was moved and the old record is not yet
-   * cleared) is left out: the agent's own rules decide it.
+   * Hostname → the route whose Service holds it by a verified record. Where
+   * two Services' records claim a name, the newer record has it: the older
+   * one was left on a Service that has since lost the name (not yet cleared,
+   * or put back by a tenant who kept it). Two as old as each other leave it to
+   * the agent's own rules.
    */
   holders(): ReadonlyMap<string, string> {
-    const out = new Map<string, string>();
-    if (!this.#holdsKey) return out;
+    const out = new Map<string, { id: string; since: number }>();
+    if (!this.#holdsKey) return new Map();
     const key = this.#holdsKey();
-    const contested = new Set<string>();
+    const tied = new Set<string>();
     for (const { service, verdict } of this.#watch.services.values()) {
       if (verdict.kind !== 'route') continue;
       const route = verdict.route;
-      for (const h of verifiedHolds(key, route.id, service.metadata?.annotations?.[ANNOTATION.holds])) {
+      const { names, since } = verifiedHolds(
+        key,
+        route.id,
+        service.metadata?.annotations?.[ANNOTATION.holds],
+      );
+      for (const h of names) {
         if (!route.hostnames.includes(h)) continue;
-        if (out.has(h) && out.get(h) !== route.id) contested.add(h);
-        else out.set(h, route.id);
+        const other = out.get(h);
+        if (other && other.id !== route.id && other.since === since) tied.add(h);
+        else if (!other || since > other.since) {
+          out.set(h, { id: route.id, since });
+          tied.delete(h);
+        }
       }
     }
-    for (const h of contested) out.delete(h);
-    return out;
+    const holders = new Map<string, string>();
+    for (const [h, { id }] of out) if (!tied.has(h)) holders.set(h, id);
+    return holders;
   }
 
   #refresh(emit: boolean): void {

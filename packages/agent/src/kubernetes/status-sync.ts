@@ -1,5 +1,6 @@
 import type { Logger, RouteResult } from '@burrow/shared';
 import { Backoff } from '../tunnel/backoff.js';
+import { ANNOTATION } from './annotations.js';
 import { holdsRecord } from './holds.js';
 import type { LeaseElector } from './lease.js';
 import type { ServiceWatch } from './services.js';
@@ -131,7 +132,10 @@ export class StatusSync {
         } else {
           const desired = desiredFor(route.hostnames, mine);
           const held = mine.filter((r) => r.status === 'active').map((r) => r.hostname.toLowerCase());
-          if (key && held.length > 0) desired.holds = holdsRecord(key, route.id, held);
+          if (key && held.length > 0) {
+            const current = service.metadata?.annotations?.[ANNOTATION.holds];
+            desired.holds = holdsRecord(key, route.id, held, Date.now(), current);
+          }
           written = await this.#writer.apply(service, desired);
         }
       }
