@@ -34,10 +34,22 @@ function service(
 }
 
 /** One agent replica in Kubernetes mode, writing status back (no Lease: every replica writes). */
-async function replica(t: Teardownable, kube: FakeKube, relayUrl: string, token: string) {
+async function replica(
+  t: Teardownable,
+  kube: FakeKube,
+  relayUrl: string,
+  token: string,
+  namespaces?: string[],
+) {
   const kc = new KubeConfig();
   kc.loadFromString(kube.kubeconfig());
-  const k = await startKubernetes({ kubeConfig: kc, logger: testLogger('kube'), lease: false, token });
+  const k = await startKubernetes({
+    kubeConfig: kc,
+    logger: testLogger('kube'),
+    lease: false,
+    token,
+    ...(namespaces ? { namespaces, backoff: { base: 20, cap: 200 } } : {}),
+  });
   const agent = startAgent({
     relayUrl,
     token,
@@ -187,3 +199,56 @@ t.test('a record a tenant kept and puts back does not take the name from its new
   await b.sync.schedule();
   t.equal(holdsOf('dev', 'old'), '', "the writer clears dev/old's stale record");
 });
+
+t.test(
+  'a record in a namespace listed late takes the name from what a replica gave away meanwhile',
+  async (t) => {
+    const relay = await testRelay(t);
+    const kube = await fakeKube(t);
+    const shop = await testServer(t, (_req, res) => res.end('b/shop'), '127.0.0.2');
+    const dev = await testServer(t, (_req, res) => res.end('a/dev'), '127.0.0.3');
+    const token = await tokenFor('cluster-1', ['*.example.com']);
+    const relayUrl = tunnelUrl(relay);
+    const port = relay.httpAddress.port;
+    const holdsOf = (ns: string, name: string) =>
+      kube.getService(ns, name)?.metadata['annotations']?.[HOLDS] ?? '';
+
+    // b/shop holds shop.example.com, with its record.
+    kube.upsertService(
+      service('b', 'shop', '127.0.0.2', shop.port, 'shop.example.com', '2026-01-01T00:00:00Z'),
+    );
+    kube.upsertService(service('a', 'dev', '127.0.0.3', dev.port, 'dev.example.com', '2025-01-01T00:00:00Z'));
+    const first = await replica(t, kube, relayUrl, token, ['a', 'b']);
+    await first.sync.schedule();
+    t.match(holdsOf('b', 'shop'), /^shop\.example\.com;/, 'b/shop has its record');
+    await first.stop();
+
+    // The older a/dev asks for the name too; a replica starts while b cannot be listed.
+    kube.upsertService(
+      service('a', 'dev', '127.0.0.3', dev.port, 'dev.example.com,shop.example.com', '2025-01-01T00:00:00Z'),
+    );
+    kube.forbidden.add('b');
+    const r = await replica(t, kube, relayUrl, token, ['a', 'b']);
+    t.equal(
+      (await get(port, 'shop.example.com')).body.toString(),
+      'a/dev',
+      'knowing only a, it serves a/dev',
+    );
+
+    // b lists: b/shop's record says it holds the name, as every other replica reads it.
+    kube.forbidden.delete('b');
+    await until(async () => r.k.synced, 'synced once b lists');
+    await until(
+      async () => (await get(port, 'shop.example.com')).body.toString() === 'b/shop',
+      'shop.example.com goes back to b/shop',
+    );
+    t.match(
+      r.agent.skippedRoutes().get('k8s:a/dev') ?? '',
+      /already in route "k8s:b\/shop"/,
+      'a/dev is refused',
+    );
+    await r.sync.schedule();
+    t.match(holdsOf('b', 'shop'), /^shop\.example\.com;/, 'b/shop keeps its record');
+    t.equal(holdsOf('a', 'dev'), '', 'a/dev gets none');
+  },
+);

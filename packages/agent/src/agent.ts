@@ -233,17 +233,19 @@ class AgentImpl extends EventEmitter<AgentEvents> implements Agent {
 
   /** Takes a new route set: keeps the valid routes, re-announces on every connection. */
   #apply(offered: readonly Route[]): void {
-    // A name stays with the route that has it while that route still asks for it: a route asking
-    // for it (a new one, or an older one edited to add it) is refused, whatever the source's order.
     const asked = new Set(offered.flatMap((r) => r.hostnames.map((h) => `${r.id} ${h}`)));
     const held = new Map<string, string>();
-    for (const r of this.#routes.values()) {
-      for (const h of r.hostnames) if (asked.has(`${r.id} ${h}`)) held.set(h, r.id);
-    }
-    // Names this process holds no route for yet go where the source's record says (a restart, a
-    // second replica): the same route as for the replicas already running.
+    // A name goes where the source's record says (Services' burrow.dev/holds), so that every
+    // replica decides alike: one that started later, or one that gave a name away while it could
+    // not see the record's Service (a namespace it could not list yet).
     for (const [h, id] of this.#source.holders?.() ?? []) {
-      if (!held.has(h) && asked.has(`${id} ${h}`)) held.set(h, id);
+      if (asked.has(`${id} ${h}`)) held.set(h, id);
+    }
+    // Otherwise a name stays with the route that has it while that route still asks for it: a
+    // route asking for it (a new one, or an older one edited to add it) is refused, whatever the
+    // source's order.
+    for (const r of this.#routes.values()) {
+      for (const h of r.hostnames) if (!held.has(h) && asked.has(`${r.id} ${h}`)) held.set(h, r.id);
     }
     // Routes that hold names go first, so they also keep their places under the announcement limits.
     const routes = [
