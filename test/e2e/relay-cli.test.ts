@@ -2,7 +2,7 @@
 // SIGTERM that lets in-flight downloads finish before exiting 0.
 import { execFile } from 'node:child_process';
 import { once } from 'node:events';
-import { chmod, stat, writeFile } from 'node:fs/promises';
+import { chmod, readFile, stat, writeFile } from 'node:fs/promises';
 import { request } from 'node:http';
 import { join } from 'node:path';
 import { promisify } from 'node:util';
@@ -343,4 +343,16 @@ t.test('token create: why the key cannot be used, and keygen advice only for a m
     stderr: `burrow-relay: --key: cannot read ${key} (EACCES: permission denied; run as the key's owner or root)\n`,
   });
   t.notMatch(denied.stderr, /keygen/, 'no advice to replace a key that exists');
+});
+
+t.test('keygen --force leaves the new private key readable by its owner only', async (t) => {
+  const keys = join(await tempDir(t, 'burrow-keygen-force-'), 'keys');
+  await run(process.execPath, [RELAY_CLI, 'keygen', '--out', keys]);
+  const key = join(keys, 'signing.key');
+  // A key copied in or restored from a backup under the default umask.
+  await chmod(key, 0o644);
+  const before = await readFile(key, 'utf8');
+  await run(process.execPath, [RELAY_CLI, 'keygen', '--out', keys, '--force']);
+  t.not(await readFile(key, 'utf8'), before, 'the key was replaced');
+  t.equal((await stat(key)).mode & 0o777, 0o600, 'mode 0600, as keygen --help promises');
 });

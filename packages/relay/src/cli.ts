@@ -1,6 +1,6 @@
 #!/usr/bin/env node
 import { randomUUID } from 'node:crypto';
-import { mkdir, readFile, writeFile } from 'node:fs/promises';
+import { mkdir, open, readFile, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import {
   attribute,
@@ -70,9 +70,8 @@ async function keygen(argv: string[]): Promise<void> {
   const dir = String(values['out']);
   await mkdir(dir, { recursive: true });
   const pair = await generateSigningKeyPair();
-  const flag = values['force'] ? 'w' : 'wx';
   try {
-    await writeFile(join(dir, 'signing.key'), pair.privatePem, { mode: 0o600, flag });
+    await writePrivateKey(join(dir, 'signing.key'), pair.privatePem, values['force'] === true);
   } catch (err) {
     if ((err as NodeJS.ErrnoException).code === 'EEXIST') {
       throw new ConfigError(
@@ -85,6 +84,21 @@ async function keygen(argv: string[]): Promise<void> {
   process.stdout.write(
     `wrote ${join(dir, 'signing.key')} (keep secret) and ${join(dir, 'signing.pub')} (key id ${pair.kid})\n`,
   );
+}
+
+/**
+ * Writes a private key readable by its owner only. open()'s mode applies to a
+ * file it creates; one that --force replaces keeps its own (0644 after a copy
+ * or a restore), so the mode is set before a byte of the new key is written.
+ */
+async function writePrivateKey(path: string, pem: string, replace: boolean): Promise<void> {
+  const handle = await open(path, replace ? 'w' : 'wx', 0o600);
+  try {
+    await handle.chmod(0o600);
+    await handle.writeFile(pem);
+  } finally {
+    await handle.close();
+  }
 }
 
 /**
