@@ -29,7 +29,8 @@ export function render() {
 Generated from the option tables in \`packages/relay/src/config.ts\` and
 \`packages/agent/src/config.ts\` by \`node scripts/gen-config-docs.mjs\`; the same tables drive
 \`--help\`. Precedence: command-line flag, then environment variable, then the YAML file given with
-\`--config\` (relay; keys are the long flag names), then the default. Durations take a unit
+\`--config\` (relay; keys are the long flag names), then the default; a list set to nothing
+(\`BURROW_VERIFY_KEYS=,\`, \`verify-key: []\`) counts as not set. Durations take a unit
 (\`ms\`, \`s\`, \`m\`, \`h\` or \`d\`; decimals allowed): \`500ms\`, \`30s\`, \`15m\`, \`12h\`, \`90d\`; a bare
 number such as \`30\` is refused, in a YAML file too (only \`0\` needs no unit). Timeouts and
 intervals must be under 24.8 days, the longest a timer can wait (\`--hsts-max-age\` and a token's

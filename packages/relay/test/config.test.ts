@@ -171,3 +171,17 @@ t.test('--max-tunnels-per-subject: 256 by default, else a whole number', async (
     });
   }
 });
+
+t.test('verify-key: [] in the config file leaves the default, not a relay without keys', async (t) => {
+  const dir = await tempDir(t, 'burrow-config-');
+  const file = join(dir, 'relay.yaml');
+  await writeFile(file, 'verify-key: []\nacme-challenges: []\n');
+  const { values } = parseOptions(SERVE_OPTIONS, [], {}, await readConfigFile(file), file);
+  t.same(values['verify-key'], ['burrow-keys']);
+  t.same(values['acme-challenges'], ['http-01', 'tls-alpn-01']);
+  // A relay started with no key at all would refuse every agent; the default is checked instead.
+  await t.rejects(relayOptionsFrom(values), {
+    code: 'BURROW_ERR_CONFIG',
+    message: /^--verify-key: burrow-keys does not exist/,
+  });
+});

@@ -89,14 +89,14 @@ export function parseOptions(
         v = raw;
       }
     }
-    if (v === undefined && file[s.name] !== undefined) {
+    if (isUnset(v) && file[s.name] !== undefined) {
       v = fromFile(s, file[s.name], fileName);
       sources[s.name] = `${fileName}: "${s.name}"`;
     }
-    // A list set to nothing (`BURROW_X=,`, `key: []`) counts as not set.
-    if (Array.isArray(v) && v.length === 0) delete sources[s.name];
-    if (v === undefined && s.default !== undefined)
-      v = s.type === 'list' ? splitList(String(s.default)) : s.default;
+    if (isUnset(v)) {
+      delete sources[s.name];
+      v = s.default === undefined ? undefined : s.type === 'list' ? splitList(String(s.default)) : s.default;
+    }
     values[s.name] = v;
   }
   return { values, positionals: parsed.positionals, sources };
@@ -150,6 +150,16 @@ function oneLine(message: string): string {
     .replace(/\.?\s*To specify .*$/s, '')
     .replace(/\s*\n\s*/g, ' ')
     .trim();
+}
+
+/**
+ * A list set to nothing (`BURROW_X=,`, `key: []`) counts as not set: the next
+ * source, then the default, applies. Kept empty, `verify-key: []` would start a
+ * relay that refuses every agent, and `acme-challenges: []` one that can
+ * validate no order.
+ */
+function isUnset(v: string | boolean | string[] | undefined): boolean {
+  return v === undefined || (Array.isArray(v) && v.length === 0);
 }
 
 /** A comma-separated list (environment values and list defaults). */

@@ -184,3 +184,24 @@ t.test('stray positional arguments are refused; a YAML file hints at its flag', 
   });
   t.same(parseOptions(SPECS, ['--config', 'relay.yaml'], {}).positionals, [], 'a flag value is no stray');
 });
+
+t.test('a list set to nothing is not set: the next source, then the default, applies', async (t) => {
+  const LIST: readonly OptionSpec[] = [
+    {
+      name: 'challenges',
+      env: 'TEST_CHALLENGES',
+      type: 'list',
+      default: 'http-01,tls-alpn-01',
+      description: 'types',
+    },
+  ];
+  const values = (env: NodeJS.ProcessEnv, file: Record<string, unknown> = {}) =>
+    parseOptions(LIST, [], env, file, 'relay.yaml').values['challenges'];
+  t.same(values({}, { challenges: [] }), ['http-01', 'tls-alpn-01'], '`key: []` in the file');
+  t.same(values({ TEST_CHALLENGES: ',' }), ['http-01', 'tls-alpn-01'], '`TEST_CHALLENGES=,`');
+  t.same(
+    values({ TEST_CHALLENGES: ', ,' }, { challenges: ['tls-alpn-01'] }),
+    ['tls-alpn-01'],
+    'then the file',
+  );
+});
