@@ -356,3 +356,24 @@ t.test('keygen --force leaves the new private key readable by its owner only', a
   t.not(await readFile(key, 'utf8'), before, 'the key was replaced');
   t.equal((await stat(key)).mode & 0o777, 0o600, 'mode 0600, as keygen --help promises');
 });
+
+t.test('token create: a subject or host pattern that cannot be signed names its flag', async (t) => {
+  const keys = join(await tempDir(t, 'burrow-claims-'), 'keys');
+  await run(process.execPath, [RELAY_CLI, 'keygen', '--out', keys]);
+  const create = (...argv: string[]) =>
+    failing(RELAY_CLI, ['token', 'create', '--key', join(keys, 'signing.key'), ...argv]);
+  t.same(await create('--sub', 'home cluster', '--hosts', 'a.example.com'), {
+    code: 1,
+    stderr:
+      'burrow-relay: --sub must be 1-128 characters of letters, digits and . _ : @ - (got "home cluster")\n',
+  });
+  t.same(await create('--sub', 'a', '--hosts', 'a.example.com,App.example.com'), {
+    code: 1,
+    stderr: 'burrow-relay: --hosts: hostname "App.example.com" must be lower case\n',
+  });
+  t.same(await create('--sub', 'a', '--hosts', '*'), {
+    code: 1,
+    stderr:
+      'burrow-relay: --hosts: "*": a wildcard is only allowed as the whole first label ("*.example.com")\n',
+  });
+});

@@ -6,16 +6,19 @@ import {
   attribute,
   attributeErrors,
   ConfigError,
+  checkHostPattern,
   createAgentToken,
   createLogger,
   exitOnSignals,
   formatHelp,
   generateSigningKeyPair,
+  isValidSubject,
   loadSigningKey,
   type OptionValues,
   parseDuration,
   parseOptions,
   runCli,
+  SUBJECT_RULE,
 } from '@burrow/shared';
 import { KEYGEN_OPTIONS, readConfigFile, relayOptionsFrom, SERVE_OPTIONS, TOKEN_OPTIONS } from './config.js';
 import { startRelay } from './relay.js';
@@ -154,6 +157,13 @@ async function createToken(values: OptionValues): Promise<void> {
     .map((h) => h.trim())
     .filter(Boolean);
   if (hosts.length === 0) throw new ConfigError('--hosts is required (e.g. --hosts "*.apps.example.com")');
+  // Checked here as well as when signing, so the message names the flag to fix.
+  const sub = String(values['sub']);
+  if (!isValidSubject(sub)) throw new ConfigError(`--sub must be ${SUBJECT_RULE} (got "${sub}")`);
+  for (const h of hosts) {
+    const problem = checkHostPattern(h);
+    if (problem) throw new ConfigError(`--hosts: ${problem}`);
+  }
   let ttl: number;
   try {
     ttl = parseDuration(String(values['ttl']));
@@ -169,7 +179,7 @@ async function createToken(values: OptionValues): Promise<void> {
   const jti = randomUUID();
   const jwt = await createAgentToken(key, {
     jti,
-    sub: String(values['sub']),
+    sub,
     hosts,
     ttl,
     audience: String(values['audience']),

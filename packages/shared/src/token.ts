@@ -118,10 +118,16 @@ function checkJti(jti: unknown): string | undefined {
     : 'jti must be a string of 1 to 256 characters without whitespace';
 }
 
+/** What a token subject may be, as the messages say it. */
+export const SUBJECT_RULE = '1-128 characters of letters, digits and . _ : @ -';
+
+/** True for a subject a token may carry (and a revocation or a log line can name). */
+export function isValidSubject(sub: unknown): sub is string {
+  return typeof sub === 'string' && /^[A-Za-z0-9][A-Za-z0-9._:@-]{0,127}$/.test(sub);
+}
+
 function validateClaimShape(sub: unknown, hosts: unknown, ports: unknown): string | undefined {
-  if (typeof sub !== 'string' || !/^[A-Za-z0-9][A-Za-z0-9._:@-]{0,127}$/.test(sub)) {
-    return 'subject must be 1-128 characters of letters, digits and . _ : @ -';
-  }
+  if (!isValidSubject(sub)) return `subject must be ${SUBJECT_RULE}`;
   if (!Array.isArray(hosts) || hosts.length > 256) return 'hosts must be a list of at most 256 patterns';
   for (const h of hosts) {
     if (typeof h !== 'string') return 'hosts must be strings';
