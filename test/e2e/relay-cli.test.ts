@@ -2,7 +2,7 @@
 // SIGTERM that lets in-flight downloads finish before exiting 0.
 import { execFile } from 'node:child_process';
 import { once } from 'node:events';
-import { chmod, readFile, stat, writeFile } from 'node:fs/promises';
+import { chmod, mkdir, readFile, stat, writeFile } from 'node:fs/promises';
 import { request } from 'node:http';
 import { join } from 'node:path';
 import { promisify } from 'node:util';
@@ -375,5 +375,30 @@ t.test('token create: a subject or host pattern that cannot be signed names its 
     code: 1,
     stderr:
       'burrow-relay: --hosts: "*": a wildcard is only allowed as the whole first label ("*.example.com")\n',
+  });
+});
+
+t.test('keygen where it cannot write: one line naming --out and the path, exit 1', async (t) => {
+  const dir = await tempDir(t, 'burrow-keygen-denied-');
+  const existing = join(dir, 'existing');
+  await mkdir(existing);
+  // As a user who cannot write there: root writes anywhere, so then run as nobody.
+  let uid: number | undefined;
+  if (process.getuid?.() === 0) {
+    await chmod(dir, 0o755);
+    uid = 65534;
+  } else {
+    await chmod(existing, 0o555);
+    await chmod(dir, 0o555);
+    t.teardown(() => Promise.all([chmod(dir, 0o755), chmod(existing, 0o755)]));
+  }
+  const denied = "EACCES: permission denied; run as the directory's owner or root";
+  t.same(await failing(RELAY_CLI, ['keygen', '--out', join(dir, 'keys')], {}, uid), {
+    code: 1,
+    stderr: `burrow-relay: --out: cannot write ${join(dir, 'keys')} (${denied})\n`,
+  });
+  t.same(await failing(RELAY_CLI, ['keygen', '--out', existing], {}, uid), {
+    code: 1,
+    stderr: `burrow-relay: --out: cannot write ${join(existing, 'signing.key')} (${denied})\n`,
   });
 });

@@ -71,7 +71,7 @@ async function keygen(argv: string[]): Promise<void> {
   if (values['help'])
     return void process.stdout.write(formatHelp('Usage: burrow-relay keygen [--out DIR]', KEYGEN_OPTIONS));
   const dir = String(values['out']);
-  await mkdir(dir, { recursive: true });
+  await mkdir(dir, { recursive: true }).catch(cannotWrite);
   const pair = await generateSigningKeyPair();
   try {
     await writePrivateKey(join(dir, 'signing.key'), pair.privatePem, values['force'] === true);
@@ -81,12 +81,30 @@ async function keygen(argv: string[]): Promise<void> {
         `${join(dir, 'signing.key')} already exists; pass --force to replace it (existing tokens stop verifying)`,
       );
     }
-    throw err;
+    cannotWrite(err);
   }
-  await writeFile(join(dir, 'signing.pub'), pair.publicPem, { mode: 0o644 });
+  await writeFile(join(dir, 'signing.pub'), pair.publicPem, { mode: 0o644 }).catch(cannotWrite);
   process.stdout.write(
     `wrote ${join(dir, 'signing.key')} (keep secret) and ${join(dir, 'signing.pub')} (key id ${pair.kid})\n`,
   );
+}
+
+/** Why keygen cannot write under --out, for errors an operator fixes (`sudo`, another --out). */
+const WRITE_ERRORS: Record<string, string> = {
+  EACCES: "EACCES: permission denied; run as the directory's owner or root",
+  EPERM: "EPERM: permission denied; run as the directory's owner or root",
+  EROFS: 'EROFS: a read-only file system',
+  ENOTDIR: 'ENOTDIR: a file stands where a directory should',
+  EISDIR: 'EISDIR: a directory stands where the key file should',
+  ENOSPC: 'ENOSPC: no space left on the device',
+};
+
+/** Throws a failed write under --out as one line naming the path; anything else as it is. */
+function cannotWrite(err: unknown): never {
+  const e = err as NodeJS.ErrnoException;
+  const why = WRITE_ERRORS[e.code ?? ''];
+  if (why && e.path) throw new ConfigError(`--out: cannot write ${e.path} (${why})`);
+  throw err;
 }
 
 /**
