@@ -220,6 +220,27 @@ t.test('operator mistakes: one line naming the option, and never the token', asy
   t.throws(() => parseOptions(AGENT_OPTIONS, ['--bogus']), { code: 'BURROW_ERR_CONFIG', message: /--bogus/ });
 });
 
+t.test('--token-file is read up to 1 MiB: a wrong path cannot fill the memory', async (t) => {
+  const dir = await tempDir(t, 'burrow-agent-token-size-');
+  const file = join(dir, 'big');
+  // Characters a bearer token may hold, so only its size can tell it is the wrong file.
+  await writeFile(file, 'a'.repeat(2 * 1024 * 1024));
+  await t.rejects(
+    parse([
+      '--relay',
+      'ws://127.0.0.1:1',
+      '--token-file',
+      file,
+      '--expose',
+      'a.example.com=http://127.0.0.1:2',
+    ]),
+    {
+      code: 'BURROW_ERR_CONFIG',
+      message: `--token-file: ${file} is over 1048576 bytes; is it the right file?`,
+    },
+  );
+});
+
 t.test('the binary: a config error is one line on stderr and exit 1', async (t) => {
   const err = await run(process.execPath, [CLI], { env: { PATH: process.env['PATH'] } }).catch((e) => e);
   t.equal(err.code, 1);
