@@ -3,7 +3,7 @@
 // may carry a client address or a client-chosen Host.
 import { once } from 'node:events';
 import { request } from 'node:http';
-import { agentMetrics } from '@burrow/agent';
+import { agentMetrics, StaticRouteSource } from '@burrow/agent';
 import t from 'tap';
 import { testAgent } from '../helpers/agent.js';
 import { deferred } from '../helpers/deferred.js';
@@ -153,4 +153,44 @@ t.test('an upgraded connection is counted when it closes, with its bytes', async
     ((await v('burrow_relay_http_bytes_total', { host: 'ws.metrics.test', direction: 'out' })) ?? 0) >= 10,
   );
   t.equal(await v('burrow_relay_streams_active', { host: 'ws.metrics.test' }), 0);
+});
+
+t.test('the series of a name that left the route table go once they have been scraped', async (t) => {
+  const relay = await testRelay(t);
+  // Each backend connection closes after its response: no upstream stays idle on the route.
+  const app = await testServer(t, (_req, res) => res.writeHead(200, { connection: 'close' }).end('ok'));
+  const route = (name: string) => [{ id: 'churn', hostnames: [`${name}.churn.test`], target: app.url }];
+  const source = new StaticRouteSource(route('name-0'));
+  // A wildcard token: the names its agent may announce, one after another, have no bound.
+  const agent = await testAgent(t, relay, source, { hosts: ['*.churn.test'], connections: 1 });
+  const port = relay.httpAddress.port;
+  const scrape = () => relay.metrics.registry.metrics();
+  const hosts = (text: string) =>
+    new Set(parseMetrics(text).flatMap((s) => (s.labels['host'] ? [s.labels['host']] : [])));
+
+  const names = 20;
+  for (let i = 0; i < names; i++) {
+    const name = `name-${i}.churn.test`;
+    t.equal((await get(port, name)).status, 200);
+    if (i + 1 < names) {
+      // Withdrawn before the scrape that first sees its request: that scrape still counts it.
+      const announced = once(agent, 'routes');
+      source.update(route(`name-${i + 1}`));
+      await announced;
+      t.equal((await get(port, name)).status, 404, `${name} is gone`);
+    }
+    const text = await scrape();
+    t.equal(metricValue(text, 'burrow_relay_requests_total', { host: name, status_class: '2xx' }), 1);
+    t.equal(metricValue(text, 'burrow_relay_request_duration_seconds_count', { host: name }), 1);
+  }
+  const text = await scrape();
+  t.same(
+    [...hosts(text)].sort(),
+    ['_unrouted', `name-${names - 1}.churn.test`],
+    'only the name still served and the unrouted requests keep series',
+  );
+  t.equal(
+    metricValue(text, 'burrow_relay_requests_total', { host: '_unrouted', status_class: '4xx' }),
+    names - 1,
+  );
 });

@@ -41,9 +41,11 @@ interface RouteTally {
 /**
  * The relay's Prometheus metrics, in a registry of its own (several relays in
  * one process, as in tests, never share series). Gauges are read from the live
- * objects at scrape time. Every label is bounded: `host` is a route name an
- * agent announced and its token allowed, or UNROUTED; never a client address,
- * a path or a client-supplied Host.
+ * objects at scrape time. Every label is bounded: `host` is a route name the
+ * route table holds, or UNROUTED; never a client address, a path or a
+ * client-supplied Host. A name that left the table keeps its series until a
+ * scrape has seen all it counted, then they go: a wildcard token lets its
+ * agent announce names without end, one after another.
  */
 export class RelayMetrics {
   readonly registry = new Registry();
@@ -58,8 +60,10 @@ export class RelayMetrics {
   readonly #revocations: Counter;
   readonly #dropped: Counter<'listener'>;
   readonly #tallies = new Map<string, RouteTally>();
+  readonly #routes: RouteTable<AgentConnection>;
 
   constructor(sources: RelayMetricsSources) {
+    this.#routes = sources.routes;
     const registers = [this.registry];
     collectDefaultMetrics({ register: this.registry });
     new Gauge({
@@ -100,7 +104,12 @@ export class RelayMetrics {
       help: 'Request streams open through tunnels, by route hostname.',
       labelNames: ['host'],
       registers,
-      collect: handOver,
+      // prom-client collects each metric just before it reads it, in the order they were
+      // registered: this one comes before every series #forgetGone removes.
+      collect: () => {
+        this.#forgetGone();
+        this.#handOver();
+      },
     });
     this.#requests = new Counter({
       name: 'burrow_relay_requests_total',
@@ -208,6 +217,24 @@ export class RelayMetrics {
       tally.bytesIn = 0;
       tally.bytesOut = 0;
       this.#streams.set({ host }, tally.streams);
+    }
+  }
+
+  /**
+   * Drops the tallies and series of names the route table no longer holds.
+   * Runs at the start of a scrape, so a tally with nothing counted was
+   * handed over, and exported, by an earlier one. One with a stream still
+   * open stays: its gauge is live, and the stream's close updates the tally.
+   */
+  #forgetGone(): void {
+    for (const [host, tally] of this.#tallies) {
+      if (host === UNROUTED || tally.streams > 0 || this.#routes.holds(host)) continue;
+      if (tally.bytesIn > 0 || tally.bytesOut > 0 || tally.requests.some((n) => n > 0)) continue;
+      this.#tallies.delete(host);
+      for (let i = 1; i <= 5; i++) this.#requests.remove({ host, status_class: `${i}xx` });
+      for (const direction of ['in', 'out']) this.#bytes.remove({ host, direction });
+      this.#duration.remove({ host });
+      this.#streams.remove({ host });
     }
   }
 

@@ -273,6 +273,13 @@ export class RouteTable<T extends RouteTarget> {
     return { kind: 'none' };
   }
 
+  /** Whether `hostname` (exact or wildcard) is bound now, or held for its agent's return. */
+  holds(hostname: string): boolean {
+    if (this.#claims.has(hostname)) return true;
+    const gone = this.#offline.get(hostname);
+    return gone !== undefined && gone.until > Date.now();
+  }
+
   /** Hostnames bound now. */
   get size(): number {
     return this.#claims.size;
