@@ -194,3 +194,35 @@ t.test('the series of a name that left the route table go once they have been sc
     names - 1,
   );
 });
+
+t.test("the agent's stream gauge counts requests still running on a draining tunnel", async (t) => {
+  const relay = await testRelay(t);
+  const held = deferred();
+  const arrived = deferred();
+  const app = await testServer(t, (_req, res) => {
+    arrived.resolve();
+    held.promise.then(() => res.end('done'));
+  });
+  const agent = await testAgent(
+    t,
+    relay,
+    [{ id: 'drain', hostnames: ['drain.metrics.test'], target: app.url }],
+    { connections: 1 },
+  );
+  const { registry } = agentMetrics(agent);
+  const pending = get(relay.httpAddress.port, 'drain.metrics.test');
+  await arrived.promise;
+  t.equal(
+    metricValue(await registry.metrics(), 'burrow_agent_streams'),
+    2,
+    'the control stream and the request',
+  );
+  // The relay drains (a restart): GOAWAY, and the request finishes on the session it started on.
+  const disconnected = once(agent, 'disconnected');
+  const closed = relay.close();
+  await disconnected;
+  t.equal(metricValue(await registry.metrics(), 'burrow_agent_streams'), 1, 'the request, still running');
+  held.resolve();
+  t.equal((await pending).status, 200);
+  await closed;
+});

@@ -91,7 +91,10 @@ export interface Agent extends EventEmitter<AgentEvents> {
   skippedRoutes(): ReadonlyMap<string, string>;
   /** Connections currently up. */
   readonly connectionCount: number;
-  /** The live sessions, one per connection that is up or handshaking. */
+  /**
+   * Every session not yet closed: one per connection that is up or
+   * handshaking, and those draining after a GOAWAY, whose requests still run.
+   */
   sessions(): Session[];
   /** Every tunnel connection's state. */
   connectionStates(): ConnectionState[];
@@ -207,7 +210,7 @@ class AgentImpl extends EventEmitter<AgentEvents> implements Agent {
   }
 
   sessions(): Session[] {
-    return this.#connections.flatMap((c) => (c.session ? [c.session] : []));
+    return this.#connections.flatMap((c) => c.sessions);
   }
 
   connectionStates(): ConnectionState[] {
@@ -227,8 +230,12 @@ class AgentImpl extends EventEmitter<AgentEvents> implements Agent {
   }
 
   #inFlight(): number {
-    // Each live session also holds its control stream.
-    return this.sessions().reduce((n, s) => n + Math.max(0, s.streamCount - 1), 0);
+    // A connection's live session also holds its control stream; a draining one has let it go.
+    let n = 0;
+    for (const c of this.#connections) {
+      for (const s of c.sessions) n += Math.max(0, s.streamCount - (s === c.session ? 1 : 0));
+    }
+    return n;
   }
 
   /** Takes a new route set: keeps the valid routes, re-announces on every connection. */

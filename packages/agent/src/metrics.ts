@@ -50,7 +50,7 @@ export function agentMetrics(agent: Agent, kube?: Kubernetes): { registry: Regis
   });
   new Gauge({
     name: 'burrow_agent_streams',
-    help: 'Streams open across all tunnel sessions.',
+    help: 'Streams open across all tunnel sessions, draining ones included.',
     registers,
     collect() {
       this.set(agent.sessions().reduce((n, s) => n + s.streamCount, 0));

@@ -115,6 +115,11 @@ export class TunnelConnection extends EventEmitter<TunnelConnectionEvents> {
     return this.#session;
   }
 
+  /** Every session not yet closed: the live one and those still draining after GOAWAY. */
+  get sessions(): Session[] {
+    return [...this.#sockets.keys()];
+  }
+
   start(): void {
     if (this.#state === 'idle') this.#connect();
   }
