@@ -226,3 +226,33 @@ t.test("the agent's stream gauge counts requests still running on a draining tun
   t.equal((await pending).status, 200);
   await closed;
 });
+
+t.test('a kept upstream lent to another name of its route counts under that name', async (t) => {
+  const relay = await testRelay(t);
+  const held = deferred();
+  const arrived = deferred();
+  const app = await testServer(t, (req, res) => {
+    if (req.url !== '/hold') return void res.end('ok');
+    arrived.resolve();
+    held.promise.then(() => res.end('late'));
+  });
+  // One route, two names: their requests share the route's kept upstreams.
+  await testAgent(
+    t,
+    relay,
+    [{ id: 'pair', hostnames: ['one.pair.test', 'two.pair.test'], target: app.url }],
+    { connections: 1 },
+  );
+  const port = relay.httpAddress.port;
+  const streams = async (host: string) =>
+    metricValue(await relay.metrics.registry.metrics(), 'burrow_relay_streams_active', { host }) ?? 0;
+  t.equal((await get(port, 'one.pair.test')).status, 200);
+  t.equal(await streams('one.pair.test'), 1, 'its upstream, kept for the next request');
+  const pending = get(port, 'two.pair.test', '/hold');
+  await arrived.promise;
+  t.equal(await streams('two.pair.test'), 1, 'the request in flight on the kept upstream');
+  t.equal(await streams('one.pair.test'), 0, 'nothing is open for the first name any more');
+  held.resolve();
+  t.equal((await pending).status, 200);
+  t.equal(await streams('two.pair.test'), 1, 'kept again, now by the name it last served');
+});

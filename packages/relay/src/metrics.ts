@@ -183,13 +183,22 @@ export class RelayMetrics {
     if (info.error) this.#errors.inc({ reason: info.error });
   }
 
-  /** A request stream opened to an agent for route `host`; the gauge drops when `closed` fires. */
-  streamOpened(host: string, onClose: (fn: () => void) => void): void {
-    const tally = this.#tally(host);
+  /**
+   * A request stream opened to an agent for route `host`; the gauge drops when
+   * `closed` fires. Returns how to count it under another name of its route
+   * from now on (a kept upstream lent to a request for that name).
+   */
+  streamOpened(host: string, onClose: (fn: () => void) => void): (host: string) => void {
+    let tally = this.#tally(host);
     tally.streams += 1;
     onClose(() => {
       tally.streams -= 1;
     });
+    return (next) => {
+      tally.streams -= 1;
+      tally = this.#tally(next);
+      tally.streams += 1;
+    };
   }
 
   #tally(host: string): RouteTally {

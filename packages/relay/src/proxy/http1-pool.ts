@@ -22,6 +22,10 @@ export class Upstream {
   readonly stream: Stream;
   readonly conn: AgentConnection;
   readonly key: string;
+  /** The route hostname it serves now: a route's names share its upstreams. */
+  host: string;
+  /** Counts it under another hostname (metrics), when the pool's onStreamOpen gave a way to. */
+  relabel: ((host: string) => void) | undefined;
   /** The agent's route set it was opened under (AgentConnection.routesVersion). */
   readonly version: number;
   user: UpstreamUser | undefined;
@@ -31,10 +35,17 @@ export class Upstream {
   reused = false;
   idleSince = 0;
 
-  constructor(stream: Stream, conn: AgentConnection, key: string, onIdleEvent: (up: Upstream) => void) {
+  constructor(
+    stream: Stream,
+    conn: AgentConnection,
+    key: string,
+    host: string,
+    onIdleEvent: (up: Upstream) => void,
+  ) {
     this.stream = stream;
     this.conn = conn;
     this.key = key;
+    this.host = host;
     this.version = conn.routesVersion;
     // 'data', 'end' and 'error' while idle in the pool: bytes nobody asked for,
     // or the backend closing its kept-alive connection. Either way it is done.
@@ -69,8 +80,11 @@ export interface Http1PoolOptions {
    * closed as it is reused.
    */
   idleTimeout?: number;
-  /** Each stream opened (metrics). */
-  onStreamOpen?: (route: string, stream: Stream) => void;
+  /**
+   * Each stream opened (metrics), for the route hostname it is opened for; may
+   * return how to count the stream under another hostname of its route.
+   */
+  onStreamOpen?: (route: string, stream: Stream) => ((route: string) => void) | undefined;
 }
 
 /**
@@ -84,7 +98,7 @@ export class Http1Pool {
   readonly #idle = new Map<string, Upstream[]>();
   readonly #maxIdle: number;
   readonly #idleTimeout: number;
-  readonly #onStreamOpen: ((route: string, stream: Stream) => void) | undefined;
+  readonly #onStreamOpen: Http1PoolOptions['onStreamOpen'];
   /** Agent connections whose GOAWAY closes their idle upstreams. */
   readonly #watched = new WeakSet<AgentConnection>();
   #idleCount = 0;
@@ -116,16 +130,21 @@ export class Http1Pool {
         continue;
       }
       kept.user = user;
+      if (kept.host !== binding.hostname) {
+        kept.host = binding.hostname;
+        kept.relabel?.(binding.hostname);
+      }
       return kept;
     }
     const stream = this.#open(conn, binding.routeId);
-    this.#onStreamOpen?.(binding.hostname, stream);
+    const relabel = this.#onStreamOpen?.(binding.hostname, stream);
     if (!this.#watched.has(conn)) {
       this.#watched.add(conn);
       // An agent going away (a rolling update) waits for its open streams: idle ones close at once.
       conn.session.once('goaway', () => this.#closeIdle((up) => up.conn === conn));
     }
-    const up = new Upstream(stream, binding.target, key, (u) => this.#drop(u));
+    const up = new Upstream(stream, binding.target, key, binding.hostname, (u) => this.#drop(u));
+    up.relabel = relabel;
     up.user = user;
     return up;
   }
