@@ -1,13 +1,14 @@
 // The dashboard in headless Chromium against a real relay's admin listener:
 // the page loads with the token from the URL fragment, lists a route created
-// after it loaded, and its counters and chart move when traffic flows.
+// after it loaded, and its counters and chart move when traffic flows; a token
+// that cannot be sent brings the form back.
 import { existsSync } from 'node:fs';
 import { chromium } from 'playwright-core';
 import t from 'tap';
 import { testAgent } from '../helpers/agent.js';
 import { tempDir } from '../helpers/fs.js';
 import { get, testServer } from '../helpers/http.js';
-import { testRelay } from '../helpers/relay.js';
+import { type Teardownable, testRelay } from '../helpers/relay.js';
 
 const CHROMIUM = '/usr/bin/chromium';
 
@@ -15,6 +16,7 @@ const CHROMIUM = '/usr/bin/chromium';
 // DOM library, so declare the little of it they use.
 interface PageElement {
   textContent: string | null;
+  hidden: boolean;
   dataset: Record<string, string | undefined>;
 }
 declare const document: {
@@ -24,11 +26,9 @@ declare const document: {
 // Base64-like, as `openssl rand -base64` makes: "+" must survive the URL fragment.
 const TOKEN = 'dashboard+admin/token+0123456789==';
 
-t.test('dashboard shows new routes and live traffic', async (t) => {
-  t.ok(existsSync(CHROMIUM), `${CHROMIUM} is installed (Debian package chromium)`);
-  const relay = await testRelay(t, { admin: { host: '127.0.0.1', port: 0 }, adminToken: TOKEN });
-  const base = `http://127.0.0.1:${relay.adminAddress!.port}`;
-
+/** Headless Chromium with a fresh profile, closed at teardown. */
+async function launch(t: Teardownable) {
+  if (!existsSync(CHROMIUM)) throw new Error(`${CHROMIUM} is not installed (Debian package chromium)`);
   const profile = await tempDir(t, 'burrow-chromium-');
   const browser = await chromium.launchPersistentContext(profile, {
     executablePath: CHROMIUM,
@@ -45,6 +45,13 @@ t.test('dashboard shows new routes and live traffic', async (t) => {
     ],
   });
   t.teardown(() => browser.close());
+  return browser;
+}
+
+t.test('dashboard shows new routes and live traffic', async (t) => {
+  const relay = await testRelay(t, { admin: { host: '127.0.0.1', port: 0 }, adminToken: TOKEN });
+  const base = `http://127.0.0.1:${relay.adminAddress!.port}`;
+  const browser = await launch(t);
   const pageErrors: string[] = [];
   const open = async () => {
     const p = await browser.newPage();
@@ -107,4 +114,23 @@ t.test('dashboard shows new routes and live traffic', async (t) => {
     document.querySelector('#errors tbody')!.textContent!.includes('unknown_host'),
   );
   t.same(pageErrors, [], 'no script errors in the page');
+});
+
+t.test('a token no request can carry sends the page back to the form', async (t) => {
+  const relay = await testRelay(t, { admin: { host: '127.0.0.1', port: 0 }, adminToken: TOKEN });
+  const browser = await launch(t);
+  const page = await browser.newPage();
+  await page.goto(`http://127.0.0.1:${relay.adminAddress!.port}/`);
+  await page.waitForSelector('#login:not([hidden])');
+  // Pasted with typographic quotes: not a character an HTTP header may hold.
+  await page.fill('#token', `\u201c${TOKEN}\u201d`);
+  await page.click('#login button');
+  await page.waitForFunction(
+    () =>
+      !document.getElementById('login')!.hidden ||
+      /unreachable/.test(document.getElementById('status')!.textContent ?? ''),
+  );
+  t.equal(await page.isVisible('#login'), true, 'the form is back');
+  t.match(await page.textContent('#login-message'), /printable/);
+  t.notMatch(await page.textContent('#status'), /unreachable/);
 });

@@ -45,8 +45,16 @@ function setStatus(text, error = false) {
 
 class Unauthorized extends Error {}
 
+/** What the relay accepts as an admin token (config.ts): anything else is refused, or cannot even be sent. */
+const TOKEN_SHAPE = /^[\x21-\x7e]+$/;
+
 async function api(path) {
-  const token = sessionStorage.getItem(STORAGE_KEY);
+  const token = sessionStorage.getItem(STORAGE_KEY) ?? '';
+  // fetch throws on a header holding a character beyond Latin-1 (a pasted typographic quote):
+  // that would read as "relay unreachable" on every poll instead of asking for the token again.
+  if (!TOKEN_SHAPE.test(token)) {
+    throw new Unauthorized('An admin token is printable ASCII, no spaces: enter it again.');
+  }
   const res = await fetch(path, { headers: { authorization: `Bearer ${token}` }, cache: 'no-store' });
   if (res.status === 401) {
     const body = await res.json().catch(() => ({}));
