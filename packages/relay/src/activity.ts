@@ -1,4 +1,4 @@
-import type { AccessInfo } from './proxy/forward.js';
+import { type AccessInfo, CLIENT_CLOSED } from './proxy/forward.js';
 
 /** One request the relay answered with an error of its own or a 5xx, as the dashboard lists it. */
 export interface RecentError {
@@ -38,7 +38,9 @@ export class Activity {
     this.#totals.requests++;
     this.#totals.bytesIn += info.bytesIn;
     this.#totals.bytesOut += info.bytesOut;
-    if (!info.error && info.status < 500) return;
+    // A client that left was not answered with an error: browsers cancel downloads and
+    // page loads all the time, and the list is for what went wrong on the way.
+    if ((!info.error && info.status < 500) || info.error === CLIENT_CLOSED) return;
     this.#totals.requestErrors++;
     const entry: RecentError = {
       time: new Date().toISOString(),

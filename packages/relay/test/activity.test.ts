@@ -42,3 +42,15 @@ t.test('totals count everything; the error list keeps the newest, bounded', asyn
   t.notMatch(text, '192.0.2.7', 'no client address kept');
   t.notMatch(text, '/secret/path', 'no path kept');
 });
+
+t.test('a client that left is counted, but not as an error', async (t) => {
+  const activity = new Activity(3);
+  activity.record(access(499, 0, 'client_closed'));
+  activity.record(access(200, 1, 'client_closed'));
+  activity.record(access(200, 2, 'drain_timeout'));
+  t.same(activity.totals(), { requests: 3, requestErrors: 1, bytesIn: 30, bytesOut: 300 });
+  t.same(
+    activity.recentErrors().map((e) => e.reason),
+    ['drain_timeout'],
+  );
+});
