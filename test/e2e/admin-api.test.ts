@@ -125,6 +125,12 @@ t.test('admin listener: real HTTP, token swapped live, /readyz turns 503 while d
   t.match(page.headers.get('content-security-policy'), /script-src 'self'/);
   t.match(await page.text(), /<script src="\/dashboard.js"/);
   t.equal((await call('/dashboard.js')).status, 200);
+  // A URL that does not decode: the API's error shape and headers, not the framework's.
+  const bad = await call('/api/%ZZ', TOKEN);
+  t.equal(bad.status, 400);
+  t.match(await bad.json(), { error: 'bad_request', message: /not a valid url/ });
+  t.equal(bad.headers.get('x-frame-options'), 'DENY');
+  t.match(bad.headers.get('content-security-policy'), /default-src 'none'/);
 
   const next = 'another-admin-token-0123456789';
   relay.setAdminToken(next);

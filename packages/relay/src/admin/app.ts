@@ -79,7 +79,14 @@ export function bearerMatches(header: string | undefined, token: string | undefi
  * the page asks for the token and sends it on each API call.
  */
 export function buildAdminApp(opts: AdminAppOptions): FastifyInstance {
-  const app = Fastify({ logger: false, return503OnClosing: true });
+  const app = Fastify({
+    logger: false,
+    return503OnClosing: true,
+    // A URL that does not decode (`/%ZZ`) is answered before any route or hook: same shape, same headers.
+    frameworkErrors: (err, _req, reply) => {
+      withSecurityHeaders(reply).code(400).send({ error: 'bad_request', message: err.message });
+    },
+  });
   const files = new Map(
     Object.entries(STATIC).map(([url, s]) => [
       url,
@@ -88,14 +95,7 @@ export function buildAdminApp(opts: AdminAppOptions): FastifyInstance {
   );
 
   app.addHook('onSend', async (_req, reply) => {
-    reply.header('cache-control', 'no-store');
-    reply.header('x-content-type-options', 'nosniff');
-    reply.header('referrer-policy', 'no-referrer');
-    reply.header('x-frame-options', 'DENY');
-    reply.header(
-      'content-security-policy',
-      "default-src 'none'; script-src 'self'; style-src 'self'; connect-src 'self'; img-src 'self' data:; frame-ancestors 'none'",
-    );
+    withSecurityHeaders(reply);
   });
 
   const authorize = async (req: FastifyRequest, reply: FastifyReply) => {
@@ -159,4 +159,17 @@ export function buildAdminApp(opts: AdminAppOptions): FastifyInstance {
     reply.code(status).send({ error: status === 500 ? 'internal' : 'bad_request', message: err.message });
   });
   return app;
+}
+
+/** Headers on every admin response: nothing cached, sniffed, framed or sent on as a referrer. */
+function withSecurityHeaders(reply: FastifyReply): FastifyReply {
+  return reply
+    .header('cache-control', 'no-store')
+    .header('x-content-type-options', 'nosniff')
+    .header('referrer-policy', 'no-referrer')
+    .header('x-frame-options', 'DENY')
+    .header(
+      'content-security-policy',
+      "default-src 'none'; script-src 'self'; style-src 'self'; connect-src 'self'; img-src 'self' data:; frame-ancestors 'none'",
+    );
 }
