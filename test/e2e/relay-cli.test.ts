@@ -402,3 +402,21 @@ t.test('keygen where it cannot write: one line naming --out and the path, exit 1
     stderr: `burrow-relay: --out: cannot write ${join(existing, 'signing.key')} (${denied})\n`,
   });
 });
+
+t.test('--help answers even when the environment holds a mistake', async (t) => {
+  const env = {
+    PATH: process.env['PATH'],
+    BURROW_NO_HTTPS_REDIRECT: 'yes',
+    BURROW_CONNECTIONS: '99',
+    BURROW_TTL: 'soon',
+  };
+  for (const [cli, argv, usage] of [
+    [RELAY_CLI, ['serve', '--help'], /^Usage: burrow-relay serve/],
+    [RELAY_CLI, ['keygen', '--help'], /^Usage: burrow-relay keygen/],
+    [RELAY_CLI, ['token', 'create', '--help'], /^Usage: burrow-relay token create/],
+    [AGENT_CLI, ['--help'], /^burrow-agent — /],
+  ] as const) {
+    const { stdout } = await run(process.execPath, [cli, ...argv], { env });
+    t.match(stdout, usage, argv.join(' '));
+  }
+});

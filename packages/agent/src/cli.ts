@@ -7,6 +7,7 @@ import {
   createLogger,
   exitOnSignals,
   formatHelp,
+  helpRequested,
   parseOptions,
   parseUserYaml,
   readOptionFile,
@@ -97,8 +98,10 @@ async function readKubeConfigFile(kubeConfig: KubeConfig, file: string): Promise
 }
 
 await runCli('burrow-agent', async () => {
-  const { values, sources } = parseOptions(AGENT_OPTIONS, process.argv.slice(2));
-  if (values['help']) return void process.stdout.write(formatHelp(USAGE, AGENT_OPTIONS, FOOTER));
+  const argv = process.argv.slice(2);
+  if (helpRequested(AGENT_OPTIONS, argv))
+    return void process.stdout.write(formatHelp(USAGE, AGENT_OPTIONS, FOOTER));
+  const { values, sources } = parseOptions(AGENT_OPTIONS, argv);
   if (values['version']) return void process.stdout.write(`burrow-agent ${version()}\n`);
   const { options, logLevel, kubernetes, health, metrics } = await attributeErrors(sources, () =>
     agentOptionsFrom(values),

@@ -12,6 +12,7 @@ import {
   exitOnSignals,
   formatHelp,
   generateSigningKeyPair,
+  helpRequested,
   isValidSubject,
   loadSigningKey,
   type OptionValues,
@@ -34,9 +35,9 @@ Usage:
   burrow-relay <command> --help                options of a command`;
 
 async function serve(argv: string[]): Promise<void> {
-  const first = parseOptions(SERVE_OPTIONS, argv);
-  if (first.values['help'])
+  if (helpRequested(SERVE_OPTIONS, argv))
     return void process.stdout.write(formatHelp('Usage: burrow-relay serve [options]', SERVE_OPTIONS));
+  const first = parseOptions(SERVE_OPTIONS, argv);
   // Flags and environment are fixed for the process's life; the file is read
   // again on every reload, and --config itself comes from flags or env only.
   const configFile = first.values['config'] ? String(first.values['config']) : undefined;
@@ -67,9 +68,9 @@ async function serve(argv: string[]): Promise<void> {
 }
 
 async function keygen(argv: string[]): Promise<void> {
-  const { values } = parseOptions(KEYGEN_OPTIONS, argv);
-  if (values['help'])
+  if (helpRequested(KEYGEN_OPTIONS, argv))
     return void process.stdout.write(formatHelp('Usage: burrow-relay keygen [--out DIR]', KEYGEN_OPTIONS));
+  const { values } = parseOptions(KEYGEN_OPTIONS, argv);
   const dir = String(values['out']);
   await mkdir(dir, { recursive: true }).catch(cannotWrite);
   const pair = await generateSigningKeyPair();
@@ -160,9 +161,9 @@ async function token(argv: string[]): Promise<void> {
     }
     throw new ConfigError(`unknown token command "${sub}"; try: burrow-relay token create --help`);
   }
-  const { values, sources } = parseOptions(TOKEN_OPTIONS, rest);
-  if (values['help'])
+  if (helpRequested(TOKEN_OPTIONS, rest))
     return void process.stdout.write(formatHelp('Usage: burrow-relay token create [options]', TOKEN_OPTIONS));
+  const { values, sources } = parseOptions(TOKEN_OPTIONS, rest);
   return attributeErrors(sources, () => createToken(values));
 }
 

@@ -219,6 +219,15 @@ export function parseListen(text: string, field: string): { host: string; port: 
   return { host: m[1] ?? (m[2] || '0.0.0.0'), port };
 }
 
+/**
+ * Whether the command line asks for --help, read from the flags alone: a
+ * mistake in the environment (or a config file) must not hide the help that
+ * would explain it.
+ */
+export function helpRequested(specs: readonly OptionSpec[], argv: string[]): boolean {
+  return parseOptions(specs, argv, {}).values['help'] === true;
+}
+
 /** Runs a CLI entry point: ConfigError prints one line and exits 1; anything else keeps its stack. */
 export async function runCli(name: string, main: () => Promise<void>): Promise<void> {
   try {
