@@ -72,7 +72,8 @@ export class AcmeManager extends EventEmitter<AcmeEvents> {
   readonly #httpTokens = new Map<string, string>();
   readonly #alpnContexts = new Map<string, SecureContext>();
   readonly #alpnServer: Server;
-  #client: AcmeClient.Client | undefined;
+  /** The account's client, once; orders that start together wait for the same registration. */
+  #client: Promise<AcmeClient.Client> | undefined;
   #unsubscribe: (() => void) | undefined;
   #closed = false;
   /** Orders placed since start (tests and metrics). */
@@ -267,8 +268,17 @@ export class AcmeManager extends EventEmitter<AcmeEvents> {
     }
   }
 
-  async #getClient(): Promise<AcmeClient.Client> {
-    if (this.#client) return this.#client;
+  #getClient(): Promise<AcmeClient.Client> {
+    // Orders for several names start at once: each creating the account key and registering
+    // would race on account.key and leave account.json naming another key's account.
+    this.#client ??= this.#register().catch((err: unknown) => {
+      this.#client = undefined;
+      throw err;
+    });
+    return this.#client;
+  }
+
+  async #register(): Promise<AcmeClient.Client> {
     const acme = await loadAcmeClient();
     if (this.#opts.directoryCa) {
       // acme-client sends every request through its shared axios instance.
@@ -288,7 +298,6 @@ export class AcmeManager extends EventEmitter<AcmeEvents> {
       await this.#state.saveAccountUrl(this.#opts.directoryUrl, client.getAccountUrl());
       this.#log.info({ directory: this.#opts.directoryUrl }, 'acme account registered');
     }
-    this.#client = client;
     return client;
   }
 
