@@ -1,5 +1,5 @@
 import { once } from 'node:events';
-import { readFile } from 'node:fs/promises';
+import { readFile, rm } from 'node:fs/promises';
 import { createRequire } from 'node:module';
 import { join } from 'node:path';
 import type { Relay, RelayOptions } from '@burrow/relay';
@@ -242,4 +242,29 @@ t.test('a name already covered by a certificate from files is never ordered', as
   t.equal(acmeOf(relay).orders, 0, 'no order for a name the files cover');
   const r = await httpsGet(relay.tlsAddress!.port, 'files.acme.test', pki.caPem);
   t.equal(r.status, 200, 'served with the file certificate');
+});
+
+t.test('a name whose certificate from files goes away is ordered', async (t) => {
+  const dir = await tempDir(t, 'burrow-certs-');
+  const pki = await testPki(t);
+  const wild = await pki.issue('wild', ['*.acme.test'], dir);
+  const log = memoryLogger('info', 'relay');
+  const { relay, pebble } = await acmeSetup(t, 'http-01', {
+    relay: { logger: log.logger, certFiles: { dir } },
+  });
+  const app = await backend(t);
+  await testAgent(t, relay, [{ id: 'app', hostnames: ['moved.acme.test'], target: app.url }], {
+    hosts: ['*.acme.test'],
+  });
+  t.equal(acmeOf(relay).orders, 0, 'covered by the file certificate');
+
+  const issued = once(acmeOf(relay), 'issued');
+  await Promise.all([rm(wild.certFile), rm(wild.keyFile)]);
+  await log.waitFor((l) => l.msg === 'certificates reloaded');
+  t.equal(acmeOf(relay).orders, 1, 'ordered once the file certificate is gone');
+  if (acmeOf(relay).orders === 0) return;
+  const [hostname] = await issued;
+  t.equal(hostname, 'moved.acme.test');
+  const r = await httpsGet(relay.tlsAddress!.port, 'moved.acme.test', await pebble.issuingRoot());
+  t.equal(r.status, 200, 'served with the ACME certificate');
 });

@@ -112,7 +112,14 @@ export class AcmeManager extends EventEmitter<AcmeEvents> {
     }
     this.#publish();
     this.#log.info({ certificates: [...this.#certs.keys()] }, 'acme state loaded');
-    this.#unsubscribe = this.#table.onChange(() => queueMicrotask(() => this.#reconcile()));
+    const reconcile = () => queueMicrotask(() => this.#reconcile());
+    const untable = this.#table.onChange(reconcile);
+    // A name skipped because files covered it is ordered once they no longer do (a removed file).
+    this.#store.on('change', reconcile);
+    this.#unsubscribe = () => {
+      untable();
+      this.#store.off('change', reconcile);
+    };
     this.#reconcile();
   }
 
