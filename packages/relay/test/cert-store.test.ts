@@ -5,10 +5,10 @@ import { type CertEntry, CertStore } from '../src/certs/store.js';
 
 const DAY = 86_400_000;
 
-function entry(origin: string, names: string[], daysLeft: number): CertEntry {
+function entry(origin: string, names: string[], daysLeft: number, daysAgo = 1): CertEntry {
   return {
     names,
-    notBefore: new Date(Date.now() - DAY),
+    notBefore: new Date(Date.now() - daysAgo * DAY),
     notAfter: new Date(Date.now() + daysLeft * DAY),
     origin,
     context: createSecureContext(),
@@ -37,6 +37,18 @@ t.test('among equals the one valid longest wins, across sources; expired ones ne
   store.set('files', [entry('expired-wild', ['*.example.com'], -1)]);
   t.equal(originOf(store, 'b.example.com'), undefined, 'nothing valid left for the name');
   t.equal(originOf(store, 'c.example.com'), undefined, 'an expired wildcard covers nothing');
+});
+
+t.test('a certificate not valid yet is never chosen over one valid now', async (t) => {
+  const store = new CertStore();
+  store.set('files', [
+    entry('current', ['a.example.com', '*.example.com'], 10),
+    entry('future', ['a.example.com', '*.example.com'], 90, -2),
+  ]);
+  t.equal(originOf(store, 'a.example.com'), 'current', 'clients would refuse the one starting in two days');
+  t.equal(originOf(store, 'b.example.com'), 'current', 'also among wildcards');
+  store.set('files', [entry('future', ['a.example.com'], 90, -2)]);
+  t.equal(originOf(store, 'a.example.com'), undefined, 'nothing valid yet');
 });
 
 t.test('a source replaces its whole set, and listeners hear of it', async (t) => {

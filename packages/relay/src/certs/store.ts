@@ -56,11 +56,15 @@ function dnsNames(cert: X509Certificate): string[] {
   return out;
 }
 
-/** The unexpired entry valid longest, if any. */
+/**
+ * The entry valid now that stays valid longest, if any. One whose validity has
+ * not begun would be refused by clients, however long it lasts.
+ */
 function latest(entries: readonly CertEntry[] | undefined, now: number): CertEntry | undefined {
   let best: CertEntry | undefined;
   for (const e of entries ?? []) {
     const until = e.notAfter.getTime();
+    if (e.notBefore.getTime() > now) continue;
     if (until > now && (!best || until > best.notAfter.getTime())) best = e;
   }
   return best;
