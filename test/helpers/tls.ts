@@ -19,9 +19,14 @@ export interface TestPki {
   caFile: string;
   /**
    * Issues another certificate from the same CA for `names` (DNS names) into
-   * `outDir` (default the PKI's own) as BASE.crt + BASE.key.
+   * `outDir` (default the PKI's own) as BASE.crt + BASE.key, valid for `days` (default 2).
    */
-  issue(base: string, names: string[], outDir?: string): Promise<{ certFile: string; keyFile: string }>;
+  issue(
+    base: string,
+    names: string[],
+    outDir?: string,
+    days?: number,
+  ): Promise<{ certFile: string; keyFile: string }>;
 }
 
 /** A throwaway CA and a server certificate for localhost / 127.0.0.1, made with openssl. */
@@ -44,7 +49,7 @@ export async function testPki(t: Teardownable): Promise<TestPki> {
     '/CN=Burrow test CA',
   );
   /** A key, and a certificate from the CA for `san` (an openssl subjectAltName value): NAME.key, NAME.crt. */
-  const leaf = async (name: string, cn: string, san: string) => {
+  const leaf = async (name: string, cn: string, san: string, days = 2) => {
     await ssl('req', ...P256, '-keyout', f(`${name}.key`), '-out', f(`${name}.csr`), '-subj', `/CN=${cn}`);
     await writeFile(f(`${name}.cnf`), `subjectAltName=${san}\n`);
     await ssl(
@@ -60,16 +65,16 @@ export async function testPki(t: Teardownable): Promise<TestPki> {
       '-out',
       f(`${name}.crt`),
       '-days',
-      '2',
+      String(days),
       '-extfile',
       f(`${name}.cnf`),
     );
   };
   await leaf('server', 'localhost', 'DNS:localhost,IP:127.0.0.1');
   let serial = 0;
-  const issue = async (base: string, names: string[], outDir = dir) => {
+  const issue = async (base: string, names: string[], outDir = dir, days = 2) => {
     const n = `leaf-${++serial}`;
-    await leaf(n, names[0]!, names.map((h) => `DNS:${h}`).join(','));
+    await leaf(n, names[0]!, names.map((h) => `DNS:${h}`).join(','), days);
     // Key first, then the certificate: a directory watcher sees a complete pair last.
     const keyFile = join(outDir, `${base}.key`);
     const certFile = join(outDir, `${base}.crt`);

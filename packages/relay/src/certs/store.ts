@@ -119,13 +119,20 @@ export class CertStore extends EventEmitter<CertStoreEvents> {
     return this.#sources.get(source) ?? [];
   }
 
-  /** Every certificate's expiry, one row per name it covers (for metrics and the admin API). */
+  /**
+   * One row per name: the expiry of the certificate served for it now, or, when
+   * none is valid, of the one that lasts longest (for metrics and the admin API).
+   * A name covered twice (a renewed file beside the old one) must not report
+   * whichever was listed last.
+   */
   expiries(): Array<{ hostname: string; notAfter: Date; origin: string }> {
+    const now = Date.now();
     const out: Array<{ hostname: string; notAfter: Date; origin: string }> = [];
-    for (const entries of this.#sources.values()) {
-      for (const e of entries) {
-        for (const hostname of e.names) out.push({ hostname, notAfter: e.notAfter, origin: e.origin });
-      }
+    for (const [hostname, entries] of this.#byName) {
+      const e =
+        latest(entries, now) ??
+        entries.reduce((a, b) => (b.notAfter.getTime() > a.notAfter.getTime() ? b : a));
+      out.push({ hostname, notAfter: e.notAfter, origin: e.origin });
     }
     return out;
   }
