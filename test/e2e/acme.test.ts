@@ -1,5 +1,5 @@
 import { once } from 'node:events';
-import { readFile, rm } from 'node:fs/promises';
+import { mkdir, readFile, rm } from 'node:fs/promises';
 import { createRequire } from 'node:module';
 import { join } from 'node:path';
 import type { Relay, RelayOptions } from '@burrow/relay';
@@ -267,4 +267,28 @@ t.test('a name whose certificate from files goes away is ordered', async (t) => 
   t.equal(hostname, 'moved.acme.test');
   const r = await httpsGet(relay.tlsAddress!.port, 'moved.acme.test', await pebble.issuingRoot());
   t.equal(r.status, 200, 'served with the ACME certificate');
+});
+
+t.test('an issued certificate that cannot be saved is served, not ordered again', async (t) => {
+  const state = await tempDir(t, 'burrow-acme-');
+  // Where the certificate would be written, something the rename cannot replace (a full or broken disk).
+  await mkdir(join(state, 'certs', 'unsaved.acme.test.crt'), { recursive: true });
+  const log = memoryLogger('info', 'relay');
+  const { relay, pebble } = await acmeSetup(t, 'http-01', { state, relay: { logger: log.logger } });
+  const app = await backend(t);
+  const outcome = new Promise<string>((resolve) => {
+    acmeOf(relay).once('issued', () => resolve('issued'));
+    acmeOf(relay).once('failed', (_h, err) => resolve(`failed: ${err.message}`));
+  });
+  await testAgent(t, relay, [{ id: 'app', hostnames: ['unsaved.acme.test'], target: app.url }], {
+    hosts: ['*.acme.test'],
+  });
+  t.equal(await outcome, 'issued', 'the certificate the CA issued is used');
+  t.match(
+    log.lines.find((l) => l.msg === 'acme certificate not saved; serving it until the relay restarts'),
+    { hostname: 'unsaved.acme.test', error: /EISDIR|rename/ },
+  );
+  const r = await httpsGet(relay.tlsAddress!.port, 'unsaved.acme.test', await pebble.issuingRoot());
+  t.equal(r.status, 200);
+  t.equal(pebble.orders(), 1, 'one order at the CA');
 });

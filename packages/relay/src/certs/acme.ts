@@ -245,10 +245,17 @@ export class AcmeManager extends EventEmitter<AcmeEvents> {
       });
       const keyPem = certKey.toString();
       const entry = certEntryFromPem(cert, keyPem, ACME_SOURCE);
-      await this.#state.saveCertificate(hostname, cert, keyPem);
       this.#certs.set(hostname, entry);
       this.#failures.delete(hostname);
       this.#publish();
+      // The CA has issued it, and counted it against its rate limits: ordering again because
+      // the disk is full would spend them on every retry while the name goes without.
+      await this.#state.saveCertificate(hostname, cert, keyPem).catch((err: Error) => {
+        this.#log.error(
+          { hostname, error: err.message },
+          'acme certificate not saved; serving it until the relay restarts',
+        );
+      });
       this.#log.info(
         {
           hostname,
