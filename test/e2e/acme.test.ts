@@ -6,6 +6,7 @@ import type { Relay, RelayOptions } from '@burrow/relay';
 import t from 'tap';
 import { memoryLogger } from '../../packages/agent/test/helpers/log.js';
 import { testAgent } from '../helpers/agent.js';
+import { within } from '../helpers/deferred.js';
 import { tempDir } from '../helpers/fs.js';
 import { httpsGet, testServer } from '../helpers/http.js';
 import { freePort } from '../helpers/net.js';
@@ -267,6 +268,36 @@ t.test('a name whose certificate from files goes away is ordered', async (t) => 
   t.equal(hostname, 'moved.acme.test');
   const r = await httpsGet(relay.tlsAddress!.port, 'moved.acme.test', await pebble.issuingRoot());
   t.equal(r.status, 200, 'served with the ACME certificate');
+});
+
+t.test('a name whose certificate from files nears its end is ordered before it expires', async (t) => {
+  const dir = await tempDir(t, 'burrow-certs-');
+  const pki = await testPki(t);
+  const day = 24 * 3600_000;
+  // Ten days old, one left: past the point where ACME takes a name over, and nobody replaced it.
+  await pki.issue('ending', ['ending.acme.test'], dir, {
+    from: new Date(Date.now() - 10 * day),
+    until: new Date(Date.now() + day),
+  });
+  // Valid for a year from now: ACME leaves it alone.
+  await pki.issue('fresh', ['fresh.acme.test'], dir, 365);
+  const { relay, pebble } = await acmeSetup(t, 'http-01', { relay: { certFiles: { dir } } });
+  const app = await backend(t);
+  const issued = once(acmeOf(relay), 'issued');
+  await testAgent(
+    t,
+    relay,
+    [{ id: 'app', hostnames: ['ending.acme.test', 'fresh.acme.test'], target: app.url }],
+    { hosts: ['*.acme.test'] },
+  );
+  const [hostname] = await within(30_000, issued, 'an ACME certificate');
+  t.equal(hostname, 'ending.acme.test', 'the name whose file certificate ends tomorrow is ordered');
+  t.equal(acmeOf(relay).orders, 1, 'and only that one');
+  const root = await pebble.issuingRoot();
+  const r = await httpsGet(relay.tlsAddress!.port, 'ending.acme.test', root);
+  t.equal(r.status, 200, 'served with the ACME certificate');
+  const fresh = await httpsGet(relay.tlsAddress!.port, 'fresh.acme.test', pki.caPem);
+  t.equal(fresh.status, 200, 'the other still with its file certificate');
 });
 
 t.test('an issued certificate that cannot be saved is served, not ordered again', async (t) => {

@@ -1,6 +1,6 @@
 import { execFile } from 'node:child_process';
 import { once } from 'node:events';
-import { readFile, writeFile } from 'node:fs/promises';
+import { mkdir, readFile, writeFile } from 'node:fs/promises';
 import { type ClientHttp2Session, connect as h2connect } from 'node:http2';
 import { type AddressInfo, createServer as createNetServer, type Socket } from 'node:net';
 import { join } from 'node:path';
@@ -19,14 +19,23 @@ export interface TestPki {
   caFile: string;
   /**
    * Issues another certificate from the same CA for `names` (DNS names) into
-   * `outDir` (default the PKI's own) as BASE.crt + BASE.key, valid for `days` (default 2).
+   * `outDir` (default the PKI's own) as BASE.crt + BASE.key, valid for a
+   * number of days from now (default 2) or over the given dates.
    */
   issue(
     base: string,
     names: string[],
     outDir?: string,
-    days?: number,
+    validity?: Validity,
   ): Promise<{ certFile: string; keyFile: string }>;
+}
+
+/** Days from now, or exact dates (which may lie in the past). */
+export type Validity = number | { from: Date; until: Date };
+
+/** A date as openssl ca takes it: YYMMDDHHMMSSZ. */
+function asn1Time(d: Date): string {
+  return `${d.toISOString().slice(2, 19).replace(/[-T:]/g, '')}Z`;
 }
 
 /** A throwaway CA and a server certificate for localhost / 127.0.0.1, made with openssl. */
@@ -49,32 +58,75 @@ export async function testPki(t: Teardownable): Promise<TestPki> {
     '/CN=Burrow test CA',
   );
   /** A key, and a certificate from the CA for `san` (an openssl subjectAltName value): NAME.key, NAME.crt. */
-  const leaf = async (name: string, cn: string, san: string, days = 2) => {
+  const leaf = async (name: string, cn: string, san: string, validity: Validity = 2) => {
     await ssl('req', ...P256, '-keyout', f(`${name}.key`), '-out', f(`${name}.csr`), '-subj', `/CN=${cn}`);
     await writeFile(f(`${name}.cnf`), `subjectAltName=${san}\n`);
+    const signing = ['-in', f(`${name}.csr`), '-out', f(`${name}.crt`), '-extfile', f(`${name}.cnf`)];
+    if (typeof validity === 'number') {
+      await ssl(
+        'x509',
+        '-req',
+        ...signing,
+        '-CA',
+        f('ca.pem'),
+        '-CAkey',
+        f('ca.key'),
+        '-CAcreateserial',
+        '-days',
+        String(validity),
+      );
+      return;
+    }
+    // Only openssl ca sets a start date (x509 -req starts every certificate now).
     await ssl(
-      'x509',
-      '-req',
-      '-in',
-      f(`${name}.csr`),
-      '-CA',
+      'ca',
+      '-batch',
+      '-notext',
+      '-config',
+      await caConfig(),
+      '-cert',
       f('ca.pem'),
-      '-CAkey',
+      '-keyfile',
       f('ca.key'),
-      '-CAcreateserial',
-      '-out',
-      f(`${name}.crt`),
-      '-days',
-      String(days),
-      '-extfile',
-      f(`${name}.cnf`),
+      '-startdate',
+      asn1Time(validity.from),
+      '-enddate',
+      asn1Time(validity.until),
+      ...signing,
     );
+  };
+  let caConfigFile: string | undefined;
+  /** The files openssl ca keeps its database in, made once. */
+  const caConfig = async () => {
+    if (caConfigFile) return caConfigFile;
+    await mkdir(f('ca-issued'));
+    await writeFile(f('ca-index.txt'), '');
+    await writeFile(f('ca-serial'), '1000\n');
+    await writeFile(
+      f('ca.cnf'),
+      [
+        '[ca]',
+        'default_ca = test_ca',
+        '[test_ca]',
+        `database = ${f('ca-index.txt')}`,
+        `new_certs_dir = ${f('ca-issued')}`,
+        `serial = ${f('ca-serial')}`,
+        'default_md = sha256',
+        'unique_subject = no',
+        'policy = any_name',
+        '[any_name]',
+        'commonName = supplied',
+        '',
+      ].join('\n'),
+    );
+    caConfigFile = f('ca.cnf');
+    return caConfigFile;
   };
   await leaf('server', 'localhost', 'DNS:localhost,IP:127.0.0.1');
   let serial = 0;
-  const issue = async (base: string, names: string[], outDir = dir, days = 2) => {
+  const issue = async (base: string, names: string[], outDir = dir, validity: Validity = 2) => {
     const n = `leaf-${++serial}`;
-    await leaf(n, names[0]!, names.map((h) => `DNS:${h}`).join(','), days);
+    await leaf(n, names[0]!, names.map((h) => `DNS:${h}`).join(','), validity);
     // Key first, then the certificate: a directory watcher sees a complete pair last.
     const keyFile = join(outDir, `${base}.key`);
     const certFile = join(outDir, `${base}.crt`);

@@ -52,6 +52,19 @@ export function renewalTime(notBefore: Date, notAfter: Date): number {
   return from + (notAfter.getTime() - from) * RENEW_AT;
 }
 
+/** ACME takes a name over from a file certificate this long before the file expires, at most. */
+const FILE_HANDOVER = 30 * 24 * 3600_000;
+
+/**
+ * When ACME orders a name that a certificate from files (valid from `notBefore`
+ * to `notAfter`) covers: 30 days before it expires, or at the point ACME would
+ * renew a certificate of that lifetime, whichever is later. Whoever manages the
+ * files has until then to replace it; a name is never left to expire.
+ */
+export function fileHandoverTime(notBefore: Date, notAfter: Date): number {
+  return Math.max(renewalTime(notBefore, notAfter), notAfter.getTime() - FILE_HANDOVER);
+}
+
 /**
  * Obtains and renews certificates from an ACME CA for the names agents serve.
  * Only names that a connected agent holds right now (HTTP routes, exact
@@ -68,6 +81,8 @@ export class AcmeManager extends EventEmitter<AcmeEvents> {
   readonly #certs = new Map<string, CertEntry>();
   readonly #inFlight = new Map<string, Promise<void>>();
   readonly #timers = new Map<string, NodeJS.Timeout>();
+  /** Names whose timer waits for a file certificate's handover: every reconcile looks at them again. */
+  readonly #onFiles = new Set<string>();
   readonly #failures = new Map<string, { attempts: number; until: number }>();
   readonly #httpTokens = new Map<string, string>();
   readonly #alpnContexts = new Map<string, SecureContext>();
@@ -159,7 +174,13 @@ export class AcmeManager extends EventEmitter<AcmeEvents> {
     if (this.#closed) return;
     const now = Date.now();
     for (const hostname of this.#wanted()) {
-      if (this.#inFlight.has(hostname) || this.#timers.has(hostname)) continue;
+      if (this.#inFlight.has(hostname)) continue;
+      if (this.#onFiles.delete(hostname)) {
+        // The files may have changed since (replaced, or removed): decide again.
+        clearTimeout(this.#timers.get(hostname));
+        this.#timers.delete(hostname);
+      }
+      if (this.#timers.has(hostname)) continue;
       const failure = this.#failures.get(hostname);
       if (failure && failure.until > now) {
         this.#wakeAt(hostname, failure.until);
@@ -173,9 +194,17 @@ export class AcmeManager extends EventEmitter<AcmeEvents> {
           continue;
         }
       } else {
-        // A certificate from files already covers it: nothing to order.
+        // A certificate from files covers it: nothing to order, unless the file is near its end
+        // and nobody has replaced it.
         const other = this.#store.find(hostname);
-        if (other && other.origin !== ACME_SOURCE) continue;
+        if (other && other.origin !== ACME_SOURCE) {
+          const handover = fileHandoverTime(other.notBefore, other.notAfter);
+          if (handover > now) {
+            this.#wakeAt(hostname, handover);
+            this.#onFiles.add(hostname);
+            continue;
+          }
+        }
       }
       void this.#issue(hostname);
     }
