@@ -24,6 +24,7 @@ async function acmeSetup(
     ports?: { http: number; tls: number };
     pebble?: Pebble;
     relay?: Partial<RelayOptions>;
+    ordersPerHour?: number;
   } = {},
 ) {
   const pebblePki = await testPki(t);
@@ -39,6 +40,7 @@ async function acmeSetup(
       stateDir: state,
       challenges: [challenge],
       retryBase: 100,
+      ...(opts.ordersPerHour ? { ordersPerHour: opts.ordersPerHour } : {}),
     },
     ...opts.relay,
   });
@@ -298,6 +300,28 @@ t.test('a name whose certificate from files nears its end is ordered before it e
   t.equal(r.status, 200, 'served with the ACME certificate');
   const fresh = await httpsGet(relay.tlsAddress!.port, 'fresh.acme.test', pki.caPem);
   t.equal(fresh.status, 200, 'the other still with its file certificate');
+});
+
+t.test('names past acme-orders-per-hour wait their turn', async (t) => {
+  const log = memoryLogger('info', 'relay');
+  const { relay } = await acmeSetup(t, 'http-01', { ordersPerHour: 2, relay: { logger: log.logger } });
+  const app = await backend(t);
+  const issued: string[] = [];
+  const two = new Promise<void>((resolve) =>
+    acmeOf(relay).on('issued', (hostname) => {
+      if (issued.push(hostname) === 2) resolve();
+    }),
+  );
+  const names = ['one.acme.test', 'two.acme.test', 'three.acme.test'];
+  await testAgent(t, relay, [{ id: 'app', hostnames: names, target: app.url }], { hosts: ['*.acme.test'] });
+  await within(30_000, two, 'two certificates');
+  t.equal(acmeOf(relay).orders, 2, 'the third name waits for the hour to turn');
+  t.equal(new Set(issued).size, 2);
+  const warnings = log.lines.filter(
+    (l) => l['msg'] === 'acme order budget spent; further names wait (acme-orders-per-hour)',
+  );
+  t.equal(warnings.length, 1, 'said once');
+  t.match(warnings[0], { ordersPerHour: 2, resumeAt: String });
 });
 
 t.test('an issued certificate that cannot be saved is served, not ordered again', async (t) => {

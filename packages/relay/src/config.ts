@@ -138,6 +138,15 @@ export const SERVE_OPTIONS: readonly OptionSpec[] = [
       'challenge types in order of preference: http-01 (on the HTTP listener), tls-alpn-01 (on the TLS listener)',
   },
   {
+    name: 'acme-orders-per-hour',
+    env: 'BURROW_ACME_ORDERS_PER_HOUR',
+    type: 'string',
+    placeholder: 'N',
+    default: '60',
+    description:
+      "ACME orders the relay may start in any hour, renewals included; names past it wait their turn (keeps tenants' wildcard names within the CA's rate limits)",
+  },
+  {
     name: 'acme-directory-ca',
     env: 'BURROW_ACME_DIRECTORY_CA',
     type: 'string',
@@ -506,6 +515,7 @@ export async function relayOptionsFrom(
   const tls = tlsText === 'off' ? undefined : parseListen(tlsText, '--tls-listen');
   // Checked with the listener off too: a bad value is refused wherever it was set.
   const helloTimeout = durationOption(values, 'tls-hello-timeout');
+  const acmeOrdersPerHour = wholeNumberOption(values, 'acme-orders-per-hour', 1, 10_000);
   const options: RelayOptions = {
     ...(tunnelTls ? { tunnelTls } : {}),
     admin: parseListen(String(values['admin-listen']), '--admin-listen'),
@@ -536,5 +546,6 @@ export async function relayOptionsFrom(
     },
     ...(publicHttpPort ? { publicHttpPort } : {}),
   };
+  if (options.acme) options.acme.ordersPerHour = acmeOrdersPerHour;
   return { options, logLevel, ...(tunnelTlsError ? { tunnelTlsError } : {}) };
 }

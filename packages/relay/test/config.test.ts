@@ -185,3 +185,18 @@ t.test('verify-key: [] in the config file leaves the default, not a relay withou
     message: /^--verify-key: burrow-keys does not exist/,
   });
 });
+
+t.test('--acme-orders-per-hour: 60 by default, else a whole number, checked with ACME off too', async (t) => {
+  const dir = await tempDir(t, 'burrow-config-');
+  await writeFile(join(dir, 'signing.pub'), (await generateSigningKeyPair()).publicPem);
+  const acme = ['--acme-directory', 'https://127.0.0.1:1/dir', '--acme-domains', '*.example.com'];
+  const options = (argv: string[]) =>
+    relayOptionsFrom(parseOptions(SERVE_OPTIONS, ['--verify-key', dir, ...argv], {}).values);
+  t.equal((await options(acme)).options.acme?.ordersPerHour, 60);
+  t.equal((await options([...acme, '--acme-orders-per-hour', '5'])).options.acme?.ordersPerHour, 5);
+  for (const bad of ['0', '-1', 'lots', '10001']) {
+    await t.rejects(options([`--acme-orders-per-hour=${bad}`]), {
+      message: `--acme-orders-per-hour must be a whole number from 1 to 10000 (got "${bad}")`,
+    });
+  }
+});

@@ -32,6 +32,12 @@ export interface AcmeOptions {
   retryBase?: number;
   /** Longest retry delay, ms. Default 6 h. */
   retryCap?: number;
+  /**
+   * Orders started in any hour, renewals included (default 60): names past it
+   * wait their turn, so that a tenant announcing many names under a wildcard
+   * of `domains` cannot spend the CA's rate limits for everyone at once.
+   */
+  ordersPerHour?: number;
 }
 
 export interface AcmeEvents {
@@ -43,6 +49,8 @@ export interface AcmeEvents {
 export const ACME_SOURCE = 'acme';
 /** Renew once this fraction of a certificate's lifetime has passed. */
 const RENEW_AT = 2 / 3;
+/** The window `ordersPerHour` counts orders over, ms. */
+const HOUR = 3600_000;
 /** setTimeout's largest delay; longer waits are re-armed. */
 const MAX_TIMER = 2 ** 31 - 1;
 
@@ -81,6 +89,10 @@ export class AcmeManager extends EventEmitter<AcmeEvents> {
   readonly #certs = new Map<string, CertEntry>();
   readonly #inFlight = new Map<string, Promise<void>>();
   readonly #timers = new Map<string, NodeJS.Timeout>();
+  /** When each order of the last hour started, oldest first. */
+  readonly #recentOrders: number[] = [];
+  /** The budget is spent and that has been logged: one warning per spell. */
+  #budgetWarned = false;
   /** Names whose timer waits for a file certificate's handover: every reconcile looks at them again. */
   readonly #onFiles = new Set<string>();
   readonly #failures = new Map<string, { attempts: number; until: number }>();
@@ -206,8 +218,37 @@ export class AcmeManager extends EventEmitter<AcmeEvents> {
           }
         }
       }
+      const budgetBack = this.#budgetBack(now);
+      if (budgetBack !== undefined) {
+        this.#wakeAt(hostname, budgetBack);
+        continue;
+      }
       void this.#issue(hostname);
     }
+  }
+
+  /**
+   * When the next order fits the hourly budget, or undefined when it fits now.
+   * Warns once when the budget runs out, and says so when orders resume.
+   */
+  #budgetBack(now: number): number | undefined {
+    const recent = this.#recentOrders;
+    while (recent.length > 0 && recent[0]! <= now - HOUR) recent.shift();
+    const limit = this.#opts.ordersPerHour ?? 60;
+    if (recent.length < limit) {
+      if (this.#budgetWarned) this.#log.info({ ordersPerHour: limit }, 'acme orders resume');
+      this.#budgetWarned = false;
+      return undefined;
+    }
+    const back = recent[recent.length - limit]! + HOUR;
+    if (!this.#budgetWarned) {
+      this.#budgetWarned = true;
+      this.#log.warn(
+        { ordersPerHour: limit, resumeAt: new Date(back).toISOString() },
+        'acme order budget spent; further names wait (acme-orders-per-hour)',
+      );
+    }
+    return back;
   }
 
   #wakeAt(hostname: string, at: number): void {
@@ -228,6 +269,7 @@ export class AcmeManager extends EventEmitter<AcmeEvents> {
     clearTimeout(this.#timers.get(hostname));
     this.#timers.delete(hostname);
     this.orders++;
+    this.#recentOrders.push(Date.now());
     const job = this.#order(hostname).finally(() => {
       this.#inFlight.delete(hostname);
       this.#reconcile();
