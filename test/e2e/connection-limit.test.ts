@@ -75,11 +75,14 @@ t.test(
     t.equal(await requestOn(first, 'app.limit.test'), 200);
 
     // Client connections do not count against tunnels: another agent gets in while the listener is full.
-    const before = metricValue(await scrape(), 'burrow_relay_tunnel_connections');
+    // An agent is ready once one of its two connections is; the relay counts each as it arrives.
+    const tunnels = async (n: number) => metricValue(await scrape(), 'burrow_relay_tunnel_connections') === n;
+    await until(() => tunnels(2), 'the first agent holds two tunnel connections');
     await testAgent(t, relay, [{ id: 'other', hostnames: ['other.limit.test'], target: app.url }], {
       sub: 'other-tenant',
     });
-    t.equal(metricValue(await scrape(), 'burrow_relay_tunnel_connections'), (before ?? 0) + 2);
+    await until(() => tunnels(4), 'the second agent holds two tunnel connections too');
+    t.pass('four tunnel connections while the client listener is full');
 
     // A freed place is taken by the next client.
     second.end();

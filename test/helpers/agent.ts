@@ -46,5 +46,25 @@ export async function testAgent(
   });
   t.teardown(() => agent.close());
   await agent.ready();
+  await allConnected(agent, opts.connections ?? 2);
   return agent;
+}
+
+/**
+ * Resolves once `n` connections are up (the relay welcomed each, so it counts
+ * them too), or as soon as one fails to connect: a test of refusals gets its
+ * agent back with what the relay let in.
+ */
+function allConnected(agent: Agent, n: number): Promise<void> {
+  if (agent.connectionCount >= n) return Promise.resolve();
+  return new Promise((resolve) => {
+    const done = () => {
+      agent.off('connected', onConnected).off('connectFailed', done);
+      resolve();
+    };
+    const onConnected = () => {
+      if (agent.connectionCount >= n) done();
+    };
+    agent.on('connected', onConnected).on('connectFailed', done);
+  });
 }
