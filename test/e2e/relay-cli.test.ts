@@ -150,6 +150,29 @@ t.test('an address already in use: one line naming it, exit 1, for relay and age
   t.notMatch(agent.stderr, /\n\s+at /, 'no stack trace');
 });
 
+t.test('a listen address whose host name does not resolve: one line naming it, exit 1', async (t) => {
+  // A 64-character label is not a valid DNS name: the resolver refuses it without asking a server.
+  const host = `${'x'.repeat(64)}.invalid`;
+  const dir = await tempDir(t, 'burrow-nohost-');
+  await run(process.execPath, [RELAY_CLI, 'keygen', '--out', join(dir, 'keys')]);
+  const relay = await run(process.execPath, [
+    RELAY_CLI,
+    'serve',
+    '--verify-key',
+    join(dir, 'keys'),
+    '--tls-listen',
+    'off',
+    '--http-listen',
+    `${host}:0`,
+  ]).catch((e) => e);
+  t.equal(relay.code, 1, 'the relay exits 1');
+  t.equal(
+    relay.stderr,
+    `burrow-relay: cannot listen on ${host}: no such host name; use an IP address of this machine, or 0.0.0.0 for all\n`,
+    'with one line, no stack trace',
+  );
+});
+
 /** Runs a binary to its exit: exit code and stderr. With `uid`, as that user. */
 async function failing(cli: string, argv: string[], env: NodeJS.ProcessEnv = {}, uid?: number) {
   // tap's NODE_OPTIONS hook records every child in .tap/, which another user cannot write.

@@ -237,15 +237,34 @@ export async function runCli(name: string, main: () => Promise<void>): Promise<v
       process.stderr.write(`${name}: ${err.message}\n`);
       process.exit(1);
     }
-    const e = err as NodeJS.ErrnoException & { address?: string; port?: number };
-    if (e?.syscall === 'listen') {
-      process.stderr.write(
-        `${name}: cannot listen on ${e.address}:${e.port}: ${LISTEN_ERRORS[e.code ?? ''] ?? e.code}\n`,
-      );
+    const line = listenFailure(err);
+    if (line !== undefined) {
+      process.stderr.write(`${name}: ${line}\n`);
       process.exit(1);
     }
     throw err;
   }
+}
+
+/**
+ * The line a CLI prints for a listener that could not start: the address is
+ * taken or forbidden, or its host name does not resolve. Undefined for any
+ * other error, which keeps its stack.
+ */
+export function listenFailure(err: unknown): string | undefined {
+  const e = err as
+    | (NodeJS.ErrnoException & { address?: string; port?: number; hostname?: string })
+    | undefined;
+  if (e?.syscall === 'listen') {
+    return `cannot listen on ${e.address}:${e.port}: ${LISTEN_ERRORS[e.code ?? ''] ?? e.code}`;
+  }
+  // A listen address naming a host: Node looks it up before it listens.
+  if (e?.syscall === 'getaddrinfo' && e.hostname !== undefined) {
+    const why =
+      e.code === 'ENOTFOUND' ? 'no such host name' : `the host name cannot be resolved now (${e.code})`;
+    return `cannot listen on ${e.hostname}: ${why}; use an IP address of this machine, or 0.0.0.0 for all`;
+  }
+  return undefined;
 }
 
 /** What a failed listen means, for the one line the CLIs print. */
