@@ -178,8 +178,9 @@ export async function agentOptionsFrom(
   const relayUrl = values['relay'] as string | undefined;
   if (!relayUrl) throw new ConfigError('--relay is required (e.g. --relay wss://relay.example.com:8443)');
   checkRelayUrl(relayUrl, '--relay');
-  const connections = Number(values['connections']);
-  if (!Number.isInteger(connections) || connections < 1 || connections > 64) {
+  const connectionsText = String(values['connections']);
+  const connections = /^[0-9]{1,2}$/.test(connectionsText) ? Number(connectionsText) : Number.NaN;
+  if (!(connections >= 1 && connections <= 64)) {
     throw new ConfigError(`--connections must be an integer from 1 to 64 (got "${values['connections']}")`);
   }
   const exposed = parseExposeList((values['expose'] as string[] | undefined) ?? []);

@@ -169,6 +169,8 @@ t.test('operator mistakes: one line naming the option, and never the token', asy
     ],
     [[...base.slice(0, 4)], {}, /^no routes: pass --expose HOST=URL/],
     [[...base, '--connections', '0'], {}, /^--connections must be an integer from 1 to 64/],
+    [[...base, '--connections', '0x4'], {}, /^--connections must be an integer from 1 to 64 \(got "0x4"\)/],
+    [[...base], { BURROW_CONNECTIONS: '1e1' }, /connections must be an integer from 1 to 64 \(got "1e1"\)/],
     [[...base, '--keepalive-interval', 'soon'], {}, /^--keepalive-interval: "soon" is not a duration/],
     [[...base, '--connect-timeout', '10'], {}, /^--connect-timeout: "10" needs a unit: ms, s, m, h or d$/],
     [

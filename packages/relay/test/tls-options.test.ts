@@ -107,6 +107,8 @@ t.test('TLS, certificate and ACME options: defaults, values, and one clear line 
       /"dns-01" is not one of http-01, tls-alpn-01/,
     ],
     [['--public-https-port', '0'], /--public-https-port must be a port number/],
+    [['--public-https-port', '0x1bb'], /--public-https-port must be a port number \(got "0x1bb"\)/],
+    [['--public-http-port', '80.5'], /--public-http-port must be a port number/],
     [['--hsts-max-age', '500ms'], /--hsts-max-age must be 0 \(withdraw HSTS\) or at least 1s/],
     [['--hsts-max-age', '31536000'], /--hsts-max-age: "31536000" needs a unit/],
   ];

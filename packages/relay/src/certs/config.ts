@@ -6,8 +6,9 @@ import { certEntryFromPem } from './store.js';
 
 /** A port number option (1-65535). */
 export function portOption(values: OptionValues, name: string): number {
-  const port = Number(values[name]);
-  if (!Number.isInteger(port) || port < 1 || port > 65535) {
+  const text = String(values[name]);
+  const port = /^[0-9]{1,5}$/.test(text) ? Number(text) : Number.NaN;
+  if (!(port >= 1 && port <= 65535)) {
     throw new ConfigError(`--${name} must be a port number (got "${String(values[name])}")`);
   }
   return port;
