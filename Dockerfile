@@ -32,13 +32,16 @@ RUN pnpm run build
 # copied in as built, following each package.json "files").
 RUN pnpm deploy --filter @burrow/relay --prod /out/relay \
  && pnpm deploy --filter @burrow/agent --prod /out/agent \
- && mkdir -p /out/acme-state
+ && mkdir -p /out/state/acme
 
 FROM ${RUNTIME_IMAGE} AS relay
 COPY --from=build /out/relay /app/packages/relay
 # ACME state (account key, certificates): owned by the runtime user, so a named
-# volume mounted here starts writable (Docker copies the ownership into it).
-COPY --from=build --chown=65532:65532 /out/acme-state /var/lib/burrow/acme
+# volume mounted at /var/lib/burrow/acme starts writable (Docker copies the
+# ownership into it). The working directory is there too, so a relative
+# acme-state-dir (the default, burrow-acme) lands somewhere writable.
+COPY --from=build --chown=65532:65532 /out/state /var/lib/burrow
+WORKDIR /var/lib/burrow
 USER 65532:65532
 # 80: public HTTP. 443: public TLS. 8443: tunnel endpoint for agents. Docker
 # (20.10+) lets a non-root process bind :80 and :443 inside a container; on

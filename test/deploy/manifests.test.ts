@@ -416,6 +416,11 @@ t.test('the systemd unit is hardened and outlasts the drain', async (t) => {
   for (const key of ['NoNewPrivileges', 'ProtectHome', 'PrivateTmp']) t.equal(one(key), 'yes', key);
   t.equal(one('ProtectSystem'), 'strict');
   t.equal(one('StateDirectory'), 'burrow');
+  t.equal(
+    one('WorkingDirectory'),
+    '/var/lib/burrow',
+    'a relative acme-state-dir (the default) lands in the writable state directory',
+  );
   t.equal(one('ConfigurationDirectory'), 'burrow');
   t.equal(one('Restart'), 'on-failure');
   t.equal(one('KillSignal'), 'SIGTERM');
