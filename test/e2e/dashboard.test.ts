@@ -1,7 +1,7 @@
 // The dashboard in headless Chromium against a real relay's admin listener:
 // the page loads with the token from the URL fragment, lists a route created
 // after it loaded, and its counters and chart move when traffic flows; a token
-// that cannot be sent brings the form back.
+// that cannot be sent brings the form back; a token given twice polls once.
 import { existsSync } from 'node:fs';
 import { chromium } from 'playwright-core';
 import t from 'tap';
@@ -18,6 +18,12 @@ interface PageElement {
   textContent: string | null;
   hidden: boolean;
   dataset: Record<string, string | undefined>;
+}
+declare function addEventListener(type: string, listener: () => void): void;
+declare const location: { hash: string };
+declare class MutationObserver {
+  constructor(callback: () => void);
+  observe(target: never, options: { childList: boolean }): void;
 }
 declare const document: {
   getElementById(id: string): PageElement | null;
@@ -133,4 +139,52 @@ t.test('a token no request can carry sends the page back to the form', async (t)
   t.equal(await page.isVisible('#login'), true, 'the form is back');
   t.match(await page.textContent('#login-message'), /printable/);
   t.notMatch(await page.textContent('#status'), /unreachable/);
+});
+
+t.test('a token given again while a poll is in flight leaves one polling loop', async (t) => {
+  const relay = await testRelay(t, { admin: { host: '127.0.0.1', port: 0 }, adminToken: TOKEN });
+  const browser = await launch(t);
+  const page = await browser.newPage();
+  // The page's fetch counts /api/stats calls and holds every call until released; #status
+  // changes to "updated …" are counted as each poll completes.
+  await page.addInitScript(() => {
+    const w = globalThis as unknown as Record<string, unknown> & { fetch: typeof fetch };
+    const realFetch = w.fetch.bind(globalThis);
+    w['statsCalls'] = 0;
+    w['pollsDone'] = 0;
+    w['held'] = new Promise((resolve) => (w['release'] = resolve));
+    w.fetch = async (input, init) => {
+      if (String(input).includes('/api/stats')) w['statsCalls'] = (w['statsCalls'] as number) + 1;
+      await w['held'];
+      return realFetch(input, init);
+    };
+    addEventListener('DOMContentLoaded', () => {
+      const status = document.getElementById('status') as unknown as object;
+      new MutationObserver(() => {
+        if ((status as PageElement).textContent?.startsWith('updated'))
+          w['pollsDone'] = (w['pollsDone'] as number) + 1;
+      }).observe(status as never, { childList: true });
+    });
+  });
+  await page.clock.install();
+  await page.goto(`http://127.0.0.1:${relay.adminAddress!.port}/#token=${TOKEN}`);
+  const read = (name: string) => page.evaluate((n) => (globalThis as Record<string, unknown>)[n], name);
+  await page.waitForFunction(() => (globalThis as Record<string, unknown>)['statsCalls'] === 1);
+
+  // The token arrives again (a second bookmark, say) while the first poll waits for the relay.
+  await page.evaluate((token) => {
+    location.hash = `token=${token}`;
+  }, TOKEN);
+  await page.waitForFunction(() => (globalThis as Record<string, unknown>)['statsCalls'] === 2);
+  await page.evaluate(() => ((globalThis as Record<string, unknown>)['release'] as () => void)());
+  await page.waitForFunction(() => (globalThis as Record<string, unknown>)['pollsDone'] === 2);
+
+  // One poll period later the page asks once, not once per start.
+  await page.clock.runFor(1000);
+  t.equal(await read('statsCalls'), 3, 'one /api/stats per period');
+  // The next period starts when this poll has its answers.
+  await page.waitForFunction(() => (globalThis as Record<string, unknown>)['pollsDone'] === 3);
+  await page.clock.runFor(1000);
+  t.equal(await read('statsCalls'), 4, 'and still one in the next');
+  t.equal(await page.isVisible('#main'), true);
 });

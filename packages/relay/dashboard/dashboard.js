@@ -12,6 +12,8 @@ const $ = (id) => document.getElementById(id);
 const series = { requests: [], bytes: [] };
 let previous;
 let timer;
+/** Bumped by each start(): a poll still in flight from before must not schedule a second loop. */
+let generation = 0;
 
 function takeTokenFromFragment() {
   // Not URLSearchParams: it reads "+" as a space, and admin tokens may hold "+" (base64).
@@ -184,10 +186,11 @@ async function refresh() {
   setStatus(`updated ${new Date().toLocaleTimeString()}`);
 }
 
-async function loop() {
+async function loop(mine) {
   try {
     await refresh();
   } catch (err) {
+    if (mine !== generation) return;
     if (err instanceof Unauthorized) {
       sessionStorage.removeItem(STORAGE_KEY);
       showLogin(err.message);
@@ -195,14 +198,17 @@ async function loop() {
     }
     setStatus(`relay unreachable: ${err.message}`, true);
   }
-  timer = setTimeout(loop, POLL_MS);
+  if (mine !== generation) return;
+  timer = setTimeout(() => loop(mine), POLL_MS);
 }
 
 function start() {
+  clearTimeout(timer);
+  generation += 1;
   $('login').hidden = true;
   $('main').hidden = false;
   setStatus('loading…');
-  loop();
+  loop(generation);
 }
 
 $('login').addEventListener('submit', (event) => {
@@ -215,7 +221,6 @@ $('login').addEventListener('submit', (event) => {
 window.addEventListener('hashchange', () => {
   if (!new URLSearchParams(location.hash.slice(1)).has('token')) return;
   takeTokenFromFragment();
-  clearTimeout(timer);
   start();
 });
 
