@@ -111,17 +111,7 @@ t.test('an address already in use: one line naming it, exit 1, for relay and age
   const busy = await testServer(t, (_req, res) => res.end());
   const where = `127.0.0.1:${busy.port}`;
   const dir = await tempDir(t, 'burrow-busy-');
-  await run(process.execPath, [RELAY_CLI, 'keygen', '--out', join(dir, 'keys')]);
-  const relay = await run(process.execPath, [
-    RELAY_CLI,
-    'serve',
-    '--verify-key',
-    join(dir, 'keys'),
-    '--tls-listen',
-    'off',
-    '--http-listen',
-    where,
-  ]).catch((e) => e);
+  const relay = await serveFailing(dir, where);
   t.equal(relay.code, 1, 'the relay exits 1');
   t.equal(
     relay.stderr,
@@ -153,18 +143,7 @@ t.test('an address already in use: one line naming it, exit 1, for relay and age
 t.test('a listen address whose host name does not resolve: one line naming it, exit 1', async (t) => {
   // A 64-character label is not a valid DNS name: the resolver refuses it without asking a server.
   const host = `${'x'.repeat(64)}.invalid`;
-  const dir = await tempDir(t, 'burrow-nohost-');
-  await run(process.execPath, [RELAY_CLI, 'keygen', '--out', join(dir, 'keys')]);
-  const relay = await run(process.execPath, [
-    RELAY_CLI,
-    'serve',
-    '--verify-key',
-    join(dir, 'keys'),
-    '--tls-listen',
-    'off',
-    '--http-listen',
-    `${host}:0`,
-  ]).catch((e) => e);
+  const relay = await serveFailing(await tempDir(t, 'burrow-nohost-'), `${host}:0`);
   t.equal(relay.code, 1, 'the relay exits 1');
   t.equal(
     relay.stderr,
@@ -172,6 +151,13 @@ t.test('a listen address whose host name does not resolve: one line naming it, e
     'with one line, no stack trace',
   );
 });
+
+/** `burrow-relay serve` with a fresh key in `dir` and --http-listen `listen`, expected to fail: its error. */
+async function serveFailing(dir: string, listen: string) {
+  await run(process.execPath, [RELAY_CLI, 'keygen', '--out', join(dir, 'keys')]);
+  const serve = ['serve', '--verify-key', join(dir, 'keys'), '--tls-listen', 'off', '--http-listen', listen];
+  return run(process.execPath, [RELAY_CLI, ...serve]).catch((e) => e);
+}
 
 /** Runs a binary to its exit: exit code and stderr. With `uid`, as that user. */
 async function failing(cli: string, argv: string[], env: NodeJS.ProcessEnv = {}, uid?: number) {
