@@ -70,9 +70,18 @@ async function replica(
   return { agent, k, sync, stop };
 }
 
-t.test('a contested hostname stays with its holder on every replica', async (t) => {
+/** A relay, a fake API server and a token for *.example.com; `holdsOf` reads a Service's record. */
+async function cluster(t: Teardownable) {
   const relay = await testRelay(t);
   const kube = await fakeKube(t);
+  const token = await tokenFor('cluster-1', ['*.example.com']);
+  const holdsOf = (ns: string, name: string) =>
+    kube.getService(ns, name)?.metadata['annotations']?.[HOLDS] ?? '';
+  return { relay, kube, token, relayUrl: tunnelUrl(relay), port: relay.httpAddress.port, holdsOf };
+}
+
+t.test('a contested hostname stays with its holder on every replica', async (t) => {
+  const { kube, token, relayUrl, port } = await cluster(t);
   // Each backend holds its request until two have arrived, so that two requests at once are in
   // flight together and the relay spreads them over both replicas' connections.
   const waiting: ServerResponse[] = [];
@@ -84,9 +93,6 @@ t.test('a contested hostname stays with its holder on every replica', async (t) 
   };
   const prod = await testServer(t, backend('prod/shop'), '127.0.0.2');
   const dev = await testServer(t, backend('dev/old'), '127.0.0.3');
-  const token = await tokenFor('cluster-1', ['*.example.com']);
-  const relayUrl = tunnelUrl(relay);
-  const port = relay.httpAddress.port;
   /** Two requests at once; the backends that answered them. */
   const twoAtOnce = async () => {
     hits.length = 0;
@@ -141,15 +147,9 @@ t.test('a contested hostname stays with its holder on every replica', async (t) 
 });
 
 t.test('a record a tenant kept and puts back does not take the name from its new holder', async (t) => {
-  const relay = await testRelay(t);
-  const kube = await fakeKube(t);
+  const { kube, token, relayUrl, port, holdsOf } = await cluster(t);
   const dev = await testServer(t, (_req, res) => res.end('dev/old'), '127.0.0.3');
   const prod = await testServer(t, (_req, res) => res.end('prod/shop'), '127.0.0.2');
-  const token = await tokenFor('cluster-1', ['*.example.com']);
-  const relayUrl = tunnelUrl(relay);
-  const port = relay.httpAddress.port;
-  const holdsOf = (ns: string, name: string) =>
-    kube.getService(ns, name)?.metadata['annotations']?.[HOLDS] ?? '';
   const devOld = (hostnames: string, holds?: string) =>
     service(
       'dev',
@@ -203,15 +203,9 @@ t.test('a record a tenant kept and puts back does not take the name from its new
 t.test(
   'a record in a namespace listed late takes the name from what a replica gave away meanwhile',
   async (t) => {
-    const relay = await testRelay(t);
-    const kube = await fakeKube(t);
+    const { kube, token, relayUrl, port, holdsOf } = await cluster(t);
     const shop = await testServer(t, (_req, res) => res.end('b/shop'), '127.0.0.2');
     const dev = await testServer(t, (_req, res) => res.end('a/dev'), '127.0.0.3');
-    const token = await tokenFor('cluster-1', ['*.example.com']);
-    const relayUrl = tunnelUrl(relay);
-    const port = relay.httpAddress.port;
-    const holdsOf = (ns: string, name: string) =>
-      kube.getService(ns, name)?.metadata['annotations']?.[HOLDS] ?? '';
 
     // b/shop holds shop.example.com, with its record.
     kube.upsertService(
