@@ -159,6 +159,10 @@ export class AgentConnection implements RouteTarget {
     this.#reply(stream, { type: 'welcome', subject: this.subject, relayId: this.#relayId });
     const reader = new MessageReader(agentMessageSchema);
     stream.on('data', (chunk: Buffer) => {
+      // Bytes that arrived just before the session ended may still be handed
+      // over after its close, when its routes are already gone: an announcement
+      // read now would bind names to a connection nobody removes again.
+      if (this.session.closed) return;
       let messages: AgentMessage[];
       try {
         messages = reader.push(chunk);
