@@ -6,8 +6,11 @@
  * - list with resourceVersion (and labelSelector equality terms);
  * - watch as a chunked stream of JSON lines (ADDED/MODIFIED/DELETED/BOOKMARK),
  *   410 Gone for a compacted resourceVersion, server-side timeouts, and
- *   dropping every open watch on demand;
- * - JSON merge-patch (RFC 7386) on Services; create/patch of core/v1 Events;
+ *   dropping every open watch on demand; as the API server's watch cache, a
+ *   watch with a label selector sees an object whose labels stop matching as
+ *   DELETED, and one that starts matching as ADDED;
+ * - JSON merge-patch (RFC 7386) on Services (422 for one that changes
+ *   metadata.uid); create/patch of core/v1 Events;
  *   coordination.k8s.io/v1 Leases (get/create/update with resourceVersion
  *   conflicts; timestamps must be MicroTime, or 400).
  */
@@ -19,7 +22,13 @@ import type { Teardownable } from './relay.js';
 // Kubernetes objects of any kind pass through untyped, as JSON does on a real API server.
 // biome-ignore lint/suspicious/noExplicitAny: arbitrary JSON objects
 type Obj = { apiVersion?: string; kind?: string; metadata: Record<string, any>; [k: string]: any };
-type WatchEvent = { type: 'ADDED' | 'MODIFIED' | 'DELETED' | 'BOOKMARK'; object: Obj; rv: number };
+type WatchEvent = {
+  type: 'ADDED' | 'MODIFIED' | 'DELETED' | 'BOOKMARK';
+  object: Obj;
+  rv: number;
+  /** The object before a MODIFIED: what a filtered watch compares with to see it enter or leave. */
+  prev?: Obj;
+};
 
 interface Collection {
   kind: string;
@@ -162,7 +171,7 @@ export class FakeKube extends EventEmitter {
       resourceVersion: String(++this.#rv),
     };
     c.objects.set(key, stored);
-    this.#emit(resource, existed ? 'MODIFIED' : 'ADDED', stored);
+    this.#emit(resource, existed ? 'MODIFIED' : 'ADDED', stored, existing);
     return structuredClone(stored);
   }
 
@@ -177,13 +186,19 @@ export class FakeKube extends EventEmitter {
     return true;
   }
 
-  #emit(resource: string, type: WatchEvent['type'], object: Obj): void {
-    const ev = { type, object: structuredClone(object), rv: this.#rv, resource };
+  #emit(resource: string, type: WatchEvent['type'], object: Obj, prev?: Obj): void {
+    const ev = {
+      type,
+      object: structuredClone(object),
+      rv: this.#rv,
+      resource,
+      ...(prev ? { prev: structuredClone(prev) } : {}),
+    };
     this.#history.push(ev);
     if (this.#history.length > 10_000) this.#history.shift();
     for (const w of this.#watches) {
-      if (w.resource === resource && matches(object, w.ns, w.selector))
-        w.res.write(`${JSON.stringify({ type, object })}\n`);
+      const line = w.resource === resource ? watchLine(ev, w.ns, w.selector) : undefined;
+      if (line) w.res.write(line);
     }
     this.emit('change', ev);
   }
@@ -297,6 +312,17 @@ export class FakeKube extends EventEmitter {
         const current = c.objects.get(key);
         if (!current) return send(res, 404, status(404, `${resource} "${name}" not found`));
         const patched = mergePatch(structuredClone(current), body) as Obj;
+        // As the API server's validation: a patch naming another uid is for another object.
+        if (patched.metadata?.['uid'] !== current.metadata['uid']) {
+          return send(
+            res,
+            422,
+            status(
+              422,
+              `${c.kind} "${name}" is invalid: metadata.uid: Invalid value: "${patched.metadata?.['uid']}": field is immutable`,
+            ),
+          );
+        }
         patched.metadata.name = name;
         patched.metadata.namespace = ns;
         return send(res, 200, this.#put(resource, patched));
@@ -326,9 +352,8 @@ export class FakeKube extends EventEmitter {
     // Replay what happened after `from` (rv 0 means "now": nothing to replay).
     if (from) {
       for (const ev of this.#history) {
-        if (ev.resource === resource && ev.rv > from && matches(ev.object, ns, selector)) {
-          res.write(`${JSON.stringify({ type: ev.type, object: ev.object })}\n`);
-        }
+        const line = ev.resource === resource && ev.rv > from ? watchLine(ev, ns, selector) : undefined;
+        if (line) res.write(line);
       }
     }
     const w = { res, resource, ...(ns ? { ns } : {}), ...(selector ? { selector } : {}) };
@@ -384,6 +409,32 @@ function matches(obj: Obj, ns: string | undefined, selector: Record<string, stri
   if (!selector) return true;
   const labels = (obj.metadata.labels ?? {}) as Record<string, string>;
   return Object.entries(selector).every(([k, v]) => labels[k] === v);
+}
+
+/**
+ * The line a watch of `ns` and `selector` gets for `ev`, if any. As the API
+ * server's watch cache: a change that makes an object match is ADDED, one that
+ * makes it stop matching is DELETED (the object as it was, at the new
+ * resourceVersion).
+ */
+function watchLine(
+  ev: WatchEvent,
+  ns: string | undefined,
+  selector: Record<string, string> | undefined,
+): string | undefined {
+  const now = matches(ev.object, ns, selector);
+  const before = ev.prev !== undefined && matches(ev.prev, ns, selector);
+  let type = ev.type;
+  let object = ev.object;
+  if (ev.type === 'MODIFIED' && now !== before) {
+    type = now ? 'ADDED' : 'DELETED';
+    if (!now)
+      object = {
+        ...ev.prev!,
+        metadata: { ...ev.prev!.metadata, resourceVersion: ev.object.metadata['resourceVersion'] },
+      };
+  } else if (!now) return undefined;
+  return `${JSON.stringify({ type, object })}\n`;
 }
 
 /** RFC 7386 JSON merge patch. */

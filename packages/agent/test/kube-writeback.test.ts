@@ -2,6 +2,7 @@
 // annotations and Events each annotated Service gets, against the fake API
 // server with the real client.
 import { once } from 'node:events';
+import type { RouteResult } from '@burrow/shared';
 import { CoordinationV1Api, KubeConfig } from '@kubernetes/client-node';
 import t, { type Test } from 'tap';
 import { type FakeKube, fakeKube } from '../../../test/helpers/fake-kube.js';
@@ -31,7 +32,7 @@ function annotated(
 }
 
 /** An agent whose routes come from the fake cluster, with write-back attached (no Lease). */
-async function agentOnKube(t: Test, kube: FakeKube) {
+async function agentOnKube(t: Test, kube: FakeKube, scope: { labelSelector?: string } = {}) {
   const kc = new KubeConfig();
   kc.loadFromString(kube.kubeconfig());
   const log = memoryLogger();
@@ -40,6 +41,7 @@ async function agentOnKube(t: Test, kube: FakeKube) {
     logger: log.logger,
     lease: false,
     backoff: { base: 10, cap: 100 },
+    ...scope,
   });
   t.teardown(() => k8s.stop());
   const relay = await fakeRelay(t);
@@ -171,18 +173,28 @@ t.test('a Service deleted and created again gets its Exposed Event again', async
   const kube = await fakeKube(t);
   const svc = (uid: string) => annotated('default', 'web', 'web.example.com', { uid });
   kube.upsertService(svc('uid-old'));
-  const { k8s, sync } = await agentOnKube(t, kube);
+  const { sync, agent } = await agentOnKube(t, kube);
   await sync.schedule();
   const eventsFor = (uid: string) => kube.events().filter((e) => e['involvedObject']?.uid === uid);
   t.equal(eventsFor('uid-old').length, 1, 'the first Service got its Exposed Event');
+  /** Resolves once the relay's answer does (or does not) include the Service's route. */
+  const answered = (present: boolean) =>
+    new Promise<void>((resolve) => {
+      const check = (results: RouteResult[]) => {
+        if (results.some((r) => r.id === 'k8s:default/web') !== present) return;
+        agent.off('routes', check);
+        resolve();
+      };
+      agent.on('routes', check);
+    });
 
-  let changed = once(k8s.watch, 'change');
+  let relay = answered(false);
   kube.deleteService('default', 'web');
-  await changed;
+  await relay;
   await sync.schedule();
-  changed = once(k8s.watch, 'change');
+  relay = answered(true);
   kube.upsertService(svc('uid-new'));
-  await changed;
+  await relay;
   await sync.schedule();
   t.equal(
     kube.getService('default', 'web')?.metadata['annotations']?.['burrow.dev/url'],
@@ -295,5 +307,72 @@ t.test('a write the API server refuses for good is warned once, not retried as i
     lines.map((l) => l.level),
     [40, ...lines.slice(1).map(() => 20)],
     'later attempts (each new reconcile) log at debug',
+  );
+});
+
+t.test('a Service taken out of --label-selector no longer shows the URL it is not served at', async (t) => {
+  const kube = await fakeKube(t);
+  const labels = { expose: 'true' };
+  kube.upsertService(annotated('default', 'web', 'web.example.com', { labels }));
+  kube.upsertService(annotated('default', 'api', 'api.example.com', { labels }));
+  const { k8s, sync, log } = await agentOnKube(t, kube, { labelSelector: 'expose=true' });
+  await sync.schedule();
+  const annotations = (name: string) => kube.getService('default', name)?.metadata['annotations'] ?? {};
+  t.equal(annotations('web')['burrow.dev/url'], 'http://web.example.com');
+
+  // The label goes: the Service leaves the agent's scope (a watch with a selector sees DELETED).
+  let changed = once(k8s.watch, 'change');
+  const web = kube.getService('default', 'web')!;
+  kube.upsertService({ ...web, metadata: { ...web.metadata, labels: {} } });
+  await changed;
+  t.same(
+    k8s.source.routes().map((r) => r.id),
+    ['k8s:default/api'],
+    'its route is withdrawn',
+  );
+  await sync.schedule();
+  const left = annotations('web');
+  t.equal(left['burrow.dev/url'], undefined, 'burrow.dev/url is removed');
+  t.equal(left['burrow.dev/holds'], undefined, 'and burrow.dev/holds');
+  t.equal(left['burrow.dev/hostname'], 'web.example.com', "the user's own annotation stays");
+  t.equal(annotations('api')['burrow.dev/url'], 'http://api.example.com', 'the other Service keeps its URL');
+
+  // Deleted outright: nothing to clear, and nothing to warn about.
+  changed = once(k8s.watch, 'change');
+  kube.deleteService('default', 'api');
+  await changed;
+  await sync.schedule();
+  t.same(
+    log.lines.filter((l) => l.level >= 40).map((l) => l.msg),
+    [],
+    'no warnings',
+  );
+});
+
+t.test('a Service that left the scope and was created again is not touched', async (t) => {
+  const kube = await fakeKube(t);
+  kube.upsertService(annotated('default', 'web', 'web.example.com', { labels: { expose: 'true' } }));
+  const { k8s, sync, log } = await agentOnKube(t, kube, { labelSelector: 'expose=true' });
+  await sync.schedule();
+  // Deleted, then created again outside the agent's scope, carrying what another installation wrote.
+  const changed = once(k8s.watch, 'change');
+  kube.deleteService('default', 'web');
+  kube.upsertService(
+    annotated('default', 'web', 'web.example.com', {
+      uid: 'uid-new',
+      annotations: { 'burrow.dev/hostname': 'web.example.com', 'burrow.dev/url': 'https://elsewhere' },
+    }),
+  );
+  await changed;
+  await sync.schedule();
+  t.equal(
+    kube.getService('default', 'web')?.metadata['annotations']?.['burrow.dev/url'],
+    'https://elsewhere',
+    'the new object keeps its annotations',
+  );
+  t.same(
+    log.lines.filter((l) => l.level >= 40).map((l) => l.msg),
+    [],
+    'no warnings',
   );
 });

@@ -8,7 +8,19 @@ import {
   type V1Service,
   Watch,
 } from '@kubernetes/client-node';
-import { routeForService, type ServiceRoute, type ServiceVerdict, serviceKey } from './annotations.js';
+import {
+  ANNOTATION,
+  routeForService,
+  type ServiceLike,
+  type ServiceRoute,
+  type ServiceVerdict,
+  serviceKey,
+} from './annotations.js';
+
+/** Departed Services remembered for write-back to clear; the oldest are forgotten beyond this. */
+const MAX_DEPARTED = 1_000;
+/** The annotations the agent writes on a Service. */
+const WRITTEN = [ANNOTATION.url, ANNOTATION.error, ANNOTATION.holds];
 
 export interface ServiceWatchOptions {
   kubeConfig: KubeConfig;
@@ -59,6 +71,7 @@ type Events = {
 export class ServiceWatch extends EventEmitter<Events> {
   readonly #opts: ServiceWatchOptions;
   readonly #services = new Map<string, WatchedService>();
+  readonly #departed = new Map<string, ServiceLike>();
   readonly #informers: InformerEntry[] = [];
   #stopped = false;
   #pending = false;
@@ -79,6 +92,21 @@ export class ServiceWatch extends EventEmitter<Events> {
 
   get services(): ReadonlyMap<string, WatchedService> {
     return this.#services;
+  }
+
+  /**
+   * Services that left the watch while showing what the agent writes
+   * (`burrow.dev/url`, `burrow.dev/error`, `burrow.dev/holds`), by key: deleted,
+   * or no longer matching the label selector, which a watch reports alike. The
+   * latter still exists, and would go on showing a URL nothing serves.
+   */
+  get departed(): ReadonlyMap<string, ServiceLike> {
+    return this.#departed;
+  }
+
+  /** Write-back has dealt with the departed Service `key` (this object of it, `uid`). */
+  forgetDeparted(key: string, uid: string | undefined): void {
+    if (this.#departed.get(key)?.metadata?.uid === uid) this.#departed.delete(key);
   }
 
   /**
@@ -190,12 +218,29 @@ export class ServiceWatch extends EventEmitter<Events> {
   }
 
   #upsert(svc: V1Service): void {
-    this.#services.set(serviceKey(svc), { service: svc, verdict: routeForService(svc) });
+    const key = serviceKey(svc);
+    this.#departed.delete(key);
+    this.#services.set(key, { service: svc, verdict: routeForService(svc) });
     this.#schedule();
   }
 
   #remove(svc: V1Service): void {
-    this.#services.delete(serviceKey(svc));
+    const key = serviceKey(svc);
+    this.#services.delete(key);
+    const ann = svc.metadata?.annotations ?? {};
+    if (WRITTEN.some((k) => ann[k] !== undefined)) {
+      const { name, namespace, uid } = svc.metadata ?? {};
+      this.#departed.delete(key);
+      // Enough to find this object again, not the whole of it.
+      this.#departed.set(key, {
+        metadata: {
+          ...(name !== undefined ? { name } : {}),
+          ...(namespace !== undefined ? { namespace } : {}),
+          ...(uid !== undefined ? { uid } : {}),
+        },
+      });
+      if (this.#departed.size > MAX_DEPARTED) this.#departed.delete(this.#departed.keys().next().value!);
+    }
     this.#schedule();
   }
 

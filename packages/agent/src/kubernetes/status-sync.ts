@@ -141,6 +141,11 @@ export class StatusSync {
       }
       complete &&= written;
     }
+    for (const [key, service] of [...this.#watch.departed]) {
+      const cleared = await this.#writer.clearDeparted(service);
+      if (cleared) this.#watch.forgetDeparted(key, service.metadata?.uid);
+      complete &&= cleared;
+    }
     return complete;
   }
 }

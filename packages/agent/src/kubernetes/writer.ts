@@ -145,6 +145,41 @@ export class StatusWriter {
   }
 
   /**
+   * Removes our annotations from a Service that left the watch (`departed` of
+   * ServiceWatch): gone, or out of the label selector. Only from that object:
+   * one created since under the same name is left alone. False when that failed.
+   */
+  async clearDeparted(svc: ServiceLike): Promise<boolean> {
+    const uid = svc.metadata?.uid;
+    try {
+      await this.#api.patchNamespacedService(
+        {
+          name: svc.metadata?.name ?? '',
+          namespace: svc.metadata?.namespace ?? 'default',
+          body: {
+            metadata: {
+              // A precondition: the API server refuses a patch that would change the uid.
+              ...(uid ? { uid } : {}),
+              annotations: { [ANNOTATION.url]: null, [ANNOTATION.error]: null, [ANNOTATION.holds]: null },
+            },
+          },
+        },
+        MERGE_PATCH,
+      );
+      this.#log.info(
+        { service: serviceKey(svc) },
+        "service left the agent's scope; its status annotations removed",
+      );
+      return true;
+    } catch (err) {
+      // Deleted, or deleted and created again (another uid): nothing of ours to clear.
+      const status = statusCode(err);
+      if (status === 404 || (uid && status === 422)) return true;
+      return this.#failed(svc, 'annotations', err, 'could not clear service annotations');
+    }
+  }
+
+  /**
    * Logs a failed write and says whether it is done with (true: the Service
    * is gone, or the API server refuses in a way a retry cannot change) or
    * should be tried again (false). A failure that lasts warns once; its
