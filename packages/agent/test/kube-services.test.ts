@@ -244,3 +244,44 @@ t.test('a watch that recovers without relisting counts as working again once it 
     'a later outage is a new one: warned, from the base delay',
   );
 });
+
+t.test('a Service whose annotations cannot be used is logged once, by every replica', async (t) => {
+  const kube = await fakeKube(t);
+  kube.upsertService(service('web', { 'burrow.dev/hostname': 'web.example.com' }));
+  kube.upsertService(
+    service('bad', { 'burrow.dev/hostname': 'bad.example.com', 'burrow.dev/protocol': 'htp' }),
+  );
+  const kc = new KubeConfig();
+  kc.loadFromString(kube.kubeconfig());
+  const log = memoryLogger();
+  const watch = new ServiceWatch({ kubeConfig: kc, logger: log.logger });
+  t.teardown(() => watch.stop());
+  let changed = once(watch, 'change');
+  await watch.start();
+  await changed;
+  const warnings = () =>
+    log.lines.filter((l) => l.level === 40 && l['service'] === 'default/bad').map((l) => l['error']);
+  t.same(warnings(), ['burrow.dev/protocol: "htp" is not one of http, https, tls-passthrough']);
+  t.same(
+    watch.routes().map((r) => r.id),
+    ['k8s:default/web'],
+    'the other Service is served',
+  );
+
+  // Write-back edits the Service (same verdict): nothing new to say.
+  changed = once(watch, 'change');
+  const bad = kube.getService('default', 'bad')!;
+  kube.upsertService({
+    ...bad,
+    metadata: { ...bad.metadata, annotations: { ...bad.metadata['annotations'], 'burrow.dev/error': 'x' } },
+  });
+  await changed;
+  t.equal(warnings().length, 1, 'not repeated for the same error');
+
+  // Another mistake is another line.
+  changed = once(watch, 'change');
+  kube.upsertService(service('bad', { 'burrow.dev/hostname': 'bad.example.com', 'burrow.dev/port': 'grpc' }));
+  await changed;
+  t.equal(warnings().length, 2);
+  t.match(warnings()[1], /no TCP port "grpc"/);
+});

@@ -72,6 +72,8 @@ export class ServiceWatch extends EventEmitter<Events> {
   readonly #opts: ServiceWatchOptions;
   readonly #services = new Map<string, WatchedService>();
   readonly #departed = new Map<string, ServiceLike>();
+  /** The error last logged for each Service that cannot be exposed, so each is logged once. */
+  readonly #invalid = new Map<string, string>();
   readonly #informers: InformerEntry[] = [];
   #stopped = false;
   #pending = false;
@@ -220,13 +222,24 @@ export class ServiceWatch extends EventEmitter<Events> {
   #upsert(svc: V1Service): void {
     const key = serviceKey(svc);
     this.#departed.delete(key);
-    this.#services.set(key, { service: svc, verdict: routeForService(svc) });
+    const verdict = routeForService(svc);
+    this.#services.set(key, { service: svc, verdict });
+    // Said here, by every replica, not only by the one that writes it back to the Service.
+    if (verdict.kind !== 'invalid') this.#invalid.delete(key);
+    else if (this.#invalid.get(key) !== verdict.error) {
+      this.#invalid.set(key, verdict.error);
+      this.#opts.logger.warn(
+        { service: key, error: verdict.error },
+        'service cannot be exposed as annotated',
+      );
+    }
     this.#schedule();
   }
 
   #remove(svc: V1Service): void {
     const key = serviceKey(svc);
     this.#services.delete(key);
+    this.#invalid.delete(key);
     const ann = svc.metadata?.annotations ?? {};
     if (WRITTEN.some((k) => ann[k] !== undefined)) {
       const { name, namespace, uid } = svc.metadata ?? {};
