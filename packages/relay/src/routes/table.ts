@@ -4,6 +4,7 @@ import {
   checkHostPattern,
   createAllowlist,
   nextWildcardDot,
+  parseCidr,
   patternAllows,
   type RouteProtocol,
   type RouteResult,
@@ -48,6 +49,10 @@ export interface RouteTableOptions {
 
 /** Refusals of one announcement that list the token's patterns. */
 const LISTED_REFUSALS = 8;
+/** Characters of a refused allowlist's reason (it is sent once for each name of the route). */
+const MAX_ALLOWLIST_REASON = 160;
+/** Characters of a bad allowlist entry quoted in that reason. */
+const MAX_SHOWN_ENTRY = 40;
 /** Names kept reserved for agents that went away; past it, the tenant adding one loses its oldest. */
 const MAX_OFFLINE = 4096;
 
@@ -95,13 +100,9 @@ export class RouteTable<T extends RouteTarget> {
       try {
         allowlist = route.allowCidrs?.length ? createAllowlist(route.allowCidrs) : undefined;
       } catch (err) {
+        const error = allowlistRefusal(route.allowCidrs ?? [], err);
         for (const h of route.hostnames) {
-          results.push({
-            id: route.id,
-            hostname: h,
-            status: 'refused',
-            error: `allowCidrs: ${(err as Error).message}`,
-          });
+          results.push({ id: route.id, hostname: h, status: 'refused', error });
           onRefused?.('route_invalid');
         }
         continue;
@@ -294,6 +295,33 @@ export class RouteTable<T extends RouteTarget> {
       routeIds: [...new Set([...claim.bindings.values()].map((b) => b.routeId))],
     }));
   }
+}
+
+/**
+ * Why a route's allowlist was refused, repeated for each of its (up to 64)
+ * names. The reason quotes the bad entry as printable characters and only so
+ * many of them, so that the answer to an announcement of odd entries stays
+ * within what an agent reads (MAX_RESULT_MESSAGE) instead of growing 64-fold.
+ */
+function allowlistRefusal(cidrs: readonly string[], err: unknown): string {
+  let reason = (err as Error).message;
+  for (const entry of cidrs) {
+    const problem = parseCidr(entry);
+    if (typeof problem !== 'string') continue;
+    reason = problem;
+    const address = entry.trim().split('/')[0] ?? '';
+    for (const quoted of [entry, address])
+      reason = reason.replaceAll(`"${quoted}"`, `"${shownEntry(quoted)}"`);
+    break;
+  }
+  reason = `allowCidrs: ${reason}`.replace(/[^\x20-\x5b\x5d-\x7e…]/g, '?');
+  return reason.length > MAX_ALLOWLIST_REASON ? `${reason.slice(0, MAX_ALLOWLIST_REASON - 1)}…` : reason;
+}
+
+/** An allowlist entry as a refusal quotes it: printable, without quotes or backslashes, and short. */
+function shownEntry(entry: string): string {
+  const shown = entry.replace(/[^\x20-\x7e]|["\\]/g, '?');
+  return shown.length > MAX_SHOWN_ENTRY ? `${shown.slice(0, MAX_SHOWN_ENTRY - 1)}…` : shown;
 }
 
 /** A token's patterns for a refusal message: the first few, and how many more (a token may hold 256). */
