@@ -145,3 +145,28 @@ t.test('a tenant that filled the reservations first cannot push out one made aft
   t.equal(table.lookup('app.example.com').kind, 'offline', "alice's name is reserved");
   t.equal(grab(table).status, 'refused', "bob cannot take alice's name while she is away");
 });
+
+t.test(
+  'a connection with 16,384 names going away with the reservations full does not stall the relay',
+  async (t) => {
+    const table = new RouteTable({ offlineGrace: 60_000 });
+    const alice = target(1, 'alice');
+    table.announce(alice, ['app.example.com'], [{ id: 'a', hostnames: ['app.example.com'] }]);
+    table.remove(alice);
+    churn(table, 10, 'full'); // bob's 4200 reservations: the bound is reached
+    const bob = target(11, 'bob');
+    const names = (i: number) => Array.from({ length: 64 }, (_, j) => `big-${i}-${j}.example.com`);
+    const routes = Array.from({ length: 256 }, (_, i) => ({ id: `big${i}`, hostnames: names(i) }));
+    table.announce(bob, ['*.example.com'], routes);
+    const started = performance.now();
+    table.remove(bob);
+    const took = performance.now() - started;
+    t.ok(took < 250, `all its names were reserved or let go at once (${Math.round(took)} ms)`);
+    t.ok(table.holds('app.example.com'), "alice's reservation stays");
+    t.ok(table.holds('big-255-63.example.com'), "bob's newest reservation stays");
+    t.notOk(table.holds('full-0-0.example.com'), "bob's oldest went first");
+    let kept = 0;
+    for (let i = 0; i < 256; i++) for (const h of names(i)) if (table.holds(h)) kept++;
+    t.equal(kept, 4095, 'bob keeps what the bound leaves beside alice');
+  },
+);

@@ -198,6 +198,8 @@ export class RouteTable<T extends RouteTarget> {
   remove(target: T): void {
     for (const hostname of this.#byTarget.get(target) ?? []) this.#unbind(target, hostname, true);
     this.#byTarget.delete(target);
+    // Once for the whole connection, not for each of its (up to 16,384) names.
+    if (this.#offline.size > MAX_OFFLINE) this.#pruneOffline();
     this.#changed();
   }
 
@@ -218,7 +220,6 @@ export class RouteTable<T extends RouteTarget> {
         mode: binding.mode,
         subject: claim.subject,
       });
-      if (this.#offline.size > MAX_OFFLINE) this.#pruneOffline();
     }
   }
 
@@ -226,6 +227,9 @@ export class RouteTable<T extends RouteTarget> {
    * Drops expired reservations, then, while still over the bound, the oldest
    * of the tenant holding the most: a tenant churning names of its own wears
    * out its own reservations, never another's, whichever went offline first.
+   * One pass works out how many each tenant gives up (those holding the most
+   * come down to one level), one more drops them: a connection whose thousands
+   * of names all went offline at once costs two passes, not two per name.
    */
   #pruneOffline(): void {
     const now = Date.now();
@@ -234,11 +238,37 @@ export class RouteTable<T extends RouteTarget> {
       if (until <= now) this.#offline.delete(h);
       else held.set(subject, (held.get(subject) ?? 0) + 1);
     }
-    let largest = '';
-    for (const [subject, n] of held) if (n > (held.get(largest) ?? 0)) largest = subject;
-    for (const [h, gone] of this.#offline) {
-      if (this.#offline.size <= MAX_OFFLINE) break;
-      if (gone.subject === largest) this.#offline.delete(h);
+    const excess = this.#offline.size - MAX_OFFLINE;
+    if (excess <= 0) return;
+    const above = (level: number) => {
+      let n = 0;
+      for (const count of held.values()) if (count > level) n += count - level;
+      return n;
+    };
+    // The lowest level the tenants holding the most can come down to without giving up more than the excess.
+    let low = 0;
+    let high = Math.max(...held.values());
+    while (low < high) {
+      const mid = (low + high) >>> 1;
+      if (above(mid) <= excess) high = mid;
+      else low = mid + 1;
+    }
+    // What is left goes one each from tenants at that level, first held first.
+    let extra = excess - above(low);
+    const drop = new Map<string, number>();
+    for (const [subject, count] of held) {
+      let n = Math.max(0, count - low);
+      if (extra > 0 && count >= low && count > 0) {
+        n++;
+        extra--;
+      }
+      if (n > 0) drop.set(subject, n);
+    }
+    for (const [h, { subject }] of this.#offline) {
+      const n = drop.get(subject);
+      if (!n) continue;
+      this.#offline.delete(h);
+      drop.set(subject, n - 1);
     }
   }
 
