@@ -1,4 +1,5 @@
 import { once } from 'node:events';
+import { type AddressInfo, createServer, type Socket } from 'node:net';
 import { KubeConfig } from '@kubernetes/client-node';
 import t, { type Test } from 'tap';
 import { type FakeKube, fakeKube } from '../../../test/helpers/fake-kube.js';
@@ -284,4 +285,54 @@ t.test('a Service whose annotations cannot be used is logged once, by every repl
   await changed;
   t.equal(warnings().length, 2);
   t.match(warnings()[1], /no TCP port "grpc"/);
+});
+
+t.test('an API server that answers nothing is not reported as working again between attempts', async (t) => {
+  // Every connection hangs, then is cut: each attempt takes longer than the backoff cap to fail.
+  const sockets = new Set<Socket>();
+  let attempts = 0;
+  let fifthAttempt!: () => void;
+  const fifth = new Promise<void>((resolve) => {
+    fifthAttempt = resolve;
+  });
+  const server = createServer((socket) => {
+    sockets.add(socket);
+    socket.on('close', () => sockets.delete(socket));
+    setTimeout(() => socket.destroy(), 120);
+    if (++attempts === 5) fifthAttempt();
+  });
+  server.listen(0, '127.0.0.1');
+  await once(server, 'listening');
+  t.teardown(() => {
+    for (const s of sockets) s.destroy();
+    server.close();
+  });
+  const kc = new KubeConfig();
+  kc.loadFromOptions({
+    clusters: [
+      {
+        name: 'down',
+        server: `http://127.0.0.1:${(server.address() as AddressInfo).port}`,
+        skipTLSVerify: true,
+      },
+    ],
+    users: [{ name: 'u', token: 'x' }],
+    contexts: [{ name: 'c', cluster: 'down', user: 'u' }],
+    currentContext: 'c',
+  });
+  const log = memoryLogger('debug');
+  const watch = new ServiceWatch({ kubeConfig: kc, logger: log.logger, backoff: { base: 10, cap: 40 } });
+  t.teardown(() => watch.stop());
+  await watch.start();
+  await fifth;
+  t.same(
+    log.lines.filter((l) => String(l.msg).startsWith('Kubernetes watch')).map((l) => [l.msg, l['failures']]),
+    [
+      ['Kubernetes watch failed; restarting', 1],
+      ['Kubernetes watch failed again', 2],
+      ['Kubernetes watch failed again', 3],
+      ['Kubernetes watch failed again', 4],
+    ],
+    'one outage: one warning, no "working again" while nothing answers, the backoff growing',
+  );
 });

@@ -49,6 +49,8 @@ interface InformerEntry {
   namespace: string | undefined;
   lastEvent: number;
   failures: number;
+  /** Failures since start, never reset: tells whether one happened meanwhile. */
+  failed: number;
   /** A list succeeded: the informer holds the Services as they are. */
   listed: boolean;
   timer?: NodeJS.Timeout;
@@ -161,6 +163,7 @@ export class ServiceWatch extends EventEmitter<Events> {
         namespace: ns,
         lastEvent: Date.now(),
         failures: 0,
+        failed: 0,
         listed: false,
       };
       const upsert = (svc: V1Service) => {
@@ -274,6 +277,7 @@ export class ServiceWatch extends EventEmitter<Events> {
     // A warning when it starts failing; the retries of a failure that lasts, at debug.
     const level = entry.failures === 0 ? 'warn' : 'debug';
     entry.failures++;
+    entry.failed++;
     this.#opts.logger[level](
       {
         ...(entry.namespace !== undefined ? { namespace: entry.namespace } : {}),
@@ -287,10 +291,14 @@ export class ServiceWatch extends EventEmitter<Events> {
     this.emit('restart', reason);
     entry.timer = setTimeout(() => {
       if (this.#stopped) return;
+      const failed = entry.failed;
       entry.informer.start().then(
         // A watch resumed from where it was delivers nothing in a quiet cluster: one that stays
-        // up for the longest backoff without failing counts as working.
+        // up for the longest backoff without failing counts as working. One that failed while
+        // starting (a list or watch request that took its time to fail) has its retry
+        // scheduled already, and nothing to count as working.
         () => {
+          if (entry.failed !== failed) return;
           entry.timer = setTimeout(() => this.#working(entry), cap);
           entry.timer.unref();
         },
