@@ -11,6 +11,13 @@ export interface ProxyFailure {
   code: string;
 }
 
+/** The client's address is outside the route's allowlist. */
+export const CLIENT_FORBIDDEN: Readonly<ProxyFailure> = {
+  status: 403,
+  code: 'client_forbidden',
+  message: 'Your address is not allowed to reach this service.',
+};
+
 /** The agent's response head could not be written as HTTP (bad status, header names or values). */
 export const INVALID_RESPONSE_HEAD: Readonly<ProxyFailure> = {
   status: 502,

@@ -22,6 +22,7 @@ import {
 import type { RouteTable } from '../routes/table.js';
 import type { AgentConnection } from '../tunnel/agent-connection.js';
 import {
+  CLIENT_FORBIDDEN,
   cutCode,
   failureFor,
   INVALID_RESPONSE_HEAD,
@@ -295,13 +296,8 @@ export function route(req: ClientRequest, opts: ForwardOptions): Routed {
     return refuse(host, binding.hostname, 421, 'tls_only', 'This hostname is served over HTTPS only.');
   }
   if (binding.allowlist && !binding.allowlist.allows(req.socket.remoteAddress ?? '')) {
-    return refuse(
-      host,
-      binding.hostname,
-      403,
-      'client_forbidden',
-      'Your address is not allowed to reach this service.',
-    );
+    const { status, code, message } = CLIENT_FORBIDDEN;
+    return refuse(host, binding.hostname, status, code, message);
   }
   return { ok: true, conn: binding.target, routeId: binding.routeId, host, route: binding.hostname };
 }

@@ -3,6 +3,7 @@ import { Reason, resetConnection, UpstreamTimeoutError } from '@burrow/shared';
 import type { Binding } from '../routes/table.js';
 import type { AgentConnection } from '../tunnel/agent-connection.js';
 import {
+  CLIENT_FORBIDDEN,
   cutCode,
   failureFor,
   INVALID_RESPONSE_HEAD,
@@ -547,9 +548,17 @@ export class Http1Connection {
     if (!this.#head.empty) return false; // part of a response came
     ex.attempts++;
     this.#letGo(true);
-    const found = this.#opts.table.lookup(ex.head.host);
-    if (found.kind !== 'found' || !found.binding.target.servesHttp1 || !this.#acquire(found.binding))
-      return false;
+    // Routed afresh, with every check of the first attempt: the name may now be served by a
+    // connection whose route has an allowlist this client is outside of, or in another mode.
+    const binding = this.#route(ex.head);
+    if (!binding) {
+      const found = this.#opts.table.lookup(ex.head.host);
+      if (found.kind !== 'found' || !found.binding.allowlist) return false;
+      if (found.binding.allowlist.allows(this.#socket.remoteAddress ?? '')) return false;
+      this.#answerError(ex, CLIENT_FORBIDDEN);
+      return true;
+    }
+    if (!this.#acquire(binding)) return false;
     this.#sendUp(ex.sent);
     return true;
   }
