@@ -146,6 +146,11 @@ t.test('hostile tunnel peers', async (t) => {
     t.equal(plain.status, 404);
     const atPath = await rawRequest(relay.tunnelPort, `GET ${TUNNEL_PATH} HTTP/1.1\r\nHost: relay\r\n\r\n`);
     t.equal(atPath.status, 426, 'Upgrade Required at the tunnel path');
+    const withQuery = await rawRequest(
+      relay.tunnelPort,
+      `GET ${TUNNEL_PATH}?x=1 HTTP/1.1\r\nHost: relay\r\n\r\n`,
+    );
+    t.equal(withQuery.status, 426, 'the tunnel path with a query: the same answer');
     const h2c = await rawRequest(
       relay.tunnelPort,
       `GET ${TUNNEL_PATH} HTTP/1.1\r\nHost: relay\r\nConnection: Upgrade\r\nUpgrade: h2c\r\n\r\n`,

@@ -74,7 +74,9 @@ export class TunnelEndpoint {
     });
     opts.server.on('request', (req, res) => {
       const body = `This is a Burrow tunnel endpoint: agents connect with a WebSocket upgrade at ${TUNNEL_PATH}.\n`;
-      res.writeHead(req.url === TUNNEL_PATH ? 426 : 404, {
+      // The path alone, as for upgrades: a query does not make it another endpoint.
+      const path = (req.url ?? '').split('?')[0];
+      res.writeHead(path === TUNNEL_PATH ? 426 : 404, {
         'content-type': 'text/plain; charset=utf-8',
         upgrade: 'websocket',
       });
