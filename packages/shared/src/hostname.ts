@@ -57,6 +57,27 @@ export function patternAllows(pattern: string, name: string): boolean {
 }
 
 /**
+ * `patternAllows` for a whole list of patterns at once, for checking many
+ * names against one token: exact patterns in one set, wildcard suffixes in
+ * another, and each name costs one lookup per label instead of one
+ * comparison per pattern.
+ */
+export function patternMatcher(patterns: readonly string[]): (name: string) => boolean {
+  const exact = new Set(patterns);
+  const suffixes = new Set(patterns.filter((p) => p.startsWith('*.')).map((p) => p.slice(1)));
+  return (name) => {
+    if (exact.has(name)) return true;
+    if (suffixes.size === 0) return false;
+    const bare = name.startsWith('*.') ? name.slice(1) : name;
+    // Every ".rest" strictly inside `bare`: a wildcard never allows its own suffix.
+    for (let dot = bare.indexOf('.', 1); dot > 0; dot = bare.indexOf('.', dot + 1)) {
+      if (suffixes.has(bare.slice(dot))) return true;
+    }
+    return false;
+  };
+}
+
+/**
  * The route lookup's walk over the keys for `host`, most specific first,
  * without building a list (it runs once per request): after the name itself,
  * a wildcard for each parent suffix with at least two labels, `*` +

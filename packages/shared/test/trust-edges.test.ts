@@ -5,7 +5,13 @@ import { SignJWT } from 'jose';
 import t from 'tap';
 import { createAllowlist, parseCidr } from '../src/cidr.js';
 import { TokenError } from '../src/errors.js';
-import { checkHostPattern, isValidHostname, normalizeHost, patternAllows } from '../src/hostname.js';
+import {
+  checkHostPattern,
+  isValidHostname,
+  normalizeHost,
+  patternAllows,
+  patternMatcher,
+} from '../src/hostname.js';
 import {
   createAgentToken,
   DEFAULT_AUDIENCE,
@@ -15,6 +21,7 @@ import {
   type VerifyKey,
   verifyAgentToken,
 } from '../src/token.js';
+import { mulberry32 } from './helpers/prng.js';
 
 async function keyPair(): Promise<{ signing: SigningKey; verify: VerifyKey }> {
   const { privateKey } = generateKeyPairSync('ed25519');
@@ -134,6 +141,34 @@ t.test('hostnames', async (t) => {
     t.notOk(patternAllows('app.example.com', '*.app.example.com'));
     t.notOk(isValidHostname(`${'a'.repeat(64)}.example.com`));
     t.notOk(isValidHostname('a..example.com'));
+  });
+
+  t.test('a matcher over many patterns agrees with patternAllows on each name', async (t) => {
+    const labels = ['a', 'b', 'example', 'com', 'net', 'x-1'];
+    const rng = mulberry32(11);
+    const name = (wildcardOk: boolean) => {
+      const parts = Array.from({ length: 1 + rng.int(4) }, () => labels[rng.int(labels.length)]!);
+      return wildcardOk && rng.int(3) === 0 ? `*.${parts.join('.')}` : parts.join('.');
+    };
+    let disagreements = 0;
+    let allowed = 0;
+    for (let round = 0; round < 300; round++) {
+      const patterns = Array.from({ length: rng.int(6) }, () => name(true));
+      const matches = patternMatcher(patterns);
+      for (let i = 0; i < 30; i++) {
+        const n = name(true);
+        const expected = patterns.some((p) => patternAllows(p, n));
+        if (matches(n) !== expected) {
+          disagreements++;
+          t.fail(`${JSON.stringify(patterns)} and "${n}": patternAllows says ${expected}`);
+        }
+        if (expected) allowed++;
+      }
+    }
+    t.equal(disagreements, 0, 'the same answer for 9000 names');
+    t.ok(allowed > 300, `and many of them allowed (${allowed}), so both answers were tried`);
+    t.notOk(patternMatcher(['*.example.com'])('.example.com'), 'never the suffix itself');
+    t.ok(patternMatcher(['*.example.com'])('*.a.example.com'), 'a narrower wildcard');
   });
 
   t.test('normalizeHost returns "" for a Host that is not a DNS name', async (t) => {

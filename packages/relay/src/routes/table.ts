@@ -5,7 +5,7 @@ import {
   createAllowlist,
   nextWildcardDot,
   parseCidr,
-  patternAllows,
+  patternMatcher,
   type RouteProtocol,
   type RouteResult,
 } from '@burrow/shared';
@@ -95,6 +95,7 @@ export class RouteTable<T extends RouteTarget> {
     // The token's patterns go into the first few refusals only: thousands of
     // refused names must not each repeat them in the reply.
     let listed = 0;
+    const allowed = patternMatcher(allowedPatterns);
     for (const route of routes) {
       let allowlist: Allowlist | undefined;
       try {
@@ -109,7 +110,14 @@ export class RouteTable<T extends RouteTarget> {
       }
       for (const raw of route.hostnames) {
         const hostname = raw.toLowerCase();
-        const refused = this.#check(target, allowedPatterns, hostname, wanted, listed < LISTED_REFUSALS);
+        const refused = this.#check(
+          target,
+          allowedPatterns,
+          allowed,
+          hostname,
+          wanted,
+          listed < LISTED_REFUSALS,
+        );
         if (refused) {
           if (refused.refusal === 'route_not_allowed') listed++;
           results.push({ id: route.id, hostname: raw, status: 'refused', error: refused.message });
@@ -165,13 +173,14 @@ export class RouteTable<T extends RouteTarget> {
   #check(
     target: T,
     patterns: readonly string[],
+    allowed: (hostname: string) => boolean,
     hostname: string,
     wanted: Map<string, Binding<T>>,
     listPatternsToo: boolean,
   ): { refusal: RouteRefusal; message: string } | undefined {
     const invalid = checkHostPattern(hostname);
     if (invalid) return { refusal: 'route_invalid', message: invalid };
-    if (!patterns.some((p) => patternAllows(p, hostname))) {
+    if (!allowed(hostname)) {
       const allowed = listPatternsToo ? listPatterns(patterns) : 'listed with the first names refused';
       return {
         refusal: 'route_not_allowed',
