@@ -376,3 +376,30 @@ t.test('a Service that left the scope and was created again is not touched', asy
     'no warnings',
   );
 });
+
+t.test('a replica that stops hands the write-back Lease over at once', async (t) => {
+  const kube = await fakeKube(t);
+  const kc = new KubeConfig();
+  kc.loadFromString(kube.kubeconfig());
+  const elector = (identity: string) => {
+    const e = new LeaseElector(kc.makeApiClient(CoordinationV1Api), {
+      namespace: 'default',
+      name: 'burrow-agent-writer',
+      identity,
+      // Far longer than the test: only a handover can move the Lease.
+      leaseDuration: 600_000,
+      logger: memoryLogger().logger,
+    });
+    t.teardown(() => e.stop());
+    return e;
+  };
+  const [a, b, c] = [elector('agent-0'), elector('agent-1'), elector('agent-2')];
+  t.equal(await a.tryOnce(), true, 'the first replica holds the Lease');
+  t.equal(await b.tryOnce(), false, 'another one waits');
+  await b.stop();
+  t.equal(kube.leases()[0]?.['spec']?.holderIdentity, 'agent-0', 'one that does not hold it leaves it alone');
+  await a.stop();
+  t.equal(a.isLeader, false);
+  t.equal(await c.tryOnce(), true, 'once the holder stops, the next replica takes it without waiting');
+  t.equal(kube.leases()[0]?.['spec']?.holderIdentity, 'agent-2');
+});

@@ -144,7 +144,7 @@ export async function startKubernetes(options: KubernetesOptions): Promise<Kuber
     },
     async stop() {
       sync?.stop();
-      elector?.stop();
+      await elector?.stop();
       await watch.stop();
     },
   };

@@ -14,6 +14,9 @@ export interface LeaseOptions {
   logger: Logger;
 }
 
+/** How long stopping waits for the Lease to be given up, ms. */
+const RELEASE_TIMEOUT = 3_000;
+
 function code(err: unknown): number | undefined {
   const e = err as { code?: number; statusCode?: number };
   return e?.code ?? e?.statusCode;
@@ -50,10 +53,50 @@ export class LeaseElector extends EventEmitter<{ change: [leader: boolean] }> {
     void this.#tick();
   }
 
-  stop(): void {
+  /**
+   * Stops trying; a replica that holds the Lease gives it up, so that another
+   * one takes over at its next try rather than after a whole lease duration
+   * (every rolling update stops the holder).
+   */
+  async stop(): Promise<void> {
     this.#stopped = true;
     clearTimeout(this.#timer);
+    const held = this.#leader;
     this.#set(false);
+    if (!held) return;
+    // Bounded: an API server that does not answer must not hold up the agent's exit.
+    let timer: NodeJS.Timeout | undefined;
+    await Promise.race([
+      this.#release(),
+      new Promise<void>((resolve) => {
+        timer = setTimeout(resolve, RELEASE_TIMEOUT);
+      }),
+    ]);
+    clearTimeout(timer);
+  }
+
+  /** Marks the Lease as held by nobody, if it is still ours; a failure only costs the others the wait. */
+  async #release(): Promise<void> {
+    const { namespace, name, identity } = this.#opts;
+    try {
+      const lease = await this.#api.readNamespacedLease({ name, namespace });
+      if (lease.spec?.holderIdentity !== identity) return;
+      // As client-go's ReleaseOnCancel: no holder, and a claim that lapses at once.
+      await this.#api.replaceNamespacedLease({
+        name,
+        namespace,
+        body: {
+          ...lease,
+          spec: { ...lease.spec, holderIdentity: '', leaseDurationSeconds: 1, renewTime: new V1MicroTime() },
+        },
+      });
+      this.#opts.logger.info({ lease: name, identity }, 'released the write-back lease');
+    } catch (err) {
+      this.#opts.logger.debug(
+        { status: code(err), reason: (err as Error).message },
+        'could not release the write-back lease; another replica takes it once it expires',
+      );
+    }
   }
 
   /** One attempt to acquire or renew; resolves with whether this replica holds the lease. */
@@ -127,7 +170,11 @@ export class LeaseElector extends EventEmitter<{ change: [leader: boolean] }> {
 
   async #tick(): Promise<void> {
     await this.tryOnce();
-    if (this.#stopped) return;
+    if (this.#stopped) {
+      // Stopped while this try was under way, and it won the Lease: give it back.
+      if (this.#leader) await this.stop();
+      return;
+    }
     this.#timer = setTimeout(() => void this.#tick(), this.#opts.renewInterval);
     this.#timer.unref();
   }
