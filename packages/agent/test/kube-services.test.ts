@@ -336,3 +336,53 @@ t.test('an API server that answers nothing is not reported as working again betw
     'one outage: one warning, no "working again" while nothing answers, the backoff growing',
   );
 });
+
+t.test(
+  'a retry that hangs after a failure is restarted, not waited on for ever',
+  { timeout: 20_000 },
+  async (t) => {
+    // The first connection is refused outright; the ones after it are accepted and never answered
+    // (an API server that froze, a load balancer with no live backend).
+    const sockets = new Set<Socket>();
+    let attempts = 0;
+    let thirdAttempt!: () => void;
+    const third = new Promise<void>((resolve) => {
+      thirdAttempt = resolve;
+    });
+    const server = createServer((socket) => {
+      sockets.add(socket);
+      socket.on('close', () => sockets.delete(socket));
+      if (++attempts === 1) socket.destroy();
+      if (attempts === 3) thirdAttempt();
+    });
+    server.listen(0, '127.0.0.1');
+    await once(server, 'listening');
+    t.teardown(() => {
+      for (const s of sockets) s.destroy();
+      server.close();
+    });
+    const kc = new KubeConfig();
+    kc.loadFromOptions({
+      clusters: [
+        {
+          name: 'frozen',
+          server: `http://127.0.0.1:${(server.address() as AddressInfo).port}`,
+          skipTLSVerify: true,
+        },
+      ],
+      users: [{ name: 'u', token: 'x' }],
+      contexts: [{ name: 'c', cluster: 'frozen', user: 'u' }],
+      currentContext: 'c',
+    });
+    const watch = new ServiceWatch({
+      kubeConfig: kc,
+      logger: testLogger('kube'),
+      watchIdleTimeout: 200,
+      backoff: { base: 10, cap: 40 },
+    });
+    t.teardown(() => watch.stop());
+    await watch.start();
+    await third;
+    t.equal(attempts, 3, 'the hung retry was given up and tried again');
+  },
+);

@@ -54,6 +54,8 @@ interface InformerEntry {
   /** A list succeeded: the informer holds the Services as they are. */
   listed: boolean;
   timer?: NodeJS.Timeout;
+  /** Waiting out a backoff delay before the next attempt: not idle, just waiting. */
+  waiting: boolean;
 }
 
 type Events = {
@@ -165,6 +167,7 @@ export class ServiceWatch extends EventEmitter<Events> {
         failures: 0,
         failed: 0,
         listed: false,
+        waiting: false,
       };
       const upsert = (svc: V1Service) => {
         this.#working(entry);
@@ -289,7 +292,9 @@ export class ServiceWatch extends EventEmitter<Events> {
     );
     this.restarts++;
     this.emit('restart', reason);
+    entry.waiting = true;
     entry.timer = setTimeout(() => {
+      entry.waiting = false;
       if (this.#stopped) return;
       const failed = entry.failed;
       entry.informer.start().then(
@@ -311,9 +316,11 @@ export class ServiceWatch extends EventEmitter<Events> {
   #checkIdle(idle: number): void {
     const now = Date.now();
     for (const e of this.#informers) {
-      if (now - e.lastEvent < idle || e.failures > 0) continue;
+      if (now - e.lastEvent < idle || e.waiting) continue;
       // Nothing for a whole idle period: restart the watch (it resumes from the
       // last resourceVersion, so nothing is relisted unless the server says 410).
+      // That includes a retry after a failure whose request was never answered:
+      // nothing else would ever try again.
       this.#opts.logger.debug({ idleMs: now - e.lastEvent }, 'Kubernetes watch idle; restarting it');
       e.lastEvent = now;
       this.restarts++;
