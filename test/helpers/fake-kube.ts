@@ -65,6 +65,11 @@ export class FakeKube extends EventEmitter {
   readonly requests: FakeKubeRequest[] = [];
   /** When set, the next `count` requests of `method` (default GET: list and watch) on this resource fail with `status`. */
   failNext: { resource: string; status: number; count: number; method?: string } | undefined;
+  /**
+   * When set, every watch opened is answered with this ERROR event, then ended: how the API
+   * server reports a failure it meets once a watch is under way (an etcd timeout, say).
+   */
+  watchError: { code: number; reason?: string; message: string } | undefined;
   /** Namespaces whose every request is refused with 403, as RBAC refuses one the agent's Role does not cover. */
   readonly forbidden = new Set<string>();
 
@@ -349,6 +354,13 @@ export class FakeKube extends EventEmitter {
     }
     res.writeHead(200, { 'content-type': 'application/json', 'transfer-encoding': 'chunked' });
     res.flushHeaders();
+    if (this.watchError) {
+      const { code, reason, message } = this.watchError;
+      const object = { ...status(code, message), ...(reason ? { reason } : {}) };
+      res.end(`${JSON.stringify({ type: 'ERROR', object })}\n`);
+      this.emit('watch', { resource, from });
+      return;
+    }
     // Replay what happened after `from` (rv 0 means "now": nothing to replay).
     if (from) {
       for (const ev of this.#history) {

@@ -386,3 +386,39 @@ t.test(
     t.equal(attempts, 3, 'the hung retry was given up and tried again');
   },
 );
+
+t.test('a watch the API server keeps failing with an ERROR event backs off and says so', async (t) => {
+  const kube = await fakeKube(t);
+  kube.upsertService(service('web', { 'burrow.dev/hostname': 'web.example.com' }));
+  const log = memoryLogger('debug');
+  const kc = new KubeConfig();
+  kc.loadFromString(kube.kubeconfig());
+  const watch = new ServiceWatch({ kubeConfig: kc, logger: log.logger, backoff: { base: 50, cap: 1_000 } });
+  t.teardown(() => watch.stop());
+  await watch.start();
+  // Each watch opened from now on meets an internal error at once.
+  kube.watchError = { code: 500, reason: 'InternalError', message: 'etcdserver: request timed out' };
+  let watches = 0;
+  const outcome = await new Promise<string>((resolve) => {
+    watch.once('restart', () => resolve('restarted with backoff'));
+    kube.on('watch', () => {
+      if (++watches === 20) resolve('20 watches opened back to back');
+    });
+    kube.dropWatches();
+  });
+  t.equal(outcome, 'restarted with backoff');
+  t.match(
+    log.lines.find((l) => l.msg === 'Kubernetes watch failed; restarting'),
+    {
+      level: 40,
+      reason: /etcdserver: request timed out/,
+    },
+  );
+
+  // Once the API server recovers, changes arrive again.
+  kube.watchError = undefined;
+  const changed = once(watch, 'change');
+  kube.upsertService(service('api', { 'burrow.dev/hostname': 'api.example.com' }));
+  await changed;
+  t.ok(watch.routes().some((r) => r.id === 'k8s:default/api'));
+});

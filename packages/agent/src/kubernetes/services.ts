@@ -348,10 +348,29 @@ class SettledWatch extends Watch {
     callback: (phase: string, apiObj: unknown, watchObj?: unknown) => void,
     done: (err: unknown) => void,
   ): Promise<AbortController> {
+    let finished = false;
+    const doneOnce = (err: unknown) => {
+      if (finished) return;
+      finished = true;
+      done(err);
+    };
+    // An ERROR event other than 410 (which the informer answers with a relist) ends the watch as
+    // a failure: the informer would otherwise re-open it at once, from the same point, and meet
+    // the same error again, back to back and without a word in the log.
+    const onEvent = (phase: string, apiObj: unknown, watchObj?: unknown) => {
+      if (finished) return;
+      const status = apiObj as { code?: number; message?: string } | undefined;
+      if (phase === 'ERROR' && status?.code !== 410) {
+        const err = new Error(`watch ended by an error event: ${status?.message ?? 'no message'}`);
+        doneOnce(Object.assign(err, { statusCode: status?.code }));
+        return;
+      }
+      callback(phase, apiObj, watchObj);
+    };
     try {
-      return await super.watch(path, queryParams, callback, done);
+      return await super.watch(path, queryParams, onEvent, doneOnce);
     } catch (err) {
-      queueMicrotask(() => done(err));
+      queueMicrotask(() => doneOnce(err));
       return new AbortController();
     }
   }
