@@ -11,8 +11,10 @@ import { TLSSocket } from 'node:tls';
  * It does what `a.pipe(b); b.pipe(a)` does here with a fraction of the memory:
  * a pipe adds nine listeners and three `once` wrappers per direction, about
  * 1 KB that a connection idle for hours keeps. Errors and teardown stay with
- * the caller, which listens for 'error' and 'close' on both sides anyway; a
- * write to a side already destroyed is dropped by that side.
+ * the caller, which listens for 'error' and 'close' on both sides anyway.
+ * Bytes for a side that ended or closed on its own (a TLS socket ends its
+ * writable side with its readable one) are dropped, and the other side keeps
+ * flowing, so that it still reaches its end.
  */
 export function splice(a: Duplex, b: Duplex): void {
   copy(a, b);
@@ -23,18 +25,54 @@ export function splice(a: Duplex, b: Duplex): void {
 
 function copy(from: Duplex, to: Duplex): void {
   let waiting = false;
+  const flow = () => {
+    if (!waiting) return;
+    waiting = false;
+    from.resume();
+  };
   from.on('data', (chunk: Buffer) => {
+    if (to.writableEnded || to.destroyed) return;
     if (!to.write(chunk) && !waiting) {
       waiting = true;
       from.pause();
     }
   });
-  to.on('drain', () => {
-    if (!waiting) return;
-    waiting = false;
-    from.resume();
-  });
+  to.on('drain', flow);
+  // A side that ends or closes while writes wait sends no 'drain'.
+  to.on('close', flow);
   from.on('end', () => to.end());
+}
+
+/**
+ * Keeps reading a socket whose peer closed it while bytes were still being
+ * written to it. A peer that sends its answer, ends its side and closes (an
+ * HTTP server refusing an upload with a 413, say) makes the next write fail
+ * with EPIPE. Node destroys a socket whose write fails, and what the peer sent
+ * before its end, still unread in the kernel, would go with it. Here that
+ * write and every one after it are dropped instead, as no one is left to take
+ * them, and the socket reads on to the peer's end.
+ *
+ * Linux reports EPIPE for a reset that comes after the peer's FIN. A reset
+ * from a peer that had not ended (ECONNRESET) still fails the socket: that
+ * connection was cut.
+ */
+export function dropWritesAfterPeerClose(socket: Socket): void {
+  let closed = false;
+  const settle =
+    (callback: (error?: Error | null) => void) =>
+    (error?: Error | null): void => {
+      if ((error as NodeJS.ErrnoException | null | undefined)?.code !== 'EPIPE') return callback(error);
+      closed = true;
+      callback();
+    };
+  const write = socket._write;
+  const writev = socket._writev;
+  socket._write = (chunk, encoding, callback) =>
+    closed ? callback() : write.call(socket, chunk, encoding, settle(callback));
+  if (writev) {
+    socket._writev = (chunks, callback) =>
+      closed ? callback() : writev.call(socket, chunks, settle(callback));
+  }
 }
 
 /**

@@ -1,6 +1,7 @@
 import { connect, type Socket } from 'node:net';
 import { connect as tlsConnect } from 'node:tls';
 import {
+  dropWritesAfterPeerClose,
   type Http1Open,
   type Logger,
   Reason,
@@ -30,7 +31,10 @@ export interface TcpServeOptions {
  *   the route says tlsInsecure). The relay frames the responses.
  *
  * Half-closes travel end to end; a failed connection resets the stream with
- * the reason the relay turns into a 502 or 504. Never throws.
+ * the reason the relay turns into a 502 or 504. A backend that ends its side
+ * and closes while the client still sends (an early answer to an upload) has
+ * not failed: all it sent goes out, then its end, and the client's bytes it no
+ * longer takes are dropped. Never throws.
  */
 export function serveTcpStream(
   stream: Stream,
@@ -75,6 +79,7 @@ export function serveTcpStream(
   }, connectTimeout);
   socket.once(tls ? 'secureConnect' : 'connect', () => {
     clearTimeout(timer);
+    dropWritesAfterPeerClose(socket);
     splice(socket, stream);
   });
   socket.on('error', (err: NodeJS.ErrnoException) => {
