@@ -286,3 +286,78 @@ t.test('http: a 413 sent before the body is read arrives whole while the upload 
   t.equal(body.toString(), 'too large\n');
   t.equal(reset, undefined, 'a clean end, no reset');
 });
+
+/** A masked binary WebSocket frame from the client (RFC 6455 §5.2), 64-bit length. */
+function clientFrame(payload: Buffer): Buffer {
+  const header = Buffer.alloc(14);
+  header[0] = 0x82;
+  header[1] = 0x80 | 127;
+  header.writeBigUInt64BE(BigInt(payload.length), 2);
+  const mask = randomBytes(4);
+  mask.copy(header, 10);
+  return Buffer.concat([header, Buffer.from(payload.map((b, i) => b ^ mask[i % 4]!))]);
+}
+
+t.test(
+  'upgrade: the backend sends its last frames, ends and closes; they arrive whole, then the end',
+  { skip },
+  async (t) => {
+    // An unmasked binary frame with a 64-bit length, then a close frame (1000).
+    const payload = randomBytes(ANSWER);
+    const frameHead = Buffer.alloc(10);
+    frameHead[0] = 0x82;
+    frameHead[1] = 127;
+    frameHead.writeBigUInt64BE(BigInt(payload.length), 2);
+    const frames = Buffer.concat([frameHead, payload, Buffer.from([0x88, 0x02, 0x03, 0xe8])]);
+    const upgraded = deferred<Socket>();
+    const server = createServer((_req, res) => res.end('not an upgrade'));
+    server.on('upgrade', (_req, socket: Socket) => {
+      socket.on('error', () => {});
+      socket.write(
+        'HTTP/1.1 101 Switching Protocols\r\nupgrade: websocket\r\nconnection: upgrade\r\n' +
+          'sec-websocket-accept: s3pPLMBiTxaQ9kYGzzhZRbK+xOo=\r\n\r\n',
+      );
+      socket.end(frames);
+      upgraded.resolve(socket);
+    });
+    const port = await listen(t, server);
+    const relay = await fakeRelay(t);
+    await agentOn(t, relay, [
+      { id: 'ws', hostnames: ['ws.example.com'], target: `http://127.0.0.1:${port}` },
+    ]);
+    const stream = relay.openHttp({
+      route: 'ws',
+      path: '/chat',
+      upgrade: true,
+      headers: [
+        ['Host', 'ws.example.com'],
+        ['Sec-WebSocket-Key', 'dGhlIHNhbXBsZSBub25jZQ=='],
+        ['Sec-WebSocket-Version', '13'],
+        ['Upgrade', 'websocket'],
+        ['Connection', 'upgrade'],
+      ],
+    });
+    const { head, rest } = await readHead(stream);
+    t.equal(head.status, 101);
+    // The relay reads no further yet: what the stream's window does not take waits at the agent.
+    await closeOnceDelivered(await upgraded.promise);
+    // The client still sends frames, as one does that has not seen the close frame yet.
+    const sendFrames = async (count: number) => {
+      let sent = 0;
+      while (sent < count && !stream.destroyed) {
+        const frame = clientFrame(randomBytes(256 * KiB));
+        if (await new Promise<Error | null | undefined>((resolve) => stream.write(frame, resolve))) break;
+        sent++;
+      }
+      return sent;
+    };
+    const sent = await within(BOUND, sendFrames(4), 'the client frames are taken');
+    t.equal(sent, 4, 'the client can still send after the backend closed');
+    stream.end();
+    const { data, reset } = await within(BOUND, drain(stream), 'the stream closes');
+    const got = Buffer.concat([rest, data]);
+    t.equal(got.length, frames.length, 'every byte the backend sent');
+    t.equal(digest(got), digest(frames), 'in order, the close frame last');
+    t.equal(reset, undefined, 'then a clean end, no reset');
+  },
+);

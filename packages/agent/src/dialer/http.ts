@@ -8,6 +8,7 @@ import { request as httpsRequest } from 'node:https';
 import type { Socket } from 'node:net';
 import { Readable } from 'node:stream';
 import {
+  dropWritesAfterPeerClose,
   type HeaderPairs,
   type Http1Open,
   type HttpOpen,
@@ -513,6 +514,9 @@ class Exchange {
       // A socket that ended cleanly has already ended the stream (splice); anything else is a failure.
       if (!stream.writableEnded) this.#fail(Reason.BackendError, 'backend closed the upgraded connection');
     });
+    // A backend that ends and closes while the client still sends has not failed:
+    // all it sent, then its end, goes out, and the client's bytes that follow are dropped.
+    dropWritesAfterPeerClose(socket);
     splice(socket, stream);
     // A WebSocket may stay open for hours: keep only what the spliced
     // connection needs, not the request object and its headers.
