@@ -5,17 +5,17 @@
 import { createHash, randomBytes } from 'node:crypto';
 import { once } from 'node:events';
 import { readFile } from 'node:fs/promises';
-import { createServer, type IncomingMessage, type Server, type ServerResponse } from 'node:http';
+import { createServer, type IncomingMessage, type ServerResponse } from 'node:http';
 import { createServer as createHttpsServer } from 'node:https';
-import type { AddressInfo, Socket } from 'node:net';
+import type { Socket } from 'node:net';
 import { encodeJson, type Http1Open, type HttpOpen, type Stream, type TcpOpen } from '@burrow/shared';
-import t from 'tap';
+import t, { type Test } from 'tap';
 import { deferred, until, within } from '../../../test/helpers/deferred.js';
 import { tcpBackend } from '../../../test/helpers/net.js';
 import { testPki } from '../../../test/helpers/tls.js';
 import type { Route } from '../src/routes/source.js';
 import { agentOn } from './helpers/agent-on.js';
-import { fakeRelay, readHead, type Teardownable } from './helpers/fake-relay.js';
+import { fakeRelay, listen, readHead, type Teardownable } from './helpers/fake-relay.js';
 
 const KiB = 1024;
 /**
@@ -40,17 +40,6 @@ async function relayAndAgent(t: Teardownable, routes: Route[]) {
     return stream;
   };
   return { relay, open };
-}
-
-/** Listens on 127.0.0.1 (any port) until teardown; resolves with the port. */
-async function listen(t: Teardownable, server: Server): Promise<number> {
-  server.listen(0, '127.0.0.1');
-  await once(server, 'listening');
-  t.teardown(() => {
-    server.closeAllConnections();
-    server.close();
-  });
-  return (server.address() as AddressInfo).port;
 }
 
 /** Answers every request with a 413 without reading its body, and closes the connection. */
@@ -123,6 +112,30 @@ async function drain(stream: Stream): Promise<{ data: Buffer; reset: number | un
   return { data: Buffer.concat(parts), reset: stream.resetReason };
 }
 
+/** A TCP backend that sends `answer` and its end when the first bytes arrive; `answered` has its socket. */
+async function answeringBackend(t: Teardownable, answer: Buffer) {
+  const answered = deferred<Socket>();
+  const port = await tcpBackend(t, (s) => {
+    s.once('data', () => {
+      s.end(answer);
+      answered.resolve(s);
+    });
+  });
+  return { port, answered };
+}
+
+/** Uploads past half of `length` and checks that the backend's answer came while it did. */
+async function uploadUntilAnswered(t: Test, stream: Stream, length: number) {
+  let ended = false;
+  stream.once('end', () => (ended = true));
+  const { answeredDuring } = await within(
+    BOUND,
+    uploadPast(stream, () => ended, length / 2),
+    'the upload is taken',
+  );
+  t.ok(answeredDuring, 'the backend answered during the upload');
+}
+
 const RESPONSE_413 = /^HTTP\/1\.1 413 Payload Too Large\r\n[\s\S]*\r\n\r\ntoo large\n$/;
 const skip = process.platform === 'linux' ? false : 'reads connection states from /proc/net/tcp';
 
@@ -131,13 +144,7 @@ t.test(
   { skip },
   async (t) => {
     const answer = randomBytes(ANSWER);
-    const answered = deferred<Socket>();
-    const port = await tcpBackend(t, (s) => {
-      s.once('data', () => {
-        s.end(answer);
-        answered.resolve(s);
-      });
-    });
+    const { port, answered } = await answeringBackend(t, answer);
     const { open } = await relayAndAgent(t, [
       { id: 'pass', hostnames: ['pass.example.com'], target: `tls-passthrough://127.0.0.1:${port}` },
     ]);
@@ -203,14 +210,7 @@ t.test('http1 to an https backend: a 413 before the body is read arrives whole',
   const length = 16 * 1024 * KiB;
   stream.write(`POST /upload HTTP/1.1\r\nHost: web.example.com\r\nContent-Length: ${length}\r\n\r\n`);
   const received = drain(stream);
-  let ended = false;
-  stream.once('end', () => (ended = true));
-  const { answeredDuring } = await within(
-    BOUND,
-    uploadPast(stream, () => ended, length / 2),
-    'the upload is taken',
-  );
-  t.ok(answeredDuring, 'the backend answered during the upload');
+  await uploadUntilAnswered(t, stream, length);
   const { data, reset } = await within(BOUND, received, 'the stream closes');
   t.match(data.toString('latin1'), RESPONSE_413);
   t.equal(reset, undefined, 'a clean end, no reset');
@@ -221,18 +221,8 @@ t.test(
   { skip },
   async (t) => {
     const body = randomBytes(ANSWER);
-    const answered = deferred<Socket>();
-    const port = await tcpBackend(t, (s) => {
-      s.once('data', () => {
-        s.end(
-          Buffer.concat([
-            Buffer.from(`HTTP/1.1 200 OK\r\nconnection: close\r\ncontent-length: ${body.length}\r\n\r\n`),
-            body,
-          ]),
-        );
-        answered.resolve(s);
-      });
-    });
+    const head = `HTTP/1.1 200 OK\r\nconnection: close\r\ncontent-length: ${body.length}\r\n\r\n`;
+    const { port, answered } = await answeringBackend(t, Buffer.concat([Buffer.from(head), body]));
     const { open } = await relayAndAgent(t, [
       { id: 'web', hostnames: ['web.example.com'], target: `http://127.0.0.1:${port}` },
     ]);
@@ -273,14 +263,7 @@ t.test('http: a 413 sent before the body is read arrives whole while the upload 
     const { data, reset } = await drain(stream);
     return { head, body: Buffer.concat([rest, data]), reset };
   })();
-  let ended = false;
-  stream.once('end', () => (ended = true));
-  const { answeredDuring } = await within(
-    BOUND,
-    uploadPast(stream, () => ended, length / 2),
-    'the upload is taken',
-  );
-  t.ok(answeredDuring, 'the backend answered during the upload');
+  await uploadUntilAnswered(t, stream, length);
   const { head, body, reset } = await within(BOUND, response, 'the stream closes');
   t.equal(head.status, 413);
   t.equal(body.toString(), 'too large\n');

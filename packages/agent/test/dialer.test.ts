@@ -18,23 +18,13 @@ import type { Route } from '../src/routes/source.js';
 import { agentOn } from './helpers/agent-on.js';
 import {
   fakeRelay,
+  listen,
   nextChunk,
   readHead,
   readResponse,
   resetReason,
   type Teardownable,
 } from './helpers/fake-relay.js';
-
-/** Listens on 127.0.0.1 (any port) until teardown; resolves with the port. */
-async function listen(t: Teardownable, server: Server): Promise<number> {
-  server.listen(0, '127.0.0.1');
-  await once(server, 'listening');
-  t.teardown(() => {
-    server.closeAllConnections();
-    server.close();
-  });
-  return (server.address() as AddressInfo).port;
-}
 
 async function backend(
   t: Teardownable,

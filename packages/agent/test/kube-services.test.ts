@@ -287,19 +287,19 @@ t.test('a Service whose annotations cannot be used is logged once, by every repl
   t.match(warnings()[1], /no TCP port "grpc"/);
 });
 
-t.test('an API server that answers nothing is not reported as working again between attempts', async (t) => {
-  // Every connection hangs, then is cut: each attempt takes longer than the backoff cap to fail.
+/**
+ * An API server that accepts connections and never answers; `onConnection`
+ * may cut them. `nth(n)` resolves when the n-th connection arrives.
+ */
+async function silentApiServer(t: Test, onConnection: (socket: Socket, n: number) => void) {
   const sockets = new Set<Socket>();
-  let attempts = 0;
-  let fifthAttempt!: () => void;
-  const fifth = new Promise<void>((resolve) => {
-    fifthAttempt = resolve;
-  });
+  const waiting = new Map<number, () => void>();
+  let count = 0;
   const server = createServer((socket) => {
     sockets.add(socket);
     socket.on('close', () => sockets.delete(socket));
-    setTimeout(() => socket.destroy(), 120);
-    if (++attempts === 5) fifthAttempt();
+    onConnection(socket, ++count);
+    waiting.get(count)?.();
   });
   server.listen(0, '127.0.0.1');
   await once(server, 'listening');
@@ -311,15 +311,26 @@ t.test('an API server that answers nothing is not reported as working again betw
   kc.loadFromOptions({
     clusters: [
       {
-        name: 'down',
+        name: 'silent',
         server: `http://127.0.0.1:${(server.address() as AddressInfo).port}`,
         skipTLSVerify: true,
       },
     ],
     users: [{ name: 'u', token: 'x' }],
-    contexts: [{ name: 'c', cluster: 'down', user: 'u' }],
+    contexts: [{ name: 'c', cluster: 'silent', user: 'u' }],
     currentContext: 'c',
   });
+  return {
+    kc,
+    attempts: () => count,
+    nth: (n: number) => new Promise<void>((resolve) => waiting.set(n, resolve)),
+  };
+}
+
+t.test('an API server that answers nothing is not reported as working again between attempts', async (t) => {
+  // Every connection hangs, then is cut: each attempt takes longer than the backoff cap to fail.
+  const { kc, nth } = await silentApiServer(t, (socket) => setTimeout(() => socket.destroy(), 120));
+  const fifth = nth(5);
   const log = memoryLogger('debug');
   const watch = new ServiceWatch({ kubeConfig: kc, logger: log.logger, backoff: { base: 10, cap: 40 } });
   t.teardown(() => watch.stop());
@@ -343,37 +354,8 @@ t.test(
   async (t) => {
     // The first connection is refused outright; the ones after it are accepted and never answered
     // (an API server that froze, a load balancer with no live backend).
-    const sockets = new Set<Socket>();
-    let attempts = 0;
-    let thirdAttempt!: () => void;
-    const third = new Promise<void>((resolve) => {
-      thirdAttempt = resolve;
-    });
-    const server = createServer((socket) => {
-      sockets.add(socket);
-      socket.on('close', () => sockets.delete(socket));
-      if (++attempts === 1) socket.destroy();
-      if (attempts === 3) thirdAttempt();
-    });
-    server.listen(0, '127.0.0.1');
-    await once(server, 'listening');
-    t.teardown(() => {
-      for (const s of sockets) s.destroy();
-      server.close();
-    });
-    const kc = new KubeConfig();
-    kc.loadFromOptions({
-      clusters: [
-        {
-          name: 'frozen',
-          server: `http://127.0.0.1:${(server.address() as AddressInfo).port}`,
-          skipTLSVerify: true,
-        },
-      ],
-      users: [{ name: 'u', token: 'x' }],
-      contexts: [{ name: 'c', cluster: 'frozen', user: 'u' }],
-      currentContext: 'c',
-    });
+    const { kc, nth, attempts } = await silentApiServer(t, (socket, n) => n === 1 && socket.destroy());
+    const third = nth(3);
     const watch = new ServiceWatch({
       kubeConfig: kc,
       logger: testLogger('kube'),
@@ -383,7 +365,7 @@ t.test(
     t.teardown(() => watch.stop());
     await watch.start();
     await third;
-    t.equal(attempts, 3, 'the hung retry was given up and tried again');
+    t.equal(attempts(), 3, 'the hung retry was given up and tried again');
   },
 );
 

@@ -123,18 +123,7 @@ export class StatusWriter {
       return true;
     const state = this.#of(svc);
     try {
-      await this.#api.patchNamespacedService(
-        {
-          name: svc.metadata?.name ?? '',
-          namespace: svc.metadata?.namespace ?? 'default',
-          body: {
-            metadata: {
-              annotations: { [ANNOTATION.url]: null, [ANNOTATION.error]: null, [ANNOTATION.holds]: null },
-            },
-          },
-        },
-        MERGE_PATCH,
-      );
+      await this.#removeAnnotations(svc);
       state.failing.delete('annotations');
     } catch (err) {
       if (!this.#failed(svc, 'annotations', err, 'could not clear service annotations')) return false;
@@ -152,20 +141,7 @@ export class StatusWriter {
   async clearDeparted(svc: ServiceLike): Promise<boolean> {
     const uid = svc.metadata?.uid;
     try {
-      await this.#api.patchNamespacedService(
-        {
-          name: svc.metadata?.name ?? '',
-          namespace: svc.metadata?.namespace ?? 'default',
-          body: {
-            metadata: {
-              // A precondition: the API server refuses a patch that would change the uid.
-              ...(uid ? { uid } : {}),
-              annotations: { [ANNOTATION.url]: null, [ANNOTATION.error]: null, [ANNOTATION.holds]: null },
-            },
-          },
-        },
-        MERGE_PATCH,
-      );
+      await this.#removeAnnotations(svc, uid);
       this.#log.info(
         { service: serviceKey(svc) },
         "service left the agent's scope; its status annotations removed",
@@ -177,6 +153,26 @@ export class StatusWriter {
       if (status === 404 || (uid && status === 422)) return true;
       return this.#failed(svc, 'annotations', err, 'could not clear service annotations');
     }
+  }
+
+  /**
+   * Patches our status annotations away. With `uid`, only from that object: the
+   * API server refuses (422) a patch that would change the uid.
+   */
+  async #removeAnnotations(svc: ServiceLike, uid?: string): Promise<void> {
+    await this.#api.patchNamespacedService(
+      {
+        name: svc.metadata?.name ?? '',
+        namespace: svc.metadata?.namespace ?? 'default',
+        body: {
+          metadata: {
+            ...(uid ? { uid } : {}),
+            annotations: { [ANNOTATION.url]: null, [ANNOTATION.error]: null, [ANNOTATION.holds]: null },
+          },
+        },
+      },
+      MERGE_PATCH,
+    );
   }
 
   /**

@@ -3,7 +3,7 @@
 // contract in @burrow/shared (welcome, then one announce-result per announce).
 // Tests drive it to open HTTP streams, drop connections, refuse tokens or send GOAWAY.
 import { EventEmitter, once } from 'node:events';
-import { createServer, type IncomingMessage, STATUS_CODES } from 'node:http';
+import { createServer, type IncomingMessage, type Server, STATUS_CODES } from 'node:http';
 import type { AddressInfo } from 'node:net';
 import type { Duplex } from 'node:stream';
 import {
@@ -247,4 +247,15 @@ export async function resetReason(stream: Stream): Promise<number | undefined> {
     await new Promise((resolve) => stream.once('close', resolve)); // events.once would reject on 'error'
   }
   return stream.resetReason;
+}
+
+/** Listens on 127.0.0.1 (any port) until teardown; resolves with the port. */
+export async function listen(t: Teardownable, server: Server): Promise<number> {
+  server.listen(0, '127.0.0.1');
+  await once(server, 'listening');
+  t.teardown(() => {
+    server.closeAllConnections();
+    server.close();
+  });
+  return (server.address() as AddressInfo).port;
 }
