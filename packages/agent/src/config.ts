@@ -8,6 +8,7 @@ import {
   type OptionValues,
   parseListen,
   readOptionFile,
+  wholeNumber,
 } from '@burrow/shared';
 import type { AgentOptions } from './agent.js';
 import { checkRelayUrl, shownUrl } from './relay-url.js';
@@ -178,8 +179,7 @@ export async function agentOptionsFrom(
   const relayUrl = values['relay'] as string | undefined;
   if (!relayUrl) throw new ConfigError('--relay is required (e.g. --relay wss://relay.example.com:8443)');
   checkRelayUrl(relayUrl, '--relay');
-  const connectionsText = String(values['connections']);
-  const connections = /^[0-9]{1,2}$/.test(connectionsText) ? Number(connectionsText) : Number.NaN;
+  const connections = wholeNumber(String(values['connections']));
   if (!(connections >= 1 && connections <= 64)) {
     throw new ConfigError(`--connections must be an integer from 1 to 64 (got "${values['connections']}")`);
   }

@@ -14,6 +14,7 @@ import {
   parseUserYaml,
   readOptionFile,
   type VerifyKey,
+  wholeNumber,
 } from '@burrow/shared';
 import { certOptions, portOption } from './certs/config.js';
 import type { RelayOptions } from './relay.js';
@@ -463,7 +464,7 @@ const MAX_CONNECTIONS_CEILING = 10_000_000;
 function maxConnectionsOption(values: OptionValues): { maxConnections?: number } {
   const text = String(values['max-connections']);
   if (text === 'auto') return {};
-  const n = /^[0-9]+$/.test(text) ? Number(text) : Number.NaN;
+  const n = wholeNumber(text);
   if (!(n >= 1 && n <= MAX_CONNECTIONS_CEILING)) {
     throw new ConfigError(
       `--max-connections must be auto or a whole number from 1 to ${MAX_CONNECTIONS_CEILING} (got "${text}")`,
@@ -475,7 +476,7 @@ function maxConnectionsOption(values: OptionValues): { maxConnections?: number }
 /** A whole number option within [min, max]. */
 function wholeNumberOption(values: OptionValues, name: string, min: number, max: number): number {
   const text = String(values[name]);
-  const n = /^[0-9]+$/.test(text) ? Number(text) : Number.NaN;
+  const n = wholeNumber(text);
   if (!(n >= min && n <= max))
     throw new ConfigError(`--${name} must be a whole number from ${min} to ${max} (got "${text}")`);
   return n;

@@ -267,6 +267,14 @@ export function listenFailure(err: unknown): string | undefined {
   return undefined;
 }
 
+/**
+ * A whole number as options take it: decimal digits alone. NaN for anything
+ * else, where Number() would read "0x1bb" as 443, "1e1" as 10 and " 2" as 2.
+ */
+export function wholeNumber(text: string): number {
+  return /^[0-9]{1,15}$/.test(text) ? Number(text) : Number.NaN;
+}
+
 /** What a failed listen means, for the one line the CLIs print. */
 const LISTEN_ERRORS: Record<string, string> = {
   EADDRINUSE: 'the address is already in use (another process holds it; pick another address or stop it)',

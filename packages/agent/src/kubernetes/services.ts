@@ -249,7 +249,7 @@ export class ServiceWatch extends EventEmitter<Events> {
     const ann = svc.metadata?.annotations ?? {};
     if (WRITTEN.some((k) => ann[k] !== undefined)) {
       const { name, namespace, uid } = svc.metadata ?? {};
-      this.#departed.delete(key);
+      this.#departed.delete(key); // set again below, as the newest: the oldest are forgotten first
       // Enough to find this object again, not the whole of it.
       this.#departed.set(key, {
         metadata: {

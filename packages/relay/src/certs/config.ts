@@ -1,13 +1,18 @@
 import { readdir, readFile } from 'node:fs/promises';
-import { ConfigError, checkHostPattern, type OptionValues, readOptionFile } from '@burrow/shared';
+import {
+  ConfigError,
+  checkHostPattern,
+  type OptionValues,
+  readOptionFile,
+  wholeNumber,
+} from '@burrow/shared';
 import type { RelayOptions } from '../relay.js';
 import type { AcmeChallenge } from './acme.js';
 import { certEntryFromPem } from './store.js';
 
 /** A port number option (1-65535). */
 export function portOption(values: OptionValues, name: string): number {
-  const text = String(values[name]);
-  const port = /^[0-9]{1,5}$/.test(text) ? Number(text) : Number.NaN;
+  const port = wholeNumber(String(values[name]));
   if (!(port >= 1 && port <= 65535)) {
     throw new ConfigError(`--${name} must be a port number (got "${String(values[name])}")`);
   }

@@ -286,8 +286,13 @@ export class Http1Connection {
     if (found.kind !== 'found') return undefined;
     const b = found.binding;
     if (b.mode !== 'http' || !b.target.servesHttp1) return undefined;
-    if (b.allowlist && !b.allowlist.allows(this.#socket.remoteAddress ?? '')) return undefined;
+    if (this.#forbidden(b)) return undefined;
     return b;
+  }
+
+  /** Whether the route's allowlist leaves this client out. */
+  #forbidden(b: Binding<AgentConnection>): boolean {
+    return b.allowlist !== undefined && !b.allowlist.allows(this.#socket.remoteAddress ?? '');
   }
 
   /** Sends the request at the head of `#pending`; false when no stream could be opened. */
@@ -553,8 +558,7 @@ export class Http1Connection {
     const binding = this.#route(ex.head);
     if (!binding) {
       const found = this.#opts.table.lookup(ex.head.host);
-      if (found.kind !== 'found' || !found.binding.allowlist) return false;
-      if (found.binding.allowlist.allows(this.#socket.remoteAddress ?? '')) return false;
+      if (found.kind !== 'found' || !this.#forbidden(found.binding)) return false;
       this.#answerError(ex, CLIENT_FORBIDDEN);
       return true;
     }
