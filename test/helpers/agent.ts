@@ -5,6 +5,8 @@ import { type Teardownable, testLogger, tokenFor, tunnelUrl } from './relay.js';
 export interface TestRoute {
   id: string;
   hostnames: string[];
+  /** Public TCP ports of a tcp:// route. */
+  ports?: number[];
   target: string;
   allowCidrs?: string[];
   /** An https target's certificate is not verified. */
@@ -23,17 +25,22 @@ export async function testAgent(
   opts: {
     sub?: string;
     hosts?: string[];
+    /** The token's ports; default: those of the routes. */
+    ports?: number[];
     connections?: number;
     token?: string;
     /** Multiplexer settings (a low stream limit, say). */
     session?: Parameters<typeof startAgent>[0]['session'];
   } = {},
 ): Promise<Agent> {
+  const listed = Array.isArray(routes) ? routes : routes.routes();
   const token =
     opts.token ??
     (await tokenFor(
       opts.sub ?? 'tenant-a',
-      opts.hosts ?? (Array.isArray(routes) ? routes : routes.routes()).flatMap((r) => r.hostnames),
+      opts.hosts ?? listed.flatMap((r) => r.hostnames),
+      undefined,
+      opts.ports ?? listed.flatMap((r) => r.ports ?? []),
     ));
   const agent = startAgent({
     relayUrl: typeof relay === 'string' ? relay : tunnelUrl(relay),

@@ -34,9 +34,14 @@ export function testKeys(): Promise<Keys> {
   return cached;
 }
 
-export async function tokenFor(sub: string, hosts: string[], ttl = 3_600_000): Promise<string> {
+export async function tokenFor(
+  sub: string,
+  hosts: string[],
+  ttl = 3_600_000,
+  ports: number[] = [],
+): Promise<string> {
   const keys = await testKeys();
-  return createAgentToken(keys.signing, { sub, hosts, ttl });
+  return createAgentToken(keys.signing, { sub, hosts, ttl, ...(ports.length ? { ports } : {}) });
 }
 
 /** A logger that drops everything unless BURROW_TEST_LOG=1 (then JSON to stderr). */

@@ -1,12 +1,15 @@
 import { EventEmitter } from 'node:events';
 import {
+  type AnnouncedPort,
   type AnnouncedRoute,
   ConfigError,
   createLogger,
   type Logger,
   MAX_ANNOUNCED_HOSTNAMES,
+  MAX_ANNOUNCED_PORTS,
   MAX_ANNOUNCED_ROUTES,
   MAX_MESSAGE,
+  type PortResult,
   type RouteResult,
   type Session,
   type SessionConfig,
@@ -22,7 +25,14 @@ import {
   type StaticRoute,
   StaticRouteSource,
 } from './routes/source.js';
-import { checkRoute, normalizeRoute, toAnnounced, validateRoutes } from './routes/validate.js';
+import {
+  checkRoute,
+  isTcp,
+  normalizeRoute,
+  toAnnounced,
+  toAnnouncedPorts,
+  validateRoutes,
+} from './routes/validate.js';
 import { checkToken } from './token.js';
 import { acceptStream } from './tunnel/accept.js';
 import { type BackoffOptions, DEFAULT_BACKOFF } from './tunnel/backoff.js';
@@ -65,8 +75,8 @@ export interface AgentEvents {
   connected: [index: number];
   /** Connection `index` went down (or is draining after a relay GOAWAY); it reconnects by itself. */
   disconnected: [index: number, reason: string];
-  /** A relay answered an announcement: one result per hostname. */
-  routes: [results: RouteResult[]];
+  /** A relay answered an announcement: one result per hostname, and one per TCP port. */
+  routes: [results: RouteResult[], ports: PortResult[]];
   /** Connection `index` failed to connect (dial, refusal or handshake); it retries by itself. */
   connectFailed: [index: number, reason: string];
   /** A backend exchange failed; `reason` is the wire reason name (ConnectRefused, BackendError, ...). */
@@ -87,6 +97,8 @@ export interface Agent extends EventEmitter<AgentEvents> {
   ready(): Promise<void>;
   /** The latest announce results (one per hostname). */
   routeStatus(): RouteResult[];
+  /** The latest announce results for TCP routes (one per port). */
+  portStatus(): PortResult[];
   /** Routes of the current set left out of the announcement, by id, with the reason. */
   skippedRoutes(): ReadonlyMap<string, string>;
   /** Connections currently up. */
@@ -115,9 +127,15 @@ class AgentImpl extends EventEmitter<AgentEvents> implements Agent {
   readonly #onChange = (routes: readonly Route[]) => this.#apply(routes);
   #routes = new Map<string, Route>();
   #announced: AnnouncedRoute[] = [];
+  #announcedPorts: AnnouncedPort[] = [];
   #results: RouteResult[] = [];
+  #portResults: PortResult[] = [];
   /** Last logged state per hostname, so each change is logged once, not once per connection. */
   #logged = new Map<string, string>();
+  /** The same per TCP port. */
+  #loggedPorts = new Map<number, string>();
+  /** Whether a relay's silence about the announced ports was reported. */
+  #portsUnanswered = false;
   /** Invalid routes from a live source already warned about. */
   #warned = new Set<string>();
   #skipped: ReadonlyMap<string, string> = new Map();
@@ -177,17 +195,23 @@ class AgentImpl extends EventEmitter<AgentEvents> implements Agent {
         healthyAfter: options.healthyAfter ?? 30_000,
         logger: this.#log,
         failures,
-        announcement: () => this.#announced,
+        announcement: () => ({ routes: this.#announced, ports: this.#announcedPorts }),
         onStream: (stream) => acceptStream(stream, (id) => this.#routes.get(id), this.#dialer, this.#log),
       });
       conn.on('connected', () => this.emit('connected', index));
       conn.on('disconnected', (reason) => this.emit('disconnected', index, reason));
       conn.on('connectFailed', (reason) => this.emit('connectFailed', index, reason));
-      conn.on('routes', (results) => this.#onResults(results));
+      conn.on('routes', (results, ports) => this.#onResults(results, ports));
       this.#connections.push(conn);
     }
     this.#log.info(
-      { relay: endpoint, connections: count, routes: this.#announced.length, source: this.#source.name },
+      {
+        relay: endpoint,
+        connections: count,
+        routes: this.#announced.length,
+        ...(this.#announcedPorts.length ? { ports: this.#announcedPorts.length } : {}),
+        source: this.#source.name,
+      },
       'agent starting',
     );
     for (const conn of this.#connections) conn.start();
@@ -199,6 +223,10 @@ class AgentImpl extends EventEmitter<AgentEvents> implements Agent {
 
   routeStatus(): RouteResult[] {
     return [...this.#results];
+  }
+
+  portStatus(): PortResult[] {
+    return [...this.#portResults];
   }
 
   skippedRoutes(): ReadonlyMap<string, string> {
@@ -274,7 +302,9 @@ class AgentImpl extends EventEmitter<AgentEvents> implements Agent {
     }
     this.#routes = plan.next;
     this.#skipped = plan.skipped;
-    this.#announced = [...plan.next.values()].map(toAnnounced);
+    const planned = [...plan.next.values()];
+    this.#announced = planned.filter((r) => !isTcp(r)).map(toAnnounced);
+    this.#announcedPorts = planned.filter(isTcp).flatMap(toAnnouncedPorts);
     this.#dialer.retain([...plan.next.values()]);
     for (const conn of this.#connections) conn.announce();
   }
@@ -292,6 +322,8 @@ class AgentImpl extends EventEmitter<AgentEvents> implements Agent {
     let announcedBytes = 0;
     /** Hostname → the id of the route that has it. */
     const hostnames = new Map<string, string>();
+    /** Public TCP port → the id of the route that has it (first come, first served). */
+    const ports = new Map<number, string>();
     const holderOf = (h: string, id: string) => {
       const holder = hostnames.get(h) ?? held.get(h);
       return holder === id ? undefined : holder;
@@ -299,19 +331,23 @@ class AgentImpl extends EventEmitter<AgentEvents> implements Agent {
     for (const route of routes) {
       const problem = checkRoute(route);
       const taken = problem ? undefined : route.hostnames.find((h) => holderOf(h, route.id) !== undefined);
+      const takenPort = problem ? undefined : route.ports?.find((p) => ports.has(p));
       const why = problem
         ? `${problem[0]}: ${problem[1]}`
         : next.has(route.id)
           ? `id "${route.id}" is used by another route`
           : taken
             ? `hostname "${taken}" is already in route "${holderOf(taken, route.id)}"`
-            : '';
+            : takenPort !== undefined
+              ? `port ${takenPort} is already in route "${ports.get(takenPort)}"`
+              : '';
       const size = why ? 0 : announcedSize(route);
       const reason =
         why ||
         this.#overAnnouncementLimit(
           next.size,
           hostnames.size + route.hostnames.length,
+          ports.size + (route.ports?.length ?? 0),
           announcedBytes + size,
         );
       if (reason) {
@@ -319,6 +355,7 @@ class AgentImpl extends EventEmitter<AgentEvents> implements Agent {
         continue;
       }
       for (const h of route.hostnames) hostnames.set(h, route.id);
+      for (const p of route.ports ?? []) ports.set(p, route.id);
       next.set(route.id, normalizeRoute(route));
       announcedBytes += size;
     }
@@ -326,10 +363,13 @@ class AgentImpl extends EventEmitter<AgentEvents> implements Agent {
   }
 
   /**
-   * Why an announcement of `count` routes plus one more, with `names` hostnames
-   * and `bytes` in all, cannot be sent, or ''.
+   * Why an announcement of `count` routes plus one more, with `names` hostnames,
+   * `portCount` ports and `bytes` in all, cannot be sent, or ''.
    */
-  #overAnnouncementLimit(count: number, names: number, bytes: number): string {
+  #overAnnouncementLimit(count: number, names: number, portCount: number, bytes: number): string {
+    if (portCount > MAX_ANNOUNCED_PORTS) {
+      return `this route's ports would take the announcement over ${MAX_ANNOUNCED_PORTS}, the most one carries`;
+    }
     if (count >= MAX_ANNOUNCED_ROUTES) {
       return `this agent already announces ${MAX_ANNOUNCED_ROUTES} routes, the most one announcement carries`;
     }
@@ -342,7 +382,8 @@ class AgentImpl extends EventEmitter<AgentEvents> implements Agent {
     return '';
   }
 
-  #onResults(all: RouteResult[]): void {
+  #onResults(all: RouteResult[], allPorts: PortResult[]): void {
+    this.#onPortResults(allPorts);
     // Only what this agent announced: a relay cannot put other names in its logs or write-back.
     const announced = new Set(
       this.#announced.flatMap((r) => r.hostnames.map((h) => `${r.id} ${h.toLowerCase()}`)),
@@ -372,7 +413,33 @@ class AgentImpl extends EventEmitter<AgentEvents> implements Agent {
     }
     for (const h of this.#logged.keys()) if (!seen.has(h)) this.#logged.delete(h);
     this.#resolveReady();
-    this.emit('routes', results);
+    this.emit('routes', results, this.#portResults);
+  }
+
+  /** Logs each change of a TCP port's state once (there are at most 256). */
+  #onPortResults(all: PortResult[]): void {
+    const announced = new Set(this.#announcedPorts.map((p) => `${p.id} ${p.port}`));
+    const results = all.filter((r) => announced.has(`${r.id} ${r.port}`));
+    this.#portResults = results;
+    const logged = new Map<number, string>();
+    for (const r of results) {
+      const state = r.status === 'active' ? `active ${r.url ?? ''}` : `refused ${r.error ?? ''}`;
+      logged.set(r.port, state);
+      if (this.#loggedPorts.get(r.port) === state) continue;
+      const fields = { route: r.id, port: r.port };
+      if (r.status === 'active')
+        this.#log.info({ ...fields, ...(r.url ? { url: r.url } : {}) }, 'port active');
+      else this.#log.warn({ ...fields, reason: r.error }, 'port refused by the relay');
+    }
+    this.#loggedPorts = logged;
+    // A relay that predates ports answers none: said once, not once per reconnect.
+    if (all.length === 0 && this.#announcedPorts.length > 0 && !this.#portsUnanswered) {
+      this.#portsUnanswered = true;
+      this.#log.warn(
+        { ports: this.#announcedPorts.length },
+        'the relay did not answer for the announced TCP ports; it may predate them (upgrade the relay)',
+      );
+    }
   }
 
   /** Reads the token for each connection attempt, falling back to the last good one. */
@@ -401,5 +468,6 @@ class AgentImpl extends EventEmitter<AgentEvents> implements Agent {
 
 /** Bytes a route adds to the announcement's JSON. */
 function announcedSize(route: Route): number {
-  return Buffer.byteLength(JSON.stringify(toAnnounced(route))) + 1;
+  const announced = isTcp(route) ? toAnnouncedPorts(route) : toAnnounced(route);
+  return Buffer.byteLength(JSON.stringify(announced)) + 1;
 }

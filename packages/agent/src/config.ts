@@ -47,7 +47,7 @@ export const AGENT_OPTIONS: readonly OptionSpec[] = [
     type: 'list',
     placeholder: 'HOST=URL',
     description:
-      'expose hostnames (comma-separated, exact or *.suffix) at a backend origin, e.g. app.example.com=http://127.0.0.1:3000',
+      'expose hostnames (comma-separated, exact or *.suffix) at a backend origin, e.g. app.example.com=http://127.0.0.1:3000; or public TCP ports of the relay at a tcp:// address, e.g. 5432=tcp://127.0.0.1:5432',
   },
   {
     name: 'routes',
@@ -223,7 +223,7 @@ export async function agentOptionsFrom(
   const routes = validateRoutes(all, (i) => {
     const r = all[i]!;
     return i < exposed.length
-      ? `--expose "${r.hostnames.join(',')}=${r.target}"`
+      ? `--expose "${(r.ports ?? r.hostnames).join(',')}=${r.target}"`
       : `${routesFile}: routes[${i - exposed.length}]`;
   });
   const token = tokenFrom(values, env);

@@ -21,16 +21,24 @@ import {
   runCli,
   SUBJECT_RULE,
 } from '@burrow/shared';
-import { KEYGEN_OPTIONS, readConfigFile, relayOptionsFrom, SERVE_OPTIONS, TOKEN_OPTIONS } from './config.js';
+import {
+  KEYGEN_OPTIONS,
+  parsePortList,
+  readConfigFile,
+  relayOptionsFrom,
+  SERVE_OPTIONS,
+  TOKEN_OPTIONS,
+} from './config.js';
 import { startRelay } from './relay.js';
 import { ConfigReloader, type LoadedConfig } from './reload.js';
 
-const USAGE = `burrow-relay — the public side of Burrow: routes HTTP by hostname through agents' tunnels.
+const USAGE = `burrow-relay — the public side of Burrow: routes HTTP and TLS by hostname, and TCP by port,
+through agents' tunnels.
 
 Usage:
   burrow-relay serve [options]                 run the relay
   burrow-relay keygen [--out DIR]              create the Ed25519 key pair that signs agent tokens
-  burrow-relay token create --sub NAME --hosts PATTERNS [--ttl DURATION] [--key FILE]
+  burrow-relay token create --sub NAME --hosts PATTERNS [--ports PORTS] [--ttl DURATION] [--key FILE]
                                                print a signed agent token
   burrow-relay <command> --help                options of a command`;
 
@@ -175,7 +183,10 @@ async function createToken(values: OptionValues): Promise<void> {
     .flatMap((h) => h.split(','))
     .map((h) => h.trim())
     .filter(Boolean);
-  if (hosts.length === 0) throw new ConfigError('--hosts is required (e.g. --hosts "*.apps.example.com")');
+  // At most 256 ports: what a token's claim holds.
+  const ports = parsePortList((values['ports'] as string[] | undefined) ?? [], '--ports', 256);
+  if (hosts.length === 0 && ports.length === 0)
+    throw new ConfigError('--hosts is required (e.g. --hosts "*.apps.example.com"), or --ports for TCP only');
   // Checked here as well as when signing, so the message names the flag to fix.
   const sub = String(values['sub']);
   if (!isValidSubject(sub)) throw new ConfigError(`--sub must be ${SUBJECT_RULE} (got "${sub}")`);
@@ -200,6 +211,7 @@ async function createToken(values: OptionValues): Promise<void> {
     jti,
     sub,
     hosts,
+    ...(ports.length ? { ports } : {}),
     ttl,
     audience: String(values['audience']),
   }).catch((err: Error) => {

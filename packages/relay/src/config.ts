@@ -69,6 +69,30 @@ export const SERVE_OPTIONS: readonly OptionSpec[] = [
       'public TLS listener: routes by SNI, passes tls-passthrough routes through, terminates the rest; "off" disables it',
   },
   {
+    name: 'tcp-ports',
+    env: 'BURROW_TCP_PORTS',
+    type: 'list',
+    placeholder: 'PORTS',
+    description:
+      'public TCP ports agents may claim (a token lists which), e.g. 5432,10000-10099; each is listened on from the start, at most 1024',
+  },
+  {
+    name: 'tcp-host',
+    env: 'BURROW_TCP_HOST',
+    type: 'string',
+    placeholder: 'HOST',
+    default: '0.0.0.0',
+    description: 'address the --tcp-ports listen on',
+  },
+  {
+    name: 'tcp-public-host',
+    env: 'BURROW_TCP_PUBLIC_HOST',
+    type: 'string',
+    placeholder: 'NAME',
+    description:
+      "the relay's public name, shown in tcp://NAME:PORT URLs reported to agents (without it they learn the port only)",
+  },
+  {
     name: 'public-https-port',
     env: 'BURROW_PUBLIC_HTTPS_PORT',
     type: 'string',
@@ -312,6 +336,13 @@ export const TOKEN_OPTIONS: readonly OptionSpec[] = [
     description: 'hostnames the agent may claim, comma-separated; exact or *.suffix (required)',
   },
   {
+    name: 'ports',
+    type: 'list',
+    placeholder: 'PORTS',
+    description:
+      "public TCP ports the agent may claim, e.g. 5432,10000-10009 (the relay's --tcp-ports must list them)",
+  },
+  {
     name: 'ttl',
     type: 'string',
     placeholder: 'DURATION',
@@ -473,6 +504,44 @@ function maxConnectionsOption(values: OptionValues): { maxConnections?: number }
   return { maxConnections: n };
 }
 
+/** The most ports --tcp-ports opens: each is a listening socket held from the start. */
+export const MAX_TCP_PORTS = 1024;
+
+/**
+ * A list of ports and FROM-TO ranges (`--tcp-ports`, `token create --ports`),
+ * sorted and without repeats. Throws ConfigError naming `option`.
+ */
+export function parsePortList(items: readonly string[], option: string, max = MAX_TCP_PORTS): number[] {
+  const ports = new Set<number>();
+  for (const raw of items) {
+    const item = raw.trim();
+    if (item === '') continue;
+    const dash = item.indexOf('-');
+    const from = wholeNumber(dash === -1 ? item : item.slice(0, dash));
+    const to = dash === -1 ? from : wholeNumber(item.slice(dash + 1));
+    if (!(from >= 1 && from <= 65535 && to >= 1 && to <= 65535) || to < from) {
+      throw new ConfigError(
+        `${option}: "${item}" is not a port (1 to 65535) or a range FROM-TO of them, e.g. 5432 or 10000-10099`,
+      );
+    }
+    if (to - from + 1 + ports.size > max) {
+      throw new ConfigError(`${option}: more than ${max} ports; list fewer`);
+    }
+    for (let p = from; p <= to; p++) ports.add(p);
+  }
+  return [...ports].sort((a, b) => a - b);
+}
+
+/** --tcp-ports, --tcp-host and --tcp-public-host. */
+function tcpOptions(values: OptionValues): Pick<RelayOptions, 'tcp'> {
+  const ports = parsePortList((values['tcp-ports'] as string[] | undefined) ?? [], '--tcp-ports');
+  if (ports.length === 0) return {};
+  const host = String(values['tcp-host']).trim();
+  if (host === '') throw new ConfigError('--tcp-host must name an address, e.g. 0.0.0.0');
+  const publicHost = values['tcp-public-host'] as string | undefined;
+  return { tcp: { host, ports, ...(publicHost ? { publicHost } : {}) } };
+}
+
 /** A whole number option within [min, max]. */
 function wholeNumberOption(values: OptionValues, name: string, min: number, max: number): number {
   const text = String(values[name]);
@@ -546,6 +615,7 @@ export async function relayOptionsFrom(
       keepaliveInterval: durationOption(values, 'keepalive-interval', { min: MIN_KEEPALIVE_INTERVAL }),
     },
     ...(publicHttpPort ? { publicHttpPort } : {}),
+    ...tcpOptions(values),
   };
   if (options.acme) options.acme.ordersPerHour = acmeOrdersPerHour;
   return { options, logLevel, ...(tunnelTlsError ? { tunnelTlsError } : {}) };

@@ -1,4 +1,5 @@
 import { Counter, collectDefaultMetrics, Gauge, Histogram, Registry } from 'prom-client';
+import type { PublicListener } from './listeners/connection-limit.js';
 import type { AccessInfo } from './proxy/forward.js';
 import type { RouteTable } from './routes/table.js';
 import type { AgentConnection } from './tunnel/agent-connection.js';
@@ -257,7 +258,7 @@ export class RelayMetrics {
   }
 
   /** A client connection was closed on arrival: its listener was full. */
-  connectionDropped(listener: 'http' | 'tls'): void {
+  connectionDropped(listener: PublicListener): void {
     this.#dropped.inc({ listener });
   }
 

@@ -26,12 +26,14 @@ import {
   openFileLimit,
 } from './listeners/connection-limit.js';
 import { createHttpListener } from './listeners/http.js';
+import { TcpListeners } from './listeners/tcp.js';
 import { TlsFront } from './listeners/tls-front.js';
 import { RelayMetrics } from './metrics.js';
 import type { AccessInfo } from './proxy/forward.js';
 import { Http1Pool } from './proxy/http1-pool.js';
 import { redirectToHttps } from './proxy/redirect.js';
 import { invalidRequest } from './proxy/validate-request.js';
+import { describePorts, PortTable } from './routes/ports.js';
 import { RouteTable } from './routes/table.js';
 import type { AgentConnection } from './tunnel/agent-connection.js';
 import { TunnelEndpoint } from './tunnel/endpoint.js';
@@ -71,6 +73,12 @@ export interface RelayOptions {
   revokedTokens?: readonly string[];
   logger?: Logger;
   onRequestDone?: (info: AccessInfo) => void;
+  /**
+   * Public TCP ports agents may claim (a token's `ports` lists which), each
+   * listened on at `host` from the start. `publicHost`: the relay's public
+   * name, for the tcp:// URLs reported to agents. Absent: no TCP ports.
+   */
+  tcp?: { host: string; ports: readonly number[]; publicHost?: string };
   /** Public TLS listener: routes by SNI, passes through or terminates. Absent: no TLS listener. */
   tls?: { host: string; port: number };
   /** Port shown in https:// URLs and redirects (default: the TLS listener's port). */
@@ -105,6 +113,8 @@ export interface Relay {
   /** Every certificate's expiry, one row per name (also exported as a metric). */
   certificateExpiry(): Array<{ hostname: string; notAfter: Date }>;
   readonly routes: RouteTable<AgentConnection>;
+  /** Which agent connections serve which public TCP port. */
+  readonly ports: PortTable<AgentConnection>;
   readonly connections: ReadonlySet<AgentConnection>;
   /** The admin listener's address, when `admin` was given. */
   readonly adminAddress: AddressInfo | undefined;
@@ -177,6 +187,15 @@ export async function startRelay(options: RelayOptions): Promise<Relay> {
         ? `https://${h}${httpsPort && httpsPort !== 443 ? `:${httpsPort}` : ''}`
         : `http://${h}${httpPort && httpPort !== 80 ? `:${httpPort}` : ''}`,
   });
+  const tcpPublicHost = options.tcp?.publicHost;
+  const ports = new PortTable<AgentConnection>({
+    ports: options.tcp?.ports ?? [],
+    offlineGrace: options.offlineGrace ?? 10 * 60_000,
+    urlFor: (port) =>
+      tcpPublicHost
+        ? `tcp://${tcpPublicHost.includes(':') ? `[${tcpPublicHost}]` : tcpPublicHost}:${port}`
+        : undefined,
+  });
   const files = options.certFiles ? new CertFiles({ ...options.certFiles, store: certs, logger }) : undefined;
   const acme = options.acme
     ? new AcmeManager({ ...options.acme, store: certs, table: routes, logger })
@@ -189,6 +208,7 @@ export async function startRelay(options: RelayOptions): Promise<Relay> {
   const endpoint = new TunnelEndpoint({
     server: tunnelServer,
     table: routes,
+    ports,
     keys: () => keys,
     audience: options.audience ?? 'burrow-relay',
     logger,
@@ -270,13 +290,29 @@ export async function startRelay(options: RelayOptions): Promise<Relay> {
         ...(upstreams ? { upstreams } : {}),
       })
     : undefined;
-  // Client connections per public listener; over it, Node closes them as it accepts them.
-  const maxConnections = options.maxConnections ?? autoMaxConnections(front ? 2 : 1, openFileLimit());
-  if (maxConnections !== undefined) {
-    const dropped = dropReporter(logger, maxConnections, (l) => metrics.connectionDropped(l));
+  // Client connections per public listener (the TCP ports count as one); over it, they are closed
+  // as they arrive.
+  const listeners = 1 + (front ? 1 : 0) + (options.tcp?.ports.length ? 1 : 0);
+  const maxConnections = options.maxConnections ?? autoMaxConnections(listeners, openFileLimit());
+  const dropped =
+    maxConnections === undefined
+      ? undefined
+      : dropReporter(logger, maxConnections, (l) => metrics.connectionDropped(l));
+  if (maxConnections !== undefined && dropped) {
     limitConnections(httpServer, maxConnections, () => dropped('http'));
     if (front) limitConnections(front.server, maxConnections, () => dropped('tls'));
   }
+  const tcp = options.tcp?.ports.length
+    ? new TcpListeners({
+        host: options.tcp.host,
+        ports: options.tcp.ports,
+        table: ports,
+        logger,
+        maxConnections,
+        ...(dropped ? { onDrop: () => dropped('tcp') } : {}),
+        draining: hooks.draining,
+      })
+    : undefined;
   // The metric follows the store: every name of every certificate, removed when it goes.
   let exported = new Set<string>();
   certs.on('change', () => {
@@ -303,6 +339,7 @@ export async function startRelay(options: RelayOptions): Promise<Relay> {
       opened.push(front.server);
       httpsPort ??= tlsAddress.port;
     }
+    await tcp?.start();
     await acme?.start();
     if (options.admin) {
       admin = buildAdminApp({ state: adminState, token: () => adminToken });
@@ -311,6 +348,7 @@ export async function startRelay(options: RelayOptions): Promise<Relay> {
     }
   } catch (err) {
     for (const s of opened) s.close();
+    void tcp?.stopAccepting();
     files?.close();
     acme?.close();
     throw err;
@@ -321,6 +359,9 @@ export async function startRelay(options: RelayOptions): Promise<Relay> {
       http: httpAddress,
       tunnel: tunnelAddress,
       ...(tlsAddress ? { tls: tlsAddress } : {}),
+      ...(options.tcp?.ports.length
+        ? { tcp: { host: options.tcp.host, ports: describePorts(options.tcp.ports) } }
+        : {}),
       ...(adminAddress ? { admin: adminAddress } : {}),
       maxConnections: maxConnections ?? 'none',
       relayId: id,
@@ -339,6 +380,7 @@ export async function startRelay(options: RelayOptions): Promise<Relay> {
       return certs.expiries().map(({ hostname, notAfter }) => ({ hostname, notAfter }));
     },
     routes,
+    ports,
     connections: endpoint.connections,
     adminAddress,
     metrics,
@@ -367,6 +409,7 @@ export async function startRelay(options: RelayOptions): Promise<Relay> {
         const httpClosed = new Promise<void>((resolve) => httpServer.close(() => resolve()));
         const tunnelClosed = new Promise<void>((resolve) => tunnelServer.close(() => resolve()));
         const tlsClosed = front?.stopAccepting() ?? Promise.resolve();
+        const tcpClosed = tcp?.stopAccepting();
         acme?.close();
         files?.close();
         httpServer.closeIdleConnections();
@@ -387,7 +430,7 @@ export async function startRelay(options: RelayOptions): Promise<Relay> {
         await endpoint.drain();
         // No stream is left: TLS connections close once what they are sending is out
         // (or at the deadline), never before, so no response is cut.
-        await Promise.all([httpClosed, tunnelClosed, tlsClosed, front?.settle()]);
+        await Promise.all([httpClosed, tunnelClosed, tlsClosed, tcpClosed, front?.settle()]);
         // The admin listener goes last: /readyz says "draining" while the drain runs.
         await admin?.close();
         clearInterval(sweeper);

@@ -34,7 +34,7 @@ import { serveTcpStream, type TcpServeOptions } from './tcp.js';
 export interface Dialer {
   /** Serves one HTTP stream for `route` (already checked to be announced). Never throws. */
   serve(stream: Stream, meta: HttpOpen, route: Route): void;
-  /** Serves one passthrough stream for `route`: spliced to its target. Never throws. */
+  /** Serves one raw stream (TLS passthrough or a TCP port) for `route`: spliced to its target. Never throws. */
   serveTcp(stream: Stream, meta: TcpOpen, route: Route): void;
   /** Serves one `http1` upstream stream for `route`: spliced to a connection to its target. Never throws. */
   serveHttp1(stream: Stream, meta: Http1Open, route: Route): void;

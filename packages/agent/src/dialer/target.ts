@@ -17,7 +17,7 @@ export interface TargetAddress {
   serverName: string | undefined;
 }
 
-/** Parses a route target (`http://`, `https://` or `tls-passthrough://` URL, already validated). */
+/** Parses a route target (`http://`, `https://`, `tls-passthrough://` or `tcp://` URL, already validated). */
 export function targetAddress(target: string): TargetAddress {
   const url = new URL(target);
   const https = url.protocol === 'https:';

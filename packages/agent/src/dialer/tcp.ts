@@ -24,8 +24,9 @@ export interface TcpServeOptions {
 /**
  * Serves a byte stream by splicing it to one connection to the route's
  * target, in both directions. Two kinds of stream take this path:
- * - `tcp` (TLS passthrough): the first bytes are the client's ClientHello;
- *   the backend terminates TLS itself.
+ * - `tcp`: a TLS connection passed through by SNI (the first bytes are the
+ *   client's ClientHello; the backend terminates TLS itself), or a connection
+ *   to one of the relay's public TCP ports.
  * - `http1`: HTTP/1.1 requests the relay has parsed and rewritten, to an
  *   `http://` target over TCP or an `https://` one over TLS (verified unless
  *   the route says tlsInsecure). The relay frames the responses.
@@ -100,7 +101,11 @@ export function serveTcpStream(
     log.debug(
       {
         route: route.id,
-        ...(meta.kind === 'tcp' ? { sni: meta.serverName, passthrough: true } : { http1: true }),
+        ...(meta.kind === 'http1'
+          ? { http1: true }
+          : meta.port !== undefined
+            ? { port: meta.port }
+            : { sni: meta.serverName, passthrough: true }),
         bytesIn: stream.bytesIn,
         bytesOut: stream.bytesOut,
         durationMs: Math.round(performance.now() - started),

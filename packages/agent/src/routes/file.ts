@@ -7,13 +7,15 @@
  *       allowCidrs: [203.0.113.0/24]   # optional
  *       tlsInsecure: false             # optional, https targets only
  *       id: app                        # optional; default static:FIRST-HOSTNAME
+ *     - ports: [5432]                  # a public TCP port on the relay
+ *       target: tcp://127.0.0.1:5432   # optional id; default static:tcp-FIRST-PORT
  *
  * Every mistake is reported as `FILE: routes[1].target: must be …`.
  */
 import { ConfigError, checkHostPattern, parseCidr, parseUserYaml, readOptionFile } from '@burrow/shared';
 import { z } from 'zod';
 import type { Route } from './source.js';
-import { STATIC_ID_PREFIX } from './static.js';
+import { STATIC_ID_PREFIX, tcpRouteId } from './static.js';
 import { checkTarget, routeIdFor } from './validate.js';
 
 const hostname = z.string().superRefine((h, ctx) => {
@@ -26,7 +28,18 @@ const routeSchema = z.strictObject({
     .string()
     .regex(/^[A-Za-z0-9._:/-]{1,128}$/, 'must be 1 to 128 letters, digits or . _ : / -')
     .optional(),
-  hostnames: z.array(hostname).min(1, 'must list at least one hostname').max(64, 'at most 64 hostnames'),
+  // Required for all but tcp:// routes, which list ports instead (checked with the whole route).
+  hostnames: z.array(hostname).max(64, 'at most 64 hostnames').optional(),
+  ports: z
+    .array(
+      z
+        .number()
+        .int('must be whole numbers')
+        .min(1, 'must be from 1 to 65535')
+        .max(65535, 'must be from 1 to 65535'),
+    )
+    .max(16, 'at most 16 ports')
+    .optional(),
   target: z.string().superRefine((t, ctx) => {
     const checked = checkTarget(t);
     if ('error' in checked) ctx.addIssue({ code: 'custom', message: checked.error });
@@ -91,9 +104,13 @@ export function parseRoutesYaml(text: string, fileName: string): Route[] {
   }
   return parsed.data.routes.map((r) => {
     const target = checkTarget(r.target);
+    const hostnames = r.hostnames ?? [];
     return {
-      id: r.id ?? routeIdFor(STATIC_ID_PREFIX, r.hostnames),
-      hostnames: r.hostnames,
+      id:
+        r.id ??
+        (r.ports && hostnames.length === 0 ? tcpRouteId(r.ports) : routeIdFor(STATIC_ID_PREFIX, hostnames)),
+      hostnames,
+      ...(r.ports ? { ports: r.ports } : {}),
       target: 'origin' in target ? target.origin : r.target,
       ...(r.allowCidrs?.length ? { allowCidrs: r.allowCidrs } : {}),
       ...(r.tlsInsecure ? { tlsInsecure: true } : {}),

@@ -9,9 +9,14 @@ import { EventEmitter } from 'node:events';
 export interface Route {
   /** Stable id announced to the relay (letters, digits and . _ : / -, at most 128). */
   id: string;
-  /** Exact names or `*.` wildcards, lower case. */
+  /** Exact names or `*.` wildcards, lower case; empty for a TCP route. */
   hostnames: string[];
-  /** Backend origin: `http://host:port` or `https://host:port`, no path. */
+  /** A TCP route's public ports on the relay (`tcp://` targets only). */
+  ports?: number[];
+  /**
+   * Backend origin: `http://host:port` or `https://host:port`, no path;
+   * `tls-passthrough://host:port` or `tcp://host:port` for raw byte streams.
+   */
   target: string;
   /** Client IP allowlist the relay enforces; absent or empty allows everyone. */
   allowCidrs?: string[];

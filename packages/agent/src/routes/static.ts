@@ -1,14 +1,19 @@
 /**
- * Static routes from `--expose HOST[,HOST…]=URL` flags. Each flag is one
- * route whose id is derived from its first hostname, so the id is the same on
- * every restart and every replica.
+ * Static routes from `--expose HOST[,HOST…]=URL` and `--expose PORT[,PORT…]=tcp://HOST:PORT`
+ * flags. Each flag is one route whose id is derived from its first hostname
+ * (or port), so the id is the same on every restart and every replica.
  */
 import { ConfigError, checkHostPattern } from '@burrow/shared';
 import type { Route } from './source.js';
-import { checkTarget, routeIdFor } from './validate.js';
+import { checkTarget, isTcp, routeIdFor, stableRouteId } from './validate.js';
 
 /** Prefix of ids of routes given by flags or a routes file. */
 export const STATIC_ID_PREFIX = 'static';
+
+/** The id of a TCP route from flags or a file: `static:tcp-FIRST-PORT`. */
+export function tcpRouteId(ports: readonly number[]): string {
+  return stableRouteId(STATIC_ID_PREFIX, `tcp-${ports[0] ?? ''}`);
+}
 
 /**
  * Parses one `--expose` value. Throws ConfigError quoting the flag value and
@@ -20,19 +25,41 @@ export function parseExpose(text: string): Route {
   if (eq === -1) {
     throw new ConfigError(`${where}: expected HOST=URL, e.g. --expose app.example.com=http://127.0.0.1:3000`);
   }
-  const hostnames = text
+  const names = text
     .slice(0, eq)
     .split(',')
     .map((h) => h.trim())
     .filter(Boolean);
+  const targetText = text.slice(eq + 1).trim();
+  if (isTcp({ target: targetText })) return parseTcpExpose(where, names, targetText);
+  const hostnames = names;
   if (hostnames.length === 0) throw new ConfigError(`${where}: no hostname before "="`);
   for (const h of hostnames) {
     const problem = checkHostPattern(h);
     if (problem) throw new ConfigError(`${where}: ${problem}`);
   }
-  const target = checkTarget(text.slice(eq + 1).trim());
+  const target = checkTarget(targetText);
   if ('error' in target) throw new ConfigError(`${where}: target ${target.error}`);
   return { id: routeIdFor(STATIC_ID_PREFIX, hostnames), hostnames, target: target.origin };
+}
+
+/** `--expose 5432=tcp://10.0.0.7:5432`: public ports on the relay before "=". */
+function parseTcpExpose(where: string, names: readonly string[], targetText: string): Route {
+  if (names.length === 0) {
+    throw new ConfigError(`${where}: no port before "="; e.g. --expose 5432=tcp://127.0.0.1:5432`);
+  }
+  const ports = names.map((p) => {
+    const port = /^\d{1,5}$/.test(p) ? Number(p) : Number.NaN;
+    if (!(port >= 1 && port <= 65535)) {
+      throw new ConfigError(
+        `${where}: "${p}" is not a port; a tcp:// target is exposed on public ports of the relay, e.g. --expose 5432=tcp://127.0.0.1:5432`,
+      );
+    }
+    return port;
+  });
+  const target = checkTarget(targetText);
+  if ('error' in target) throw new ConfigError(`${where}: target ${target.error}`);
+  return { id: tcpRouteId(ports), hostnames: [], ports, target: target.origin };
 }
 
 /**

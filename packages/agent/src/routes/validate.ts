@@ -6,7 +6,9 @@
  */
 import { createHash } from 'node:crypto';
 import {
+  type AnnouncedPort,
   type AnnouncedRoute,
+  announcedPortSchema,
   announcedRouteSchema,
   ConfigError,
   checkHostPattern,
@@ -30,11 +32,30 @@ export function isPassthrough(route: Pick<Route, 'target'>): boolean {
 }
 
 /**
+ * Target scheme of a TCP route: the relay splices each connection to one of
+ * the route's public ports to this address, bytes untouched.
+ */
+export const TCP_SCHEME = 'tcp:';
+
+/** Most public ports one route claims. */
+export const MAX_ROUTE_PORTS = 16;
+
+/** True when a route carries connections to public TCP ports. */
+export function isTcp(route: Pick<Route, 'target'>): boolean {
+  return route.target.startsWith(TCP_SCHEME);
+}
+
+/** True when the relay opens raw byte streams (`tcp`) for the route: TLS passthrough and TCP ports. */
+export function takesRawStreams(route: Pick<Route, 'target'>): boolean {
+  return isPassthrough(route) || isTcp(route);
+}
+
+/**
  * Checks a backend target; returns the normalised origin or an error message
  * phrased to follow the field name ("target: must be …").
  */
 export function checkTarget(text: string): { origin: string } | { error: string } {
-  const expected = `must be an http://, https:// or ${PASSTHROUGH_SCHEME}// URL (got "${text}")`;
+  const expected = `must be an http://, https://, ${PASSTHROUGH_SCHEME}// or ${TCP_SCHEME}// URL (got "${text}")`;
   let url: URL;
   try {
     url = new URL(text);
@@ -43,18 +64,18 @@ export function checkTarget(text: string): { origin: string } | { error: string 
   }
   // Port 0 cannot be dialled (it would quietly become the scheme's default).
   if (url.port === '0') return { error: `must name a port from 1 to 65535 (got "${text}")` };
-  if (url.protocol === PASSTHROUGH_SCHEME) {
-    // Not a special scheme for WHATWG URLs: no default port, no origin, so check by hand.
+  if (url.protocol === PASSTHROUGH_SCHEME || url.protocol === TCP_SCHEME) {
+    // Not special schemes for WHATWG URLs: no default port, no origin, so check by hand.
+    const scheme = url.protocol;
     if (url.username || url.password) return { error: `must not contain credentials` };
     if (!url.hostname || !url.port) {
-      return {
-        error: `must name a host and port, e.g. ${PASSTHROUGH_SCHEME}//10.0.0.7:8443 (got "${text}")`,
-      };
+      const example = scheme === TCP_SCHEME ? '10.0.0.7:5432' : '10.0.0.7:8443';
+      return { error: `must name a host and port, e.g. ${scheme}//${example} (got "${text}")` };
     }
     if ((url.pathname !== '' && url.pathname !== '/') || url.search || url.hash) {
-      return { error: `must be ${PASSTHROUGH_SCHEME}//HOST:PORT without a path (got "${text}")` };
+      return { error: `must be ${scheme}//HOST:PORT without a path (got "${text}")` };
     }
-    return { origin: `${PASSTHROUGH_SCHEME}//${url.host.toLowerCase()}` };
+    return { origin: `${scheme}//${url.host.toLowerCase()}` };
   }
   if (url.protocol !== 'http:' && url.protocol !== 'https:') {
     return { error: expected };
@@ -89,8 +110,18 @@ export function checkRoute(route: Route): [string, string] | undefined {
   if (typeof route.id !== 'string' || !ROUTE_ID.test(route.id)) {
     return ['id', 'must be 1 to 128 letters, digits or . _ : / -'];
   }
-  if (!Array.isArray(route.hostnames) || route.hostnames.length === 0) {
+  const tcp = typeof route.target === 'string' && isTcp(route);
+  if (tcp) {
+    const problem = checkPorts(route);
+    if (problem) return problem;
+  } else if (route.ports !== undefined) {
+    return ['ports', `apply to ${TCP_SCHEME}// targets only; other routes are reached by hostname`];
+  }
+  if (!Array.isArray(route.hostnames) || (route.hostnames.length === 0 && !tcp)) {
     return ['hostnames', 'must list at least one hostname'];
+  }
+  if (tcp && route.hostnames.length > 0) {
+    return ['hostnames', `a ${TCP_SCHEME}// route is reached by its ports, not by hostname; list none`];
   }
   if (route.hostnames.length > 64) return ['hostnames', 'at most 64 hostnames per route'];
   for (const [i, h] of route.hostnames.entries()) {
@@ -110,8 +141,26 @@ export function checkRoute(route: Route): [string, string] | undefined {
     return ['tlsInsecure', 'applies to https:// targets only'];
   }
   // Whatever passed the checks above must also pass the wire schema the relay enforces.
-  const wire = announcedRouteSchema.safeParse(toAnnounced(route));
+  const wire = tcp
+    ? announcedPortSchema.array().safeParse(toAnnouncedPorts(route))
+    : announcedRouteSchema.safeParse(toAnnounced(route));
   if (!wire.success) return [wire.error.issues[0]?.path.join('.') ?? 'route', wire.error.issues[0]!.message];
+  return undefined;
+}
+
+/** The problem with a TCP route's `ports`, or undefined. */
+function checkPorts(route: Route): [string, string] | undefined {
+  const ports: unknown = route.ports;
+  if (!Array.isArray(ports) || ports.length === 0) {
+    return ['ports', 'a tcp:// route must list at least one public port on the relay'];
+  }
+  if (ports.length > MAX_ROUTE_PORTS) return ['ports', `at most ${MAX_ROUTE_PORTS} ports per route`];
+  for (const [i, p] of ports.entries()) {
+    if (!Number.isInteger(p) || p < 1 || p > 65535) {
+      return [`ports[${i}]`, `must be a port number from 1 to 65535 (got ${JSON.stringify(p)})`];
+    }
+    if (ports.indexOf(p) !== i) return [`ports[${i}]`, `port ${p} is listed twice`];
+  }
   return undefined;
 }
 
@@ -121,13 +170,23 @@ export function normalizeRoute(route: Route): Route {
   return {
     id: route.id,
     hostnames: [...route.hostnames],
+    ...(route.ports ? { ports: [...route.ports] } : {}),
     target: 'origin' in target ? target.origin : route.target,
     ...(route.allowCidrs?.length ? { allowCidrs: [...route.allowCidrs] } : {}),
     ...(route.tlsInsecure ? { tlsInsecure: true } : {}),
   };
 }
 
-/** The part of a route the relay sees. Targets never leave the agent. */
+/** The ports of a TCP route as the relay sees them: one entry per port, with the route's allowlist. */
+export function toAnnouncedPorts(route: Route): AnnouncedPort[] {
+  return (route.ports ?? []).map((port) => ({
+    id: route.id,
+    port,
+    ...(route.allowCidrs?.length ? { allowCidrs: route.allowCidrs } : {}),
+  }));
+}
+
+/** The part of a hostname route the relay sees. Targets never leave the agent. */
 export function toAnnounced(route: Route): AnnouncedRoute {
   return {
     id: route.id,
@@ -153,9 +212,17 @@ export function validateRoutes(
   }
   const ids = new Map<string, number>();
   const names = new Map<string, number>();
+  const ports = new Map<number, number>();
   return routes.map((route, i) => {
     const problem = checkRoute(route);
     if (problem) throw new ConfigError(`${label(i)}.${problem[0]}: ${problem[1]}`);
+    for (const p of route.ports ?? []) {
+      const seen = ports.get(p);
+      if (seen !== undefined) {
+        throw new ConfigError(`${label(i)}: port ${p} is already exposed by ${label(seen)}`);
+      }
+      ports.set(p, i);
+    }
     for (const h of route.hostnames) {
       const seen = names.get(h);
       if (seen === i) throw new ConfigError(`${label(i)}: hostname "${h}" is listed twice`);

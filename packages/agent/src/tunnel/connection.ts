@@ -1,6 +1,7 @@
 import { EventEmitter, once } from 'node:events';
 import {
   type AgentFeature,
+  type AnnouncedPort,
   type AnnouncedRoute,
   createSession,
   encodeJson,
@@ -8,6 +9,7 @@ import {
   type Logger,
   MAX_RESULT_MESSAGE,
   MessageReader,
+  type PortResult,
   ProtocolError,
   Reason,
   type RelayMessage,
@@ -43,8 +45,8 @@ export interface TunnelConnectionOptions {
   healthyAfter: number;
   logger: Logger;
   failures: FailureLog;
-  /** The route set to announce, read at every (re)announcement. */
-  announcement: () => AnnouncedRoute[];
+  /** The route set to announce, read at every (re)announcement: hostname routes and TCP ports. */
+  announcement: () => { routes: AnnouncedRoute[]; ports: AnnouncedPort[] };
   /** A stream the relay opened. */
   onStream: (stream: Stream) => void;
 }
@@ -56,7 +58,7 @@ export interface TunnelConnectionEvents {
   connectFailed: [reason: string];
   disconnected: [reason: string];
   /** The relay's answer to an announcement. */
-  routes: [results: RouteResult[]];
+  routes: [results: RouteResult[], ports: PortResult[]];
 }
 
 export type State = 'idle' | 'connecting' | 'handshake' | 'connected' | 'waiting' | 'closed';
@@ -130,7 +132,14 @@ export class TunnelConnection extends EventEmitter<TunnelConnectionEvents> {
   }
 
   #announceOn(control: Stream): void {
-    writeMessage(control, { type: 'announce', routes: this.#opts.announcement(), features: FEATURES });
+    const { routes, ports } = this.#opts.announcement();
+    // Without ports the field is left out: relays before ports need not see it.
+    writeMessage(control, {
+      type: 'announce',
+      routes,
+      ...(ports.length ? { ports } : {}),
+      features: FEATURES,
+    });
   }
 
   /**
@@ -253,7 +262,7 @@ export class TunnelConnection extends EventEmitter<TunnelConnectionEvents> {
       this.emit('connected');
       return;
     }
-    this.emit('routes', message.routes);
+    this.emit('routes', message.routes, message.ports ?? []);
   }
 
   /** Moves the live session aside: it keeps serving its streams but gets no new work from us. */

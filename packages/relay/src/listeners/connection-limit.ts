@@ -53,7 +53,7 @@ export function limitConnections(server: Server, max: number, onDrop: () => void
 }
 
 /** Which public listener dropped a connection. */
-export type PublicListener = 'http' | 'tls';
+export type PublicListener = 'http' | 'tls' | 'tcp';
 
 /**
  * What the relay does with each dropped connection: counts it (`count`) and

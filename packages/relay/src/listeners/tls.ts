@@ -2,7 +2,7 @@ import { createServer, type Server, type Socket } from 'node:net';
 import type { Logger } from '@burrow/shared';
 import type { CertStore } from '../certs/store.js';
 import { clientIp } from '../proxy/forward.js';
-import { forwardPassthrough } from '../proxy/passthrough.js';
+import { forwardRaw } from '../proxy/passthrough.js';
 import type { RouteTable } from '../routes/table.js';
 import { type ClientHello, HelloRecords, MAX_HELLO_BYTES } from '../tls/client-hello.js';
 import type { AgentConnection } from '../tunnel/agent-connection.js';
@@ -146,7 +146,7 @@ class HelloReader {
         return;
       }
       this.#release();
-      forwardPassthrough(this.#opts.logger, this.#socket, data, binding, name);
+      forwardRaw(this.#opts.logger, this.#socket, data, binding, { serverName: name });
       return;
     }
     if (found.kind === 'none') {

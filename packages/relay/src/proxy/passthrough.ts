@@ -1,42 +1,48 @@
 import type { Socket } from 'node:net';
 import { type Logger, Reason, resetConnection, type Stream, splice } from '@burrow/shared';
-import type { Binding } from '../routes/table.js';
 import type { AgentConnection } from '../tunnel/agent-connection.js';
 import { clientIp } from './forward.js';
 
+/** Where a raw connection came in: a TLS connection by its SNI name, or a public TCP port. */
+export type RawEntry = { serverName: string } | { port: number };
+
 /**
- * Splices a client's TLS connection to a `tcp` stream on the agent that serves
- * the SNI name. The relay replays the ClientHello it peeked at and then copies
- * bytes both ways; it never holds a key for the name and never decrypts.
- * Half-closes travel end to end (FIN ↔ stream FIN).
+ * Splices a client connection to a `tcp` stream on the agent that serves it:
+ * a TLS connection passed through by SNI (the relay replays the ClientHello
+ * it peeked at, `first`, never holds a key for the name and never decrypts),
+ * or a connection to a public TCP port. Bytes are copied both ways untouched;
+ * half-closes travel end to end (FIN ↔ stream FIN). One log line per
+ * connection, when it ends.
  */
-export function forwardPassthrough(
+export function forwardRaw(
   logger: Logger,
   socket: Socket,
-  hello: Buffer,
-  binding: Binding<AgentConnection>,
-  serverName: string,
+  first: Buffer | undefined,
+  binding: { target: AgentConnection; routeId: string },
+  entry: RawEntry,
 ): void {
   const started = performance.now();
   const client = clientIp(socket.remoteAddress);
+  const where = 'serverName' in entry ? { sni: entry.serverName, passthrough: true } : { port: entry.port };
+  const what = 'serverName' in entry ? 'tls connection' : 'tcp connection';
   let stream: Stream;
   try {
     stream = binding.target.openStream({
       kind: 'tcp',
       route: binding.routeId,
-      serverName,
+      ...entry,
       client: { ip: client, port: socket.remotePort ?? 0 },
     });
   } catch (err) {
     logger.info(
-      { sni: serverName, client, passthrough: true, error: (err as { code?: string }).code ?? 'open_failed' },
-      'tls connection refused',
+      { ...where, client, error: (err as { code?: string }).code ?? 'open_failed' },
+      `${what} refused`,
     );
     socket.destroy();
     return;
   }
   let failure: string | undefined;
-  // The client may half-close (its close_notify sent, response still coming).
+  // The client may half-close (a TLS close_notify sent, or a TCP FIN, the answer still coming).
   socket.allowHalfOpen = true;
   socket.on('error', (err: NodeJS.ErrnoException) => {
     failure ??= `client: ${err.code ?? err.message}`;
@@ -44,8 +50,8 @@ export function forwardPassthrough(
   });
   stream.on('error', (err: Error & { reason?: number }) => {
     failure ??= `agent: ${err.reason !== undefined ? (Reason[err.reason] ?? err.reason) : err.message}`;
-    // A reset, not a FIN: a TLS client that tolerates a missing close_notify would take a
-    // cut connection for a complete one.
+    // A reset, not a FIN: a client that takes a FIN for the end of the data (or a TLS client
+    // that tolerates a missing close_notify) would take a cut connection for a complete one.
     resetConnection(socket);
   });
   // 'close' comes once: `on` spares the wrapper `once` would keep per connection.
@@ -57,19 +63,18 @@ export function forwardPassthrough(
   stream.on('close', () => {
     logger.info(
       {
-        sni: serverName,
+        ...where,
         route: binding.routeId,
         client,
-        passthrough: true,
         bytesIn: stream.bytesOut,
         bytesOut: stream.bytesIn,
         durationMs: Math.round(performance.now() - started),
         ...(failure ? { error: failure } : {}),
       },
-      'tls connection',
+      what,
     );
     if (!socket.destroyed && socket.writableFinished) socket.destroy();
   });
-  stream.write(hello);
+  if (first) stream.write(first);
   splice(socket, stream);
 }

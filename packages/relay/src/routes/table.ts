@@ -342,7 +342,7 @@ export class RouteTable<T extends RouteTarget> {
  * many of them, so that the answer to an announcement of odd entries stays
  * within what an agent reads (MAX_RESULT_MESSAGE) instead of growing 64-fold.
  */
-function allowlistRefusal(cidrs: readonly string[], err: unknown): string {
+export function allowlistRefusal(cidrs: readonly string[], err: unknown): string {
   let reason = (err as Error).message;
   for (const entry of cidrs) {
     const problem = parseCidr(entry);

@@ -17,9 +17,13 @@ import {
   writeMessage,
 } from '@burrow/shared';
 import type { RefusalReason } from '../metrics.js';
+import { PortTable } from '../routes/ports.js';
 import type { RouteTable, RouteTarget } from '../routes/table.js';
 
 let nextConnectionId = 1;
+
+/** The port table of a relay without --tcp-ports: it refuses every port, saying so. */
+const NO_PORTS = new PortTable<AgentConnection>({ ports: [] });
 
 /** Refused routes of one announcement logged a line each; the rest are counted. */
 const LOGGED_REFUSALS = 10;
@@ -38,6 +42,7 @@ export class AgentConnection implements RouteTarget {
   readonly remotePort: number;
   readonly connectedAt = Date.now();
   readonly #table: RouteTable<AgentConnection>;
+  readonly #ports: PortTable<AgentConnection>;
   readonly #log: Logger;
   readonly #relayId: string;
   readonly #onRefused: ((reason: RefusalReason) => void) | undefined;
@@ -53,6 +58,8 @@ export class AgentConnection implements RouteTarget {
     session: Session;
     claims: AgentClaims;
     table: RouteTable<AgentConnection>;
+    /** The relay's public TCP ports; absent: the relay has none, and every announced port is refused. */
+    ports?: PortTable<AgentConnection>;
     logger: Logger;
     relayId: string;
     remoteAddress: string;
@@ -64,6 +71,7 @@ export class AgentConnection implements RouteTarget {
     this.claims = opts.claims;
     this.subject = opts.claims.sub;
     this.#table = opts.table;
+    this.#ports = opts.ports ?? NO_PORTS;
     this.#relayId = opts.relayId;
     this.remoteAddress = opts.remoteAddress;
     this.remotePort = opts.remotePort ?? 0;
@@ -71,6 +79,7 @@ export class AgentConnection implements RouteTarget {
     this.session.on('stream', (s) => this.#onStream(s));
     this.session.on('close', (err) => {
       this.#table.remove(this);
+      this.#ports.remove(this);
       if (err)
         this.#log.warn(
           { err: { code: (err as { code?: string }).code, message: err.message } },
@@ -191,14 +200,17 @@ export class AgentConnection implements RouteTarget {
       this.#http1 = message.features?.includes('http1') ?? false;
       this.#routesVersion++;
       const results = this.#table.announce(this, this.claims.hosts, message.routes, this.#onRefused);
-      const refused = results.filter((r) => r.status === 'refused');
+      // Absent from an agent that has none: any it announced before are withdrawn.
+      const ports = this.#ports.announce(this, this.claims.ports, message.ports ?? [], this.#onRefused);
+      const refused = [...results, ...ports].filter((r) => r.status === 'refused');
       // One announcement may refuse tens of thousands of names: a line each for the first few only.
       for (const r of refused.slice(0, LOGGED_REFUSALS)) {
-        this.#log.warn({ route: r.id, hostname: r.hostname, reason: r.error }, 'route refused');
+        const what = 'port' in r ? { port: r.port } : { hostname: r.hostname };
+        this.#log.warn({ route: r.id, ...what, reason: r.error }, 'route refused');
       }
       this.#log.info(
         {
-          active: results.length - refused.length,
+          active: results.length + ports.length - refused.length,
           refused: refused.length,
           ...(refused.length > LOGGED_REFUSALS
             ? { refusalsNotLogged: refused.length - LOGGED_REFUSALS }
@@ -206,7 +218,11 @@ export class AgentConnection implements RouteTarget {
         },
         'routes announced',
       );
-      this.#reply(stream, { type: 'announce-result', routes: results });
+      this.#reply(stream, {
+        type: 'announce-result',
+        routes: results,
+        ...(message.ports ? { ports } : {}),
+      });
     }
   }
 }

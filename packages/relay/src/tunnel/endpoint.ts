@@ -15,12 +15,15 @@ import {
 } from '@burrow/shared';
 import { WebSocketServer } from 'ws';
 import type { RefusalReason } from '../metrics.js';
+import type { PortTable } from '../routes/ports.js';
 import type { RouteTable } from '../routes/table.js';
 import { AgentConnection } from './agent-connection.js';
 
 export interface TunnelEndpointOptions {
   server: Server;
   table: RouteTable<AgentConnection>;
+  /** The relay's public TCP ports; without it, announced ports are refused as not offered. */
+  ports?: PortTable<AgentConnection>;
   keys: () => readonly VerifyKey[];
   audience: string;
   logger: Logger;
@@ -148,6 +151,7 @@ export class TunnelEndpoint {
         session,
         claims,
         table: this.#opts.table,
+        ...(this.#opts.ports ? { ports: this.#opts.ports } : {}),
         logger: log,
         relayId: this.#opts.relayId,
         remoteAddress: remote,

@@ -50,14 +50,17 @@ export const httpOpenSchema = z.object({
 
 /**
  * OPEN metadata of a raw byte stream (relay → agent): a TLS connection passed
- * through by SNI. The stream carries the client's bytes from its first
- * ClientHello byte on, untouched; the agent splices it to the route's target.
+ * through by SNI, or a connection to one of the relay's public TCP ports. The
+ * stream carries the client's bytes from the first on, untouched; the agent
+ * splices it to the route's target.
  */
 export const tcpOpenSchema = z.object({
   kind: z.literal('tcp'),
   route: routeId,
   /** The SNI name the client asked for (informational: the route already matched it). */
   serverName: z.string().max(253).optional(),
+  /** The relay's public TCP port the client connected to (informational, like serverName). */
+  port: z.number().int().min(1).max(65535).optional(),
   client: z.object({ ip: z.string().max(64), port: z.number().int().min(0).max(65535) }),
 });
 
@@ -109,6 +112,19 @@ export const announcedRouteSchema = z.object({
 });
 export type AnnouncedRoute = z.infer<typeof announcedRouteSchema>;
 
+/** A public TCP port an agent announces: the relay splices each connection to it to a `tcp` stream. */
+export const announcedPortSchema = z.object({
+  /** The route whose target the agent dials for connections to this port. */
+  id: routeId,
+  port: z.number().int().min(1).max(65535),
+  /** Client IP allowlist enforced at the relay; empty or absent allows everyone. */
+  allowCidrs: z.array(z.string().max(64)).max(256).optional(),
+});
+export type AnnouncedPort = z.infer<typeof announcedPortSchema>;
+
+/** Most public TCP ports one announcement carries. */
+export const MAX_ANNOUNCED_PORTS = 256;
+
 /** Most routes one announcement carries (it must also fit in MAX_MESSAGE bytes). */
 export const MAX_ANNOUNCED_ROUTES = 1024;
 /**
@@ -128,6 +144,17 @@ export const agentMessageSchema = z.discriminatedUnion('type', [
       .refine((routes) => routes.reduce((n, r) => n + r.hostnames.length, 0) <= MAX_ANNOUNCED_HOSTNAMES, {
         message: `more than ${MAX_ANNOUNCED_HOSTNAMES} hostnames in one announcement`,
       }),
+    /**
+     * Public TCP ports, each at most once. Absent (older agents): none. Relays
+     * that predate ports ignore the field and answer no `ports` results.
+     */
+    ports: z
+      .array(announcedPortSchema)
+      .max(MAX_ANNOUNCED_PORTS)
+      .refine((ports) => new Set(ports.map((p) => p.port)).size === ports.length, {
+        message: 'a port is announced twice',
+      })
+      .optional(),
     /**
      * Stream kinds the agent serves besides `http` and `tcp`. Absent (older
      * agents): none. Names this relay does not know are ignored.
@@ -162,6 +189,17 @@ export const routeResultSchema = z.object({
 });
 export type RouteResult = z.infer<typeof routeResultSchema>;
 
+/** The relay's answer for one announced port. */
+export const portResultSchema = z.object({
+  id: routeId,
+  port: z.number().int().min(1).max(65535),
+  status: z.enum(['active', 'refused']),
+  error: shownText(1024).optional(),
+  /** Where the port is reachable, when active and the relay knows its public name. */
+  url: z.string().max(2048).optional(),
+});
+export type PortResult = z.infer<typeof portResultSchema>;
+
 /** Control messages, relay → agent. */
 export const relayMessageSchema = z.discriminatedUnion('type', [
   z.object({ type: z.literal('welcome'), subject: shownText(256), relayId: shownText(128) }),
@@ -169,6 +207,8 @@ export const relayMessageSchema = z.discriminatedUnion('type', [
     type: z.literal('announce-result'),
     // At most one result per hostname an announcement can carry.
     routes: z.array(routeResultSchema).max(MAX_ANNOUNCED_HOSTNAMES),
+    /** One per announced port; absent when none was announced. */
+    ports: z.array(portResultSchema).max(MAX_ANNOUNCED_PORTS).optional(),
   }),
 ]);
 export type RelayMessage = z.infer<typeof relayMessageSchema>;
