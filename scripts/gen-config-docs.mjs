@@ -56,6 +56,7 @@ Example \`relay.yaml\`:
 \`\`\`yaml
 http-listen: 0.0.0.0:80
 tunnel-listen: 0.0.0.0:8443
+tcp-ports: [5432, 10000-10009] # optional: public TCP ports agents may claim
 verify-key: [/etc/burrow/keys]
 drain-timeout: 30s
 log-level: info
@@ -86,7 +87,8 @@ Lease (default: the host name). Run outside a cluster (\`--kubeconfig\`), set \`
 the Lease does not land in \`default\`.
 
 Example \`routes.yaml\` for \`--routes\` (read at start; the root is a mapping whose \`routes:\` key holds
-the list, and each route needs \`hostnames\` and \`target\`):
+the list, and each route needs \`hostnames\` and \`target\`, or, for a TCP service, \`ports\` and a
+\`tcp://\` target):
 
 \`\`\`yaml
 routes:
@@ -97,6 +99,8 @@ routes:
     target: https://10.0.0.9:8443
     allowCidrs: [203.0.113.0/24] # optional: only these client addresses
     tlsInsecure: true # optional, https targets: do not verify the backend's certificate
+  - ports: [5432] # public TCP ports of the relay (its --tcp-ports, and the token's --ports)
+    target: tcp://10.0.0.12:5432 # bytes both ways, untouched; id default static:tcp-FIRST-PORT
 \`\`\`
 
 An \`https://\` target's certificate is checked against the target's own host name (sent as SNI),

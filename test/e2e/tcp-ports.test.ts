@@ -2,11 +2,14 @@ import { createHash, randomBytes } from 'node:crypto';
 import { once } from 'node:events';
 import { connect, type Socket } from 'node:net';
 import { type Agent, StaticRouteSource } from '@burrow/agent';
+import { buildAdminApp } from '@burrow/relay';
 import t from 'tap';
 import { memoryLogger } from '../../packages/agent/test/helpers/log.js';
 import { testAgent } from '../helpers/agent.js';
 import { freePort, tcpBackend } from '../helpers/net.js';
 import { type Teardownable, testRelay } from '../helpers/relay.js';
+
+const ADMIN_TOKEN = 'admin-token-0123456789abcdef';
 
 /**
  * A backend that echoes each chunk until the client half-closes, then writes
@@ -64,10 +67,16 @@ t.test('a public TCP port carries bytes both ways, byte-exact, with half-close',
   ]);
   const result = await portState(agent, port, 'active');
   t.equal(result.url, `tcp://relay.example.test:${port}`, 'the agent learns where the port is reachable');
-  t.same(
-    relay.ports.list().map((p) => [p.port, p.subject, p.routeIds]),
-    [[port, 'tenant-a', ['db']]],
-    'the relay lists the port under its subject',
+  const admin = buildAdminApp({ state: relay.adminState, token: () => ADMIN_TOKEN });
+  t.teardown(() => admin.close());
+  const listed = await admin.inject({
+    url: '/api/ports',
+    headers: { authorization: `Bearer ${ADMIN_TOKEN}` },
+  });
+  t.match(
+    listed.json(),
+    [{ port, subject: 'tenant-a', routeIds: ['db'], connections: [Number, Number] }],
+    "the admin API lists the port under its subject, with the agent's two connections",
   );
 
   const s = await dial(port);

@@ -45,10 +45,13 @@ t.test('--expose: each bad value names the flag and the problem', async (t) => {
     ['a.*.example.com=http://127.0.0.1', /wildcard is only allowed as the whole first label/],
     [
       'app.example.com=ftp://127.0.0.1',
-      /target must be an http:\/\/, https:\/\/ or tls-passthrough:\/\/ URL \(got "ftp:\/\/127.0.0.1"\)/,
+      /target must be an http:\/\/, https:\/\/, tls-passthrough:\/\/ or tcp:\/\/ URL \(got "ftp:\/\/127.0.0.1"\)/,
     ],
-    ['app.example.com=127.0.0.1:3000', /target must be an http:\/\/, https:\/\/ or tls-passthrough:\/\/ URL/],
-    ['app.example.com=', /target must be an http:\/\/, https:\/\/ or tls-passthrough:\/\/ URL/],
+    [
+      'app.example.com=127.0.0.1:3000',
+      /target must be an http:\/\/, https:\/\/, tls-passthrough:\/\/ or tcp:\/\/ URL/,
+    ],
+    ['app.example.com=', /target must be an http:\/\/, https:\/\/, tls-passthrough:\/\/ or tcp:\/\/ URL/],
     ['app.example.com=http://127.0.0.1:3000/api', /must be an origin .* without a path/],
     ['app.example.com=http://127.0.0.1:3000/?x=1', /without a path/],
     ['app.example.com=http://user:pw@127.0.0.1', /must not contain credentials/],
@@ -105,7 +108,9 @@ t.test('checkTarget and routeIdFor', async (t) => {
   t.same(checkTarget('https://svc.ns.svc.cluster.local:8443'), {
     origin: 'https://svc.ns.svc.cluster.local:8443',
   });
-  t.match(checkTarget('ws://127.0.0.1'), { error: /http:\/\/, https:\/\/ or tls-passthrough:\/\// });
+  t.match(checkTarget('ws://127.0.0.1'), {
+    error: /http:\/\/, https:\/\/, tls-passthrough:\/\/ or tcp:\/\//,
+  });
   t.same(checkTarget('tls-passthrough://10.0.0.7:8443'), { origin: 'tls-passthrough://10.0.0.7:8443' });
   t.same(checkTarget('tls-passthrough://[FD00::7]:8443/'), { origin: 'tls-passthrough://[fd00::7]:8443' });
   t.match(checkTarget('tls-passthrough://10.0.0.7'), { error: /must name a host and port/ });
@@ -179,7 +184,7 @@ t.test('routes file: each mistake names the file and the field', async (t) => {
   const cases: Array<[string, string | RegExp]> = [
     [
       route('hostnames: [b.example.com]\n    target: ftp://x'),
-      /^r\.yaml: routes\[1\]\.target: must be an http:\/\/, https:\/\/ or tls-passthrough:\/\/ URL/,
+      /^r\.yaml: routes\[1\]\.target: must be an http:\/\/, https:\/\/, tls-passthrough:\/\/ or tcp:\/\/ URL/,
     ],
     [
       route('hostnames: [b.example.com]\n    target: http://x:1/path'),
@@ -247,7 +252,7 @@ t.test('routes file: the example in docs/configuration.md is valid', async (t) =
   const routes = parseRoutesYaml(example?.[1] ?? '', 'docs/configuration.md');
   t.same(
     routes.map((r) => r.id),
-    ['static:app.example.com', 'api'],
+    ['static:app.example.com', 'api', 'static:tcp-5432'],
   );
   t.match(routes[1], { allowCidrs: ['203.0.113.0/24'], tlsInsecure: true }, 'every optional field is shown');
 });

@@ -513,7 +513,8 @@ export const MAX_TCP_PORTS = 1024;
  */
 export function parsePortList(items: readonly string[], option: string, max = MAX_TCP_PORTS): number[] {
   const ports = new Set<number>();
-  for (const raw of items) {
+  // A flag may list several, comma-separated, as the environment variable does.
+  for (const raw of items.flatMap((i) => String(i).split(','))) {
     const item = raw.trim();
     if (item === '') continue;
     const dash = item.indexOf('-');

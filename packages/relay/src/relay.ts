@@ -227,6 +227,7 @@ export async function startRelay(options: RelayOptions): Promise<Relay> {
   const adminState = relayAdminState({
     connections: endpoint.connections,
     routes,
+    ports,
     activity,
     metrics,
     startedAt,

@@ -16,45 +16,64 @@ import { ConfigError, checkHostPattern, parseCidr, parseUserYaml, readOptionFile
 import { z } from 'zod';
 import type { Route } from './source.js';
 import { STATIC_ID_PREFIX, tcpRouteId } from './static.js';
-import { checkTarget, routeIdFor } from './validate.js';
+import { checkTarget, routeIdFor, TCP_SCHEME } from './validate.js';
 
 const hostname = z.string().superRefine((h, ctx) => {
   const problem = checkHostPattern(h);
   if (problem) ctx.addIssue({ code: 'custom', message: problem });
 });
 
-const routeSchema = z.strictObject({
-  id: z
-    .string()
-    .regex(/^[A-Za-z0-9._:/-]{1,128}$/, 'must be 1 to 128 letters, digits or . _ : / -')
-    .optional(),
-  // Required for all but tcp:// routes, which list ports instead (checked with the whole route).
-  hostnames: z.array(hostname).max(64, 'at most 64 hostnames').optional(),
-  ports: z
-    .array(
-      z
-        .number()
-        .int('must be whole numbers')
-        .min(1, 'must be from 1 to 65535')
-        .max(65535, 'must be from 1 to 65535'),
-    )
-    .max(16, 'at most 16 ports')
-    .optional(),
-  target: z.string().superRefine((t, ctx) => {
-    const checked = checkTarget(t);
-    if ('error' in checked) ctx.addIssue({ code: 'custom', message: checked.error });
-  }),
-  allowCidrs: z
-    .array(
-      z.string().superRefine((c, ctx) => {
-        const parsed = parseCidr(c);
-        if (typeof parsed === 'string') ctx.addIssue({ code: 'custom', message: parsed });
-      }),
-    )
-    .max(256)
-    .optional(),
-  tlsInsecure: z.boolean().optional(),
-});
+const routeSchema = z
+  .strictObject({
+    id: z
+      .string()
+      .regex(/^[A-Za-z0-9._:/-]{1,128}$/, 'must be 1 to 128 letters, digits or . _ : / -')
+      .optional(),
+    // Required for all but tcp:// routes, which list ports instead (checked with the whole route).
+    hostnames: z.array(hostname).max(64, 'at most 64 hostnames').optional(),
+    ports: z
+      .array(
+        z
+          .number()
+          .int('must be whole numbers')
+          .min(1, 'must be from 1 to 65535')
+          .max(65535, 'must be from 1 to 65535'),
+      )
+      .max(16, 'at most 16 ports')
+      .optional(),
+    target: z.string().superRefine((t, ctx) => {
+      const checked = checkTarget(t);
+      if ('error' in checked) ctx.addIssue({ code: 'custom', message: checked.error });
+    }),
+    allowCidrs: z
+      .array(
+        z.string().superRefine((c, ctx) => {
+          const parsed = parseCidr(c);
+          if (typeof parsed === 'string') ctx.addIssue({ code: 'custom', message: parsed });
+        }),
+      )
+      .max(256)
+      .optional(),
+    tlsInsecure: z.boolean().optional(),
+  })
+  // A tcp:// route is reached by its ports, any other by its hostnames.
+  .superRefine((r, ctx) => {
+    const tcp = r.target.startsWith(TCP_SCHEME);
+    const need = tcp ? 'ports' : 'hostnames';
+    const other = tcp ? 'hostnames' : 'ports';
+    const list = r[need];
+    if (list === undefined) ctx.addIssue({ code: 'custom', path: [need], message: 'is required' });
+    else if (list.length === 0) {
+      const message = tcp ? 'must list at least one port' : 'must list at least one hostname';
+      ctx.addIssue({ code: 'custom', path: [need], message });
+    }
+    if (r[other]?.length) {
+      const message = tcp
+        ? 'a tcp:// route is reached by its ports, not by hostname; list none'
+        : 'apply to tcp:// targets only; other routes are reached by hostname';
+      ctx.addIssue({ code: 'custom', path: [other], message });
+    }
+  });
 
 const fileSchema = z.strictObject({
   routes: z.array(routeSchema).max(1024, 'at most 1024 routes'),
@@ -77,7 +96,12 @@ function issueMessage(issue: z.core.$ZodIssue, raw: unknown): string {
   // zod's defaults for type mismatches are terse; say what the field should be.
   if (issue.code === 'invalid_type') {
     if (valueAt(raw, issue.path) === undefined) return 'is required';
-    const what: Record<string, string> = { array: 'a list', object: 'a mapping', boolean: 'true or false' };
+    const what: Record<string, string> = {
+      array: 'a list',
+      object: 'a mapping',
+      boolean: 'true or false',
+      int: 'a whole number',
+    };
     return `must be ${what[issue.expected] ?? `a ${issue.expected}`}`;
   }
   if (issue.code === 'unrecognized_keys') {

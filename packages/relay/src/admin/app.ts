@@ -16,6 +16,12 @@ export interface RouteInfo {
   routeIds: string[];
   connections: number[];
 }
+export interface PortInfo {
+  port: number;
+  subject: string;
+  routeIds: string[];
+  connections: number[];
+}
 export interface ConnectionInfo {
   id: number;
   subject: string;
@@ -40,6 +46,7 @@ export interface AdminState {
   notReady(): string | undefined;
   agents(): AgentInfo[];
   routes(): RouteInfo[];
+  ports(): PortInfo[];
   connections(): ConnectionInfo[];
   stats(): StatsInfo;
   errors(): RecentError[];
@@ -126,6 +133,7 @@ export function buildAdminApp(opts: AdminAppOptions): FastifyInstance {
     },
     '/api/agents': () => opts.state.agents(),
     '/api/routes': () => opts.state.routes(),
+    '/api/ports': () => opts.state.ports(),
     '/api/connections': () => opts.state.connections(),
     '/api/stats': () => opts.state.stats(),
     '/api/errors': () => opts.state.errors(),

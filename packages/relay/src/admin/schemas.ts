@@ -36,6 +36,13 @@ export const routeSchema = object({
   connections: { type: 'array', items: int, description: 'ids of the connections serving it' },
 });
 
+export const portSchema = object({
+  port: { ...int, description: 'public TCP port on the relay (--tcp-ports)' },
+  subject: { ...str, description: 'the agent (token subject) that holds it' },
+  routeIds: { type: 'array', items: str, description: 'the agent-side route ids' },
+  connections: { type: 'array', items: int, description: 'ids of the connections serving it' },
+});
+
 export const connectionSchema = object({
   id: int,
   subject: str,
@@ -121,6 +128,13 @@ export const ADMIN_ROUTES: readonly AdminRouteSpec[] = [
     auth: true,
     description: 'Hostnames bound to agent connections.',
     schema: { response: { 200: { type: 'array', items: routeSchema }, 401: problem } },
+  },
+  {
+    method: 'GET',
+    url: '/api/ports',
+    auth: true,
+    description: 'Public TCP ports bound to agent connections.',
+    schema: { response: { 200: { type: 'array', items: portSchema }, 401: problem } },
   },
   {
     method: 'GET',

@@ -1,5 +1,6 @@
 import type { Activity } from '../activity.js';
 import type { RelayMetrics } from '../metrics.js';
+import type { PortTable } from '../routes/ports.js';
 import type { RouteTable } from '../routes/table.js';
 import type { AgentConnection } from '../tunnel/agent-connection.js';
 import type { AdminState, AgentInfo } from './app.js';
@@ -8,6 +9,7 @@ import type { AdminState, AgentInfo } from './app.js';
 export function relayAdminState(parts: {
   connections: ReadonlySet<AgentConnection>;
   routes: RouteTable<AgentConnection>;
+  ports: PortTable<AgentConnection>;
   activity: Activity;
   metrics: RelayMetrics;
   startedAt: number;
@@ -49,6 +51,7 @@ export function relayAdminState(parts: {
       );
     },
     routes: () => routes.list().sort((a, b) => a.hostname.localeCompare(b.hostname)),
+    ports: () => parts.ports.list(),
     connections() {
       return [...connections].map((c) => {
         const s = c.session.stats;

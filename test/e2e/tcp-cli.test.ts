@@ -1,0 +1,135 @@
+// Public TCP ports as an operator sets them up with the binaries: a token with
+// --ports, a relay with --tcp-ports, an agent with --expose PORT=tcp://…, and a
+// client that talks to the port.
+import { execFile } from 'node:child_process';
+import { once } from 'node:events';
+import { writeFile } from 'node:fs/promises';
+import { connect } from 'node:net';
+import { join } from 'node:path';
+import { promisify } from 'node:util';
+import { decodeJwt } from 'jose';
+import t from 'tap';
+import { tempDir } from '../helpers/fs.js';
+import { freePort, tcpBackend } from '../helpers/net.js';
+import { AGENT_CLI, listeningPorts, RELAY_CLI, spawnLogged } from '../helpers/proc.js';
+
+const run = promisify(execFile);
+
+t.test(
+  'token --ports, serve --tcp-ports, agent --expose PORT=tcp://: a client reaches the backend',
+  async (t) => {
+    const dir = await tempDir(t, 'burrow-tcp-cli-');
+    const keys = join(dir, 'keys');
+    await run(process.execPath, [RELAY_CLI, 'keygen', '--out', keys]);
+    const [port, other] = [await freePort(), await freePort()];
+    const create = (...argv: string[]) =>
+      run(process.execPath, [
+        RELAY_CLI,
+        'token',
+        'create',
+        '--key',
+        join(keys, 'signing.key'),
+        '--sub',
+        'db',
+        ...argv,
+      ]);
+    const { stdout: token } = await create('--ports', `${port}`);
+    t.match(decodeJwt(token.trim()), { sub: 'db', hosts: [], ports: [port] }, 'a token for a TCP port alone');
+    const ranged = decodeJwt(
+      (await create('--hosts', 'a.example.com', '--ports', '7000-7002,22')).stdout.trim(),
+    );
+    t.same(ranged['ports'], [22, 7000, 7001, 7002], 'ranges and lists, sorted');
+    const none = await create().catch((e) => e);
+    t.match(
+      none.stderr,
+      /--hosts is required \(e\.g\. --hosts "\*\.apps\.example\.com"\), or --ports for TCP only/,
+    );
+    const bad = await create('--ports', '22-ssh').catch((e) => e);
+    t.equal(bad.code, 1);
+    t.equal(
+      bad.stderr,
+      'burrow-relay: --ports: "22-ssh" is not a port (1 to 65535) or a range FROM-TO of them, e.g. 5432 or 10000-10099\n',
+    );
+    await writeFile(join(dir, 'token'), token);
+
+    const backend = await tcpBackend(t, (s) => {
+      s.setEncoding('utf8');
+      s.on('data', (text: string) => s.write(text.toUpperCase()));
+      s.on('end', () => s.end());
+    });
+    const relay = spawnLogged(t, RELAY_CLI, [
+      'serve',
+      '--http-listen',
+      '127.0.0.1:0',
+      '--tunnel-listen',
+      '127.0.0.1:0',
+      '--tcp-ports',
+      `${port},${other}`,
+      '--tcp-host',
+      '127.0.0.1',
+      '--tcp-public-host',
+      'relay.example.test',
+      '--verify-key',
+      keys,
+    ]);
+    const { tunnel } = await listeningPorts(relay);
+    const listening = await relay.waitFor((l) => l['msg'] === 'relay listening');
+    t.match(listening['tcp'], { host: '127.0.0.1' }, 'the relay says where its TCP ports listen');
+    const agent = spawnLogged(t, AGENT_CLI, [
+      '--relay',
+      `ws://127.0.0.1:${tunnel}`,
+      '--token-file',
+      join(dir, 'token'),
+      '--expose',
+      `${port}=tcp://127.0.0.1:${backend}`,
+      '--expose',
+      `${other}=tcp://127.0.0.1:${backend}`,
+    ]);
+    const active = await agent.waitFor((l) => l['msg'] === 'port active');
+    t.match(active, { port, route: `static:tcp-${port}`, url: `tcp://relay.example.test:${port}` });
+    const refused = await agent.waitFor((l) => l['msg'] === 'port refused by the relay');
+    t.match(refused, { port: other, reason: /not allowed by this agent's token \(ports: \d+\)/ });
+
+    const client = connect(port, '127.0.0.1');
+    client.setEncoding('utf8');
+    await once(client, 'connect');
+    client.write('select 1;');
+    const [answer] = await once(client, 'data');
+    t.equal(answer, 'SELECT 1;', "the backend's answer comes back through the tunnel");
+    client.end();
+    await once(client, 'close');
+    const logged = await relay.waitFor((l) => l['msg'] === 'tcp connection');
+    t.match(logged, { port, route: `static:tcp-${port}`, client: '127.0.0.1', bytesIn: 9, bytesOut: 9 });
+    t.notOk('error' in logged, 'the connection ended cleanly');
+  },
+);
+
+t.test('a TCP port already in use: one line naming it, exit 1', async (t) => {
+  const dir = await tempDir(t, 'burrow-tcp-busy-');
+  await run(process.execPath, [RELAY_CLI, 'keygen', '--out', join(dir, 'keys')]);
+  const busy = await tcpBackend(t, (s) => s.end());
+  const serve = run(process.execPath, [
+    RELAY_CLI,
+    'serve',
+    '--verify-key',
+    join(dir, 'keys'),
+    '--http-listen',
+    '127.0.0.1:0',
+    '--tunnel-listen',
+    '127.0.0.1:0',
+    '--tls-listen',
+    'off',
+    '--admin-listen',
+    '127.0.0.1:0',
+    '--tcp-ports',
+    `${busy}`,
+    '--tcp-host',
+    '127.0.0.1',
+  ]).catch((e) => e);
+  const failed = await serve;
+  t.equal(failed.code, 1);
+  t.equal(
+    failed.stderr,
+    `burrow-relay: cannot listen on 127.0.0.1:${busy}: the address is already in use (another process holds it; pick another address or stop it)\n`,
+  );
+});
