@@ -301,7 +301,7 @@ export const SERVE_OPTIONS: readonly OptionSpec[] = [
     placeholder: 'N',
     default: 'auto',
     description:
-      'client connections each public listener (HTTP, TLS) holds open; more are closed as they arrive, counted and logged. auto: the open-file limit less 1024, shared by the listeners, so agents can always reconnect',
+      'client connections each public listener (HTTP, TLS, the TCP ports together) holds open; more are closed as they arrive, counted and logged. auto: the open-file limit less 1024, shared by the listeners, so agents can always reconnect',
   },
   COMMON_OPTIONS.keepaliveInterval,
   COMMON_OPTIONS.logLevel,
