@@ -134,6 +134,8 @@ class AgentImpl extends EventEmitter<AgentEvents> implements Agent {
   #logged = new Map<string, string>();
   /** The same per TCP port. */
   #loggedPorts = new Map<number, string>();
+  /** The relay's host name (or address) from --relay: where its TCP ports are, unless it says. */
+  readonly #relayHost: string;
   /** Whether a relay's silence about the announced ports was reported. */
   #portsUnanswered = false;
   /** Invalid routes from a live source already warned about. */
@@ -183,6 +185,7 @@ class AgentImpl extends EventEmitter<AgentEvents> implements Agent {
     const failures = new FailureLog(this.#log);
     const token = this.#tokenSource(options.token, firstToken);
     const endpoint = tunnelEndpoint(options.relayUrl);
+    this.#relayHost = new URL(endpoint).hostname;
     for (let index = 0; index < count; index++) {
       const conn = new TunnelConnection({
         index,
@@ -322,8 +325,18 @@ class AgentImpl extends EventEmitter<AgentEvents> implements Agent {
     let announcedBytes = 0;
     /** Hostname → the id of the route that has it. */
     const hostnames = new Map<string, string>();
-    /** Public TCP port → the id of the route that has it (first come, first served). */
+    /** Public TCP ports announced so far (for the announcement's limit). */
     const ports = new Map<number, string>();
+    // Two routes asking for one port: the lower id has it, whatever the order or history, so
+    // every replica announces the same route for it (a Service's id is its namespace/name).
+    const portOwner = new Map<number, string>();
+    for (const route of routes) {
+      if (!route.ports?.length || checkRoute(route)) continue;
+      for (const p of route.ports) {
+        const owner = portOwner.get(p);
+        if (owner === undefined || route.id < owner) portOwner.set(p, route.id);
+      }
+    }
     const holderOf = (h: string, id: string) => {
       const holder = hostnames.get(h) ?? held.get(h);
       return holder === id ? undefined : holder;
@@ -331,7 +344,7 @@ class AgentImpl extends EventEmitter<AgentEvents> implements Agent {
     for (const route of routes) {
       const problem = checkRoute(route);
       const taken = problem ? undefined : route.hostnames.find((h) => holderOf(h, route.id) !== undefined);
-      const takenPort = problem ? undefined : route.ports?.find((p) => ports.has(p));
+      const takenPort = problem ? undefined : route.ports?.find((p) => portOwner.get(p) !== route.id);
       const why = problem
         ? `${problem[0]}: ${problem[1]}`
         : next.has(route.id)
@@ -339,7 +352,7 @@ class AgentImpl extends EventEmitter<AgentEvents> implements Agent {
           : taken
             ? `hostname "${taken}" is already in route "${holderOf(taken, route.id)}"`
             : takenPort !== undefined
-              ? `port ${takenPort} is already in route "${ports.get(takenPort)}"`
+              ? `port ${takenPort} is already in route "${portOwner.get(takenPort)}"`
               : '';
       const size = why ? 0 : announcedSize(route);
       const reason =
@@ -419,7 +432,13 @@ class AgentImpl extends EventEmitter<AgentEvents> implements Agent {
   /** Logs each change of a TCP port's state once (there are at most 256). */
   #onPortResults(all: PortResult[]): void {
     const announced = new Set(this.#announcedPorts.map((p) => `${p.id} ${p.port}`));
-    const results = all.filter((r) => announced.has(`${r.id} ${r.port}`));
+    // A relay that does not know its public name (--tcp-public-host) sends no URL: the port is on
+    // the host the agent dials, which is where clients go too unless something stands between.
+    const results = all
+      .filter((r) => announced.has(`${r.id} ${r.port}`))
+      .map((r) =>
+        r.status === 'active' && !r.url ? { ...r, url: `tcp://${this.#relayHost}:${r.port}` } : r,
+      );
     this.#portResults = results;
     const logged = new Map<number, string>();
     for (const r of results) {

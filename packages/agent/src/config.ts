@@ -87,7 +87,8 @@ export const AGENT_OPTIONS: readonly OptionSpec[] = [
     name: 'kubernetes',
     env: 'BURROW_KUBERNETES',
     type: 'boolean',
-    description: 'expose Services annotated with burrow.dev/hostname (in-cluster config, or --kubeconfig)',
+    description:
+      'expose Services annotated with burrow.dev/hostname or burrow.dev/tcp-port (in-cluster config, or --kubeconfig)',
   },
   {
     name: 'kubeconfig',

@@ -8,6 +8,8 @@ import { stableRouteId } from '../routes/validate.js';
 
 export const ANNOTATION = {
   hostname: 'burrow.dev/hostname',
+  /** Instead of a hostname: the relay's public TCP port the Service is reached on. */
+  tcpPort: 'burrow.dev/tcp-port',
   port: 'burrow.dev/port',
   protocol: 'burrow.dev/protocol',
   allowCidrs: 'burrow.dev/allow-cidrs',
@@ -19,8 +21,9 @@ export const ANNOTATION = {
   holds: 'burrow.dev/holds',
 } as const;
 
+/** Protocols of a Service exposed by hostname; one exposed by `burrow.dev/tcp-port` is `tcp`. */
 export const PROTOCOLS = ['http', 'https', 'tls-passthrough'] as const;
-export type BackendProtocol = (typeof PROTOCOLS)[number];
+export type BackendProtocol = (typeof PROTOCOLS)[number] | 'tcp';
 
 /** The slice of a v1 Service this module reads. */
 export interface ServiceLike {
@@ -45,8 +48,11 @@ export interface ServiceRoute {
    * `NAMESPACE/NAME` when that is longer than a route id may be (128).
    */
   id: string;
+  /** Empty for a Service exposed by `burrow.dev/tcp-port`. */
   hostnames: string[];
-  /** Dial target: http://, https:// or tls-passthrough://CLUSTER-IP:PORT. */
+  /** The relay's public TCP port, for a Service exposed by `burrow.dev/tcp-port`. */
+  ports?: number[];
+  /** Dial target: http://, https://, tls-passthrough:// or tcp://CLUSTER-IP:PORT. */
   target: string;
   protocol: BackendProtocol;
   allowCidrs: string[];
@@ -77,21 +83,40 @@ const MAX_ERROR = 1024;
 function judge(svc: ServiceLike): ServiceVerdict {
   const ann = svc.metadata?.annotations ?? {};
   const rawHosts = ann[ANNOTATION.hostname];
-  if (rawHosts === undefined) return { kind: 'ignored' };
+  const rawTcpPort = ann[ANNOTATION.tcpPort];
+  if (rawHosts === undefined && rawTcpPort === undefined) return { kind: 'ignored' };
   // Being deleted (finalizers, a load balancer's cleanup, may hold it for minutes): its
   // backends are going away, and so does its name.
   if (svc.metadata?.deletionTimestamp) return { kind: 'ignored' };
+  if (rawHosts !== undefined && rawTcpPort !== undefined) {
+    return {
+      kind: 'invalid',
+      error: `${ANNOTATION.hostname} and ${ANNOTATION.tcpPort} exclude each other: a Service is reached by hostname or by a TCP port of the relay; expose the other with a second Service`,
+    };
+  }
+  let publicPort: number | undefined;
+  if (rawTcpPort !== undefined) {
+    const text = rawTcpPort.trim();
+    publicPort = /^\d{1,5}$/.test(text) ? Number(text) : Number.NaN;
+    if (!(publicPort >= 1 && publicPort <= 65535)) {
+      return {
+        kind: 'invalid',
+        error: `${ANNOTATION.tcpPort}: "${text}" is not a port number (1 to 65535) of the relay`,
+      };
+    }
+  }
 
   // Names are case-insensitive: `A.example.com, a.example.com` is one name, announced once.
   const hostnames = [
     ...new Set(
-      rawHosts
+      (rawHosts ?? '')
         .split(',')
         .map((h) => h.trim().toLowerCase())
         .filter(Boolean),
     ),
   ];
-  if (hostnames.length === 0) return { kind: 'invalid', error: `${ANNOTATION.hostname} is empty` };
+  if (hostnames.length === 0 && publicPort === undefined)
+    return { kind: 'invalid', error: `${ANNOTATION.hostname} is empty` };
   if (hostnames.length > 64)
     return { kind: 'invalid', error: `${ANNOTATION.hostname} lists more than 64 names` };
   for (const h of hostnames) {
@@ -99,8 +124,14 @@ function judge(svc: ServiceLike): ServiceVerdict {
     if (err) return { kind: 'invalid', error: `${ANNOTATION.hostname}: ${err}` };
   }
 
-  const protocol = (ann[ANNOTATION.protocol] ?? 'http').trim().toLowerCase();
-  if (!(PROTOCOLS as readonly string[]).includes(protocol)) {
+  const protocol = (ann[ANNOTATION.protocol] ?? (publicPort ? 'tcp' : 'http')).trim().toLowerCase();
+  if (publicPort !== undefined && protocol !== 'tcp') {
+    return {
+      kind: 'invalid',
+      error: `${ANNOTATION.protocol}: a Service exposed by ${ANNOTATION.tcpPort} carries bytes as they are; remove "${protocol}" (or set tcp)`,
+    };
+  }
+  if (publicPort === undefined && !(PROTOCOLS as readonly string[]).includes(protocol)) {
     return {
       kind: 'invalid',
       error: `${ANNOTATION.protocol}: "${protocol}" is not one of ${PROTOCOLS.join(', ')}`,
@@ -147,7 +178,8 @@ function judge(svc: ServiceLike): ServiceVerdict {
     route: {
       id: stableRouteId('k8s', serviceKey(svc)),
       hostnames,
-      // https: the agent dials TLS; tls-passthrough: the agent splices the client's TLS bytes.
+      ...(publicPort !== undefined ? { ports: [publicPort] } : {}),
+      // https: the agent dials TLS; tls-passthrough and tcp: the agent splices the client's bytes.
       target: `${protocol}://${host}:${port}`,
       protocol: protocol as BackendProtocol,
       allowCidrs,

@@ -8,6 +8,7 @@ function toRoute(r: ServiceRoute): Route {
   return {
     id: r.id,
     hostnames: r.hostnames,
+    ...(r.ports ? { ports: r.ports } : {}),
     target: r.target,
     ...(r.allowCidrs.length ? { allowCidrs: r.allowCidrs } : {}),
     // A ClusterIP never matches the names in a backend's certificate: the

@@ -1,4 +1,4 @@
-import type { Logger, RouteResult } from '@burrow/shared';
+import type { Logger, PortResult, RouteResult } from '@burrow/shared';
 import { Backoff } from '../tunnel/backoff.js';
 import { ANNOTATION } from './annotations.js';
 import { holdsRecord } from './holds.js';
@@ -9,6 +9,8 @@ import type { DesiredStatus, StatusWriter } from './writer.js';
 /** What the sync needs from the agent: its latest per-hostname verdicts from the relay. */
 export interface RouteResultsSource {
   routeStatus(): RouteResult[];
+  /** Its latest per-port verdicts, for Services exposed by `burrow.dev/tcp-port`. */
+  portStatus(): PortResult[];
   /** Routes the agent left out of its announcement (a hostname another Service has), with why. */
   skippedRoutes(): ReadonlyMap<string, string>;
   on(event: 'routes', listener: (results: RouteResult[]) => void): unknown;
@@ -102,6 +104,7 @@ export class StatusSync {
     if (this.#stopped || !this.#watch.synced) return true;
     if (this.#elector && !this.#elector.isLeader) return true;
     const results = this.#agent.routeStatus();
+    const portResults = this.#agent.portStatus();
     const skippedRoutes = this.#agent.skippedRoutes();
     const services = this.#watch.services;
     const key = this.#holdsKey?.();
@@ -125,6 +128,13 @@ export class StatusSync {
             error: skipped,
             event: { type: 'Warning', reason: 'ExposeRefused', message: skipped },
           });
+        } else if (route.ports) {
+          const ports = route.ports;
+          const answered = portResults.filter((r) => r.id === route.id);
+          // As for names: no verdict yet for every port, nothing is written.
+          written = ports.every((p) => answered.some((r) => r.port === p))
+            ? await this.#writer.apply(service, desiredForPorts(ports, answered))
+            : true;
         } else if (!route.hostnames.every((h) => mine.some((r) => r.hostname.toLowerCase() === h))) {
           // No verdict from the relay yet for every name (not connected, or the
           // announcement is in flight): leave what is there rather than guess.
@@ -156,13 +166,32 @@ export function desiredFor(hostnames: string[], results: RouteResult[]): Desired
   const active = hostnames.map((h) => byHost.get(h)).filter((r) => r?.status === 'active');
   const refused = hostnames.map((h) => byHost.get(h)).filter((r) => r?.status === 'refused');
   const url = active.length ? active.map((r) => r!.url ?? `http://${r!.hostname}`).join(',') : undefined;
-  if (refused.length === 0) {
+  return statusOf(
+    url,
+    refused.map((r) => r!.error ?? `${r!.hostname} refused`),
+  );
+}
+
+/** The same for a Service exposed on TCP ports of the relay. */
+export function desiredForPorts(ports: number[], results: PortResult[]): DesiredStatus {
+  const byPort = new Map(results.map((r) => [r.port, r]));
+  const active = ports.map((p) => byPort.get(p)).filter((r) => r?.status === 'active');
+  const refused = ports.map((p) => byPort.get(p)).filter((r) => r?.status === 'refused');
+  const url = active.length ? active.map((r) => r!.url ?? `tcp port ${r!.port}`).join(',') : undefined;
+  return statusOf(
+    url,
+    refused.map((r) => r!.error ?? `port ${r!.port} refused`),
+  );
+}
+
+function statusOf(url: string | undefined, refusals: string[]): DesiredStatus {
+  if (refusals.length === 0) {
     return {
       url,
       error: undefined,
       event: { type: 'Normal', reason: 'Exposed', message: `exposed at ${url}` },
     };
   }
-  const error = refused.map((r) => r!.error ?? `${r!.hostname} refused`).join('; ');
+  const error = refusals.join('; ');
   return { url, error, event: { type: 'Warning', reason: 'ExposeRefused', message: error } };
 }
