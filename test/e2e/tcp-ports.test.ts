@@ -6,6 +6,7 @@ import { buildAdminApp } from '@burrow/relay';
 import t from 'tap';
 import { memoryLogger } from '../../packages/agent/test/helpers/log.js';
 import { testAgent } from '../helpers/agent.js';
+import { metricValue } from '../helpers/metrics.js';
 import { freePort, tcpBackend } from '../helpers/net.js';
 import { type Teardownable, testRelay } from '../helpers/relay.js';
 
@@ -202,4 +203,33 @@ t.test('withdrawn, then announced again; an agent that leaves keeps its port res
   reply = readAll(s);
   t.equal((await reply).data.length, 0, 'meanwhile connections are closed');
   t.match(await log.waitFor((l) => l.reason === 'the agent serving this port is not connected'), { port });
+});
+
+t.test('the TCP ports share one connection limit: over it, connections are closed and counted', async (t) => {
+  const [first, second] = [await freePort(), await freePort()];
+  const backend = await summingEcho(t);
+  const log = memoryLogger('warn', 'relay');
+  const relay = await testRelay(t, {
+    tcp: { host: '127.0.0.1', ports: [first, second] },
+    maxConnections: 1,
+    logger: log.logger,
+  });
+  const target = `tcp://127.0.0.1:${backend}`;
+  await testAgent(t, relay, [{ id: 'db', hostnames: [], ports: [first, second], target }]);
+  const held = await dial(first);
+  held.write('hi');
+  await once(held, 'data'); // through the tunnel and back: the relay holds it
+  const over = await dial(second);
+  t.equal((await readAll(over)).data.length, 0, 'a connection over the limit, on the other port, is closed');
+  const warned = await log.waitFor((l) => l.msg?.startsWith('connection limit reached') === true);
+  t.match(warned, { listener: 'tcp', maxConnections: 1 });
+  t.equal(
+    metricValue(await relay.metrics.registry.metrics(), 'burrow_relay_connections_dropped_total', {
+      listener: 'tcp',
+    }),
+    1,
+  );
+  const reply = readAll(held);
+  held.end();
+  t.match((await reply).data.toString(), /^2 [0-9a-f]{64}$/, 'the held connection is served to its end');
 });
