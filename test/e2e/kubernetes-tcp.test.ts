@@ -6,32 +6,13 @@ import { type AddressInfo, connect, createServer, type Socket } from 'node:net';
 import { startAgent, startKubernetes } from '@burrow/agent';
 import { KubeConfig } from '@kubernetes/client-node';
 import t from 'tap';
-import { type FakeKube, fakeKube } from '../helpers/fake-kube.js';
+import { fakeKube, kubeService, untilKube } from '../helpers/fake-kube.js';
 import { freePort } from '../helpers/net.js';
 import { type Teardownable, testLogger, testRelay, tokenFor, tunnelUrl } from '../helpers/relay.js';
 
-type Svc = Parameters<FakeKube['upsertService']>[0];
-
-function service(name: string, clusterIP: string, port: number, annotations: Record<string, string>): Svc {
-  return {
-    metadata: { name, namespace: 'default', annotations },
-    spec: { type: 'ClusterIP', clusterIP, ports: [{ name: 'db', port, protocol: 'TCP' }] },
-  };
-}
-
-/** Resolves when `check` holds, re-checking after every change the fake API server sees. */
-function until<T>(kube: FakeKube, check: () => T | undefined | false): Promise<T> {
-  return new Promise((resolve) => {
-    const tryNow = () => {
-      const v = check();
-      if (v) {
-        kube.off('change', tryNow);
-        resolve(v);
-      }
-    };
-    kube.on('change', tryNow);
-    tryNow();
-  });
+/** A Service with one port, named `db`. */
+function service(name: string, clusterIP: string, port: number, annotations: Record<string, string>) {
+  return kubeService(name, clusterIP, port, annotations, { portName: 'db' });
 }
 
 /** A TCP backend on `host` that answers each line with `name: LINE`. */
@@ -111,32 +92,32 @@ t.test(
 
     const annotation = (name: string, key: string) =>
       kube.getService('default', name)?.metadata.annotations?.[key];
-    const url = await until(kube, () => annotation('pg', 'burrow.dev/url'));
+    const url = await untilKube(kube, () => annotation('pg', 'burrow.dev/url'));
     t.equal(url, `tcp://127.0.0.1:${pgPort}`, "the URL names the relay's host (from --relay) and the port");
     t.equal(await ask(pgPort, 'select 1\n'), 'pg: select 1\n', 'the port reaches the Service');
-    const exposed = await until(kube, () =>
+    const exposed = await untilKube(kube, () =>
       kube.events().find((e) => e.reason === 'Exposed' && e.involvedObject.name === 'pg'),
     );
     t.match(exposed.message, new RegExp(`exposed at tcp://127\\.0\\.0\\.1:${pgPort}`));
 
     t.match(
-      await until(kube, () => annotation('pg-copy', 'burrow.dev/error')),
+      await untilKube(kube, () => annotation('pg-copy', 'burrow.dev/error')),
       new RegExp(`port ${pgPort} is already in route "k8s:default/pg"`),
       'the second Service asking for the port is told which one has it',
     );
-    t.match(await until(kube, () => annotation('both', 'burrow.dev/error')), /exclude each other/);
+    t.match(await untilKube(kube, () => annotation('both', 'burrow.dev/error')), /exclude each other/);
     t.match(
-      await until(kube, () => annotation('typo', 'burrow.dev/error')),
+      await untilKube(kube, () => annotation('typo', 'burrow.dev/error')),
       /burrow\.dev\/tcp-port: "postgres" is not a port number \(1 to 65535\) of the relay/,
     );
     t.match(
-      await until(kube, () => annotation('wrong-protocol', 'burrow.dev/error')),
+      await untilKube(kube, () => annotation('wrong-protocol', 'burrow.dev/error')),
       /carries bytes as they are; remove "http"/,
     );
 
     // The first one goes: the copy takes the port over.
     kube.deleteService('default', 'pg');
-    await until(kube, () => annotation('pg-copy', 'burrow.dev/url'));
+    await untilKube(kube, () => annotation('pg-copy', 'burrow.dev/url'));
     t.notOk(annotation('pg-copy', 'burrow.dev/error'), 'its error is cleared');
     t.equal(await ask(pgPort, 'select 2\n'), 'copy: select 2\n', 'the port now reaches the other Service');
   },

@@ -10,41 +10,27 @@ import { join } from 'node:path';
 import { startAgent, startKubernetes } from '@burrow/agent';
 import { KubeConfig } from '@kubernetes/client-node';
 import t from 'tap';
-import { type FakeKube, type FakeKubeRequest, fakeKube } from '../helpers/fake-kube.js';
+import {
+  type FakeKube,
+  type FakeKubeRequest,
+  fakeKube,
+  kubeService,
+  untilKube,
+} from '../helpers/fake-kube.js';
 import { get, httpsGet, testServer } from '../helpers/http.js';
 import { renderKustomization } from '../helpers/kustomize-lite.js';
 import { ROOT } from '../helpers/proc.js';
 import { type Teardownable, testLogger, testRelay, tokenFor, tunnelUrl } from '../helpers/relay.js';
 import { testPki } from '../helpers/tls.js';
 
-type Svc = Parameters<FakeKube['upsertService']>[0];
-
 function service(
   name: string,
   clusterIP: string,
   port: number,
   annotations: Record<string, string>,
-  ns = 'default',
-): Svc {
-  return {
-    metadata: { name, namespace: ns, annotations },
-    spec: { type: 'ClusterIP', clusterIP, ports: [{ name: 'http', port, protocol: 'TCP' }] },
-  };
-}
-
-/** Resolves when `check` holds, re-checking after every change the fake API server sees. */
-function until<T>(kube: FakeKube, check: () => T | undefined | false): Promise<T> {
-  return new Promise((resolve) => {
-    const tryNow = () => {
-      const v = check();
-      if (v) {
-        kube.off('change', tryNow);
-        resolve(v);
-      }
-    };
-    kube.on('change', tryNow);
-    tryNow();
-  });
+  namespace = 'default',
+) {
+  return kubeService(name, clusterIP, port, annotations, { namespace });
 }
 
 async function kubeAgent(
@@ -97,14 +83,14 @@ t.test('annotate, edit, break, delete: routes and write-back follow', async (t) 
   const port = relay.httpAddress.port;
 
   t.test('annotated Services are reachable and show their URL', async (t) => {
-    const url = await until(
+    const url = await untilKube(
       kube,
       () => kube.getService('default', 'web')?.metadata.annotations?.['burrow.dev/url'],
     );
     t.equal(url, `http://web.example.com:${port}`);
     t.equal((await get(port, 'web.example.com')).body.toString(), 'web on 127.0.0.2');
     t.equal((await get(port, 'api.example.com')).body.toString(), 'api on 127.0.0.3');
-    const exposed = await until(kube, () =>
+    const exposed = await untilKube(kube, () =>
       kube.events().find((e) => e.reason === 'Exposed' && e.involvedObject.name === 'web'),
     );
     t.equal(exposed.type, 'Normal');
@@ -132,7 +118,7 @@ t.test('annotate, edit, break, delete: routes and write-back follow', async (t) 
         'burrow.dev/hostname': 'www.example.com',
       }),
     );
-    await until(
+    await untilKube(
       kube,
       () =>
         kube.getService('default', 'web')?.metadata.annotations?.['burrow.dev/url'] ===
@@ -169,18 +155,18 @@ t.test('annotate, edit, break, delete: routes and write-back follow', async (t) 
         spec: { clusterIP: 'None', ports: [{ port: 80 }] },
       });
       for (const [name, , pattern] of cases) {
-        const error = await until(
+        const error = await untilKube(
           kube,
           () => kube.getService('default', name)?.metadata.annotations?.['burrow.dev/error'],
         );
         t.match(error, pattern, `${name}: burrow.dev/error explains`);
-        const ev = await until(kube, () =>
+        const ev = await untilKube(kube, () =>
           kube.events().find((e) => e.involvedObject.name === name && e.type === 'Warning'),
         );
         t.match(ev.message, pattern, `${name}: Warning Event`);
       }
       t.match(
-        await until(
+        await untilKube(
           kube,
           () => kube.getService('default', 'headless')?.metadata.annotations?.['burrow.dev/error'],
         ),
@@ -198,7 +184,7 @@ t.test('annotate, edit, break, delete: routes and write-back follow', async (t) 
         'burrow.dev/port': 'http',
       }),
     );
-    await until(kube, () => {
+    await untilKube(kube, () => {
       const a = kube.getService('default', 'bad-port')?.metadata.annotations;
       return a?.['burrow.dev/url'] && !a['burrow.dev/error'];
     });
@@ -208,12 +194,15 @@ t.test('annotate, edit, break, delete: routes and write-back follow', async (t) 
   t.test('410 and a dropped watch: changes keep arriving', async (t) => {
     kube.expireWatches();
     kube.upsertService(service('late', '127.0.0.3', api.port, { 'burrow.dev/hostname': 'late.example.com' }));
-    await until(kube, () => kube.getService('default', 'late')?.metadata.annotations?.['burrow.dev/url']);
+    await untilKube(kube, () => kube.getService('default', 'late')?.metadata.annotations?.['burrow.dev/url']);
     kube.dropWatches();
     kube.upsertService(
       service('later', '127.0.0.3', api.port, { 'burrow.dev/hostname': 'later.example.com' }),
     );
-    await until(kube, () => kube.getService('default', 'later')?.metadata.annotations?.['burrow.dev/url']);
+    await untilKube(
+      kube,
+      () => kube.getService('default', 'later')?.metadata.annotations?.['burrow.dev/url'],
+    );
     t.equal((await get(port, 'later.example.com')).status, 200);
   });
 
@@ -240,11 +229,13 @@ t.test('agent restart converges; two replicas write back once', async (t) => {
   kube.upsertService(service('app', '127.0.0.5', app.port, { 'burrow.dev/hostname': 'app.example.com' }));
 
   const first = await kubeAgent(t, kube, tunnelUrl(relay), { lease: true, identity: 'agent-a' });
-  await until(kube, () => kube.getService('default', 'app')?.metadata.annotations?.['burrow.dev/url']);
+  await untilKube(kube, () => kube.getService('default', 'app')?.metadata.annotations?.['burrow.dev/url']);
   const second = await kubeAgent(t, kube, tunnelUrl(relay), { lease: true, identity: 'agent-b' });
   t.equal((await get(relay.httpAddress.port, 'app.example.com')).body.toString(), 'app');
 
-  const lease = await until(kube, () => kube.leases().find((l) => l.metadata.name === 'burrow-agent-writer'));
+  const lease = await untilKube(kube, () =>
+    kube.leases().find((l) => l.metadata.name === 'burrow-agent-writer'),
+  );
   t.equal(lease.spec.holderIdentity, 'agent-a', 'the first replica holds the write-back lease');
   const exposedEvents = kube.events().filter((e) => e.reason === 'Exposed');
   t.equal(exposedEvents.length, 1, 'one Event, not one per replica');
@@ -253,7 +244,7 @@ t.test('agent restart converges; two replicas write back once', async (t) => {
   // The writer goes away: the other replica takes the lease and keeps the Service right.
   await first.agent.close();
   await first.k.stop();
-  const taken = await until(kube, () => kube.leases().find((l) => l.spec.holderIdentity === 'agent-b'));
+  const taken = await untilKube(kube, () => kube.leases().find((l) => l.spec.holderIdentity === 'agent-b'));
   t.ok(taken, 'the second replica took over the lease');
   kube.upsertService(
     service('app', '127.0.0.5', app.port, {
@@ -261,7 +252,7 @@ t.test('agent restart converges; two replicas write back once', async (t) => {
       'burrow.dev/hostname': 'app2.example.com',
     }),
   );
-  await until(kube, () =>
+  await untilKube(kube, () =>
     kube.getService('default', 'app')?.metadata.annotations?.['burrow.dev/url']?.includes('app2.example.com'),
   );
   t.equal((await get(relay.httpAddress.port, 'app2.example.com')).body.toString(), 'app');
@@ -352,7 +343,7 @@ t.test(
     );
     await kubeAgent(t, kube, tunnelUrl(relay));
     const tlsPort = relay.tlsAddress!.port;
-    const url = await until(
+    const url = await untilKube(
       kube,
       () => kube.getService('default', 'pass')?.metadata.annotations?.['burrow.dev/url'],
     );

@@ -463,6 +463,35 @@ export function mergePatch(target: unknown, patch: unknown): unknown {
   return out;
 }
 
+/** A ClusterIP Service with one TCP port (named `portName`) and the given annotations. */
+export function kubeService(
+  name: string,
+  clusterIP: string,
+  port: number,
+  annotations: Record<string, string>,
+  { namespace = 'default', portName = 'http' }: { namespace?: string; portName?: string } = {},
+): Obj {
+  return {
+    metadata: { name, namespace, annotations },
+    spec: { type: 'ClusterIP', clusterIP, ports: [{ name: portName, port, protocol: 'TCP' }] },
+  };
+}
+
+/** Resolves when `check` holds, re-checking after every change the fake API server sees. */
+export function untilKube<T>(kube: FakeKube, check: () => T | undefined | false): Promise<T> {
+  return new Promise((resolve) => {
+    const tryNow = () => {
+      const v = check();
+      if (v) {
+        kube.off('change', tryNow);
+        resolve(v);
+      }
+    };
+    kube.on('change', tryNow);
+    tryNow();
+  });
+}
+
 /** Starts a fake API server for the test. */
 export function fakeKube(t: Teardownable): Promise<FakeKube> {
   return new FakeKube().start(t);
