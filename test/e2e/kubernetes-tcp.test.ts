@@ -3,12 +3,10 @@
 // TCP backends on the Services' "ClusterIPs" (127.0.0.x addresses).
 import { once } from 'node:events';
 import { type AddressInfo, connect, createServer, type Socket } from 'node:net';
-import { startAgent, startKubernetes } from '@burrow/agent';
-import { KubeConfig } from '@kubernetes/client-node';
 import t from 'tap';
-import { fakeKube, kubeService, untilKube } from '../helpers/fake-kube.js';
+import { fakeKube, kubeAgent, kubeService, untilKube } from '../helpers/fake-kube.js';
 import { freePort } from '../helpers/net.js';
-import { type Teardownable, testLogger, testRelay, tokenFor, tunnelUrl } from '../helpers/relay.js';
+import { type Teardownable, testRelay, tokenFor, tunnelUrl } from '../helpers/relay.js';
 
 /** A Service with one port, named `db`. */
 function service(name: string, clusterIP: string, port: number, annotations: Record<string, string>) {
@@ -68,26 +66,8 @@ t.test(
       }),
     );
 
-    const kc = new KubeConfig();
-    kc.loadFromString(kube.kubeconfig());
-    const k = await startKubernetes({
-      kubeConfig: kc,
-      logger: testLogger('kube'),
-      backoff: { base: 10, cap: 100 },
-      lease: false,
-    });
-    const agent = startAgent({
-      relayUrl: tunnelUrl(relay),
+    await kubeAgent(t, kube, tunnelUrl(relay), {
       token: await tokenFor('cluster-1', ['*.example.com'], undefined, [pgPort, other]),
-      routes: k.source,
-      connections: 2,
-      logger: testLogger('agent'),
-      backoff: { base: 20, cap: 200 },
-    });
-    k.attach(agent);
-    t.teardown(async () => {
-      await agent.close();
-      await k.stop();
     });
 
     const annotation = (name: string, key: string) =>

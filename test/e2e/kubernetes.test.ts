@@ -7,20 +7,12 @@ import { readFile } from 'node:fs/promises';
 import { createServer as createHttpsServer } from 'node:https';
 import type { AddressInfo } from 'node:net';
 import { join } from 'node:path';
-import { startAgent, startKubernetes } from '@burrow/agent';
-import { KubeConfig } from '@kubernetes/client-node';
 import t from 'tap';
-import {
-  type FakeKube,
-  type FakeKubeRequest,
-  fakeKube,
-  kubeService,
-  untilKube,
-} from '../helpers/fake-kube.js';
+import { type FakeKubeRequest, fakeKube, kubeAgent, kubeService, untilKube } from '../helpers/fake-kube.js';
 import { get, httpsGet, testServer } from '../helpers/http.js';
 import { renderKustomization } from '../helpers/kustomize-lite.js';
 import { ROOT } from '../helpers/proc.js';
-import { type Teardownable, testLogger, testRelay, tokenFor, tunnelUrl } from '../helpers/relay.js';
+import { testRelay, tunnelUrl } from '../helpers/relay.js';
 import { testPki } from '../helpers/tls.js';
 
 function service(
@@ -31,44 +23,6 @@ function service(
   namespace = 'default',
 ) {
   return kubeService(name, clusterIP, port, annotations, { namespace });
-}
-
-async function kubeAgent(
-  t: Teardownable,
-  kube: FakeKube,
-  relayUrl: string,
-  opts: { lease?: boolean; identity?: string } = {},
-) {
-  const kc = new KubeConfig();
-  kc.loadFromString(kube.kubeconfig());
-  const k = await startKubernetes({
-    kubeConfig: kc,
-    logger: testLogger('kube'),
-    backoff: { base: 10, cap: 100 },
-    lease: opts.lease
-      ? {
-          namespace: 'burrow-system',
-          identity: opts.identity ?? 'agent-a',
-          leaseDuration: 2_000,
-          renewInterval: 200,
-        }
-      : false,
-  });
-  const agent = startAgent({
-    relayUrl,
-    token: await tokenFor('cluster-1', ['*.example.com']),
-    routes: k.source,
-    connections: 2,
-    logger: testLogger('agent'),
-    backoff: { base: 20, cap: 200 },
-  });
-  k.attach(agent);
-  t.teardown(async () => {
-    await agent.close();
-    await k.stop();
-  });
-  await agent.ready();
-  return { agent, k };
 }
 
 t.test('annotate, edit, break, delete: routes and write-back follow', async (t) => {

@@ -17,7 +17,9 @@
 import { EventEmitter, once } from 'node:events';
 import { createServer, type IncomingMessage, type Server, type ServerResponse } from 'node:http';
 import type { AddressInfo } from 'node:net';
-import type { Teardownable } from './relay.js';
+import { startAgent, startKubernetes } from '@burrow/agent';
+import { KubeConfig } from '@kubernetes/client-node';
+import { type Teardownable, testLogger, tokenFor } from './relay.js';
 
 // Kubernetes objects of any kind pass through untyped, as JSON does on a real API server.
 // biome-ignore lint/suspicious/noExplicitAny: arbitrary JSON objects
@@ -509,4 +511,52 @@ function invalidLeaseTimes(obj: Obj): string | undefined {
       return `Lease in version "v1" cannot be handled as a Lease: spec.${field}: parsing time ${JSON.stringify(v)} as MicroTime`;
   }
   return undefined;
+}
+
+/**
+ * A Kubernetes route source on `kube` and an agent announcing it to the relay
+ * at `relayUrl`, write-back attached; ready once the relay answered. Both stop
+ * at teardown.
+ */
+export async function kubeAgent(
+  t: Teardownable,
+  kube: FakeKube,
+  relayUrl: string,
+  opts: {
+    lease?: boolean;
+    identity?: string;
+    /** Default: subject cluster-1, hosts *.example.com. */
+    token?: string;
+  } = {},
+) {
+  const kc = new KubeConfig();
+  kc.loadFromString(kube.kubeconfig());
+  const k = await startKubernetes({
+    kubeConfig: kc,
+    logger: testLogger('kube'),
+    backoff: { base: 10, cap: 100 },
+    lease: opts.lease
+      ? {
+          namespace: 'burrow-system',
+          identity: opts.identity ?? 'agent-a',
+          leaseDuration: 2_000,
+          renewInterval: 200,
+        }
+      : false,
+  });
+  const agent = startAgent({
+    relayUrl,
+    token: opts.token ?? (await tokenFor('cluster-1', ['*.example.com'])),
+    routes: k.source,
+    connections: 2,
+    logger: testLogger('agent'),
+    backoff: { base: 20, cap: 200 },
+  });
+  k.attach(agent);
+  t.teardown(async () => {
+    await agent.close();
+    await k.stop();
+  });
+  await agent.ready();
+  return { agent, k };
 }
