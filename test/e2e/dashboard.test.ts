@@ -8,6 +8,7 @@ import t from 'tap';
 import { testAgent } from '../helpers/agent.js';
 import { tempDir } from '../helpers/fs.js';
 import { get, testServer } from '../helpers/http.js';
+import { freePort } from '../helpers/net.js';
 import { type Teardownable, testRelay } from '../helpers/relay.js';
 
 const CHROMIUM = '/usr/bin/chromium';
@@ -55,7 +56,12 @@ async function launch(t: Teardownable) {
 }
 
 t.test('dashboard shows new routes and live traffic', async (t) => {
-  const relay = await testRelay(t, { admin: { host: '127.0.0.1', port: 0 }, adminToken: TOKEN });
+  const tcpPort = await freePort();
+  const relay = await testRelay(t, {
+    admin: { host: '127.0.0.1', port: 0 },
+    adminToken: TOKEN,
+    tcp: { host: '127.0.0.1', ports: [tcpPort] },
+  });
   const base = `http://127.0.0.1:${relay.adminAddress!.port}`;
   const browser = await launch(t);
   const pageErrors: string[] = [];
@@ -92,11 +98,22 @@ t.test('dashboard shows new routes and live traffic', async (t) => {
     req.resume();
     res.end('x'.repeat(2048));
   });
-  await testAgent(t, relay, [{ id: 'dash', hostnames: ['dash.dashboard.test'], target: backend.url }], {
-    sub: 'dash-tenant',
-  });
+  await testAgent(
+    t,
+    relay,
+    [
+      { id: 'dash', hostnames: ['dash.dashboard.test'], target: backend.url },
+      { id: 'dash-db', hostnames: [], ports: [tcpPort], target: 'tcp://127.0.0.1:9' },
+    ],
+    { sub: 'dash-tenant' },
+  );
   await page.waitForFunction(() =>
     document.querySelector('#routes tbody')!.textContent!.includes('dash.dashboard.test'),
+  );
+  await page.waitForFunction(
+    (port) =>
+      document.querySelector('#routes tbody')!.textContent!.includes(`TCP port ${port}dash-tenantdash-db`),
+    tcpPort,
   );
   await page.waitForFunction(() =>
     document.querySelector('#agents tbody')!.textContent!.includes('dash-tenant'),

@@ -125,10 +125,11 @@ function push(list, value) {
 }
 
 async function refresh() {
-  const [stats, agents, routes, connections, errors] = await Promise.all([
+  const [stats, agents, routes, ports, connections, errors] = await Promise.all([
     api('/api/stats'),
     api('/api/agents'),
     api('/api/routes'),
+    api('/api/ports'),
     api('/api/connections'),
     api('/api/errors'),
   ]);
@@ -154,12 +155,13 @@ async function refresh() {
   $('agent-count').textContent = String(stats.agents);
   $('connection-count').textContent = String(stats.connections);
   $('route-count').textContent = String(stats.routes);
-  fillTable('routes', routes, [
-    (r) => r.hostname,
-    (r) => r.subject,
-    (r) => r.routeIds.join(', '),
-    (r) => r.connections.length,
-  ]);
+  // Public TCP ports are routes too, reached by port instead of name.
+  const portRoutes = ports.map((p) => ({ ...p, hostname: `TCP port ${p.port}` }));
+  fillTable(
+    'routes',
+    [...routes, ...portRoutes],
+    [(r) => r.hostname, (r) => r.subject, (r) => r.routeIds.join(', '), (r) => r.connections.length],
+  );
   fillTable('agents', agents, [
     (a) => a.subject,
     (a) => a.connections,
