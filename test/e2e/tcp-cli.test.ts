@@ -10,6 +10,7 @@ import { promisify } from 'node:util';
 import { decodeJwt } from 'jose';
 import t from 'tap';
 import { tempDir } from '../helpers/fs.js';
+import { get } from '../helpers/http.js';
 import { freePort, tcpBackend } from '../helpers/net.js';
 import { AGENT_CLI, listeningPorts, RELAY_CLI, spawnLogged } from '../helpers/proc.js';
 
@@ -75,7 +76,13 @@ t.test(
     const { tunnel } = await listeningPorts(relay);
     const listening = await relay.waitFor((l) => l['msg'] === 'relay listening');
     t.match(listening['tcp'], { host: '127.0.0.1' }, 'the relay says where its TCP ports listen');
+    // One address for probes and metrics: one listener serves both.
+    const probes = await freePort();
     const agent = spawnLogged(t, AGENT_CLI, [
+      '--health-listen',
+      `127.0.0.1:${probes}`,
+      '--metrics-listen',
+      `127.0.0.1:${probes}`,
       '--relay',
       `ws://127.0.0.1:${tunnel}`,
       '--token-file',
@@ -89,6 +96,15 @@ t.test(
     t.match(active, { port, route: `static:tcp-${port}`, url: `tcp://relay.example.test:${port}` });
     const refused = await agent.waitFor((l) => l['msg'] === 'port refused by the relay');
     t.match(refused, { port: other, reason: /not allowed by this agent's token \(ports: \d+\)/ });
+    const ready = await get(probes, '127.0.0.1', '/readyz');
+    t.equal(
+      ready.status,
+      200,
+      `an agent with TCP routes only is ready once the relay answered (${ready.body})`,
+    );
+    const scraped = await get(probes, '127.0.0.1', '/metrics');
+    t.equal(scraped.status, 200, 'the same listener serves /metrics');
+    t.match(scraped.body.toString(), /^burrow_agent_/m);
 
     const client = connect(port, '127.0.0.1');
     client.setEncoding('utf8');

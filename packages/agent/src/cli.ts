@@ -16,7 +16,7 @@ import {
 import type { KubeConfig } from '@kubernetes/client-node';
 import { type Agent, startAgent } from './agent.js';
 import { AGENT_OPTIONS, agentOptionsFrom } from './config.js';
-import { startHealthServer } from './health.js';
+import { type HealthChecks, startHealthServer } from './health.js';
 import type { Kubernetes } from './kubernetes/index.js';
 import { agentMetrics } from './metrics.js';
 
@@ -114,16 +114,24 @@ await runCli('burrow-agent', async () => {
     if (!agent) return kubernetes ? 'Kubernetes Services not listed yet' : 'starting';
     if (agent.connectionCount === 0) return 'no tunnel to the relay is up';
     if (kube && !kube.synced) return 'Kubernetes Services not listed yet';
-    if (agent.routeStatus().length === 0 && (kube ? kube.source.routes().length > 0 : true)) {
+    const answered = agent.routeStatus().length + agent.portStatus().length > 0;
+    if (!answered && (kube ? kube.source.routes().length > 0 : true)) {
       return 'routes not acknowledged by the relay yet';
     }
     return undefined;
   };
   // Listening before Kubernetes is asked anything: an API server that never answers
   // leaves a live, not-ready pod with a log line saying so, not a silent restart loop.
+  // One address for both: one listener serves the probes and /metrics (two would collide).
+  const healthChecks: HealthChecks = { notReady };
+  const shared =
+    health && metrics && health.port !== 0 && health.host === metrics.host && health.port === metrics.port;
   if (health) {
-    const server = await startHealthServer(health, { notReady });
-    logger.info({ address: server.address }, 'health endpoint listening');
+    const server = await startHealthServer(health, healthChecks);
+    logger.info(
+      { address: server.address, ...(shared ? { metrics: true } : {}) },
+      'health endpoint listening',
+    );
   }
   if (kubernetes) {
     // Imported only here: the Kubernetes client takes about half a second to load,
@@ -154,11 +162,12 @@ await runCli('burrow-agent', async () => {
   kube?.attach(agent);
   if (metrics) {
     const { registry } = agentMetrics(agent, kube);
-    const server = await startHealthServer(metrics, {
-      notReady,
-      metrics: async () => ({ contentType: registry.contentType, body: await registry.metrics() }),
-    });
-    logger.info({ address: server.address }, 'metrics endpoint listening');
+    const scrape = async () => ({ contentType: registry.contentType, body: await registry.metrics() });
+    if (shared) healthChecks.metrics = scrape;
+    else {
+      const server = await startHealthServer(metrics, { notReady, metrics: scrape });
+      logger.info({ address: server.address }, 'metrics endpoint listening');
+    }
   }
   exitOnSignals(logger, () => Promise.all([agent.close(), kube?.stop()]));
 });

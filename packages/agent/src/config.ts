@@ -134,7 +134,8 @@ export const AGENT_OPTIONS: readonly OptionSpec[] = [
     env: 'BURROW_METRICS_LISTEN',
     type: 'string',
     placeholder: 'HOST:PORT',
-    description: 'serve Prometheus metrics at GET /metrics; off unless set',
+    description:
+      'serve Prometheus metrics at GET /metrics; off unless set. The same address as --health-listen: one listener serves both',
   },
   { name: 'version', type: 'boolean', description: 'print the version and exit' },
   COMMON_OPTIONS.help,
