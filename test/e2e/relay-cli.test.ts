@@ -193,12 +193,6 @@ t.test('stray arguments are refused by every command, with one line', async (t) 
     [RELAY_CLI, ['token', 'create', 'extra', '--sub', 'a'], 'unexpected argument "extra" (see --help)'],
     [RELAY_CLI, ['token', '--help', 'extra'], 'unexpected argument "extra" (see --help)'],
     [RELAY_CLI, ['token', 'list'], 'unknown token command "list"; try: burrow-relay token create --help'],
-    // Nothing routes public TCP ports: a token cannot promise them.
-    [
-      RELAY_CLI,
-      ['token', 'create', '--sub', 'a', '--ports', '5432'],
-      "Unknown option '--ports' (see --help)",
-    ],
     [RELAY_CLI, ['--version', 'extra'], 'unexpected argument "extra" (see --help)'],
     [AGENT_CLI, ['extra', '--relay', 'ws://127.0.0.1:1'], 'unexpected argument "extra" (see --help)'],
     [
