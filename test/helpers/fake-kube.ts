@@ -137,6 +137,36 @@ export class FakeKube extends EventEmitter {
     this.#history.length = 0;
   }
 
+  /**
+   * As after a restore of etcd from an older backup: the resourceVersion
+   * counter goes back to `rv`, history is gone, and the Services become
+   * `services`, with no watch event. A watch resuming from a resourceVersion
+   * past `rv` is then answered 504 "Too large resource version", as the API
+   * server answers one its cache has not reached.
+   */
+  restore(rv: number, services: Obj[]): void {
+    this.#rv = rv;
+    this.#history.length = 0;
+    this.#compactedBefore = 0;
+    const c = this.#collections.get('services')!;
+    c.objects.clear();
+    for (const svc of services) {
+      const ns = svc.metadata.namespace ?? 'default';
+      const key = `${ns}/${svc.metadata.name}`;
+      c.objects.set(key, {
+        apiVersion: c.apiVersion,
+        kind: c.kind,
+        ...structuredClone(svc),
+        metadata: {
+          uid: `uid-${key}`,
+          ...structuredClone(svc.metadata),
+          namespace: ns,
+          resourceVersion: String(rv),
+        },
+      });
+    }
+  }
+
   /** Ends every open watch stream (as an apiserver restart or a load balancer would). */
   dropWatches(): void {
     for (const w of this.#watches) w.res.end();
@@ -151,6 +181,11 @@ export class FakeKube extends EventEmitter {
       w.res.end();
     }
     this.#watches.clear();
+  }
+
+  /** The latest resourceVersion handed out. */
+  get resourceVersion(): number {
+    return this.#rv;
   }
 
   get openWatches(): number {
@@ -353,6 +388,13 @@ export class FakeKube extends EventEmitter {
     const from = Number(url.searchParams.get('resourceVersion') || '0');
     if (from && from < this.#compactedBefore) {
       return send(res, 410, status(410, `too old resource version: ${from} (${this.#compactedBefore})`));
+    }
+    if (from > this.#rv) {
+      return send(res, 504, {
+        ...status(504, `Too large resource version: ${from}, current: ${this.#rv}`),
+        reason: 'Timeout',
+        details: { causes: [{ reason: 'ResourceVersionTooLarge', message: 'Too large resource version' }] },
+      });
     }
     res.writeHead(200, { 'content-type': 'application/json', 'transfer-encoding': 'chunked' });
     res.flushHeaders();

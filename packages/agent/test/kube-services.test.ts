@@ -404,3 +404,54 @@ t.test('a watch the API server keeps failing with an ERROR event backs off and s
   await changed;
   t.ok(watch.routes().some((r) => r.id === 'k8s:default/api'));
 });
+
+t.test('a watch refused for a resourceVersion the API server has not reached relists', async (t) => {
+  const kube = await fakeKube(t);
+  const web = service('web', { 'burrow.dev/hostname': 'web.example.com' });
+  kube.upsertService(web);
+  kube.upsertService(service('api', { 'burrow.dev/hostname': 'api.example.com' }));
+  const watch = await startWatch(t, kube, { backoff: { base: 10, cap: 100 } });
+  t.same(
+    watch
+      .routes()
+      .map((r) => r.id)
+      .sort(),
+    ['k8s:default/api', 'k8s:default/web'],
+  );
+
+  // etcd restored from a backup that predates api: resuming from where the watch was can only
+  // be answered "too large"; a fresh list shows what the cluster holds now.
+  kube.restore(50, [web]);
+  const changed = once(watch, 'change');
+  kube.dropWatches();
+  await changed;
+  t.same(
+    watch.routes().map((r) => r.id),
+    ['k8s:default/web'],
+    'the Service the restored cluster no longer has is gone',
+  );
+});
+
+t.test('an ERROR event saying the resourceVersion is too large relists as well', async (t) => {
+  const kube = await fakeKube(t);
+  const web = service('web', { 'burrow.dev/hostname': 'web.example.com' });
+  kube.upsertService(web);
+  kube.upsertService(service('api', { 'burrow.dev/hostname': 'api.example.com' }));
+  const watch = await startWatch(t, kube, { backoff: { base: 10, cap: 100 } });
+  // A server behind a load balancer that has not caught up: the watch opens, then the error comes
+  // as an event. Only a fresh list shows that api is gone (the restore sends no event).
+  kube.restore(kube.resourceVersion, [web]);
+  kube.watchError = {
+    code: 504,
+    reason: 'Timeout',
+    message: 'Too large resource version: 103, current: 102',
+  };
+  const changed = once(watch, 'change');
+  kube.dropWatches();
+  await changed;
+  kube.watchError = undefined;
+  t.same(
+    watch.routes().map((r) => r.id),
+    ['k8s:default/web'],
+  );
+});

@@ -349,9 +349,19 @@ class SettledWatch extends Watch {
     done: (err: unknown) => void,
   ): Promise<AbortController> {
     let finished = false;
+    // How an informer is told its resourceVersion is no use: the event a 410 Gone arrives as. It
+    // then lists afresh before its next watch instead of resuming from there.
+    const relistNext = (message: string) =>
+      callback('ERROR', { kind: 'Status', code: 410, reason: 'Expired', message });
     const doneOnce = (err: unknown) => {
       if (finished) return;
       finished = true;
+      // 504 on a watch: the API server has not reached the resourceVersion asked for ("too large
+      // resource version": etcd restored from a backup, or a lagging server behind a load
+      // balancer). Resuming from it would meet the same answer for ever; client-go relists, and so
+      // does this. A 504 from a proxy in between costs one list more.
+      if ((err as { statusCode?: number } | null)?.statusCode === 504)
+        relistNext('the API server has not reached this resourceVersion');
       done(err);
     };
     // An ERROR event other than 410 (which the informer answers with a relist) ends the watch as
