@@ -3,7 +3,7 @@
 // server with the real client.
 import { once } from 'node:events';
 import type { RouteResult } from '@burrow/shared';
-import { CoordinationV1Api, KubeConfig } from '@kubernetes/client-node';
+import { CoordinationV1Api, KubeConfig, V1MicroTime } from '@kubernetes/client-node';
 import t, { type Test } from 'tap';
 import { type FakeKube, fakeKube } from '../../../test/helpers/fake-kube.js';
 import { startAgent } from '../src/agent.js';
@@ -403,3 +403,52 @@ t.test('a replica that stops hands the write-back Lease over at once', async (t)
   t.equal(await c.tryOnce(), true, 'once the holder stops, the next replica takes it without waiting');
   t.equal(kube.leases()[0]?.['spec']?.holderIdentity, 'agent-2');
 });
+
+t.test(
+  'a holder whose clock is behind keeps the Lease while it renews; one that stops loses it',
+  async (t) => {
+    const kube = await fakeKube(t);
+    const kc = new KubeConfig();
+    kc.loadFromString(kube.kubeconfig());
+    const api = kc.makeApiClient(CoordinationV1Api);
+    const hourAgo = new V1MicroTime(Date.now() - 3_600_000);
+    await api.createNamespacedLease({
+      namespace: 'default',
+      body: {
+        metadata: { name: 'burrow-agent-writer', namespace: 'default' },
+        spec: {
+          holderIdentity: 'agent-0',
+          leaseDurationSeconds: 1,
+          renewTime: hourAgo,
+          acquireTime: hourAgo,
+        },
+      },
+    });
+    // The Lease's own duration (1 s) decides when its holder is gone.
+    const elector = () => {
+      const e = new LeaseElector(api, {
+        namespace: 'default',
+        name: 'burrow-agent-writer',
+        identity: 'agent-1',
+        renewInterval: 20,
+        logger: memoryLogger().logger,
+      });
+      t.teardown(() => e.stop());
+      return e;
+    };
+    t.equal(
+      await elector().tryOnce(),
+      false,
+      "a renewTime an hour old, by the holder's clock, is not taken for gone",
+    );
+    const holder = kube.leases()[0]!;
+    t.equal(holder['spec'].holderIdentity, 'agent-0');
+
+    // The holder stops renewing: after a lease duration of this replica's own time, it is gone.
+    const e = elector();
+    const taken = once(e, 'change');
+    e.start();
+    t.same(await taken, [true], 'taken over once nothing changed for a whole lease duration');
+    t.equal(kube.leases()[0]?.['spec']?.holderIdentity, 'agent-1');
+  },
+);

@@ -36,6 +36,13 @@ export class LeaseElector extends EventEmitter<{ change: [leader: boolean] }> {
   #stopped = true;
   /** Renewals in a row that failed with something other than a lost race. */
   #failures = 0;
+  /**
+   * The Lease as last read (its resourceVersion) and when, on this process's
+   * monotonic clock. Expiry counts from when this replica saw the record
+   * change, never from the renewTime the holder wrote with its own clock: a
+   * holder whose clock is behind would otherwise look expired while it renews.
+   */
+  #observed = { version: '', at: 0 };
 
   constructor(api: CoordinationV1Api, options: LeaseOptions) {
     super();
@@ -123,9 +130,12 @@ export class LeaseElector extends EventEmitter<{ change: [leader: boolean] }> {
         return this.#set(true);
       }
       const holder = lease.spec?.holderIdentity;
-      const renewed = lease.spec?.renewTime ? new Date(lease.spec.renewTime).getTime() : 0;
+      const version = `${lease.metadata?.resourceVersion ?? ''} ${holder ?? ''}`;
+      if (version !== this.#observed.version) this.#observed = { version, at: performance.now() };
       const duration = (lease.spec?.leaseDurationSeconds ?? 15) * 1000;
-      const expired = renewed + duration < now.getTime();
+      // As client-go: a holder that stopped renewing is gone once a whole lease duration has
+      // passed here without a change, whatever the clocks say.
+      const expired = performance.now() - this.#observed.at > duration;
       if (holder && holder !== identity && !expired) {
         this.#answered();
         return this.#set(false);
