@@ -4,6 +4,8 @@
 // `npm run bench` calls this.
 //
 //   bulk             1 GiB down and up, 1 and 16 streams: direct, burrow, ssh -R
+//   tcp              raw TCP through a public TCP port of the relay: bulk both ways and
+//                    64-byte ping-pong, beside direct and ssh -R
 //   requests         small requests, keep-alive at 1/16/128 connections and a
 //                    new connection per request (wrk)
 //   reference-proxy  a plain Node reverse proxy (no tunnel) vs direct: what Node's
@@ -40,6 +42,7 @@ import { envInt, envList } from './lib/report.mjs';
 
 const SCENARIOS = [
   'bulk',
+  'tcp',
   'requests',
   'reference-proxy',
   'ceiling',

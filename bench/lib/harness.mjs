@@ -5,7 +5,7 @@
 import { appendFileSync } from 'node:fs';
 import { resolve } from 'node:path';
 import { envInt, envList, fmt, median, printTable } from './report.mjs';
-import { sshUnavailable, startSshTunnel } from './ssh.mjs';
+import { freePort, sshUnavailable, startSshTunnel } from './ssh.mjs';
 import { makeToken, pin, pinLoadGenerator, startStack } from './stack-control.mjs';
 
 export const ALL_SIDES = ['direct', 'burrow', 'ssh'];
@@ -66,10 +66,15 @@ export function timeLimit(seconds, name) {
  */
 export async function setupPaths(shared, cfg, stackOptions = {}) {
   const { cpuCount, pinned, stackCpus } = pinLoadGenerator(cfg.pin);
-  const { token, verifyPem } = await makeToken(shared);
+  // `raw`: the paths carry raw TCP (bench/tcp.mjs) to the backend's TCP server, through a public
+  // TCP port of the relay, instead of HTTP.
+  const { raw, ...rest } = stackOptions;
+  const tcpPort = raw ? await freePort() : undefined;
+  const { token, verifyPem } = await makeToken(shared, tcpPort ? [tcpPort] : []);
   const stack = await startStack({
     topology: 'apart',
-    ...stackOptions,
+    ...rest,
+    ...(tcpPort ? { tcpPort } : {}),
     token,
     verifyPem,
     profDir: cfg.profDir,
@@ -85,12 +90,14 @@ export async function setupPaths(shared, cfg, stackOptions = {}) {
       console.error(`ssh comparison left out: ${why}`);
       cfg.sides = cfg.sides.filter((s) => s !== 'ssh');
     } else {
-      ssh = await startSshTunnel(stack.backendPort);
+      ssh = await startSshTunnel(raw ? stack.tcpBackendPort : stack.backendPort);
       cleanups.push(() => ssh.kill());
       if (pinned) for (const pid of ssh.pids()) pin(pid, stackCpus, true);
     }
   }
-  const ports = { direct: stack.backendPort, burrow: stack.relayHttpPort, ssh: ssh?.port };
+  const ports = raw
+    ? { direct: stack.tcpBackendPort, burrow: stack.relayTcpPort, ssh: ssh?.port }
+    : { direct: stack.backendPort, burrow: stack.relayHttpPort, ssh: ssh?.port };
   const placement = pinned
     ? `load generator on CPU 0; relay, agent, backend, sshd and ssh on CPU ${stackCpus} (taskset)`
     : `not pinned (${cpuCount} CPUs, the scheduler places processes)`;

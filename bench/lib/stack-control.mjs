@@ -125,6 +125,8 @@ class StackProcess {
  *   token, verifyPem     the agent's token and the relay's verify key (see makeToken)
  *   connections          agent tunnel connections (default 2)
  *   session              multiplexer settings for both relay and agent
+ *   tcpPort              a public TCP port the relay offers and the agent serves, to the raw
+ *                        TCP backend (the token must list it: makeToken)
  *   profDir              write V8 CPU profiles of the stack processes there
  *   cpus                 taskset CPU list for the stack processes' main threads
  */
@@ -148,14 +150,19 @@ export async function startStack(opts) {
   const holder = (role) => procs.find((p) => p.roles.includes(role));
   const start = (role, msg = {}) => holder(role).ask({ type: 'start', role, ...msg }, 'started');
 
-  const { backendPort } = await start('backend');
-  const relayMsg = { verifyPem: opts.verifyPem, ...(opts.session ? { session: opts.session } : {}) };
+  const { backendPort, tcpBackendPort } = await start('backend');
+  const relayMsg = {
+    verifyPem: opts.verifyPem,
+    ...(opts.tcpPort ? { tcpPort: opts.tcpPort } : {}),
+    ...(opts.session ? { session: opts.session } : {}),
+  };
   const { relayHttpPort, relayTunnelPort } = await start('relay', relayMsg);
   const agentMsg = {
     relayTunnelPort,
     token: opts.token,
     hostname: HOSTNAME,
     backendUrl: `http://${HOST}:${backendPort}`,
+    ...(opts.tcpPort ? { tcpPort: opts.tcpPort, tcpBackendUrl: `tcp://${HOST}:${tcpBackendPort}` } : {}),
     ...(opts.connections ? { connections: opts.connections } : {}),
     ...(opts.session ? { session: opts.session } : {}),
   };
@@ -164,6 +171,8 @@ export async function startStack(opts) {
   let usageId = 0;
   const stack = {
     backendPort,
+    tcpBackendPort,
+    relayTcpPort: opts.tcpPort,
     relayHttpPort,
     relayTunnelPort,
     connections,
@@ -246,12 +255,13 @@ export async function startBackend({ host, port, prefix } = {}) {
   return { proc: p.proc, backendPort };
 }
 
-/** A signing key pair and an agent token for HOSTNAME and its subdomains. */
-export async function makeToken(shared) {
+/** A signing key pair and an agent token for HOSTNAME and its subdomains, and `ports`. */
+export async function makeToken(shared, ports = []) {
   const pair = await shared.generateSigningKeyPair();
   const token = await shared.createAgentToken(await shared.loadSigningKey(pair.privatePem), {
     sub: 'bench',
     hosts: [HOSTNAME, `*.${HOSTNAME}`],
+    ...(ports.length ? { ports } : {}),
     ttl: 3_600_000,
   });
   return { token, verifyPem: pair.publicPem };

@@ -6,13 +6,16 @@
 // relay). The parent decides which roles live together (its topology).
 //
 // Messages from the parent:
-//   { type: 'start', role: 'backend', host?, port? }        → { backendPort }
+//   { type: 'start', role: 'backend', host?, port? }        → { backendPort, tcpBackendPort }
 //                        (127.0.0.1 and a free port unless given; started alone,
-//                        without relay and agent, by startBackend in stack-control.mjs)
-//   { type: 'start', role: 'relay', verifyPem, httpPort?, tunnelPort?, session? }
+//                        without relay and agent, by startBackend in stack-control.mjs;
+//                        tcpBackendPort: the raw TCP backend, see startTcpBackend)
+//   { type: 'start', role: 'relay', verifyPem, httpPort?, tunnelPort?, tcpPort?, session? }
 //                                                            → { relayHttpPort, relayTunnelPort }
-//   { type: 'start', role: 'agent', relayTunnelPort, token, hostname, backendUrl, connections?, session? }
-//                                                            → { connections }
+//                        (tcpPort: a public TCP port the relay offers, --tcp-ports)
+//   { type: 'start', role: 'agent', relayTunnelPort, token, hostname, backendUrl, tcpPort?,
+//     tcpBackendUrl?, connections?, session? }              → { connections }
+//                        (tcpPort with tcpBackendUrl: a tcp:// route on that public port)
 //   { type: 'announce', id, hostname }  adds a route for `hostname` to the agent's set
 //                      → { type: 'announced', id, at, acked }: monotonic ns when the set changed and
 //                        when the relay accepted the name (process.hrtime.bigint(), one clock system-wide)
@@ -26,6 +29,7 @@
 import { once } from 'node:events';
 import { readFileSync } from 'node:fs';
 import { createServer } from 'node:http';
+import { createServer as createTcpServer } from 'node:net';
 import { writeHeapSnapshot } from 'node:v8';
 import { createLogger, loadVerifyKey } from '@burrow/shared';
 import { WebSocketServer } from 'ws';
@@ -103,7 +107,58 @@ function startBackend(msg) {
         server.closeAllConnections();
       }),
   );
-  return once(server, 'listening').then(() => ({ backendPort: server.address().port }));
+  const tcp = startTcpBackend(msg.host ?? HOST);
+  return Promise.all([once(server, 'listening'), tcp.listening]).then(() => ({
+    backendPort: server.address().port,
+    tcpBackendPort: tcp.server.address().port,
+  }));
+}
+
+/**
+ * The raw TCP backend (bench/tcp.mjs): the first line of a connection says
+ * what it wants. `D N`: N bytes come back, then the end. `U`: everything after
+ * the line until the client's FIN is counted, and the count comes back, then
+ * the end. `E`: every byte after the line is echoed.
+ */
+function startTcpBackend(host) {
+  const server = createTcpServer({ allowHalfOpen: true }, (socket) => {
+    socket.on('error', () => {});
+    let head = Buffer.alloc(0);
+    const onHead = (chunk) => {
+      head = Buffer.concat([head, chunk]);
+      const nl = head.indexOf(10);
+      if (nl === -1) return;
+      socket.off('data', onHead);
+      const [mode, size] = head.subarray(0, nl).toString('latin1').split(' ');
+      const rest = head.subarray(nl + 1);
+      if (mode === 'D') writeBulk(socket, Number(size));
+      else if (mode === 'U') {
+        let n = rest.length;
+        socket.on('data', (c) => {
+          n += c.length;
+        });
+        socket.on('end', () => socket.end(String(n)));
+      } else if (mode === 'E') {
+        if (rest.length) socket.write(rest);
+        socket.pipe(socket);
+      } else socket.destroy();
+    };
+    socket.on('data', onHead);
+  });
+  const connections = new Set();
+  server.on('connection', (c) => {
+    connections.add(c);
+    c.on('close', () => connections.delete(c));
+  });
+  server.listen(0, host);
+  closers.push(
+    () =>
+      new Promise((resolve) => {
+        server.close(() => resolve());
+        for (const c of connections) c.destroy();
+      }),
+  );
+  return { server, listening: once(server, 'listening') };
 }
 
 function writeBulk(res, size) {
@@ -137,6 +192,7 @@ async function startRelayRole(msg) {
     verifyKeys: [await loadVerifyKey(msg.verifyPem)],
     logger: logger.child({ component: 'relay' }),
     drainTimeout: 2_000,
+    ...(msg.tcpPort ? { tcp: { host: HOST, ports: [msg.tcpPort] } } : {}),
     ...(msg.session ? { session: msg.session } : {}),
   });
   relayRef = relay;
@@ -147,7 +203,12 @@ async function startRelayRole(msg) {
 async function startAgentRole(msg) {
   const { StaticRouteSource, startAgent } = await import('@burrow/agent');
   const connections = msg.connections ?? CONNECTIONS;
-  routeSource = new StaticRouteSource([{ id: 'bench', hostnames: [msg.hostname], target: msg.backendUrl }]);
+  routeSource = new StaticRouteSource([
+    { id: 'bench', hostnames: [msg.hostname], target: msg.backendUrl },
+    ...(msg.tcpPort
+      ? [{ id: 'bench-tcp', hostnames: [], ports: [msg.tcpPort], target: msg.tcpBackendUrl }]
+      : []),
+  ]);
   const agent = startAgent({
     relayUrl: `ws://${HOST}:${msg.relayTunnelPort}`,
     token: msg.token,
