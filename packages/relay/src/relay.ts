@@ -417,6 +417,7 @@ export async function startRelay(options: RelayOptions): Promise<Relay> {
         const deadline = setTimeout(() => {
           httpServer.closeAllConnections();
           front?.destroyAll();
+          tcp?.destroyAll();
           endpoint.destroyAll();
         }, drainTimeout + 1_000);
         deadline.unref();

@@ -14,7 +14,7 @@ export interface TcpListenersOptions {
   maxConnections?: number | undefined;
   /** Each connection closed for the limit. */
   onDrop?: () => void;
-  /** False once the relay drains: new connections are closed. */
+  /** True once the relay drains: new connections are closed. */
   draining: () => boolean;
 }
 
@@ -27,7 +27,8 @@ export interface TcpListenersOptions {
 export class TcpListeners {
   readonly #opts: TcpListenersOptions;
   readonly #servers: Server[] = [];
-  #open = 0;
+  /** Client connections held now: counted against maxConnections, destroyed when a drain runs out. */
+  readonly #sockets = new Set<Socket>();
 
   constructor(opts: TcpListenersOptions) {
     this.#opts = opts;
@@ -51,6 +52,11 @@ export class TcpListeners {
     }
   }
 
+  /** Destroys every client connection (the drain deadline passed). */
+  destroyAll(): void {
+    for (const socket of this.#sockets) socket.destroy();
+  }
+
   /** Stops accepting; resolves once every connection has ended. */
   stopAccepting(): Promise<void> {
     return Promise.all(
@@ -60,13 +66,13 @@ export class TcpListeners {
 
   #accept(port: number, socket: Socket): void {
     const { logger, table, maxConnections } = this.#opts;
-    if (maxConnections !== undefined && this.#open >= maxConnections) {
+    if (maxConnections !== undefined && this.#sockets.size >= maxConnections) {
       this.#opts.onDrop?.();
       socket.destroy();
       return;
     }
-    this.#open++;
-    socket.once('close', () => this.#open--);
+    this.#sockets.add(socket);
+    socket.once('close', () => this.#sockets.delete(socket));
     const found = this.#opts.draining() ? undefined : table.lookup(port);
     const refuse = (reason: string) => {
       logger.info({ port, client: clientIp(socket.remoteAddress), reason }, 'tcp connection refused');

@@ -3,6 +3,12 @@ import { type Logger, Reason, resetConnection, type Stream, splice } from '@burr
 import type { AgentConnection } from '../tunnel/agent-connection.js';
 import { clientIp } from './forward.js';
 
+/**
+ * How long a client connection whose stream has ended may take to read what
+ * is left for it, ms. One that reads nothing is let go after that.
+ */
+const FLUSH_TIMEOUT = 60_000;
+
 /** Where a raw connection came in: a TLS connection by its SNI name, or a public TCP port. */
 export type RawEntry = { serverName: string } | { port: number };
 
@@ -44,6 +50,8 @@ export function forwardRaw(
   let failure: string | undefined;
   // The client may half-close (a TLS close_notify sent, or a TCP FIN, the answer still coming).
   socket.allowHalfOpen = true;
+  // Bytes go on as they come: a chatty protocol's small writes are not held back (Nagle).
+  socket.setNoDelay(true);
   socket.on('error', (err: NodeJS.ErrnoException) => {
     failure ??= `client: ${err.code ?? err.message}`;
     if (!stream.destroyed) stream.reset(Reason.Cancel, 'client connection failed');
@@ -73,7 +81,10 @@ export function forwardRaw(
       },
       what,
     );
-    if (!socket.destroyed && socket.writableFinished) socket.destroy();
+    if (socket.destroyed) return;
+    if (socket.writableFinished) socket.destroy();
+    // The rest is still on its way to a client that may never read it: it gets a while, not for ever.
+    else socket.setTimeout(FLUSH_TIMEOUT, () => socket.destroy());
   });
   if (first) stream.write(first);
   splice(socket, stream);
