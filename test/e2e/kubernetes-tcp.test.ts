@@ -68,6 +68,7 @@ t.test(
 
     await kubeAgent(t, kube, tunnelUrl(relay), {
       token: await tokenFor('cluster-1', ['*.example.com'], undefined, [pgPort, other]),
+      holds: true,
     });
 
     const annotation = (name: string, key: string) =>
@@ -94,6 +95,26 @@ t.test(
       await untilKube(kube, () => annotation('wrong-protocol', 'burrow.dev/error')),
       /carries bytes as they are; remove "http"/,
     );
+
+    // A Service created later cannot take the port, whatever its name sorts as: clients of a
+    // database must not be sent to whoever adds a Service asking for its port.
+    const newcomer = await lineServer(t, '127.0.0.7', 'newcomer');
+    kube.upsertService(service('aaa', '127.0.0.7', newcomer, { 'burrow.dev/tcp-port': String(pgPort) }));
+    t.match(
+      await untilKube(kube, () => annotation('aaa', 'burrow.dev/error')),
+      new RegExp(`port ${pgPort} is already in route "k8s:default/pg"`),
+    );
+    t.equal(
+      await ask(pgPort, 'select 3\n'),
+      'pg: select 3\n',
+      'the port still reaches the Service that had it',
+    );
+    t.match(
+      annotation('pg', 'burrow.dev/holds'),
+      new RegExp(`^tcp:${pgPort};\\d+;`),
+      'the holder records the port, so every replica keeps it there',
+    );
+    kube.deleteService('default', 'aaa');
 
     // The first one goes: the copy takes the port over.
     kube.deleteService('default', 'pg');

@@ -569,11 +569,15 @@ export async function kubeAgent(
     identity?: string;
     /** Default: subject cluster-1, hosts *.example.com. */
     token?: string;
+    /** Write and read `burrow.dev/holds` records, keyed by the token, as the CLI does. */
+    holds?: boolean;
   } = {},
 ) {
   const kc = new KubeConfig();
   kc.loadFromString(kube.kubeconfig());
+  const token = opts.token ?? (await tokenFor('cluster-1', ['*.example.com']));
   const k = await startKubernetes({
+    ...(opts.holds ? { token } : {}),
     kubeConfig: kc,
     logger: testLogger('kube'),
     backoff: { base: 10, cap: 100 },
@@ -588,7 +592,7 @@ export async function kubeAgent(
   });
   const agent = startAgent({
     relayUrl,
-    token: opts.token ?? (await tokenFor('cluster-1', ['*.example.com'])),
+    token,
     routes: k.source,
     connections: 2,
     logger: testLogger('agent'),

@@ -27,8 +27,10 @@ import {
 } from './routes/source.js';
 import {
   checkRoute,
+  claimedNames,
   isTcp,
   normalizeRoute,
+  portName,
   toAnnounced,
   toAnnouncedPorts,
   validateRoutes,
@@ -271,7 +273,8 @@ class AgentImpl extends EventEmitter<AgentEvents> implements Agent {
 
   /** Takes a new route set: keeps the valid routes, re-announces on every connection. */
   #apply(offered: readonly Route[]): void {
-    const asked = new Set(offered.flatMap((r) => r.hostnames.map((h) => `${r.id} ${h}`)));
+    // Names here are hostnames and public TCP ports (`tcp:PORT`): both are held the same way.
+    const asked = new Set(offered.flatMap((r) => claimedNames(r).map((h) => `${r.id} ${h}`)));
     const held = new Map<string, string>();
     // A name goes where the source's record says (Services' burrow.dev/holds), so that every
     // replica decides alike: one that started later, or one that gave a name away while it could
@@ -283,7 +286,7 @@ class AgentImpl extends EventEmitter<AgentEvents> implements Agent {
     // route asking for it (a new one, or an older one edited to add it) is refused, whatever the
     // source's order.
     for (const r of this.#routes.values()) {
-      for (const h of r.hostnames) if (!held.has(h) && asked.has(`${r.id} ${h}`)) held.set(h, r.id);
+      for (const h of claimedNames(r)) if (!held.has(h) && asked.has(`${r.id} ${h}`)) held.set(h, r.id);
     }
     // Routes that hold names go first, so they also keep their places under the announcement limits.
     const routes = [
@@ -325,18 +328,12 @@ class AgentImpl extends EventEmitter<AgentEvents> implements Agent {
     let announcedBytes = 0;
     /** Hostname → the id of the route that has it. */
     const hostnames = new Map<string, string>();
-    /** Public TCP ports announced so far (for the announcement's limit). */
+    /** Public TCP port → the id of the route that has it. */
     const ports = new Map<number, string>();
-    // Two routes asking for one port: the lower id has it, whatever the order or history, so
-    // every replica announces the same route for it (a Service's id is its namespace/name).
-    const portOwner = new Map<number, string>();
-    for (const route of routes) {
-      if (!route.ports?.length || checkRoute(route)) continue;
-      for (const p of route.ports) {
-        const owner = portOwner.get(p);
-        if (owner === undefined || route.id < owner) portOwner.set(p, route.id);
-      }
-    }
+    const portHolder = (p: number, id: string) => {
+      const holder = ports.get(p) ?? held.get(portName(p));
+      return holder === id ? undefined : holder;
+    };
     const holderOf = (h: string, id: string) => {
       const holder = hostnames.get(h) ?? held.get(h);
       return holder === id ? undefined : holder;
@@ -344,7 +341,7 @@ class AgentImpl extends EventEmitter<AgentEvents> implements Agent {
     for (const route of routes) {
       const problem = checkRoute(route);
       const taken = problem ? undefined : route.hostnames.find((h) => holderOf(h, route.id) !== undefined);
-      const takenPort = problem ? undefined : route.ports?.find((p) => portOwner.get(p) !== route.id);
+      const takenPort = problem ? undefined : route.ports?.find((p) => portHolder(p, route.id) !== undefined);
       const why = problem
         ? `${problem[0]}: ${problem[1]}`
         : next.has(route.id)
@@ -352,7 +349,7 @@ class AgentImpl extends EventEmitter<AgentEvents> implements Agent {
           : taken
             ? `hostname "${taken}" is already in route "${holderOf(taken, route.id)}"`
             : takenPort !== undefined
-              ? `port ${takenPort} is already in route "${portOwner.get(takenPort)}"`
+              ? `port ${takenPort} is already in route "${portHolder(takenPort, route.id)}"`
               : '';
       const size = why ? 0 : announcedSize(route);
       const reason =

@@ -1,5 +1,6 @@
 import { EventEmitter } from 'node:events';
 import type { Route, RouteSource, RouteSourceEvents } from '../routes/source.js';
+import { claimedNames } from '../routes/validate.js';
 import { ANNOTATION, type ServiceRoute } from './annotations.js';
 import { verifiedHolds } from './holds.js';
 import type { ServiceWatch } from './services.js';
@@ -40,7 +41,7 @@ export class KubernetesRouteSource extends EventEmitter<RouteSourceEvents> imple
   }
 
   /**
-   * Hostname → the route whose Service holds it by a verified record. Where
+   * Hostname (or `tcp:PORT`) → the route whose Service holds it by a verified record. Where
    * two Services' records claim a name, the newer record has it: the older
    * one was left on a Service that has since lost the name (not yet cleared,
    * or put back by a tenant who kept it). Two as old as each other leave it to
@@ -59,8 +60,9 @@ export class KubernetesRouteSource extends EventEmitter<RouteSourceEvents> imple
         route.id,
         service.metadata?.annotations?.[ANNOTATION.holds],
       );
+      const claimed = claimedNames(route);
       for (const h of names) {
-        if (!route.hostnames.includes(h)) continue;
+        if (!claimed.includes(h)) continue;
         const other = out.get(h);
         if (other && other.id !== route.id && other.since === since) tied.add(h);
         else if (!other || since > other.since) {

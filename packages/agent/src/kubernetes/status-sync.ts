@@ -1,4 +1,5 @@
 import type { Logger, PortResult, RouteResult } from '@burrow/shared';
+import { portName } from '../routes/validate.js';
 import { Backoff } from '../tunnel/backoff.js';
 import { ANNOTATION } from './annotations.js';
 import { holdsRecord } from './holds.js';
@@ -132,9 +133,15 @@ export class StatusSync {
           const ports = route.ports;
           const answered = portResults.filter((r) => r.id === route.id);
           // As for names: no verdict yet for every port, nothing is written.
-          written = ports.every((p) => answered.some((r) => r.port === p))
-            ? await this.#writer.apply(service, desiredForPorts(ports, answered))
-            : true;
+          if (ports.every((p) => answered.some((r) => r.port === p))) {
+            const desired = desiredForPorts(ports, answered);
+            const held = answered.filter((r) => r.status === 'active').map((r) => portName(r.port));
+            if (key && held.length > 0) {
+              const current = service.metadata?.annotations?.[ANNOTATION.holds];
+              desired.holds = holdsRecord(key, route.id, held, Date.now(), current);
+            }
+            written = await this.#writer.apply(service, desired);
+          } else written = true;
         } else if (!route.hostnames.every((h) => mine.some((r) => r.hostname.toLowerCase() === h))) {
           // No verdict from the relay yet for every name (not connected, or the
           // announcement is in flight): leave what is there rather than guess.

@@ -16,7 +16,7 @@ import { ConfigError, checkHostPattern, parseCidr, parseUserYaml, readOptionFile
 import { z } from 'zod';
 import type { Route } from './source.js';
 import { STATIC_ID_PREFIX, tcpRouteId } from './static.js';
-import { checkTarget, routeIdFor, TCP_SCHEME } from './validate.js';
+import { checkTarget, isTcp, routeIdFor } from './validate.js';
 
 const hostname = z.string().superRefine((h, ctx) => {
   const problem = checkHostPattern(h);
@@ -58,7 +58,7 @@ const routeSchema = z
   })
   // A tcp:// route is reached by its ports, any other by its hostnames.
   .superRefine((r, ctx) => {
-    const tcp = r.target.startsWith(TCP_SCHEME);
+    const tcp = isTcp(r);
     const need = tcp ? 'ports' : 'hostnames';
     const other = tcp ? 'hostnames' : 'ports';
     const list = r[need];

@@ -40,9 +40,19 @@ export const TCP_SCHEME = 'tcp:';
 /** Most public ports one route claims. */
 export const MAX_ROUTE_PORTS = 16;
 
-/** True when a route carries connections to public TCP ports. */
+/** True when a route carries connections to public TCP ports (the scheme in any case, as URLs take it). */
 export function isTcp(route: Pick<Route, 'target'>): boolean {
-  return route.target.startsWith(TCP_SCHEME);
+  return /^tcp:/i.test(route.target);
+}
+
+/** How a public TCP port is named where ports and hostnames are held alike: `tcp:PORT` (never a hostname). */
+export function portName(port: number): string {
+  return `tcp:${port}`;
+}
+
+/** What a route claims at the relay: its hostnames and its ports, as names. */
+export function claimedNames(route: Pick<Route, 'hostnames' | 'ports'>): string[] {
+  return route.ports?.length ? [...route.hostnames, ...route.ports.map(portName)] : route.hostnames;
 }
 
 /** True when the relay opens raw byte streams (`tcp`) for the route: TLS passthrough and TCP ports. */
