@@ -8,7 +8,8 @@ import { memoryLogger } from '../../packages/agent/test/helpers/log.js';
 import { testAgent } from '../helpers/agent.js';
 import { metricValue } from '../helpers/metrics.js';
 import { freePort, tcpBackend } from '../helpers/net.js';
-import { type Teardownable, testRelay } from '../helpers/relay.js';
+import { type Teardownable, testRelay, tokenFor, tunnelUrl } from '../helpers/relay.js';
+import { RogueAgent } from '../helpers/rogue-agent.js';
 
 const ADMIN_TOKEN = 'admin-token-0123456789abcdef';
 
@@ -232,4 +233,27 @@ t.test('the TCP ports share one connection limit: over it, connections are close
   const reply = readAll(held);
   held.end();
   t.match((await reply).data.toString(), /^2 [0-9a-f]{64}$/, 'the held connection is served to its end');
+});
+
+t.test('a port announced twice is refused once; the rest of the announcement stands', async (t) => {
+  const port = await freePort();
+  const relay = await testRelay(t, { tcp: { host: '127.0.0.1', ports: [port] } });
+  const rogue = await RogueAgent.connect(
+    t,
+    tunnelUrl(relay),
+    await tokenFor('twice', ['web.twice.test'], undefined, [port]),
+  );
+  const result = await rogue.announce(
+    [{ id: 'web', hostnames: ['web.twice.test'] }],
+    [
+      { id: 'first', port },
+      { id: 'second', port },
+    ],
+  );
+  t.match(result.routes, [{ status: 'active' }], 'the hostname route is served');
+  t.match(result.ports, [
+    { id: 'first', port, status: 'active' },
+    { id: 'second', port, status: 'refused', error: `port ${port} is announced twice` },
+  ]);
+  t.ok(await rogue.alive(), 'the tunnel stays up');
 });

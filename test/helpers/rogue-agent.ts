@@ -5,6 +5,7 @@
  */
 import { EventEmitter, once } from 'node:events';
 import {
+  type AnnouncedPort,
   type AnnouncedRoute,
   decodeFrame,
   encodeFrame,
@@ -14,6 +15,7 @@ import {
   type Frame,
   FrameType,
   type Hello,
+  type PortResult,
   TUNNEL_PATH,
   TUNNEL_SUBPROTOCOL,
 } from '@burrow/shared';
@@ -92,10 +94,13 @@ export class RogueAgent extends EventEmitter<{ frame: [Frame] }> {
   }
 
   /** Opens the control stream (id 1) and announces `routes`; resolves with the relay's announce-result. */
-  async announce(routes: AnnouncedRoute[]): Promise<{ type: string; routes: Array<{ status: string }> }> {
+  async announce(
+    routes: AnnouncedRoute[],
+    ports?: AnnouncedPort[],
+  ): Promise<{ type: string; routes: Array<{ status: string }>; ports?: PortResult[] }> {
     let next = this.frames.length;
     // In frames of 60 KiB, under the relay's largest (the stream's window must still hold it all).
-    const message = controlMessage({ type: 'announce', routes });
+    const message = controlMessage({ type: 'announce', routes, ...(ports ? { ports } : {}) });
     const frames = [encodeFrame(FrameType.Open, 1, Buffer.from('{"kind":"control"}'))];
     for (let at = 0; at < message.length; at += 60 * 1024)
       frames.push(encodeFrame(FrameType.Data, 1, message.subarray(at, at + 60 * 1024)));

@@ -448,12 +448,14 @@ class AgentImpl extends EventEmitter<AgentEvents> implements Agent {
       else this.#log.warn({ ...fields, reason: r.error }, 'port refused by the relay');
     }
     this.#loggedPorts = logged;
-    // A relay that predates ports answers none: said once, not once per reconnect.
-    if (all.length === 0 && this.#announcedPorts.length > 0 && !this.#portsUnanswered) {
+    // A relay that predates ports answers none: said once while it lasts, not once per reconnect.
+    // (The answer to an announcement sent before the ports were added has none either.)
+    if (all.length > 0) this.#portsUnanswered = false;
+    else if (this.#announcedPorts.length > 0 && !this.#portsUnanswered) {
       this.#portsUnanswered = true;
       this.#log.warn(
         { ports: this.#announcedPorts.length },
-        'the relay did not answer for the announced TCP ports; it may predate them (upgrade the relay)',
+        "the relay's answer has no results for the announced TCP ports; a relay that predates them ignores them (upgrade the relay)",
       );
     }
   }

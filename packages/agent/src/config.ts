@@ -55,7 +55,7 @@ export const AGENT_OPTIONS: readonly OptionSpec[] = [
     type: 'string',
     placeholder: 'FILE',
     description:
-      'YAML file with routes: [{hostnames, target, allowCidrs, tlsInsecure}] (example in docs/configuration.md)',
+      'YAML file with routes: [{hostnames, target, allowCidrs, tlsInsecure}], or [{ports, target: tcp://…}] for TCP services (example in docs/configuration.md)',
   },
   {
     name: 'connections',

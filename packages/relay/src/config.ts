@@ -1,10 +1,12 @@
 import { readdir, readFile } from 'node:fs/promises';
+import { isIP } from 'node:net';
 import { join } from 'node:path';
 import { createSecureContext } from 'node:tls';
 import {
   COMMON_OPTIONS,
   ConfigError,
   durationOption,
+  isValidHostname,
   loadVerifyKey,
   logLevelOption,
   MIN_KEEPALIVE_INTERVAL,
@@ -539,8 +541,19 @@ function tcpOptions(values: OptionValues): Pick<RelayOptions, 'tcp'> {
   if (ports.length === 0) return {};
   const host = String(values['tcp-host']).trim();
   if (host === '') throw new ConfigError('--tcp-host must name an address, e.g. 0.0.0.0');
-  const publicHost = values['tcp-public-host'] as string | undefined;
+  const publicHost = tcpPublicHost(values['tcp-public-host'] as string | undefined);
   return { tcp: { host, ports, ...(publicHost ? { publicHost } : {}) } };
+}
+
+/** --tcp-public-host: a host name or an IP address (IPv6 with or without brackets), no port. */
+function tcpPublicHost(raw: string | undefined): string | undefined {
+  const text = raw?.trim();
+  if (!text) return undefined;
+  const bare = text.replace(/^\[(.*)\]$/, '$1');
+  if (isIP(bare) !== 0 || isValidHostname(bare.toLowerCase())) return bare.toLowerCase();
+  throw new ConfigError(
+    `--tcp-public-host must be the relay's public host name or IP address, without a port (got "${text}")`,
+  );
 }
 
 /** A whole number option within [min, max]. */

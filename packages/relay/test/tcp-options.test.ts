@@ -63,6 +63,21 @@ t.test('the TCP options from flags, environment and file', async (t) => {
   await writeFile(file, 'tcp-ports: [5432, 10000-10002]\n');
   t.same((await tcpFor(t, [], {}, await readConfigFile(file)))?.ports, [5432, 10000, 10001, 10002]);
   await t.rejects(tcpFor(t, ['--tcp-ports', 'ssh']), { message: /--tcp-ports: "ssh" is not a port/ });
+  const publicHost = async (value: string) =>
+    tcpFor(t, ['--tcp-ports', '22', '--tcp-public-host', value]).then(
+      (tcp) => tcp?.publicHost,
+      (err: Error) => err.message,
+    );
+  t.equal(await publicHost(' Relay.Example.com '), 'relay.example.com');
+  t.equal(await publicHost('[2001:db8::1]'), '2001:db8::1', 'brackets are not doubled in the URL later');
+  t.equal(await publicHost('203.0.113.9'), '203.0.113.9');
+  for (const bad of ['relay.example.com:443', 'tcp://relay.example.com', 'a'.repeat(300), 'relay example']) {
+    t.match(
+      await publicHost(bad),
+      /^--tcp-public-host must be the relay's public host name or IP address, without a port/,
+      bad,
+    );
+  }
   await t.rejects(tcpFor(t, ['--tcp-ports', '22', '--tcp-host', ' ']), {
     message: /--tcp-host must name an address/,
   });

@@ -134,7 +134,6 @@ export class PortTable<T extends RouteTarget> {
         message: `port ${p.port} belongs to another agent that is reconnecting`,
       };
     }
-    // The announcement schema refuses repeated ports; a route table never trusts that alone.
     if (wanted.has(p.port)) return { refusal: 'route_invalid', message: `port ${p.port} is announced twice` };
     return undefined;
   }

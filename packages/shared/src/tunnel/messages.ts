@@ -145,16 +145,11 @@ export const agentMessageSchema = z.discriminatedUnion('type', [
         message: `more than ${MAX_ANNOUNCED_HOSTNAMES} hostnames in one announcement`,
       }),
     /**
-     * Public TCP ports, each at most once. Absent (older agents): none. Relays
-     * that predate ports ignore the field and answer no `ports` results.
+     * Public TCP ports; one announced twice is refused, the others kept.
+     * Absent (older agents): none. Relays that predate ports ignore the field
+     * and answer no `ports` results.
      */
-    ports: z
-      .array(announcedPortSchema)
-      .max(MAX_ANNOUNCED_PORTS)
-      .refine((ports) => new Set(ports.map((p) => p.port)).size === ports.length, {
-        message: 'a port is announced twice',
-      })
-      .optional(),
+    ports: z.array(announcedPortSchema).max(MAX_ANNOUNCED_PORTS).optional(),
     /**
      * Stream kinds the agent serves besides `http` and `tcp`. Absent (older
      * agents): none. Names this relay does not know are ignored.
