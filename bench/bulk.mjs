@@ -17,10 +17,9 @@
 // common BENCH_RUNS [3], BENCH_SIDES [direct,burrow,ssh], BENCH_PIN [1],
 // BENCH_TIMEOUT [1800], BENCH_CPU_PROF, BENCH_SMOKE. See docs/performance.md.
 import {
-  alternate,
+  bulkRuns,
   commonConfig,
   finish,
-  pick,
   ratio,
   reportTarget,
   sized,
@@ -28,7 +27,6 @@ import {
   timeLimit,
 } from './lib/harness.mjs';
 import { transfer } from './lib/load.mjs';
-import { cpuDuring } from './lib/procfs.mjs';
 import { envInt, envList, fmt, printTable } from './lib/report.mjs';
 
 const MiB = 1024 * 1024;
@@ -41,38 +39,19 @@ const cfg = {
 timeLimit(cfg.timeout, 'bench/bulk.mjs');
 const paths = await startPaths(cfg, `bulk transfer, ${fmt.bytes(cfg.bytes)} per run`);
 
-const warmBytes = Math.min(cfg.bytes, sized(32 * MiB, MiB));
 const rows = [];
 const single = {};
-for (const direction of cfg.directions) {
-  for (const parallel of [1, cfg.parallel]) {
-    const label = `${direction} ×${parallel}`;
-    console.log(`\n[${label}] ${fmt.bytes(cfg.bytes)} over ${parallel} stream${parallel === 1 ? '' : 's'}`);
-    for (const side of cfg.sides) await transfer(direction, paths.ports[side], warmBytes, parallel);
-    const res = await alternate(cfg, label, async (side) => {
-      // CPU time of each process under test per MB moved: what a path costs,
-      // less sensitive than MB/s to what else the machine is running.
-      const { result: mbps, ms } = await cpuDuring(paths.pids(side), () =>
-        transfer(direction, paths.ports[side], cfg.bytes, parallel),
-      );
-      const r = { mbps };
-      const perMB = ms.map((used) => (used * 1000) / (cfg.bytes / 1e6));
-      r.line = () =>
-        `${fmt.int(r.mbps).padStart(6)} MB/s  µs/MB ${perMB.map((us) => us.toFixed(0)).join(' | ')}`;
-      return r;
-    });
-    const m = Object.fromEntries(['direct', 'burrow', 'ssh'].map((s) => [s, pick(res[s], 'mbps')]));
-    if (parallel === 1) single[direction] = m;
-    rows.push([
-      label,
-      fmt.int(m.direct),
-      fmt.int(m.burrow),
-      fmt.int(m.ssh),
-      ratio(m.burrow, m.direct),
-      ratio(m.burrow, m.ssh),
-      ratio(m.ssh, m.direct),
-    ]);
-  }
+for (const { label, parallel, direction, m } of await bulkRuns(cfg, paths, cfg.directions, transfer)) {
+  if (parallel === 1) single[direction] = m;
+  rows.push([
+    label,
+    fmt.int(m.direct),
+    fmt.int(m.burrow),
+    fmt.int(m.ssh),
+    ratio(m.burrow, m.direct),
+    ratio(m.burrow, m.ssh),
+    ratio(m.ssh, m.direct),
+  ]);
 }
 
 console.log(`\nbulk (median MB/s of ${cfg.runs} run${cfg.runs === 1 ? '' : 's'}, 10^6 bytes/s):`);

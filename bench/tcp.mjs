@@ -18,6 +18,7 @@
 // BENCH_RUNS, BENCH_SIDES, BENCH_PIN, BENCH_TIMEOUT, BENCH_SMOKE. See docs/performance.md.
 import {
   alternate,
+  bulkRuns,
   commonConfig,
   finish,
   pick,
@@ -26,7 +27,6 @@ import {
   startPaths,
   timeLimit,
 } from './lib/harness.mjs';
-import { cpuDuring } from './lib/procfs.mjs';
 import { rawPingPong, rawTransfer } from './lib/raw-load.mjs';
 import { envInt, fmt, printTable } from './lib/report.mjs';
 
@@ -44,27 +44,8 @@ const paths = await startPaths(cfg, `raw TCP through a public port, ${fmt.bytes(
 const SIDES = ['direct', 'burrow', 'ssh'];
 
 const rows = [];
-const warmBytes = Math.min(cfg.bytes, sized(32 * MiB, MiB));
-for (const direction of ['download', 'upload']) {
-  for (const parallel of [1, cfg.parallel]) {
-    const label = `${direction} ×${parallel}`;
-    console.log(
-      `\n[${label}] ${fmt.bytes(cfg.bytes)} over ${parallel} connection${parallel === 1 ? '' : 's'}`,
-    );
-    for (const side of cfg.sides) await rawTransfer(direction, paths.ports[side], warmBytes, parallel);
-    const res = await alternate(cfg, label, async (side) => {
-      const { result: mbps, ms } = await cpuDuring(paths.pids(side), () =>
-        rawTransfer(direction, paths.ports[side], cfg.bytes, parallel),
-      );
-      const perMB = ms.map((used) => (used * 1000) / (cfg.bytes / 1e6));
-      const r = { mbps };
-      r.line = () =>
-        `${fmt.int(r.mbps).padStart(6)} MB/s  µs/MB ${perMB.map((us) => us.toFixed(0)).join(' | ')}`;
-      return r;
-    });
-    const m = Object.fromEntries(SIDES.map((s) => [s, pick(res[s], 'mbps')]));
-    rows.push([label, ...SIDES.map((s) => fmt.int(m[s])), ratio(m.burrow, m.direct), ratio(m.burrow, m.ssh)]);
-  }
+for (const { label, m } of await bulkRuns(cfg, paths, ['download', 'upload'], rawTransfer, 'connection')) {
+  rows.push([label, ...SIDES.map((s) => fmt.int(m[s])), ratio(m.burrow, m.direct), ratio(m.burrow, m.ssh)]);
 }
 
 console.log(`\n[ping-pong] ${cfg.pings} round trips of 64 bytes on one connection`);

@@ -4,6 +4,7 @@
 // and the target lines. A scenario script reads like: setup, measure, report.
 import { appendFileSync } from 'node:fs';
 import { resolve } from 'node:path';
+import { cpuDuring } from './procfs.mjs';
 import { envInt, envList, fmt, median, printTable } from './report.mjs';
 import { freePort, sshUnavailable, startSshTunnel } from './ssh.mjs';
 import { makeToken, pin, pinLoadGenerator, startStack } from './stack-control.mjs';
@@ -267,4 +268,41 @@ export function reportHeadOfLine(cfg, res, { title, target, mbps = fmt.int }) {
           (m.ssh ? `; ssh -R ${m.ssh.factor.toFixed(1)}x, direct ${m.direct?.factor.toFixed(1) ?? '-'}x` : '')
       : 'burrow not among BENCH_SIDES',
   );
+}
+
+/**
+ * The bulk measurement of bench/bulk.mjs and bench/tcp.mjs: for each of
+ * `directions`, `cfg.bytes` over one stream and then over `cfg.parallel`
+ * (`move(direction, port, bytes, parallel)` resolves with MB/s), an unrecorded
+ * warm-up on every path first, then the paths taking turns, each run's line
+ * with the CPU time per MB of every process under test. Returns, per
+ * transfer, its label, how many streams, and the median MB/s of each side.
+ */
+export async function bulkRuns(cfg, paths, directions, move, unit = 'stream') {
+  const out = [];
+  const warmBytes = Math.min(cfg.bytes, sized(32 * 1024 * 1024, 1024 * 1024));
+  for (const direction of directions) {
+    for (const parallel of [1, cfg.parallel]) {
+      const label = `${direction} ×${parallel}`;
+      console.log(
+        `\n[${label}] ${fmt.bytes(cfg.bytes)} over ${parallel} ${unit}${parallel === 1 ? '' : 's'}`,
+      );
+      for (const side of cfg.sides) await move(direction, paths.ports[side], warmBytes, parallel);
+      const res = await alternate(cfg, label, async (side) => {
+        // CPU time of each process under test per MB moved: what a path costs,
+        // less sensitive than MB/s to what else the machine is running.
+        const { result: mbps, ms } = await cpuDuring(paths.pids(side), () =>
+          move(direction, paths.ports[side], cfg.bytes, parallel),
+        );
+        const perMB = ms.map((used) => (used * 1000) / (cfg.bytes / 1e6));
+        const r = { mbps };
+        r.line = () =>
+          `${fmt.int(r.mbps).padStart(6)} MB/s  µs/MB ${perMB.map((us) => us.toFixed(0)).join(' | ')}`;
+        return r;
+      });
+      const m = Object.fromEntries(ALL_SIDES.map((side) => [side, pick(res[side], 'mbps')]));
+      out.push({ label, direction, parallel, m });
+    }
+  }
+  return out;
 }
