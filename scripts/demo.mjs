@@ -1,13 +1,15 @@
 #!/usr/bin/env node
 // Burrow demo: a relay, an agent and a sample app, all on loopback, in one
 // process. The app shows the request headers it received, so the tunnel and
-// the forwarding headers the relay adds are visible. Runs until Ctrl-C.
+// the forwarding headers the relay adds are visible. A line-echo service is
+// exposed on a public TCP port of the relay too. Runs until Ctrl-C.
 //
 //   npm run demo                   (relay HTTP on 127.0.0.1:8080, or a free port)
 //   BURROW_DEMO_PORT=9000 npm run demo
 import { randomBytes } from 'node:crypto';
 import { once } from 'node:events';
 import { createServer, request } from 'node:http';
+import { connect, createServer as createTcpServer } from 'node:net';
 import { startAgent } from '@burrow/agent';
 import { startRelay } from '@burrow/relay';
 import {
@@ -48,11 +50,32 @@ app.listen(0, '127.0.0.1');
 await once(app, 'listening');
 const appUrl = `http://127.0.0.1:${app.address().port}`;
 
+// A TCP service (not HTTP): answers each line with it in capitals.
+const echo = createTcpServer((socket) => {
+  socket.on('error', () => {});
+  socket.setEncoding('utf8');
+  socket.on('data', (text) => socket.write(text.toUpperCase()));
+});
+echo.listen(0, '127.0.0.1');
+await once(echo, 'listening');
+const echoTarget = `tcp://127.0.0.1:${echo.address().port}`;
+
+/** A loopback port that was free a moment ago, for the relay's public TCP port. */
+async function freePort() {
+  const probe = createTcpServer().listen(0, '127.0.0.1');
+  await once(probe, 'listening');
+  const { port } = probe.address();
+  await new Promise((resolve) => probe.close(resolve));
+  return port;
+}
+const tcpPort = await freePort();
+
 // 2. Keys and a token, as `burrow-relay keygen` and `burrow-relay token create` would make them.
 const pair = await generateSigningKeyPair();
 const token = await createAgentToken(await loadSigningKey(pair.privatePem), {
   sub: 'demo',
   hosts: [HOSTNAME],
+  ports: [tcpPort],
   ttl: 86_400_000,
 });
 
@@ -61,6 +84,7 @@ async function relayOn(port) {
   return startRelay({
     http: { host: '127.0.0.1', port },
     tunnel: { host: '127.0.0.1', port: 0 },
+    tcp: { host: '127.0.0.1', ports: [tcpPort] },
     verifyKeys: [await loadVerifyKey(pair.publicPem)],
     logger: logger.child({ component: 'relay' }),
     drainTimeout: 2_000,
@@ -84,7 +108,10 @@ const port = relay.httpAddress.port;
 const agent = startAgent({
   relayUrl: `ws://127.0.0.1:${relay.tunnelAddress.port}`,
   token,
-  routes: [{ id: 'demo', hostnames: [HOSTNAME], target: appUrl }],
+  routes: [
+    { id: 'demo', hostnames: [HOSTNAME], target: appUrl },
+    { id: 'demo-tcp', hostnames: [], ports: [tcpPort], target: echoTarget },
+  ],
   logger: logger.child({ component: 'agent' }),
 });
 await agent.ready();
@@ -105,6 +132,23 @@ if (status !== 200) {
   process.exit(1);
 }
 
+// The same for the TCP port: a line goes through and comes back in capitals.
+const echoed = await new Promise((resolve, reject) => {
+  const socket = connect(tcpPort, '127.0.0.1', () => socket.write('hello\n'));
+  socket.setEncoding('utf8');
+  socket.once('data', (text) => {
+    socket.destroy();
+    resolve(text);
+  });
+  socket.on('error', reject);
+});
+if (echoed !== 'HELLO\n') {
+  console.error(
+    `demo: the TCP port answered ${JSON.stringify(echoed)}; run with BURROW_LOG_LEVEL=info to see why`,
+  );
+  process.exit(1);
+}
+
 const url = `http://${HOSTNAME}:${port}/`;
 console.log(`
 Burrow demo is up: relay, agent and a sample app on loopback.
@@ -112,10 +156,12 @@ Burrow demo is up: relay, agent and a sample app on loopback.
   Open:      ${url}
   Or:        curl -H 'Host: ${HOSTNAME}' http://127.0.0.1:${port}/
 
+  TCP:       nc 127.0.0.1 ${tcpPort}   (or telnet: a line-echo service on a public TCP port of the relay)
+
   Dashboard: http://127.0.0.1:${relay.adminAddress.port}/#token=${adminToken}
 
-  relay      http 127.0.0.1:${port}, tunnel ws://127.0.0.1:${relay.tunnelAddress.port}/v1/tunnel
-  agent      ${agent.connectionCount} tunnel connections, exposing ${HOSTNAME} -> ${appUrl}
+  relay      http 127.0.0.1:${port}, tcp 127.0.0.1:${tcpPort}, tunnel ws://127.0.0.1:${relay.tunnelAddress.port}/v1/tunnel
+  agent      ${agent.connectionCount} tunnel connections, exposing ${HOSTNAME} -> ${appUrl}, port ${tcpPort} -> ${echoTarget}
 
 Press Ctrl-C to stop.`);
 
@@ -127,6 +173,7 @@ async function stop() {
   await agent.close();
   await relay.close();
   app.close();
+  echo.close();
   process.exit(0);
 }
 process.on('SIGINT', stop);
