@@ -14,6 +14,7 @@ import {
   type OptionValues,
   parseListen,
   parseUserYaml,
+  portNumber,
   readOptionFile,
   type VerifyKey,
   wholeNumber,
@@ -520,9 +521,9 @@ export function parsePortList(items: readonly string[], option: string, max = MA
     const item = raw.trim();
     if (item === '') continue;
     const dash = item.indexOf('-');
-    const from = wholeNumber(dash === -1 ? item : item.slice(0, dash));
-    const to = dash === -1 ? from : wholeNumber(item.slice(dash + 1));
-    if (!(from >= 1 && from <= 65535 && to >= 1 && to <= 65535) || to < from) {
+    const from = portNumber(dash === -1 ? item : item.slice(0, dash));
+    const to = dash === -1 ? from : portNumber(item.slice(dash + 1));
+    if (!(to >= from)) {
       throw new ConfigError(
         `${option}: "${item}" is not a port (1 to 65535) or a range FROM-TO of them, e.g. 5432 or 10000-10099`,
       );

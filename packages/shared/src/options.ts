@@ -275,6 +275,12 @@ export function wholeNumber(text: string): number {
   return /^[0-9]{1,15}$/.test(text) ? Number(text) : Number.NaN;
 }
 
+/** A TCP port as options, flags and annotations take it: 1 to 65535 in decimal digits; NaN otherwise. */
+export function portNumber(text: string): number {
+  const port = wholeNumber(text);
+  return port >= 1 && port <= 65535 ? port : Number.NaN;
+}
+
 /** What a failed listen means, for the one line the CLIs print. */
 const LISTEN_ERRORS: Record<string, string> = {
   EADDRINUSE: 'the address is already in use (another process holds it; pick another address or stop it)',

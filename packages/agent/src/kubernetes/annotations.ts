@@ -3,7 +3,7 @@
  * the pure function from a Service to the route it asks for. Everything here is
  * validated: a bad value becomes an error message for write-back, never a throw.
  */
-import { checkHostPattern, ellipsize, parseCidr } from '@burrow/shared';
+import { checkHostPattern, ellipsize, parseCidr, portNumber } from '@burrow/shared';
 import { stableRouteId } from '../routes/validate.js';
 
 export const ANNOTATION = {
@@ -97,8 +97,8 @@ function judge(svc: ServiceLike): ServiceVerdict {
   let publicPort: number | undefined;
   if (rawTcpPort !== undefined) {
     const text = rawTcpPort.trim();
-    publicPort = /^\d{1,5}$/.test(text) ? Number(text) : Number.NaN;
-    if (!(publicPort >= 1 && publicPort <= 65535)) {
+    publicPort = portNumber(text);
+    if (Number.isNaN(publicPort)) {
       return {
         kind: 'invalid',
         error: `${ANNOTATION.tcpPort}: "${text}" is not a port number (1 to 65535) of the relay`,

@@ -3,7 +3,7 @@
  * flags. Each flag is one route whose id is derived from its first hostname
  * (or port), so the id is the same on every restart and every replica.
  */
-import { ConfigError, checkHostPattern } from '@burrow/shared';
+import { ConfigError, checkHostPattern, portNumber } from '@burrow/shared';
 import type { Route } from './source.js';
 import { checkTarget, isTcp, routeIdFor, stableRouteId } from './validate.js';
 
@@ -49,8 +49,8 @@ function parseTcpExpose(where: string, names: readonly string[], targetText: str
     throw new ConfigError(`${where}: no port before "="; e.g. --expose 5432=tcp://127.0.0.1:5432`);
   }
   const ports = names.map((p) => {
-    const port = /^\d{1,5}$/.test(p) ? Number(p) : Number.NaN;
-    if (!(port >= 1 && port <= 65535)) {
+    const port = portNumber(p);
+    if (Number.isNaN(port)) {
       throw new ConfigError(
         `${where}: "${p}" is not a port; a tcp:// target is exposed on public ports of the relay, e.g. --expose 5432=tcp://127.0.0.1:5432`,
       );

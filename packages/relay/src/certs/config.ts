@@ -1,19 +1,13 @@
 import { readdir, readFile } from 'node:fs/promises';
-import {
-  ConfigError,
-  checkHostPattern,
-  type OptionValues,
-  readOptionFile,
-  wholeNumber,
-} from '@burrow/shared';
+import { ConfigError, checkHostPattern, type OptionValues, portNumber, readOptionFile } from '@burrow/shared';
 import type { RelayOptions } from '../relay.js';
 import type { AcmeChallenge } from './acme.js';
 import { certEntryFromPem } from './store.js';
 
 /** A port number option (1-65535). */
 export function portOption(values: OptionValues, name: string): number {
-  const port = wholeNumber(String(values[name]));
-  if (!(port >= 1 && port <= 65535)) {
+  const port = portNumber(String(values[name]));
+  if (Number.isNaN(port)) {
     throw new ConfigError(`--${name} must be a port number (got "${String(values[name])}")`);
   }
   return port;
