@@ -93,12 +93,14 @@ the list, and each route needs \`hostnames\` and \`target\`, or, for a TCP servi
 \`\`\`yaml
 routes:
   - hostnames: [app.example.com, www.example.com] # exact names or *.suffix
-    target: http://127.0.0.1:3000 # an origin: http://, https:// or tls-passthrough://HOST:PORT
+    target: http://127.0.0.1:3000 # an origin: http://, https://, h2c:// or tls-passthrough://HOST:PORT
   - id: api # optional; default static:FIRST-HOSTNAME
     hostnames: ["*.api.example.com"]
     target: https://10.0.0.9:8443
     allowCidrs: [203.0.113.0/24] # optional: only these client addresses
     tlsInsecure: true # optional, https targets: do not verify the backend's certificate
+  - hostnames: [grpc.example.com]
+    target: h2c://10.0.0.11:50051 # HTTP/2 without TLS (gRPC); clients use https:// at the relay
   - ports: [5432] # public TCP ports of the relay (its --tcp-ports, and the token's --ports)
     target: tcp://10.0.0.12:5432 # bytes both ways, untouched; id default static:tcp-FIRST-PORT
 \`\`\`

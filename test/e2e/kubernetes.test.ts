@@ -95,7 +95,7 @@ t.test('annotate, edit, break, delete: routes and write-back follow', async (t) 
         [
           'bad-proto',
           { 'burrow.dev/hostname': 'bpr.example.com', 'burrow.dev/protocol': 'htp' },
-          /"htp" is not one of http, https, tls-passthrough/,
+          /"htp" is not one of http, https, h2c, tls-passthrough/,
         ],
         ['not-mine', { 'burrow.dev/hostname': 'app.other.org' }, /not allowed by this agent's token/],
       ];

@@ -47,7 +47,7 @@ export const AGENT_OPTIONS: readonly OptionSpec[] = [
     type: 'list',
     placeholder: 'HOST=URL',
     description:
-      'expose hostnames (comma-separated, exact or *.suffix) at a backend origin, e.g. app.example.com=http://127.0.0.1:3000; or public TCP ports of the relay at a tcp:// address, e.g. 5432=tcp://127.0.0.1:5432',
+      'expose hostnames (comma-separated, exact or *.suffix) at a backend origin, e.g. app.example.com=http://127.0.0.1:3000 (https:// for a TLS backend, h2c:// for HTTP/2 without TLS, such as gRPC); or public TCP ports of the relay at a tcp:// address, e.g. 5432=tcp://127.0.0.1:5432',
   },
   {
     name: 'routes',

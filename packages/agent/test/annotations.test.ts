@@ -47,6 +47,43 @@ t.test('a Service becomes a route to its ClusterIP', async (t) => {
   );
 });
 
+t.test("h2c: by annotation, or by the port's appProtocol kubernetes.io/h2c", async (t) => {
+  const route = (ann: Record<string, string>, ports?: NonNullable<ServiceLike['spec']>['ports']) => {
+    const v = routeForService(
+      base({ 'burrow.dev/hostname': 'a.example.com', ...ann }, ports ? { ports } : {}),
+    );
+    return v.kind === 'route' ? v.route : v;
+  };
+  t.match(route({ 'burrow.dev/protocol': 'h2c' }), { target: 'h2c://10.0.0.7:8080', protocol: 'h2c' });
+  const grpcPorts = [
+    { name: 'http', port: 8080 },
+    { name: 'grpc', port: 9090, appProtocol: 'kubernetes.io/h2c' },
+  ];
+  t.match(
+    route({ 'burrow.dev/port': 'grpc' }, grpcPorts),
+    { target: 'h2c://10.0.0.7:9090', protocol: 'h2c' },
+    'the port to dial declares h2c: no protocol annotation needed',
+  );
+  t.match(
+    route({}, grpcPorts),
+    { target: 'http://10.0.0.7:8080', protocol: 'http' },
+    'the port named http is dialled, and it declares nothing',
+  );
+  t.match(
+    route({ 'burrow.dev/port': 'grpc', 'burrow.dev/protocol': 'http' }, grpcPorts),
+    { target: 'http://10.0.0.7:9090' },
+    'the annotation wins over appProtocol',
+  );
+  const checked = route({ 'burrow.dev/protocol': 'h2c' });
+  t.equal(
+    'id' in checked
+      ? checkRoute({ id: checked.id, hostnames: checked.hostnames, target: checked.target })
+      : 'no route',
+    undefined,
+    'and the route passes the checks every source applies',
+  );
+});
+
 t.test('port selection: annotation by name or number, the only port, else the one named http', async (t) => {
   const ports = [
     { name: 'metrics', port: 9090 },
@@ -82,7 +119,10 @@ t.test('every bad value is an error for write-back, never a throw', async (t) =>
   t.match(err({ 'burrow.dev/hostname': ' , ' }), /is empty/);
   t.match(err({ 'burrow.dev/hostname': 'bad_name.example.com' }), /not a valid hostname/);
   t.match(err({ 'burrow.dev/hostname': '*.com' }), /too broad/);
-  t.match(err({ 'burrow.dev/protocol': 'grpc' }), /"grpc" is not one of http, https, tls-passthrough/);
+  t.match(
+    err({ 'burrow.dev/protocol': 'grpc' }),
+    /"grpc" is not one of http, https, h2c, tls-passthrough \(a gRPC server without TLS is h2c; one with TLS, tls-passthrough\)/,
+  );
   t.match(err({ 'burrow.dev/allow-cidrs': '10.0.0.0/99' }), /prefix length/);
   for (const empty of ['', ' ', ',', ' , ']) {
     t.match(

@@ -262,7 +262,7 @@ t.test('a Service whose annotations cannot be used is logged once, by every repl
   await changed;
   const warnings = () =>
     log.lines.filter((l) => l.level === 40 && l['service'] === 'default/bad').map((l) => l['error']);
-  t.same(warnings(), ['burrow.dev/protocol: "htp" is not one of http, https, tls-passthrough']);
+  t.same(warnings(), ['burrow.dev/protocol: "htp" is not one of http, https, h2c, tls-passthrough']);
   t.same(
     watch.routes().map((r) => r.id),
     ['k8s:default/web'],

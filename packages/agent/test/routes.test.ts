@@ -23,6 +23,13 @@ t.test('--expose: good values', async (t) => {
     'ids never contain *',
   );
   t.equal(parseExpose('web.example.com=http://[::1]:8080').target, 'http://[::1]:8080');
+  const grpc = parseExpose('grpc.example.com=H2C://Backend:50051');
+  t.equal(grpc.target, 'h2c://backend:50051', 'h2c://: scheme and host in lower case');
+  t.same(
+    toAnnounced(grpc),
+    { id: 'static:grpc.example.com', hostnames: ['grpc.example.com'], backend: 'h2c' },
+    'announced with backend h2c, so the relay sends it no http1 streams',
+  );
   t.equal(
     parseExpose('web.example.com=http://svc.ns.svc:80').target,
     'http://svc.ns.svc',
@@ -45,18 +52,23 @@ t.test('--expose: each bad value names the flag and the problem', async (t) => {
     ['a.*.example.com=http://127.0.0.1', /wildcard is only allowed as the whole first label/],
     [
       'app.example.com=ftp://127.0.0.1',
-      /target must be an http:\/\/, https:\/\/, tls-passthrough:\/\/ or tcp:\/\/ URL \(got "ftp:\/\/127.0.0.1"\)/,
+      /target must be an http:\/\/, https:\/\/, h2c:\/\/, tls-passthrough:\/\/ or tcp:\/\/ URL \(got "ftp:\/\/127.0.0.1"\)/,
     ],
     [
       'app.example.com=127.0.0.1:3000',
-      /target must be an http:\/\/, https:\/\/, tls-passthrough:\/\/ or tcp:\/\/ URL/,
+      /target must be an http:\/\/, https:\/\/, h2c:\/\/, tls-passthrough:\/\/ or tcp:\/\/ URL/,
     ],
-    ['app.example.com=', /target must be an http:\/\/, https:\/\/, tls-passthrough:\/\/ or tcp:\/\/ URL/],
+    [
+      'app.example.com=',
+      /target must be an http:\/\/, https:\/\/, h2c:\/\/, tls-passthrough:\/\/ or tcp:\/\/ URL/,
+    ],
     ['app.example.com=http://127.0.0.1:3000/api', /must be an origin .* without a path/],
     ['app.example.com=http://127.0.0.1:3000/?x=1', /without a path/],
     ['app.example.com=http://user:pw@127.0.0.1', /must not contain credentials/],
     ['app.example.com=http://127.0.0.1:0', /must name a port from 1 to 65535/],
     ['app.example.com=tls-passthrough://127.0.0.1:0', /must name a port from 1 to 65535/],
+    ['app.example.com=h2c://127.0.0.1', /must name a host and port, e\.g\. h2c:\/\/10\.0\.0\.7:50051/],
+    ['app.example.com=h2c://127.0.0.1:50051/api', /must be h2c:\/\/HOST:PORT without a path/],
   ];
   for (const [value, message] of cases) {
     t.throws(() => parseExpose(value), { code: 'BURROW_ERR_CONFIG', message }, value);
@@ -109,7 +121,7 @@ t.test('checkTarget and routeIdFor', async (t) => {
     origin: 'https://svc.ns.svc.cluster.local:8443',
   });
   t.match(checkTarget('ws://127.0.0.1'), {
-    error: /http:\/\/, https:\/\/, tls-passthrough:\/\/ or tcp:\/\//,
+    error: /http:\/\/, https:\/\/, h2c:\/\/, tls-passthrough:\/\/ or tcp:\/\//,
   });
   t.same(checkTarget('tls-passthrough://10.0.0.7:8443'), { origin: 'tls-passthrough://10.0.0.7:8443' });
   t.same(checkTarget('tls-passthrough://[FD00::7]:8443/'), { origin: 'tls-passthrough://[fd00::7]:8443' });
@@ -184,7 +196,7 @@ t.test('routes file: each mistake names the file and the field', async (t) => {
   const cases: Array<[string, string | RegExp]> = [
     [
       route('hostnames: [b.example.com]\n    target: ftp://x'),
-      /^r\.yaml: routes\[1\]\.target: must be an http:\/\/, https:\/\/, tls-passthrough:\/\/ or tcp:\/\/ URL/,
+      /^r\.yaml: routes\[1\]\.target: must be an http:\/\/, https:\/\/, h2c:\/\/, tls-passthrough:\/\/ or tcp:\/\/ URL/,
     ],
     [
       route('hostnames: [b.example.com]\n    target: http://x:1/path'),

@@ -8,6 +8,7 @@ export * from './options.js';
 export * from './protocol/index.js';
 export * from './splice.js';
 export * from './token.js';
+export * from './tunnel/framed-body.js';
 export * from './tunnel/message-stream.js';
 export * from './tunnel/messages.js';
 export * from './yaml.js';

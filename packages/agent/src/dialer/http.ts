@@ -15,7 +15,6 @@ import {
   type Logger,
   pairsFromRaw,
   Reason,
-  type ResponseHead,
   rawFromPairs,
   resetConnection,
   type Stream,
@@ -26,6 +25,10 @@ import {
 } from '@burrow/shared';
 import type { Dispatcher } from 'undici';
 import type { Route } from '../routes/source.js';
+import { isH2c } from '../routes/validate.js';
+import { failExchange, unanswered } from './failure.js';
+import { H2Sessions, serveH2 } from './h2.js';
+import { hasBody, headFrom } from './head.js';
 import { BACKEND_RESET, DEFAULT_CONNECT_TIMEOUT, type PoolOptions, TargetPool } from './pool.js';
 import { type TargetAddress, targetAddress } from './target.js';
 import { serveTcpStream, type TcpServeOptions } from './tcp.js';
@@ -57,16 +60,6 @@ export interface DialerOptions {
 const IDEMPOTENT = new Set(['GET', 'HEAD', 'OPTIONS', 'TRACE', 'PUT', 'DELETE']);
 /** How a keep-alive socket the backend closed while we reused it shows up (node:http, undici). */
 const STALE_SOCKET = new Set(['ECONNRESET', BACKEND_RESET, 'EPIPE', 'UND_ERR_SOCKET']);
-/** Methods without a body unless the request says otherwise (as node:http assumes). */
-const BODILESS = new Set(['GET', 'HEAD', 'DELETE', 'OPTIONS', 'TRACE']);
-
-/** Whether DATA on the stream is a request body (see `body` in docs/protocol.md §11). */
-function hasBody(meta: HttpOpen): boolean {
-  if (meta.body !== undefined) return meta.body;
-  // From a relay that predates the field:
-  const length = meta.headers.find(([k]) => k.toLowerCase() === 'content-length')?.[1];
-  return length !== undefined ? length.trim() !== '0' : !BODILESS.has(meta.method);
-}
 
 /**
  * The request body for undici, fed from the tunnel stream with backpressure.
@@ -91,9 +84,6 @@ function requestBody(stream: Stream): Readable {
   return body;
 }
 
-/** Largest statusText the response head schema accepts. */
-const MAX_STATUS_TEXT = 512;
-
 export function createDialer(options: DialerOptions): Dialer {
   return new BackendDialer(options);
 }
@@ -102,6 +92,7 @@ class BackendDialer implements Dialer {
   readonly #log: Logger;
   readonly #connectTimeout: number;
   readonly #pool: TargetPool;
+  readonly #h2: H2Sessions;
   readonly #onFailure: ((reason: string) => void) | undefined;
 
   constructor(options: DialerOptions) {
@@ -109,9 +100,15 @@ class BackendDialer implements Dialer {
     this.#log = options.logger;
     this.#connectTimeout = options.connectTimeout ?? DEFAULT_CONNECT_TIMEOUT;
     this.#pool = new TargetPool({ connectTimeout: this.#connectTimeout, ...options.pool });
+    this.#h2 = new H2Sessions(this.#connectTimeout);
   }
 
   serve(stream: Stream, meta: HttpOpen, route: Route): void {
+    if (isH2c(route)) {
+      const report = { log: this.#log, onFailure: this.#onFailure };
+      serveH2(stream, meta, route, this.#h2, this.#connectTimeout, report);
+      return;
+    }
     new Exchange(stream, meta, route, this.#pool, this.#connectTimeout, this.#log, this.#onFailure).start();
   }
 
@@ -129,28 +126,13 @@ class BackendDialer implements Dialer {
 
   retain(routes: readonly Route[]): void {
     this.#pool.retain(new Set(routes.map((r) => TargetPool.key(r.target, r.tlsInsecure === true))));
+    this.#h2.retain(new Set(routes.filter(isH2c).map((r) => r.target)));
   }
 
   close(): void {
     this.#pool.destroy();
+    this.#h2.destroy();
   }
-}
-
-/** Header count the response head schema accepts. */
-const MAX_HEADERS = 512;
-
-function headFrom(
-  status: number,
-  statusText: string | undefined,
-  pairs: Array<[string, string]>,
-): ResponseHead | string {
-  if (pairs.length > MAX_HEADERS)
-    return `backend sent ${pairs.length} response headers; at most ${MAX_HEADERS} pass`;
-  return {
-    status,
-    ...(statusText ? { statusText: statusText.slice(0, MAX_STATUS_TEXT) } : {}),
-    headers: pairs,
-  };
 }
 
 /**
@@ -350,17 +332,7 @@ class Exchange {
 
   /** The backend gave no response: the connection timed out, was refused, or failed otherwise. */
   #failUnanswered(timedOut: boolean, code: string, message: string): void {
-    if (timedOut) {
-      this.#fail(
-        Reason.ConnectTimeout,
-        `backend did not accept a connection to ${this.#where} within ${this.#connectTimeout} ms`,
-        'ETIMEDOUT',
-      );
-    } else if (code === 'ECONNREFUSED') {
-      this.#fail(Reason.ConnectRefused, `backend refused connection to ${this.#where}`, code);
-    } else {
-      this.#fail(Reason.BackendError, `backend request failed: ${code || message}`, code);
-    }
+    this.#fail(...unanswered(timedOut, code, message, this.#where, this.#connectTimeout));
   }
 
   /**
@@ -526,20 +498,8 @@ class Exchange {
 
   #fail(reason: Reason, message: string, code?: string): void {
     if (this.#failed !== undefined || this.#stream.destroyed) return;
-    this.#failed = Reason[reason] ?? String(reason);
-    this.#log.warn(
-      {
-        route: this.#route.id,
-        target: this.#route.target,
-        method: this.#meta.method,
-        reason: this.#failed,
-        ...(code ? { code } : {}),
-        error: message,
-      },
-      'backend request failed',
-    );
-    this.#onFailure?.(this.#failed);
-    this.#stream.reset(reason, message);
+    const report = { log: this.#log, onFailure: this.#onFailure };
+    this.#failed = failExchange(this.#stream, report, this.#route, this.#meta.method, reason, message, code);
   }
 
   #onStreamClose(): void {

@@ -22,7 +22,9 @@ export const ANNOTATION = {
 } as const;
 
 /** Protocols of a Service exposed by hostname; one exposed by `burrow.dev/tcp-port` is `tcp`. */
-export const PROTOCOLS = ['http', 'https', 'tls-passthrough'] as const;
+export const PROTOCOLS = ['http', 'https', 'h2c', 'tls-passthrough'] as const;
+/** A Service port's `appProtocol` for HTTP/2 without TLS (Kubernetes' standard name). */
+const APP_PROTOCOL_H2C = 'kubernetes.io/h2c';
 export type BackendProtocol = (typeof PROTOCOLS)[number] | 'tcp';
 
 /** The slice of a v1 Service this module reads. */
@@ -38,7 +40,7 @@ export interface ServiceLike {
   spec?: {
     type?: string;
     clusterIP?: string;
-    ports?: Array<{ name?: string; port: number; protocol?: string }>;
+    ports?: Array<{ name?: string; port: number; protocol?: string; appProtocol?: string }>;
   };
 }
 
@@ -124,7 +126,7 @@ function judge(svc: ServiceLike): ServiceVerdict {
     if (err) return { kind: 'invalid', error: `${ANNOTATION.hostname}: ${err}` };
   }
 
-  const protocol = (ann[ANNOTATION.protocol] ?? (publicPort ? 'tcp' : 'http')).trim().toLowerCase();
+  const protocol = (ann[ANNOTATION.protocol] ?? defaultProtocol(svc, publicPort)).trim().toLowerCase();
   if (publicPort !== undefined && protocol !== 'tcp') {
     return {
       kind: 'invalid',
@@ -134,7 +136,7 @@ function judge(svc: ServiceLike): ServiceVerdict {
   if (publicPort === undefined && !(PROTOCOLS as readonly string[]).includes(protocol)) {
     return {
       kind: 'invalid',
-      error: `${ANNOTATION.protocol}: "${protocol}" is not one of ${PROTOCOLS.join(', ')}`,
+      error: `${ANNOTATION.protocol}: "${protocol}" is not one of ${PROTOCOLS.join(', ')}${protocol === 'grpc' ? ' (a gRPC server without TLS is h2c; one with TLS, tls-passthrough)' : ''}`,
     };
   }
   const allowText = ann[ANNOTATION.allowCidrs];
@@ -169,8 +171,9 @@ function judge(svc: ServiceLike): ServiceVerdict {
     };
   }
 
-  const port = pickPort(spec.ports ?? [], ann[ANNOTATION.port]);
-  if (typeof port === 'string') return { kind: 'invalid', error: port };
+  const picked = pickPort(spec.ports ?? [], ann[ANNOTATION.port]);
+  if (typeof picked === 'string') return { kind: 'invalid', error: picked };
+  const port = picked.port;
 
   const host = ip.includes(':') ? `[${ip}]` : ip;
   return {
@@ -187,26 +190,36 @@ function judge(svc: ServiceLike): ServiceVerdict {
   };
 }
 
+/**
+ * The protocol when `burrow.dev/protocol` is absent: `tcp` for a Service
+ * exposed by a public port, `h2c` when the port to dial declares
+ * `appProtocol: kubernetes.io/h2c`, else `http`.
+ */
+function defaultProtocol(svc: ServiceLike, publicPort: number | undefined): string {
+  if (publicPort !== undefined) return 'tcp';
+  const picked = pickPort(svc.spec?.ports ?? [], svc.metadata?.annotations?.[ANNOTATION.port]);
+  return typeof picked !== 'string' && picked.appProtocol === APP_PROTOCOL_H2C ? 'h2c' : 'http';
+}
+
+type ServicePort = NonNullable<NonNullable<ServiceLike['spec']>['ports']>[number];
+
 /** The Service port to dial: named or numbered by the annotation, else the only port, else the one named http. */
-function pickPort(
-  ports: NonNullable<ServiceLike['spec']>['ports'] & object,
-  wanted: string | undefined,
-): number | string {
+function pickPort(ports: readonly ServicePort[], wanted: string | undefined): ServicePort | string {
   const tcp = ports.filter((p) => (p.protocol ?? 'TCP') === 'TCP');
   if (tcp.length === 0) return 'the Service has no TCP ports';
   if (wanted !== undefined && wanted.trim() !== '') {
     const w = wanted.trim();
     const byName = tcp.find((p) => p.name === w);
-    if (byName) return byName.port;
+    if (byName) return byName;
     if (/^\d+$/.test(w)) {
       const byNumber = tcp.find((p) => p.port === Number(w));
-      if (byNumber) return byNumber.port;
+      if (byNumber) return byNumber;
     }
     const known = tcp.map((p) => (p.name ? `${p.name} (${p.port})` : String(p.port))).join(', ');
     return `${ANNOTATION.port}: the Service has no TCP port "${w}" (ports: ${known})`;
   }
-  if (tcp.length === 1) return tcp[0]!.port;
+  if (tcp.length === 1) return tcp[0]!;
   const http = tcp.find((p) => p.name === 'http');
-  if (http) return http.port;
+  if (http) return http;
   return `the Service has ${tcp.length} ports and none is named "http"; set ${ANNOTATION.port}`;
 }

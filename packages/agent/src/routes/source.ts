@@ -15,6 +15,7 @@ export interface Route {
   ports?: number[];
   /**
    * Backend origin: `http://host:port` or `https://host:port`, no path;
+   * `h2c://host:port` for a backend that speaks HTTP/2 without TLS (gRPC);
    * `tls-passthrough://host:port` or `tcp://host:port` for raw byte streams.
    */
   target: string;

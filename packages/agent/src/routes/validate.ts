@@ -37,6 +37,18 @@ export function isPassthrough(route: Pick<Route, 'target'>): boolean {
  */
 export const TCP_SCHEME = 'tcp:';
 
+/**
+ * Target scheme of a backend that speaks HTTP/2 without TLS (prior knowledge,
+ * as gRPC servers do): the agent sends each request as an HTTP/2 stream and
+ * passes response trailers back.
+ */
+export const H2C_SCHEME = 'h2c:';
+
+/** True when a route's backend speaks HTTP/2 without TLS. */
+export function isH2c(route: Pick<Route, 'target'>): boolean {
+  return /^h2c:/i.test(route.target);
+}
+
 /** Most public ports one route claims. */
 export const MAX_ROUTE_PORTS = 16;
 
@@ -65,7 +77,7 @@ export function takesRawStreams(route: Pick<Route, 'target'>): boolean {
  * phrased to follow the field name ("target: must be …").
  */
 export function checkTarget(text: string): { origin: string } | { error: string } {
-  const expected = `must be an http://, https://, ${PASSTHROUGH_SCHEME}// or ${TCP_SCHEME}// URL (got "${text}")`;
+  const expected = `must be an http://, https://, ${H2C_SCHEME}//, ${PASSTHROUGH_SCHEME}// or ${TCP_SCHEME}// URL (got "${text}")`;
   let url: URL;
   try {
     url = new URL(text);
@@ -74,12 +86,16 @@ export function checkTarget(text: string): { origin: string } | { error: string 
   }
   // Port 0 cannot be dialled (it would quietly become the scheme's default).
   if (url.port === '0') return { error: `must name a port from 1 to 65535 (got "${text}")` };
-  if (url.protocol === PASSTHROUGH_SCHEME || url.protocol === TCP_SCHEME) {
+  if (url.protocol === PASSTHROUGH_SCHEME || url.protocol === TCP_SCHEME || url.protocol === H2C_SCHEME) {
     // Not special schemes for WHATWG URLs: no default port, no origin, so check by hand.
     const scheme = url.protocol;
     if (url.username || url.password) return { error: `must not contain credentials` };
     if (!url.hostname || !url.port) {
-      const example = scheme === TCP_SCHEME ? '10.0.0.7:5432' : '10.0.0.7:8443';
+      const examples: Record<string, string> = {
+        [TCP_SCHEME]: '10.0.0.7:5432',
+        [H2C_SCHEME]: '10.0.0.7:50051',
+      };
+      const example = examples[scheme] ?? '10.0.0.7:8443';
       return { error: `must name a host and port, e.g. ${scheme}//${example} (got "${text}")` };
     }
     if ((url.pathname !== '' && url.pathname !== '/') || url.search || url.hash) {
@@ -203,6 +219,7 @@ export function toAnnounced(route: Route): AnnouncedRoute {
     hostnames: route.hostnames,
     ...(route.allowCidrs?.length ? { allowCidrs: route.allowCidrs } : {}),
     ...(isPassthrough(route) ? { protocol: 'tls-passthrough' as const } : {}),
+    ...(isH2c(route) ? { backend: 'h2c' } : {}),
   };
 }
 

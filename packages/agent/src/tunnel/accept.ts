@@ -1,7 +1,7 @@
 import { decodeJson, type Logger, openSchema, Reason, type Stream } from '@burrow/shared';
 import type { Dialer } from '../dialer/http.js';
 import type { Route } from '../routes/source.js';
-import { takesRawStreams } from '../routes/validate.js';
+import { isH2c, takesRawStreams } from '../routes/validate.js';
 
 /**
  * Admits a stream the relay opened. The metadata must be a valid HTTP open
@@ -45,9 +45,9 @@ export function acceptStream(
     return;
   }
   // A stream's kind must match how the route was announced: HTTP routes get
-  // request and `http1` upstream streams, passthrough and TCP routes raw byte
-  // streams, never the other way.
-  if ((open.kind === 'tcp') !== takesRawStreams(route)) {
+  // request and `http1` upstream streams (h2c ones request streams only),
+  // passthrough and TCP routes raw byte streams, never the other way.
+  if ((open.kind === 'tcp') !== takesRawStreams(route) || (open.kind === 'http1' && isH2c(route))) {
     log.warn(
       { stream: stream.id, route: open.route, kind: open.kind },
       'stream kind does not match the route; refused',

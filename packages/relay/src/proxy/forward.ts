@@ -1,8 +1,9 @@
 import type { IncomingMessage, OutgoingHttpHeaders, ServerResponse } from 'node:http';
-import { STATUS_CODES } from 'node:http';
+import { STATUS_CODES, validateHeaderName, validateHeaderValue } from 'node:http';
 import { Http2ServerRequest, type Http2ServerResponse, constants as http2Constants } from 'node:http2';
 import { type Readable, Transform, type TransformCallback } from 'node:stream';
 import {
+  FramedBodyReader,
   type HeaderPairs,
   type HttpOpen,
   InfoLines,
@@ -484,7 +485,13 @@ export async function forwardRequest(
       throw new Error(`status ${head.status} is not a final response`);
     length = declaredLength(head.headers);
     const headers = [...stripHopByHop(head.headers), ...(opts.responseHeaders ?? [])];
-    if (h2) {
+    if (h2 && head.endStream) {
+      // Set, not written: end() then sends the head as one HEADERS frame that ends
+      // the stream, as the backend did (writeHead would send it at once, alone).
+      const h2res = res as Http2ServerResponse;
+      h2res.statusCode = head.status;
+      for (const [name, value] of Object.entries(headerObject(headers))) h2res.setHeader(name, value!);
+    } else if (h2) {
       // HTTP/2 has no reason phrase, and takes headers as an object.
       (res as Http2ServerResponse).writeHead(head.status, headerObject(headers));
     } else {
@@ -508,25 +515,42 @@ export async function forwardRequest(
     return h2 ? res.destroy() : resetConnection((res as ServerResponse).socket);
   };
   s.on('error', cut);
+  if (head.endStream) {
+    s.resume(); // to its FIN: nothing else may come
+    res.end();
+    return;
+  }
+  const broken = (reason: string) => {
+    opts.logger.warn({ host: r.host, route: routed.route, reason }, 'agent broke its response framing');
+    s.reset(Reason.BadMetadata, reason);
+  };
+  let source: Readable = s;
+  if (head.trailers) {
+    // Body records, then the trailer fields (an HTTP/2 backend's, such as gRPC's status).
+    const unframed = new FramedBodyReader((trailers) => addTrailers(res, trailers, opts.logger, r.host));
+    unframed.on('error', (err) => {
+      broken(err.message);
+      cut();
+    });
+    if (rest.byteLength > 0) unframed.write(rest);
+    rest = Buffer.alloc(0);
+    source = s.pipe(unframed);
+  }
   // HEAD, 204 and 304 carry no body: Node drops whatever is written for them.
   const bodyless = req.method === 'HEAD' || head.status === 204 || head.status === 304;
   if (length === undefined || bodyless) {
     if (rest.byteLength > 0) (res as NodeJS.WritableStream).write(rest);
-    s.pipe(res as NodeJS.WritableStream);
+    source.pipe(res as NodeJS.WritableStream);
     return;
   }
   // The agent is held to its Content-Length. More bytes would reach an HTTP/1.1 client as
   // the start of the next response on its connection, which a front proxy may share with
   // other tenants; fewer would leave the client waiting for bytes the next response supplies.
   const socket = h2 ? undefined : (res as ServerResponse).socket;
-  const broken = (reason: string) => {
-    opts.logger.warn({ host: r.host, route: routed.route, reason }, 'agent broke its response framing');
-    s.reset(Reason.BadMetadata, reason);
-  };
   const body = new BodyLength(length, () => {
     // The declared body is whole: it goes out, the rest is dropped, and the connection ends
     // once it is written, so nothing else is read from it as a response.
-    s.unpipe(body);
+    source.unpipe(body);
     broken('response body longer than its Content-Length');
     body.end();
     res.once('finish', () => socket?.end());
@@ -536,7 +560,37 @@ export async function forwardRequest(
     cut();
   });
   if (rest.byteLength > 0) body.write(rest);
-  s.pipe(body).pipe(res as NodeJS.WritableStream);
+  source.pipe(body).pipe(res as NodeJS.WritableStream);
+}
+
+/** Trailer fields that say how to frame or route the message: never taken from a trailer section. */
+const NOT_TRAILERS = new Set(['content-length', 'host', 'content-encoding', 'content-range']);
+
+/**
+ * Adds the backend's trailer fields to the response; they go out with its
+ * end (over HTTP/1.1 only on a chunked response, as Node sends them). A
+ * field HTTP forbids there, or with an invalid name or value, is dropped with
+ * a warning.
+ */
+function addTrailers(res: ClientResponse, trailers: HeaderPairs, logger: Logger, host: string): void {
+  const out: Record<string, string | string[]> = {};
+  for (const [name, value] of stripHopByHop(trailers)) {
+    const key = name.toLowerCase();
+    try {
+      if (NOT_TRAILERS.has(key) || key.startsWith(':')) throw new Error('not allowed in trailers');
+      validateHeaderName(key);
+      validateHeaderValue(key, value);
+    } catch (err) {
+      logger.warn(
+        { host, field: name.slice(0, 64), reason: (err as Error).message },
+        'trailer field dropped',
+      );
+      continue;
+    }
+    const prev = out[key];
+    out[key] = prev === undefined ? value : [...(Array.isArray(prev) ? prev : [prev]), value];
+  }
+  if (Object.keys(out).length > 0) res.addTrailers(out);
 }
 
 /**

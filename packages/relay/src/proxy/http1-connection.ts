@@ -285,7 +285,7 @@ export class Http1Connection {
     const found = opts.table.lookup(head.host);
     if (found.kind !== 'found') return undefined;
     const b = found.binding;
-    if (b.mode !== 'http' || !b.target.servesHttp1) return undefined;
+    if (!b.http1 || !b.target.servesHttp1) return undefined;
     if (this.#forbidden(b)) return undefined;
     return b;
   }

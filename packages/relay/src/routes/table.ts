@@ -27,6 +27,11 @@ export interface Binding<T extends RouteTarget> {
   hostname: string;
   allowlist: Allowlist | undefined;
   mode: RouteProtocol;
+  /**
+   * Whether requests may go as bytes on `http1` streams: an `http` route whose
+   * agent speaks HTTP/1.1 to the backend (it announced no other `backend`).
+   */
+  http1: boolean;
 }
 
 interface Claim<T extends RouteTarget> {
@@ -125,7 +130,8 @@ export class RouteTable<T extends RouteTarget> {
           continue;
         }
         const mode = route.protocol ?? 'http';
-        wanted.set(hostname, { target, routeId: route.id, hostname, allowlist, mode });
+        const http1 = mode === 'http' && route.backend === undefined;
+        wanted.set(hostname, { target, routeId: route.id, hostname, allowlist, mode, http1 });
         results.push({ id: route.id, hostname: raw, status: 'active', url: this.#urlFor(hostname, mode) });
       }
     }

@@ -12,7 +12,7 @@ export const TUNNEL_SUBPROTOCOL = 'burrow.v1';
 /** Path of the tunnel endpoint on the relay. */
 export const TUNNEL_PATH = '/v1/tunnel';
 
-const headerPairs = z.array(z.tuple([z.string().max(8192), z.string().max(65536)])).max(512);
+export const headerPairsSchema = z.array(z.tuple([z.string().max(8192), z.string().max(65536)])).max(512);
 const routeId = z
   .string()
   .min(1)
@@ -35,7 +35,7 @@ export const httpOpenSchema = z.object({
   /** Request target as received (origin form). */
   path: z.string().min(1).max(16384),
   /** Request headers in order, hop-by-hop removed, forwarding headers added. */
-  headers: headerPairs,
+  headers: headerPairsSchema,
   /** True for an Upgrade request (WebSocket and others): after a 101 the stream is raw bytes. */
   upgrade: z.boolean(),
   /**
@@ -109,6 +109,14 @@ export const announcedRouteSchema = z.object({
   allowCidrs: z.array(z.string().max(64)).max(256).optional(),
   /** Absent means `http` (agents older than passthrough support never send it). */
   protocol: z.enum(ROUTE_PROTOCOLS).optional(),
+  /**
+   * What the agent speaks to the route's backend, when that is not HTTP/1.1:
+   * `h2c` (HTTP/2 without TLS, as gRPC servers do). The relay then sends the
+   * route's requests on `http` streams only, never `http1` ones, whose bytes
+   * the agent would have to pass to the backend as they are. Any value but
+   * absent has that effect, so names added later are safe to send.
+   */
+  backend: z.string().max(32).optional(),
 });
 export type AnnouncedRoute = z.infer<typeof announcedRouteSchema>;
 
@@ -212,7 +220,18 @@ export type RelayMessage = z.infer<typeof relayMessageSchema>;
 export const responseHeadSchema = z.object({
   status: z.number().int().min(100).max(999),
   statusText: z.string().max(512).optional(),
-  headers: headerPairs,
+  headers: headerPairsSchema,
+  /**
+   * The body that follows is framed as records (framed-body.ts), so that
+   * trailer fields can follow it. Absent: the body is the stream's bytes.
+   */
+  trailers: z.boolean().optional(),
+  /**
+   * Nothing follows the head, and FIN comes next: an HTTP/2 response that
+   * ended with its header block. The relay answers an HTTP/2 client the same
+   * way, which gRPC needs for a status sent without a body ("trailers-only").
+   */
+  endStream: z.boolean().optional(),
 });
 export type ResponseHead = z.infer<typeof responseHeadSchema>;
 

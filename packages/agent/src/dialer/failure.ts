@@ -1,0 +1,62 @@
+import { type Logger, Reason, type Stream } from '@burrow/shared';
+import type { Route } from '../routes/source.js';
+
+/** Where a failed backend exchange is reported: the agent's log and its failure counter. */
+export interface FailureReport {
+  log: Logger;
+  onFailure?: ((reason: string) => void) | undefined;
+}
+
+/**
+ * Logs a failed backend exchange once, counts it, and resets the tunnel
+ * stream with `reason` (the relay turns it into a 502 or 504). Returns the
+ * reason's wire name.
+ */
+export function failExchange(
+  stream: Stream,
+  report: FailureReport,
+  route: Route,
+  method: string,
+  reason: Reason,
+  message: string,
+  code?: string,
+): string {
+  const name = Reason[reason] ?? String(reason);
+  report.log.warn(
+    {
+      route: route.id,
+      target: route.target,
+      method,
+      reason: name,
+      ...(code ? { code } : {}),
+      error: message,
+    },
+    'backend request failed',
+  );
+  report.onFailure?.(name);
+  stream.reset(reason, message);
+  return name;
+}
+
+/**
+ * Why a backend gave no response at all: it did not accept a connection in
+ * time, refused one, or failed otherwise. Returns the reset's reason, message
+ * and the code to log.
+ */
+export function unanswered(
+  timedOut: boolean,
+  code: string,
+  message: string,
+  where: string,
+  connectTimeout: number,
+): [Reason, string, string] {
+  if (timedOut) {
+    return [
+      Reason.ConnectTimeout,
+      `backend did not accept a connection to ${where} within ${connectTimeout} ms`,
+      'ETIMEDOUT',
+    ];
+  }
+  if (code === 'ECONNREFUSED') return [Reason.ConnectRefused, `backend refused connection to ${where}`, code];
+  return [Reason.BackendError, `backend request failed: ${code || message}`, code];
+}

@@ -1,0 +1,344 @@
+/**
+ * Requests to `h2c://` targets: backends that speak HTTP/2 without TLS, as
+ * gRPC servers do. Each tunnel stream becomes one HTTP/2 stream on a session
+ * shared by every request to that target. The response body goes back framed
+ * as records (shared framed-body.ts) so that its trailer fields follow it; a
+ * response that ended with its head says so (`endStream`), and the relay
+ * answers it the same way (a gRPC "trailers-only" response).
+ */
+import {
+  type ClientHttp2Session,
+  type ClientHttp2Stream,
+  connect,
+  constants,
+  type IncomingHttpHeaders,
+  type OutgoingHttpHeaders,
+} from 'node:http2';
+import {
+  type HeaderPairs,
+  type HttpOpen,
+  Reason,
+  type Stream,
+  stripHopByHop,
+  writeBodyRecord,
+  writeMessage,
+  writeTrailersRecord,
+} from '@burrow/shared';
+import type { Route } from '../routes/source.js';
+import { type FailureReport, failExchange, unanswered } from './failure.js';
+import { hasBody, headFrom } from './head.js';
+import { targetAddress } from './target.js';
+
+/** A session with no stream open for this long is closed, ms. */
+const IDLE_SESSION = 30_000;
+/** The error a session that did not connect in time is destroyed with. */
+const CONNECT_TIMEOUT = 'BURROW_CONNECT_TIMEOUT';
+/** Request fields HTTP/2 forbids or carries otherwise (RFC 9113 §8.2.2). */
+const NOT_SENT = new Set(['host', 'expect', 'http2-settings']);
+
+/** One HTTP/2 session per `h2c://` target, opened when first needed. */
+export class H2Sessions {
+  readonly #sessions = new Map<string, ClientHttp2Session>();
+  readonly #connectTimeout: number;
+
+  constructor(connectTimeout: number) {
+    this.#connectTimeout = connectTimeout;
+  }
+
+  /** The open session to `target`, or a new one. */
+  get(target: string): ClientHttp2Session {
+    const open = this.#sessions.get(target);
+    if (open && !open.closed && !open.destroyed) return open;
+    const session = connect(`http://${targetAddress(target).where}`, { settings: { enablePush: false } });
+    const timer = setTimeout(() => {
+      const err = Object.assign(new Error(`no connection within ${this.#connectTimeout} ms`), {
+        code: CONNECT_TIMEOUT,
+      });
+      session.destroy(err);
+    }, this.#connectTimeout);
+    session.once('connect', () => clearTimeout(timer));
+    // A failed session fails each of its streams, which report it.
+    session.on('error', () => {});
+    session.once('close', () => {
+      clearTimeout(timer);
+      this.#forget(target, session);
+    });
+    // No new streams on a session the backend is leaving; those in flight finish there.
+    session.once('goaway', () => this.#forget(target, session));
+    session.setTimeout(IDLE_SESSION, () => {
+      this.#forget(target, session);
+      session.close();
+    });
+    this.#sessions.set(target, session);
+    return session;
+  }
+
+  /** Closes the sessions of targets not in `keep`; their streams in flight finish first. */
+  retain(keep: ReadonlySet<string>): void {
+    for (const [target, session] of this.#sessions) {
+      if (keep.has(target)) continue;
+      this.#sessions.delete(target);
+      session.close();
+    }
+  }
+
+  destroy(): void {
+    for (const session of this.#sessions.values()) session.destroy();
+    this.#sessions.clear();
+  }
+
+  #forget(target: string, session: ClientHttp2Session): void {
+    if (this.#sessions.get(target) === session) this.#sessions.delete(target);
+  }
+}
+
+/** Serves one `http` stream for an `h2c://` route. Never throws. */
+export function serveH2(
+  stream: Stream,
+  meta: HttpOpen,
+  route: Route,
+  sessions: H2Sessions,
+  connectTimeout: number,
+  report: FailureReport,
+): void {
+  new H2Exchange(stream, meta, route, sessions, connectTimeout, report).start();
+}
+
+/** Request fields as HTTP/2 takes them: pseudo-fields first, names in lower case, repeats as arrays. */
+function requestHeaders(meta: HttpOpen): OutgoingHttpHeaders {
+  const out: OutgoingHttpHeaders = {
+    ':method': meta.method,
+    ':path': meta.path,
+    ':scheme': 'http',
+  };
+  for (const [k, v] of stripHopByHop(meta.headers)) {
+    const name = k.toLowerCase();
+    if (name === 'host') out[':authority'] ??= v;
+    if (NOT_SENT.has(name) || name.startsWith(':')) continue;
+    const prev = out[name];
+    if (prev === undefined) out[name] = v;
+    else out[name] = Array.isArray(prev) ? [...prev, v] : [String(prev), v];
+  }
+  // The relay passes trailers on, so the backend may send them (gRPC servers require this).
+  out.te = 'trailers';
+  return out;
+}
+
+/** Fields of an HTTP/2 header block as pairs, pseudo-fields left out. */
+function pairsOf(headers: IncomingHttpHeaders): HeaderPairs {
+  const pairs: HeaderPairs = [];
+  for (const [name, value] of Object.entries(headers)) {
+    if (name.startsWith(':') || value === undefined) continue;
+    if (Array.isArray(value)) for (const v of value) pairs.push([name, v]);
+    else pairs.push([name, value]);
+  }
+  return pairs;
+}
+
+class H2Exchange {
+  readonly #stream: Stream;
+  readonly #meta: HttpOpen;
+  readonly #route: Route;
+  readonly #sessions: H2Sessions;
+  readonly #connectTimeout: number;
+  readonly #report: FailureReport;
+  readonly #started = performance.now();
+  #req: ClientHttp2Stream | undefined;
+  #status = 0;
+  #headSent = false;
+  #complete = false;
+  #trailers: HeaderPairs = [];
+  #failed: string | undefined;
+  #attempts = 0;
+
+  constructor(
+    stream: Stream,
+    meta: HttpOpen,
+    route: Route,
+    sessions: H2Sessions,
+    connectTimeout: number,
+    report: FailureReport,
+  ) {
+    this.#stream = stream;
+    this.#meta = meta;
+    this.#route = route;
+    this.#sessions = sessions;
+    this.#connectTimeout = connectTimeout;
+    this.#report = report;
+  }
+
+  start(): void {
+    const stream = this.#stream;
+    stream.on('error', () => {}); // resets from the relay, or the session closing; 'close' cleans up
+    stream.on('close', () => this.#onStreamClose());
+    stream.on('drain', () => this.#req?.resume());
+    if (this.#meta.upgrade) {
+      this.#refuseUpgrade();
+      return;
+    }
+    if (!hasBody(this.#meta)) stream.resume();
+    this.#send();
+  }
+
+  /** HTTP/2 has no Upgrade (WebSocket over it is a CONNECT the relay does not make): a 501 says so. */
+  #refuseUpgrade(): void {
+    const body = Buffer.from(
+      `${this.#route.target} speaks HTTP/2 (h2c): an Upgrade request (WebSocket) cannot reach it\n`,
+    );
+    this.#status = 501;
+    this.#headSent = this.#complete = true;
+    writeMessage(this.#stream, {
+      status: 501,
+      headers: [
+        ['content-type', 'text/plain; charset=utf-8'],
+        ['content-length', String(body.byteLength)],
+      ],
+    });
+    this.#stream.end(body);
+  }
+
+  #send(): void {
+    this.#attempts++;
+    const stream = this.#stream;
+    const withBody = hasBody(this.#meta);
+    let req: ClientHttp2Stream;
+    try {
+      req = this.#sessions
+        .get(this.#route.target)
+        .request(requestHeaders(this.#meta), { endStream: !withBody });
+    } catch (err) {
+      // Fields HTTP/2 refuses (a repeated single-value field, a character it forbids).
+      const e = err as NodeJS.ErrnoException;
+      this.#fail(Reason.BackendError, `request not sendable over HTTP/2: ${e.message}`, e.code);
+      return;
+    }
+    this.#req = req;
+    req.on('response', (headers, flags) => this.#onResponse(headers, flags));
+    req.on('data', (chunk: Buffer) => {
+      if (!writeBodyRecord(stream, chunk)) req.pause();
+    });
+    req.on('trailers', (headers) => {
+      this.#trailers = pairsOf(headers);
+    });
+    req.on('end', () => this.#onEnd());
+    req.on('error', (err: NodeJS.ErrnoException & { cause?: NodeJS.ErrnoException }) =>
+      this.#onError(req, err, withBody),
+    );
+    req.on('close', () => {
+      if (withBody) {
+        stream.unpipe(req);
+        // What the client still sends has nowhere to go: dropped, so the stream is not stalled.
+        if (!stream.readableEnded) stream.resume();
+      }
+      if (this.#req !== req || this.#complete) return;
+      const code = req.rstCode ?? 0;
+      if (this.#headSent) {
+        this.#fail(
+          Reason.BackendError,
+          `backend reset the stream before the response was complete (${code})`,
+        );
+      } else if (code === constants.NGHTTP2_REFUSED_STREAM && !withBody && this.#attempts < 2) {
+        this.#send(); // refused unprocessed (RFC 9113 §8.7): safe to send again
+      } else {
+        this.#fail(Reason.BackendError, `backend reset the stream without a response (${code})`);
+      }
+    });
+    if (withBody) stream.pipe(req);
+  }
+
+  #onResponse(headers: IncomingHttpHeaders, flags: number): void {
+    const stream = this.#stream;
+    this.#status = Number(headers[':status']);
+    const head = headFrom(this.#status, undefined, stripHopByHop(pairsOf(headers)));
+    if (typeof head === 'string') {
+      this.#fail(Reason.BackendError, head);
+      return;
+    }
+    this.#headSent = true;
+    if (flags & constants.NGHTTP2_FLAG_END_STREAM) {
+      this.#complete = true;
+      writeMessage(stream, { ...head, endStream: true });
+      stream.end();
+      return;
+    }
+    writeMessage(stream, { ...head, trailers: true });
+  }
+
+  #onEnd(): void {
+    if (this.#complete || !this.#headSent) return;
+    this.#complete = true;
+    const trailers = stripHopByHop(this.#trailers);
+    if (trailers.length > 0) {
+      try {
+        writeTrailersRecord(this.#stream, trailers);
+      } catch (err) {
+        this.#fail(Reason.BackendError, (err as Error).message);
+        return;
+      }
+    }
+    this.#stream.end();
+  }
+
+  #onError(
+    req: ClientHttp2Stream,
+    err: NodeJS.ErrnoException & { cause?: NodeJS.ErrnoException },
+    withBody: boolean,
+  ): void {
+    if (this.#req !== req || this.#complete || this.#stream.destroyed) return;
+    // A stream cancelled because its session failed carries the session's error as its cause.
+    const cause = err.cause ?? err;
+    const code = cause.code ?? '';
+    if (this.#headSent) {
+      this.#fail(Reason.BackendError, `backend connection failed: ${code || cause.message}`, code);
+      return;
+    }
+    if (code === 'ERR_HTTP2_GOAWAY_SESSION' && !withBody && this.#attempts < 2) {
+      this.#send(); // the session was leaving as the request went out: a new one takes it
+      return;
+    }
+    const [reason, message, logged] = unanswered(
+      code === CONNECT_TIMEOUT,
+      code,
+      cause.message,
+      targetAddress(this.#route.target).where,
+      this.#connectTimeout,
+    );
+    this.#fail(reason, message, logged);
+  }
+
+  #fail(reason: Reason, message: string, code?: string): void {
+    if (this.#failed !== undefined || this.#stream.destroyed) return;
+    this.#failed = failExchange(
+      this.#stream,
+      this.#report,
+      this.#route,
+      this.#meta.method,
+      reason,
+      message,
+      code,
+    );
+    this.#req?.close(constants.NGHTTP2_CANCEL);
+  }
+
+  #onStreamClose(): void {
+    const stream = this.#stream;
+    // The client went away, or we failed: the backend's stream is cancelled too.
+    if (!this.#complete || stream.errored) this.#req?.close(constants.NGHTTP2_CANCEL);
+    this.#report.log.debug(
+      {
+        route: this.#route.id,
+        method: this.#meta.method,
+        status: this.#status,
+        h2c: true,
+        bytesIn: stream.bytesIn,
+        bytesOut: stream.bytesOut,
+        durationMs: Math.round(performance.now() - this.#started),
+        ...(this.#failed ? { error: this.#failed } : {}),
+        ...(stream.resetReason !== undefined && !this.#failed
+          ? { reset: Reason[stream.resetReason] ?? stream.resetReason }
+          : {}),
+      },
+      'stream done',
+    );
+  }
+}

@@ -1,0 +1,217 @@
+import { createHash, randomBytes } from 'node:crypto';
+import { once } from 'node:events';
+import { request as httpRequest } from 'node:http';
+import { createServer as createH2Server, type ServerHttp2Stream } from 'node:http2';
+import type { AddressInfo } from 'node:net';
+import type { Relay } from '@burrow/relay';
+import type * as Grpc from '@grpc/grpc-js';
+import t from 'tap';
+import { testAgent } from '../helpers/agent.js';
+import { collect, grpc, grpcClient, grpcServer } from '../helpers/grpc.js';
+import { streamKinds, type Teardownable, testRelay } from '../helpers/relay.js';
+import { type TestPki, testPki } from '../helpers/tls.js';
+
+const NAME = 'grpc.example.test';
+
+/** A relay terminating TLS for NAME, an agent routing it to `target`. */
+async function setup(t: Teardownable, pki: TestPki, target: string) {
+  const cert = await pki.issue('grpc', [NAME]);
+  const relay = await testRelay(t, {
+    tls: { host: '127.0.0.1', port: 0 },
+    certFiles: { pairs: [{ cert: cert.certFile, key: cert.keyFile }] },
+  });
+  await testAgent(t, relay, [{ id: 'grpc', hostnames: [NAME], target }]);
+  return { relay, tlsPort: (relay as Relay).tlsAddress!.port };
+}
+
+const sha = (b: Buffer) => createHash('sha256').update(b).digest('hex');
+
+t.test('gRPC through a terminated hostname to an h2c:// backend', async (t) => {
+  const pki = await testPki(t);
+  const backend = await grpcServer(t);
+  const { relay, tlsPort } = await setup(t, pki, `h2c://127.0.0.1:${backend.port}`);
+  const client = grpcClient(t, tlsPort, NAME, pki.caPem);
+  const kinds = streamKinds(relay);
+
+  await t.test('unary: message, initial and trailing metadata', async (t) => {
+    const md = new grpc.Metadata();
+    md.set('x-req', 'hello');
+    let answer: (res: Buffer | undefined) => void = () => {};
+    const response = new Promise<Buffer | undefined>((resolve) => {
+      answer = resolve;
+    });
+    const call = client.echo(Buffer.from('ping'), md, {}, (_err, res) => answer(res));
+    const [[initial], [status], res] = await Promise.all([
+      once(call, 'metadata') as Promise<[Grpc.Metadata]>,
+      once(call, 'status') as Promise<[Grpc.StatusObject]>,
+      response,
+    ]);
+    t.same(initial.get('x-seen'), ['hello'], 'request metadata reached the server');
+    t.equal(status.code, grpc.status.OK, status.details);
+    t.same(status.metadata.get('x-trail'), ['done'], 'trailing metadata crossed the tunnel');
+    t.equal(res?.toString(), 'ping', 'the message came back');
+  });
+
+  await t.test('a status without a body (trailers-only) keeps its code, message and metadata', async (t) => {
+    const err = await new Promise<Grpc.ServiceError>((resolve) =>
+      client.fail(Buffer.from('x'), (e) => resolve(e!)),
+    );
+    t.equal(err.code, grpc.status.NOT_FOUND);
+    t.equal(err.details, 'no such thing');
+    t.same(err.metadata.get('x-why'), ['test']);
+  });
+
+  await t.test('4 MiB each way, byte-exact', async (t) => {
+    const big = randomBytes(4 * 1024 * 1024 - 64);
+    const res = await new Promise<Buffer>((resolve, reject) =>
+      client.echo(big, new grpc.Metadata(), {}, (e, r) => (e ? reject(e) : resolve(r!))),
+    );
+    t.equal(sha(res), sha(big));
+  });
+
+  await t.test('server streaming: 2000 messages in order', async (t) => {
+    const got = await collect(client.count(Buffer.from('2000')));
+    t.equal(got.length, 2000);
+    t.ok(
+      got.every((m, i) => m === String(i)),
+      'in order',
+    );
+  });
+
+  await t.test('client streaming: the request body streams to the end', async (t) => {
+    const total = new Promise<string>((resolve, reject) => {
+      const call = client.sum((e, r) => (e ? reject(e) : resolve(r!.toString())));
+      for (let i = 1; i <= 500; i++) call.write(Buffer.from(String(i)));
+      call.end();
+    });
+    t.equal(await total, String((500 * 501) / 2));
+  });
+
+  await t.test('bidirectional: each answer arrives before the next message is sent', async (t) => {
+    const call = client.chat();
+    for (const word of ['one', 'two', 'three']) {
+      call.write(Buffer.from(word));
+      const [answer] = (await once(call, 'data')) as [Buffer];
+      t.equal(answer.toString(), word.toUpperCase());
+    }
+    call.end();
+    await once(call, 'end');
+  });
+
+  await t.test('a client that cancels a call cancels it at the server', async (t) => {
+    const call = client.forever(Buffer.from(''));
+    const [first] = (await once(call, 'data')) as [Buffer];
+    t.equal(first.toString(), 'first');
+    call.on('error', () => {}); // CANCELLED, as asked
+    call.cancel();
+    await backend.cancelled();
+    t.pass('the server saw the cancellation');
+  });
+
+  t.ok(kinds.length > 0, 'the calls went through the relay');
+  t.ok(
+    kinds.every((k) => k === 'http'),
+    'as http streams (never http1)',
+  );
+});
+
+t.test('an h2c backend that is down is UNAVAILABLE to the gRPC client', async (t) => {
+  const pki = await testPki(t);
+  const closed = createH2Server();
+  closed.listen(0, '127.0.0.1');
+  await once(closed, 'listening');
+  const port = (closed.address() as AddressInfo).port;
+  closed.close();
+  const { tlsPort } = await setup(t, pki, `h2c://127.0.0.1:${port}`);
+  const client = grpcClient(t, tlsPort, NAME, pki.caPem);
+  const err = await new Promise<Grpc.ServiceError>((resolve) =>
+    client.echo(Buffer.from('x'), new grpc.Metadata(), {}, (e) => resolve(e!)),
+  );
+  t.equal(err.code, grpc.status.UNAVAILABLE, 'the relay answered 502, which gRPC reads as UNAVAILABLE');
+});
+
+t.test('HTTP/1.1 clients reach an h2c backend; its trailers come on a chunked response', async (t) => {
+  const h2 = createH2Server();
+  const seen: Array<Record<string, unknown>> = [];
+  h2.on('stream', (stream: ServerHttp2Stream, headers) => {
+    seen.push({ ...headers });
+    const chunks: Buffer[] = [];
+    stream.on('data', (c: Buffer) => chunks.push(c));
+    stream.on('end', () => {
+      stream.respond({ ':status': 200, 'content-type': 'text/plain' }, { waitForTrailers: true });
+      stream.on('wantTrailers', () => stream.sendTrailers({ 'x-checksum': sha(Buffer.concat(chunks)) }));
+      stream.end(`got ${Buffer.concat(chunks).length} bytes`);
+    });
+  });
+  h2.listen(0, '127.0.0.1');
+  await once(h2, 'listening');
+  t.teardown(() => h2.close());
+  const relay = await testRelay(t);
+  await testAgent(t, relay, [
+    {
+      id: 'h2',
+      hostnames: ['h2.example.test'],
+      target: `h2c://127.0.0.1:${(h2.address() as AddressInfo).port}`,
+    },
+  ]);
+  const body = randomBytes(100_000);
+  const reply = await new Promise<{ status: number; body: string; trailers: NodeJS.Dict<string> }>(
+    (resolve, reject) => {
+      const req = httpRequest(
+        {
+          host: '127.0.0.1',
+          port: relay.httpAddress.port,
+          method: 'POST',
+          path: '/upload?x=1',
+          headers: { host: 'h2.example.test', te: 'trailers', 'content-length': body.length },
+        },
+        (res) => {
+          let text = '';
+          res.on('data', (c: Buffer) => {
+            text += c.toString();
+          });
+          res.on('end', () => resolve({ status: res.statusCode ?? 0, body: text, trailers: res.trailers }));
+        },
+      );
+      req.on('error', reject);
+      req.end(body);
+    },
+  );
+  t.equal(reply.status, 200);
+  t.equal(reply.body, 'got 100000 bytes');
+  t.equal(reply.trailers['x-checksum'], sha(body), 'the trailer field arrived');
+  t.equal(seen[0]?.[':authority'], 'h2.example.test', 'Host became :authority');
+  t.equal(seen[0]?.[':path'], '/upload?x=1');
+  t.equal(seen[0]?.['x-forwarded-for'], '127.0.0.1', 'forwarding fields went along');
+  t.equal(seen[0]?.te, 'trailers');
+});
+
+t.test('an Upgrade request to an h2c backend is answered 501, not hung', async (t) => {
+  const h2 = createH2Server();
+  h2.listen(0, '127.0.0.1');
+  await once(h2, 'listening');
+  t.teardown(() => h2.close());
+  const relay = await testRelay(t);
+  await testAgent(t, relay, [
+    {
+      id: 'h2',
+      hostnames: ['h2.example.test'],
+      target: `h2c://127.0.0.1:${(h2.address() as AddressInfo).port}`,
+    },
+  ]);
+  const status = await new Promise<number>((resolve, reject) => {
+    const req = httpRequest({
+      host: '127.0.0.1',
+      port: relay.httpAddress.port,
+      headers: { host: 'h2.example.test', connection: 'upgrade', upgrade: 'websocket' },
+    });
+    req.on('response', (res) => {
+      res.resume();
+      resolve(res.statusCode ?? 0);
+    });
+    req.on('upgrade', () => reject(new Error('upgraded')));
+    req.on('error', reject);
+    req.end();
+  });
+  t.equal(status, 501);
+});
