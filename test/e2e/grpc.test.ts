@@ -8,6 +8,7 @@ import type * as Grpc from '@grpc/grpc-js';
 import t from 'tap';
 import { testAgent } from '../helpers/agent.js';
 import { collect, grpc, grpcClient, grpcServer } from '../helpers/grpc.js';
+import { get } from '../helpers/http.js';
 import { streamKinds, type Teardownable, testRelay } from '../helpers/relay.js';
 import { type TestPki, testPki } from '../helpers/tls.js';
 
@@ -214,4 +215,41 @@ t.test('an Upgrade request to an h2c backend is answered 501, not hung', async (
     req.end();
   });
   t.equal(status, 501);
+});
+
+t.test('a backend allowing 2 streams per connection still gets 10 requests at once', async (t) => {
+  const h2 = createH2Server({ settings: { maxConcurrentStreams: 2 } });
+  const held: ServerHttp2Stream[] = [];
+  const sessions = new Set<unknown>();
+  h2.on('stream', (stream: ServerHttp2Stream) => {
+    sessions.add(stream.session);
+    held.push(stream);
+    // Nothing is answered until all ten are in: only enough connections get them there.
+    if (held.length === 10) {
+      for (const [i, s] of held.entries()) {
+        s.respond({ ':status': 200 });
+        s.end(`answer ${i}`);
+      }
+    }
+  });
+  h2.listen(0, '127.0.0.1');
+  await once(h2, 'listening');
+  t.teardown(() => h2.close());
+  const relay = await testRelay(t);
+  await testAgent(t, relay, [
+    {
+      id: 'h2',
+      hostnames: ['h2.example.test'],
+      target: `h2c://127.0.0.1:${(h2.address() as AddressInfo).port}`,
+    },
+  ]);
+  const replies = await Promise.all(
+    Array.from({ length: 10 }, () => get(relay.httpAddress.port, 'h2.example.test', '/held')),
+  );
+  t.same(
+    replies.map((r) => r.status),
+    Array(10).fill(200),
+    'every request answered',
+  );
+  t.ok(sessions.size >= 5, `spread over ${sessions.size} connections of at most 2 streams`);
 });

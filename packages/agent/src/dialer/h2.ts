@@ -9,6 +9,7 @@
 import {
   type ClientHttp2Session,
   type ClientHttp2Stream,
+  type ClientSessionRequestOptions,
   connect,
   constants,
   type IncomingHttpHeaders,
@@ -36,20 +37,103 @@ const CONNECT_TIMEOUT = 'BURROW_CONNECT_TIMEOUT';
 /** Request fields HTTP/2 forbids or carries otherwise (RFC 9113 §8.2.2). */
 const NOT_SENT = new Set(['host', 'expect', 'http2-settings']);
 
-/** One HTTP/2 session per `h2c://` target, opened when first needed. */
+/** Sessions per target at most; past it, the least loaded takes the request. */
+const MAX_SESSIONS = 64;
+
+/** A session to one target, and how many streams it carries. */
+export class H2Session {
+  readonly session: ClientHttp2Session;
+  /** Streams open on it. */
+  active = 0;
+  /** Whether the backend's SETTINGS have arrived, so its stream limit is known. */
+  settled = false;
+  /** Settles with the backend's first SETTINGS; fails if the session ends before them. */
+  readonly ready: Promise<void>;
+
+  constructor(session: ClientHttp2Session) {
+    this.session = session;
+    let failure: Error | undefined;
+    session.on('error', (err) => {
+      failure = err; // a failed session also fails each of its streams, which report it
+    });
+    this.ready = new Promise((resolve, reject) => {
+      session.once('remoteSettings', () => {
+        this.settled = true;
+        resolve();
+      });
+      session.once('close', () => reject(failure ?? new Error('the backend closed the connection')));
+    });
+    this.ready.catch(() => {}); // a waiter reports it
+  }
+
+  /** Whether it takes another stream now (SETTINGS_MAX_CONCURRENT_STREAMS). */
+  get hasRoom(): boolean {
+    return this.settled && this.active < (this.session.remoteSettings.maxConcurrentStreams ?? 100);
+  }
+
+  /** Opens a stream. Throws what node:http2 throws for fields it refuses. */
+  request(headers: OutgoingHttpHeaders, options: ClientSessionRequestOptions): ClientHttp2Stream {
+    const req = this.session.request(headers, options);
+    this.active++;
+    req.once('close', () => this.active--);
+    return req;
+  }
+}
+
+/**
+ * HTTP/2 sessions to `h2c://` targets, opened when needed. node:http2
+ * refuses a stream past the backend's SETTINGS_MAX_CONCURRENT_STREAMS rather
+ * than queueing it, so each request waits for a session whose limit is known
+ * and has room, and a new session opens when none has.
+ */
 export class H2Sessions {
-  readonly #sessions = new Map<string, ClientHttp2Session>();
+  readonly #sessions = new Map<string, H2Session[]>();
   readonly #connectTimeout: number;
 
   constructor(connectTimeout: number) {
     this.#connectTimeout = connectTimeout;
   }
 
-  /** The open session to `target`, or a new one. */
-  get(target: string): ClientHttp2Session {
-    const open = this.#sessions.get(target);
-    if (open && !open.closed && !open.destroyed) return open;
+  /** A session to `target` with room for a stream; fails as its connection does. */
+  async session(target: string): Promise<H2Session> {
+    for (;;) {
+      const entry = this.#pick(target);
+      if (entry.settled) return entry;
+      await entry.ready;
+    }
+  }
+
+  /** Closes the sessions of targets not in `keep`; their streams in flight finish first. */
+  retain(keep: ReadonlySet<string>): void {
+    for (const [target, entries] of this.#sessions) {
+      if (keep.has(target)) continue;
+      this.#sessions.delete(target);
+      for (const e of entries) e.session.close();
+    }
+  }
+
+  destroy(): void {
+    for (const entries of this.#sessions.values()) for (const e of entries) e.session.destroy();
+    this.#sessions.clear();
+  }
+
+  /** One with room, else one still connecting (to wait on), else a new one; the least loaded past the cap. */
+  #pick(target: string): H2Session {
+    const entries = this.#sessions.get(target) ?? [];
+    const pick =
+      entries.find((e) => e.hasRoom) ??
+      entries.find((e) => !e.settled) ??
+      (entries.length >= MAX_SESSIONS ? entries.reduce((a, b) => (b.active < a.active ? b : a)) : undefined);
+    if (pick) return pick;
+    const entry = this.#open(target);
+    entries.push(entry);
+    this.#sessions.set(target, entries);
+    return entry;
+  }
+
+  #open(target: string): H2Session {
     const session = connect(`http://${targetAddress(target).where}`, { settings: { enablePush: false } });
+    const entry = new H2Session(session);
     const timer = setTimeout(() => {
       const err = Object.assign(new Error(`no connection within ${this.#connectTimeout} ms`), {
         code: CONNECT_TIMEOUT,
@@ -57,38 +141,25 @@ export class H2Sessions {
       session.destroy(err);
     }, this.#connectTimeout);
     session.once('connect', () => clearTimeout(timer));
-    // A failed session fails each of its streams, which report it.
-    session.on('error', () => {});
     session.once('close', () => {
       clearTimeout(timer);
-      this.#forget(target, session);
+      this.#forget(target, entry);
     });
     // No new streams on a session the backend is leaving; those in flight finish there.
-    session.once('goaway', () => this.#forget(target, session));
+    session.once('goaway', () => this.#forget(target, entry));
     session.setTimeout(IDLE_SESSION, () => {
-      this.#forget(target, session);
+      this.#forget(target, entry);
       session.close();
     });
-    this.#sessions.set(target, session);
-    return session;
+    return entry;
   }
 
-  /** Closes the sessions of targets not in `keep`; their streams in flight finish first. */
-  retain(keep: ReadonlySet<string>): void {
-    for (const [target, session] of this.#sessions) {
-      if (keep.has(target)) continue;
-      this.#sessions.delete(target);
-      session.close();
-    }
-  }
-
-  destroy(): void {
-    for (const session of this.#sessions.values()) session.destroy();
-    this.#sessions.clear();
-  }
-
-  #forget(target: string, session: ClientHttp2Session): void {
-    if (this.#sessions.get(target) === session) this.#sessions.delete(target);
+  #forget(target: string, entry: H2Session): void {
+    const entries = this.#sessions.get(target);
+    const at = entries?.indexOf(entry) ?? -1;
+    if (at < 0) return;
+    entries!.splice(at, 1);
+    if (entries!.length === 0) this.#sessions.delete(target);
   }
 }
 
@@ -199,13 +270,20 @@ class H2Exchange {
 
   #send(): void {
     this.#attempts++;
-    const stream = this.#stream;
+    this.#req = undefined;
     const withBody = hasBody(this.#meta);
+    this.#sessions.session(this.#route.target).then(
+      (session) => this.#sendOn(session, withBody),
+      (err: NodeJS.ErrnoException) => this.#onError(undefined, err, withBody),
+    );
+  }
+
+  #sendOn(session: H2Session, withBody: boolean): void {
+    const stream = this.#stream;
+    if (stream.destroyed) return; // the client left while the session connected
     let req: ClientHttp2Stream;
     try {
-      req = this.#sessions
-        .get(this.#route.target)
-        .request(requestHeaders(this.#meta), { endStream: !withBody });
+      req = session.request(requestHeaders(this.#meta), { endStream: !withBody });
     } catch (err) {
       // Fields HTTP/2 refuses (a repeated single-value field, a character it forbids).
       const e = err as NodeJS.ErrnoException;
@@ -221,9 +299,7 @@ class H2Exchange {
       this.#trailers = pairsOf(headers);
     });
     req.on('end', () => this.#onEnd());
-    req.on('error', (err: NodeJS.ErrnoException & { cause?: NodeJS.ErrnoException }) =>
-      this.#onError(req, err, withBody),
-    );
+    req.on('error', (err: NodeJS.ErrnoException) => this.#onError(req, err, withBody));
     req.on('close', () => {
       if (withBody) {
         stream.unpipe(req);
@@ -279,15 +355,14 @@ class H2Exchange {
     this.#stream.end();
   }
 
-  #onError(
-    req: ClientHttp2Stream,
-    err: NodeJS.ErrnoException & { cause?: NodeJS.ErrnoException },
-    withBody: boolean,
-  ): void {
+  /** `req` failed, or (undefined) no session to the backend could be had. */
+  #onError(req: ClientHttp2Stream | undefined, err: NodeJS.ErrnoException, withBody: boolean): void {
     if (this.#req !== req || this.#complete || this.#stream.destroyed) return;
     // A stream cancelled because its session failed carries the session's error as its cause.
-    const cause = err.cause ?? err;
+    const cause = (err.cause as NodeJS.ErrnoException | undefined) ?? err;
     const code = cause.code ?? '';
+    // A reset by the backend: 'close' follows, with the code, and decides.
+    if (req && code === 'ERR_HTTP2_STREAM_ERROR') return;
     if (this.#headSent) {
       this.#fail(Reason.BackendError, `backend connection failed: ${code || cause.message}`, code);
       return;
