@@ -7,9 +7,10 @@ import type { Relay } from '@burrow/relay';
 import type * as Grpc from '@grpc/grpc-js';
 import t from 'tap';
 import { testAgent } from '../helpers/agent.js';
+import { fakeKube, kubeAgent, kubeService, untilKube } from '../helpers/fake-kube.js';
 import { collect, grpc, grpcClient, grpcServer } from '../helpers/grpc.js';
 import { get } from '../helpers/http.js';
-import { streamKinds, type Teardownable, testRelay } from '../helpers/relay.js';
+import { streamKinds, type Teardownable, testRelay, tunnelUrl } from '../helpers/relay.js';
 import { type TestPki, testPki } from '../helpers/tls.js';
 
 const NAME = 'grpc.example.test';
@@ -252,4 +253,32 @@ t.test('a backend allowing 2 streams per connection still gets 10 requests at on
     'every request answered',
   );
   t.ok(sessions.size >= 5, `spread over ${sessions.size} connections of at most 2 streams`);
+});
+
+t.test('Kubernetes: a Service port with appProtocol kubernetes.io/h2c is served as gRPC', async (t) => {
+  const pki = await testPki(t);
+  const cert = await pki.issue('grpc-k8s', ['grpc.example.com']);
+  const relay = await testRelay(t, {
+    tls: { host: '127.0.0.1', port: 0 },
+    certFiles: { pairs: [{ cert: cert.certFile, key: cert.keyFile }] },
+  });
+  // The Service's "ClusterIP" is another loopback address, as in the other Kubernetes tests.
+  const backend = await grpcServer(t, '127.0.0.2');
+  const kube = await fakeKube(t);
+  const annotations = { 'burrow.dev/hostname': 'grpc.example.com' };
+  const port = { portName: 'grpc', appProtocol: 'kubernetes.io/h2c' };
+  kube.upsertService(kubeService('greeter', '127.0.0.2', backend.port, annotations, port));
+  await kubeAgent(t, kube, tunnelUrl(relay));
+  await untilKube(
+    kube,
+    () => kube.getService('default', 'greeter')?.metadata.annotations?.['burrow.dev/url'],
+  );
+
+  const client = grpcClient(t, (relay as Relay).tlsAddress!.port, 'grpc.example.com', pki.caPem);
+  const res = await new Promise<Buffer>((resolve, reject) =>
+    client.echo(Buffer.from('from the cluster'), new grpc.Metadata(), {}, (e, r) =>
+      e ? reject(e) : resolve(r!),
+    ),
+  );
+  t.equal(res.toString(), 'from the cluster', 'the call reached the Service over h2c');
 });

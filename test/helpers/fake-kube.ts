@@ -507,17 +507,22 @@ export function mergePatch(target: unknown, patch: unknown): unknown {
   return out;
 }
 
-/** A ClusterIP Service with one TCP port (named `portName`) and the given annotations. */
+/** A ClusterIP Service with one TCP port (named `portName`, with `appProtocol` if given) and the given annotations. */
 export function kubeService(
   name: string,
   clusterIP: string,
   port: number,
   annotations: Record<string, string>,
-  { namespace = 'default', portName = 'http' }: { namespace?: string; portName?: string } = {},
+  {
+    namespace = 'default',
+    portName = 'http',
+    appProtocol,
+  }: { namespace?: string; portName?: string; appProtocol?: string } = {},
 ): Obj {
+  const spec = { name: portName, port, protocol: 'TCP', ...(appProtocol ? { appProtocol } : {}) };
   return {
     metadata: { name, namespace, annotations },
-    spec: { type: 'ClusterIP', clusterIP, ports: [{ name: portName, port, protocol: 'TCP' }] },
+    spec: { type: 'ClusterIP', clusterIP, ports: [spec] },
   };
 }
 

@@ -50,8 +50,11 @@ export type EchoClient = Grpc.Client & {
   forever: (req: Buffer) => Grpc.ClientReadableStream<Buffer>;
 };
 
-/** The echo service on 127.0.0.1:0 without TLS (h2c); `cancelled` counts Forever calls the client cancelled. */
-export async function grpcServer(t: Teardownable): Promise<{ port: number; cancelled: () => Promise<void> }> {
+/** The echo service on `host`, port 0, without TLS (h2c); `cancelled` counts Forever calls the client cancelled. */
+export async function grpcServer(
+  t: Teardownable,
+  host = '127.0.0.1',
+): Promise<{ port: number; cancelled: () => Promise<void> }> {
   const server = new grpc.Server();
   const waiting: Array<() => void> = [];
   let cancels = 0;
@@ -94,7 +97,7 @@ export async function grpcServer(t: Teardownable): Promise<{ port: number; cance
     },
   });
   const port = await new Promise<number>((resolve, reject) =>
-    server.bindAsync('127.0.0.1:0', grpc.ServerCredentials.createInsecure(), (err, p) =>
+    server.bindAsync(`${host}:0`, grpc.ServerCredentials.createInsecure(), (err, p) =>
       err ? reject(err) : resolve(p),
     ),
   );
