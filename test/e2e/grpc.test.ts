@@ -1,16 +1,25 @@
 import { createHash, randomBytes } from 'node:crypto';
 import { once } from 'node:events';
 import { request as httpRequest } from 'node:http';
-import { createServer as createH2Server, type ServerHttp2Stream } from 'node:http2';
-import type { AddressInfo } from 'node:net';
+import { connect as connectH2, createServer as createH2Server, type ServerHttp2Stream } from 'node:http2';
+import { type AddressInfo, createServer as createNetServer, type Socket } from 'node:net';
+import { startAgent } from '@burrow/agent';
 import type { Relay } from '@burrow/relay';
 import type * as Grpc from '@grpc/grpc-js';
 import t from 'tap';
 import { testAgent } from '../helpers/agent.js';
+import { deferred } from '../helpers/deferred.js';
 import { fakeKube, kubeAgent, kubeService, untilKube } from '../helpers/fake-kube.js';
 import { collect, grpc, grpcClient, grpcServer } from '../helpers/grpc.js';
 import { get } from '../helpers/http.js';
-import { streamKinds, type Teardownable, testRelay, tunnelUrl } from '../helpers/relay.js';
+import {
+  streamKinds,
+  type Teardownable,
+  testLogger,
+  testRelay,
+  tokenFor,
+  tunnelUrl,
+} from '../helpers/relay.js';
 import { type TestPki, testPki } from '../helpers/tls.js';
 
 const NAME = 'grpc.example.test';
@@ -31,9 +40,8 @@ const sha = (b: Buffer) => createHash('sha256').update(b).digest('hex');
 t.test('gRPC through a terminated hostname to an h2c:// backend', async (t) => {
   const pki = await testPki(t);
   const backend = await grpcServer(t);
-  const { relay, tlsPort } = await setup(t, pki, `h2c://127.0.0.1:${backend.port}`);
+  const { tlsPort } = await setup(t, pki, `h2c://127.0.0.1:${backend.port}`);
   const client = grpcClient(t, tlsPort, NAME, pki.caPem);
-  const kinds = streamKinds(relay);
 
   await t.test('unary: message, initial and trailing metadata', async (t) => {
     const md = new grpc.Metadata();
@@ -109,12 +117,6 @@ t.test('gRPC through a terminated hostname to an h2c:// backend', async (t) => {
     await backend.cancelled();
     t.pass('the server saw the cancellation');
   });
-
-  t.ok(kinds.length > 0, 'the calls went through the relay');
-  t.ok(
-    kinds.every((k) => k === 'http'),
-    'as http streams (never http1)',
-  );
 });
 
 t.test('an h2c backend that is down is UNAVAILABLE to the gRPC client', async (t) => {
@@ -156,6 +158,7 @@ t.test('HTTP/1.1 clients reach an h2c backend; its trailers come on a chunked re
       target: `h2c://127.0.0.1:${(h2.address() as AddressInfo).port}`,
     },
   ]);
+  const kinds = streamKinds(relay);
   const body = randomBytes(100_000);
   const reply = await new Promise<{ status: number; body: string; trailers: NodeJS.Dict<string> }>(
     (resolve, reject) => {
@@ -186,6 +189,7 @@ t.test('HTTP/1.1 clients reach an h2c backend; its trailers come on a chunked re
   t.equal(seen[0]?.[':path'], '/upload?x=1');
   t.equal(seen[0]?.['x-forwarded-for'], '127.0.0.1', 'forwarding fields went along');
   t.equal(seen[0]?.te, 'trailers');
+  t.same(kinds, ['http'], 'an http stream: an h2c route never gets http1 ones, even for HTTP/1.1 clients');
 });
 
 t.test('an Upgrade request to an h2c backend is answered 501, not hung', async (t) => {
@@ -281,4 +285,119 @@ t.test('Kubernetes: a Service port with appProtocol kubernetes.io/h2c is served 
     ),
   );
   t.equal(res.toString(), 'from the cluster', 'the call reached the Service over h2c');
+});
+
+t.test('gRPC without TLS: HTTP/2 with prior knowledge on the plain HTTP port', async (t) => {
+  const backend = await grpcServer(t);
+  const relay = await testRelay(t);
+  await testAgent(t, relay, [{ id: 'grpc', hostnames: [NAME], target: `h2c://127.0.0.1:${backend.port}` }]);
+  const client = grpcClient(t, relay.httpAddress.port, NAME);
+  const res = await new Promise<Buffer>((resolve, reject) =>
+    client.echo(Buffer.from('plain'), new grpc.Metadata(), {}, (e, r) => (e ? reject(e) : resolve(r!))),
+  );
+  t.equal(res.toString(), 'plain', 'a unary call');
+  t.same(
+    await collect(client.count(Buffer.from('100'))),
+    Array.from({ length: 100 }, (_, i) => String(i)),
+  );
+  const plain = await get(relay.httpAddress.port, NAME, '/');
+  t.not(plain.status, 0, 'HTTP/1.1 on the same port still answers');
+});
+
+t.test('a draining relay sends its h2c clients GOAWAY; their requests in flight finish', async (t) => {
+  const h2 = createH2Server();
+  const arrived = deferred<ServerHttp2Stream>();
+  h2.on('stream', (stream: ServerHttp2Stream) => arrived.resolve(stream));
+  h2.listen(0, '127.0.0.1');
+  await once(h2, 'listening');
+  t.teardown(() => h2.close());
+  const relay = await testRelay(t);
+  await testAgent(t, relay, [
+    {
+      id: 'h2',
+      hostnames: ['h2.example.test'],
+      target: `h2c://127.0.0.1:${(h2.address() as AddressInfo).port}`,
+    },
+  ]);
+  const session = connectH2(`http://127.0.0.1:${relay.httpAddress.port}`);
+  t.teardown(() => session.destroy());
+  const goaway = once(session, 'goaway');
+  const req = session.request({ ':path': '/slow', ':authority': 'h2.example.test' }, { endStream: true });
+  const response = once(req, 'response') as Promise<[Record<string, unknown>]>;
+  const backendStream = await arrived.promise;
+  const closed = relay.close();
+  await goaway;
+  t.pass('GOAWAY came while a request was in flight');
+  backendStream.respond({ ':status': 200 });
+  backendStream.end('finished');
+  const [headers] = await response;
+  t.equal(headers[':status'], 200, 'and that request still got its answer');
+  req.resume();
+  await once(req, 'end');
+  await closed;
+});
+
+t.test('an HTTP/1.1 request asking to upgrade to h2c gets the plain response body', async (t) => {
+  const h2 = createH2Server();
+  h2.on('stream', (stream: ServerHttp2Stream) => {
+    stream.respond({ ':status': 200 }, { waitForTrailers: true });
+    stream.on('wantTrailers', () => stream.sendTrailers({ 'x-checksum': 'abc' }));
+    stream.end('hello');
+  });
+  h2.listen(0, '127.0.0.1');
+  await once(h2, 'listening');
+  t.teardown(() => h2.close());
+  const relay = await testRelay(t);
+  await testAgent(t, relay, [
+    {
+      id: 'h2',
+      hostnames: ['h2.example.test'],
+      target: `h2c://127.0.0.1:${(h2.address() as AddressInfo).port}`,
+    },
+  ]);
+  // What `curl --http2 http://…` sends: the relay serves it as the HTTP/1.1 request it also is.
+  const reply = await get(relay.httpAddress.port, 'h2.example.test', '/', {
+    headers: {
+      connection: 'Upgrade, HTTP2-Settings',
+      upgrade: 'h2c',
+      'http2-settings': 'AAMAAABkAARAAAAAAAIAAAAA',
+    },
+  });
+  t.equal(reply.status, 200);
+  t.equal(reply.body.toString(), 'hello', 'the body as the backend sent it, no record framing');
+});
+
+t.test('an h2c backend that accepts connections but never speaks HTTP/2 is a 504', async (t) => {
+  const silent = createNetServer(() => {}); // accepts, reads nothing, says nothing
+  const sockets = new Set<Socket>();
+  silent.on('connection', (s) => sockets.add(s));
+  silent.listen(0, '127.0.0.1');
+  await once(silent, 'listening');
+  t.teardown(() => {
+    for (const s of sockets) s.destroy();
+    silent.close();
+  });
+  const relay = await testRelay(t);
+  const agent = startAgent({
+    relayUrl: tunnelUrl(relay),
+    token: await tokenFor('tenant-a', ['h2.example.test']),
+    routes: [
+      {
+        id: 'h2',
+        hostnames: ['h2.example.test'],
+        target: `h2c://127.0.0.1:${(silent.address() as AddressInfo).port}`,
+      },
+    ],
+    connectTimeout: 300,
+    logger: testLogger('agent'),
+  });
+  t.teardown(() => agent.close());
+  await agent.ready();
+  const reply = await get(relay.httpAddress.port, 'h2.example.test', '/');
+  t.equal(reply.status, 504);
+  t.match(
+    reply.body.toString(),
+    /did not answer in time/,
+    'the connect timeout, not the wait for a response head',
+  );
 });

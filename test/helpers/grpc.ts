@@ -108,10 +108,16 @@ export async function grpcServer(
   };
 }
 
-/** A client of the echo service over TLS to the relay at 127.0.0.1:`port`, for `name` (SNI and :authority). */
-export function grpcClient(t: Teardownable, port: number, name: string, caPem: string): EchoClient {
+/**
+ * A client of the echo service at 127.0.0.1:`port` for `name` (:authority, and
+ * SNI): over TLS trusting `caPem`, or without TLS (h2c) when it is undefined.
+ */
+export function grpcClient(t: Teardownable, port: number, name: string, caPem?: string): EchoClient {
   const Client = grpc.makeGenericClientConstructor(echoService, 'Echo');
-  const client = new Client(`127.0.0.1:${port}`, grpc.credentials.createSsl(Buffer.from(caPem)), {
+  const credentials = caPem
+    ? grpc.credentials.createSsl(Buffer.from(caPem))
+    : grpc.credentials.createInsecure();
+  const client = new Client(`127.0.0.1:${port}`, credentials, {
     'grpc.ssl_target_name_override': name,
     'grpc.default_authority': name,
     'grpc.enable_http_proxy': 0,

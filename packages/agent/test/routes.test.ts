@@ -264,7 +264,8 @@ t.test('routes file: the example in docs/configuration.md is valid', async (t) =
   const routes = parseRoutesYaml(example?.[1] ?? '', 'docs/configuration.md');
   t.same(
     routes.map((r) => r.id),
-    ['static:app.example.com', 'api', 'static:tcp-5432'],
+    ['static:app.example.com', 'api', 'static:grpc.example.com', 'static:tcp-5432'],
   );
+  t.equal(routes[2]?.target, 'h2c://10.0.0.11:50051', 'an h2c:// target');
   t.match(routes[1], { allowCidrs: ['203.0.113.0/24'], tlsInsecure: true }, 'every optional field is shown');
 });

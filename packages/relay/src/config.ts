@@ -196,7 +196,7 @@ export const SERVE_OPTIONS: readonly OptionSpec[] = [
     type: 'boolean',
     default: false,
     description:
-      "send every HTTP request through Node's parser and a tunnel stream of its own, instead of carrying plain HTTP/1.1 as bytes over pooled upstreams (slower; for telling the two paths apart)",
+      "send every HTTP request through Node's parser and a tunnel stream of its own, instead of carrying plain HTTP/1.1 as bytes over pooled upstreams (slower, and no HTTP/2 without TLS; for telling the two paths apart)",
   },
   {
     name: 'hsts-max-age',

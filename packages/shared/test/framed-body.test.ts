@@ -103,4 +103,15 @@ t.test('records that break the format fail the body', async (t) => {
 t.test('trailers over the bound are refused by the writer', async (t) => {
   const big: HeaderPairs = [['x-big', 'v'.repeat(MAX_TRAILERS_RECORD)]];
   t.throws(() => framed((out) => writeTrailersRecord(out, big)), RangeError);
+  const many: HeaderPairs = Array.from({ length: 513 }, (_, i) => [`x-${i}`, 'v']);
+  t.throws(
+    () => framed((out) => writeTrailersRecord(out, many)),
+    { name: 'RangeError', message: /trailer fields refused/ },
+    'more fields than the reader takes',
+  );
+  t.throws(
+    () => framed((out) => writeTrailersRecord(out, [['x'.repeat(8193), 'v']])),
+    RangeError,
+    'a name too long',
+  );
 });

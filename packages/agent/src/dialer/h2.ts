@@ -34,6 +34,8 @@ import { targetAddress } from './target.js';
 const IDLE_SESSION = 30_000;
 /** The error a session that did not connect in time is destroyed with. */
 const CONNECT_TIMEOUT = 'BURROW_CONNECT_TIMEOUT';
+/** What node:http2 throws when a session can take no new stream: it is going away, or gone. */
+const GONE = new Set(['ERR_HTTP2_GOAWAY_SESSION', 'ERR_HTTP2_INVALID_SESSION', 'ERR_HTTP2_OUT_OF_STREAMS']);
 /** Request fields HTTP/2 forbids or carries otherwise (RFC 9113 §8.2.2). */
 const NOT_SENT = new Set(['host', 'expect', 'http2-settings']);
 
@@ -43,7 +45,7 @@ const MAX_SESSIONS = 64;
 /** A session to one target, and how many streams it carries. */
 export class H2Session {
   readonly session: ClientHttp2Session;
-  /** Streams open on it. */
+  /** Streams open on it, and those reserved by H2Sessions.session() and not opened yet. */
   active = 0;
   /** Whether the backend's SETTINGS have arrived, so its stream limit is known. */
   settled = false;
@@ -66,25 +68,47 @@ export class H2Session {
     this.ready.catch(() => {}); // a waiter reports it
   }
 
-  /** Whether it takes another stream now (SETTINGS_MAX_CONCURRENT_STREAMS). */
-  get hasRoom(): boolean {
-    return this.settled && this.active < (this.session.remoteSettings.maxConcurrentStreams ?? 100);
+  /** Whether new streams may still go on it (it is not closing or gone). */
+  get usable(): boolean {
+    return !this.session.closed && !this.session.destroyed;
   }
 
-  /** Opens a stream. Throws what node:http2 throws for fields it refuses. */
+  /** Whether it takes another stream now (SETTINGS_MAX_CONCURRENT_STREAMS). */
+  get hasRoom(): boolean {
+    return (
+      this.settled && this.usable && this.active < (this.session.remoteSettings.maxConcurrentStreams ?? 100)
+    );
+  }
+
+  /**
+   * Opens a stream on the slot H2Sessions.session() reserved. Throws what
+   * node:http2 throws (fields it refuses, a session that is going away); the
+   * slot is free again then.
+   */
   request(headers: OutgoingHttpHeaders, options: ClientSessionRequestOptions): ClientHttp2Stream {
-    const req = this.session.request(headers, options);
-    this.active++;
+    let req: ClientHttp2Stream;
+    try {
+      req = this.session.request(headers, options);
+    } catch (err) {
+      this.active--;
+      throw err;
+    }
     req.once('close', () => this.active--);
     return req;
+  }
+
+  /** Frees a reserved slot that will not be used (the client left meanwhile). */
+  release(): void {
+    this.active--;
   }
 }
 
 /**
- * HTTP/2 sessions to `h2c://` targets, opened when needed. node:http2
- * refuses a stream past the backend's SETTINGS_MAX_CONCURRENT_STREAMS rather
- * than queueing it, so each request waits for a session whose limit is known
- * and has room, and a new session opens when none has.
+ * HTTP/2 sessions to `h2c://` targets, opened when needed. A stream past the
+ * backend's SETTINGS_MAX_CONCURRENT_STREAMS would be refused by the backend
+ * (before its SETTINGS arrive) or wait in node:http2 behind streams that may
+ * last for hours, so each request takes a slot on a session whose limit is
+ * known and has room, and a new session opens when none has.
  */
 export class H2Sessions {
   readonly #sessions = new Map<string, H2Session[]>();
@@ -94,11 +118,19 @@ export class H2Sessions {
     this.#connectTimeout = connectTimeout;
   }
 
-  /** A session to `target` with room for a stream; fails as its connection does. */
+  /**
+   * A session to `target` with a slot reserved for one stream (open it with
+   * `request`, or give it back with `release`); fails as its connection does.
+   * The slot is taken in the same turn as the pick, so requests that waited
+   * for one session's SETTINGS do not all land on it.
+   */
   async session(target: string): Promise<H2Session> {
     for (;;) {
       const entry = this.#pick(target);
-      if (entry.settled) return entry;
+      if (entry.settled) {
+        entry.active++;
+        return entry;
+      }
       await entry.ready;
     }
   }
@@ -120,10 +152,11 @@ export class H2Sessions {
   /** One with room, else one still connecting (to wait on), else a new one; the least loaded past the cap. */
   #pick(target: string): H2Session {
     const entries = this.#sessions.get(target) ?? [];
+    const usable = entries.filter((e) => e.usable);
     const pick =
-      entries.find((e) => e.hasRoom) ??
-      entries.find((e) => !e.settled) ??
-      (entries.length >= MAX_SESSIONS ? entries.reduce((a, b) => (b.active < a.active ? b : a)) : undefined);
+      usable.find((e) => e.hasRoom) ??
+      usable.find((e) => !e.settled) ??
+      (usable.length >= MAX_SESSIONS ? usable.reduce((a, b) => (b.active < a.active ? b : a)) : undefined);
     if (pick) return pick;
     const entry = this.#open(target);
     entries.push(entry);
@@ -135,12 +168,13 @@ export class H2Sessions {
     const session = connect(`http://${targetAddress(target).where}`, { settings: { enablePush: false } });
     const entry = new H2Session(session);
     const timer = setTimeout(() => {
-      const err = Object.assign(new Error(`no connection within ${this.#connectTimeout} ms`), {
+      const err = Object.assign(new Error(`no HTTP/2 connection within ${this.#connectTimeout} ms`), {
         code: CONNECT_TIMEOUT,
       });
       session.destroy(err);
     }, this.#connectTimeout);
-    session.once('connect', () => clearTimeout(timer));
+    // Connected is not enough: a backend that never speaks HTTP/2 would hold every request.
+    session.once('remoteSettings', () => clearTimeout(timer));
     session.once('close', () => {
       clearTimeout(timer);
       this.#forget(target, entry);
@@ -177,11 +211,13 @@ export function serveH2(
 
 /** Request fields as HTTP/2 takes them: pseudo-fields first, names in lower case, repeats as arrays. */
 function requestHeaders(meta: HttpOpen): OutgoingHttpHeaders {
-  const out: OutgoingHttpHeaders = {
+  // No prototype: a field named `constructor` or `__proto__` is a field like any other.
+  const out: OutgoingHttpHeaders = Object.create(null);
+  Object.assign(out, {
     ':method': meta.method,
     ':path': meta.path,
     ':scheme': 'http',
-  };
+  });
   for (const [k, v] of stripHopByHop(meta.headers)) {
     const name = k.toLowerCase();
     if (name === 'host') out[':authority'] ??= v;
@@ -219,6 +255,8 @@ class H2Exchange {
   #headSent = false;
   #complete = false;
   #trailers: HeaderPairs = [];
+  /** The relay reads the body as records, so trailer fields can follow it (`trailers` in the metadata). */
+  readonly #framed: boolean;
   #failed: string | undefined;
   #attempts = 0;
 
@@ -232,6 +270,7 @@ class H2Exchange {
   ) {
     this.#stream = stream;
     this.#meta = meta;
+    this.#framed = meta.trailers === true;
     this.#route = route;
     this.#sessions = sessions;
     this.#connectTimeout = connectTimeout;
@@ -274,32 +313,38 @@ class H2Exchange {
     const withBody = hasBody(this.#meta);
     this.#sessions.session(this.#route.target).then(
       (session) => this.#sendOn(session, withBody),
-      (err: NodeJS.ErrnoException) => this.#onError(undefined, err, withBody),
+      (err: NodeJS.ErrnoException) => this.#onError(undefined, err),
     );
   }
 
   #sendOn(session: H2Session, withBody: boolean): void {
     const stream = this.#stream;
-    if (stream.destroyed) return; // the client left while the session connected
+    if (stream.destroyed) {
+      session.release(); // the client left while the session connected
+      return;
+    }
     let req: ClientHttp2Stream;
     try {
       req = session.request(requestHeaders(this.#meta), { endStream: !withBody });
     } catch (err) {
-      // Fields HTTP/2 refuses (a repeated single-value field, a character it forbids).
       const e = err as NodeJS.ErrnoException;
-      this.#fail(Reason.BackendError, `request not sendable over HTTP/2: ${e.message}`, e.code);
+      // Nothing was sent: a session that went away meanwhile leaves the request to another.
+      if (GONE.has(e.code ?? '') && this.#attempts < 2) this.#send();
+      // Fields HTTP/2 refuses (a repeated single-value field, a character it forbids).
+      else this.#fail(Reason.BackendError, `request not sendable over HTTP/2: ${e.message}`, e.code);
       return;
     }
     this.#req = req;
     req.on('response', (headers, flags) => this.#onResponse(headers, flags));
+    const framed = this.#framed;
     req.on('data', (chunk: Buffer) => {
-      if (!writeBodyRecord(stream, chunk)) req.pause();
+      if (!(framed ? writeBodyRecord(stream, chunk) : stream.write(chunk))) req.pause();
     });
     req.on('trailers', (headers) => {
       this.#trailers = pairsOf(headers);
     });
     req.on('end', () => this.#onEnd());
-    req.on('error', (err: NodeJS.ErrnoException) => this.#onError(req, err, withBody));
+    req.on('error', (err: NodeJS.ErrnoException) => this.#onError(req, err));
     req.on('close', () => {
       if (withBody) {
         stream.unpipe(req);
@@ -333,18 +378,23 @@ class H2Exchange {
     this.#headSent = true;
     if (flags & constants.NGHTTP2_FLAG_END_STREAM) {
       this.#complete = true;
-      writeMessage(stream, { ...head, endStream: true });
+      writeMessage(stream, this.#framed ? { ...head, endStream: true } : head);
       stream.end();
       return;
     }
-    writeMessage(stream, { ...head, trailers: true });
+    writeMessage(stream, this.#framed ? { ...head, trailers: true } : head);
   }
 
   #onEnd(): void {
     if (this.#complete || !this.#headSent) return;
     this.#complete = true;
     const trailers = stripHopByHop(this.#trailers);
-    if (trailers.length > 0) {
+    if (trailers.length > 0 && !this.#framed) {
+      this.#report.log.debug(
+        { route: this.#route.id, fields: trailers.length },
+        'trailer fields dropped: the relay passes the body on as bytes',
+      );
+    } else if (trailers.length > 0) {
       try {
         writeTrailersRecord(this.#stream, trailers);
       } catch (err) {
@@ -356,7 +406,7 @@ class H2Exchange {
   }
 
   /** `req` failed, or (undefined) no session to the backend could be had. */
-  #onError(req: ClientHttp2Stream | undefined, err: NodeJS.ErrnoException, withBody: boolean): void {
+  #onError(req: ClientHttp2Stream | undefined, err: NodeJS.ErrnoException): void {
     if (this.#req !== req || this.#complete || this.#stream.destroyed) return;
     // A stream cancelled because its session failed carries the session's error as its cause.
     const cause = (err.cause as NodeJS.ErrnoException | undefined) ?? err;
@@ -365,10 +415,6 @@ class H2Exchange {
     if (req && code === 'ERR_HTTP2_STREAM_ERROR') return;
     if (this.#headSent) {
       this.#fail(Reason.BackendError, `backend connection failed: ${code || cause.message}`, code);
-      return;
-    }
-    if (code === 'ERR_HTTP2_GOAWAY_SESSION' && !withBody && this.#attempts < 2) {
-      this.#send(); // the session was leaving as the request went out: a new one takes it
       return;
     }
     const [reason, message, logged] = unanswered(

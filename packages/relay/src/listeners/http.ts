@@ -1,11 +1,19 @@
 import { createServer, type IncomingMessage, type Server, type ServerResponse } from 'node:http';
+import {
+  createServer as createHttp2Server,
+  type Http2Server,
+  type Http2ServerRequest,
+  type Http2ServerResponse,
+  type ServerHttp2Session,
+} from 'node:http2';
 import type { Socket } from 'node:net';
 import { type ForwardOptions, forwardRequest } from '../proxy/forward.js';
-import { Http1Front, takeConnectionHandler } from '../proxy/http1-front.js';
+import { Http1Front, resumingAfter, takeConnectionHandler } from '../proxy/http1-front.js';
 import type { Http1Pool } from '../proxy/http1-pool.js';
 import { forwardUpgrade, refuseConnect } from '../proxy/upgrade.js';
 import { MAX_REQUEST_HEAD, MAX_REQUEST_HEADERS } from '../proxy/validate-request.js';
 import { answerClientErrors } from './client-errors.js';
+import { boundSessions, MAX_H2_STREAMS } from './http2-sessions.js';
 import { oneAtATime } from './one-at-a-time.js';
 
 export interface HttpListenerOptions extends ForwardOptions {
@@ -71,19 +79,71 @@ export function createHttpListener(opts: HttpListenerOptions): Server {
   });
   answerClientErrors(server, requests, opts);
   if (!opts.upstreams) return server;
-  // Node's own connection handler stays the way into its parser; the fast path goes first.
-  const fast = new Http1Front(opts, opts.upstreams, takeConnectionHandler(server, 'connection'));
+  // Node's own connection handler stays the way into its parser; the fast path goes
+  // first, and hands over what it does not carry: HTTP/1 to Node's parser, and
+  // HTTP/2 with prior knowledge to the h2c server.
+  const nodeConnection = resumingAfter(takeConnectionHandler(server, 'connection'));
+  const h2c = createH2cServer(opts);
+  const fast = new Http1Front(opts, opts.upstreams, (socket) => {
+    if (startsWithPreface(socket)) h2c.server.emit('connection', socket);
+    else nodeConnection(socket);
+  });
   server.on('connection', (socket: Socket) => fast.accept(socket));
-  // Drains reach both kinds of connection.
+  // Drains reach every kind of connection; h2c clients get GOAWAY.
   const closeIdle = server.closeIdleConnections.bind(server);
   const closeAll = server.closeAllConnections.bind(server);
   server.closeIdleConnections = () => {
     closeIdle();
     fast.closeIdle();
+    for (const session of h2c.sessions) session.close();
   };
   server.closeAllConnections = () => {
     closeAll();
     fast.destroyAll();
+    for (const session of h2c.sessions) session.destroy();
   };
   return server;
+}
+
+/** How every HTTP/2 connection starts (RFC 9113 §3.4), as far as a request line goes. */
+const PREFACE = Buffer.from('PRI * HTTP/2.0\r\n');
+
+/** Whether the bytes waiting on a paused socket start with the HTTP/2 preface. */
+function startsWithPreface(socket: Socket): boolean {
+  const waiting = socket.read() as Buffer | null;
+  if (!waiting) return false;
+  socket.unshift(waiting);
+  return waiting.byteLength >= PREFACE.byteLength && waiting.subarray(0, PREFACE.byteLength).equals(PREFACE);
+}
+
+/**
+ * HTTP/2 over plain TCP with prior knowledge (RFC 9113 §3.3), as gRPC
+ * clients speak it without TLS. Connections come from the fast path, which
+ * sees the preface where a request line would be; node:http2 takes the bytes
+ * already read from the paused socket. Requests go through the general path
+ * like any other; no HTTPS redirect applies (no such client follows one).
+ */
+function createH2cServer(opts: HttpListenerOptions): {
+  server: Http2Server;
+  sessions: ReadonlySet<ServerHttp2Session>;
+} {
+  const server = createHttp2Server({ settings: { maxConcurrentStreams: MAX_H2_STREAMS } });
+  boundSessions(server, opts.headersTimeout, opts.keepAliveTimeout);
+  const sessions = new Set<ServerHttp2Session>();
+  server.on('session', (session) => {
+    sessions.add(session);
+    session.once('close', () => sessions.delete(session));
+  });
+  const forward = (req: Http2ServerRequest, res: Http2ServerResponse) =>
+    forwardRequest(opts, req, res).catch((err) => {
+      opts.logger.error({ err }, 'request handling failed');
+      res.destroy();
+    });
+  server.on('request', forward);
+  // The compatibility layer routes an HTTP/2 CONNECT here, with its response; forwardRequest refuses it.
+  server.on('connect', forward);
+  server.on('sessionError', (err: Error) => {
+    opts.logger.debug({ reason: err.message }, 'http2 session error');
+  });
+  return { server, sessions };
 }

@@ -13,11 +13,12 @@ import {
   type ForwardOptions,
   forwardRequest,
 } from '../proxy/forward.js';
-import { Http1Front, takeConnectionHandler } from '../proxy/http1-front.js';
+import { Http1Front, resumingAfter, takeConnectionHandler } from '../proxy/http1-front.js';
 import type { Http1Pool } from '../proxy/http1-pool.js';
 import { forwardUpgrade, refuseConnect } from '../proxy/upgrade.js';
 import { answerClientErrors } from './client-errors.js';
 import { headCheckInterval } from './http.js';
+import { boundSessions, MAX_H2_STREAMS } from './http2-sessions.js';
 import { oneAtATime } from './one-at-a-time.js';
 
 export interface HttpsTerminatorOptions extends Omit<ForwardOptions, 'proto' | 'sniOf'> {
@@ -33,14 +34,6 @@ export interface HttpsTerminatorOptions extends Omit<ForwardOptions, 'proto' | '
   /** Time a client has to finish the TLS handshake once its ClientHello is in, ms. Default 10 s. */
   handshakeTimeout?: number;
 }
-
-/**
- * Requests one HTTP/2 connection may have in progress at once. Each holds a
- * tunnel stream; without a bound, one client could take every stream an
- * agent's connection allows and shut out the other clients of its routes.
- * nginx allows 128, Envoy and HAProxy about 100.
- */
-export const MAX_H2_STREAMS = 100;
 
 export interface HttpsTerminator {
   server: Http2SecureServer;
@@ -88,27 +81,7 @@ export function createHttpsTerminator(opts: HttpsTerminatorOptions): HttpsTermin
     connectionsCheckingInterval: headCheckInterval(opts.headersTimeout),
   });
   server.emit('listening');
-  // Node gives HTTP/2 sessions no such bounds, so a client could hold a session
-  // open without ever completing a request. A session with no open stream gets
-  // the head deadline before its first request and the keep-alive timeout
-  // after its last one; then it is closed with GOAWAY.
-  server.on('session', (session) => {
-    let open = 0;
-    let served = false;
-    const arm = () => session.setTimeout(served ? opts.keepAliveTimeout : opts.headersTimeout);
-    arm();
-    session.on('stream', (stream) => {
-      open++;
-      served = true;
-      session.setTimeout(0);
-      stream.once('close', () => {
-        if (--open === 0 && !session.destroyed) arm();
-      });
-    });
-    session.on('timeout', () => {
-      if (open === 0 && !session.closed) session.close();
-    });
-  });
+  boundSessions(server, opts.headersTimeout, opts.keepAliveTimeout);
   const requests = oneAtATime((req: ClientRequest, res: ClientResponse) => {
     forwardRequest(forward, req, res).catch((err) => {
       opts.logger.error({ err }, 'request handling failed');
@@ -157,7 +130,7 @@ export function createHttpsTerminator(opts: HttpsTerminatorOptions): HttpsTermin
       serverName: socketSni,
     },
     opts.upstreams,
-    (socket) => nodeConnection(socket as TLSSocket),
+    resumingAfter((socket) => nodeConnection(socket as TLSSocket)),
   );
   server.on('secureConnection', (socket: TLSSocket) => {
     if (socket.alpnProtocol === 'h2') nodeConnection(socket);

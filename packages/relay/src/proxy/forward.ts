@@ -313,12 +313,18 @@ export function hasBody(req: ClientRequest): boolean {
   return req.headers['transfer-encoding'] !== undefined || (req.headers['content-length'] ?? '0') !== '0';
 }
 
+/**
+ * The OPEN metadata of an `http` stream. `trailers`: this relay reads the
+ * response as records, with trailer fields (forwardRequest does; the upgrade
+ * path, which passes the response on as bytes, does not).
+ */
 export function meta(
   req: ClientRequest,
   routeId: string,
   proto: 'http' | 'https',
   upgrade: boolean,
   body: boolean,
+  trailers = false,
 ): HttpOpen {
   const ip = clientIp(req.socket.remoteAddress);
   return {
@@ -330,6 +336,7 @@ export function meta(
     upgrade,
     // The agent frames the body from this: the framing headers stay behind as hop-by-hop.
     body,
+    ...(trailers ? { trailers } : {}),
     client: { ip, port: req.socket.remotePort ?? 0 },
   };
 }
@@ -430,7 +437,7 @@ export async function forwardRequest(
     }
     let s: Stream;
     try {
-      s = stream = routed.conn.openStream(meta(req, routed.routeId, opts.proto, false, withBody));
+      s = stream = routed.conn.openStream(meta(req, routed.routeId, opts.proto, false, withBody, true));
       opts.onStreamOpen?.(routed.route, s);
     } catch (err) {
       if (replayable && attempt < MAX_RETRIES && retryable(err)) {
@@ -488,6 +495,9 @@ export async function forwardRequest(
     if (h2 && head.endStream) {
       // Set, not written: end() then sends the head as one HEADERS frame that ends
       // the stream, as the backend did (writeHead would send it at once, alone).
+      // end() checks the fields only as it sends them, outside this try: check them first.
+      const refused = http2Fields(headers).dropped[0];
+      if (refused) throw new Error(`${refused[0]}: ${refused[1]}`);
       const h2res = res as Http2ServerResponse;
       h2res.statusCode = head.status;
       for (const [name, value] of Object.entries(headerObject(headers))) h2res.setHeader(name, value!);
@@ -512,7 +522,12 @@ export async function forwardRequest(
   // The body was cut (the backend failed mid-way): the client must not take it for complete.
   const cut = (err?: Error) => {
     error ??= cutCode(err);
-    return h2 ? res.destroy() : resetConnection((res as ServerResponse).socket);
+    // HTTP/2: a reset with an error code (a bare destroy() resets with NO_ERROR, which
+    // a client may take for the end of the response).
+    if (!h2) resetConnection((res as ServerResponse).socket);
+    else if (!(res as Http2ServerResponse).stream.destroyed) {
+      (res as Http2ServerResponse).stream.close(http2Constants.NGHTTP2_INTERNAL_ERROR);
+    }
   };
   s.on('error', cut);
   if (head.endStream) {
@@ -527,7 +542,7 @@ export async function forwardRequest(
   let source: Readable = s;
   if (head.trailers) {
     // Body records, then the trailer fields (an HTTP/2 backend's, such as gRPC's status).
-    const unframed = new FramedBodyReader((trailers) => addTrailers(res, trailers, opts.logger, r.host));
+    const unframed = new FramedBodyReader((trailers) => addTrailers(res, h2, trailers, opts.logger, r.host));
     unframed.on('error', (err) => {
       broken(err.message);
       cut();
@@ -569,28 +584,114 @@ const NOT_TRAILERS = new Set(['content-length', 'host', 'content-encoding', 'con
 /**
  * Adds the backend's trailer fields to the response; they go out with its
  * end (over HTTP/1.1 only on a chunked response, as Node sends them). A
- * field HTTP forbids there, or with an invalid name or value, is dropped with
- * a warning.
+ * field HTTP forbids there, or one the client's protocol cannot carry, is
+ * dropped with a warning: node:http2 checks trailers only as it sends them,
+ * where a throw would end the process.
  */
-function addTrailers(res: ClientResponse, trailers: HeaderPairs, logger: Logger, host: string): void {
-  const out: Record<string, string | string[]> = {};
+function addTrailers(
+  res: ClientResponse,
+  h2: boolean,
+  trailers: HeaderPairs,
+  logger: Logger,
+  host: string,
+): void {
+  const drop = (name: string, reason: string) =>
+    logger.warn({ host, field: name.slice(0, 64), reason }, 'trailer field dropped');
+  const allowed: HeaderPairs = [];
   for (const [name, value] of stripHopByHop(trailers)) {
-    const key = name.toLowerCase();
-    try {
-      if (NOT_TRAILERS.has(key) || key.startsWith(':')) throw new Error('not allowed in trailers');
-      validateHeaderName(key);
-      validateHeaderValue(key, value);
-    } catch (err) {
-      logger.warn(
-        { host, field: name.slice(0, 64), reason: (err as Error).message },
-        'trailer field dropped',
-      );
-      continue;
-    }
-    const prev = out[key];
-    out[key] = prev === undefined ? value : [...(Array.isArray(prev) ? prev : [prev]), value];
+    if (NOT_TRAILERS.has(name.toLowerCase())) drop(name, 'not allowed in trailers');
+    else allowed.push([name, value]);
   }
-  if (Object.keys(out).length > 0) res.addTrailers(out);
+  const { kept, dropped } = h2 ? http2Fields(allowed) : http1Fields(allowed);
+  for (const [name, reason] of dropped) drop(name, reason);
+  if (kept.length > 0) res.addTrailers(headerObject(kept));
+}
+
+/** Fields HTTP/2 forbids (RFC 9113 §8.2.2); node:http2 refuses to send them. */
+const H2_CONNECTION_FIELDS = new Set([
+  'connection',
+  'keep-alive',
+  'proxy-connection',
+  'transfer-encoding',
+  'upgrade',
+  'http2-settings',
+  'te',
+]);
+
+/** Fields node:http2 refuses to send more than once in a header block. */
+const H2_SINGLE_VALUE = new Set([
+  'access-control-allow-credentials',
+  'access-control-max-age',
+  'access-control-request-method',
+  'age',
+  'authorization',
+  'content-encoding',
+  'content-language',
+  'content-length',
+  'content-location',
+  'content-md5',
+  'content-range',
+  'content-type',
+  'date',
+  'dnt',
+  'etag',
+  'expires',
+  'from',
+  'host',
+  'if-match',
+  'if-modified-since',
+  'if-none-match',
+  'if-range',
+  'if-unmodified-since',
+  'last-modified',
+  'location',
+  'max-forwards',
+  'proxy-authorization',
+  'range',
+  'referer',
+  'retry-after',
+  'tk',
+  'upgrade-insecure-requests',
+  'user-agent',
+  'x-content-type-options',
+]);
+
+type Sorted = { kept: HeaderPairs; dropped: Array<[name: string, reason: string]> };
+
+/** The fields Node's HTTP/1 writer accepts, and why each other one is not. */
+function http1Fields(pairs: HeaderPairs): Sorted {
+  const out: Sorted = { kept: [], dropped: [] };
+  for (const [name, value] of pairs) {
+    try {
+      validateHeaderName(name);
+      validateHeaderValue(name, value);
+      out.kept.push([name, value]);
+    } catch (err) {
+      out.dropped.push([name, (err as Error).message]);
+    }
+  }
+  return out;
+}
+
+/** The fields node:http2 sends (the first of a repeated single-value one), and why each other one is not. */
+function http2Fields(pairs: HeaderPairs): Sorted {
+  const out = http1Fields(pairs);
+  const seen = new Set<string>();
+  const kept: HeaderPairs = [];
+  for (const [name, value] of out.kept) {
+    const key = name.toLowerCase();
+    if (key.startsWith(':')) out.dropped.push([name, 'a pseudo-field']);
+    else if (H2_CONNECTION_FIELDS.has(key) && !(key === 'te' && value.trim().toLowerCase() === 'trailers'))
+      out.dropped.push([name, 'connection-specific, not allowed in HTTP/2']);
+    else if (H2_SINGLE_VALUE.has(key) && seen.has(key))
+      out.dropped.push([name, 'repeated single-value field']);
+    else {
+      seen.add(key);
+      kept.push([name, value]);
+    }
+  }
+  out.kept = kept;
+  return out;
 }
 
 /**
@@ -645,7 +746,8 @@ class BodyLength extends Transform {
 
 /** Header pairs as an object for HTTP/2 (lower-case names; repeated names become arrays). */
 function headerObject(pairs: HeaderPairs): OutgoingHttpHeaders {
-  const out: Record<string, string | string[]> = {};
+  // No prototype: a field named `constructor` or `__proto__` is a field like any other.
+  const out: Record<string, string | string[]> = Object.create(null);
   for (const [k, v] of pairs) {
     const name = k.toLowerCase();
     const prev = out[name];

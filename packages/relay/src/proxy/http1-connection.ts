@@ -120,7 +120,8 @@ interface Exchange {
  * version, a chunked upload, Upgrade, an Expect other than 100-continue, an unknown host, a refused
  * client, a draining relay, an agent without `http1`) goes to Node's parser
  * and the general path at the next request boundary, with the bytes already
- * read: `handoff` is called with the socket, those bytes unshifted.
+ * read: `handoff` is called with the socket paused, those bytes unshifted,
+ * and starts reading it.
  */
 export class Http1Connection {
   readonly #socket: Socket;
@@ -660,6 +661,8 @@ export class Http1Connection {
     this.#gone = true;
     clearTimeout(this.#headTimer);
     for (const [event, listener] of this.#listeners) socket.off(event, listener);
+    // Paused, so no byte is emitted before the next reader is in place.
+    socket.pause();
     socket.setTimeout(0);
     this.#onGone(this);
     if (this.#pending) {
@@ -672,6 +675,5 @@ export class Http1Connection {
       this.#pending = undefined;
     }
     this.#handoff(socket);
-    socket.resume();
   }
 }

@@ -54,3 +54,15 @@ export function takeConnectionHandler<S extends Socket>(
   server.removeListener(event, handler);
   return (socket) => handler.call(server, socket);
 }
+
+/**
+ * A connection handler for sockets the fast path hands over paused (see
+ * Http1Connection): Node's HTTP/1 parser reads through 'data' events, which
+ * a paused socket holds back until it is resumed.
+ */
+export function resumingAfter<S extends Socket>(handler: (socket: S) => void): (socket: S) => void {
+  return (socket) => {
+    handler(socket);
+    socket.resume();
+  };
+}

@@ -11,7 +11,7 @@
 import { Transform, type TransformCallback, type Writable } from 'node:stream';
 import { ProtocolError } from '../errors.js';
 import type { HeaderPairs } from '../http-headers.js';
-import { decodeJson, encodeJson, headerPairsSchema } from './messages.js';
+import { decodeJson, describeIssue, encodeJson, headerPairsSchema } from './messages.js';
 
 export const RecordKind = { Data: 0, Trailers: 1 } as const;
 
@@ -47,8 +47,14 @@ export function writeBodyRecord(out: Writable, chunk: Buffer): boolean {
   return ok;
 }
 
-/** Writes the trailers record, which ends the body (the stream's FIN follows). */
+/**
+ * Writes the trailers record, which ends the body (the stream's FIN follows).
+ * Throws a RangeError for fields the reader would refuse (too many, too long,
+ * over the record's bound), before writing anything.
+ */
 export function writeTrailersRecord(out: Writable, trailers: HeaderPairs): boolean {
+  const valid = headerPairsSchema.safeParse(trailers);
+  if (!valid.success) throw new RangeError(`trailer fields refused: ${describeIssue(valid.error)}`);
   const json = encodeJson(trailers);
   if (json.byteLength > MAX_TRAILERS_RECORD) {
     throw new RangeError(`trailer fields of ${json.byteLength} bytes exceed ${MAX_TRAILERS_RECORD}`);

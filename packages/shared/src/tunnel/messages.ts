@@ -45,6 +45,13 @@ export const httpOpenSchema = z.object({
    * or a method other than GET, HEAD, DELETE, OPTIONS and TRACE, means a body.
    */
   body: z.boolean().optional(),
+  /**
+   * The relay reads a response body framed as records (`trailers` in the
+   * response head) and an `endStream` head. Absent (relays before these, and
+   * requests whose answer goes out as raw bytes): the agent sends the body as
+   * it is, without trailer fields.
+   */
+  trailers: z.boolean().optional(),
   client: z.object({ ip: z.string().max(64), port: z.number().int().min(0).max(65535) }),
 });
 
