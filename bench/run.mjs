@@ -8,6 +8,7 @@
 //                    64-byte ping-pong, beside direct and ssh -R
 //   requests         small requests, keep-alive at 1/16/128 connections and a
 //                    new connection per request (wrk)
+//   grpc             gRPC-shaped unary calls over h2c through the plain port (h2load)
 //   reference-proxy  a plain Node reverse proxy (no tunnel) vs direct: what Node's
 //                    HTTP stack alone allows on this placement
 //   ceiling          two HAProxy instances chained like relay and agent (HTTP, and
@@ -44,6 +45,7 @@ const SCENARIOS = [
   'bulk',
   'tcp',
   'requests',
+  'grpc',
   'reference-proxy',
   'ceiling',
   'head-of-line',

@@ -1,4 +1,12 @@
 #!/usr/bin/env node
+import { execFile, fork, spawnSync } from 'node:child_process';
+import { once } from 'node:events';
+import { mkdtempSync, readFileSync, rmSync } from 'node:fs';
+import { createServer } from 'node:http';
+import { createServer as createHttpsServer } from 'node:https';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { fileURLToPath } from 'node:url';
 // TLS at the relay: requests/s and latency through the TLS listener, for
 // terminated HTTP/1.1, terminated h2 and passthrough, against plain HTTP
 // through the relay and an HTTPS backend reached directly, in the same run;
@@ -17,14 +25,7 @@
 // connection [10], BENCH_HANDSHAKES requests in the new-connection run [2000],
 // BENCH_RUN_TIMEOUT seconds per run [120]. Needs h2load (nghttp2-client) and
 // openssl. See docs/performance.md for recorded figures.
-import { execFile, fork, spawnSync } from 'node:child_process';
-import { once } from 'node:events';
-import { mkdtempSync, readFileSync, rmSync } from 'node:fs';
-import { createServer } from 'node:http';
-import { createServer as createHttpsServer } from 'node:https';
-import { tmpdir } from 'node:os';
-import { join } from 'node:path';
-import { fileURLToPath } from 'node:url';
+import { parseH2load } from './lib/h2load.mjs';
 import { timeLimit } from './lib/harness.mjs';
 import { envInt } from './lib/report.mjs';
 
@@ -92,16 +93,13 @@ async function stack() {
 function h2load(args, timeoutSec) {
   return new Promise((resolve) => {
     execFile('h2load', args, { timeout: timeoutSec * 1000 }, (err, stdout) => {
-      const text = String(stdout);
-      const rps = /finished in [\d.]+m?s, ([\d.]+) req\/s/.exec(text)?.[1];
-      const done = /requests: \d+ total, \d+ started, \d+ done, (\d+) succeeded, (\d+) failed/.exec(text);
-      const latency = /time for request:\s+(\S+)\s+(\S+)\s+(\S+)\s+(\S+)/.exec(text);
+      const r = parseH2load(String(stdout));
       resolve({
-        rps: rps ? Math.round(Number(rps)) : NaN,
-        ok: done ? Number(done[1]) : 0,
-        failed: done ? Number(done[2]) : 0,
-        mean: latency?.[3] ?? '?',
-        error: err && !rps ? err.message.split('\n')[0] : undefined,
+        rps: Number.isFinite(r?.rps) ? Math.round(r.rps) : NaN,
+        ok: r?.succeeded ?? 0,
+        failed: r?.failed ?? 0,
+        mean: r?.mean ?? '?',
+        error: err && !r ? err.message.split('\n')[0] : undefined,
       });
     });
   });

@@ -68,8 +68,10 @@ export function timeLimit(seconds, name) {
 export async function setupPaths(shared, cfg, stackOptions = {}) {
   const { cpuCount, pinned, stackCpus } = pinLoadGenerator(cfg.pin);
   // `raw`: the paths carry raw TCP (bench/tcp.mjs) to the backend's TCP server, through a public
-  // TCP port of the relay, instead of HTTP.
+  // TCP port of the relay, instead of HTTP. `h2c`: HTTP/2 without TLS (bench/grpc.mjs) to the
+  // backend's HTTP/2 server, through the relay's plain HTTP port.
   const { raw, ...rest } = stackOptions;
+  const h2c = rest.h2c === true;
   const tcpPort = raw ? await freePort() : undefined;
   const { token, verifyPem } = await makeToken(shared, tcpPort ? [tcpPort] : []);
   const stack = await startStack({
@@ -91,14 +93,13 @@ export async function setupPaths(shared, cfg, stackOptions = {}) {
       console.error(`ssh comparison left out: ${why}`);
       cfg.sides = cfg.sides.filter((s) => s !== 'ssh');
     } else {
-      ssh = await startSshTunnel(raw ? stack.tcpBackendPort : stack.backendPort);
+      ssh = await startSshTunnel(raw ? stack.tcpBackendPort : h2c ? stack.h2cBackendPort : stack.backendPort);
       cleanups.push(() => ssh.kill());
       if (pinned) for (const pid of ssh.pids()) pin(pid, stackCpus, true);
     }
   }
-  const ports = raw
-    ? { direct: stack.tcpBackendPort, burrow: stack.relayTcpPort, ssh: ssh?.port }
-    : { direct: stack.backendPort, burrow: stack.relayHttpPort, ssh: ssh?.port };
+  const direct = raw ? stack.tcpBackendPort : h2c ? stack.h2cBackendPort : stack.backendPort;
+  const ports = { direct, burrow: raw ? stack.relayTcpPort : stack.relayHttpPort, ssh: ssh?.port };
   const placement = pinned
     ? `load generator on CPU 0; relay, agent, backend, sshd and ssh on CPU ${stackCpus} (taskset)`
     : `not pinned (${cpuCount} CPUs, the scheduler places processes)`;

@@ -127,6 +127,8 @@ class StackProcess {
  *   session              multiplexer settings for both relay and agent
  *   tcpPort              a public TCP port the relay offers and the agent serves, to the raw
  *                        TCP backend (the token must list it: makeToken)
+ *   h2c                  the agent's route goes to the HTTP/2 backend (h2c://) instead of the
+ *                        HTTP/1.1 one
  *   profDir              write V8 CPU profiles of the stack processes there
  *   cpus                 taskset CPU list for the stack processes' main threads
  */
@@ -150,7 +152,7 @@ export async function startStack(opts) {
   const holder = (role) => procs.find((p) => p.roles.includes(role));
   const start = (role, msg = {}) => holder(role).ask({ type: 'start', role, ...msg }, 'started');
 
-  const { backendPort, tcpBackendPort } = await start('backend');
+  const { backendPort, tcpBackendPort, h2cBackendPort } = await start('backend');
   const relayMsg = {
     verifyPem: opts.verifyPem,
     ...(opts.tcpPort ? { tcpPort: opts.tcpPort } : {}),
@@ -161,7 +163,7 @@ export async function startStack(opts) {
     relayTunnelPort,
     token: opts.token,
     hostname: HOSTNAME,
-    backendUrl: `http://${HOST}:${backendPort}`,
+    backendUrl: opts.h2c ? `h2c://${HOST}:${h2cBackendPort}` : `http://${HOST}:${backendPort}`,
     ...(opts.tcpPort ? { tcpPort: opts.tcpPort, tcpBackendUrl: `tcp://${HOST}:${tcpBackendPort}` } : {}),
     ...(opts.connections ? { connections: opts.connections } : {}),
     ...(opts.session ? { session: opts.session } : {}),
@@ -172,6 +174,7 @@ export async function startStack(opts) {
   const stack = {
     backendPort,
     tcpBackendPort,
+    h2cBackendPort,
     relayTcpPort: opts.tcpPort,
     relayHttpPort,
     relayTunnelPort,

@@ -6,10 +6,12 @@
 // relay). The parent decides which roles live together (its topology).
 //
 // Messages from the parent:
-//   { type: 'start', role: 'backend', host?, port? }        → { backendPort, tcpBackendPort }
+//   { type: 'start', role: 'backend', host?, port? }
+//                                      → { backendPort, tcpBackendPort, h2cBackendPort }
 //                        (127.0.0.1 and a free port unless given; started alone,
 //                        without relay and agent, by startBackend in stack-control.mjs;
-//                        tcpBackendPort: the raw TCP backend, see startTcpBackend)
+//                        tcpBackendPort: the raw TCP backend, see startTcpBackend;
+//                        h2cBackendPort: the HTTP/2 one, see startH2cBackend)
 //   { type: 'start', role: 'relay', verifyPem, httpPort?, tunnelPort?, tcpPort?, session? }
 //                                                            → { relayHttpPort, relayTunnelPort }
 //                        (tcpPort: a public TCP port the relay offers, --tcp-ports)
@@ -29,6 +31,7 @@
 import { once } from 'node:events';
 import { readFileSync } from 'node:fs';
 import { createServer } from 'node:http';
+import { createServer as createH2cServer } from 'node:http2';
 import { createServer as createTcpServer } from 'node:net';
 import { writeHeapSnapshot } from 'node:v8';
 import { createLogger, loadVerifyKey } from '@burrow/shared';
@@ -108,10 +111,46 @@ function startBackend(msg) {
       }),
   );
   const tcp = startTcpBackend(msg.host ?? HOST);
-  return Promise.all([once(server, 'listening'), tcp.listening]).then(() => ({
+  const h2c = startH2cBackend(msg.host ?? HOST);
+  return Promise.all([once(server, 'listening'), tcp.listening, once(h2c, 'listening')]).then(() => ({
     backendPort: server.address().port,
     tcpBackendPort: tcp.server.address().port,
+    h2cBackendPort: h2c.address().port,
   }));
+}
+
+/**
+ * The HTTP/2 backend without TLS (bench/grpc.mjs), shaped like a gRPC server
+ * at its least: every request's body comes back as the response body, with
+ * `grpc-status: 0` in the trailers. No protobuf, no gRPC library: the
+ * backend's own cost stays small next to what the paths add.
+ */
+function startH2cBackend(host) {
+  const server = createH2cServer({ settings: { maxConcurrentStreams: 1000 } });
+  server.on('stream', (stream) => {
+    stream.on('error', () => {});
+    const chunks = [];
+    stream.on('data', (c) => chunks.push(c));
+    stream.on('end', () => {
+      stream.respond({ ':status': 200, 'content-type': 'application/grpc' }, { waitForTrailers: true });
+      stream.once('wantTrailers', () => stream.sendTrailers({ 'grpc-status': '0' }));
+      stream.end(Buffer.concat(chunks));
+    });
+  });
+  const sessions = new Set();
+  server.on('session', (s) => {
+    sessions.add(s);
+    s.on('close', () => sessions.delete(s));
+  });
+  server.listen(0, host);
+  closers.push(
+    () =>
+      new Promise((resolve) => {
+        server.close(() => resolve());
+        for (const s of sessions) s.destroy();
+      }),
+  );
+  return server;
 }
 
 /**

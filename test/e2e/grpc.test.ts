@@ -1,7 +1,12 @@
 import { createHash, randomBytes } from 'node:crypto';
 import { once } from 'node:events';
 import { request as httpRequest } from 'node:http';
-import { connect as connectH2, createServer as createH2Server, type ServerHttp2Stream } from 'node:http2';
+import {
+  connect as connectH2,
+  constants,
+  createServer as createH2Server,
+  type ServerHttp2Stream,
+} from 'node:http2';
 import { type AddressInfo, createServer as createNetServer, type Socket } from 'node:net';
 import { startAgent } from '@burrow/agent';
 import type { Relay } from '@burrow/relay';
@@ -11,6 +16,7 @@ import { testAgent } from '../helpers/agent.js';
 import { deferred } from '../helpers/deferred.js';
 import { fakeKube, kubeAgent, kubeService, untilKube } from '../helpers/fake-kube.js';
 import { collect, grpc, grpcClient, grpcServer } from '../helpers/grpc.js';
+import { h2FrameRecorder } from '../helpers/h2-frames.js';
 import { get } from '../helpers/http.js';
 import {
   streamKinds,
@@ -20,7 +26,7 @@ import {
   tokenFor,
   tunnelUrl,
 } from '../helpers/relay.js';
-import { type TestPki, testPki } from '../helpers/tls.js';
+import { h2Session, type TestPki, testPki } from '../helpers/tls.js';
 
 const NAME = 'grpc.example.test';
 
@@ -400,4 +406,90 @@ t.test('an h2c backend that accepts connections but never speaks HTTP/2 is a 504
     /did not answer in time/,
     'the connect timeout, not the wait for a response head',
   );
+});
+
+/** An HTTP/2 backend without TLS that hands each stream to `onStream`; its port. */
+async function h2Backend(t: Teardownable, onStream: (stream: ServerHttp2Stream) => void): Promise<number> {
+  const h2 = createH2Server();
+  h2.on('stream', (stream: ServerHttp2Stream) => {
+    stream.on('error', () => {});
+    onStream(stream);
+  });
+  h2.listen(0, '127.0.0.1');
+  await once(h2, 'listening');
+  t.teardown(() => h2.close());
+  return (h2.address() as AddressInfo).port;
+}
+
+t.test('a cancelled HTTP/2 upload reaches the backend as a reset, never as a whole request', async (t) => {
+  const arrived = deferred<void>();
+  const port = await h2Backend(t, (stream) => stream.once('data', () => arrived.resolve()));
+  const recorder = await h2FrameRecorder(t, port);
+  const pki = await testPki(t);
+  const { tlsPort } = await setup(t, pki, `h2c://127.0.0.1:${recorder.port}`);
+  const session = await h2Session(t, tlsPort, NAME, pki.caPem);
+  const req = session.request({ ':method': 'POST', ':path': '/upload', ':authority': NAME });
+  req.on('error', () => {});
+  req.write(Buffer.alloc(1000));
+  await arrived.promise;
+  req.close(constants.NGHTTP2_CANCEL);
+  await recorder.until((f) => f.some((x) => x.startsWith('RST_STREAM')));
+  t.same(recorder.frames, [`RST_STREAM ${constants.NGHTTP2_CANCEL}`], 'CANCEL, with no END_STREAM before it');
+});
+
+t.test('h2c on the plain port: a 1 MiB request body sent right after the preface', async (t) => {
+  const port = await h2Backend(t, (stream) => {
+    const hash = createHash('sha256');
+    stream.on('data', (c: Buffer) => hash.update(c));
+    stream.on('end', () => {
+      stream.respond({ ':status': 200 });
+      stream.end(hash.digest('hex'));
+    });
+  });
+  const relay = await testRelay(t);
+  await testAgent(t, relay, [
+    { id: 'h2', hostnames: ['h2.example.test'], target: `h2c://127.0.0.1:${port}` },
+  ]);
+  const session = connectH2(`http://127.0.0.1:${relay.httpAddress.port}`);
+  t.teardown(() => session.destroy());
+  const body = randomBytes(1024 * 1024);
+  // Sent before the relay's SETTINGS arrive: the first read holds far more than the preface.
+  const req = session.request({ ':method': 'POST', ':path': '/', ':authority': 'h2.example.test' });
+  req.end(body);
+  let answer = '';
+  req.on('data', (c: Buffer) => {
+    answer += c.toString();
+  });
+  await once(req, 'end');
+  t.equal(answer, sha(body), 'every byte arrived');
+});
+
+t.test('an h2c client that leaves cancels its stream at the backend', async (t) => {
+  const arrived = deferred<ServerHttp2Stream>();
+  const port = await h2Backend(t, (stream) => arrived.resolve(stream)); // never answers
+  const relay = await testRelay(t);
+  await testAgent(t, relay, [
+    { id: 'h2', hostnames: ['h2.example.test'], target: `h2c://127.0.0.1:${port}` },
+  ]);
+  const session = connectH2(`http://127.0.0.1:${relay.httpAddress.port}`);
+  session.on('error', () => {});
+  const req = session.request({ ':path': '/wait', ':authority': 'h2.example.test' }, { endStream: true });
+  req.on('error', () => {});
+  const backendStream = await arrived.promise;
+  session.destroy(); // the client's TCP connection goes away
+  await once(backendStream, 'close');
+  t.equal(backendStream.rstCode, constants.NGHTTP2_CANCEL, 'the backend stream was cancelled');
+});
+
+t.test('h2c requests for a name served over TLS get the same redirect as HTTP/1.1', async (t) => {
+  const pki = await testPki(t);
+  const backend = await grpcServer(t);
+  const { relay } = await setup(t, pki, `h2c://127.0.0.1:${backend.port}`);
+  const session = connectH2(`http://127.0.0.1:${relay.httpAddress.port}`);
+  t.teardown(() => session.destroy());
+  const req = session.request({ ':path': '/x?y=1', ':authority': NAME }, { endStream: true });
+  const [headers] = (await once(req, 'response')) as [Record<string, unknown>];
+  req.resume();
+  t.equal(headers[':status'], 301);
+  t.equal(headers.location, `https://${NAME}:${(relay as Relay).tlsAddress!.port}/x?y=1`);
 });

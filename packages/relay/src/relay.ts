@@ -1,6 +1,7 @@
 import { randomUUID, X509Certificate } from 'node:crypto';
 import type { Server } from 'node:http';
 import { createServer } from 'node:http';
+import { Http2ServerRequest } from 'node:http2';
 import { createServer as createHttpsServer, Server as HttpsServer } from 'node:https';
 import type { AddressInfo, Server as NetServer } from 'node:net';
 import {
@@ -29,7 +30,7 @@ import { createHttpListener } from './listeners/http.js';
 import { TcpListeners } from './listeners/tcp.js';
 import { TlsFront } from './listeners/tls-front.js';
 import { RelayMetrics } from './metrics.js';
-import type { AccessInfo } from './proxy/forward.js';
+import { type AccessInfo, requestHost } from './proxy/forward.js';
 import { Http1Pool } from './proxy/http1-pool.js';
 import { redirectToHttps } from './proxy/redirect.js';
 import { invalidRequest } from './proxy/validate-request.js';
@@ -266,10 +267,10 @@ export async function startRelay(options: RelayOptions): Promise<Relay> {
     ...(upstreams ? { upstreams } : {}),
     intercept: (req, res) => {
       if (acme && serveHttpChallenge(req, res, (t) => acme.httpChallenge(t))) return true;
-      const host = normalizeHost(req.headers.host);
+      const host = normalizeHost(requestHost(req));
       if (!redirects(host)) return false;
-      // A malformed request gets its 400 from forwardRequest, not a redirect.
-      if (invalidRequest(req, host)) return false;
+      // A malformed request gets its 400 from forwardRequest, not a redirect (HTTP/2 frames its own).
+      if (!(req instanceof Http2ServerRequest) && invalidRequest(req, host)) return false;
       redirectToHttps(req, res, httpsPort!);
       return true;
     },

@@ -15,6 +15,7 @@ import {
   type IncomingHttpHeaders,
   type OutgoingHttpHeaders,
 } from 'node:http2';
+import { addAbortSignal, PassThrough } from 'node:stream';
 import {
   type HeaderPairs,
   type HttpOpen,
@@ -195,6 +196,22 @@ export class H2Sessions {
     entries!.splice(at, 1);
     if (entries!.length === 0) this.#sessions.delete(target);
   }
+}
+
+/**
+ * Resets a request stream with CANCEL. close(NGHTTP2_CANCEL) would end the
+ * request first (END_STREAM, then the RST): a backend could take a cancelled
+ * upload, a gRPC client stream say, for a whole one and act on it. Destroying
+ * the stream with Node's own AbortError resets it with CANCEL and nothing
+ * before; that error type is not exported, so it is taken from a stream the
+ * public API aborts.
+ */
+function cancel(req: ClientHttp2Stream | undefined): void {
+  if (!req || req.destroyed) return;
+  const probe = new PassThrough();
+  probe.on('error', () => {});
+  addAbortSignal(AbortSignal.abort(), probe);
+  req.destroy(probe.errored ?? undefined);
 }
 
 /** Serves one `http` stream for an `h2c://` route. Never throws. */
@@ -438,13 +455,13 @@ class H2Exchange {
       message,
       code,
     );
-    this.#req?.close(constants.NGHTTP2_CANCEL);
+    cancel(this.#req);
   }
 
   #onStreamClose(): void {
     const stream = this.#stream;
     // The client went away, or we failed: the backend's stream is cancelled too.
-    if (!this.#complete || stream.errored) this.#req?.close(constants.NGHTTP2_CANCEL);
+    if (!this.#complete || stream.errored) cancel(this.#req);
     this.#report.log.debug(
       {
         route: this.#route.id,

@@ -1,4 +1,4 @@
-import type { IncomingMessage, ServerResponse } from 'node:http';
+import type { ClientRequest, ClientResponse } from '../proxy/forward.js';
 
 /** Where ACME HTTP-01 validation looks (RFC 8555 §8.3). */
 export const CHALLENGE_PREFIX = '/.well-known/acme-challenge/';
@@ -11,8 +11,8 @@ const TOKEN = /^[A-Za-z0-9_-]{1,256}$/;
  * an agent otherwise). Returns false when the request is not a challenge.
  */
 export function serveHttpChallenge(
-  req: IncomingMessage,
-  res: ServerResponse,
+  req: ClientRequest,
+  res: ClientResponse,
   keyAuthorization: (token: string) => string | undefined,
 ): boolean {
   const url = req.url ?? '';

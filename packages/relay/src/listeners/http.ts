@@ -7,7 +7,12 @@ import {
   type ServerHttp2Session,
 } from 'node:http2';
 import type { Socket } from 'node:net';
-import { type ForwardOptions, forwardRequest } from '../proxy/forward.js';
+import {
+  type ClientRequest,
+  type ClientResponse,
+  type ForwardOptions,
+  forwardRequest,
+} from '../proxy/forward.js';
 import { Http1Front, resumingAfter, takeConnectionHandler } from '../proxy/http1-front.js';
 import type { Http1Pool } from '../proxy/http1-pool.js';
 import { forwardUpgrade, refuseConnect } from '../proxy/upgrade.js';
@@ -22,7 +27,7 @@ export interface HttpListenerOptions extends ForwardOptions {
   /** Idle time before a keep-alive client connection is closed, ms. */
   keepAliveTimeout: number;
   /** Answers a request itself (ACME challenge, HTTPS redirect) instead of forwarding it; true when it did. */
-  intercept?: (req: IncomingMessage, res: ServerResponse) => boolean;
+  intercept?: (req: ClientRequest, res: ClientResponse) => boolean;
   /** Whether `intercept` may answer a request for this host and target (such requests skip the fast path). */
   intercepts?: (host: string, target: string) => boolean;
   /** The relay's pool of HTTP/1.1 upstreams; without one, no fast path: Node's parser reads every request. */
@@ -84,9 +89,15 @@ export function createHttpListener(opts: HttpListenerOptions): Server {
   // HTTP/2 with prior knowledge to the h2c server.
   const nodeConnection = resumingAfter(takeConnectionHandler(server, 'connection'));
   const h2c = createH2cServer(opts);
-  const fast = new Http1Front(opts, opts.upstreams, (socket) => {
-    if (startsWithPreface(socket)) h2c.server.emit('connection', socket);
-    else nodeConnection(socket);
+  const fast = new Http1Front(opts, opts.upstreams, (socket, unread) => {
+    if (!unread.subarray(0, PREFACE.byteLength).equals(PREFACE)) {
+      nodeConnection(socket);
+      return;
+    }
+    // node:http2 ends a session when its socket closes; one that stays half-open after the
+    // client's FIN (node:http's default) would keep every stream of a client that left.
+    socket.allowHalfOpen = false;
+    h2c.server.emit('connection', socket);
   });
   server.on('connection', (socket: Socket) => fast.accept(socket));
   // Drains reach every kind of connection; h2c clients get GOAWAY.
@@ -105,23 +116,19 @@ export function createHttpListener(opts: HttpListenerOptions): Server {
   return server;
 }
 
-/** How every HTTP/2 connection starts (RFC 9113 §3.4), as far as a request line goes. */
-const PREFACE = Buffer.from('PRI * HTTP/2.0\r\n');
-
-/** Whether the bytes waiting on a paused socket start with the HTTP/2 preface. */
-function startsWithPreface(socket: Socket): boolean {
-  const waiting = socket.read() as Buffer | null;
-  if (!waiting) return false;
-  socket.unshift(waiting);
-  return waiting.byteLength >= PREFACE.byteLength && waiting.subarray(0, PREFACE.byteLength).equals(PREFACE);
-}
+/**
+ * How every HTTP/2 connection starts (RFC 9113 §3.4), up to the blank line
+ * the fast path waits for before it gives a connection up: all of it is in
+ * the bytes handed over.
+ */
+const PREFACE = Buffer.from('PRI * HTTP/2.0\r\n\r\n');
 
 /**
  * HTTP/2 over plain TCP with prior knowledge (RFC 9113 §3.3), as gRPC
  * clients speak it without TLS. Connections come from the fast path, which
  * sees the preface where a request line would be; node:http2 takes the bytes
  * already read from the paused socket. Requests go through the general path
- * like any other; no HTTPS redirect applies (no such client follows one).
+ * like any other, after the same redirect to HTTPS for names served over TLS.
  */
 function createH2cServer(opts: HttpListenerOptions): {
   server: Http2Server;
@@ -134,11 +141,13 @@ function createH2cServer(opts: HttpListenerOptions): {
     sessions.add(session);
     session.once('close', () => sessions.delete(session));
   });
-  const forward = (req: Http2ServerRequest, res: Http2ServerResponse) =>
+  const forward = (req: Http2ServerRequest, res: Http2ServerResponse) => {
+    if (opts.intercept?.(req, res)) return;
     forwardRequest(opts, req, res).catch((err) => {
       opts.logger.error({ err }, 'request handling failed');
       res.destroy();
     });
+  };
   server.on('request', forward);
   // The compatibility layer routes an HTTP/2 CONNECT here, with its response; forwardRequest refuses it.
   server.on('connect', forward);

@@ -453,6 +453,21 @@ export async function forwardRequest(
     if (replayable) {
       s.end();
       req.resume();
+    } else if (h2) {
+      // A client's RST_STREAM ends node:http2's request stream, and the abort is reported
+      // one event-loop turn later (Node 20): the body's end is passed on two turns after
+      // it, once a reset would have shown, so a cancelled upload (a gRPC client stream,
+      // which has no length) never reaches the backend as a whole one.
+      req.pipe(s, { end: false });
+      req.once('end', () =>
+        setImmediate(() =>
+          setImmediate(() => {
+            const h2req = req as Http2ServerRequest;
+            if (!h2req.aborted && (h2req.stream.rstCode ?? 0) === 0) s.end();
+          }),
+        ),
+      );
+      req.on('error', () => s.reset(Reason.Cancel, 'client request failed'));
     } else {
       req.pipe(s);
       req.on('error', () => s.reset(Reason.Cancel, 'client request failed'));

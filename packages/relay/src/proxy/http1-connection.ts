@@ -106,6 +106,15 @@ interface Exchange {
 }
 
 /**
+ * Takes a connection the fast path does not carry: `socket` is paused, and
+ * `unread` (the bytes read from it and not consumed, unshifted back onto it)
+ * is there to look at; reading `socket` here would disturb its flow state.
+ */
+export type Handoff = (socket: Socket, unread: Buffer) => void;
+
+const EMPTY = Buffer.alloc(0);
+
+/**
  * The relay's fast path for plain HTTP/1.1 (ADR 006), one client connection.
  * Each exchange borrows an upstream from the pool (http1-pool.ts): an `http1`
  * tunnel stream the agent has spliced to a kept-alive backend connection.
@@ -120,13 +129,13 @@ interface Exchange {
  * version, a chunked upload, Upgrade, an Expect other than 100-continue, an unknown host, a refused
  * client, a draining relay, an agent without `http1`) goes to Node's parser
  * and the general path at the next request boundary, with the bytes already
- * read: `handoff` is called with the socket paused, those bytes unshifted,
- * and starts reading it.
+ * read: `handoff` is called with the socket paused, those bytes unshifted
+ * (and given to it, to look at without reading), and starts reading it.
  */
 export class Http1Connection {
   readonly #socket: Socket;
   readonly #opts: Http1Options;
-  readonly #handoff: (socket: Socket) => void;
+  readonly #handoff: Handoff;
   readonly #onGone: (conn: Http1Connection) => void;
   readonly #client: string;
   readonly #serverName: string | undefined;
@@ -203,7 +212,7 @@ export class Http1Connection {
     socket: Socket,
     opts: Http1Options,
     pool: Http1Pool,
-    handoff: (socket: Socket) => void,
+    handoff: Handoff,
     onGone: (conn: Http1Connection) => void,
   ) {
     this.#socket = socket;
@@ -671,9 +680,10 @@ export class Http1Connection {
         socket.end();
         return;
       }
-      socket.unshift(this.#pending);
-      this.#pending = undefined;
     }
-    this.#handoff(socket);
+    const unread = this.#pending ?? EMPTY;
+    this.#pending = undefined;
+    if (unread.byteLength > 0) socket.unshift(unread);
+    this.#handoff(socket, unread);
   }
 }

@@ -1,6 +1,6 @@
 import type { EventEmitter } from 'node:events';
 import type { Socket } from 'node:net';
-import { Http1Connection, type Http1Options } from './http1-connection.js';
+import { type Handoff, Http1Connection, type Http1Options } from './http1-connection.js';
 import type { Http1Pool } from './http1-pool.js';
 
 /**
@@ -14,10 +14,10 @@ export class Http1Front {
   readonly #connections = new Set<Http1Connection>();
   readonly #pool: Http1Pool;
   readonly #opts: Http1Options;
-  readonly #handoff: (socket: Socket) => void;
+  readonly #handoff: Handoff;
   readonly #gone = (conn: Http1Connection) => this.#connections.delete(conn);
 
-  constructor(opts: Http1Options, pool: Http1Pool, handoff: (socket: Socket) => void) {
+  constructor(opts: Http1Options, pool: Http1Pool, handoff: Handoff) {
     this.#opts = opts;
     this.#pool = pool;
     this.#handoff = handoff;
