@@ -132,6 +132,8 @@ function startH2cBackend(host) {
     const chunks = [];
     stream.on('data', (c) => chunks.push(c));
     stream.on('end', () => {
+      // A stream the client reset also ends here (node:http2 reports the reset a turn later).
+      if (stream.destroyed || stream.closed) return;
       stream.respond({ ':status': 200, 'content-type': 'application/grpc' }, { waitForTrailers: true });
       stream.once('wantTrailers', () => stream.sendTrailers({ 'grpc-status': '0' }));
       stream.end(Buffer.concat(chunks));
