@@ -4,12 +4,13 @@
 // a Node client would need. Closed loop: each stream slot sends its next
 // request when the previous answer is in. Its per-request log gives the
 // latency percentiles its summary lacks.
-import { spawn, spawnSync } from 'node:child_process';
+import { spawnSync } from 'node:child_process';
 import { mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { LatencyRecorder } from './report.mjs';
 import { HOST, HOSTNAME } from './stack-control.mjs';
+import { runTool } from './tool.mjs';
 
 const H2LOAD = 'h2load';
 
@@ -59,7 +60,7 @@ export function parseH2load(out) {
  * each. `cpus`: pin h2load there. Resolves with req/s, p50 and p99 (ms) and
  * the error count.
  */
-export function runH2load({ port, clients, streams, duration, body, cpus }) {
+export async function runH2load({ port, clients, streams, duration, body, cpus }) {
   const dir = mkdtempSync(join(tmpdir(), 'burrow-h2load-'));
   const data = join(dir, 'body');
   const log = join(dir, 'log');
@@ -79,39 +80,25 @@ export function runH2load({ port, clients, streams, duration, body, cpus }) {
     `:authority: ${HOSTNAME}`,
     `http://${HOST}:${port}/burrow.bench.Echo/Echo`,
   ];
-  const [cmd, argv] = cpus ? ['taskset', ['-c', cpus, H2LOAD, ...args]] : [H2LOAD, args];
-  return new Promise((resolve, reject) => {
-    const child = spawn(cmd, argv, { stdio: ['ignore', 'pipe', 'pipe'] });
-    let out = '';
-    let err = '';
-    child.stdout.on('data', (c) => (out += c));
-    child.stderr.on('data', (c) => (err += c));
-    // h2load stops by itself after -D; this bounds a wedged run.
-    const limit = setTimeout(() => child.kill('SIGKILL'), (duration + 30) * 1000);
-    child.on('error', reject);
-    child.on('exit', (code) => {
-      clearTimeout(limit);
-      try {
-        const summary = parseH2load(out);
-        if (code !== 0 || !summary) throw new Error(`h2load failed (${code}): ${err || out}`);
-        // One line per request: start (µs since the epoch), status, time to the whole response (µs).
-        const latency = new LatencyRecorder();
-        for (const line of readFileSync(log, 'utf8').split('\n')) {
-          const us = Number(line.split('\t')[2]);
-          if (Number.isFinite(us)) latency.add(us / 1000);
-        }
-        resolve({
-          rps: summary.done / duration,
-          requests: summary.done,
-          p50: latency.percentile(0.5),
-          p99: latency.percentile(0.99),
-          errors: summary.errors,
-        });
-      } catch (e) {
-        reject(e);
-      } finally {
-        rmSync(dir, { recursive: true, force: true });
-      }
-    });
-  });
+  try {
+    // h2load stops by itself after -D; the limit bounds a wedged run.
+    const { code, out, err } = await runTool(H2LOAD, args, { cpus, limitSeconds: duration + 30 });
+    const summary = parseH2load(out);
+    if (code !== 0 || !summary) throw new Error(`h2load failed (${code}): ${err || out}`);
+    // One line per request: start (µs since the epoch), status, time to the whole response (µs).
+    const latency = new LatencyRecorder();
+    for (const line of readFileSync(log, 'utf8').split('\n')) {
+      const us = Number(line.split('\t')[2]);
+      if (Number.isFinite(us)) latency.add(us / 1000);
+    }
+    return {
+      rps: summary.done / duration,
+      requests: summary.done,
+      p50: latency.percentile(0.5),
+      p99: latency.percentile(0.99),
+      errors: summary.errors,
+    };
+  } finally {
+    rmSync(dir, { recursive: true, force: true });
+  }
 }

@@ -3,8 +3,9 @@
 // CPU a Node client (autocannon) needs per request, so on this 2-core machine
 // more of the second core is left to the system under test. Closed loop: each
 // connection sends its next request when the answer to the previous one is in.
-import { spawn, spawnSync } from 'node:child_process';
+import { spawnSync } from 'node:child_process';
 import { HOST, HOSTNAME } from './stack-control.mjs';
+import { runTool } from './tool.mjs';
 
 const WRK = 'wrk';
 
@@ -41,7 +42,7 @@ export function parseWrk(out) {
  * connections on one thread. `close`: send `Connection: close`, so each
  * request opens a new connection. `cpus`: pin wrk (all its threads) there.
  */
-export function runWrk({ port, connections, duration, close = false, cpus }) {
+export async function runWrk({ port, connections, duration, close = false, cpus }) {
   const args = [
     '-t1',
     `-c${connections}`,
@@ -54,21 +55,9 @@ export function runWrk({ port, connections, duration, close = false, cpus }) {
     ...(close ? ['-H', 'Connection: close'] : []),
     `http://${HOST}:${port}/`,
   ];
-  const [cmd, argv] = cpus ? ['taskset', ['-c', cpus, WRK, ...args]] : [WRK, args];
-  return new Promise((resolve, reject) => {
-    const child = spawn(cmd, argv, { stdio: ['ignore', 'pipe', 'pipe'] });
-    let out = '';
-    let err = '';
-    child.stdout.on('data', (c) => (out += c));
-    child.stderr.on('data', (c) => (err += c));
-    // wrk stops by itself after -d; this bounds a wedged run.
-    const limit = setTimeout(() => child.kill('SIGKILL'), (duration + 30) * 1000);
-    child.on('error', reject);
-    child.on('exit', (code) => {
-      clearTimeout(limit);
-      const r = parseWrk(out);
-      if (code !== 0 || Number.isNaN(r.rps)) reject(new Error(`wrk failed (${code}): ${err || out}`));
-      else resolve(r);
-    });
-  });
+  // wrk stops by itself after -d; the limit bounds a wedged run.
+  const { code, out, err } = await runTool(WRK, args, { cpus, limitSeconds: duration + 30 });
+  const r = parseWrk(out);
+  if (code !== 0 || Number.isNaN(r.rps)) throw new Error(`wrk failed (${code}): ${err || out}`);
+  return r;
 }

@@ -5,6 +5,7 @@ import {
   connect as connectH2,
   constants,
   createServer as createH2Server,
+  type Http2Server,
   type ServerHttp2Stream,
 } from 'node:http2';
 import { type AddressInfo, createServer as createNetServer, type Socket } from 'node:net';
@@ -153,17 +154,7 @@ t.test('HTTP/1.1 clients reach an h2c backend; its trailers come on a chunked re
       stream.end(`got ${Buffer.concat(chunks).length} bytes`);
     });
   });
-  h2.listen(0, '127.0.0.1');
-  await once(h2, 'listening');
-  t.teardown(() => h2.close());
-  const relay = await testRelay(t);
-  await testAgent(t, relay, [
-    {
-      id: 'h2',
-      hostnames: ['h2.example.test'],
-      target: `h2c://127.0.0.1:${(h2.address() as AddressInfo).port}`,
-    },
-  ]);
+  const relay = await h2Relay(t, await listening(t, h2));
   const kinds = streamKinds(relay);
   const body = randomBytes(100_000);
   const reply = await new Promise<{ status: number; body: string; trailers: NodeJS.Dict<string> }>(
@@ -200,17 +191,7 @@ t.test('HTTP/1.1 clients reach an h2c backend; its trailers come on a chunked re
 
 t.test('an Upgrade request to an h2c backend is answered 501, not hung', async (t) => {
   const h2 = createH2Server();
-  h2.listen(0, '127.0.0.1');
-  await once(h2, 'listening');
-  t.teardown(() => h2.close());
-  const relay = await testRelay(t);
-  await testAgent(t, relay, [
-    {
-      id: 'h2',
-      hostnames: ['h2.example.test'],
-      target: `h2c://127.0.0.1:${(h2.address() as AddressInfo).port}`,
-    },
-  ]);
+  const relay = await h2Relay(t, await listening(t, h2));
   const status = await new Promise<number>((resolve, reject) => {
     const req = httpRequest({
       host: '127.0.0.1',
@@ -243,17 +224,7 @@ t.test('a backend allowing 2 streams per connection still gets 10 requests at on
       }
     }
   });
-  h2.listen(0, '127.0.0.1');
-  await once(h2, 'listening');
-  t.teardown(() => h2.close());
-  const relay = await testRelay(t);
-  await testAgent(t, relay, [
-    {
-      id: 'h2',
-      hostnames: ['h2.example.test'],
-      target: `h2c://127.0.0.1:${(h2.address() as AddressInfo).port}`,
-    },
-  ]);
+  const relay = await h2Relay(t, await listening(t, h2));
   const replies = await Promise.all(
     Array.from({ length: 10 }, () => get(relay.httpAddress.port, 'h2.example.test', '/held')),
   );
@@ -314,17 +285,7 @@ t.test('a draining relay sends its h2c clients GOAWAY; their requests in flight 
   const h2 = createH2Server();
   const arrived = deferred<ServerHttp2Stream>();
   h2.on('stream', (stream: ServerHttp2Stream) => arrived.resolve(stream));
-  h2.listen(0, '127.0.0.1');
-  await once(h2, 'listening');
-  t.teardown(() => h2.close());
-  const relay = await testRelay(t);
-  await testAgent(t, relay, [
-    {
-      id: 'h2',
-      hostnames: ['h2.example.test'],
-      target: `h2c://127.0.0.1:${(h2.address() as AddressInfo).port}`,
-    },
-  ]);
+  const relay = await h2Relay(t, await listening(t, h2));
   const session = connectH2(`http://127.0.0.1:${relay.httpAddress.port}`);
   t.teardown(() => session.destroy());
   const goaway = once(session, 'goaway');
@@ -350,17 +311,7 @@ t.test('an HTTP/1.1 request asking to upgrade to h2c gets the plain response bod
     stream.on('wantTrailers', () => stream.sendTrailers({ 'x-checksum': 'abc' }));
     stream.end('hello');
   });
-  h2.listen(0, '127.0.0.1');
-  await once(h2, 'listening');
-  t.teardown(() => h2.close());
-  const relay = await testRelay(t);
-  await testAgent(t, relay, [
-    {
-      id: 'h2',
-      hostnames: ['h2.example.test'],
-      target: `h2c://127.0.0.1:${(h2.address() as AddressInfo).port}`,
-    },
-  ]);
+  const relay = await h2Relay(t, await listening(t, h2));
   // What `curl --http2 http://…` sends: the relay serves it as the HTTP/1.1 request it also is.
   const reply = await get(relay.httpAddress.port, 'h2.example.test', '/', {
     headers: {
@@ -415,10 +366,24 @@ async function h2Backend(t: Teardownable, onStream: (stream: ServerHttp2Stream) 
     stream.on('error', () => {});
     onStream(stream);
   });
-  h2.listen(0, '127.0.0.1');
-  await once(h2, 'listening');
-  t.teardown(() => h2.close());
-  return (h2.address() as AddressInfo).port;
+  return listening(t, h2);
+}
+
+/** Starts `server` on 127.0.0.1:0, closed at teardown; its port. */
+async function listening(t: Teardownable, server: Http2Server): Promise<number> {
+  server.listen(0, '127.0.0.1');
+  await once(server, 'listening');
+  t.teardown(() => server.close());
+  return (server.address() as AddressInfo).port;
+}
+
+/** A relay, and an agent routing h2.example.test there to the h2c backend on 127.0.0.1:`port`. */
+async function h2Relay(t: Teardownable, port: number): Promise<Relay> {
+  const relay = await testRelay(t);
+  await testAgent(t, relay, [
+    { id: 'h2', hostnames: ['h2.example.test'], target: `h2c://127.0.0.1:${port}` },
+  ]);
+  return relay;
 }
 
 t.test('a cancelled HTTP/2 upload reaches the backend as a reset, never as a whole request', async (t) => {
@@ -446,10 +411,7 @@ t.test('h2c on the plain port: a 1 MiB request body sent right after the preface
       stream.end(hash.digest('hex'));
     });
   });
-  const relay = await testRelay(t);
-  await testAgent(t, relay, [
-    { id: 'h2', hostnames: ['h2.example.test'], target: `h2c://127.0.0.1:${port}` },
-  ]);
+  const relay = await h2Relay(t, port);
   const session = connectH2(`http://127.0.0.1:${relay.httpAddress.port}`);
   t.teardown(() => session.destroy());
   const body = randomBytes(1024 * 1024);
@@ -467,10 +429,7 @@ t.test('h2c on the plain port: a 1 MiB request body sent right after the preface
 t.test('an h2c client that leaves cancels its stream at the backend', async (t) => {
   const arrived = deferred<ServerHttp2Stream>();
   const port = await h2Backend(t, (stream) => arrived.resolve(stream)); // never answers
-  const relay = await testRelay(t);
-  await testAgent(t, relay, [
-    { id: 'h2', hostnames: ['h2.example.test'], target: `h2c://127.0.0.1:${port}` },
-  ]);
+  const relay = await h2Relay(t, port);
   const session = connectH2(`http://127.0.0.1:${relay.httpAddress.port}`);
   session.on('error', () => {});
   const req = session.request({ ':path': '/wait', ':authority': 'h2.example.test' }, { endStream: true });

@@ -38,6 +38,38 @@ export function failExchange(
   return name;
 }
 
+/** What an exchange logs (at debug) when its tunnel stream closes. */
+export interface ExchangeEnd {
+  method: string;
+  /** The backend's status; 0 when none came. */
+  status: number;
+  started: number;
+  /** The wire name of the reason it failed with, if it did. */
+  failed: string | undefined;
+  /** Flags of the exchange's kind (upgrade, h2c). */
+  kind?: Record<string, true | undefined>;
+}
+
+/** Logs the end of an exchange: its status, bytes both ways, duration, and how it failed or was reset. */
+export function logExchangeEnd(log: Logger, route: Route, stream: Stream, end: ExchangeEnd): void {
+  log.debug(
+    {
+      route: route.id,
+      method: end.method,
+      status: end.status,
+      ...end.kind,
+      bytesIn: stream.bytesIn,
+      bytesOut: stream.bytesOut,
+      durationMs: Math.round(performance.now() - end.started),
+      ...(end.failed ? { error: end.failed } : {}),
+      ...(stream.resetReason !== undefined && !end.failed
+        ? { reset: Reason[stream.resetReason] ?? stream.resetReason }
+        : {}),
+    },
+    'stream done',
+  );
+}
+
 /**
  * Why a backend gave no response at all: it did not accept a connection in
  * time, refused one, or failed otherwise. Returns the reset's reason, message

@@ -27,7 +27,7 @@ import {
   writeTrailersRecord,
 } from '@burrow/shared';
 import type { Route } from '../routes/source.js';
-import { type FailureReport, failExchange, unanswered } from './failure.js';
+import { type FailureReport, failExchange, logExchangeEnd, unanswered } from './failure.js';
 import { hasBody, headFrom } from './head.js';
 import { targetAddress } from './target.js';
 
@@ -214,16 +214,17 @@ function cancel(req: ClientHttp2Stream | undefined): void {
   req.destroy(probe.errored ?? undefined);
 }
 
+/** What every h2c exchange of a dialer shares. */
+export interface H2Context {
+  sessions: H2Sessions;
+  /** Time allowed for a new session's connection and the backend's SETTINGS, ms. */
+  connectTimeout: number;
+  report: FailureReport;
+}
+
 /** Serves one `http` stream for an `h2c://` route. Never throws. */
-export function serveH2(
-  stream: Stream,
-  meta: HttpOpen,
-  route: Route,
-  sessions: H2Sessions,
-  connectTimeout: number,
-  report: FailureReport,
-): void {
-  new H2Exchange(stream, meta, route, sessions, connectTimeout, report).start();
+export function serveH2(stream: Stream, meta: HttpOpen, route: Route, context: H2Context): void {
+  new H2Exchange(stream, meta, route, context).start();
 }
 
 /** Request fields as HTTP/2 takes them: pseudo-fields first, names in lower case, repeats as arrays. */
@@ -277,14 +278,7 @@ class H2Exchange {
   #failed: string | undefined;
   #attempts = 0;
 
-  constructor(
-    stream: Stream,
-    meta: HttpOpen,
-    route: Route,
-    sessions: H2Sessions,
-    connectTimeout: number,
-    report: FailureReport,
-  ) {
+  constructor(stream: Stream, meta: HttpOpen, route: Route, { sessions, connectTimeout, report }: H2Context) {
     this.#stream = stream;
     this.#meta = meta;
     this.#framed = meta.trailers === true;
@@ -462,21 +456,12 @@ class H2Exchange {
     const stream = this.#stream;
     // The client went away, or we failed: the backend's stream is cancelled too.
     if (!this.#complete || stream.errored) cancel(this.#req);
-    this.#report.log.debug(
-      {
-        route: this.#route.id,
-        method: this.#meta.method,
-        status: this.#status,
-        h2c: true,
-        bytesIn: stream.bytesIn,
-        bytesOut: stream.bytesOut,
-        durationMs: Math.round(performance.now() - this.#started),
-        ...(this.#failed ? { error: this.#failed } : {}),
-        ...(stream.resetReason !== undefined && !this.#failed
-          ? { reset: Reason[stream.resetReason] ?? stream.resetReason }
-          : {}),
-      },
-      'stream done',
-    );
+    logExchangeEnd(this.#report.log, this.#route, stream, {
+      method: this.#meta.method,
+      status: this.#status,
+      started: this.#started,
+      failed: this.#failed,
+      kind: { h2c: true },
+    });
   }
 }

@@ -26,8 +26,8 @@ import {
 import type { Dispatcher } from 'undici';
 import type { Route } from '../routes/source.js';
 import { isH2c } from '../routes/validate.js';
-import { failExchange, unanswered } from './failure.js';
-import { H2Sessions, serveH2 } from './h2.js';
+import { failExchange, logExchangeEnd, unanswered } from './failure.js';
+import { type H2Context, H2Sessions, serveH2 } from './h2.js';
 import { hasBody, headFrom } from './head.js';
 import { BACKEND_RESET, DEFAULT_CONNECT_TIMEOUT, type PoolOptions, TargetPool } from './pool.js';
 import { type TargetAddress, targetAddress } from './target.js';
@@ -92,7 +92,7 @@ class BackendDialer implements Dialer {
   readonly #log: Logger;
   readonly #connectTimeout: number;
   readonly #pool: TargetPool;
-  readonly #h2: H2Sessions;
+  readonly #h2: H2Context;
   readonly #onFailure: ((reason: string) => void) | undefined;
 
   constructor(options: DialerOptions) {
@@ -100,13 +100,16 @@ class BackendDialer implements Dialer {
     this.#log = options.logger;
     this.#connectTimeout = options.connectTimeout ?? DEFAULT_CONNECT_TIMEOUT;
     this.#pool = new TargetPool({ connectTimeout: this.#connectTimeout, ...options.pool });
-    this.#h2 = new H2Sessions(this.#connectTimeout);
+    this.#h2 = {
+      sessions: new H2Sessions(this.#connectTimeout),
+      connectTimeout: this.#connectTimeout,
+      report: { log: this.#log, onFailure: this.#onFailure },
+    };
   }
 
   serve(stream: Stream, meta: HttpOpen, route: Route): void {
     if (isH2c(route)) {
-      const report = { log: this.#log, onFailure: this.#onFailure };
-      serveH2(stream, meta, route, this.#h2, this.#connectTimeout, report);
+      serveH2(stream, meta, route, this.#h2);
       return;
     }
     new Exchange(stream, meta, route, this.#pool, this.#connectTimeout, this.#log, this.#onFailure).start();
@@ -126,12 +129,12 @@ class BackendDialer implements Dialer {
 
   retain(routes: readonly Route[]): void {
     this.#pool.retain(new Set(routes.map((r) => TargetPool.key(r.target, r.tlsInsecure === true))));
-    this.#h2.retain(new Set(routes.filter(isH2c).map((r) => r.target)));
+    this.#h2.sessions.retain(new Set(routes.filter(isH2c).map((r) => r.target)));
   }
 
   close(): void {
     this.#pool.destroy();
-    this.#h2.destroy();
+    this.#h2.sessions.destroy();
   }
 }
 
@@ -515,21 +518,12 @@ class Exchange {
       // would keep the connection until it next writes.
       resetConnection(this.#upgraded);
     }
-    this.#log.debug(
-      {
-        route: this.#route.id,
-        method: this.#meta.method,
-        status: this.#status,
-        upgrade: this.#meta.upgrade || undefined,
-        bytesIn: stream.bytesIn,
-        bytesOut: stream.bytesOut,
-        durationMs: Math.round(performance.now() - this.#started),
-        ...(this.#failed ? { error: this.#failed } : {}),
-        ...(stream.resetReason !== undefined && !this.#failed
-          ? { reset: Reason[stream.resetReason] ?? stream.resetReason }
-          : {}),
-      },
-      'stream done',
-    );
+    logExchangeEnd(this.#log, this.#route, stream, {
+      method: this.#meta.method,
+      status: this.#status,
+      started: this.#started,
+      failed: this.#failed,
+      kind: { upgrade: this.#meta.upgrade || undefined },
+    });
   }
 }
