@@ -6,9 +6,15 @@ import {
   constants,
   createServer as createH2Server,
   type Http2Server,
+  type IncomingHttpHeaders,
   type ServerHttp2Stream,
 } from 'node:http2';
-import { type AddressInfo, createServer as createNetServer, type Socket } from 'node:net';
+import {
+  type AddressInfo,
+  connect as connectNet,
+  createServer as createNetServer,
+  type Socket,
+} from 'node:net';
 import { startAgent } from '@burrow/agent';
 import type { Relay } from '@burrow/relay';
 import type * as Grpc from '@grpc/grpc-js';
@@ -360,11 +366,14 @@ t.test('an h2c backend that accepts connections but never speaks HTTP/2 is a 504
 });
 
 /** An HTTP/2 backend without TLS that hands each stream to `onStream`; its port. */
-async function h2Backend(t: Teardownable, onStream: (stream: ServerHttp2Stream) => void): Promise<number> {
+async function h2Backend(
+  t: Teardownable,
+  onStream: (stream: ServerHttp2Stream, headers: IncomingHttpHeaders) => void,
+): Promise<number> {
   const h2 = createH2Server();
-  h2.on('stream', (stream: ServerHttp2Stream) => {
+  h2.on('stream', (stream: ServerHttp2Stream, headers: IncomingHttpHeaders) => {
     stream.on('error', () => {});
-    onStream(stream);
+    onStream(stream, headers);
   });
   return listening(t, h2);
 }
@@ -451,4 +460,83 @@ t.test('h2c requests for a name served over TLS get the same redirect as HTTP/1.
   req.resume();
   t.equal(headers[':status'], 301);
   t.equal(headers.location, `https://${NAME}:${(relay as Relay).tlsAddress!.port}/x?y=1`);
+});
+
+t.test('a backend connection that drops mid-response cuts the response; it never looks whole', async (t) => {
+  const port = await h2Backend(t, (stream) => {
+    stream.respond({ ':status': 200 });
+    stream.write('part of it', () => stream.session?.destroy()); // its TCP connection closes
+  });
+  const relay = await h2Relay(t, port);
+  const session = connectH2(`http://127.0.0.1:${relay.httpAddress.port}`);
+  session.on('error', () => {});
+  t.teardown(() => session.destroy());
+  const req = session.request({ ':path': '/', ':authority': 'h2.example.test' }, { endStream: true });
+  req.on('error', () => {});
+  let ended = false;
+  let text = '';
+  req.on('data', (c: Buffer) => {
+    text += c.toString();
+  });
+  req.on('end', () => {
+    ended = true;
+  });
+  await new Promise((resolve) => req.once('close', resolve));
+  t.equal(text, 'part of it');
+  t.notOk(ended, 'no END_STREAM');
+  t.equal(req.rstCode, constants.NGHTTP2_INTERNAL_ERROR, 'the stream was reset with an error');
+});
+
+t.test('gRPC calls wait for their response head past the relay’s response timeout', async (t) => {
+  const port = await h2Backend(t, (stream) => {
+    stream.resume();
+    // A watch: the server speaks with its first event, after the relay's deadline.
+    setTimeout(() => {
+      if (stream.destroyed) return;
+      stream.respond({ ':status': 200, 'content-type': 'application/grpc' });
+      stream.end('event');
+    }, 600);
+  });
+  const relay = await testRelay(t, { responseHeadTimeout: 200 });
+  await testAgent(t, relay, [
+    { id: 'h2', hostnames: ['h2.example.test'], target: `h2c://127.0.0.1:${port}` },
+  ]);
+  const session = connectH2(`http://127.0.0.1:${relay.httpAddress.port}`);
+  t.teardown(() => session.destroy());
+  const call = async (contentType: string) => {
+    const req = session.request({
+      ':method': 'POST',
+      ':path': '/burrow.test.Watch/Events',
+      ':authority': 'h2.example.test',
+      'content-type': contentType,
+    });
+    req.end(Buffer.alloc(5));
+    const [headers] = (await once(req, 'response')) as [Record<string, unknown>];
+    req.resume();
+    return headers[':status'];
+  };
+  t.equal(await call('application/grpc'), 200, 'the gRPC call got its answer');
+  t.equal(await call('application/json'), 504, 'another request still has the deadline');
+});
+
+t.test('an absolute-form request target reaches an h2c backend as a path', async (t) => {
+  const paths: unknown[] = [];
+  const port = await h2Backend(t, (stream, headers) => {
+    paths.push(headers[':path']);
+    stream.respond({ ':status': 200 });
+    stream.end();
+  });
+  const relay = await h2Relay(t, port);
+  const socket = connectNet(relay.httpAddress.port, '127.0.0.1');
+  t.teardown(() => socket.destroy());
+  socket.write(
+    'GET http://h2.example.test/x?y=1 HTTP/1.1\r\nHost: h2.example.test\r\nConnection: close\r\n\r\n',
+  );
+  let reply = '';
+  socket.on('data', (c: Buffer) => {
+    reply += c.toString();
+  });
+  await once(socket, 'end');
+  t.match(reply, /^HTTP\/1\.1 200 /);
+  t.same(paths, ['/x?y=1']);
 });

@@ -278,7 +278,7 @@ export const SERVE_OPTIONS: readonly OptionSpec[] = [
     placeholder: 'DURATION',
     default: '60s',
     description:
-      'time a backend has to send its response head once the whole request reached it (504 after), and an upload may go without a byte (408 after)',
+      'time a backend has to send its response head once the whole request reached it (504 after), and an upload may go without a byte (408 after); gRPC calls (content-type application/grpc) carry their own deadline and are exempt',
   },
   {
     name: 'headers-timeout',

@@ -227,13 +227,28 @@ export function serveH2(stream: Stream, meta: HttpOpen, route: Route, context: H
   new H2Exchange(stream, meta, route, context).start();
 }
 
+/**
+ * A request target as HTTP/2's :path takes it: origin form. An HTTP/1.1
+ * client may send the absolute form (`GET http://host/x`), which HTTP/2
+ * backends refuse.
+ */
+function originForm(target: string): string {
+  if (target.startsWith('/') || target === '*') return target;
+  try {
+    const url = new URL(target);
+    return `${url.pathname}${url.search}`;
+  } catch {
+    return target; // the backend answers for what it cannot read
+  }
+}
+
 /** Request fields as HTTP/2 takes them: pseudo-fields first, names in lower case, repeats as arrays. */
 function requestHeaders(meta: HttpOpen): OutgoingHttpHeaders {
   // No prototype: a field named `constructor` or `__proto__` is a field like any other.
   const out: OutgoingHttpHeaders = Object.create(null);
   Object.assign(out, {
     ':method': meta.method,
-    ':path': meta.path,
+    ':path': originForm(meta.path),
     ':scheme': 'http',
   });
   for (const [k, v] of stripHopByHop(meta.headers)) {
@@ -354,7 +369,7 @@ class H2Exchange {
     req.on('trailers', (headers) => {
       this.#trailers = pairsOf(headers);
     });
-    req.on('end', () => this.#onEnd());
+    req.on('end', () => this.#onEnd(req));
     req.on('error', (err: NodeJS.ErrnoException) => this.#onError(req, err));
     req.on('close', () => {
       if (withBody) {
@@ -396,8 +411,15 @@ class H2Exchange {
     writeMessage(stream, this.#framed ? { ...head, trailers: true } : head);
   }
 
-  #onEnd(): void {
+  #onEnd(req: ClientHttp2Stream): void {
     if (this.#complete || !this.#headSent) return;
+    // node:http2 ends the response stream also when the backend reset it, or its
+    // connection dropped, part way: that is a cut response, not a whole one.
+    const code = req.rstCode ?? constants.NGHTTP2_NO_ERROR;
+    if (code !== constants.NGHTTP2_NO_ERROR) {
+      this.#fail(Reason.BackendError, `backend reset the stream before the response was complete (${code})`);
+      return;
+    }
     this.#complete = true;
     const trailers = stripHopByHop(this.#trailers);
     if (trailers.length > 0 && !this.#framed) {

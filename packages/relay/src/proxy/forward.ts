@@ -189,6 +189,7 @@ export function clientIp(remote: string | undefined): string {
  * into the stream), the time counts from the end of the body, so an upload
  * slower than the timeout is not cut while the backend is still reading it;
  * an upload that stops, no byte for `timeoutMs`, fails with UploadStalledError.
+ * A `timeoutMs` of 0 sets no deadline.
  */
 export function readResponseHead(
   stream: Stream,
@@ -199,16 +200,20 @@ export function readResponseHead(
     const reader = new MessageReader(responseHeadSchema, MAX_HEAD);
     let seen = 0;
     const uploading = upload !== undefined && !stream.writableFinished;
-    const timer = setTimeout(
-      () =>
-        done(
-          uploading && !stream.writableFinished
-            ? new UploadStalledError('the request body stopped arriving')
-            : new UpstreamTimeoutError('no response head in time'),
-        ),
-      timeoutMs,
-    );
-    const progress = () => timer.refresh();
+    // 0: no deadline (gRPC calls, which carry their own).
+    const timer =
+      timeoutMs <= 0
+        ? undefined
+        : setTimeout(
+            () =>
+              done(
+                uploading && !stream.writableFinished
+                  ? new UploadStalledError('the request body stopped arriving')
+                  : new UpstreamTimeoutError('no response head in time'),
+              ),
+            timeoutMs,
+          );
+    const progress = () => timer?.refresh();
     if (uploading) {
       upload.on('data', progress);
       stream.once('finish', progress);
@@ -364,6 +369,17 @@ export function failMalformedBody(req: ClientRequest): boolean {
   return fail !== undefined;
 }
 
+/**
+ * Whether a request is a gRPC call. Its server may send the response head only
+ * with its first message, minutes into a watch, and a client stream may be
+ * quiet as long as its caller likes; the call carries its own deadline
+ * (`grpc-timeout`), which the client enforces. So neither waits on the
+ * relay's response and upload deadlines.
+ */
+function isGrpc(req: ClientRequest): boolean {
+  return /^application\/grpc/i.test(req.headers['content-type'] ?? '');
+}
+
 /** Attempts after the first for a bodiless request refused unprocessed. */
 export const MAX_RETRIES = 2;
 
@@ -481,7 +497,7 @@ export async function forwardRequest(
     try {
       ({ head, rest, headBytes } = await readResponseHead(
         s,
-        opts.responseHeadTimeout,
+        isGrpc(req) ? 0 : opts.responseHeadTimeout,
         withBody ? req : undefined,
       ));
     } catch (err) {
