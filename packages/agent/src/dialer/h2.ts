@@ -1,7 +1,7 @@
 /**
  * Requests to `h2c://` targets: backends that speak HTTP/2 without TLS, as
- * gRPC servers do. Each tunnel stream becomes one HTTP/2 stream on a session
- * shared by every request to that target. The response body goes back framed
+ * gRPC servers do. Each tunnel stream becomes one HTTP/2 stream on one of the
+ * sessions to that target (H2Sessions). The response body goes back framed
  * as records (shared framed-body.ts) so that its trailer fields follow it; a
  * response that ended with its head says so (`endStream`), and the relay
  * answers it the same way (a gRPC "trailers-only" response).
@@ -36,7 +36,7 @@ const IDLE_SESSION = 30_000;
 /** The error a session that did not connect in time is destroyed with. */
 const CONNECT_TIMEOUT = 'BURROW_CONNECT_TIMEOUT';
 /** What node:http2 throws when a session can take no new stream: it is going away, or gone. */
-const GONE = new Set(['ERR_HTTP2_GOAWAY_SESSION', 'ERR_HTTP2_INVALID_SESSION', 'ERR_HTTP2_OUT_OF_STREAMS']);
+const GONE = new Set(['ERR_HTTP2_GOAWAY_SESSION', 'ERR_HTTP2_INVALID_SESSION']);
 /** Request fields HTTP/2 forbids or carries otherwise (RFC 9113 §8.2.2). */
 const NOT_SENT = new Set(['host', 'expect', 'http2-settings']);
 
@@ -227,28 +227,13 @@ export function serveH2(stream: Stream, meta: HttpOpen, route: Route, context: H
   new H2Exchange(stream, meta, route, context).start();
 }
 
-/**
- * A request target as HTTP/2's :path takes it: origin form. An HTTP/1.1
- * client may send the absolute form (`GET http://host/x`), which HTTP/2
- * backends refuse.
- */
-function originForm(target: string): string {
-  if (target.startsWith('/') || target === '*') return target;
-  try {
-    const url = new URL(target);
-    return `${url.pathname}${url.search}`;
-  } catch {
-    return target; // the backend answers for what it cannot read
-  }
-}
-
 /** Request fields as HTTP/2 takes them: pseudo-fields first, names in lower case, repeats as arrays. */
 function requestHeaders(meta: HttpOpen): OutgoingHttpHeaders {
   // No prototype: a field named `constructor` or `__proto__` is a field like any other.
   const out: OutgoingHttpHeaders = Object.create(null);
   Object.assign(out, {
     ':method': meta.method,
-    ':path': originForm(meta.path),
+    ':path': meta.path, // origin form: the relay sends no other
     ':scheme': 'http',
   });
   for (const [k, v] of stripHopByHop(meta.headers)) {

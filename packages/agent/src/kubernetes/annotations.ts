@@ -126,7 +126,9 @@ function judge(svc: ServiceLike): ServiceVerdict {
     if (err) return { kind: 'invalid', error: `${ANNOTATION.hostname}: ${err}` };
   }
 
-  const protocol = (ann[ANNOTATION.protocol] ?? defaultProtocol(svc, publicPort)).trim().toLowerCase();
+  // The port to dial, or why there is none (reported below, after the checks that come first).
+  const picked = pickPort(svc.spec?.ports ?? [], ann[ANNOTATION.port]);
+  const protocol = (ann[ANNOTATION.protocol] ?? defaultProtocol(picked, publicPort)).trim().toLowerCase();
   if (publicPort !== undefined && protocol !== 'tcp') {
     return {
       kind: 'invalid',
@@ -171,7 +173,6 @@ function judge(svc: ServiceLike): ServiceVerdict {
     };
   }
 
-  const picked = pickPort(spec.ports ?? [], ann[ANNOTATION.port]);
   if (typeof picked === 'string') return { kind: 'invalid', error: picked };
   const port = picked.port;
 
@@ -195,9 +196,8 @@ function judge(svc: ServiceLike): ServiceVerdict {
  * exposed by a public port, `h2c` when the port to dial declares
  * `appProtocol: kubernetes.io/h2c`, else `http`.
  */
-function defaultProtocol(svc: ServiceLike, publicPort: number | undefined): string {
+function defaultProtocol(picked: ServicePort | string, publicPort: number | undefined): string {
   if (publicPort !== undefined) return 'tcp';
-  const picked = pickPort(svc.spec?.ports ?? [], svc.metadata?.annotations?.[ANNOTATION.port]);
   return typeof picked !== 'string' && picked.appProtocol === APP_PROTOCOL_H2C ? 'h2c' : 'http';
 }
 

@@ -18,7 +18,7 @@ import type { Http1Pool } from '../proxy/http1-pool.js';
 import { forwardUpgrade, refuseConnect } from '../proxy/upgrade.js';
 import { MAX_REQUEST_HEAD, MAX_REQUEST_HEADERS } from '../proxy/validate-request.js';
 import { answerClientErrors } from './client-errors.js';
-import { boundSessions, MAX_H2_STREAMS } from './http2-sessions.js';
+import { MAX_H2_STREAMS, manageSessions } from './http2-sessions.js';
 import { oneAtATime } from './one-at-a-time.js';
 
 export interface HttpListenerOptions extends ForwardOptions {
@@ -135,12 +135,7 @@ function createH2cServer(opts: HttpListenerOptions): {
   sessions: ReadonlySet<ServerHttp2Session>;
 } {
   const server = createHttp2Server({ settings: { maxConcurrentStreams: MAX_H2_STREAMS } });
-  boundSessions(server, opts.headersTimeout, opts.keepAliveTimeout);
-  const sessions = new Set<ServerHttp2Session>();
-  server.on('session', (session) => {
-    sessions.add(session);
-    session.once('close', () => sessions.delete(session));
-  });
+  const sessions = manageSessions(server, opts);
   const forward = (req: Http2ServerRequest, res: Http2ServerResponse) => {
     if (opts.intercept?.(req, res)) return;
     forwardRequest(opts, req, res).catch((err) => {
@@ -151,8 +146,5 @@ function createH2cServer(opts: HttpListenerOptions): {
   server.on('request', forward);
   // The compatibility layer routes an HTTP/2 CONNECT here, with its response; forwardRequest refuses it.
   server.on('connect', forward);
-  server.on('sessionError', (err: Error) => {
-    opts.logger.debug({ reason: err.message }, 'http2 session error');
-  });
   return { server, sessions };
 }

@@ -1,4 +1,5 @@
-import type { Http2SecureServer, Http2Server } from 'node:http2';
+import type { Http2SecureServer, Http2Server, ServerHttp2Session } from 'node:http2';
+import type { Logger } from '@burrow/shared';
 
 /**
  * Requests one HTTP/2 connection may have in progress at once. Each holds a
@@ -9,17 +10,28 @@ import type { Http2SecureServer, Http2Server } from 'node:http2';
 export const MAX_H2_STREAMS = 100;
 
 /**
- * Node gives HTTP/2 sessions no deadlines, so a client could hold a session
- * open without ever completing a request. A session with no open stream gets
+ * What the relay does with every HTTP/2 session of `server`, TLS or not.
+ * Node gives sessions no deadlines, so a client could hold one open without
+ * ever completing a request: a session with no open stream gets
  * `headersTimeout` before its first request and `keepAliveTimeout` after its
- * last one; then it is closed with GOAWAY.
+ * last one, then it is closed with GOAWAY. Session errors are logged at debug.
+ * Returns the sessions open now, for a drain to send GOAWAY to.
  */
-export function boundSessions(
+export function manageSessions(
   server: Http2Server | Http2SecureServer,
-  headersTimeout: number,
-  keepAliveTimeout: number,
-): void {
+  {
+    headersTimeout,
+    keepAliveTimeout,
+    logger,
+  }: { headersTimeout: number; keepAliveTimeout: number; logger: Logger },
+): ReadonlySet<ServerHttp2Session> {
+  const sessions = new Set<ServerHttp2Session>();
+  server.on('sessionError', (err: Error) => {
+    logger.debug({ reason: err.message }, 'http2 session error');
+  });
   server.on('session', (session) => {
+    sessions.add(session);
+    session.once('close', () => sessions.delete(session));
     let open = 0;
     let served = false;
     const arm = () => session.setTimeout(served ? keepAliveTimeout : headersTimeout);
@@ -36,4 +48,5 @@ export function boundSessions(
       if (open === 0 && !session.closed) session.close();
     });
   });
+  return sessions;
 }

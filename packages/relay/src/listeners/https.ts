@@ -3,6 +3,7 @@ import {
   type Http2SecureServer,
   Http2ServerRequest,
   type Http2ServerResponse,
+  type ServerHttp2Session,
 } from 'node:http2';
 import type { Socket } from 'node:net';
 import type { TLSSocket } from 'node:tls';
@@ -18,7 +19,7 @@ import type { Http1Pool } from '../proxy/http1-pool.js';
 import { forwardUpgrade, refuseConnect } from '../proxy/upgrade.js';
 import { answerClientErrors } from './client-errors.js';
 import { headCheckInterval } from './http.js';
-import { boundSessions, MAX_H2_STREAMS } from './http2-sessions.js';
+import { MAX_H2_STREAMS, manageSessions } from './http2-sessions.js';
 import { oneAtATime } from './one-at-a-time.js';
 
 export interface HttpsTerminatorOptions extends Omit<ForwardOptions, 'proto' | 'sniOf'> {
@@ -37,6 +38,8 @@ export interface HttpsTerminatorOptions extends Omit<ForwardOptions, 'proto' | '
 
 export interface HttpsTerminator {
   server: Http2SecureServer;
+  /** Its HTTP/2 sessions open now. */
+  sessions: ReadonlySet<ServerHttp2Session>;
   /** The HTTP/1.1 fast path in front of the server's own HTTP/1 handling, when it is on. */
   fast: Http1Front | undefined;
 }
@@ -81,7 +84,7 @@ export function createHttpsTerminator(opts: HttpsTerminatorOptions): HttpsTermin
     connectionsCheckingInterval: headCheckInterval(opts.headersTimeout),
   });
   server.emit('listening');
-  boundSessions(server, opts.headersTimeout, opts.keepAliveTimeout);
+  const sessions = manageSessions(server, opts);
   const requests = oneAtATime((req: ClientRequest, res: ClientResponse) => {
     forwardRequest(forward, req, res).catch((err) => {
       opts.logger.error({ err }, 'request handling failed');
@@ -115,10 +118,7 @@ export function createHttpsTerminator(opts: HttpsTerminatorOptions): HttpsTermin
       'tls handshake failed',
     );
   });
-  server.on('sessionError', (err: Error) => {
-    opts.logger.debug({ reason: err.message }, 'http2 session error');
-  });
-  if (!opts.upstreams) return { server, fast: undefined };
+  if (!opts.upstreams) return { server, sessions, fast: undefined };
   // Node's handler takes each handshaken connection to its HTTP/2 or HTTP/1 side;
   // HTTP/1.1 ones go to the fast path first, and reach it when they leave.
   const nodeConnection = takeConnectionHandler<TLSSocket>(server, 'secureConnection');
@@ -136,7 +136,7 @@ export function createHttpsTerminator(opts: HttpsTerminatorOptions): HttpsTermin
     if (socket.alpnProtocol === 'h2') nodeConnection(socket);
     else fast.accept(socket);
   });
-  return { server, fast };
+  return { server, sessions, fast };
 }
 
 /** The SNI name a terminated connection was opened for, as routed; undefined without one. */

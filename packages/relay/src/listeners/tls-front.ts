@@ -18,14 +18,18 @@ export class TlsFront {
   readonly #terminator: Http2SecureServer;
   readonly #fast: Http1Front | undefined;
   readonly #sockets = new Set<Socket>();
-  readonly #sessions = new Set<ServerHttp2Session>();
+  readonly #sessions: ReadonlySet<ServerHttp2Session>;
   readonly #awaitingHello = new Set<{ drain(): void }>();
   #allClosed: (() => void) | undefined;
 
   constructor(opts: TlsFrontOptions) {
     // The hello's deadline covers the rest of the handshake too.
-    const { server, fast } = createHttpsTerminator({ ...opts, handshakeTimeout: opts.helloTimeout });
+    const { server, sessions, fast } = createHttpsTerminator({
+      ...opts,
+      handshakeTimeout: opts.helloTimeout,
+    });
     this.#terminator = server;
+    this.#sessions = sessions;
     this.#fast = fast;
     this.server = createTlsListener({
       ...opts,
@@ -38,10 +42,6 @@ export class TlsFront {
         this.#sockets.delete(socket);
         if (this.#sockets.size === 0) this.#allClosed?.();
       });
-    });
-    this.#terminator.on('session', (session) => {
-      this.#sessions.add(session);
-      session.once('close', () => this.#sessions.delete(session));
     });
   }
 

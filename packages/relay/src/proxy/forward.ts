@@ -336,7 +336,7 @@ export function meta(
     kind: 'http',
     route: routeId,
     method: req.method ?? 'GET',
-    path: req.url ?? '/',
+    path: originForm(req.url ?? '/'),
     headers: forwardedHeaders(req, proto, upgrade, ip),
     upgrade,
     // The agent frames the body from this: the framing headers stay behind as hop-by-hop.
@@ -378,6 +378,21 @@ export function failMalformedBody(req: ClientRequest): boolean {
  */
 function isGrpc(req: ClientRequest): boolean {
   return /^application\/grpc/i.test(req.headers['content-type'] ?? '');
+}
+
+/**
+ * A request target in origin form (RFC 9112 §3.2.1), as a proxy sends it on
+ * and `http` metadata carries it: the absolute form (RFC 9112 §3.2.2) becomes
+ * its path and query; `*` and what does not parse as a URL stay as they are.
+ */
+export function originForm(target: string): string {
+  if (target.startsWith('/') || target === '*') return target;
+  try {
+    const url = new URL(target);
+    return `${url.pathname}${url.search}`;
+  } catch {
+    return target;
+  }
 }
 
 /** Attempts after the first for a bodiless request refused unprocessed. */
