@@ -19,6 +19,7 @@ import { startAgent } from '@burrow/agent';
 import type { Relay } from '@burrow/relay';
 import type * as Grpc from '@grpc/grpc-js';
 import t from 'tap';
+import { memoryLogger } from '../../packages/agent/test/helpers/log.js';
 import { testAgent } from '../helpers/agent.js';
 import { deferred } from '../helpers/deferred.js';
 import { fakeKube, kubeAgent, kubeService, untilKube } from '../helpers/fake-kube.js';
@@ -539,4 +540,47 @@ t.test('an absolute-form request target reaches an h2c backend as a path', async
   await once(socket, 'end');
   t.match(reply, /^HTTP\/1\.1 200 /);
   t.same(paths, ['/x?y=1']);
+});
+
+t.test('a call the backend refuses unprocessed is sent again by the gRPC client', async (t) => {
+  let calls = 0;
+  const port = await h2Backend(t, (stream, headers) => {
+    // Refused as a server in its own rollout does: the first call, and every plain request.
+    if (headers['content-type'] !== 'application/grpc' || ++calls === 1) {
+      stream.close(constants.NGHTTP2_REFUSED_STREAM);
+      return;
+    }
+    const chunks: Buffer[] = [];
+    stream.on('data', (c: Buffer) => chunks.push(c));
+    stream.on('end', () => {
+      stream.respond({ ':status': 200, 'content-type': 'application/grpc' }, { waitForTrailers: true });
+      stream.on('wantTrailers', () => stream.sendTrailers({ 'grpc-status': '0' }));
+      stream.end(Buffer.concat(chunks)); // the message back, framed as it came
+    });
+  });
+  const log = memoryLogger('info', 'burrow-relay');
+  const relay = await testRelay(t, { logger: log.logger });
+  await testAgent(t, relay, [
+    { id: 'h2', hostnames: ['h2.example.test'], target: `h2c://127.0.0.1:${port}` },
+  ]);
+  const client = grpcClient(t, relay.httpAddress.port, 'h2.example.test');
+  const reply = await new Promise<Buffer | undefined>((resolve, reject) =>
+    client.echo(Buffer.from('again'), new grpc.Metadata(), {}, (err, res) =>
+      err ? reject(err) : resolve(res),
+    ),
+  );
+  t.equal(reply?.toString(), 'again', 'the call succeeded');
+  t.equal(calls, 2, 'on its second attempt: the relay refused the first as the backend had');
+  const refused = await log.waitFor((l) => l['msg'] === 'request' && l['refused'] === true);
+  t.match(refused, { status: 503, error: 'backend_refused_stream', h2: true }, 'the access log says so');
+
+  // Not a gRPC call: an error page says what happened.
+  const session = connectH2(`http://127.0.0.1:${relay.httpAddress.port}`);
+  t.teardown(() => session.destroy());
+  const req = session.request({ ':method': 'POST', ':path': '/', ':authority': 'h2.example.test' });
+  req.end('body');
+  const [headers] = (await once(req, 'response')) as [Record<string, unknown>];
+  req.resume();
+  t.equal(headers[':status'], 503);
+  t.equal(headers['x-burrow-error'], 'backend_refused_stream');
 });

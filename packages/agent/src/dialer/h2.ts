@@ -371,6 +371,9 @@ class H2Exchange {
         );
       } else if (code === constants.NGHTTP2_REFUSED_STREAM && !withBody && this.#attempts < 2) {
         this.#send(); // refused unprocessed (RFC 9113 §8.7): safe to send again
+      } else if (code === constants.NGHTTP2_REFUSED_STREAM) {
+        // The body went to the refused stream: the relay, or the client, sends it again.
+        this.#fail(Reason.BackendRefusedStream, 'backend refused the stream before processing it');
       } else {
         this.#fail(Reason.BackendError, `backend reset the stream without a response (${code})`);
       }

@@ -75,6 +75,12 @@ export function failureFor(err: unknown): ProxyFailure {
           code: 'backend_timeout',
           message: 'The backend service did not answer in time.',
         };
+      case Reason.BackendRefusedStream:
+        return {
+          status: 503,
+          code: 'backend_refused_stream',
+          message: 'The backend service turned the request away before processing it; retry shortly.',
+        };
       case Reason.RouteUnknown:
         return { status: 502, code: 'route_unknown', message: 'The agent no longer serves this hostname.' };
       case Reason.RefusedStream:

@@ -398,11 +398,14 @@ export function originForm(target: string): string {
 /** Attempts after the first for a bodiless request refused unprocessed. */
 export const MAX_RETRIES = 2;
 
-/** Failures that prove the agent never processed the request. */
+/** Failures that prove no one processed the request: not the agent, nor the backend. */
 export function retryable(err: unknown): boolean {
   const e = err as { code?: string; reason?: number };
   if (e?.code === 'BURROW_ERR_GOAWAY' || e?.code === 'BURROW_ERR_STREAM_REFUSED') return true;
-  return e?.code === 'BURROW_ERR_STREAM_RESET' && e.reason === Reason.RefusedStream;
+  return (
+    e?.code === 'BURROW_ERR_STREAM_RESET' &&
+    (e.reason === Reason.RefusedStream || e.reason === Reason.BackendRefusedStream)
+  );
 }
 
 /** Proxies one HTTP request through the tunnel: request body up, response head and body down. */
@@ -418,6 +421,8 @@ export async function forwardRequest(
   let routed = r;
   let stream: Stream | undefined;
   let error: string | undefined;
+  /** The status a gRPC call refused with REFUSED_STREAM stands for in the access log (`refuse`). */
+  let refused: number | undefined;
   // Read now: on HTTP/2, req.socket no longer reaches the session once the stream has closed.
   const client = clientIp(req.socket.remoteAddress);
   res.once('close', () => {
@@ -434,14 +439,14 @@ export async function forwardRequest(
       method: req.method ?? '',
       path: req.url ?? '',
       // Nothing was answered: 499, as nginx logs it, not the 200 Node presets.
-      status: res.headersSent ? res.statusCode : CLIENT_CLOSED_STATUS,
+      status: res.headersSent ? res.statusCode : (refused ?? CLIENT_CLOSED_STATUS),
       bytesIn: stream?.bytesOut ?? 0,
       bytesOut: (stream?.bytesIn ?? 0) - headBytes,
       durationMs: Math.round((performance.now() - started) * 1000) / 1000,
       client,
       ...(error ? { error } : {}),
     };
-    recordAccess(opts, info, h2 ? { h2: true } : undefined);
+    recordAccess(opts, info, h2 ? { h2: true, ...(refused ? { refused: true } : {}) } : undefined);
   });
   // Checked as each response head goes out: a drain may begin while the agent works.
   const closeIfDraining = () => {
@@ -451,6 +456,25 @@ export async function forwardRequest(
     closeIfDraining();
     return sendError(res, status, message, host, code, opts.responseHeaders);
   };
+  /** Set when the request body turned out malformed (HTTP/1.1 chunked framing). */
+  let malformed = false;
+  /**
+   * Answers a request whose tunnel stream failed before the response head. A
+   * gRPC call over HTTP/2 that provably no one processed (`retryable`) gets its
+   * stream reset with REFUSED_STREAM (RFC 9113 §8.7), which gRPC clients send
+   * again by themselves (a transparent retry) where a 503 would end the call
+   * UNAVAILABLE. Anything else gets the error page.
+   */
+  const answerFailure = (err: unknown) => {
+    const f = malformed ? BAD_FRAMING : failureFor(err);
+    error = f.code;
+    if (h2 && retryable(err) && isGrpc(req) && !res.headersSent) {
+      refused = f.status;
+      (res as Http2ServerResponse).stream.close(http2Constants.NGHTTP2_REFUSED_STREAM);
+      return;
+    }
+    return answerError(f.status, f.message, routed.host, f.code);
+  };
   // A request with no body can be sent again: if the agent connection it went
   // to refused it unprocessed (GOAWAY during a rolling update), try another.
   const withBody = hasBody(req);
@@ -459,7 +483,6 @@ export async function forwardRequest(
   let rest: Buffer = Buffer.alloc(0);
   /** Tunnel bytes of the response head message: not counted as response bytes. */
   let headBytes = 0;
-  let malformed = false;
   for (let attempt = 0; !head; attempt++) {
     if (!routed.ok) {
       error = routed.code;
@@ -475,10 +498,8 @@ export async function forwardRequest(
         routed = route(req, opts);
         continue;
       }
-      const f = failureFor(err);
-      error = f.code;
       req.resume();
-      return answerError(f.status, f.message, routed.host, f.code);
+      return answerFailure(err);
     }
     s.on('error', () => {}); // handled where it matters: before the head by readResponseHead, after by res
     if (replayable) {
@@ -521,14 +542,12 @@ export async function forwardRequest(
         routed = route(req, opts);
         continue;
       }
-      const f = malformed ? BAD_FRAMING : failureFor(err);
-      error = f.code;
       req.unpipe(s);
       // The rest of a stalled or malformed body will not come: the connection ends after the answer.
       if ((malformed || err instanceof UploadStalledError) && !h2) {
         (res as ServerResponse).shouldKeepAlive = false;
       } else req.resume();
-      return answerError(f.status, f.message, routed.host, f.code);
+      return answerFailure(err);
     }
   }
   const s = stream!;

@@ -92,6 +92,11 @@ export enum Reason {
   Forbidden = 21,
   /** The relay revoked the token this tunnel authenticated with (GOAWAY, then close). */
   TokenRevoked = 22,
+  /**
+   * The backend refused the request before processing any of it (HTTP/2
+   * REFUSED_STREAM, RFC 9113 §8.7): it may be sent again.
+   */
+  BackendRefusedStream = 23,
 }
 
 /** Fields of a frame header. */
