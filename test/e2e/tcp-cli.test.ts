@@ -149,3 +149,79 @@ t.test('a TCP port already in use: one line naming it, exit 1', async (t) => {
     `burrow-relay: cannot listen on 127.0.0.1:${busy}: the address is already in use (another process holds it; pick another address or stop it)\n`,
   );
 });
+
+/** A relay serving TCP port `port` and an agent exposing it, both started with the extra arguments given. */
+async function tcpPair(t: Parameters<typeof tempDir>[0], relayArgs: string[], agentArgs: string[]) {
+  const dir = await tempDir(t, 'burrow-tcp-idle-');
+  const keys = join(dir, 'keys');
+  await run(process.execPath, [RELAY_CLI, 'keygen', '--out', keys]);
+  const port = await freePort();
+  const { stdout: token } = await run(process.execPath, [
+    RELAY_CLI,
+    'token',
+    'create',
+    '--key',
+    join(keys, 'signing.key'),
+    '--sub',
+    'db',
+    '--ports',
+    `${port}`,
+  ]);
+  await writeFile(join(dir, 'token'), token);
+  const backend = await tcpBackend(t, (s) => s.pipe(s));
+  const relay = spawnLogged(t, RELAY_CLI, [
+    'serve',
+    '--http-listen',
+    '127.0.0.1:0',
+    '--tunnel-listen',
+    '127.0.0.1:0',
+    '--tcp-ports',
+    `${port}`,
+    '--tcp-host',
+    '127.0.0.1',
+    '--verify-key',
+    keys,
+    ...relayArgs,
+  ]);
+  const { tunnel } = await listeningPorts(relay);
+  const agent = spawnLogged(t, AGENT_CLI, [
+    '--relay',
+    `ws://127.0.0.1:${tunnel}`,
+    '--token-file',
+    join(dir, 'token'),
+    '--expose',
+    `${port}=tcp://127.0.0.1:${backend}`,
+    ...agentArgs,
+  ]);
+  await agent.waitFor((l) => l['msg'] === 'port active');
+  return { port, backend, relay };
+}
+
+/** The local ends of established TCP connections `filter` selects (ss syntax), with their timers. */
+async function sockets(filter: string): Promise<string> {
+  const { stdout } = await run('ss', ['-tnoH', 'state', 'established', filter]);
+  return stdout;
+}
+
+for (const side of ['relay', 'agent'] as const) {
+  t.test(`--stream-idle-timeout on the ${side} closes a quiet TCP connection`, async (t) => {
+    const short = ['--stream-idle-timeout', '1s'];
+    const { port, backend, relay } = await tcpPair(
+      t,
+      side === 'relay' ? short : [],
+      side === 'agent' ? short : [],
+    );
+    const client = connect(port, '127.0.0.1');
+    const closed = new Promise((resolve) => client.on('close', resolve));
+    client.on('error', () => {}); // the relay resets the connection: nothing was lost, it was idle
+    await once(client, 'connect');
+    client.write('ping');
+    await once(client, 'data');
+    // Both ends of the tunnel ask the kernel to probe their side's peer while it is quiet.
+    t.match(await sockets(`( sport = :${port} )`), /timer:\(keepalive/, 'keepalive on the client socket');
+    t.match(await sockets(`( dport = :${backend} )`), /timer:\(keepalive/, 'and on the backend socket');
+    await closed;
+    const logged = await relay.waitFor((l) => l['msg'] === 'tcp connection');
+    t.match(logged, { port, bytesIn: 4, bytesOut: 4, error: /IdleTimeout/ }, 'closed for being idle');
+  });
+}

@@ -8,6 +8,7 @@ import {
   type OptionValues,
   parseListen,
   readOptionFile,
+  streamIdleTimeoutOption,
   wholeNumber,
 } from '@burrow/shared';
 import type { AgentOptions } from './agent.js';
@@ -74,6 +75,7 @@ export const AGENT_OPTIONS: readonly OptionSpec[] = [
     description: 'time to connect to a backend, and for the relay handshake',
   },
   COMMON_OPTIONS.keepaliveInterval,
+  COMMON_OPTIONS.streamIdleTimeout,
   COMMON_OPTIONS.drainTimeout,
   COMMON_OPTIONS.logLevel,
   {
@@ -273,6 +275,7 @@ export async function agentOptionsFrom(
       connectTimeout: durationOption(values, 'connect-timeout'),
       session: {
         keepaliveInterval: durationOption(values, 'keepalive-interval', { min: MIN_KEEPALIVE_INTERVAL }),
+        streamIdleTimeout: streamIdleTimeoutOption(values),
         drainTimeout: durationOption(values, 'drain-timeout'),
       },
     },

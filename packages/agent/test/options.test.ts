@@ -56,6 +56,8 @@ t.test('a complete configuration from flags, a token file and a routes file', as
     '5s',
     '--drain-timeout',
     '1m',
+    '--stream-idle-timeout',
+    '0',
     '--connect-timeout',
     '250ms',
     '--log-level',
@@ -79,7 +81,7 @@ t.test('a complete configuration from flags, a token file and a routes file', as
     ],
     connections: 3,
     connectTimeout: 250,
-    session: { keepaliveInterval: 5_000, drainTimeout: 60_000 },
+    session: { keepaliveInterval: 5_000, streamIdleTimeout: 0, drainTimeout: 60_000 },
   });
 });
 
@@ -99,7 +101,11 @@ t.test('environment variables, and the token straight from BURROW_TOKEN or a nam
     },
   ]);
   t.equal(options.connections, 2, 'default');
-  t.same(options.session, { keepaliveInterval: 20_000, drainTimeout: 30_000 }, 'defaults');
+  t.same(
+    options.session,
+    { keepaliveInterval: 20_000, streamIdleTimeout: 15 * 60_000, drainTimeout: 30_000 },
+    'defaults',
+  );
   const named = await parse(['--token-env-var', 'AGENT_SECRET'], {
     ...env,
     BURROW_TOKEN: '',
@@ -172,6 +178,11 @@ t.test('operator mistakes: one line naming the option, and never the token', asy
     [[...base, '--connections', '0x4'], {}, /^--connections must be an integer from 1 to 64 \(got "0x4"\)/],
     [[...base], { BURROW_CONNECTIONS: '1e1' }, /connections must be an integer from 1 to 64 \(got "1e1"\)/],
     [[...base, '--keepalive-interval', 'soon'], {}, /^--keepalive-interval: "soon" is not a duration/],
+    [
+      [...base],
+      { BURROW_STREAM_IDLE_TIMEOUT: '10ms' },
+      /^--stream-idle-timeout must be 0 \(never\) or at least 1s \(got "10ms"\)$/,
+    ],
     [[...base, '--connect-timeout', '10'], {}, /^--connect-timeout: "10" needs a unit: ms, s, m, h or d$/],
     [
       [...base, '--drain-timeout', '-5s'],

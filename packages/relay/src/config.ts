@@ -16,6 +16,7 @@ import {
   parseUserYaml,
   portNumber,
   readOptionFile,
+  streamIdleTimeoutOption,
   type VerifyKey,
   wholeNumber,
 } from '@burrow/shared';
@@ -307,6 +308,7 @@ export const SERVE_OPTIONS: readonly OptionSpec[] = [
       'client connections each public listener (HTTP, TLS, the TCP ports together) holds open; more are closed as they arrive, counted and logged. auto: the open-file limit less 1024, shared by the listeners, so agents can always reconnect',
   },
   COMMON_OPTIONS.keepaliveInterval,
+  COMMON_OPTIONS.streamIdleTimeout,
   COMMON_OPTIONS.logLevel,
   COMMON_OPTIONS.help,
 ];
@@ -628,6 +630,7 @@ export async function relayOptionsFrom(
     maxTunnelsPerSubject: wholeNumberOption(values, 'max-tunnels-per-subject', 1, 100_000),
     session: {
       keepaliveInterval: durationOption(values, 'keepalive-interval', { min: MIN_KEEPALIVE_INTERVAL }),
+      streamIdleTimeout: streamIdleTimeoutOption(values),
     },
     ...(publicHttpPort ? { publicHttpPort } : {}),
     ...tcpOptions(values),

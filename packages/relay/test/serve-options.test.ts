@@ -47,3 +47,14 @@ t.test(
     }
   },
 );
+
+t.test('--stream-idle-timeout: 15 minutes by default, 0 for never, nothing under a second', async (t) => {
+  t.equal((await optionsFor(t, [])).options.session?.streamIdleTimeout, 15 * 60_000);
+  t.equal((await optionsFor(t, ['--stream-idle-timeout', '0'])).options.session?.streamIdleTimeout, 0);
+  const fromEnv = await optionsFor(t, [], { BURROW_STREAM_IDLE_TIMEOUT: '2h' });
+  t.equal(fromEnv.options.session?.streamIdleTimeout, 2 * 3_600_000);
+  await t.rejects(optionsFor(t, ['--stream-idle-timeout', '500ms']), {
+    code: 'BURROW_ERR_CONFIG',
+    message: '--stream-idle-timeout must be 0 (never) or at least 1s (got "500ms")',
+  });
+});

@@ -374,6 +374,20 @@ export function durationOption(
   return ms;
 }
 
+/** The shortest `--stream-idle-timeout` other than 0 (never), ms. */
+export const MIN_STREAM_IDLE_TIMEOUT = 1000;
+
+/** `--stream-idle-timeout` in ms; 0 means streams are never closed for being quiet. */
+export function streamIdleTimeoutOption(values: OptionValues): number {
+  const ms = durationOption(values, 'stream-idle-timeout', { min: 0 });
+  if (ms > 0 && ms < MIN_STREAM_IDLE_TIMEOUT) {
+    throw new ConfigError(
+      `--stream-idle-timeout must be 0 (never) or at least 1s (got "${String(values['stream-idle-timeout'])}")`,
+    );
+  }
+  return ms;
+}
+
 /** Options both binaries share, defined once so their flags, env and help agree. */
 export const COMMON_OPTIONS = {
   keepaliveInterval: {
@@ -383,6 +397,15 @@ export const COMMON_OPTIONS = {
     placeholder: 'DURATION',
     default: '20s',
     description: 'tunnel PING interval; a tunnel is dead after 3 missed (keep below NAT idle timeouts)',
+  },
+  streamIdleTimeout: {
+    name: 'stream-idle-timeout',
+    env: 'BURROW_STREAM_IDLE_TIMEOUT',
+    type: 'string',
+    placeholder: 'DURATION',
+    default: '15m',
+    description:
+      'a tunnel stream (a request, a WebSocket, a TCP connection) with no data either way for this long is closed; 0 never. The shorter of the relay and agent settings applies',
   },
   drainTimeout: {
     name: 'drain-timeout',

@@ -3,6 +3,20 @@ import type { Duplex } from 'node:stream';
 import { TLSSocket } from 'node:tls';
 
 /**
+ * TCP keepalive for sockets that may carry a connection for hours (a public
+ * TCP port, TLS passthrough, a WebSocket, a gRPC stream, and their backends):
+ * the kernel probes a connection idle this long, ms, so a peer that vanished
+ * without a FIN or RST (a laptop asleep behind NAT, a node that died) is found
+ * and the stream it held freed, even with `--stream-idle-timeout 0`. Linux
+ * then probes every 75 s and gives up after 9 unanswered (its defaults):
+ * some 12 minutes in all.
+ */
+export const TCP_KEEPALIVE_DELAY = 60_000;
+
+/** Options of net servers and connections for TCP keepalive (TCP_KEEPALIVE_DELAY). */
+export const TCP_KEEPALIVE = { keepAlive: true, keepAliveInitialDelay: TCP_KEEPALIVE_DELAY } as const;
+
+/**
  * Joins two duplexes that carry one connection (a client socket and a tunnel
  * stream, say): bytes flow both ways with backpressure, and each side's end is
  * passed on as the other's end, so a half-close travels end to end. Both sides

@@ -22,6 +22,7 @@ import {
   Reason,
   type Stream,
   stripHopByHop,
+  TCP_KEEPALIVE,
   writeBodyRecord,
   writeMessage,
   writeTrailersRecord,
@@ -166,7 +167,10 @@ export class H2Sessions {
   }
 
   #open(target: string): H2Session {
-    const session = connect(`http://${targetAddress(target).where}`, { settings: { enablePush: false } });
+    const session = connect(`http://${targetAddress(target).where}`, {
+      settings: { enablePush: false },
+      ...TCP_KEEPALIVE, // a stream may wait for hours (a gRPC watch) on a backend that died silently
+    });
     const entry = new H2Session(session);
     const timer = setTimeout(() => {
       const err = Object.assign(new Error(`no HTTP/2 connection within ${this.#connectTimeout} ms`), {

@@ -20,6 +20,7 @@ import {
   type Stream,
   splice,
   stripHopByHop,
+  TCP_KEEPALIVE_DELAY,
   type TcpOpen,
   writeMessage,
 } from '@burrow/shared';
@@ -468,6 +469,7 @@ class Exchange {
     this.#status = res.statusCode ?? 101;
     // The socket left the pool; no idle timeout applies to a tunnelled connection.
     socket.setTimeout(0);
+    socket.setKeepAlive(true, TCP_KEEPALIVE_DELAY);
     // Half-close is end to end: a FIN from the backend must not close our sending side.
     (socket as Socket & { allowHalfOpen: boolean }).allowHalfOpen = true;
     const response = headFrom(

@@ -8,6 +8,7 @@ import {
   resetConnection,
   type Stream,
   splice,
+  TCP_KEEPALIVE_DELAY,
   type TcpOpen,
 } from '@burrow/shared';
 import type { Route } from '../routes/source.js';
@@ -61,6 +62,7 @@ export function serveTcpStream(
     : connect({ host, port, allowHalfOpen: true });
   // Requests and responses go out whole as they are written: no Nagle delay on small ones.
   socket.setNoDelay(true);
+  socket.setKeepAlive(true, TCP_KEEPALIVE_DELAY);
   const fail = (reason: Reason, message: string, code?: string) => {
     if (failed !== undefined || stream.destroyed) return;
     failed = Reason[reason] ?? String(reason);

@@ -7,6 +7,7 @@ import {
   type ServerHttp2Session,
 } from 'node:http2';
 import type { Socket } from 'node:net';
+import { TCP_KEEPALIVE } from '@burrow/shared';
 import {
   type ClientRequest,
   type ClientResponse,
@@ -60,6 +61,7 @@ export function createHttpListener(opts: HttpListenerOptions): Server {
     connectionsCheckingInterval: headCheckInterval(opts.headersTimeout),
     keepAliveTimeout: opts.keepAliveTimeout,
     maxHeaderSize: MAX_REQUEST_HEAD,
+    ...TCP_KEEPALIVE,
   });
   server.maxHeadersCount = MAX_REQUEST_HEADERS;
   const requests = oneAtATime((req: IncomingMessage, res: ServerResponse) => {

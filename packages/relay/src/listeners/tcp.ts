@@ -1,5 +1,5 @@
 import { createServer, type Server, type Socket } from 'node:net';
-import type { Logger } from '@burrow/shared';
+import { type Logger, TCP_KEEPALIVE } from '@burrow/shared';
 import { clientIp } from '../proxy/forward.js';
 import { forwardRaw } from '../proxy/passthrough.js';
 import type { PortTable } from '../routes/ports.js';
@@ -37,7 +37,9 @@ export class TcpListeners {
   /** Listens on every port; on a failure, closes those already open and throws (EADDRINUSE, EACCES). */
   async start(): Promise<void> {
     for (const port of this.#opts.ports) {
-      const server = createServer({ allowHalfOpen: true }, (socket) => this.#accept(port, socket));
+      const server = createServer({ allowHalfOpen: true, ...TCP_KEEPALIVE }, (socket) =>
+        this.#accept(port, socket),
+      );
       await new Promise<void>((resolve, reject) => {
         server.once('error', reject);
         server.listen(port, this.#opts.host, () => {

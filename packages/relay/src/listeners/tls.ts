@@ -1,5 +1,5 @@
 import { createServer, type Server, type Socket } from 'node:net';
-import type { Logger } from '@burrow/shared';
+import { type Logger, TCP_KEEPALIVE } from '@burrow/shared';
 import type { CertStore } from '../certs/store.js';
 import { clientIp } from '../proxy/forward.js';
 import { forwardRaw } from '../proxy/passthrough.js';
@@ -40,7 +40,7 @@ const ALERT_UNRECOGNIZED_NAME = Buffer.from([0x15, 0x03, 0x03, 0x00, 0x02, 0x02,
  * closed with one log line.
  */
 export function createTlsListener(opts: TlsListenerOptions): Server {
-  const server = createServer({ pauseOnConnect: false });
+  const server = createServer({ pauseOnConnect: false, ...TCP_KEEPALIVE });
   server.on('connection', (socket) => new HelloReader(opts, socket));
   return server;
 }
