@@ -652,3 +652,23 @@ t.test('relay drain: idle fast connections close, a busy one finishes, close res
   await within(5_000, closing, 'relay.close()');
   t.pass('drained');
 });
+
+t.test('an error page answering HEAD is a head alone, on both paths', async (t) => {
+  const host = 'head.review.test';
+  const backend = await rawBackend(t, (socket, req) => {
+    if (req.head.split(' ')[1] === '/gone') socket.destroy(); // no answer at all: 502
+    else socket.write('HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok');
+  });
+  for (const http1FastPath of [true, false]) {
+    const { port } = await setup(t, host, backend.url, { http1FastPath });
+    const c = client(t, port);
+    c.write(`HEAD /gone HTTP/1.1\r\nHost: ${host}\r\n\r\n`);
+    const page = await c.response('HEAD');
+    t.equal(page?.status, 502, `fast path ${http1FastPath}: 502`);
+    t.equal(String(page?.body), '', 'no body');
+    // A body after the head would be read as the start of this response.
+    const next = await c.request(host, '/ok');
+    t.equal(next?.status, 200, 'the next request on the connection gets its own response');
+    t.equal(String(next?.body), 'ok');
+  }
+});

@@ -151,13 +151,18 @@ export function sendRawError(socket: Duplex, status: number, message: string, ho
   socket.end(rawErrorResponse(status, message, host, code, 'connection: close\r\n'));
 }
 
-/** The page as a whole HTTP/1.1 response; `connection` is the Connection field line and any others to add. */
+/**
+ * The page as a whole HTTP/1.1 response; `connection` is the Connection field
+ * line and any others to add. The answer to a HEAD request (`head`) is the
+ * head alone (RFC 9110 §9.3.2): a body would be read as the next response.
+ */
 export function rawErrorResponse(
   status: number,
   message: string,
   host: string,
   code: string,
   connection: string,
+  head = false,
 ): string {
   const text = body(status, message, host);
   return (
@@ -167,6 +172,6 @@ export function rawErrorResponse(
     'cache-control: no-store\r\n' +
     connection +
     (code ? `x-burrow-error: ${code}\r\n` : '') +
-    `\r\n${text}`
+    `\r\n${head ? '' : text}`
   );
 }

@@ -597,6 +597,7 @@ export class Http1Connection {
         ex.head.host,
         code,
         ex.close ? this.#tails.close : this.#tails.keepAlive,
+        ex.head.method === 'HEAD',
       ),
     );
     this.#complete(ex, undefined);
