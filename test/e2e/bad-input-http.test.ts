@@ -128,6 +128,29 @@ t.test('malformed and hostile requests at the public HTTP port', async (t) => {
   t.equal((await rawRequest(relay.httpPort, `GET / HTTP/1.1\r\n${H}\r\n`)).status, 200, 'and still serving');
 });
 
+t.test('a body whose framing cannot be read: one 400, then the connection closes', async (t) => {
+  const relay = await relayProcess(t);
+  const target = await testServer(t, (req, res) => {
+    req.resume();
+    req.on('end', () => res.end('target'));
+  });
+  await testAgent(t, relay.tunnelUrl, [{ id: 't', hostnames: ['target.example.com'], target: target.url }], {
+    sub: 'target',
+  });
+  // RFC 9112 §6.1: where the body ends is unknown, so nothing after it can be read as a request.
+  for (const te of ['xchunked', 'chunked, identity', 'gzip']) {
+    const r = await rawRequest(
+      relay.httpPort,
+      `POST / HTTP/1.1\r\n${H}Transfer-Encoding: ${te}\r\n\r\n0\r\n\r\n${SMUGGLED}`,
+      10_000,
+      true,
+    );
+    t.equal(r.status, 400, `${te}: 400`);
+    t.equal(r.text.match(/^HTTP\/1\.1 \d{3} /gm)?.length, 1, `${te}: one answer (${JSON.stringify(r.text)})`);
+    t.ok(r.closed, `${te}: the relay closed the connection`);
+  }
+});
+
 t.test('a body on a GET travels as that request’s body, never as a request of its own', async (t) => {
   const relay = await relayProcess(t);
   const seen: Array<{ request: string; body: string }> = [];

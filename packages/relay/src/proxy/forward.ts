@@ -486,7 +486,9 @@ export async function forwardRequest(
   for (let attempt = 0; !head; attempt++) {
     if (!routed.ok) {
       error = routed.code;
-      req.resume();
+      // Where a body framed so ends is unknown: nothing after it is a request (RFC 9112 §6.1).
+      if (routed.code === BAD_FRAMING.code && !h2) (res as ServerResponse).shouldKeepAlive = false;
+      else req.resume();
       return answerError(routed.status, routed.message, routed.host, routed.code);
     }
     let s: Stream;
