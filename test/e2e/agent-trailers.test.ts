@@ -124,3 +124,22 @@ t.test('a broken record cuts the response; the relay stays up', async (t) => {
   );
   t.ok(await rogue.alive());
 });
+
+t.test('a response head HTTP/2 cannot carry is a 502 for HTTP/2 clients, with no field of it', async (t) => {
+  const { rogue, exchange } = await setup(t);
+  const heads: HeaderPairs[] = [
+    [['x-a', 'v\r\nset-cookie: evil=1']], // a downstream HTTP/1.1 hop could split the response on it
+    [['x-a', 'nul\0']],
+    [
+      ['location', '/a'],
+      ['location', '/b'],
+    ],
+    [['http2-settings', 'AAMAAABkAAQAAP__']],
+  ];
+  for (const headers of heads) {
+    const r = await exchange({ status: 200, headers }, body('never'));
+    t.equal(r.status, 502, `${JSON.stringify(headers)}: 502`);
+    t.match(r.text, /invalid response/i, 'the error page');
+  }
+  t.ok(await rogue.alive(), 'the relay still serves the tunnel');
+});

@@ -559,12 +559,16 @@ export async function forwardRequest(
       throw new Error(`status ${head.status} is not a final response`);
     length = declaredLength(head.headers);
     const headers = [...stripHopByHop(head.headers), ...(opts.responseHeaders ?? [])];
+    if (h2) {
+      // node:http2 checks the fields only as it sends them: in end(), outside this try, for
+      // the branch below, and in a writeHead that keeps them when it throws (so the error
+      // page would fail on them too). Values with CR, LF or NUL it would not check at all.
+      const refused = http2Fields(headers).dropped[0];
+      if (refused) throw new Error(`${refused[0]}: ${refused[1]}`);
+    }
     if (h2 && head.endStream) {
       // Set, not written: end() then sends the head as one HEADERS frame that ends
       // the stream, as the backend did (writeHead would send it at once, alone).
-      // end() checks the fields only as it sends them, outside this try: check them first.
-      const refused = http2Fields(headers).dropped[0];
-      if (refused) throw new Error(`${refused[0]}: ${refused[1]}`);
       const h2res = res as Http2ServerResponse;
       h2res.statusCode = head.status;
       for (const [name, value] of Object.entries(headerObject(headers))) h2res.setHeader(name, value!);
