@@ -656,7 +656,8 @@ t.test('relay drain: idle fast connections close, a busy one finishes, close res
 t.test('an error page answering HEAD is a head alone, on both paths', async (t) => {
   const host = 'head.review.test';
   const backend = await rawBackend(t, (socket, req) => {
-    if (req.head.split(' ')[1] === '/gone') socket.destroy(); // no answer at all: 502
+    if (req.head.split(' ')[1] === '/gone')
+      socket.destroy(); // no answer at all: 502
     else socket.write('HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok');
   });
   for (const http1FastPath of [true, false]) {
@@ -672,3 +673,22 @@ t.test('an error page answering HEAD is a head alone, on both paths', async (t) 
     t.equal(String(next?.body), 'ok');
   }
 });
+
+t.test(
+  'the HTTP/2 preface after a request is not a switch to HTTP/2: 400, as on the general path',
+  async (t) => {
+    const host = 'preface.review.test';
+    const backend = await rawBackend(t, (socket) =>
+      socket.write('HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok'),
+    );
+    const { port } = await setup(t, host, backend.url);
+    const c = client(t, port);
+    t.equal((await c.request(host, '/first'))?.status, 200);
+    // RFC 9113 §3.4: the preface opens a connection; mid-connection it is a malformed request.
+    const settings = Buffer.from([0, 0, 0, 4, 0, 0, 0, 0, 0]);
+    c.write(Buffer.concat([Buffer.from('PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n'), settings]));
+    t.equal((await c.response())?.status, 400);
+    await c.untilClosed();
+    t.equal(backend.requests.length, 1, 'only the first request reached the backend');
+  },
+);

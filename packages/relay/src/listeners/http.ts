@@ -91,8 +91,9 @@ export function createHttpListener(opts: HttpListenerOptions): Server {
   // HTTP/2 with prior knowledge to the h2c server.
   const nodeConnection = resumingAfter(takeConnectionHandler(server, 'connection'));
   const h2c = createH2cServer(opts);
-  const fast = new Http1Front(opts, opts.upstreams, (socket, unread) => {
-    if (!unread.subarray(0, PREFACE.byteLength).equals(PREFACE)) {
+  const fast = new Http1Front(opts, opts.upstreams, (socket, unread, fresh) => {
+    // The preface opens a connection (RFC 9113 §3.4); after a request, Node's parser refuses it.
+    if (!fresh || !unread.subarray(0, PREFACE.byteLength).equals(PREFACE)) {
       nodeConnection(socket);
       return;
     }

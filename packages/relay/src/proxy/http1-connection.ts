@@ -109,8 +109,10 @@ interface Exchange {
  * Takes a connection the fast path does not carry: `socket` is paused, and
  * `unread` (the bytes read from it and not consumed, unshifted back onto it)
  * is there to look at; reading `socket` here would disturb its flow state.
+ * `fresh`: no request was read from the connection before, so `unread`
+ * starts with its first byte.
  */
-export type Handoff = (socket: Socket, unread: Buffer) => void;
+export type Handoff = (socket: Socket, unread: Buffer, fresh: boolean) => void;
 
 const EMPTY = Buffer.alloc(0);
 
@@ -172,6 +174,8 @@ export class Http1Connection {
   #awaitingDrain = false;
   /** Closing or handed over: nothing more is read or started here. */
   #gone = false;
+  /** A request was read from the connection. */
+  #used = false;
 
   readonly #onData = (chunk: Buffer) => this.#clientData(chunk);
   readonly #onEnd = () => this.#clientEnd();
@@ -313,6 +317,7 @@ export class Http1Connection {
     for (const [k, v] of fields) text += `${k}: ${v}\r\n`;
     const sent = Buffer.from(`${text}\r\n`, 'latin1');
     if (!this.#acquire(binding)) return false;
+    this.#used = true;
     const pending = this.#pending!;
     const bodyNow = Math.min(head.length, pending.length - head.end);
     const ex: Exchange = {
@@ -685,6 +690,6 @@ export class Http1Connection {
     const unread = this.#pending ?? EMPTY;
     this.#pending = undefined;
     if (unread.byteLength > 0) socket.unshift(unread);
-    this.#handoff(socket, unread);
+    this.#handoff(socket, unread, !this.#used);
   }
 }
