@@ -21,6 +21,7 @@ import { RouteTable } from '../../packages/relay/src/routes/table.js';
 import type { AgentConnection } from '../../packages/relay/src/tunnel/agent-connection.js';
 import { TunnelEndpoint } from '../../packages/relay/src/tunnel/endpoint.js';
 import { testAgent } from '../helpers/agent.js';
+import { within } from '../helpers/deferred.js';
 import { get } from '../helpers/http.js';
 import { testKeys, testLogger, testRelay, tokenFor, tunnelUrl } from '../helpers/relay.js';
 import { controlMessage, RogueAgent } from '../helpers/rogue-agent.js';
@@ -203,4 +204,24 @@ t.test('the answer to an announcement stays bounded, whatever it names', async (
     hostnames: Array.from({ length: 64 }, (_, j) => `${i}x${j}.t`),
   }));
   await t.rejects(rogue.announce(many), /closed the tunnel/, '16,448 names: the tunnel is closed');
+});
+
+t.test('an agent that stops reading is cut by the keepalive, even one answering PINGs blind', async (t) => {
+  const relay = await testRelay(t, { session: { keepaliveInterval: 50 } });
+  const rogue = await RogueAgent.connect(t, tunnelUrl(relay), await tokenFor('deaf', ['deaf.example.test']));
+  const [conn] = [...relay.connections];
+  const closed = once(conn!.session, 'close');
+  // It reads nothing more (frames the relay sends pile up in front of it), yet answers the
+  // PINGs it expects: a counter would be guessed, random payloads are not.
+  (rogue.ws as unknown as { _socket: { pause(): void } })._socket.pause();
+  const guesses = setInterval(() => {
+    for (let seq = 1n; seq <= 1024n; seq++) {
+      const payload = Buffer.alloc(8);
+      payload.writeBigUInt64BE(seq);
+      rogue.send(encodeFrame(FrameType.Pong, 0, payload));
+    }
+  }, 100);
+  t.teardown(() => clearInterval(guesses));
+  const [err] = (await within(10_000, closed, 'the relay closing the tunnel')) as [Error | undefined];
+  t.match(err, { code: 'BURROW_ERR_KEEPALIVE_TIMEOUT' });
 });

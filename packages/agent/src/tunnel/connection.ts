@@ -9,6 +9,7 @@ import {
   type Logger,
   MAX_RESULT_MESSAGE,
   MessageReader,
+  maxMessageSize,
   type PortResult,
   ProtocolError,
   Reason,
@@ -178,6 +179,7 @@ export class TunnelConnection extends EventEmitter<TunnelConnectionEvents> {
         fail: (err) => this.#onDialFailed(err),
       },
       this.#opts.relayCa,
+      maxMessageSize(this.#opts.session),
     );
   }
 

@@ -1,9 +1,7 @@
 import type { IncomingMessage } from 'node:http';
-import { TUNNEL_PATH, TUNNEL_SUBPROTOCOL } from '@burrow/shared';
+import { maxMessageSize, TUNNEL_PATH, TUNNEL_SUBPROTOCOL } from '@burrow/shared';
 import { WebSocket } from 'ws';
 
-/** Largest WebSocket message: one frame of the largest payload a peer may advertise. */
-const MAX_MESSAGE = 16 * 1024 * 1024;
 /** How much of a refusal body is kept for the log: the relay sends one short line. */
 const MAX_REFUSAL_BODY = 512;
 
@@ -90,13 +88,14 @@ export function dialRelay(
   handshakeTimeout: number,
   on: DialHandlers,
   ca?: string,
+  maxMessage = maxMessageSize(),
 ): WebSocket {
   const ws = new WebSocket(endpoint, TUNNEL_SUBPROTOCOL, {
     // A private CA for the relay's certificate (wss://); the system store otherwise.
     ...(ca ? { ca } : {}),
     headers: { authorization: `Bearer ${token}` },
     perMessageDeflate: false,
-    maxPayload: MAX_MESSAGE,
+    maxPayload: maxMessage,
     handshakeTimeout,
     followRedirects: false,
     // The tunnel's frames are written with an all-zero mask (WsTransport); this

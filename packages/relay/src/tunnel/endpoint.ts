@@ -5,6 +5,7 @@ import {
   type AgentClaims,
   createSession,
   type Logger,
+  maxMessageSize,
   type SessionConfig,
   TokenRevokedError,
   TUNNEL_PATH,
@@ -43,9 +44,6 @@ export interface TunnelEndpointOptions {
   maxPerSubject?: number;
 }
 
-/** Largest WebSocket message: one frame of the largest payload a peer may advertise. */
-const MAX_MESSAGE = 16 * 1024 * 1024;
-
 /**
  * The tunnel endpoint: WebSocket upgrades at /v1/tunnel, authenticated with
  * the agent's bearer token before the upgrade completes. A refused agent gets
@@ -56,19 +54,20 @@ export class TunnelEndpoint {
   #draining = false;
   /** Drains of connections whose upgrade completed after drain() began. */
   readonly #lateDrains: Promise<void>[] = [];
-  readonly #wss = new WebSocketServer({
-    noServer: true,
-    perMessageDeflate: false,
-    maxPayload: MAX_MESSAGE,
-    clientTracking: false,
-    handleProtocols: (protocols) => (protocols.has(TUNNEL_SUBPROTOCOL) ? TUNNEL_SUBPROTOCOL : false),
-  });
+  readonly #wss: WebSocketServer;
   readonly connections = new Set<AgentConnection>();
   /** Open tunnel connections per token subject, for `maxPerSubject`. */
   readonly #perSubject = new Map<string, number>();
 
   constructor(opts: TunnelEndpointOptions) {
     this.#opts = opts;
+    this.#wss = new WebSocketServer({
+      noServer: true,
+      perMessageDeflate: false,
+      maxPayload: maxMessageSize(opts.session),
+      clientTracking: false,
+      handleProtocols: (protocols) => (protocols.has(TUNNEL_SUBPROTOCOL) ? TUNNEL_SUBPROTOCOL : false),
+    });
     opts.server.on('upgrade', (req, socket, head) => {
       this.#onUpgrade(req, socket, head).catch((err) => {
         opts.logger.error({ err }, 'tunnel upgrade failed');

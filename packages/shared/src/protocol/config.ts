@@ -66,6 +66,16 @@ export const MIN_FRAME_PAYLOAD = 1024;
 /** Largest frame payload anyone may advertise: bounds one message's memory. */
 export const MAX_FRAME_PAYLOAD = 16 * 1024 * 1024 - HEADER_LENGTH;
 
+/**
+ * The largest WebSocket message a session configured with `config` accepts:
+ * each carries one frame, no larger than the maxFramePayload its HELLO
+ * advertised. A transport that buffers more for a message still arriving
+ * would let a peer hold that much of this side's memory.
+ */
+export function maxMessageSize(config: Partial<SessionConfig> = {}): number {
+  return (config.maxFramePayload ?? DEFAULT_SESSION_CONFIG.maxFramePayload) + HEADER_LENGTH;
+}
+
 function check(ok: boolean, field: string, rule: string, value: unknown): void {
   if (!ok) throw new ConfigError(`session.${field} ${rule} (got ${String(value)})`);
 }

@@ -1,6 +1,7 @@
 export {
   DEFAULT_SESSION_CONFIG,
   MIN_KEEPALIVE_INTERVAL,
+  maxMessageSize,
   type SessionConfig,
   verifyConfig,
 } from './config.js';

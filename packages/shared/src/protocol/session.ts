@@ -1,3 +1,4 @@
+import { randomBytes } from 'node:crypto';
 import { EventEmitter } from 'node:events';
 import {
   BurrowError,
@@ -100,7 +101,6 @@ export class Session extends EventEmitter<SessionEvents> {
   #idleTimer: NodeJS.Timeout | undefined;
   #drainTimer: NodeJS.Timeout | undefined;
   #unansweredPings = 0;
-  #pingSeq = 0n;
   readonly #pings = new Map<
     bigint,
     { sentAt: number; resolve?: (rtt: number) => void; reject?: (e: Error) => void }
@@ -389,9 +389,10 @@ export class Session extends EventEmitter<SessionEvents> {
   }
 
   #sendPing(resolve?: (rtt: number) => void, reject?: (e: Error) => void): void {
-    const seq = ++this.#pingSeq;
-    const payload = Buffer.allocUnsafe(PING_LENGTH);
-    payload.writeBigUInt64BE(seq);
+    // Random, not a counter: a peer that stopped reading (while our queue to it grows)
+    // cannot answer a PING it never read, so the keepalive finds it.
+    const payload = randomBytes(PING_LENGTH);
+    const seq = payload.readBigUInt64BE(0);
     this.#pings.set(seq, { sentAt: performance.now(), ...(resolve && reject ? { resolve, reject } : {}) });
     // Bound the table: a peer that answers nothing is caught by the keepalive.
     // Evict only keepalive entries: an evicted ping() caller would wait forever.

@@ -1,5 +1,5 @@
 import type { WebSocket } from 'ws';
-import { ProtocolError } from '../errors.js';
+import { FrameSizeError, ProtocolError } from '../errors.js';
 import type { MessageTransport, TransportHandlers } from './transport.js';
 
 export interface WsTransportOptions {
@@ -114,8 +114,13 @@ export class WsTransport implements MessageTransport {
       if (this.#early) this.#early.push(data as Buffer);
       else this.#handlers?.message(data as Buffer);
     });
-    ws.on('error', (err) => {
-      this.#error ??= err;
+    ws.on('error', (err: Error & { code?: string }) => {
+      // A message over the WebSocket's maxPayload (one frame of our maxFramePayload, set
+      // where the socket is made): ws stops reading it and closes with 1009 itself.
+      this.#error ??=
+        err.code === 'WS_ERR_UNSUPPORTED_MESSAGE_LENGTH'
+          ? new FrameSizeError(`WebSocket message larger than a frame may be: ${err.message}`)
+          : err;
     });
     ws.on('close', (code, reason) => {
       if (!this.#error && code !== 1000 && code !== 1001) {
