@@ -122,3 +122,17 @@ t.test('the 502 for an invalid agent response head has a 502 reason phrase', asy
   t.same(field(r!, 'x-burrow-error'), ['invalid_response_head']);
   t.match(raw, /^HTTP\/1\.1 502 Bad Gateway\r\n/, `status line: ${JSON.stringify(raw.split('\r\n')[0])}`);
 });
+
+t.test('an upgrade answered with an interim status is a 502; no raw byte reaches the client', async (t) => {
+  const { answer, client } = await setup(t);
+  for (const status of [100, 103]) {
+    const c = client();
+    c.write(get('evil.example.test', '/ws', 'Connection: upgrade\r\nUpgrade: websocket\r\n'));
+    // After a 1xx head the relay would pass the rest on as it came: a forged response, say.
+    await answer({ status, headers: [] }, 'HTTP/1.1 200 OK\r\nContent-Length: 6\r\n\r\nPWNED!');
+    const reply = await within(5_000, c.response(), 'the answer');
+    t.equal(reply?.status, 502, `${status}: 502`);
+    t.same(c.interim, [], `${status}: no interim head passed on`);
+    t.notMatch(String(reply?.body), /PWNED/);
+  }
+});

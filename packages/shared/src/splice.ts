@@ -99,6 +99,8 @@ export function dropWritesAfterPeerClose(socket: Socket): void {
  */
 export function resetConnection(socket: Duplex | null | undefined): void {
   if (!socket || socket.destroyed) return;
-  if (socket instanceof Socket && !(socket instanceof TLSSocket)) socket.resetAndDestroy();
+  // After end() the kernel refuses the reset (EINVAL): the FIN is on its way anyway.
+  if (socket instanceof Socket && !(socket instanceof TLSSocket) && !socket.writableEnded)
+    socket.resetAndDestroy();
   else socket.destroy();
 }

@@ -149,6 +149,8 @@ export function sendError(
 export function sendRawError(socket: Duplex, status: number, message: string, host = '', code = ''): void {
   if (socket.destroyed) return;
   socket.end(rawErrorResponse(status, message, host, code, 'connection: close\r\n'));
+  // What the client still sends is dropped, so that its FIN is read and the socket closes.
+  socket.resume();
 }
 
 /**

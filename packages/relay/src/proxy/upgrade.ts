@@ -118,16 +118,15 @@ export async function forwardUpgrade(
     log(f.status, f.code);
     return sendRawError(socket, f.status, f.message, r.host, f.code);
   }
-  stream.off('error', ignore);
-  // Cut mid-way (after a 101, or in a declined upgrade's body, which ends with the
-  // connection): a reset, so the client cannot take the cut for the end.
-  stream.on('error', () => resetConnection(socket));
   const { head: rh, rest } = response;
   headBytes = response.headBytes;
   let headText: string;
   try {
-    // The backend was not asked to switch protocols on an h2c request: a 1xx here is no answer.
-    if (h2c && rh.status < 200) throw new Error(`status ${rh.status} is not a final response`);
+    // An agent passes on a 101 or a final response, nothing else: after an interim head the
+    // rest of the stream would reach the client unchecked. A backend was not asked to switch
+    // protocols on an h2c request: there, a 101 is no answer either.
+    if (rh.status < 200 && (h2c || rh.status !== 101))
+      throw new Error(`status ${rh.status} is not a final response`);
     headText = serializeHead(rh, rh.status === 101);
   } catch {
     const f = INVALID_RESPONSE_HEAD;
@@ -135,6 +134,10 @@ export async function forwardUpgrade(
     stream.reset(Reason.BadMetadata, 'invalid response head');
     return sendRawError(socket, f.status, f.message, r.host, f.code);
   }
+  stream.off('error', ignore);
+  // Cut mid-way (after a 101, or in a declined upgrade's body, which ends with the
+  // connection): a reset, so the client cannot take the cut for the end.
+  stream.on('error', () => resetConnection(socket));
   // Logged and counted when the exchange ends, with the bytes both ways (a
   // WebSocket may live for hours; its access line comes when it closes).
   const status = rh.status;
