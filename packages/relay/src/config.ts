@@ -294,7 +294,7 @@ export const SERVE_OPTIONS: readonly OptionSpec[] = [
     env: 'BURROW_MAX_TUNNELS_PER_SUBJECT',
     type: 'string',
     placeholder: 'N',
-    default: '256',
+    default: '64',
     description:
       "agent tunnel connections one token subject may hold open (every replica's --connections together); more are refused with 429",
   },

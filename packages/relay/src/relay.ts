@@ -61,7 +61,7 @@ export interface RelayOptions {
    * the listeners (none where that limit is unknown).
    */
   maxConnections?: number;
-  /** Tunnel connections one token subject may hold open; more are refused with 429. Default 256. */
+  /** Tunnel connections one token subject may hold open; more are refused with 429. Default 64. */
   maxTunnelsPerSubject?: number;
   /** How long a hostname whose agent went away answers 503 instead of 404, ms. Default 10 min. */
   offlineGrace?: number;
@@ -217,7 +217,7 @@ export async function startRelay(options: RelayOptions): Promise<Relay> {
     session: { drainTimeout, ...options.session },
     isRevoked: (jti) => revoked.has(jti),
     onRefused: (reason) => metrics.refused(reason),
-    maxPerSubject: options.maxTunnelsPerSubject ?? 256,
+    maxPerSubject: options.maxTunnelsPerSubject ?? 64,
   });
   const activity = new Activity();
   const metrics = new RelayMetrics({

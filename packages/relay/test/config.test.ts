@@ -158,12 +158,12 @@ t.test('--max-connections: auto by default, else a whole number', async (t) => {
   }
 });
 
-t.test('--max-tunnels-per-subject: 256 by default, else a whole number', async (t) => {
+t.test('--max-tunnels-per-subject: 64 by default, else a whole number', async (t) => {
   const dir = await tempDir(t, 'burrow-config-');
   await writeFile(join(dir, 'signing.pub'), (await generateSigningKeyPair()).publicPem);
   const options = (argv: string[]) =>
     relayOptionsFrom(parseOptions(SERVE_OPTIONS, ['--verify-key', dir, ...argv], {}).values);
-  t.equal((await options([])).options.maxTunnelsPerSubject, 256);
+  t.equal((await options([])).options.maxTunnelsPerSubject, 64);
   t.equal((await options(['--max-tunnels-per-subject', '8'])).options.maxTunnelsPerSubject, 8);
   for (const bad of ['0', '-1', 'many', '100001']) {
     await t.rejects(options([`--max-tunnels-per-subject=${bad}`]), {

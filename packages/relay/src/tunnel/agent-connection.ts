@@ -19,6 +19,7 @@ import {
 import type { RefusalReason } from '../metrics.js';
 import { PortTable } from '../routes/ports.js';
 import type { RouteTable, RouteTarget } from '../routes/table.js';
+import type { AnnounceGate } from './announce-gate.js';
 
 let nextConnectionId = 1;
 
@@ -46,6 +47,7 @@ export class AgentConnection implements RouteTarget {
   readonly #log: Logger;
   readonly #relayId: string;
   readonly #onRefused: ((reason: RefusalReason) => void) | undefined;
+  readonly #gate: AnnounceGate | undefined;
   #control: Stream | undefined;
   #inFlight = 0;
   /** Streams open but idle: kept-alive HTTP/1.1 upstreams waiting in the relay's pool. */
@@ -65,8 +67,11 @@ export class AgentConnection implements RouteTarget {
     remoteAddress: string;
     remotePort?: number;
     onRefused?: (reason: RefusalReason) => void;
+    /** Paces announcements per subject; without it each is applied as it arrives. */
+    gate?: AnnounceGate;
   }) {
     this.#onRefused = opts.onRefused;
+    this.#gate = opts.gate;
     this.session = opts.session;
     this.claims = opts.claims;
     this.subject = opts.claims.sub;
@@ -78,6 +83,7 @@ export class AgentConnection implements RouteTarget {
     this.#log = opts.logger.child({ conn: this.id, subject: this.subject });
     this.session.on('stream', (s) => this.#onStream(s));
     this.session.on('close', (err) => {
+      this.#gate?.drop(this.subject, this);
       this.#table.remove(this);
       this.#ports.remove(this);
       if (err)
@@ -196,33 +202,39 @@ export class AgentConnection implements RouteTarget {
   }
 
   #onMessage(stream: Stream, message: AgentMessage): void {
-    if (message.type === 'announce') {
-      this.#http1 = message.features?.includes('http1') ?? false;
-      this.#routesVersion++;
-      const results = this.#table.announce(this, this.claims.hosts, message.routes, this.#onRefused);
-      // Absent from an agent that has none: any it announced before are withdrawn.
-      const ports = this.#ports.announce(this, this.claims.ports, message.ports ?? [], this.#onRefused);
-      const refused = [...results, ...ports].filter((r) => r.status === 'refused');
-      // One announcement may refuse tens of thousands of names: a line each for the first few only.
-      for (const r of refused.slice(0, LOGGED_REFUSALS)) {
-        const what = 'port' in r ? { port: r.port } : { hostname: r.hostname };
-        this.#log.warn({ route: r.id, ...what, reason: r.error }, 'route refused');
-      }
-      this.#log.info(
-        {
-          active: results.length + ports.length - refused.length,
-          refused: refused.length,
-          ...(refused.length > LOGGED_REFUSALS
-            ? { refusalsNotLogged: refused.length - LOGGED_REFUSALS }
-            : {}),
-        },
-        'routes announced',
-      );
-      this.#reply(stream, {
-        type: 'announce-result',
-        routes: results,
-        ...(message.ports ? { ports } : {}),
-      });
+    if (message.type !== 'announce') return;
+    // Applied now, or when the subject's turn comes (replaced meanwhile by a later one).
+    const apply = () => {
+      if (!this.session.closed) this.#announce(stream, message);
+    };
+    if (this.#gate) this.#gate.submit(this.subject, this, apply);
+    else apply();
+  }
+
+  #announce(stream: Stream, message: AgentMessage & { type: 'announce' }): void {
+    this.#http1 = message.features?.includes('http1') ?? false;
+    this.#routesVersion++;
+    const results = this.#table.announce(this, this.claims.hosts, message.routes, this.#onRefused);
+    // Absent from an agent that has none: any it announced before are withdrawn.
+    const ports = this.#ports.announce(this, this.claims.ports, message.ports ?? [], this.#onRefused);
+    const refused = [...results, ...ports].filter((r) => r.status === 'refused');
+    // One announcement may refuse tens of thousands of names: a line each for the first few only.
+    for (const r of refused.slice(0, LOGGED_REFUSALS)) {
+      const what = 'port' in r ? { port: r.port } : { hostname: r.hostname };
+      this.#log.warn({ route: r.id, ...what, reason: r.error }, 'route refused');
     }
+    this.#log.info(
+      {
+        active: results.length + ports.length - refused.length,
+        refused: refused.length,
+        ...(refused.length > LOGGED_REFUSALS ? { refusalsNotLogged: refused.length - LOGGED_REFUSALS } : {}),
+      },
+      'routes announced',
+    );
+    this.#reply(stream, {
+      type: 'announce-result',
+      routes: results,
+      ...(message.ports ? { ports } : {}),
+    });
   }
 }

@@ -19,6 +19,7 @@ import type { RefusalReason } from '../metrics.js';
 import type { PortTable } from '../routes/ports.js';
 import type { RouteTable } from '../routes/table.js';
 import { AgentConnection } from './agent-connection.js';
+import { AnnounceGate } from './announce-gate.js';
 
 export interface TunnelEndpointOptions {
   server: Server;
@@ -55,6 +56,8 @@ export class TunnelEndpoint {
   /** Drains of connections whose upgrade completed after drain() began. */
   readonly #lateDrains: Promise<void>[] = [];
   readonly #wss: WebSocketServer;
+  /** Route announcements, paced per subject (announce-gate.ts). */
+  readonly #gate = new AnnounceGate();
   readonly connections = new Set<AgentConnection>();
   /** Open tunnel connections per token subject, for `maxPerSubject`. */
   readonly #perSubject = new Map<string, number>();
@@ -156,6 +159,7 @@ export class TunnelEndpoint {
         remoteAddress: remote,
         remotePort: req.socket.remotePort ?? 0,
         ...(this.#opts.onRefused ? { onRefused: this.#opts.onRefused } : {}),
+        gate: this.#gate,
       });
       this.connections.add(conn);
       const subject = claims.sub;
@@ -163,8 +167,10 @@ export class TunnelEndpoint {
       session.on('close', () => {
         this.connections.delete(conn);
         const left = this.#perSubject.get(subject)! - 1;
-        if (left === 0) this.#perSubject.delete(subject);
-        else this.#perSubject.set(subject, left);
+        if (left === 0) {
+          this.#perSubject.delete(subject);
+          this.#gate.forget(subject);
+        } else this.#perSubject.set(subject, left);
       });
       if (this.#draining) this.#lateDrains.push(conn.drain());
       log.info(

@@ -1,0 +1,71 @@
+import t, { type Test } from 'tap';
+import { AnnounceGate } from '../src/tunnel/announce-gate.js';
+
+/**
+ * A gate on a clock the test moves: an announcement "takes" `cost` ms by
+ * moving it. Each apply records its name and resolves the promise `ran`
+ * hands out for it.
+ */
+function harness(t: Test, share = 0.25) {
+  // The gate's timers do not keep a process alive (a relay's listeners do): this does.
+  const alive = setInterval(() => {}, 60_000);
+  t.teardown(() => clearInterval(alive));
+  let clock = 0;
+  const gate = new AnnounceGate({ share, now: () => clock });
+  const applied: string[] = [];
+  const waiters = new Map<string, () => void>();
+  const announcement = (name: string, cost: number) => () => {
+    clock += cost;
+    applied.push(name);
+    waiters.get(name)?.();
+  };
+  const ran = (name: string) =>
+    applied.includes(name) ? Promise.resolve() : new Promise<void>((r) => waiters.set(name, r));
+  return { gate, applied, announcement, ran };
+}
+
+t.test('an announcement is applied at once while its subject has had no costly one', async (t) => {
+  const { gate, applied, announcement } = harness(t);
+  const a = {};
+  gate.submit('alice', a, announcement('a1', 0));
+  gate.submit('alice', a, announcement('a2', 0));
+  t.same(applied, ['a1', 'a2'], 'free announcements are never held back');
+  t.equal(gate.waiting, 0);
+});
+
+t.test('after a costly one, its subject waits; a later one of the same connection replaces it', async (t) => {
+  const { gate, applied, announcement, ran } = harness(t);
+  const a = {};
+  const b = {};
+  gate.submit('alice', a, announcement('a1', 20)); // 20 ms at a 25 % share: 60 ms of waiting
+  gate.submit('alice', a, announcement('a2', 1));
+  gate.submit('alice', b, announcement('b1', 1));
+  gate.submit('alice', a, announcement('a3', 1)); // replaces a2, and goes after b1
+  gate.submit('bob', {}, announcement('bob1', 0));
+  t.same(applied, ['a1', 'bob1'], 'another subject is not held back by alice');
+  t.equal(gate.waiting, 2);
+  await ran('a3');
+  t.same(applied, ['a1', 'bob1', 'b1', 'a3'], 'in order of arrival, a2 never');
+  t.equal(gate.waiting, 0);
+});
+
+t.test('a connection that closes leaves nothing behind', async (t) => {
+  const { gate, applied, announcement, ran } = harness(t);
+  const a = {};
+  const b = {};
+  gate.submit('alice', a, announcement('a1', 20));
+  gate.submit('alice', a, announcement('a2', 1));
+  gate.submit('alice', b, announcement('b1', 1));
+  gate.drop('alice', a);
+  t.equal(gate.waiting, 1);
+  await ran('b1');
+  t.same(applied, ['a1', 'b1'], 'the closed connection’s announcement is not applied');
+  gate.submit('alice', a, announcement('a3', 1));
+  gate.forget('alice'); // its last connection closed
+  t.equal(gate.waiting, 0);
+});
+
+t.test('a share outside (0, 1] is refused', async (t) => {
+  t.throws(() => new AnnounceGate({ share: 0 }), RangeError);
+  t.throws(() => new AnnounceGate({ share: 1.5 }), RangeError);
+});
