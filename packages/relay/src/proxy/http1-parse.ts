@@ -54,6 +54,18 @@ export const INCOMPLETE = 0;
 export const OTHER = 1;
 
 /**
+ * Whether `buf` has a line ending in LF alone: a head that may never hold a
+ * CRLF CRLF, which Node's parser refuses at once (400) rather than waiting
+ * for the rest.
+ */
+function hasBareLf(buf: Buffer): boolean {
+  for (let at = buf.indexOf(10); at !== -1; at = buf.indexOf(10, at + 1)) {
+    if (at === 0 || buf[at - 1] !== 13) return true;
+  }
+  return false;
+}
+
+/**
  * Reads the request head at the start of `buf`. Anything but a plain
  * HTTP/1.1 request with one valid Host, at most one Content-Length, no
  * Transfer-Encoding or Upgrade, and no Expect but `100-continue`, is OTHER; so is a Connection header
@@ -66,11 +78,12 @@ export function parseRequestHead(
   maxFields: number,
 ): RequestHead | typeof INCOMPLETE | typeof OTHER {
   const blank = buf.indexOf(CRLF2, 0, 'latin1');
-  if (blank === -1) return buf.length > maxHead ? OTHER : INCOMPLETE;
+  if (blank === -1) return buf.length > maxHead || hasBareLf(buf) ? OTHER : INCOMPLETE;
   if (blank + 4 > maxHead) return OTHER;
   const lines = buf.toString('latin1', 0, blank).split('\r\n');
   const start = REQUEST_LINE.exec(lines[0]!);
-  if (!start || lines.length > maxFields + 1) return OTHER;
+  // `maxFields` or more is a 431 at Node's parser, which keeps no more than that many.
+  if (!start || lines.length > maxFields) return OTHER;
   let host: string | undefined;
   let hostField = '';
   let length: number | undefined;
