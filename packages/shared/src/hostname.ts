@@ -14,7 +14,9 @@ const LABEL = /^(?!-)[a-z0-9-]{1,63}(?<!-)$/;
  */
 export function normalizeHost(host: string | undefined): string {
   if (!host) return '';
-  let h = host.trim().toLowerCase();
+  // Only what may surround a field value (RFC 9110 §5.5): String.prototype.trim takes more
+  // (no-break spaces, say), and the backend would get the Host with it.
+  let h = host.replace(/^[ \t]+|[ \t]+$/g, '').toLowerCase();
   if (h.startsWith('[')) return ''; // IPv6 literal: never a routed name
   const colon = h.indexOf(':');
   if (colon !== -1) {

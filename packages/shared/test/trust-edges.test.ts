@@ -182,10 +182,15 @@ t.test('hostnames', async (t) => {
       'a b.example.com',
       'a..example.com',
       'user@evil.test.example.com',
+      // What surrounds a field value is spaces and tabs (RFC 9110 §5.5), nothing else: a
+      // backend would get this Host as it came, not the name it was routed by.
+      'app.example.com\u00a0',
+      '\u2003app.example.com',
     ]) {
       t.equal(normalizeHost(host), '', JSON.stringify(host));
     }
     t.equal(normalizeHost('App.Example.COM.:8080'), 'app.example.com', 'case, trailing dot and port');
     t.equal(normalizeHost('[::1]:80'), '', 'IPv6 literal');
+    t.equal(normalizeHost(' \tapp.example.com\t '), 'app.example.com', 'spaces and tabs around it');
   });
 });
