@@ -1,6 +1,7 @@
 // Edge cases of the relay's public TLS side, configuration and lifecycle:
 // SNI spellings, passthrough routes whose agent went away, hot reload of the
 // tunnel certificate, and HTTPS connections during a graceful drain.
+import { execFileSync } from 'node:child_process';
 import { once } from 'node:events';
 import { readFile, writeFile } from 'node:fs/promises';
 import { createServer as createHttpsServer } from 'node:https';
@@ -10,7 +11,7 @@ import { type TLSSocket, connect as tlsConnect } from 'node:tls';
 import t from 'tap';
 import { stringify } from 'yaml';
 import { testAgent } from '../helpers/agent.js';
-import { deferred, within } from '../helpers/deferred.js';
+import { deferred, until, within } from '../helpers/deferred.js';
 import { tempDir } from '../helpers/fs.js';
 import { get, httpsGet, testServer } from '../helpers/http.js';
 import { listeningPorts, RELAY_CLI, spawnLogged } from '../helpers/proc.js';
@@ -266,3 +267,32 @@ t.test('a drain does not wait for a TLS client that has not sent its ClientHello
   await within(10_000, closed, 'the silent connection was closed');
   t.pass('drained without waiting for the ClientHello');
 });
+
+t.test(
+  'an upgrade answered with an error page: the relay lets go of a client that never closes',
+  async (t) => {
+    const relay = await testRelay(t);
+    const port = relay.httpAddress.port;
+    const c = connect({ port, host: '127.0.0.1', allowHalfOpen: true }); // reads the answer, keeps its side open
+    t.teardown(() => c.destroy());
+    await once(c, 'connect');
+    c.write(
+      'GET / HTTP/1.1\r\nHost: nobody.example.test\r\nConnection: upgrade\r\nUpgrade: websocket\r\n\r\n',
+    );
+    let text = '';
+    c.on('data', (d: Buffer) => {
+      text += d.toString();
+    });
+    await once(c, 'end');
+    t.match(text, /^HTTP\/1\.1 404 /);
+    // An upgrade socket has no timer of its own: without one, this process would hold it for ever.
+    const held = () => {
+      const out = execFileSync('ss', ['-tnpH', `( sport = :${port} and dport = :${c.localPort} )`], {
+        encoding: 'utf8',
+      });
+      return out.includes(`pid=${process.pid},`);
+    };
+    await until(async () => !held(), 'the relay closing its side', 15_000);
+    t.pass('the relay no longer holds the connection');
+  },
+);

@@ -226,51 +226,53 @@ t.test('an agent that stops reading is cut by the keepalive, even one answering 
   t.match(err, { code: 'BURROW_ERR_KEEPALIVE_TIMEOUT' });
 });
 
-t.test('announcements are paced per subject: one still waiting is replaced by a later one', async (t) => {
-  const relay = await testRelay(t);
-  const rogue = await RogueAgent.connect(
-    t,
-    tunnelUrl(relay),
-    await tokenFor('busy', ['*.pace.example.test']),
-    { initialWindow: 64 * 1024 * 1024 }, // room for every answer: the rogue sends no WINDOW frames
-  );
-  // 2048 names: applying them takes the relay milliseconds, so the next announcement waits 3× that.
-  const set = (tag: string) =>
-    Array.from({ length: 32 }, (_, r) => ({
-      id: `${tag}-${r}`,
-      hostnames: Array.from({ length: 64 }, (_, i) => `n${r}-${i}-${tag}.pace.example.test`),
-    }));
-  const first = await rogue.announce(set('a'));
-  t.equal(first.routes.length, 2048, 'the first is applied at once');
-  const from = rogue.frames.length;
-  // Two more right away, on the control stream the first opened.
-  for (const tag of ['b', 'c']) {
-    const message = controlMessage({ type: 'announce', routes: set(tag) });
-    for (let at = 0; at < message.length; at += 60 * 1024)
-      rogue.send(encodeFrame(FrameType.Data, 1, message.subarray(at, at + 60 * 1024)));
-  }
-  // The answers that follow, read off the control stream.
-  let buf = Buffer.alloc(0);
-  let next = from;
-  const answers: Array<{ routes: Array<{ hostname: string }> }> = [];
-  while (answers.length === 0) {
-    const f = await within(
-      10_000,
-      rogue.waitFor((x) => x.type === FrameType.Data && x.streamId === 1, next),
-      'an answer',
+t.test(
+  'announcements sent back to back wait their turn, and each is applied and answered in order',
+  async (t) => {
+    const relay = await testRelay(t);
+    const rogue = await RogueAgent.connect(
+      t,
+      tunnelUrl(relay),
+      await tokenFor('busy', ['*.pace.example.test']),
+      { initialWindow: 64 * 1024 * 1024 }, // room for every answer: the rogue sends no WINDOW frames
     );
-    next = rogue.frames.indexOf(f, next) + 1;
-    buf = Buffer.concat([buf, f.payload]);
-    while (buf.length >= 4 && buf.length >= 4 + buf.readUInt32BE(0)) {
-      answers.push(JSON.parse(buf.subarray(4, 4 + buf.readUInt32BE(0)).toString()));
-      buf = buf.subarray(4 + buf.readUInt32BE(0));
+    // 2048 names: applying them takes the relay milliseconds, so the next announcement waits 3× that.
+    const set = (tag: string) =>
+      Array.from({ length: 32 }, (_, r) => ({
+        id: `${tag}-${r}`,
+        hostnames: Array.from({ length: 64 }, (_, i) => `n${r}-${i}-${tag}.pace.example.test`),
+      }));
+    const first = await rogue.announce(set('a'));
+    t.equal(first.routes.length, 2048, 'the first is applied at once');
+    const from = rogue.frames.length;
+    // Two more right away, on the control stream the first opened.
+    for (const tag of ['b', 'c']) {
+      const message = controlMessage({ type: 'announce', routes: set(tag) });
+      for (let at = 0; at < message.length; at += 60 * 1024)
+        rogue.send(encodeFrame(FrameType.Data, 1, message.subarray(at, at + 60 * 1024)));
     }
-  }
-  t.match(
-    answers[0]!.routes[0]!.hostname,
-    /-c\.pace\.example\.test$/,
-    'the next answer is for the latest: the one it replaced got none',
-  );
-  t.equal(relay.routes.lookup('n0-0-c.pace.example.test').kind, 'found', 'whose names are routed');
-  t.ok(await rogue.alive(), 'the tunnel is up');
-});
+    // The answers that follow, read off the control stream.
+    let buf = Buffer.alloc(0);
+    let next = from;
+    const answers: Array<{ routes: Array<{ hostname: string }> }> = [];
+    while (answers.length < 2) {
+      const f = await within(
+        10_000,
+        rogue.waitFor((x) => x.type === FrameType.Data && x.streamId === 1, next),
+        'an answer',
+      );
+      next = rogue.frames.indexOf(f, next) + 1;
+      buf = Buffer.concat([buf, f.payload]);
+      while (buf.length >= 4 && buf.length >= 4 + buf.readUInt32BE(0)) {
+        answers.push(JSON.parse(buf.subarray(4, 4 + buf.readUInt32BE(0)).toString()));
+        buf = buf.subarray(4 + buf.readUInt32BE(0));
+      }
+    }
+    // The relay reads the next only once the one before has had its turn (announce-gate.ts).
+    t.match(answers[0]!.routes[0]!.hostname, /-b\.pace\.example\.test$/, 'b answered');
+    t.match(answers[1]!.routes[0]!.hostname, /-c\.pace\.example\.test$/, 'then c');
+    t.equal(relay.routes.lookup('n0-0-c.pace.example.test').kind, 'found', 'the last one holds');
+    t.not(relay.routes.lookup('n0-0-b.pace.example.test').kind, 'found');
+    t.ok(await rogue.alive(), 'the tunnel is up');
+  },
+);

@@ -27,27 +27,30 @@ function harness(t: Test, share = 0.25) {
 t.test('an announcement is applied at once while its subject has had no costly one', async (t) => {
   const { gate, applied, announcement } = harness(t);
   const a = {};
-  gate.submit('alice', a, announcement('a1', 0));
-  gate.submit('alice', a, announcement('a2', 0));
+  t.equal(gate.submit('alice', a, announcement('a1', 0)), true, 'applied now');
+  t.equal(gate.submit('alice', a, announcement('a2', 0)), true);
   t.same(applied, ['a1', 'a2'], 'free announcements are never held back');
   t.equal(gate.waiting, 0);
 });
 
-t.test('after a costly one, its subject waits; a later one of the same connection replaces it', async (t) => {
-  const { gate, applied, announcement, ran } = harness(t);
-  const a = {};
-  const b = {};
-  gate.submit('alice', a, announcement('a1', 20)); // 20 ms at a 25 % share: 60 ms of waiting
-  gate.submit('alice', a, announcement('a2', 1));
-  gate.submit('alice', b, announcement('b1', 1));
-  gate.submit('alice', a, announcement('a3', 1)); // replaces a2, and goes after b1
-  gate.submit('bob', {}, announcement('bob1', 0));
-  t.same(applied, ['a1', 'bob1'], 'another subject is not held back by alice');
-  t.equal(gate.waiting, 2);
-  await ran('a3');
-  t.same(applied, ['a1', 'bob1', 'b1', 'a3'], 'in order of arrival, a2 never');
-  t.equal(gate.waiting, 0);
-});
+t.test(
+  'after a costly one, its subject waits; a later one of the same connection replaces it in place',
+  async (t) => {
+    const { gate, applied, announcement, ran } = harness(t);
+    const a = {};
+    const b = {};
+    gate.submit('alice', a, announcement('a1', 20)); // 20 ms at a 25 % share: 60 ms of waiting
+    t.equal(gate.submit('alice', a, announcement('a2', 1)), false, 'held');
+    gate.submit('alice', b, announcement('b1', 1));
+    gate.submit('alice', a, announcement('a3', 1)); // replaces a2 where it stood: before b1
+    gate.submit('bob', {}, announcement('bob1', 0));
+    t.same(applied, ['a1', 'bob1'], 'another subject is not held back by alice');
+    t.equal(gate.waiting, 2);
+    await ran('b1');
+    t.same(applied, ['a1', 'bob1', 'a3', 'b1'], 'connections take turns; a2 never ran');
+    t.equal(gate.waiting, 0);
+  },
+);
 
 t.test('a connection that closes leaves nothing behind', async (t) => {
   const { gate, applied, announcement, ran } = harness(t);
@@ -63,6 +66,18 @@ t.test('a connection that closes leaves nothing behind', async (t) => {
   gate.submit('alice', a, announcement('a3', 1));
   gate.forget('alice'); // its last connection closed
   t.equal(gate.waiting, 0);
+});
+
+t.test('time spent outside apply counts; reconnecting does not skip the wait', async (t) => {
+  const { gate, applied, announcement, ran } = harness(t);
+  gate.charge('alice', 20); // reading a large announcement, say
+  t.equal(gate.submit('alice', {}, announcement('a1', 0)), false, 'charged time delays the next');
+  await ran('a1');
+  gate.submit('alice', {}, announcement('a2', 20));
+  gate.forget('alice'); // its last connection closed, with its pace still running
+  t.equal(gate.submit('alice', {}, announcement('a3', 0)), false, 'a new connection still waits');
+  await ran('a3');
+  t.same(applied, ['a1', 'a2', 'a3']);
 });
 
 t.test('a share outside (0, 1] is refused', async (t) => {

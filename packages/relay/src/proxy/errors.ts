@@ -149,8 +149,23 @@ export function sendError(
 export function sendRawError(socket: Duplex, status: number, message: string, host = '', code = ''): void {
   if (socket.destroyed) return;
   socket.end(rawErrorResponse(status, message, host, code, 'connection: close\r\n'));
-  // What the client still sends is dropped, so that its FIN is read and the socket closes.
+  closeAfterAnswer(socket);
+}
+
+/** How long a client may keep a connection the relay has ended (its answer sent), ms. */
+const LINGER = 5_000;
+
+/**
+ * For a raw socket whose answer ends the connection: what the client still
+ * sends is dropped, so that its FIN is read and the socket closes; a client
+ * that never closes its side loses the connection after LINGER of quiet
+ * (upgrade sockets have no other timer, and each holds a connection slot).
+ */
+export function closeAfterAnswer(socket: Duplex): void {
   socket.resume();
+  (socket as Duplex & { setTimeout?(ms: number, cb: () => void): void }).setTimeout?.(LINGER, () =>
+    socket.destroy(),
+  );
 }
 
 /**

@@ -398,13 +398,23 @@ export function originForm(target: string): string {
 /** Attempts after the first for a bodiless request refused unprocessed. */
 export const MAX_RETRIES = 2;
 
-/** Failures that prove no one processed the request: not the agent, nor the backend. */
+/** Failures that prove the agent never processed the request: the relay may send it again. */
 export function retryable(err: unknown): boolean {
   const e = err as { code?: string; reason?: number };
   if (e?.code === 'BURROW_ERR_GOAWAY' || e?.code === 'BURROW_ERR_STREAM_REFUSED') return true;
+  return e?.code === 'BURROW_ERR_STREAM_RESET' && e.reason === Reason.RefusedStream;
+}
+
+/**
+ * Failures that prove no one processed the request, the backend included. A
+ * backend's refusal is not retried by the relay: the agent has already sent a
+ * request without a body again, and a backend in its own restart would get it
+ * a few times more with no pause between.
+ */
+function unprocessed(err: unknown): boolean {
+  const e = err as { code?: string; reason?: number };
   return (
-    e?.code === 'BURROW_ERR_STREAM_RESET' &&
-    (e.reason === Reason.RefusedStream || e.reason === Reason.BackendRefusedStream)
+    retryable(err) || (e?.code === 'BURROW_ERR_STREAM_RESET' && e.reason === Reason.BackendRefusedStream)
   );
 }
 
@@ -460,7 +470,7 @@ export async function forwardRequest(
   let malformed = false;
   /**
    * Answers a request whose tunnel stream failed before the response head. A
-   * gRPC call over HTTP/2 that provably no one processed (`retryable`) gets its
+   * gRPC call over HTTP/2 that provably no one processed (`unprocessed`) gets its
    * stream reset with REFUSED_STREAM (RFC 9113 §8.7), which gRPC clients send
    * again by themselves (a transparent retry) where a 503 would end the call
    * UNAVAILABLE. Anything else gets the error page.
@@ -468,7 +478,7 @@ export async function forwardRequest(
   const answerFailure = (err: unknown) => {
     const f = malformed ? BAD_FRAMING : failureFor(err);
     error = f.code;
-    if (h2 && retryable(err) && isGrpc(req) && !res.headersSent) {
+    if (h2 && unprocessed(err) && isGrpc(req) && !res.headersSent) {
       refused = f.status;
       (res as Http2ServerResponse).stream.close(http2Constants.NGHTTP2_REFUSED_STREAM);
       return;

@@ -53,16 +53,17 @@ export const INCOMPLETE = 0;
 /** A request the fast path does not carry: Node's parser takes the connection from here. */
 export const OTHER = 1;
 
+const LF_LF = Buffer.from('\n\n');
+const LF_CRLF = Buffer.from('\n\r\n');
+
 /**
- * Whether `buf` has a line ending in LF alone: a head that may never hold a
- * CRLF CRLF, which Node's parser refuses at once (400) rather than waiting
- * for the rest.
+ * Whether `buf`, which holds no CRLF CRLF, ends a head with a line ended by
+ * LF alone: such a head never gets its CRLF CRLF, and Node's parser refuses
+ * it at once (400) rather than waiting for the rest. Two native searches, as
+ * cheap as the one for CRLF CRLF while a head trickles in.
  */
-function hasBareLf(buf: Buffer): boolean {
-  for (let at = buf.indexOf(10); at !== -1; at = buf.indexOf(10, at + 1)) {
-    if (at === 0 || buf[at - 1] !== 13) return true;
-  }
-  return false;
+function endsWithBareLf(buf: Buffer): boolean {
+  return buf.includes(LF_LF) || buf.includes(LF_CRLF);
 }
 
 /**
@@ -78,7 +79,7 @@ export function parseRequestHead(
   maxFields: number,
 ): RequestHead | typeof INCOMPLETE | typeof OTHER {
   const blank = buf.indexOf(CRLF2, 0, 'latin1');
-  if (blank === -1) return buf.length > maxHead || hasBareLf(buf) ? OTHER : INCOMPLETE;
+  if (blank === -1) return buf.length > maxHead || endsWithBareLf(buf) ? OTHER : INCOMPLETE;
   if (blank + 4 > maxHead) return OTHER;
   const lines = buf.toString('latin1', 0, blank).split('\r\n');
   const start = REQUEST_LINE.exec(lines[0]!);

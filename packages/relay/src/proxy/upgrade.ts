@@ -10,7 +10,7 @@ import {
   splice,
   stripHopByHop,
 } from '@burrow/shared';
-import { failureFor, INVALID_RESPONSE_HEAD, sendRawError } from './errors.js';
+import { closeAfterAnswer, failureFor, INVALID_RESPONSE_HEAD, sendRawError } from './errors.js';
 import {
   type AccessInfo,
   CLIENT_CLOSED,
@@ -154,6 +154,7 @@ export async function forwardUpgrade(
     // Declined: the response is all there is (`connection: close`), so our side ends now.
     stream.end();
     stream.pipe(socket);
+    socket.once('finish', () => closeAfterAnswer(socket));
   }
 }
 

@@ -84,8 +84,11 @@ export class AgentConnection implements RouteTarget {
     this.session.on('stream', (s) => this.#onStream(s));
     this.session.on('close', (err) => {
       this.#gate?.drop(this.subject, this);
+      const started = performance.now();
       this.#table.remove(this);
       this.#ports.remove(this);
+      // Removing thousands of names costs as much as announcing them: reconnecting is no way round the pace.
+      this.#gate?.charge(this.subject, performance.now() - started);
       if (err)
         this.#log.warn(
           { err: { code: (err as { code?: string }).code, message: err.message } },
@@ -179,6 +182,7 @@ export class AgentConnection implements RouteTarget {
       // read now would bind names to a connection nobody removes again.
       if (this.session.closed) return;
       let messages: AgentMessage[];
+      const started = performance.now();
       try {
         messages = reader.push(chunk);
       } catch (err) {
@@ -186,6 +190,8 @@ export class AgentConnection implements RouteTarget {
         this.session.destroy(err as Error);
         return;
       }
+      // Reading an announcement (JSON, the schema) costs as much as applying it: both are paced.
+      if (messages.length > 0) this.#gate?.charge(this.subject, performance.now() - started);
       for (const m of messages) this.#onMessage(stream, m);
     });
   }
@@ -203,12 +209,15 @@ export class AgentConnection implements RouteTarget {
 
   #onMessage(stream: Stream, message: AgentMessage): void {
     if (message.type !== 'announce') return;
-    // Applied now, or when the subject's turn comes (replaced meanwhile by a later one).
+    // Applied now, or when the subject's turn comes. Meanwhile nothing more is read from the
+    // control stream: an agent sending announcements in a loop waits for its turn, and its
+    // messages wait in the stream's window rather than being read and thrown away.
     const apply = () => {
+      stream.resume();
       if (!this.session.closed) this.#announce(stream, message);
     };
-    if (this.#gate) this.#gate.submit(this.subject, this, apply);
-    else apply();
+    if (!this.#gate) apply();
+    else if (!this.#gate.submit(this.subject, this, apply)) stream.pause();
   }
 
   #announce(stream: Stream, message: AgentMessage & { type: 'announce' }): void {

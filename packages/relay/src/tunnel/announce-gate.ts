@@ -7,11 +7,12 @@
  * one waits `cost × (1 / share − 1)`, so announcing takes at most `share` of
  * the relay's time per subject, whatever its number of connections.
  *
- * An announcement replaces its connection's whole route set, so one that
- * waits is replaced by a later one from the same connection: only the latest
- * is applied (and answered; agents take the latest answer as current). Small
- * announcements cost well under a millisecond and are not held back in
- * practice.
+ * Reading announcements and removing a closed connection's routes cost
+ * time too (`charge`). The connection's control stream is paused while its
+ * announcement waits (agent-connection.ts), so an agent sending them in a
+ * loop is held to the pace; one that waits is replaced by a later one from
+ * the same connection if that was already read. Small announcements cost
+ * well under a millisecond and are not held back in practice.
  */
 export class AnnounceGate {
   readonly #share: number;
@@ -27,22 +28,40 @@ export class AnnounceGate {
 
   /**
    * Runs `apply` for connection `key` of `subject` now if the subject's turn
-   * has come, or when it does; replaces an announcement of `key` still
-   * waiting. `apply` must check that its connection is still open.
+   * has come (true), or when it does (false); replaces an announcement of
+   * `key` still waiting, in its place in the queue. `apply` must check that
+   * its connection is still open.
    */
-  submit(subject: string, key: object, apply: () => void): void {
+  submit(subject: string, key: object, apply: () => void): boolean {
+    const q = this.#queue(subject);
+    if (q.waiting.size === 0 && this.#now() >= q.next) {
+      this.#run(subject, q, apply);
+      return true;
+    }
+    // Replaced in place: connections of one subject take turns, none goes back behind the rest.
+    q.waiting.set(key, apply);
+    this.#arm(subject, q);
+    return false;
+  }
+
+  /**
+   * Counts `ms` the relay spent on `subject`'s announcements outside `apply`
+   * (reading them, removing the routes of a connection that closed) against
+   * its share, as if applying them had taken that long.
+   */
+  charge(subject: string, ms: number): void {
+    if (!(ms > 0)) return;
+    const q = this.#queue(subject);
+    q.next = Math.max(q.next, this.#now()) + ms * (1 / this.#share - 1);
+  }
+
+  #queue(subject: string): SubjectQueue {
     let q = this.#subjects.get(subject);
     if (!q) {
       q = { next: 0, waiting: new Map(), timer: undefined };
       this.#subjects.set(subject, q);
     }
-    if (q.waiting.size === 0 && this.#now() >= q.next) {
-      this.#run(subject, q, apply);
-      return;
-    }
-    q.waiting.delete(key); // a replaced announcement goes to the back, after the others waiting
-    q.waiting.set(key, apply);
-    this.#arm(subject, q);
+    return q;
   }
 
   /** Forgets what `key` has waiting (its connection closed). */
@@ -53,10 +72,21 @@ export class AnnounceGate {
     q.timer = undefined;
   }
 
-  /** Forgets `subject` (its last connection closed): what it had waiting, and its pace. */
+  /**
+   * Forgets what `subject` has waiting (its last connection closed). Its pace
+   * is kept until its turn comes: reconnecting does not skip the wait.
+   */
   forget(subject: string): void {
-    clearTimeout(this.#subjects.get(subject)?.timer);
-    this.#subjects.delete(subject);
+    const q = this.#subjects.get(subject);
+    if (!q) return;
+    clearTimeout(q.timer);
+    q.timer = undefined;
+    q.waiting.clear();
+    // Subjects gone whose turn has come are pruned here, this one included.
+    const now = this.#now();
+    for (const [s, other] of this.#subjects) {
+      if (other.waiting.size === 0 && other.next <= now) this.#subjects.delete(s);
+    }
   }
 
   /** Announcements waiting, across subjects. */
