@@ -214,7 +214,15 @@ export class AgentConnection implements RouteTarget {
     // messages wait in the stream's window rather than being read and thrown away.
     const apply = () => {
       stream.resume();
-      if (!this.session.closed) this.#announce(stream, message);
+      if (this.session.closed) return;
+      try {
+        this.#announce(stream, message);
+      } catch (err) {
+        // Run from the gate's timer, outside the session's own guard: a bug here costs this
+        // tunnel (INTERNAL_ERROR), as it would have inside the session, not the process.
+        this.#log.error({ err }, 'applying an announcement failed');
+        this.session.destroy(err as Error);
+      }
     };
     if (!this.#gate) apply();
     else if (!this.#gate.submit(this.subject, this, apply)) stream.pause();
