@@ -16,6 +16,36 @@ import { AGENT_CLI, listeningPorts, RELAY_CLI, spawnLogged } from '../helpers/pr
 
 const run = promisify(execFile);
 
+/** `burrow-relay serve` on loopback with TCP ports `ports`, trusting the key in `keys`, and `extra`. */
+const serveTcp = (t: Parameters<typeof tempDir>[0], keys: string, ports: string, ...extra: string[]) =>
+  spawnLogged(t, RELAY_CLI, [
+    'serve',
+    '--http-listen',
+    '127.0.0.1:0',
+    '--tunnel-listen',
+    '127.0.0.1:0',
+    '--tcp-ports',
+    ports,
+    '--tcp-host',
+    '127.0.0.1',
+    '--verify-key',
+    keys,
+    ...extra,
+  ]);
+
+/** `burrow-relay token create` for subject `db` with the key in `keys`, and `argv`. */
+const createToken = (keys: string, ...argv: string[]) =>
+  run(process.execPath, [
+    RELAY_CLI,
+    'token',
+    'create',
+    '--key',
+    join(keys, 'signing.key'),
+    '--sub',
+    'db',
+    ...argv,
+  ]);
+
 t.test(
   'token --ports, serve --tcp-ports, agent --expose PORT=tcp://: a client reaches the backend',
   async (t) => {
@@ -23,17 +53,7 @@ t.test(
     const keys = join(dir, 'keys');
     await run(process.execPath, [RELAY_CLI, 'keygen', '--out', keys]);
     const [port, other] = [await freePort(), await freePort()];
-    const create = (...argv: string[]) =>
-      run(process.execPath, [
-        RELAY_CLI,
-        'token',
-        'create',
-        '--key',
-        join(keys, 'signing.key'),
-        '--sub',
-        'db',
-        ...argv,
-      ]);
+    const create = (...argv: string[]) => createToken(keys, ...argv);
     const { stdout: token } = await create('--ports', `${port}`);
     t.match(decodeJwt(token.trim()), { sub: 'db', hosts: [], ports: [port] }, 'a token for a TCP port alone');
     const ranged = decodeJwt(
@@ -58,21 +78,7 @@ t.test(
       s.on('data', (text: string) => s.write(text.toUpperCase()));
       s.on('end', () => s.end());
     });
-    const relay = spawnLogged(t, RELAY_CLI, [
-      'serve',
-      '--http-listen',
-      '127.0.0.1:0',
-      '--tunnel-listen',
-      '127.0.0.1:0',
-      '--tcp-ports',
-      `${port},${other}`,
-      '--tcp-host',
-      '127.0.0.1',
-      '--tcp-public-host',
-      'relay.example.test',
-      '--verify-key',
-      keys,
-    ]);
+    const relay = serveTcp(t, keys, `${port},${other}`, '--tcp-public-host', 'relay.example.test');
     const { tunnel } = await listeningPorts(relay);
     const listening = await relay.waitFor((l) => l['msg'] === 'relay listening');
     t.match(listening['tcp'], { host: '127.0.0.1' }, 'the relay says where its TCP ports listen');
@@ -156,33 +162,10 @@ async function tcpPair(t: Parameters<typeof tempDir>[0], relayArgs: string[], ag
   const keys = join(dir, 'keys');
   await run(process.execPath, [RELAY_CLI, 'keygen', '--out', keys]);
   const port = await freePort();
-  const { stdout: token } = await run(process.execPath, [
-    RELAY_CLI,
-    'token',
-    'create',
-    '--key',
-    join(keys, 'signing.key'),
-    '--sub',
-    'db',
-    '--ports',
-    `${port}`,
-  ]);
+  const { stdout: token } = await createToken(keys, '--ports', `${port}`);
   await writeFile(join(dir, 'token'), token);
   const backend = await tcpBackend(t, (s) => s.pipe(s));
-  const relay = spawnLogged(t, RELAY_CLI, [
-    'serve',
-    '--http-listen',
-    '127.0.0.1:0',
-    '--tunnel-listen',
-    '127.0.0.1:0',
-    '--tcp-ports',
-    `${port}`,
-    '--tcp-host',
-    '127.0.0.1',
-    '--verify-key',
-    keys,
-    ...relayArgs,
-  ]);
+  const relay = serveTcp(t, keys, `${port}`, ...relayArgs);
   const { tunnel } = await listeningPorts(relay);
   const agent = spawnLogged(t, AGENT_CLI, [
     '--relay',
