@@ -2,26 +2,30 @@ import t, { type Test } from 'tap';
 import { AnnounceGate } from '../src/tunnel/announce-gate.js';
 
 /**
- * A gate on a clock the test moves: an announcement "takes" `cost` ms by
- * moving it. Each apply records its name and resolves the promise `ran`
- * hands out for it.
+ * A gate on a clock that runs with real time, and that an announcement moves
+ * on by `cost` ms as if applying it had taken that long. Each apply records
+ * its name and resolves the promise `ran` hands out for it.
  */
 function harness(t: Test, share = 0.25) {
   // The gate's timers do not keep a process alive (a relay's listeners do): this does.
   const alive = setInterval(() => {}, 60_000);
   t.teardown(() => clearInterval(alive));
-  let clock = 0;
-  const gate = new AnnounceGate({ share, now: () => clock });
+  let spent = 0;
+  const gate = new AnnounceGate({ share, now: () => now() });
   const applied: string[] = [];
+  /** The gate's clock when each was applied. */
+  const at = new Map<string, number>();
+  const now = () => performance.now() + spent;
   const waiters = new Map<string, () => void>();
   const announcement = (name: string, cost: number) => () => {
-    clock += cost;
+    at.set(name, now());
+    spent += cost;
     applied.push(name);
     waiters.get(name)?.();
   };
   const ran = (name: string) =>
     applied.includes(name) ? Promise.resolve() : new Promise<void>((r) => waiters.set(name, r));
-  return { gate, applied, announcement, ran };
+  return { gate, applied, announcement, ran, at, now };
 }
 
 t.test('an announcement is applied at once while its subject has had no costly one', async (t) => {
@@ -78,6 +82,17 @@ t.test('time spent outside apply counts; reconnecting does not skip the wait', a
   t.equal(gate.submit('alice', {}, announcement('a3', 0)), false, 'a new connection still waits');
   await ran('a3');
   t.same(applied, ['a1', 'a2', 'a3']);
+});
+
+t.test('time charged while an announcement waits moves its turn on', async (t) => {
+  const { gate, announcement, ran, at, now } = harness(t);
+  gate.submit('alice', {}, announcement('a1', 20)); // its next turn: 60 ms on
+  const turn = now() + 60;
+  gate.submit('alice', {}, announcement('b1', 0)); // waits for it
+  gate.charge('alice', 20); // another connection's read: 60 ms more
+  await ran('b1');
+  // Up to a millisecond of slack: `turn` was read a moment after the gate set it.
+  t.ok(at.get('b1')! >= turn + 60 - 1, `applied at ${at.get('b1')! - turn} ms past the first turn`);
 });
 
 t.test('a share outside (0, 1] is refused', async (t) => {

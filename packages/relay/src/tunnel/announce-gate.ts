@@ -14,6 +14,9 @@
  * the same connection if that was already read. Small announcements cost
  * well under a millisecond and are not held back in practice.
  */
+/** Costs below this (applying, or `charge`) do not hold the next announcement back, ms. */
+const MIN_CHARGE = 1;
+
 export class AnnounceGate {
   readonly #share: number;
   readonly #now: () => number;
@@ -50,7 +53,8 @@ export class AnnounceGate {
    * its share, as if applying them had taken that long.
    */
   charge(subject: string, ms: number): void {
-    if (!(ms > 0)) return;
+    // Reading a small announcement costs microseconds: not worth holding its apply back for.
+    if (!(ms >= MIN_CHARGE)) return;
     const q = this.#queue(subject);
     q.next = Math.max(q.next, this.#now()) + ms * (1 / this.#share - 1);
   }
@@ -102,7 +106,9 @@ export class AnnounceGate {
       apply();
     } finally {
       const ended = this.#now();
-      q.next = ended + (ended - started) * (1 / this.#share - 1);
+      const cost = ended - started;
+      // An announcement of a few names costs microseconds: the next is not held back for that.
+      if (cost >= MIN_CHARGE) q.next = Math.max(q.next, ended + cost * (1 / this.#share - 1));
       // Nothing held for a subject whose turn has come and that has nothing waiting.
       if (q.waiting.size === 0 && q.next <= ended) this.#subjects.delete(subject);
     }
@@ -113,6 +119,11 @@ export class AnnounceGate {
     q.timer = setTimeout(
       () => {
         q.timer = undefined;
+        // Charged since the timer was set: the turn moved later.
+        if (this.#now() < q.next) {
+          this.#arm(subject, q);
+          return;
+        }
         const first = q.waiting.entries().next();
         if (first.done) return;
         const [key, apply] = first.value;
