@@ -6,6 +6,7 @@ import { buildAdminApp } from '@burrow/relay';
 import t from 'tap';
 import { memoryLogger } from '../../packages/agent/test/helpers/log.js';
 import { testAgent } from '../helpers/agent.js';
+import { until } from '../helpers/deferred.js';
 import { metricValue } from '../helpers/metrics.js';
 import { freePort, tcpBackend } from '../helpers/net.js';
 import { type Teardownable, testRelay, tokenFor, tunnelUrl } from '../helpers/relay.js';
@@ -71,12 +72,12 @@ t.test('a public TCP port carries bytes both ways, byte-exact, with half-close',
   t.equal(result.url, `tcp://relay.example.test:${port}`, 'the agent learns where the port is reachable');
   const admin = buildAdminApp({ state: relay.adminState, token: () => ADMIN_TOKEN });
   t.teardown(() => admin.close());
-  const listed = await admin.inject({
-    url: '/api/ports',
-    headers: { authorization: `Bearer ${ADMIN_TOKEN}` },
-  });
+  const ports = async () =>
+    (await admin.inject({ url: '/api/ports', headers: { authorization: `Bearer ${ADMIN_TOKEN}` } })).json();
+  // The second connection's announcement may still be on its way (or waiting its turn at the relay).
+  await until(async () => (await ports())[0]?.connections?.length === 2, 'both connections listed');
   t.match(
-    listed.json(),
+    await ports(),
     [{ port, subject: 'tenant-a', routeIds: ['db'], connections: [Number, Number] }],
     "the admin API lists the port under its subject, with the agent's two connections",
   );
