@@ -6,12 +6,15 @@ import { AnnounceGate } from '../src/tunnel/announce-gate.js';
  * on by `cost` ms as if applying it had taken that long. Each apply records
  * its name and resolves the promise `ran` hands out for it.
  */
+/** With `burst`, a subject may run this many ms ahead of its pace before anything waits. */
+const BURST = 10;
+
 function harness(t: Test, share = 0.25) {
   // The gate's timers do not keep a process alive (a relay's listeners do): this does.
   const alive = setInterval(() => {}, 60_000);
   t.teardown(() => clearInterval(alive));
   let spent = 0;
-  const gate = new AnnounceGate({ share, now: () => now() });
+  const gate = new AnnounceGate({ share, burst: BURST, now: () => now() });
   const applied: string[] = [];
   /** The gate's clock when each was applied. */
   const at = new Map<string, number>();
@@ -43,7 +46,7 @@ t.test(
     const { gate, applied, announcement, ran } = harness(t);
     const a = {};
     const b = {};
-    gate.submit('alice', a, announcement('a1', 20)); // 20 ms at a 25 % share: 60 ms of waiting
+    gate.submit('alice', a, announcement('a1', 20)); // 20 ms at a 25 % share: 80 on its account, 60 to wait
     t.equal(gate.submit('alice', a, announcement('a2', 1)), false, 'held');
     gate.submit('alice', b, announcement('b1', 1));
     gate.submit('alice', a, announcement('a3', 1)); // replaces a2 where it stood: before b1
@@ -86,13 +89,13 @@ t.test('time spent outside apply counts; reconnecting does not skip the wait', a
 
 t.test('time charged while an announcement waits moves its turn on', async (t) => {
   const { gate, announcement, ran, at, now } = harness(t);
-  gate.submit('alice', {}, announcement('a1', 20)); // its next turn: 60 ms on
-  const turn = now() + 60;
+  gate.submit('alice', {}, announcement('a1', 20)); // paid for 60 ms from now; its turn BURST before
+  const turn = now() + 60 - BURST;
   gate.submit('alice', {}, announcement('b1', 0)); // waits for it
-  gate.charge('alice', 20); // another connection's read: 60 ms more
+  gate.charge('alice', 20); // another connection's read: 80 ms more on its account
   await ran('b1');
   // Up to a millisecond of slack: `turn` was read a moment after the gate set it.
-  t.ok(at.get('b1')! >= turn + 60 - 1, `applied at ${at.get('b1')! - turn} ms past the first turn`);
+  t.ok(at.get('b1')! >= turn + 80 - 1, `applied at ${at.get('b1')! - turn} ms past the first turn`);
 });
 
 t.test('a share outside (0, 1] is refused', async (t) => {

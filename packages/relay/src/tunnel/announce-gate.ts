@@ -3,9 +3,11 @@
  * time on its only thread in proportion to its names (a few hundred ms for the
  * largest allowed), and an agent may send them as fast as it likes: unpaced,
  * one tenant re-announcing in a loop would stall every other tenant's
- * requests. After an announcement that took `cost` ms, that subject's next
- * one waits `cost × (1 / share − 1)`, so announcing takes at most `share` of
- * the relay's time per subject, whatever its number of connections.
+ * requests. An announcement that took `cost` ms puts `cost / share` on its
+ * subject's account, which runs down with real time; the next is applied once
+ * what is left is under `burst`. So announcing takes at most `share` of the
+ * relay's time per subject, whatever its number of connections, and an
+ * agent's usual announcements (a few ms together) never wait.
  *
  * Reading announcements and removing a closed connection's routes cost
  * time too (`charge`). The connection's control stream is paused while its
@@ -14,18 +16,26 @@
  * the same connection if that was already read. Small announcements cost
  * well under a millisecond and are not held back in practice.
  */
-/** Costs below this (applying, or `charge`) do not hold the next announcement back, ms. */
-const MIN_CHARGE = 1;
-
 export class AnnounceGate {
   readonly #share: number;
+  readonly #burst: number;
   readonly #now: () => number;
   readonly #subjects = new Map<string, SubjectQueue>();
 
-  /** `share`: the most of the relay's time one subject's announcements may take (0 < share ≤ 1). */
-  constructor({ share = 0.25, now = () => performance.now() }: { share?: number; now?: () => number } = {}) {
+  /**
+   * `share`: the most of the relay's time one subject's announcements may
+   * take (0 < share ≤ 1). `burst`: how far ahead of that pace, in ms of
+   * waiting, a subject may run before anything waits; the announcements of
+   * an agent's connections, all sent as they connect, are so not held up.
+   */
+  constructor({
+    share = 0.25,
+    burst = 50,
+    now = () => performance.now(),
+  }: { share?: number; burst?: number; now?: () => number } = {}) {
     if (!(share > 0 && share <= 1)) throw new RangeError(`share must be in (0, 1] (got ${share})`);
     this.#share = share;
+    this.#burst = burst;
     this.#now = now;
   }
 
@@ -37,7 +47,7 @@ export class AnnounceGate {
    */
   submit(subject: string, key: object, apply: () => void): boolean {
     const q = this.#queue(subject);
-    if (q.waiting.size === 0 && this.#now() >= q.next) {
+    if (q.waiting.size === 0 && this.#now() >= q.next - this.#burst) {
       this.#run(subject, q, apply);
       return true;
     }
@@ -53,10 +63,9 @@ export class AnnounceGate {
    * its share, as if applying them had taken that long.
    */
   charge(subject: string, ms: number): void {
-    // Reading a small announcement costs microseconds: not worth holding its apply back for.
-    if (!(ms >= MIN_CHARGE)) return;
+    if (!(ms > 0)) return;
     const q = this.#queue(subject);
-    q.next = Math.max(q.next, this.#now()) + ms * (1 / this.#share - 1);
+    q.next = Math.max(q.next, this.#now() - ms) + ms / this.#share;
   }
 
   #queue(subject: string): SubjectQueue {
@@ -106,10 +115,8 @@ export class AnnounceGate {
       apply();
     } finally {
       const ended = this.#now();
-      const cost = ended - started;
-      // An announcement of a few names costs microseconds: the next is not held back for that.
-      if (cost >= MIN_CHARGE) q.next = Math.max(q.next, ended + cost * (1 / this.#share - 1));
-      // Nothing held for a subject whose turn has come and that has nothing waiting.
+      q.next = Math.max(q.next, started) + (ended - started) / this.#share;
+      // Nothing held for a subject that has paid for all it used and has nothing waiting.
       if (q.waiting.size === 0 && q.next <= ended) this.#subjects.delete(subject);
     }
   }
@@ -120,7 +127,7 @@ export class AnnounceGate {
       () => {
         q.timer = undefined;
         // Charged since the timer was set: the turn moved later.
-        if (this.#now() < q.next) {
+        if (this.#now() < q.next - this.#burst) {
           this.#arm(subject, q);
           return;
         }
@@ -131,14 +138,17 @@ export class AnnounceGate {
         this.#run(subject, q, apply);
         if (q.waiting.size > 0) this.#arm(subject, q);
       },
-      Math.max(0, q.next - this.#now()),
+      Math.max(0, q.next - this.#burst - this.#now()),
     );
     q.timer.unref();
   }
 }
 
 interface SubjectQueue {
-  /** When the subject's next announcement may be applied (the gate's clock). */
+  /**
+   * When the subject's share will have paid for what its announcements cost
+   * so far (the gate's clock); the next may be applied `burst` before that.
+   */
   next: number;
   /** The latest announcement of each connection waiting, in order of arrival. */
   waiting: Map<object, () => void>;
