@@ -1,10 +1,12 @@
 import { once } from 'node:events';
 import { mkdir, readFile, rm } from 'node:fs/promises';
 import { createRequire } from 'node:module';
+import { type AddressInfo, createServer as createNetServer } from 'node:net';
 import { join } from 'node:path';
 import type { Relay, RelayOptions } from '@burrow/relay';
 import t from 'tap';
 import { memoryLogger } from '../../packages/agent/test/helpers/log.js';
+import { loadAcmeClient } from '../../packages/relay/src/certs/acme-client.js';
 import { testAgent } from '../helpers/agent.js';
 import { within } from '../helpers/deferred.js';
 import { tempDir } from '../helpers/fs.js';
@@ -346,4 +348,48 @@ t.test('an issued certificate that cannot be saved is served, not ordered again'
   const r = await httpsGet(relay.tlsAddress!.port, 'unsaved.acme.test', await pebble.issuingRoot());
   t.equal(r.status, 200);
   t.equal(pebble.orders(), 1, 'one order at the CA');
+});
+
+t.test('a CA that takes the connection and never answers: the order fails, and is retried', async (t) => {
+  // The relay gives every request to the CA a timeout, which acme-client has none of...
+  const acme = await loadAcmeClient();
+  t.equal(acme.axios.defaults.timeout, 30_000, 'requests to the CA time out after 30 s');
+  // ...shortened here.
+  const saved = acme.axios.defaults.timeout;
+  acme.axios.defaults.timeout = 300;
+  t.teardown(() => {
+    acme.axios.defaults.timeout = saved;
+  });
+  const silent = createNetServer((socket) => socket.on('error', () => {})); // accepts, says nothing
+  silent.listen(0, '127.0.0.1');
+  await once(silent, 'listening');
+  t.teardown(() => {
+    silent.close();
+  });
+  const directoryUrl = `https://127.0.0.1:${(silent.address() as AddressInfo).port}/dir`;
+  const relay = await testRelay(t, {
+    tls: { host: '127.0.0.1', port: 0 },
+    acme: {
+      directoryUrl,
+      domains: ['*.acme.test'],
+      stateDir: await tempDir(t, 'burrow-acme-'),
+      retryBase: 50,
+    },
+  });
+  const failures: string[] = [];
+  const twice = new Promise<void>((resolve) =>
+    acmeOf(relay).on('failed', (_hostname: string, err: Error) => {
+      if (failures.push(err.message) === 2) resolve();
+    }),
+  );
+  const app = await backend(t);
+  await testAgent(t, relay, [{ id: 'app', hostnames: ['mute.acme.test'], target: app.url }], {
+    hosts: ['*.acme.test'],
+  });
+  await within(30_000, twice, 'two failed orders');
+  t.match(
+    failures[0],
+    /^GET https:\/\/127\.0\.0\.1:\d+\/dir got no response \(1 try\): timeout of 300ms exceeded$/,
+  );
+  t.equal(failures.length, 2, 'ordered again after the backoff');
 });

@@ -16,6 +16,13 @@ interface RetrySettings {
 let loading: Promise<typeof AcmeClient> | undefined;
 
 /**
+ * The longest a request to the CA may go without an answer, ms. acme-client
+ * sets none: a CA (or a middlebox) that took a connection and then said
+ * nothing held that name's order for good, with no failure to retry after.
+ */
+const REQUEST_TIMEOUT = 30_000;
+
+/**
  * acme-client, imported on first use. Loading it (and the HTTP client it
  * brings) takes about 275 ms, close to half of the relay's start-up, and a
  * relay with certificate files or without TLS never needs it: a restart of
@@ -24,6 +31,8 @@ let loading: Promise<typeof AcmeClient> | undefined;
 export function loadAcmeClient(): Promise<typeof AcmeClient> {
   loading ??= import('acme-client').then((acme) => {
     keepNetworkErrors(acme.axios);
+    // Unless set already (a test shortens it).
+    acme.axios.defaults.timeout ||= REQUEST_TIMEOUT;
     return acme;
   });
   return loading;
