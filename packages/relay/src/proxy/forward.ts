@@ -573,8 +573,8 @@ export async function forwardRequest(
       // node:http2 checks the fields only as it sends them: in end(), outside this try, for
       // the branch below, and in a writeHead that keeps them when it throws (so the error
       // page would fail on them too). Values with CR, LF or NUL it would not check at all.
-      const refused = http2Fields(headers).dropped[0];
-      if (refused) throw new Error(`${refused[0]}: ${refused[1]}`);
+      const invalid = http2Fields(headers).dropped[0];
+      if (invalid) throw new Error(`${invalid[0]}: ${invalid[1]}`);
     }
     if (h2 && head.endStream) {
       // Set, not written: end() then sends the head as one HEADERS frame that ends
