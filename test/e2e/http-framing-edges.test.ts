@@ -5,6 +5,7 @@
 // responses, early answers before the request body, keep-alive reuse on both
 // sides, repeated and non-ASCII header fields.
 import { once } from 'node:events';
+import http2 from 'node:http2';
 import { gzipSync } from 'node:zlib';
 import t from 'tap';
 import { testServer } from '../helpers/http.js';
@@ -35,7 +36,9 @@ t.test(
 t.test('204 reaches the client without a body and the connection stays usable', async (t) => {
   const host = 'nocontent.example.com';
   const backend = await rawBackend(t, (socket, req) => {
-    if (req.head.startsWith('GET /204')) socket.write('HTTP/1.1 204 No Content\r\nX-A: 1\r\n\r\n');
+    // Content-Length on a 204 breaks RFC 9110 §8.6, and some backends send it.
+    if (req.head.startsWith('GET /204'))
+      socket.write('HTTP/1.1 204 No Content\r\nContent-Length: 5\r\nX-A: 1\r\n\r\n');
     else socket.write('HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok');
   });
   const port = await through(t, host, backend.url);
@@ -44,10 +47,30 @@ t.test('204 reaches the client without a body and the connection stays usable', 
   const a = await c.response();
   t.equal(a?.status, 204);
   t.same(field(a!, 'transfer-encoding'), [], 'a 204 has no Transfer-Encoding');
+  t.same(field(a!, 'content-length'), [], 'nor Content-Length');
+  t.same(field(a!, 'x-a'), ['1']);
   c.write(get(host, '/ok'));
   const d = await c.response();
   t.equal(d?.status, 200);
   t.equal(d?.body.toString(), 'ok', 'nothing was left between the responses');
+});
+
+t.test('a 204 with Content-Length reaches an HTTP/2 client as a 204, not a refused stream', async (t) => {
+  // nghttp2, under curl and node:http2, resets a stream whose 204 has a nonzero Content-Length.
+  const host = 'nocontent-h2.example.com';
+  const backend = await rawBackend(t, (socket) =>
+    socket.write('HTTP/1.1 204 No Content\r\nContent-Length: 5\r\nX-A: 1\r\n\r\n'),
+  );
+  const port = await through(t, host, backend.url);
+  const session = http2.connect(`http://127.0.0.1:${port}`);
+  t.teardown(() => session.close());
+  const stream = session.request({ ':path': '/', ':authority': host });
+  const [headers] = (await once(stream, 'response')) as [http2.IncomingHttpHeaders];
+  t.equal(headers[':status'], 204);
+  t.equal(headers['content-length'], undefined);
+  t.equal(headers['x-a'], '1');
+  stream.resume();
+  await once(stream, 'end');
 });
 
 t.test(

@@ -568,7 +568,12 @@ export async function forwardRequest(
     if (head.status < 200 || head.status === 101)
       throw new Error(`status ${head.status} is not a final response`);
     length = declaredLength(head.headers);
-    const headers = [...stripHopByHop(head.headers), ...(opts.responseHeaders ?? [])];
+    // A 204 never carries Content-Length (RFC 9110 §8.6): an HTTP/2 client would refuse the stream.
+    const fields =
+      head.status === 204
+        ? stripHopByHop(head.headers).filter(([name]) => name.toLowerCase() !== 'content-length')
+        : stripHopByHop(head.headers);
+    const headers = [...fields, ...(opts.responseHeaders ?? [])];
     if (h2) {
       // node:http2 checks the fields only as it sends them: in end(), outside this try, for
       // the branch below, and in a writeHead that keeps them when it throws (so the error

@@ -333,6 +333,8 @@ export function parseResponseHead(
         // One value only: a repeated one, even the same, is refused as the general path does.
         if (length !== undefined || !DIGITS.test(value)) return 'invalid Content-Length';
         length = value;
+        // Never sent with 1xx or 204 (RFC 9110 §8.6); an HTTP/2 client would refuse the stream.
+        if (status < 200 || status === 204) drop = true;
       } else if (HOP_BY_HOP.has(name)) {
         drop = true;
         if (name === 'transfer-encoding') codings = codings === undefined ? value : `${codings}, ${value}`;
