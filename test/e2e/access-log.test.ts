@@ -1,7 +1,9 @@
 // The relay's access log: one JSON line per request, in the logger's own line
 // shape, on the fast path, the general path and upgrades; nothing at a level
 // above info. Real relay, agent, backend and clients on 127.0.0.1.
-import { connect } from 'node:net';
+import { once } from 'node:events';
+import http2 from 'node:http2';
+import { type AddressInfo, connect } from 'node:net';
 import t from 'tap';
 import { memoryLogger } from '../../packages/agent/test/helpers/log.js';
 import { testAgent } from '../helpers/agent.js';
@@ -79,4 +81,30 @@ t.test('one line per request, with what the request was and how it went', async 
   await rawRequest(port, `GET /quiet HTTP/1.1\r\nHost: app.example.com\r\n\r\n`);
   await new Promise((r) => setImmediate(r));
   t.equal(log.lines.length, before, 'nothing logged at warn');
+});
+
+t.test('bytesOut counts body bytes only, also from an h2c backend that sends trailers', async (t) => {
+  const log = memoryLogger('info', 'burrow-relay');
+  const relay = await testRelay(t, { logger: log.logger });
+  const backend = http2.createServer();
+  backend.on('stream', (stream) => {
+    stream.respond({ ':status': 200 }, { waitForTrailers: true });
+    stream.on('wantTrailers', () => stream.sendTrailers({ 'x-checksum': 'abc' }));
+    stream.write('hello ');
+    stream.end('world');
+  });
+  backend.listen(0, '127.0.0.1');
+  await once(backend, 'listening');
+  t.teardown(() => backend.close());
+  const target = `h2c://127.0.0.1:${(backend.address() as AddressInfo).port}`;
+  await testAgent(t, relay, [{ id: 'h2', hostnames: ['h2.example.com'], target }], { connections: 1 });
+  const res = await rawRequest(
+    relay.httpAddress.port,
+    'GET / HTTP/1.1\r\nHost: h2.example.com\r\nTE: trailers\r\nConnection: close\r\n\r\n',
+    15_000,
+    true,
+  );
+  t.match(res.text, /\r\n6\r\nhello \r\n5\r\nworld\r\n0\r\nx-checksum: abc\r\n/i, 'body and trailer arrived');
+  const line = await log.waitFor((l) => l['msg'] === 'request');
+  t.match(line, { host: 'h2.example.com', status: 200, bytesOut: 11 }, 'no record framing, no trailers');
 });

@@ -451,7 +451,7 @@ export async function forwardRequest(
       // Nothing was answered: 499, as nginx logs it, not the 200 Node presets.
       status: res.headersSent ? res.statusCode : (refused ?? CLIENT_CLOSED_STATUS),
       bytesIn: stream?.bytesOut ?? 0,
-      bytesOut: (stream?.bytesIn ?? 0) - headBytes,
+      bytesOut: unframed ? unframed.bodyBytes : (stream?.bytesIn ?? 0) - headBytes,
       durationMs: Math.round((performance.now() - started) * 1000) / 1000,
       client,
       ...(error ? { error } : {}),
@@ -493,6 +493,8 @@ export async function forwardRequest(
   let rest: Buffer = Buffer.alloc(0);
   /** Tunnel bytes of the response head message: not counted as response bytes. */
   let headBytes = 0;
+  /** Reads the body records of a response with trailers (an HTTP/2 backend's). */
+  let unframed: FramedBodyReader | undefined;
   for (let attempt = 0; !head; attempt++) {
     if (!routed.ok) {
       error = routed.code;
@@ -628,7 +630,7 @@ export async function forwardRequest(
   let source: Readable = s;
   if (head.trailers) {
     // Body records, then the trailer fields (an HTTP/2 backend's, such as gRPC's status).
-    const unframed = new FramedBodyReader((trailers) => addTrailers(res, h2, trailers, opts.logger, r.host));
+    unframed = new FramedBodyReader((trailers) => addTrailers(res, h2, trailers, opts.logger, r.host));
     unframed.on('error', (err) => {
       broken(err.message);
       cut();

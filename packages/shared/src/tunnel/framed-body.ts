@@ -79,10 +79,16 @@ export class FramedBodyReader extends Transform {
   /** A trailers record's payload so far. */
   #trailer: Buffer[] = [];
   #ended = false;
+  #bodyBytes = 0;
 
   constructor(onTrailers: (trailers: HeaderPairs) => void) {
     super();
     this.#onTrailers = onTrailers;
+  }
+
+  /** Body bytes read so far: the records' payloads, without their framing or the trailers. */
+  get bodyBytes(): number {
+    return this.#bodyBytes;
   }
 
   override _transform(chunk: Buffer, _encoding: BufferEncoding, callback: TransformCallback): void {
@@ -117,8 +123,10 @@ export class FramedBodyReader extends Transform {
       const part = chunk.subarray(at, at + n);
       at += n;
       this.#left -= n;
-      if (this.#kind === RecordKind.Data) this.push(part);
-      else this.#trailer.push(part);
+      if (this.#kind === RecordKind.Data) {
+        this.#bodyBytes += n;
+        this.push(part);
+      } else this.#trailer.push(part);
       if (this.#left === 0) this.#endRecord();
     }
   }
