@@ -4,6 +4,7 @@ import { once } from 'node:events';
 import { readFile } from 'node:fs/promises';
 import { Agent as HttpsAgent } from 'node:https';
 import { connect } from 'node:net';
+import { Duplex } from 'node:stream';
 import { connect as tlsConnect } from 'node:tls';
 import { promisify } from 'node:util';
 import type { Relay } from '@burrow/relay';
@@ -389,3 +390,43 @@ for (const fast of [false, true]) {
     },
   );
 }
+
+t.test('a ClientHello sent as 1-byte records, each in a write of its own, is read whole', async (t) => {
+  const pki = await testPki(t);
+  const { tlsPort } = await setup(t, pki);
+  const raw = connect(tlsPort, '127.0.0.1');
+  t.teardown(() => raw.destroy());
+  await once(raw, 'connect');
+  raw.setNoDelay(true);
+  // The TLS client writes through this: its hello leaves as one record per byte of the
+  // handshake message, one write and one turn of the event loop each; the rest as it is.
+  let hello = true;
+  const wire = new Duplex({
+    read() {},
+    write(chunk: Buffer, _encoding, callback) {
+      if (!hello) return void raw.write(chunk, callback);
+      hello = false;
+      const end = 5 + chunk.readUInt16BE(3);
+      void (async () => {
+        for (const byte of chunk.subarray(5, end)) {
+          raw.write(Buffer.from([22, 3, 1, 0, 1, byte]));
+          await new Promise((resolve) => setImmediate(resolve));
+        }
+        if (end < chunk.length) raw.write(chunk.subarray(end));
+        callback();
+      })();
+    },
+  });
+  raw.on('data', (data: Buffer) => wire.push(data));
+  raw.on('end', () => wire.push(null));
+  const tls = tlsConnect({ socket: wire, servername: 'a.example.test', ca: pki.caPem });
+  tls.on('error', () => {});
+  t.teardown(() => tls.destroy());
+  await once(tls, 'secureConnect');
+  tls.write('GET /trickled HTTP/1.1\r\nHost: a.example.test\r\nConnection: close\r\n\r\n');
+  const chunks: Buffer[] = [];
+  for await (const chunk of tls) chunks.push(chunk as Buffer);
+  const response = Buffer.concat(chunks).toString();
+  t.match(response, /^HTTP\/1\.1 200 /, 'served');
+  t.match(response, /"url":"\/trickled"/);
+});

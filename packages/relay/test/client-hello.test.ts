@@ -1,6 +1,8 @@
 import { once } from 'node:events';
 import { type AddressInfo, createServer } from 'node:net';
 import { type ConnectionOptions, connect } from 'node:tls';
+import { setFlagsFromString } from 'node:v8';
+import { runInNewContext } from 'node:vm';
 import t from 'tap';
 import { HelloRecords, MAX_HELLO_BYTES, parseClientHello } from '../src/tls/client-hello.js';
 
@@ -156,4 +158,30 @@ t.test('malformed hellos are rejected with a reason, never thrown', async (t) =>
     if (parseClientHello(b).status === 'ok') accepted++;
   }
   t.equal(accepted, 0, 'random bytes are never a hello');
+});
+
+t.test('a hello read in many pieces keeps none of the buffers it was read from', async (t) => {
+  setFlagsFromString('--expose-gc');
+  const gc = runInNewContext('gc') as () => void;
+  // A hello that never ends: 1-byte records up to just under the limit, each read from a new
+  // buffer holding every byte so far, as a listener growing its buffer may hand them over.
+  const header = Buffer.from([1, 0, 0x3e, 0x80]); // ClientHello of 16,000 bytes
+  const bytes = Buffer.alloc(MAX_HELLO_BYTES - 10);
+  for (let i = 0; i * 6 + 6 <= bytes.length; i++) bytes.set([22, 3, 1, 0, 1, header[i] ?? 0], i * 6);
+  gc();
+  const before = process.memoryUsage().arrayBuffers;
+  const readers: HelloRecords[] = [];
+  for (let n = 0; n < 4; n++) {
+    const records = new HelloRecords();
+    let status = '';
+    for (let end = 6; end <= bytes.length; end += 6)
+      status = records.read(Buffer.from(bytes.subarray(0, end))).status;
+    t.equal(status, 'incomplete');
+    readers.push(records);
+  }
+  gc();
+  const held = process.memoryUsage().arrayBuffers - before;
+  // The buffers read add up to 4 × 22 MB; a reader keeping slices of them would hold all of it.
+  t.ok(held < 1024 * 1024, `the readers hold ${held} bytes of buffers`);
+  t.equal(readers.length, 4);
 });

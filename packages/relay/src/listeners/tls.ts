@@ -52,7 +52,8 @@ class HelloReader {
   readonly #onData = (chunk: Buffer) => this.#data(chunk);
   readonly #onEnd = () => this.#refuse('client closed before its ClientHello ended');
   readonly #onClose = () => this.#refuse('connection lost before the ClientHello');
-  #chunks: Buffer[] = [];
+  /** The bytes read so far are `#buffer[0, #size)`; it grows by doubling, so each byte is copied O(1) times. */
+  #buffer: Buffer | undefined;
   #size = 0;
   readonly #records = new HelloRecords();
   #done = false;
@@ -73,10 +74,7 @@ class HelloReader {
 
   #data(chunk: Buffer): void {
     if (this.#done) return;
-    this.#chunks.push(chunk);
-    this.#size += chunk.length;
-    const data = this.#chunks.length === 1 ? chunk : Buffer.concat(this.#chunks);
-    this.#chunks = [data];
+    const data = this.#append(chunk);
     const result = this.#records.read(data);
     if (result.status === 'incomplete') {
       if (this.#size > MAX_HELLO_BYTES) this.#refuse('ClientHello too large');
@@ -87,6 +85,32 @@ class HelloReader {
       return;
     }
     this.#route(result.hello, data);
+  }
+
+  /**
+   * Every byte read so far. A client may send its hello a byte at a time:
+   * joining all the pieces again on each read would cost time quadratic in
+   * their number, and memory far beyond the hello's size.
+   */
+  #append(chunk: Buffer): Buffer {
+    const size = this.#size + chunk.length;
+    let buffer = this.#buffer;
+    if (buffer === undefined) {
+      // Most hellos come whole in the first read: no copy. The chunk is never written to:
+      // it is exactly full, so the next read moves to a buffer of this reader's own.
+      this.#size = size;
+      this.#buffer = chunk;
+      return chunk;
+    }
+    if (size > buffer.length) {
+      const grown = Buffer.allocUnsafe(Math.max(size, Math.min(2 * buffer.length, MAX_HELLO_BYTES), 512));
+      buffer.copy(grown, 0, 0, this.#size);
+      buffer = grown;
+    }
+    chunk.copy(buffer, this.#size);
+    this.#buffer = buffer;
+    this.#size = size;
+    return buffer.subarray(0, size);
   }
 
   /** The relay drains: a connection that has not said hello yet has nothing in flight. */

@@ -56,17 +56,21 @@ export function parseClientHello(data: Buffer): HelloResult {
  * all again for every piece would cost the relay time quadratic in their number.
  */
 export class HelloRecords {
-  /** The handshake message's bytes, record by record. */
-  readonly #fragments: Buffer[] = [];
+  /** Where each record's part of the handshake message starts and ends in `data`, in pairs. */
+  readonly #spans: number[] = [];
   #gathered = 0;
   /** Total handshake bytes (header and body), once the header is known; -1 before. */
   #need = -1;
   /** Where the next record starts. */
   #offset = 0;
 
-  /** `data`: every byte received so far (those of the last call, and more). */
+  /**
+   * `data`: every byte received so far (those of the last call, and more).
+   * Records are kept as offsets into it, not as slices: a slice would keep
+   * alive each buffer the caller has since outgrown.
+   */
   read(data: Buffer): HelloResult {
-    const fragments = this.#fragments;
+    const spans = this.#spans;
     // Gather the handshake message from as many records as it spans.
     while (this.#need === -1 || this.#gathered < this.#need) {
       const offset = this.#offset;
@@ -81,11 +85,11 @@ export class HelloRecords {
       if (data.length - offset - 5 < length) {
         return offset + 5 + length > MAX_HELLO_BYTES ? invalid('hello too large') : incomplete;
       }
-      fragments.push(data.subarray(offset + 5, offset + 5 + length));
+      spans.push(offset + 5, offset + 5 + length);
       this.#gathered += length;
       this.#offset += 5 + length;
       if (this.#need === -1 && this.#gathered >= 4) {
-        const head = fragments.length === 1 ? fragments[0]! : Buffer.concat(fragments);
+        const head = message(data, spans);
         if (head[0] !== HANDSHAKE_CLIENT_HELLO) return invalid(`first handshake message is type ${head[0]}`);
         const bodyLength = head.readUIntBE(1, 3);
         if (bodyLength > MAX_CLIENT_HELLO) return invalid(`ClientHello of ${bodyLength} bytes is too large`);
@@ -94,9 +98,16 @@ export class HelloRecords {
     }
     // Bytes past the hello in the last record belong to a second handshake message: not allowed.
     if (this.#gathered !== this.#need) return invalid('unexpected data after the ClientHello in its record');
-    const message = fragments.length === 1 ? fragments[0]! : Buffer.concat(fragments);
-    return parseBody(message.subarray(4));
+    return parseBody(message(data, spans).subarray(4));
   }
+}
+
+/** The handshake bytes of the records at `spans` in `data`, joined (a slice when there is one). */
+function message(data: Buffer, spans: number[]): Buffer {
+  if (spans.length === 2) return data.subarray(spans[0], spans[1]);
+  const parts: Buffer[] = [];
+  for (let i = 0; i < spans.length; i += 2) parts.push(data.subarray(spans[i], spans[i + 1]));
+  return Buffer.concat(parts);
 }
 
 /** A cursor over a byte range that reports overruns instead of throwing. */
