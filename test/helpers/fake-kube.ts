@@ -72,6 +72,12 @@ export class FakeKube extends EventEmitter {
    * server reports a failure it meets once a watch is under way (an etcd timeout, say).
    */
   watchError: { code: number; reason?: string; message: string } | undefined;
+  /**
+   * When set, the next `count` requests of `method` (default GET) on this resource get no answer
+   * at all (`watch`: only watches; otherwise lists and other requests): an API server, or a proxy
+   * in front of it, that took the request and went quiet. They stay open until the server stops.
+   */
+  hangNext: { resource: string; count: number; method?: string; watch?: boolean } | undefined;
   /** Namespaces whose every request is refused with 403, as RBAC refuses one the agent's Role does not cover. */
   readonly forbidden = new Set<string>();
 
@@ -290,6 +296,18 @@ export class FakeKube extends EventEmitter {
     ) {
       this.failNext.count--;
       return send(res, this.failNext.status, status(this.failNext.status, 'injected failure'));
+    }
+    const hang = this.hangNext;
+    if (
+      hang &&
+      hang.resource === resource &&
+      req.method === (hang.method ?? 'GET') &&
+      (url.searchParams.get('watch') === 'true') === (hang.watch ?? false) &&
+      hang.count > 0
+    ) {
+      hang.count--;
+      this.emit('hung', this.requests.at(-1));
+      return;
     }
 
     if (req.method === 'GET' && !name) {

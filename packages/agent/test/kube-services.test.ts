@@ -455,3 +455,53 @@ t.test('an ERROR event saying the resourceVersion is too large relists as well',
     ['k8s:default/web'],
   );
 });
+
+t.test('a first list the API server never answers is given up and tried again', async (t) => {
+  const kube = await fakeKube(t);
+  kube.upsertService(service('web', { 'burrow.dev/hostname': 'web.example.com' }));
+  kube.hangNext = { resource: 'services', count: 1 };
+  const restarted = once(kube, 'hung').then(() => 0);
+  const kc = new KubeConfig();
+  kc.loadFromString(kube.kubeconfig());
+  const log = memoryLogger('debug');
+  const watch = new ServiceWatch({
+    kubeConfig: kc,
+    logger: log.logger,
+    requestTimeout: 200,
+    backoff: { base: 10, cap: 40 },
+  });
+  t.teardown(() => watch.stop());
+  await watch.start();
+  await restarted;
+  while (!watch.synced) await once(watch, 'change');
+  t.same(
+    watch.routes().map((r) => r.id),
+    ['k8s:default/web'],
+    'listed on the second try',
+  );
+  t.match(
+    log.lines.find((l) => l.msg === 'Kubernetes watch failed; restarting'),
+    { reason: /no answer from the API server within 200 ms/ },
+    'the failure says what happened',
+  );
+});
+
+t.test('a watch whose response head never comes is given up and opened again', async (t) => {
+  const kube = await fakeKube(t);
+  kube.hangNext = { resource: 'services', count: 1, watch: true };
+  const hung = once(kube, 'hung');
+  const watch = await startWatch(t, kube, { requestTimeout: 200, backoff: { base: 10, cap: 40 } });
+  // start() returns once the first watch is given up (it waits for the watch's response head).
+  await hung;
+  t.equal(watch.restarts, 1, 'given up and restarted');
+  // The watch after it is answered: changes arrive again (no idle timer runs this soon).
+  await expectRouteArrives(
+    t,
+    kube,
+    watch,
+    'later',
+    'later.example.com',
+    'a change after the hung watch arrives',
+  );
+  t.equal(kube.openWatches, 1, 'one watch open: the hung request was given up, not left behind');
+});

@@ -32,7 +32,11 @@ function annotated(
 }
 
 /** An agent whose routes come from the fake cluster, with write-back attached (no Lease). */
-async function agentOnKube(t: Test, kube: FakeKube, scope: { labelSelector?: string } = {}) {
+async function agentOnKube(
+  t: Test,
+  kube: FakeKube,
+  scope: { labelSelector?: string; requestTimeout?: number } = {},
+) {
   const kc = new KubeConfig();
   kc.loadFromString(kube.kubeconfig());
   const log = memoryLogger();
@@ -218,6 +222,22 @@ t.test('a write-back that fails is tried again, not left until something else ch
     'http://web.example.com',
   );
   t.equal(kube.failNext?.count, 0, 'both failures were met on the way');
+});
+
+t.test('a write-back the API server never answers is given up and tried again', async (t) => {
+  const kube = await fakeKube(t);
+  kube.upsertService(annotated('default', 'web', 'web.example.com'));
+  kube.hangNext = { resource: 'services', count: 1, method: 'PATCH' };
+  const { log } = await agentOnKube(t, kube, { requestTimeout: 200 });
+  t.match(await log.waitFor((l) => l.msg === 'could not update service annotations'), {
+    reason: /no answer from the API server within 200 ms/,
+  });
+  await log.waitFor((l) => l.msg === 'service status updated');
+  t.equal(
+    kube.getService('default', 'web')?.metadata['annotations']?.['burrow.dev/url'],
+    'http://web.example.com',
+  );
+  t.equal(kube.hangNext?.count, 0, 'the hung request was met on the way');
 });
 
 t.test('an Event that could not be recorded is recorded on a later pass', async (t) => {
@@ -452,3 +472,44 @@ t.test(
     t.equal(kube.leases()[0]?.['spec']?.holderIdentity, 'agent-1');
   },
 );
+
+t.test('a leader whose renewals hang stops leading before another replica may take over', async (t) => {
+  const kube = await fakeKube(t);
+  const kc = new KubeConfig();
+  kc.loadFromString(kube.kubeconfig());
+  const api = kc.makeApiClient(CoordinationV1Api);
+  // Replica A's requests hang once `frozen` is set: a connection to the API server gone silent.
+  let frozen = false;
+  const stuck = new Proxy(api, {
+    get(target, key) {
+      const value = Reflect.get(target, key);
+      if (typeof value !== 'function') return value;
+      return (...args: unknown[]) => (frozen ? new Promise(() => {}) : value.apply(target, args));
+    },
+  });
+  const order: string[] = [];
+  const elector = (identity: string, client: CoordinationV1Api) => {
+    const log = memoryLogger();
+    const e = new LeaseElector(client, {
+      namespace: 'default',
+      name: 'burrow-agent-writer',
+      identity,
+      leaseDuration: 1_500,
+      renewInterval: 100,
+      logger: log.logger,
+    });
+    e.on('change', (leader) => order.push(`${identity} ${leader ? 'leads' : 'stops'}`));
+    t.teardown(() => e.stop());
+    return { e, log };
+  };
+  const a = elector('agent-a', stuck);
+  const b = elector('agent-b', api);
+  a.e.start();
+  await once(a.e, 'change');
+  b.e.start();
+  frozen = true;
+  await once(b.e, 'change');
+  t.same(order, ['agent-a leads', 'agent-a stops', 'agent-b leads'], 'never two leaders at once');
+  t.equal(a.e.isLeader, false);
+  t.match(a.log.lines.find((l) => l.level === 40)?.msg, /write-back lease not renewed in time/);
+});

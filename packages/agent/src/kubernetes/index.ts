@@ -3,8 +3,9 @@ import { hostname } from 'node:os';
 import type { Logger } from '@burrow/shared';
 import { CoordinationV1Api, CoreV1Api, type KubeConfig } from '@kubernetes/client-node';
 import type { RouteSource } from '../routes/source.js';
+import { API_TIMEOUT, apiClient } from './api.js';
 import { holdsKey } from './holds.js';
-import { LeaseElector } from './lease.js';
+import { LeaseElector, RENEW_INTERVAL } from './lease.js';
 import { KubernetesRouteSource } from './route-source.js';
 import { ServiceWatch } from './services.js';
 import { type RouteResultsSource, StatusSync } from './status-sync.js';
@@ -26,6 +27,8 @@ export interface KubernetesOptions {
   watchIdleTimeout?: number;
   /** Backoff of a failed watch and of write-back that could not write: first delay and cap, ms. */
   backoff?: { base: number; cap: number };
+  /** How long one request to the API server may go unanswered, ms. Default 30 s. */
+  requestTimeout?: number;
   /**
    * The agent's token: keys the `burrow.dev/holds` records that keep a contested
    * hostname with the same Service across replicas and restarts (holds.ts).
@@ -92,11 +95,13 @@ export async function startKubernetes(options: KubernetesOptions): Promise<Kuber
     ...(options.labelSelector ? { labelSelector: options.labelSelector } : {}),
     ...(options.watchIdleTimeout ? { watchIdleTimeout: options.watchIdleTimeout } : {}),
     ...(options.backoff ? { backoff: options.backoff } : {}),
+    ...(options.requestTimeout ? { requestTimeout: options.requestTimeout } : {}),
   });
   await watch.start();
+  const timeout = options.requestTimeout ?? API_TIMEOUT;
   const holdsKeyOf = options.token === undefined ? undefined : keyFrom(options.token);
   const source = new KubernetesRouteSource(watch, holdsKeyOf);
-  const writer = new StatusWriter(options.kubeConfig.makeApiClient(CoreV1Api), log);
+  const writer = new StatusWriter(apiClient(options.kubeConfig, CoreV1Api, timeout), log);
   let elector: LeaseElector | undefined;
   let sync: StatusSync | undefined;
   const listed = () =>
@@ -120,7 +125,10 @@ export async function startKubernetes(options: KubernetesOptions): Promise<Kuber
     },
     attach(agent) {
       if (options.lease !== false && options.lease) {
-        elector = new LeaseElector(options.kubeConfig.makeApiClient(CoordinationV1Api), {
+        // A Lease request waits no longer than a renewal interval: the next try is due by then.
+        const renewInterval = options.lease.renewInterval ?? RENEW_INTERVAL;
+        const api = apiClient(options.kubeConfig, CoordinationV1Api, Math.min(timeout, renewInterval));
+        elector = new LeaseElector(api, {
           name: options.lease.name ?? 'burrow-agent-writer',
           namespace: options.lease.namespace,
           identity: options.lease.identity,

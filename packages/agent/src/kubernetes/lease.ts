@@ -16,6 +16,9 @@ export interface LeaseOptions {
 
 /** How long stopping waits for the Lease to be given up, ms. */
 const RELEASE_TIMEOUT = 3_000;
+/** Default lease duration and renewal interval, ms. */
+export const LEASE_DURATION = 15_000;
+export const RENEW_INTERVAL = 5_000;
 
 function code(err: unknown): number | undefined {
   const e = err as { code?: number; statusCode?: number };
@@ -43,15 +46,29 @@ export class LeaseElector extends EventEmitter<{ change: [leader: boolean] }> {
    * holder whose clock is behind would otherwise look expired while it renews.
    */
   #observed = { version: '', at: 0 };
+  /** When the last renewal that went through was sent, on the monotonic clock. */
+  #renewedAt = Number.NEGATIVE_INFINITY;
+  /** Ends the leadership of a replica whose renewals stopped going through (#renewDeadline). */
+  #deadline: NodeJS.Timeout | undefined;
 
   constructor(api: CoordinationV1Api, options: LeaseOptions) {
     super();
     this.#api = api;
-    this.#opts = { leaseDuration: 15_000, renewInterval: 5_000, ...options };
+    this.#opts = { leaseDuration: LEASE_DURATION, renewInterval: RENEW_INTERVAL, ...options };
+  }
+
+  /**
+   * How long a leader goes on as one without a renewal that went through:
+   * two thirds of the lease duration, so that it stops before another replica
+   * may take the Lease (once a whole duration has passed with no change). A
+   * renewal that hangs or keeps failing must not leave two writers.
+   */
+  get #renewDeadline(): number {
+    return (this.#opts.leaseDuration * 2) / 3;
   }
 
   get isLeader(): boolean {
-    return this.#leader;
+    return this.#leader && performance.now() - this.#renewedAt < this.#renewDeadline;
   }
 
   start(): void {
@@ -68,6 +85,7 @@ export class LeaseElector extends EventEmitter<{ change: [leader: boolean] }> {
   async stop(): Promise<void> {
     this.#stopped = true;
     clearTimeout(this.#timer);
+    clearTimeout(this.#deadline);
     const held = this.#leader;
     this.#set(false);
     if (!held) return;
@@ -109,6 +127,8 @@ export class LeaseElector extends EventEmitter<{ change: [leader: boolean] }> {
   /** One attempt to acquire or renew; resolves with whether this replica holds the lease. */
   async tryOnce(): Promise<boolean> {
     const { namespace, name, identity, leaseDuration } = this.#opts;
+    // A renewal counts from when it was sent: the API server may have taken its time to answer.
+    const sent = performance.now();
     // renewTime and acquireTime are MicroTime: the API server wants six fractional digits.
     const now = new V1MicroTime();
     const spec = {
@@ -127,7 +147,7 @@ export class LeaseElector extends EventEmitter<{ change: [leader: boolean] }> {
           body: { metadata: { name, namespace }, spec: { ...spec, acquireTime: now, leaseTransitions: 0 } },
         });
         this.#answered();
-        return this.#set(true);
+        return this.#renewed(sent);
       }
       const holder = lease.spec?.holderIdentity;
       const version = `${lease.metadata?.resourceVersion ?? ''} ${holder ?? ''}`;
@@ -156,7 +176,7 @@ export class LeaseElector extends EventEmitter<{ change: [leader: boolean] }> {
         },
       });
       this.#answered();
-      return this.#set(true);
+      return this.#renewed(sent);
     } catch (err) {
       // 409: another replica won the race. Anything else: we cannot be sure we hold it.
       if (code(err) !== 409) {
@@ -169,6 +189,27 @@ export class LeaseElector extends EventEmitter<{ change: [leader: boolean] }> {
       }
       return this.#set(false);
     }
+  }
+
+  /** This replica holds the Lease, renewed with a request sent at `sent`. */
+  #renewed(sent: number): boolean {
+    this.#renewedAt = Math.max(this.#renewedAt, sent);
+    // An answer that took longer than the deadline came too late to act on.
+    if (performance.now() - this.#renewedAt >= this.#renewDeadline) return this.#set(false);
+    clearTimeout(this.#deadline);
+    this.#deadline = setTimeout(
+      () => {
+        if (!this.#leader || this.isLeader) return;
+        this.#opts.logger.warn(
+          { lease: this.#opts.name, sinceMs: Math.round(performance.now() - this.#renewedAt) },
+          'write-back lease not renewed in time; this replica stops writing until it renews',
+        );
+        this.#set(false);
+      },
+      Math.max(0, this.#renewedAt + this.#renewDeadline - performance.now()),
+    );
+    this.#deadline.unref();
+    return this.#set(true);
   }
 
   /** A renewal went through (or the Lease is another replica's): a failure that lasted is over. */

@@ -6,7 +6,6 @@ import {
   type KubeConfig,
   ListWatch,
   type V1Service,
-  Watch,
 } from '@kubernetes/client-node';
 import {
   ANNOTATION,
@@ -16,6 +15,7 @@ import {
   type ServiceVerdict,
   serviceKey,
 } from './annotations.js';
+import { API_TIMEOUT, apiClient, TimedWatch } from './api.js';
 
 /** Departed Services remembered for write-back to clear; the oldest are forgotten beyond this. */
 const MAX_DEPARTED = 1_000;
@@ -36,6 +36,8 @@ export interface ServiceWatchOptions {
   watchIdleTimeout?: number;
   /** Backoff after an informer error: first delay and cap, ms. Defaults 1 s and 30 s. */
   backoff?: { base: number; cap: number };
+  /** How long a list, or a watch's response head, may take, ms. Default 30 s. */
+  requestTimeout?: number;
 }
 
 export interface WatchedService {
@@ -139,7 +141,8 @@ export class ServiceWatch extends EventEmitter<Events> {
    * follows its changes, while another's list keeps failing.
    */
   async start(): Promise<void> {
-    const api = this.#opts.kubeConfig.makeApiClient(CoreV1Api);
+    const timeout = this.#opts.requestTimeout ?? API_TIMEOUT;
+    const api = apiClient(this.#opts.kubeConfig, CoreV1Api, timeout);
     const selector = this.#opts.labelSelector;
     const targets = this.#opts.namespaces?.length ? this.#opts.namespaces : [undefined];
     for (const ns of targets) {
@@ -155,7 +158,7 @@ export class ServiceWatch extends EventEmitter<Events> {
       };
       const informer: Informer<V1Service> = new ListWatch<V1Service>(
         path,
-        new SettledWatch(this.#opts.kubeConfig),
+        new SettledWatch(this.#opts.kubeConfig, timeout),
         listed,
         false,
         selector,
@@ -341,7 +344,7 @@ export class ServiceWatch extends EventEmitter<Events> {
  * an unhandled rejection that ended the agent. Here every failure reaches done,
  * and the informer's error handler restarts the watch with backoff.
  */
-class SettledWatch extends Watch {
+class SettledWatch extends TimedWatch {
   override async watch(
     path: string,
     queryParams: Record<string, string | number | boolean | undefined>,
