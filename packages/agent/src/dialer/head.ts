@@ -2,7 +2,7 @@
  * What every kind of backend exchange shares: whether the request carries a
  * body, and the response head as the relay accepts it.
  */
-import type { HttpOpen, ResponseHead } from '@burrow/shared';
+import type { HeaderPairs, HttpOpen, ResponseHead } from '@burrow/shared';
 
 /** Methods without a body unless the request says otherwise (as node:http assumes). */
 const BODILESS = new Set(['GET', 'HEAD', 'DELETE', 'OPTIONS', 'TRACE']);
@@ -34,4 +34,24 @@ export function headFrom(
     ...(statusText ? { statusText: statusText.slice(0, MAX_STATUS_TEXT) } : {}),
     headers: pairs,
   };
+}
+
+/**
+ * Why a response with these fields (as the backend sent them, hop-by-hop ones
+ * included) cannot be passed on, or undefined. HTTP/1.1 clients on the agent's
+ * side undo `chunked` only: any other transfer coding (gzip, say) would reach
+ * the client as bytes it takes for the content, its marking stripped as
+ * hop-by-hop. Every Transfer-Encoding line counts: codings may be split over
+ * several (RFC 9110 §5.3).
+ */
+export function unsupportedCoding(pairs: HeaderPairs): string | undefined {
+  let codings: string | undefined;
+  for (const [name, value] of pairs) {
+    if (name.length === 17 && name.toLowerCase() === 'transfer-encoding')
+      codings = codings === undefined ? value : `${codings}, ${value}`;
+  }
+  if (codings === undefined) return undefined;
+  return codings.split(',').every((c) => c.trim().toLowerCase() === 'chunked')
+    ? undefined
+    : `the backend sent Transfer-Encoding "${codings}"; only chunked can be passed on`;
 }

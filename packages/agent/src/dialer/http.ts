@@ -29,7 +29,7 @@ import type { Route } from '../routes/source.js';
 import { isH2c } from '../routes/validate.js';
 import { failExchange, logExchangeEnd, unanswered } from './failure.js';
 import { type H2Context, H2Sessions, serveH2 } from './h2.js';
-import { hasBody, headFrom } from './head.js';
+import { hasBody, headFrom, unsupportedCoding } from './head.js';
 import { BACKEND_RESET, DEFAULT_CONNECT_TIMEOUT, type PoolOptions, TargetPool } from './pool.js';
 import { type TargetAddress, targetAddress } from './target.js';
 import { serveTcpStream, type TcpServeOptions } from './tcp.js';
@@ -270,18 +270,9 @@ class Exchange {
     const stream = this.#stream;
     this.#status = status;
     const pairs: HeaderPairs = [];
-    let codings: string | undefined;
-    for (let i = 0; i + 1 < raw.length; i += 2) {
-      const name = raw[i]!.toString('latin1');
-      const value = raw[i + 1]!.toString('latin1');
-      if (name.length === 17 && name.toLowerCase() === 'transfer-encoding') codings = value;
-      pairs.push([name, value]);
-    }
-    // undici undoes `chunked` only: any other transfer coding (gzip, chunked) would
-    // reach the client as bytes it takes for the content, its marking stripped as hop-by-hop.
-    const head = codings?.split(',').some((c) => c.trim().toLowerCase() !== 'chunked')
-      ? `the backend sent Transfer-Encoding "${codings}"; only chunked can be passed on`
-      : headFrom(status, statusText, stripHopByHop(pairs));
+    for (let i = 0; i + 1 < raw.length; i += 2)
+      pairs.push([raw[i]!.toString('latin1'), raw[i + 1]!.toString('latin1')]);
+    const head = unsupportedCoding(pairs) ?? headFrom(status, statusText, stripHopByHop(pairs));
     if (typeof head === 'string') {
       this.#fail(Reason.BackendError, head);
       this.#abort?.(new Error(head));
@@ -444,7 +435,8 @@ class Exchange {
     const stream = this.#stream;
     this.#res = res;
     this.#status = res.statusCode ?? 0;
-    const head = headFrom(this.#status, res.statusMessage, stripHopByHop(pairsFromRaw(res.rawHeaders)));
+    const pairs = pairsFromRaw(res.rawHeaders);
+    const head = unsupportedCoding(pairs) ?? headFrom(this.#status, res.statusMessage, stripHopByHop(pairs));
     if (typeof head === 'string') {
       this.#fail(Reason.BackendError, head);
       return;
