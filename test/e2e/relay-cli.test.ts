@@ -4,6 +4,7 @@ import { execFile } from 'node:child_process';
 import { once } from 'node:events';
 import { chmod, mkdir, readFile, stat, writeFile } from 'node:fs/promises';
 import { request } from 'node:http';
+import { connect } from 'node:net';
 import { join } from 'node:path';
 import { promisify } from 'node:util';
 import { decodeJwt } from 'jose';
@@ -105,6 +106,28 @@ t.test('keygen, token create, serve, SIGTERM drain', async (t) => {
   await ended;
   t.equal(rest, 'ok', 'the in-flight download completed after SIGTERM');
   t.equal(await relay.exited, 0, 'relay exits 0 after draining');
+});
+
+t.test('a request head left unfinished on the tunnel or admin port does not hold up the exit', async (t) => {
+  const dir = await tempDir(t, 'burrow-relay-');
+  const keys = join(dir, 'keys');
+  await run(process.execPath, [RELAY_CLI, 'keygen', '--out', keys]);
+  const relay = spawnLogged(t, RELAY_CLI, [
+    'serve',
+    ...['--http-listen', '127.0.0.1:0', '--tunnel-listen', '127.0.0.1:0', '--tls-listen', 'off'],
+    ...['--admin-listen', '127.0.0.1:0', '--verify-key', keys, '--drain-timeout', '1s'],
+  ]);
+  const { tunnel, admin } = await listeningPorts(relay);
+  // Clients anywhere may reach both (the tunnel endpoint is public): each sends half a head.
+  for (const port of [tunnel, admin!]) {
+    const socket = connect(port, '127.0.0.1');
+    socket.on('error', () => {});
+    t.teardown(() => socket.destroy());
+    await once(socket, 'connect');
+    socket.write('GET /healthz HTTP/1.1\r\nHost: relay\r\n');
+  }
+  relay.child.kill('SIGTERM');
+  t.equal(await relay.exited, 0, 'the relay exits at its drain deadline');
 });
 
 t.test('an address already in use: one line naming it, exit 1, for relay and agent', async (t) => {

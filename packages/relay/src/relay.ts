@@ -416,7 +416,12 @@ export async function startRelay(options: RelayOptions): Promise<Relay> {
         files?.close();
         httpServer.closeIdleConnections();
         const deadline = setTimeout(() => {
+          // A connection still sending its request head holds close() for good: Node stops
+          // timing heads out once the server closes. The tunnel endpoint and the admin API are
+          // public listeners too.
           httpServer.closeAllConnections();
+          tunnelServer.closeAllConnections();
+          admin?.server.closeAllConnections();
           front?.destroyAll();
           tcp?.destroyAll();
           endpoint.destroyAll();
