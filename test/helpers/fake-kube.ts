@@ -189,6 +189,11 @@ export class FakeKube extends EventEmitter {
     this.#watches.clear();
   }
 
+  /** Writes `event` as it is (no checks) on every open watch: what a broken server or proxy might send. */
+  sendRawWatchEvent(event: unknown): void {
+    for (const w of this.#watches) w.res.write(`${JSON.stringify(event)}\n`);
+  }
+
   /** The latest resourceVersion handed out. */
   get resourceVersion(): number {
     return this.#rv;

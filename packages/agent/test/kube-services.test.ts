@@ -505,3 +505,41 @@ t.test('a watch whose response head never comes is given up and opened again', a
   );
   t.equal(kube.openWatches, 1, 'one watch open: the hung request was given up, not left behind');
 });
+
+t.test('a watched object that is not a readable Service is logged and skipped, never fatal', async (t) => {
+  const kube = await fakeKube(t);
+  const log = memoryLogger('debug');
+  const kc = new KubeConfig();
+  kc.loadFromString(kube.kubeconfig());
+  const watch = new ServiceWatch({ kubeConfig: kc, logger: log.logger, backoff: { base: 10, cap: 40 } });
+  t.teardown(() => watch.stop());
+  await watch.start();
+  const malformed = [
+    { type: 'MODIFIED', object: { kind: 'Service', apiVersion: 'v1' } },
+    {
+      type: 'ADDED',
+      object: { metadata: { name: 'x', namespace: 'default', annotations: { 'burrow.dev/hostname': 5 } } },
+    },
+    { type: 'ADDED', object: { metadata: { name: 'y', namespace: 'default' }, spec: { ports: 'http' } } },
+    { type: 'DELETED', object: null },
+    { type: 'ERROR', object: null },
+  ];
+  for (const event of malformed) kube.sendRawWatchEvent(event);
+  // The watch goes on: a well-formed change after them arrives.
+  await expectRouteArrives(t, kube, watch, 'after', 'after.example.com', 'a change after them arrives');
+  t.same(
+    log.lines
+      .filter((l) => l.msg === 'Kubernetes API sent a Service object the agent cannot read; ignored')
+      .map((l) => l['error']),
+    [
+      'no metadata',
+      'metadata.annotations is not a map of strings',
+      'spec.ports is not a list of ports',
+      'not an object',
+    ],
+  );
+  t.notOk(
+    watch.routes().some((r) => r.id === 'k8s:default/x' || r.id === 'k8s:default/y'),
+    'no route from them',
+  );
+});

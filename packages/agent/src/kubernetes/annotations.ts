@@ -44,6 +44,50 @@ export interface ServiceLike {
   };
 }
 
+/**
+ * Why `obj` does not have the shape of a Service where this module reads it,
+ * or undefined. The API server never sends such an object, but a proxy in
+ * between, or a server that is not quite one, might: the agent drops it rather
+ * than fail on it.
+ */
+export function serviceShapeError(obj: unknown): string | undefined {
+  const isObject = (v: unknown): v is Record<string, unknown> =>
+    typeof v === 'object' && v !== null && !Array.isArray(v);
+  const optional = (v: unknown, type: string) => v === undefined || v === null || typeof v === type;
+  if (!isObject(obj)) return 'not an object';
+  const meta = obj['metadata'];
+  if (!isObject(meta)) return 'no metadata';
+  if (typeof meta['name'] !== 'string' || meta['name'] === '') return 'no metadata.name';
+  if (typeof meta['namespace'] !== 'string' || meta['namespace'] === '') return 'no metadata.namespace';
+  const ann = meta['annotations'];
+  if (
+    ann !== undefined &&
+    ann !== null &&
+    (!isObject(ann) || Object.values(ann).some((v) => typeof v !== 'string'))
+  )
+    return 'metadata.annotations is not a map of strings';
+  const spec = obj['spec'];
+  if (spec === undefined || spec === null) return undefined;
+  if (!isObject(spec)) return 'spec is not an object';
+  if (!optional(spec['type'], 'string') || !optional(spec['clusterIP'], 'string'))
+    return 'spec.type or spec.clusterIP is not a string';
+  const ports = spec['ports'];
+  if (ports === undefined || ports === null) return undefined;
+  if (
+    !Array.isArray(ports) ||
+    !ports.every(
+      (p) =>
+        isObject(p) &&
+        typeof p['port'] === 'number' &&
+        optional(p['name'], 'string') &&
+        optional(p['protocol'], 'string') &&
+        optional(p['appProtocol'], 'string'),
+    )
+  )
+    return 'spec.ports is not a list of ports';
+  return undefined;
+}
+
 export interface ServiceRoute {
   /**
    * Stable route id: `k8s:NAMESPACE/NAME`, or `k8s:` and a hash of

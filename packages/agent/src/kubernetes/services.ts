@@ -14,6 +14,7 @@ import {
   type ServiceRoute,
   type ServiceVerdict,
   serviceKey,
+  serviceShapeError,
 } from './annotations.js';
 import { API_TIMEOUT, apiClient, TimedWatch } from './api.js';
 
@@ -153,12 +154,13 @@ export class ServiceWatch extends EventEmitter<Events> {
       // Our list function is the one place that sees a list succeed: the informer reports only failures.
       const listed = async () => {
         const result = await list();
+        result.items = result.items.filter((item) => this.#wellFormed(item));
         this.#listed(entry);
         return result;
       };
       const informer: Informer<V1Service> = new ListWatch<V1Service>(
         path,
-        new SettledWatch(this.#opts.kubeConfig, timeout),
+        new SettledWatch(this.#opts.kubeConfig, timeout, (obj) => this.#wellFormed(obj)),
         listed,
         false,
         selector,
@@ -200,6 +202,22 @@ export class ServiceWatch extends EventEmitter<Events> {
     const idle = this.#opts.watchIdleTimeout ?? 5 * 60_000;
     this.#idleTimer = setInterval(() => this.#checkIdle(idle), Math.max(50, Math.min(idle / 2, 30_000)));
     this.#idleTimer.unref();
+  }
+
+  /** Whether a listed or watched object can be kept; one that cannot is logged and dropped. */
+  #wellFormed(obj: unknown): boolean {
+    const error = serviceShapeError(obj);
+    if (error === undefined) return true;
+    const meta = (obj as { metadata?: { name?: unknown; namespace?: unknown } } | null)?.metadata;
+    this.#opts.logger.warn(
+      {
+        namespace: String(meta?.namespace ?? '').slice(0, 64),
+        name: String(meta?.name ?? '').slice(0, 64),
+        error,
+      },
+      'Kubernetes API sent a Service object the agent cannot read; ignored',
+    );
+    return false;
   }
 
   /** The API server answered this informer: the backoff starts over, and a recovery is logged. */
@@ -345,6 +363,13 @@ export class ServiceWatch extends EventEmitter<Events> {
  * and the informer's error handler restarts the watch with backoff.
  */
 class SettledWatch extends TimedWatch {
+  readonly #wellFormed: (obj: unknown) => boolean;
+
+  constructor(kubeConfig: KubeConfig, timeout: number, wellFormed: (obj: unknown) => boolean) {
+    super(kubeConfig, timeout);
+    this.#wellFormed = wellFormed;
+  }
+
   override async watch(
     path: string,
     queryParams: Record<string, string | number | boolean | undefined>,
@@ -378,7 +403,12 @@ class SettledWatch extends TimedWatch {
         doneOnce(Object.assign(err, { statusCode: status?.code }));
         return;
       }
-      callback(phase, apiObj, watchObj);
+      // An object the informer would fail on (client-node checks nothing) is skipped: its
+      // watch handler is async, and what it throws would end the process.
+      if ((phase === 'ADDED' || phase === 'MODIFIED' || phase === 'DELETED') && !this.#wellFormed(apiObj))
+        return;
+      const handled: unknown = callback(phase, apiObj, watchObj);
+      if (handled instanceof Promise) handled.catch((err: unknown) => doneOnce(err));
     };
     try {
       return await super.watch(path, queryParams, onEvent, doneOnce);
