@@ -240,6 +240,30 @@ t.test('103 Early Hints before the final response: the final response arrives wi
   t.equal((await c.response())?.body.toString(), 'final');
 });
 
+t.test('a 100 Continue nobody asked for never gets the request processed twice', async (t) => {
+  const host = 'continue.example.com';
+  const backend = await rawBackend(t, (socket) =>
+    socket.write('HTTP/1.1 100 Continue\r\n\r\nHTTP/1.1 200 OK\r\nContent-Length: 5\r\n\r\nhello'),
+  );
+  for (const fastPath of [true, false]) {
+    const relay = await testRelay(t, { http1FastPath: fastPath });
+    await testAgent(t, relay, [{ id: 'continue', hostnames: [host], target: backend.url }], {
+      connections: 1,
+    });
+    const before = backend.requests.length;
+    const c = client(t, relay.httpAddress.port);
+    c.write(get(host, '/once'));
+    const r = await c.response();
+    // The fast path passes the interim response by; the general path's HTTP client cannot read it.
+    t.ok(
+      r?.status === 200 || r?.status === 502,
+      `fast path ${fastPath}: the response, or a 502 (got ${r?.status})`,
+    );
+    t.equal(backend.requests.length - before, 1, `fast path ${fastPath}: the backend got the request once`);
+    c.destroy();
+  }
+});
+
 const BIG = 4 * 1024 * 1024;
 
 for (const backendCloses of [false, true]) {

@@ -410,6 +410,17 @@ t.test('failures become resets with reason codes; nothing else is ever dialed', 
     t.notOk('headers' in warn, 'no headers in the log');
   });
 
+  t.test('a backend that keeps refusing: one warning, the repeats at debug', async (t) => {
+    for (let i = 0; i < 5; i++)
+      t.equal(await resetReason(relay.openHttp({ route: 'gone' })), Reason.ConnectRefused);
+    const lines = log.lines.filter((l) => l.msg === 'backend request failed' && l['route'] === 'gone');
+    t.same(
+      lines.map((l) => l.level),
+      [40, 20, 20, 20, 20, 20],
+      'a down backend fails every request: a line at warn for each would bury the rest',
+    );
+  });
+
   t.test('connect timeout: RST CONNECT_TIMEOUT', async (t) => {
     const stream = relay.openHttp({ route: 'silent' });
     t.equal(await resetReason(stream), Reason.ConnectTimeout);

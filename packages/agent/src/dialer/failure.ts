@@ -22,7 +22,9 @@ export function failExchange(
   code?: string,
 ): string {
   const name = Reason[reason] ?? String(reason);
-  report.log.warn(
+  warnLimited(
+    report.log,
+    `${route.id} ${name}`,
     {
       route: route.id,
       target: route.target,
@@ -70,6 +72,38 @@ export function logExchangeEnd(log: Logger, route: Route, stream: Stream, end: E
   );
 }
 
+/** How often one backend failure (a route and a reason) is logged at warn, ms; repeats between are at debug. */
+const WARN_EVERY = 10_000;
+/** Per logger: each failure's quiet period and how many repeats it kept quiet. */
+const recent = new WeakMap<Logger, Map<string, { until: number; quiet: number }>>();
+
+/**
+ * Logs a backend failure at warn once per WARN_EVERY for each `key`: a backend
+ * that is down fails every request sent to it, and a line for each would
+ * bury everything else. The repeats go to debug, and the next warn line says
+ * how many there were (`suppressed`); the failure counter counts them all.
+ */
+export function warnLimited(log: Logger, key: string, fields: Record<string, unknown>, msg: string): void {
+  let seen = recent.get(log);
+  if (!seen) recent.set(log, (seen = new Map()));
+  const now = performance.now();
+  const last = seen.get(key);
+  if (last && now < last.until) {
+    last.quiet++;
+    log.debug(fields, msg);
+    return;
+  }
+  if (seen.size >= 1024) for (const [k, v] of seen) if (v.until <= now) seen.delete(k);
+  seen.set(key, { until: now + WARN_EVERY, quiet: 0 });
+  log.warn(last?.quiet ? { ...fields, suppressed: last.quiet } : fields, msg);
+}
+
+/** An error's code and message for a log line or a reset: the message says what, the code which. */
+export function describeFailure(code: string | undefined, message: string): string {
+  if (!code) return message;
+  return message && message !== code ? `${message} (${code})` : code;
+}
+
 /**
  * Why a backend gave no response at all: it did not accept a connection in
  * time, refused one, or failed otherwise. Returns the reset's reason, message
@@ -90,5 +124,5 @@ export function unanswered(
     ];
   }
   if (code === 'ECONNREFUSED') return [Reason.ConnectRefused, `backend refused connection to ${where}`, code];
-  return [Reason.BackendError, `backend request failed: ${code || message}`, code];
+  return [Reason.BackendError, `backend request failed: ${describeFailure(code, message)}`, code];
 }

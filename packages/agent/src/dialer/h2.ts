@@ -28,7 +28,7 @@ import {
   writeTrailersRecord,
 } from '@burrow/shared';
 import type { Route } from '../routes/source.js';
-import { type FailureReport, failExchange, logExchangeEnd, unanswered } from './failure.js';
+import { describeFailure, type FailureReport, failExchange, logExchangeEnd, unanswered } from './failure.js';
 import { hasBody, headFrom } from './head.js';
 import { targetAddress } from './target.js';
 
@@ -439,7 +439,11 @@ class H2Exchange {
     // A reset by the backend: 'close' follows, with the code, and decides.
     if (req && code === 'ERR_HTTP2_STREAM_ERROR') return;
     if (this.#headSent) {
-      this.#fail(Reason.BackendError, `backend connection failed: ${code || cause.message}`, code);
+      this.#fail(
+        Reason.BackendError,
+        `backend connection failed: ${describeFailure(code, cause.message)}`,
+        code,
+      );
       return;
     }
     const [reason, message, logged] = unanswered(

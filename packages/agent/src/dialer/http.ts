@@ -27,7 +27,7 @@ import {
 import type { Dispatcher } from 'undici';
 import type { Route } from '../routes/source.js';
 import { isH2c } from '../routes/validate.js';
-import { failExchange, logExchangeEnd, unanswered } from './failure.js';
+import { describeFailure, failExchange, logExchangeEnd, unanswered } from './failure.js';
 import { type H2Context, H2Sessions, serveH2 } from './h2.js';
 import { hasBody, headFrom, unsupportedCoding } from './head.js';
 import { BACKEND_RESET, DEFAULT_CONNECT_TIMEOUT, type PoolOptions, TargetPool } from './pool.js';
@@ -61,6 +61,12 @@ export interface DialerOptions {
 const IDEMPOTENT = new Set(['GET', 'HEAD', 'OPTIONS', 'TRACE', 'PUT', 'DELETE']);
 /** How a keep-alive socket the backend closed while we reused it shows up (node:http, undici). */
 const STALE_SOCKET = new Set(['ECONNRESET', BACKEND_RESET, 'EPIPE', 'UND_ERR_SOCKET']);
+/**
+ * undici's socket errors for a backend that did answer, with something it
+ * cannot read (an unsolicited 100 Continue, a response with no request): the
+ * request was processed, and sending it again would process it twice.
+ */
+const ANSWERED = new Set(['bad response', 'bad upgrade']);
 
 /**
  * The request body for undici, fed from the tunnel stream with backpressure.
@@ -304,12 +310,18 @@ class Exchange {
     if (this.#headSent) {
       this.#fail(
         Reason.BackendError,
-        `backend closed the connection before the response was complete (${code || err.message})`,
+        `backend closed the connection before the response was complete (${describeFailure(code, err.message)})`,
         code,
       );
       return;
     }
-    if (STALE_SOCKET.has(code) && this.#attempts < 2 && !withBody && IDEMPOTENT.has(this.#meta.method)) {
+    if (
+      STALE_SOCKET.has(code) &&
+      !ANSWERED.has(err.message) &&
+      this.#attempts < 2 &&
+      !withBody &&
+      IDEMPOTENT.has(this.#meta.method)
+    ) {
       // Most likely a keep-alive socket the backend closed as we reused it: nothing was processed.
       this.#logRetry(code);
       this.#dispatch();
@@ -400,7 +412,11 @@ class Exchange {
       if (this.#headSent) {
         // The response is on its way or done: the backend stopped reading.
         if (this.#upgraded || this.#res?.complete) return;
-        this.#fail(Reason.BackendError, `backend connection failed: ${code || err.message}`, code);
+        this.#fail(
+          Reason.BackendError,
+          `backend connection failed: ${describeFailure(code, err.message)}`,
+          code,
+        );
         return;
       }
       if (
@@ -477,7 +493,11 @@ class Exchange {
     writeMessage(stream, response);
     if (head.byteLength > 0) stream.write(head);
     socket.on('error', (err: NodeJS.ErrnoException) =>
-      this.#fail(Reason.BackendError, `backend connection failed: ${err.code || err.message}`, err.code),
+      this.#fail(
+        Reason.BackendError,
+        `backend connection failed: ${describeFailure(err.code, err.message)}`,
+        err.code,
+      ),
     );
     socket.on('close', () => {
       // A socket that ended cleanly has already ended the stream (splice); anything else is a failure.

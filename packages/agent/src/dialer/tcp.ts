@@ -12,6 +12,7 @@ import {
   type TcpOpen,
 } from '@burrow/shared';
 import type { Route } from '../routes/source.js';
+import { describeFailure, warnLimited } from './failure.js';
 import { targetAddress } from './target.js';
 
 export interface TcpServeOptions {
@@ -66,7 +67,9 @@ export function serveTcpStream(
   const fail = (reason: Reason, message: string, code?: string) => {
     if (failed !== undefined || stream.destroyed) return;
     failed = Reason[reason] ?? String(reason);
-    log.warn(
+    warnLimited(
+      log,
+      `${route.id} ${failed}`,
       { route: route.id, target: route.target, reason: failed, ...(code ? { code } : {}), error: message },
       'backend connection failed',
     );
@@ -89,7 +92,12 @@ export function serveTcpStream(
     clearTimeout(timer);
     if (err.code === 'ECONNREFUSED')
       fail(Reason.ConnectRefused, `backend refused connection to ${where}`, err.code);
-    else fail(Reason.BackendError, `backend connection failed: ${err.code ?? err.message}`, err.code);
+    else
+      fail(
+        Reason.BackendError,
+        `backend connection failed: ${describeFailure(err.code, err.message)}`,
+        err.code,
+      );
   });
   // 'close' comes once on both: `on` spares the wrapper `once` would keep per connection.
   socket.on('close', () => {
