@@ -235,6 +235,10 @@ t.test('routes file: each mistake names the file and the field', async (t) => {
     ['routes: [5]', 'r.yaml: routes[0]: must be a mapping'],
     ['routes: [', /^r\.yaml: not valid YAML/],
     [
+      'routes: []\n---\nroutes:\n  - hostnames: [b.example.com]\n    target: http://x\n',
+      'r.yaml: holds more than one YAML document (another begins at line 2); put everything in one',
+    ],
+    [
       '- hostnames: [a.example.com]\n  target: http://127.0.0.1:1\n',
       'r.yaml: expected a mapping with a "routes:" list (see docs/configuration.md)',
     ],

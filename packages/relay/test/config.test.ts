@@ -96,6 +96,13 @@ t.test('config file: empty refused, numbers kept as written, YAML errors never q
     t.match(err?.message, new RegExp(`^${file}: not valid YAML at line \\d+, column \\d+ \\([A-Z_]+\\)$`));
     t.notMatch(err?.message, /Qz8x|SECRET/, 'the value is not in the message');
   }
+  // A second document would be dropped without a word: refused, unless it is empty.
+  await writeFile(file, 'drain-timeout: 30s\n---\nadmin-token: 00012345678901234567890123\n');
+  await t.rejects(readConfigFile(file), {
+    message: `${file}: holds more than one YAML document (another begins at line 2); put everything in one`,
+  });
+  await writeFile(file, 'drain-timeout: 30s\n---\n# nothing more\n');
+  t.same(await readConfigFile(file), { 'drain-timeout': '30s' }, 'a trailing empty document is harmless');
 });
 
 /** Serve options for a relay keyed in `dir` whose revocation list names jti-1, plus `files` in `dir` by option. */

@@ -1,5 +1,10 @@
-import { isScalar, LineCounter, parseDocument, visit } from 'yaml';
+import { isScalar, LineCounter, parseAllDocuments, parseDocument, visit } from 'yaml';
 import { ConfigError } from './errors.js';
+
+/** Whether a document holds nothing: no text, or only comments. */
+function isEmpty(contents: unknown): boolean {
+  return contents === null || (isScalar(contents) && contents.value === null);
+}
 
 /**
  * Parses the YAML text of a file a user wrote (a config file, a routes file,
@@ -13,16 +18,29 @@ import { ConfigError } from './errors.js';
  */
 export function parseUserYaml(text: string, name: string, { numbersAsWritten = false } = {}): unknown {
   const lines = new LineCounter();
-  const doc = parseDocument(text, { prettyErrors: false, logLevel: 'silent', lineCounter: lines });
+  // logLevel 'error': at 'silent' the library drops every document after the first without a
+  // word (a second one after `---` would be ignored); parseDocument itself logs nothing.
+  const doc = parseDocument(text, { prettyErrors: false, logLevel: 'error', lineCounter: lines });
   const invalid = (offset: number | undefined, code: string) => {
     const at = offset === undefined ? undefined : lines.linePos(offset);
     return new ConfigError(
       `${name}: not valid YAML${at ? ` at line ${at.line}, column ${at.col}` : ''} (${code})`,
     );
   };
-  const problem = doc.errors[0] ?? doc.warnings[0];
+  const more = doc.errors.find((e) => e.code === 'MULTIPLE_DOCS');
+  if (more) {
+    // A file that ends with a bare `---` holds an empty second document: harmless.
+    const rest = parseAllDocuments(text, { logLevel: 'silent' });
+    if (Array.isArray(rest) && rest.slice(1).some((d) => !isEmpty(d.contents) || d.errors.length > 0)) {
+      const at = lines.linePos(more.pos[0]);
+      throw new ConfigError(
+        `${name}: holds more than one YAML document (another begins at line ${at.line}); put everything in one`,
+      );
+    }
+  }
+  const problem = doc.errors.find((e) => e !== more) ?? doc.warnings[0];
   if (problem) throw invalid(problem.pos[0], problem.code);
-  if (doc.contents === null || (isScalar(doc.contents) && doc.contents.value === null)) return null;
+  if (isEmpty(doc.contents)) return null;
   let alias: number | undefined;
   visit(doc, {
     Scalar(_key, node) {
