@@ -2,7 +2,7 @@
 // SIGTERM that lets in-flight downloads finish before exiting 0.
 import { execFile } from 'node:child_process';
 import { once } from 'node:events';
-import { chmod, mkdir, readFile, stat, writeFile } from 'node:fs/promises';
+import { chmod, mkdir, readFile, rm, stat, writeFile } from 'node:fs/promises';
 import { request } from 'node:http';
 import { connect } from 'node:net';
 import { join } from 'node:path';
@@ -426,6 +426,29 @@ t.test('keygen where it cannot write: one line naming --out and the path, exit 1
   t.same(await failing(RELAY_CLI, ['keygen', '--out', existing], {}, uid), {
     code: 1,
     stderr: `burrow-relay: --out: cannot write ${join(existing, 'signing.key')} (${denied})\n`,
+  });
+});
+
+t.test('keygen replaces no file of a pair without --force, signing.pub alone included', async (t) => {
+  const dir = await tempDir(t, 'burrow-keygen-pub-');
+  // As install.md suggests: signing.key moved off the relay's machine, signing.pub left.
+  await run(process.execPath, [RELAY_CLI, 'keygen', '--out', dir]);
+  await rm(join(dir, 'signing.key'));
+  const pub = await readFile(join(dir, 'signing.pub'), 'utf8');
+  t.same(await failing(RELAY_CLI, ['keygen', '--out', dir]), {
+    code: 1,
+    stderr: `burrow-relay: ${join(dir, 'signing.pub')} already exists; pass --force to replace the pair (existing tokens stop verifying)\n`,
+  });
+  t.equal(await readFile(join(dir, 'signing.pub'), 'utf8'), pub, 'the public key is as it was');
+  await t.rejects(stat(join(dir, 'signing.key')), { code: 'ENOENT' }, 'and no new private key was written');
+  // --out naming a file, or nothing: one line.
+  t.same(await failing(RELAY_CLI, ['keygen', '--out', join(dir, 'signing.pub')]), {
+    code: 1,
+    stderr: `burrow-relay: --out: cannot write ${join(dir, 'signing.pub')} (EEXIST: a file stands where a directory should, or appeared meanwhile)\n`,
+  });
+  t.same(await failing(RELAY_CLI, ['keygen', '--out', '']), {
+    code: 1,
+    stderr: 'burrow-relay: --out: needs a directory\n',
   });
 });
 

@@ -1,6 +1,6 @@
 #!/usr/bin/env node
 import { randomUUID } from 'node:crypto';
-import { mkdir, open, readFile, writeFile } from 'node:fs/promises';
+import { mkdir, open, readFile, stat, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import {
   attribute,
@@ -80,19 +80,29 @@ async function keygen(argv: string[]): Promise<void> {
     return void process.stdout.write(formatHelp('Usage: burrow-relay keygen [--out DIR]', KEYGEN_OPTIONS));
   const { values } = parseOptions(KEYGEN_OPTIONS, argv);
   const dir = String(values['out']);
+  if (dir === '') throw new ConfigError('--out: needs a directory');
   await mkdir(dir, { recursive: true }).catch(cannotWrite);
-  const pair = await generateSigningKeyPair();
-  try {
-    await writePrivateKey(join(dir, 'signing.key'), pair.privatePem, values['force'] === true);
-  } catch (err) {
-    if ((err as NodeJS.ErrnoException).code === 'EEXIST') {
-      throw new ConfigError(
-        `${join(dir, 'signing.key')} already exists; pass --force to replace it (existing tokens stop verifying)`,
-      );
+  const force = values['force'] === true;
+  const [keyPath, pubPath] = [join(dir, 'signing.key'), join(dir, 'signing.pub')];
+  // Either file may be all that is left of a pair in use (signing.key is often moved off the
+  // relay's machine): neither is replaced without --force, and nothing is written if one is there.
+  if (!force) {
+    for (const path of [keyPath, pubPath]) {
+      if (
+        await stat(path).then(
+          () => true,
+          () => false,
+        )
+      ) {
+        throw new ConfigError(
+          `${path} already exists; pass --force to replace the pair (existing tokens stop verifying)`,
+        );
+      }
     }
-    cannotWrite(err);
   }
-  await writeFile(join(dir, 'signing.pub'), pair.publicPem, { mode: 0o644 }).catch(cannotWrite);
+  const pair = await generateSigningKeyPair();
+  await writePrivateKey(keyPath, pair.privatePem, force).catch(cannotWrite);
+  await writeFile(pubPath, pair.publicPem, { mode: 0o644, flag: force ? 'w' : 'wx' }).catch(cannotWrite);
   process.stdout.write(
     `wrote ${join(dir, 'signing.key')} (keep secret) and ${join(dir, 'signing.pub')} (key id ${pair.kid})\n`,
   );
@@ -106,6 +116,8 @@ const WRITE_ERRORS: Record<string, string> = {
   ENOTDIR: 'ENOTDIR: a file stands where a directory should',
   EISDIR: 'EISDIR: a directory stands where the key file should',
   ENOSPC: 'ENOSPC: no space left on the device',
+  EEXIST: 'EEXIST: a file stands where a directory should, or appeared meanwhile',
+  ENOENT: 'ENOENT: no such directory',
 };
 
 /** Throws a failed write under --out as one line naming the path; anything else as it is. */
