@@ -104,7 +104,7 @@ await runCli('burrow-agent', async () => {
   const { values, sources } = parseOptions(AGENT_OPTIONS, argv);
   if (values['version']) return void process.stdout.write(`burrow-agent ${version()}\n`);
   const { options, logLevel, kubernetes, health, metrics } = await attributeErrors(sources, () =>
-    agentOptionsFrom(values),
+    agentOptionsFrom(values, process.env, sources),
   );
   const logger = createLogger({ name: 'burrow-agent', level: logLevel });
   let kube: Kubernetes | undefined;

@@ -4,6 +4,7 @@ import {
   durationOption,
   logLevelOption,
   MIN_KEEPALIVE_INTERVAL,
+  type OptionSources,
   type OptionSpec,
   type OptionValues,
   parseListen,
@@ -171,6 +172,7 @@ function tokenFrom(values: OptionValues, env: NodeJS.ProcessEnv): string | (() =
 export async function agentOptionsFrom(
   values: OptionValues,
   env: NodeJS.ProcessEnv = process.env,
+  sources: OptionSources = {},
 ): Promise<{
   options: Omit<AgentOptions, 'logger'>;
   logLevel: string;
@@ -187,7 +189,10 @@ export async function agentOptionsFrom(
   if (!(connections >= 1 && connections <= 64)) {
     throw new ConfigError(`--connections must be an integer from 1 to 64 (got "${values['connections']}")`);
   }
-  const exposed = parseExposeList((values['expose'] as string[] | undefined) ?? []);
+  const exposed = parseExposeList(
+    (values['expose'] as string[] | undefined) ?? [],
+    sources['expose'] !== '--expose',
+  );
   const routesFile = values['routes'] as string | undefined;
   const fromFile = routesFile ? await loadRoutesFile(routesFile) : [];
   const all = [...exposed, ...fromFile];

@@ -16,7 +16,8 @@ const run = promisify(execFile);
 const TOKEN = 'eyJhbGciOiJFZERTQSJ9.eyJzdWIiOiJ0ZXN0In0.c2VjcmV0LXNpZ25hdHVyZQ';
 
 function parse(argv: string[], env: NodeJS.ProcessEnv = {}) {
-  return agentOptionsFrom(parseOptions(AGENT_OPTIONS, argv, env).values, env);
+  const { values, sources } = parseOptions(AGENT_OPTIONS, argv, env);
+  return agentOptionsFrom(values, env, sources);
 }
 
 t.test('--help lists every option with its environment variable and default', async (t) => {
@@ -174,6 +175,18 @@ t.test('operator mistakes: one line naming the option, and never the token', asy
       /^--token-file: cannot read .*nope \(ENOENT\)$/,
     ],
     [[...base.slice(0, 4)], {}, /^no routes: pass --expose HOST=URL/],
+    [
+      // A flag without its target is not glued to the next flag's route (it would serve that target).
+      [
+        ...base.slice(0, 4),
+        '--expose',
+        'admin.example.com',
+        '--expose',
+        'public.example.com=http://127.0.0.1:9',
+      ],
+      {},
+      /^--expose "admin\.example\.com": expected HOST=URL/,
+    ],
     [[...base, '--connections', '0'], {}, /^--connections must be an integer from 1 to 64/],
     [[...base, '--connections', '0x4'], {}, /^--connections must be an integer from 1 to 64 \(got "0x4"\)/],
     [[...base], { BURROW_CONNECTIONS: '1e1' }, /connections must be an integer from 1 to 64 \(got "1e1"\)/],

@@ -64,14 +64,16 @@ function parseTcpExpose(where: string, names: readonly string[], targetText: str
 
 /**
  * Parses every `--expose` value. An environment variable holds the list
- * comma-separated, which also separates hostnames, so a piece without "="
- * is glued to the next one: `a.example.com,b.example.com=http://x` is one route.
+ * comma-separated, which also separates hostnames, so there (`glued`) a piece
+ * without "=" is glued to the next one: `a.example.com,b.example.com=http://x`
+ * is one route. Each flag is a route of its own: one without "=" is an error,
+ * never the first hostname of the next flag's route.
  */
-export function parseExposeList(values: readonly string[]): Route[] {
+export function parseExposeList(values: readonly string[], glued = true): Route[] {
   const routes: Route[] = [];
   let pending: string[] = [];
   for (const value of values) {
-    if (!value.includes('=')) {
+    if (!value.includes('=') && glued) {
       pending.push(value);
       continue;
     }
