@@ -452,6 +452,51 @@ t.test('keygen replaces no file of a pair without --force, signing.pub alone inc
   });
 });
 
+t.test('a key or certificate option naming an endless file: one line, not all the memory', async (t) => {
+  const dir = await tempDir(t, 'burrow-endless-');
+  await run(process.execPath, [RELAY_CLI, 'keygen', '--out', dir]);
+  const over = (flag: string) =>
+    `burrow-relay: --${flag}: /dev/zero is over 1048576 bytes; is it the right file?\n`;
+  const serve = [
+    'serve',
+    '--http-listen',
+    '127.0.0.1:0',
+    '--tunnel-listen',
+    '127.0.0.1:0',
+    '--tls-listen',
+    'off',
+  ];
+  t.same(await failing(RELAY_CLI, [...serve, '--verify-key', '/dev/zero']), {
+    code: 1,
+    stderr: over('verify-key'),
+  });
+  t.same(
+    await failing(RELAY_CLI, [
+      ...serve.slice(0, -2),
+      ...['--tls-listen', '127.0.0.1:0', '--verify-key', dir, '--cert-file', '/dev/zero'],
+      ...['--key-file', join(dir, 'signing.key')],
+    ]),
+    { code: 1, stderr: over('cert-file') },
+  );
+  t.same(
+    await failing(RELAY_CLI, [
+      'token',
+      'create',
+      '--key',
+      '/dev/zero',
+      '--sub',
+      'a',
+      '--hosts',
+      'a.example.com',
+    ]),
+    {
+      code: 1,
+      stderr:
+        'burrow-relay: --key: cannot read /dev/zero (EFBIG: over 1048576 bytes; is it the right file?)\n',
+    },
+  );
+});
+
 t.test('--help answers even when the environment holds a mistake', async (t) => {
   const env = {
     PATH: process.env['PATH'],

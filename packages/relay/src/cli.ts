@@ -1,6 +1,6 @@
 #!/usr/bin/env node
 import { randomUUID } from 'node:crypto';
-import { mkdir, open, readFile, stat, writeFile } from 'node:fs/promises';
+import { mkdir, open, stat, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import {
   attribute,
@@ -15,9 +15,11 @@ import {
   helpRequested,
   isValidSubject,
   loadSigningKey,
+  MAX_OPTION_FILE,
   type OptionValues,
   parseDuration,
   parseOptions,
+  readFileUpTo,
   runCli,
   SUBJECT_RULE,
 } from '@burrow/shared';
@@ -151,10 +153,11 @@ async function writePrivateKey(path: string, pem: string, replace: boolean): Pro
 async function readSigningKeyFile(keyPath: string): Promise<string> {
   let pem: string;
   try {
-    pem = await readFile(keyPath, 'utf8');
+    pem = await readFileUpTo(keyPath);
   } catch (err) {
     const code = (err as NodeJS.ErrnoException).code ?? 'error';
     const why: Record<string, string> = {
+      EFBIG: `EFBIG: over ${MAX_OPTION_FILE} bytes; is it the right file?`,
       ENOENT: 'ENOENT: no such file; create a key pair with: burrow-relay keygen',
       EACCES: "EACCES: permission denied; run as the key's owner or root",
       EPERM: "EPERM: permission denied; run as the key's owner or root",

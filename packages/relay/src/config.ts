@@ -1,4 +1,4 @@
-import { readdir, readFile } from 'node:fs/promises';
+import { readdir } from 'node:fs/promises';
 import { isIP } from 'node:net';
 import { join } from 'node:path';
 import { createSecureContext } from 'node:tls';
@@ -411,8 +411,9 @@ export async function loadVerifyKeys(paths: readonly string[]): Promise<VerifyKe
       // ENOTDIR: a single key file.
     }
     for (const f of files) {
+      const pem = await readOptionFile('verify-key', f);
       try {
-        keys.push(await loadVerifyKey(await readFile(f, 'utf8')));
+        keys.push(await loadVerifyKey(pem));
       } catch (err) {
         throw new ConfigError(`--verify-key: ${f} is not an Ed25519 key: ${(err as Error).message}`);
       }

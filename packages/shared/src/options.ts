@@ -1,4 +1,4 @@
-import { type FileHandle, open } from 'node:fs/promises';
+import { open } from 'node:fs/promises';
 import { parseArgs } from 'node:util';
 import { parseDuration } from './duration.js';
 import { ConfigError } from './errors.js';
@@ -314,10 +314,24 @@ export async function readOptionFile(
   file: string,
   maxBytes = MAX_OPTION_FILE,
 ): Promise<string> {
-  let handle: FileHandle | undefined;
   try {
-    handle = await open(file, 'r');
-    // Read in pieces up to the limit: a wrong path (a log, /dev/zero) must not fill the memory.
+    return await readFileUpTo(file, maxBytes);
+  } catch (err) {
+    const code = (err as NodeJS.ErrnoException).code ?? 'error';
+    if (code === 'EFBIG')
+      throw new ConfigError(`--${flag}: ${file} is over ${maxBytes} bytes; is it the right file?`);
+    throw new ConfigError(`--${flag}: cannot read ${file} (${code})`);
+  }
+}
+
+/**
+ * A file's text, read in pieces and refused with code EFBIG past `maxBytes`:
+ * a wrong path (a log, /dev/zero) must not fill the memory. Other failures
+ * are the file system's own errors.
+ */
+export async function readFileUpTo(file: string, maxBytes = MAX_OPTION_FILE): Promise<string> {
+  const handle = await open(file, 'r');
+  try {
     const chunks: Buffer[] = [];
     let total = 0;
     for (;;) {
@@ -326,17 +340,12 @@ export async function readOptionFile(
       if (bytesRead === 0) break;
       total += bytesRead;
       if (total > maxBytes)
-        throw new ConfigError(`--${flag}: ${file} is over ${maxBytes} bytes; is it the right file?`);
+        throw Object.assign(new Error(`${file} is over ${maxBytes} bytes`), { code: 'EFBIG' });
       chunks.push(chunk.subarray(0, bytesRead));
     }
     return Buffer.concat(chunks, total).toString('utf8');
-  } catch (err) {
-    if (err instanceof ConfigError) throw err;
-    throw new ConfigError(
-      `--${flag}: cannot read ${file} (${(err as NodeJS.ErrnoException).code ?? 'error'})`,
-    );
   } finally {
-    await handle?.close();
+    await handle.close();
   }
 }
 

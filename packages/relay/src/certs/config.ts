@@ -1,4 +1,4 @@
-import { readdir, readFile } from 'node:fs/promises';
+import { readdir } from 'node:fs/promises';
 import { ConfigError, checkHostPattern, type OptionValues, portNumber, readOptionFile } from '@burrow/shared';
 import type { RelayOptions } from '../relay.js';
 import type { AcmeChallenge } from './acme.js';
@@ -41,13 +41,10 @@ export async function certOptions(
   for (const p of checkFiles ? pairs : []) {
     let certPem: string;
     let keyPem: string;
-    try {
-      [certPem, keyPem] = await Promise.all([readFile(p.cert, 'utf8'), readFile(p.key, 'utf8')]);
-    } catch (err) {
-      throw new ConfigError(
-        `--cert-file/--key-file: cannot read ${p.cert} or ${p.key} (${(err as NodeJS.ErrnoException).code ?? 'error'})`,
-      );
-    }
+    [certPem, keyPem] = await Promise.all([
+      readOptionFile('cert-file', p.cert),
+      readOptionFile('key-file', p.key),
+    ]);
     try {
       certEntryFromPem(certPem, keyPem, p.cert);
     } catch (err) {

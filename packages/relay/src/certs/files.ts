@@ -1,6 +1,6 @@
-import { readdir, readFile } from 'node:fs/promises';
+import { readdir } from 'node:fs/promises';
 import { basename, extname, join } from 'node:path';
-import type { Logger } from '@burrow/shared';
+import { type Logger, readFileUpTo } from '@burrow/shared';
 import { FileWatch } from '../file-watch.js';
 import { type CertEntry, type CertStore, certEntryFromPem } from './store.js';
 
@@ -101,7 +101,7 @@ export class CertFiles {
       let cert: string;
       let key: string;
       try {
-        [cert, key] = await Promise.all([readFile(p.cert, 'utf8'), readFile(p.key, 'utf8')]);
+        [cert, key] = await Promise.all([readFileUpTo(p.cert), readFileUpTo(p.key)]);
       } catch (err) {
         throw new Error(`cannot read ${p.cert} / ${p.key}: ${(err as NodeJS.ErrnoException).code ?? err}`);
       }
