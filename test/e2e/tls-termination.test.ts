@@ -1,9 +1,10 @@
 import { execFile } from 'node:child_process';
 import { X509Certificate } from 'node:crypto';
 import { once } from 'node:events';
-import { readFile } from 'node:fs/promises';
+import { mkdtemp, readFile, writeFile } from 'node:fs/promises';
 import { Agent as HttpsAgent } from 'node:https';
 import { connect } from 'node:net';
+import { join } from 'node:path';
 import { Duplex } from 'node:stream';
 import { connect as tlsConnect } from 'node:tls';
 import { promisify } from 'node:util';
@@ -239,6 +240,54 @@ t.test('certificates reload when their files change, without dropping open conne
   t.equal(again.serial, first.serial, '…on its original handshake');
   const fresh = await httpsGet(port, 'r.example.test', pki.caPem);
   t.equal(fresh.serial.toUpperCase(), newSerial.toUpperCase(), 'a new connection gets the new certificate');
+});
+
+t.test('one unusable pair in a certificate directory holds back no other', async (t) => {
+  const pki = await testPki(t);
+  const dir = await mkdtemp(`${pki.dir}/certs-`);
+  await pki.issue('site', ['r.example.test'], dir);
+  await writeFile(join(dir, 'junk.crt'), 'not a certificate');
+  await writeFile(join(dir, 'junk.key'), 'not a key');
+  const log = memoryLogger('info', 'relay');
+  // It starts: the bad pair is logged and left out.
+  const relay = await testRelay(t, {
+    tls: { host: '127.0.0.1', port: 0 },
+    certFiles: { dir },
+    logger: log.logger,
+  });
+  t.match(
+    log.lines.find((l) => l.level === 50),
+    {
+      cert: join(dir, 'junk.crt'),
+      msg: 'certificate files unusable; their names get no certificate from them',
+    },
+  );
+  const backend = await echoBackend(t);
+  await testAgent(t, relay, [{ id: 'r', hostnames: ['r.example.test'], target: backend.url }]);
+  const port = relay.tlsAddress!.port;
+  const first = await httpsGet(port, 'r.example.test', pki.caPem);
+  t.equal(first.status, 200);
+
+  // A renewal of the good pair is served, though the bad one is still there.
+  let changed = once(relay.certs, 'change');
+  const renewed = await pki.issue('site', ['r.example.test'], dir);
+  await changed;
+  const serial = new X509Certificate(await readFile(renewed.certFile)).serialNumber.toUpperCase();
+  t.equal(
+    (await httpsGet(port, 'r.example.test', pki.caPem)).serial.toUpperCase(),
+    serial,
+    'the renewal is served',
+  );
+
+  // The good pair's key half written: it keeps serving what it had.
+  const failed = log.waitFor(
+    (l) => l.msg === 'certificate files unusable; serving the certificate they held before',
+  );
+  changed = once(relay.certs, 'change');
+  await writeFile(join(dir, 'site.key'), '-----BEGIN PRIVATE KEY-----\n');
+  t.match(await failed, { cert: join(dir, 'site.crt'), key: join(dir, 'site.key') });
+  await changed;
+  t.equal((await httpsGet(port, 'r.example.test', pki.caPem)).serial.toUpperCase(), serial, 'still served');
 });
 
 t.test('a slow HTTP/1.1 request head over TLS gets 408, like on the plain listener', async (t) => {

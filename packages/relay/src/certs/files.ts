@@ -22,9 +22,10 @@ export interface CertFilesOptions {
 export const FILES_SOURCE = 'files';
 
 /**
- * Certificates from files, reloaded when they change. A reload that fails
- * (half-written file, key not matching yet) keeps the previous set and logs
- * why; the next change tries again. Tools that renew certificates write the
+ * Certificates from files, reloaded when they change. A pair that cannot be
+ * loaded (half-written file, key not matching yet) keeps the certificate it
+ * had, and says why; the others load as they are, and the next change tries
+ * again. Tools that renew certificates write the
  * chain and the key one after the other, so events are debounced.
  */
 export class CertFiles {
@@ -33,6 +34,8 @@ export class CertFiles {
   #reloading: Promise<void> | undefined;
   #again = false;
   #closed = false;
+  /** What each pair (by certificate file) loaded as last. */
+  #loaded = new Map<string, CertEntry>();
 
   constructor(opts: CertFilesOptions) {
     this.#opts = opts;
@@ -40,12 +43,9 @@ export class CertFiles {
 
   /** Loads every certificate; throws (with the file named) when the initial set is unusable. */
   async start(): Promise<void> {
-    const entries = await this.#load();
+    const { entries, failed } = await this.#load(true);
     this.#opts.store.set(FILES_SOURCE, entries);
-    this.#opts.logger.info(
-      { certificates: entries.map((e) => ({ file: e.origin, names: e.names, notAfter: e.notAfter })) },
-      'certificates loaded',
-    );
+    this.#report(entries, failed, 'certificates loaded');
     if (this.#closed) return;
     this.#watch = new FileWatch({
       files: (this.#opts.pairs ?? []).flatMap((p) => [p.cert, p.key]),
@@ -56,6 +56,21 @@ export class CertFiles {
       what: 'certificate',
       otherwise: 'restart the relay to load changed certificates',
     });
+  }
+
+  #report(entries: CertEntry[], failed: FailedPair[], msg: string): void {
+    this.#opts.logger.info(
+      { certificates: entries.map((e) => ({ file: e.origin, names: e.names, notAfter: e.notAfter })) },
+      msg,
+    );
+    for (const f of failed) {
+      this.#opts.logger.error(
+        { cert: f.cert, key: f.key, reason: f.reason },
+        f.kept
+          ? 'certificate files unusable; serving the certificate they held before'
+          : 'certificate files unusable; their names get no certificate from them',
+      );
+    }
   }
 
   close(): void {
@@ -73,13 +88,10 @@ export class CertFiles {
       do {
         this.#again = false;
         try {
-          const entries = await this.#load();
+          const { entries, failed } = await this.#load(false);
           if (this.#closed) return;
           this.#opts.store.set(FILES_SOURCE, entries);
-          this.#opts.logger.info(
-            { certificates: entries.map((e) => ({ file: e.origin, names: e.names, notAfter: e.notAfter })) },
-            'certificates reloaded',
-          );
+          this.#report(entries, failed, 'certificates reloaded');
         } catch (err) {
           this.#opts.logger.error(
             { reason: (err as Error).message },
@@ -93,25 +105,64 @@ export class CertFiles {
     return this.#reloading;
   }
 
-  async #load(): Promise<CertEntry[]> {
-    const pairs = [...(this.#opts.pairs ?? [])];
+  /**
+   * Every pair's certificate. One pair that cannot be used does not hold
+   * back the others: it keeps the certificate it had (a renewal half
+   * written), or is left out (a new pair not complete yet), and is reported.
+   * Only an explicit pair (--cert-file) that fails at start fails the start.
+   */
+  async #load(initial: boolean): Promise<{ entries: CertEntry[]; failed: FailedPair[] }> {
+    const explicit = this.#opts.pairs ?? [];
+    const pairs = [...explicit];
     if (this.#opts.dir) pairs.push(...(await pairsIn(this.#opts.dir)));
     const entries: CertEntry[] = [];
-    for (const p of pairs) {
-      let cert: string;
-      let key: string;
+    const failed: FailedPair[] = [];
+    const loaded = new Map<string, CertEntry>();
+    for (const [i, p] of pairs.entries()) {
       try {
-        [cert, key] = await Promise.all([readFileUpTo(p.cert), readFileUpTo(p.key)]);
+        const entry = await loadPair(p);
+        entries.push(entry);
+        loaded.set(p.cert, entry);
       } catch (err) {
-        throw new Error(`cannot read ${p.cert} / ${p.key}: ${(err as NodeJS.ErrnoException).code ?? err}`);
-      }
-      try {
-        entries.push(certEntryFromPem(cert, key, p.cert));
-      } catch (err) {
-        throw new Error(`${p.cert}: ${(err as Error).message}`);
+        if (initial && i < explicit.length) throw err;
+        const kept = this.#loaded.get(p.cert);
+        if (kept) {
+          entries.push(kept);
+          loaded.set(p.cert, kept);
+        }
+        failed.push({ cert: p.cert, key: p.key, reason: (err as Error).message, kept: kept !== undefined });
       }
     }
-    return entries;
+    this.#loaded = loaded;
+    return { entries, failed };
+  }
+}
+
+/** A pair that could not be loaded, and whether the certificate it had before is still served. */
+interface FailedPair {
+  cert: string;
+  key: string;
+  reason: string;
+  kept: boolean;
+}
+
+async function loadPair(p: { cert: string; key: string }): Promise<CertEntry> {
+  let cert: string;
+  let key: string;
+  try {
+    cert = await readFileUpTo(p.cert);
+  } catch (err) {
+    throw new Error(`cannot read ${p.cert}: ${(err as NodeJS.ErrnoException).code ?? err}`);
+  }
+  try {
+    key = await readFileUpTo(p.key);
+  } catch (err) {
+    throw new Error(`cannot read ${p.key}: ${(err as NodeJS.ErrnoException).code ?? err}`);
+  }
+  try {
+    return certEntryFromPem(cert, key, p.cert);
+  } catch (err) {
+    throw new Error(`${p.cert} with ${p.key}: ${(err as Error).message}`);
   }
 }
 
