@@ -32,7 +32,7 @@ import {
   TOKEN_OPTIONS,
 } from './config.js';
 import { startRelay } from './relay.js';
-import { ConfigReloader, type LoadedConfig } from './reload.js';
+import { ConfigReloader, type LoadedConfig, withRunningValues } from './reload.js';
 
 const USAGE = `burrow-relay — the public side of Burrow: routes HTTP and TLS by hostname, and TCP by port,
 through agents' tunnels.
@@ -51,15 +51,32 @@ async function serve(argv: string[]): Promise<void> {
   // Flags and environment are fixed for the process's life; the file is read
   // again on every reload, and --config itself comes from flags or env only.
   const configFile = first.values['config'] ? String(first.values['config']) : undefined;
-  const load = async (initial = false): Promise<LoadedConfig> => {
+  /**
+   * The configuration: at start (no `running`), or on a reload, given the
+   * values in effect. A reload whose only mistakes are in options that need a
+   * restart still applies the rest (a revocation must not wait for them): it
+   * is loaded again with those options at their running values, and says why.
+   */
+  const load = async (running?: OptionValues): Promise<LoadedConfig> => {
     const file = configFile ? await attributeErrors(first.sources, () => readConfigFile(configFile)) : {};
     const { values, sources } = parseOptions(SERVE_OPTIONS, argv, process.env, file, configFile ?? '');
-    const loaded = await attributeErrors(sources, () => relayOptionsFrom(values, { initial }));
-    // A tunnel certificate problem on a reload is reported, not thrown: it names its source all the same.
-    if (loaded.tunnelTlsError) loaded.tunnelTlsError = attribute(sources, loaded.tunnelTlsError);
-    return { values, ...loaded };
+    const from = async (v: OptionValues) => {
+      const loaded = await attributeErrors(sources, () =>
+        relayOptionsFrom(v, { initial: running === undefined }),
+      );
+      // A tunnel certificate problem on a reload is reported, not thrown: it names its source all the same.
+      if (loaded.tunnelTlsError) loaded.tunnelTlsError = attribute(sources, loaded.tunnelTlsError);
+      return loaded;
+    };
+    try {
+      return { values, ...(await from(values)) };
+    } catch (err) {
+      if (!running || !(err instanceof ConfigError)) throw err;
+      const effective = withRunningValues(values, running);
+      return { values: effective, configured: values, restartError: err.message, ...(await from(effective)) };
+    }
   };
-  const current = await load(true);
+  const current = await load();
   const logger = createLogger({ name: 'burrow-relay', level: current.logLevel });
   // Installed before listening: SIGHUP's default action would end the process.
   let reloader: ConfigReloader | undefined;

@@ -4,7 +4,15 @@ import type { Relay, RelayOptions } from './relay.js';
 
 /** A configuration read from flags, environment and file, validated. */
 export interface LoadedConfig {
+  /** The values in effect: on a reload, those of options that need a restart are the running ones. */
   values: OptionValues;
+  /**
+   * Set on a reload whose configured values fail only in options that need a
+   * restart: why. `values` then holds the running values of those options,
+   * and `configured` what was configured.
+   */
+  restartError?: string;
+  configured?: OptionValues;
   options: RelayOptions;
   logLevel: string;
   /**
@@ -24,6 +32,16 @@ export interface LoadedConfig {
  */
 export type ReloadHook = (next: LoadedConfig) => Promise<(() => void) | undefined>;
 
+/** `configured` with every option that needs a restart at its `running` value. */
+export function withRunningValues(configured: OptionValues, running: OptionValues): OptionValues {
+  const out: OptionValues = {};
+  for (const key of new Set([...Object.keys(configured), ...Object.keys(running)])) {
+    const value = LIVE.has(key) ? configured[key] : running[key];
+    if (value !== undefined) out[key] = value;
+  }
+  return out;
+}
+
 /** Options applied to the running relay on reload; any other change waits for a restart. */
 const LIVE = new Set([
   'config',
@@ -40,7 +58,13 @@ export interface ReloaderOptions {
   relay: Relay;
   logger: Logger;
   /** Reads and validates the whole configuration again (throws ConfigError). */
-  load: () => Promise<LoadedConfig>;
+  /**
+   * Reads the configuration again. `running`: the values in effect, which
+   * options that need a restart keep when their new values are wrong
+   * (withRunningValues, `restartError`), so that such a mistake cannot hold
+   * back the reload of the rest.
+   */
+  load: (running: OptionValues) => Promise<LoadedConfig>;
   /** The configuration the relay runs with. */
   current: LoadedConfig;
   /** Quiet time after the last file change before reloading, ms. Default 200. */
@@ -123,7 +147,7 @@ export class ConfigReloader {
     let next: LoadedConfig;
     const commits: Array<() => void> = [];
     try {
-      next = await this.#opts.load();
+      next = await this.#opts.load(this.#current.values);
       for (const [name, hook] of this.#hooks) {
         const commit = await hook(next).catch((err: Error) => {
           throw new Error(`${name}: ${err.message}`);
@@ -152,19 +176,26 @@ export class ConfigReloader {
   #apply(trigger: string, next: LoadedConfig, commits: Array<() => void>): boolean {
     const { relay, logger } = this.#opts;
     const previous = this.#current;
+    const configured = next.configured ?? next.values;
     const restart: string[] = [];
-    for (const key of new Set([...Object.keys(previous.values), ...Object.keys(next.values)])) {
+    for (const key of new Set([...Object.keys(previous.values), ...Object.keys(configured)])) {
       if (LIVE.has(key)) continue;
-      if (JSON.stringify(previous.values[key]) !== JSON.stringify(next.values[key])) restart.push(key);
+      if (JSON.stringify(previous.values[key]) !== JSON.stringify(configured[key])) restart.push(key);
     }
     // Changed options that cannot apply live keep their old value, in the
     // running relay and in what later reloads compare against.
     for (const key of restart) {
       logger.warn(
-        { option: key, running: previous.values[key], configured: next.values[key] },
+        { option: key, running: previous.values[key], configured: configured[key] },
         'option changed but needs restart; keeping the running value',
       );
       next.values[key] = previous.values[key];
+    }
+    if (next.restartError) {
+      logger.error(
+        { trigger, reason: next.restartError },
+        'config has a mistake in an option that needs a restart (a restart would fail on it); applying the rest',
+      );
     }
     if (next.tunnelTlsError) {
       logger.error(
@@ -197,7 +228,7 @@ export class ConfigReloader {
     if (this.#watch) this.watchFiles();
     // Applied, but not as configured when the tunnel certificate stayed: counted with the
     // failures, which operators alert on.
-    relay.metrics.reloaded(!next.tunnelTlsError);
+    relay.metrics.reloaded(!next.tunnelTlsError && !next.restartError);
     logger.info(
       {
         trigger,

@@ -15,7 +15,12 @@ export function portOption(values: OptionValues, name: string): number {
 
 const CHALLENGES: readonly AcmeChallenge[] = ['http-01', 'tls-alpn-01'];
 
-/** Certificate files and ACME settings, checked now so mistakes stop the start with one clear line. */
+/**
+ * Certificate files and ACME settings, checked now so mistakes stop the start
+ * with one clear line. Without `checkFiles` (a reload), the files and the
+ * directory are not read: they need a restart to change, and belong to the
+ * certificate watcher meanwhile.
+ */
 export async function certOptions(
   values: OptionValues,
   tlsOn: boolean,
@@ -39,9 +44,7 @@ export async function certOptions(
   }
   const pairs = certs.map((cert, i) => ({ cert, key: keys[i]! }));
   for (const p of checkFiles ? pairs : []) {
-    let certPem: string;
-    let keyPem: string;
-    [certPem, keyPem] = await Promise.all([
+    const [certPem, keyPem] = await Promise.all([
       readOptionFile('cert-file', p.cert),
       readOptionFile('key-file', p.key),
     ]);
@@ -51,7 +54,7 @@ export async function certOptions(
       throw new ConfigError(`--cert-file ${p.cert}: ${(err as Error).message}`);
     }
   }
-  if (dir) {
+  if (dir && checkFiles) {
     try {
       await readdir(dir);
     } catch (err) {
@@ -86,7 +89,9 @@ export async function certOptions(
       }
     }
     const caFile = values['acme-directory-ca'] as string | undefined;
-    const directoryCa = caFile ? await readOptionFile('acme-directory-ca', caFile) : undefined;
+    // Read at start only, as the files above: a change needs a restart, and the file must not
+    // fail a reload (a revocation in it) because it has moved meanwhile.
+    const directoryCa = caFile && checkFiles ? await readOptionFile('acme-directory-ca', caFile) : undefined;
     const email = values['acme-email'] as string | undefined;
     out.acme = {
       directoryUrl: directory,
