@@ -46,7 +46,11 @@ t.test('a name whose agent is reconnecting cannot be claimed by another tenant m
   table.announce(alice, ['app.example.com'], [{ id: 'a', hostnames: ['app.example.com'] }]);
   table.remove(alice);
   const [grab] = table.announce(bob, ['*.example.com'], [{ id: 'b', hostnames: ['app.example.com'] }]);
-  t.match(grab, { status: 'refused', error: /belongs to another agent that is reconnecting/ });
+  t.match(grab, {
+    status: 'refused',
+    error:
+      /^hostname "app\.example\.com" belongs to another agent that is reconnecting \(held for it until \d{4}-\d\d-\d\d \d\d:\d\d:\d\d UTC\)$/,
+  });
   const aliceAgain = target(3, 'alice');
   const [back] = table.announce(
     aliceAgain,

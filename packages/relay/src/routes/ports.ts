@@ -1,6 +1,6 @@
 import { type Allowlist, type AnnouncedPort, createAllowlist, type PortResult } from '@burrow/shared';
 import type { RouteRefusal, RouteTarget } from './table.js';
-import { allowlistRefusal } from './table.js';
+import { allowlistRefusal, heldUntil } from './table.js';
 
 export interface PortBinding<T extends RouteTarget> {
   target: T;
@@ -131,7 +131,7 @@ export class PortTable<T extends RouteTarget> {
     if (gone && gone.subject !== target.subject && gone.until > Date.now()) {
       return {
         refusal: 'route_taken',
-        message: `port ${p.port} belongs to another agent that is reconnecting`,
+        message: `port ${p.port} belongs to another agent that is reconnecting (held for it until ${heldUntil(gone.until)})`,
       };
     }
     if (wanted.has(p.port)) return { refusal: 'route_invalid', message: `port ${p.port} is announced twice` };

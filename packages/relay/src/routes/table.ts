@@ -58,6 +58,11 @@ const LISTED_REFUSALS = 8;
 const MAX_ALLOWLIST_REASON = 160;
 /** Characters of a bad allowlist entry quoted in that reason. */
 const MAX_SHOWN_ENTRY = 40;
+/** When a reservation for an agent that went away ends, for a refusal: `2026-11-29 15:32:10 UTC`. */
+export function heldUntil(until: number): string {
+  return `${new Date(until).toISOString().slice(0, 19).replace('T', ' ')} UTC`;
+}
+
 /** Names kept reserved for agents that went away; past it, the tenant adding one loses its oldest. */
 const MAX_OFFLINE = 4096;
 
@@ -201,7 +206,7 @@ export class RouteTable<T extends RouteTarget> {
     if (gone && gone.subject !== target.subject && gone.until > Date.now()) {
       return {
         refusal: 'route_taken',
-        message: `hostname "${hostname}" belongs to another agent that is reconnecting`,
+        message: `hostname "${hostname}" belongs to another agent that is reconnecting (held for it until ${heldUntil(gone.until)})`,
       };
     }
     if (wanted.has(hostname))
