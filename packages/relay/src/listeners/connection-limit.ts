@@ -57,8 +57,9 @@ export type PublicListener = 'http' | 'tls' | 'tcp';
 
 /**
  * What the relay does with each dropped connection: counts it (`count`) and
- * warns, the first time at once and then at most once per `interval` ms with
- * how many were dropped meanwhile, so a flood never floods the log too.
+ * warns, for each listener the first time at once and then at most once per
+ * `interval` ms with how many it dropped meanwhile, so a flood never floods
+ * the log too, nor hides another listener's.
  */
 export function dropReporter(
   logger: { warn(obj: object, msg: string): void },
@@ -66,18 +67,19 @@ export function dropReporter(
   count: (listener: PublicListener) => void,
   interval = 10_000,
 ): (listener: PublicListener) => void {
-  let quietUntil = 0;
-  let unreported = 0;
+  const state = new Map<PublicListener, { quietUntil: number; unreported: number }>();
   return (listener) => {
     count(listener);
-    unreported++;
+    let s = state.get(listener);
+    if (!s) state.set(listener, (s = { quietUntil: 0, unreported: 0 }));
+    s.unreported++;
     const now = performance.now();
-    if (now < quietUntil) return;
-    quietUntil = now + interval;
+    if (now < s.quietUntil) return;
+    s.quietUntil = now + interval;
     logger.warn(
-      { listener, maxConnections: max, dropped: unreported },
+      { listener, maxConnections: max, dropped: s.unreported },
       'connection limit reached: new client connections are closed at once (--max-connections)',
     );
-    unreported = 0;
+    s.unreported = 0;
   };
 }
