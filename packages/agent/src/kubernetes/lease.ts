@@ -196,20 +196,26 @@ export class LeaseElector extends EventEmitter<{ change: [leader: boolean] }> {
     this.#renewedAt = Math.max(this.#renewedAt, sent);
     // An answer that took longer than the deadline came too late to act on.
     if (performance.now() - this.#renewedAt >= this.#renewDeadline) return this.#set(false);
-    clearTimeout(this.#deadline);
-    this.#deadline = setTimeout(
-      () => {
-        if (!this.#leader || this.isLeader) return;
-        this.#opts.logger.warn(
-          { lease: this.#opts.name, sinceMs: Math.round(performance.now() - this.#renewedAt) },
-          'write-back lease not renewed in time; this replica stops writing until it renews',
-        );
-        this.#set(false);
-      },
-      Math.max(0, this.#renewedAt + this.#renewDeadline - performance.now()),
-    );
-    this.#deadline.unref();
+    this.#watchDeadline();
     return this.#set(true);
+  }
+
+  /** Steps down once the renewal deadline has passed without a renewal; checks again until then. */
+  #watchDeadline(): void {
+    clearTimeout(this.#deadline);
+    const left = this.#renewedAt + this.#renewDeadline - performance.now();
+    if (left > 0) {
+      // Timers count whole milliseconds and may fire a fraction early: checked again on firing.
+      this.#deadline = setTimeout(() => this.#watchDeadline(), Math.ceil(left));
+      this.#deadline.unref();
+      return;
+    }
+    if (!this.#leader) return;
+    this.#opts.logger.warn(
+      { lease: this.#opts.name, sinceMs: Math.round(performance.now() - this.#renewedAt) },
+      'write-back lease not renewed in time; this replica stops writing until it renews',
+    );
+    this.#set(false);
   }
 
   /** A renewal went through (or the Lease is another replica's): a failure that lasted is over. */
