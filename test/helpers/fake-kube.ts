@@ -78,6 +78,8 @@ export class FakeKube extends EventEmitter {
    * in front of it, that took the request and went quiet. They stay open until the server stops.
    */
   hangNext: { resource: string; count: number; method?: string; watch?: boolean } | undefined;
+  /** When set, every watch opened is answered 200 and ended at once, with no event (a proxy that cuts streams). */
+  watchEndsAtOnce = false;
   /** Namespaces whose every request is refused with 403, as RBAC refuses one the agent's Role does not cover. */
   readonly forbidden = new Set<string>();
 
@@ -421,6 +423,11 @@ export class FakeKube extends EventEmitter {
     }
     res.writeHead(200, { 'content-type': 'application/json', 'transfer-encoding': 'chunked' });
     res.flushHeaders();
+    if (this.watchEndsAtOnce) {
+      res.end();
+      this.emit('watch', { resource, from });
+      return;
+    }
     if (this.watchError) {
       const { code, reason, message } = this.watchError;
       const object = { ...status(code, message), ...(reason ? { reason } : {}) };

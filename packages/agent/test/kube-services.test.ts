@@ -543,3 +543,33 @@ t.test('a watched object that is not a readable Service is logged and skipped, n
     'no route from them',
   );
 });
+
+for (const how of [
+  'answered 410 each time, right after each relist',
+  'ended at once with no event',
+] as const) {
+  t.test(`watches ${how}: a failure with backoff, not a loop of lists and watches`, async (t) => {
+    const kube = await fakeKube(t);
+    kube.upsertService(service('web', { 'burrow.dev/hostname': 'web.example.com' }));
+    const log = memoryLogger('debug');
+    const kc = new KubeConfig();
+    kc.loadFromString(kube.kubeconfig());
+    const watch = new ServiceWatch({ kubeConfig: kc, logger: log.logger, backoff: { base: 10, cap: 40 } });
+    t.teardown(() => watch.stop());
+    await watch.start();
+    const restarted = once(watch, 'restart');
+    if (how === 'ended at once with no event') kube.watchEndsAtOnce = true;
+    else kube.watchError = { code: 410, reason: 'Expired', message: 'too old resource version' };
+    kube.dropWatches();
+    const [reason] = await restarted;
+    t.match(reason, /the API server ended 2 watches in a row at once, with no event/);
+    t.match(
+      log.lines.find((l) => l.msg === 'Kubernetes watch failed; restarting'),
+      { reason },
+    );
+    // Once the API server behaves, the watch carries changes again.
+    kube.watchEndsAtOnce = false;
+    kube.watchError = undefined;
+    await expectRouteArrives(t, kube, watch, 'later', 'later.example.com', 'changes arrive once it behaves');
+  });
+}

@@ -18,6 +18,8 @@ import {
 } from './annotations.js';
 import { API_TIMEOUT, apiClient, TimedWatch } from './api.js';
 
+/** A watch that ends sooner than this with no event is suspect (SettledWatch), ms. */
+const QUICK_END = 1_000;
 /** Departed Services remembered for write-back to clear; the oldest are forgotten beyond this. */
 const MAX_DEPARTED = 1_000;
 /** The annotations the agent writes on a Service. */
@@ -364,6 +366,8 @@ export class ServiceWatch extends EventEmitter<Events> {
  */
 class SettledWatch extends TimedWatch {
   readonly #wellFormed: (obj: unknown) => boolean;
+  /** Watches in a row that ended within QUICK_END without an event (see doneOnce). */
+  #quickEnds = 0;
 
   constructor(kubeConfig: KubeConfig, timeout: number, wellFormed: (obj: unknown) => boolean) {
     super(kubeConfig, timeout);
@@ -377,6 +381,8 @@ class SettledWatch extends TimedWatch {
     done: (err: unknown) => void,
   ): Promise<AbortController> {
     let finished = false;
+    const started = performance.now();
+    let delivered = false;
     // How an informer is told its resourceVersion is no use: the event a 410 Gone arrives as. It
     // then lists afresh before its next watch instead of resuming from there.
     const relistNext = (message: string) =>
@@ -390,6 +396,18 @@ class SettledWatch extends TimedWatch {
       // does this. A 504 from a proxy in between costs one list more.
       if ((err as { statusCode?: number } | null)?.statusCode === 504)
         relistNext('the API server has not reached this resourceVersion');
+      // A watch that ends at once with nothing in it (a 410 on every watch after each relist, a
+      // proxy that closes every stream): the informer would open the next one at once, and list
+      // again each time, in a loop with no pause and no word in the log. The second such watch in
+      // a row ends as a failure instead, so the restart's backoff and warning apply.
+      if (!err) {
+        const quick = !delivered && performance.now() - started < QUICK_END;
+        this.#quickEnds = quick ? this.#quickEnds + 1 : 0;
+        if (this.#quickEnds >= 2) {
+          done(new Error(`the API server ended ${this.#quickEnds} watches in a row at once, with no event`));
+          return;
+        }
+      }
       done(err);
     };
     // An ERROR event other than 410 (which the informer answers with a relist) ends the watch as
@@ -397,6 +415,7 @@ class SettledWatch extends TimedWatch {
     // the same error again, back to back and without a word in the log.
     const onEvent = (phase: string, apiObj: unknown, watchObj?: unknown) => {
       if (finished) return;
+      if (phase !== 'ERROR') delivered = true;
       const status = apiObj as { code?: number; message?: string } | undefined;
       if (phase === 'ERROR' && status?.code !== 410) {
         const err = new Error(`watch ended by an error event: ${status?.message ?? 'no message'}`);
