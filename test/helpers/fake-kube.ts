@@ -78,6 +78,8 @@ export class FakeKube extends EventEmitter {
    * in front of it, that took the request and went quiet. They stay open until the server stops.
    */
   hangNext: { resource: string; count: number; method?: string; watch?: boolean } | undefined;
+  /** Delay of every watch event after the change it reports, ms: a real watch cache trails writes. */
+  watchDelay = 0;
   /** When set, every watch opened is answered 200 and ended at once, with no event (a proxy that cuts streams). */
   watchEndsAtOnce = false;
   /** Namespaces whose every request is refused with 403, as RBAC refuses one the agent's Role does not cover. */
@@ -253,7 +255,9 @@ export class FakeKube extends EventEmitter {
     if (this.#history.length > 10_000) this.#history.shift();
     for (const w of this.#watches) {
       const line = w.resource === resource ? watchLine(ev, w.ns, w.selector) : undefined;
-      if (line) w.res.write(line);
+      if (!line) continue;
+      if (this.watchDelay > 0) setTimeout(() => w.res.writable && w.res.write(line), this.watchDelay);
+      else w.res.write(line);
     }
     this.emit('change', ev);
   }

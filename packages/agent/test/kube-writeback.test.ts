@@ -240,6 +240,30 @@ t.test('a write-back the API server never answers is given up and tried again', 
   t.equal(kube.hangNext?.count, 0, 'the hung request was met on the way');
 });
 
+t.test('a write the watch has not shown yet is not written again', async (t) => {
+  const kube = await fakeKube(t);
+  // The watch trails writes by a while, as a watch cache does: passes that run meanwhile see
+  // the Service as it was before the agent's own write.
+  kube.watchDelay = 2_000;
+  kube.upsertService(annotated('default', 'web', 'web.example.com'));
+  const patches = () => kube.requests.filter((r) => r.method === 'PATCH' && r.path.includes('/services/'));
+  const patched = new Promise<void>((resolve) =>
+    kube.on('request', (r) => r.method === 'PATCH' && r.path.includes('/services/') && resolve()),
+  );
+  const { sync, log } = await agentOnKube(t, kube);
+  await patched;
+  for (let i = 0; i < 6; i++) await sync.schedule();
+  t.equal(patches().length, 1, 'one PATCH: none again while the watch has not caught up');
+  t.notOk(
+    log.lines.some((l) => /keeps changing under the agent/.test(String(l.msg))),
+    'and no pause for a contest that is not one',
+  );
+  t.equal(
+    kube.getService('default', 'web')?.metadata['annotations']?.['burrow.dev/url'],
+    'http://web.example.com',
+  );
+});
+
 t.test('an Event that could not be recorded is recorded on a later pass', async (t) => {
   const kube = await fakeKube(t);
   kube.upsertService(annotated('default', 'web', 'web.example.com'));

@@ -33,6 +33,7 @@ export interface ServiceLike {
     name?: string;
     namespace?: string;
     uid?: string;
+    resourceVersion?: string;
     annotations?: Record<string, string>;
     /** Set once deletion started; the object stays while finalizers run. */
     deletionTimestamp?: Date | string;

@@ -50,6 +50,11 @@ interface Written {
   event?: string | undefined;
   /** The status (url, error) last written to its annotations. */
   status?: string | undefined;
+  /**
+   * The resourceVersion the object had when that status was written: while
+   * the watch still shows this one, it has not caught up with the write.
+   */
+  writtenOver?: string | undefined;
   /** When contested rewrites happened, within WRITE_WINDOW. */
   rewrites: number[];
   /** Its write-back is paused (warned once per pause). */
@@ -96,6 +101,12 @@ export class StatusWriter {
     if (Object.keys(patch).length > 0) {
       const state = this.#of(svc);
       const status = JSON.stringify([desired.url ?? null, desired.error ?? null, desired.holds ?? null]);
+      const version = svc.metadata?.resourceVersion;
+      // The object is still the one this status was written over: the watch (an API server's
+      // watch cache trails writes) has not shown the write yet. Writing it again would be
+      // taken for a contest, and each pass meanwhile would write it once more.
+      const pending = state.status === status && version !== undefined && state.writtenOver === version;
+      if (pending) return this.#event(svc as V1Service, desired.event);
       if (state.status === status && !this.#mayRewrite(svc, state)) return false;
       try {
         await this.#api.patchNamespacedService(
@@ -103,6 +114,7 @@ export class StatusWriter {
           MERGE_PATCH,
         );
         state.status = status;
+        state.writtenOver = version;
         state.failing.delete('annotations');
         this.#log.info({ service: serviceKey(svc), ...patch }, 'service status updated');
       } catch (err) {
