@@ -1,7 +1,7 @@
 import type { Logger, PortResult, RouteResult } from '@burrow/shared';
 import { portName } from '../routes/validate.js';
 import { Backoff } from '../tunnel/backoff.js';
-import { ANNOTATION } from './annotations.js';
+import { ANNOTATION, type ServiceLike } from './annotations.js';
 import { holdsRecord } from './holds.js';
 import type { LeaseElector } from './lease.js';
 import type { ServiceWatch } from './services.js';
@@ -122,7 +122,8 @@ export class StatusSync {
         });
       } else {
         const route = verdict.route;
-        const skipped = skippedRoutes.get(route.id);
+        const reason = skippedRoutes.get(route.id);
+        const skipped = reason === undefined ? undefined : privateTo(service, reason);
         const mine = results.filter((r) => r.id === route.id);
         if (skipped !== undefined) {
           written = await this.#writer.apply(service, {
@@ -201,4 +202,17 @@ function statusOf(url: string | undefined, refusals: string[]): DesiredStatus {
   }
   const error = refusals.join('; ');
   return { url, error, event: { type: 'Warning', reason: 'ExposeRefused', message: error } };
+}
+
+/**
+ * A reason written on `service` (its annotation, its Event), without the name
+ * of a Service in another namespace: those who may read this one need not be
+ * allowed to read that one. `route "k8s:team-a/payments"` becomes `the
+ * route of a Service in another namespace`.
+ */
+export function privateTo(service: ServiceLike, reason: string): string {
+  const own = service.metadata?.namespace ?? 'default';
+  return reason.replace(/route "k8s:([^"/]+)\/[^"]*"/g, (whole, namespace: string) =>
+    namespace === own ? whole : 'the route of a Service in another namespace',
+  );
 }
