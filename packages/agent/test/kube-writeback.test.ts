@@ -274,6 +274,24 @@ t.test('a write the watch has not shown yet is not written again', async (t) => 
   );
 });
 
+t.test('a writer taking over Services that show their status already records no Event again', async (t) => {
+  const kube = await fakeKube(t);
+  for (const name of ['a', 'b', 'c']) kube.upsertService(annotated('default', name, `${name}.example.com`));
+  const first = await agentOnKube(t, kube);
+  await first.sync.schedule();
+  t.equal(kube.events().length, 3);
+  const eventRequests = () => kube.requests.filter((r) => r.path.includes('/events')).length;
+  const before = eventRequests();
+  // Another replica becomes the writer (or this one restarts): nothing has changed.
+  const second = await agentOnKube(t, kube);
+  await second.sync.schedule();
+  t.equal(eventRequests(), before, 'no Event created or patched');
+  t.same(
+    kube.events().map((e) => e['count']),
+    [1, 1, 1],
+  );
+});
+
 t.test('an Event that could not be recorded is recorded on a later pass', async (t) => {
   const kube = await fakeKube(t);
   kube.upsertService(annotated('default', 'web', 'web.example.com'));

@@ -106,7 +106,7 @@ export class StatusWriter {
       // watch cache trails writes) has not shown the write yet. Writing it again would be
       // taken for a contest, and each pass meanwhile would write it once more.
       const pending = state.status === status && version !== undefined && state.writtenOver === version;
-      if (pending) return this.#event(svc as V1Service, desired.event);
+      if (pending) return this.#event(svc as V1Service, desired.event, false);
       if (state.status === status && !this.#mayRewrite(svc, state)) return false;
       try {
         await this.#api.patchNamespacedService(
@@ -121,7 +121,11 @@ export class StatusWriter {
         ok = this.#failed(svc, 'annotations', err, 'could not update service annotations');
       }
     }
-    return (await this.#event(svc as V1Service, desired.event)) && ok;
+    // A Service that shows this status already, seen for the first time (this process started, or
+    // became the writer): its Event was recorded by whoever wrote the status, and recording it
+    // again would only bump its count on every restart and change of leader.
+    const adopt = Object.keys(patch).length === 0;
+    return (await this.#event(svc as V1Service, desired.event, adopt)) && ok;
   }
 
   /** Removes our annotations from a Service that no longer asks to be exposed; false when that failed. */
@@ -253,12 +257,21 @@ export class StatusWriter {
     return true;
   }
 
-  /** Records `ev` for `svc` unless it is the last one recorded; false when that failed. */
-  async #event(svc: V1Service, ev: DesiredStatus['event']): Promise<boolean> {
+  /**
+   * Records `ev` for `svc` unless it is the last one recorded; false when that
+   * failed. With `adopt`, a Service this writer has recorded nothing for yet
+   * takes `ev` as recorded already.
+   */
+  async #event(svc: V1Service, ev: DesiredStatus['event'], adopt: boolean): Promise<boolean> {
     const key = eventKey(svc);
     const state = this.#of(svc);
     const fingerprint = `${ev.type}/${ev.reason}/${ev.message}`;
     if (state.event === fingerprint) return true;
+    // Only where this writer has neither written the status nor failed to record its Event.
+    if (adopt && state.event === undefined && state.status === undefined && !state.failing.has('event')) {
+      state.event = fingerprint;
+      return true;
+    }
     const namespace = svc.metadata?.namespace ?? 'default';
     // A deterministic name per (Service, reason, message): a repeat — from a
     // restart or another replica — finds the existing Event and bumps its count.
