@@ -542,10 +542,11 @@ export function parsePortList(items: readonly string[], option: string, max = MA
 /** --tcp-ports, --tcp-host and --tcp-public-host. */
 function tcpOptions(values: OptionValues): Pick<RelayOptions, 'tcp'> {
   const ports = parsePortList((values['tcp-ports'] as string[] | undefined) ?? [], '--tcp-ports');
-  if (ports.length === 0) return {};
+  // Checked without --tcp-ports too: a mistake is refused wherever it was set, not when it first counts.
   const host = String(values['tcp-host']).trim();
   if (host === '') throw new ConfigError('--tcp-host must name an address, e.g. 0.0.0.0');
   const publicHost = tcpPublicHost(values['tcp-public-host'] as string | undefined);
+  if (ports.length === 0) return {};
   return { tcp: { host, ports, ...(publicHost ? { publicHost } : {}) } };
 }
 

@@ -81,6 +81,9 @@ t.test('the TCP options from flags, environment and file', async (t) => {
   await t.rejects(tcpFor(t, ['--tcp-ports', '22', '--tcp-host', ' ']), {
     message: /--tcp-host must name an address/,
   });
+  // Refused without --tcp-ports too: a mistake is found at once, not when the option first counts.
+  await t.rejects(tcpFor(t, ['--tcp-public-host', 'not a host!']), { message: /^--tcp-public-host must be/ });
+  await t.rejects(tcpFor(t, ['--tcp-host', '']), { message: /--tcp-host must name an address/ });
 });
 
 t.test('ports in messages read as ranges', async (t) => {

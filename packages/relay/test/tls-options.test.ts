@@ -106,6 +106,9 @@ t.test('TLS, certificate and ACME options: defaults, values, and one clear line 
       ],
       /"dns-01" is not one of http-01, tls-alpn-01/,
     ],
+    // Refused without --acme-directory too: a mistake is found at once, not when the option first counts.
+    [['--acme-domains', 'NOT A NAME'], /--acme-domains: /],
+    [['--acme-challenges', 'dns-99'], /"dns-99" is not one of http-01, tls-alpn-01/],
     [['--public-https-port', '0'], /--public-https-port must be a port number/],
     [['--public-https-port', '0x1bb'], /--public-https-port must be a port number \(got "0x1bb"\)/],
     [['--public-http-port', '80.5'], /--public-http-port must be a port number/],

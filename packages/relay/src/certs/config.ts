@@ -65,6 +65,18 @@ export async function certOptions(
   }
   const out: Pick<RelayOptions, 'certFiles' | 'acme'> = {};
   if (pairs.length > 0 || dir) out.certFiles = { pairs, ...(dir ? { dir } : {}) };
+  // Checked without --acme-directory too: a mistake is refused wherever it was set, not when it first counts.
+  const domains = (values['acme-domains'] as string[] | undefined) ?? [];
+  for (const d of domains) {
+    const problem = checkHostPattern(d);
+    if (problem) throw new ConfigError(`--acme-domains: ${problem}`);
+  }
+  const challenges = ((values['acme-challenges'] as string[] | undefined) ?? []).map((c) => c.toLowerCase());
+  for (const c of challenges) {
+    if (!(CHALLENGES as readonly string[]).includes(c)) {
+      throw new ConfigError(`--acme-challenges: "${c}" is not one of ${CHALLENGES.join(', ')}`);
+    }
+  }
   if (directory) {
     try {
       const url = new URL(directory);
@@ -72,21 +84,10 @@ export async function certOptions(
     } catch {
       throw new ConfigError(`--acme-directory must be an https:// URL (got "${directory}")`);
     }
-    const domains = (values['acme-domains'] as string[] | undefined) ?? [];
     if (domains.length === 0) {
       throw new ConfigError(
         '--acme-domains is required with --acme-directory: list the names or *.patterns certificates may be ordered for',
       );
-    }
-    for (const d of domains) {
-      const problem = checkHostPattern(d);
-      if (problem) throw new ConfigError(`--acme-domains: ${problem}`);
-    }
-    const challenges = (values['acme-challenges'] as string[]).map((c) => c.toLowerCase());
-    for (const c of challenges) {
-      if (!(CHALLENGES as readonly string[]).includes(c)) {
-        throw new ConfigError(`--acme-challenges: "${c}" is not one of ${CHALLENGES.join(', ')}`);
-      }
     }
     const caFile = values['acme-directory-ca'] as string | undefined;
     // Read at start only, as the files above: a change needs a restart, and the file must not
