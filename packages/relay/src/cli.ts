@@ -16,6 +16,7 @@ import {
   isValidSubject,
   loadSigningKey,
   MAX_OPTION_FILE,
+  MAX_TOKEN_HOSTS,
   type OptionValues,
   parseDuration,
   parseOptions,
@@ -222,6 +223,8 @@ async function createToken(values: OptionValues): Promise<void> {
   // Checked here as well as when signing, so the message names the flag to fix.
   const sub = String(values['sub']);
   if (!isValidSubject(sub)) throw new ConfigError(`--sub must be ${SUBJECT_RULE} (got "${sub}")`);
+  if (hosts.length > MAX_TOKEN_HOSTS)
+    throw new ConfigError(`--hosts: at most ${MAX_TOKEN_HOSTS} patterns in one token (got ${hosts.length})`);
   for (const h of hosts) {
     const problem = checkHostPattern(h);
     if (problem) throw new ConfigError(`--hosts: ${problem}`);

@@ -430,8 +430,14 @@ const MAX_REVOKED_FILE = 32 * 1024 * 1024;
 const MAX_CONFIG_FILE = 1024 * 1024;
 
 /** Reads a revocation list: one token id (jti) per line; blank lines and # comments ignored. */
-export async function loadRevokedTokens(path: string): Promise<string[]> {
+export async function loadRevokedTokens(path: string, { reload = false } = {}): Promise<string[]> {
   const text = await readOptionFile('revoked-tokens', path, MAX_REVOKED_FILE);
+  // A file read while it is being rewritten is empty: on a reload, that would lift every
+  // revocation until the next change. A list meant to be empty keeps a comment line.
+  if (reload && text === '')
+    throw new ConfigError(
+      `--revoked-tokens: ${path} is empty (caught while being rewritten?); to revoke nothing, keep a comment line in it`,
+    );
   const ids: string[] = [];
   for (const [i, raw] of text.split('\n').entries()) {
     const line = raw.replace(/#.*$/, '').trim();
@@ -446,6 +452,16 @@ export async function loadRevokedTokens(path: string): Promise<string[]> {
   if (ids.length > MAX_REVOKED)
     throw new ConfigError(`--revoked-tokens: ${path} lists ${ids.length} ids; at most ${MAX_REVOKED}`);
   return ids;
+}
+
+/** --audience: what tokens must name in `aud`; spaces around it would match no token. */
+function audienceOption(values: OptionValues): string {
+  const audience = String(values['audience']);
+  if (!/^[\x21-\x7e]{1,256}$/.test(audience))
+    throw new ConfigError(
+      `--audience must be 1 to 256 printable characters without spaces (got ${JSON.stringify(audience.slice(0, 64))})`,
+    );
+  return audience;
 }
 
 /** The admin token from --admin-token or --admin-token-file (not both), checked for strength. */
@@ -601,7 +617,7 @@ export async function relayOptionsFrom(
   const adminToken = await adminTokenFrom(values);
   const revokedFile = values['revoked-tokens'] as string | undefined;
   const tlsText = String(values['tls-listen']);
-  const tls = tlsText === 'off' ? undefined : parseListen(tlsText, '--tls-listen');
+  const tls = tlsText.trim().toLowerCase() === 'off' ? undefined : parseListen(tlsText, '--tls-listen');
   // Checked with the listener off too: a bad value is refused wherever it was set.
   const helloTimeout = durationOption(values, 'tls-hello-timeout');
   const acmeOrdersPerHour = wholeNumberOption(values, 'acme-orders-per-hour', 1, 10_000);
@@ -609,7 +625,7 @@ export async function relayOptionsFrom(
     ...(tunnelTls ? { tunnelTls } : {}),
     admin: parseListen(String(values['admin-listen']), '--admin-listen'),
     ...(adminToken ? { adminToken } : {}),
-    revokedTokens: revokedFile ? await loadRevokedTokens(revokedFile) : [],
+    revokedTokens: revokedFile ? await loadRevokedTokens(revokedFile, { reload: !initial }) : [],
     ...(tls ? { tls, helloTimeout } : {}),
     // The files' contents are checked at start only: on a reload, a change to these options needs a
     // restart, and the files themselves belong to the certificate watcher, which keeps the last good
@@ -624,7 +640,7 @@ export async function relayOptionsFrom(
     http: parseListen(String(values['http-listen']), '--http-listen'),
     tunnel: parseListen(String(values['tunnel-listen']), '--tunnel-listen'),
     verifyKeys: await loadVerifyKeys(values['verify-key'] as string[]),
-    audience: String(values['audience']),
+    audience: audienceOption(values),
     drainTimeout: durationOption(values, 'drain-timeout'),
     responseHeadTimeout: durationOption(values, 'response-timeout'),
     headersTimeout: durationOption(values, 'headers-timeout'),

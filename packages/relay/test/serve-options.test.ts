@@ -58,3 +58,16 @@ t.test('--stream-idle-timeout: 15 minutes by default, 0 for never, nothing under
     message: '--stream-idle-timeout must be 0 (never) or at least 1s (got "500ms")',
   });
 });
+
+t.test('--audience: printable, without spaces around it, which would match no token', async (t) => {
+  const audience = (value: string) =>
+    optionsFor(t, ['--audience', value]).then(
+      (r) => r.options.audience,
+      (err: Error) => err.message,
+    );
+  t.equal(await audience('burrow-relay.example'), 'burrow-relay.example');
+  t.match(
+    await audience(' burrow-relay'),
+    /^--audience must be 1 to 256 printable characters without spaces/,
+  );
+});

@@ -33,6 +33,7 @@ t.test('TLS, certificate and ACME options: defaults, values, and one clear line 
   t.equal(defaults.hstsMaxAge, undefined, 'no HSTS by default');
   t.equal(defaults.acme, undefined);
   t.equal((await options('--tls-listen', 'off')).tls, undefined, '"off" disables the listener');
+  t.equal((await options('--tls-listen', 'OFF')).tls, undefined, 'in any case, as BURROW_TLS_LISTEN=OFF');
 
   const full = await options(
     '--cert-file',
@@ -114,6 +115,8 @@ t.test('TLS, certificate and ACME options: defaults, values, and one clear line 
     [['--public-http-port', '80.5'], /--public-http-port must be a port number/],
     [['--hsts-max-age', '500ms'], /--hsts-max-age must be 0 \(withdraw HSTS\) or at least 1s/],
     [['--hsts-max-age', '31536000'], /--hsts-max-age: "31536000" needs a unit/],
+    [['--hsts-max-age', '300000000d'], /--hsts-max-age must be at most \d+ms/],
+    [['--tls-listen', 'nowhere'], /--tls-listen must be HOST:PORT/],
   ];
   for (const [argv, message] of cases) {
     t.match(await failure(...argv), new RegExp(`^BURROW_ERR_CONFIG: .*${message.source}`), argv.join(' '));

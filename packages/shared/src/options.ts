@@ -377,7 +377,8 @@ export function durationOption(
   const got = `(got "${String(values[name])}")`;
   if (ms < min) throw new ConfigError(`--${name} must be at least ${min}ms ${got}`);
   if (ms > max) {
-    const limit = max === MAX_TIMER_DURATION ? 'under 24.8 days (the longest a timer can wait)' : `${max}ms`;
+    const limit =
+      max === MAX_TIMER_DURATION ? 'under 24.8 days (the longest a timer can wait)' : `at most ${max}ms`;
     throw new ConfigError(`--${name} must be ${limit} ${got}`);
   }
   return ms;

@@ -118,6 +118,9 @@ function checkJti(jti: unknown): string | undefined {
     : 'jti must be a string of 1 to 256 characters without whitespace';
 }
 
+/** Host patterns one token may carry. */
+export const MAX_TOKEN_HOSTS = 256;
+
 /** What a token subject may be, as the messages say it. */
 export const SUBJECT_RULE = '1-128 characters of letters, digits and . _ : @ -';
 
@@ -128,7 +131,8 @@ export function isValidSubject(sub: unknown): sub is string {
 
 function validateClaimShape(sub: unknown, hosts: unknown, ports: unknown): string | undefined {
   if (!isValidSubject(sub)) return `subject must be ${SUBJECT_RULE}`;
-  if (!Array.isArray(hosts) || hosts.length > 256) return 'hosts must be a list of at most 256 patterns';
+  if (!Array.isArray(hosts) || hosts.length > MAX_TOKEN_HOSTS)
+    return `hosts must be a list of at most ${MAX_TOKEN_HOSTS} patterns`;
   for (const h of hosts) {
     if (typeof h !== 'string') return 'hosts must be strings';
     const err = checkHostPattern(h);
