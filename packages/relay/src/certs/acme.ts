@@ -115,6 +115,9 @@ export class AcmeManager extends EventEmitter<AcmeEvents> {
     this.#state = new AcmeState(opts.stateDir);
     this.#alpnServer = createTlsServer({
       ALPNProtocols: [ACME_TLS_ALPN],
+      // A validator completes its handshake at once; a client that only claims to be one must
+      // not hold the socket for Node's default of two minutes.
+      handshakeTimeout: 10_000,
       SNICallback: (name, cb) => {
         const ctx = this.#alpnContexts.get(normalizeHost(name));
         if (ctx) cb(null, ctx);

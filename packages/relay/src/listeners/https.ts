@@ -11,6 +11,7 @@ import type { CertStore } from '../certs/store.js';
 import {
   type ClientRequest,
   type ClientResponse,
+  clientIp,
   type ForwardOptions,
   forwardRequest,
 } from '../proxy/forward.js';
@@ -114,7 +115,7 @@ export function createHttpsTerminator(opts: HttpsTerminatorOptions): HttpsTermin
   });
   server.on('tlsClientError', (err: NodeJS.ErrnoException, socket: TLSSocket) => {
     opts.logger.info(
-      { client: socket.remoteAddress, reason: err.code ?? err.message },
+      { client: clientIp(socket.remoteAddress), reason: err.code ?? err.message },
       'tls handshake failed',
     );
   });
