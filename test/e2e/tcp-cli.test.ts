@@ -123,6 +123,11 @@ t.test(
     const logged = await relay.waitFor((l) => l['msg'] === 'tcp connection');
     t.match(logged, { port, route: `static:tcp-${port}`, client: '127.0.0.1', bytesIn: 9, bytesOut: 9 });
     t.notOk('error' in logged, 'the connection ended cleanly');
+
+    // SIGHUP (a closed terminal, a reload habit): said, and nothing else happens.
+    agent.child.kill('SIGHUP');
+    await agent.waitFor((l) => String(l['msg']).startsWith('SIGHUP ignored'));
+    t.equal((await get(probes, '127.0.0.1', '/readyz')).status, 200, 'still running and ready');
   },
 );
 

@@ -170,4 +170,12 @@ await runCli('burrow-agent', async () => {
     }
   }
   exitOnSignals(logger, () => Promise.all([agent.close(), kube?.stop()]));
+  // SIGHUP's default action would end the agent at once, without a drain: a terminal closing, or an
+  // operator used to the relay's reload. There is nothing to reload here.
+  process.on('SIGHUP', () =>
+    logger.info(
+      { signal: 'SIGHUP' },
+      'SIGHUP ignored: the agent reloads nothing (a token file is read again at each connect; routes at start)',
+    ),
+  );
 });
