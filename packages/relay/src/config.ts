@@ -654,5 +654,34 @@ export async function relayOptionsFrom(
     ...tcpOptions(values),
   };
   if (options.acme) options.acme.ordersPerHour = acmeOrdersPerHour;
+  checkDistinctListeners(options);
   return { options, logLevel, ...(tunnelTlsError ? { tunnelTlsError } : {}) };
+}
+
+/**
+ * Two listeners on one address would fail at start with "address in use",
+ * blaming another process: say which two options collide instead. Port 0
+ * (any free port) never collides; a wildcard host overlaps every host.
+ */
+function checkDistinctListeners(options: RelayOptions): void {
+  const listeners: Array<[string, { host: string; port: number }]> = [
+    ['--http-listen', options.http],
+    ['--tunnel-listen', options.tunnel],
+    ...(options.tls ? [['--tls-listen', options.tls] as [string, { host: string; port: number }]] : []),
+    ...(options.admin ? [['--admin-listen', options.admin] as [string, { host: string; port: number }]] : []),
+    ...(options.tcp?.ports ?? []).map(
+      (port) =>
+        ['--tcp-ports', { host: options.tcp!.host, port }] as [string, { host: string; port: number }],
+    ),
+  ];
+  const wildcard = (host: string) => host === '0.0.0.0' || host === '::' || host === '';
+  for (const [i, [a, at]] of listeners.entries()) {
+    for (const [b, bt] of listeners.slice(i + 1)) {
+      if (at.port === 0 || at.port !== bt.port) continue;
+      if (at.host === bt.host || wildcard(at.host) || wildcard(bt.host))
+        throw new ConfigError(
+          `${a} and ${b} both listen on port ${at.port} (${at.host} and ${bt.host}); give each its own port`,
+        );
+    }
+  }
 }

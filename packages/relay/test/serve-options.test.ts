@@ -71,3 +71,38 @@ t.test('--audience: printable, without spaces around it, which would match no to
     /^--audience must be 1 to 256 printable characters without spaces/,
   );
 });
+
+t.test('two listeners on one address: the two options named, not "another process"', async (t) => {
+  const failure = (argv: string[]) =>
+    optionsFor(t, argv).then(
+      () => 'started',
+      (err: Error) => err.message,
+    );
+  t.equal(
+    await failure(['--http-listen', '127.0.0.1:9090', '--admin-listen', '127.0.0.1:9090']),
+    '--http-listen and --admin-listen both listen on port 9090 (127.0.0.1 and 127.0.0.1); give each its own port',
+  );
+  t.match(
+    await failure(['--tls-listen', '0.0.0.0:8443']),
+    /^--tunnel-listen and --tls-listen both listen on port 8443/,
+    'a wildcard overlaps every host',
+  );
+  t.match(await failure(['--tcp-ports', '80']), /^--http-listen and --tcp-ports both listen on port 80/);
+  t.equal(
+    await failure([
+      '--http-listen',
+      '127.0.0.1:0',
+      '--tunnel-listen',
+      '127.0.0.1:0',
+      '--tls-listen',
+      '127.0.0.1:0',
+    ]),
+    'started',
+    'port 0 (any free port) never collides',
+  );
+  t.equal(
+    await failure(['--http-listen', '127.0.0.1:8080', '--admin-listen', '127.0.0.2:8080']),
+    'started',
+    'two hosts, one port',
+  );
+});
