@@ -33,6 +33,16 @@ async function startWatch(
   return watch;
 }
 
+/** A ServiceWatch on `kube` (not started yet) and its log, stopped at teardown. */
+function loggedWatch(t: Test, kube: FakeKube, options: Omit<ServiceWatchOptions, 'kubeConfig' | 'logger'>) {
+  const kc = new KubeConfig();
+  kc.loadFromString(kube.kubeconfig());
+  const log = memoryLogger('debug');
+  const watch = new ServiceWatch({ kubeConfig: kc, logger: log.logger, ...options });
+  t.teardown(() => watch.stop());
+  return { watch, log };
+}
+
 /** Adds a Service with a hostname and asserts its route reaches `watch`. */
 async function expectRouteArrives(
   t: Test,
@@ -461,16 +471,7 @@ t.test('a first list the API server never answers is given up and tried again', 
   kube.upsertService(service('web', { 'burrow.dev/hostname': 'web.example.com' }));
   kube.hangNext = { resource: 'services', count: 1 };
   const restarted = once(kube, 'hung').then(() => 0);
-  const kc = new KubeConfig();
-  kc.loadFromString(kube.kubeconfig());
-  const log = memoryLogger('debug');
-  const watch = new ServiceWatch({
-    kubeConfig: kc,
-    logger: log.logger,
-    requestTimeout: 200,
-    backoff: { base: 10, cap: 40 },
-  });
-  t.teardown(() => watch.stop());
+  const { watch, log } = loggedWatch(t, kube, { requestTimeout: 200, backoff: { base: 10, cap: 40 } });
   await watch.start();
   await restarted;
   while (!watch.synced) await once(watch, 'change');
@@ -508,11 +509,7 @@ t.test('a watch whose response head never comes is given up and opened again', a
 
 t.test('a watched object that is not a readable Service is logged and skipped, never fatal', async (t) => {
   const kube = await fakeKube(t);
-  const log = memoryLogger('debug');
-  const kc = new KubeConfig();
-  kc.loadFromString(kube.kubeconfig());
-  const watch = new ServiceWatch({ kubeConfig: kc, logger: log.logger, backoff: { base: 10, cap: 40 } });
-  t.teardown(() => watch.stop());
+  const { watch, log } = loggedWatch(t, kube, { backoff: { base: 10, cap: 40 } });
   await watch.start();
   const malformed = [
     { type: 'MODIFIED', object: { kind: 'Service', apiVersion: 'v1' } },
@@ -551,11 +548,7 @@ for (const how of [
   t.test(`watches ${how}: a failure with backoff, not a loop of lists and watches`, async (t) => {
     const kube = await fakeKube(t);
     kube.upsertService(service('web', { 'burrow.dev/hostname': 'web.example.com' }));
-    const log = memoryLogger('debug');
-    const kc = new KubeConfig();
-    kc.loadFromString(kube.kubeconfig());
-    const watch = new ServiceWatch({ kubeConfig: kc, logger: log.logger, backoff: { base: 10, cap: 40 } });
-    t.teardown(() => watch.stop());
+    const { watch, log } = loggedWatch(t, kube, { backoff: { base: 10, cap: 40 } });
     await watch.start();
     const restarted = once(watch, 'restart');
     if (how === 'ended at once with no event') kube.watchEndsAtOnce = true;
