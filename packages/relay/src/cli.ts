@@ -58,12 +58,13 @@ async function serve(argv: string[]): Promise<void> {
    * restart still applies the rest (a revocation must not wait for them): it
    * is loaded again with those options at their running values, and says why.
    */
-  const load = async (running?: OptionValues): Promise<LoadedConfig> => {
+  const load = async (running?: LoadedConfig): Promise<LoadedConfig> => {
     const file = configFile ? await attributeErrors(first.sources, () => readConfigFile(configFile)) : {};
     const { values, sources } = parseOptions(SERVE_OPTIONS, argv, process.env, file, configFile ?? '');
+    const revoking = (running?.options.revokedTokens?.length ?? 0) > 0;
     const from = async (v: OptionValues) => {
       const loaded = await attributeErrors(sources, () =>
-        relayOptionsFrom(v, { initial: running === undefined }),
+        relayOptionsFrom(v, { initial: running === undefined, revoking }),
       );
       // A tunnel certificate problem on a reload is reported, not thrown: it names its source all the same.
       if (loaded.tunnelTlsError) loaded.tunnelTlsError = attribute(sources, loaded.tunnelTlsError);
@@ -73,7 +74,7 @@ async function serve(argv: string[]): Promise<void> {
       return { values, ...(await from(values)) };
     } catch (err) {
       if (!running || !(err instanceof ConfigError)) throw err;
-      const effective = withRunningValues(values, running);
+      const effective = withRunningValues(values, running.values);
       return { values: effective, configured: values, restartError: err.message, ...(await from(effective)) };
     }
   };

@@ -430,11 +430,12 @@ const MAX_REVOKED_FILE = 32 * 1024 * 1024;
 const MAX_CONFIG_FILE = 1024 * 1024;
 
 /** Reads a revocation list: one token id (jti) per line; blank lines and # comments ignored. */
-export async function loadRevokedTokens(path: string, { reload = false } = {}): Promise<string[]> {
+export async function loadRevokedTokens(path: string, { refuseEmpty = false } = {}): Promise<string[]> {
   const text = await readOptionFile('revoked-tokens', path, MAX_REVOKED_FILE);
-  // A file read while it is being rewritten is empty: on a reload, that would lift every
-  // revocation until the next change. A list meant to be empty keeps a comment line.
-  if (reload && text === '')
+  // A file read while it is being rewritten is empty: while tokens are revoked (`refuseEmpty`),
+  // that would lift every revocation until the next change. A list emptied on purpose keeps a
+  // comment line.
+  if (refuseEmpty && text === '')
     throw new ConfigError(
       `--revoked-tokens: ${path} is empty (caught while being rewritten?); to revoke nothing, keep a comment line in it`,
     );
@@ -589,7 +590,15 @@ function wholeNumberOption(values: OptionValues, name: string, min: number, max:
 /** Turns parsed option values into RelayOptions, checking every field. */
 export async function relayOptionsFrom(
   values: OptionValues,
-  { initial = true }: { initial?: boolean } = {},
+  {
+    initial = true,
+    revoking = false,
+  }: {
+    /** At start (files checked, errors thrown), or a reload. */
+    initial?: boolean;
+    /** Tokens are revoked now: an empty revocation list is taken for one caught mid-rewrite. */
+    revoking?: boolean;
+  } = {},
 ): Promise<{ options: RelayOptions; logLevel: string; tunnelTlsError?: string }> {
   const logLevel = logLevelOption(values);
   const publicHttpPort =
@@ -625,7 +634,7 @@ export async function relayOptionsFrom(
     ...(tunnelTls ? { tunnelTls } : {}),
     admin: parseListen(String(values['admin-listen']), '--admin-listen'),
     ...(adminToken ? { adminToken } : {}),
-    revokedTokens: revokedFile ? await loadRevokedTokens(revokedFile, { reload: !initial }) : [],
+    revokedTokens: revokedFile ? await loadRevokedTokens(revokedFile, { refuseEmpty: revoking }) : [],
     ...(tls ? { tls, helloTimeout } : {}),
     // The files' contents are checked at start only: on a reload, a change to these options needs a
     // restart, and the files themselves belong to the certificate watcher, which keeps the last good

@@ -59,12 +59,12 @@ export interface ReloaderOptions {
   logger: Logger;
   /** Reads and validates the whole configuration again (throws ConfigError). */
   /**
-   * Reads the configuration again. `running`: the values in effect, which
-   * options that need a restart keep when their new values are wrong
+   * Reads the configuration again. `running`: the configuration in effect,
+   * whose values options that need a restart keep when their new values are wrong
    * (withRunningValues, `restartError`), so that such a mistake cannot hold
    * back the reload of the rest.
    */
-  load: (running: OptionValues) => Promise<LoadedConfig>;
+  load: (running: LoadedConfig) => Promise<LoadedConfig>;
   /** The configuration the relay runs with. */
   current: LoadedConfig;
   /** Quiet time after the last file change before reloading, ms. Default 200. */
@@ -147,7 +147,7 @@ export class ConfigReloader {
     let next: LoadedConfig;
     const commits: Array<() => void> = [];
     try {
-      next = await this.#opts.load(this.#current.values);
+      next = await this.#opts.load(this.#current);
       for (const [name, hook] of this.#hooks) {
         const commit = await hook(next).catch((err: Error) => {
           throw new Error(`${name}: ${err.message}`);

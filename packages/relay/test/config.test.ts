@@ -20,15 +20,15 @@ t.test('revocation list: ids, comments, and lines that are not ids', async (t) =
     code: 'BURROW_ERR_CONFIG',
     message: /--revoked-tokens: cannot read .*missing \(ENOENT\)/,
   });
-  // Empty: fine at start (a list made with touch); on a reload, a file caught mid-rewrite.
+  // Empty: fine when nothing is revoked (a list made with touch); while tokens are, a file caught mid-rewrite.
   await writeFile(file, '');
   t.same(await loadRevokedTokens(file), []);
-  await t.rejects(loadRevokedTokens(file, { reload: true }), {
+  await t.rejects(loadRevokedTokens(file, { refuseEmpty: true }), {
     code: 'BURROW_ERR_CONFIG',
     message: /is empty \(caught while being rewritten\?\); to revoke nothing, keep a comment line in it$/,
   });
   await writeFile(file, '# nothing revoked\n');
-  t.same(await loadRevokedTokens(file, { reload: true }), []);
+  t.same(await loadRevokedTokens(file, { refuseEmpty: true }), []);
 });
 
 t.test('admin options: listener, token from a file or the environment, checked', async (t) => {
