@@ -670,7 +670,7 @@ export async function relayOptionsFrom(
 /**
  * Two listeners on one address would fail at start with "address in use",
  * blaming another process: say which two options collide instead. Port 0
- * (any free port) never collides; a wildcard host overlaps every host.
+ * (any free port) never collides.
  */
 function checkDistinctListeners(options: RelayOptions): void {
   const listeners: Array<[string, { host: string; port: number }]> = [
@@ -683,11 +683,16 @@ function checkDistinctListeners(options: RelayOptions): void {
         ['--tcp-ports', { host: options.tcp!.host, port }] as [string, { host: string; port: number }],
     ),
   ];
-  const wildcard = (host: string) => host === '0.0.0.0' || host === '::' || host === '';
+  // `::` takes the port on every address (dual stack); `0.0.0.0` on every IPv4 one.
+  const overlap = (x: string, y: string) =>
+    x === y ||
+    x === '::' ||
+    y === '::' ||
+    ((x === '0.0.0.0' || y === '0.0.0.0') && isIP(x) !== 6 && isIP(y) !== 6);
   for (const [i, [a, at]] of listeners.entries()) {
     for (const [b, bt] of listeners.slice(i + 1)) {
       if (at.port === 0 || at.port !== bt.port) continue;
-      if (at.host === bt.host || wildcard(at.host) || wildcard(bt.host))
+      if (overlap(at.host, bt.host))
         throw new ConfigError(
           `${a} and ${b} both listen on port ${at.port} (${at.host} and ${bt.host}); give each its own port`,
         );

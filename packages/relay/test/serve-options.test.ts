@@ -105,4 +105,14 @@ t.test('two listeners on one address: the two options named, not "another proces
     'started',
     'two hosts, one port',
   );
+  t.equal(
+    await failure(['--http-listen', '0.0.0.0:8080', '--admin-listen', '[::1]:8080']),
+    'started',
+    'the IPv4 wildcard leaves IPv6 addresses free',
+  );
+  t.match(
+    await failure(['--http-listen', '[::]:8080', '--admin-listen', '127.0.0.1:8080']),
+    /^--http-listen and --admin-listen both listen on port 8080/,
+    'the IPv6 wildcard takes IPv4 addresses too',
+  );
 });
