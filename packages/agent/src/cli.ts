@@ -107,6 +107,15 @@ await runCli('burrow-agent', async () => {
     agentOptionsFrom(values, process.env, sources),
   );
   const logger = createLogger({ name: 'burrow-agent', level: logLevel });
+  // SIGHUP's default action would end the agent at once, without a drain: a terminal closing, or an
+  // operator used to the relay's reload. There is nothing to reload here. Installed before anything
+  // starts (the first list of Services may take a while).
+  process.on('SIGHUP', () =>
+    logger.info(
+      { signal: 'SIGHUP' },
+      'SIGHUP ignored: the agent reloads nothing (a token file is read again at each connect; routes at start)',
+    ),
+  );
   let kube: Kubernetes | undefined;
   let agent: Agent | undefined;
   // Both listeners answer /readyz, and both must tell the truth.
@@ -170,12 +179,4 @@ await runCli('burrow-agent', async () => {
     }
   }
   exitOnSignals(logger, () => Promise.all([agent.close(), kube?.stop()]));
-  // SIGHUP's default action would end the agent at once, without a drain: a terminal closing, or an
-  // operator used to the relay's reload. There is nothing to reload here.
-  process.on('SIGHUP', () =>
-    logger.info(
-      { signal: 'SIGHUP' },
-      'SIGHUP ignored: the agent reloads nothing (a token file is read again at each connect; routes at start)',
-    ),
-  );
 });

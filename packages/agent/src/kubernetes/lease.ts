@@ -226,13 +226,18 @@ export class LeaseElector extends EventEmitter<{ change: [leader: boolean] }> {
   }
 
   async #tick(): Promise<void> {
+    const started = performance.now();
     await this.tryOnce();
     if (this.#stopped) {
       // Stopped while this try was under way, and it won the Lease: give it back.
       if (this.#leader) await this.stop();
       return;
     }
-    this.#timer = setTimeout(() => void this.#tick(), this.#opts.renewInterval);
+    // Tries start every renewInterval, however long each took: counted from the end of the last,
+    // a slow API server would push renewals past the deadline, and the leader would step down and
+    // back up at every one.
+    const wait = Math.max(0, this.#opts.renewInterval - (performance.now() - started));
+    this.#timer = setTimeout(() => void this.#tick(), wait);
     this.#timer.unref();
   }
 

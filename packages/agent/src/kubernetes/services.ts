@@ -400,13 +400,13 @@ class SettledWatch extends TimedWatch {
       // proxy that closes every stream): the informer would open the next one at once, and list
       // again each time, in a loop with no pause and no word in the log. The second such watch in
       // a row ends as a failure instead, so the restart's backoff and warning apply.
-      if (!err) {
-        const quick = !delivered && performance.now() - started < QUICK_END;
-        this.#quickEnds = quick ? this.#quickEnds + 1 : 0;
-        if (this.#quickEnds >= 2) {
-          done(new Error(`the API server ended ${this.#quickEnds} watches in a row at once, with no event`));
-          return;
-        }
+      const quick = !err && !delivered && performance.now() - started < QUICK_END;
+      this.#quickEnds = quick ? this.#quickEnds + 1 : 0;
+      if (this.#quickEnds >= 2) {
+        const ended = this.#quickEnds;
+        this.#quickEnds = 0; // reported: the count starts over
+        done(new Error(`the API server ended ${ended} watches in a row at once, with no event`));
+        return;
       }
       done(err);
     };
@@ -415,7 +415,10 @@ class SettledWatch extends TimedWatch {
     // the same error again, back to back and without a word in the log.
     const onEvent = (phase: string, apiObj: unknown, watchObj?: unknown) => {
       if (finished) return;
-      if (phase !== 'ERROR') delivered = true;
+      if (phase !== 'ERROR') {
+        delivered = true;
+        this.#quickEnds = 0;
+      }
       const status = apiObj as { code?: number; message?: string } | undefined;
       if (phase === 'ERROR' && status?.code !== 410) {
         const err = new Error(`watch ended by an error event: ${status?.message ?? 'no message'}`);
