@@ -88,10 +88,13 @@ export class CertFiles {
       do {
         this.#again = false;
         try {
+          const before = [...this.#loaded.values()];
           const { entries, failed } = await this.#load(false);
           if (this.#closed) return;
-          this.#opts.store.set(FILES_SOURCE, entries);
-          this.#report(entries, failed, 'certificates reloaded');
+          // Nothing new (a pair caught half written keeps what it had): no change to announce.
+          const same = entries.length === before.length && entries.every((e, i) => e === before[i]);
+          if (!same) this.#opts.store.set(FILES_SOURCE, entries);
+          this.#report(entries, failed, same ? 'certificates unchanged' : 'certificates reloaded');
         } catch (err) {
           this.#opts.logger.error(
             { reason: (err as Error).message },
