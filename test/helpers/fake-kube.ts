@@ -318,6 +318,8 @@ export class FakeKube extends EventEmitter {
     ) {
       hang.count--;
       this.emit('hung', this.requests.at(-1));
+      // The client giving up closes its connection: said, so a test can tell it was not left behind.
+      res.once('close', () => this.emit('hungClosed'));
       return;
     }
 
