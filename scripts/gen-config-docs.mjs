@@ -39,7 +39,8 @@ names where the bad value was set: the flag (\`--http-listen must be HOST:PORT �
 variable (\`BURROW_HTTP_LISTEN must be HOST:PORT …\`) or the file and key
 (\`relay.yaml: "http-listen" must be HOST:PORT …\`).
 
-The config file is YAML of at most 1 MiB. A number in it is read as written (\`admin-token:
+The config file is YAML of at most 1 MiB, in one document (a second one after \`---\` is refused, not
+ignored; the same holds for routes files and kubeconfigs). A number in it is read as written (\`admin-token:
 000123…\` keeps its zeros). An empty file is refused, also on a reload, so a file caught while an
 editor rewrites it never counts as "all defaults". A YAML error names its line, column and kind,
 never the text, which may hold a secret. Files that options name are read up to 1 MiB (the
