@@ -68,6 +68,8 @@ async function serve(argv: string[]): Promise<void> {
       );
       // A tunnel certificate problem on a reload is reported, not thrown: it names its source all the same.
       if (loaded.tunnelTlsError) loaded.tunnelTlsError = attribute(sources, loaded.tunnelTlsError);
+      if (loaded.revokedTokensError)
+        loaded.revokedTokensError = attribute(sources, loaded.revokedTokensError);
       return loaded;
     };
     try {

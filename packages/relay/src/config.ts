@@ -430,13 +430,16 @@ const MAX_REVOKED_FILE = 32 * 1024 * 1024;
 const MAX_CONFIG_FILE = 1024 * 1024;
 
 /** Reads a revocation list: one token id (jti) per line; blank lines and # comments ignored. */
+/** A revocation list read empty while tokens are revoked: the running list stays (see loadRevokedTokens). */
+export class EmptyRevocationList extends ConfigError {}
+
 export async function loadRevokedTokens(path: string, { refuseEmpty = false } = {}): Promise<string[]> {
   const text = await readOptionFile('revoked-tokens', path, MAX_REVOKED_FILE);
   // A file read while it is being rewritten is empty: while tokens are revoked (`refuseEmpty`),
   // that would lift every revocation until the next change. A list emptied on purpose keeps a
   // comment line.
   if (refuseEmpty && text === '')
-    throw new ConfigError(
+    throw new EmptyRevocationList(
       `--revoked-tokens: ${path} is empty (caught while being rewritten?); to revoke nothing, keep a comment line in it`,
     );
   const ids: string[] = [];
@@ -599,7 +602,13 @@ export async function relayOptionsFrom(
     /** Tokens are revoked now: an empty revocation list is taken for one caught mid-rewrite. */
     revoking?: boolean;
   } = {},
-): Promise<{ options: RelayOptions; logLevel: string; tunnelTlsError?: string }> {
+): Promise<{
+  options: RelayOptions;
+  logLevel: string;
+  tunnelTlsError?: string;
+  /** Set on a reload whose revocation list was read empty while tokens are revoked: why. */
+  revokedTokensError?: string;
+}> {
   const logLevel = logLevelOption(values);
   const publicHttpPort =
     values['public-http-port'] !== undefined ? portOption(values, 'public-http-port') : undefined;
@@ -625,6 +634,14 @@ export async function relayOptionsFrom(
   }
   const adminToken = await adminTokenFrom(values);
   const revokedFile = values['revoked-tokens'] as string | undefined;
+  let revokedTokens: string[] = [];
+  let revokedTokensError: string | undefined;
+  try {
+    revokedTokens = revokedFile ? await loadRevokedTokens(revokedFile, { refuseEmpty: revoking }) : [];
+  } catch (err) {
+    if (!(err instanceof EmptyRevocationList)) throw err;
+    revokedTokensError = err.message;
+  }
   const tlsText = String(values['tls-listen']);
   const tls = tlsText.trim().toLowerCase() === 'off' ? undefined : parseListen(tlsText, '--tls-listen');
   // Checked with the listener off too: a bad value is refused wherever it was set.
@@ -634,7 +651,7 @@ export async function relayOptionsFrom(
     ...(tunnelTls ? { tunnelTls } : {}),
     admin: parseListen(String(values['admin-listen']), '--admin-listen'),
     ...(adminToken ? { adminToken } : {}),
-    revokedTokens: revokedFile ? await loadRevokedTokens(revokedFile, { refuseEmpty: revoking }) : [],
+    revokedTokens,
     ...(tls ? { tls, helloTimeout } : {}),
     // The files' contents are checked at start only: on a reload, a change to these options needs a
     // restart, and the files themselves belong to the certificate watcher, which keeps the last good
@@ -664,7 +681,12 @@ export async function relayOptionsFrom(
   };
   if (options.acme) options.acme.ordersPerHour = acmeOrdersPerHour;
   checkDistinctListeners(options);
-  return { options, logLevel, ...(tunnelTlsError ? { tunnelTlsError } : {}) };
+  return {
+    options,
+    logLevel,
+    ...(tunnelTlsError ? { tunnelTlsError } : {}),
+    ...(revokedTokensError ? { revokedTokensError } : {}),
+  };
 }
 
 /**

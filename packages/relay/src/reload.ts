@@ -20,6 +20,11 @@ export interface LoadedConfig {
    * running pair stays, the rest of the configuration applies.
    */
   tunnelTlsError?: string;
+  /**
+   * Set on a reload whose revocation list was read empty while tokens are
+   * revoked (a file caught mid-rewrite): the running list stays.
+   */
+  revokedTokensError?: string;
 }
 
 /**
@@ -197,6 +202,13 @@ export class ConfigReloader {
         'config has a mistake in an option that needs a restart (a restart would fail on it); applying the rest',
       );
     }
+    if (next.revokedTokensError) {
+      logger.error(
+        { trigger, reason: next.revokedTokensError },
+        'revocation list not reloaded; keeping the running one and applying the rest',
+      );
+      next.options.revokedTokens = previous.options.revokedTokens ?? [];
+    }
     if (next.tunnelTlsError) {
       logger.error(
         { trigger, reason: next.tunnelTlsError },
@@ -228,7 +240,7 @@ export class ConfigReloader {
     if (this.#watch) this.watchFiles();
     // Applied, but not as configured when the tunnel certificate stayed: counted with the
     // failures, which operators alert on.
-    relay.metrics.reloaded(!next.tunnelTlsError && !next.restartError);
+    relay.metrics.reloaded(!next.tunnelTlsError && !next.restartError && !next.revokedTokensError);
     logger.info(
       {
         trigger,
