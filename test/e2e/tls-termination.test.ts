@@ -246,6 +246,7 @@ t.test('one unusable pair in a certificate directory holds back no other', async
   const pki = await testPki(t);
   const dir = await mkdtemp(`${pki.dir}/certs-`);
   await pki.issue('site', ['r.example.test'], dir);
+  await pki.issue('other', ['o.example.test'], dir);
   await writeFile(join(dir, 'junk.crt'), 'not a certificate');
   await writeFile(join(dir, 'junk.key'), 'not a key');
   const log = memoryLogger('info', 'relay');
@@ -286,8 +287,13 @@ t.test('one unusable pair in a certificate directory holds back no other', async
       log.lines.indexOf(l) >= seen &&
       l.msg === 'certificate files unusable; serving the certificate they held before',
   );
+  let changes = 0;
+  const count = () => changes++;
+  relay.certs.on('change', count);
   await writeFile(join(dir, 'site.key'), '-----BEGIN PRIVATE KEY-----\n');
   t.match(await failed, { cert: join(dir, 'site.crt'), key: join(dir, 'site.key') });
+  relay.certs.off('change', count);
+  t.equal(changes, 0, 'nothing new: no change announced, though another pair loaded');
   t.equal((await httpsGet(port, 'r.example.test', pki.caPem)).serial.toUpperCase(), serial, 'still served');
 });
 

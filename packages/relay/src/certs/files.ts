@@ -35,7 +35,7 @@ export class CertFiles {
   #again = false;
   #closed = false;
   /** What each pair (by certificate file) loaded as last. */
-  #loaded = new Map<string, CertEntry>();
+  #loaded = new Map<string, LoadedPair>();
 
   constructor(opts: CertFilesOptions) {
     this.#opts = opts;
@@ -88,7 +88,7 @@ export class CertFiles {
       do {
         this.#again = false;
         try {
-          const before = [...this.#loaded.values()];
+          const before = [...this.#loaded.values()].map((p) => p.entry);
           const { entries, failed } = await this.#load(false);
           if (this.#closed) return;
           // Nothing new (a pair caught half written keeps what it had): no change to announce.
@@ -120,20 +120,20 @@ export class CertFiles {
     if (this.#opts.dir) pairs.push(...(await pairsIn(this.#opts.dir)));
     const entries: CertEntry[] = [];
     const failed: FailedPair[] = [];
-    const loaded = new Map<string, CertEntry>();
+    const loaded = new Map<string, LoadedPair>();
     for (const [i, p] of pairs.entries()) {
+      const before = this.#loaded.get(p.cert);
       try {
-        const entry = await loadPair(p);
-        entries.push(entry);
-        loaded.set(p.cert, entry);
+        const pair = await loadPair(p, before);
+        entries.push(pair.entry);
+        loaded.set(p.cert, pair);
       } catch (err) {
         if (initial && i < explicit.length) throw err;
-        const kept = this.#loaded.get(p.cert);
-        if (kept) {
-          entries.push(kept);
-          loaded.set(p.cert, kept);
+        if (before) {
+          entries.push(before.entry);
+          loaded.set(p.cert, before);
         }
-        failed.push({ cert: p.cert, key: p.key, reason: (err as Error).message, kept: kept !== undefined });
+        failed.push({ cert: p.cert, key: p.key, reason: (err as Error).message, kept: before !== undefined });
       }
     }
     this.#loaded = loaded;
@@ -149,7 +149,15 @@ interface FailedPair {
   kept: boolean;
 }
 
-async function loadPair(p: { cert: string; key: string }): Promise<CertEntry> {
+/** A pair as loaded: its entry, and the files' text it came from. */
+interface LoadedPair {
+  entry: CertEntry;
+  cert: string;
+  key: string;
+}
+
+/** Loads a pair; files unchanged since `before` give its entry back, so a reload can tell nothing changed. */
+async function loadPair(p: { cert: string; key: string }, before?: LoadedPair): Promise<LoadedPair> {
   let cert: string;
   let key: string;
   try {
@@ -162,8 +170,9 @@ async function loadPair(p: { cert: string; key: string }): Promise<CertEntry> {
   } catch (err) {
     throw new Error(`cannot read ${p.key}: ${(err as NodeJS.ErrnoException).code ?? err}`);
   }
+  if (before && before.cert === cert && before.key === key) return before;
   try {
-    return certEntryFromPem(cert, key, p.cert);
+    return { entry: certEntryFromPem(cert, key, p.cert), cert, key };
   } catch (err) {
     throw new Error(`${p.cert} with ${p.key}: ${(err as Error).message}`);
   }
