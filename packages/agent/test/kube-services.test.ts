@@ -561,6 +561,15 @@ for (const how of [
       log.lines.find((l) => l.msg === 'Kubernetes watch failed; restarting'),
       { reason },
     );
+    // It goes on failing: the backoff grows (a list that works in between does not reset it).
+    await once(watch, 'restart');
+    t.same(
+      log.lines
+        .filter((l) => String(l.msg).startsWith('Kubernetes watch failed'))
+        .map((l) => l['failures'])
+        .slice(0, 2),
+      [1, 2],
+    );
     // Once the API server behaves, the watch carries changes again.
     kube.watchEndsAtOnce = false;
     kube.watchError = undefined;

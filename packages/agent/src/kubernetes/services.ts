@@ -58,6 +58,8 @@ interface InformerEntry {
   failed: number;
   /** A list succeeded: the informer holds the Services as they are. */
   listed: boolean;
+  /** The last failure was a list's (not a watch's). */
+  listFailed?: boolean;
   timer?: NodeJS.Timeout;
   /** Waiting out a backoff delay before the next attempt: not idle, just waiting. */
   waiting: boolean;
@@ -155,7 +157,13 @@ export class ServiceWatch extends EventEmitter<Events> {
         : () => api.listServiceForAllNamespaces(selector ? { labelSelector: selector } : {});
       // Our list function is the one place that sees a list succeed: the informer reports only failures.
       const listed = async () => {
-        const result = await list();
+        let result: Awaited<ReturnType<typeof list>>;
+        try {
+          result = await list();
+        } catch (err) {
+          entry.listFailed = true;
+          throw err;
+        }
         result.items = result.items.filter((item) => this.#wellFormed(item));
         this.#listed(entry);
         return result;
@@ -231,7 +239,13 @@ export class ServiceWatch extends EventEmitter<Events> {
   }
 
   #listed(entry: InformerEntry): void {
-    this.#working(entry);
+    // A list that works ends a failure of lists. A failing watch is not over for it (an API server
+    // answering every watch with 410 makes the informer list again each time): that takes an
+    // event, or a watch that stays up.
+    if (entry.listFailed) {
+      entry.listFailed = false;
+      this.#working(entry);
+    } else entry.lastEvent = Date.now();
     entry.listed = true;
     if (this.#synced || !this.#informers.every((e) => e.listed)) return;
     this.#synced = true;
