@@ -236,7 +236,9 @@ export class LeaseElector extends EventEmitter<{ change: [leader: boolean] }> {
     // Tries start every renewInterval, however long each took: counted from the end of the last,
     // a slow API server would push renewals past the deadline, and the leader would step down and
     // back up at every one.
-    const wait = Math.max(0, this.#opts.renewInterval - (performance.now() - started));
+    // A fifth of an interval at least: an API server slow from overload gets no tries back to back.
+    const interval = this.#opts.renewInterval;
+    const wait = Math.max(interval / 5, interval - (performance.now() - started));
     this.#timer = setTimeout(() => void this.#tick(), wait);
     this.#timer.unref();
   }
