@@ -62,12 +62,11 @@ const LIVE = new Set([
 export interface ReloaderOptions {
   relay: Relay;
   logger: Logger;
-  /** Reads and validates the whole configuration again (throws ConfigError). */
   /**
-   * Reads the configuration again. `running`: the configuration in effect,
-   * whose values options that need a restart keep when their new values are wrong
-   * (withRunningValues, `restartError`), so that such a mistake cannot hold
-   * back the reload of the rest.
+   * Reads and validates the whole configuration again (throws ConfigError).
+   * `running`: the configuration in effect, whose values options that need a
+   * restart keep when their new values are wrong (withRunningValues,
+   * `restartError`), so that such a mistake cannot hold back the rest.
    */
   load: (running: LoadedConfig) => Promise<LoadedConfig>;
   /** The configuration the relay runs with. */
