@@ -13,7 +13,7 @@ import { testAgent } from '../helpers/agent.js';
 import { deferred } from '../helpers/deferred.js';
 import { tempDir } from '../helpers/fs.js';
 import { testServer } from '../helpers/http.js';
-import { AGENT_CLI, listeningPorts, RELAY_CLI, spawnLogged } from '../helpers/proc.js';
+import { AGENT_CLI, LOOPBACK_SERVE, listeningPorts, RELAY_CLI, spawnLogged } from '../helpers/proc.js';
 
 const run = promisify(execFile);
 
@@ -114,7 +114,7 @@ t.test('a request head left unfinished on the tunnel or admin port does not hold
   await run(process.execPath, [RELAY_CLI, 'keygen', '--out', keys]);
   const relay = spawnLogged(t, RELAY_CLI, [
     'serve',
-    ...['--http-listen', '127.0.0.1:0', '--tunnel-listen', '127.0.0.1:0', '--tls-listen', 'off'],
+    ...LOOPBACK_SERVE,
     ...['--admin-listen', '127.0.0.1:0', '--verify-key', keys, '--drain-timeout', '1s'],
   ]);
   const { tunnel, admin } = await listeningPorts(relay);
@@ -457,15 +457,7 @@ t.test('a key or certificate option naming an endless file: one line, not all th
   await run(process.execPath, [RELAY_CLI, 'keygen', '--out', dir]);
   const over = (flag: string) =>
     `burrow-relay: --${flag}: /dev/zero is over 1048576 bytes; is it the right file?\n`;
-  const serve = [
-    'serve',
-    '--http-listen',
-    '127.0.0.1:0',
-    '--tunnel-listen',
-    '127.0.0.1:0',
-    '--tls-listen',
-    'off',
-  ];
+  const serve = ['serve', ...LOOPBACK_SERVE];
   t.same(await failing(RELAY_CLI, [...serve, '--verify-key', '/dev/zero']), {
     code: 1,
     stderr: over('verify-key'),

@@ -8,6 +8,15 @@ import type { Teardownable } from './relay.js';
 export const ROOT = join(dirname(fileURLToPath(import.meta.url)), '..', '..');
 export const RELAY_CLI = join(ROOT, 'packages/relay/dist/cli.js');
 export const AGENT_CLI = join(ROOT, 'packages/agent/dist/cli.js');
+/** `burrow-relay serve` flags for HTTP and tunnel listeners on free loopback ports, TLS off. */
+export const LOOPBACK_SERVE = [
+  '--http-listen',
+  '127.0.0.1:0',
+  '--tunnel-listen',
+  '127.0.0.1:0',
+  '--tls-listen',
+  'off',
+];
 
 export interface LoggedProcess {
   child: ChildProcess;
