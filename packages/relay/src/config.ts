@@ -689,6 +689,16 @@ export async function relayOptionsFrom(
   };
 }
 
+/** One spelling per address: IPv6 in its short form (`::0` is `::`), IPv4-mapped IPv6 as IPv4. */
+function canonicalHost(host: string): string {
+  if (isIP(host) !== 6) return host;
+  const short = new URL(`http://[${host}]`).hostname.slice(1, -1);
+  const mapped = /^::ffff:([0-9a-f]{1,4}):([0-9a-f]{1,4})$/.exec(short);
+  if (!mapped) return short;
+  const [hi, lo] = [Number.parseInt(mapped[1]!, 16), Number.parseInt(mapped[2]!, 16)];
+  return `${hi >> 8}.${hi & 255}.${lo >> 8}.${lo & 255}`;
+}
+
 /**
  * Two listeners on one address would fail at start with "address in use",
  * blaming another process: say which two options collide instead. Port 0
@@ -706,11 +716,11 @@ function checkDistinctListeners(options: RelayOptions): void {
     ),
   ];
   // `::` takes the port on every address (dual stack); `0.0.0.0` on every IPv4 one.
-  const overlap = (x: string, y: string) =>
-    x === y ||
-    x === '::' ||
-    y === '::' ||
-    ((x === '0.0.0.0' || y === '0.0.0.0') && isIP(x) !== 6 && isIP(y) !== 6);
+  const overlap = (a: string, b: string) => {
+    const [x, y] = [canonicalHost(a), canonicalHost(b)];
+    const v4wildcard = (x === '0.0.0.0' || y === '0.0.0.0') && isIP(x) !== 6 && isIP(y) !== 6;
+    return x === y || x === '::' || y === '::' || v4wildcard;
+  };
   for (const [i, [a, at]] of listeners.entries()) {
     for (const [b, bt] of listeners.slice(i + 1)) {
       if (at.port === 0 || at.port !== bt.port) continue;

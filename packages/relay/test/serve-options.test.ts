@@ -115,4 +115,14 @@ t.test('two listeners on one address: the two options named, not "another proces
     /^--http-listen and --admin-listen both listen on port 8080/,
     'the IPv6 wildcard takes IPv4 addresses too',
   );
+  t.match(
+    await failure(['--http-listen', '0.0.0.0:8080', '--admin-listen', '[::ffff:127.0.0.1]:8080']),
+    /^--http-listen and --admin-listen both listen on port 8080/,
+    'an IPv4-mapped address is an IPv4 one',
+  );
+  t.match(
+    await failure(['--http-listen', '[0:0:0:0:0:0:0:0]:8080', '--admin-listen', '127.0.0.1:8080']),
+    /^--http-listen and --admin-listen both listen on port 8080/,
+    ':: however spelt',
+  );
 });
