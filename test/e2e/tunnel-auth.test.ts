@@ -9,6 +9,7 @@ import { createAgentToken, loadSigningKey, TUNNEL_PATH, TUNNEL_SUBPROTOCOL } fro
 import { SignJWT } from 'jose';
 import t from 'tap';
 import { WebSocket } from 'ws';
+import { memoryLogger } from '../../packages/agent/test/helpers/log.js';
 import { deferred, until } from '../helpers/deferred.js';
 import { tempDir } from '../helpers/fs.js';
 import { get, testServer } from '../helpers/http.js';
@@ -168,3 +169,28 @@ t.test('one subject holds at most --max-tunnels-per-subject tunnels; others are 
   await until(async () => relay.connections.size === 1, 'the relay saw the tunnel close');
   t.equal((await attempt(url, token)).status, 101, 'accepted once one has closed');
 });
+
+t.test(
+  "behind a terminator on the relay's machine, the agent's address is X-Forwarded-For's last entry",
+  async (t) => {
+    const log = memoryLogger('info', 'burrow-relay');
+    const relay = await testRelay(t, { logger: log.logger });
+    /** The `remote` the relay logs for a refused upgrade from loopback with this X-Forwarded-For. */
+    const remoteFor = async (forwarded: string) => {
+      const seen = log.lines.length;
+      const ws = new WebSocket(tunnelUrl(relay) + TUNNEL_PATH, TUNNEL_SUBPROTOCOL, {
+        headers: { authorization: 'Bearer not.a.token', 'x-forwarded-for': forwarded },
+      });
+      ws.on('error', () => {});
+      const line = await log.waitFor(
+        (l) => log.lines.indexOf(l) >= seen && l.msg === 'agent refused: token rejected',
+      );
+      ws.terminate();
+      return line['remote'];
+    };
+    // Caddy appends the address it saw: entries before it are the agent's own say.
+    t.equal(await remoteFor('203.0.113.5, 198.51.100.7'), '198.51.100.7');
+    t.equal(await remoteFor('::ffff:198.51.100.8'), '198.51.100.8');
+    t.equal(await remoteFor('not an address'), '127.0.0.1', 'anything else: the peer');
+  },
+);

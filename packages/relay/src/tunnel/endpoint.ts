@@ -1,5 +1,6 @@
 import type { IncomingMessage, Server } from 'node:http';
 import { STATUS_CODES } from 'node:http';
+import { isIP } from 'node:net';
 import type { Duplex } from 'node:stream';
 import {
   type AgentClaims,
@@ -16,6 +17,7 @@ import {
 } from '@burrow/shared';
 import { WebSocketServer } from 'ws';
 import type { RefusalReason } from '../metrics.js';
+import { clientIp } from '../proxy/forward.js';
 import type { PortTable } from '../routes/ports.js';
 import type { RouteTable } from '../routes/table.js';
 import { AgentConnection } from './agent-connection.js';
@@ -91,7 +93,7 @@ export class TunnelEndpoint {
 
   async #onUpgrade(req: IncomingMessage, socket: Duplex, head: Buffer): Promise<void> {
     const log = this.#opts.logger;
-    const remote = req.socket.remoteAddress ?? '';
+    const remote = agentAddress(req);
     socket.on('error', () => {}); // a client that vanishes mid-handshake is not our error
     const path = (req.url ?? '').split('?')[0];
     if (path !== TUNNEL_PATH) return reject(socket, 404, `no tunnel endpoint at ${path}; use ${TUNNEL_PATH}`);
@@ -232,4 +234,18 @@ function reject(socket: Duplex, status: number, reason: string, extra: Record<st
   };
   const lines = Object.entries(headers).map(([k, v]) => `${k}: ${v}`);
   socket.end(`HTTP/1.1 ${status} ${STATUS_CODES[status]}\r\n${lines.join('\r\n')}\r\n\r\n${body}`);
+}
+
+/**
+ * The agent's address, for logs and the admin API. Behind a TLS terminator on
+ * the relay's own machine (Caddy, docs/install.md §3) every tunnel comes from
+ * loopback: there, the last X-Forwarded-For entry (the one the terminator
+ * added) is the agent's. From any other peer the header is not believed.
+ */
+function agentAddress(req: IncomingMessage): string {
+  const peer = clientIp(req.socket.remoteAddress);
+  if (peer !== '::1' && !peer.startsWith('127.')) return peer;
+  const header = req.headers['x-forwarded-for'];
+  const last = (Array.isArray(header) ? header.at(-1) : header)?.split(',').at(-1)?.trim() ?? '';
+  return isIP(last) ? clientIp(last) : peer;
 }
