@@ -8,7 +8,7 @@ import { promisify } from 'node:util';
 import t, { type Test } from 'tap';
 import { within } from '../helpers/deferred.js';
 import { tempDir } from '../helpers/fs.js';
-import { AGENT_CLI, RELAY_CLI } from '../helpers/proc.js';
+import { AGENT_CLI, LOOPBACK_SERVE, RELAY_CLI } from '../helpers/proc.js';
 import { tokenFor } from '../helpers/relay.js';
 
 const run = promisify(execFile);
@@ -79,12 +79,7 @@ t.test('the relay exits on SIGTERM after its stdout pipe broke', async (t) => {
       'serve',
       '--verify-key',
       join(dir, 'keys'),
-      '--http-listen',
-      '127.0.0.1:0',
-      '--tunnel-listen',
-      '127.0.0.1:0',
-      '--tls-listen',
-      'off',
+      ...LOOPBACK_SERVE,
       '--admin-listen',
       '127.0.0.1:0',
     ],

@@ -12,7 +12,7 @@ import t from 'tap';
 import { tempDir } from '../helpers/fs.js';
 import { get } from '../helpers/http.js';
 import { freePort, tcpBackend } from '../helpers/net.js';
-import { AGENT_CLI, listeningPorts, RELAY_CLI, spawnLogged } from '../helpers/proc.js';
+import { AGENT_CLI, LOOPBACK_SERVE, listeningPorts, RELAY_CLI, spawnLogged } from '../helpers/proc.js';
 
 const run = promisify(execFile);
 
@@ -140,12 +140,7 @@ t.test('a TCP port already in use: one line naming it, exit 1', async (t) => {
     'serve',
     '--verify-key',
     join(dir, 'keys'),
-    '--http-listen',
-    '127.0.0.1:0',
-    '--tunnel-listen',
-    '127.0.0.1:0',
-    '--tls-listen',
-    'off',
+    ...LOOPBACK_SERVE,
     '--admin-listen',
     '127.0.0.1:0',
     '--tcp-ports',
