@@ -11,4 +11,5 @@ export * from './token.js';
 export * from './tunnel/framed-body.js';
 export * from './tunnel/message-stream.js';
 export * from './tunnel/messages.js';
+export * from './warning-pacer.js';
 export * from './yaml.js';

@@ -1,4 +1,4 @@
-import { type Logger, Reason, type Stream } from '@burrow/shared';
+import { type Logger, Reason, type Stream, WarningPacer } from '@burrow/shared';
 import type { Route } from '../routes/source.js';
 
 /** Where a failed backend exchange is reported: the agent's log and its failure counter. */
@@ -74,8 +74,8 @@ export function logExchangeEnd(log: Logger, route: Route, stream: Stream, end: E
 
 /** How often one backend failure (a route and a reason) is logged at warn, ms; repeats between are at debug. */
 const WARN_EVERY = 10_000;
-/** Per logger: each failure's quiet period and how many repeats it kept quiet. */
-const recent = new WeakMap<Logger, Map<string, { until: number; quiet: number }>>();
+/** Per logger (an agent's), the pace of its backend failure warnings. */
+const pacers = new WeakMap<Logger, WarningPacer>();
 
 /**
  * Logs a backend failure at warn once per WARN_EVERY for each `key`: a backend
@@ -84,18 +84,11 @@ const recent = new WeakMap<Logger, Map<string, { until: number; quiet: number }>
  * how many there were (`suppressed`); the failure counter counts them all.
  */
 export function warnLimited(log: Logger, key: string, fields: Record<string, unknown>, msg: string): void {
-  let seen = recent.get(log);
-  if (!seen) recent.set(log, (seen = new Map()));
-  const now = performance.now();
-  const last = seen.get(key);
-  if (last && now < last.until) {
-    last.quiet++;
-    log.debug(fields, msg);
-    return;
-  }
-  if (seen.size >= 1024) for (const [k, v] of seen) if (v.until <= now) seen.delete(k);
-  seen.set(key, { until: now + WARN_EVERY, quiet: 0 });
-  log.warn(last?.quiet ? { ...fields, suppressed: last.quiet } : fields, msg);
+  let pacer = pacers.get(log);
+  if (!pacer) pacers.set(log, (pacer = new WarningPacer(WARN_EVERY)));
+  const held = pacer.pass(key);
+  if (held === undefined) log.debug(fields, msg);
+  else log.warn(held > 0 ? { ...fields, suppressed: held } : fields, msg);
 }
 
 /** An error's code and message for a log line or a reset: the message says what, the code which. */

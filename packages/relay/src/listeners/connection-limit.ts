@@ -1,5 +1,6 @@
 import { readFileSync } from 'node:fs';
 import type { Server } from 'node:net';
+import { WarningPacer } from '@burrow/shared';
 
 /**
  * File descriptors the automatic connection limit leaves free for what is not
@@ -67,19 +68,14 @@ export function dropReporter(
   count: (listener: PublicListener) => void,
   interval = 10_000,
 ): (listener: PublicListener) => void {
-  const state = new Map<PublicListener, { quietUntil: number; unreported: number }>();
+  const pacer = new WarningPacer(interval);
   return (listener) => {
     count(listener);
-    let s = state.get(listener);
-    if (!s) state.set(listener, (s = { quietUntil: 0, unreported: 0 }));
-    s.unreported++;
-    const now = performance.now();
-    if (now < s.quietUntil) return;
-    s.quietUntil = now + interval;
+    const held = pacer.pass(listener);
+    if (held === undefined) return;
     logger.warn(
-      { listener, maxConnections: max, dropped: s.unreported },
+      { listener, maxConnections: max, dropped: held + 1 },
       'connection limit reached: new client connections are closed at once (--max-connections)',
     );
-    s.unreported = 0;
   };
 }
