@@ -1,5 +1,4 @@
-import { closeSync, openSync, readSync } from 'node:fs';
-import { ConfigError, MAX_OPTION_FILE } from '@burrow/shared';
+import { ConfigError, readOptionFileSync } from '@burrow/shared';
 
 /** Characters a bearer token may hold (RFC 6750 b64token). */
 const BEARER = /^[A-Za-z0-9._~+/=-]+$/;
@@ -21,43 +20,10 @@ export function checkToken(token: string, where: string): void {
  */
 export function tokenFile(file: string): () => string {
   return () => {
-    let token: string;
-    try {
-      token = readBounded(file).trim();
-    } catch (err) {
-      if (err instanceof ConfigError) throw err;
-      throw new ConfigError(
-        `--token-file: cannot read ${file} (${(err as NodeJS.ErrnoException).code ?? 'error'})`,
-      );
-    }
+    // Bounded like every file an option names: a wrong path (a log, /dev/zero)
+    // must not fill the memory, and this runs before every connection attempt.
+    const token = readOptionFileSync('token-file', file).trim();
     checkToken(token, `--token-file ${file}`);
     return token;
   };
-}
-
-/**
- * The file's text, up to MAX_OPTION_FILE bytes, as the other files options
- * name are read: a wrong path (a log, /dev/zero) must not fill the memory, and
- * this runs before every connection attempt. Synchronous, like its caller.
- */
-function readBounded(file: string): string {
-  const fd = openSync(file, 'r');
-  try {
-    const chunks: Buffer[] = [];
-    let total = 0;
-    for (;;) {
-      const chunk = Buffer.allocUnsafe(64 * 1024);
-      const bytesRead = readSync(fd, chunk, 0, chunk.length, null);
-      if (bytesRead === 0) break;
-      total += bytesRead;
-      if (total > MAX_OPTION_FILE)
-        throw new ConfigError(
-          `--token-file: ${file} is over ${MAX_OPTION_FILE} bytes; is it the right file?`,
-        );
-      chunks.push(chunk.subarray(0, bytesRead));
-    }
-    return Buffer.concat(chunks, total).toString('utf8');
-  } finally {
-    closeSync(fd);
-  }
 }

@@ -1,3 +1,4 @@
+import { closeSync, openSync, readSync } from 'node:fs';
 import { open } from 'node:fs/promises';
 import { parseArgs } from 'node:util';
 import { parseDuration } from './duration.js';
@@ -317,11 +318,24 @@ export async function readOptionFile(
   try {
     return await readFileUpTo(file, maxBytes);
   } catch (err) {
-    const code = (err as NodeJS.ErrnoException).code ?? 'error';
-    if (code === 'EFBIG')
-      throw new ConfigError(`--${flag}: ${file} is over ${maxBytes} bytes; is it the right file?`);
-    throw new ConfigError(`--${flag}: cannot read ${file} (${code})`);
+    throw optionFileError(flag, file, maxBytes, err);
   }
+}
+
+/** readOptionFile for callers that cannot wait (the agent's token, read before each connect). */
+export function readOptionFileSync(flag: string, file: string, maxBytes = MAX_OPTION_FILE): string {
+  try {
+    return readFileUpToSync(file, maxBytes);
+  } catch (err) {
+    throw optionFileError(flag, file, maxBytes, err);
+  }
+}
+
+function optionFileError(flag: string, file: string, maxBytes: number, err: unknown): ConfigError {
+  const code = (err as NodeJS.ErrnoException).code ?? 'error';
+  if (code === 'EFBIG')
+    return new ConfigError(`--${flag}: ${file} is over ${maxBytes} bytes; is it the right file?`);
+  return new ConfigError(`--${flag}: cannot read ${file} (${code})`);
 }
 
 /**
@@ -332,20 +346,55 @@ export async function readOptionFile(
 export async function readFileUpTo(file: string, maxBytes = MAX_OPTION_FILE): Promise<string> {
   const handle = await open(file, 'r');
   try {
-    const chunks: Buffer[] = [];
-    let total = 0;
+    const text = new BoundedText(file, maxBytes);
     for (;;) {
-      const chunk = Buffer.allocUnsafe(64 * 1024);
+      const chunk = Buffer.allocUnsafe(READ_PIECE);
       const { bytesRead } = await handle.read(chunk, 0, chunk.length, null);
-      if (bytesRead === 0) break;
-      total += bytesRead;
-      if (total > maxBytes)
-        throw Object.assign(new Error(`${file} is over ${maxBytes} bytes`), { code: 'EFBIG' });
-      chunks.push(chunk.subarray(0, bytesRead));
+      if (bytesRead === 0) return text.toString();
+      text.add(chunk.subarray(0, bytesRead));
     }
-    return Buffer.concat(chunks, total).toString('utf8');
   } finally {
     await handle.close();
+  }
+}
+
+/** readFileUpTo, synchronous. */
+export function readFileUpToSync(file: string, maxBytes = MAX_OPTION_FILE): string {
+  const fd = openSync(file, 'r');
+  try {
+    const text = new BoundedText(file, maxBytes);
+    for (;;) {
+      const chunk = Buffer.allocUnsafe(READ_PIECE);
+      const bytesRead = readSync(fd, chunk, 0, chunk.length, null);
+      if (bytesRead === 0) return text.toString();
+      text.add(chunk.subarray(0, bytesRead));
+    }
+  } finally {
+    closeSync(fd);
+  }
+}
+
+const READ_PIECE = 64 * 1024;
+
+/** The pieces of a file read so far; refuses (EFBIG) the one that takes it past the limit. */
+class BoundedText {
+  readonly #chunks: Buffer[] = [];
+  #total = 0;
+
+  constructor(
+    readonly file: string,
+    readonly maxBytes: number,
+  ) {}
+
+  add(piece: Buffer): void {
+    this.#total += piece.length;
+    if (this.#total > this.maxBytes)
+      throw Object.assign(new Error(`${this.file} is over ${this.maxBytes} bytes`), { code: 'EFBIG' });
+    this.#chunks.push(piece);
+  }
+
+  toString(): string {
+    return Buffer.concat(this.#chunks, this.#total).toString('utf8');
   }
 }
 
