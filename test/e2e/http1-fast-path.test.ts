@@ -95,6 +95,54 @@ t.test('bytes a backend sends after a whole response do not reach the next one',
 });
 
 t.test(
+  'a body sent after a bodiless response, in a later write, never answers the next request',
+  async (t) => {
+    // A backend that answers HEAD as GET, or a 204 with a body, and writes that
+    // body late: here just before its next response on the same connection, so
+    // that on a reused upstream it would be read as that response. The bodies
+    // look like responses of their own, as an attacker would shape them.
+    const stray = 'HTTP/1.1 200 OK\r\nContent-Length: 8\r\n\r\nPOISONED';
+    const owed = new Map<number, string>();
+    const backend = await rawBackend(t, (socket, req) => {
+      socket.write(owed.get(req.conn) ?? '');
+      owed.delete(req.conn);
+      const path = req.head.split(' ')[1]!;
+      if (req.head.startsWith('HEAD')) {
+        socket.write(`HTTP/1.1 200 OK\r\nContent-Length: ${stray.length}\r\n\r\n`);
+        owed.set(req.conn, stray);
+      } else if (path === '/204') {
+        socket.write(`HTTP/1.1 204 No Content\r\nContent-Length: ${stray.length}\r\n\r\n`);
+        owed.set(req.conn, stray);
+      } else socket.write(`HTTP/1.1 200 OK\r\nContent-Length: ${path.length}\r\n\r\n${path}`);
+    });
+    const host = 'late.fast.test';
+    const { port } = await setup(t, host, backend.url);
+    const c = client(t, port);
+    c.write(`HEAD /file HTTP/1.1\r\nHost: ${host}\r\n\r\n`);
+    t.equal((await c.response('HEAD'))?.status, 200);
+    c.write(get(host, '/after-head'));
+    t.equal(
+      String((await c.response())?.body),
+      '/after-head',
+      'the request after a HEAD got its own response',
+    );
+    c.write(get(host, '/204'));
+    t.equal((await c.response())?.status, 204);
+    c.write(get(host, '/after-204'));
+    t.equal(
+      String((await c.response())?.body),
+      '/after-204',
+      'the request after the 204 got its own response',
+    );
+    t.same(
+      backend.requests.map((r) => r.conn),
+      [0, 1, 1, 2],
+      'a new backend connection after each',
+    );
+  },
+);
+
+t.test(
   'https targets: the agent speaks TLS to the backend, verified unless the route says not',
   async (t) => {
     const pki = await testPki(t);

@@ -203,7 +203,11 @@ export interface ResponseHead {
   framing: Framing;
   /** Body length for `length` framing. */
   length: number;
-  /** The backend closes its connection after this response. */
+  /**
+   * The backend's connection is not used again after this response: the
+   * backend said it closes, or the response ends with its head where a
+   * misbehaving backend may still send a body (below).
+   */
   close: boolean;
   /** Offset just past the head. */
   end: number;
@@ -391,9 +395,26 @@ export function parseResponseHead(
     head,
     framing,
     length: framing === 'length' ? Number(length) : 0,
-    close: close || !keepAlive || framing === 'close',
+    close: close || !keepAlive || framing === 'close' || mayTrail(method, status, length, codings),
     end: blank + 4,
   };
+}
+
+/**
+ * Whether a response that ends with its head may still be followed by a body
+ * the backend sends anyway, in a later write: a response to HEAD (servers that
+ * answer HEAD as GET), or a 204 that declares a body. On a reused connection
+ * those bytes would be read as the next exchange's response, which may be
+ * another client's; undici closes after every HEAD for the same reason.
+ */
+function mayTrail(
+  method: string,
+  status: number,
+  length: string | undefined,
+  codings: string | undefined,
+): boolean {
+  if (method === 'HEAD') return true;
+  return status === 204 && ((length !== undefined && Number(length) > 0) || codings !== undefined);
 }
 
 /**
