@@ -16,7 +16,8 @@ export type RefusalReason =
   | 'tunnels_per_subject'
   | 'route_not_allowed'
   | 'route_taken'
-  | 'route_invalid';
+  | 'route_invalid'
+  | 'route_limit';
 
 export interface RelayMetricsSources {
   connections: ReadonlySet<AgentConnection>;
@@ -88,7 +89,7 @@ export class RelayMetrics {
       help: 'Hostnames (exact or wildcard) bound to at least one agent connection.',
       registers,
       collect() {
-        this.set(sources.routes.list().length);
+        this.set(sources.routes.size);
       },
     });
     new Gauge({

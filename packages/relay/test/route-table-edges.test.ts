@@ -173,6 +173,69 @@ t.test(
     t.notOk(table.holds('full-0-0.example.com'), "bob's oldest went first");
     let kept = 0;
     for (let i = 0; i < 256; i++) for (const h of names(i)) if (table.holds(h)) kept++;
-    t.equal(kept, 4095, 'bob keeps what the bound leaves beside alice');
+    t.equal(kept, 4096, "bob keeps his newest 4096: the bound is each tenant's");
   },
 );
+
+t.test("a tenant's churn never costs a tenant holding many reservations any of them", async (t) => {
+  const table = new RouteTable({ offlineGrace: 60_000 });
+  // Alice serves 3000 names inside bob's wildcard, then her agent restarts.
+  const alice = target(1, 'alice');
+  const names = Array.from({ length: 50 }, (_, i) => ({
+    id: `a${i}`,
+    hostnames: Array.from({ length: 60 }, (_, j) => `a${i}-${j}.example.com`),
+  }));
+  table.announce(alice, ['*.example.com'], names);
+  table.announce(target(2, 'bob'), ['*.example.com'], [{ id: 'w', hostnames: ['*.example.com'] }]);
+  table.remove(alice);
+  // Bob announces 4200 names of his own on other connections and drops them, twice.
+  churn(table, 10, 'n0');
+  churn(table, 11, 'n1');
+  const held = names.flatMap((r) => r.hostnames).filter((h) => table.holds(h)).length;
+  t.equal(held, 3000, 'all of alice’s reservations stay');
+  t.equal(table.lookup('a0-0.example.com').kind, 'offline', "her names never go to bob's wildcard");
+  const grabbed = table.announce(
+    target(20, 'bob'),
+    ['*.example.com'],
+    [{ id: 'g', hostnames: ['a0-0.example.com'] }],
+  );
+  t.equal(grabbed[0]!.status, 'refused', 'nor to an exact announcement of his');
+});
+
+t.test('a tenant serves at most 16,384 names over all its connections', async (t) => {
+  const table = new RouteTable({ offlineGrace: 60_000 });
+  const names = (prefix: string, n: number) =>
+    Array.from({ length: n / 64 }, (_, i) => ({
+      id: `${prefix}${i}`,
+      hostnames: Array.from({ length: 64 }, (_, j) => `${prefix}-${i}-${j}.example.com`),
+    }));
+  const reasons: string[] = [];
+  const bob1 = target(1, 'bob');
+  const full = names('one', 16_384);
+  const first = table.announce(bob1, ['*.example.com'], full, (r) => reasons.push(r));
+  t.equal(first.filter((r) => r.status === 'active').length, 16_384, 'the first connection takes 16,384');
+  // A second connection of bob's: new names are refused, names the first serves are shared.
+  const bob2 = target(2, 'bob');
+  const second = table.announce(
+    bob2,
+    ['*.example.com'],
+    [...names('two', 128), { id: 'shared', hostnames: ['one-0-0.example.com'] }],
+    (r) => reasons.push(r),
+  );
+  t.equal(second.filter((r) => r.status === 'refused').length, 128);
+  t.match(second[0]!.error, /over the 16384 names one token subject may serve at once/);
+  t.equal(second.at(-1)!.status, 'active', 'a name the subject serves already is shared');
+  t.same(new Set(reasons), new Set(['route_limit']));
+  // Another tenant is not touched by bob's bound.
+  const alice = table.announce(
+    target(3, 'alice'),
+    ['app.example.com'],
+    [{ id: 'a', hostnames: ['app.example.com'] }],
+  );
+  t.equal(alice[0]!.status, 'active');
+  // At the bound, an announcement that swaps 64 names for 64 new ones goes through (the last
+  // route: one-0-0, in the first, is served by the second connection too and is not freed).
+  const swapped = table.announce(bob1, ['*.example.com'], [...full.slice(0, -1), ...names('three', 64)]);
+  t.equal(swapped.filter((r) => r.status === 'active').length, 16_384, 'a swap at the bound is taken whole');
+  t.equal(table.size, 16_385);
+});

@@ -3,6 +3,7 @@ import {
   type AnnouncedRoute,
   checkHostPattern,
   createAllowlist,
+  MAX_ANNOUNCED_HOSTNAMES,
   nextWildcardDot,
   parseCidr,
   patternMatcher,
@@ -63,8 +64,22 @@ export function heldUntil(until: number): string {
   return `${new Date(until).toISOString().slice(0, 19).replace('T', ' ')} UTC`;
 }
 
-/** Names kept reserved for agents that went away; past it, the tenant adding one loses its oldest. */
-const MAX_OFFLINE = 4096;
+/**
+ * Names one subject (tenant) may serve at once, over all its connections: as
+ * many as one announcement may hold. Connections of a subject share names, so
+ * this is reached only with different names on different connections; without
+ * it, 64 connections of one token could bind a million names, and every scan of
+ * the table (metrics, the admin API, certificate management) would stall the
+ * relay for all tenants.
+ */
+export const MAX_NAMES_PER_SUBJECT = MAX_ANNOUNCED_HOSTNAMES;
+
+/**
+ * Names kept reserved for one subject whose agents went away; past it, its
+ * own oldest reservations go. Bounded per subject, so that no tenant's churn
+ * can ever cost another tenant a reservation.
+ */
+export const MAX_OFFLINE_PER_SUBJECT = 4096;
 
 /** Why a hostname of an announcement was refused (the metric's reason label). */
 export type RouteRefusal = Extract<RefusalReason, `route_${string}`>;
@@ -79,6 +94,12 @@ export class RouteTable<T extends RouteTarget> {
   readonly #byTarget = new Map<T, Set<string>>();
   /** Names whose agents went away: until when they answer 503, how they were served, and whose they are. */
   readonly #offline = new Map<string, { until: number; mode: RouteProtocol; subject: string }>();
+  /** The same reservations by subject, oldest first. */
+  readonly #offlineOf = new Map<string, Set<string>>();
+  /** When reservations nobody asked about since they lapsed are next swept away. */
+  #nextSweep = 0;
+  /** How many names each subject holds now. */
+  readonly #namesOf = new Map<string, number>();
   readonly #offlineGrace: number;
   readonly #urlFor: (hostname: string, mode: RouteProtocol) => string;
   readonly #listeners = new Set<() => void>();
@@ -106,6 +127,15 @@ export class RouteTable<T extends RouteTarget> {
     // refused names must not each repeat them in the reply.
     let listed = 0;
     const allowed = patternMatcher(allowedPatterns);
+    // New names this subject may still take: what it holds now, less what this announcement
+    // withdraws and no other connection of the subject holds, up to the bound.
+    let room = MAX_NAMES_PER_SUBJECT - (this.#namesOf.get(target.subject) ?? 0);
+    const held = this.#byTarget.get(target);
+    if (held?.size) {
+      const kept = new Set(routes.flatMap((r) => r.hostnames.map((h) => h.toLowerCase())));
+      for (const hostname of held)
+        if (!kept.has(hostname) && this.#claims.get(hostname)?.bindings.size === 1) room++;
+    }
     for (const route of routes) {
       let allowlist: Allowlist | undefined;
       try {
@@ -134,6 +164,19 @@ export class RouteTable<T extends RouteTarget> {
           onRefused?.(refused.refusal);
           continue;
         }
+        if (!this.#claims.has(hostname)) {
+          if (room <= 0) {
+            results.push({
+              id: route.id,
+              hostname: raw,
+              status: 'refused',
+              error: `hostname "${hostname}" is over the ${MAX_NAMES_PER_SUBJECT} names one token subject may serve at once`,
+            });
+            onRefused?.('route_limit');
+            continue;
+          }
+          room--;
+        }
         const mode = route.protocol ?? 'http';
         const http1 = mode === 'http' && route.backend === undefined;
         wanted.set(hostname, { target, routeId: route.id, hostname, allowlist, mode, http1 });
@@ -149,9 +192,10 @@ export class RouteTable<T extends RouteTarget> {
       if (!claim) {
         claim = { subject: target.subject, bindings: new Map() };
         this.#claims.set(hostname, claim);
+        this.#namesOf.set(claim.subject, (this.#namesOf.get(claim.subject) ?? 0) + 1);
       }
       claim.bindings.set(target, binding);
-      this.#offline.delete(hostname);
+      this.#unreserve(hostname);
     }
     this.#byTarget.set(target, new Set(wanted.keys()));
     this.#changed();
@@ -219,7 +263,14 @@ export class RouteTable<T extends RouteTarget> {
     for (const hostname of this.#byTarget.get(target) ?? []) this.#unbind(target, hostname, true);
     this.#byTarget.delete(target);
     // Once for the whole connection, not for each of its (up to 16,384) names.
-    if (this.#offline.size > MAX_OFFLINE) this.#pruneOffline();
+    const reserved = this.#offlineOf.get(target.subject);
+    if (reserved && reserved.size > MAX_OFFLINE_PER_SUBJECT) {
+      for (const hostname of reserved) {
+        if (reserved.size <= MAX_OFFLINE_PER_SUBJECT) break;
+        this.#unreserve(hostname);
+      }
+    }
+    this.#sweep();
     this.#changed();
   }
 
@@ -234,62 +285,40 @@ export class RouteTable<T extends RouteTarget> {
     claim.bindings.delete(target);
     if (claim.bindings.size === 0) {
       this.#claims.delete(hostname);
+      const left = (this.#namesOf.get(claim.subject) ?? 1) - 1;
+      if (left > 0) this.#namesOf.set(claim.subject, left);
+      else this.#namesOf.delete(claim.subject);
       if (!lost) return;
       this.#offline.set(hostname, {
         until: Date.now() + this.#offlineGrace,
         mode: binding.mode,
         subject: claim.subject,
       });
+      let reserved = this.#offlineOf.get(claim.subject);
+      if (!reserved) this.#offlineOf.set(claim.subject, (reserved = new Set()));
+      reserved.add(hostname);
     }
   }
 
+  #unreserve(hostname: string): void {
+    const gone = this.#offline.get(hostname);
+    if (!gone) return;
+    this.#offline.delete(hostname);
+    const reserved = this.#offlineOf.get(gone.subject);
+    reserved?.delete(hostname);
+    if (reserved?.size === 0) this.#offlineOf.delete(gone.subject);
+  }
+
   /**
-   * Drops expired reservations, then, while still over the bound, the oldest
-   * of the tenant holding the most: a tenant churning names of its own wears
-   * out its own reservations, never another's, whichever went offline first.
-   * One pass works out how many each tenant gives up (those holding the most
-   * come down to one level), one more drops them: a connection whose thousands
-   * of names all went offline at once costs two passes, not two per name.
+   * Drops reservations that lapsed without anyone asking for their names
+   * (a lookup drops those it meets), at most once per grace period: the
+   * reservations of tenants that never came back do not pile up.
    */
-  #pruneOffline(): void {
+  #sweep(): void {
     const now = Date.now();
-    const held = new Map<string, number>();
-    for (const [h, { until, subject }] of this.#offline) {
-      if (until <= now) this.#offline.delete(h);
-      else held.set(subject, (held.get(subject) ?? 0) + 1);
-    }
-    const excess = this.#offline.size - MAX_OFFLINE;
-    if (excess <= 0) return;
-    const above = (level: number) => {
-      let n = 0;
-      for (const count of held.values()) if (count > level) n += count - level;
-      return n;
-    };
-    // The lowest level the tenants holding the most can come down to without giving up more than the excess.
-    let low = 0;
-    let high = Math.max(...held.values());
-    while (low < high) {
-      const mid = (low + high) >>> 1;
-      if (above(mid) <= excess) high = mid;
-      else low = mid + 1;
-    }
-    // What is left goes one each from tenants at that level, first held first.
-    let extra = excess - above(low);
-    const drop = new Map<string, number>();
-    for (const [subject, count] of held) {
-      let n = Math.max(0, count - low);
-      if (extra > 0 && count >= low && count > 0) {
-        n++;
-        extra--;
-      }
-      if (n > 0) drop.set(subject, n);
-    }
-    for (const [h, { subject }] of this.#offline) {
-      const n = drop.get(subject);
-      if (!n) continue;
-      this.#offline.delete(h);
-      drop.set(subject, n - 1);
-    }
+    if (now < this.#nextSweep) return;
+    this.#nextSweep = now + this.#offlineGrace;
+    for (const [hostname, { until }] of this.#offline) if (until <= now) this.#unreserve(hostname);
   }
 
   /**
@@ -316,7 +345,7 @@ export class RouteTable<T extends RouteTarget> {
       const gone = this.#offline.size > 0 ? this.#offline.get(key) : undefined;
       if (gone) {
         if (gone.until > Date.now()) return { kind: 'offline', hostname: key, mode: gone.mode };
-        this.#offline.delete(key);
+        this.#unreserve(key);
       }
       dot = nextWildcardDot(host, dot);
       key = dot >= 0 ? `*${host.slice(dot)}` : '';
