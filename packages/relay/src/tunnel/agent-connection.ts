@@ -186,6 +186,8 @@ export class AgentConnection implements RouteTarget {
       try {
         messages = reader.push(chunk);
       } catch (err) {
+        // Charged like a message read whole: the subject's next announcement waits for it.
+        this.#gate?.charge(this.subject, performance.now() - started);
         this.#log.warn({ reason: (err as Error).message }, 'invalid control message; closing the tunnel');
         this.session.destroy(err as Error);
         return;
