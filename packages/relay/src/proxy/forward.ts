@@ -495,6 +495,18 @@ export async function forwardRequest(
   let headBytes = 0;
   /** Reads the body records of a response with trailers (an HTTP/2 backend's). */
   let unframed: FramedBodyReader | undefined;
+  if (h2) {
+    // A client may reset a request in the same read as its HEADERS, thousands a
+    // second ("rapid reset", CVE-2023-44487). Node reports the reset only after
+    // this handler has started: one turn later it shows, and such a request
+    // costs no tunnel stream, no work at the agent and no backend connection.
+    await new Promise<void>((resolve) => setImmediate(resolve));
+    const { stream: h2stream } = res as Http2ServerResponse;
+    if (h2stream.destroyed || h2stream.closed) {
+      req.resume();
+      return;
+    }
+  }
   for (let attempt = 0; !head; attempt++) {
     if (!routed.ok) {
       error = routed.code;

@@ -224,6 +224,15 @@ export class Session extends EventEmitter<SessionEvents> {
     if (this.#localActive >= this.#peer.maxConcurrentStreams) {
       throw new StreamRefusedError(`peer allows ${this.#peer.maxConcurrentStreams} concurrent streams`);
     }
+    // Control frames queued past half the limit that ends the session: the peer
+    // reads slower than streams are opened (a flood of requests its clients
+    // cancel at once, say). New streams are refused until the queue drains, so
+    // that a flood costs its own requests, not the whole tunnel.
+    if (this.#transport.bufferedAmount > this.config.maxSendQueue / 2) {
+      throw new StreamRefusedError(
+        `the tunnel's send queue is backed up (${this.#transport.bufferedAmount} bytes): the peer reads slower than streams open`,
+      );
+    }
     if (metadata.byteLength > this.#peer.maxMetadata) {
       throw new MetadataTooLargeError(
         `metadata of ${metadata.byteLength} bytes, peer allows ${this.#peer.maxMetadata}`,
