@@ -199,21 +199,24 @@ t.test('HTTP/1.1 clients reach an h2c backend; its trailers come on a chunked re
 t.test('an Upgrade request to an h2c backend is answered 501, not hung', async (t) => {
   const h2 = createH2Server();
   const relay = await h2Relay(t, await listening(t, h2));
-  const status = await new Promise<number>((resolve, reject) => {
+  const [status, body] = await new Promise<[number, string]>((resolve, reject) => {
     const req = httpRequest({
       host: '127.0.0.1',
       port: relay.httpAddress.port,
       headers: { host: 'h2.example.test', connection: 'upgrade', upgrade: 'websocket' },
     });
     req.on('response', (res) => {
-      res.resume();
-      resolve(res.statusCode ?? 0);
+      let text = '';
+      res.on('data', (c: Buffer) => (text += c));
+      res.on('end', () => resolve([res.statusCode ?? 0, text]));
     });
     req.on('upgrade', () => reject(new Error('upgraded')));
     req.on('error', reject);
     req.end();
   });
   t.equal(status, 501);
+  t.match(body, /speaks HTTP\/2 \(h2c\)/);
+  t.notMatch(body, /127\.0\.0\.1/, 'the backend address stays in the cluster');
 });
 
 t.test('a backend allowing 2 streams per connection still gets 10 requests at once', async (t) => {

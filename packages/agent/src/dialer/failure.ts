@@ -92,7 +92,7 @@ export function warnLimited(log: Logger, key: string, fields: Record<string, unk
 }
 
 /** An error's code and message for a log line or a reset: the message says what, the code which. */
-export function describeFailure(code: string | undefined, message: string): string {
+function describeFailure(code: string | undefined, message: string): string {
   if (!code) return message;
   return message && message !== code ? `${message} (${code})` : code;
 }
@@ -100,22 +100,32 @@ export function describeFailure(code: string | undefined, message: string): stri
 /**
  * Why a backend gave no response at all: it did not accept a connection in
  * time, refused one, or failed otherwise. Returns the reset's reason, message
- * and the code to log.
+ * and the code to log. The message goes to the relay with the reset: it names
+ * no address (targets never leave the agent; its own log line has the target).
  */
 export function unanswered(
   timedOut: boolean,
   code: string,
   message: string,
-  where: string,
   connectTimeout: number,
 ): [Reason, string, string] {
   if (timedOut) {
     return [
       Reason.ConnectTimeout,
-      `backend did not accept a connection to ${where} within ${connectTimeout} ms`,
+      `backend did not accept a connection within ${connectTimeout} ms`,
       'ETIMEDOUT',
     ];
   }
-  if (code === 'ECONNREFUSED') return [Reason.ConnectRefused, `backend refused connection to ${where}`, code];
-  return [Reason.BackendError, `backend request failed: ${describeFailure(code, message)}`, code];
+  if (code === 'ECONNREFUSED') return [Reason.ConnectRefused, 'backend refused the connection', code];
+  return [Reason.BackendError, `backend request failed: ${socketFailure(code, message)}`, code];
+}
+
+/**
+ * A failure for a reset message: Node's socket errors name the address
+ * (`connect EHOSTUNREACH 10.0.0.5:80`), so those go by their code alone.
+ */
+export function socketFailure(code: string | undefined, message: string): string {
+  return code?.startsWith('E') && code.length > 1 && code === code.toUpperCase() && !code.startsWith('ERR_')
+    ? code
+    : describeFailure(code, message);
 }

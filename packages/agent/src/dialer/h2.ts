@@ -28,7 +28,7 @@ import {
   writeTrailersRecord,
 } from '@burrow/shared';
 import type { Route } from '../routes/source.js';
-import { describeFailure, type FailureReport, failExchange, logExchangeEnd, unanswered } from './failure.js';
+import { type FailureReport, failExchange, logExchangeEnd, socketFailure, unanswered } from './failure.js';
 import { hasBody, headFrom } from './head.js';
 import { targetAddress } from './target.js';
 
@@ -308,7 +308,7 @@ class H2Exchange {
   /** HTTP/2 has no Upgrade (WebSocket over it is a CONNECT the relay does not make): a 501 says so. */
   #refuseUpgrade(): void {
     const body = Buffer.from(
-      `${this.#route.target} speaks HTTP/2 (h2c): an Upgrade request (WebSocket) cannot reach it\n`,
+      'this service speaks HTTP/2 (h2c): an Upgrade request (WebSocket) cannot reach it\n',
     );
     this.#status = 501;
     this.#headSent = this.#complete = true;
@@ -441,7 +441,7 @@ class H2Exchange {
     if (this.#headSent) {
       this.#fail(
         Reason.BackendError,
-        `backend connection failed: ${describeFailure(code, cause.message)}`,
+        `backend connection failed: ${socketFailure(code, cause.message)}`,
         code,
       );
       return;
@@ -450,7 +450,6 @@ class H2Exchange {
       code === CONNECT_TIMEOUT,
       code,
       cause.message,
-      targetAddress(this.#route.target).where,
       this.#connectTimeout,
     );
     this.#fail(reason, message, logged);

@@ -27,7 +27,7 @@ import {
 import type { Dispatcher } from 'undici';
 import type { Route } from '../routes/source.js';
 import { isH2c } from '../routes/validate.js';
-import { describeFailure, failExchange, logExchangeEnd, unanswered } from './failure.js';
+import { failExchange, logExchangeEnd, socketFailure, unanswered } from './failure.js';
 import { type H2Context, H2Sessions, serveH2 } from './h2.js';
 import { hasBody, headFrom, unsupportedCoding } from './head.js';
 import { BACKEND_RESET, DEFAULT_CONNECT_TIMEOUT, type PoolOptions, TargetPool } from './pool.js';
@@ -310,7 +310,7 @@ class Exchange {
     if (this.#headSent) {
       this.#fail(
         Reason.BackendError,
-        `backend closed the connection before the response was complete (${describeFailure(code, err.message)})`,
+        `backend closed the connection before the response was complete (${socketFailure(code, err.message)})`,
         code,
       );
       return;
@@ -339,7 +339,7 @@ class Exchange {
 
   /** The backend gave no response: the connection timed out, was refused, or failed otherwise. */
   #failUnanswered(timedOut: boolean, code: string, message: string): void {
-    this.#fail(...unanswered(timedOut, code, message, this.#where, this.#connectTimeout));
+    this.#fail(...unanswered(timedOut, code, message, this.#connectTimeout));
   }
 
   /**
@@ -414,7 +414,7 @@ class Exchange {
         if (this.#upgraded || this.#res?.complete) return;
         this.#fail(
           Reason.BackendError,
-          `backend connection failed: ${describeFailure(code, err.message)}`,
+          `backend connection failed: ${socketFailure(code, err.message)}`,
           code,
         );
         return;
@@ -495,7 +495,7 @@ class Exchange {
     socket.on('error', (err: NodeJS.ErrnoException) =>
       this.#fail(
         Reason.BackendError,
-        `backend connection failed: ${describeFailure(err.code, err.message)}`,
+        `backend connection failed: ${socketFailure(err.code, err.message)}`,
         err.code,
       ),
     );

@@ -12,7 +12,7 @@ import {
   type TcpOpen,
 } from '@burrow/shared';
 import type { Route } from '../routes/source.js';
-import { describeFailure, warnLimited } from './failure.js';
+import { socketFailure, warnLimited } from './failure.js';
 import { targetAddress } from './target.js';
 
 export interface TcpServeOptions {
@@ -45,7 +45,7 @@ export function serveTcpStream(
   route: Route,
   { connectTimeout, log, onFailure }: TcpServeOptions,
 ): void {
-  const { host, port, where, https, serverName } = targetAddress(route.target);
+  const { host, port, https, serverName } = targetAddress(route.target);
   const tls = meta.kind === 'http1' && https;
   const started = performance.now();
   let failed: string | undefined;
@@ -78,10 +78,7 @@ export function serveTcpStream(
   };
   const timer = setTimeout(() => {
     socket.destroy();
-    fail(
-      Reason.ConnectTimeout,
-      `backend did not accept a connection to ${where} within ${connectTimeout} ms`,
-    );
+    fail(Reason.ConnectTimeout, `backend did not accept a connection within ${connectTimeout} ms`);
   }, connectTimeout);
   socket.once(tls ? 'secureConnect' : 'connect', () => {
     clearTimeout(timer);
@@ -90,12 +87,11 @@ export function serveTcpStream(
   });
   socket.on('error', (err: NodeJS.ErrnoException) => {
     clearTimeout(timer);
-    if (err.code === 'ECONNREFUSED')
-      fail(Reason.ConnectRefused, `backend refused connection to ${where}`, err.code);
+    if (err.code === 'ECONNREFUSED') fail(Reason.ConnectRefused, 'backend refused the connection', err.code);
     else
       fail(
         Reason.BackendError,
-        `backend connection failed: ${describeFailure(err.code, err.message)}`,
+        `backend connection failed: ${socketFailure(err.code, err.message)}`,
         err.code,
       );
   });
