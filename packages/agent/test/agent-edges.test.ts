@@ -7,7 +7,7 @@ import { once } from 'node:events';
 import { dirname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { promisify } from 'node:util';
-import { type Logger, parseOptions, Reason } from '@burrow/shared';
+import { type Logger, parseOptions, Reason, writeMessage } from '@burrow/shared';
 import t from 'tap';
 import { get } from '../../../test/helpers/http.js';
 import { freePort } from '../../../test/helpers/net.js';
@@ -187,6 +187,66 @@ t.test('routes whose hostnames add up to more than one announcement carries are 
   t.equal(outcome, 'routes acknowledged', 'the relay acknowledged the announcement');
   t.same([...agent.skippedRoutes().keys()], ['r256'], 'the last one skipped');
   t.match(agent.skippedRoutes().get('r256'), /over 16384/, 'saying why');
+});
+
+t.test(
+  'a relay writes no status of its own choosing: answers only, no control characters, no odd URLs',
+  async (t) => {
+    const relay = await fakeRelay(t);
+    relay.urlOf = (h) => (h.startsWith('odd') ? `javascript:alert(1)//${h}` : `http://${h}`);
+    relay.refusedHosts.set('refused.example.com', 'taken\u001b[31m\r\nfake log line\u0007');
+    const routes = [
+      { id: 'odd', hostnames: ['odd.example.com'], target: 'http://127.0.0.1:1' },
+      { id: 'refused', hostnames: ['refused.example.com'], target: 'http://127.0.0.1:1' },
+    ];
+    const { agent, log } = await agentOn(t, relay, routes);
+    const status = () => Object.fromEntries(agent.routeStatus().map((r) => [r.hostname, r]));
+    t.match(status()['odd.example.com'], { status: 'active' });
+    t.equal(
+      status()['odd.example.com']!.url,
+      undefined,
+      'a URL that is not http, https or tcp is not reported',
+    );
+    t.equal(
+      status()['refused.example.com']!.error,
+      'taken?[31m??fake log line?',
+      'control characters shown as ?',
+    );
+
+    // Results nobody asked for: ignored, however many.
+    const control = (await relay.announced()).control!;
+    for (let i = 0; i < 20; i++) {
+      writeMessage(control, {
+        type: 'announce-result',
+        routes: [{ id: 'odd', hostname: 'odd.example.com', status: 'refused', error: `unsolicited ${i}` }],
+      });
+    }
+    const ignored = () =>
+      log.lines.filter((l) => l.msg === 'announce-result with no announcement outstanding; ignored');
+    await log.waitFor(() => ignored().length === 20);
+    t.match(status()['odd.example.com'], { status: 'active' }, 'the status stays what the last answer said');
+  },
+);
+
+t.test('route changes a relay is too slow to take coalesce into the latest set', async (t) => {
+  const relay = await fakeRelay(t);
+  const source = new StaticRouteSource(manyRoutes(1000));
+  const { agent } = await agentOn(t, relay, source);
+  const conn = await relay.announced();
+  // The relay stops reading its control stream: it grants no more credit, so
+  // once the stream's window (256 KiB) is used the agent's writes wait.
+  conn.control!.pause();
+  const sets = Array.from({ length: 50 }, (_, n) =>
+    manyRoutes(1000).map((r) => ({ ...r, hostnames: [`v${n}-${r.hostnames[0]}`] })),
+  );
+  for (const routes of sets) source.update(routes);
+  const latest = sets.at(-1)![0]!.hostnames[0];
+  const received = conn.announcements.length;
+  conn.control!.resume();
+  while (conn.announcements.at(-1)?.[0]?.hostnames[0] !== latest) await once(relay, 'announce');
+  const sent = conn.announcements.length - received;
+  t.ok(sent <= 5, `${sent} announcements for 50 changes: the waiting ones were replaced by the latest`);
+  t.equal(agent.connectionCount, 1);
 });
 
 t.test(

@@ -85,6 +85,17 @@ export class TunnelConnection extends EventEmitter<TunnelConnectionEvents> {
   #ws: WebSocket | undefined;
   #session: Session | undefined;
   #control: Stream | undefined;
+  /** The control stream an announcement is being written to, until it has been. */
+  #writing: Stream | undefined;
+  /** The routes changed while an announcement was being written: another follows it. */
+  #announceLater = false;
+  /**
+   * Announcements on the live control stream the relay has not answered. A
+   * result with none outstanding is ignored: each one may write every
+   * Service's status back to Kubernetes, so only the agent's own announcing
+   * may set off those writes.
+   */
+  #unanswered = 0;
   #timer: NodeJS.Timeout | undefined;
   #connectedAt = 0;
   /** Every session not yet closed (the live one and any draining after GOAWAY), with its socket. */
@@ -133,13 +144,23 @@ export class TunnelConnection extends EventEmitter<TunnelConnectionEvents> {
   }
 
   #announceOn(control: Stream): void {
+    // Until the relay has taken the last announcement off the stream (it reads
+    // slowly, or not at all), route changes do not queue up one by one: the
+    // latest set goes once it has.
+    if (this.#writing === control) {
+      this.#announceLater = true;
+      return;
+    }
+    this.#writing = control;
+    this.#announceLater = false;
+    this.#unanswered++;
     const { routes, ports } = this.#opts.announcement();
     // Without ports the field is left out: relays before ports need not see it.
-    writeMessage(control, {
-      type: 'announce',
-      routes,
-      ...(ports.length ? { ports } : {}),
-      features: FEATURES,
+    const message = { type: 'announce', routes, ...(ports.length ? { ports } : {}), features: FEATURES };
+    writeMessage(control, message, () => {
+      if (this.#writing !== control) return;
+      this.#writing = undefined;
+      if (this.#announceLater && this.#control === control) this.#announceOn(control);
     });
   }
 
@@ -216,6 +237,7 @@ export class TunnelConnection extends EventEmitter<TunnelConnectionEvents> {
       return;
     }
     this.#control = control;
+    this.#unanswered = 0;
     control.idleExempt = true; // quiet for as long as the routes do not change
     const reader = new MessageReader(relayMessageSchema, MAX_RESULT_MESSAGE);
     const broken = (why: string) => {
@@ -264,6 +286,11 @@ export class TunnelConnection extends EventEmitter<TunnelConnectionEvents> {
       this.emit('connected');
       return;
     }
+    if (this.#unanswered === 0) {
+      this.#log.debug('announce-result with no announcement outstanding; ignored');
+      return;
+    }
+    this.#unanswered--;
     this.emit('routes', message.routes, message.ports ?? []);
   }
 

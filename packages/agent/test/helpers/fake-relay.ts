@@ -35,6 +35,8 @@ export interface FakeConnection {
   ws: WebSocket;
   /** Every announcement received on this connection, in order. */
   announcements: AnnouncedRoute[][];
+  /** The control stream, once the agent has opened it (to write what a hostile relay would). */
+  control?: Stream;
 }
 
 export interface FakeRelayEvents {
@@ -53,6 +55,8 @@ export class FakeRelay extends EventEmitter<FakeRelayEvents> {
   readonly refusedHosts = new Map<string, string>();
   /** Results added to every announce-result, for names the agent never announced (a hostile relay). */
   foreignResults: RouteResult[] = [];
+  /** The URL reported for an active hostname (a hostile relay may report anything). */
+  urlOf = (hostname: string) => `http://${hostname}`;
   /** What the welcome says (a hostile relay may say anything). */
   welcome = { subject: 'test-agent', relayId: 'fake-relay' };
   readonly #server: ReturnType<typeof createServer>;
@@ -130,6 +134,7 @@ export class FakeRelay extends EventEmitter<FakeRelayEvents> {
   accept(conn: FakeConnection): void {
     this.connections.push(conn);
     conn.session.on('stream', (control) => {
+      conn.control = control;
       control.on('error', () => {});
       writeMessage(control, { type: 'welcome', ...this.welcome });
       const reader = new MessageReader(agentMessageSchema);
@@ -147,7 +152,7 @@ export class FakeRelay extends EventEmitter<FakeRelayEvents> {
             r.hostnames.map((h) =>
               this.refusedHosts.has(h)
                 ? { id: r.id, hostname: h, status: 'refused' as const, error: this.refusedHosts.get(h)! }
-                : { id: r.id, hostname: h, status: 'active' as const, url: `http://${h}` },
+                : { id: r.id, hostname: h, status: 'active' as const, url: this.urlOf(h) },
             ),
           );
           writeMessage(control, { type: 'announce-result', routes: [...results, ...this.foreignResults] });

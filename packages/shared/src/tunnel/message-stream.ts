@@ -18,11 +18,15 @@ export const MAX_RESULT_MESSAGE = 8 * MAX_MESSAGE;
  * Length-prefixed JSON messages over a byte stream (the control stream and the
  * response head of HTTP streams): u32 big-endian length, then UTF-8 JSON.
  */
-export function writeMessage(stream: Duplex, value: unknown): boolean {
+export function writeMessage(
+  stream: Duplex,
+  value: unknown,
+  written?: (err?: Error | null) => void,
+): boolean {
   const body = encodeJson(value);
   const head = Buffer.allocUnsafe(4);
   head.writeUInt32BE(body.byteLength, 0);
-  return stream.write(Buffer.concat([head, body]));
+  return stream.write(Buffer.concat([head, body]), written);
 }
 
 /**

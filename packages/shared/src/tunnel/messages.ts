@@ -177,9 +177,24 @@ export type AgentMessage = z.infer<typeof agentMessageSchema>;
 /**
  * Text the relay sends only to be shown (logged, written back to Kubernetes):
  * cut at `max` characters rather than refused, since refusing it would end the
- * connection and every route on it over a long message.
+ * connection and every route on it over a long message. Control characters
+ * (terminal escapes, line breaks that would forge log or Event lines) become `?`.
  */
-const shownText = (max: number) => z.string().transform((s) => ellipsize(s, max));
+const shownText = (max: number) =>
+  z.string().transform((s) => ellipsize(s.replace(CONTROL_CHARACTERS, '?'), max));
+
+// biome-ignore lint/suspicious/noControlCharactersInRegex: matching them is the point
+const CONTROL_CHARACTERS = /[\u0000-\u001f\u007f-\u009f\u2028\u2029]/g;
+
+/**
+ * A URL the relay reports for a route, written back to Kubernetes as it is:
+ * http, https or tcp, printable ASCII. Anything else is dropped (the route is
+ * still active; only its URL goes unshown) rather than refused, as above.
+ */
+const reportedUrl = z
+  .string()
+  .max(2048)
+  .transform((s) => (/^(https?|tcp):\/\/[\x21-\x7e]+$/.test(s) ? s : undefined));
 
 /** `text` cut to at most `max` characters, an ellipsis marking the cut. */
 export function ellipsize(text: string, max: number): string {
@@ -195,7 +210,7 @@ export const routeResultSchema = z.object({
   /** Why a hostname was refused, for the agent's logs and Kubernetes write-back. */
   error: shownText(1024).optional(),
   /** Where the route is reachable, when active. */
-  url: z.string().max(2048).optional(),
+  url: reportedUrl.optional(),
 });
 export type RouteResult = z.infer<typeof routeResultSchema>;
 
@@ -206,7 +221,7 @@ export const portResultSchema = z.object({
   status: z.enum(['active', 'refused']),
   error: shownText(1024).optional(),
   /** Where the port is reachable, when active and the relay knows its public name. */
-  url: z.string().max(2048).optional(),
+  url: reportedUrl.optional(),
 });
 export type PortResult = z.infer<typeof portResultSchema>;
 
