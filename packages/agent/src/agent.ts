@@ -70,6 +70,8 @@ export interface AgentOptions {
   backoff?: BackoffOptions;
   /** A connection up this long resets its backoff when it drops, ms. Default 30 s. */
   healthyAfter?: number;
+  /** How long a fast-path stream of a withdrawn or changed route lives on, ms (DialerOptions). Default 10 s. */
+  withdrawGrace?: number;
 }
 
 export interface AgentEvents {
@@ -179,6 +181,7 @@ class AgentImpl extends EventEmitter<AgentEvents> implements Agent {
       logger: this.#log,
       connectTimeout,
       onFailure: (reason) => this.emit('dialError', reason),
+      ...(options.withdrawGrace !== undefined ? { withdrawGrace: options.withdrawGrace } : {}),
     });
 
     this.#apply(this.#source.routes());

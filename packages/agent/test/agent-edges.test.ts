@@ -4,10 +4,11 @@
 // and metrics listeners answer while no tunnel is up.
 import { execFile } from 'node:child_process';
 import { once } from 'node:events';
+import { createServer } from 'node:http';
 import { dirname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { promisify } from 'node:util';
-import { type Logger, parseOptions, Reason, writeMessage } from '@burrow/shared';
+import { encodeJson, type Logger, parseOptions, Reason, writeMessage } from '@burrow/shared';
 import t from 'tap';
 import { get } from '../../../test/helpers/http.js';
 import { freePort } from '../../../test/helpers/net.js';
@@ -16,7 +17,7 @@ import { startAgent } from '../src/agent.js';
 import { AGENT_OPTIONS, agentOptionsFrom } from '../src/config.js';
 import { type Route, StaticRouteSource } from '../src/routes/source.js';
 import { agentOn } from './helpers/agent-on.js';
-import { fakeRelay } from './helpers/fake-relay.js';
+import { fakeRelay, listen, nextChunk, resetReason } from './helpers/fake-relay.js';
 import { memoryLogger } from './helpers/log.js';
 
 const CLI = join(dirname(fileURLToPath(import.meta.url)), '..', 'dist', 'cli.js');
@@ -247,6 +248,27 @@ t.test('route changes a relay is too slow to take coalesce into the latest set',
   const sent = conn.announcements.length - received;
   t.ok(sent <= 5, `${sent} announcements for 50 changes: the waiting ones were replaced by the latest`);
   t.equal(agent.connectionCount, 1);
+});
+
+t.test('a fast-path stream of a withdrawn route is reset once its grace is over', async (t) => {
+  const server = createServer((_req, res) => res.end('ok'));
+  const port = await listen(t, server);
+  const relay = await fakeRelay(t);
+  const route = { id: 'admin', hostnames: ['admin.example.com'], target: `http://127.0.0.1:${port}` };
+  const source = new StaticRouteSource([route]);
+  await agentOn(t, relay, source, { withdrawGrace: 50 });
+  const conn = await relay.announced();
+  const stream = conn.session.openStream(encodeJson({ kind: 'http1', route: 'admin' }));
+  stream.on('error', () => {});
+  stream.write('GET /before HTTP/1.1\r\nHost: admin.example.com\r\n\r\n');
+  let answer = '';
+  while (!answer.endsWith('ok')) answer += (await nextChunk(stream)).toString();
+  t.match(answer, /^HTTP\/1.1 200/);
+  // The route is withdrawn; a relay keeps the stream it opened before and would go on using it.
+  const withdrawn = once(relay, 'announce');
+  source.update([]);
+  await withdrawn;
+  t.equal(await resetReason(stream), Reason.RouteUnknown, 'the stream is reset');
 });
 
 t.test(

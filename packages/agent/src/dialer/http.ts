@@ -55,7 +55,16 @@ export interface DialerOptions {
   pool?: PoolOptions;
   /** Called once per failed backend exchange or connection with the wire reason name (metrics). */
   onFailure?: (reason: string) => void;
+  /**
+   * How long an `http1` stream of a route that was withdrawn, or whose target
+   * changed, may go on before it is reset, ms: the exchange in flight on it
+   * finishes, no relay can send requests on it for good. Default 10 s.
+   */
+  withdrawGrace?: number;
 }
+
+/** Default of DialerOptions.withdrawGrace: above the relay's 4 s for idle upstreams. */
+const WITHDRAW_GRACE = 10_000;
 
 /** Methods a retry cannot make happen twice (RFC 9110 §9.2.2). */
 const IDEMPOTENT = new Set(['GET', 'HEAD', 'OPTIONS', 'TRACE', 'PUT', 'DELETE']);
@@ -101,9 +110,13 @@ class BackendDialer implements Dialer {
   readonly #pool: TargetPool;
   readonly #h2: H2Context;
   readonly #onFailure: ((reason: string) => void) | undefined;
+  /** Live `http1` streams and the route each was opened for. */
+  readonly #upstreams = new Map<Stream, Route>();
+  readonly #withdrawGrace: number;
 
   constructor(options: DialerOptions) {
     this.#onFailure = options.onFailure;
+    this.#withdrawGrace = options.withdrawGrace ?? WITHDRAW_GRACE;
     this.#log = options.logger;
     this.#connectTimeout = options.connectTimeout ?? DEFAULT_CONNECT_TIMEOUT;
     this.#pool = new TargetPool({ connectTimeout: this.#connectTimeout, ...options.pool });
@@ -127,6 +140,8 @@ class BackendDialer implements Dialer {
   }
 
   serveHttp1(stream: Stream, meta: Http1Open, route: Route): void {
+    this.#upstreams.set(stream, route);
+    stream.once('close', () => this.#upstreams.delete(stream));
     serveTcpStream(stream, meta, route, this.#spliceOptions);
   }
 
@@ -137,6 +152,21 @@ class BackendDialer implements Dialer {
   retain(routes: readonly Route[]): void {
     this.#pool.retain(new Set(routes.map((r) => TargetPool.key(r.target, r.tlsInsecure === true))));
     this.#h2.sessions.retain(new Set(routes.filter(isH2c).map((r) => r.target)));
+    // An `http1` stream carries whatever requests the relay writes on it, checked against the
+    // route only when it opened. The relay reuses none opened before an announcement; one that
+    // went on sending on a withdrawn route would reach its backend for as long as it liked.
+    const now = new Map(routes.map((r) => [r.id, r]));
+    for (const [stream, route] of this.#upstreams) {
+      const current = now.get(route.id);
+      if (current && current.target === route.target && current.tlsInsecure === route.tlsInsecure) continue;
+      this.#upstreams.delete(stream);
+      const timer = setTimeout(
+        () => stream.reset(Reason.RouteUnknown, `route "${route.id}" was withdrawn or changed`),
+        this.#withdrawGrace,
+      );
+      timer.unref();
+      stream.once('close', () => clearTimeout(timer));
+    }
   }
 
   close(): void {
