@@ -5,6 +5,7 @@
 import t from 'tap';
 import { FrameType } from '../src/protocol/frame.js';
 import { Stream, type StreamHost } from '../src/protocol/stream.js';
+import { WindowBudget } from '../src/protocol/window-budget.js';
 
 const KiB = 1024;
 
@@ -187,4 +188,30 @@ t.test('a reader slower than two round trips does not grow the window', async (t
   await new Promise((resolve) => setTimeout(resolve, 5));
   drainHalf(s, host);
   t.equal(s.receiveWindow, 256 * KiB);
+});
+
+t.test('windows grow past their start only as far as the connection budget allows, together', async (t) => {
+  // A peer delaying every PONG by the same amount: round trips with no queue, so each window doubles.
+  const host = fakeHost();
+  const budget = new WindowBudget(256 * KiB, 32 * 1024 * KiB);
+  host.resizeWindow = (window, resize) => budget.resize(window, resize);
+  const streams = Array.from({ length: 8 }, () => receiver(host));
+  for (let round = 0; round < 12; round++) {
+    for (const s of streams) {
+      sample(host, 2000, 2000);
+      drainHalf(s, host);
+    }
+  }
+  const total = streams.reduce((n, s) => n + s.receiveWindow, 0);
+  t.equal(total, 8 * 256 * KiB + 32 * 1024 * KiB, 'eight windows hold their start and the budget, no more');
+  t.ok(
+    streams.every((s) => s.receiveWindow <= 16 * 1024 * KiB),
+    'none past maxWindow',
+  );
+  t.equal(budget.used, 32 * 1024 * KiB);
+  // A stream that ends gives its growth back; one that shrinks too.
+  budget.release(streams[0]!.receiveWindow);
+  t.equal(budget.used, 32 * 1024 * KiB - (streams[0]!.receiveWindow - 256 * KiB));
+  t.equal(budget.resize(1024 * KiB, -512 * KiB), -512 * KiB, 'a shrink is always granted');
+  t.equal(budget.resize(100 * KiB, 50 * KiB), 50 * KiB, 'a window below its start moves freely up to it');
 });

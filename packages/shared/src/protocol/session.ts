@@ -31,6 +31,7 @@ import {
 } from './frame.js';
 import { Stream, type StreamHost } from './stream.js';
 import { closeCodeFor, type MessageTransport } from './transport.js';
+import { WindowBudget } from './window-budget.js';
 
 const NO_METADATA = Buffer.alloc(0);
 /** Length of one period of the base round-trip minimum, ms (see #baseRtt). */
@@ -120,11 +121,14 @@ export class Session extends EventEmitter<SessionEvents> {
 
   #stats = { bytesIn: 0, bytesOut: 0, framesIn: 0, framesOut: 0 };
   readonly #host: StreamHost;
+  /** Receive-window growth of all streams together (WindowBudget): twice one stream's maxWindow. */
+  readonly #windows: WindowBudget;
 
   constructor(transport: MessageTransport, options: SessionOptions) {
     super();
     this.role = options.role;
     this.config = verifyConfig(options);
+    this.#windows = new WindowBudget(this.config.initialWindow, 2 * this.config.maxWindow);
     this.#transport = transport;
     this.#nextLocalId = options.firstStreamId ?? (this.role === 'client' ? 1 : 2);
     if (this.#nextLocalId % 2 !== (this.role === 'client' ? 1 : 0)) {
@@ -158,6 +162,7 @@ export class Session extends EventEmitter<SessionEvents> {
       get peerMaxFramePayload() {
         return session.#peer?.maxFramePayload ?? MIN_FRAME_PAYLOAD;
       },
+      resizeWindow: (window, resize) => this.#windows.resize(window, resize),
     };
 
     // HELLO goes first: attach() may replay messages the transport already
@@ -663,6 +668,7 @@ export class Session extends EventEmitter<SessionEvents> {
   #release(stream: Stream): void {
     if (this.#streams.get(stream.id) !== stream) return;
     this.#streams.delete(stream.id);
+    this.#windows.release(stream.receiveWindow);
     this.#sendQueue.delete(stream);
     if (stream.local) this.#localActive--;
     else this.#peerActive--;

@@ -21,6 +21,13 @@ export interface StreamHost {
   readonly baseRtt: number;
   /** Largest DATA payload the peer accepts. */
   readonly peerMaxFramePayload: number;
+  /**
+   * Asks to move a receive window from `window` by `resize` bytes (auto-tuning);
+   * returns by how much it may, which is less than asked when growth past the
+   * initial window would take the connection over its budget. Optional: without
+   * it every resize is granted.
+   */
+  resizeWindow?(window: number, resize: number): number;
 }
 
 export interface StreamOptions {
@@ -203,7 +210,8 @@ export class Stream extends Duplex {
     const delta = consumed - this.#consumedReported;
     if (delta < this.#recvWindow / 2) return;
     const now = performance.now();
-    const resize = this.#lastWindowUpdate > 0 ? this.#autoTune(delta, now - this.#lastWindowUpdate) : 0;
+    let resize = this.#lastWindowUpdate > 0 ? this.#autoTune(delta, now - this.#lastWindowUpdate) : 0;
+    if (resize !== 0 && this.#host.resizeWindow) resize = this.#host.resizeWindow(this.#recvWindow, resize);
     this.#lastWindowUpdate = now;
     this.#consumedReported = consumed;
     this.#recvWindow += resize;
