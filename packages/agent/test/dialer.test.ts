@@ -14,6 +14,7 @@ import { WebSocketServer } from 'ws';
 import { deferred } from '../../../test/helpers/deferred.js';
 import { freePort } from '../../../test/helpers/net.js';
 import { testPki } from '../../../test/helpers/tls.js';
+import { socketFailure } from '../src/dialer/failure.js';
 import type { Route } from '../src/routes/source.js';
 import { agentOn } from './helpers/agent-on.js';
 import {
@@ -517,3 +518,15 @@ t.test(
     t.pass('the backend saw the abandoned request closed');
   },
 );
+
+t.test('reset messages name no address, whatever the socket error says', async (t) => {
+  t.equal(socketFailure('EHOSTUNREACH', 'connect EHOSTUNREACH 10.0.0.5:80'), 'EHOSTUNREACH');
+  t.equal(
+    socketFailure(
+      'ERR_TLS_CERT_ALTNAME_INVALID',
+      "Hostname/IP does not match certificate's altnames: IP: 10.0.0.5 is not in the cert's list: ",
+    ),
+    "the backend's certificate does not name the target (ERR_TLS_CERT_ALTNAME_INVALID)",
+  );
+  t.equal(socketFailure('UND_ERR_SOCKET', 'other side closed'), 'other side closed (UND_ERR_SOCKET)');
+});

@@ -202,7 +202,7 @@ t.test("a tenant's churn never costs a tenant holding many reservations any of t
   t.equal(grabbed[0]!.status, 'refused', 'nor to an exact announcement of his');
 });
 
-t.test('a tenant serves at most 16,384 names over all its connections', async (t) => {
+t.test('a tenant serves at most 32,768 names over all its connections', async (t) => {
   const table = new RouteTable({ offlineGrace: 60_000 });
   const names = (prefix: string, n: number) =>
     Array.from({ length: n / 64 }, (_, i) => ({
@@ -210,32 +210,52 @@ t.test('a tenant serves at most 16,384 names over all its connections', async (t
       hostnames: Array.from({ length: 64 }, (_, j) => `${prefix}-${i}-${j}.example.com`),
     }));
   const reasons: string[] = [];
+  const active = (results: Array<{ status: string }>) => results.filter((r) => r.status === 'active').length;
+  // Two connections of bob's, each with 16,384 names of its own: the bound.
   const bob1 = target(1, 'bob');
-  const full = names('one', 16_384);
-  const first = table.announce(bob1, ['*.example.com'], full, (r) => reasons.push(r));
-  t.equal(first.filter((r) => r.status === 'active').length, 16_384, 'the first connection takes 16,384');
-  // A second connection of bob's: new names are refused, names the first serves are shared.
   const bob2 = target(2, 'bob');
-  const second = table.announce(
-    bob2,
+  const one = names('one', 16_384);
+  t.equal(active(table.announce(bob1, ['*.example.com'], one, (r) => reasons.push(r))), 16_384);
+  t.equal(active(table.announce(bob2, ['*.example.com'], names('two', 16_384))), 16_384);
+  // A third: new names are refused, names the others serve are shared.
+  const third = table.announce(
+    target(3, 'bob'),
     ['*.example.com'],
-    [...names('two', 128), { id: 'shared', hostnames: ['one-0-0.example.com'] }],
+    [...names('three', 128), { id: 'shared', hostnames: ['one-0-0.example.com'] }],
     (r) => reasons.push(r),
   );
-  t.equal(second.filter((r) => r.status === 'refused').length, 128);
-  t.match(second[0]!.error, /over the 16384 names one token subject may serve at once/);
-  t.equal(second.at(-1)!.status, 'active', 'a name the subject serves already is shared');
+  t.equal(third.filter((r) => r.status === 'refused').length, 128);
+  t.match(third[0]!.error, /over the 32768 names one token subject may serve at once/);
+  t.equal(third.at(-1)!.status, 'active', 'a name the subject serves already is shared');
   t.same(new Set(reasons), new Set(['route_limit']));
   // Another tenant is not touched by bob's bound.
   const alice = table.announce(
-    target(3, 'alice'),
+    target(4, 'alice'),
     ['app.example.com'],
     [{ id: 'a', hostnames: ['app.example.com'] }],
   );
   t.equal(alice[0]!.status, 'active');
   // At the bound, an announcement that swaps 64 names for 64 new ones goes through (the last
-  // route: one-0-0, in the first, is served by the second connection too and is not freed).
-  const swapped = table.announce(bob1, ['*.example.com'], [...full.slice(0, -1), ...names('three', 64)]);
-  t.equal(swapped.filter((r) => r.status === 'active').length, 16_384, 'a swap at the bound is taken whole');
-  t.equal(table.size, 16_385);
+  // route: one-0-0, in the first, is served by the third connection too and is not freed).
+  const swapped = table.announce(bob1, ['*.example.com'], [...one.slice(0, -1), ...names('four', 64)]);
+  t.equal(active(swapped), 16_384, 'a swap at the bound is taken whole');
+  t.equal(table.size, 32_769);
+});
+
+t.test('connections of one agent at 16,384 names move to a new set one after the other', async (t) => {
+  const table = new RouteTable({ offlineGrace: 60_000 });
+  const names = (prefix: string) =>
+    Array.from({ length: 256 }, (_, i) => ({
+      id: `r${i}`,
+      hostnames: Array.from({ length: 64 }, (_, j) => `${prefix}-${i}-${j}.example.com`),
+    }));
+  const conns = [target(1, 'bob'), target(2, 'bob')];
+  for (const c of conns) table.announce(c, ['*.example.com'], names('old'));
+  // The agent's routes change: each connection announces the new set, the first while the
+  // second still holds the old one.
+  for (const c of conns) {
+    const results = table.announce(c, ['*.example.com'], names('new'));
+    t.equal(results.filter((r) => r.status === 'active').length, 16_384, `connection ${c.id} takes all`);
+  }
+  t.equal(table.size, 16_384);
 });

@@ -215,3 +215,14 @@ t.test('windows grow past their start only as far as the connection budget allow
   t.equal(budget.resize(1024 * KiB, -512 * KiB), -512 * KiB, 'a shrink is always granted');
   t.equal(budget.resize(100 * KiB, 50 * KiB), 50 * KiB, 'a window below its start moves freely up to it');
 });
+
+t.test('a window below its start that grows past it with the budget spent ends at its start', async (t) => {
+  const budget = new WindowBudget(256 * KiB, 1024 * KiB);
+  t.equal(budget.resize(256 * KiB, 1024 * KiB), 1024 * KiB, 'one stream takes the whole budget');
+  // Another stream, shrunk to 200 KiB, doubles: it may only come back to 256 KiB.
+  t.equal(budget.resize(200 * KiB, 200 * KiB), 56 * KiB);
+  t.equal(budget.used, 1024 * KiB, 'nothing uncounted');
+  budget.release(1280 * KiB);
+  budget.release(256 * KiB);
+  t.equal(budget.used, 0, 'and all of it given back when both end');
+});

@@ -121,11 +121,14 @@ export function unanswered(
 }
 
 /**
- * A failure for a reset message: Node's socket errors name the address
- * (`connect EHOSTUNREACH 10.0.0.5:80`), so those go by their code alone.
+ * A failure for a reset message, which goes to the relay: Node's socket
+ * errors name the address (`connect EHOSTUNREACH 10.0.0.5:80`) and go by
+ * their code alone; a certificate that does not match names the target and
+ * the certificate's names, and gets a text of its own.
  */
 export function socketFailure(code: string | undefined, message: string): string {
-  return code?.startsWith('E') && code.length > 1 && code === code.toUpperCase() && !code.startsWith('ERR_')
-    ? code
-    : describeFailure(code, message);
+  if (code === 'ERR_TLS_CERT_ALTNAME_INVALID')
+    return `the backend's certificate does not name the target (${code})`;
+  if (code && /^E[A-Z0-9]+$/.test(code)) return code;
+  return describeFailure(code, message);
 }

@@ -65,14 +65,16 @@ export function heldUntil(until: number): string {
 }
 
 /**
- * Names one subject (tenant) may serve at once, over all its connections: as
- * many as one announcement may hold. Connections of a subject share names, so
- * this is reached only with different names on different connections; without
- * it, 64 connections of one token could bind a million names, and every scan of
- * the table (metrics, the admin API, certificate management) would stall the
- * relay for all tenants.
+ * Names one subject (tenant) may serve at once, over all its connections:
+ * twice what one announcement may hold, so that each connection of an agent
+ * with a full set can move to a new one while its others still hold the old.
+ * Connections of a subject share names, so this is reached only with
+ * different names on different connections; without it, 64 connections of
+ * one token could bind a million names, and every scan of the table (metrics,
+ * the admin API, certificate management) would stall the relay for all
+ * tenants.
  */
-export const MAX_NAMES_PER_SUBJECT = MAX_ANNOUNCED_HOSTNAMES;
+export const MAX_NAMES_PER_SUBJECT = 2 * MAX_ANNOUNCED_HOSTNAMES;
 
 /**
  * Names kept reserved for one subject whose agents went away; past it, its

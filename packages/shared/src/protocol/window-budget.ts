@@ -29,7 +29,9 @@ export class WindowBudget {
     let after = Math.max(0, window + resize - this.#initial);
     if (after > before) after = Math.min(after, before + Math.max(0, this.#limit - this.#used));
     this.#used += after - before;
-    return after > 0 ? this.#initial + after - window : resize;
+    // At or below the start the move is free; above it, the window ends where the budget allows.
+    const target = window + resize;
+    return (target > this.#initial ? this.#initial + after : target) - window;
   }
 
   /** A stream with this window is gone: its growth goes back. */
