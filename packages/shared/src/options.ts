@@ -359,7 +359,7 @@ export async function readFileUpTo(file: string, maxBytes = MAX_OPTION_FILE): Pr
 }
 
 /** readFileUpTo, synchronous. */
-export function readFileUpToSync(file: string, maxBytes = MAX_OPTION_FILE): string {
+function readFileUpToSync(file: string, maxBytes = MAX_OPTION_FILE): string {
   const fd = openSync(file, 'r');
   try {
     const text = new BoundedText(file, maxBytes);

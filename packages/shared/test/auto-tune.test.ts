@@ -31,6 +31,7 @@ function fakeHost(): FakeHost {
     sendRst() {},
     sendData() {},
     release() {},
+    resizeWindow: (_window, resize) => resize,
   };
 }
 

@@ -24,10 +24,9 @@ export interface StreamHost {
   /**
    * Asks to move a receive window from `window` by `resize` bytes (auto-tuning);
    * returns by how much it may, which is less than asked when growth past the
-   * initial window would take the connection over its budget. Optional: without
-   * it every resize is granted.
+   * initial window would take the connection over its budget (WindowBudget).
    */
-  resizeWindow?(window: number, resize: number): number;
+  resizeWindow(window: number, resize: number): number;
 }
 
 export interface StreamOptions {
@@ -211,7 +210,7 @@ export class Stream extends Duplex {
     if (delta < this.#recvWindow / 2) return;
     const now = performance.now();
     let resize = this.#lastWindowUpdate > 0 ? this.#autoTune(delta, now - this.#lastWindowUpdate) : 0;
-    if (resize !== 0 && this.#host.resizeWindow) resize = this.#host.resizeWindow(this.#recvWindow, resize);
+    if (resize !== 0) resize = this.#host.resizeWindow(this.#recvWindow, resize);
     this.#lastWindowUpdate = now;
     this.#consumedReported = consumed;
     this.#recvWindow += resize;
