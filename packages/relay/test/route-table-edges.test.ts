@@ -202,26 +202,29 @@ t.test("a tenant's churn never costs a tenant holding many reservations any of t
   t.equal(grabbed[0]!.status, 'refused', 'nor to an exact announcement of his');
 });
 
+/** `n` names in routes of 64, each `PREFIX-ROUTE-NAME.example.com`, route ids `PREFIXROUTE`. */
+function namedRoutes(prefix: string, n: number) {
+  return Array.from({ length: n / 64 }, (_, i) => ({
+    id: `${prefix}${i}`,
+    hostnames: Array.from({ length: 64 }, (_, j) => `${prefix}-${i}-${j}.example.com`),
+  }));
+}
+
 t.test('a tenant serves at most 32,768 names over all its connections', async (t) => {
   const table = new RouteTable({ offlineGrace: 60_000 });
-  const names = (prefix: string, n: number) =>
-    Array.from({ length: n / 64 }, (_, i) => ({
-      id: `${prefix}${i}`,
-      hostnames: Array.from({ length: 64 }, (_, j) => `${prefix}-${i}-${j}.example.com`),
-    }));
   const reasons: string[] = [];
   const active = (results: Array<{ status: string }>) => results.filter((r) => r.status === 'active').length;
   // Two connections of bob's, each with 16,384 names of its own: the bound.
   const bob1 = target(1, 'bob');
   const bob2 = target(2, 'bob');
-  const one = names('one', 16_384);
+  const one = namedRoutes('one', 16_384);
   t.equal(active(table.announce(bob1, ['*.example.com'], one, (r) => reasons.push(r))), 16_384);
-  t.equal(active(table.announce(bob2, ['*.example.com'], names('two', 16_384))), 16_384);
+  t.equal(active(table.announce(bob2, ['*.example.com'], namedRoutes('two', 16_384))), 16_384);
   // A third: new names are refused, names the others serve are shared.
   const third = table.announce(
     target(3, 'bob'),
     ['*.example.com'],
-    [...names('three', 128), { id: 'shared', hostnames: ['one-0-0.example.com'] }],
+    [...namedRoutes('three', 128), { id: 'shared', hostnames: ['one-0-0.example.com'] }],
     (r) => reasons.push(r),
   );
   t.equal(third.filter((r) => r.status === 'refused').length, 128);
@@ -237,18 +240,14 @@ t.test('a tenant serves at most 32,768 names over all its connections', async (t
   t.equal(alice[0]!.status, 'active');
   // At the bound, an announcement that swaps 64 names for 64 new ones goes through (the last
   // route: one-0-0, in the first, is served by the third connection too and is not freed).
-  const swapped = table.announce(bob1, ['*.example.com'], [...one.slice(0, -1), ...names('four', 64)]);
+  const swapped = table.announce(bob1, ['*.example.com'], [...one.slice(0, -1), ...namedRoutes('four', 64)]);
   t.equal(active(swapped), 16_384, 'a swap at the bound is taken whole');
   t.equal(table.size, 32_769);
 });
 
 t.test('connections of one agent at 16,384 names move to a new set one after the other', async (t) => {
   const table = new RouteTable({ offlineGrace: 60_000 });
-  const names = (prefix: string) =>
-    Array.from({ length: 256 }, (_, i) => ({
-      id: `r${i}`,
-      hostnames: Array.from({ length: 64 }, (_, j) => `${prefix}-${i}-${j}.example.com`),
-    }));
+  const names = (prefix: string) => namedRoutes(prefix, 16_384);
   const conns = [target(1, 'bob'), target(2, 'bob')];
   for (const c of conns) table.announce(c, ['*.example.com'], names('old'));
   // The agent's routes change: each connection announces the new set, the first while the
