@@ -576,3 +576,43 @@ for (const how of [
     await expectRouteArrives(t, kube, watch, 'later', 'later.example.com', 'changes arrive once it behaves');
   });
 }
+
+t.test('a namespace the agent may no longer read has its routes withdrawn until it may again', async (t) => {
+  const kube = await fakeKube(t);
+  const inNamespace = (namespace: string, name: string, hostname: string) => {
+    const svc = service(name, { 'burrow.dev/hostname': hostname });
+    return { ...svc, metadata: { ...svc.metadata, namespace } };
+  };
+  kube.upsertService(inNamespace('a', 'web', 'a.example.com'));
+  kube.upsertService(inNamespace('b', 'web', 'b.example.com'));
+  const { watch, log } = loggedWatch(t, kube, { namespaces: ['a', 'b'], backoff: { base: 10, cap: 20 } });
+  await watch.start();
+  const ids = () => watch.routes().map((r) => r.id);
+  const until = async (ok: () => boolean) => {
+    while (!ok()) await once(watch, 'change');
+  };
+  t.same(ids(), ['k8s:a/web', 'k8s:b/web']);
+
+  // Access to b is revoked: its watch comes back 403, and b/web is deleted meanwhile.
+  kube.forbidden.add('b');
+  kube.dropWatches();
+  kube.deleteService('b', 'web');
+  await until(() => !ids().includes('k8s:b/web'));
+  t.same(ids(), ['k8s:a/web'], "b's route is withdrawn, a's kept");
+  t.match(
+    log.lines.find((l) => String(l.msg).startsWith('Kubernetes refuses the agent access')),
+    { level: 40, namespace: 'b', services: 1 },
+  );
+
+  // A failure that is not a refusal (the API server down for a moment) withdraws nothing.
+  kube.failNext = { resource: 'services', status: 503, count: 2 };
+  kube.dropWatches();
+  await log.waitFor((l) => l.msg === 'Kubernetes watch failed; restarting' && l['namespace'] === 'a');
+  t.same(ids(), ['k8s:a/web']);
+
+  // Access is back: b's Services are what the API server has now (b/web is gone; b/new is there).
+  kube.upsertService(inNamespace('b', 'new', 'b2.example.com'));
+  kube.forbidden.delete('b');
+  await until(() => ids().includes('k8s:b/new'));
+  t.same(ids(), ['k8s:a/web', 'k8s:b/new']);
+});

@@ -35,7 +35,7 @@ function annotated(
 async function agentOnKube(
   t: Test,
   kube: FakeKube,
-  scope: { labelSelector?: string; requestTimeout?: number } = {},
+  scope: { labelSelector?: string; requestTimeout?: number; token?: string } = {},
 ) {
   const kc = new KubeConfig();
   kc.loadFromString(kube.kubeconfig());
@@ -218,16 +218,25 @@ t.test('a Service deleted and created again gets its Exposed Event again', async
   t.equal(eventsFor('uid-new').length, 1, 'and an Exposed Event of its own');
 });
 
-for (const how of ['fails', 'is never answered'] as const) {
+const failures = {
+  fails: { status: 500, reason: /500|Internal/ },
+  // A service-account token that expired: client-node reads the rotated one.
+  'is refused as unauthorized': { status: 401, reason: /401/ },
+  // A Role granted after the agent started.
+  'is forbidden': { status: 403, reason: /403/ },
+  'is never answered': { status: undefined, reason: /no answer from the API server within 200 ms/ },
+};
+for (const [how, { status, reason }] of Object.entries(failures)) {
   t.test(`a write-back that ${how} is tried again, not left until something else changes`, async (t) => {
     const kube = await fakeKube(t);
     kube.upsertService(annotated('default', 'web', 'web.example.com'));
     // The API server fails the first two annotation writes, or leaves the first unanswered.
-    if (how === 'fails') kube.failNext = { resource: 'services', status: 500, count: 2, method: 'PATCH' };
+    if (status) kube.failNext = { resource: 'services', status, count: 2, method: 'PATCH' };
     else kube.hangNext = { resource: 'services', count: 1, method: 'PATCH' };
     const { log } = await agentOnKube(t, kube, { requestTimeout: 200 });
     t.match(await log.waitFor((l) => l.msg === 'could not update service annotations'), {
-      reason: how === 'fails' ? /500|Internal/ : /no answer from the API server within 200 ms/,
+      reason,
+      retrying: true,
     });
     // Nothing else changes in this cluster: only a retry of its own can write it.
     await log.waitFor((l) => l.msg === 'service status updated');
@@ -239,28 +248,49 @@ for (const how of ['fails', 'is never answered'] as const) {
   });
 }
 
-t.test('a write the watch has not shown yet is not written again', async (t) => {
+for (const holds of [false, true])
+  t.test(
+    `a write the watch has not shown yet is not written again${holds ? ', its holds record included' : ''}`,
+    async (t) => {
+      const kube = await fakeKube(t);
+      // The watch trails writes by a while, as a watch cache does: passes that run meanwhile see
+      // the Service as it was before the agent's own write.
+      kube.watchDelay = 2_000;
+      kube.upsertService(annotated('default', 'web', 'web.example.com'));
+      const patches = () =>
+        kube.requests.filter((r) => r.method === 'PATCH' && r.path.includes('/services/'));
+      const patched = new Promise<void>((resolve) =>
+        kube.on('request', (r) => r.method === 'PATCH' && r.path.includes('/services/') && resolve()),
+      );
+      const { sync, log } = await agentOnKube(t, kube, holds ? { token: TOKEN } : {});
+      await patched;
+      for (let i = 0; i < 6; i++) await sync.schedule();
+      t.equal(patches().length, 1, 'one PATCH: none again while the watch has not caught up');
+      t.notOk(
+        log.lines.some((l) => /keeps changing under the agent/.test(String(l.msg))),
+        'and no pause for a contest that is not one',
+      );
+      t.equal(
+        kube.getService('default', 'web')?.metadata['annotations']?.['burrow.dev/url'],
+        'http://web.example.com',
+      );
+    },
+  );
+
+t.test('a replica stopped during a pass writes nothing once stop() has resolved', async (t) => {
   const kube = await fakeKube(t);
-  // The watch trails writes by a while, as a watch cache does: passes that run meanwhile see
-  // the Service as it was before the agent's own write.
-  kube.watchDelay = 2_000;
-  kube.upsertService(annotated('default', 'web', 'web.example.com'));
+  for (let i = 0; i < 5; i++) kube.upsertService(annotated('default', `s${i}`, `s${i}.example.com`));
+  // The pass's first write hangs until its timeout: the replica is stopped meanwhile.
+  kube.hangNext = { resource: 'services', count: 1, method: 'PATCH' };
+  const hung = once(kube, 'hung');
+  const { k8s, sync } = await agentOnKube(t, kube, { requestTimeout: 500 });
+  await hung;
+  await k8s.stop();
   const patches = () => kube.requests.filter((r) => r.method === 'PATCH' && r.path.includes('/services/'));
-  const patched = new Promise<void>((resolve) =>
-    kube.on('request', (r) => r.method === 'PATCH' && r.path.includes('/services/') && resolve()),
-  );
-  const { sync, log } = await agentOnKube(t, kube);
-  await patched;
-  for (let i = 0; i < 6; i++) await sync.schedule();
-  t.equal(patches().length, 1, 'one PATCH: none again while the watch has not caught up');
-  t.notOk(
-    log.lines.some((l) => /keeps changing under the agent/.test(String(l.msg))),
-    'and no pause for a contest that is not one',
-  );
-  t.equal(
-    kube.getService('default', 'web')?.metadata['annotations']?.['burrow.dev/url'],
-    'http://web.example.com',
-  );
+  const atStop = patches().length;
+  await sync.schedule(); // the pass under way, if stop() left one running
+  t.equal(atStop, 1, 'only the write that hung');
+  t.equal(patches().length, atStop, 'and none after stop() resolved');
 });
 
 t.test('a writer taking over Services that show their status already records no Event again', async (t) => {
@@ -278,6 +308,28 @@ t.test('a writer taking over Services that show their status already records no 
   t.same(
     kube.events().map((e) => e['count']),
     [1, 1, 1],
+  );
+});
+
+t.test('an Event refused as unauthorized is recorded by a retry of its own', async (t) => {
+  const kube = await fakeKube(t);
+  kube.upsertService(annotated('default', 'web', 'web.example.com'));
+  kube.failNext = { resource: 'events', status: 401, count: 1, method: 'POST' };
+  const { log } = await agentOnKube(t, kube);
+  await log.waitFor((l) => l.msg === 'could not record event');
+  // Nothing else changes in this cluster: no pass but the retry records it.
+  if (kube.events().length === 0)
+    await new Promise<void>((resolve) => {
+      const recorded = (ev: { resource: string }) => {
+        if (ev.resource !== 'events') return;
+        kube.off('change', recorded);
+        resolve();
+      };
+      kube.on('change', recorded);
+    });
+  t.same(
+    kube.events().map((e) => e['reason']),
+    ['Exposed'],
   );
 });
 
@@ -330,6 +382,22 @@ t.test('another writer rewriting the status: the agent pauses instead of a PATCH
   );
 });
 
+t.test('two installations writing one Service: one pauses, holds records and all', async (t) => {
+  const kube = await fakeKube(t);
+  kube.upsertService(annotated('default', 'web', 'web.example.com'));
+  // Two tokens, so two holds keys: neither can verify the other's record, and each puts back its own.
+  const first = await agentOnKube(t, kube, { token: TOKEN });
+  const second = await agentOnKube(t, kube, { token: `${TOKEN}x` });
+  const paused = (log: typeof first.log) =>
+    log.waitFor((l) => String(l.msg).startsWith('service status keeps changing under the agent'));
+  // Whichever pauses first leaves the other's last write standing.
+  await Promise.race([paused(first.log), paused(second.log)]);
+  const patches = kube.requests.filter((r) => r.method === 'PATCH' && r.path.endsWith('/services/web'));
+  t.ok(patches.length <= 12, `each wrote once and rewrote five times at most (${patches.length} PATCHes)`);
+  const holds = patches.map((p) => JSON.stringify(p.body).match(/"burrow\.dev\/holds":"([^"]*)"/)?.[1]);
+  t.equal(new Set(holds).size, 2, 'one holds record each, put back as it was, not a new one per write');
+});
+
 t.test(
   'a Service edited many times in a minute gets each new status: only rewrites are limited',
   async (t) => {
@@ -353,12 +421,12 @@ t.test(
 t.test('a write the API server refuses for good is warned once, not retried as if transient', async (t) => {
   const kube = await fakeKube(t);
   kube.upsertService(annotated('default', 'web', 'web.example.com'));
-  // An admission policy that forbids the annotation, say.
-  kube.failNext = { resource: 'services', status: 403, count: 1_000, method: 'PATCH' };
+  // A value the API server will not take, whoever asks.
+  kube.failNext = { resource: 'services', status: 422, count: 1_000, method: 'PATCH' };
   const { log, sync } = await agentOnKube(t, kube);
   t.match(await log.waitFor((l) => l.msg === 'could not update service annotations'), {
     level: 40,
-    status: 403,
+    status: 422,
   });
   t.notOk(log.lines.find((l) => l.msg === 'could not update service annotations')?.['retrying']);
   await sync.schedule();

@@ -38,7 +38,11 @@ function mac(key: Buffer, routeId: string, since: number, names: string): Buffer
  * The annotation value for `routeId` holding `hostnames`
  * ("a.example.com,b.example.com;SINCE;MAC"). When `current` already verifies
  * for the same names it is returned as it is: the route has held them since
- * its time, and the Service is not written again.
+ * its time, and the Service is not written again. Otherwise `issued`, the
+ * record this agent made for the route last, is returned when it verifies for
+ * the same names: a Service that does not show it yet (the watch trails the
+ * write, or another installation wrote over it) gets the same record again,
+ * not a new one on every pass.
  */
 export function holdsRecord(
   key: Buffer,
@@ -46,10 +50,11 @@ export function holdsRecord(
   hostnames: readonly string[],
   now: number,
   current?: string,
+  issued?: string,
 ): string {
   const names = [...hostnames].sort().join(',');
-  const held = verifiedHolds(key, routeId, current);
-  if (held.names.join(',') === names) return current!;
+  for (const record of [current, issued])
+    if (verifiedHolds(key, routeId, record).names.join(',') === names) return record!;
   const since = Math.floor(now);
   return `${names};${since};${mac(key, routeId, since, names).toString('base64url')}`;
 }

@@ -151,7 +151,7 @@ export async function startKubernetes(options: KubernetesOptions): Promise<Kuber
       return sync;
     },
     async stop() {
-      sync?.stop();
+      await sync?.stop();
       await elector?.stop();
       await watch.stop();
     },

@@ -5,6 +5,7 @@ import {
   type Informer,
   type KubeConfig,
   ListWatch,
+  type ObjectCache,
   type V1Service,
 } from '@kubernetes/client-node';
 import {
@@ -49,7 +50,7 @@ export interface WatchedService {
 }
 
 interface InformerEntry {
-  informer: Informer<V1Service>;
+  informer: Informer<V1Service> & ObjectCache<V1Service>;
   /** The namespace it watches; undefined for all of them. */
   namespace: string | undefined;
   lastEvent: number;
@@ -63,6 +64,8 @@ interface InformerEntry {
   timer?: NodeJS.Timeout;
   /** Waiting out a backoff delay before the next attempt: not idle, just waiting. */
   waiting: boolean;
+  /** The API server answered 403: its Services are out of `services` until it answers again. */
+  withdrawn: boolean;
 }
 
 type Events = {
@@ -168,7 +171,7 @@ export class ServiceWatch extends EventEmitter<Events> {
         this.#listed(entry);
         return result;
       };
-      const informer: Informer<V1Service> = new ListWatch<V1Service>(
+      const informer = new ListWatch<V1Service>(
         path,
         new SettledWatch(this.#opts.kubeConfig, timeout, (obj) => this.#wellFormed(obj)),
         listed,
@@ -183,6 +186,7 @@ export class ServiceWatch extends EventEmitter<Events> {
         failed: 0,
         listed: false,
         waiting: false,
+        withdrawn: false,
       };
       const upsert = (svc: V1Service) => {
         this.#working(entry);
@@ -204,6 +208,7 @@ export class ServiceWatch extends EventEmitter<Events> {
         // informer reports that abort as an error after start() has already
         // opened the next watch, and restarting for it would abort that one too.
         if ((err as { name?: string })?.name === 'AbortError') return;
+        if (statusOf(err) === 403) this.#withdraw(entry);
         this.#restartLater(entry, describe(err));
       });
       this.#informers.push(entry);
@@ -233,6 +238,7 @@ export class ServiceWatch extends EventEmitter<Events> {
   /** The API server answered this informer: the backoff starts over, and a recovery is logged. */
   #working(entry: InformerEntry): void {
     entry.lastEvent = Date.now();
+    this.#restore(entry);
     if (entry.failures === 0) return;
     this.#opts.logger.info({ failures: entry.failures }, 'Kubernetes watch working again');
     entry.failures = 0;
@@ -246,11 +252,54 @@ export class ServiceWatch extends EventEmitter<Events> {
       entry.listFailed = false;
       this.#working(entry);
     } else entry.lastEvent = Date.now();
+    this.#restore(entry);
     entry.listed = true;
     if (this.#synced || !this.#informers.every((e) => e.listed)) return;
     this.#synced = true;
     // After the informer has added what it listed (it does so once this returns).
     this.#schedule();
+  }
+
+  /**
+   * The API server refuses this informer's Services (403: the agent's access to
+   * the namespace was revoked). What it listed before is no longer known to be
+   * true: a Service deleted since would go on being served, and hold its
+   * hostname against a new one. Its routes are withdrawn until it answers again.
+   * Other failures (an API server down or unreachable) keep them: serving what
+   * was last seen beats an outage of every route.
+   */
+  #withdraw(entry: InformerEntry): void {
+    // A refused first list has nothing to withdraw (and the agent is not ready meanwhile).
+    if (entry.withdrawn || !entry.listed) return;
+    entry.withdrawn = true;
+    let withdrawn = 0;
+    for (const [key, { service }] of this.#services) {
+      if (entry.namespace !== undefined && service.metadata?.namespace !== entry.namespace) continue;
+      this.#services.delete(key);
+      this.#invalid.delete(key);
+      withdrawn++;
+    }
+    if (withdrawn === 0) return;
+    this.#opts.logger.warn(
+      { ...(entry.namespace !== undefined ? { namespace: entry.namespace } : {}), services: withdrawn },
+      'Kubernetes refuses the agent access to these Services (403); their routes are withdrawn until it allows it again',
+    );
+    this.#schedule();
+  }
+
+  /** The informer is answered again after a withdrawal: its Services (as it holds them) are back. */
+  #restore(entry: InformerEntry): void {
+    if (!entry.withdrawn) return;
+    entry.withdrawn = false;
+    const services = entry.informer.list();
+    this.#opts.logger.info(
+      {
+        ...(entry.namespace !== undefined ? { namespace: entry.namespace } : {}),
+        services: services.length,
+      },
+      'Kubernetes allows the agent access to these Services again; their routes are back',
+    );
+    for (const svc of services) this.#upsert(svc);
   }
 
   async stop(): Promise<void> {
@@ -341,6 +390,8 @@ export class ServiceWatch extends EventEmitter<Events> {
         // scheduled already, and nothing to count as working.
         () => {
           if (entry.failed !== failed) return;
+          // Answered: Services withdrawn for a 403 are back now, not at the first event.
+          this.#restore(entry);
           entry.timer = setTimeout(() => this.#working(entry), cap);
           entry.timer.unref();
         },
@@ -455,9 +506,15 @@ class SettledWatch extends TimedWatch {
   }
 }
 
+/** The HTTP status of a failed list (client-node's ApiException) or watch. */
+function statusOf(err: unknown): number | string | undefined {
+  const e = err as { statusCode?: number; code?: number | string } | null;
+  return e?.statusCode ?? e?.code;
+}
+
 function describe(err: unknown): string {
-  const e = err as { statusCode?: number; code?: number | string; message?: string; body?: unknown };
-  const status = e?.statusCode ?? e?.code;
+  const e = err as { message?: string } | null;
+  const status = statusOf(err);
   return `${status ? `${status} ` : ''}${e?.message ?? String(err)}`.slice(0, 300);
 }
 

@@ -32,6 +32,8 @@ export class StatusSync {
   /** Delay before a reconcile that could not write everything runs again; grows while that lasts. */
   readonly #retry: Backoff;
   readonly #holdsKey: (() => Buffer) | undefined;
+  /** The `burrow.dev/holds` record last made for each route, by route id (holdsRecord's `issued`). */
+  readonly #issued = new Map<string, string>();
   #running: Promise<void> | undefined;
   #again = false;
   #stopped = false;
@@ -61,9 +63,19 @@ export class StatusSync {
     this.#elector?.on('change', kick);
   }
 
-  stop(): void {
+  /**
+   * Writes nothing more; resolves once a pass under way has stopped, so that
+   * the Lease is handed over only when this replica has finished writing.
+   */
+  async stop(): Promise<void> {
     this.#stopped = true;
     clearTimeout(this.#retryTimer);
+    await this.#running;
+  }
+
+  /** Whether this replica may write now: not stopped, and the Lease holder where there is a Lease. */
+  get #writing(): boolean {
+    return !this.#stopped && (!this.#elector || this.#elector.isLeader);
   }
 
   /** Runs a reconcile soon; resolves when the state seen at call time is written. */
@@ -102,8 +114,7 @@ export class StatusSync {
 
   /** One pass over the Services; false when a write failed. */
   async #reconcile(): Promise<boolean> {
-    if (this.#stopped || !this.#watch.synced) return true;
-    if (this.#elector && !this.#elector.isLeader) return true;
+    if (!this.#writing || !this.#watch.synced) return true;
     const results = this.#agent.routeStatus();
     const portResults = this.#agent.portStatus();
     const skippedRoutes = this.#agent.skippedRoutes();
@@ -111,7 +122,11 @@ export class StatusSync {
     const key = this.#holdsKey?.();
     this.#writer.retain(Array.from(services.values(), (s) => s.service));
     let complete = true;
+    const routeIds = new Set<string>();
     for (const { service, verdict } of services.values()) {
+      // Checked before each write: a pass can take a while, and the Lease may go meanwhile.
+      if (!this.#writing) return true;
+      if (verdict.kind === 'route') routeIds.add(verdict.route.id);
       let written: boolean;
       if (verdict.kind === 'ignored') {
         written = await this.#writer.clear(service);
@@ -137,10 +152,7 @@ export class StatusSync {
           if (ports.every((p) => answered.some((r) => r.port === p))) {
             const desired = desiredForPorts(ports, answered);
             const held = answered.filter((r) => r.status === 'active').map((r) => portName(r.port));
-            if (key && held.length > 0) {
-              const current = service.metadata?.annotations?.[ANNOTATION.holds];
-              desired.holds = holdsRecord(key, route.id, held, Date.now(), current);
-            }
+            if (key && held.length > 0) desired.holds = this.#holdsRecord(key, route.id, held, service);
             written = await this.#writer.apply(service, desired);
           } else written = true;
         } else if (!route.hostnames.every((h) => mine.some((r) => r.hostname.toLowerCase() === h))) {
@@ -150,21 +162,28 @@ export class StatusSync {
         } else {
           const desired = desiredFor(route.hostnames, mine);
           const held = mine.filter((r) => r.status === 'active').map((r) => r.hostname.toLowerCase());
-          if (key && held.length > 0) {
-            const current = service.metadata?.annotations?.[ANNOTATION.holds];
-            desired.holds = holdsRecord(key, route.id, held, Date.now(), current);
-          }
+          if (key && held.length > 0) desired.holds = this.#holdsRecord(key, route.id, held, service);
           written = await this.#writer.apply(service, desired);
         }
       }
       complete &&= written;
     }
+    for (const id of this.#issued.keys()) if (!routeIds.has(id)) this.#issued.delete(id);
     for (const [key, service] of [...this.#watch.departed]) {
+      if (!this.#writing) return true;
       const cleared = await this.#writer.clearDeparted(service);
       if (cleared) this.#watch.forgetDeparted(key, service.metadata?.uid);
       complete &&= cleared;
     }
     return complete;
+  }
+
+  /** The holds record `service` should show for its route `id` holding `held`. */
+  #holdsRecord(key: Buffer, id: string, held: string[], service: ServiceLike): string {
+    const current = service.metadata?.annotations?.[ANNOTATION.holds];
+    const record = holdsRecord(key, id, held, Date.now(), current, this.#issued.get(id));
+    this.#issued.set(id, record);
+    return record;
   }
 }
 

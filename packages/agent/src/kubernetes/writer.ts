@@ -37,9 +37,14 @@ function statusCode(err: unknown): number | undefined {
   return e?.code ?? e?.statusCode;
 }
 
-/** A refusal that trying again cannot change (RBAC, validation, an admission webhook): 4xx but timeout, conflict, throttling. */
+/**
+ * A refusal that trying again cannot change (a validation error, say): 4xx but
+ * timeout, conflict, throttling, and 401 and 403. Those two are tried again: a
+ * service-account token that expired is read afresh, and a Role that is missing
+ * may be granted (or an admission policy changed) while the agent runs.
+ */
 function isFinal(status: number | undefined): boolean {
-  return status !== undefined && status >= 400 && status < 500 && ![408, 409, 429].includes(status);
+  return status !== undefined && status >= 400 && status < 500 && ![401, 403, 408, 409, 429].includes(status);
 }
 
 type WriteKind = 'annotations' | 'event';
