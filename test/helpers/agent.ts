@@ -31,6 +31,8 @@ export async function testAgent(
     token?: string;
     /** Multiplexer settings (a low stream limit, say). */
     session?: Parameters<typeof startAgent>[0]['session'];
+    /** The CA that signed the relay's tunnel certificate (PEM), for a wss:// relay. */
+    relayCa?: string;
   } = {},
 ): Promise<Agent> {
   const listed = Array.isArray(routes) ? routes : routes.routes();
@@ -50,6 +52,7 @@ export async function testAgent(
     logger: testLogger('agent'),
     backoff: { base: 20, cap: 200 },
     ...(opts.session ? { session: opts.session } : {}),
+    ...(opts.relayCa ? { relayCa: opts.relayCa } : {}),
   });
   t.teardown(() => agent.close());
   await agent.ready();

@@ -148,7 +148,7 @@ export class RelayMetrics {
     });
     this.#dropped = new Counter({
       name: 'burrow_relay_connections_dropped_total',
-      help: 'Client connections closed on arrival because the listener held --max-connections, by listener (http, tls).',
+      help: 'Connections closed on arrival, by listener: http, tls and tcp because it held --max-connections, tunnel because too many connections were waiting to upgrade.',
       labelNames: ['listener'],
       registers,
     });

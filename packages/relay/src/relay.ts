@@ -11,6 +11,7 @@ import {
   patternAllows,
   type SessionConfig,
   type VerifyKey,
+  WarningPacer,
 } from '@burrow/shared';
 import type { FastifyInstance } from 'fastify';
 import { Activity } from './activity.js';
@@ -29,6 +30,13 @@ import {
 import { createHttpListener } from './listeners/http.js';
 import { TcpListeners } from './listeners/tcp.js';
 import { TlsFront } from './listeners/tls-front.js';
+import {
+  admitTunnelConnections,
+  MAX_WAITING,
+  MAX_WAITING_PER_ADDRESS,
+  TUNNEL_HANDSHAKE_TIMEOUT,
+  TUNNEL_SERVER_OPTIONS,
+} from './listeners/tunnel-admission.js';
 import { RelayMetrics } from './metrics.js';
 import { type AccessInfo, requestHost } from './proxy/forward.js';
 import { Http1Pool } from './proxy/http1-pool.js';
@@ -204,8 +212,24 @@ export async function startRelay(options: RelayOptions): Promise<Relay> {
   const redirect = options.tls && options.httpsRedirect !== false;
   const drainTimeout = options.drainTimeout ?? 30_000;
   const tunnelServer = options.tunnelTls
-    ? createHttpsServer({ cert: options.tunnelTls.cert, key: options.tunnelTls.key, minVersion: 'TLSv1.2' })
-    : createServer();
+    ? createHttpsServer({
+        cert: options.tunnelTls.cert,
+        key: options.tunnelTls.key,
+        minVersion: 'TLSv1.2',
+        handshakeTimeout: TUNNEL_HANDSHAKE_TIMEOUT,
+        ...TUNNEL_SERVER_OPTIONS,
+      })
+    : createServer(TUNNEL_SERVER_OPTIONS);
+  const tunnelPacer = new WarningPacer(10_000);
+  const tunnelWaiting = admitTunnelConnections(tunnelServer, () => {
+    metrics.connectionDropped('tunnel');
+    const held = tunnelPacer.pass('tunnel');
+    if (held === undefined) return;
+    logger.warn(
+      { maxWaiting: MAX_WAITING, maxWaitingPerAddress: MAX_WAITING_PER_ADDRESS, dropped: held + 1 },
+      'tunnel endpoint: too many connections waiting to upgrade; new ones are closed at once',
+    );
+  });
   const endpoint = new TunnelEndpoint({
     server: tunnelServer,
     table: routes,
@@ -415,6 +439,9 @@ export async function startRelay(options: RelayOptions): Promise<Relay> {
         acme?.close();
         files?.close();
         httpServer.closeIdleConnections();
+        // Connections that have not asked for a tunnel yet have nothing to finish.
+        tunnelWaiting.destroyWaiting();
+        tunnelServer.closeIdleConnections();
         const deadline = setTimeout(() => {
           // A connection still sending its request head holds close() for good: Node stops
           // timing heads out once the server closes. The tunnel endpoint and the admin API are

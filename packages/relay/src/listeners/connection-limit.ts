@@ -53,8 +53,8 @@ export function limitConnections(server: Server, max: number, onDrop: () => void
   server.on('drop', onDrop);
 }
 
-/** Which public listener dropped a connection. */
-export type PublicListener = 'http' | 'tls' | 'tcp';
+/** Which public listener dropped a connection (`tunnel`: too many waiting to upgrade, tunnel-admission.ts). */
+export type PublicListener = 'http' | 'tls' | 'tcp' | 'tunnel';
 
 /**
  * What the relay does with each dropped connection: counts it (`count`) and

@@ -1,0 +1,82 @@
+import type { Server as HttpServer } from 'node:http';
+import { Server as HttpsServer } from 'node:https';
+import type { Duplex } from 'node:stream';
+
+/**
+ * How long a connection to the tunnel endpoint may take over its TLS handshake,
+ * and then over its upgrade request, ms. An agent sends both at once; Node's
+ * defaults (120 s for the handshake, 60 s for the head) let anyone hold a file
+ * descriptor for a minute or two per connection without a token.
+ */
+export const TUNNEL_HANDSHAKE_TIMEOUT = 10_000;
+
+/**
+ * Connections to the tunnel endpoint that have not sent their upgrade request
+ * yet, at most, in all and from one address. The first stays within the file
+ * descriptors the automatic connection limit keeps back (FD_HEADROOM), so
+ * that no flood of silent connections takes the descriptors the public
+ * listeners and the agents' tunnels need. An agent's connection is waiting for
+ * a round trip or two, so even every replica of a cluster behind one address
+ * reconnecting at once stays well under the second.
+ */
+export const MAX_WAITING = 512;
+export const MAX_WAITING_PER_ADDRESS = 32;
+
+/** The options for the tunnel endpoint's HTTP(S) server: its time limits. */
+export const TUNNEL_SERVER_OPTIONS = {
+  headersTimeout: TUNNEL_HANDSHAKE_TIMEOUT,
+  requestTimeout: TUNNEL_HANDSHAKE_TIMEOUT,
+  // How often Node checks those: the default (30 s) would add up to three times the limit.
+  connectionsCheckingInterval: 1_000,
+} as const;
+
+/**
+ * Closes each connection to `server` that arrives while MAX_WAITING (or
+ * MAX_WAITING_PER_ADDRESS from its address) are waiting already, that is,
+ * connected and not yet upgraded; `onDrop` hears of each one. A connection
+ * stops waiting when its upgrade request has come (the endpoint checks its
+ * token then) or when it closes. Returns the waiting connections' sockets, for
+ * a drain to close.
+ */
+export function admitTunnelConnections(
+  server: HttpServer | HttpsServer,
+  onDrop: () => void,
+  limits = { total: MAX_WAITING, perAddress: MAX_WAITING_PER_ADDRESS },
+): { destroyWaiting(): void } {
+  const waiting = new Map<Duplex, string>();
+  const perAddress = new Map<string, number>();
+  /** A TLS connection's socket as the upgrade sees it, to the TCP socket counted. */
+  const tcpOf = new WeakMap<Duplex, Duplex>();
+  const done = (socket: Duplex) => {
+    const address = waiting.get(socket);
+    if (address === undefined) return;
+    waiting.delete(socket);
+    const n = (perAddress.get(address) ?? 1) - 1;
+    if (n > 0) perAddress.set(address, n);
+    else perAddress.delete(address);
+  };
+  server.on('connection', (socket: Duplex & { remoteAddress?: string }) => {
+    const address = socket.remoteAddress ?? '';
+    const fromThere = perAddress.get(address) ?? 0;
+    if (waiting.size >= limits.total || fromThere >= limits.perAddress) {
+      socket.destroy();
+      onDrop();
+      return;
+    }
+    waiting.set(socket, address);
+    perAddress.set(address, fromThere + 1);
+    socket.once('close', () => done(socket));
+  });
+  if (server instanceof HttpsServer) {
+    server.on('secureConnection', (tls: Duplex & { _parent?: Duplex }) => {
+      // Node's TLS socket wraps the TCP one it was made from.
+      if (tls._parent) tcpOf.set(tls, tls._parent);
+    });
+  }
+  server.on('upgrade', (_req, socket: Duplex) => done(tcpOf.get(socket) ?? socket));
+  return {
+    destroyWaiting() {
+      for (const socket of [...waiting.keys()]) socket.destroy();
+    },
+  };
+}
