@@ -509,3 +509,18 @@ t.test('a close-delimited body cut by a backend reset is not presented as comple
   const r = await c.response();
   t.equal(r, undefined, 'the client can tell: no complete response (its chunked body never ends)');
 });
+
+t.test('an HTTP/2 request the relay answers before its body ends is closed, not left open', async (t) => {
+  const port = await through(t, 'known-h2.example.com', 'http://127.0.0.1:9');
+  const session = http2.connect(`http://127.0.0.1:${port}`);
+  t.teardown(() => session.destroy());
+  // An upload to a name no route serves: the 404 needs none of the body, which never ends.
+  const stream = session.request({ ':method': 'POST', ':path': '/', ':authority': 'unknown.example.com' });
+  stream.write('part of a body');
+  const [headers] = (await once(stream, 'response')) as [http2.IncomingHttpHeaders];
+  t.equal(headers[':status'], 404);
+  stream.resume();
+  await once(stream, 'close');
+  t.equal(stream.rstCode, http2.constants.NGHTTP2_NO_ERROR, 'the relay asked it to stop, without error');
+  t.notOk(session.closed, 'the session is still usable');
+});

@@ -1,6 +1,6 @@
 import type { ServerResponse } from 'node:http';
 import { STATUS_CODES } from 'node:http';
-import { Http2ServerResponse } from 'node:http2';
+import { Http2ServerResponse, constants as http2Constants } from 'node:http2';
 import type { Duplex } from 'node:stream';
 import { type HeaderPairs, Reason } from '@burrow/shared';
 
@@ -142,6 +142,16 @@ export function sendError(
     ...(code ? { 'x-burrow-error': code } : {}),
     ...Object.fromEntries(extra.map(([k, v]) => [k.toLowerCase(), v])),
   });
+  if (res instanceof Http2ServerResponse) {
+    // The answer does not wait for the rest of the request: once it is out, the client is asked
+    // to stop sending (RST_STREAM NO_ERROR, RFC 9113 §8.1). A stream left half open would keep
+    // its session from ever timing out, for as long as the client sends nothing more.
+    const { stream } = res;
+    stream.once('finish', () => {
+      if (stream.closed || stream.destroyed || stream.state.remoteClose) return;
+      stream.close(http2Constants.NGHTTP2_NO_ERROR);
+    });
+  }
   res.end(text);
 }
 
