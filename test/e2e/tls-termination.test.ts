@@ -297,6 +297,44 @@ t.test('one unusable pair in a certificate directory holds back no other', async
   t.equal((await httpsGet(port, 'r.example.test', pki.caPem)).serial.toUpperCase(), serial, 'still served');
 });
 
+t.test('a renewal that is not valid now keeps the certificate it would have replaced', async (t) => {
+  const pki = await testPki(t);
+  const dir = await mkdtemp(`${pki.dir}/certs-`);
+  await pki.issue('site', ['r.example.test'], dir);
+  const log = memoryLogger('info', 'relay');
+  const relay = await testRelay(t, {
+    tls: { host: '127.0.0.1', port: 0 },
+    certFiles: { dir },
+    logger: log.logger,
+  });
+  const backend = await echoBackend(t);
+  await testAgent(t, relay, [{ id: 'r', hostnames: ['r.example.test'], target: backend.url }]);
+  const port = relay.tlsAddress!.port;
+  const { serial } = await httpsGet(port, 'r.example.test', pki.caPem);
+  const day = 86_400_000;
+  const now = Date.now();
+  const cases = [
+    { validity: { from: new Date(now - 10 * day), until: new Date(now - day) }, reason: /expired on/ },
+    { validity: { from: new Date(now + day), until: new Date(now + 10 * day) }, reason: /not valid before/ },
+  ];
+  for (const { validity, reason } of cases) {
+    const seen = log.lines.length;
+    const refused = log.waitFor(
+      (l) =>
+        log.lines.indexOf(l) >= seen &&
+        l.msg === 'certificate files unusable; serving the certificate they held before' &&
+        reason.test(String(l['reason'])),
+    );
+    await pki.issue('site', ['r.example.test'], dir, validity);
+    t.match(await refused, { level: 50, cert: join(dir, 'site.crt') }, `refused: ${reason.source}`);
+    t.equal(
+      (await httpsGet(port, 'r.example.test', pki.caPem)).serial,
+      serial,
+      'the valid one is still served',
+    );
+  }
+});
+
 t.test('a slow HTTP/1.1 request head over TLS gets 408, like on the plain listener', async (t) => {
   const pki = await testPki(t);
   const { tlsPort } = await setup(t, pki, { headersTimeout: 300 });

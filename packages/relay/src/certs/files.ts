@@ -125,8 +125,13 @@ export class CertFiles {
       const before = this.#loaded.get(p.cert);
       try {
         const pair = await loadPair(p, before);
+        // A certificate that is not valid now (expired, or not yet begun) replaces nothing that is:
+        // clients would refuse it, and the store would not present it.
+        const unusable = pair !== before ? notValidNow(pair.entry) : undefined;
+        if (unusable && before && notValidNow(before.entry) === undefined) throw new Error(unusable);
         entries.push(pair.entry);
         loaded.set(p.cert, pair);
+        if (unusable) failed.push({ cert: p.cert, key: p.key, reason: unusable, kept: false });
       } catch (err) {
         if (initial && i < explicit.length) throw err;
         if (before) {
@@ -139,6 +144,14 @@ export class CertFiles {
     this.#loaded = loaded;
     return { entries, failed };
   }
+}
+
+/** Why `entry` cannot be presented now, or undefined when it can. */
+function notValidNow(entry: CertEntry, now = Date.now()): string | undefined {
+  if (entry.notAfter.getTime() <= now) return `the certificate expired on ${entry.notAfter.toISOString()}`;
+  if (entry.notBefore.getTime() > now)
+    return `the certificate is not valid before ${entry.notBefore.toISOString()}`;
+  return undefined;
 }
 
 /** A pair that could not be loaded, and whether the certificate it had before is still served. */
