@@ -4,6 +4,7 @@
 import { execFileSync } from 'node:child_process';
 import { once } from 'node:events';
 import { readFile, writeFile } from 'node:fs/promises';
+import http2 from 'node:http2';
 import { createServer as createHttpsServer } from 'node:https';
 import { type AddressInfo, connect } from 'node:net';
 import { join } from 'node:path';
@@ -296,3 +297,87 @@ t.test(
     t.pass('the relay no longer holds the connection');
   },
 );
+
+t.test('HTTP/2 requests accepted just before a drain starts reach their agent', async (t) => {
+  const relay = await testRelay(t, { drainTimeout: 10_000 });
+  const app = await testServer(t, (_req, res) => res.end('served'));
+  await testAgent(t, relay, [{ id: 'race', hostnames: ['race.example.test'], target: app.url }]);
+  // The drain starts while the relay is routing these requests: after they were accepted, before
+  // their tunnel streams open (a turn of the event loop later).
+  const lookup = relay.routes.lookup.bind(relay.routes);
+  let closing: Promise<void> | undefined;
+  relay.routes.lookup = (host) => {
+    closing ??= Promise.resolve().then(() => relay.close());
+    return lookup(host);
+  };
+  const session = http2.connect(`http://127.0.0.1:${relay.httpAddress.port}`);
+  session.on('error', () => {});
+  t.teardown(() => session.destroy());
+  const ask = () =>
+    new Promise<string>((resolve) => {
+      const s = session.request({ ':path': '/', ':authority': 'race.example.test' });
+      let status = 0;
+      let body = '';
+      s.on('response', (h) => (status = Number(h[':status'])));
+      s.on('data', (c: Buffer) => (body += c.toString()));
+      s.on('error', (err: Error) => resolve(`failed: ${err.message}`));
+      s.on('close', () => resolve(`${status} ${body}`));
+    });
+  t.same(await Promise.all([ask(), ask(), ask()]), ['200 served', '200 served', '200 served']);
+  await closing;
+});
+
+t.test(
+  'an HTTP/2 upload whose tunnel connection starts draining before it opens goes to another',
+  async (t) => {
+    const relay = await testRelay(t);
+    const app = await testServer(t, (req, res) => {
+      let body = '';
+      req.on('data', (c: Buffer) => (body += c.toString()));
+      req.on('end', () => res.end(`got ${body}`));
+    });
+    await testAgent(t, relay, [{ id: 'up', hostnames: ['up.example.test'], target: app.url }], {
+      connections: 2,
+    });
+    // The connection this request is routed to starts draining (GOAWAY) before its stream opens.
+    const lookup = relay.routes.lookup.bind(relay.routes);
+    let drained = false;
+    relay.routes.lookup = (host) => {
+      const found = lookup(host);
+      if (found.kind === 'found' && !drained) {
+        drained = true;
+        queueMicrotask(() => void found.binding.target.session.goAway());
+      }
+      return found;
+    };
+    const session = http2.connect(`http://127.0.0.1:${relay.httpAddress.port}`);
+    session.on('error', () => {});
+    t.teardown(() => session.destroy());
+    const reply = await new Promise<string>((resolve) => {
+      const s = session.request({ ':method': 'POST', ':path': '/', ':authority': 'up.example.test' });
+      let status = 0;
+      let body = '';
+      s.on('response', (h) => (status = Number(h[':status'])));
+      s.on('data', (c: Buffer) => (body += c.toString()));
+      s.on('error', (err: Error) => resolve(`failed: ${err.message}`));
+      s.on('close', () => resolve(`${status} ${body}`));
+      s.end('a body');
+    });
+    t.ok(drained, 'a connection was drained under the request');
+    t.equal(reply, '200 got a body');
+  },
+);
+
+t.test('a drain is not held by an admin connection that never finishes its request head', async (t) => {
+  // A drain this long would outlast the test: the stop must not wait for its deadline.
+  const relay = await testRelay(t, { drainTimeout: 120_000, admin: { host: '127.0.0.1', port: 0 } });
+  const socket = connect(relay.adminAddress!.port, '127.0.0.1');
+  socket.on('error', () => {});
+  t.teardown(() => socket.destroy());
+  await once(socket, 'connect');
+  socket.write('GET /metrics HTTP/1.1\r\nHost: admin\r\n');
+  const closed = once(socket, 'close');
+  await relay.close();
+  await closed;
+  t.pass('stopped, and the connection with it');
+});

@@ -462,11 +462,19 @@ export async function startRelay(options: RelayOptions): Promise<Relay> {
           httpServer.closeIdleConnections();
           front?.closeIdleConnections();
         }, 100);
+        // HTTP/2 requests already accepted open their tunnel streams one event-loop turn after
+        // they arrive (forward.ts, the rapid-reset guard); their clients have GOAWAY now, so no
+        // more come. Once they have had that turn, agents get GOAWAY, after which the relay
+        // opens no stream: sooner, those requests would be answered 503 with their agents fine.
+        for (let turn = 0; turn < 2; turn++) await new Promise<void>((resolve) => setImmediate(resolve));
         await endpoint.drain();
         // No stream is left: TLS connections close once what they are sending is out
         // (or at the deadline), never before, so no response is cut.
         await Promise.all([httpClosed, tunnelClosed, tlsClosed, tcpClosed, front?.settle()]);
-        // The admin listener goes last: /readyz says "draining" while the drain runs.
+        // The admin listener goes last: /readyz says "draining" while the drain runs. Its
+        // connections close with it, a request head half sent included (Node stops timing those
+        // out once a server closes, and it would hold the stop until the deadline).
+        admin?.server.closeAllConnections();
         await admin?.close();
         clearInterval(sweeper);
         clearTimeout(deadline);

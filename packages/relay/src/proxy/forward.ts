@@ -520,7 +520,9 @@ export async function forwardRequest(
       s = stream = routed.conn.openStream(meta(req, routed.routeId, opts.proto, false, withBody, true));
       opts.onStreamOpen?.(routed.route, s);
     } catch (err) {
-      if (replayable && attempt < MAX_RETRIES && retryable(err)) {
+      // No stream was opened, so none of the request has left: even one with a body goes to
+      // another connection (an agent replica draining in a rolling update refuses new streams).
+      if (attempt < MAX_RETRIES && retryable(err)) {
         routed = route(req, opts);
         continue;
       }
