@@ -98,7 +98,7 @@ routes:
   - id: api # optional; default static:FIRST-HOSTNAME
     hostnames: ["*.api.example.com"]
     target: https://10.0.0.9:8443
-    allowCidrs: [203.0.113.0/24] # optional: only these client addresses
+    allowCidrs: [203.0.113.0/24] # optional: only these client addresses (leave it out for all; [] is an error)
     tlsInsecure: true # optional, https targets: do not verify the backend's certificate
   - hostnames: [grpc.example.com]
     target: h2c://10.0.0.11:50051 # HTTP/2 without TLS (gRPC); clients use https:// at the relay

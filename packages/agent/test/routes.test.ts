@@ -107,6 +107,9 @@ t.test('route sets: duplicates are refused naming both routes', async (t) => {
   t.throws(() => validateRoutes([{ ...r('a', ['x.example.com']), target: 'http://x/y' }]), {
     message: /^routes\[0\]\.target: must be an origin/,
   });
+  t.throws(() => validateRoutes([{ ...r('a', ['x.example.com']), allowCidrs: [] }]), {
+    message: /^routes\[0\]\.allowCidrs: must list at least one CIDR/,
+  });
   t.throws(() => validateRoutes([{ ...r('a', ['x.example.com']), allowCidrs: ['10.0.0.0/33'] }]), {
     message: /^routes\[0\]\.allowCidrs\[0\]: .*prefix length/,
   });
@@ -216,6 +219,10 @@ t.test('routes file: each mistake names the file and the field', async (t) => {
     [
       route('hostnames: [b.example.com]\n    target: http://x\n    allowCidrs: [300.0.0.0/8]'),
       /^r\.yaml: routes\[1\]\.allowCidrs\[0\]: .*not an IP address/,
+    ],
+    [
+      route('hostnames: [b.example.com]\n    target: http://x\n    allowCidrs: []'),
+      'r.yaml: routes[1].allowCidrs: must list at least one CIDR (leave allowCidrs out to admit every client)',
     ],
     [
       route('hostnames: [b.example.com]\n    target: http://x\n    tlsInsecure: "yes"'),

@@ -52,6 +52,8 @@ const routeSchema = z
           if (typeof parsed === 'string') ctx.addIssue({ code: 'custom', message: parsed });
         }),
       )
+      // An empty list would read as "no one", and mean "everyone": leave the field out for that.
+      .min(1, 'must list at least one CIDR (leave allowCidrs out to admit every client)')
       .max(256)
       .optional(),
     tlsInsecure: z.boolean().optional(),

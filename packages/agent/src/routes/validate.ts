@@ -156,6 +156,8 @@ export function checkRoute(route: Route): [string, string] | undefined {
   }
   const target = checkTarget(String(route.target));
   if ('error' in target) return ['target', target.error];
+  if (route.allowCidrs?.length === 0)
+    return ['allowCidrs', 'must list at least one CIDR (leave allowCidrs out to admit every client)'];
   for (const [i, c] of (route.allowCidrs ?? []).entries()) {
     const parsed = parseCidr(String(c));
     if (typeof parsed === 'string') return [`allowCidrs[${i}]`, parsed];
