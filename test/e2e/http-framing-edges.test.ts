@@ -524,3 +524,11 @@ t.test('an HTTP/2 request the relay answers before its body ends is closed, not 
   t.equal(stream.rstCode, http2.constants.NGHTTP2_NO_ERROR, 'the relay asked it to stop, without error');
   t.notOk(session.closed, 'the session is still usable');
 });
+
+t.test('a TLS ClientHello on the plain HTTP port is answered 400 at once', async (t) => {
+  const port = await through(t, 'plain.example.com', 'http://127.0.0.1:9');
+  const c = client(t, port);
+  // The start of a TLS record: what `https://` (or `wss://`) to this port sends, with no blank line ever.
+  c.write(Buffer.from([0x16, 0x03, 0x01, 0x02, 0x00, 0x01, 0x00, 0x01, 0xfc, 0x03, 0x03]));
+  t.equal((await c.response())?.status, 400, 'not left to time out (408)');
+});

@@ -78,6 +78,10 @@ export function parseRequestHead(
   maxHead: number,
   maxFields: number,
 ): RequestHead | typeof INCOMPLETE | typeof OTHER {
+  // Every method the fast path carries starts with an upper-case letter. Anything else (a TLS
+  // ClientHello sent to the plain port, an empty line before the request) is Node's to answer, at
+  // once: waiting for a blank line would leave a client that never sends one without an answer.
+  if (buf.length > 0 && !(buf[0]! >= 0x41 && buf[0]! <= 0x5a)) return OTHER;
   const blank = buf.indexOf(CRLF2, 0, 'latin1');
   if (blank === -1) return buf.length > maxHead || endsWithBareLf(buf) ? OTHER : INCOMPLETE;
   if (blank + 4 > maxHead) return OTHER;
