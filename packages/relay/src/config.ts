@@ -412,6 +412,11 @@ export async function loadVerifyKeys(paths: readonly string[]): Promise<VerifyKe
     }
     for (const f of files) {
       const pem = await readOptionFile('verify-key', f);
+      // Whoever holds the signing key can mint tokens: it stays where tokens are made.
+      if (pem.includes('PRIVATE KEY-----'))
+        throw new ConfigError(
+          `--verify-key: ${f} is a private key; give the relay only its public half (the .pub file keygen wrote beside it)`,
+        );
       try {
         keys.push(await loadVerifyKey(pem));
       } catch (err) {

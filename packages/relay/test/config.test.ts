@@ -4,7 +4,13 @@ import { generateSigningKeyPair, parseOptions } from '@burrow/shared';
 import t from 'tap';
 import { tempDir } from '../../../test/helpers/fs.js';
 import { testPki } from '../../../test/helpers/tls.js';
-import { loadRevokedTokens, readConfigFile, relayOptionsFrom, SERVE_OPTIONS } from '../src/config.js';
+import {
+  loadRevokedTokens,
+  loadVerifyKeys,
+  readConfigFile,
+  relayOptionsFrom,
+  SERVE_OPTIONS,
+} from '../src/config.js';
 
 t.test('revocation list: ids, comments, and lines that are not ids', async (t) => {
   const dir = await tempDir(t, 'burrow-config-');
@@ -215,4 +221,17 @@ t.test('--acme-orders-per-hour: 60 by default, else a whole number, checked with
       message: `--acme-orders-per-hour must be a whole number from 1 to 10000 (got "${bad}")`,
     });
   }
+});
+
+t.test('a private key given as --verify-key is refused: the relay needs only the public half', async (t) => {
+  const dir = await tempDir(t, 'burrow-config-');
+  const pair = await generateSigningKeyPair();
+  await writeFile(join(dir, 'signing.key'), pair.privatePem);
+  await writeFile(join(dir, 'signing.pub'), pair.publicPem);
+  await t.rejects(loadVerifyKeys([join(dir, 'signing.key')]), {
+    code: 'BURROW_ERR_CONFIG',
+    message: `--verify-key: ${join(dir, 'signing.key')} is a private key; give the relay only its public half (the .pub file keygen wrote beside it)`,
+  });
+  t.equal((await loadVerifyKeys([join(dir, 'signing.pub')])).length, 1, 'the public half loads');
+  t.equal((await loadVerifyKeys([dir])).length, 1, 'a directory: only its *.pub files are read');
 });
