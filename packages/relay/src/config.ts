@@ -222,7 +222,7 @@ export const SERVE_OPTIONS: readonly OptionSpec[] = [
     placeholder: 'PATH',
     default: 'burrow-keys',
     description:
-      'Ed25519 public key file, or a directory whose *.pub files are all trusted, for agent tokens',
+      'Ed25519 public key file, or a directory whose *.pub files are all trusted, for agent tokens (a private key is refused)',
   },
   {
     name: 'audience',
@@ -338,7 +338,8 @@ export const TOKEN_OPTIONS: readonly OptionSpec[] = [
     name: 'hosts',
     type: 'list',
     placeholder: 'PATTERNS',
-    description: 'hostnames the agent may claim, comma-separated; exact or *.suffix (required)',
+    description:
+      'hostnames the agent may claim, comma-separated; exact or *.suffix (required unless --ports is given)',
   },
   {
     name: 'ports',
