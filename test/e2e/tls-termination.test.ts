@@ -8,12 +8,12 @@ import { join } from 'node:path';
 import { Duplex } from 'node:stream';
 import { connect as tlsConnect } from 'node:tls';
 import { promisify } from 'node:util';
-import type { Relay } from '@burrow/relay';
+import type { AccessInfo, Relay } from '@burrow/relay';
 import t from 'tap';
 import { WebSocket, WebSocketServer } from 'ws';
 import { memoryLogger } from '../../packages/agent/test/helpers/log.js';
 import { testAgent } from '../helpers/agent.js';
-import { deferred, within } from '../helpers/deferred.js';
+import { deferred, until, within } from '../helpers/deferred.js';
 import { get, httpsGet, testServer } from '../helpers/http.js';
 import { field, tlsClient } from '../helpers/raw-wire.js';
 import { type Teardownable, testRelay } from '../helpers/relay.js';
@@ -196,7 +196,8 @@ t.test(
 
 t.test('plain HTTP redirects to HTTPS for terminated names (on by default, can be turned off)', async (t) => {
   const pki = await testPki(t);
-  const { relay, tlsPort } = await setup(t, pki);
+  const done: AccessInfo[] = [];
+  const { relay, tlsPort } = await setup(t, pki, { onRequestDone: (info) => done.push(info) });
   const r = await get(relay.httpAddress.port, 'a.example.test', '/path?q=1');
   t.equal(r.status, 301);
   t.equal(r.headers.location, `https://a.example.test:${tlsPort}/path?q=1`);
@@ -205,6 +206,15 @@ t.test('plain HTTP redirects to HTTPS for terminated names (on by default, can b
     body: Buffer.from('x'),
   });
   t.equal(post.status, 308, 'other methods keep their method and body: 308');
+  await until(async () => done.length === 2, 'both redirects recorded');
+  t.match(
+    done,
+    [
+      { host: 'a.example.test', route: '', method: 'GET', path: '/path?q=1', status: 301 },
+      { host: 'a.example.test', route: '', method: 'POST', path: '/form', status: 308 },
+    ],
+    'each redirect has its access line and counts in the metrics',
+  );
 
   const pki2 = await testPki(t);
   const off = await setup(t, pki2, { httpsRedirect: false });

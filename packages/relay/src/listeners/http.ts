@@ -7,12 +7,15 @@ import {
   type ServerHttp2Session,
 } from 'node:http2';
 import type { Socket } from 'node:net';
-import { TCP_KEEPALIVE } from '@burrow/shared';
+import { normalizeHost, TCP_KEEPALIVE } from '@burrow/shared';
 import {
   type ClientRequest,
   type ClientResponse,
+  clientIp,
   type ForwardOptions,
   forwardRequest,
+  recordAccess,
+  requestHost,
 } from '../proxy/forward.js';
 import { Http1Front, resumingAfter, takeConnectionHandler } from '../proxy/http1-front.js';
 import type { Http1Pool } from '../proxy/http1-pool.js';
@@ -52,6 +55,30 @@ export function headCheckInterval(headersTimeout: number): number {
  * it hands the connection to Node's parser and the general path below, for
  * the rest of the connection's life.
  */
+/**
+ * Whether `opts.intercept` answered the request itself (an HTTPS redirect, an
+ * ACME challenge). Such an answer gets its access line and counts in the
+ * metrics like any other, with no route.
+ */
+function intercepted(opts: HttpListenerOptions, req: ClientRequest, res: ClientResponse): boolean {
+  const started = performance.now();
+  if (!opts.intercept?.(req, res)) return false;
+  res.once('finish', () =>
+    recordAccess(opts, {
+      host: normalizeHost(requestHost(req)),
+      route: '',
+      method: req.method ?? '',
+      path: req.url ?? '',
+      status: res.statusCode,
+      bytesIn: 0,
+      bytesOut: Number(res.getHeader('content-length')) || 0,
+      durationMs: Math.round((performance.now() - started) * 1000) / 1000,
+      client: clientIp(req.socket.remoteAddress),
+    }),
+  );
+  return true;
+}
+
 export function createHttpListener(opts: HttpListenerOptions): Server {
   const server = createServer({
     // Bodies stream without a size or time cap (uploads, SSE, downloads); only
@@ -65,7 +92,7 @@ export function createHttpListener(opts: HttpListenerOptions): Server {
   });
   server.maxHeadersCount = MAX_REQUEST_HEADERS;
   const requests = oneAtATime((req: IncomingMessage, res: ServerResponse) => {
-    if (opts.intercept?.(req, res)) return;
+    if (intercepted(opts, req, res)) return;
     forwardRequest(opts, req, res).catch((err) => {
       opts.logger.error({ err }, 'request handling failed');
       res.destroy();
@@ -140,7 +167,7 @@ function createH2cServer(opts: HttpListenerOptions): {
   const server = createHttp2Server({ settings: { maxConcurrentStreams: MAX_H2_STREAMS } });
   const sessions = manageSessions(server, opts);
   const forward = (req: Http2ServerRequest, res: Http2ServerResponse) => {
-    if (opts.intercept?.(req, res)) return;
+    if (intercepted(opts, req, res)) return;
     forwardRequest(opts, req, res).catch((err) => {
       opts.logger.error({ err }, 'request handling failed');
       res.destroy();
