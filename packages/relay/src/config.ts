@@ -671,7 +671,6 @@ export async function relayOptionsFrom(
       : {}),
     http: parseListen(String(values['http-listen']), '--http-listen'),
     tunnel: parseListen(String(values['tunnel-listen']), '--tunnel-listen'),
-    verifyKeys: await loadVerifyKeys(values['verify-key'] as string[]),
     audience: audienceOption(values),
     drainTimeout: durationOption(values, 'drain-timeout'),
     responseHeadTimeout: durationOption(values, 'response-timeout'),
@@ -684,6 +683,8 @@ export async function relayOptionsFrom(
     },
     ...(publicHttpPort ? { publicHttpPort } : {}),
     ...tcpOptions(values),
+    // Last: a value mistaken above is named before a key directory that is not there yet.
+    verifyKeys: await loadVerifyKeys(values['verify-key'] as string[]),
   };
   if (options.acme) options.acme.ordersPerHour = acmeOrdersPerHour;
   checkDistinctListeners(options);

@@ -235,3 +235,13 @@ t.test('a private key given as --verify-key is refused: the relay needs only the
   t.equal((await loadVerifyKeys([join(dir, 'signing.pub')])).length, 1, 'the public half loads');
   t.equal((await loadVerifyKeys([dir])).length, 1, 'a directory: only its *.pub files are read');
 });
+
+t.test('a mistaken value is named before a missing key directory', async (t) => {
+  const dir = await tempDir(t, 'burrow-config-');
+  const missing = join(dir, 'no-keys-yet');
+  const options = (argv: string[]) =>
+    relayOptionsFrom(parseOptions(SERVE_OPTIONS, ['--verify-key', missing, ...argv], {}).values);
+  await t.rejects(options(['--drain-timeout', '30']), { message: /^--drain-timeout: / });
+  await t.rejects(options(['--max-connections', 'lots']), { message: /^--max-connections must be/ });
+  await t.rejects(options([]), { message: /^--verify-key: .*no-keys-yet does not exist/ });
+});
