@@ -29,6 +29,11 @@ t.test('--expose PORT=tcp://HOST:PORT', async (t) => {
     ['5432=tcp://127.0.0.1', /target must name a host and port, e\.g\. tcp:\/\/10\.0\.0\.7:5432/],
     ['5432=tcp://127.0.0.1:5432/db', /target must be tcp:\/\/HOST:PORT without a path/],
     ['5432=tcp://user:pw@127.0.0.1:5432', /target must not contain credentials/],
+    // A port with an HTTP target: the relay would refuse "5432" as a hostname.
+    [
+      '5432=http://127.0.0.1:5432',
+      /"5432" is a port, not a hostname; a TCP service takes a tcp:\/\/ target, e\.g\. --expose 5432=tcp:\/\/127\.0\.0\.1:5432/,
+    ],
   ];
   for (const [value, message] of bad) {
     t.throws(

@@ -35,6 +35,11 @@ export function parseExpose(text: string): Route {
   const hostnames = names;
   if (hostnames.length === 0) throw new ConfigError(`${where}: no hostname before "="`);
   for (const h of hostnames) {
+    if (/^\d+$/.test(h)) {
+      throw new ConfigError(
+        `${where}: "${h}" is a port, not a hostname; a TCP service takes a tcp:// target, e.g. --expose ${h}=tcp://127.0.0.1:${h}`,
+      );
+    }
     const problem = checkHostPattern(h);
     if (problem) throw new ConfigError(`${where}: ${problem}`);
   }
