@@ -16,20 +16,22 @@ import { testPki } from '../helpers/tls.js';
 
 /** A TCP connection to `port` from `from`, which sends nothing; resolves once connected. */
 async function silent(t: Teardownable, port: number, from = '127.0.0.1'): Promise<Socket> {
-  const socket = connect({ port, host: '127.0.0.1', localAddress: from });
+  // Half open allowed: a connection the relay ends stays open on this side, as a hostile client's would.
+  const socket = connect({ port, host: '127.0.0.1', localAddress: from, allowHalfOpen: true });
   socket.on('error', () => {});
   t.teardown(() => socket.destroy());
   await once(socket, 'connect');
   return socket;
 }
 
-/** Resolves with the bytes `socket` received before it closed. */
+/** Resolves with the bytes `socket` received before the relay ended or closed it. */
 async function received(socket: Socket): Promise<string> {
   let text = '';
   socket.on('data', (chunk: Buffer) => {
     text += chunk.toString('latin1');
   });
-  if (!socket.closed) await once(socket, 'close');
+  if (!socket.readableEnded && !socket.closed)
+    await new Promise((resolve) => socket.once('end', resolve).once('close', resolve));
   return text;
 }
 
@@ -89,6 +91,25 @@ for (const tls of [false, true]) {
     },
   );
 }
+
+t.test('refused upgrades keep their slots until their connections close', async (t) => {
+  const relay = await testRelay(t);
+  const port = relay.tunnelAddress.port;
+  // Each asks for a tunnel where there is none, reads its 404 and keeps its side of the connection open.
+  const refused = await Promise.all(
+    Array.from({ length: MAX_WAITING_PER_ADDRESS }, async () => {
+      const socket = await silent(t, port);
+      socket.write(
+        'GET /nope HTTP/1.1\r\nHost: relay\r\nConnection: Upgrade\r\nUpgrade: websocket\r\n' +
+          'Sec-WebSocket-Version: 13\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n\r\n',
+      );
+      const [chunk] = (await once(socket, 'data')) as [Buffer];
+      return { socket, status: chunk.toString('latin1').slice(0, 12) };
+    }),
+  );
+  t.same(new Set(refused.map((r) => r.status)), new Set(['HTTP/1.1 404']));
+  t.equal(await received(await silent(t, port)), '', 'the next connection is closed at once');
+});
 
 t.test('a drain closes connections that never asked for a tunnel at once', async (t) => {
   // A drain this long would outlast the test: only closing them at its start ends it in time.

@@ -241,6 +241,7 @@ export async function startRelay(options: RelayOptions): Promise<Relay> {
     session: { drainTimeout, ...options.session },
     isRevoked: (jti) => revoked.has(jti),
     onRefused: (reason) => metrics.refused(reason),
+    onTunnel: (socket) => tunnelWaiting.admitted(socket),
     maxPerSubject: options.maxTunnelsPerSubject ?? 64,
   });
   const activity = new Activity();

@@ -122,11 +122,11 @@ export class StatusSync {
     const key = this.#holdsKey?.();
     this.#writer.retain(Array.from(services.values(), (s) => s.service));
     let complete = true;
-    const routeIds = new Set<string>();
+    /** Routes given a holds record in this pass: the others' records are not reused later. */
+    const made = new Set<string>();
     for (const { service, verdict } of services.values()) {
       // Checked before each write: a pass can take a while, and the Lease may go meanwhile.
       if (!this.#writing) return true;
-      if (verdict.kind === 'route') routeIds.add(verdict.route.id);
       let written: boolean;
       if (verdict.kind === 'ignored') {
         written = await this.#writer.clear(service);
@@ -152,7 +152,7 @@ export class StatusSync {
           if (ports.every((p) => answered.some((r) => r.port === p))) {
             const desired = desiredForPorts(ports, answered);
             const held = answered.filter((r) => r.status === 'active').map((r) => portName(r.port));
-            if (key && held.length > 0) desired.holds = this.#holdsRecord(key, route.id, held, service);
+            if (key && held.length > 0) desired.holds = this.#holdsRecord(key, route.id, held, service, made);
             written = await this.#writer.apply(service, desired);
           } else written = true;
         } else if (!route.hostnames.every((h) => mine.some((r) => r.hostname.toLowerCase() === h))) {
@@ -162,13 +162,15 @@ export class StatusSync {
         } else {
           const desired = desiredFor(route.hostnames, mine);
           const held = mine.filter((r) => r.status === 'active').map((r) => r.hostname.toLowerCase());
-          if (key && held.length > 0) desired.holds = this.#holdsRecord(key, route.id, held, service);
+          if (key && held.length > 0) desired.holds = this.#holdsRecord(key, route.id, held, service, made);
           written = await this.#writer.apply(service, desired);
         }
       }
       complete &&= written;
     }
-    for (const id of this.#issued.keys()) if (!routeIds.has(id)) this.#issued.delete(id);
+    // A route that holds nothing now starts a new record when it holds names again: its old one
+    // would claim a time before another Service's, meanwhile, and win the name back.
+    for (const id of this.#issued.keys()) if (!made.has(id)) this.#issued.delete(id);
     for (const [key, service] of [...this.#watch.departed]) {
       if (!this.#writing) return true;
       const cleared = await this.#writer.clearDeparted(service);
@@ -179,10 +181,11 @@ export class StatusSync {
   }
 
   /** The holds record `service` should show for its route `id` holding `held`. */
-  #holdsRecord(key: Buffer, id: string, held: string[], service: ServiceLike): string {
+  #holdsRecord(key: Buffer, id: string, held: string[], service: ServiceLike, made: Set<string>): string {
     const current = service.metadata?.annotations?.[ANNOTATION.holds];
     const record = holdsRecord(key, id, held, Date.now(), current, this.#issued.get(id));
     this.#issued.set(id, record);
+    made.add(id);
     return record;
   }
 }

@@ -88,7 +88,9 @@ export class CertFiles {
       do {
         this.#again = false;
         try {
-          const before = [...this.#loaded.values()].map((p) => p.entry);
+          const before = [...this.#loaded.values()].flatMap((p) =>
+            p.previous ? [p.entry, p.previous] : [p.entry],
+          );
           const { entries, failed } = await this.#load(false);
           if (this.#closed) return;
           // Nothing new (a pair caught half written keeps what it had): no change to announce.
@@ -125,13 +127,31 @@ export class CertFiles {
       const before = this.#loaded.get(p.cert);
       try {
         const pair = await loadPair(p, before);
-        // A certificate that is not valid now (expired, or not yet begun) replaces nothing that is:
-        // clients would refuse it, and the store would not present it.
-        const unusable = pair !== before ? notValidNow(pair.entry) : undefined;
-        if (unusable && before && notValidNow(before.entry) === undefined) throw new Error(unusable);
+        const now = Date.now();
+        if (pair !== before) {
+          // An expired certificate replaces nothing that is valid: clients would refuse it.
+          const expired = pair.entry.notAfter.getTime() <= now;
+          const served = before && validAt(before.entry, now) ? before.entry : before?.previous;
+          if (expired && served)
+            throw new Error(`the certificate expired on ${pair.entry.notAfter.toISOString()}`);
+          // One that has not begun yet (a renewal from a CA whose clock runs ahead) takes over when it
+          // does: the store presents whichever is valid at each handshake.
+          if (pair.entry.notBefore.getTime() > now && served) {
+            pair.previous = served;
+            this.#opts.logger.warn(
+              { cert: p.cert, notBefore: pair.entry.notBefore },
+              'certificate not valid yet; the one it replaces is served until it is',
+            );
+          }
+          if (expired || pair.previous === undefined) {
+            const unusable = notValidNow(pair.entry, now);
+            if (unusable) failed.push({ cert: p.cert, key: p.key, reason: unusable, kept: false });
+          }
+        }
+        if (pair.previous && validAt(pair.entry, now)) pair.previous = undefined;
         entries.push(pair.entry);
+        if (pair.previous) entries.push(pair.previous);
         loaded.set(p.cert, pair);
-        if (unusable) failed.push({ cert: p.cert, key: p.key, reason: unusable, kept: false });
       } catch (err) {
         if (initial && i < explicit.length) throw err;
         if (before) {
@@ -146,8 +166,12 @@ export class CertFiles {
   }
 }
 
+function validAt(entry: CertEntry, now: number): boolean {
+  return entry.notBefore.getTime() <= now && now < entry.notAfter.getTime();
+}
+
 /** Why `entry` cannot be presented now, or undefined when it can. */
-function notValidNow(entry: CertEntry, now = Date.now()): string | undefined {
+function notValidNow(entry: CertEntry, now: number): string | undefined {
   if (entry.notAfter.getTime() <= now) return `the certificate expired on ${entry.notAfter.toISOString()}`;
   if (entry.notBefore.getTime() > now)
     return `the certificate is not valid before ${entry.notBefore.toISOString()}`;
@@ -165,6 +189,8 @@ interface FailedPair {
 /** A pair as loaded: its entry, and the files' text it came from. */
 interface LoadedPair {
   entry: CertEntry;
+  /** The certificate it replaced, served until this one's validity begins. */
+  previous?: CertEntry | undefined;
   cert: string;
   key: string;
 }

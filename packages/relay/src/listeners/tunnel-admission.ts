@@ -33,16 +33,16 @@ export const TUNNEL_SERVER_OPTIONS = {
 /**
  * Closes each connection to `server` that arrives while MAX_WAITING (or
  * MAX_WAITING_PER_ADDRESS from its address) are waiting already, that is,
- * connected and not yet upgraded; `onDrop` hears of each one. A connection
- * stops waiting when its upgrade request has come (the endpoint checks its
- * token then) or when it closes. Returns the waiting connections' sockets, for
- * a drain to close.
+ * connected and not a tunnel yet; `onDrop` hears of each one. A connection
+ * stops waiting when it closes, or when the endpoint tells `admitted` that
+ * its upgrade became a tunnel (its token checked): a refused upgrade, or a
+ * plain request, keeps its slot until the connection is gone.
  */
 export function admitTunnelConnections(
   server: HttpServer | HttpsServer,
   onDrop: () => void,
   limits = { total: MAX_WAITING, perAddress: MAX_WAITING_PER_ADDRESS },
-): { destroyWaiting(): void } {
+): { admitted(socket: Duplex): void; destroyWaiting(): void } {
   const waiting = new Map<Duplex, string>();
   const perAddress = new Map<string, number>();
   /** A TLS connection's socket as the upgrade sees it, to the TCP socket counted. */
@@ -73,8 +73,11 @@ export function admitTunnelConnections(
       if (tls._parent) tcpOf.set(tls, tls._parent);
     });
   }
-  server.on('upgrade', (_req, socket: Duplex) => done(tcpOf.get(socket) ?? socket));
   return {
+    admitted(socket) {
+      done(tcpOf.get(socket) ?? socket);
+    },
+    /** Closes the connections that are not tunnels (a drain: they have nothing to finish). */
     destroyWaiting() {
       for (const socket of [...waiting.keys()]) socket.destroy();
     },

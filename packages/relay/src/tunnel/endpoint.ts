@@ -17,6 +17,7 @@ import {
 } from '@burrow/shared';
 import { WebSocketServer } from 'ws';
 import type { RefusalReason } from '../metrics.js';
+import { closeAfterAnswer } from '../proxy/errors.js';
 import { clientIp } from '../proxy/forward.js';
 import type { PortTable } from '../routes/ports.js';
 import type { RouteTable } from '../routes/table.js';
@@ -37,6 +38,8 @@ export interface TunnelEndpointOptions {
   isRevoked?: (jti: string) => boolean;
   /** Called for each agent connection that passed authentication. */
   onConnection?: (conn: AgentConnection) => void;
+  /** Called with the socket of each upgrade that became a tunnel (tunnel-admission.ts). */
+  onTunnel?: (socket: Duplex) => void;
   /** Called for each refused agent upgrade or announced route (metrics). */
   onRefused?: (reason: RefusalReason) => void;
   /**
@@ -86,6 +89,8 @@ export class TunnelEndpoint {
       res.writeHead(path === TUNNEL_PATH ? 426 : 404, {
         'content-type': 'text/plain; charset=utf-8',
         upgrade: 'websocket',
+        // Nothing else is served here: a connection is not kept for more (it holds a slot, above).
+        connection: 'close',
       });
       res.end(body);
     });
@@ -146,6 +151,7 @@ export class TunnelEndpoint {
     }
     if (socket.destroyed) return;
     this.#wss.handleUpgrade(req, socket, head, (ws) => {
+      this.#opts.onTunnel?.(socket);
       const session = createSession(new WsTransport(ws), {
         role: 'server',
         maxMetadata: 32 * 1024,
@@ -234,6 +240,8 @@ function reject(socket: Duplex, status: number, reason: string, extra: Record<st
   };
   const lines = Object.entries(headers).map(([k, v]) => `${k}: ${v}`);
   socket.end(`HTTP/1.1 ${status} ${STATUS_CODES[status]}\r\n${lines.join('\r\n')}\r\n\r\n${body}`);
+  // A client that never closes its side would otherwise keep the socket, and its slot, for good.
+  closeAfterAnswer(socket);
 }
 
 /**
