@@ -47,6 +47,17 @@ async function tlsBackend(t: Teardownable, pki: TestPki, name: string) {
   return { port: (server.address() as AddressInfo).port };
 }
 
+/** What an HTTP/2 request came to: "STATUS BODY", or "failed: …" when its stream failed. */
+function outcome(stream: http2.ClientHttp2Stream): Promise<string> {
+  return new Promise((resolve) => {
+    let status = 0;
+    let body = '';
+    stream.on('response', (h) => (status = Number(h[':status'])));
+    stream.on('data', (c: Buffer) => (body += c.toString()));
+    stream.on('error', (err: Error) => resolve(`failed: ${err.message}`));
+    stream.on('close', () => resolve(`${status} ${body}`));
+  });
+}
 t.test('a terminated route is served when the client spells its SNI with a trailing dot', async (t) => {
   const pki = await testPki(t);
   const a = await pki.issue('a', ['app.example.test']);
@@ -233,15 +244,7 @@ t.test('an HTTP/1.1-over-TLS request in flight when the drain starts gets its wh
 t.test('an HTTP/2 request in flight when the drain starts gets its whole response', async (t) => {
   const { pki, relay, held, arrived, port } = await drainSetup(t);
   const session = await h2Session(t, port, 'app.example.test', pki.caPem);
-  const reply = new Promise<string>((resolve) => {
-    const s = session.request({ ':path': '/held', ':authority': 'app.example.test' });
-    let status = 0;
-    let body = '';
-    s.on('response', (h) => (status = Number(h[':status'])));
-    s.on('data', (c: Buffer) => (body += c.toString()));
-    s.on('error', (err: Error) => resolve(`failed: ${err.message}`));
-    s.on('close', () => resolve(`${status} ${body}`));
-  });
+  const reply = outcome(session.request({ ':path': '/held', ':authority': 'app.example.test' }));
   await arrived.promise;
   const closing = relay.close();
   setImmediate(() => held.resolve());
@@ -313,16 +316,7 @@ t.test('HTTP/2 requests accepted just before a drain starts reach their agent', 
   const session = http2.connect(`http://127.0.0.1:${relay.httpAddress.port}`);
   session.on('error', () => {});
   t.teardown(() => session.destroy());
-  const ask = () =>
-    new Promise<string>((resolve) => {
-      const s = session.request({ ':path': '/', ':authority': 'race.example.test' });
-      let status = 0;
-      let body = '';
-      s.on('response', (h) => (status = Number(h[':status'])));
-      s.on('data', (c: Buffer) => (body += c.toString()));
-      s.on('error', (err: Error) => resolve(`failed: ${err.message}`));
-      s.on('close', () => resolve(`${status} ${body}`));
-    });
+  const ask = () => outcome(session.request({ ':path': '/', ':authority': 'race.example.test' }));
   t.same(await Promise.all([ask(), ask(), ask()]), ['200 served', '200 served', '200 served']);
   await closing;
 });
@@ -353,16 +347,9 @@ t.test(
     const session = http2.connect(`http://127.0.0.1:${relay.httpAddress.port}`);
     session.on('error', () => {});
     t.teardown(() => session.destroy());
-    const reply = await new Promise<string>((resolve) => {
-      const s = session.request({ ':method': 'POST', ':path': '/', ':authority': 'up.example.test' });
-      let status = 0;
-      let body = '';
-      s.on('response', (h) => (status = Number(h[':status'])));
-      s.on('data', (c: Buffer) => (body += c.toString()));
-      s.on('error', (err: Error) => resolve(`failed: ${err.message}`));
-      s.on('close', () => resolve(`${status} ${body}`));
-      s.end('a body');
-    });
+    const upload = session.request({ ':method': 'POST', ':path': '/', ':authority': 'up.example.test' });
+    upload.end('a body');
+    const reply = await outcome(upload);
     t.ok(drained, 'a connection was drained under the request');
     t.equal(reply, '200 got a body');
   },
