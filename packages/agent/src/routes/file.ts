@@ -16,7 +16,7 @@ import { ConfigError, checkHostPattern, parseCidr, parseUserYaml, readOptionFile
 import { z } from 'zod';
 import type { Route } from './source.js';
 import { STATIC_ID_PREFIX, tcpRouteId } from './static.js';
-import { checkTarget, isTcp, routeIdFor } from './validate.js';
+import { checkTarget, EMPTY_ALLOWLIST, isTcp, routeIdFor } from './validate.js';
 
 const hostname = z.string().superRefine((h, ctx) => {
   const problem = checkHostPattern(h);
@@ -52,8 +52,7 @@ const routeSchema = z
           if (typeof parsed === 'string') ctx.addIssue({ code: 'custom', message: parsed });
         }),
       )
-      // An empty list would read as "no one", and mean "everyone": leave the field out for that.
-      .min(1, 'must list at least one CIDR (leave allowCidrs out to admit every client)')
+      .min(1, EMPTY_ALLOWLIST)
       .max(256)
       .optional(),
     tlsInsecure: z.boolean().optional(),

@@ -131,6 +131,9 @@ export function routeIdFor(prefix: string, hostnames: readonly string[]): string
   return stableRouteId(prefix, (hostnames[0] ?? '').replace(/\*/g, '_'), hostnames.join(','));
 }
 
+/** Why an empty `allowCidrs` is refused: it would read as "no one", and mean "everyone". */
+export const EMPTY_ALLOWLIST = 'must list at least one CIDR (leave allowCidrs out to admit every client)';
+
 /** Returns `[field, message]` for the first problem with a route, or undefined. Fields are relative ("target"). */
 export function checkRoute(route: Route): [string, string] | undefined {
   if (typeof route.id !== 'string' || !ROUTE_ID.test(route.id)) {
@@ -156,8 +159,7 @@ export function checkRoute(route: Route): [string, string] | undefined {
   }
   const target = checkTarget(String(route.target));
   if ('error' in target) return ['target', target.error];
-  if (route.allowCidrs?.length === 0)
-    return ['allowCidrs', 'must list at least one CIDR (leave allowCidrs out to admit every client)'];
+  if (route.allowCidrs?.length === 0) return ['allowCidrs', EMPTY_ALLOWLIST];
   for (const [i, c] of (route.allowCidrs ?? []).entries()) {
     const parsed = parseCidr(String(c));
     if (typeof parsed === 'string') return [`allowCidrs[${i}]`, parsed];

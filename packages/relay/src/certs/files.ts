@@ -128,24 +128,20 @@ export class CertFiles {
       try {
         const pair = await loadPair(p, before);
         const now = Date.now();
-        if (pair !== before) {
-          // An expired certificate replaces nothing that is valid: clients would refuse it.
-          const expired = pair.entry.notAfter.getTime() <= now;
+        const unusable = pair !== before ? notValidNow(pair.entry, now) : undefined;
+        if (unusable) {
           const served = before && validAt(before.entry, now) ? before.entry : before?.previous;
-          if (expired && served)
-            throw new Error(`the certificate expired on ${pair.entry.notAfter.toISOString()}`);
-          // One that has not begun yet (a renewal from a CA whose clock runs ahead) takes over when it
-          // does: the store presents whichever is valid at each handshake.
-          if (pair.entry.notBefore.getTime() > now && served) {
+          if (!served) failed.push({ cert: p.cert, key: p.key, reason: unusable, kept: false });
+          // An expired certificate replaces nothing that is valid: clients would refuse it.
+          else if (pair.entry.notAfter.getTime() <= now) throw new Error(unusable);
+          else {
+            // One that has not begun yet (a renewal from a CA whose clock runs ahead) takes over
+            // when it does: the store presents whichever is valid at each handshake.
             pair.previous = served;
             this.#opts.logger.warn(
               { cert: p.cert, notBefore: pair.entry.notBefore },
               'certificate not valid yet; the one it replaces is served until it is',
             );
-          }
-          if (expired || pair.previous === undefined) {
-            const unusable = notValidNow(pair.entry, now);
-            if (unusable) failed.push({ cert: p.cert, key: p.key, reason: unusable, kept: false });
           }
         }
         if (pair.previous && validAt(pair.entry, now)) pair.previous = undefined;

@@ -48,14 +48,6 @@ export function headCheckInterval(headersTimeout: number): number {
 }
 
 /**
- * The public HTTP listener. Each request is routed by its own Host, so a
- * keep-alive connection may switch hostnames. Every connection starts on the
- * fast path (Http1Connection), which carries plain HTTP/1.1 requests to
- * agents that serve `http1` streams; at the first request it does not carry,
- * it hands the connection to Node's parser and the general path below, for
- * the rest of the connection's life.
- */
-/**
  * Whether `opts.intercept` answered the request itself (an HTTPS redirect, an
  * ACME challenge). Such an answer gets its access line and counts in the
  * metrics like any other, with no route.
@@ -79,6 +71,14 @@ function intercepted(opts: HttpListenerOptions, req: ClientRequest, res: ClientR
   return true;
 }
 
+/**
+ * The public HTTP listener. Each request is routed by its own Host, so a
+ * keep-alive connection may switch hostnames. Every connection starts on the
+ * fast path (Http1Connection), which carries plain HTTP/1.1 requests to
+ * agents that serve `http1` streams; at the first request it does not carry,
+ * it hands the connection to Node's parser and the general path below, for
+ * the rest of the connection's life.
+ */
 export function createHttpListener(opts: HttpListenerOptions): Server {
   const server = createServer({
     // Bodies stream without a size or time cap (uploads, SSE, downloads); only
