@@ -347,13 +347,24 @@ t.test(
     const early = logged(
       (l) => l.msg === 'certificate not valid yet; the one it replaces is served until it is',
     );
-    const begins = Date.now() + 4_000;
+    const begins = Date.now() + 6_000;
     const renewed = await pki.issue('site', ['r.example.test'], dir, {
       from: new Date(begins),
       until: new Date(begins + 10 * day),
     });
     t.match(await early, { level: 40, cert: join(dir, 'site.crt') });
     const next = new X509Certificate(await readFile(renewed.certFile)).serialNumber.toUpperCase();
+    // Meanwhile its key is caught half written, then whole again: the pair waiting to begin, and the
+    // one it replaces, are both kept through the failed reload.
+    const key = await readFile(renewed.keyFile);
+    const broken = logged(
+      (l) => l.msg === 'certificate files unusable; serving the certificate they held before',
+    );
+    await writeFile(renewed.keyFile, '-----BEGIN PRIVATE KEY-----\n');
+    await broken;
+    const whole = logged((l) => l.msg === 'certificates unchanged' || l.msg === 'certificates reloaded');
+    await writeFile(renewed.keyFile, key);
+    await whole;
     const meanwhile = await serial();
     // Checked only while the renewal has surely not begun: a loaded machine may get here late.
     if (Date.now() < begins - 500) t.equal(meanwhile, first, 'the one it replaces is served until then');

@@ -123,6 +123,13 @@ export class CertFiles {
     const entries: CertEntry[] = [];
     const failed: FailedPair[] = [];
     const loaded = new Map<string, LoadedPair>();
+    /** Serves `pair` for `p`: its certificate, and the one it replaced until its own begins. */
+    const serve = (p: { cert: string }, pair: LoadedPair, now: number) => {
+      if (pair.previous && validAt(pair.entry, now)) pair.previous = undefined;
+      entries.push(pair.entry);
+      if (pair.previous) entries.push(pair.previous);
+      loaded.set(p.cert, pair);
+    };
     for (const [i, p] of pairs.entries()) {
       const before = this.#loaded.get(p.cert);
       try {
@@ -144,16 +151,10 @@ export class CertFiles {
             );
           }
         }
-        if (pair.previous && validAt(pair.entry, now)) pair.previous = undefined;
-        entries.push(pair.entry);
-        if (pair.previous) entries.push(pair.previous);
-        loaded.set(p.cert, pair);
+        serve(p, pair, now);
       } catch (err) {
         if (initial && i < explicit.length) throw err;
-        if (before) {
-          entries.push(before.entry);
-          loaded.set(p.cert, before);
-        }
+        if (before) serve(p, before, Date.now());
         failed.push({ cert: p.cert, key: p.key, reason: (err as Error).message, kept: before !== undefined });
       }
     }
