@@ -368,7 +368,11 @@ t.test(
     const meanwhile = await serial();
     // Checked only while the renewal has surely not begun: a loaded machine may get here late.
     if (Date.now() < begins - 500) t.equal(meanwhile, first, 'the one it replaces is served until then');
-    await until(async () => (await serial()) === next, 'the renewal is served once it has begun');
+    // At the second it begins a client may still find the renewal not yet valid: that is a retry.
+    await until(
+      async () => (await serial().catch(() => '')) === next,
+      'the renewal is served once it has begun',
+    );
   },
 );
 
