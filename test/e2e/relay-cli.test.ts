@@ -506,3 +506,14 @@ t.test('--help answers even when the environment holds a mistake', async (t) => 
     t.match(stdout, usage, argv.join(' '));
   }
 });
+
+t.test('--version prints the package version, and the top-level help says so', async (t) => {
+  const { version } = JSON.parse(
+    await readFile(new URL('../../packages/relay/package.json', import.meta.url), 'utf8'),
+  );
+  t.equal((await run(process.execPath, [RELAY_CLI, '--version'])).stdout, `burrow-relay ${version}\n`);
+  t.match(
+    (await run(process.execPath, [RELAY_CLI, '--help'])).stdout,
+    /^ {2}burrow-relay --version +print the version and exit$/m,
+  );
+});

@@ -259,6 +259,9 @@ t.test('one unusable pair in a certificate directory holds back no other', async
   await pki.issue('other', ['o.example.test'], dir);
   await writeFile(join(dir, 'junk.crt'), 'not a certificate');
   await writeFile(join(dir, 'junk.key'), 'not a key');
+  // A certificate whose key has another name (a certbot-like layout) is named, not skipped silently.
+  await writeFile(join(dir, 'fullchain.pem'), 'a chain');
+  await writeFile(join(dir, 'privkey.pem'), 'a key');
   const log = memoryLogger('info', 'relay');
   // It starts: the bad pair is logged and left out.
   const relay = await testRelay(t, {
@@ -271,6 +274,13 @@ t.test('one unusable pair in a certificate directory holds back no other', async
     {
       cert: join(dir, 'junk.crt'),
       msg: 'certificate files unusable; their names get no certificate from them',
+    },
+  );
+  t.match(
+    log.lines.find((l) => l.level === 40),
+    {
+      files: [join(dir, 'fullchain.pem'), join(dir, 'privkey.pem')],
+      msg: /without a key of the same name \(NAME\.key\)/,
     },
   );
   const backend = await echoBackend(t);

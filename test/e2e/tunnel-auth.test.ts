@@ -106,7 +106,7 @@ t.test('token checks at the tunnel endpoint', async (t) => {
   t.test('wrong audience: 401', async (t) => {
     const r = await attempt(url, await forge.wrongAudience());
     t.equal(r.status, 401);
-    t.match(r.body, /claim "aud"/);
+    t.match(r.body, /token claim "aud" invalid: this relay accepts only "burrow-relay"/);
   });
 
   t.test('unknown protocol version: 400 naming the supported one', async (t) => {

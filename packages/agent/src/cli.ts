@@ -1,5 +1,5 @@
 #!/usr/bin/env node
-import { existsSync, readFileSync } from 'node:fs';
+import { existsSync } from 'node:fs';
 import { delimiter, dirname } from 'node:path';
 import {
   attributeErrors,
@@ -8,6 +8,7 @@ import {
   exitOnSignals,
   formatHelp,
   helpRequested,
+  packageVersion,
   parseOptions,
   parseUserYaml,
   readOptionFile,
@@ -29,13 +30,6 @@ Usage:
 
 const FOOTER = `Durations take a unit: 500ms, 30s, 15m. The token is read from --token-file, or else from the
 environment variable named by --token-env-var; it never appears in logs.`;
-
-function version(): string {
-  const pkg = JSON.parse(readFileSync(new URL('../package.json', import.meta.url), 'utf8')) as {
-    version: string;
-  };
-  return pkg.version;
-}
 
 /**
  * Loads --kubeconfig, or else the in-cluster service account. Every failure is
@@ -102,7 +96,8 @@ await runCli('burrow-agent', async () => {
   if (helpRequested(AGENT_OPTIONS, argv))
     return void process.stdout.write(formatHelp(USAGE, AGENT_OPTIONS, FOOTER));
   const { values, sources } = parseOptions(AGENT_OPTIONS, argv);
-  if (values['version']) return void process.stdout.write(`burrow-agent ${version()}\n`);
+  if (values['version'])
+    return void process.stdout.write(`burrow-agent ${packageVersion(import.meta.url)}\n`);
   const { options, logLevel, kubernetes, health, metrics } = await attributeErrors(sources, () =>
     agentOptionsFrom(values, process.env, sources),
   );

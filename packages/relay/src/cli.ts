@@ -18,6 +18,7 @@ import {
   MAX_OPTION_FILE,
   MAX_TOKEN_HOSTS,
   type OptionValues,
+  packageVersion,
   parseDuration,
   parseOptions,
   readFileUpTo,
@@ -43,7 +44,8 @@ Usage:
   burrow-relay keygen [--out DIR]              create the Ed25519 key pair that signs agent tokens
   burrow-relay token create --sub NAME --hosts PATTERNS [--ports PORTS] [--ttl DURATION] [--key FILE]
                                                print a signed agent token
-  burrow-relay <command> --help                options of a command`;
+  burrow-relay <command> --help                options of a command
+  burrow-relay --version                       print the version and exit`;
 
 async function serve(argv: string[]): Promise<void> {
   if (helpRequested(SERVE_OPTIONS, argv))
@@ -282,7 +284,7 @@ await runCli('burrow-relay', async () => {
       return;
     case '--version':
       rejectExtra(argv);
-      process.stdout.write('burrow-relay 0.1.0\n');
+      process.stdout.write(`burrow-relay ${packageVersion(import.meta.url)}\n`);
       return;
     default:
       throw new ConfigError(`unknown command "${command}"; run burrow-relay --help`);

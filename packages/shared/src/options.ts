@@ -1,4 +1,4 @@
-import { closeSync, openSync, readSync } from 'node:fs';
+import { closeSync, openSync, readFileSync, readSync } from 'node:fs';
 import { open } from 'node:fs/promises';
 import { parseArgs } from 'node:util';
 import { parseDuration } from './duration.js';
@@ -227,6 +227,12 @@ export function parseListen(text: string, field: string): { host: string; port: 
  */
 export function helpRequested(specs: readonly OptionSpec[], argv: string[]): boolean {
   return parseOptions(specs, argv, {}).values['help'] === true;
+}
+
+/** The version in the package.json one directory above a CLI module (`import.meta.url`), for `--version`. */
+export function packageVersion(moduleUrl: string): string {
+  const pkg = JSON.parse(readFileSync(new URL('../package.json', moduleUrl), 'utf8')) as { version: string };
+  return pkg.version;
 }
 
 /** Runs a CLI entry point: ConfigError prints one line and exits 1; anything else keeps its stack. */

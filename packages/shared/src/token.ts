@@ -195,12 +195,15 @@ export async function verifyAgentToken(
         lastError = err;
     }
   }
-  throw toTokenError(lastError);
+  throw toTokenError(lastError, audience);
 }
 
-function toTokenError(err: unknown): TokenError {
+function toTokenError(err: unknown, audience: string): TokenError {
   if (err instanceof TokenError) return err;
   if (err instanceof errors.JWTExpired) return new TokenError('token expired');
+  // The audience is no secret, and naming it tells the operator which side to fix.
+  if (err instanceof errors.JWTClaimValidationFailed && err.claim === 'aud' && err.reason === 'check_failed')
+    return new TokenError(`token claim "aud" invalid: this relay accepts only "${audience}"`);
   if (err instanceof errors.JWTClaimValidationFailed) {
     return new TokenError(
       `token claim "${err.claim}" invalid: ${err.reason === 'check_failed' ? 'unexpected value' : err.reason}`,

@@ -43,9 +43,9 @@ export class CertFiles {
 
   /** Loads every certificate; throws (with the file named) when the initial set is unusable. */
   async start(): Promise<void> {
-    const { entries, failed } = await this.#load(true);
-    this.#opts.store.set(FILES_SOURCE, entries);
-    this.#report(entries, failed, 'certificates loaded');
+    const loaded = await this.#load(true);
+    this.#opts.store.set(FILES_SOURCE, loaded.entries);
+    this.#report(loaded, 'certificates loaded');
     if (this.#closed) return;
     this.#watch = new FileWatch({
       files: (this.#opts.pairs ?? []).flatMap((p) => [p.cert, p.key]),
@@ -58,7 +58,7 @@ export class CertFiles {
     });
   }
 
-  #report(entries: CertEntry[], failed: FailedPair[], msg: string): void {
+  #report({ entries, failed, unpaired }: Loaded, msg: string): void {
     this.#opts.logger.info(
       { certificates: entries.map((e) => ({ file: e.origin, names: e.names, notAfter: e.notAfter })) },
       msg,
@@ -69,6 +69,12 @@ export class CertFiles {
         f.kept
           ? 'certificate files unusable; serving the certificate they held before'
           : 'certificate files unusable; their names get no certificate from them',
+      );
+    }
+    if (unpaired.length > 0) {
+      this.#opts.logger.warn(
+        { files: unpaired },
+        'certificate files without a key of the same name (NAME.key) beside them; not loaded until it appears',
       );
     }
   }
@@ -91,12 +97,13 @@ export class CertFiles {
           const before = [...this.#loaded.values()].flatMap((p) =>
             p.previous ? [p.entry, p.previous] : [p.entry],
           );
-          const { entries, failed } = await this.#load(false);
+          const loaded = await this.#load(false);
           if (this.#closed) return;
+          const { entries } = loaded;
           // Nothing new (a pair caught half written keeps what it had): no change to announce.
           const same = entries.length === before.length && entries.every((e, i) => e === before[i]);
           if (!same) this.#opts.store.set(FILES_SOURCE, entries);
-          this.#report(entries, failed, same ? 'certificates unchanged' : 'certificates reloaded');
+          this.#report(loaded, same ? 'certificates unchanged' : 'certificates reloaded');
         } catch (err) {
           this.#opts.logger.error(
             { reason: (err as Error).message },
@@ -116,10 +123,11 @@ export class CertFiles {
    * written), or is left out (a new pair not complete yet), and is reported.
    * Only an explicit pair (--cert-file) that fails at start fails the start.
    */
-  async #load(initial: boolean): Promise<{ entries: CertEntry[]; failed: FailedPair[] }> {
+  async #load(initial: boolean): Promise<Loaded> {
     const explicit = this.#opts.pairs ?? [];
     const pairs = [...explicit];
-    if (this.#opts.dir) pairs.push(...(await pairsIn(this.#opts.dir)));
+    const inDir = this.#opts.dir ? await pairsIn(this.#opts.dir) : { pairs: [], unpaired: [] };
+    pairs.push(...inDir.pairs);
     const entries: CertEntry[] = [];
     const failed: FailedPair[] = [];
     const loaded = new Map<string, LoadedPair>();
@@ -159,7 +167,7 @@ export class CertFiles {
       }
     }
     this.#loaded = loaded;
-    return { entries, failed };
+    return { entries, failed, unpaired: inDir.unpaired };
   }
 }
 
@@ -173,6 +181,13 @@ function notValidNow(entry: CertEntry, now: number): string | undefined {
   if (entry.notBefore.getTime() > now)
     return `the certificate is not valid before ${entry.notBefore.toISOString()}`;
   return undefined;
+}
+
+/** What one load found: the entries to serve, the pairs that failed, and certificates without a key. */
+interface Loaded {
+  entries: CertEntry[];
+  failed: FailedPair[];
+  unpaired: string[];
 }
 
 /** A pair that could not be loaded, and whether the certificate it had before is still served. */
@@ -214,8 +229,10 @@ async function loadPair(p: { cert: string; key: string }, before?: LoadedPair): 
   }
 }
 
-/** `NAME.crt`/`NAME.pem` + `NAME.key` pairs in a directory; certificates without a key are skipped. */
-async function pairsIn(dir: string): Promise<Array<{ cert: string; key: string }>> {
+/** `NAME.crt`/`NAME.pem` + `NAME.key` pairs in a directory, and the certificate files without a key. */
+async function pairsIn(
+  dir: string,
+): Promise<{ pairs: Array<{ cert: string; key: string }>; unpaired: string[] }> {
   let names: string[];
   try {
     names = await readdir(dir);
@@ -225,12 +242,14 @@ async function pairsIn(dir: string): Promise<Array<{ cert: string; key: string }
     );
   }
   const present = new Set(names);
-  const out: Array<{ cert: string; key: string }> = [];
+  const pairs: Array<{ cert: string; key: string }> = [];
+  const unpaired: string[] = [];
   for (const n of names.sort()) {
     const ext = extname(n);
     if (ext !== '.crt' && ext !== '.pem') continue;
     const key = `${basename(n, ext)}.key`;
-    if (present.has(key)) out.push({ cert: join(dir, n), key: join(dir, key) });
+    if (present.has(key)) pairs.push({ cert: join(dir, n), key: join(dir, key) });
+    else unpaired.push(join(dir, n));
   }
-  return out;
+  return { pairs, unpaired };
 }
