@@ -95,6 +95,7 @@ t.test('malformed and hostile requests at the public HTTP port', async (t) => {
   for (const [name, request, status] of CASES) {
     const r = await rawRequest(relay.httpPort, request);
     t.equal(r.status, status, `${name}: ${status}`);
+    t.match(r.text, /\r\nx-burrow-error: [a-z_]+\r\n/, `${name}: says why in x-burrow-error`);
   }
 
   // Slowloris: heads that never finish, in parallel, one of them dribbling a
@@ -118,6 +119,7 @@ t.test('malformed and hostile requests at the public HTTP port', async (t) => {
     slow.map(() => 408),
     'every slow head gets 408 Request Timeout',
   );
+  t.match(slow[0]!.text, /\r\nx-burrow-error: head_timeout\r\n/);
 
   await loop.after(10);
   await loop.stop();

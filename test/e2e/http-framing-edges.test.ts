@@ -530,5 +530,7 @@ t.test('a TLS ClientHello on the plain HTTP port is answered 400 at once', async
   const c = client(t, port);
   // The start of a TLS record: what `https://` (or `wss://`) to this port sends, with no blank line ever.
   c.write(Buffer.from([0x16, 0x03, 0x01, 0x02, 0x00, 0x01, 0x00, 0x01, 0xfc, 0x03, 0x03]));
-  t.equal((await c.response())?.status, 400, 'not left to time out (408)');
+  const r = await c.response();
+  t.equal(r?.status, 400, 'not left to time out (408)');
+  t.same(field(r!, 'x-burrow-error'), ['malformed_request']);
 });

@@ -1,8 +1,10 @@
 import type { EventEmitter } from 'node:events';
-import { type ServerResponse, STATUS_CODES } from 'node:http';
+import type { ServerResponse } from 'node:http';
 import type { Socket } from 'node:net';
 import type { Logger } from '@burrow/shared';
+import { HEAD_TIMEOUT, MALFORMED_REQUEST, rawErrorResponse } from '../proxy/errors.js';
 import { failMalformedBody } from '../proxy/forward.js';
+import { HEAD_TOO_LARGE } from '../proxy/validate-request.js';
 import type { RequestQueue } from './one-at-a-time.js';
 
 /**
@@ -34,15 +36,18 @@ export function answerClientErrors(
     refused.add(socket);
     // Malformed requests (smuggling shapes, oversized heads, slow heads) get a
     // status line when the socket is still writable, and never reach an agent.
-    const status =
-      err.code === 'HPE_HEADER_OVERFLOW' ? 431 : err.code === 'ERR_HTTP_REQUEST_TIMEOUT' ? 408 : 400;
+    const failure =
+      err.code === 'HPE_HEADER_OVERFLOW'
+        ? HEAD_TOO_LARGE
+        : err.code === 'ERR_HTTP_REQUEST_TIMEOUT'
+          ? HEAD_TIMEOUT
+          : MALFORMED_REQUEST;
     opts.logger.info({ code: err.code, client: socket.remoteAddress }, 'bad request from client');
     const answer = () => {
       if (socket.destroyed || socket.writableEnded) return;
       if (!socket.writable) return void socket.destroy();
-      socket.end(
-        `HTTP/1.1 ${status} ${STATUS_CODES[status]}\r\nconnection: close\r\ncontent-length: 0\r\n\r\n`,
-      );
+      const { status, message, code } = failure;
+      socket.end(rawErrorResponse(status, message, '', code, 'connection: close\r\n'));
       // A client that never closes its side does not keep the connection.
       socket.setTimeout(opts.headersTimeout, () => socket.destroy());
     };

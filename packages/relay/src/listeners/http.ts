@@ -88,6 +88,8 @@ export function createHttpListener(opts: HttpListenerOptions): Server {
     connectionsCheckingInterval: headCheckInterval(opts.headersTimeout),
     keepAliveTimeout: opts.keepAliveTimeout,
     maxHeaderSize: MAX_REQUEST_HEAD,
+    // A request without Host is refused by the router, with its code (no_host), not by Node's bare 400.
+    requireHostHeader: false,
     ...TCP_KEEPALIVE,
   });
   server.maxHeadersCount = MAX_REQUEST_HEADERS;

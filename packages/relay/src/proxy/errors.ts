@@ -32,6 +32,20 @@ export const UPLOAD_STALLED: Readonly<ProxyFailure> = {
   message: 'The request body stopped arriving.',
 };
 
+/** The request head did not arrive whole within the headers timeout. */
+export const HEAD_TIMEOUT: Readonly<ProxyFailure> = {
+  status: 408,
+  code: 'head_timeout',
+  message: 'The request headers did not arrive in time.',
+};
+
+/** The request head is not HTTP/1.1 that the parser accepts. */
+export const MALFORMED_REQUEST: Readonly<ProxyFailure> = {
+  status: 400,
+  code: 'malformed_request',
+  message: 'The request is not valid HTTP/1.1.',
+};
+
 /** Why readResponseHead gave up on a request whose body stopped arriving. */
 export class UploadStalledError extends Error {
   readonly code = 'BURROW_ERR_UPLOAD_STALLED';

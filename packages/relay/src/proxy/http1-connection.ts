@@ -6,6 +6,7 @@ import {
   CLIENT_FORBIDDEN,
   cutCode,
   failureFor,
+  HEAD_TIMEOUT,
   INVALID_RESPONSE_HEAD,
   type ProxyFailure,
   rawErrorResponse,
@@ -635,7 +636,8 @@ export class Http1Connection {
       'bad request from client',
     );
     this.#gone = true;
-    this.#socket.end('HTTP/1.1 408 Request Timeout\r\nconnection: close\r\ncontent-length: 0\r\n\r\n');
+    const { status, message, code } = HEAD_TIMEOUT;
+    this.#socket.end(rawErrorResponse(status, message, '', code, 'connection: close\r\n'));
   }
 
   /**

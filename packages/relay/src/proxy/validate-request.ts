@@ -10,7 +10,7 @@ export const MAX_REQUEST_HEADERS = 500;
 /** A header field name (RFC 9110 §5.6.2 token). */
 export const TOKEN = /^[!#$%&'*+.^_`|~0-9A-Za-z-]+$/;
 
-const HEAD_TOO_LARGE: ProxyFailure = {
+export const HEAD_TOO_LARGE: Readonly<ProxyFailure> = {
   status: 431,
   code: 'head_too_large',
   message: 'The request headers are too large.',
