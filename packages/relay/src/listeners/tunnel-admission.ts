@@ -1,5 +1,6 @@
 import type { Server as HttpServer } from 'node:http';
 import { Server as HttpsServer } from 'node:https';
+import { isIP } from 'node:net';
 import type { Duplex } from 'node:stream';
 
 /**
@@ -12,7 +13,7 @@ export const TUNNEL_HANDSHAKE_TIMEOUT = 10_000;
 
 /**
  * Connections to the tunnel endpoint that have not sent their upgrade request
- * yet, at most, in all and from one address. The first stays within the file
+ * yet, at most, in all and from one source (sourceOf). The first stays within the file
  * descriptors the automatic connection limit keeps back (FD_HEADROOM), so
  * that no flood of silent connections takes the descriptors the public
  * listeners and the agents' tunnels need. An agent's connection is waiting for
@@ -21,6 +22,29 @@ export const TUNNEL_HANDSHAKE_TIMEOUT = 10_000;
  */
 export const MAX_WAITING = 512;
 export const MAX_WAITING_PER_ADDRESS = 32;
+
+/**
+ * What a waiting connection counts against: its IPv4 address, or the /64 of
+ * its IPv6 one. A single IPv6 host or site is given a /64 at least, whose
+ * addresses cost nothing to use, so one per address would bound nothing.
+ */
+export function sourceOf(address: string): string {
+  if (isIP(address) !== 6) return address;
+  const mapped = /^::ffff:(\d{1,3}(?:\.\d{1,3}){3})$/i.exec(address);
+  if (mapped) return mapped[1]!;
+  // Groups as written; an embedded IPv4 address (`64:ff9b::192.0.2.1`) is the last two.
+  const groups = (part: string) =>
+    part ? part.split(':').flatMap((g) => (g.includes('.') ? ['0', '0'] : [g])) : [];
+  const [head = '', tail] = address.replace(/%.*$/, '').split('::');
+  const before = groups(head);
+  const after = tail === undefined ? [] : groups(tail);
+  const all =
+    tail === undefined ? before : [...before, ...Array(8 - before.length - after.length).fill('0'), ...after];
+  return `${all
+    .slice(0, 4)
+    .map((g) => Number.parseInt(g, 16).toString(16))
+    .join(':')}::/64`;
+}
 
 /** The options for the tunnel endpoint's HTTP(S) server: its time limits. */
 export const TUNNEL_SERVER_OPTIONS = {
@@ -32,7 +56,7 @@ export const TUNNEL_SERVER_OPTIONS = {
 
 /**
  * Closes each connection to `server` that arrives while MAX_WAITING (or
- * MAX_WAITING_PER_ADDRESS from its address) are waiting already, that is,
+ * MAX_WAITING_PER_ADDRESS from its source, sourceOf) are waiting already, that is,
  * connected and not a tunnel yet; `onDrop` hears of each one. A connection
  * stops waiting when it closes, or when the endpoint tells `admitted` that
  * its upgrade became a tunnel (its token checked): a refused upgrade, or a
@@ -56,7 +80,7 @@ export function admitTunnelConnections(
     else perAddress.delete(address);
   };
   server.on('connection', (socket: Duplex & { remoteAddress?: string }) => {
-    const address = socket.remoteAddress ?? '';
+    const address = sourceOf(socket.remoteAddress ?? '');
     const fromThere = perAddress.get(address) ?? 0;
     if (waiting.size >= limits.total || fromThere >= limits.perAddress) {
       socket.destroy();
