@@ -293,6 +293,25 @@ t.test('a replica stopped during a pass writes nothing once stop() has resolved'
   t.equal(patches().length, atStop, 'and none after stop() resolved');
 });
 
+t.test('stopping gives up a write the API server holds, without waiting for its timeout', async (t) => {
+  const kube = await fakeKube(t);
+  kube.upsertService(annotated('default', 's0', 's0.example.com'));
+  kube.hangNext = { resource: 'services', count: 1, method: 'PATCH' };
+  const hung = once(kube, 'hung');
+  // Far longer than the test: only stop() can end the write.
+  const { k8s, log } = await agentOnKube(t, kube, { requestTimeout: 600_000 });
+  await hung;
+  const given = once(kube, 'hungClosed');
+  await k8s.stop();
+  await given;
+  t.pass('stop() resolved, and the held request was closed by the agent');
+  t.same(
+    log.lines.filter((l) => l.level >= 40),
+    [],
+    'a write given up at stop is no failure to warn of',
+  );
+});
+
 t.test('a writer taking over Services that show their status already records no Event again', async (t) => {
   const kube = await fakeKube(t);
   for (const name of ['a', 'b', 'c']) kube.upsertService(annotated('default', name, `${name}.example.com`));

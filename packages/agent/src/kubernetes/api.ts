@@ -14,8 +14,14 @@ export class ApiTimeoutError extends Error {
   override readonly name = 'ApiTimeoutError';
 }
 
+/** A request given up because the client's `stopped` signal fired: its owner is stopping. */
+export class ApiStoppedError extends Error {
+  override readonly name = 'ApiStoppedError';
+}
+
 /**
- * An API client whose requests give up after `timeout` ms. client-node sets
+ * An API client whose requests give up after `timeout` ms, or at once when
+ * `stopped` fires (ApiStoppedError). client-node sets
  * no deadline of its own, so one request that the API server, or a proxy in
  * between, accepted and never answered held whatever awaited it for good: the
  * write-back of every Service, a Lease renewal (a leader that could not tell
@@ -29,6 +35,7 @@ export function apiClient<T extends object>(
   kubeConfig: KubeConfig,
   Api: new (configuration: Configuration) => T,
   timeout = API_TIMEOUT,
+  stopped?: AbortSignal,
 ): T {
   const cluster = kubeConfig.getCurrentCluster();
   if (!cluster) throw new Error('the kubeconfig has no current cluster');
@@ -39,7 +46,8 @@ export function apiClient<T extends object>(
       promiseMiddleware: [
         {
           pre: async (context) => {
-            context.setSignal(AbortSignal.timeout(timeout));
+            const deadline = AbortSignal.timeout(timeout);
+            context.setSignal(stopped ? AbortSignal.any([deadline, stopped]) : deadline);
             return context;
           },
           post: async (context) => context,
@@ -56,6 +64,7 @@ export function apiClient<T extends object>(
         if (!(result instanceof Promise)) return result;
         return result.catch((err: unknown) => {
           if ((err as Error | undefined)?.name !== 'AbortError') throw err;
+          if (stopped?.aborted) throw new ApiStoppedError('given up: stopping');
           throw new ApiTimeoutError(`no answer from the API server within ${timeout} ms`);
         });
       };

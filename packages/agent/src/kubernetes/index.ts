@@ -101,7 +101,9 @@ export async function startKubernetes(options: KubernetesOptions): Promise<Kuber
   const timeout = options.requestTimeout ?? API_TIMEOUT;
   const holdsKeyOf = options.token === undefined ? undefined : keyFrom(options.token);
   const source = new KubernetesRouteSource(watch, holdsKeyOf);
-  const writer = new StatusWriter(apiClient(options.kubeConfig, CoreV1Api, timeout), log);
+  // Stopping gives up a write under way: an API server that holds it must not hold the exit.
+  const stopWrites = new AbortController();
+  const writer = new StatusWriter(apiClient(options.kubeConfig, CoreV1Api, timeout, stopWrites.signal), log);
   let elector: LeaseElector | undefined;
   let sync: StatusSync | undefined;
   const listed = () =>
@@ -151,6 +153,7 @@ export async function startKubernetes(options: KubernetesOptions): Promise<Kuber
       return sync;
     },
     async stop() {
+      stopWrites.abort();
       await sync?.stop();
       await elector?.stop();
       await watch.stop();

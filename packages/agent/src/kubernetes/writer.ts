@@ -8,6 +8,7 @@ import {
   type V1Service,
 } from '@kubernetes/client-node';
 import { ANNOTATION, type ServiceLike, serviceKey } from './annotations.js';
+import { ApiStoppedError } from './api.js';
 
 /** What the agent wants a Service to show: its URL or the reason it is not exposed. */
 export interface DesiredStatus {
@@ -203,6 +204,8 @@ export class StatusWriter {
    * repeats log at debug, until a write of that kind succeeds.
    */
   #failed(svc: ServiceLike, what: WriteKind, err: unknown, message: string): boolean {
+    // Given up because the agent is stopping: nothing failed, and nothing is tried again.
+    if (err instanceof ApiStoppedError) return false;
     const status = statusCode(err);
     if (status === 404) return true;
     const { failing } = this.#of(svc);
@@ -326,7 +329,8 @@ export class StatusWriter {
           MERGE_PATCH,
         );
       } catch (patchErr) {
-        this.#log.warn({ service: key, reason: (patchErr as Error).message }, 'could not update event');
+        if (!(patchErr instanceof ApiStoppedError))
+          this.#log.warn({ service: key, reason: (patchErr as Error).message }, 'could not update event');
       }
       return true;
     }
