@@ -37,6 +37,14 @@ export function headFrom(
 }
 
 /**
+ * The one Transfer-Encoding passed on: `chunked`, once (RFC 9112 §6.1), with
+ * no tab after it. The HTTP/1.1 parser that read the response takes `chunked`
+ * followed by a tab for an unknown coding and reads the body up to the
+ * connection's close: the chunk framing would reach the client as content.
+ */
+const CHUNKED_ONLY = /^[ \t]*chunked *$/i;
+
+/**
  * Why a response with these fields (as the backend sent them, hop-by-hop ones
  * included) cannot be passed on, or undefined. HTTP/1.1 clients on the agent's
  * side undo `chunked` only: any other transfer coding (gzip, say) would reach
@@ -51,7 +59,7 @@ export function unsupportedCoding(pairs: HeaderPairs): string | undefined {
       codings = codings === undefined ? value : `${codings}, ${value}`;
   }
   if (codings === undefined) return undefined;
-  return codings.split(',').every((c) => c.trim().toLowerCase() === 'chunked')
+  return CHUNKED_ONLY.test(codings)
     ? undefined
-    : `the backend sent Transfer-Encoding "${codings}"; only chunked can be passed on`;
+    : `the backend sent Transfer-Encoding "${codings}"; only chunked, once, can be passed on`;
 }
