@@ -240,6 +240,32 @@ t.test(
   },
 );
 
+t.test('a response head of 30 KB passes on both paths, one over 256 KiB is a 502 on both', async (t) => {
+  const host = 'bighead.example.com';
+  const backend = await rawBackend(t, (socket, req) => {
+    const size = req.head.startsWith('GET /huge') ? 300_000 : 30_000;
+    // Large cookies, as single sign-on sets them: eight fields adding up to `size` bytes.
+    const cookies = Array.from({ length: 8 }, (_, i) => `Set-Cookie: c${i}=${'v'.repeat(size / 8)}\r\n`).join(
+      '',
+    );
+    socket.write(`HTTP/1.1 200 OK\r\n${cookies}Content-Length: 2\r\n\r\nok`);
+  });
+  for (const fastPath of [true, false]) {
+    const relay = await testRelay(t, { http1FastPath: fastPath });
+    await testAgent(t, relay, [{ id: 'bighead', hostnames: [host], target: backend.url }], {
+      connections: 1,
+    });
+    const c = client(t, relay.httpAddress.port);
+    c.write(get(host, '/big'));
+    const big = await c.response();
+    t.equal(big?.status, 200, `fast path ${fastPath}: 30 KB of fields pass`);
+    t.equal(field(big!, 'set-cookie').length, 8);
+    c.write(get(host, '/huge'));
+    t.equal((await c.response())?.status, 502, `fast path ${fastPath}: 300 KB of fields do not`);
+    c.destroy();
+  }
+});
+
 t.test('a backend response with many header fields passes whole', async (t) => {
   const host = 'manyheaders.example.com';
   const backend = await testServer(t, (_req, res) => {

@@ -3,6 +3,13 @@
  * side): hop-by-hop removal as RFC 9110 §7.6.1 requires of intermediaries.
  */
 
+/**
+ * Largest response head taken from a backend, bytes: the relay's HTTP/1.1
+ * fast path and the agent's HTTP clients (whose default, 16 KiB, would refuse
+ * a few large cookies that the fast path passes) apply the same limit.
+ */
+export const MAX_RESPONSE_HEAD = 256 * 1024;
+
 /** Connection-specific fields that never cross a proxy. */
 const HOP_BY_HOP = new Set([
   'connection',

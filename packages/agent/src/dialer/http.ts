@@ -13,6 +13,7 @@ import {
   type Http1Open,
   type HttpOpen,
   type Logger,
+  MAX_RESPONSE_HEAD,
   pairsFromRaw,
   Reason,
   rawFromPairs,
@@ -415,6 +416,7 @@ class Exchange {
       // The relay already removed hop-by-hop fields and set X-Forwarded-*; Host stays as the client sent it.
       headers: rawFromPairs(stripHopByHop(meta.headers, meta.upgrade)),
       setHost: false,
+      maxHeaderSize: MAX_RESPONSE_HEAD,
     };
     const req = (https ? httpsRequest : httpRequest)(options);
     this.#req = req;

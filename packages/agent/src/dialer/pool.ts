@@ -1,6 +1,7 @@
 import { Agent as HttpAgent } from 'node:http';
 import { Agent as HttpsAgent } from 'node:https';
 import type { Socket } from 'node:net';
+import { MAX_RESPONSE_HEAD } from '@burrow/shared';
 import { buildConnector, Pool } from 'undici';
 import { targetAddress } from './target.js';
 
@@ -55,6 +56,7 @@ export class TargetPool {
         // the head, and a body may stream for as long as the client reads it.
         headersTimeout: 0,
         bodyTimeout: 0,
+        maxHeaderSize: MAX_RESPONSE_HEAD,
         connect: resetsAreCuts(
           withServerName(
             buildConnector({ rejectUnauthorized: !tlsInsecure, timeout: this.#connectTimeout }),

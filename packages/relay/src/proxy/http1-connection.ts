@@ -1,5 +1,5 @@
 import type { Socket } from 'node:net';
-import { Reason, resetConnection, UpstreamTimeoutError } from '@burrow/shared';
+import { MAX_RESPONSE_HEAD, Reason, resetConnection, UpstreamTimeoutError } from '@burrow/shared';
 import type { Binding } from '../routes/table.js';
 import type { AgentConnection } from '../tunnel/agent-connection.js';
 import {
@@ -51,8 +51,6 @@ export interface Http1Options extends ForwardOptions {
   serverName?: (socket: Socket) => string | undefined;
 }
 
-/** Largest response head accepted from a backend. */
-const MAX_RESPONSE_HEAD = 256 * 1024;
 const CRLF = Buffer.from('\r\n');
 const LAST_CHUNK = Buffer.from('0\r\n\r\n');
 const CONTINUE = Buffer.from('HTTP/1.1 100 Continue\r\n\r\n');

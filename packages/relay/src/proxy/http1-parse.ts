@@ -312,6 +312,7 @@ export function parseResponseHead(
 ): ResponseHead | typeof INCOMPLETE | string {
   const blank = buf.indexOf(CRLF2, 0, 'latin1');
   if (blank === -1) return new HeadBytes(maxHead).add(buf) as typeof INCOMPLETE | string;
+  if (blank + 4 > maxHead) return `response head over ${maxHead} bytes`;
   // Up to and with the last field line's CRLF.
   const text = buf.toString('latin1', 0, blank + 2);
   const eol = text.indexOf('\r\n');
