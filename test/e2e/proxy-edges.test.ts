@@ -266,6 +266,36 @@ t.test(
   },
 );
 
+t.test("a request cut by the agent's drain deadline is not called unprocessed", async (t) => {
+  for (const http1FastPath of [true, false]) {
+    const relay = await testRelay(t, { http1FastPath });
+    const arrived = deferred();
+    const backend = await testServer(t, (req) => {
+      req.resume();
+      arrived.resolve(); // and no answer before the agent's drain deadline
+    });
+    const agent = await testAgent(
+      t,
+      relay,
+      [{ id: 'slow', hostnames: ['slow.edge.test'], target: backend.url }],
+      {
+        connections: 1,
+        session: { drainTimeout: 100 },
+      },
+    );
+    const reply = rawRequest(
+      relay.httpAddress.port,
+      'POST /order HTTP/1.1\r\nHost: slow.edge.test\r\nContent-Length: 2\r\n\r\nhi',
+    );
+    await arrived.promise;
+    await agent.close();
+    const { status, text } = await reply;
+    t.equal(status, 503, `fast path ${http1FastPath}`);
+    t.match(text, /\r\nx-burrow-error: drain_timeout\r\n/, 'its own code, not agent_busy');
+    t.match(text, /may have been processed/, 'and a page that does not invite a blind retry');
+  }
+});
+
 t.test('an upgrade to a backend that is down gets the 502 page, not a bare close', async (t) => {
   const relay = await testRelay(t);
   const down = `http://127.0.0.1:${await freePort()}`;

@@ -98,8 +98,14 @@ export function failureFor(err: unknown): ProxyFailure {
       case Reason.RouteUnknown:
         return { status: 502, code: 'route_unknown', message: 'The agent no longer serves this hostname.' };
       case Reason.RefusedStream:
-      case Reason.Shutdown:
         return { ...AGENT_BUSY };
+      case Reason.Shutdown:
+        // The agent's drain deadline: the stream had been accepted, and the backend may have acted on it.
+        return {
+          status: 503,
+          code: 'drain_timeout',
+          message: 'The agent stopped before the response was complete; the request may have been processed.',
+        };
       default:
         return { status: 502, code: 'backend_error', message: 'The backend connection failed.' };
     }
