@@ -10,6 +10,7 @@ import { fileURLToPath } from 'node:url';
 import { promisify } from 'node:util';
 import { encodeJson, type Logger, parseOptions, Reason, writeMessage } from '@burrow/shared';
 import t from 'tap';
+import { WebSocketServer } from 'ws';
 import { get } from '../../../test/helpers/http.js';
 import { freePort } from '../../../test/helpers/net.js';
 import { spawnLogged } from '../../../test/helpers/proc.js';
@@ -396,6 +397,31 @@ t.test('--keepalive-interval below the session minimum is refused naming the fla
     (err as { stderr: string }).stderr,
     /^burrow-agent: --keepalive-interval\b/,
     'the message names the flag',
+  );
+});
+
+t.test('--connect-timeout bounds the relay handshake: a relay that never sends HELLO', async (t) => {
+  // Takes the WebSocket upgrade and then says nothing.
+  const server = createServer();
+  const wss = new WebSocketServer({ server });
+  t.teardown(() => wss.close());
+  const port = await listen(t, server);
+  const log = memoryLogger();
+  const agent = startAgent({
+    relayUrl: `ws://127.0.0.1:${port}`,
+    token: TOKEN,
+    routes: [{ id: 'app', hostnames: ['app.example.com'], target: 'http://127.0.0.1:9' }],
+    connections: 1,
+    logger: log.logger,
+    connectTimeout: 150,
+    backoff: { base: 60_000, cap: 60_000 },
+  });
+  t.teardown(() => agent.close());
+  const failed = await log.waitFor((l) => /within \d+ ms/.test(String(l['reason'] ?? l['msg'])));
+  t.match(
+    String(failed['reason'] ?? failed['msg']),
+    /no HELLO from peer within 150 ms/,
+    'the option, not a fixed 10 s',
   );
 });
 

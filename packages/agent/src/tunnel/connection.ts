@@ -214,6 +214,8 @@ export class TunnelConnection extends EventEmitter<TunnelConnectionEvents> {
     const session = createSession(new WsTransport(ws), {
       role: 'client',
       maxMetadata: 32 * 1024,
+      // --connect-timeout bounds the whole handshake: the upgrade, then HELLO, then the welcome.
+      handshakeTimeout: this.#opts.connectTimeout,
       ...this.#opts.session,
     });
     this.#session = session;
