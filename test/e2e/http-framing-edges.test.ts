@@ -101,6 +101,28 @@ t.test(
   },
 );
 
+t.test('bytes a backend sends after a 304 that gives a length never answer the next request', async (t) => {
+  const host = 'late304.example.com';
+  const backend = await rawBackend(t, (socket, req) => {
+    if (req.head.startsWith('GET /cached')) {
+      socket.write('HTTP/1.1 304 Not Modified\r\nETag: "v1"\r\nContent-Length: 7\r\n\r\n');
+      return;
+    }
+    // A request on the connection that answered the 304 first meets the body that 304 declared,
+    // sent late, and then a response of the backend's own that nobody asked for.
+    if (req.seq > 0) socket.write('the-bodyHTTP/1.1 200 OK\r\nContent-Length: 6\r\n\r\nPOISON');
+    else socket.write('HTTP/1.1 200 OK\r\nContent-Length: 5\r\n\r\nfresh');
+  });
+  const port = await through(t, host, backend.url);
+  const c = client(t, port);
+  c.write(get(host, '/cached', 'If-None-Match: "v1"\r\n'));
+  t.equal((await c.response())?.status, 304);
+  c.write(get(host, '/next'));
+  const next = await c.response();
+  t.equal(next?.body.toString(), 'fresh', 'the next request gets its own response');
+  t.equal(backend.requests.at(-1)?.seq, 0, 'on a connection of its own');
+});
+
 t.test('a close-delimited backend response reaches the client whole and properly ended', async (t) => {
   const host = 'close.example.com';
   const body = Buffer.alloc(300_000, 'abcdefghij');

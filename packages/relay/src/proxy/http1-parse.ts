@@ -408,9 +408,12 @@ export function parseResponseHead(
 /**
  * Whether a response that ends with its head may still be followed by a body
  * the backend sends anyway, in a later write: a response to HEAD (servers that
- * answer HEAD as GET), or a 204 that declares a body. On a reused connection
- * those bytes would be read as the next exchange's response, which may be
- * another client's; undici closes after every HEAD for the same reason.
+ * answer HEAD as GET), a 204 that declares a body, or a 304 that gives a
+ * length (which RFC 9110 §8.6 allows, as the representation's, and which a
+ * server that sends the body anyway gives too; most servers drop the field
+ * from a 304). On a reused connection those bytes would be read as the next
+ * exchange's response, which may be another client's; undici closes after
+ * every HEAD for the same reason.
  */
 function mayTrail(
   method: string,
@@ -419,6 +422,7 @@ function mayTrail(
   codings: string | undefined,
 ): boolean {
   if (method === 'HEAD') return true;
+  if (status === 304) return length !== undefined && Number(length) > 0;
   return status === 204 && ((length !== undefined && Number(length) > 0) || codings !== undefined);
 }
 
