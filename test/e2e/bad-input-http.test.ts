@@ -72,6 +72,7 @@ const CASES: Array<[name: string, request: string, status: number]> = [
   ['two Host headers', `GET / HTTP/1.1\r\n${H}Host: bystander.example.com\r\n\r\n`, 400],
   ['absolute-form target naming another host', `GET http://bystander.example.com/ HTTP/1.1\r\n${H}\r\n`, 400],
   ['no Host header', 'GET / HTTP/1.1\r\n\r\n', 400],
+  ['* as the target of GET (only OPTIONS may)', `GET * HTTP/1.1\r\n${H}\r\n`, 400],
   ['unknown HTTP version', `GET / HTTP/9.9\r\n${H}\r\n`, 400],
   // Size limits.
   ['one oversized header', `GET / HTTP/1.1\r\n${H}X-Big: ${'a'.repeat(20_000)}\r\n\r\n`, 431],

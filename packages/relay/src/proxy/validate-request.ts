@@ -25,6 +25,12 @@ const HOST_MISMATCH: ProxyFailure = {
   code: 'host_mismatch',
   message: 'The request target names a different host than the Host header.',
 };
+/** `*` as the target of anything but OPTIONS (RFC 9112 §3.2.4), which a backend might take for a path. */
+const ASTERISK_NOT_OPTIONS: Readonly<ProxyFailure> = {
+  status: 400,
+  code: 'malformed_request',
+  message: 'Only an OPTIONS request may have * as its target.',
+};
 /** CONNECT (HTTP/1.1, or HTTP/2's RFC 9113 §8.5): asks for a tunnel to any address. */
 export const CONNECT_UNSUPPORTED: ProxyFailure = {
   status: 501,
@@ -76,6 +82,7 @@ export function invalidRequest(req: IncomingMessage, host: string): ProxyFailure
   if (size > MAX_REQUEST_HEAD) return HEAD_TOO_LARGE;
   if (hosts > 1) return MULTIPLE_HOSTS;
   const target = req.url ?? '';
+  if (target === '*' && req.method !== 'OPTIONS') return ASTERISK_NOT_OPTIONS;
   if (!target.startsWith('/') && target !== '*' && req.method !== 'CONNECT') {
     let authority = '';
     try {
