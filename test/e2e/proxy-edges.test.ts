@@ -266,6 +266,41 @@ t.test(
   },
 );
 
+t.test(
+  'a client cannot pose as a proxy: look-alike forwarding fields are dropped, X-Real-IP is set',
+  async (t) => {
+    const backend = await testServer(t, (req, res) => res.end(JSON.stringify(req.headers)));
+    for (const http1FastPath of [true, false]) {
+      const relay = await testRelay(t, { http1FastPath });
+      await testAgent(t, relay, [{ id: 'who', hostnames: ['who.edge.test'], target: backend.url }]);
+      const r = await get(relay.httpAddress.port, 'who.edge.test', '/', {
+        headers: {
+          'x-real-ip': '203.0.113.9',
+          'x-client-ip': '203.0.113.9',
+          'true-client-ip': '203.0.113.9',
+          'x-forwarded-ssl': 'on',
+          'x-forwarded-scheme': 'https',
+          'x-forwarded-port': '443',
+        },
+      });
+      const seen = JSON.parse(r.body.toString()) as Record<string, string>;
+      t.equal(
+        seen['x-real-ip'],
+        '127.0.0.1',
+        `fast path ${http1FastPath}: X-Real-IP is the client's address`,
+      );
+      for (const name of [
+        'x-client-ip',
+        'true-client-ip',
+        'x-forwarded-ssl',
+        'x-forwarded-scheme',
+        'x-forwarded-port',
+      ])
+        t.equal(seen[name], undefined, `fast path ${http1FastPath}: ${name} dropped`);
+    }
+  },
+);
+
 t.test("a request cut by the agent's drain deadline is not called unprocessed", async (t) => {
   for (const http1FastPath of [true, false]) {
     const relay = await testRelay(t, { http1FastPath });

@@ -8,6 +8,7 @@ import {
   type HttpOpen,
   InfoLines,
   type Logger,
+  MAX_RESPONSE_HEAD,
   MessageReader,
   normalizeHost,
   pairsFromRaw,
@@ -31,7 +32,7 @@ import {
   sendError,
   UploadStalledError,
 } from './errors.js';
-import { BAD_FRAMING, CONNECT_UNSUPPORTED, invalidRequest } from './validate-request.js';
+import { BAD_FRAMING, CONNECT_UNSUPPORTED, FORWARDING_FIELDS, invalidRequest } from './validate-request.js';
 
 export interface ForwardOptions {
   table: RouteTable<AgentConnection>;
@@ -124,16 +125,14 @@ export function recordAccess(opts: ForwardOptions, info: AccessInfo, extra?: Rec
   opts.onRequestDone?.(info);
 }
 
-/** Largest response head accepted from an agent. */
-const MAX_HEAD = 256 * 1024;
-/** Client-supplied forwarding headers are replaced: the relay is the trust boundary. */
-const FORWARDING = new Set([
-  'x-forwarded-for',
-  'x-forwarded-proto',
-  'x-forwarded-host',
-  'x-forwarded-port',
-  'forwarded',
-]);
+/**
+ * Largest response head message taken from an agent: a head of
+ * MAX_RESPONSE_HEAD bytes, which the agent accepts from a backend, with room
+ * for its JSON encoding's quotes and escapes.
+ */
+const MAX_HEAD_MESSAGE = 2 * MAX_RESPONSE_HEAD;
+/** Client-supplied forwarding headers are dropped: the relay is the trust boundary. */
+const FORWARDING = new Set(FORWARDING_FIELDS);
 
 /** Request headers as sent to the agent: hop-by-hop removed, forwarding headers set by the relay. */
 export function forwardedHeaders(
@@ -167,6 +166,7 @@ export function forwardingFields(ip: string, host: string, proto: 'http' | 'http
   const node = ip.includes(':') ? `"[${ip}]"` : ip;
   return [
     ['X-Forwarded-For', ip],
+    ['X-Real-IP', ip],
     ['X-Forwarded-Proto', proto],
     ['X-Forwarded-Host', host],
     ['Forwarded', `for=${node};host=${quoteIfNeeded(host)};proto=${proto}`],
@@ -197,7 +197,7 @@ export function readResponseHead(
   upload?: Readable,
 ): Promise<{ head: ResponseHead; rest: Buffer; headBytes: number }> {
   return new Promise((resolve, reject) => {
-    const reader = new MessageReader(responseHeadSchema, MAX_HEAD);
+    const reader = new MessageReader(responseHeadSchema, MAX_HEAD_MESSAGE);
     let seen = 0;
     const uploading = upload !== undefined && !stream.writableFinished;
     // 0: no deadline (gRPC calls, which carry their own).

@@ -6,7 +6,7 @@
  * response outside it is a 502.
  */
 import { normalizeHost } from '@burrow/shared';
-import { TOKEN } from './validate-request.js';
+import { FORWARDING_FIELDS, TOKEN } from './validate-request.js';
 
 const CRLF2 = '\r\n\r\n';
 /** A field value: visible characters, spaces, tabs and obs-text; never CR, LF or NUL. */
@@ -173,11 +173,7 @@ const SPECIAL_FIELDS = new Map<string, Field>([
   ['proxy-connection', Field.Dropped],
   ['proxy-authenticate', Field.Dropped],
   ['proxy-authorization', Field.Dropped],
-  ['forwarded', Field.Dropped],
-  ['x-forwarded-for', Field.Dropped],
-  ['x-forwarded-host', Field.Dropped],
-  ['x-forwarded-port', Field.Dropped],
-  ['x-forwarded-proto', Field.Dropped],
+  ...FORWARDING_FIELDS.map((name): [string, Field] => [name, Field.Dropped]),
   ['transfer-encoding', Field.Other],
   ['upgrade', Field.Other],
   ['expect', Field.Expect],

@@ -7,6 +7,25 @@ export const MAX_REQUEST_HEAD = 16 * 1024;
 /** Most request headers the relay forwards. */
 export const MAX_REQUEST_HEADERS = 500;
 
+/**
+ * Fields that say who the client is, or how it connected, as a proxy would.
+ * A client's own are dropped, whatever the path: the relay is the trust
+ * boundary, and sets the first five itself. The others are what some
+ * frameworks read instead (Rack takes `X-Forwarded-Ssl: on` for HTTPS).
+ */
+export const FORWARDING_FIELDS: readonly string[] = [
+  'x-forwarded-for',
+  'x-forwarded-proto',
+  'x-forwarded-host',
+  'forwarded',
+  'x-real-ip',
+  'x-forwarded-port',
+  'x-forwarded-ssl',
+  'x-forwarded-scheme',
+  'x-client-ip',
+  'true-client-ip',
+];
+
 /** A header field name (RFC 9110 §5.6.2 token). */
 export const TOKEN = /^[!#$%&'*+.^_`|~0-9A-Za-z-]+$/;
 
