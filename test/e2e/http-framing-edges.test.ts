@@ -397,6 +397,34 @@ for (const backendCloses of [false, true]) {
 }
 
 t.test(
+  'an upload the backend refuses before reading it: the general path (every HTTP/2 client) passes the answer on',
+  async (t) => {
+    const host = 'earlygeneral.example.com';
+    const backend = await testServer(t, (_req, res) => {
+      res.writeHead(413, { 'content-type': 'text/plain', connection: 'close' });
+      res.end('too large');
+    });
+    const relay = await testRelay(t, { http1FastPath: false });
+    await testAgent(t, relay, [{ id: 'earlygeneral', hostnames: [host], target: backend.url }], {
+      connections: 1,
+    });
+    // The backend closes with the body unread: its kernel resets the connection while the agent
+    // is still writing. Several uploads, as each may meet the reset at another point.
+    const size = 5 * 1024 * 1024;
+    const seen: string[] = [];
+    for (let i = 0; i < 5; i++) {
+      const c = client(t, relay.httpAddress.port);
+      c.write(`POST /upload HTTP/1.1\r\nHost: ${host}\r\nContent-Length: ${size}\r\n\r\n`);
+      c.write(Buffer.alloc(size, 'a'));
+      const r = await c.response();
+      seen.push(`${r?.status} ${r?.body.toString()}`);
+      c.destroy();
+    }
+    t.same(seen, Array(5).fill('413 too large'), "the backend's answer, each time");
+  },
+);
+
+t.test(
   'POST with Content-Length: 0 reaches the backend as a bodiless POST with Content-Length: 0',
   async (t) => {
     const host = 'post0.example.com';

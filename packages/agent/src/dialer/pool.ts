@@ -1,7 +1,8 @@
 import { Agent as HttpAgent } from 'node:http';
 import { Agent as HttpsAgent } from 'node:https';
 import type { Socket } from 'node:net';
-import { MAX_RESPONSE_HEAD } from '@burrow/shared';
+import { TLSSocket } from 'node:tls';
+import { dropWritesAfterPeerClose, MAX_RESPONSE_HEAD } from '@burrow/shared';
 import { buildConnector, Pool } from 'undici';
 import { targetAddress } from './target.js';
 
@@ -128,6 +129,7 @@ function resetsAreCuts(connect: buildConnector.connector): buildConnector.connec
       (socket as Socket | null)?.prependListener('error', (e: NodeJS.ErrnoException) => {
         if (e.code === 'ECONNRESET') e.code = BACKEND_RESET;
       });
+      if (socket && !(socket instanceof TLSSocket)) dropWritesAfterPeerClose(socket as Socket);
       callback(err, socket as never);
     });
 }
