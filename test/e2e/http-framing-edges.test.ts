@@ -262,6 +262,38 @@ t.test(
   },
 );
 
+t.test('a backend head that cannot be passed on is invalid_response_head on both paths', async (t) => {
+  const host = 'badhead.example.com';
+  const heads: Record<string, string> = {
+    '/cl-te':
+      'HTTP/1.1 200 OK\r\nContent-Length: 2\r\nTransfer-Encoding: chunked\r\n\r\n2\r\nok\r\n0\r\n\r\n',
+    '/two-cl': 'HTTP/1.1 200 OK\r\nContent-Length: 2\r\nContent-Length: 3\r\n\r\nok!',
+    '/gzip': 'HTTP/1.1 200 OK\r\nTransfer-Encoding: gzip\r\n\r\nok',
+    '/garbage': 'HTTP/1.1 200 OK\r\nBad Header: x\r\nContent-Length: 2\r\n\r\nok',
+  };
+  const backend = await rawBackend(t, (socket, req) => {
+    socket.end(heads[req.head.split(' ')[1]!] ?? '');
+  });
+  for (const fastPath of [true, false]) {
+    const relay = await testRelay(t, { http1FastPath: fastPath });
+    await testAgent(t, relay, [{ id: 'badhead', hostnames: [host], target: backend.url }], {
+      connections: 1,
+    });
+    for (const path of Object.keys(heads)) {
+      const c = client(t, relay.httpAddress.port);
+      c.write(get(host, path));
+      const r = await c.response();
+      t.equal(r?.status, 502, `fast path ${fastPath}, ${path}`);
+      t.same(
+        field(r!, 'x-burrow-error'),
+        ['invalid_response_head'],
+        `fast path ${fastPath}, ${path}: its code`,
+      );
+      c.destroy();
+    }
+  }
+});
+
 t.test('a response head of 30 KB passes on both paths, one over 256 KiB is a 502 on both', async (t) => {
   const host = 'bighead.example.com';
   const backend = await rawBackend(t, (socket, req) => {

@@ -91,7 +91,7 @@ export function agentMetrics(agent: Agent, kube?: Kubernetes): { registry: Regis
   agent.on('connectFailed', () => connectFailures.inc());
   const dialErrors = new Counter({
     name: 'burrow_agent_dial_errors_total',
-    help: 'Backend requests and passthrough connections that failed, by reason (ConnectRefused, ConnectTimeout, BackendError, BackendRefusedStream, BadMetadata).',
+    help: 'Backend requests and passthrough connections that failed, by reason (ConnectRefused, ConnectTimeout, BackendError, BackendRefusedStream, InvalidResponse, BadMetadata).',
     labelNames: ['reason'],
     registers,
   });

@@ -390,7 +390,7 @@ class H2Exchange {
     this.#status = Number(headers[':status']);
     const head = headFrom(this.#status, undefined, stripHopByHop(pairsOf(headers)));
     if (typeof head === 'string') {
-      this.#fail(Reason.BackendError, head);
+      this.#fail(Reason.InvalidResponse, head);
       return;
     }
     this.#headSent = true;

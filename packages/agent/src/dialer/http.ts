@@ -85,6 +85,23 @@ const ANSWERED = new Set(['bad response', 'bad upgrade']);
  * with its own reason, and bytes the client still sends after a complete
  * response are drained instead of stalling the stream.
  */
+/**
+ * An error of the HTTP/1.1 parser that read the backend's response head
+ * (undici's HTTPParserError, node:http's HPE_ codes), of its size limit, or a
+ * length undici could not frame the body by (two Content-Length fields, or
+ * one beside Transfer-Encoding): before any head was passed on, the backend
+ * answered with something that cannot be.
+ */
+function unparsable(err: Error & { code?: string }): boolean {
+  const code = err.code ?? '';
+  return (
+    err.name === 'HTTPParserError' ||
+    code.startsWith('HPE_') ||
+    code === 'UND_ERR_HEADERS_OVERFLOW' ||
+    code === 'UND_ERR_RES_CONTENT_LENGTH_MISMATCH'
+  );
+}
+
 function requestBody(stream: Stream): Readable {
   const body = new Readable({ read: () => stream.resume() });
   const onData = (chunk: Buffer) => {
@@ -311,7 +328,7 @@ class Exchange {
       pairs.push([raw[i]!.toString('latin1'), raw[i + 1]!.toString('latin1')]);
     const head = unsupportedCoding(pairs) ?? headFrom(status, statusText, stripHopByHop(pairs));
     if (typeof head === 'string') {
-      this.#fail(Reason.BackendError, head);
+      this.#fail(Reason.InvalidResponse, head);
       this.#abort?.(new Error(head));
       return false;
     }
@@ -346,6 +363,7 @@ class Exchange {
       );
       return;
     }
+    if (unparsable(err)) return this.#failUnparsable(code, err.message);
     if (
       STALE_SOCKET.has(code) &&
       !ANSWERED.has(err.message) &&
@@ -359,6 +377,12 @@ class Exchange {
       return;
     }
     this.#failUnanswered(code === 'UND_ERR_CONNECT_TIMEOUT', code, err.message);
+  }
+
+  /** The backend answered with a head its parser refused. */
+  #failUnparsable(code: string, message: string): void {
+    const why = code ? `${code}: ${message}` : message;
+    this.#fail(Reason.InvalidResponse, `the backend's response head is invalid (${why})`, code);
   }
 
   #logRetry(code: string): void {
@@ -451,6 +475,7 @@ class Exchange {
         );
         return;
       }
+      if (unparsable(err)) return this.#failUnparsable(code, err.message);
       if (
         req.reusedSocket &&
         STALE_SOCKET.has(code) &&
@@ -486,7 +511,7 @@ class Exchange {
     const pairs = pairsFromRaw(res.rawHeaders);
     const head = unsupportedCoding(pairs) ?? headFrom(this.#status, res.statusMessage, stripHopByHop(pairs));
     if (typeof head === 'string') {
-      this.#fail(Reason.BackendError, head);
+      this.#fail(Reason.InvalidResponse, head);
       return;
     }
     this.#headSent = true;

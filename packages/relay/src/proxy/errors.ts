@@ -95,6 +95,8 @@ export function failureFor(err: unknown): ProxyFailure {
           code: 'backend_refused_stream',
           message: 'The backend service turned the request away before processing it; retry shortly.',
         };
+      case Reason.InvalidResponse:
+        return { ...INVALID_RESPONSE_HEAD };
       case Reason.RouteUnknown:
         return { status: 502, code: 'route_unknown', message: 'The agent no longer serves this hostname.' };
       case Reason.RefusedStream:

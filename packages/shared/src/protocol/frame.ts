@@ -97,6 +97,11 @@ export enum Reason {
    * REFUSED_STREAM, RFC 9113 §8.7): it may be sent again.
    */
   BackendRefusedStream = 23,
+  /**
+   * The backend's response head cannot be passed on: malformed, over the size
+   * limit, or with framing a proxy must not guess at (RFC 9112 §6.3).
+   */
+  InvalidResponse = 24,
 }
 
 /** Fields of a frame header. */
