@@ -65,8 +65,13 @@ export class FakeKube extends EventEmitter {
   }>();
   /** Every request received, for assertions (e.g. that no write touched keys we do not own). */
   readonly requests: FakeKubeRequest[] = [];
-  /** When set, the next `count` requests of `method` (default GET: list and watch) on this resource fail with `status`. */
-  failNext: { resource: string; status: number; count: number; method?: string } | undefined;
+  /**
+   * When set, the next `count` requests of `method` (default GET: list and
+   * watch) on this resource fail with `status`; with `namespace`, only those there.
+   */
+  failNext:
+    | { resource: string; status: number; count: number; method?: string; namespace?: string }
+    | undefined;
   /**
    * When set, every watch opened is answered with this ERROR event, then ended: how the API
    * server reports a failure it meets once a watch is under way (an etcd timeout, say).
@@ -303,6 +308,7 @@ export class FakeKube extends EventEmitter {
       this.failNext &&
       this.failNext.resource === resource &&
       req.method === (this.failNext.method ?? 'GET') &&
+      (this.failNext.namespace === undefined || this.failNext.namespace === ns) &&
       this.failNext.count > 0
     ) {
       this.failNext.count--;

@@ -277,6 +277,38 @@ for (const holds of [false, true])
     },
   );
 
+t.test('a namespace that refuses writes costs one request per pass, not one per Service', async (t) => {
+  const kube = await fakeKube(t);
+  for (let i = 0; i < 10; i++) kube.upsertService(annotated('locked', `s${i}`, `s${i}.example.com`));
+  kube.upsertService(annotated('open', 'web', 'web.example.com'));
+  // The agent may not write Services in `locked`, until its Role is granted there.
+  kube.failNext = { resource: 'services', status: 403, count: 1_000, method: 'PATCH', namespace: 'locked' };
+  const patches = (ns: string) =>
+    kube.requests.filter((r) => r.method === 'PATCH' && r.path.includes(`/namespaces/${ns}/services/`))
+      .length;
+  const { sync, log } = await agentOnKube(t, kube);
+  await log.waitFor((l) => l.msg === 'could not update service annotations');
+  await sync.schedule();
+  await log.waitFor((l) => l.msg === 'service status updated' && l['service'] === 'open/web');
+  const before = patches('locked');
+  await sync.schedule();
+  t.equal(patches('locked') - before, 1, 'a pass asks the refusing namespace once');
+  t.equal(
+    kube.getService('open', 'web')?.metadata['annotations']?.['burrow.dev/url'],
+    'http://web.example.com',
+    'another namespace is written as usual',
+  );
+  // The Role is granted: the next pass writes every Service there.
+  kube.failNext.count = 0;
+  await sync.schedule();
+  await sync.schedule();
+  for (let i = 0; i < 10; i++)
+    t.equal(
+      kube.getService('locked', `s${i}`)?.metadata['annotations']?.['burrow.dev/url'],
+      `http://s${i}.example.com`,
+    );
+});
+
 t.test('a replica stopped during a pass writes nothing once stop() has resolved', async (t) => {
   const kube = await fakeKube(t);
   for (let i = 0; i < 5; i++) kube.upsertService(annotated('default', `s${i}`, `s${i}.example.com`));

@@ -120,7 +120,7 @@ export class StatusSync {
     const skippedRoutes = this.#agent.skippedRoutes();
     const services = this.#watch.services;
     const key = this.#holdsKey?.();
-    this.#writer.retain(Array.from(services.values(), (s) => s.service));
+    this.#writer.startPass(Array.from(services.values(), (s) => s.service));
     let complete = true;
     /** Routes given a holds record in this pass: the others' records are not reused later. */
     const made = new Set<string>();

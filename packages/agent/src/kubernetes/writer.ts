@@ -83,6 +83,13 @@ export class StatusWriter {
    */
   readonly #services = new Map<string, Written>();
   readonly #repeats = new Map<string, number>();
+  /**
+   * Where writes of a kind were refused (401, 403) in this pass: `NAMESPACE
+   * KIND`, or `* KIND` for a 401, which no namespace will take. The rest of the
+   * pass writes nothing more there: a namespace the agent may not write to
+   * costs one request per pass, not one per Service.
+   */
+  readonly #refused = new Set<string>();
 
   constructor(api: CoreV1Api, logger: Logger) {
     this.#api = api;
@@ -104,7 +111,8 @@ export class StatusWriter {
     const name = svc.metadata?.name ?? '';
     const namespace = svc.metadata?.namespace ?? 'default';
     let ok = true;
-    if (Object.keys(patch).length > 0) {
+    if (Object.keys(patch).length > 0 && this.#refusedIn(svc, 'annotations')) ok = false;
+    else if (Object.keys(patch).length > 0) {
       const state = this.#of(svc);
       const status = JSON.stringify([desired.url ?? null, desired.error ?? null, desired.holds ?? null]);
       const version = svc.metadata?.resourceVersion;
@@ -143,6 +151,7 @@ export class StatusWriter {
       ann[ANNOTATION.holds] === undefined
     )
       return true;
+    if (this.#refusedIn(svc, 'annotations')) return false;
     const state = this.#of(svc);
     try {
       await this.#removeAnnotations(svc);
@@ -162,6 +171,7 @@ export class StatusWriter {
    */
   async clearDeparted(svc: ServiceLike): Promise<boolean> {
     const uid = svc.metadata?.uid;
+    if (this.#refusedIn(svc, 'annotations')) return false;
     try {
       await this.#removeAnnotations(svc, uid);
       this.#log.info(
@@ -208,6 +218,8 @@ export class StatusWriter {
     if (err instanceof ApiStoppedError) return false;
     const status = statusCode(err);
     if (status === 404) return true;
+    if (status === 401 || status === 403)
+      this.#refused.add(`${status === 401 ? '*' : (svc.metadata?.namespace ?? 'default')} ${what}`);
     const { failing } = this.#of(svc);
     const level = failing.has(what) ? 'debug' : 'warn';
     failing.add(what);
@@ -234,8 +246,20 @@ export class StatusWriter {
     return state;
   }
 
-  /** Forgets the Services not among `services` (deleted ones). */
-  retain(services: Iterable<ServiceLike>): void {
+  /** Whether a write of `what` for `svc` was refused in this pass already. */
+  #refusedIn(svc: ServiceLike, what: WriteKind): boolean {
+    if (this.#refused.size === 0) return false;
+    return (
+      this.#refused.has(`* ${what}`) || this.#refused.has(`${svc.metadata?.namespace ?? 'default'} ${what}`)
+    );
+  }
+
+  /**
+   * Starts a pass over `services`, all there are: forgets the Services not
+   * among them (deleted ones), and the refusals of the last pass.
+   */
+  startPass(services: Iterable<ServiceLike>): void {
+    this.#refused.clear();
     const live = new Set<string>();
     for (const svc of services) live.add(eventKey(svc));
     for (const key of this.#services.keys()) if (!live.has(key)) this.#services.delete(key);
@@ -280,6 +304,7 @@ export class StatusWriter {
       state.event = fingerprint;
       return true;
     }
+    if (this.#refusedIn(svc, 'event')) return false;
     const namespace = svc.metadata?.namespace ?? 'default';
     // A deterministic name per (Service, reason, message): a repeat — from a
     // restart or another replica — finds the existing Event and bumps its count.
