@@ -1,12 +1,13 @@
 // Write-back to Kubernetes: the Lease that elects the writer, and the
 // annotations and Events each annotated Service gets, against the fake API
 // server with the real client.
-import { once } from 'node:events';
+import { getEventListeners, once } from 'node:events';
 import type { RouteResult } from '@burrow/shared';
-import { CoordinationV1Api, KubeConfig, V1MicroTime } from '@kubernetes/client-node';
+import { CoordinationV1Api, CoreV1Api, KubeConfig, V1MicroTime } from '@kubernetes/client-node';
 import t, { type Test } from 'tap';
 import { type FakeKube, fakeKube } from '../../../test/helpers/fake-kube.js';
 import { startAgent } from '../src/agent.js';
+import { ApiStoppedError, apiClient } from '../src/kubernetes/api.js';
 import { startKubernetes } from '../src/kubernetes/index.js';
 import { LeaseElector } from '../src/kubernetes/lease.js';
 import { fakeRelay } from './helpers/fake-relay.js';
@@ -341,6 +342,30 @@ t.test('stopping gives up a write the API server holds, without waiting for its 
     log.lines.filter((l) => l.level >= 40),
     [],
     'a write given up at stop is no failure to warn of',
+  );
+});
+
+t.test('an API client with a stop signal holds on to it only while a call is under way', async (t) => {
+  const kube = await fakeKube(t);
+  kube.upsertService(annotated('default', 'web', 'web.example.com'));
+  const kc = new KubeConfig();
+  kc.loadFromString(kube.kubeconfig());
+  const stop = new AbortController();
+  const api = apiClient(kc, CoreV1Api, 600_000, stop.signal);
+  for (let i = 0; i < 20; i++) await api.readNamespacedService({ name: 'web', namespace: 'default' });
+  t.equal(getEventListeners(stop.signal, 'abort').length, 0, 'nothing left behind by calls that ended');
+  kube.hangNext = { resource: 'services', count: 1 };
+  const hung = once(kube, 'hung');
+  const call = api.readNamespacedService({ name: 'web', namespace: 'default' });
+  await hung;
+  t.equal(getEventListeners(stop.signal, 'abort').length, 1, 'the call under way listens');
+  stop.abort();
+  await t.rejects(call, ApiStoppedError);
+  t.equal(getEventListeners(stop.signal, 'abort').length, 0);
+  await t.rejects(
+    api.readNamespacedService({ name: 'web', namespace: 'default' }),
+    ApiStoppedError,
+    'once stopped, no call goes out',
   );
 });
 

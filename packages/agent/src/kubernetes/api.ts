@@ -1,3 +1,4 @@
+import { AsyncLocalStorage } from 'node:async_hooks';
 import {
   type Configuration,
   createConfiguration,
@@ -39,6 +40,8 @@ export function apiClient<T extends object>(
 ): T {
   const cluster = kubeConfig.getCurrentCluster();
   if (!cluster) throw new Error('the kubeconfig has no current cluster');
+  // Each call's own signal, which the request it makes takes up in the middleware below.
+  const calls = new AsyncLocalStorage<AbortSignal>();
   const api = new Api(
     createConfiguration({
       baseServer: new ServerConfiguration(cluster.server, {}),
@@ -46,8 +49,7 @@ export function apiClient<T extends object>(
       promiseMiddleware: [
         {
           pre: async (context) => {
-            const deadline = AbortSignal.timeout(timeout);
-            context.setSignal(stopped ? AbortSignal.any([deadline, stopped]) : deadline);
+            context.setSignal(calls.getStore() ?? AbortSignal.timeout(timeout));
             return context;
           },
           post: async (context) => context,
@@ -60,13 +62,41 @@ export function apiClient<T extends object>(
       const value = Reflect.get(target, key);
       if (typeof value !== 'function') return value;
       return (...args: unknown[]) => {
-        const result: unknown = value.apply(target, args);
-        if (!(result instanceof Promise)) return result;
-        return result.catch((err: unknown) => {
-          if ((err as Error | undefined)?.name !== 'AbortError') throw err;
-          if (stopped?.aborted) throw new ApiStoppedError('given up: stopping');
-          throw new ApiTimeoutError(`no answer from the API server within ${timeout} ms`);
-        });
+        if (stopped?.aborted) return Promise.reject(new ApiStoppedError('given up: stopping'));
+        // One controller per call, aborted by its deadline or by `stopped`, and let go
+        // of when the call ends (AbortSignal.any would leave each call's signal with the
+        // long-lived `stopped` on Node 20).
+        const controller = new AbortController();
+        const deadline = setTimeout(() => controller.abort(), timeout);
+        const stop = () => controller.abort();
+        stopped?.addEventListener('abort', stop, { once: true });
+        const done = () => {
+          clearTimeout(deadline);
+          stopped?.removeEventListener('abort', stop);
+        };
+        let result: unknown;
+        try {
+          result = calls.run(controller.signal, () => value.apply(target, args));
+        } catch (err) {
+          done();
+          throw err;
+        }
+        if (!(result instanceof Promise)) {
+          done();
+          return result;
+        }
+        return result.then(
+          (v: unknown) => {
+            done();
+            return v;
+          },
+          (err: unknown) => {
+            done();
+            if ((err as Error | undefined)?.name !== 'AbortError') throw err;
+            if (stopped?.aborted) throw new ApiStoppedError('given up: stopping');
+            throw new ApiTimeoutError(`no answer from the API server within ${timeout} ms`);
+          },
+        );
       };
     },
   });
