@@ -431,6 +431,56 @@ t.test(
 );
 
 t.test(
+  'HTTP/2 clients get responses whose heads HTTP/1.1 allows: fields repeated, 100 KB of them',
+  async (t) => {
+    const pki = await testPki(t);
+    const cert = await pki.issue('heads', ['heads.edge.test']);
+    const relay = await testRelay(t, {
+      tls: { host: '127.0.0.1', port: 0 },
+      certFiles: { pairs: [{ cert: cert.certFile, key: cert.keyFile }] },
+    });
+    const backend = await testServer(t, (req, res) => {
+      if (req.url === '/repeated') {
+        // An app and its middleware both set these.
+        res.writeHead(200, [
+          'X-Content-Type-Options',
+          'nosniff',
+          'X-Content-Type-Options',
+          'nosniff',
+          'Content-Type',
+          'text/plain',
+          'Content-Type',
+          'text/html',
+        ]);
+      } else {
+        const cookies = Array.from({ length: 10 }, (_, i) => `c${i}=${'v'.repeat(10_000)}`);
+        res.writeHead(200, { 'set-cookie': cookies });
+      }
+      res.end('ok');
+    });
+    await testAgent(t, relay, [{ id: 'heads', hostnames: ['heads.edge.test'], target: backend.url }]);
+    const session = await h2Session(t, relay.tlsAddress!.port, 'heads.edge.test', pki.caPem);
+    const fetch = async (path: string) => {
+      const s = session.request({ ':path': path });
+      const [headers] = (await once(s, 'response')) as [Record<string, string | string[]>];
+      const chunks: Buffer[] = [];
+      for await (const c of s) chunks.push(c as Buffer);
+      return { headers, body: Buffer.concat(chunks).toString() };
+    };
+    const repeated = await fetch('/repeated');
+    t.equal(Number(repeated.headers[':status']), 200, 'a repeated single-value field is no 502');
+    t.equal(repeated.headers['x-content-type-options'], 'nosniff');
+    t.equal(repeated.headers['content-type'], 'text/plain', 'the first of the values');
+    t.equal(repeated.body, 'ok');
+    const big = await fetch('/big');
+    t.equal(Number(big.headers[':status']), 200, 'a 100 KB head reaches the client');
+    t.equal((big.headers['set-cookie'] as string[]).length, 10);
+    t.equal(big.body, 'ok');
+    t.equal((await fetch('/repeated')).body, 'ok', 'and the connection is still usable');
+  },
+);
+
+t.test(
   'CONNECT gets 501 with the reason, over HTTP/1.1 and HTTP/2: the relay is no forward proxy',
   async (t) => {
     const pki = await testPki(t);

@@ -22,7 +22,7 @@ import type { Http1Pool } from '../proxy/http1-pool.js';
 import { forwardUpgrade, refuseConnect } from '../proxy/upgrade.js';
 import { MAX_REQUEST_HEAD, MAX_REQUEST_HEADERS } from '../proxy/validate-request.js';
 import { answerClientErrors } from './client-errors.js';
-import { MAX_H2_STREAMS, manageSessions } from './http2-sessions.js';
+import { H2_SERVER_OPTIONS, manageSessions } from './http2-sessions.js';
 import { oneAtATime } from './one-at-a-time.js';
 
 export interface HttpListenerOptions extends ForwardOptions {
@@ -166,7 +166,7 @@ function createH2cServer(opts: HttpListenerOptions): {
   server: Http2Server;
   sessions: ReadonlySet<ServerHttp2Session>;
 } {
-  const server = createHttp2Server({ settings: { maxConcurrentStreams: MAX_H2_STREAMS } });
+  const server = createHttp2Server(H2_SERVER_OPTIONS);
   const sessions = manageSessions(server, opts);
   const forward = (req: Http2ServerRequest, res: Http2ServerResponse) => {
     if (intercepted(opts, req, res)) return;

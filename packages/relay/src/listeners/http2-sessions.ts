@@ -1,5 +1,5 @@
 import type { Http2SecureServer, Http2Server, ServerHttp2Session } from 'node:http2';
-import type { Logger } from '@burrow/shared';
+import { type Logger, MAX_RESPONSE_HEAD } from '@burrow/shared';
 
 /**
  * Requests one HTTP/2 connection may have in progress at once. Each holds a
@@ -8,6 +8,16 @@ import type { Logger } from '@burrow/shared';
  * nginx allows 128, Envoy and HAProxy about 100.
  */
 export const MAX_H2_STREAMS = 100;
+
+/**
+ * Options both HTTP/2 servers (TLS and h2c) take: the stream bound above, and
+ * room for the response heads backends may send (node:http2 refuses a header
+ * block over 64 KB by default, and closes the client's whole connection).
+ */
+export const H2_SERVER_OPTIONS = {
+  settings: { maxConcurrentStreams: MAX_H2_STREAMS },
+  maxSendHeaderBlockLength: MAX_RESPONSE_HEAD,
+} as const;
 
 /**
  * What the relay does with every HTTP/2 session of `server`, TLS or not.

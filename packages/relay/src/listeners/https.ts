@@ -20,7 +20,7 @@ import type { Http1Pool } from '../proxy/http1-pool.js';
 import { forwardUpgrade, refuseConnect } from '../proxy/upgrade.js';
 import { answerClientErrors } from './client-errors.js';
 import { headCheckInterval } from './http.js';
-import { MAX_H2_STREAMS, manageSessions } from './http2-sessions.js';
+import { H2_SERVER_OPTIONS, manageSessions } from './http2-sessions.js';
 import { oneAtATime } from './one-at-a-time.js';
 
 export interface HttpsTerminatorOptions extends Omit<ForwardOptions, 'proto' | 'sniOf'> {
@@ -67,7 +67,7 @@ export function createHttpsTerminator(opts: HttpsTerminatorOptions): HttpsTermin
     minVersion: 'TLSv1.2',
     // Node's default is 120 s: a client that sends its hello and stalls would hold the connection that long.
     handshakeTimeout: opts.handshakeTimeout ?? 10_000,
-    settings: { maxConcurrentStreams: MAX_H2_STREAMS },
+    ...H2_SERVER_OPTIONS,
     SNICallback: (name, cb) => {
       const entry = opts.certs.find(sniName(name));
       if (entry) cb(null, entry.context);

@@ -589,13 +589,23 @@ export async function forwardRequest(
       head.status === 204
         ? stripHopByHop(head.headers).filter(([name]) => name.toLowerCase() !== 'content-length')
         : stripHopByHop(head.headers);
-    const headers = [...fields, ...(opts.responseHeaders ?? [])];
+    let headers = [...fields, ...(opts.responseHeaders ?? [])];
     if (h2) {
       // node:http2 checks the fields only as it sends them: in end(), outside this try, for
       // the branch below, and in a writeHead that keeps them when it throws (so the error
       // page would fail on them too). Values with CR, LF or NUL it would not check at all.
-      const invalid = http2Fields(headers).dropped[0];
+      const invalid = http1Fields(headers).dropped[0];
       if (invalid) throw new Error(`${invalid[0]}: ${invalid[1]}`);
+      // What HTTP/1.1 allows and HTTP/2 does not (a single-value field repeated, as an app and
+      // its middleware both set X-Content-Type-Options, say) is left out, as an HTTP/1.1
+      // client would mostly read the first anyway; the response goes on.
+      const { kept, dropped } = http2Fields(headers);
+      for (const [name, reason] of dropped)
+        opts.logger.debug(
+          { host: r.host, field: name.slice(0, 64), reason },
+          'response field dropped for HTTP/2',
+        );
+      headers = kept;
     }
     if (h2 && head.endStream) {
       // Set, not written: end() then sends the head as one HEADERS frame that ends
