@@ -104,8 +104,12 @@ t.test(
 t.test('bytes a backend sends after a 304 that gives a length never answer the next request', async (t) => {
   const host = 'late304.example.com';
   const backend = await rawBackend(t, (socket, req) => {
-    if (req.head.startsWith('GET /cached')) {
+    if (req.head.startsWith('GET /cached-length')) {
       socket.write('HTTP/1.1 304 Not Modified\r\nETag: "v1"\r\nContent-Length: 7\r\n\r\n');
+      return;
+    }
+    if (req.head.startsWith('GET /cached-chunked')) {
+      socket.write('HTTP/1.1 304 Not Modified\r\nETag: "v1"\r\nTransfer-Encoding: chunked\r\n\r\n');
       return;
     }
     // A request on the connection that answered the 304 first meets the body that 304 declared,
@@ -114,13 +118,20 @@ t.test('bytes a backend sends after a 304 that gives a length never answer the n
     else socket.write('HTTP/1.1 200 OK\r\nContent-Length: 5\r\n\r\nfresh');
   });
   const port = await through(t, host, backend.url);
-  const c = client(t, port);
-  c.write(get(host, '/cached', 'If-None-Match: "v1"\r\n'));
-  t.equal((await c.response())?.status, 304);
-  c.write(get(host, '/next'));
-  const next = await c.response();
-  t.equal(next?.body.toString(), 'fresh', 'the next request gets its own response');
-  t.equal(backend.requests.at(-1)?.seq, 0, 'on a connection of its own');
+  for (const declared of ['length', 'chunked']) {
+    const c = client(t, port);
+    c.write(get(host, `/cached-${declared}`, 'If-None-Match: "v1"\r\n'));
+    t.equal((await c.response())?.status, 304);
+    c.write(get(host, '/next'));
+    const next = await c.response();
+    t.equal(
+      next?.body.toString(),
+      'fresh',
+      `a 304 with a ${declared}: the next request gets its own response`,
+    );
+    t.equal(backend.requests.at(-1)?.seq, 0, 'on a connection of its own');
+    c.destroy();
+  }
 });
 
 t.test('a close-delimited backend response reaches the client whole and properly ended', async (t) => {

@@ -301,6 +301,33 @@ t.test(
   },
 );
 
+t.test("a download cut by the agent's drain deadline is logged as drain_timeout", async (t) => {
+  for (const http1FastPath of [true, false]) {
+    const logged = deferred<AccessInfo>();
+    const relay = await testRelay(t, { http1FastPath, onRequestDone: (info) => logged.resolve(info) });
+    const backend = await testServer(t, (_req, res) => {
+      res.writeHead(200, { 'content-length': String(1024 * 1024) });
+      res.write(Buffer.alloc(1024)); // and never the rest
+    });
+    const agent = await testAgent(
+      t,
+      relay,
+      [{ id: 'dl', hostnames: ['dl.edge.test'], target: backend.url }],
+      {
+        connections: 1,
+        session: { drainTimeout: 100 },
+      },
+    );
+    const socket = connect(relay.httpAddress.port, '127.0.0.1');
+    t.teardown(() => socket.destroy());
+    socket.on('error', () => {});
+    socket.write('GET /big HTTP/1.1\r\nHost: dl.edge.test\r\n\r\n');
+    await once(socket, 'data');
+    await agent.close();
+    t.match(await logged.promise, { status: 200, error: 'drain_timeout' }, `fast path ${http1FastPath}`);
+  }
+});
+
 t.test("a request cut by the agent's drain deadline is not called unprocessed", async (t) => {
   for (const http1FastPath of [true, false]) {
     const relay = await testRelay(t, { http1FastPath });

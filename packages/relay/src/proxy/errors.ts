@@ -64,9 +64,16 @@ function cutByDrain(err: unknown): boolean {
   return e?.code === 'BURROW_ERR_STREAM_RESET' && e.local === true && e.reason === Reason.Shutdown;
 }
 
-/** The access log's error for a response cut after its head because its tunnel stream failed with `err`. */
+/**
+ * The access log's error for a response cut after its head because its tunnel
+ * stream failed with `err`: a drain deadline's SHUTDOWN, the relay's own or
+ * the agent's, or anything else.
+ */
 export function cutCode(err: unknown): 'drain_timeout' | 'backend_error' {
-  return cutByDrain(err) ? 'drain_timeout' : 'backend_error';
+  const e = err as { code?: string; reason?: number } | undefined;
+  return e?.code === 'BURROW_ERR_STREAM_RESET' && e.reason === Reason.Shutdown
+    ? 'drain_timeout'
+    : 'backend_error';
 }
 
 /** Maps why a tunnel stream failed before the response head to what the client sees. */

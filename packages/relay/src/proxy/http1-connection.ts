@@ -553,7 +553,7 @@ export class Http1Connection {
     const ex = this.#ex!;
     const stale = this.#up!.reused && (err as { reason?: number }).reason === Reason.BackendError;
     if (ex.status === 0 && this.#retry(ex, stale || retryable(err))) return;
-    // The relay's own drain timeout resets streams too: that is not the agent's doing.
+    // A drain deadline's reset (the relay's own, or the agent's) is said as such.
     this.#failed(ex, err, cutCode(err) === 'drain_timeout' ? err.message : `agent: ${err.message}`);
   }
 

@@ -404,10 +404,10 @@ export function parseResponseHead(
 /**
  * Whether a response that ends with its head may still be followed by a body
  * the backend sends anyway, in a later write: a response to HEAD (servers that
- * answer HEAD as GET), a 204 that declares a body, or a 304 that gives a
- * length (which RFC 9110 §8.6 allows, as the representation's, and which a
- * server that sends the body anyway gives too; most servers drop the field
- * from a 304). On a reused connection those bytes would be read as the next
+ * answer HEAD as GET), or a 204 or 304 that declares a body: a length (a 304
+ * may give the representation's, RFC 9110 §8.6, and so does a server that
+ * sends the body anyway; most drop the field from a 304) or a transfer
+ * coding. On a reused connection those bytes would be read as the next
  * exchange's response, which may be another client's; undici closes after
  * every HEAD for the same reason.
  */
@@ -418,8 +418,8 @@ function mayTrail(
   codings: string | undefined,
 ): boolean {
   if (method === 'HEAD') return true;
-  if (status === 304) return length !== undefined && Number(length) > 0;
-  return status === 204 && ((length !== undefined && Number(length) > 0) || codings !== undefined);
+  if (status !== 204 && status !== 304) return false;
+  return (length !== undefined && Number(length) > 0) || codings !== undefined;
 }
 
 /**
