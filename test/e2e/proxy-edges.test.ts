@@ -281,6 +281,10 @@ t.test(
           'x-forwarded-ssl': 'on',
           'x-forwarded-scheme': 'https',
           'x-forwarded-port': '443',
+          'client-ip': '203.0.113.9',
+          'x-forwarded-prefix': '/evil',
+          x_real_ip: '203.0.113.9',
+          x_forwarded_proto: 'https',
         },
       });
       const seen = JSON.parse(r.body.toString()) as Record<string, string>;
@@ -295,6 +299,10 @@ t.test(
         'x-forwarded-ssl',
         'x-forwarded-scheme',
         'x-forwarded-port',
+        'client-ip',
+        'x-forwarded-prefix',
+        'x_real_ip', // read as HTTP_X_REAL_IP by CGI-style servers, as X-Real-IP is
+        'x_forwarded_proto',
       ])
         t.equal(seen[name], undefined, `fast path ${http1FastPath}: ${name} dropped`);
     }

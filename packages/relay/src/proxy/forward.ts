@@ -32,7 +32,7 @@ import {
   sendError,
   UploadStalledError,
 } from './errors.js';
-import { BAD_FRAMING, CONNECT_UNSUPPORTED, FORWARDING_FIELDS, invalidRequest } from './validate-request.js';
+import { BAD_FRAMING, CONNECT_UNSUPPORTED, invalidRequest, isForwardingField } from './validate-request.js';
 
 export interface ForwardOptions {
   table: RouteTable<AgentConnection>;
@@ -131,8 +131,6 @@ export function recordAccess(opts: ForwardOptions, info: AccessInfo, extra?: Rec
  * for its JSON encoding's quotes and escapes.
  */
 const MAX_HEAD_MESSAGE = 2 * MAX_RESPONSE_HEAD;
-/** Client-supplied forwarding headers are dropped: the relay is the trust boundary. */
-const FORWARDING = new Set(FORWARDING_FIELDS);
 
 /** Request headers as sent to the agent: hop-by-hop removed, forwarding headers set by the relay. */
 export function forwardedHeaders(
@@ -144,7 +142,8 @@ export function forwardedHeaders(
   const h2 = req instanceof Http2ServerRequest;
   let pairs = stripHopByHop(pairsFromRaw(req.rawHeaders), upgrade).filter(([k]) => {
     const name = k.toLowerCase();
-    return !FORWARDING.has(name) && name !== 'host' && !k.startsWith(':');
+    // Client-supplied forwarding fields are dropped: the relay is the trust boundary.
+    return !isForwardingField(name) && name !== 'host' && !k.startsWith(':');
   });
   const host = requestHost(req) ?? '';
   if (h2) {

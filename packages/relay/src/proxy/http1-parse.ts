@@ -6,7 +6,7 @@
  * response outside it is a 502.
  */
 import { normalizeHost } from '@burrow/shared';
-import { FORWARDING_FIELDS, TOKEN } from './validate-request.js';
+import { FORWARDING_FIELDS, isForwardingField, TOKEN } from './validate-request.js';
 
 const CRLF2 = '\r\n\r\n';
 /** A field value: visible characters, spaces, tabs and obs-text; never CR, LF or NUL. */
@@ -184,7 +184,10 @@ const SPECIAL_LENGTHS = new Set([...SPECIAL_FIELDS.keys()].map((name) => name.le
 /** How the relay treats a request field; most names are never lower-cased (their length rules them out). */
 function fieldKind(name: string): Field {
   if (!SPECIAL_LENGTHS.has(name.length)) return Field.Passed;
-  return SPECIAL_FIELDS.get(name.toLowerCase()) ?? Field.Passed;
+  const lower = name.toLowerCase();
+  const kind = SPECIAL_FIELDS.get(lower);
+  if (kind !== undefined) return kind;
+  return isForwardingField(lower) ? Field.Dropped : Field.Passed;
 }
 
 /**

@@ -11,7 +11,8 @@ export const MAX_REQUEST_HEADERS = 500;
  * Fields that say who the client is, or how it connected, as a proxy would.
  * A client's own are dropped, whatever the path: the relay is the trust
  * boundary, and sets the first five itself. The others are what some
- * frameworks read instead (Rack takes `X-Forwarded-Ssl: on` for HTTPS).
+ * frameworks read instead (Rack takes `X-Forwarded-Ssl: on` for HTTPS, Rails
+ * reads Client-IP, Spring and Symfony build URLs on X-Forwarded-Prefix).
  */
 export const FORWARDING_FIELDS: readonly string[] = [
   'x-forwarded-for',
@@ -22,9 +23,25 @@ export const FORWARDING_FIELDS: readonly string[] = [
   'x-forwarded-port',
   'x-forwarded-ssl',
   'x-forwarded-scheme',
+  'x-forwarded-protocol',
+  'x-forwarded-prefix',
+  'x-url-scheme',
+  'front-end-https',
   'x-client-ip',
+  'client-ip',
+  'x-cluster-client-ip',
   'true-client-ip',
 ];
+const FORWARDING = new Set(FORWARDING_FIELDS);
+
+/**
+ * Whether `lower`, a lower-case field name, is one of FORWARDING_FIELDS, also
+ * spelled with underscores: CGI-style servers (Rack, PHP, WSGI) read
+ * `X_Real_IP` as HTTP_X_REAL_IP, the same variable as X-Real-IP.
+ */
+export function isForwardingField(lower: string): boolean {
+  return FORWARDING.has(lower) || (lower.includes('_') && FORWARDING.has(lower.replaceAll('_', '-')));
+}
 
 /** A header field name (RFC 9110 §5.6.2 token). */
 export const TOKEN = /^[!#$%&'*+.^_`|~0-9A-Za-z-]+$/;
