@@ -36,6 +36,8 @@ export class CertFiles {
   #closed = false;
   /** What each pair (by certificate file) loaded as last. */
   #loaded = new Map<string, LoadedPair>();
+  /** The certificate files without a key last warned of: said again only when they change. */
+  #unpaired = '';
 
   constructor(opts: CertFilesOptions) {
     this.#opts = opts;
@@ -71,12 +73,14 @@ export class CertFiles {
           : 'certificate files unusable; their names get no certificate from them',
       );
     }
-    if (unpaired.length > 0) {
+    const listed = unpaired.join('\n');
+    if (listed !== this.#unpaired && unpaired.length > 0) {
       this.#opts.logger.warn(
         { files: unpaired },
         'certificate files without a key of the same name (NAME.key) beside them; not loaded until it appears',
       );
     }
+    this.#unpaired = listed;
   }
 
   close(): void {
@@ -249,7 +253,8 @@ async function pairsIn(
     if (ext !== '.crt' && ext !== '.pem') continue;
     const key = `${basename(n, ext)}.key`;
     if (present.has(key)) pairs.push({ cert: join(dir, n), key: join(dir, key) });
-    else unpaired.push(join(dir, n));
+    // A private key kept as .pem (certbot's privkey.pem) is no certificate missing its key.
+    else if (!/key/i.test(n)) unpaired.push(join(dir, n));
   }
   return { pairs, unpaired };
 }
