@@ -465,6 +465,20 @@ t.test(
   },
 );
 
+t.test('HTTP2-Settings stays with the client connection on every path', async (t) => {
+  const backend = await testServer(t, (req, res) => res.end(JSON.stringify(req.headers)));
+  for (const http1FastPath of [true, false]) {
+    const relay = await testRelay(t, { http1FastPath });
+    await testAgent(t, relay, [{ id: 'h2s', hostnames: ['h2s.edge.test'], target: backend.url }]);
+    // Not listed in Connection, as RFC 7540 §3.2.1 asks: it is connection-specific all the same.
+    const r = await get(relay.httpAddress.port, 'h2s.edge.test', '/', {
+      headers: { 'http2-settings': 'AAMAAABkAAQAAP__' },
+    });
+    const seen = JSON.parse(r.body.toString()) as Record<string, string>;
+    t.equal(seen['http2-settings'], undefined, `fast path ${http1FastPath}`);
+  }
+});
+
 t.test(
   'HTTP/2 clients get responses whose heads HTTP/1.1 allows: fields repeated, 100 KB of them',
   async (t) => {

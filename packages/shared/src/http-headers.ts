@@ -21,6 +21,8 @@ const HOP_BY_HOP = new Set([
   'trailer',
   'transfer-encoding',
   'upgrade',
+  // HTTP/1.1's upgrade to HTTP/2 carries it for the one connection (RFC 7540 §3.2.1).
+  'http2-settings',
 ]);
 
 export type HeaderPairs = Array<[string, string]>;
