@@ -262,6 +262,7 @@ t.test('one unusable pair in a certificate directory holds back no other', async
   // A certificate whose key has another name (a certbot-like layout) is named, not skipped silently.
   await writeFile(join(dir, 'fullchain.pem'), 'a chain');
   await writeFile(join(dir, 'privkey.pem'), 'a key');
+  await writeFile(join(dir, 'monkey.pem'), 'a certificate whose name merely ends in key');
   const log = memoryLogger('info', 'relay');
   // It starts: the bad pair is logged and left out.
   const relay = await testRelay(t, {
@@ -279,7 +280,7 @@ t.test('one unusable pair in a certificate directory holds back no other', async
   t.match(
     log.lines.find((l) => l.level === 40),
     {
-      files: [join(dir, 'fullchain.pem')],
+      files: [join(dir, 'fullchain.pem'), join(dir, 'monkey.pem')],
       msg: /without a key of the same name \(NAME\.key\)/,
     },
   );

@@ -67,10 +67,11 @@ export class FakeKube extends EventEmitter {
   readonly requests: FakeKubeRequest[] = [];
   /**
    * When set, the next `count` requests of `method` (default GET: list and
-   * watch) on this resource fail with `status`; with `namespace`, only those there.
+   * watch) on this resource fail with `status`; with `namespace` or `name`,
+   * only those there, or for that object.
    */
   failNext:
-    | { resource: string; status: number; count: number; method?: string; namespace?: string }
+    | { resource: string; status: number; count: number; method?: string; namespace?: string; name?: string }
     | undefined;
   /**
    * When set, every watch opened is answered with this ERROR event, then ended: how the API
@@ -309,6 +310,7 @@ export class FakeKube extends EventEmitter {
       this.failNext.resource === resource &&
       req.method === (this.failNext.method ?? 'GET') &&
       (this.failNext.namespace === undefined || this.failNext.namespace === ns) &&
+      (this.failNext.name === undefined || this.failNext.name === name) &&
       this.failNext.count > 0
     ) {
       this.failNext.count--;

@@ -90,6 +90,14 @@ export class StatusWriter {
    * costs one request per pass, not one per Service.
    */
   readonly #refused = new Set<string>();
+  /**
+   * The writes (`SERVICE KIND`) refused in this pass, and in the last one.
+   * One refused in the last pass waits out this one, so that another Service
+   * of its namespace asks instead: a refusal for that one object (RBAC
+   * resourceNames, an admission policy) then holds back no other.
+   */
+  #refusedNow = new Set<string>();
+  #refusedBefore = new Set<string>();
 
   constructor(api: CoreV1Api, logger: Logger) {
     this.#api = api;
@@ -218,8 +226,10 @@ export class StatusWriter {
     if (err instanceof ApiStoppedError) return false;
     const status = statusCode(err);
     if (status === 404) return true;
-    if (status === 401 || status === 403)
+    if (status === 401 || status === 403) {
       this.#refused.add(`${status === 401 ? '*' : (svc.metadata?.namespace ?? 'default')} ${what}`);
+      this.#refusedNow.add(`${eventKey(svc)} ${what}`);
+    }
     const { failing } = this.#of(svc);
     const level = failing.has(what) ? 'debug' : 'warn';
     failing.add(what);
@@ -246,11 +256,13 @@ export class StatusWriter {
     return state;
   }
 
-  /** Whether a write of `what` for `svc` was refused in this pass already. */
+  /** Whether a write of `what` for `svc` waits for a later pass: refused there in this pass, or itself in the last. */
   #refusedIn(svc: ServiceLike, what: WriteKind): boolean {
-    if (this.#refused.size === 0) return false;
+    if (this.#refused.size === 0 && this.#refusedBefore.size === 0) return false;
     return (
-      this.#refused.has(`* ${what}`) || this.#refused.has(`${svc.metadata?.namespace ?? 'default'} ${what}`)
+      this.#refused.has(`* ${what}`) ||
+      this.#refused.has(`${svc.metadata?.namespace ?? 'default'} ${what}`) ||
+      this.#refusedBefore.has(`${eventKey(svc)} ${what}`)
     );
   }
 
@@ -260,6 +272,8 @@ export class StatusWriter {
    */
   startPass(services: Iterable<ServiceLike>): void {
     this.#refused.clear();
+    this.#refusedBefore = this.#refusedNow;
+    this.#refusedNow = new Set();
     const live = new Set<string>();
     for (const svc of services) live.add(eventKey(svc));
     for (const key of this.#services.keys()) if (!live.has(key)) this.#services.delete(key);

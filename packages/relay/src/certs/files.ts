@@ -233,6 +233,9 @@ async function loadPair(p: { cert: string; key: string }, before?: LoadedPair): 
   }
 }
 
+/** A .pem file's name (without .pem) that says it holds a key: `privkey`, `server-key`, `key`. */
+const KEY_NAME = /(^|[._-])(priv)?key$/i;
+
 /** `NAME.crt`/`NAME.pem` + `NAME.key` pairs in a directory, and the certificate files without a key. */
 async function pairsIn(
   dir: string,
@@ -254,7 +257,7 @@ async function pairsIn(
     const key = `${basename(n, ext)}.key`;
     if (present.has(key)) pairs.push({ cert: join(dir, n), key: join(dir, key) });
     // A private key kept as .pem (certbot's privkey.pem) is no certificate missing its key.
-    else if (!/key/i.test(n)) unpaired.push(join(dir, n));
+    else if (!(ext === '.pem' && KEY_NAME.test(basename(n, ext)))) unpaired.push(join(dir, n));
   }
   return { pairs, unpaired };
 }

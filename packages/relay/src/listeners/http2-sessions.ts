@@ -12,11 +12,14 @@ export const MAX_H2_STREAMS = 100;
 /**
  * Options both HTTP/2 servers (TLS and h2c) take: the stream bound above, and
  * room for the response heads backends may send (node:http2 refuses a header
- * block over 64 KB by default, and closes the client's whole connection).
+ * block over 64 KB by default, and closes the client's whole connection). A
+ * head of MAX_RESPONSE_HEAD bytes as HTTP/1.1 counts them is checked against
+ * a bound of its size plus 12 bytes a field, and the relay adds a few fields:
+ * twice the head leaves room for all of that.
  */
 export const H2_SERVER_OPTIONS = {
   settings: { maxConcurrentStreams: MAX_H2_STREAMS },
-  maxSendHeaderBlockLength: MAX_RESPONSE_HEAD,
+  maxSendHeaderBlockLength: 2 * MAX_RESPONSE_HEAD,
 } as const;
 
 /**

@@ -595,9 +595,9 @@ export async function forwardRequest(
       // page would fail on them too). Values with CR, LF or NUL it would not check at all.
       const invalid = http1Fields(headers).dropped[0];
       if (invalid) throw new Error(`${invalid[0]}: ${invalid[1]}`);
-      // What HTTP/1.1 allows and HTTP/2 does not (a single-value field repeated, as an app and
-      // its middleware both set X-Content-Type-Options, say) is left out, as an HTTP/1.1
-      // client would mostly read the first anyway; the response goes on.
+      // What HTTP/1.1 allows and HTTP/2 does not does not fail the response: a field node:http2
+      // takes once, repeated (an app and its middleware both set it), goes once with its values
+      // joined, and connection-specific fields are left out.
       const { kept, dropped } = http2Fields(headers);
       for (const [name, reason] of dropped)
         opts.logger.debug(
@@ -784,20 +784,27 @@ function http1Fields(pairs: HeaderPairs): Sorted {
   return out;
 }
 
-/** The fields node:http2 sends (the first of a repeated single-value one), and why each other one is not. */
+/**
+ * The fields node:http2 sends, and why each other one is not. A field it
+ * takes once only, repeated, is sent once with the values joined by commas:
+ * what an HTTP/1.1 recipient reads it as (RFC 9110 §5.3), `Content-Encoding:
+ * br` and `gzip` being `br, gzip`.
+ */
 function http2Fields(pairs: HeaderPairs): Sorted {
   const out = http1Fields(pairs);
-  const seen = new Set<string>();
+  /** Where each single-value field went in `kept`. */
+  const at = new Map<string, number>();
   const kept: HeaderPairs = [];
   for (const [name, value] of out.kept) {
     const key = name.toLowerCase();
     if (key.startsWith(':')) out.dropped.push([name, 'a pseudo-field']);
-    else if (H2_CONNECTION_FIELDS.has(key) && !(key === 'te' && value.trim().toLowerCase() === 'trailers'))
+    else if (H2_CONNECTION_FIELDS.has(key) && !(key === 'te' && value === 'trailers'))
       out.dropped.push([name, 'connection-specific, not allowed in HTTP/2']);
-    else if (H2_SINGLE_VALUE.has(key) && seen.has(key))
-      out.dropped.push([name, 'repeated single-value field']);
-    else {
-      seen.add(key);
+    else if (H2_SINGLE_VALUE.has(key) && at.has(key)) {
+      const i = at.get(key)!;
+      kept[i] = [kept[i]![0], `${kept[i]![1]}, ${value}`];
+    } else {
+      if (H2_SINGLE_VALUE.has(key)) at.set(key, kept.length);
       kept.push([name, value]);
     }
   }

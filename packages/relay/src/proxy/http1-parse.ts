@@ -232,6 +232,7 @@ const HOP_BY_HOP = new Set([
   'trailer',
   'upgrade',
   'transfer-encoding',
+  'http2-settings',
 ]);
 /** Name lengths of the response fields the relay reads or drops: any other name is passed on unread. */
 const SPECIAL_RESPONSE_LENGTHS = new Set([...HOP_BY_HOP, 'content-length'].map((name) => name.length));
