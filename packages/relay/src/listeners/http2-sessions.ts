@@ -1,5 +1,6 @@
 import type { Http2SecureServer, Http2Server, ServerHttp2Session } from 'node:http2';
 import { type Logger, MAX_RESPONSE_HEAD } from '@burrow/shared';
+import { MAX_REQUEST_HEADERS } from '../proxy/validate-request.js';
 
 /**
  * Requests one HTTP/2 connection may have in progress at once. Each holds a
@@ -20,6 +21,9 @@ export const MAX_H2_STREAMS = 100;
 export const H2_SERVER_OPTIONS = {
   settings: { maxConcurrentStreams: MAX_H2_STREAMS },
   maxSendHeaderBlockLength: 2 * MAX_RESPONSE_HEAD,
+  // As many request fields as HTTP/1.1 clients may send, and the pseudo-fields: Node's default
+  // (128) reset a request with more with ENHANCE_YOUR_CALM, where HTTP/1.1 got it through.
+  maxHeaderListPairs: MAX_REQUEST_HEADERS + 8,
 } as const;
 
 /**
