@@ -534,6 +534,16 @@ t.test(
     const [manyHead] = (await once(s, 'response')) as [Record<string, string>];
     s.resume();
     t.equal(Number(manyHead[':status']), 200, '200 request fields go through');
+    // :authority routes; a Host naming another host is refused, not passed to the backend.
+    const two = session.request({
+      ':path': '/repeated',
+      ':authority': 'heads.edge.test',
+      host: 'other.edge.test',
+    });
+    const [twoHead] = (await once(two, 'response')) as [Record<string, string>];
+    two.resume();
+    t.equal(Number(twoHead[':status']), 400, ':authority and Host that differ: 400');
+    t.equal(twoHead['x-burrow-error'], 'host_mismatch');
   },
 );
 

@@ -32,7 +32,13 @@ import {
   sendError,
   UploadStalledError,
 } from './errors.js';
-import { BAD_FRAMING, CONNECT_UNSUPPORTED, invalidRequest, isForwardingField } from './validate-request.js';
+import {
+  BAD_FRAMING,
+  CONNECT_UNSUPPORTED,
+  HOST_MISMATCH,
+  invalidRequest,
+  isForwardingField,
+} from './validate-request.js';
 
 export interface ForwardOptions {
   table: RouteTable<AgentConnection>;
@@ -261,8 +267,15 @@ export function route(req: ClientRequest, opts: ForwardOptions): Routed {
   const host = normalizeHost(requestHost(req));
   // HTTP/1.1 CONNECT never gets here (Node hands it to 'connect'); HTTP/2's does.
   if (req.method === 'CONNECT') return { ok: false, host, route: '', ...CONNECT_UNSUPPORTED };
-  // HTTP/2 frames its own messages; the smuggling shapes checked here are HTTP/1.1's.
-  const invalid = req instanceof Http2ServerRequest ? undefined : invalidRequest(req, host);
+  // HTTP/2 frames its own messages; the smuggling shapes checked here are HTTP/1.1's. An HTTP/2
+  // request that names its host twice, differently, is malformed (RFC 9113 §8.3.1): the relay
+  // routes by :authority, and a backend might act on Host.
+  const invalid =
+    req instanceof Http2ServerRequest
+      ? req.authority && req.headers.host !== undefined && normalizeHost(req.headers.host) !== host
+        ? HOST_MISMATCH
+        : undefined
+      : invalidRequest(req, host);
   if (invalid) return { ok: false, host, route: '', ...invalid };
   if (!host) return refuse(host, '', 400, 'no_host', 'The request has no usable Host header.');
   const found = table.lookup(host);

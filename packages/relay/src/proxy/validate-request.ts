@@ -56,7 +56,7 @@ const MULTIPLE_HOSTS: ProxyFailure = {
   code: 'multiple_hosts',
   message: 'The request has more than one Host header.',
 };
-const HOST_MISMATCH: ProxyFailure = {
+export const HOST_MISMATCH: Readonly<ProxyFailure> = {
   status: 400,
   code: 'host_mismatch',
   message: 'The request target names a different host than the Host header.',
