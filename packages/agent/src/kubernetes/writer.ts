@@ -119,8 +119,9 @@ export class StatusWriter {
     const name = svc.metadata?.name ?? '';
     const namespace = svc.metadata?.namespace ?? 'default';
     let ok = true;
-    if (Object.keys(patch).length > 0 && this.#refusedIn(svc, 'annotations')) ok = false;
-    else if (Object.keys(patch).length > 0) {
+    const changed = Object.keys(patch).length > 0;
+    if (changed && this.#refusedIn(svc, 'annotations')) ok = false;
+    else if (changed) {
       const state = this.#of(svc);
       const status = JSON.stringify([desired.url ?? null, desired.error ?? null, desired.holds ?? null]);
       const version = svc.metadata?.resourceVersion;
@@ -146,7 +147,7 @@ export class StatusWriter {
     // A Service that shows this status already, seen for the first time (this process started, or
     // became the writer): its Event was recorded by whoever wrote the status, and recording it
     // again would only bump its count on every restart and change of leader.
-    const adopt = Object.keys(patch).length === 0;
+    const adopt = !changed;
     return (await this.#event(svc as V1Service, desired.event, adopt)) && ok;
   }
 

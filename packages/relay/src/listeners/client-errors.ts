@@ -2,7 +2,7 @@ import type { EventEmitter } from 'node:events';
 import type { ServerResponse } from 'node:http';
 import type { Socket } from 'node:net';
 import type { Logger } from '@burrow/shared';
-import { HEAD_TIMEOUT, MALFORMED_REQUEST, rawErrorResponse } from '../proxy/errors.js';
+import { closingResponse, HEAD_TIMEOUT, MALFORMED_REQUEST } from '../proxy/errors.js';
 import { failMalformedBody } from '../proxy/forward.js';
 import { HEAD_TOO_LARGE } from '../proxy/validate-request.js';
 import type { RequestQueue } from './one-at-a-time.js';
@@ -46,8 +46,7 @@ export function answerClientErrors(
     const answer = () => {
       if (socket.destroyed || socket.writableEnded) return;
       if (!socket.writable) return void socket.destroy();
-      const { status, message, code } = failure;
-      socket.end(rawErrorResponse(status, message, '', code, 'connection: close\r\n'));
+      socket.end(closingResponse(failure));
       // A client that never closes its side does not keep the connection.
       socket.setTimeout(opts.headersTimeout, () => socket.destroy());
     };

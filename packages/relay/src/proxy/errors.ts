@@ -58,28 +58,25 @@ const AGENT_BUSY: Readonly<ProxyFailure> = {
   message: 'The agent is not accepting new requests right now; retry shortly.',
 };
 
-/** The relay's own drain deadline reset the stream (SHUTDOWN, locally): not the agent's doing. */
-function cutByDrain(err: unknown): boolean {
+/**
+ * Whose drain deadline reset the stream (SHUTDOWN): the relay's own
+ * ('local'), the agent's ('remote'), or neither (undefined).
+ */
+function drainReset(err: unknown): 'local' | 'remote' | undefined {
   const e = err as { code?: string; reason?: number; local?: boolean } | undefined;
-  return e?.code === 'BURROW_ERR_STREAM_RESET' && e.local === true && e.reason === Reason.Shutdown;
+  if (e?.code !== 'BURROW_ERR_STREAM_RESET' || e.reason !== Reason.Shutdown) return undefined;
+  return e.local === true ? 'local' : 'remote';
 }
 
-/**
- * The access log's error for a response cut after its head because its tunnel
- * stream failed with `err`: a drain deadline's SHUTDOWN, the relay's own or
- * the agent's, or anything else.
- */
+/** The access log's error for a response cut after its head because its tunnel stream failed with `err`. */
 export function cutCode(err: unknown): 'drain_timeout' | 'backend_error' {
-  const e = err as { code?: string; reason?: number } | undefined;
-  return e?.code === 'BURROW_ERR_STREAM_RESET' && e.reason === Reason.Shutdown
-    ? 'drain_timeout'
-    : 'backend_error';
+  return drainReset(err) ? 'drain_timeout' : 'backend_error';
 }
 
 /** Maps why a tunnel stream failed before the response head to what the client sees. */
 export function failureFor(err: unknown): ProxyFailure {
   const e = err as { code?: string; reason?: number; message?: string };
-  if (cutByDrain(err)) {
+  if (drainReset(err) === 'local') {
     return { status: 503, code: 'drain_timeout', message: 'The relay is shutting down; retry shortly.' };
   }
   if (e?.code === 'BURROW_ERR_STREAM_RESET') {
@@ -182,6 +179,11 @@ export function sendError(
     });
   }
   res.end(text);
+}
+
+/** `failure`'s page as a whole HTTP/1.1 response that ends the connection. */
+export function closingResponse(failure: Readonly<ProxyFailure>): string {
+  return rawErrorResponse(failure.status, failure.message, '', failure.code, 'connection: close\r\n');
 }
 
 /** The same page written on a raw socket (upgrade requests have no ServerResponse). */

@@ -606,12 +606,13 @@ export async function forwardRequest(
       // node:http2 checks the fields only as it sends them: in end(), outside this try, for
       // the branch below, and in a writeHead that keeps them when it throws (so the error
       // page would fail on them too). Values with CR, LF or NUL it would not check at all.
-      const invalid = http1Fields(headers).dropped[0];
+      const checked = http1Fields(headers);
+      const invalid = checked.dropped[0];
       if (invalid) throw new Error(`${invalid[0]}: ${invalid[1]}`);
       // What HTTP/1.1 allows and HTTP/2 does not does not fail the response: a field node:http2
       // takes once, repeated (an app and its middleware both set it), goes once with its values
       // joined, and connection-specific fields are left out.
-      const { kept, dropped } = http2Fields(headers);
+      const { kept, dropped } = http2Fields(checked.kept);
       for (const [name, reason] of dropped)
         opts.logger.debug(
           { host: r.host, field: name.slice(0, 64), reason },
@@ -726,8 +727,9 @@ function addTrailers(
     if (NOT_TRAILERS.has(name.toLowerCase())) drop(name, 'not allowed in trailers');
     else allowed.push([name, value]);
   }
-  const { kept, dropped } = h2 ? http2Fields(allowed) : http1Fields(allowed);
-  for (const [name, reason] of dropped) drop(name, reason);
+  const checked = http1Fields(allowed);
+  const { kept, dropped } = h2 ? http2Fields(checked.kept) : { kept: checked.kept, dropped: [] };
+  for (const [name, reason] of [...checked.dropped, ...dropped]) drop(name, reason);
   if (kept.length > 0) res.addTrailers(headerObject(kept));
 }
 
@@ -798,17 +800,17 @@ function http1Fields(pairs: HeaderPairs): Sorted {
 }
 
 /**
- * The fields node:http2 sends, and why each other one is not. A field it
- * takes once only, repeated, is sent once with the values joined by commas:
- * what an HTTP/1.1 recipient reads it as (RFC 9110 §5.3), `Content-Encoding:
- * br` and `gzip` being `br, gzip`.
+ * Of fields http1Fields kept, those node:http2 sends, and why each other one
+ * is not. A field it takes once only, repeated, is sent once with the values
+ * joined by commas: what an HTTP/1.1 recipient reads it as (RFC 9110 §5.3),
+ * `Content-Encoding: br` and `gzip` being `br, gzip`.
  */
 function http2Fields(pairs: HeaderPairs): Sorted {
-  const out = http1Fields(pairs);
+  const out: Sorted = { kept: [], dropped: [] };
   /** Where each single-value field went in `kept`. */
   const at = new Map<string, number>();
   const kept: HeaderPairs = [];
-  for (const [name, value] of out.kept) {
+  for (const [name, value] of pairs) {
     const key = name.toLowerCase();
     if (key.startsWith(':')) out.dropped.push([name, 'a pseudo-field']);
     else if (H2_CONNECTION_FIELDS.has(key) && !(key === 'te' && value === 'trailers'))

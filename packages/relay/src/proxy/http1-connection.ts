@@ -4,6 +4,7 @@ import type { Binding } from '../routes/table.js';
 import type { AgentConnection } from '../tunnel/agent-connection.js';
 import {
   CLIENT_FORBIDDEN,
+  closingResponse,
   cutCode,
   failureFor,
   HEAD_TIMEOUT,
@@ -634,8 +635,7 @@ export class Http1Connection {
       'bad request from client',
     );
     this.#gone = true;
-    const { status, message, code } = HEAD_TIMEOUT;
-    this.#socket.end(rawErrorResponse(status, message, '', code, 'connection: close\r\n'));
+    this.#socket.end(closingResponse(HEAD_TIMEOUT));
   }
 
   /**
