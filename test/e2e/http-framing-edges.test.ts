@@ -8,10 +8,9 @@ import { once } from 'node:events';
 import http2 from 'node:http2';
 import { gzipSync } from 'node:zlib';
 import t from 'tap';
-import { testAgent } from '../helpers/agent.js';
 import { testServer } from '../helpers/http.js';
 import { client, field, get, rawBackend, through } from '../helpers/raw-wire.js';
-import { type Teardownable, testRelay } from '../helpers/relay.js';
+import type { Teardownable } from '../helpers/relay.js';
 
 t.test(
   'HEAD: the backend Content-Length is passed on without a body, and the connection stays usable',
@@ -222,11 +221,8 @@ t.test(
         [false, '/'],
         [false, '*'],
       ] as const) {
-        const relay = await testRelay(t, { http1FastPath: fastPath });
-        await testAgent(t, relay, [{ id: 'tegzip', hostnames: [host], target: backend.url }], {
-          connections: 1,
-        });
-        const c = client(t, relay.httpAddress.port);
+        const port = await through(t, host, backend.url, { http1FastPath: fastPath });
+        const c = client(t, port);
         c.write(`${target === '*' ? 'OPTIONS' : 'GET'} ${target} HTTP/1.1\r\nHost: ${host}\r\n\r\n`);
         const r = await c.response();
         const te = field(r!, 'transfer-encoding').join(',');
@@ -255,11 +251,8 @@ t.test(
       // Not OPTIONS *: node:http, which the agent sends it with, drops the tab from the field it
       // reports, and the agent cannot tell that its parser read the body to the close.
       for (const fastPath of [true, false]) {
-        const relay = await testRelay(t, { http1FastPath: fastPath });
-        await testAgent(t, relay, [{ id: 'tetab', hostnames: [host], target: backend.url }], {
-          connections: 1,
-        });
-        const c = client(t, relay.httpAddress.port);
+        const port = await through(t, host, backend.url, { http1FastPath: fastPath });
+        const c = client(t, port);
         c.write(get(host, '/'));
         const r = await c.response();
         const what = `${JSON.stringify(codings)}, fast path ${fastPath}`;
@@ -286,12 +279,9 @@ t.test('a backend head that cannot be passed on is invalid_response_head on both
     socket.end(heads[req.head.split(' ')[1]!] ?? '');
   });
   for (const fastPath of [true, false]) {
-    const relay = await testRelay(t, { http1FastPath: fastPath });
-    await testAgent(t, relay, [{ id: 'badhead', hostnames: [host], target: backend.url }], {
-      connections: 1,
-    });
+    const port = await through(t, host, backend.url, { http1FastPath: fastPath });
     for (const path of Object.keys(heads)) {
-      const c = client(t, relay.httpAddress.port);
+      const c = client(t, port);
       c.write(get(host, path));
       const r = await c.response();
       t.equal(r?.status, 502, `fast path ${fastPath}, ${path}`);
@@ -316,11 +306,8 @@ t.test('a response head of 30 KB passes on both paths, one over 256 KiB is a 502
     socket.write(`HTTP/1.1 200 OK\r\n${cookies}Content-Length: 2\r\n\r\nok`);
   });
   for (const fastPath of [true, false]) {
-    const relay = await testRelay(t, { http1FastPath: fastPath });
-    await testAgent(t, relay, [{ id: 'bighead', hostnames: [host], target: backend.url }], {
-      connections: 1,
-    });
-    const c = client(t, relay.httpAddress.port);
+    const port = await through(t, host, backend.url, { http1FastPath: fastPath });
+    const c = client(t, port);
     c.write(get(host, '/big'));
     const big = await c.response();
     t.equal(big?.status, 200, `fast path ${fastPath}: 30 KB of fields pass`);
@@ -370,12 +357,9 @@ t.test('a 100 Continue nobody asked for never gets the request processed twice',
     socket.write('HTTP/1.1 100 Continue\r\n\r\nHTTP/1.1 200 OK\r\nContent-Length: 5\r\n\r\nhello'),
   );
   for (const fastPath of [true, false]) {
-    const relay = await testRelay(t, { http1FastPath: fastPath });
-    await testAgent(t, relay, [{ id: 'continue', hostnames: [host], target: backend.url }], {
-      connections: 1,
-    });
+    const port = await through(t, host, backend.url, { http1FastPath: fastPath });
     const before = backend.requests.length;
-    const c = client(t, relay.httpAddress.port);
+    const c = client(t, port);
     c.write(get(host, '/once'));
     const r = await c.response();
     // The fast path passes the interim response by; the general path's HTTP client cannot read it.
@@ -447,16 +431,13 @@ t.test(
       res.writeHead(413, { 'content-type': 'text/plain', connection: 'close' });
       res.end('too large');
     });
-    const relay = await testRelay(t, { http1FastPath: false });
-    await testAgent(t, relay, [{ id: 'earlygeneral', hostnames: [host], target: backend.url }], {
-      connections: 1,
-    });
+    const port = await through(t, host, backend.url, { http1FastPath: false });
     // The backend closes with the body unread: its kernel resets the connection while the agent
     // is still writing. Several uploads, as each may meet the reset at another point.
     const size = 5 * 1024 * 1024;
     const seen: string[] = [];
     for (let i = 0; i < 5; i++) {
-      const c = client(t, relay.httpAddress.port);
+      const c = client(t, port);
       c.write(`POST /upload HTTP/1.1\r\nHost: ${host}\r\nContent-Length: ${size}\r\n\r\n`);
       c.write(Buffer.alloc(size, 'a'));
       const r = await c.response();

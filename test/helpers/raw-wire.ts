@@ -9,9 +9,14 @@ import { connect as tlsConnect } from 'node:tls';
 import { testAgent } from './agent.js';
 import { type Teardownable, testRelay } from './relay.js';
 
-/** A relay and an agent serving `host` from `target`; returns the relay's HTTP port. */
-export async function through(t: Teardownable, host: string, target: string): Promise<number> {
-  const relay = await testRelay(t);
+/** A relay (with `options`) and an agent serving `host` from `target`; returns the relay's HTTP port. */
+export async function through(
+  t: Teardownable,
+  host: string,
+  target: string,
+  options: Parameters<typeof testRelay>[1] = {},
+): Promise<number> {
+  const relay = await testRelay(t, options);
   await testAgent(t, relay, [{ id: host.split('.')[0]!, hostnames: [host], target }], { connections: 1 });
   return relay.httpAddress.port;
 }
