@@ -13,7 +13,7 @@ const H = 'Host: target.example.com\r\n';
 /** Sent after a smuggling attempt's body: must never reach a backend as a request of its own. */
 const SMUGGLED = `GET /smuggled HTTP/1.1\r\n${H}\r\n`;
 
-const CASES: Array<[name: string, request: string, status: number]> = [
+const CASES: Array<[name: string, request: string, status: number, code?: string]> = [
   // Smuggling: two framings at once, or a framing one parser reads differently from another.
   [
     'Content-Length with Transfer-Encoding',
@@ -69,9 +69,16 @@ const CASES: Array<[name: string, request: string, status: number]> = [
   ['empty header name', `GET / HTTP/1.1\r\n${H}: b\r\n\r\n`, 400],
   ['NUL in a header value', `GET / HTTP/1.1\r\n${H}X-Bad: a\x00b\r\n\r\n`, 400],
   // Which host is meant must be unambiguous: the relay routes by it.
-  ['two Host headers', `GET / HTTP/1.1\r\n${H}Host: bystander.example.com\r\n\r\n`, 400],
-  ['absolute-form target naming another host', `GET http://bystander.example.com/ HTTP/1.1\r\n${H}\r\n`, 400],
-  ['no Host header', 'GET / HTTP/1.1\r\n\r\n', 400],
+  ['two Host headers', `GET / HTTP/1.1\r\n${H}Host: bystander.example.com\r\n\r\n`, 400, 'multiple_hosts'],
+  [
+    'absolute-form target naming another host',
+    `GET http://bystander.example.com/ HTTP/1.1\r\n${H}\r\n`,
+    400,
+    'host_mismatch',
+  ],
+  ['no Host header', 'GET / HTTP/1.1\r\n\r\n', 400, 'no_host'],
+  // RFC 9112 §3.2: an HTTP/1.1 request without Host is a 400, whatever its target says.
+  ['absolute-form target, no Host header', 'GET http://target.example.com/ HTTP/1.1\r\n\r\n', 400, 'no_host'],
   ['* as the target of GET (only OPTIONS may)', `GET * HTTP/1.1\r\n${H}\r\n`, 400],
   ['unknown HTTP version', `GET / HTTP/9.9\r\n${H}\r\n`, 400],
   // Size limits.
@@ -93,10 +100,14 @@ t.test('malformed and hostile requests at the public HTTP port', async (t) => {
   });
   const loop = await bystander(t, relay);
 
-  for (const [name, request, status] of CASES) {
+  for (const [name, request, status, code] of CASES) {
     const r = await rawRequest(relay.httpPort, request);
     t.equal(r.status, status, `${name}: ${status}`);
-    t.match(r.text, /\r\nx-burrow-error: [a-z_]+\r\n/, `${name}: says why in x-burrow-error`);
+    t.match(
+      r.text,
+      new RegExp(`\r\nx-burrow-error: ${code ?? '[a-z_]+'}\r\n`),
+      `${name}: says why in x-burrow-error`,
+    );
   }
 
   // Slowloris: heads that never finish, in parallel, one of them dribbling a

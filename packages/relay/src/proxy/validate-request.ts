@@ -119,7 +119,8 @@ export function invalidRequest(req: IncomingMessage, host: string): ProxyFailure
   if (hosts > 1) return MULTIPLE_HOSTS;
   const target = req.url ?? '';
   if (target === '*' && req.method !== 'OPTIONS') return ASTERISK_NOT_OPTIONS;
-  if (!target.startsWith('/') && target !== '*' && req.method !== 'CONNECT') {
+  // Without Host there is nothing to compare: the router refuses it as no_host (RFC 9112 §3.2).
+  if (hosts === 1 && !target.startsWith('/') && target !== '*' && req.method !== 'CONNECT') {
     let authority = '';
     try {
       authority = normalizeHost(new URL(target).host);
