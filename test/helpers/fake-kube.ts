@@ -4,7 +4,7 @@
  * its production code path with the real @kubernetes/client-node:
  *
  * - list with resourceVersion (and labelSelector equality terms);
- * - watch as a chunked stream of JSON lines (ADDED/MODIFIED/DELETED/BOOKMARK),
+ * - watch as a chunked stream of JSON lines (ADDED/MODIFIED/DELETED, BOOKMARK on demand),
  *   410 Gone for a compacted resourceVersion, server-side timeouts, and
  *   dropping every open watch on demand; as the API server's watch cache, a
  *   watch with a label selector sees an object whose labels stop matching as
@@ -62,6 +62,8 @@ export class FakeKube extends EventEmitter {
     resource: string;
     ns?: string;
     selector?: Record<string, string>;
+    /** The watch asked for bookmarks (allowWatchBookmarks=true). */
+    bookmarks: boolean;
   }>();
   /** Every request received, for assertions (e.g. that no write touched keys we do not own). */
   readonly requests: FakeKubeRequest[] = [];
@@ -197,6 +199,25 @@ export class FakeKube extends EventEmitter {
       w.res.end();
     }
     this.#watches.clear();
+  }
+
+  /**
+   * Sends a BOOKMARK at the latest resourceVersion to every open watch that asked for bookmarks, as
+   * the API server does now and then (about once a minute) while nothing a watch sees changes.
+   * Returns that resourceVersion.
+   */
+  bookmark(): number {
+    for (const w of this.#watches) {
+      if (!w.bookmarks) continue;
+      const c = this.#collections.get(w.resource)!;
+      const object = {
+        kind: c.kind,
+        apiVersion: c.apiVersion,
+        metadata: { resourceVersion: String(this.#rv) },
+      };
+      w.res.write(`${JSON.stringify({ type: 'BOOKMARK', object })}\n`);
+    }
+    return this.#rv;
   }
 
   /** Writes `event` as it is (no checks) on every open watch: what a broken server or proxy might send. */
@@ -456,13 +477,14 @@ export class FakeKube extends EventEmitter {
         if (line) res.write(line);
       }
     }
-    const w = { res, resource, ...(ns ? { ns } : {}), ...(selector ? { selector } : {}) };
+    const w = {
+      res,
+      resource,
+      ...(ns ? { ns } : {}),
+      ...(selector ? { selector } : {}),
+      bookmarks: url.searchParams.get('allowWatchBookmarks') === 'true',
+    };
     this.#watches.add(w);
-    if (url.searchParams.get('allowWatchBookmarks') === 'true') {
-      res.write(
-        `${JSON.stringify({ type: 'BOOKMARK', object: { kind: 'Service', apiVersion: 'v1', metadata: { resourceVersion: String(this.#rv) } } })}\n`,
-      );
-    }
     const timeout = Number(url.searchParams.get('timeoutSeconds') || '0');
     const timer = timeout > 0 ? setTimeout(() => res.end(), timeout * 1000) : undefined;
     const done = () => {

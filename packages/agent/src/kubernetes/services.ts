@@ -173,7 +173,12 @@ export class ServiceWatch extends EventEmitter<Events> {
       };
       const informer = new ListWatch<V1Service>(
         path,
-        new SettledWatch(this.#opts.kubeConfig, timeout, (obj) => this.#wellFormed(obj)),
+        new SettledWatch(
+          this.#opts.kubeConfig,
+          timeout,
+          (obj) => this.#wellFormed(obj),
+          () => this.#working(entry),
+        ),
         listed,
         false,
         selector,
@@ -431,12 +436,20 @@ export class ServiceWatch extends EventEmitter<Events> {
  */
 class SettledWatch extends TimedWatch {
   readonly #wellFormed: (obj: unknown) => boolean;
+  readonly #onBookmark: () => void;
   /** Watches in a row that ended within QUICK_END without an event (see doneOnce). */
   #quickEnds = 0;
 
-  constructor(kubeConfig: KubeConfig, timeout: number, wellFormed: (obj: unknown) => boolean) {
+  /** `onBookmark` hears of each bookmark: the watch is alive though no Service changed. */
+  constructor(
+    kubeConfig: KubeConfig,
+    timeout: number,
+    wellFormed: (obj: unknown) => boolean,
+    onBookmark: () => void,
+  ) {
     super(kubeConfig, timeout);
     this.#wellFormed = wellFormed;
+    this.#onBookmark = onBookmark;
   }
 
   override async watch(
@@ -494,11 +507,22 @@ class SettledWatch extends TimedWatch {
       // watch handler is async, and what it throws would end the process.
       if ((phase === 'ADDED' || phase === 'MODIFIED' || phase === 'DELETED') && !this.#wellFormed(apiObj))
         return;
+      if (phase === 'BOOKMARK') {
+        // The informer resumes from a bookmark's resourceVersion; one without any would make it
+        // list everything again next time, so it is skipped.
+        const version = (apiObj as { metadata?: { resourceVersion?: unknown } } | null)?.metadata
+          ?.resourceVersion;
+        if (typeof version !== 'string' || version === '') return;
+        this.#onBookmark();
+      }
       const handled: unknown = callback(phase, apiObj, watchObj);
       if (handled instanceof Promise) handled.catch((err: unknown) => doneOnce(err));
     };
     try {
-      return await super.watch(path, queryParams, onEvent, doneOnce);
+      // Bookmarks move the informer's resourceVersion on while nothing it watches changes, so a
+      // watch resumed after a quiet spell (or the idle restart) is not refused with 410 Gone for
+      // a version the API server has compacted away, and nothing is listed again for it.
+      return await super.watch(path, { ...queryParams, allowWatchBookmarks: true }, onEvent, doneOnce);
     } catch (err) {
       queueMicrotask(() => doneOnce(err));
       return new AbortController();
