@@ -198,46 +198,64 @@ t.test('the Deployment: two spread replicas, probes, drain time, hardened pods',
   t.match(agent['resources'], { requests: { cpu: String, memory: String }, limits: { memory: String } });
 });
 
-t.test('the agent is configured from the ConfigMap and reads its token from the Secret', async (t) => {
-  const env = new Map((agent['env'] as Json[]).map((e) => [e['name'] as string, e]));
-  t.match(env.get('BURROW_KUBERNETES'), { value: 'true' });
-  t.match(env.get('BURROW_RELAY_URL'), {
-    valueFrom: { configMapKeyRef: { name: 'burrow-agent', key: 'relay-url' } },
-  });
-  t.match(env.get('BURROW_HEALTH_LISTEN'), { value: '0.0.0.0:8081' });
-  t.match(env.get('BURROW_METRICS_LISTEN'), { value: '0.0.0.0:9091' });
-  t.match(env.get('BURROW_TOKEN_FILE'), { value: '/var/run/burrow/token' });
-  t.match(
-    env.get('POD_NAME'),
-    { valueFrom: { fieldRef: { fieldPath: 'metadata.name' } } },
-    'Lease identity is the pod name',
-  );
-  t.match(env.get('POD_NAMESPACE'), { valueFrom: { fieldRef: { fieldPath: 'metadata.namespace' } } });
-  // Optional settings come from keys the ConfigMap may omit.
-  for (const name of ['BURROW_NAMESPACES', 'BURROW_LABEL_SELECTOR', 'BURROW_LOG_LEVEL']) {
+t.test(
+  'the agent is configured from the ConfigMap and reads its token and holds key from Secrets',
+  async (t) => {
+    const env = new Map((agent['env'] as Json[]).map((e) => [e['name'] as string, e]));
+    t.match(env.get('BURROW_KUBERNETES'), { value: 'true' });
+    t.match(env.get('BURROW_RELAY_URL'), {
+      valueFrom: { configMapKeyRef: { name: 'burrow-agent', key: 'relay-url' } },
+    });
+    t.match(env.get('BURROW_HEALTH_LISTEN'), { value: '0.0.0.0:8081' });
+    t.match(env.get('BURROW_METRICS_LISTEN'), { value: '0.0.0.0:9091' });
+    t.match(env.get('BURROW_TOKEN_FILE'), { value: '/var/run/burrow/token' });
     t.match(
-      env.get(name),
-      { valueFrom: { configMapKeyRef: { name: 'burrow-agent', optional: true } } },
-      name,
+      env.get('POD_NAME'),
+      { valueFrom: { fieldRef: { fieldPath: 'metadata.name' } } },
+      'Lease identity is the pod name',
     );
-  }
+    t.match(env.get('POD_NAMESPACE'), { valueFrom: { fieldRef: { fieldPath: 'metadata.namespace' } } });
+    // Optional settings come from keys the ConfigMap may omit.
+    for (const name of ['BURROW_NAMESPACES', 'BURROW_LABEL_SELECTOR', 'BURROW_LOG_LEVEL']) {
+      t.match(
+        env.get(name),
+        { valueFrom: { configMapKeyRef: { name: 'burrow-agent', optional: true } } },
+        name,
+      );
+    }
 
-  const configMap = find(objects, 'ConfigMap');
-  t.match((configMap['data'] as Json)['relay-url'], /^wss:\/\//);
+    const configMap = find(objects, 'ConfigMap');
+    t.match((configMap['data'] as Json)['relay-url'], /^wss:\/\//);
 
-  const mount = (agent['volumeMounts'] as Json[]).find((m) => m['mountPath'] === '/var/run/burrow');
-  t.match(mount, { readOnly: true }, 'token volume is read-only');
-  t.equal(mount?.['subPath'], undefined, 'no subPath, so a rotated token reaches the pod');
-  const volume = (podSpec.spec['volumes'] as Json[]).find((v) => v['name'] === mount?.['name']);
-  t.match(volume, { secret: { secretName: 'burrow-agent-token', items: [{ key: 'token', path: 'token' }] } });
+    const mount = (agent['volumeMounts'] as Json[]).find((m) => m['mountPath'] === '/var/run/burrow');
+    t.match(mount, { readOnly: true }, 'token volume is read-only');
+    t.equal(mount?.['subPath'], undefined, 'no subPath, so a rotated token reaches the pod');
+    const volume = (podSpec.spec['volumes'] as Json[]).find((v) => v['name'] === mount?.['name']);
+    t.match(volume, {
+      secret: { secretName: 'burrow-agent-token', items: [{ key: 'token', path: 'token' }] },
+    });
 
-  const kustomization = await readFile(join(AGENT_DIR, 'kustomization.yaml'), 'utf8');
-  t.notMatch(kustomization, /^\s*-\s*secret\.example\.yaml/m, 'the example Secret is not a resource');
-  t.notOk(
-    objects.some((o) => o.kind === 'Secret'),
-    'the base ships no Secret',
-  );
-});
+    // The holds key: a Secret of its own, which a token rotation leaves alone.
+    t.match(env.get('BURROW_HOLDS_KEY_FILE'), { value: '/var/run/burrow-holds/holds-key' });
+    const holdsMount = (agent['volumeMounts'] as Json[]).find(
+      (m) => m['mountPath'] === '/var/run/burrow-holds',
+    );
+    t.match(holdsMount, { readOnly: true });
+    t.match(
+      (podSpec.spec['volumes'] as Json[]).find((v) => v['name'] === holdsMount?.['name']),
+      {
+        secret: { secretName: 'burrow-agent-holds-key', items: [{ key: 'holds-key', path: 'holds-key' }] },
+      },
+    );
+
+    const kustomization = await readFile(join(AGENT_DIR, 'kustomization.yaml'), 'utf8');
+    t.notMatch(kustomization, /^\s*-\s*secret\.example\.yaml/m, 'the example Secret is not a resource');
+    t.notOk(
+      objects.some((o) => o.kind === 'Secret'),
+      'the base ships no Secret',
+    );
+  },
+);
 
 t.test(
   'RBAC: services and events cluster-wide, the writer Lease in burrow-system, nothing more',

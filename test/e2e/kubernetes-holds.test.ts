@@ -40,6 +40,7 @@ async function replica(
   relayUrl: string,
   token: string,
   namespaces?: string[],
+  holdsKey?: string,
 ) {
   const kc = new KubeConfig();
   kc.loadFromString(kube.kubeconfig());
@@ -48,6 +49,7 @@ async function replica(
     logger: testLogger('kube'),
     lease: false,
     token,
+    ...(holdsKey ? { holdsKey } : {}),
     ...(namespaces ? { namespaces, backoff: { base: 20, cap: 200 } } : {}),
   });
   const agent = startAgent({
@@ -246,3 +248,50 @@ t.test(
     t.equal(holdsOf('a', 'dev'), '', 'a/dev gets none');
   },
 );
+
+t.test('with a holds key, a contested name stays with its holder when the token is rotated', async (t) => {
+  const { kube, token, relayUrl, port, holdsOf } = await cluster(t);
+  const prod = await testServer(t, (_req, res) => res.end('prod/shop'), '127.0.0.2');
+  const dev = await testServer(t, (_req, res) => res.end('dev/old'), '127.0.0.3');
+  const holdsKey = 'f3a1c9e07b5d4a2e8c6b0d1f9e7a5c3b1d0f2e4a6c8b0d2e';
+  const devOld = (hostnames: string) =>
+    service('dev', 'old', '127.0.0.3', dev.port, hostnames, '2025-01-01T00:00:00Z');
+  const shopServedBy = async (r: { agent: { skippedRoutes(): ReadonlyMap<string, string> } }) => {
+    t.same([...r.agent.skippedRoutes().keys()], ['k8s:dev/old'], 'dev/old is refused');
+    return (await get(port, 'shop.example.com')).body.toString();
+  };
+  // prod/shop, the newer Service, holds shop.example.com; then dev/old asks for it too.
+  kube.upsertService(devOld('old.example.com'));
+  kube.upsertService(
+    service('prod', 'shop', '127.0.0.2', prod.port, 'shop.example.com', '2026-01-01T00:00:00Z'),
+  );
+  // An installation from before holds keys: its record is made with the token's key.
+  const a = await replica(t, kube, relayUrl, token);
+  await a.sync.schedule();
+  const byToken = holdsOf('prod', 'shop');
+  t.match(byToken, /^shop\.example\.com;\d+;/, 'prod/shop has its record');
+  const skipped = new Promise<void>((resolve) => a.agent.once('routes', () => resolve()));
+  kube.upsertService(devOld('old.example.com,shop.example.com'));
+  await skipped;
+  t.equal(await shopServedBy(a), 'prod/shop');
+  await a.stop();
+
+  // The agent is given a holds key: the record made with the token's key still holds the name,
+  // and is made again with the holds key, from the same time.
+  const b = await replica(t, kube, relayUrl, token, undefined, holdsKey);
+  t.equal(await shopServedBy(b), 'prod/shop', 'after a holds key is added');
+  await b.sync.schedule();
+  const byHoldsKey = holdsOf('prod', 'shop');
+  t.not(byHoldsKey, byToken, 'the record is made again');
+  t.equal(byHoldsKey.split(';')[1], byToken.split(';')[1], 'with the time it had');
+  await b.stop();
+
+  // The token is rotated (the same subject, a new token): the name stays where it was.
+  const rotated = await tokenFor('cluster-1', ['*.example.com']);
+  t.not(rotated, token);
+  const c = await replica(t, kube, relayUrl, rotated, undefined, holdsKey);
+  t.equal(await shopServedBy(c), 'prod/shop', 'after the token is rotated');
+  await c.sync.schedule();
+  t.equal(holdsOf('prod', 'shop'), byHoldsKey, 'and its record is left as it is');
+  t.equal(holdsOf('dev', 'old'), '', 'dev/old gets none');
+});

@@ -147,6 +147,10 @@ await runCli('burrow-agent', async () => {
     const kubeConfig = await attributeErrors(sources, () =>
       loadKubeConfig(new KubeConfig(), kubernetes.kubeconfig),
     );
+    if (!kubernetes.holdsKey)
+      logger.warn(
+        'no --holds-key-file: burrow.dev/holds records are keyed from the token, so a new token lets the older of two Services asking for a hostname take it (docs/install.md)',
+      );
     logger.info({ server: kubeConfig.getCurrentCluster()?.server }, 'listing Kubernetes Services');
     const slow = setTimeout(
       () =>
@@ -160,6 +164,7 @@ await runCli('burrow-agent', async () => {
       ...(kubernetes.labelSelector ? { labelSelector: kubernetes.labelSelector } : {}),
       lease: { namespace: podNamespace(), identity: podName(), name: kubernetes.leaseName },
       token: options.token,
+      ...(kubernetes.holdsKey ? { holdsKey: kubernetes.holdsKey } : {}),
     }).finally(() => clearTimeout(slow));
   }
   agent = startAgent({ ...options, ...(kube ? { routes: kube.source } : {}), logger });

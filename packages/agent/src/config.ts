@@ -17,7 +17,7 @@ import { checkRelayUrl, shownUrl } from './relay-url.js';
 import { loadRoutesFile } from './routes/file.js';
 import { parseExposeList } from './routes/static.js';
 import { validateRoutes } from './routes/validate.js';
-import { checkToken, tokenFile } from './token.js';
+import { checkToken, holdsKeyFile, tokenFile } from './token.js';
 
 /** Options of `burrow-agent`: one table for flags, env, --help and docs/configuration.md. */
 export const AGENT_OPTIONS: readonly OptionSpec[] = [
@@ -125,6 +125,14 @@ export const AGENT_OPTIONS: readonly OptionSpec[] = [
       "with --kubernetes: the Lease in the pod's namespace that elects the replica writing status back; a second agent installation in that namespace needs its own (and its Role must name it)",
   },
   {
+    name: 'holds-key-file',
+    env: 'BURROW_HOLDS_KEY_FILE',
+    type: 'string',
+    placeholder: 'FILE',
+    description:
+      'with --kubernetes: file holding a random key of 32 characters or more (openssl rand -hex 32) that signs the burrow.dev/holds records; keep it when rotating the token. Without it a key from the token signs them, and a new token lets the older of two Services asking for a name take it',
+  },
+  {
     name: 'health-listen',
     env: 'BURROW_HEALTH_LISTEN',
     type: 'string',
@@ -177,7 +185,14 @@ export async function agentOptionsFrom(
   options: Omit<AgentOptions, 'logger'>;
   logLevel: string;
   /** Set in --kubernetes mode: routes come from Services, not from `options.routes`. */
-  kubernetes?: { kubeconfig?: string; namespaces: string[]; labelSelector?: string; leaseName: string };
+  kubernetes?: {
+    kubeconfig?: string;
+    namespaces: string[];
+    labelSelector?: string;
+    leaseName: string;
+    /** The holds key, read again at each use (--holds-key-file). */
+    holdsKey?: () => string;
+  };
   health?: { host: string; port: number };
   metrics?: { host: string; port: number };
 }> {
@@ -205,7 +220,7 @@ export async function agentOptionsFrom(
   if (!kube) {
     // Without --kubernetes these would be silently ignored: an agent meant to watch one namespace
     // must not start as if it had been told nothing.
-    for (const name of ['namespaces', 'label-selector']) {
+    for (const name of ['namespaces', 'label-selector', 'holds-key-file']) {
       const v = values[name];
       if (v !== undefined && !(Array.isArray(v) && v.length === 0))
         throw new ConfigError(
@@ -257,6 +272,9 @@ export async function agentOptionsFrom(
       `--lease-name: "${leaseName.slice(0, 80)}" is not a Kubernetes object name (lower-case letters, digits, "-" and ".")`,
     );
   }
+  const holdsKeyPath = values['holds-key-file'] as string | undefined;
+  const holdsKey = holdsKeyPath ? holdsKeyFile(holdsKeyPath) : undefined;
+  holdsKey?.(); // read once now, so a missing or short key fails at start
   return {
     logLevel,
     ...(kube
@@ -264,6 +282,7 @@ export async function agentOptionsFrom(
           kubernetes: {
             namespaces,
             leaseName,
+            ...(holdsKey ? { holdsKey } : {}),
             ...(kubeconfig ? { kubeconfig } : {}),
             ...(labelSelector ? { labelSelector } : {}),
           },

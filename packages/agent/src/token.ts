@@ -27,3 +27,22 @@ export function tokenFile(file: string): () => string {
     return token;
   };
 }
+
+/** Fewest characters a holds key may have: `openssl rand -hex 32` makes 64. */
+const MIN_HOLDS_KEY = 32;
+
+/**
+ * The holds key read from `file` again at each call (holds.ts), so that a
+ * Secret volume's update takes effect without a restart. Never echoed.
+ */
+export function holdsKeyFile(file: string): () => string {
+  return () => {
+    const key = readOptionFileSync('holds-key-file', file).trim();
+    if (key.length < MIN_HOLDS_KEY) {
+      throw new ConfigError(
+        `--holds-key-file ${file} holds ${key.length} characters; a holds key needs ${MIN_HOLDS_KEY} or more (make one with: openssl rand -hex 32)`,
+      );
+    }
+    return key;
+  };
+}

@@ -1,10 +1,11 @@
 // burrow.dev/holds records: they verify for the route they were made for and
-// no other, only with the key they were made with, and keep their time while
-// the route holds the same names.
+// no other, only with the keys they were checked with, and keep their time
+// while the route holds the same names, also when the key they are made with
+// changes.
 import t from 'tap';
 import { holdsKey, holdsRecord, verifiedHolds } from '../src/kubernetes/holds.js';
 
-const key = holdsKey('header.payload.signature');
+const key = [holdsKey('header.payload.signature')];
 const T = 1_780_000_000_000;
 
 t.test('a record verifies for its route, with its key, and says since when', async (t) => {
@@ -12,9 +13,10 @@ t.test('a record verifies for its route, with its key, and says since when', asy
   t.same(verifiedHolds(key, 'k8s:prod/shop', record), {
     names: ['shop.example.com', 'www.example.com'],
     since: T,
+    current: true,
   });
   t.same(verifiedHolds(key, 'k8s:dev/old', record).names, [], 'copied onto another route: nothing');
-  t.same(verifiedHolds(holdsKey('another.token.value'), 'k8s:prod/shop', record).names, [], 'another key');
+  t.same(verifiedHolds([holdsKey('another.token.value')], 'k8s:prod/shop', record).names, [], 'another key');
 });
 
 t.test('the same names keep the record and its time; other names get a new one', async (t) => {
@@ -22,7 +24,11 @@ t.test('the same names keep the record and its time; other names get a new one',
   const again = holdsRecord(key, 'k8s:prod/shop', ['www.example.com', 'shop.example.com'], T + 60_000, first);
   t.equal(again, first, 'unchanged: no write');
   const fewer = holdsRecord(key, 'k8s:prod/shop', ['shop.example.com'], T + 60_000, first);
-  t.same(verifiedHolds(key, 'k8s:prod/shop', fewer), { names: ['shop.example.com'], since: T + 60_000 });
+  t.same(verifiedHolds(key, 'k8s:prod/shop', fewer), {
+    names: ['shop.example.com'],
+    since: T + 60_000,
+    current: true,
+  });
   const copied = holdsRecord(key, 'k8s:dev/old', ['shop.example.com', 'www.example.com'], T + 1, first);
   t.same(verifiedHolds(key, 'k8s:dev/old', copied).since, T + 1, 'a record of another route is not kept');
 });
@@ -47,9 +53,35 @@ t.test('a record altered or malformed holds nothing', async (t) => {
   ]) {
     t.same(
       verifiedHolds(key, 'k8s:prod/shop', bad),
-      { names: [], since: 0 },
+      { names: [], since: 0, current: false },
       JSON.stringify(bad.slice(0, 60)),
     );
   }
   t.same(verifiedHolds(key, 'k8s:prod/shop', undefined).names, []);
 });
+
+t.test(
+  'a record made with an earlier key keeps its time and is made again with the current one',
+  async (t) => {
+    const tokenKey = holdsKey('header.payload.signature');
+    const own = holdsKey('a-holds-key-of-its-own-0123456789abcdef');
+    const before = holdsRecord([tokenKey], 'k8s:prod/shop', ['shop.example.com'], T);
+    t.same(
+      verifiedHolds([own, tokenKey], 'k8s:prod/shop', before),
+      { names: ['shop.example.com'], since: T, current: false },
+      'verifies with the second key, as not current',
+    );
+    const after = holdsRecord([own, tokenKey], 'k8s:prod/shop', ['shop.example.com'], T + 60_000, before);
+    t.not(after, before, 'made again');
+    t.same(verifiedHolds([own], 'k8s:prod/shop', after), {
+      names: ['shop.example.com'],
+      since: T,
+      current: true,
+    });
+    t.equal(
+      holdsRecord([own, tokenKey], 'k8s:prod/shop', ['shop.example.com'], T + 120_000, after),
+      after,
+      'and then kept as it is',
+    );
+  },
+);

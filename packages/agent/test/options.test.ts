@@ -115,12 +115,34 @@ t.test('environment variables, and the token straight from BURROW_TOKEN or a nam
   t.equal(named.options.token, TOKEN);
 });
 
+t.test('--kubernetes with a holds key file, read again at each use', async (t) => {
+  const dir = await tempDir(t, 'burrow-agent-');
+  const file = join(dir, 'holds-key');
+  await writeFile(file, `${'ab'.repeat(32)}\n`);
+  const { kubernetes } = await parse(['--kubernetes', '--holds-key-file', file], {
+    BURROW_RELAY_URL: 'ws://127.0.0.1:8443',
+    BURROW_TOKEN: TOKEN,
+  });
+  t.equal(kubernetes?.holdsKey?.(), 'ab'.repeat(32), 'trimmed');
+  await writeFile(file, 'cd'.repeat(32));
+  t.equal(kubernetes?.holdsKey?.(), 'cd'.repeat(32), 'a changed file is read again');
+  const without = await parse(['--kubernetes'], {
+    BURROW_RELAY_URL: 'ws://127.0.0.1:8443',
+    BURROW_TOKEN: TOKEN,
+  });
+  t.equal(without.kubernetes?.holdsKey, undefined, 'optional');
+});
+
 t.test('operator mistakes: one line naming the option, and never the token', async (t) => {
   const dir = await tempDir(t, 'burrow-agent-');
   const tokenFile = join(dir, 'token');
   await writeFile(tokenFile, TOKEN);
   const caFile = join(dir, 'ca.pem');
   await writeFile(caFile, '-----BEGIN CERTIFICATE-----\nMIIB\n-----END CERTIFICATE-----\n');
+  const holdsFile = join(dir, 'holds-key');
+  await writeFile(holdsFile, `${'ab'.repeat(32)}\n`);
+  const shortHoldsFile = join(dir, 'short-holds-key');
+  await writeFile(shortHoldsFile, 'abcd1234\n');
   const base = [
     '--relay',
     'ws://127.0.0.1:1',
@@ -213,6 +235,17 @@ t.test('operator mistakes: one line naming the option, and never the token', asy
       [...base.slice(0, 4), '--kubernetes', '--lease-name', 'Shop_Writer'],
       {},
       /^--lease-name: "Shop_Writer" is not a Kubernetes object name/,
+    ],
+    [[...base, '--holds-key-file', holdsFile], {}, /^--holds-key-file applies with --kubernetes only/],
+    [
+      [...base.slice(0, 4), '--kubernetes', '--holds-key-file', shortHoldsFile],
+      {},
+      /^--holds-key-file .*short-holds-key holds 8 characters; a holds key needs 32 or more \(make one with: openssl rand -hex 32\)$/,
+    ],
+    [
+      [...base.slice(0, 4), '--kubernetes'],
+      { BURROW_HOLDS_KEY_FILE: join(dir, 'nope') },
+      /^--holds-key-file: cannot read .*nope \(ENOENT\)$/,
     ],
     [
       [...base, '--relay-ca', caFile],

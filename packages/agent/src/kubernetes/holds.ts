@@ -15,18 +15,25 @@
  */
 import { createHash, createHmac, timingSafeEqual } from 'node:crypto';
 
-/** The key for holder records, from the agent's token (every replica has the same). */
-export function holdsKey(token: string): Buffer {
-  return createHash('sha256').update('burrow.dev/holds key\n').update(token).digest();
+/**
+ * A key for holder records, from a secret every replica has: the holds key
+ * (--holds-key-file), else the agent's token. Records made with the token's
+ * key stop verifying when the token is rotated; the holds key is kept apart
+ * so that they do not.
+ */
+export function holdsKey(secret: string): Buffer {
+  return createHash('sha256').update('burrow.dev/holds key\n').update(secret).digest();
 }
 
 /** What a verified record says: the names its route holds, and since when (ms since the epoch). */
 export interface Holds {
   names: string[];
   since: number;
+  /** Made with the first of the keys it was checked with, the one new records are made with. */
+  current: boolean;
 }
 
-const NO_HOLDS: Holds = { names: [], since: 0 };
+const NO_HOLDS: Holds = { names: [], since: 0, current: false };
 /** Largest record read; a Service's annotations are bounded by the API server anyway. */
 const MAX_RECORD = 16 * 1024;
 
@@ -34,18 +41,24 @@ function mac(key: Buffer, routeId: string, since: number, names: string): Buffer
   return createHmac('sha256', key).update(`burrow.dev/holds v2\n${routeId}\n${since}\n${names}`).digest();
 }
 
+function signed(key: Buffer, routeId: string, since: number, names: string): string {
+  return `${names};${since};${mac(key, routeId, since, names).toString('base64url')}`;
+}
+
 /**
  * The annotation value for `routeId` holding `hostnames`
- * ("a.example.com,b.example.com;SINCE;MAC"). When `current` already verifies
- * for the same names it is returned as it is: the route has held them since
- * its time, and the Service is not written again. Otherwise `issued`, the
- * record this agent made for the route last, is returned when it verifies for
- * the same names: a Service that does not show it yet (the watch trails the
- * write, or another installation wrote over it) gets the same record again,
- * not a new one on every pass.
+ * ("a.example.com,b.example.com;SINCE;MAC"), made with `keys[0]`. When
+ * `current` already verifies for the same names it is returned as it is: the
+ * route has held them since its time, and the Service is not written again.
+ * Otherwise `issued`, the record this agent made for the route last, is
+ * returned when it verifies for the same names: a Service that does not show
+ * it yet (the watch trails the write, or another installation wrote over it)
+ * gets the same record again, not a new one on every pass. A record that
+ * verifies with another of `keys` only is made again with the first, from the
+ * same time: the route keeps its place when the key changes.
  */
 export function holdsRecord(
-  key: Buffer,
+  keys: readonly Buffer[],
   routeId: string,
   hostnames: readonly string[],
   now: number,
@@ -53,21 +66,29 @@ export function holdsRecord(
   issued?: string,
 ): string {
   const names = [...hostnames].sort().join(',');
-  for (const record of [current, issued])
-    if (verifiedHolds(key, routeId, record).names.join(',') === names) return record!;
-  const since = Math.floor(now);
-  return `${names};${since};${mac(key, routeId, since, names).toString('base64url')}`;
+  for (const record of [current, issued]) {
+    const held = verifiedHolds(keys, routeId, record);
+    if (held.names.join(',') !== names) continue;
+    return held.current ? record! : signed(keys[0]!, routeId, held.since, names);
+  }
+  return signed(keys[0]!, routeId, Math.floor(now), names);
 }
 
-/** The hostnames a record says `routeId` holds, and since when; none when it does not verify for that route. */
-export function verifiedHolds(key: Buffer, routeId: string, record: string | undefined): Holds {
+/**
+ * The hostnames a record says `routeId` holds, and since when; none when it
+ * verifies with none of `keys` for that route.
+ */
+export function verifiedHolds(keys: readonly Buffer[], routeId: string, record: string | undefined): Holds {
   if (!record || record.length > MAX_RECORD) return NO_HOLDS;
   const [names, sinceText, given, ...rest] = record.split(';');
   if (!names || !sinceText || given === undefined || rest.length > 0 || !/^\d{1,15}$/.test(sinceText))
     return NO_HOLDS;
   const since = Number(sinceText);
   const givenMac = Buffer.from(given, 'base64url');
-  const expected = mac(key, routeId, since, names);
-  if (givenMac.length !== expected.length || !timingSafeEqual(givenMac, expected)) return NO_HOLDS;
-  return { names: names.split(','), since };
+  const signer = keys.findIndex((key) => {
+    const expected = mac(key, routeId, since, names);
+    return givenMac.length === expected.length && timingSafeEqual(givenMac, expected);
+  });
+  if (signer < 0) return NO_HOLDS;
+  return { names: names.split(','), since, current: signer === 0 };
 }

@@ -30,9 +30,17 @@ export interface KubernetesOptions {
   /** How long one request to the API server may go unanswered, ms. Default 30 s. */
   requestTimeout?: number;
   /**
-   * The agent's token: keys the `burrow.dev/holds` records that keep a contested
-   * hostname with the same Service across replicas and restarts (holds.ts).
-   * Without it, each replica decides from what it has seen itself.
+   * The holds key (--holds-key-file): a secret of its own that keys the
+   * `burrow.dev/holds` records, which keep a contested hostname with the same
+   * Service across replicas, restarts and token rotations (holds.ts). A
+   * function is called again at each use, following a file as it changes.
+   */
+  holdsKey?: string | (() => string);
+  /**
+   * The agent's token. Without a holds key, records are made with a key from
+   * it, which changes when the token is rotated; with one, records made with
+   * the token's key still verify (and are made again with the holds key).
+   * With neither, each replica decides from what it has seen itself.
    */
   token?: string | (() => string);
 }
@@ -65,24 +73,27 @@ export function podName(): string {
   return process.env['POD_NAME'] || hostname();
 }
 
-/**
- * The `burrow.dev/holds` key, following a token file as it is rotated; while
- * the file cannot be read (mid-rotation), the last key read.
- */
-function keyFrom(token: string | (() => string)): () => Buffer {
-  if (typeof token === 'string') {
-    const key = holdsKey(token);
+/** A holds key from `secret`, following a file as it changes; while it cannot be read, the last key read. */
+function keyFrom(secret: string | (() => string)): () => Buffer {
+  if (typeof secret === 'string') {
+    const key = holdsKey(secret);
     return () => key;
   }
-  let key = holdsKey(token());
+  let key = holdsKey(secret());
   return () => {
     try {
-      key = holdsKey(token());
+      key = holdsKey(secret());
     } catch {
       // The last key stands.
     }
     return key;
   };
+}
+
+/** The keys that verify `burrow.dev/holds` records, the one new records are made with first. */
+function holdsKeys(options: KubernetesOptions): (() => readonly Buffer[]) | undefined {
+  const keys = [options.holdsKey, options.token].flatMap((s) => (s === undefined ? [] : [keyFrom(s)]));
+  return keys.length === 0 ? undefined : () => keys.map((key) => key());
 }
 
 /** Lists Services (resolves after the initial list) and returns the route source and write-back. */
@@ -99,8 +110,8 @@ export async function startKubernetes(options: KubernetesOptions): Promise<Kuber
   });
   await watch.start();
   const timeout = options.requestTimeout ?? API_TIMEOUT;
-  const holdsKeyOf = options.token === undefined ? undefined : keyFrom(options.token);
-  const source = new KubernetesRouteSource(watch, holdsKeyOf);
+  const holdsKeysOf = holdsKeys(options);
+  const source = new KubernetesRouteSource(watch, holdsKeysOf);
   // Stopping gives up a write under way: an API server that holds it must not hold the exit.
   const stopWrites = new AbortController();
   const writer = new StatusWriter(apiClient(options.kubeConfig, CoreV1Api, timeout, stopWrites.signal), log);
@@ -147,7 +158,7 @@ export async function startKubernetes(options: KubernetesOptions): Promise<Kuber
         logger: log,
         ...(elector ? { elector } : {}),
         ...(options.backoff ? { retry: options.backoff } : {}),
-        ...(holdsKeyOf ? { holdsKey: holdsKeyOf } : {}),
+        ...(holdsKeysOf ? { holdsKeys: holdsKeysOf } : {}),
       });
       void sync.schedule();
       return sync;

@@ -25,13 +25,13 @@ export class KubernetesRouteSource extends EventEmitter<RouteSourceEvents> imple
   #routes: Route[] = [];
   #fingerprint = '[]';
 
-  readonly #holdsKey: (() => Buffer) | undefined;
+  readonly #holdsKeys: (() => readonly Buffer[]) | undefined;
 
-  /** `holdsKey` verifies the Services' `burrow.dev/holds` records (holds.ts); without it they are not read. */
-  constructor(watch: ServiceWatch, holdsKey?: () => Buffer) {
+  /** `holdsKeys` verify the Services' `burrow.dev/holds` records (holds.ts); without them they are not read. */
+  constructor(watch: ServiceWatch, holdsKeys?: () => readonly Buffer[]) {
     super();
     this.#watch = watch;
-    this.#holdsKey = holdsKey;
+    this.#holdsKeys = holdsKeys;
     this.#refresh(false);
     watch.on('change', () => this.#refresh(true));
   }
@@ -49,14 +49,14 @@ export class KubernetesRouteSource extends EventEmitter<RouteSourceEvents> imple
    */
   holders(): ReadonlyMap<string, string> {
     const out = new Map<string, { id: string; since: number }>();
-    if (!this.#holdsKey) return new Map();
-    const key = this.#holdsKey();
+    if (!this.#holdsKeys) return new Map();
+    const keys = this.#holdsKeys();
     const tied = new Set<string>();
     for (const { service, verdict } of this.#watch.services.values()) {
       if (verdict.kind !== 'route') continue;
       const route = verdict.route;
       const { names, since } = verifiedHolds(
-        key,
+        keys,
         route.id,
         service.metadata?.annotations?.[ANNOTATION.holds],
       );

@@ -31,7 +31,7 @@ export class StatusSync {
   readonly #log: Logger;
   /** Delay before a reconcile that could not write everything runs again; grows while that lasts. */
   readonly #retry: Backoff;
-  readonly #holdsKey: (() => Buffer) | undefined;
+  readonly #holdsKeys: (() => readonly Buffer[]) | undefined;
   /** The `burrow.dev/holds` record last made for each route, by route id (holdsRecord's `issued`). */
   readonly #issued = new Map<string, string>();
   #running: Promise<void> | undefined;
@@ -48,7 +48,7 @@ export class StatusSync {
     /** Delay before a reconcile that could not write everything runs again: first and cap, ms. Defaults 1 s, 30 s. */
     retry?: { base: number; cap: number };
     /** The key for `burrow.dev/holds` records (holds.ts); without it none are written. */
-    holdsKey?: () => Buffer;
+    holdsKeys?: () => readonly Buffer[];
   }) {
     this.#watch = opts.watch;
     this.#agent = opts.agent;
@@ -56,7 +56,7 @@ export class StatusSync {
     this.#elector = opts.elector;
     this.#log = opts.logger;
     this.#retry = new Backoff(opts.retry ?? { base: 1_000, cap: 30_000 });
-    this.#holdsKey = opts.holdsKey;
+    this.#holdsKeys = opts.holdsKeys;
     const kick = () => this.schedule();
     this.#watch.on('change', kick);
     this.#agent.on('routes', kick);
@@ -119,7 +119,7 @@ export class StatusSync {
     const portResults = this.#agent.portStatus();
     const skippedRoutes = this.#agent.skippedRoutes();
     const services = this.#watch.services;
-    const key = this.#holdsKey?.();
+    const keys = this.#holdsKeys?.();
     this.#writer.startPass(Array.from(services.values(), (s) => s.service));
     let complete = true;
     /** Routes given a holds record in this pass: the others' records are not reused later. */
@@ -152,7 +152,8 @@ export class StatusSync {
           if (ports.every((p) => answered.some((r) => r.port === p))) {
             const desired = desiredForPorts(ports, answered);
             const held = answered.filter((r) => r.status === 'active').map((r) => portName(r.port));
-            if (key && held.length > 0) desired.holds = this.#holdsRecord(key, route.id, held, service, made);
+            if (keys && held.length > 0)
+              desired.holds = this.#holdsRecord(keys, route.id, held, service, made);
             written = await this.#writer.apply(service, desired);
           } else written = true;
         } else if (!route.hostnames.every((h) => mine.some((r) => r.hostname.toLowerCase() === h))) {
@@ -162,7 +163,7 @@ export class StatusSync {
         } else {
           const desired = desiredFor(route.hostnames, mine);
           const held = mine.filter((r) => r.status === 'active').map((r) => r.hostname.toLowerCase());
-          if (key && held.length > 0) desired.holds = this.#holdsRecord(key, route.id, held, service, made);
+          if (keys && held.length > 0) desired.holds = this.#holdsRecord(keys, route.id, held, service, made);
           written = await this.#writer.apply(service, desired);
         }
       }
@@ -181,9 +182,15 @@ export class StatusSync {
   }
 
   /** The holds record `service` should show for its route `id` holding `held`. */
-  #holdsRecord(key: Buffer, id: string, held: string[], service: ServiceLike, made: Set<string>): string {
+  #holdsRecord(
+    keys: readonly Buffer[],
+    id: string,
+    held: string[],
+    service: ServiceLike,
+    made: Set<string>,
+  ): string {
     const current = service.metadata?.annotations?.[ANNOTATION.holds];
-    const record = holdsRecord(key, id, held, Date.now(), current, this.#issued.get(id));
+    const record = holdsRecord(keys, id, held, Date.now(), current, this.#issued.get(id));
     this.#issued.set(id, record);
     made.add(id);
     return record;
