@@ -1,6 +1,8 @@
 // Tenants cannot take each other's names; agents come back after a relay
 // restart; losing one of an agent's connections does not stop its traffic.
 import { once } from 'node:events';
+import type { Agent } from '@burrow/agent';
+import type { RouteResult } from '@burrow/shared';
 import t from 'tap';
 import { memoryLogger } from '../../packages/agent/test/helpers/log.js';
 import { testAgent } from '../helpers/agent.js';
@@ -128,6 +130,86 @@ t.test('one of two agent connections killed: requests keep succeeding', async (t
     const r = await get(relay.httpAddress.port, 'app.example.com');
     t.equal(r.status, 200);
   }
+});
+
+/** Resolves when `agent`'s relay reports `hostname` active, as it will after announcing again. */
+function activeLater(agent: Agent, hostname: string): Promise<void> {
+  return new Promise((resolve) => {
+    const check = (results: RouteResult[]) => {
+      if (!results.some((r) => r.hostname === hostname && r.status === 'active')) return;
+      agent.off('routes', check);
+      resolve();
+    };
+    agent.on('routes', check);
+  });
+}
+
+t.test('a name held for an agent that left goes to the one refused it when the hold ends', async (t) => {
+  const relay = await testRelay(t, { offlineGrace: 1500 });
+  const first = await testServer(t, (_req, res) => res.end('first tenant'));
+  const second = await testServer(t, (_req, res) => res.end('second tenant'));
+  const alice = await testAgent(
+    t,
+    relay,
+    [{ id: 'shop', hostnames: ['shop.example.com'], target: first.url }],
+    {
+      sub: 'alice',
+    },
+  );
+  await alice.close();
+  const bob = await testAgent(
+    t,
+    relay,
+    [{ id: 'shop', hostnames: ['shop.example.com'], target: second.url }],
+    {
+      sub: 'bob',
+      hosts: ['*.example.com'],
+    },
+  );
+  const active = activeLater(bob, 'shop.example.com');
+  const refused = bob.routeStatus().find((r) => r.hostname === 'shop.example.com');
+  t.match(refused, { status: 'refused', error: /reconnecting \(held for it until / });
+  t.ok(refused?.retryAfter !== undefined && refused.retryAfter <= 2500, 'the refusal says when to ask again');
+  // No reconnect, no route change: the agent asks again on its own when the hold ends.
+  await active;
+  t.equal((await get(relay.httpAddress.port, 'shop.example.com')).body.toString(), 'second tenant');
+});
+
+t.test('one agent serving a name in two modes: the second is refused until the first lets go', async (t) => {
+  const relay = await testRelay(t, { tls: { host: '127.0.0.1', port: 0 } });
+  const app = await testServer(t, (_req, res) => res.end('terminated here'));
+  const token = await tokenFor('shop', ['shop.example.com']);
+  const http = await testAgent(t, relay, [{ id: 'web', hostnames: ['shop.example.com'], target: app.url }], {
+    token,
+  });
+  // A replica of a new version passes TLS through to the backend instead.
+  const passthrough = await testAgent(
+    t,
+    relay,
+    [{ id: 'web', hostnames: ['shop.example.com'], target: `tls-passthrough://127.0.0.1:${app.port}` }],
+    { token },
+  );
+  const active = activeLater(passthrough, 'shop.example.com');
+  t.match(
+    passthrough.routeStatus().find((r) => r.hostname === 'shop.example.com'),
+    {
+      status: 'refused',
+      error: /is served as http by another connection of this agent; one name has one mode at a time/,
+    },
+  );
+  t.equal(
+    (await get(relay.httpAddress.port, 'shop.example.com')).body.toString(),
+    'terminated here',
+    'the first keeps serving it',
+  );
+  // The old replica goes; the new one asks again and has the name.
+  await http.close();
+  await active;
+  t.equal(
+    passthrough.routeStatus().find((r) => r.hostname === 'shop.example.com')?.status,
+    'active',
+    'the passthrough replica serves the name once the other is gone',
+  );
 });
 
 t.test('when an agent leaves, its names answer 503 (agent not connected)', async (t) => {

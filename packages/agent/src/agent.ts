@@ -42,6 +42,11 @@ import { TunnelConnection, type State as TunnelState } from './tunnel/connection
 import { tunnelEndpoint } from './tunnel/dial.js';
 import { FailureLog } from './tunnel/failure-log.js';
 
+/** The soonest the agent announces again when a refusal asks it to (retryAfter), ms. */
+const MIN_RETRY = 1000;
+/** Up to this much later, ms, so that replicas refused alike do not all ask at once. */
+const RETRY_JITTER = 2000;
+
 /** Route changes from one announce-result logged a line each; the rest are counted. */
 const LOGGED_CHANGES = 10;
 
@@ -149,6 +154,9 @@ class AgentImpl extends EventEmitter<AgentEvents> implements Agent {
   #resolveReady!: () => void;
   #rejectReady!: (err: Error) => void;
   #closing: Promise<void> | undefined;
+  /** The announcement again that refusals asked for (their retryAfter), and when it is due (performance.now()). */
+  #retryTimer: NodeJS.Timeout | undefined;
+  #retryDue = Number.POSITIVE_INFINITY;
 
   constructor(options: AgentOptions) {
     super();
@@ -258,6 +266,7 @@ class AgentImpl extends EventEmitter<AgentEvents> implements Agent {
       this.#source.off('change', this.#onChange);
       this.#log.info({ inFlight: this.#inFlight() }, 'agent draining');
       this.#rejectReady(new Error('agent closed before a tunnel was ready'));
+      clearTimeout(this.#retryTimer);
       await Promise.all(this.#connections.map((c) => c.close()));
       this.#dialer.close();
       this.#log.info('agent stopped');
@@ -425,8 +434,33 @@ class AgentImpl extends EventEmitter<AgentEvents> implements Agent {
       );
     }
     for (const h of this.#logged.keys()) if (!seen.has(h)) this.#logged.delete(h);
+    this.#retryLater([...results, ...this.#portResults]);
     this.#resolveReady();
     this.emit('routes', results, this.#portResults);
+  }
+
+  /**
+   * Announces again when the soonest refusal that says when asking again may
+   * succeed (a name another agent held, or holds while it reconnects) asks:
+   * nothing else would, and the route would stay refused until a reconnect.
+   */
+  #retryLater(results: ReadonlyArray<{ status: string; retryAfter?: number | undefined }>): void {
+    let after = Number.POSITIVE_INFINITY;
+    for (const r of results) {
+      if (r.status === 'refused' && r.retryAfter !== undefined) after = Math.min(after, r.retryAfter);
+    }
+    if (after === Number.POSITIVE_INFINITY || this.#closing) return;
+    const delay = Math.max(MIN_RETRY, after) + Math.random() * RETRY_JITTER;
+    const due = performance.now() + delay;
+    if (this.#retryTimer && this.#retryDue <= due) return;
+    clearTimeout(this.#retryTimer);
+    this.#retryDue = due;
+    this.#retryTimer = setTimeout(() => {
+      this.#retryTimer = undefined;
+      this.#log.debug('announcing again: the relay said a refused name or port may be free by now');
+      for (const conn of this.#connections) conn.announce();
+    }, delay);
+    this.#retryTimer.unref();
   }
 
   /** Logs each change of a TCP port's state once (there are at most 256). */

@@ -6,7 +6,7 @@ import { connect } from 'node:net';
 import { createLogger } from '@burrow/shared';
 import t from 'tap';
 import { type Routed, route } from '../src/proxy/forward.js';
-import { RouteTable, type RouteTarget } from '../src/routes/table.js';
+import { RouteTable, type RouteTarget, TAKEN_RETRY } from '../src/routes/table.js';
 import type { AgentConnection } from '../src/tunnel/agent-connection.js';
 
 function target(id: number, subject: string): RouteTarget & { inFlight: number; usable: boolean } {
@@ -51,6 +51,10 @@ t.test('a name whose agent is reconnecting cannot be claimed by another tenant m
     error:
       /^hostname "app\.example\.com" belongs to another agent that is reconnecting \(held for it until \d{4}-\d\d-\d\d \d\d:\d\d:\d\d UTC\)$/,
   });
+  t.ok(
+    grab!.retryAfter! > 59_000 && grab!.retryAfter! <= 61_000,
+    'and says to ask again when the hold ends, a second late',
+  );
   const aliceAgain = target(3, 'alice');
   const [back] = table.announce(
     aliceAgain,
@@ -58,6 +62,14 @@ t.test('a name whose agent is reconnecting cannot be claimed by another tenant m
     [{ id: 'a', hostnames: ['app.example.com'] }],
   );
   t.equal(back?.status, 'active', 'the owner gets it back when it reconnects');
+  // Served again: another tenant is told to ask again in a while, as nothing will tell it sooner.
+  const carol = target(4, 'carol');
+  t.match(table.announce(carol, ['*.example.com'], [{ id: 'c', hostnames: ['app.example.com'] }])[0], {
+    status: 'refused',
+    retryAfter: TAKEN_RETRY,
+  });
+  const [outside] = table.announce(carol, ['*.example.net'], [{ id: 'c', hostnames: ['app.example.com'] }]);
+  t.equal(outside?.retryAfter, undefined, 'a name outside the token: asking again changes nothing');
 });
 
 t.test('a request whose Host is not a DNS name is not routed to a wildcard', async (t) => {

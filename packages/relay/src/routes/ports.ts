@@ -1,6 +1,6 @@
 import { type Allowlist, type AnnouncedPort, createAllowlist, type PortResult } from '@burrow/shared';
 import type { RouteRefusal, RouteTarget } from './table.js';
-import { allowlistRefusal, heldUntil } from './table.js';
+import { allowlistRefusal, heldRefusal, type Refused, takenRefusal } from './table.js';
 
 export interface PortBinding<T extends RouteTarget> {
   target: T;
@@ -68,7 +68,13 @@ export class PortTable<T extends RouteTarget> {
     for (const p of ports) {
       const refused = this.#check(target, allowed, p, wanted);
       if (refused) {
-        results.push({ id: p.id, port: p.port, status: 'refused', error: refused.message });
+        results.push({
+          id: p.id,
+          port: p.port,
+          status: 'refused',
+          error: refused.message,
+          ...(refused.retryAfter !== undefined ? { retryAfter: refused.retryAfter } : {}),
+        });
         onRefused?.(refused.refusal);
         continue;
       }
@@ -111,7 +117,7 @@ export class PortTable<T extends RouteTarget> {
     allowed: ReadonlySet<number>,
     p: AnnouncedPort,
     wanted: ReadonlyMap<number, PortBinding<T>>,
-  ): { refusal: RouteRefusal; message: string } | undefined {
+  ): Refused | undefined {
     if (!this.#offered.has(p.port)) {
       return {
         refusal: 'route_not_allowed',
@@ -125,15 +131,10 @@ export class PortTable<T extends RouteTarget> {
       };
     }
     const claim = this.#claims.get(p.port);
-    if (claim && claim.subject !== target.subject)
-      return { refusal: 'route_taken', message: `port ${p.port} is already served by another agent` };
+    if (claim && claim.subject !== target.subject) return takenRefusal(`port ${p.port}`);
     const gone = this.#offline.get(p.port);
-    if (gone && gone.subject !== target.subject && gone.until > Date.now()) {
-      return {
-        refusal: 'route_taken',
-        message: `port ${p.port} belongs to another agent that is reconnecting (held for it until ${heldUntil(gone.until)})`,
-      };
-    }
+    if (gone && gone.subject !== target.subject && gone.until > Date.now())
+      return heldRefusal(`port ${p.port}`, gone.until);
     if (wanted.has(p.port)) return { refusal: 'route_invalid', message: `port ${p.port} is announced twice` };
     return undefined;
   }

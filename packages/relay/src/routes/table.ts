@@ -4,6 +4,7 @@ import {
   checkHostPattern,
   createAllowlist,
   MAX_ANNOUNCED_HOSTNAMES,
+  MAX_RETRY_AFTER,
   nextWildcardDot,
   parseCidr,
   patternMatcher,
@@ -62,6 +63,43 @@ const MAX_SHOWN_ENTRY = 40;
 /** When a reservation for an agent that went away ends, for a refusal: `2026-11-29 15:32:10 UTC`. */
 export function heldUntil(until: number): string {
   return `${new Date(until).toISOString().slice(0, 19).replace('T', ' ')} UTC`;
+}
+
+/**
+ * A refused announcement's name or port, and whether and when asking again
+ * may succeed (`retryAfter`, ms; results carry it to the agent).
+ */
+export interface Refused {
+  refusal: RouteRefusal;
+  message: string;
+  retryAfter?: number;
+}
+
+/**
+ * When an agent refused a name or port another subject serves asks again, ms:
+ * nothing tells it when that one lets go, and asking costs an announcement.
+ */
+export const TAKEN_RETRY = 2 * 60_000;
+/** When an agent refused a name its own other connections serve in another mode asks again, ms. */
+export const MODE_RETRY = 5000;
+
+/** A refusal for a name or port held for `until` (ms since the epoch) for another agent that is reconnecting. */
+export function heldRefusal(what: string, until: number): Refused {
+  return {
+    refusal: 'route_taken',
+    message: `${what} belongs to another agent that is reconnecting (held for it until ${heldUntil(until)})`,
+    // A second late, so that the hold has ended when the agent asks.
+    retryAfter: Math.min(MAX_RETRY_AFTER, Math.max(0, until - Date.now()) + 1000),
+  };
+}
+
+/** A refusal for a name or port another subject serves now. */
+export function takenRefusal(what: string): Refused {
+  return {
+    refusal: 'route_taken',
+    message: `${what} is already served by another agent`,
+    retryAfter: TAKEN_RETRY,
+  };
 }
 
 /**
@@ -152,17 +190,25 @@ export class RouteTable<T extends RouteTarget> {
       }
       for (const raw of route.hostnames) {
         const hostname = raw.toLowerCase();
+        const mode = route.protocol ?? 'http';
         const refused = this.#check(
           target,
           allowedPatterns,
           allowed,
           hostname,
+          mode,
           wanted,
           listed < LISTED_REFUSALS,
         );
         if (refused) {
           if (refused.refusal === 'route_not_allowed') listed++;
-          results.push({ id: route.id, hostname: raw, status: 'refused', error: refused.message });
+          results.push({
+            id: route.id,
+            hostname: raw,
+            status: 'refused',
+            error: refused.message,
+            ...(refused.retryAfter !== undefined ? { retryAfter: refused.retryAfter } : {}),
+          });
           onRefused?.(refused.refusal);
           continue;
         }
@@ -179,7 +225,6 @@ export class RouteTable<T extends RouteTarget> {
           }
           room--;
         }
-        const mode = route.protocol ?? 'http';
         const http1 = mode === 'http' && route.backend === undefined;
         wanted.set(hostname, { target, routeId: route.id, hostname, allowlist, mode, http1 });
         results.push({ id: route.id, hostname: raw, status: 'active', url: this.#urlFor(hostname, mode) });
@@ -232,9 +277,10 @@ export class RouteTable<T extends RouteTarget> {
     patterns: readonly string[],
     allowed: (hostname: string) => boolean,
     hostname: string,
+    mode: RouteProtocol,
     wanted: Map<string, Binding<T>>,
     listPatternsToo: boolean,
-  ): { refusal: RouteRefusal; message: string } | undefined {
+  ): Refused | undefined {
     const invalid = checkHostPattern(hostname);
     if (invalid) return { refusal: 'route_invalid', message: invalid };
     if (!allowed(hostname)) {
@@ -245,16 +291,22 @@ export class RouteTable<T extends RouteTarget> {
       };
     }
     const claim = this.#claims.get(hostname);
-    if (claim && claim.subject !== target.subject)
-      return { refusal: 'route_taken', message: `hostname "${hostname}" is already served by another agent` };
-    // A name whose agent is reconnecting stays its own for the grace period.
-    const gone = this.#offline.get(hostname);
-    if (gone && gone.subject !== target.subject && gone.until > Date.now()) {
+    if (claim && claim.subject !== target.subject) return takenRefusal(`hostname "${hostname}"`);
+    // One name, one mode: the TLS listener terminates or passes through by the binding it picks,
+    // and a passthrough name's keys are the backend's alone. The connections that have it keep
+    // it; this one asks again soon, as in a rollout that changes the mode, once they are gone.
+    for (const [other, binding] of claim?.bindings ?? []) {
+      if (other === target || binding.mode === mode) continue;
       return {
-        refusal: 'route_taken',
-        message: `hostname "${hostname}" belongs to another agent that is reconnecting (held for it until ${heldUntil(gone.until)})`,
+        refusal: 'route_invalid',
+        message: `hostname "${hostname}" is served as ${binding.mode} by another connection of this agent; one name has one mode at a time`,
+        retryAfter: MODE_RETRY,
       };
     }
+    // A name whose agent is reconnecting stays its own for the grace period.
+    const gone = this.#offline.get(hostname);
+    if (gone && gone.subject !== target.subject && gone.until > Date.now())
+      return heldRefusal(`hostname "${hostname}"`, gone.until);
     if (wanted.has(hostname))
       return { refusal: 'route_invalid', message: `hostname "${hostname}" is announced twice` };
     return undefined;

@@ -201,6 +201,17 @@ export function ellipsize(text: string, max: number): string {
   return text.length > max ? `${text.slice(0, max - 1)}…` : text;
 }
 
+/** The longest wait a refusal's `retryAfter` may ask for, ms. */
+export const MAX_RETRY_AFTER = 60 * 60_000;
+
+/**
+ * In how many ms announcing again may succeed, on a refusal: the name or port
+ * is another agent's, or held for one that is reconnecting, or served in
+ * another mode. The agent announces again then; with none, asking again
+ * changes nothing. Relative, so that the two clocks need not agree.
+ */
+const retryAfter = z.number().int().min(0).max(MAX_RETRY_AFTER);
+
 // Results and the welcome come from the relay and end up in the agent's logs and in Kubernetes
 // annotations and Events: every string has a bound.
 export const routeResultSchema = z.object({
@@ -211,6 +222,7 @@ export const routeResultSchema = z.object({
   error: shownText(1024).optional(),
   /** Where the route is reachable, when active. */
   url: reportedUrl.optional(),
+  retryAfter: retryAfter.optional(),
 });
 export type RouteResult = z.infer<typeof routeResultSchema>;
 
@@ -222,6 +234,7 @@ export const portResultSchema = z.object({
   error: shownText(1024).optional(),
   /** Where the port is reachable, when active and the relay knows its public name. */
   url: reportedUrl.optional(),
+  retryAfter: retryAfter.optional(),
 });
 export type PortResult = z.infer<typeof portResultSchema>;
 
