@@ -113,6 +113,8 @@ const agent = startAgent({
     { id: 'demo-tcp', hostnames: [], ports: [tcpPort], target: echoTarget },
   ],
   logger: logger.child({ component: 'agent' }),
+  // As the relay's: a demo stops in seconds, whatever connection is still open.
+  session: { drainTimeout: 2_000 },
 });
 await agent.ready();
 
@@ -167,9 +169,13 @@ Press Ctrl-C to stop.`);
 
 let stopping = false;
 async function stop() {
-  if (stopping) return;
+  // A second Ctrl-C while a connection (the nc session, say) holds the drain: stop now.
+  if (stopping) {
+    console.log('stopped without waiting for the drain');
+    process.exit(1);
+  }
   stopping = true;
-  console.log('\nstopping: agent drains, relay drains');
+  console.log('\nstopping: agent drains, relay drains (Ctrl-C again to stop at once)');
   await agent.close();
   await relay.close();
   app.close();

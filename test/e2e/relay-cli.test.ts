@@ -27,6 +27,24 @@ t.test('keygen, token create, serve, SIGTERM drain', async (t) => {
     0o600,
     'private key is readable by its owner only',
   );
+  // Under a hardened umask (027), the relay's own user can still reach and read the public key.
+  const strict = join(dir, 'strict', 'keys');
+  await run('/bin/sh', [
+    '-c',
+    'umask 027 && exec "$0" "$@"',
+    process.execPath,
+    RELAY_CLI,
+    'keygen',
+    '--out',
+    strict,
+  ]);
+  t.same(
+    await Promise.all(
+      ['', 'signing.pub', 'signing.key'].map(async (f) => (await stat(join(strict, f))).mode & 0o777),
+    ),
+    [0o755, 0o644, 0o600],
+    'umask 027: the directory and signing.pub stay readable, signing.key stays private',
+  );
   const again = await run(process.execPath, [RELAY_CLI, 'keygen', '--out', keys]).catch((e) => e);
   t.equal(again.code, 1, 'keygen refuses to overwrite a key pair');
   t.match(again.stderr, /already exists; pass --force/);

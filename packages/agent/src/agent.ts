@@ -36,7 +36,7 @@ import {
   validateRoutes,
 } from './routes/validate.js';
 import { checkToken } from './token.js';
-import { acceptStream } from './tunnel/accept.js';
+import { acceptStream, RefusalLog } from './tunnel/accept.js';
 import { type BackoffOptions, DEFAULT_BACKOFF } from './tunnel/backoff.js';
 import { TunnelConnection, type State as TunnelState } from './tunnel/connection.js';
 import { tunnelEndpoint } from './tunnel/dial.js';
@@ -154,6 +154,7 @@ class AgentImpl extends EventEmitter<AgentEvents> implements Agent {
   #resolveReady!: () => void;
   #rejectReady!: (err: Error) => void;
   #closing: Promise<void> | undefined;
+  readonly #refusals: RefusalLog;
   /** The announcement again that refusals asked for (their retryAfter), and when it is due (performance.now()). */
   #retryTimer: NodeJS.Timeout | undefined;
   #retryDue = Number.POSITIVE_INFINITY;
@@ -177,6 +178,7 @@ class AgentImpl extends EventEmitter<AgentEvents> implements Agent {
     const session = { ...options.session };
     verifyConfig({ maxMetadata: 32 * 1024, ...session }); // fail now, not on the first connection
     this.#log = options.logger ?? createLogger({ name: 'burrow-agent' });
+    this.#refusals = new RefusalLog(this.#log);
     this.#source = isRouteSource(options.routes)
       ? options.routes
       : new StaticRouteSource(validateRoutes(options.routes));
@@ -212,7 +214,8 @@ class AgentImpl extends EventEmitter<AgentEvents> implements Agent {
         logger: this.#log,
         failures,
         announcement: () => ({ routes: this.#announced, ports: this.#announcedPorts }),
-        onStream: (stream) => acceptStream(stream, (id) => this.#routes.get(id), this.#dialer, this.#log),
+        onStream: (stream) =>
+          acceptStream(stream, (id) => this.#routes.get(id), this.#dialer, this.#log, this.#refusals),
       });
       conn.on('connected', () => this.emit('connected', index));
       conn.on('disconnected', (reason) => this.emit('disconnected', index, reason));

@@ -324,6 +324,52 @@ t.test(
   },
 );
 
+t.test(
+  'a relay that keeps opening streams the agent must refuse: refused, and a warning per kind',
+  async (t) => {
+    const relay = await fakeRelay(t);
+    const log = memoryLogger('debug');
+    const agent = startAgent({
+      relayUrl: relay.url,
+      token: TOKEN,
+      routes: [{ id: 'app', hostnames: ['app.example.com'], target: 'http://127.0.0.1:9' }],
+      connections: 1,
+      logger: log.logger,
+    });
+    t.teardown(() => agent.close());
+    const conn = await relay.announced();
+    const kinds = [
+      Buffer.from('{"kind":"nope"}'),
+      encodeJson({ kind: 'control' }),
+      encodeJson({ kind: 'tcp', route: 'app', client: { ip: '127.0.0.1', port: 1 } }),
+    ];
+    for (let round = 0; round < 20; round++) {
+      const streams = kinds.map((meta) => {
+        const s = conn.session.openStream(meta);
+        s.on('error', () => {});
+        return s;
+      });
+      t.same(
+        await Promise.all(streams.map((s) => resetReason(s))),
+        [Reason.BadMetadata, Reason.BadMetadata, Reason.BadMetadata],
+        `round ${round}: each refused`,
+      );
+    }
+    const refusals = log.lines.filter((l) => /; refused$/.test(String(l.msg)));
+    t.equal(refusals.length, 60, 'every refusal is logged');
+    t.same(
+      refusals.filter((l) => l.level === 40).map((l) => l.msg),
+      [
+        'relay opened a stream with invalid metadata; refused',
+        'relay opened a stream of the wrong kind; refused',
+        'stream kind does not match the route; refused',
+      ],
+      'but only the first of each kind as a warning; the rest at debug',
+    );
+    t.equal(agent.connectionCount, 1, 'the tunnel stays up');
+  },
+);
+
 t.test('a name stays with the route that has it, until that route stops asking for it', async (t) => {
   const relay = await fakeRelay(t);
   const route = (id: string, ...hostnames: string[]): Route => ({

@@ -1,6 +1,6 @@
 #!/usr/bin/env node
 import { randomUUID } from 'node:crypto';
-import { mkdir, open, stat, writeFile } from 'node:fs/promises';
+import { chmod, mkdir, open, stat, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import {
   attribute,
@@ -106,7 +106,9 @@ async function keygen(argv: string[]): Promise<void> {
   const { values } = parseOptions(KEYGEN_OPTIONS, argv);
   const dir = String(values['out']);
   if (dir === '') throw new ConfigError('--out: needs a directory');
-  await mkdir(dir, { recursive: true }).catch(cannotWrite);
+  const created = await mkdir(dir, { recursive: true }).catch(cannotWrite);
+  // As signing.pub below: the relay's user must be able to reach it, whatever the umask.
+  if (created !== undefined) await chmod(dir, 0o755).catch(cannotWrite);
   const force = values['force'] === true;
   const [keyPath, pubPath] = [join(dir, 'signing.key'), join(dir, 'signing.pub')];
   // Either file may be all that is left of a pair in use (signing.key is often moved off the
@@ -128,6 +130,8 @@ async function keygen(argv: string[]): Promise<void> {
   const pair = await generateSigningKeyPair();
   await writePrivateKey(keyPath, pair.privatePem, force).catch(cannotWrite);
   await writeFile(pubPath, pair.publicPem, { mode: 0o644, flag: force ? 'w' : 'wx' }).catch(cannotWrite);
+  // The relay's own user reads it: a strict umask (027 on hardened hosts) must not take that away.
+  await chmod(pubPath, 0o644).catch(cannotWrite);
   process.stdout.write(
     `wrote ${join(dir, 'signing.key')} (keep secret) and ${join(dir, 'signing.pub')} (key id ${pair.kid})\n`,
   );

@@ -449,7 +449,8 @@ export async function loadRevokedTokens(path: string, { refuseEmpty = false } = 
       `--revoked-tokens: ${path} is empty (caught while being rewritten?); to revoke nothing, keep a comment line in it`,
     );
   const ids: string[] = [];
-  for (const [i, raw] of text.split('\n').entries()) {
+  // CRLF too (a file saved on Windows): `.` stops at a CR, which would keep a comment in the line.
+  for (const [i, raw] of text.split(/\r?\n/).entries()) {
     const line = raw.replace(/#.*$/, '').trim();
     if (!line) continue;
     if (!/^[\x21-\x7e]{1,256}$/.test(line)) {

@@ -17,6 +17,9 @@ t.test('revocation list: ids, comments, and lines that are not ids', async (t) =
   const file = join(dir, 'revoked');
   await writeFile(file, '# leaked 2026-11-01\n\n  0b6f-jti-1  \njti-2 # laptop stolen\n');
   t.same(await loadRevokedTokens(file), ['0b6f-jti-1', 'jti-2']);
+  // Saved with CRLF line ends: the same list.
+  await writeFile(file, '# leaked 2026-11-01\r\n\r\n0b6f-jti-1\r\njti-2  # laptop stolen\r\n');
+  t.same(await loadRevokedTokens(file), ['0b6f-jti-1', 'jti-2'], 'CRLF');
   await writeFile(file, 'ok-id\ntwo words\n');
   await t.rejects(loadRevokedTokens(file), {
     code: 'BURROW_ERR_CONFIG',

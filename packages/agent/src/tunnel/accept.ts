@@ -1,7 +1,30 @@
-import { decodeJson, type Logger, openSchema, Reason, type Stream } from '@burrow/shared';
+import { decodeJson, type Logger, openSchema, Reason, type Stream, WarningPacer } from '@burrow/shared';
 import type { Dialer } from '../dialer/http.js';
 import type { Route } from '../routes/source.js';
 import { isH2c, takesRawStreams } from '../routes/validate.js';
+
+/** How often each kind of refused stream is warned about, ms; the others go to debug. */
+const REFUSAL_WARNING_INTERVAL = 60_000;
+
+/**
+ * Logs refused streams: a relay that keeps opening bad ones (a bug, or a
+ * hostile relay) gets a warning per kind at most once a minute, with how many
+ * were refused meanwhile, not a line per stream.
+ */
+export class RefusalLog {
+  readonly #log: Logger;
+  readonly #pacer = new WarningPacer(REFUSAL_WARNING_INTERVAL);
+
+  constructor(log: Logger) {
+    this.#log = log;
+  }
+
+  refused(fields: object, msg: string): void {
+    const held = this.#pacer.pass(msg);
+    if (held === undefined) this.#log.debug(fields, msg);
+    else this.#log.warn({ ...fields, ...(held > 0 ? { refusedSinceLastWarning: held } : {}) }, msg);
+  }
+}
 
 /**
  * Admits a stream the relay opened. The metadata must be a valid HTTP open
@@ -14,11 +37,12 @@ export function acceptStream(
   lookup: (routeId: string) => Route | undefined,
   dialer: Dialer,
   log: Logger,
+  refusals: RefusalLog,
 ): void {
   stream.on('error', () => {}); // a refused stream's own reset, or the session closing
   const meta = decodeJson(stream.metadata, openSchema);
   if (!meta.ok) {
-    log.warn(
+    refusals.refused(
       { stream: stream.id, reason: meta.error },
       'relay opened a stream with invalid metadata; refused',
     );
@@ -26,7 +50,7 @@ export function acceptStream(
     return;
   }
   if (meta.value.kind === 'control') {
-    log.warn(
+    refusals.refused(
       { stream: stream.id, kind: meta.value.kind },
       'relay opened a stream of the wrong kind; refused',
     );
@@ -48,7 +72,7 @@ export function acceptStream(
   // request and `http1` upstream streams (h2c ones request streams only),
   // passthrough and TCP routes raw byte streams, never the other way.
   if ((open.kind === 'tcp') !== takesRawStreams(route) || (open.kind === 'http1' && isH2c(route))) {
-    log.warn(
+    refusals.refused(
       { stream: stream.id, route: open.route, kind: open.kind },
       'stream kind does not match the route; refused',
     );

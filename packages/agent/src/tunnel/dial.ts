@@ -64,7 +64,7 @@ export function describeDialFailure(err: Error, endpoint: string): string {
     return `${text} (the relay's tunnel listener does not speak TLS: use ws://, or give the relay --tunnel-tls-cert)`;
   // What a TLS listener's close of a plaintext handshake looks like (a reset alone could be a restart).
   if (!tls && text === 'socket hang up')
-    return `${text} (if the relay's tunnel listener uses TLS, --relay must start with wss://)`;
+    return `${text} (if the relay's tunnel listener uses TLS, --relay must start with wss://; otherwise the relay closed it, and its log says why)`;
   if (tls && UNTRUSTED_CERTIFICATE.has(code))
     return `${text} (a relay certificate from a private CA needs that CA: --relay-ca FILE)`;
   return text;
