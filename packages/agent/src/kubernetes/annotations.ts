@@ -3,7 +3,7 @@
  * the pure function from a Service to the route it asks for. Everything here is
  * validated: a bad value becomes an error message for write-back, never a throw.
  */
-import { checkHostPattern, ellipsize, parseCidr, portNumber } from '@burrow/shared';
+import { checkHostPattern, ellipsize, MAX_ALLOW_CIDRS, parseCidr, portNumber } from '@burrow/shared';
 import { stableRouteId } from '../routes/validate.js';
 
 export const ANNOTATION = {
@@ -196,6 +196,12 @@ function judge(svc: ServiceLike): ServiceVerdict {
     return {
       kind: 'invalid',
       error: `${ANNOTATION.allowCidrs}: names no address range; list CIDRs (e.g. 203.0.113.0/24) or remove the annotation`,
+    };
+  }
+  if (allowCidrs.length > MAX_ALLOW_CIDRS) {
+    return {
+      kind: 'invalid',
+      error: `${ANNOTATION.allowCidrs}: lists ${allowCidrs.length} ranges, more than the ${MAX_ALLOW_CIDRS} one route may have; merge neighbouring ranges into wider ones`,
     };
   }
   for (const c of allowCidrs) {

@@ -12,6 +12,7 @@ import {
   announcedRouteSchema,
   ConfigError,
   checkHostPattern,
+  MAX_ALLOW_CIDRS,
   MAX_ANNOUNCED_ROUTES,
   parseCidr,
 } from '@burrow/shared';
@@ -160,6 +161,11 @@ export function checkRoute(route: Route): [string, string] | undefined {
   const target = checkTarget(String(route.target));
   if ('error' in target) return ['target', target.error];
   if (route.allowCidrs?.length === 0) return ['allowCidrs', EMPTY_ALLOWLIST];
+  if ((route.allowCidrs?.length ?? 0) > MAX_ALLOW_CIDRS)
+    return [
+      'allowCidrs',
+      `lists ${route.allowCidrs!.length} ranges, more than the ${MAX_ALLOW_CIDRS} one route may have`,
+    ];
   for (const [i, c] of (route.allowCidrs ?? []).entries()) {
     const parsed = parseCidr(String(c));
     if (typeof parsed === 'string') return [`allowCidrs[${i}]`, parsed];

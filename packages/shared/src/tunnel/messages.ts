@@ -108,12 +108,15 @@ export type AgentFeature = (typeof AGENT_FEATURES)[number];
 export const ROUTE_PROTOCOLS = ['http', 'tls-passthrough'] as const;
 export type RouteProtocol = (typeof ROUTE_PROTOCOLS)[number];
 
+/** Most address ranges one route's allowlist may list. */
+export const MAX_ALLOW_CIDRS = 256;
+
 /** One route an agent announces. */
 export const announcedRouteSchema = z.object({
   id: routeId,
   hostnames: z.array(z.string().min(1).max(253)).min(1).max(64),
   /** Client IP allowlist enforced at the relay; empty or absent allows everyone. */
-  allowCidrs: z.array(z.string().max(64)).max(256).optional(),
+  allowCidrs: z.array(z.string().max(64)).max(MAX_ALLOW_CIDRS).optional(),
   /** Absent means `http` (agents older than passthrough support never send it). */
   protocol: z.enum(ROUTE_PROTOCOLS).optional(),
   /**
@@ -133,7 +136,7 @@ export const announcedPortSchema = z.object({
   id: routeId,
   port: z.number().int().min(1).max(65535),
   /** Client IP allowlist enforced at the relay; empty or absent allows everyone. */
-  allowCidrs: z.array(z.string().max(64)).max(256).optional(),
+  allowCidrs: z.array(z.string().max(64)).max(MAX_ALLOW_CIDRS).optional(),
 });
 export type AnnouncedPort = z.infer<typeof announcedPortSchema>;
 
