@@ -4,8 +4,10 @@ import { createRequire } from 'node:module';
 import { type AddressInfo, createServer as createNetServer } from 'node:net';
 import { join } from 'node:path';
 import type { Relay, RelayOptions } from '@burrow/relay';
+import { encodeFrame, FrameType } from '@burrow/shared';
 import t from 'tap';
 import { memoryLogger } from '../../packages/agent/test/helpers/log.js';
+import { SCAN_GAP } from '../../packages/relay/src/certs/acme.js';
 import { loadAcmeClient } from '../../packages/relay/src/certs/acme-client.js';
 import { testAgent } from '../helpers/agent.js';
 import { within } from '../helpers/deferred.js';
@@ -13,7 +15,8 @@ import { tempDir } from '../helpers/fs.js';
 import { httpsGet, testServer } from '../helpers/http.js';
 import { freePort } from '../helpers/net.js';
 import { type Pebble, startPebble } from '../helpers/pebble.js';
-import { type Teardownable, testRelay } from '../helpers/relay.js';
+import { type Teardownable, testRelay, tokenFor, tunnelUrl } from '../helpers/relay.js';
+import { controlMessage, RogueAgent } from '../helpers/rogue-agent.js';
 import { testPki } from '../helpers/tls.js';
 
 /** A relay with ACME against a Pebble that validates against this relay's own ports. */
@@ -67,6 +70,11 @@ function acmeOf(relay: Relay) {
   return relay.acme;
 }
 
+/** Resolves once the relay has looked through its served names more than `after` times in all. */
+async function scannedSince(relay: Relay, after: number): Promise<void> {
+  if (acmeOf(relay).scans <= after) await once(acmeOf(relay), 'scanned');
+}
+
 t.test(
   'HTTP-01: issuance for held and allowed names only, use, forced renewal, restart reusing the stored certificate',
   async (t) => {
@@ -83,13 +91,13 @@ t.test(
       ],
       { hosts: ['*.acme.test', 'other.example.test'] },
     );
+    const [hostname] = await issued;
+    t.equal(hostname, 'app.acme.test');
     t.equal(
       acmeOf(relay).orders,
       1,
       'one order: other.example.test is outside --acme-domains, wildcards cannot use HTTP-01',
     );
-    const [hostname] = await issued;
-    t.equal(hostname, 'app.acme.test');
     t.equal(pebble.orders(), 1, 'Pebble saw exactly one order');
 
     const root = await pebble.issuingRoot();
@@ -241,9 +249,11 @@ t.test('a name already covered by a certificate from files is never ordered', as
     },
   });
   const app = await backend(t);
+  const scans = acmeOf(relay).scans;
   await testAgent(t, relay, [{ id: 'app', hostnames: ['files.acme.test'], target: app.url }], {
     hosts: ['*.acme.test'],
   });
+  await scannedSince(relay, scans);
   t.equal(acmeOf(relay).orders, 0, 'no order for a name the files cover');
   const r = await httpsGet(relay.tlsAddress!.port, 'files.acme.test', pki.caPem);
   t.equal(r.status, 200, 'served with the file certificate');
@@ -258,18 +268,19 @@ t.test('a name whose certificate from files goes away is ordered', async (t) => 
     relay: { logger: log.logger, certFiles: { dir } },
   });
   const app = await backend(t);
+  const scans = acmeOf(relay).scans;
   await testAgent(t, relay, [{ id: 'app', hostnames: ['moved.acme.test'], target: app.url }], {
     hosts: ['*.acme.test'],
   });
+  await scannedSince(relay, scans);
   t.equal(acmeOf(relay).orders, 0, 'covered by the file certificate');
 
   const issued = once(acmeOf(relay), 'issued');
   await Promise.all([rm(wild.certFile), rm(wild.keyFile)]);
   await log.waitFor((l) => l.msg === 'certificates reloaded');
-  t.equal(acmeOf(relay).orders, 1, 'ordered once the file certificate is gone');
-  if (acmeOf(relay).orders === 0) return;
-  const [hostname] = await issued;
+  const [hostname] = await within(30_000, issued, 'an ACME certificate once the file certificate is gone');
   t.equal(hostname, 'moved.acme.test');
+  t.equal(acmeOf(relay).orders, 1, 'ordered once the file certificate is gone');
   const r = await httpsGet(relay.tlsAddress!.port, 'moved.acme.test', await pebble.issuingRoot());
   t.equal(r.status, 200, 'served with the ACME certificate');
 });
@@ -392,4 +403,32 @@ t.test('a CA that takes the connection and never answers: the order fails, and i
     /^GET https:\/\/127\.0\.0\.1:\d+\/dir got no response \(1 try\): timeout of 300ms exceeded$/,
   );
   t.equal(failures.length, 2, 'ordered again after the backoff');
+});
+
+t.test('announcements in a loop cost a bounded number of looks at the served names', async (t) => {
+  const { relay } = await acmeSetup(t, 'http-01');
+  const manager = acmeOf(relay);
+  const rogue = await RogueAgent.connect(t, tunnelUrl(relay), await tokenFor('churn', ['*.acme.test']));
+  await rogue.announce([]);
+  /** Sends one announcement on the open control stream and waits for the relay's answer. */
+  const announce = async (routes: Array<{ id: string; hostnames: string[] }>) => {
+    const from = rogue.frames.length;
+    rogue.send(encodeFrame(FrameType.Data, 1, controlMessage({ type: 'announce', routes })));
+    await rogue.waitFor((f) => f.type === FrameType.Data && f.streamId === 1, from);
+  };
+  const issued = once(manager, 'issued');
+  const scansBefore = manager.scans;
+  const started = performance.now();
+  // 200 announcements one after the other, each a change of the route table; the last serves a name.
+  for (let i = 0; i < 199; i++) await announce([]);
+  await announce([{ id: 'r', hostnames: ['loop.acme.test'] }]);
+  const [hostname] = await within(30_000, issued, 'the certificate of the name announced last');
+  const elapsed = performance.now() - started;
+  const scans = manager.scans - scansBefore;
+  t.equal(hostname, 'loop.acme.test', 'the name announced last gets its certificate');
+  t.equal(manager.orders, 1);
+  // One look at once, then at most one per gap: not one for each of the 200 changes.
+  const bound = 1 + Math.floor(elapsed / SCAN_GAP);
+  t.comment(`${scans} looks at the served names in ${Math.round(elapsed)} ms`);
+  t.ok(scans <= bound, `${scans} looks, at most ${bound}`);
 });

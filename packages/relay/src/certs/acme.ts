@@ -43,6 +43,8 @@ export interface AcmeOptions {
 export interface AcmeEvents {
   issued: [hostname: string, entry: CertEntry];
   failed: [hostname: string, error: Error];
+  /** The served names were looked through once (tests wait for it). */
+  scanned: [];
 }
 
 /** Source name in the certificate store. */
@@ -53,6 +55,17 @@ const RENEW_AT = 2 / 3;
 const HOUR = 3600_000;
 /** setTimeout's largest delay; longer waits are re-armed. */
 const MAX_TIMER = 2 ** 31 - 1;
+/**
+ * Least time between the end of one look through the served names and the
+ * start of the next, ms. A look walks every name the relay serves (about
+ * 11 ms at 32,000) on the thread all tenants share: a tenant re-announcing in
+ * a loop, or many names waking at once, must not have the relay do little
+ * else. Changes in between all cost one look; a change after a quiet spell
+ * is looked at at once.
+ */
+export const SCAN_GAP = 200;
+/** The gap is at least this many times the last look's duration: a larger table costs the same share. */
+const SCAN_GAP_FACTOR = 20;
 
 /** When a certificate valid from `notBefore` to `notAfter` is due for renewal. */
 export function renewalTime(notBefore: Date, notAfter: Date): number {
@@ -103,8 +116,14 @@ export class AcmeManager extends EventEmitter<AcmeEvents> {
   #client: Promise<AcmeClient.Client> | undefined;
   #unsubscribe: (() => void) | undefined;
   #closed = false;
+  /** A look through the served names is due: queued (`true`), or a timer waiting out the gap. */
+  #scanDue: NodeJS.Timeout | boolean = false;
+  /** When the next look may start (performance.now()). */
+  #nextScan = 0;
   /** Orders placed since start (tests and metrics). */
   orders = 0;
+  /** Looks through the served names since start (tests). */
+  scans = 0;
 
   constructor(opts: AcmeOptions & { store: CertStore; table: RouteTable<RouteTarget>; logger: Logger }) {
     super();
@@ -142,7 +161,7 @@ export class AcmeManager extends EventEmitter<AcmeEvents> {
     }
     this.#publish();
     this.#log.info({ certificates: [...this.#certs.keys()] }, 'acme state loaded');
-    const reconcile = () => queueMicrotask(() => this.#reconcile());
+    const reconcile = () => this.#scanSoon();
     const untable = this.#table.onChange(reconcile);
     // A name skipped because files covered it is ordered once they no longer do (a removed file).
     this.#store.on('change', reconcile);
@@ -173,6 +192,34 @@ export class AcmeManager extends EventEmitter<AcmeEvents> {
     this.#unsubscribe?.();
     for (const t of this.#timers.values()) clearTimeout(t);
     this.#timers.clear();
+    if (typeof this.#scanDue !== 'boolean') clearTimeout(this.#scanDue);
+    this.#scanDue = false;
+  }
+
+  /**
+   * Has the served names looked through once more, after whatever else is
+   * changing them right now: at once when the last look was long enough ago,
+   * otherwise when the gap has passed. Any number of calls meanwhile add
+   * nothing; a call during a look asks for one more after it.
+   */
+  #scanSoon(): void {
+    if (this.#closed || this.#scanDue !== false) return;
+    this.#scanDue = true;
+    // After whatever is changing the names right now (an announcement of many routes, a frame
+    // of many announcements): they all cost this one look.
+    queueMicrotask(() => this.#scanWhenDue());
+  }
+
+  #scanWhenDue(): void {
+    if (this.#closed) return;
+    const wait = this.#nextScan - performance.now();
+    if (wait > 0) {
+      this.#scanDue = setTimeout(() => this.#scanWhenDue(), wait);
+      this.#scanDue.unref();
+      return;
+    }
+    this.#scanDue = false;
+    this.#reconcile();
   }
 
   /** Names that may have a certificate now: served by a connected agent and allowed by the domains. */
@@ -187,6 +234,19 @@ export class AcmeManager extends EventEmitter<AcmeEvents> {
 
   #reconcile(): void {
     if (this.#closed) return;
+    const started = performance.now();
+    try {
+      this.#scan();
+    } finally {
+      const ended = performance.now();
+      this.#nextScan = ended + Math.max(SCAN_GAP, (ended - started) * SCAN_GAP_FACTOR);
+      this.scans++;
+      this.emit('scanned');
+    }
+  }
+
+  /** Orders what is due among the served names, and sets a timer for each of the rest. */
+  #scan(): void {
     const now = Date.now();
     for (const hostname of this.#wanted()) {
       if (this.#inFlight.has(hostname)) continue;
@@ -258,7 +318,7 @@ export class AcmeManager extends EventEmitter<AcmeEvents> {
     const timer = setTimeout(
       () => {
         this.#timers.delete(hostname);
-        this.#reconcile();
+        this.#scanSoon();
       },
       Math.min(Math.max(at - Date.now(), 0), MAX_TIMER),
     );
@@ -275,7 +335,7 @@ export class AcmeManager extends EventEmitter<AcmeEvents> {
     this.#recentOrders.push(Date.now());
     const job = this.#order(hostname).finally(() => {
       this.#inFlight.delete(hostname);
-      this.#reconcile();
+      this.#scanSoon();
     });
     this.#inFlight.set(hostname, job);
     return job;
