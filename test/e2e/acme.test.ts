@@ -405,6 +405,68 @@ t.test('a CA that takes the connection and never answers: the order fails, and i
   t.equal(failures.length, 2, 'ordered again after the backoff');
 });
 
+t.test('HTTP-01 failing, TLS-ALPN-01 working: the retry validates with TLS-ALPN-01', async (t) => {
+  // The default challenges; Pebble validates HTTP-01 against a port where nothing listens (port 80
+  // closed to the internet), TLS-ALPN-01 against the relay's TLS listener.
+  const pebblePki = await testPki(t);
+  const listenPort = await freePort();
+  const log = memoryLogger('info', 'relay');
+  const relay = await testRelay(t, {
+    logger: log.logger,
+    tls: { host: '127.0.0.1', port: 0 },
+    acme: {
+      directoryUrl: `https://127.0.0.1:${listenPort}/dir`,
+      directoryCa: pebblePki.caPem,
+      domains: ['*.acme.test'],
+      stateDir: await tempDir(t, 'burrow-acme-'),
+      retryBase: 50,
+    },
+  });
+  const pebble = await startPebble(t, {
+    pki: pebblePki,
+    listenPort,
+    httpPort: await freePort(),
+    tlsPort: relay.tlsAddress!.port,
+  });
+  // The outcome of each order, until the second: no more orders than that either way.
+  const outcomes: string[] = [];
+  const second = new Promise<void>((resolve) => {
+    const outcome = (what: string) => outcomes.push(what) === 2 && resolve();
+    acmeOf(relay).on('failed', (_h, err) => outcome(`failed: ${err.message}`));
+    acmeOf(relay).on('issued', () => outcome('issued'));
+  });
+  const app = await backend(t);
+  await testAgent(t, relay, [{ id: 'app', hostnames: ['only443.acme.test'], target: app.url }], {
+    hosts: ['*.acme.test'],
+  });
+  await within(30_000, second, 'two orders');
+  acmeOf(relay).close();
+  t.match(
+    outcomes,
+    [/^failed: .*connection refused/, 'issued'],
+    'the first order failed, the second succeeded',
+  );
+  t.equal(acmeOf(relay).orders, 2);
+  t.equal(pebble.orders(), 2);
+  const started = log.lines.filter((l) => l.msg === 'acme order started');
+  t.match(started[0], { hostname: 'only443.acme.test', challenges: ['http-01', 'tls-alpn-01'] });
+  t.match(started[1], { hostname: 'only443.acme.test', challenges: ['tls-alpn-01', 'http-01'] });
+  t.match(
+    log.lines.find((l) => l.msg === 'acme order failed'),
+    {
+      challenge: 'http-01',
+      error: /connection refused/,
+      attempt: 1,
+    },
+  );
+  t.match(
+    log.lines.find((l) => l.msg === 'acme certificate issued'),
+    { challenge: 'tls-alpn-01' },
+  );
+  const r = await httpsGet(relay.tlsAddress!.port, 'only443.acme.test', await pebble.issuingRoot());
+  t.equal(r.status, 200, 'served with the certificate validated over TLS-ALPN-01');
+});
+
 t.test('announcements in a loop cost a bounded number of looks at the served names', async (t) => {
   const { relay } = await acmeSetup(t, 'http-01');
   const manager = acmeOf(relay);

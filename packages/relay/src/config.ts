@@ -164,7 +164,7 @@ export const SERVE_OPTIONS: readonly OptionSpec[] = [
     placeholder: 'TYPE',
     default: 'http-01,tls-alpn-01',
     description:
-      'challenge types in order of preference: http-01 (on the HTTP listener), tls-alpn-01 (on the TLS listener)',
+      'challenge types in order of preference: http-01 (on the HTTP listener), tls-alpn-01 (on the TLS listener); a retry after a failed order tries the next one first',
   },
   {
     name: 'acme-orders-per-hour',

@@ -343,21 +343,23 @@ export class AcmeManager extends EventEmitter<AcmeEvents> {
 
   async #order(hostname: string): Promise<void> {
     const started = performance.now();
-    this.#log.info({ hostname }, 'acme order started');
+    const challenges = this.#challengesFor(hostname);
+    this.#log.info({ hostname, challenges }, 'acme order started');
+    let used: string | undefined;
     try {
       const client = await this.#getClient();
       const acme = await loadAcmeClient();
       const certKey = await acme.crypto.createPrivateEcdsaKey('P-256');
       const [, csr] = await acme.crypto.createCsr({ commonName: hostname, altNames: [hostname] }, certKey);
       const alpnKey = await acme.crypto.createPrivateEcdsaKey('P-256');
-      let used = '';
       const cert = await client.auto({
         csr,
         ...(this.#opts.email ? { email: this.#opts.email } : {}),
         termsOfServiceAgreed: true,
         // The relay cannot reach itself through its public name from every network; the CA checks.
         skipChallengeVerification: true,
-        challengePriority: [...(this.#opts.challenges ?? ['http-01', 'tls-alpn-01'])],
+        // acme-client takes the first of these the CA offers.
+        challengePriority: challenges,
         challengeCreateFn: async (authz, challenge, keyAuthorization) => {
           // The typings predate RFC 8737; tls-alpn-01 is a string the CA sends all the same.
           const type: string = challenge.type;
@@ -409,11 +411,24 @@ export class AcmeManager extends EventEmitter<AcmeEvents> {
       this.#failures.set(hostname, { attempts: previous + 1, until: Date.now() + delay });
       // acme-client puts the CA's problem detail in the message: that is what the operator needs.
       this.#log.error(
-        { hostname, error: (err as Error).message, attempt: previous + 1, retryInMs: delay },
+        { hostname, challenge: used, error: (err as Error).message, attempt: previous + 1, retryInMs: delay },
         'acme order failed',
       );
       this.emit('failed', hostname, err as Error);
     }
+  }
+
+  /**
+   * The challenge types to offer for `hostname`'s next order, preferred first:
+   * the configured order, turned by one for each failed order in a row. A
+   * type that cannot work here (port 80 closed to the internet) would
+   * otherwise be chosen again on every retry, each one spending the CA's
+   * failed-validation limit, while the other type was never tried.
+   */
+  #challengesFor(hostname: string): AcmeChallenge[] {
+    const configured = this.#opts.challenges ?? ['http-01', 'tls-alpn-01'];
+    const turn = (this.#failures.get(hostname)?.attempts ?? 0) % configured.length;
+    return [...configured.slice(turn), ...configured.slice(0, turn)];
   }
 
   #getClient(): Promise<AcmeClient.Client> {
