@@ -90,6 +90,9 @@ async function serve(argv: string[]): Promise<void> {
     if (!reloader) return void logger.warn({ signal: 'SIGHUP' }, 'still starting; reload ignored');
     logger.info({ signal: 'SIGHUP' }, 'reloading configuration');
     void reloader.reload('SIGHUP');
+    // The certificate files are watched, but a watch cannot see everything (a symlink higher
+    // up their path repointed, a network filesystem): SIGHUP is the way to say they changed.
+    void relay.reloadCertificateFiles();
   });
   const relay = await startRelay({ ...current.options, logger });
   reloader = new ConfigReloader({ relay, logger, load, current });

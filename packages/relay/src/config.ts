@@ -124,7 +124,7 @@ export const SERVE_OPTIONS: readonly OptionSpec[] = [
     type: 'string',
     placeholder: 'DIR',
     description:
-      'directory of NAME.crt (or NAME.pem) + NAME.key pairs; files added or replaced later are picked up',
+      'directory of NAME.crt (or NAME.pem) + NAME.key pairs; files added or replaced later, or the directory replaced (a symlink repointed), are picked up',
   },
   {
     name: 'acme-directory',

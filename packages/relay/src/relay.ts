@@ -147,6 +147,12 @@ export interface Relay {
    */
   setTunnelTls(tls: { cert: string; key: string }): void;
   /**
+   * Reads the certificate files (`certFiles`) again now, as a change to them
+   * does: for SIGHUP, which also reaches a change no watch sees. Never
+   * rejects: a failure keeps the certificates in use, and is logged.
+   */
+  reloadCertificateFiles(): Promise<void>;
+  /**
    * Graceful stop: stop accepting, GOAWAY to agents, let in-flight requests
    * finish (bounded by drainTimeout), then close everything.
    */
@@ -429,6 +435,9 @@ export async function startRelay(options: RelayOptions): Promise<Relay> {
         throw new Error('the tunnel endpoint runs without TLS; enabling it needs a restart');
       tunnelServer.setSecureContext({ cert: tls.cert, key: tls.key, minVersion: 'TLSv1.2' });
       metrics.setCertificateExpiry('tunnel', certificateExpiry(tls.cert));
+    },
+    reloadCertificateFiles() {
+      return files?.reload() ?? Promise.resolve();
     },
     close() {
       closing ??= (async () => {

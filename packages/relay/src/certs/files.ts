@@ -56,7 +56,7 @@ export class CertFiles {
       debounce: this.#opts.debounce ?? 250,
       logger: this.#opts.logger,
       what: 'certificate',
-      otherwise: 'restart the relay to load changed certificates',
+      otherwise: 'send SIGHUP (or restart the relay) to load changed certificates',
     });
   }
 
