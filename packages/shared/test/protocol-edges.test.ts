@@ -8,6 +8,7 @@ import type { AddressInfo } from 'node:net';
 import t from 'tap';
 import { WebSocket, WebSocketServer } from 'ws';
 import { MAX_FRAME_PAYLOAD } from '../src/protocol/config.js';
+import { decodeGoAway } from '../src/protocol/decode.js';
 import { encodeFrame, encodeHello, encodeRst } from '../src/protocol/encode.js';
 import { FrameType, Reason } from '../src/protocol/frame.js';
 import { Session } from '../src/protocol/session.js';
@@ -72,6 +73,36 @@ t.test(
     );
   },
 );
+
+t.test('a graceful GOAWAY goes out on a session whose send queue is backed up with DATA', async (t) => {
+  // DATA may fill the transport past maxSendQueue (the transport's own high-water mark paces it);
+  // the one GOAWAY of a drain must then start the drain, not end the session as a peer that
+  // does not read.
+  const peer = rawPeer(t, { ...server, maxSendQueue: 1024 * 1024 }, { highWater: 8 * 1024 * 1024 });
+  peer.hello({ initialWindow: 8 * 1024 * 1024 });
+  await peer.session.ready;
+  const stream = peer.session.openStream();
+  stream.on('error', () => {});
+  stream.write(Buffer.alloc(4 * 1024 * 1024, 1));
+  t.ok(peer.sessionEnd.bufferedAmount > 1024 * 1024, 'the queue is past maxSendQueue');
+  const drained = peer.session.goAway(Reason.Shutdown, 'restarting');
+  t.notOk(peer.session.closed, 'the session drains');
+  const goAway = await peer.waitFor((f) => f.type === FrameType.GoAway);
+  t.match(decodeGoAway(goAway.payload), { reason: Reason.Shutdown, message: 'restarting' });
+  // The stream still finishes: its data arrives whole, and then the session closes.
+  stream.end();
+  await peer.waitFor((f) => f.type === FrameType.Fin && f.streamId === stream.id);
+  t.equal(
+    peer.frames
+      .filter((f) => f.type === FrameType.Data && f.streamId === stream.id)
+      .reduce((n, f) => n + f.payload.byteLength, 0),
+    4 * 1024 * 1024,
+    'all of its data went out',
+  );
+  peer.send(encodeFrame(FrameType.Fin, stream.id));
+  await drained;
+  t.equal(await peer.sessionClosed, undefined, 'closed without an error');
+});
 
 t.test(
   'writes waiting for credit get their callbacks, with an error, when the peer resets the stream',

@@ -281,7 +281,9 @@ export class Session extends EventEmitter<SessionEvents> {
     });
     if (this.#closed || this.#goAwaySent) return done;
     this.#goAwaySent = true;
-    this.#writeControl(encodeGoAway({ lastStreamId: this.#lastPeerId, reason, message }));
+    // Not held to maxSendQueue as other control frames are: it goes once per session, so it
+    // cannot grow the queue, and a drain must start even while DATA has the transport backed up.
+    this.#write(encodeGoAway({ lastStreamId: this.#lastPeerId, reason, message }));
     this.#drainTimer = setTimeout(() => {
       for (const s of [...this.#streams.values()]) s.reset(Reason.Shutdown, 'drain timeout');
       this.#finish(undefined, Reason.NoError, 'drained');

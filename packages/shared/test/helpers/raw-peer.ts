@@ -51,9 +51,12 @@ export class RawPeer extends EventEmitter<{ frame: [Frame]; closed: [] }> {
   readonly transportClosed: Promise<void>;
   transportClosedFlag = false;
 
-  constructor(options: SessionOptions, { accept = true }: { accept?: boolean } = {}) {
+  constructor(
+    options: SessionOptions,
+    { accept = true, highWater }: { accept?: boolean; highWater?: number } = {},
+  ) {
     super();
-    const [end, sessionEnd] = memoryTransportPair();
+    const [end, sessionEnd] = memoryTransportPair(highWater ? { highWater } : {});
     this.end = end;
     this.sessionEnd = sessionEnd;
     this.transportClosed = once(this, 'closed').then(() => {});
@@ -130,7 +133,11 @@ export class RawPeer extends EventEmitter<{ frame: [Frame]; closed: [] }> {
   }
 }
 
-export function rawPeer(t: Teardown, options: SessionOptions, opts?: { accept?: boolean }): RawPeer {
+export function rawPeer(
+  t: Teardown,
+  options: SessionOptions,
+  opts?: { accept?: boolean; highWater?: number },
+): RawPeer {
   const peer = new RawPeer(options, opts);
   t.teardown(() => peer.session.destroy());
   return peer;
