@@ -101,6 +101,14 @@ async function deploy(
     { netns: lab.lan },
   );
   await agent.waitFor((l) => l['msg'] === 'route active');
+  // Both ends say that the token crosses this network in clear text (no TLS on the tunnel).
+  for (const [p, pattern] of [
+    [relay, /^the tunnel listener has no TLS and is reachable from other machines/],
+    [agent, /^--relay is ws:\/\/ to another machine/],
+  ] as const) {
+    if (!p.lines.some((l) => l['level'] === 40 && pattern.test(String(l['msg']))))
+      throw new Error(`no clear-text warning matching ${pattern}`);
+  }
   return { relay, agent, backendPort };
 }
 

@@ -8,6 +8,7 @@ import {
   exitOnSignals,
   formatHelp,
   helpRequested,
+  isLoopbackHost,
   packageVersion,
   parseOptions,
   parseUserYaml,
@@ -102,6 +103,12 @@ await runCli('burrow-agent', async () => {
     agentOptionsFrom(values, process.env, sources),
   );
   const logger = createLogger({ name: 'burrow-agent', level: logLevel });
+  const relay = new URL(options.relayUrl);
+  if (relay.protocol === 'ws:' && !isLoopbackHost(relay.hostname))
+    logger.warn(
+      { relay: relay.host },
+      '--relay is ws:// to another machine: the token crosses the network in clear text; use wss:// (the relay needs TLS on its tunnel listener)',
+    );
   // SIGHUP's default action would end the agent at once, without a drain: a terminal closing, or an
   // operator used to the relay's reload. There is nothing to reload here. Installed before anything
   // starts (the first list of Services may take a while).

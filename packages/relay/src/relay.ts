@@ -6,6 +6,7 @@ import { createServer as createHttpsServer, Server as HttpsServer } from 'node:h
 import type { AddressInfo, Server as NetServer } from 'node:net';
 import {
   createLogger,
+  isLoopbackHost,
   type Logger,
   normalizeHost,
   patternAllows,
@@ -401,6 +402,11 @@ export async function startRelay(options: RelayOptions): Promise<Relay> {
     },
     'relay listening',
   );
+  if (!options.tunnelTls && !isLoopbackHost(tunnelAddress.address))
+    logger.warn(
+      { tunnel: tunnelAddress },
+      'the tunnel listener has no TLS and is reachable from other machines: agent tokens cross the network in clear text; give it --tunnel-tls-cert and --tunnel-tls-key, or keep it on 127.0.0.1 behind a TLS proxy (docs/install.md)',
+    );
 
   return {
     id,

@@ -50,3 +50,14 @@ export function createAllowlist(cidrs: readonly string[]): Allowlist {
     },
   };
 }
+
+/**
+ * Whether `host` (an address, a bracketed IPv6 address or a name) is this
+ * machine: localhost, 127.0.0.0/8 or ::1, also as an IPv4-mapped address.
+ */
+export function isLoopbackHost(host: string): boolean {
+  const h = host.replace(/^\[(.*)\]$/, '$1').toLowerCase();
+  if (h === 'localhost' || h.endsWith('.localhost') || h === '::1') return true;
+  const v4 = h.startsWith('::ffff:') ? h.slice('::ffff:'.length) : h;
+  return isIP(v4) === 4 && v4.startsWith('127.');
+}
