@@ -1,10 +1,11 @@
 // Tenants cannot take each other's names; agents come back after a relay
 // restart; losing one of an agent's connections does not stop its traffic.
 import { once } from 'node:events';
-import type { Agent } from '@burrow/agent';
+import { type Agent, StaticRouteSource } from '@burrow/agent';
 import type { RouteResult } from '@burrow/shared';
 import t from 'tap';
 import { memoryLogger } from '../../packages/agent/test/helpers/log.js';
+import { TAKEN_RETRY } from '../../packages/relay/src/routes/table.js';
 import { testAgent } from '../helpers/agent.js';
 import { deferred } from '../helpers/deferred.js';
 import { get, testServer } from '../helpers/http.js';
@@ -44,6 +45,30 @@ t.test('a second tenant claiming a taken hostname is refused; the first keeps se
     t.equal(r.body.toString(), 'first tenant');
   }
   t.equal((await get(relay.httpAddress.port, 'bob.example.com')).body.toString(), 'second tenant');
+});
+
+t.test('an agent asking again for a name another agent serves: warned once, then at debug', async (t) => {
+  const log = memoryLogger('debug', 'relay');
+  const relay = await testRelay(t, { logger: log.logger });
+  const app = await testServer(t, (_req, res) => res.end('x'));
+  await testAgent(t, relay, [{ id: 'shop', hostnames: ['shop.example.com'], target: app.url }], {
+    sub: 'alice',
+  });
+  const routes = [{ id: 'shop', hostnames: ['shop.example.com'], target: app.url }];
+  const source = new StaticRouteSource(routes);
+  const bob = await testAgent(t, relay, source, { sub: 'bob', hosts: ['*.example.com'], connections: 1 });
+  t.match(bob.routeStatus()[0], { status: 'refused', retryAfter: TAKEN_RETRY });
+  // As when the retry comes due: the same announcement again.
+  const answered = once(bob, 'routes');
+  source.update(routes);
+  await answered;
+  t.same(
+    log.lines.filter((l) => /^route refused/.test(String(l['msg']))).map((l) => [l['msg'], l['level']]),
+    [
+      ['route refused', 40],
+      ['route refused again', 20],
+    ],
+  );
 });
 
 t.test('a hostname outside the token is refused with the reason', async (t) => {

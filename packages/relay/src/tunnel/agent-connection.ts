@@ -9,8 +9,10 @@ import {
   type HttpOpen,
   type Logger,
   MessageReader,
+  type PortResult,
   Reason,
   type RelayMessage,
+  type RouteResult,
   type Session,
   type Stream,
   type TcpOpen,
@@ -28,6 +30,11 @@ const NO_PORTS = new PortTable<AgentConnection>({ ports: [] });
 
 /** Refused routes of one announcement logged a line each; the rest are counted. */
 const LOGGED_REFUSALS = 10;
+
+/** One refusal, as compared from one announcement to the next. */
+function refusalKey(r: RouteResult | PortResult): string {
+  return `${r.id}\n${'port' in r ? r.port : r.hostname}\n${r.error ?? ''}`;
+}
 
 /**
  * The relay's side of one agent tunnel: the session, the agent's identity
@@ -53,6 +60,8 @@ export class AgentConnection implements RouteTarget {
   /** Streams open but idle: kept-alive HTTP/1.1 upstreams waiting in the relay's pool. */
   #parked = 0;
   #routesVersion = 0;
+  /** The refusals the last announcement logged (refusalKey), so that the same ones again are quieter. */
+  #refusedBefore = new Set<string>();
   #refusedStreams = 0;
   #http1 = false;
 
@@ -238,9 +247,15 @@ export class AgentConnection implements RouteTarget {
     const ports = this.#ports.announce(this, this.claims.ports, message.ports ?? [], this.#onRefused);
     const refused = [...results, ...ports].filter((r) => r.status === 'refused');
     // One announcement may refuse tens of thousands of names: a line each for the first few only.
+    // An agent asks again for names another agent holds (retryAfter): the same refusal again is
+    // at debug, so that asking every few minutes does not repeat the warning each time.
+    const before = this.#refusedBefore;
+    this.#refusedBefore = new Set(refused.slice(0, LOGGED_REFUSALS).map(refusalKey));
     for (const r of refused.slice(0, LOGGED_REFUSALS)) {
       const what = 'port' in r ? { port: r.port } : { hostname: r.hostname };
-      this.#log.warn({ route: r.id, ...what, reason: r.error }, 'route refused');
+      const fields = { route: r.id, ...what, reason: r.error };
+      if (before.has(refusalKey(r))) this.#log.debug(fields, 'route refused again');
+      else this.#log.warn(fields, 'route refused');
     }
     this.#log.info(
       {
