@@ -40,10 +40,10 @@ t.test('keygen, token create, serve, SIGTERM drain', async (t) => {
   ]);
   t.same(
     await Promise.all(
-      ['', 'signing.pub', 'signing.key'].map(async (f) => (await stat(join(strict, f))).mode & 0o777),
+      ['..', '', 'signing.pub', 'signing.key'].map(async (f) => (await stat(join(strict, f))).mode & 0o777),
     ),
-    [0o755, 0o644, 0o600],
-    'umask 027: the directory and signing.pub stay readable, signing.key stays private',
+    [0o755, 0o755, 0o644, 0o600],
+    'umask 027: the directories keygen made and signing.pub stay readable, signing.key stays private',
   );
   const again = await run(process.execPath, [RELAY_CLI, 'keygen', '--out', keys]).catch((e) => e);
   t.equal(again.code, 1, 'keygen refuses to overwrite a key pair');

@@ -9,6 +9,7 @@ import {
   MAX_ANNOUNCED_PORTS,
   MAX_ANNOUNCED_ROUTES,
   MAX_MESSAGE,
+  MAX_RETRY_AFTER,
   type PortResult,
   type RouteResult,
   type Session,
@@ -44,7 +45,11 @@ import { FailureLog } from './tunnel/failure-log.js';
 
 /** The soonest the agent announces again when a refusal asks it to (retryAfter), ms. */
 const MIN_RETRY = 1000;
-/** Up to this much later, ms, so that replicas refused alike do not all ask at once. */
+/**
+ * Up to this share of the wait later, and at most RETRY_JITTER ms, so that
+ * replicas refused alike do not all ask at once.
+ */
+const RETRY_SPREAD = 0.2;
 const RETRY_JITTER = 2000;
 
 /** Route changes from one announce-result logged a line each; the rest are counted. */
@@ -453,7 +458,8 @@ class AgentImpl extends EventEmitter<AgentEvents> implements Agent {
       if (r.status === 'refused' && r.retryAfter !== undefined) after = Math.min(after, r.retryAfter);
     }
     if (after === Number.POSITIVE_INFINITY || this.#closing) return;
-    const delay = Math.max(MIN_RETRY, after) + Math.random() * RETRY_JITTER;
+    const wait = Math.min(MAX_RETRY_AFTER, Math.max(MIN_RETRY, after));
+    const delay = wait + Math.random() * Math.min(RETRY_JITTER, wait * RETRY_SPREAD);
     const due = performance.now() + delay;
     if (this.#retryTimer && this.#retryDue <= due) return;
     clearTimeout(this.#retryTimer);

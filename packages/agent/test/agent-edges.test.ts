@@ -324,6 +324,40 @@ t.test(
   },
 );
 
+t.test("a refusal's retryAfter is a hint: the agent asks again, and no value costs the tunnel", async (t) => {
+  const relay = await fakeRelay(t);
+  relay.refusedHosts.set('app.example.com', 'held for another agent');
+  relay.refusedRetryAfter = 1000.5; // a fraction: as an older or newer relay might send
+  const log = memoryLogger('debug');
+  const agent = startAgent({
+    relayUrl: relay.url,
+    token: TOKEN,
+    routes: [{ id: 'app', hostnames: ['app.example.com'], target: 'http://127.0.0.1:9' }],
+    connections: 1,
+    logger: log.logger,
+  });
+  t.teardown(() => agent.close());
+  const conn = await relay.announced();
+  await agent.ready();
+  t.match(agent.routeStatus()[0], { status: 'refused', retryAfter: 1001 }, 'rounded up');
+  relay.refusedRetryAfter = 'soon';
+  const answered = once(agent, 'routes');
+  const [again] = await once(relay, 'announce');
+  t.equal(again, conn, 'the agent asks again by itself, on the same connection');
+  await answered;
+  t.match(
+    agent.routeStatus()[0],
+    { status: 'refused', error: 'held for another agent' },
+    'an unusable one is dropped',
+  );
+  t.equal(agent.routeStatus()[0]?.retryAfter, undefined);
+  t.equal(agent.connectionCount, 1);
+  t.notOk(
+    log.lines.some((l) => l.msg === 'tunnel disconnected'),
+    'the tunnel was never dropped over it',
+  );
+});
+
 t.test(
   'a relay that keeps opening streams the agent must refuse: refused, and a warning per kind',
   async (t) => {

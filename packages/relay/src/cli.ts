@@ -1,7 +1,7 @@
 #!/usr/bin/env node
 import { randomUUID } from 'node:crypto';
 import { chmod, mkdir, open, stat, writeFile } from 'node:fs/promises';
-import { join } from 'node:path';
+import { dirname, join, resolve } from 'node:path';
 import {
   attribute,
   attributeErrors,
@@ -110,8 +110,14 @@ async function keygen(argv: string[]): Promise<void> {
   const dir = String(values['out']);
   if (dir === '') throw new ConfigError('--out: needs a directory');
   const created = await mkdir(dir, { recursive: true }).catch(cannotWrite);
-  // As signing.pub below: the relay's user must be able to reach it, whatever the umask.
-  if (created !== undefined) await chmod(dir, 0o755).catch(cannotWrite);
+  // As signing.pub below: the relay's user must be able to reach it, whatever the umask, through
+  // every directory keygen made.
+  if (created !== undefined) {
+    for (let d = resolve(dir); ; d = dirname(d)) {
+      await chmod(d, 0o755).catch(cannotWrite);
+      if (d === resolve(created) || d === dirname(d)) break;
+    }
+  }
   const force = values['force'] === true;
   const [keyPath, pubPath] = [join(dir, 'signing.key'), join(dir, 'signing.pub')];
   // Either file may be all that is left of a pair in use (signing.key is often moved off the

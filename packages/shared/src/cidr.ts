@@ -51,13 +51,19 @@ export function createAllowlist(cidrs: readonly string[]): Allowlist {
   };
 }
 
+/** 127.0.0.0/8 and ::1, and IPv4-mapped 127.0.0.0/8 in either spelling (URL parsing writes ::ffff:7f00:1). */
+const LOOPBACK = new BlockList();
+LOOPBACK.addSubnet('127.0.0.0', 8, 'ipv4');
+LOOPBACK.addAddress('::1', 'ipv6');
+LOOPBACK.addSubnet('::ffff:127.0.0.0', 104, 'ipv6');
+
 /**
  * Whether `host` (an address, a bracketed IPv6 address or a name) is this
  * machine: localhost, 127.0.0.0/8 or ::1, also as an IPv4-mapped address.
  */
 export function isLoopbackHost(host: string): boolean {
   const h = host.replace(/^\[(.*)\]$/, '$1').toLowerCase();
-  if (h === 'localhost' || h.endsWith('.localhost') || h === '::1') return true;
-  const v4 = h.startsWith('::ffff:') ? h.slice('::ffff:'.length) : h;
-  return isIP(v4) === 4 && v4.startsWith('127.');
+  if (h === 'localhost' || h.endsWith('.localhost')) return true;
+  const family = isIP(h);
+  return family !== 0 && LOOPBACK.check(h, family === 4 ? 'ipv4' : 'ipv6');
 }

@@ -30,6 +30,7 @@ t.test('isLoopbackHost: this machine by name or address, nothing else', async (t
     '::1',
     '[::1]',
     '::ffff:127.0.0.1',
+    '[::ffff:7f00:1]',
   ])
     t.ok(isLoopbackHost(host), host);
   for (const host of [

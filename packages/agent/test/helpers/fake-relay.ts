@@ -53,6 +53,8 @@ export class FakeRelay extends EventEmitter<FakeRelayEvents> {
   refuse: { status: number; body: string } | undefined;
   /** Hostnames answered as refused, with this reason. */
   readonly refusedHosts = new Map<string, string>();
+  /** `retryAfter` of every refusal, as it is (a relay of another version may send anything). */
+  refusedRetryAfter: unknown;
   /** Results added to every announce-result, for names the agent never announced (a hostile relay). */
   foreignResults: RouteResult[] = [];
   /** The URL reported for an active hostname (a hostile relay may report anything). */
@@ -151,7 +153,13 @@ export class FakeRelay extends EventEmitter<FakeRelayEvents> {
           const results = m.routes.flatMap((r) =>
             r.hostnames.map((h) =>
               this.refusedHosts.has(h)
-                ? { id: r.id, hostname: h, status: 'refused' as const, error: this.refusedHosts.get(h)! }
+                ? {
+                    id: r.id,
+                    hostname: h,
+                    status: 'refused' as const,
+                    error: this.refusedHosts.get(h)!,
+                    ...(this.refusedRetryAfter !== undefined ? { retryAfter: this.refusedRetryAfter } : {}),
+                  }
                 : { id: r.id, hostname: h, status: 'active' as const, url: this.urlOf(h) },
             ),
           );

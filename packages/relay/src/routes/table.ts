@@ -80,8 +80,12 @@ export interface Refused {
  * nothing tells it when that one lets go, and asking costs an announcement.
  */
 export const TAKEN_RETRY = 2 * 60_000;
-/** When an agent refused a name its own other connections serve in another mode asks again, ms. */
-export const MODE_RETRY = 5000;
+/**
+ * When an agent refused a name its own other connections serve in another
+ * mode asks again, ms: soon, since in a rollout that changes the mode the
+ * name answers 503 from when the last old replica goes until the new ones ask.
+ */
+export const MODE_RETRY = 1000;
 
 /** A refusal for a name or port held for `until` (ms since the epoch) for another agent that is reconnecting. */
 export function heldRefusal(what: string, until: number): Refused {
@@ -89,7 +93,7 @@ export function heldRefusal(what: string, until: number): Refused {
     refusal: 'route_taken',
     message: `${what} belongs to another agent that is reconnecting (held for it until ${heldUntil(until)})`,
     // A second late, so that the hold has ended when the agent asks.
-    retryAfter: Math.min(MAX_RETRY_AFTER, Math.max(0, until - Date.now()) + 1000),
+    retryAfter: Math.min(MAX_RETRY_AFTER, Math.ceil(Math.max(0, until - Date.now())) + 1000),
   };
 }
 

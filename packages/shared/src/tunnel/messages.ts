@@ -211,9 +211,16 @@ export const MAX_RETRY_AFTER = 60 * 60_000;
  * In how many ms announcing again may succeed, on a refusal: the name or port
  * is another agent's, or held for one that is reconnecting, or served in
  * another mode. The agent announces again then; with none, asking again
- * changes nothing. Relative, so that the two clocks need not agree.
+ * changes nothing. Relative, so that the two clocks need not agree. A hint:
+ * a value the agent cannot use (not a number, a fraction, past an hour) is
+ * clamped or dropped, never a reason to refuse the whole answer.
  */
-const retryAfter = z.number().int().min(0).max(MAX_RETRY_AFTER);
+const retryAfter = z
+  .number()
+  .transform((ms) =>
+    Number.isFinite(ms) ? Math.min(MAX_RETRY_AFTER, Math.max(0, Math.ceil(ms))) : undefined,
+  )
+  .catch(undefined);
 
 // Results and the welcome come from the relay and end up in the agent's logs and in Kubernetes
 // annotations and Events: every string has a bound.
