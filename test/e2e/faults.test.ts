@@ -1,20 +1,23 @@
 // Things breaking under load: the relay killed outright, one tunnel
 // connection cut mid-transfer, agents replaced by SIGTERM, the relay drained
-// with long downloads in flight. (tenancy-and-recovery.test.ts covers a clean
+// with long downloads in flight, and drains that must not wait for idle
+// WebSocket and TCP connections. (tenancy-and-recovery.test.ts covers a clean
 // relay restart and an in-process rolling replacement; relay-cli.test.ts a
 // single in-flight download over SIGTERM.)
 import { execFile } from 'node:child_process';
 import { once } from 'node:events';
 import { writeFile } from 'node:fs/promises';
-import { type IncomingMessage, request, type ServerResponse } from 'node:http';
+import { type IncomingMessage, request, type Server, type ServerResponse } from 'node:http';
+import { connect, type Socket } from 'node:net';
 import { join } from 'node:path';
 import { promisify } from 'node:util';
 import t from 'tap';
 import { testAgent } from '../helpers/agent.js';
-import { deferred } from '../helpers/deferred.js';
+import { deferred, within } from '../helpers/deferred.js';
 import { tempDir } from '../helpers/fs.js';
 import { get, testServer } from '../helpers/http.js';
 import { requestLoop } from '../helpers/load.js';
+import { freePort, tcpBackend } from '../helpers/net.js';
 import { AGENT_CLI, spawnLogged } from '../helpers/proc.js';
 import { rawRequest } from '../helpers/raw-http.js';
 import { type Teardownable, testRelay, tokenFor, tunnelUrl } from '../helpers/relay.js';
@@ -251,5 +254,184 @@ t.test(
         error: 'drain_timeout',
       },
     );
+  },
+);
+
+/** Answers every upgrade on `server` with a 101, then echoes the connection's bytes (a WebSocket stand-in). */
+function echoUpgrades(server: Server): void {
+  server.on('upgrade', (_req, socket: Socket) => {
+    socket.on('error', () => {});
+    socket.write('HTTP/1.1 101 Switching Protocols\r\nConnection: upgrade\r\nUpgrade: websocket\r\n\r\n');
+    socket.pipe(socket);
+  });
+}
+
+/** Reads from `s` until `done` says what it has is whole; rejects if the connection closes first. */
+function readUntil(s: Socket, done: (text: string) => boolean): Promise<string> {
+  return new Promise((resolve, reject) => {
+    let text = '';
+    const onData = (c: Buffer) => {
+      text += c.toString('latin1');
+      if (!done(text)) return;
+      s.off('data', onData).off('close', onClose);
+      resolve(text);
+    };
+    const onClose = () => reject(new Error(`connection closed after ${JSON.stringify(text)}`));
+    s.on('data', onData).on('close', onClose);
+  });
+}
+
+/** Sends `text` on an echoed connection; resolves with what came back. */
+function roundTrip(s: Socket, text: string): Promise<string> {
+  const echoed = readUntil(s, (got) => got.length >= text.length);
+  s.write(text);
+  return echoed;
+}
+
+/** Resolves when `s` closes, however (a reset included). */
+function closed(s: Socket): Promise<void> {
+  return new Promise((resolve) => s.once('close', () => resolve()));
+}
+
+async function dial(port: number): Promise<Socket> {
+  const s = connect(port, '127.0.0.1');
+  s.on('error', () => {});
+  await once(s, 'connect');
+  return s;
+}
+
+/** An upgraded connection to `host` through the relay's HTTP port: the socket past the 101. */
+async function upgraded(port: number, host: string): Promise<Socket> {
+  const s = await dial(port);
+  const head = readUntil(s, (text) => text.includes('\r\n\r\n'));
+  s.write(`GET /ws HTTP/1.1\r\nHost: ${host}\r\nConnection: upgrade\r\nUpgrade: websocket\r\n\r\n`);
+  const text = await head;
+  if (!text.startsWith('HTTP/1.1 101 ')) throw new Error(`upgrade answered ${text.split('\r\n')[0]}`);
+  return s;
+}
+
+/**
+ * Keeps `s` busy with round trips, one after the other, until stop() (or a
+ * bound on their number); stop() resolves once the last one is back, and
+ * rejects if the connection closed under them.
+ */
+function keepBusy(s: Socket): { stop(): Promise<void> } {
+  let busy = true;
+  const running = (async () => {
+    for (let trips = 0; busy && trips < 1_000_000; trips++) await roundTrip(s, 'ping');
+  })();
+  running.catch(() => {}); // reported by stop(); a test failing before it must not add an unhandled rejection
+  return {
+    stop() {
+      busy = false;
+      return running;
+    },
+  };
+}
+
+/**
+ * Routes for raw connections through the relay at `relay`: app.example.com to
+ * a backend serving held /big downloads and echoing upgrades, TCP `port` to an
+ * echo backend. Resolves once both are active, with the agent.
+ */
+async function rawRoutes(t: Teardownable, relay: string, port: number, session?: { drainTimeout: number }) {
+  const held = await heldDownloads(t, 1024 * 1024, 64 * 1024);
+  echoUpgrades(held.app.server);
+  const echo = await tcpBackend(t, (s) => s.pipe(s));
+  const agent = await testAgent(
+    t,
+    relay,
+    [
+      { id: 'app', hostnames: ['app.example.com'], target: held.app.url },
+      { id: 'db', hostnames: [], ports: [port], target: `tcp://127.0.0.1:${echo}` },
+    ],
+    { connections: 1, ...(session ? { session } : {}) },
+  );
+  while (!agent.portStatus().some((p) => p.port === port && p.status === 'active'))
+    await once(agent, 'routes');
+  return { held, agent };
+}
+
+/** An idle upgraded connection and an idle TCP connection, each having carried one exchange. */
+async function idleConnections(t: Teardownable, httpPort: number, tcpPort: number) {
+  const ws = await upgraded(httpPort, 'app.example.com');
+  const tcp = await dial(tcpPort);
+  t.teardown(() => {
+    ws.destroy();
+    tcp.destroy();
+  });
+  const echoed = await Promise.all([roundTrip(ws, 'hello'), roundTrip(tcp, 'hello')]);
+  if (echoed.join() !== 'hello,hello') throw new Error(`echoed ${echoed.join()}`);
+  return { closed: Promise.all([closed(ws), closed(tcp)]) };
+}
+
+t.test(
+  'relay SIGTERM: idle WebSocket and TCP connections are closed once quiet, busy ones and downloads finish',
+  async (t) => {
+    const port = await freePort();
+    // A drain timeout far beyond the guards below: only closing the quiet connections ends the drain in time.
+    const relay = await relayProcess(t, [
+      '--drain-timeout',
+      '60s',
+      '--tcp-ports',
+      String(port),
+      '--tcp-host',
+      '127.0.0.1',
+    ]);
+    const { held } = await rawRoutes(t, relay.tunnelUrl, port);
+    const idle = await idleConnections(t, relay.httpPort, port);
+    const busyWs = await upgraded(relay.httpPort, 'app.example.com');
+    t.teardown(() => busyWs.destroy());
+    const busy = keepBusy(busyWs);
+    const dl = download(relay.httpPort, 'app.example.com');
+    await dl.begun;
+    let downloaded = false;
+    dl.done.then(() => (downloaded = true));
+    let exited = false;
+    relay.proc.exited.then(() => (exited = true));
+
+    relay.proc.child.kill('SIGTERM');
+    await within(15_000, idle.closed, 'the idle upgraded and TCP connections closed by the drain');
+    await busy.stop();
+    t.equal(await roundTrip(busyWs, 'still here'), 'still here', 'the busy connection was not cut');
+    t.notOk(downloaded || exited, 'the held download, and so the relay, are still going');
+
+    held.release();
+    const r = await dl.done;
+    t.ok(r.complete && r.bytes === 1024 * 1024, 'the download in flight completed');
+    // Quiet now, it is closed as the idle ones were, and nothing else holds the drain.
+    await within(15_000, closed(busyWs), 'the busy connection closed once quiet');
+    t.equal(await within(15_000, relay.proc.exited, 'the relay exited'), 0, 'the relay exits 0');
+    t.match(
+      relay.proc.lines.find((l) => l['msg'] === 'drain closed quiet long-lived connections'),
+      {
+        connections: 3,
+      },
+    );
+    t.ok(
+      relay.proc.lines.some((l) => l['msg'] === 'relay stopped'),
+      'a clean stop, not the drain deadline',
+    );
+  },
+);
+
+t.test(
+  'agent close: idle WebSocket and TCP connections are closed once quiet, downloads finish',
+  async (t) => {
+    const port = await freePort();
+    const relay = await testRelay(t, { tcp: { host: '127.0.0.1', ports: [port] } });
+    // Far beyond the guards below: only closing the quiet connections ends the agent's drain in time.
+    const { held, agent } = await rawRoutes(t, tunnelUrl(relay), port, { drainTimeout: 60_000 });
+    const idle = await idleConnections(t, relay.httpAddress.port, port);
+    const dl = download(relay.httpAddress.port, 'app.example.com');
+    await dl.begun;
+    let closed = false;
+    const closing = agent.close().then(() => (closed = true));
+    await within(15_000, idle.closed, 'the idle upgraded and TCP connections closed by the drain');
+    t.notOk(closed, 'the agent waits for the download in flight');
+    held.release();
+    const r = await dl.done;
+    t.ok(r.complete && r.bytes === 1024 * 1024, 'the download in flight completed');
+    await within(15_000, closing, 'the agent drained');
   },
 );

@@ -76,7 +76,7 @@ t.test(
     server.listen(0, '127.0.0.1');
     await once(server, 'listening');
     let endpoint!: TunnelEndpoint;
-    let drained: Promise<void> | undefined;
+    let drained: Promise<number> | undefined;
     endpoint = new TunnelEndpoint({
       server,
       table: new RouteTable<AgentConnection>(),

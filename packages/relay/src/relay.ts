@@ -483,7 +483,11 @@ export async function startRelay(options: RelayOptions): Promise<Relay> {
         // more come. Once they have had that turn, agents get GOAWAY, after which the relay
         // opens no stream: sooner, those requests would be answered 503 with their agents fine.
         for (let turn = 0; turn < 2; turn++) await new Promise<void>((resolve) => setImmediate(resolve));
-        await endpoint.drain();
+        // Requests are waited for; WebSocket and TCP connections only while they carry bytes:
+        // an idle one never ends by itself, and would hold the restart until the deadline.
+        const closedQuiet = await endpoint.drain();
+        if (closedQuiet > 0)
+          logger.info({ connections: closedQuiet }, 'drain closed quiet long-lived connections');
         // No stream is left: TLS connections close once what they are sending is out
         // (or at the deadline), never before, so no response is cut.
         await Promise.all([httpClosed, tunnelClosed, tlsClosed, tcpClosed, front?.settle()]);

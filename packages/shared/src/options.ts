@@ -478,7 +478,8 @@ export const COMMON_OPTIONS = {
     type: 'string',
     placeholder: 'DURATION',
     default: '30s',
-    description: 'on SIGTERM, how long in-flight requests may take to finish',
+    description:
+      'on SIGTERM, how long in-flight requests, and WebSocket and TCP connections still carrying data, may take to finish (one quiet for 1 s is closed)',
   },
   logLevel: {
     name: 'log-level',

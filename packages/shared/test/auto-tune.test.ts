@@ -31,6 +31,7 @@ function fakeHost(): FakeHost {
     sendRst() {},
     sendData() {},
     release() {},
+    watchQuiet() {},
     resizeWindow: (_window, resize) => resize,
   };
 }

@@ -104,6 +104,47 @@ t.test('a graceful GOAWAY goes out on a session whose send queue is backed up wi
   t.equal(await peer.sessionClosed, undefined, 'closed without an error');
 });
 
+t.test('a drain resets raw streams once quiet and waits for the others', async (t) => {
+  // The drain timeout is far beyond the test: only the quiet rule ends the raw streams.
+  const peer = rawPeer(t, { ...server, drainQuietPeriod: 20, drainTimeout: 600_000 });
+  // The session's timers do not hold the process (its sockets do); this in-memory pair has none.
+  const alive = setInterval(() => {}, 1_000);
+  t.teardown(() => clearInterval(alive));
+  peer.hello();
+  await peer.session.ready;
+  const open = () => {
+    const s = peer.session.openStream();
+    s.on('error', () => {});
+    return s;
+  };
+  const request = open();
+  const raw = open();
+  raw.markRaw();
+  // An upgrade still waiting for its 101 when the drain starts: raw only from then on.
+  const upgrade = open();
+  // A raw stream whose reader is behind: bytes it has not read yet are traffic still under way.
+  const behind = open();
+  behind.markRaw();
+  peer.send(encodeFrame(FrameType.Data, behind.id, Buffer.from('unread')));
+  await peer.roundTrip('data');
+  t.equal(behind.unconsumed, 6, 'the bytes wait unread');
+  const drained = peer.session.goAway(Reason.Shutdown, 'restarting');
+  const resetOf = (s: Stream) => peer.rst(s.id);
+  t.match(await resetOf(raw), { reason: Reason.Shutdown, message: /quiet/ }, 'the quiet raw stream is reset');
+  t.notOk(request.destroyed || upgrade.destroyed, 'the others are waited for');
+  upgrade.markRaw();
+  t.match(await resetOf(upgrade), { reason: Reason.Shutdown }, 'one marked raw during the drain, once quiet');
+  t.notOk(behind.destroyed, 'one holding unread bytes is not quiet');
+  t.equal(behind.read()?.toString(), 'unread');
+  t.match(await resetOf(behind), { reason: Reason.Shutdown }, 'once read, and then quiet, it goes too');
+  t.equal(peer.session.closedQuiet, 3);
+  t.notOk(request.destroyed || peer.session.closed, 'the request still holds the drain');
+  request.end();
+  peer.send(encodeFrame(FrameType.Fin, request.id));
+  await drained;
+  t.equal(await peer.sessionClosed, undefined, 'closed without an error once the request finished');
+});
+
 t.test(
   'writes waiting for credit get their callbacks, with an error, when the peer resets the stream',
   async (t) => {

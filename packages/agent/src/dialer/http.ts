@@ -548,6 +548,8 @@ class Exchange {
       return;
     }
     writeMessage(stream, response);
+    // Raw bytes from here on: a drain closes it once quiet, rather than waiting for it to end.
+    stream.markRaw();
     if (head.byteLength > 0) stream.write(head);
     socket.on('error', (err: NodeJS.ErrnoException) =>
       this.#fail(

@@ -79,7 +79,10 @@ export function acceptStream(
     stream.reset(Reason.BadMetadata, `route "${open.route}" does not take ${open.kind} streams`);
     return;
   }
-  if (open.kind === 'tcp') dialer.serveTcp(stream, open, route);
-  else if (open.kind === 'http1') dialer.serveHttp1(stream, open, route);
+  if (open.kind === 'tcp') {
+    // Raw bytes with no end in sight: a drain closes it once quiet, rather than waiting for it.
+    stream.markRaw();
+    dialer.serveTcp(stream, open, route);
+  } else if (open.kind === 'http1') dialer.serveHttp1(stream, open, route);
   else dialer.serve(stream, open, route);
 }

@@ -166,7 +166,8 @@ export class TunnelConnection extends EventEmitter<TunnelConnectionEvents> {
 
   /**
    * Stops reconnecting and drains: GOAWAY on every session, in-flight streams
-   * finish (bounded by the session's drainTimeout), then the sockets close.
+   * finish (bounded by the session's drainTimeout) while WebSocket and TCP
+   * connections are closed once quiet, then the sockets close.
    */
   async close(): Promise<void> {
     if (this.#state === 'closed') return;
@@ -183,6 +184,8 @@ export class TunnelConnection extends EventEmitter<TunnelConnectionEvents> {
         const drained = session.goAway(Reason.Shutdown, 'agent shutting down');
         if (session === live) this.#releaseControl();
         await drained;
+        if (session.closedQuiet > 0)
+          this.#log.info({ connections: session.closedQuiet }, 'drain closed quiet long-lived connections');
         // The relay has processed everything we sent once its close frame is back.
         await closed;
       }),

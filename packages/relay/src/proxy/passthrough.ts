@@ -47,6 +47,8 @@ export function forwardRaw(
     socket.destroy();
     return;
   }
+  // Raw bytes with no end in sight: a drain closes it once quiet, rather than waiting for it.
+  stream.markRaw();
   let failure: string | undefined;
   // The client may half-close (a TLS close_notify sent, or a TCP FIN, the answer still coming).
   socket.allowHalfOpen = true;

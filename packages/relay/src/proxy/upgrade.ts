@@ -148,6 +148,8 @@ export async function forwardUpgrade(
   socket.write(headText);
   if (rest.byteLength > 0) socket.write(rest);
   if (rh.status === 101) {
+    // Raw bytes from here on: a drain closes it once quiet, rather than waiting for it to end.
+    stream.markRaw();
     if (head.byteLength > 0) stream.write(head);
     splice(socket, stream);
   } else {

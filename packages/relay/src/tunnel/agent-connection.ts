@@ -140,14 +140,17 @@ export class AgentConnection implements RouteTarget {
   }
 
   /**
-   * GOAWAY, then lets in-flight requests finish. The control stream stays open
+   * GOAWAY, then lets in-flight requests finish; raw connections (WebSocket,
+   * TCP) are closed once quiet (Session.goAway). The control stream stays open
    * on both sides for the connection's whole life, so it is reset here: the
-   * drain then ends when the last request does, whatever the agent does.
+   * drain then ends when the last busy stream does, whatever the agent does.
+   * Resolves with how many quiet raw connections it closed.
    */
-  drain(): Promise<void> {
+  async drain(): Promise<number> {
     const drained = this.session.goAway();
     this.#control?.reset(Reason.Cancel, 'relay draining');
-    return drained;
+    await drained;
+    return this.session.closedQuiet;
   }
 
   /**

@@ -59,7 +59,7 @@ export class TunnelEndpoint {
   readonly #opts: TunnelEndpointOptions;
   #draining = false;
   /** Drains of connections whose upgrade completed after drain() began. */
-  readonly #lateDrains: Promise<void>[] = [];
+  readonly #lateDrains: Promise<number>[] = [];
   readonly #wss: WebSocketServer;
   /** Route announcements, paced per subject (announce-gate.ts). */
   readonly #gate = new AnnounceGate();
@@ -190,18 +190,21 @@ export class TunnelEndpoint {
   }
 
   /**
-   * GOAWAY to every agent; resolves when all sessions have drained or closed.
+   * GOAWAY to every agent; resolves when all sessions have drained or closed,
+   * with how many quiet raw connections (WebSocket, TCP) the drain closed.
    * An upgrade still checking its token when the drain began gets GOAWAY as
    * soon as its session exists, and is waited for too.
    */
-  async drain(): Promise<void> {
+  async drain(): Promise<number> {
     this.#draining = true;
-    await Promise.all([...this.connections].map((c) => c.drain()));
+    let closedQuiet = 0;
+    for (const n of await Promise.all([...this.connections].map((c) => c.drain()))) closedQuiet += n;
     for (let waited = 0; waited < this.#lateDrains.length; ) {
       const batch = this.#lateDrains.slice(waited);
       waited = this.#lateDrains.length;
-      await Promise.all(batch);
+      for (const n of await Promise.all(batch)) closedQuiet += n;
     }
+    return closedQuiet;
   }
 
   /**

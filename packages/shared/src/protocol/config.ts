@@ -33,6 +33,13 @@ export interface SessionConfig {
   handshakeTimeout: number;
   /** After GOAWAY, time allowed for open streams to finish before they are reset, ms. Default 30 s. */
   drainTimeout: number;
+  /**
+   * After GOAWAY, a raw byte stream (Stream.raw: an upgraded connection, a
+   * TCP connection) with no frames in either direction for this long, and no
+   * bytes waiting in it, is reset rather than waited for until drainTimeout,
+   * ms. Default 1 s.
+   */
+  drainQuietPeriod: number;
   /** A stream with no frames in either direction for this long is reset, ms; 0 disables. Default 15 min. */
   streamIdleTimeout: number;
   /**
@@ -57,6 +64,7 @@ export const DEFAULT_SESSION_CONFIG: Readonly<SessionConfig> = Object.freeze({
   keepaliveMisses: 3,
   handshakeTimeout: 10_000,
   drainTimeout: 30_000,
+  drainQuietPeriod: 1_000,
   streamIdleTimeout: 15 * 60_000,
   maxSendQueue: 16 * 1024 * 1024,
 });
@@ -141,6 +149,12 @@ export function verifyConfig(partial: Partial<SessionConfig> = {}): SessionConfi
     c.handshakeTimeout,
   );
   check(int(c.drainTimeout) && c.drainTimeout >= 0, 'drainTimeout', 'must be >= 0 ms', c.drainTimeout);
+  check(
+    int(c.drainQuietPeriod) && c.drainQuietPeriod >= 0,
+    'drainQuietPeriod',
+    'must be >= 0 ms',
+    c.drainQuietPeriod,
+  );
   check(
     int(c.streamIdleTimeout) && c.streamIdleTimeout >= 0,
     'streamIdleTimeout',

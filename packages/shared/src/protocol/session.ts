@@ -101,6 +101,9 @@ export class Session extends EventEmitter<SessionEvents> {
   #keepaliveTimer: NodeJS.Timeout | undefined;
   #idleTimer: NodeJS.Timeout | undefined;
   #drainTimer: NodeJS.Timeout | undefined;
+  /** During a drain, when the raw stream quiet the longest is due (see #closeQuietStreams). */
+  #quietTimer: NodeJS.Timeout | undefined;
+  #closedQuiet = 0;
   #unansweredPings = 0;
   readonly #pings = new Map<
     bigint,
@@ -150,6 +153,10 @@ export class Session extends EventEmitter<SessionEvents> {
       sendRst: (id, reason, message) => this.#writeControl(encodeRst(id, reason, message)),
       sendData: (id, payload) => this.#writeData(id, payload),
       release: (s) => this.#release(s),
+      watchQuiet: () => {
+        // Any raw stream already watched is due no later than one marked now.
+        if (this.#goAwaySent && !this.#quietTimer) this.#closeQuietStreams();
+      },
       get rtt() {
         return session.#currentRtt();
       },
@@ -212,6 +219,11 @@ export class Session extends EventEmitter<SessionEvents> {
     return this.#streams.size;
   }
 
+  /** Raw streams (Stream.raw) this side's drain reset because they had been quiet. */
+  get closedQuiet(): number {
+    return this.#closedQuiet;
+  }
+
   get stats(): SessionStats {
     return { streams: this.#streams.size, rtt: this.#rtt, ...this.#stats };
   }
@@ -271,8 +283,9 @@ export class Session extends EventEmitter<SessionEvents> {
 
   /**
    * Starts a graceful drain: tells the peer to open no new streams, lets open
-   * streams finish, then closes. Streams still open after `drainTimeout` are
-   * reset. Resolves when the session has closed.
+   * streams finish, then closes. Raw streams (Stream.raw) are reset once they
+   * have been quiet for `drainQuietPeriod`; streams still open after
+   * `drainTimeout` are reset. Resolves when the session has closed.
    */
   goAway(reason: Reason = Reason.Shutdown, message = ''): Promise<void> {
     const done = new Promise<void>((resolve) => {
@@ -289,8 +302,38 @@ export class Session extends EventEmitter<SessionEvents> {
       this.#finish(undefined, Reason.NoError, 'drained');
     }, this.config.drainTimeout);
     this.#drainTimer.unref();
+    this.#closeQuietStreams();
     this.#maybeFinishDrain();
     return done;
+  }
+
+  /**
+   * Resets the raw streams that have been quiet for drainQuietPeriod, and
+   * comes back when the quietest of the others would be. An idle WebSocket or
+   * TCP connection never ends by itself: waiting for it would hold the drain
+   * until drainTimeout and cut it then anyway. One still carrying bytes is
+   * left to finish, as a request is.
+   */
+  #closeQuietStreams(): void {
+    this.#quietTimer = undefined;
+    if (this.#closed) return;
+    const period = this.config.drainQuietPeriod;
+    const now = performance.now();
+    let due = Number.POSITIVE_INFINITY;
+    for (const s of [...this.#streams.values()]) {
+      if (!s.raw || s.destroyed) continue;
+      if (s.lastActivity > now - period) due = Math.min(due, s.lastActivity + period);
+      // Bytes waiting on flow control are traffic too, only slow: a reader that catches up moves them.
+      else if (s.holdsData) due = Math.min(due, now + period);
+      else {
+        this.#closedQuiet++;
+        s.reset(Reason.Shutdown, `quiet for ${period} ms while draining`);
+      }
+    }
+    if (due === Number.POSITIVE_INFINITY || this.#closed) return;
+    // Bytes may have moved since: the check then finds it busy and looks again later.
+    this.#quietTimer = setTimeout(() => this.#closeQuietStreams(), Math.max(1, due - performance.now()));
+    this.#quietTimer.unref();
   }
 
   /** Closes now: open streams fail with `error` (or SessionClosedError). */
@@ -691,6 +734,7 @@ export class Session extends EventEmitter<SessionEvents> {
     clearInterval(this.#keepaliveTimer);
     clearInterval(this.#idleTimer);
     clearTimeout(this.#drainTimer);
+    clearTimeout(this.#quietTimer);
     this.#sendQueue.clear();
     const streamError = new SessionClosedError(
       error ? `tunnel session closed: ${error.message}` : 'tunnel session closed',

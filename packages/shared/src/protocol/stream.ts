@@ -13,6 +13,8 @@ export interface StreamHost {
   sendData(streamId: number, payload: Buffer): void;
   /** The stream needs no more frames: both FINs seen or reset. */
   release(stream: Stream): void;
+  /** The stream was marked raw (Stream.raw): a drain under way watches it for quiet from now. */
+  watchQuiet(stream: Stream): void;
   /** Latest round-trip time in ms (0 while unknown); reading it may start a fresh probe. */
   readonly rtt: number;
   /** performance.now() of the latest round-trip sample. */
@@ -95,6 +97,7 @@ export class Stream extends Duplex {
    * routes do not change, lives as long as its session.
    */
   idleExempt = false;
+  #raw = false;
   bytesIn = 0;
   bytesOut = 0;
 
@@ -119,6 +122,28 @@ export class Stream extends Duplex {
     if (this.destroyed) return;
     this.#sendRst(reason, message);
     this.destroy(new StreamResetError(reason, message || 'reset locally', { local: true }));
+  }
+
+  /**
+   * A raw byte stream (an upgraded connection, a TCP connection) rather than
+   * a request/response exchange: nothing says when it is done, so a drain
+   * resets it once it has been quiet for the session's drainQuietPeriod
+   * instead of waiting for it until drainTimeout.
+   */
+  get raw(): boolean {
+    return this.#raw;
+  }
+
+  /** Marks the stream raw (see `raw`), once whoever serves it knows: an upgrade becomes one on its 101. */
+  markRaw(): void {
+    if (this.#raw) return;
+    this.#raw = true;
+    if (!this.destroyed) this.#host.watchQuiet(this);
+  }
+
+  /** Bytes the stream holds: written and waiting for credit, or received and not yet read. */
+  get holdsData(): boolean {
+    return this.#pending !== null || this.writableLength > 0 || this.unconsumed > 0;
   }
 
   /** Current receive window (grows with auto-tuning). */
