@@ -6,59 +6,14 @@ import { readFile, rm, writeFile } from 'node:fs/promises';
 import { type AddressInfo, createServer, type Socket } from 'node:net';
 import { delimiter, join } from 'node:path';
 import { promisify } from 'node:util';
-import t, { type Test } from 'tap';
-import { until } from '../helpers/deferred.js';
-import { fakeKube } from '../helpers/fake-kube.js';
+import t from 'tap';
+import { agentCluster as cluster, probe } from '../helpers/agent-cluster.js';
 import { tempDir } from '../helpers/fs.js';
-import { get, testServer } from '../helpers/http.js';
-import { AGENT_CLI, spawnLogged } from '../helpers/proc.js';
-import { testRelay, tokenFor, tunnelUrl } from '../helpers/relay.js';
+import { get } from '../helpers/http.js';
+import { AGENT_CLI } from '../helpers/proc.js';
+import { tokenFor } from '../helpers/relay.js';
 
 const run = promisify(execFile);
-
-async function probe(port: number, path: string): Promise<{ status: number; body: string }> {
-  const r = await get(port, '127.0.0.1', path);
-  return { status: r.status, body: r.body.toString() };
-}
-
-/**
- * A relay, a fake API server with one annotated Service (shop.example.com, in
- * namespace apps) whose app answers `answer`, and the agent's kubeconfig and
- * token files. `spawnAgent` starts the agent binary against them, with a
- * health listener and `extra` arguments.
- */
-async function cluster(t: Test, answer: string) {
-  const relay = await testRelay(t);
-  const kube = await fakeKube(t);
-  const app = await testServer(t, (_req, res) => res.end(answer), '127.0.0.6');
-  kube.upsertService({
-    metadata: { name: 'shop', namespace: 'apps', annotations: { 'burrow.dev/hostname': 'shop.example.com' } },
-    spec: { type: 'ClusterIP', clusterIP: '127.0.0.6', ports: [{ name: 'http', port: app.port }] },
-  });
-  const dir = await tempDir(t, 'burrow-agent-');
-  await writeFile(join(dir, 'kubeconfig'), kube.kubeconfig());
-  const token = await tokenFor('cluster', ['*.example.com']);
-  await writeFile(join(dir, 'token'), `${token}\n`, { mode: 0o600 });
-  const spawnAgent = (extra: string[] = []) =>
-    spawnLogged(
-      t,
-      AGENT_CLI,
-      [
-        '--relay',
-        tunnelUrl(relay),
-        '--token-file',
-        join(dir, 'token'),
-        '--kubernetes',
-        '--kubeconfig',
-        join(dir, 'kubeconfig'),
-        '--health-listen',
-        '127.0.0.1:0',
-        ...extra,
-      ],
-      { POD_NAMESPACE: 'burrow-system', POD_NAME: 'agent-0' },
-    );
-  return { relay, kube, token, spawnAgent, dir };
-}
 
 t.test('burrow-agent --kubernetes exposes annotated Services and answers probes', async (t) => {
   const { relay, kube, token, spawnAgent } = await cluster(t, 'from the cluster');
@@ -107,50 +62,6 @@ t.test('burrow-agent --kubernetes exposes annotated Services and answers probes'
   agent.child.kill('SIGTERM');
   t.equal(await agent.exited, 0, 'SIGTERM drains and exits 0');
 });
-
-t.test(
-  'an allowlist over the 256 ranges a route may have: the annotation is named, and the pod is ready',
-  async (t) => {
-    const { kube, spawnAgent } = await cluster(t, 'unused');
-    const cidrs = Array.from({ length: 300 }, (_, i) => `10.${i >> 8}.${i & 255}.0/24`).join(',');
-    kube.upsertService({
-      metadata: {
-        name: 'shop',
-        namespace: 'apps',
-        annotations: { 'burrow.dev/hostname': 'shop.example.com', 'burrow.dev/allow-cidrs': cidrs },
-      },
-      spec: { type: 'ClusterIP', clusterIP: '127.0.0.6', ports: [{ name: 'http', port: 80 }] },
-    });
-    const agent = spawnAgent();
-    const listening = await agent.waitFor((l) => l['msg'] === 'health endpoint listening');
-    const healthPort = (listening['address'] as { port: number }).port;
-    const error = await new Promise<string>((resolve) => {
-      const check = () => {
-        const e = kube.getService('apps', 'shop')?.metadata.annotations?.['burrow.dev/error'];
-        if (e) {
-          kube.off('change', check);
-          resolve(e);
-        }
-      };
-      kube.on('change', check);
-      check();
-    });
-    t.equal(
-      error,
-      'burrow.dev/allow-cidrs: lists 300 ranges, more than the 256 one route may have; merge neighbouring ranges into wider ones',
-    );
-    await until(
-      async () => kube.events().some((e) => e['reason'] === 'InvalidAnnotation'),
-      'an InvalidAnnotation Event is recorded',
-    );
-    // Nothing to announce is nothing to wait for: the rollout of a new pod does not stall on it.
-    await agent.waitFor((l) => l['msg'] === 'tunnel connected');
-    const ready = await probe(healthPort, '/readyz');
-    t.equal(ready.status, 200, ready.body);
-    agent.child.kill('SIGTERM');
-    t.equal(await agent.exited, 0);
-  },
-);
 
 t.test('the agent is not ready while the API server refuses to list Services', async (t) => {
   const { relay, kube, spawnAgent } = await cluster(t, 'listed at last');
