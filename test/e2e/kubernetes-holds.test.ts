@@ -41,6 +41,7 @@ async function replica(
   token: string,
   namespaces?: string[],
   holdsKey?: string,
+  holdGrace?: number,
 ) {
   const kc = new KubeConfig();
   kc.loadFromString(kube.kubeconfig());
@@ -50,6 +51,7 @@ async function replica(
     lease: false,
     token,
     ...(holdsKey ? { holdsKey } : {}),
+    ...(holdGrace !== undefined ? { holdGrace } : {}),
     ...(namespaces ? { namespaces, backoff: { base: 20, cap: 200 } } : {}),
   });
   const agent = startAgent({
@@ -294,4 +296,124 @@ t.test('with a holds key, a contested name stays with its holder when the token 
   await c.sync.schedule();
   t.equal(holdsOf('prod', 'shop'), byHoldsKey, 'and its record is left as it is');
   t.equal(holdsOf('dev', 'old'), '', 'dev/old gets none');
+});
+
+/** prod/shop (newer) holds shop.example.com with its record; dev/old (older) asks for it too and is refused. */
+async function contested(t: Teardownable, holdGrace?: number, namespaces?: string[]) {
+  const c = await cluster(t);
+  const prod = await testServer(t, (_req, res) => res.end('prod/shop'), '127.0.0.2');
+  const dev = await testServer(t, (_req, res) => res.end('dev/old'), '127.0.0.3');
+  const prodShop = (extra: Record<string, string> = {}, ports = [{ name: 'web', port: prod.port }]) => {
+    const svc = service('prod', 'shop', '127.0.0.2', prod.port, 'shop.example.com', '2026-01-01T00:00:00Z', {
+      [HOLDS]: c.holdsOf('prod', 'shop'),
+      ...extra,
+    });
+    return { ...svc, spec: { ...svc.spec, ports: ports.map((p) => ({ ...p, protocol: 'TCP' })) } };
+  };
+  c.kube.upsertService(prodShop());
+  const a = await replica(t, c.kube, c.relayUrl, c.token, namespaces, undefined, holdGrace);
+  await a.sync.schedule();
+  const record = c.holdsOf('prod', 'shop');
+  const skipped = new Promise<void>((resolve) => a.agent.once('routes', () => resolve()));
+  c.kube.upsertService(
+    service('dev', 'old', '127.0.0.3', dev.port, 'shop.example.com', '2025-01-01T00:00:00Z'),
+  );
+  await skipped;
+  await a.sync.schedule();
+  return { ...c, a, prod, prodShop, record };
+}
+
+t.test(
+  'a holder edited into an invalid route keeps its name reserved, and has it back once fixed',
+  async (t) => {
+    const { kube, relayUrl, token, port, holdsOf, a, prod, prodShop, record } = await contested(t);
+    t.match(record, /^shop\.example\.com;\d+;/, 'prod/shop holds shop.example.com');
+    t.equal((await get(port, 'shop.example.com')).body.toString(), 'prod/shop');
+
+    // A second port, and the first is named "web", not "http": prod/shop's route is invalid.
+    const webAndMetrics = [
+      { name: 'web', port: prod.port },
+      { name: 'metrics', port: 9090 },
+    ];
+    kube.upsertService(prodShop({}, webAndMetrics));
+    await until(
+      async () =>
+        /none is named "http"/.test(
+          kube.getService('prod', 'shop')?.metadata['annotations']?.['burrow.dev/error'] ?? '',
+        ),
+      'prod/shop shows why its route is invalid',
+    );
+    await a.sync.schedule();
+    t.match(
+      a.agent.skippedRoutes().get('k8s:dev/old') ?? '',
+      /already in route "k8s:prod\/shop"/,
+      'dev/old is still refused',
+    );
+    t.equal(holdsOf('prod', 'shop'), record, 'prod/shop keeps its record meanwhile');
+    t.equal(holdsOf('dev', 'old'), '', 'dev/old gets none');
+    t.not(
+      (await get(port, 'shop.example.com')).body.toString(),
+      'dev/old',
+      'the name does not reach dev/old',
+    );
+
+    // A replica that starts meanwhile reads the record and decides alike.
+    const b = await replica(t, kube, relayUrl, token);
+    t.same([...b.agent.skippedRoutes().keys()], ['k8s:dev/old'], 'a new replica refuses dev/old too');
+
+    // prod fixes the edit: its name is its own again, held since the time it had.
+    kube.upsertService(prodShop({ 'burrow.dev/port': 'web' }, webAndMetrics));
+    await until(
+      async () => (await get(port, 'shop.example.com')).body.toString() === 'prod/shop',
+      'shop.example.com reaches prod/shop again',
+    );
+    await a.sync.schedule();
+    t.equal(holdsOf('prod', 'shop'), record, 'with the record it had');
+    t.notOk(kube.getService('prod', 'shop')?.metadata['annotations']?.['burrow.dev/error'], 'and no error');
+    t.match(a.agent.skippedRoutes().get('k8s:dev/old') ?? '', /already in route/, 'dev/old stays refused');
+  },
+);
+
+t.test('a holder left invalid past the hold grace gives its name up', async (t) => {
+  const { kube, port, holdsOf, a, prod, prodShop } = await contested(t, 50);
+  kube.upsertService(
+    prodShop({}, [
+      { name: 'web', port: prod.port },
+      { name: 'metrics', port: 9090 },
+    ]),
+  );
+  await until(
+    async () => (await get(port, 'shop.example.com')).body.toString() === 'dev/old',
+    'shop.example.com goes to dev/old once the grace is over',
+  );
+  await a.sync.schedule();
+  t.match(holdsOf('dev', 'old'), /^shop\.example\.com;/, 'dev/old holds it now');
+  t.equal(holdsOf('prod', 'shop'), '', "prod/shop's record is removed");
+});
+
+t.test('a holder whose namespace is refused for a while keeps its name reserved', async (t) => {
+  const { kube, port, holdsOf, a, record } = await contested(t, undefined, ['prod', 'dev']);
+  // The agent's access to prod is revoked: prod/shop's route is withdrawn.
+  kube.forbidden.add('prod');
+  kube.dropWatches();
+  await until(
+    async () => !a.k.source.routes().some((r) => r.id === 'k8s:prod/shop'),
+    "prod/shop's route is withdrawn",
+  );
+  await a.sync.schedule();
+  t.match(
+    a.agent.skippedRoutes().get('k8s:dev/old') ?? '',
+    /already in route "k8s:prod\/shop"/,
+    'dev/old is still refused',
+  );
+  t.equal(holdsOf('dev', 'old'), '', 'dev/old gets no record');
+
+  // Access is granted again: the name is prod/shop's again.
+  kube.forbidden.delete('prod');
+  await until(
+    async () => (await get(port, 'shop.example.com')).body.toString() === 'prod/shop',
+    'shop.example.com reaches prod/shop again',
+  );
+  t.equal(holdsOf('prod', 'shop'), record, 'prod/shop keeps its record');
+  t.match(a.agent.skippedRoutes().get('k8s:dev/old') ?? '', /already in route/, 'dev/old stays refused');
 });

@@ -642,6 +642,8 @@ export async function kubeAgent(
     token?: string;
     /** Write and read `burrow.dev/holds` records, keyed by the token, as the CLI does. */
     holds?: boolean;
+    /** How long a Service whose route lapsed keeps its names (startKubernetes holdGrace), ms. */
+    holdGrace?: number;
   } = {},
 ) {
   const kc = new KubeConfig();
@@ -649,6 +651,7 @@ export async function kubeAgent(
   const token = opts.token ?? (await tokenFor('cluster-1', ['*.example.com']));
   const k = await startKubernetes({
     ...(opts.holds ? { token } : {}),
+    ...(opts.holdGrace !== undefined ? { holdGrace: opts.holdGrace } : {}),
     kubeConfig: kc,
     logger: testLogger('kube'),
     backoff: { base: 10, cap: 100 },

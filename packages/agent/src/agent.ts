@@ -295,12 +295,14 @@ class AgentImpl extends EventEmitter<AgentEvents> implements Agent {
   #apply(offered: readonly Route[]): void {
     // Names here are hostnames and public TCP ports (`tcp:PORT`): both are held the same way.
     const asked = new Set(offered.flatMap((r) => claimedNames(r).map((h) => `${r.id} ${h}`)));
+    const ids = new Set(offered.map((r) => r.id));
     const held = new Map<string, string>();
     // A name goes where the source's record says (Services' burrow.dev/holds), so that every
     // replica decides alike: one that started later, or one that gave a name away while it could
-    // not see the record's Service (a namespace it could not list yet).
+    // not see the record's Service (a namespace it could not list yet). A record of a route out of
+    // the set reserves its names: no route is given them, and none serves them.
     for (const [h, id] of this.#source.holders?.() ?? []) {
-      if (asked.has(`${id} ${h}`)) held.set(h, id);
+      if (asked.has(`${id} ${h}`) || !ids.has(id)) held.set(h, id);
     }
     // Otherwise a name stays with the route that has it while that route still asks for it: a
     // route asking for it (a new one, or an older one edited to add it) is refused, whatever the
@@ -314,8 +316,9 @@ class AgentImpl extends EventEmitter<AgentEvents> implements Agent {
       ...offered.filter((r) => !this.#routes.has(r.id)),
     ];
     let plan = this.#plan(routes, held);
-    // A holder refused for another reason (edited into an invalid route) does not keep its names.
-    const lapsed = [...held].filter(([, id]) => !plan.next.has(id));
+    // A holder refused for another reason (edited into an invalid route) does not keep its names,
+    // unless the source reserves them (a route it has left out of the set for now).
+    const lapsed = [...held].filter(([, id]) => ids.has(id) && !plan.next.has(id));
     if (lapsed.length > 0) {
       for (const [h] of lapsed) held.delete(h);
       plan = this.#plan(routes, held);

@@ -30,6 +30,12 @@ export interface KubernetesOptions {
   /** How long one request to the API server may go unanswered, ms. Default 30 s. */
   requestTimeout?: number;
   /**
+   * How long a Service whose route turns invalid (an edit) or is withdrawn (a 403) keeps the
+   * names its `burrow.dev/holds` record holds, reserved and not served, before another Service
+   * asking for them may have them, ms. Default 10 min.
+   */
+  holdGrace?: number;
+  /**
    * The holds key (--holds-key-file): a secret of its own that keys the
    * `burrow.dev/holds` records, which keep a contested hostname with the same
    * Service across replicas, restarts and token rotations (holds.ts). A
@@ -107,6 +113,7 @@ export async function startKubernetes(options: KubernetesOptions): Promise<Kuber
     ...(options.watchIdleTimeout ? { watchIdleTimeout: options.watchIdleTimeout } : {}),
     ...(options.backoff ? { backoff: options.backoff } : {}),
     ...(options.requestTimeout ? { requestTimeout: options.requestTimeout } : {}),
+    ...(options.holdGrace !== undefined ? { holdGrace: options.holdGrace } : {}),
   });
   await watch.start();
   const timeout = options.requestTimeout ?? API_TIMEOUT;

@@ -8,6 +8,7 @@ import {
   type ObjectCache,
   type V1Service,
 } from '@kubernetes/client-node';
+import { stableRouteId } from '../routes/validate.js';
 import {
   ANNOTATION,
   routeForService,
@@ -23,6 +24,8 @@ import { API_TIMEOUT, apiClient, TimedWatch } from './api.js';
 const QUICK_END = 1_000;
 /** Departed Services remembered for write-back to clear; the oldest are forgotten beyond this. */
 const MAX_DEPARTED = 1_000;
+/** How long a Service whose route turned invalid, or was withdrawn, keeps its names reserved, ms. */
+export const DEFAULT_HOLD_GRACE = 10 * 60_000;
 /** The annotations the agent writes on a Service. */
 const WRITTEN = [ANNOTATION.url, ANNOTATION.error, ANNOTATION.holds];
 
@@ -42,6 +45,23 @@ export interface ServiceWatchOptions {
   backoff?: { base: number; cap: number };
   /** How long a list, or a watch's response head, may take, ms. Default 30 s. */
   requestTimeout?: number;
+  /**
+   * How long a Service whose route turned invalid (an edit), or was withdrawn (a 403), stays in
+   * `lapsed`, where its `burrow.dev/holds` record keeps its names from other Services, ms.
+   * Default 10 min.
+   */
+  holdGrace?: number;
+}
+
+/**
+ * A Service that had a route and has none for now: its annotations were edited into something
+ * invalid, or its namespace was withdrawn. `id` is the id its route has.
+ */
+export interface LapsedService {
+  service: V1Service;
+  id: string;
+  /** When this replica saw it lapse (Date.now()). */
+  since: number;
 }
 
 export interface WatchedService {
@@ -86,6 +106,7 @@ export class ServiceWatch extends EventEmitter<Events> {
   readonly #opts: ServiceWatchOptions;
   readonly #services = new Map<string, WatchedService>();
   readonly #departed = new Map<string, ServiceLike>();
+  readonly #lapsed = new Map<string, LapsedService & { timer: NodeJS.Timeout }>();
   /** The error last logged for each Service that cannot be exposed, so each is logged once. */
   readonly #invalid = new Map<string, string>();
   readonly #informers: InformerEntry[] = [];
@@ -123,6 +144,15 @@ export class ServiceWatch extends EventEmitter<Events> {
   /** Write-back has dealt with the departed Service `key` (this object of it, `uid`). */
   forgetDeparted(key: string, uid: string | undefined): void {
     if (this.#departed.get(key)?.metadata?.uid === uid) this.#departed.delete(key);
+  }
+
+  /**
+   * Services whose route lapsed less than `holdGrace` ago, by key: edited into an invalid route,
+   * or withdrawn with their namespace (403). A deleted Service, or one whose hostname annotation
+   * was removed, gives its names up at once and is not here.
+   */
+  get lapsed(): ReadonlyMap<string, LapsedService> {
+    return this.#lapsed;
   }
 
   /**
@@ -280,6 +310,7 @@ export class ServiceWatch extends EventEmitter<Events> {
     let withdrawn = 0;
     for (const [key, { service }] of this.#services) {
       if (entry.namespace !== undefined && service.metadata?.namespace !== entry.namespace) continue;
+      if (this.#services.get(key)?.verdict.kind === 'route') this.#lapse(key, service);
       this.#services.delete(key);
       this.#invalid.delete(key);
       withdrawn++;
@@ -310,6 +341,7 @@ export class ServiceWatch extends EventEmitter<Events> {
   async stop(): Promise<void> {
     this.#stopped = true;
     clearInterval(this.#idleTimer);
+    for (const { timer } of this.#lapsed.values()) clearTimeout(timer);
     for (const e of this.#informers) {
       clearTimeout(e.timer);
       await e.informer.stop();
@@ -320,6 +352,17 @@ export class ServiceWatch extends EventEmitter<Events> {
     const key = serviceKey(svc);
     this.#departed.delete(key);
     const verdict = routeForService(svc);
+    const before = this.#services.get(key)?.verdict;
+    const lapsed = this.#lapsed.get(key);
+    if (verdict.kind !== 'invalid') this.#unlapse(key);
+    else if (lapsed) lapsed.service = svc;
+    // First seen invalid (this replica just started) with a holds record: it may have lapsed
+    // lately, and what the record says (route-source.ts) keeps replicas alike.
+    else if (
+      before?.kind === 'route' ||
+      (before === undefined && svc.metadata?.annotations?.[ANNOTATION.holds])
+    )
+      this.#lapse(key, svc);
     this.#services.set(key, { service: svc, verdict });
     // Said here, by every replica, not only by the one that writes it back to the Service.
     if (verdict.kind !== 'invalid') this.#invalid.delete(key);
@@ -333,8 +376,33 @@ export class ServiceWatch extends EventEmitter<Events> {
     this.#schedule();
   }
 
+  /**
+   * The route of `key` lapsed: for `holdGrace`, its holds record keeps its names from other
+   * Services (route-source.ts holders()), so that an edit fixed in that time, or a 403 that passes,
+   * gets them back. Every replica sees the same watch events, and so counts from about the same time.
+   */
+  #lapse(key: string, service: V1Service): void {
+    const grace = this.#opts.holdGrace ?? DEFAULT_HOLD_GRACE;
+    if (!(grace > 0)) return;
+    const timer = setTimeout(() => {
+      if (this.#lapsed.get(key)?.timer !== timer) return;
+      this.#lapsed.delete(key);
+      this.#schedule();
+    }, grace);
+    timer.unref();
+    this.#lapsed.set(key, { service, id: stableRouteId('k8s', key), since: Date.now(), timer });
+  }
+
+  #unlapse(key: string): void {
+    const lapsed = this.#lapsed.get(key);
+    if (!lapsed) return;
+    clearTimeout(lapsed.timer);
+    this.#lapsed.delete(key);
+  }
+
   #remove(svc: V1Service): void {
     const key = serviceKey(svc);
+    this.#unlapse(key);
     this.#services.delete(key);
     this.#invalid.delete(key);
     const ann = svc.metadata?.annotations ?? {};

@@ -2,7 +2,7 @@ import type { Logger, PortResult, RouteResult } from '@burrow/shared';
 import { portName } from '../routes/validate.js';
 import { Backoff } from '../tunnel/backoff.js';
 import { ANNOTATION, type ServiceLike } from './annotations.js';
-import { holdsRecord } from './holds.js';
+import { holdsRecord, verifiedHolds } from './holds.js';
 import type { LeaseElector } from './lease.js';
 import type { ServiceWatch } from './services.js';
 import type { DesiredStatus, StatusWriter } from './writer.js';
@@ -124,7 +124,7 @@ export class StatusSync {
     let complete = true;
     /** Routes given a holds record in this pass: the others' records are not reused later. */
     const made = new Set<string>();
-    for (const { service, verdict } of services.values()) {
+    for (const [key, { service, verdict }] of services) {
       // Checked before each write: a pass can take a while, and the Lease may go meanwhile.
       if (!this.#writing) return true;
       let written: boolean;
@@ -133,6 +133,7 @@ export class StatusSync {
       } else if (verdict.kind === 'invalid') {
         written = await this.#writer.apply(service, {
           error: verdict.error,
+          ...this.#reservedHolds(key, service, keys),
           event: { type: 'Warning', reason: 'InvalidAnnotation', message: verdict.error },
         });
       } else {
@@ -179,6 +180,18 @@ export class StatusSync {
       complete &&= cleared;
     }
     return complete;
+  }
+
+  /**
+   * The holds record a Service whose route lapsed (ServiceWatch.lapsed) keeps: its own, while it
+   * verifies and the hold grace lasts, so that every replica, and one that starts meanwhile,
+   * keeps its names from other Services. After that it is removed like any other.
+   */
+  #reservedHolds(key: string, service: ServiceLike, keys: readonly Buffer[] | undefined): { holds?: string } {
+    const lapsed = this.#watch.lapsed.get(key);
+    const record = service.metadata?.annotations?.[ANNOTATION.holds];
+    if (!keys || !lapsed || verifiedHolds(keys, lapsed.id, record).names.length === 0) return {};
+    return { holds: record };
   }
 
   /** The holds record `service` should show for its route `id` holding `held`. */

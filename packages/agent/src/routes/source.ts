@@ -48,7 +48,9 @@ export interface RouteSource {
   /**
    * Hostname → id of the route that holds it by a record outside this process
    * (a Service's `burrow.dev/holds`): a replica that starts, or another one,
-   * then gives a name two routes ask for to the same route as the others did.
+   * then gives a name two routes ask for to the same route as the others did. An id not in
+   * the set reserves the name: its route is out for a while (its Service edited into an
+   * invalid route) and gets it back when it returns; no other route is given it meanwhile.
    */
   holders?(): ReadonlyMap<string, string>;
 }
