@@ -10,7 +10,8 @@
  *   watch with a label selector sees an object whose labels stop matching as
  *   DELETED, and one that starts matching as ADDED;
  * - JSON merge-patch (RFC 7386) on Services (422 for one that changes
- *   metadata.uid); create/patch of core/v1 Events;
+ *   metadata.uid) and JSON patch (RFC 6902; 422 for a test that fails);
+ *   create/patch of core/v1 Events;
  *   coordination.k8s.io/v1 Leases (get/create/update with resourceVersion
  *   conflicts; timestamps must be MicroTime, or 400).
  */
@@ -404,16 +405,25 @@ export class FakeKube extends EventEmitter {
       }
       case 'PATCH': {
         const type = req.headers['content-type'] ?? '';
-        if (!type.startsWith('application/merge-patch+json')) {
+        const json = type.startsWith('application/json-patch+json');
+        if (!json && !type.startsWith('application/merge-patch+json')) {
           return send(
             res,
             415,
-            status(415, `unsupported patch type ${type}; this fake speaks merge-patch only`),
+            status(415, `unsupported patch type ${type}; this fake speaks merge-patch and JSON patch only`),
           );
         }
         const current = c.objects.get(key);
         if (!current) return send(res, 404, status(404, `${resource} "${name}" not found`));
-        const patched = mergePatch(structuredClone(current), body) as Obj;
+        let patched: Obj;
+        try {
+          patched = (
+            json ? jsonPatch(structuredClone(current), body) : mergePatch(structuredClone(current), body)
+          ) as Obj;
+        } catch (err) {
+          // As the API server: a JSON patch that cannot apply (a test that fails) is 422.
+          return send(res, 422, status(422, (err as Error).message));
+        }
         // As the API server's validation: a patch naming another uid is for another object.
         if (patched.metadata?.['uid'] !== current.metadata['uid']) {
           return send(
@@ -557,6 +567,38 @@ function watchLine(
       };
   } else if (!now) return undefined;
   return `${JSON.stringify({ type, object })}\n`;
+}
+
+/**
+ * RFC 6902 JSON patch: test, add, replace and remove, on objects (not arrays). Throws when an
+ * operation cannot apply: a test whose value differs, a path that is not there.
+ */
+export function jsonPatch(target: Obj, ops: unknown): Obj {
+  if (!Array.isArray(ops)) throw new Error('a JSON patch is a list of operations');
+  for (const op of ops as Array<{ op: string; path: string; value?: unknown }>) {
+    const keys = op.path
+      .split('/')
+      .slice(1)
+      .map((k) => k.replace(/~1/g, '/').replace(/~0/g, '~'));
+    const last = keys.pop()!;
+    // biome-ignore lint/suspicious/noExplicitAny: arbitrary JSON objects
+    let parent: any = target;
+    for (const k of keys) {
+      parent = parent?.[k];
+      if (parent === null || typeof parent !== 'object') throw new Error(`path ${op.path} not found`);
+    }
+    const there = Object.hasOwn(parent, last);
+    if (op.op === 'test') {
+      if (!there || JSON.stringify(parent[last]) !== JSON.stringify(op.value))
+        throw new Error(`testing value ${op.path} failed`);
+    } else if (op.op === 'remove' || op.op === 'replace') {
+      if (!there) throw new Error(`path ${op.path} not found`);
+      if (op.op === 'remove') delete parent[last];
+      else parent[last] = op.value;
+    } else if (op.op === 'add') parent[last] = op.value;
+    else throw new Error(`unsupported JSON patch operation ${op.op}`);
+  }
+  return target;
 }
 
 /** RFC 7386 JSON merge patch. */

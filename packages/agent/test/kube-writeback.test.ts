@@ -605,6 +605,31 @@ t.test('a Service that left the scope and was created again is not touched', asy
   );
 });
 
+t.test('a Service that left the scope keeps what another writer put there since', async (t) => {
+  const kube = await fakeKube(t);
+  kube.upsertService(annotated('default', 'web', 'web.example.com', { labels: { expose: 'true' } }));
+  const { k8s, sync } = await agentOnKube(t, kube, { labelSelector: 'expose=true' });
+  await sync.schedule();
+  // The label goes, and tries to clear the Service fail for now.
+  kube.failNext = { resource: 'services', status: 503, count: 1_000, method: 'PATCH' };
+  const changed = once(k8s.watch, 'change');
+  const web = kube.getService('default', 'web')!;
+  kube.upsertService({ ...web, metadata: { ...web.metadata, labels: { expose: 'elsewhere' } } });
+  await changed;
+  await sync.schedule();
+  // Meanwhile another installation, whose selector matches it now, writes its own status.
+  const taken = kube.getService('default', 'web')!;
+  const theirs = { 'burrow.dev/url': 'https://web.elsewhere.example.com', 'burrow.dev/holds': 'theirs' };
+  kube.upsertService({
+    ...taken,
+    metadata: { ...taken.metadata, annotations: { ...taken.metadata['annotations'], ...theirs } },
+  });
+  kube.failNext = undefined;
+  await sync.schedule();
+  t.match(kube.getService('default', 'web')?.metadata['annotations'], theirs, 'their status stays');
+  t.equal(k8s.watch.departed.size, 0, 'and the Service is forgotten');
+});
+
 t.test('a replica that stops hands the write-back Lease over at once', async (t) => {
   const kube = await fakeKube(t);
   const kc = new KubeConfig();

@@ -24,6 +24,11 @@ import { API_TIMEOUT, apiClient, TimedWatch } from './api.js';
 const QUICK_END = 1_000;
 /** Departed Services remembered for write-back to clear; the oldest are forgotten beyond this. */
 const MAX_DEPARTED = 1_000;
+/**
+ * A departed Service not cleared within this long is forgotten, ms: a standby replica, which never
+ * clears, does not keep one for a Lease it may get much later, when someone else may own it.
+ */
+const DEPARTED_MAX_AGE = 10 * 60_000;
 /** How long a Service whose route turned invalid, or was withdrawn, keeps its names reserved, ms. */
 export const DEFAULT_HOLD_GRACE = 10 * 60_000;
 /** The annotations the agent writes on a Service. */
@@ -105,7 +110,7 @@ type Events = {
 export class ServiceWatch extends EventEmitter<Events> {
   readonly #opts: ServiceWatchOptions;
   readonly #services = new Map<string, WatchedService>();
-  readonly #departed = new Map<string, ServiceLike>();
+  readonly #departed = new Map<string, { service: ServiceLike; at: number }>();
   readonly #lapsed = new Map<string, LapsedService & { timer: NodeJS.Timeout }>();
   /** The error last logged for each Service that cannot be exposed, so each is logged once. */
   readonly #invalid = new Map<string, string>();
@@ -138,12 +143,18 @@ export class ServiceWatch extends EventEmitter<Events> {
    * latter still exists, and would go on showing a URL nothing serves.
    */
   get departed(): ReadonlyMap<string, ServiceLike> {
-    return this.#departed;
+    const now = Date.now();
+    // Oldest first: the expired ones are at the front.
+    for (const [key, { at }] of this.#departed) {
+      if (now - at < DEPARTED_MAX_AGE) break;
+      this.#departed.delete(key);
+    }
+    return new Map(Array.from(this.#departed, ([key, { service }]) => [key, service]));
   }
 
   /** Write-back has dealt with the departed Service `key` (this object of it, `uid`). */
   forgetDeparted(key: string, uid: string | undefined): void {
-    if (this.#departed.get(key)?.metadata?.uid === uid) this.#departed.delete(key);
+    if (this.#departed.get(key)?.service.metadata?.uid === uid) this.#departed.delete(key);
   }
 
   /**
@@ -409,13 +420,19 @@ export class ServiceWatch extends EventEmitter<Events> {
     if (WRITTEN.some((k) => ann[k] !== undefined)) {
       const { name, namespace, uid } = svc.metadata ?? {};
       this.#departed.delete(key); // set again below, as the newest: the oldest are forgotten first
-      // Enough to find this object again, not the whole of it.
+      // Enough to find this object again, and what it showed of ours when it left: write-back
+      // removes those values only while they are still there (StatusWriter.clearDeparted).
+      const shown = Object.fromEntries(WRITTEN.flatMap((k) => (ann[k] !== undefined ? [[k, ann[k]]] : [])));
       this.#departed.set(key, {
-        metadata: {
-          ...(name !== undefined ? { name } : {}),
-          ...(namespace !== undefined ? { namespace } : {}),
-          ...(uid !== undefined ? { uid } : {}),
+        service: {
+          metadata: {
+            ...(name !== undefined ? { name } : {}),
+            ...(namespace !== undefined ? { namespace } : {}),
+            ...(uid !== undefined ? { uid } : {}),
+            annotations: shown,
+          },
         },
+        at: Date.now(),
       });
       if (this.#departed.size > MAX_DEPARTED) this.#departed.delete(this.#departed.keys().next().value!);
     }

@@ -1,5 +1,5 @@
 import type { Logger, PortResult, RouteResult } from '@burrow/shared';
-import { portName } from '../routes/validate.js';
+import { portName, stableRouteId } from '../routes/validate.js';
 import { Backoff } from '../tunnel/backoff.js';
 import { ANNOTATION, type ServiceLike } from './annotations.js';
 import { holdsRecord, verifiedHolds } from './holds.js';
@@ -175,7 +175,14 @@ export class StatusSync {
     for (const id of this.#issued.keys()) if (!made.has(id)) this.#issued.delete(id);
     for (const [key, service] of [...this.#watch.departed]) {
       if (!this.#writing) return true;
-      const cleared = await this.#writer.clearDeparted(service);
+      // A record that our keys do not verify was written by another installation, and so was
+      // the status beside it: it is not ours to remove.
+      const record = service.metadata?.annotations?.[ANNOTATION.holds];
+      const foreign =
+        keys !== undefined &&
+        record !== undefined &&
+        verifiedHolds(keys, stableRouteId('k8s', key), record).names.length === 0;
+      const cleared = foreign || (await this.#writer.clearDeparted(service));
       if (cleared) this.#watch.forgetDeparted(key, service.metadata?.uid);
       complete &&= cleared;
     }

@@ -20,6 +20,7 @@ export interface DesiredStatus {
 }
 
 const MERGE_PATCH = setHeaderOptions('Content-Type', PatchStrategy.MergePatch);
+const JSON_PATCH = setHeaderOptions('Content-Type', PatchStrategy.JsonPatch);
 const COMPONENT = 'burrow-agent';
 
 /**
@@ -175,39 +176,54 @@ export class StatusWriter {
 
   /**
    * Removes our annotations from a Service that left the watch (`departed` of
-   * ServiceWatch): gone, or out of the label selector. Only from that object:
-   * one created since under the same name is left alone. False when that failed.
+   * ServiceWatch): gone, or out of the label selector. `svc` shows the values
+   * it had when it left, and only those are removed, in one JSON patch that
+   * tests each first: a Service that another installation has taken over since
+   * (its label selector matches it now) shows that installation's values, and
+   * the API server refuses the whole patch (422). Only from that object, too:
+   * one created since under the same name has another uid, and the patch tests
+   * it. False when that failed.
    */
   async clearDeparted(svc: ServiceLike): Promise<boolean> {
     const uid = svc.metadata?.uid;
+    const shown = svc.metadata?.annotations ?? {};
+    const ops: Array<{ op: 'test' | 'remove'; path: string; value?: string }> = [];
+    if (uid) ops.push({ op: 'test', path: '/metadata/uid', value: uid });
+    for (const key of [ANNOTATION.url, ANNOTATION.error, ANNOTATION.holds]) {
+      const value = shown[key];
+      if (value === undefined) continue;
+      const path = `/metadata/annotations/${key.replace(/~/g, '~0').replace(/\//g, '~1')}`;
+      ops.push({ op: 'test', path, value }, { op: 'remove', path });
+    }
+    if (!ops.some((op) => op.op === 'remove')) return true;
     if (this.#refusedIn(svc, 'annotations')) return false;
     try {
-      await this.#removeAnnotations(svc, uid);
+      await this.#api.patchNamespacedService(
+        { name: svc.metadata?.name ?? '', namespace: svc.metadata?.namespace ?? 'default', body: ops },
+        JSON_PATCH,
+      );
       this.#log.info(
         { service: serviceKey(svc) },
         "service left the agent's scope; its status annotations removed",
       );
       return true;
     } catch (err) {
-      // Deleted, or deleted and created again (another uid): nothing of ours to clear.
+      // Deleted; deleted and created again (another uid); or its status changed since it left,
+      // written by someone else (a test failed): nothing of ours to clear.
       const status = statusCode(err);
-      if (status === 404 || (uid && status === 422)) return true;
+      if (status === 404 || status === 422 || status === 409) return true;
       return this.#failed(svc, 'annotations', err, 'could not clear service annotations');
     }
   }
 
-  /**
-   * Patches our status annotations away. With `uid`, only from that object: the
-   * API server refuses (422) a patch that would change the uid.
-   */
-  async #removeAnnotations(svc: ServiceLike, uid?: string): Promise<void> {
+  /** Patches our status annotations away. */
+  async #removeAnnotations(svc: ServiceLike): Promise<void> {
     await this.#api.patchNamespacedService(
       {
         name: svc.metadata?.name ?? '',
         namespace: svc.metadata?.namespace ?? 'default',
         body: {
           metadata: {
-            ...(uid ? { uid } : {}),
             annotations: { [ANNOTATION.url]: null, [ANNOTATION.error]: null, [ANNOTATION.holds]: null },
           },
         },
