@@ -328,17 +328,10 @@ t.test("a refusal's retryAfter is a hint: the agent asks again, and no value cos
   const relay = await fakeRelay(t);
   relay.refusedHosts.set('app.example.com', 'held for another agent');
   relay.refusedRetryAfter = 1000.5; // a fraction: as an older or newer relay might send
-  const log = memoryLogger('debug');
-  const agent = startAgent({
-    relayUrl: relay.url,
-    token: TOKEN,
-    routes: [{ id: 'app', hostnames: ['app.example.com'], target: 'http://127.0.0.1:9' }],
-    connections: 1,
-    logger: log.logger,
-  });
-  t.teardown(() => agent.close());
+  const { agent, log } = await agentOn(t, relay, [
+    { id: 'app', hostnames: ['app.example.com'], target: 'http://127.0.0.1:9' },
+  ]);
   const conn = await relay.announced();
-  await agent.ready();
   t.match(agent.routeStatus()[0], { status: 'refused', retryAfter: 1001 }, 'rounded up');
   relay.refusedRetryAfter = 'soon';
   const answered = once(agent, 'routes');
@@ -362,15 +355,9 @@ t.test(
   'a relay that keeps opening streams the agent must refuse: refused, and a warning per kind',
   async (t) => {
     const relay = await fakeRelay(t);
-    const log = memoryLogger('debug');
-    const agent = startAgent({
-      relayUrl: relay.url,
-      token: TOKEN,
-      routes: [{ id: 'app', hostnames: ['app.example.com'], target: 'http://127.0.0.1:9' }],
-      connections: 1,
-      logger: log.logger,
-    });
-    t.teardown(() => agent.close());
+    const { agent, log } = await agentOn(t, relay, [
+      { id: 'app', hostnames: ['app.example.com'], target: 'http://127.0.0.1:9' },
+    ]);
     const conn = await relay.announced();
     const kinds = [
       Buffer.from('{"kind":"nope"}'),
