@@ -105,6 +105,9 @@ t.test(
     const version = kube.getService('default', 'web')?.metadata['resourceVersion'];
     const before = kube.requests.length;
     await b.sync.schedule();
+    // The pass that takes the Service up may be one already under way when b took the Lease:
+    // once the Service is forgotten, b has asked (or not) for good.
+    await until(async () => b.k.watch.departed.size === 0, 'installation one forgets the Service');
     t.equal(
       kube.getService('default', 'web')?.metadata['resourceVersion'],
       version,
@@ -115,6 +118,5 @@ t.test(
       .filter((r) => r.method === 'PATCH' && r.path.endsWith('/services/web'));
     t.same(annotations(), status, "installation two's status stays as it wrote it");
     t.ok(removals.length <= 1, 'installation one asks at most once');
-    t.equal(b.k.watch.departed.size, 0, 'and forgets the Service');
   },
 );
