@@ -1,6 +1,6 @@
 import { type Allowlist, type AnnouncedPort, createAllowlist, type PortResult } from '@burrow/shared';
 import type { RouteRefusal, RouteTarget } from './table.js';
-import { allowlistRefusal, heldRefusal, type Refused, takenRefusal } from './table.js';
+import { allowlistRefusal, heldRefusal, type Refused, refusedResult, takenRefusal } from './table.js';
 
 export interface PortBinding<T extends RouteTarget> {
   target: T;
@@ -68,13 +68,7 @@ export class PortTable<T extends RouteTarget> {
     for (const p of ports) {
       const refused = this.#check(target, allowed, p, wanted);
       if (refused) {
-        results.push({
-          id: p.id,
-          port: p.port,
-          status: 'refused',
-          error: refused.message,
-          ...(refused.retryAfter !== undefined ? { retryAfter: refused.retryAfter } : {}),
-        });
+        results.push({ id: p.id, port: p.port, ...refusedResult(refused) });
         onRefused?.(refused.refusal);
         continue;
       }

@@ -97,6 +97,15 @@ export function heldRefusal(what: string, until: number): Refused {
   };
 }
 
+/** What a result says of a refused name or port: its status, why, and when to ask again if ever. */
+export function refusedResult(refused: Refused): { status: 'refused'; error: string; retryAfter?: number } {
+  return {
+    status: 'refused',
+    error: refused.message,
+    ...(refused.retryAfter !== undefined ? { retryAfter: refused.retryAfter } : {}),
+  };
+}
+
 /** A refusal for a name or port another subject serves now. */
 export function takenRefusal(what: string): Refused {
   return {
@@ -206,13 +215,7 @@ export class RouteTable<T extends RouteTarget> {
         );
         if (refused) {
           if (refused.refusal === 'route_not_allowed') listed++;
-          results.push({
-            id: route.id,
-            hostname: raw,
-            status: 'refused',
-            error: refused.message,
-            ...(refused.retryAfter !== undefined ? { retryAfter: refused.retryAfter } : {}),
-          });
+          results.push({ id: route.id, hostname: raw, ...refusedResult(refused) });
           onRefused?.(refused.refusal);
           continue;
         }
