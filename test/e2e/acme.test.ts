@@ -337,6 +337,45 @@ t.test('names past acme-orders-per-hour wait their turn', async (t) => {
   t.match(warnings[0], { ordersPerHour: 2, resumeAt: String });
 });
 
+t.test('a tenant with many names leaves part of the budget to the others', async (t) => {
+  const log = memoryLogger('info', 'relay');
+  // Four orders an hour: one subject may start three of them.
+  const { relay, pebble } = await acmeSetup(t, 'http-01', {
+    ordersPerHour: 4,
+    relay: { logger: log.logger },
+  });
+  const app = await backend(t);
+  const issued: string[] = [];
+  const waiters: Array<[number, () => void]> = [];
+  acmeOf(relay).on('issued', (hostname) => {
+    issued.push(hostname);
+    for (const [n, resolve] of waiters) if (issued.length >= n) resolve();
+  });
+  const issuedCount = (n: number) => new Promise<void>((resolve) => waiters.push([n, resolve]));
+
+  const many = ['m1.acme.test', 'm2.acme.test', 'm3.acme.test', 'm4.acme.test', 'm5.acme.test'];
+  await testAgent(t, relay, [{ id: 'many', hostnames: many, target: app.url }], {
+    sub: 'tenant-many',
+    hosts: ['*.acme.test'],
+  });
+  await within(30_000, issuedCount(3), 'three certificates for the first tenant');
+  t.equal(acmeOf(relay).orders, 3, 'the first tenant stops at its share');
+  t.match(
+    log.lines.find((l) => String(l['msg']).startsWith('acme orders for one subject at its share')),
+    { subject: 'tenant-many', orders: 3, resumeAt: String },
+  );
+
+  await testAgent(t, relay, [{ id: 'one', hostnames: ['late.acme.test'], target: app.url }], {
+    sub: 'tenant-late',
+    hosts: ['late.acme.test'],
+  });
+  await within(30_000, issuedCount(4), 'a certificate for the second tenant');
+  t.equal(issued[3], 'late.acme.test', 'the name of the tenant that came later is ordered at once');
+  t.equal(acmeOf(relay).orders, 4);
+  const r = await httpsGet(relay.tlsAddress!.port, 'late.acme.test', await pebble.issuingRoot());
+  t.equal(r.status, 200);
+});
+
 t.test('an issued certificate that cannot be saved is served, not ordered again', async (t) => {
   const state = await tempDir(t, 'burrow-acme-');
   // Where the certificate would be written, something the rename cannot replace (a full or broken disk).

@@ -173,7 +173,7 @@ export const SERVE_OPTIONS: readonly OptionSpec[] = [
     placeholder: 'N',
     default: '60',
     description:
-      "ACME orders the relay may start in any hour, renewals included; names past it wait their turn (keeps tenants' wildcard names within the CA's rate limits)",
+      "ACME orders the relay may start in any hour, renewals included; names past it wait their turn (keeps tenants' wildcard names within the CA's rate limits). One tenant may start 3/4 of them; the others' names go first",
   },
   {
     name: 'acme-directory-ca',

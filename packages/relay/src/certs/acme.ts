@@ -11,6 +11,7 @@ import { ACME_TLS_ALPN } from '../listeners/tls.js';
 import type { RouteTable, RouteTarget } from '../routes/table.js';
 import { type AcmeClient, loadAcmeClient } from './acme-client.js';
 import { AcmeState } from './acme-state.js';
+import { type BudgetPlan, type DueName, OrderBudget } from './order-budget.js';
 import { type CertEntry, type CertStore, certEntryFromPem } from './store.js';
 
 export type AcmeChallenge = 'http-01' | 'tls-alpn-01';
@@ -35,7 +36,8 @@ export interface AcmeOptions {
   /**
    * Orders started in any hour, renewals included (default 60): names past it
    * wait their turn, so that a tenant announcing many names under a wildcard
-   * of `domains` cannot spend the CA's rate limits for everyone at once.
+   * of `domains` cannot spend the CA's rate limits for everyone at once. One
+   * subject may start three quarters of them (rounded up); see OrderBudget.
    */
   ordersPerHour?: number;
 }
@@ -51,8 +53,8 @@ export interface AcmeEvents {
 export const ACME_SOURCE = 'acme';
 /** Renew once this fraction of a certificate's lifetime has passed. */
 const RENEW_AT = 2 / 3;
-/** The window `ordersPerHour` counts orders over, ms. */
-const HOUR = 3600_000;
+/** Default of `ordersPerHour`. */
+const DEFAULT_ORDERS_PER_HOUR = 60;
 /** setTimeout's largest delay; longer waits are re-armed. */
 const MAX_TIMER = 2 ** 31 - 1;
 /**
@@ -102,10 +104,11 @@ export class AcmeManager extends EventEmitter<AcmeEvents> {
   readonly #certs = new Map<string, CertEntry>();
   readonly #inFlight = new Map<string, Promise<void>>();
   readonly #timers = new Map<string, NodeJS.Timeout>();
-  /** When each order of the last hour started, oldest first. */
-  readonly #recentOrders: number[] = [];
+  readonly #budget: OrderBudget;
   /** The budget is spent and that has been logged: one warning per spell. */
   #budgetWarned = false;
+  /** Subjects that have spent their share of the budget, and that has been logged. */
+  readonly #sharesWarned = new Set<string>();
   /** Names whose timer waits for a file certificate's handover: every reconcile looks at them again. */
   readonly #onFiles = new Set<string>();
   readonly #failures = new Map<string, { attempts: number; until: number }>();
@@ -132,6 +135,7 @@ export class AcmeManager extends EventEmitter<AcmeEvents> {
     this.#table = opts.table;
     this.#log = opts.logger.child({ component: 'acme' });
     this.#state = new AcmeState(opts.stateDir);
+    this.#budget = new OrderBudget(opts.ordersPerHour ?? DEFAULT_ORDERS_PER_HOUR);
     this.#alpnServer = createTlsServer({
       ALPNProtocols: [ACME_TLS_ALPN],
       // A validator completes its handshake at once; a client that only claims to be one must
@@ -182,8 +186,12 @@ export class AcmeManager extends EventEmitter<AcmeEvents> {
     return { handles: (name) => this.#alpnContexts.has(name), server: this.#alpnServer };
   }
 
-  /** Orders a new certificate for `hostname` now, whatever the old one's age (forced renewal). */
+  /**
+   * Orders a new certificate for `hostname` now, whatever the old one's age
+   * and the budget (forced renewal); the order counts against the budget.
+   */
   renew(hostname: string): Promise<void> {
+    if (!this.#inFlight.has(hostname)) this.#budget.record(this.#wanted().get(hostname) ?? '', Date.now());
     return this.#issue(hostname);
   }
 
@@ -222,12 +230,15 @@ export class AcmeManager extends EventEmitter<AcmeEvents> {
     this.#reconcile();
   }
 
-  /** Names that may have a certificate now: served by a connected agent and allowed by the domains. */
-  #wanted(): Set<string> {
-    const out = new Set<string>();
-    for (const { hostname, mode } of this.#table.served()) {
+  /**
+   * Names that may have a certificate now, each with the subject serving it:
+   * served by a connected agent and allowed by the domains.
+   */
+  #wanted(): Map<string, string> {
+    const out = new Map<string, string>();
+    for (const { hostname, mode, subject } of this.#table.served()) {
       if (mode !== 'http' || hostname.startsWith('*.')) continue;
-      if (this.#opts.domains.some((p) => patternAllows(p, hostname))) out.add(hostname);
+      if (this.#opts.domains.some((p) => patternAllows(p, hostname))) out.set(hostname, subject);
     }
     return out;
   }
@@ -248,7 +259,8 @@ export class AcmeManager extends EventEmitter<AcmeEvents> {
   /** Orders what is due among the served names, and sets a timer for each of the rest. */
   #scan(): void {
     const now = Date.now();
-    for (const hostname of this.#wanted()) {
+    const due: DueName[] = [];
+    for (const [hostname, subject] of this.#wanted()) {
       if (this.#inFlight.has(hostname)) continue;
       if (this.#onFiles.delete(hostname)) {
         // The files may have changed since (replaced, or removed): decide again.
@@ -263,55 +275,63 @@ export class AcmeManager extends EventEmitter<AcmeEvents> {
       }
       const current = this.#certs.get(hostname);
       if (current) {
-        const due = renewalTime(current.notBefore, current.notAfter);
-        if (due > now) {
-          this.#wakeAt(hostname, due);
+        const renewal = renewalTime(current.notBefore, current.notAfter);
+        if (renewal > now) {
+          this.#wakeAt(hostname, renewal);
           continue;
         }
-      } else {
-        // A certificate from files covers it: nothing to order, unless the file is near its end
-        // and nobody has replaced it.
-        const other = this.#store.find(hostname);
-        if (other && other.origin !== ACME_SOURCE) {
-          const handover = fileHandoverTime(other.notBefore, other.notAfter);
-          if (handover > now) {
-            this.#wakeAt(hostname, handover);
-            this.#onFiles.add(hostname);
-            continue;
-          }
-        }
-      }
-      const budgetBack = this.#budgetBack(now);
-      if (budgetBack !== undefined) {
-        this.#wakeAt(hostname, budgetBack);
+        due.push({ hostname, subject, expires: current.notAfter.getTime() });
         continue;
       }
-      void this.#issue(hostname);
+      // A certificate from files covers it: nothing to order, unless the file is near its end
+      // and nobody has replaced it.
+      const other = this.#store.find(hostname);
+      if (other && other.origin !== ACME_SOURCE) {
+        const handover = fileHandoverTime(other.notBefore, other.notAfter);
+        if (handover > now) {
+          this.#wakeAt(hostname, handover);
+          this.#onFiles.add(hostname);
+          continue;
+        }
+        due.push({ hostname, subject, expires: other.notAfter.getTime() });
+        continue;
+      }
+      due.push({ hostname, subject });
     }
+    if (due.length === 0) return;
+    const plan = this.#budget.plan(due, now);
+    this.#logBudget(plan, now);
+    for (const { name, until } of plan.wait) this.#wakeAt(name.hostname, until);
+    for (const name of plan.order) void this.#issue(name.hostname);
   }
 
   /**
-   * When the next order fits the hourly budget, or undefined when it fits now.
-   * Warns once when the budget runs out, and says so when orders resume.
+   * Warns once when the hourly budget runs out, and once for each subject that
+   * has spent its share of it; says so when orders resume.
    */
-  #budgetBack(now: number): number | undefined {
-    const recent = this.#recentOrders;
-    while (recent.length > 0 && recent[0]! <= now - HOUR) recent.shift();
-    const limit = this.#opts.ordersPerHour ?? 60;
-    if (recent.length < limit) {
-      if (this.#budgetWarned) this.#log.info({ ordersPerHour: limit }, 'acme orders resume');
-      this.#budgetWarned = false;
-      return undefined;
-    }
-    const back = recent[recent.length - limit]! + HOUR;
-    if (!this.#budgetWarned) {
+  #logBudget(plan: BudgetPlan, now: number): void {
+    const limit = this.#opts.ordersPerHour ?? DEFAULT_ORDERS_PER_HOUR;
+    if (plan.spentUntil !== undefined && !this.#budgetWarned) {
       this.#budgetWarned = true;
       this.#log.warn(
-        { ordersPerHour: limit, resumeAt: new Date(back).toISOString() },
+        { ordersPerHour: limit, resumeAt: new Date(plan.spentUntil).toISOString() },
         'acme order budget spent; further names wait (acme-orders-per-hour)',
       );
+    } else if (plan.spentUntil === undefined && this.#budgetWarned) {
+      this.#budgetWarned = false;
+      this.#log.info({ ordersPerHour: limit }, 'acme orders resume');
     }
-    return back;
+    for (const [subject, back] of plan.sharesSpent) {
+      if (this.#sharesWarned.has(subject)) continue;
+      this.#sharesWarned.add(subject);
+      this.#log.warn(
+        { subject, orders: this.#budget.share, resumeAt: new Date(back).toISOString() },
+        "acme orders for one subject at its share of the budget; its further names wait, others' go first",
+      );
+    }
+    for (const subject of this.#sharesWarned) {
+      if (this.#budget.used(subject, now) < this.#budget.share) this.#sharesWarned.delete(subject);
+    }
   }
 
   #wakeAt(hostname: string, at: number): void {
@@ -332,7 +352,6 @@ export class AcmeManager extends EventEmitter<AcmeEvents> {
     clearTimeout(this.#timers.get(hostname));
     this.#timers.delete(hostname);
     this.orders++;
-    this.#recentOrders.push(Date.now());
     const job = this.#order(hostname).finally(() => {
       this.#inFlight.delete(hostname);
       this.#scanSoon();

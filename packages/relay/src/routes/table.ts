@@ -266,13 +266,13 @@ export class RouteTable<T extends RouteTarget> {
     for (const fn of this.#listeners) fn();
   }
 
-  /** Every hostname (exact or wildcard) a connected agent currently serves, with its mode. */
-  served(): Array<{ hostname: string; mode: RouteProtocol }> {
-    const out: Array<{ hostname: string; mode: RouteProtocol }> = [];
+  /** Every hostname (exact or wildcard) a connected agent currently serves, with its mode and subject. */
+  served(): Array<{ hostname: string; mode: RouteProtocol; subject: string }> {
+    const out: Array<{ hostname: string; mode: RouteProtocol; subject: string }> = [];
     for (const [hostname, claim] of this.#claims) {
       for (const b of claim.bindings.values()) {
         if (!b.target.usable) continue;
-        out.push({ hostname, mode: b.mode });
+        out.push({ hostname, mode: b.mode, subject: claim.subject });
         break;
       }
     }
