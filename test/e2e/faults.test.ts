@@ -1,15 +1,16 @@
 // Things breaking under load: the relay killed outright, one tunnel
 // connection cut mid-transfer, agents replaced by SIGTERM, the relay drained
 // with long downloads in flight, and drains that must not wait for idle
-// WebSocket and TCP connections. (tenancy-and-recovery.test.ts covers a clean
+// WebSocket and TCP connections or event streams. (tenancy-and-recovery.test.ts covers a clean
 // relay restart and an in-process rolling replacement; relay-cli.test.ts a
 // single in-flight download over SIGTERM.)
 import { execFile } from 'node:child_process';
 import { once } from 'node:events';
-import { writeFile } from 'node:fs/promises';
+import { mkdtemp, writeFile } from 'node:fs/promises';
 import { type IncomingMessage, request, type Server, type ServerResponse } from 'node:http';
 import { connect, type Socket } from 'node:net';
 import { join } from 'node:path';
+import { connect as tlsConnect } from 'node:tls';
 import { promisify } from 'node:util';
 import t from 'tap';
 import { testAgent } from '../helpers/agent.js';
@@ -22,6 +23,7 @@ import { AGENT_CLI, spawnLogged } from '../helpers/proc.js';
 import { rawRequest } from '../helpers/raw-http.js';
 import { type Teardownable, testRelay, tokenFor, tunnelUrl } from '../helpers/relay.js';
 import { relayProcess } from '../helpers/relay-process.js';
+import { h2Session, testPki } from '../helpers/tls.js';
 
 const run = promisify(execFile);
 
@@ -435,3 +437,62 @@ t.test(
     await within(15_000, closing, 'the agent drained');
   },
 );
+
+t.test('relay drain: quiet event streams are ended cleanly, over HTTP/1.1 and HTTP/2', async (t) => {
+  const pki = await testPki(t);
+  const dir = await mkdtemp(`${pki.dir}/certs-`);
+  await pki.issue('site', ['events.example.test'], dir);
+  // A drain timeout far beyond the guards below: only ending the quiet event streams ends the drain in time.
+  const relay = await testRelay(t, {
+    tls: { host: '127.0.0.1', port: 0 },
+    certFiles: { dir },
+    drainTimeout: 60_000,
+  });
+  const app = await testServer(t, (_req, res) => {
+    res.writeHead(200, { 'content-type': 'text/event-stream; charset=utf-8', 'cache-control': 'no-cache' });
+    res.write('data: hello\n\n'); // and nothing more: the client waits for the next event
+  });
+  await testAgent(t, relay, [{ id: 'events', hostnames: ['events.example.test'], target: app.url }]);
+
+  // HTTP/1.1 over TLS (the relay's fast path; plain HTTP redirects to HTTPS for a name with a certificate).
+  const h1 = tlsConnect({
+    host: '127.0.0.1',
+    port: relay.tlsAddress!.port,
+    servername: 'events.example.test',
+    ca: pki.caPem,
+    ALPNProtocols: ['http/1.1'],
+  });
+  h1.on('error', () => {});
+  t.teardown(() => h1.destroy());
+  await once(h1, 'secureConnect');
+  h1.write('GET /events HTTP/1.1\r\nHost: events.example.test\r\n\r\n');
+  await readUntil(h1, (text) => text.includes('data: hello\n\n'));
+  let h1Rest = '';
+  h1.on('data', (c: Buffer) => {
+    h1Rest += c.toString('latin1');
+  });
+  const h1Closed = closed(h1);
+
+  // HTTP/2 over TLS (node:http2 on the relay, the general path).
+  const session = await h2Session(t, relay.tlsAddress!.port, 'events.example.test', pki.caPem);
+  const stream = session.request({ ':path': '/events' });
+  stream.setEncoding('utf8');
+  const [headers] = (await once(stream, 'response')) as [Record<string, string>];
+  t.equal(headers[':status'], 200);
+  t.equal(String((await once(stream, 'data'))[0]), 'data: hello\n\n');
+  let h2Ended = false;
+  stream.on('end', () => {
+    h2Ended = true;
+  });
+  stream.on('error', () => {});
+  const h2Closed = once(stream, 'close');
+  stream.resume();
+
+  const stopped = relay.close();
+  await within(15_000, h1Closed, 'the HTTP/1.1 event stream closed by the drain');
+  t.equal(h1Rest, '0\r\n\r\n', 'HTTP/1.1: the response ends with its last chunk, not a cut');
+  await within(15_000, h2Closed, 'the HTTP/2 event stream closed by the drain');
+  t.ok(h2Ended, 'HTTP/2: the stream ends with END_STREAM');
+  t.equal(stream.rstCode, 0, 'and no error code');
+  await within(15_000, stopped, 'the relay stopped');
+});

@@ -139,6 +139,34 @@ t.test('response framing', async (t) => {
   t.equal((res('HTTP/1.1 103 Early Hints\r\nLink: </a>\r\n\r\n') as ResponseHead).framing, 'none', '1xx');
 });
 
+t.test('server-sent events are told apart by their media type', async (t) => {
+  const events = (type: string) => (res(`HTTP/1.1 200 OK\r\n${type}\r\n\r\n`) as ResponseHead).eventStream;
+  t.equal(events('Content-Type: text/event-stream'), true);
+  t.equal(events('content-type: Text/Event-Stream; charset=utf-8'), true, 'any case, with parameters');
+  t.equal(events('Content-Type: text/event-streams'), false, 'another type that starts the same');
+  t.equal(events('Content-Type: text/plain'), false);
+  t.equal(events('X-Content-Type: text/event-stream'), false, 'another field');
+  const head = res('HTTP/1.1 200 OK\r\nContent-Type: text/event-stream\r\n\r\n') as ResponseHead;
+  t.match(head.head, /\r\nContent-Type: text\/event-stream\r\n/, 'and the field is passed on as it was');
+});
+
+t.test('ChunkedEnd says when the bytes so far end between chunks', async (t) => {
+  const scan = new ChunkedEnd();
+  t.equal(scan.atBoundary, true, 'before the first chunk');
+  for (const [part, boundary] of [
+    ['5\r', false],
+    ['\nhel', false],
+    ['lo', false],
+    ['\r\n', true],
+    ['3\r\nabc\r\n', true],
+  ] as const) {
+    scan.scan(Buffer.from(part, 'latin1'));
+    t.equal(scan.atBoundary, boundary, JSON.stringify(part));
+  }
+  scan.scan(Buffer.from('0\r\n', 'latin1'));
+  t.equal(scan.atBoundary, false, 'in the trailer section');
+});
+
 t.test('response heads that cannot be passed on are reasons, not heads', async (t) => {
   t.equal(res('HTTP/1.1 200 OK\r\nContent-Length: 5'), INCOMPLETE);
   t.type(res('HTTP/1.1 200 OK\r\nTransfer-Encoding: gzip, chunked\r\n\r\n'), 'string', 'another coding');

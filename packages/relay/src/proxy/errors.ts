@@ -62,7 +62,7 @@ const AGENT_BUSY: Readonly<ProxyFailure> = {
  * Whose drain deadline reset the stream (SHUTDOWN): the relay's own
  * ('local'), the agent's ('remote'), or neither (undefined).
  */
-function drainReset(err: unknown): 'local' | 'remote' | undefined {
+export function drainReset(err: unknown): 'local' | 'remote' | undefined {
   const e = err as { code?: string; reason?: number; local?: boolean } | undefined;
   if (e?.code !== 'BURROW_ERR_STREAM_RESET' || e.reason !== Reason.Shutdown) return undefined;
   return e.local === true ? 'local' : 'remote';

@@ -26,12 +26,14 @@ import type { AgentConnection } from '../tunnel/agent-connection.js';
 import {
   CLIENT_FORBIDDEN,
   cutCode,
+  drainReset,
   failureFor,
   INVALID_RESPONSE_HEAD,
   type ProxyFailure,
   sendError,
   UploadStalledError,
 } from './errors.js';
+import { EVENT_STREAM } from './http1-parse.js';
 import {
   BAD_FRAMING,
   CONNECT_UNSUPPORTED,
@@ -644,8 +646,16 @@ export async function forwardRequest(
     s.reset(Reason.BadMetadata, 'invalid response head');
     return answerError(f.status, f.message, r.host, f.code);
   }
+  // Server-sent events never end by themselves: a drain ends them once they are quiet, as it
+  // does raw streams, and the client reconnects (to a relay that is not stopping).
+  const eventStream = length === undefined && isEventStream(head.headers);
+  if (eventStream) s.markRaw();
   // The body was cut (the backend failed mid-way): the client must not take it for complete.
   const cut = (err?: Error) => {
+    if (eventStream && drainReset(err) === 'local') {
+      res.end();
+      return;
+    }
     error ??= cutCode(err);
     // HTTP/2: a reset with an error code (a bare destroy() resets with NO_ERROR, which
     // a client may take for the end of the response).
@@ -832,6 +842,14 @@ function http2Fields(pairs: HeaderPairs): Sorted {
  * repeated or malformed Content-Length is refused: clients could frame such a
  * response differently from the relay.
  */
+/** Whether the response is server-sent events (`Content-Type: text/event-stream`). */
+function isEventStream(headers: HeaderPairs): boolean {
+  for (const [name, value] of headers) {
+    if (name.length === 12 && name.toLowerCase() === 'content-type') return EVENT_STREAM.test(value);
+  }
+  return false;
+}
+
 function declaredLength(headers: HeaderPairs): number | undefined {
   let length: number | undefined;
   for (const [name, value] of headers) {

@@ -6,6 +6,7 @@ import {
   CLIENT_FORBIDDEN,
   closingResponse,
   cutCode,
+  drainReset,
   failureFor,
   HEAD_TIMEOUT,
   INVALID_RESPONSE_HEAD,
@@ -100,6 +101,8 @@ interface Exchange {
   bytesOut: number;
   /** Status sent to the client; 0 before the response head. */
   status: number;
+  /** The response is server-sent events, which a drain may end (see #drainEnds). */
+  eventStream: boolean;
   /** The client connection ends after this response. */
   close: boolean;
   error?: string;
@@ -331,6 +334,7 @@ export class Http1Connection {
       bytesOut: 0,
       status: 0,
       close: head.close,
+      eventStream: false,
     };
     this.#ex = ex;
     const rest = head.end + bodyNow;
@@ -446,6 +450,13 @@ export class Http1Connection {
       this.#bodyLeft = head.length;
       this.#backendCloses = head.close;
       if (head.framing === 'chunked') this.#chunks = new ChunkedEnd();
+      if (head.eventStream && head.framing !== 'length') {
+        // An event stream never ends by itself: a drain ends it once it is quiet (#drainEnds),
+        // and its upstream is not kept for another exchange.
+        ex.eventStream = true;
+        this.#up!.spent = true;
+        this.#up!.stream.markRaw();
+      }
       const tail = ex.close ? this.#tails.close : this.#tails.keepAlive;
       this.#write(Buffer.from(`${head.head}${tail}\r\n`, 'latin1'));
       if (head.framing === 'none' || (head.framing === 'length' && head.length === 0))
@@ -552,10 +563,25 @@ export class Http1Connection {
 
   #streamFailed(err: Error): void {
     const ex = this.#ex!;
+    if (this.#drainEnds(ex, err)) return;
     const stale = this.#up!.reused && (err as { reason?: number }).reason === Reason.BackendError;
     if (ex.status === 0 && this.#retry(ex, stale || retryable(err))) return;
     // A drain deadline's reset (the relay's own, or the agent's) is said as such.
     this.#failed(ex, err, cutCode(err) === 'drain_timeout' ? err.message : `agent: ${err.message}`);
+  }
+
+  /**
+   * Ends an event stream that the relay's drain reset (quiet, or at the
+   * drain timeout) with a well-formed last chunk, when its bytes so far end
+   * at a chunk boundary: the client takes it for the end of the response and
+   * reconnects, as EventSource does, where a cut would count as an error.
+   */
+  #drainEnds(ex: Exchange, err: Error): boolean {
+    if (!ex.eventStream || drainReset(err) !== 'local') return false;
+    if (this.#framing === 'chunked' ? !this.#chunks!.atBoundary : this.#framing !== 'close') return false;
+    this.#socket.write(LAST_CHUNK);
+    this.#complete(ex, undefined);
+    return true;
   }
 
   /**

@@ -214,6 +214,8 @@ export interface ResponseHead {
   close: boolean;
   /** Offset just past the head. */
   end: number;
+  /** Server-sent events (`Content-Type: text/event-stream`): a client reconnects when it ends. */
+  eventStream: boolean;
 }
 
 /**
@@ -235,7 +237,11 @@ const HOP_BY_HOP = new Set([
   'http2-settings',
 ]);
 /** Name lengths of the response fields the relay reads or drops: any other name is passed on unread. */
-const SPECIAL_RESPONSE_LENGTHS = new Set([...HOP_BY_HOP, 'content-length'].map((name) => name.length));
+const SPECIAL_RESPONSE_LENGTHS = new Set(
+  [...HOP_BY_HOP, 'content-length', 'content-type'].map((name) => name.length),
+);
+/** The media type of server-sent events, with or without parameters. */
+export const EVENT_STREAM = /^text\/event-stream(?:[\t ;]|$)/i;
 
 const CRLF2_BYTES = Buffer.from(CRLF2, 'latin1');
 
@@ -328,6 +334,7 @@ export function parseResponseHead(
   let named: Set<string> | undefined;
   let codings: string | undefined;
   let length: string | undefined;
+  let eventStream = false;
   // "close" wins over "keep-alive", wherever each stands.
   let close = false;
   let keepAlive = start[1] === '1';
@@ -344,6 +351,8 @@ export function parseResponseHead(
         length = value;
         // Never sent with 1xx or 204 (RFC 9110 §8.6); an HTTP/2 client would refuse the stream.
         if (status < 200 || status === 204) drop = true;
+      } else if (name === 'content-type') {
+        eventStream = EVENT_STREAM.test(value);
       } else if (HOP_BY_HOP.has(name)) {
         drop = true;
         if (name === 'transfer-encoding') codings = codings === undefined ? value : `${codings}, ${value}`;
@@ -402,6 +411,7 @@ export function parseResponseHead(
     length: framing === 'length' ? Number(length) : 0,
     close: close || !keepAlive || framing === 'close' || mayTrail(method, status, length, codings),
     end: blank + 4,
+    eventStream,
   };
 }
 
@@ -455,6 +465,11 @@ export class ChunkedEnd {
 
   get done(): boolean {
     return this.#state === Chunk.Done;
+  }
+
+  /** Between two chunks (or before the first): a last chunk written now ends the body well-formed. */
+  get atBoundary(): boolean {
+    return this.#state === Chunk.Size && this.#line === '';
   }
 
   /**
