@@ -143,13 +143,20 @@ export class ServiceWatch extends EventEmitter<Events> {
    * latter still exists, and would go on showing a URL nothing serves.
    */
   get departed(): ReadonlyMap<string, ServiceLike> {
+    return new Map(Array.from(this.#departed, ([key, { service }]) => [key, service]));
+  }
+
+  /**
+   * Forgets the departed Services that have waited longer than DEPARTED_MAX_AGE to be cleared.
+   * Write-back calls this at the start of each pass, whether or not this replica writes.
+   */
+  expireDeparted(): void {
     const now = Date.now();
     // Oldest first: the expired ones are at the front.
     for (const [key, { at }] of this.#departed) {
       if (now - at < DEPARTED_MAX_AGE) break;
       this.#departed.delete(key);
     }
-    return new Map(Array.from(this.#departed, ([key, { service }]) => [key, service]));
   }
 
   /** Write-back has dealt with the departed Service `key` (this object of it, `uid`). */

@@ -114,6 +114,8 @@ export class StatusSync {
 
   /** One pass over the Services; false when a write failed. */
   async #reconcile(): Promise<boolean> {
+    // Before the Lease check: a standby replica, which never clears, forgets them in time too.
+    this.#watch.expireDeparted();
     if (!this.#writing || !this.#watch.synced) return true;
     const results = this.#agent.routeStatus();
     const portResults = this.#agent.portStatus();
