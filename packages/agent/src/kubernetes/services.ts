@@ -56,6 +56,8 @@ export interface ServiceWatchOptions {
    * Default 10 min.
    */
   holdGrace?: number;
+  /** The clock departed Services' age is told by (ms since the epoch). Default Date.now. */
+  now?: () => number;
 }
 
 /**
@@ -109,6 +111,7 @@ type Events = {
  */
 export class ServiceWatch extends EventEmitter<Events> {
   readonly #opts: ServiceWatchOptions;
+  readonly #now: () => number;
   readonly #services = new Map<string, WatchedService>();
   readonly #departed = new Map<string, { service: ServiceLike; at: number }>();
   readonly #lapsed = new Map<string, LapsedService & { timer: NodeJS.Timeout }>();
@@ -125,6 +128,7 @@ export class ServiceWatch extends EventEmitter<Events> {
   constructor(options: ServiceWatchOptions) {
     super();
     this.#opts = options;
+    this.#now = options.now ?? Date.now;
   }
 
   /** True once every informer's list succeeded (the agent is not ready before). */
@@ -151,7 +155,7 @@ export class ServiceWatch extends EventEmitter<Events> {
    * Write-back calls this at the start of each pass, whether or not this replica writes.
    */
   expireDeparted(): void {
-    const now = Date.now();
+    const now = this.#now();
     // Oldest first: the expired ones are at the front.
     for (const [key, { at }] of this.#departed) {
       if (now - at < DEPARTED_MAX_AGE) break;
@@ -439,7 +443,7 @@ export class ServiceWatch extends EventEmitter<Events> {
             annotations: shown,
           },
         },
-        at: Date.now(),
+        at: this.#now(),
       });
       if (this.#departed.size > MAX_DEPARTED) this.#departed.delete(this.#departed.keys().next().value!);
     }
