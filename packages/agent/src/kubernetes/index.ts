@@ -1,40 +1,32 @@
 import { readFileSync } from 'node:fs';
 import { hostname } from 'node:os';
-import type { Logger } from '@burrow/shared';
-import { CoordinationV1Api, CoreV1Api, type KubeConfig } from '@kubernetes/client-node';
+import { CoordinationV1Api, CoreV1Api } from '@kubernetes/client-node';
 import type { RouteSource } from '../routes/source.js';
 import { API_TIMEOUT, apiClient } from './api.js';
 import { holdsKey } from './holds.js';
 import { LeaseElector, RENEW_INTERVAL } from './lease.js';
 import { KubernetesRouteSource } from './route-source.js';
-import { ServiceWatch } from './services.js';
+import { ServiceWatch, type ServiceWatchOptions } from './services.js';
 import { type RouteResultsSource, StatusSync } from './status-sync.js';
 import { StatusWriter } from './writer.js';
 
 export { ANNOTATION, routeForService } from './annotations.js';
 
-export interface KubernetesOptions {
-  kubeConfig: KubeConfig;
-  /** Namespaces to watch; empty watches all. */
-  namespaces?: string[];
-  labelSelector?: string;
-  logger: Logger;
+/** The Service watch's options, as it takes them; backoff and requestTimeout apply to more here. */
+type WatchOptions = Pick<
+  ServiceWatchOptions,
+  'kubeConfig' | 'namespaces' | 'labelSelector' | 'logger' | 'watchIdleTimeout' | 'holdGrace'
+>;
+
+export interface KubernetesOptions extends WatchOptions {
   /** Write-back leader election; false writes from every replica (tests, single replica). */
   lease?:
     | { namespace: string; identity: string; name?: string; leaseDuration?: number; renewInterval?: number }
     | false;
-  /** Restart a watch that delivered nothing for this long, ms. Default 5 min. */
-  watchIdleTimeout?: number;
   /** Backoff of a failed watch and of write-back that could not write: first delay and cap, ms. */
   backoff?: { base: number; cap: number };
   /** How long one request to the API server may go unanswered, ms. Default 30 s. */
   requestTimeout?: number;
-  /**
-   * How long a Service whose route turns invalid (an edit) or is withdrawn (a 403) keeps the
-   * names its `burrow.dev/holds` record holds, reserved and not served, before another Service
-   * asking for them may have them, ms. Default 10 min.
-   */
-  holdGrace?: number;
   /**
    * The holds key (--holds-key-file): a secret of its own that keys the
    * `burrow.dev/holds` records, which keep a contested hostname with the same

@@ -51,9 +51,9 @@ export interface ServiceWatchOptions {
   /** How long a list, or a watch's response head, may take, ms. Default 30 s. */
   requestTimeout?: number;
   /**
-   * How long a Service whose route turned invalid (an edit), or was withdrawn (a 403), stays in
-   * `lapsed`, where its `burrow.dev/holds` record keeps its names from other Services, ms.
-   * Default 10 min.
+   * How long a Service whose route turns invalid (an edit) or is withdrawn (a 403) keeps the
+   * names its `burrow.dev/holds` record holds, reserved and not served, before another Service
+   * asking for them may have them (it is in `lapsed` meanwhile), ms. Default 10 min; 0 keeps none.
    */
   holdGrace?: number;
   /** The clock departed Services' age is told by (ms since the epoch). Default Date.now. */
