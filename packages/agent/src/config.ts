@@ -190,7 +190,7 @@ export async function agentOptionsFrom(
     namespaces: string[];
     labelSelector?: string;
     leaseName: string;
-    /** The holds key, read again at each use (--holds-key-file). */
+    /** The holds key (--holds-key-file), read again when its file has changed. */
     holdsKey?: () => string;
   };
   health?: { host: string; port: number };

@@ -1,3 +1,4 @@
+import { statSync } from 'node:fs';
 import { ConfigError, readOptionFileSync } from '@burrow/shared';
 
 /** Characters a bearer token may hold (RFC 6750 b64token). */
@@ -32,17 +33,37 @@ export function tokenFile(file: string): () => string {
 const MIN_HOLDS_KEY = 32;
 
 /**
- * The holds key read from `file` again at each call (holds.ts), so that a
- * Secret volume's update takes effect without a restart. Never echoed.
+ * The holds key in `file` (holds.ts), read again when the file has changed, so
+ * that a Secret volume's update takes effect without a restart. Write-back
+ * asks for it on every pass, and the route set on every change; a stat tells
+ * whether the file is the one read last. A Secret volume's update swaps a
+ * symlink to new files, whose inode differs; an edit in place changes the
+ * modification and change times. Never echoed.
  */
 export function holdsKeyFile(file: string): () => string {
+  let read: { file: string; key: string } | undefined;
   return () => {
+    const seen = identity(file);
+    if (read && seen !== undefined && read.file === seen) return read.key;
     const key = readOptionFileSync('holds-key-file', file).trim();
     if (key.length < MIN_HOLDS_KEY) {
       throw new ConfigError(
         `--holds-key-file ${file} holds ${key.length} characters; a holds key needs ${MIN_HOLDS_KEY} or more (make one with: openssl rand -hex 32)`,
       );
     }
+    // Changed between the stat and the read, the file has another identity next time, and is read again.
+    if (seen !== undefined) read = { file: seen, key };
     return key;
   };
+}
+
+/** What tells one version of `file` (the one its symlinks lead to) from another; undefined when it cannot be told. */
+function identity(file: string): string | undefined {
+  try {
+    const s = statSync(file, { bigint: true });
+    return `${s.dev}:${s.ino}:${s.size}:${s.mtimeNs}:${s.ctimeNs}`;
+  } catch {
+    // Read, so that the failure is the reader's, which names the option and why.
+    return undefined;
+  }
 }

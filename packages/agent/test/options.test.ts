@@ -1,6 +1,6 @@
 import { execFile, spawn } from 'node:child_process';
 import { once } from 'node:events';
-import { writeFile } from 'node:fs/promises';
+import { mkdir, rename, rm, symlink, writeFile } from 'node:fs/promises';
 import { dirname, join } from 'node:path';
 import { createInterface } from 'node:readline';
 import { fileURLToPath } from 'node:url';
@@ -115,7 +115,7 @@ t.test('environment variables, and the token straight from BURROW_TOKEN or a nam
   t.equal(named.options.token, TOKEN);
 });
 
-t.test('--kubernetes with a holds key file, read again at each use', async (t) => {
+t.test('--kubernetes with a holds key file, read again when it changes', async (t) => {
   const dir = await tempDir(t, 'burrow-agent-');
   const file = join(dir, 'holds-key');
   await writeFile(file, `${'ab'.repeat(32)}\n`);
@@ -132,6 +132,46 @@ t.test('--kubernetes with a holds key file, read again at each use', async (t) =
   });
   t.equal(without.kubernetes?.holdsKey, undefined, 'optional');
 });
+
+t.test(
+  'the holds key is read once while its file is unchanged, and again once a Secret volume rotates it',
+  async (t) => {
+    const shared = await import('@burrow/shared');
+    const reads: string[] = [];
+    const { holdsKeyFile } = await t.mockImport<typeof import('../src/token.js')>('../src/token.js', {
+      '@burrow/shared': {
+        ...shared,
+        readOptionFileSync: (flag: string, file: string) => {
+          reads.push(file);
+          return shared.readOptionFileSync(flag, file);
+        },
+      },
+    });
+    // A Secret volume as the kubelet lays it out: holds-key -> ..data/holds-key, ..data -> ..v1.
+    const dir = await tempDir(t, 'burrow-agent-holds-');
+    const version = async (name: string, key: string) => {
+      await mkdir(join(dir, name));
+      await writeFile(join(dir, name, 'holds-key'), key);
+    };
+    await version('..v1', 'ab'.repeat(32));
+    await symlink('..v1', join(dir, '..data'));
+    await symlink(join('..data', 'holds-key'), join(dir, 'holds-key'));
+    const key = holdsKeyFile(join(dir, 'holds-key'));
+    t.equal(key(), 'ab'.repeat(32));
+    t.equal(key(), 'ab'.repeat(32));
+    t.equal(reads.length, 1, 'read once while unchanged');
+
+    // The kubelet's update: the new files in a directory of their own, ..data swapped to it by a
+    // rename, the old directory removed. The new key is as long as the old one.
+    await version('..v2', 'cd'.repeat(32));
+    await symlink('..v2', join(dir, '..data_tmp'));
+    await rename(join(dir, '..data_tmp'), join(dir, '..data'));
+    await rm(join(dir, '..v1'), { recursive: true });
+    t.equal(key(), 'cd'.repeat(32), 'the rotated key is read');
+    t.equal(key(), 'cd'.repeat(32));
+    t.equal(reads.length, 2, 'once');
+  },
+);
 
 t.test('operator mistakes: one line naming the option, and never the token', async (t) => {
   const dir = await tempDir(t, 'burrow-agent-');
