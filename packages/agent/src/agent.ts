@@ -89,7 +89,11 @@ export interface AgentEvents {
   connected: [index: number];
   /** Connection `index` went down (or is draining after a relay GOAWAY); it reconnects by itself. */
   disconnected: [index: number, reason: string];
-  /** A relay answered an announcement: one result per hostname, and one per TCP port. */
+  /**
+   * A relay answered an announcement, or a connection whose answer decided a
+   * name's or port's state went down: the combined state (routeStatus(),
+   * portStatus()), one result per hostname and one per TCP port.
+   */
   routes: [results: RouteResult[], ports: PortResult[]];
   /** Connection `index` failed to connect (dial, refusal or handshake); it retries by itself. */
   connectFailed: [index: number, reason: string];
@@ -109,9 +113,14 @@ export interface ConnectionState {
 export interface Agent extends EventEmitter<AgentEvents> {
   /** Resolves once a connection is up and the relay answered its announcement. */
   ready(): Promise<void>;
-  /** The latest announce results (one per hostname). */
+  /**
+   * The relay's verdicts, one per hostname, combined over the connections that
+   * are up: each connection's latest answer counts, and a name is active when
+   * any of them has it active, refused only when all that answered for it
+   * refuse it.
+   */
   routeStatus(): RouteResult[];
-  /** The latest announce results for TCP routes (one per port). */
+  /** The same for TCP routes, one per port. */
   portStatus(): PortResult[];
   /** Routes of the current set left out of the announcement, by id, with the reason. */
   skippedRoutes(): ReadonlyMap<string, string>;
@@ -142,6 +151,15 @@ class AgentImpl extends EventEmitter<AgentEvents> implements Agent {
   #routes = new Map<string, Route>();
   #announced: AnnouncedRoute[] = [];
   #announcedPorts: AnnouncedPort[] = [];
+  /**
+   * The latest answer of each connection, by its index, while it is up. The
+   * connections may reach different relay replicas, and each answers its own
+   * announcement: they can disagree for a while (a name another agent still
+   * holds on one replica, a route's protocol changing), so no single answer is
+   * the agent's state.
+   */
+  readonly #answers = new Map<number, { routes: RouteResult[]; ports: PortResult[] }>();
+  /** The answers combined (#combine), in the order of the announcement. */
   #results: RouteResult[] = [];
   #portResults: PortResult[] = [];
   /** Last logged state per hostname, so each change is logged once, not once per connection. */
@@ -223,9 +241,15 @@ class AgentImpl extends EventEmitter<AgentEvents> implements Agent {
           acceptStream(stream, (id) => this.#routes.get(id), this.#dialer, this.#log, this.#refusals),
       });
       conn.on('connected', () => this.emit('connected', index));
-      conn.on('disconnected', (reason) => this.emit('disconnected', index, reason));
-      conn.on('connectFailed', (reason) => this.emit('connectFailed', index, reason));
-      conn.on('routes', (results, ports) => this.#onResults(results, ports));
+      conn.on('disconnected', (reason) => {
+        this.#forget(index);
+        this.emit('disconnected', index, reason);
+      });
+      conn.on('connectFailed', (reason) => {
+        this.#forget(index);
+        this.emit('connectFailed', index, reason);
+      });
+      conn.on('routes', (results, ports) => this.#onResults(index, results, ports));
       this.#connections.push(conn);
     }
     this.#log.info(
@@ -415,21 +439,71 @@ class AgentImpl extends EventEmitter<AgentEvents> implements Agent {
     return '';
   }
 
-  #onResults(all: RouteResult[], allPorts: PortResult[]): void {
-    this.#onPortResults(allPorts);
+  /** Connection `index` answered an announcement. */
+  #onResults(index: number, all: RouteResult[], allPorts: PortResult[]): void {
     // Only what this agent announced: a relay cannot put other names in its logs or write-back.
-    const announced = new Set(
-      this.#announced.flatMap((r) => r.hostnames.map((h) => `${r.id} ${h.toLowerCase()}`)),
+    const announced = new Set(this.#announced.flatMap((r) => r.hostnames.map((h) => routeKey(r.id, h))));
+    const routes = all.filter((r) => announced.has(routeKey(r.id, r.hostname)));
+    const announcedPorts = new Set(this.#announcedPorts.map((p) => portKey(p.id, p.port)));
+    // A relay that does not know its public name (--tcp-public-host) sends no URL: the port is on
+    // the host the agent dials, which is where clients go too unless something stands between.
+    const ports = allPorts
+      .filter((r) => announcedPorts.has(portKey(r.id, r.port)))
+      .map((r) =>
+        r.status === 'active' && !r.url ? { ...r, url: `tcp://${this.#relayHost}:${r.port}` } : r,
+      );
+    this.#answers.set(index, { routes, ports });
+    this.#checkPortsAnswered(allPorts);
+    this.#combine();
+    // Each connection's refusals count, even of a name another connection serves: the relay
+    // replica behind this one would not send its clients here until asked again.
+    this.#retryLater([...routes, ...ports]);
+    this.#resolveReady();
+    this.emit('routes', this.#results, this.#portResults);
+  }
+
+  /** Connection `index` went down: its answer no longer says what the relay serves. */
+  #forget(index: number): void {
+    if (!this.#answers.delete(index)) return;
+    // Written back to Kubernetes only when a name's state changed: one that lost its last answer
+    // keeps what it showed until a connection answers again.
+    if (this.#combine()) this.emit('routes', this.#results, this.#portResults);
+  }
+
+  /**
+   * Combines the connections' answers into #results and #portResults, and
+   * logs each name or port whose state changed. A name is active when any
+   * connection has it active, with the URL the lowest-numbered of those
+   * reported; refused when every connection that answered for it refuses it,
+   * with the refusal of the lowest-numbered one; absent when none answered.
+   * The order of arrival never decides. True when a state changed.
+   */
+  #combine(): boolean {
+    const answers = [...this.#answers].sort(([a], [b]) => a - b).map(([, answer]) => answer);
+    const byName = new Map<string, RouteResult>();
+    const byPort = new Map<string, PortResult>();
+    for (const { routes, ports } of answers) {
+      for (const r of routes) pick(byName, routeKey(r.id, r.hostname), r);
+      for (const r of ports) pick(byPort, portKey(r.id, r.port), r);
+    }
+    this.#results = this.#announced.flatMap((r) =>
+      r.hostnames.flatMap((h) => byName.get(routeKey(r.id, h)) ?? []),
     );
-    const results = all.filter((r) => announced.has(`${r.id} ${r.hostname.toLowerCase()}`));
-    this.#results = results;
-    const seen = new Set<string>();
+    this.#portResults = this.#announcedPorts.flatMap((p) => byPort.get(portKey(p.id, p.port)) ?? []);
+    const names = this.#logRouteChanges();
+    const ports = this.#logPortChanges();
+    return names || ports;
+  }
+
+  /** Logs each hostname whose combined state changed, once; true if one did. */
+  #logRouteChanges(): boolean {
+    const results = this.#results;
     let changes = 0;
     for (const r of results) {
-      seen.add(r.hostname);
-      const state = r.status === 'active' ? `active ${r.url ?? ''}` : `refused ${r.error ?? ''}`;
-      if (this.#logged.get(r.hostname) === state) continue;
-      this.#logged.set(r.hostname, state);
+      const state = stateOf(r);
+      const name = r.hostname.toLowerCase();
+      if (this.#logged.get(name) === state) continue;
+      this.#logged.set(name, state);
       // A line per change for the first few; an agent of many routes counts the rest.
       if (++changes > LOGGED_CHANGES) continue;
       if (r.status === 'active')
@@ -444,10 +518,29 @@ class AgentImpl extends EventEmitter<AgentEvents> implements Agent {
         'route changes beyond these were not logged one by one',
       );
     }
-    for (const h of this.#logged.keys()) if (!seen.has(h)) this.#logged.delete(h);
-    this.#retryLater([...results, ...this.#portResults]);
-    this.#resolveReady();
-    this.emit('routes', results, this.#portResults);
+    // A name no connection has answered for (all down, or the answer on its way) keeps its entry,
+    // so that the same answer after a reconnect is not logged again; one no longer announced goes.
+    const announced = new Set(this.#announced.flatMap((r) => r.hostnames.map((h) => h.toLowerCase())));
+    for (const h of this.#logged.keys()) if (!announced.has(h)) this.#logged.delete(h);
+    return changes > 0;
+  }
+
+  /** Logs each change of a TCP port's combined state once (there are at most 256); true if one did. */
+  #logPortChanges(): boolean {
+    let changed = false;
+    for (const r of this.#portResults) {
+      const state = stateOf(r);
+      if (this.#loggedPorts.get(r.port) === state) continue;
+      this.#loggedPorts.set(r.port, state);
+      changed = true;
+      const fields = { route: r.id, port: r.port };
+      if (r.status === 'active')
+        this.#log.info({ ...fields, ...(r.url ? { url: r.url } : {}) }, 'port active');
+      else this.#log.warn({ ...fields, reason: r.error }, 'port refused by the relay');
+    }
+    const announced = new Set(this.#announcedPorts.map((p) => p.port));
+    for (const p of this.#loggedPorts.keys()) if (!announced.has(p)) this.#loggedPorts.delete(p);
+    return changed;
   }
 
   /**
@@ -475,28 +568,8 @@ class AgentImpl extends EventEmitter<AgentEvents> implements Agent {
     this.#retryTimer.unref();
   }
 
-  /** Logs each change of a TCP port's state once (there are at most 256). */
-  #onPortResults(all: PortResult[]): void {
-    const announced = new Set(this.#announcedPorts.map((p) => `${p.id} ${p.port}`));
-    // A relay that does not know its public name (--tcp-public-host) sends no URL: the port is on
-    // the host the agent dials, which is where clients go too unless something stands between.
-    const results = all
-      .filter((r) => announced.has(`${r.id} ${r.port}`))
-      .map((r) =>
-        r.status === 'active' && !r.url ? { ...r, url: `tcp://${this.#relayHost}:${r.port}` } : r,
-      );
-    this.#portResults = results;
-    const logged = new Map<number, string>();
-    for (const r of results) {
-      const state = r.status === 'active' ? `active ${r.url ?? ''}` : `refused ${r.error ?? ''}`;
-      logged.set(r.port, state);
-      if (this.#loggedPorts.get(r.port) === state) continue;
-      const fields = { route: r.id, port: r.port };
-      if (r.status === 'active')
-        this.#log.info({ ...fields, ...(r.url ? { url: r.url } : {}) }, 'port active');
-      else this.#log.warn({ ...fields, reason: r.error }, 'port refused by the relay');
-    }
-    this.#loggedPorts = logged;
+  /** Warns once while it lasts that a relay answers nothing for the announced ports. */
+  #checkPortsAnswered(all: PortResult[]): void {
     // A relay that predates ports answers none: said once while it lasts, not once per reconnect.
     // (The answer to an announcement sent before the ports were added has none either.)
     if (all.length > 0) this.#portsUnanswered = false;
@@ -537,4 +610,26 @@ class AgentImpl extends EventEmitter<AgentEvents> implements Agent {
 function announcedSize(route: Route): number {
   const announced = isTcp(route) ? toAnnouncedPorts(route) : toAnnounced(route);
   return Buffer.byteLength(JSON.stringify(announced)) + 1;
+}
+
+function routeKey(id: string, hostname: string): string {
+  return `${id} ${hostname.toLowerCase()}`;
+}
+
+function portKey(id: string, port: number): string {
+  return `${id} ${port}`;
+}
+
+/** What a change is logged by: the status and what goes with it. */
+function stateOf(r: RouteResult | PortResult): string {
+  return r.status === 'active' ? `active ${r.url ?? ''}` : `refused ${r.error ?? ''}`;
+}
+
+/**
+ * Keeps in `chosen` the result for `key` from the first answer (the connections
+ * go in order of index) that has it active, or else from the first that has it.
+ */
+function pick<R extends { status: string }>(chosen: Map<string, R>, key: string, r: R): void {
+  const current = chosen.get(key);
+  if (!current || (current.status !== 'active' && r.status === 'active')) chosen.set(key, r);
 }

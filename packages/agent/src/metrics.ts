@@ -58,7 +58,7 @@ export function agentMetrics(agent: Agent, kube?: Kubernetes): { registry: Regis
   });
   new Gauge({
     name: 'burrow_agent_routes',
-    help: 'Hostnames by the relay verdict on the latest announcement.',
+    help: 'Hostnames by the relay verdict, combined over the tunnel connections that are up.',
     labelNames: ['status'],
     registers,
     collect() {

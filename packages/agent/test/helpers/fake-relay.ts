@@ -37,6 +37,11 @@ export interface FakeConnection {
   announcements: AnnouncedRoute[][];
   /** The control stream, once the agent has opened it (to write what a hostile relay would). */
   control?: Stream;
+  /**
+   * Hostnames this connection alone answers as refused, with this reason (as
+   * one relay replica of several may, while another serves the name).
+   */
+  refusedHosts: Map<string, string>;
 }
 
 export interface FakeRelayEvents {
@@ -150,14 +155,15 @@ export class FakeRelay extends EventEmitter<FakeRelayEvents> {
         }
         for (const m of messages) {
           conn.announcements.push(m.routes);
+          const refusal = (h: string) => conn.refusedHosts.get(h) ?? this.refusedHosts.get(h);
           const results = m.routes.flatMap((r) =>
             r.hostnames.map((h) =>
-              this.refusedHosts.has(h)
+              refusal(h) !== undefined
                 ? {
                     id: r.id,
                     hostname: h,
                     status: 'refused' as const,
-                    error: this.refusedHosts.get(h)!,
+                    error: refusal(h)!,
                     ...(this.refusedRetryAfter !== undefined ? { retryAfter: this.refusedRetryAfter } : {}),
                   }
                 : { id: r.id, hostname: h, status: 'active' as const, url: this.urlOf(h) },
@@ -200,7 +206,7 @@ export async function fakeRelay(
     if (relay.refuse) return reject(socket, relay.refuse.status, `${relay.refuse.body}\n`);
     wss.handleUpgrade(req, socket, head, (ws) => {
       const s = createSession(new WsTransport(ws), { role: 'server', maxMetadata: 32 * 1024, ...session });
-      relay.accept({ session: s, ws, announcements: [] });
+      relay.accept({ session: s, ws, announcements: [], refusedHosts: new Map() });
     });
   });
   return relay;
