@@ -206,6 +206,24 @@ t.test('the answer to an announcement stays bounded, whatever it names', async (
   await t.rejects(rogue.announce(many), /closed the tunnel/, '16,448 names: the tunnel is closed');
 });
 
+t.test(
+  "an announce-result echoes its announcement's seq, and has none when the agent sent none",
+  async (t) => {
+    const relay = await testRelay(t);
+    const token = await tokenFor('seq', ['*.seq.test']);
+    const routes = [{ id: 'r', hostnames: ['a.seq.test'] }];
+    const numbered = await RogueAgent.connect(t, tunnelUrl(relay), token);
+    t.match(await numbered.announce(routes, undefined, { seq: 7 }), {
+      routes: [{ status: 'active' }],
+      seq: 7,
+    });
+    const unnumbered = await RogueAgent.connect(t, tunnelUrl(relay), token);
+    const answer = await unnumbered.announce(routes);
+    t.match(answer, { routes: [{ status: 'active' }] });
+    t.notOk('seq' in answer, 'an agent that predates seq gets none');
+  },
+);
+
 t.test('an agent that stops reading is cut by the keepalive, even one answering PINGs blind', async (t) => {
   const relay = await testRelay(t, { session: { keepaliveInterval: 50 } });
   const rogue = await RogueAgent.connect(t, tunnelUrl(relay), await tokenFor('deaf', ['deaf.example.test']));

@@ -93,14 +93,18 @@ export class RogueAgent extends EventEmitter<{ frame: [Frame] }> {
     for (const m of messages) if (this.ws.readyState === WebSocket.OPEN) this.ws.send(m);
   }
 
-  /** Opens the control stream (id 1) and announces `routes`; resolves with the relay's announce-result. */
+  /**
+   * Opens the control stream (id 1) and announces `routes`, with `fields`
+   * added to the message; resolves with the relay's announce-result.
+   */
   async announce(
     routes: AnnouncedRoute[],
     ports?: AnnouncedPort[],
-  ): Promise<{ type: string; routes: Array<{ status: string }>; ports?: PortResult[] }> {
+    fields: Record<string, unknown> = {},
+  ): Promise<{ type: string; routes: Array<{ status: string }>; ports?: PortResult[]; seq?: unknown }> {
     let next = this.frames.length;
     // In frames of 60 KiB, under the relay's largest (the stream's window must still hold it all).
-    const message = controlMessage({ type: 'announce', routes, ...(ports ? { ports } : {}) });
+    const message = controlMessage({ type: 'announce', routes, ...(ports ? { ports } : {}), ...fields });
     const frames = [encodeFrame(FrameType.Open, 1, Buffer.from('{"kind":"control"}'))];
     for (let at = 0; at < message.length; at += 60 * 1024)
       frames.push(encodeFrame(FrameType.Data, 1, message.subarray(at, at + 60 * 1024)));

@@ -90,12 +90,13 @@ export class TunnelConnection extends EventEmitter<TunnelConnectionEvents> {
   /** The routes changed while an announcement was being written: another follows it. */
   #announceLater = false;
   /**
-   * Announcements on the live control stream the relay has not answered. A
-   * result with none outstanding is ignored: each one may write every
-   * Service's status back to Kubernetes, so only the agent's own announcing
-   * may set off those writes.
+   * The `seq` of the latest announcement on the live control stream (0: none
+   * yet), and of the latest the relay answered. A result that answers none
+   * outstanding is ignored: each one may write every Service's status back to
+   * Kubernetes, so only the agent's own announcing may set off those writes.
    */
-  #unanswered = 0;
+  #sent = 0;
+  #answered = 0;
   #timer: NodeJS.Timeout | undefined;
   #connectedAt = 0;
   /** Every session not yet closed (the live one and any draining after GOAWAY), with its socket. */
@@ -153,10 +154,16 @@ export class TunnelConnection extends EventEmitter<TunnelConnectionEvents> {
     }
     this.#writing = control;
     this.#announceLater = false;
-    this.#unanswered++;
+    const seq = ++this.#sent;
     const { routes, ports } = this.#opts.announcement();
     // Without ports the field is left out: relays before ports need not see it.
-    const message = { type: 'announce', routes, ...(ports.length ? { ports } : {}), features: FEATURES };
+    const message = {
+      type: 'announce',
+      routes,
+      ...(ports.length ? { ports } : {}),
+      features: FEATURES,
+      seq,
+    };
     writeMessage(control, message, () => {
       if (this.#writing !== control) return;
       this.#writing = undefined;
@@ -242,7 +249,8 @@ export class TunnelConnection extends EventEmitter<TunnelConnectionEvents> {
       return;
     }
     this.#control = control;
-    this.#unanswered = 0;
+    this.#sent = 0;
+    this.#answered = 0;
     control.idleExempt = true; // quiet for as long as the routes do not change
     const reader = new MessageReader(relayMessageSchema, MAX_RESULT_MESSAGE);
     const broken = (why: string) => {
@@ -291,11 +299,16 @@ export class TunnelConnection extends EventEmitter<TunnelConnectionEvents> {
       this.emit('connected');
       return;
     }
-    if (this.#unanswered === 0) {
+    // A relay may answer several waiting announcements with one result for the latest, whose
+    // seq it echoes: all up to it are answered. A result without one (a relay that predates
+    // seq) answers the oldest outstanding; after such a relay has answered several at once,
+    // some stay outstanding until the control stream is replaced.
+    const answers = message.seq ?? this.#answered + 1;
+    if (answers <= this.#answered || answers > this.#sent) {
       this.#log.debug('announce-result with no announcement outstanding; ignored');
       return;
     }
-    this.#unanswered--;
+    this.#answered = answers;
     this.emit('routes', message.routes, message.ports ?? []);
   }
 

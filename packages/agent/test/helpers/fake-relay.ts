@@ -35,6 +35,8 @@ export interface FakeConnection {
   ws: WebSocket;
   /** Every announcement received on this connection, in order. */
   announcements: AnnouncedRoute[][];
+  /** The `seq` of each of them (undefined where the agent sent none). */
+  seqs: (number | undefined)[];
   /** The control stream, once the agent has opened it (to write what a hostile relay would). */
   control?: Stream;
   /**
@@ -64,6 +66,10 @@ export class FakeRelay extends EventEmitter<FakeRelayEvents> {
   foreignResults: RouteResult[] = [];
   /** The URL reported for an active hostname (a hostile relay may report anything). */
   urlOf = (hostname: string) => `http://${hostname}`;
+  /** Whether announce-results echo the announcement's `seq` (false: as a relay that predates it). */
+  echoSeq = true;
+  /** Whether announcements are answered (false: the test writes the answers on `control`). */
+  answering = true;
   /** What the welcome says (a hostile relay may say anything). */
   welcome = { subject: 'test-agent', relayId: 'fake-relay' };
   readonly #server: ReturnType<typeof createServer>;
@@ -155,6 +161,11 @@ export class FakeRelay extends EventEmitter<FakeRelayEvents> {
         }
         for (const m of messages) {
           conn.announcements.push(m.routes);
+          conn.seqs.push(m.seq);
+          if (!this.answering) {
+            this.emit('announce', conn, m.routes);
+            continue;
+          }
           const refusal = (h: string) => conn.refusedHosts.get(h) ?? this.refusedHosts.get(h);
           const results = m.routes.flatMap((r) =>
             r.hostnames.map((h) =>
@@ -169,7 +180,11 @@ export class FakeRelay extends EventEmitter<FakeRelayEvents> {
                 : { id: r.id, hostname: h, status: 'active' as const, url: this.urlOf(h) },
             ),
           );
-          writeMessage(control, { type: 'announce-result', routes: [...results, ...this.foreignResults] });
+          writeMessage(control, {
+            type: 'announce-result',
+            routes: [...results, ...this.foreignResults],
+            ...(this.echoSeq && m.seq !== undefined ? { seq: m.seq } : {}),
+          });
           this.emit('announce', conn, m.routes);
         }
       });
@@ -206,7 +221,7 @@ export async function fakeRelay(
     if (relay.refuse) return reject(socket, relay.refuse.status, `${relay.refuse.body}\n`);
     wss.handleUpgrade(req, socket, head, (ws) => {
       const s = createSession(new WsTransport(ws), { role: 'server', maxMetadata: 32 * 1024, ...session });
-      relay.accept({ session: s, ws, announcements: [], refusedHosts: new Map() });
+      relay.accept({ session: s, ws, announcements: [], seqs: [], refusedHosts: new Map() });
     });
   });
   return relay;

@@ -272,6 +272,9 @@ export class AgentConnection implements RouteTarget {
       type: 'announce-result',
       routes: results,
       ...(message.ports ? { ports } : {}),
+      // Which announcement this answers: when the gate let a later one replace those waiting
+      // (announce-gate.ts), this one answer stands for them all.
+      ...(message.seq !== undefined ? { seq: message.seq } : {}),
     });
   }
 }

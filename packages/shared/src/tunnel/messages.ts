@@ -152,6 +152,9 @@ export const MAX_ANNOUNCED_ROUTES = 1024;
  */
 export const MAX_ANNOUNCED_HOSTNAMES = 16 * 1024;
 
+/** An announcement's number on its control stream. */
+const announceSeq = z.number().int().min(1).max(Number.MAX_SAFE_INTEGER);
+
 /** Control messages, agent → relay. `announce` replaces the connection's whole route set. */
 export const agentMessageSchema = z.discriminatedUnion('type', [
   z.object({
@@ -173,6 +176,11 @@ export const agentMessageSchema = z.discriminatedUnion('type', [
      * agents): none. Names this relay does not know are ignored.
      */
     features: z.array(z.string().max(32)).max(16).optional(),
+    /**
+     * Numbers the announcements on one control stream (1, 2, …), for the
+     * relay to echo in its answer. Absent (older agents): nothing is echoed.
+     */
+    seq: announceSeq.optional(),
   }),
 ]);
 export type AgentMessage = z.infer<typeof agentMessageSchema>;
@@ -257,6 +265,13 @@ export const relayMessageSchema = z.discriminatedUnion('type', [
     routes: z.array(routeResultSchema).max(MAX_ANNOUNCED_HOSTNAMES),
     /** One per announced port; absent when none was announced. */
     ports: z.array(portResultSchema).max(MAX_ANNOUNCED_PORTS).optional(),
+    /**
+     * The `seq` of the announcement answered, the latest of those it answers
+     * at once. Absent from relays that predate it, or for an announcement
+     * without one. One the agent cannot use counts as absent rather than
+     * costing the tunnel.
+     */
+    seq: announceSeq.optional().catch(undefined),
   }),
 ]);
 export type RelayMessage = z.infer<typeof relayMessageSchema>;
