@@ -6,7 +6,7 @@ import { Agent as HttpsAgent } from 'node:https';
 import { connect } from 'node:net';
 import { join } from 'node:path';
 import { Duplex } from 'node:stream';
-import { connect as tlsConnect } from 'node:tls';
+import { type TLSSocket, connect as tlsConnect } from 'node:tls';
 import { promisify } from 'node:util';
 import type { AccessInfo, Relay } from '@burrow/relay';
 import t from 'tap';
@@ -435,6 +435,79 @@ t.test(
     // Bounded: a handshake timeout taken for an HTTP parse error kept the socket for the head deadline.
     await within(10_000, once(socket, 'close'), 'the relay closes the connection');
     t.pass('closed (Node alone would wait 120 s)');
+  },
+);
+
+t.test('a client that offers only http/1.0 in ALPN is served over HTTP/1, fast path or not', async (t) => {
+  const pki = await testPki(t);
+  for (const http1FastPath of [true, false]) {
+    const { tlsPort } = await setup(t, pki, { http1FastPath });
+    const c = await tlsClient(t, tlsPort, 'a.example.test', pki.caPem, ['http/1.0']);
+    t.equal((c.socket as TLSSocket).alpnProtocol, 'http/1.0', 'the handshake agrees on http/1.0');
+    c.write('GET /ten HTTP/1.0\r\nHost: a.example.test\r\n\r\n');
+    const res = await c.response();
+    t.equal(res?.status, 200, `the backend's response (fast path ${http1FastPath ? 'on' : 'off'})`);
+    t.equal(JSON.parse(res!.body.toString()).url, '/ten');
+    await c.untilClosed();
+    t.pass('and the connection closes after it, as HTTP/1.0 without keep-alive does');
+
+    // A client that offered http/1.0 but sends 1.1 requests keeps its connection.
+    const k = await tlsClient(t, tlsPort, 'b.example.test', pki.caPem, ['http/1.0']);
+    for (const path of ['/one', '/two']) {
+      const r = await k.request('b.example.test', path);
+      t.equal(r?.status, 200);
+      t.equal(JSON.parse(r!.body.toString()).url, path, `${path} on the same connection`);
+    }
+  }
+});
+
+t.test('curl --http1.0 gets its response through a terminated route', async (t) => {
+  const pki = await testPki(t);
+  const { tlsPort } = await setup(t, pki);
+  const curl = await run('curl', [
+    '-sS',
+    '--http1.0',
+    '--cacert',
+    pki.caFile,
+    '--resolve',
+    `a.example.test:${tlsPort}:127.0.0.1`,
+    '-w',
+    '\n%{http_code}',
+    `https://a.example.test:${tlsPort}/curl10`,
+  ]);
+  const [body, code] = curl.stdout.split('\n');
+  t.equal(code, '200');
+  t.equal(JSON.parse(body!).url, '/curl10', "the backend's response");
+});
+
+t.test(
+  'a client whose ALPN offers no protocol the relay speaks gets a no_application_protocol alert',
+  async (t) => {
+    const pki = await testPki(t);
+    const { tlsPort } = await setup(t, pki);
+    const socket = tlsConnect({
+      host: '127.0.0.1',
+      port: tlsPort,
+      servername: 'a.example.test',
+      ca: pki.caPem,
+      ALPNProtocols: ['spdy/3'],
+    });
+    t.teardown(() => socket.destroy());
+    const [err] = (await once(socket, 'error')) as [NodeJS.ErrnoException];
+    t.equal(
+      err.code,
+      'ERR_SSL_TLSV1_ALERT_NO_APPLICATION_PROTOCOL',
+      'RFC 7301 §3.2: a fatal alert, not a guess',
+    );
+    // Among others, one the relay speaks is chosen in its own order of preference.
+    const mixed = await tlsClient(t, tlsPort, 'a.example.test', pki.caPem, [
+      'spdy/3',
+      'http/1.0',
+      'http/1.1',
+    ]);
+    t.equal((mixed.socket as TLSSocket).alpnProtocol, 'http/1.1');
+    const r = await mixed.request('a.example.test', '/mixed');
+    t.equal(r?.status, 200);
   },
 );
 

@@ -47,11 +47,11 @@ export interface HttpsTerminator {
 
 /**
  * Terminates TLS for routes the relay holds a certificate for, and routes the
- * HTTP inside exactly as the plain listener does: HTTP/1.1 connections start
+ * HTTP inside exactly as the plain listener does: HTTP/1.x connections start
  * on the fast path (proxy/http1-connection.ts), everything else goes through
- * proxy/forward.ts. ALPN offers h2 and http/1.1; each h2 request becomes its
- * own tunnel stream. It never listens: the TLS listener hands it sockets
- * after peeking at their ClientHello.
+ * proxy/forward.ts. ALPN picks h2, http/1.1 or http/1.0 (see selectAlpn);
+ * each h2 request becomes its own tunnel stream. It never listens: the TLS
+ * listener hands it sockets after peeking at their ClientHello.
  */
 export function createHttpsTerminator(opts: HttpsTerminatorOptions): HttpsTerminator {
   const forward: ForwardOptions = {
@@ -68,6 +68,7 @@ export function createHttpsTerminator(opts: HttpsTerminatorOptions): HttpsTermin
     // Node's default is 120 s: a client that sends its hello and stalls would hold the connection that long.
     handshakeTimeout: opts.handshakeTimeout ?? 10_000,
     ...H2_SERVER_OPTIONS,
+    ALPNCallback: selectAlpn,
     SNICallback: (name, cb) => {
       const entry = opts.certs.find(sniName(name));
       if (entry) cb(null, entry.context);
@@ -119,10 +120,13 @@ export function createHttpsTerminator(opts: HttpsTerminatorOptions): HttpsTermin
       'tls handshake failed',
     );
   });
-  if (!opts.upstreams) return { server, sessions, fast: undefined };
   // Node's handler takes each handshaken connection to its HTTP/2 or HTTP/1 side;
-  // HTTP/1.1 ones go to the fast path first, and reach it when they leave.
-  const nodeConnection = takeConnectionHandler<TLSSocket>(server, 'secureConnection');
+  // HTTP/1.x ones go to the fast path first, and reach it when they leave.
+  const nodeConnection = takingHttp10ToHttp1(takeConnectionHandler<TLSSocket>(server, 'secureConnection'));
+  if (!opts.upstreams) {
+    server.on('secureConnection', nodeConnection);
+    return { server, sessions, fast: undefined };
+  }
   const fast = new Http1Front(
     {
       ...forward,
@@ -138,6 +142,47 @@ export function createHttpsTerminator(opts: HttpsTerminatorOptions): HttpsTermin
     else fast.accept(socket);
   });
   return { server, sessions, fast };
+}
+
+/**
+ * The ALPN protocols the terminator speaks, in its order of preference: the
+ * server chooses (RFC 7301 §3.2). Node's own list for `allowHTTP1` stops at
+ * http/1.1, so a client that offers only http/1.0 (`curl --http1.0`) failed
+ * its handshake, though the HTTP/1 side serves a 1.0 request like any other.
+ */
+const ALPN_PROTOCOLS = ['h2', 'http/1.1', 'http/1.0'];
+
+/**
+ * The protocol for a client that offered ALPN (one that offers none is not
+ * asked and gets HTTP/1.1). Undefined when it offered none of ours: Node then
+ * ends the handshake with a fatal no_application_protocol alert, as RFC 7301
+ * §3.2 says and nginx and Go do. Going on without ALPN instead would leave a
+ * client that asked only for something else (spdy/3, an h2 draft) to guess
+ * what it is talking to; the alert tells it at once, and the log says why.
+ */
+function selectAlpn({ protocols }: { protocols: string[] }): string | undefined {
+  return ALPN_PROTOCOLS.find((p) => protocols.includes(p));
+}
+
+/**
+ * Node's connection handler, taking http/1.0 connections to its HTTP/1 side.
+ * It serves HTTP/1 only to a connection whose ALPN says http/1.1 or nothing
+ * and takes any other for HTTP/2, so an http/1.0 one is shown to it as
+ * http/1.1 for that decision; the socket keeps what was negotiated.
+ */
+function takingHttp10ToHttp1(handler: (socket: TLSSocket) => void): (socket: TLSSocket) => void {
+  return (socket) => {
+    if (socket.alpnProtocol !== 'http/1.0') {
+      handler(socket);
+      return;
+    }
+    socket.alpnProtocol = 'http/1.1';
+    try {
+      handler(socket);
+    } finally {
+      socket.alpnProtocol = 'http/1.0';
+    }
+  };
 }
 
 /** The SNI name a terminated connection was opened for, as routed; undefined without one. */
