@@ -4,9 +4,12 @@ import { MAX_REQUEST_HEADERS } from '../proxy/validate-request.js';
 
 /**
  * Requests one HTTP/2 connection may have in progress at once. Each holds a
- * tunnel stream; without a bound, one client could take every stream an
- * agent's connection allows and shut out the other clients of its routes.
- * nginx allows 128, Envoy and HAProxy about 100.
+ * tunnel stream and, at the agent, one of the connections its pool keeps to
+ * the target (256 at most); without a bound (Node's default is 2³² − 1), one
+ * client could take every stream an agent's connection allows, or every
+ * backend connection of a target, and shut out the other clients of its
+ * routes. 100 is the least RFC 9113 §6.5.2 recommends, so clients expect it;
+ * HAProxy and Envoy's edge-proxy guidance use 100, nginx 128, Go 250.
  */
 export const MAX_H2_STREAMS = 100;
 
