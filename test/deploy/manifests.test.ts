@@ -419,7 +419,7 @@ t.test('deploy/relay/relay.yaml: known options, and the real relay starts with i
   t.equal(await relay.exited, 0, 'drains and exits 0 on SIGTERM');
 });
 
-t.test('the systemd unit is hardened and outlasts the drain', async (t) => {
+t.test('the systemd unit is hardened, bounded in tasks and memory, and outlasts the drain', async (t) => {
   const unit = await readFile(join(DEPLOY, 'relay/burrow-relay.service'), 'utf8');
   const settings = new Map<string, string[]>();
   for (const line of unit.split('\n')) {
@@ -445,4 +445,11 @@ t.test('the systemd unit is hardened and outlasts the drain', async (t) => {
   t.equal(one('ExecReload'), '/bin/kill -HUP $MAINPID', 'systemctl reload sends SIGHUP (hot reload)');
   t.ok(Number(one('TimeoutStopSec')) > 30, 'stop timeout outlasts the 30 s drain');
   t.notOk(settings.has('MemoryDenyWriteExecute'), 'V8 needs W+X memory');
+  const tasks = Number(one('TasksMax'));
+  t.ok(Number.isInteger(tasks) && tasks >= 64, "a bound on tasks, with room for Node's threads");
+  const memory = /^(\d+)%$/.exec(one('MemoryMax') ?? '');
+  t.ok(
+    memory && Number(memory[1]) > 50 && Number(memory[1]) < 100,
+    'killed and restarted before the host runs out',
+  );
 });
