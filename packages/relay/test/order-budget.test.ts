@@ -1,5 +1,5 @@
 import t from 'tap';
-import { BUDGET_WINDOW, type DueName, OrderBudget } from '../src/certs/order-budget.js';
+import { BUDGET_WINDOW, type DueName, OrderBudget, URGENT_RENEWAL } from '../src/certs/order-budget.js';
 
 const names = (subject: string, ...hostnames: string[]): DueName[] =>
   hostnames.map((hostname) => ({ hostname, subject }));
@@ -71,17 +71,32 @@ t.test('ties go round the subjects, so several spread the budget evenly', async 
   t.same(hostnames(plan.wait.map((w) => w.name)), ['c3.example.com']);
 });
 
-t.test('within a subject, names without a certificate first, then the one ending soonest', async (t) => {
-  const budget = new OrderBudget(3);
+t.test('within a subject, urgent renewals, then names without a certificate, then the rest', async (t) => {
+  const DAY = 24 * 3600_000;
+  const budget = new OrderBudget(8);
   const due: DueName[] = [
-    { hostname: 'late.example.com', subject: 's', expires: 5000 },
-    { hostname: 'soon.example.com', subject: 's', expires: 2000 },
+    { hostname: 'late.example.com', subject: 's', expires: 30 * DAY },
+    { hostname: 'soon.example.com', subject: 's', expires: 20 * DAY },
     { hostname: 'new.example.com', subject: 's' },
+    { hostname: 'ending.example.com', subject: 's', expires: URGENT_RENEWAL - 1 },
   ];
   const plan = budget.plan(due, 0);
-  t.same(hostnames(plan.order), ['new.example.com', 'soon.example.com', 'late.example.com']);
+  t.same(hostnames(plan.order), [
+    'ending.example.com',
+    'new.example.com',
+    'soon.example.com',
+    'late.example.com',
+  ]);
   const one = new OrderBudget(1).plan(due, 0);
-  t.same(hostnames(one.order), ['new.example.com']);
+  t.same(hostnames(one.order), ['ending.example.com'], 'a certificate about to end is renewed first');
+  const expired = new OrderBudget(1).plan(
+    [
+      { hostname: 'new.example.com', subject: 's' },
+      { hostname: 'gone.example.com', subject: 's', expires: 5 * DAY },
+    ],
+    6 * DAY,
+  );
+  t.same(hostnames(expired.order), ['gone.example.com'], 'and one that has ended already');
 });
 
 t.test('an order counted outside a plan (a forced renewal) takes its slot', async (t) => {

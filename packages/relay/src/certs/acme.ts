@@ -109,6 +109,14 @@ export class AcmeManager extends EventEmitter<AcmeEvents> {
   #budgetWarned = false;
   /** Subjects that have spent their share of the budget, and that has been logged. */
   readonly #sharesWarned = new Set<string>();
+  /** Names whose timer waits for a slot of the order budget (BudgetPlan.wait). */
+  readonly #budgetWaits = new Set<string>();
+  /**
+   * One of those timers has fired: the next look plans all of them again,
+   * together, so that a slot that came free goes by the budget's rules, not to
+   * the name whose timer happened to fire first.
+   */
+  #budgetWake = false;
   /** Names whose timer waits for a file certificate's handover: every reconcile looks at them again. */
   readonly #onFiles = new Set<string>();
   readonly #failures = new Map<string, { attempts: number; until: number }>();
@@ -259,6 +267,14 @@ export class AcmeManager extends EventEmitter<AcmeEvents> {
   /** Orders what is due among the served names, and sets a timer for each of the rest. */
   #scan(): void {
     const now = Date.now();
+    if (this.#budgetWake) {
+      this.#budgetWake = false;
+      for (const hostname of this.#budgetWaits) {
+        clearTimeout(this.#timers.get(hostname));
+        this.#timers.delete(hostname);
+      }
+      this.#budgetWaits.clear();
+    }
     const due: DueName[] = [];
     for (const [hostname, subject] of this.#wanted()) {
       if (this.#inFlight.has(hostname)) continue;
@@ -301,7 +317,7 @@ export class AcmeManager extends EventEmitter<AcmeEvents> {
     if (due.length === 0) return;
     const plan = this.#budget.plan(due, now);
     this.#logBudget(plan, now);
-    for (const { name, until } of plan.wait) this.#wakeAt(name.hostname, until);
+    for (const { name, until } of plan.wait) this.#wakeAt(name.hostname, until, true);
     for (const name of plan.order) void this.#issue(name.hostname);
   }
 
@@ -334,10 +350,13 @@ export class AcmeManager extends EventEmitter<AcmeEvents> {
     }
   }
 
-  #wakeAt(hostname: string, at: number): void {
+  #wakeAt(hostname: string, at: number, budget = false): void {
+    if (budget) this.#budgetWaits.add(hostname);
+    else this.#budgetWaits.delete(hostname);
     const timer = setTimeout(
       () => {
         this.#timers.delete(hostname);
+        if (this.#budgetWaits.delete(hostname)) this.#budgetWake = true;
         this.#scanSoon();
       },
       Math.min(Math.max(at - Date.now(), 0), MAX_TIMER),
@@ -351,6 +370,7 @@ export class AcmeManager extends EventEmitter<AcmeEvents> {
     if (running) return running;
     clearTimeout(this.#timers.get(hostname));
     this.#timers.delete(hostname);
+    this.#budgetWaits.delete(hostname);
     this.orders++;
     const job = this.#order(hostname).finally(() => {
       this.#inFlight.delete(hostname);

@@ -4,6 +4,14 @@ export const BUDGET_WINDOW = 3600_000;
 /** The share of the budget one subject may spend in a window: the rest is kept for others. */
 const SUBJECT_SHARE = 3 / 4;
 
+/**
+ * A renewal whose certificate ends within this long (or has ended) goes before
+ * the subject's names without a certificate, ms: new names, or names that keep
+ * failing, must not hold a working name's renewal back until its certificate
+ * expires.
+ */
+export const URGENT_RENEWAL = 7 * 24 * 3600_000;
+
 /** A name due for an order now. */
 export interface DueName {
   hostname: string;
@@ -29,8 +37,9 @@ export interface BudgetPlan {
  * tenants. No subject may start more than three quarters of them (rounded
  * up), so a tenant announcing hundreds of names leaves room for another's
  * first one; and when several subjects have names due, each free slot goes to
- * the subject with the fewest orders in the window. Within a subject, names
- * without a certificate go first, then renewals, the one ending soonest first.
+ * the subject with the fewest orders in the window. Within a subject,
+ * renewals of certificates ending within URGENT_RENEWAL go first, then names
+ * without a certificate, then the other renewals; the one ending soonest first.
  */
 export class OrderBudget {
   readonly #limit: number;
@@ -74,7 +83,8 @@ export class OrderBudget {
       if (queue) queue.push(name);
       else queues.set(name.subject, [name]);
     }
-    for (const queue of queues.values()) queue.sort(byUrgency);
+    const urgency = byUrgency(now);
+    for (const queue of queues.values()) queue.sort(urgency);
 
     const order: DueName[] = [];
     while (this.#recent.length < this.#limit) {
@@ -126,10 +136,20 @@ export class OrderBudget {
   }
 }
 
-/** Names without a certificate first, then the one whose certificate ends soonest; then by name. */
-function byUrgency(a: DueName, b: DueName): number {
-  const ea = a.expires ?? -Infinity;
-  const eb = b.expires ?? -Infinity;
-  if (ea !== eb) return ea < eb ? -1 : 1;
-  return a.hostname < b.hostname ? -1 : a.hostname > b.hostname ? 1 : 0;
+/**
+ * Renewals of certificates ending within URGENT_RENEWAL first, then names
+ * without a certificate, then the other renewals; the one ending soonest first,
+ * then by name.
+ */
+function byUrgency(now: number): (a: DueName, b: DueName) => number {
+  const rank = (n: DueName) => (n.expires === undefined ? 1 : n.expires - now <= URGENT_RENEWAL ? 0 : 2);
+  return (a, b) => {
+    const ra = rank(a);
+    const rb = rank(b);
+    if (ra !== rb) return ra - rb;
+    const ea = a.expires ?? -Infinity;
+    const eb = b.expires ?? -Infinity;
+    if (ea !== eb) return ea < eb ? -1 : 1;
+    return a.hostname < b.hostname ? -1 : a.hostname > b.hostname ? 1 : 0;
+  };
 }
