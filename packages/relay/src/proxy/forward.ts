@@ -647,8 +647,16 @@ export async function forwardRequest(
     return answerError(f.status, f.message, r.host, f.code);
   }
   // Server-sent events never end by themselves: a drain ends them once they are quiet, as it
-  // does raw streams, and the client reconnects (to a relay that is not stopping).
-  const eventStream = length === undefined && isEventStream(head.headers);
+  // does raw streams, and the client reconnects (to a relay that is not stopping). Only
+  // EventSource's GET: an event stream answering a POST (an LLM completion, an MCP answer)
+  // ends by itself, and a client reading it with fetch would take a clean end for the whole.
+  const eventStream =
+    length === undefined &&
+    req.method === 'GET' &&
+    !head.endStream &&
+    head.status !== 204 &&
+    head.status !== 304 &&
+    isEventStream(head.headers);
   if (eventStream) s.markRaw();
   // The body was cut (the backend failed mid-way): the client must not take it for complete.
   const cut = (err?: Error) => {

@@ -120,6 +120,17 @@ export type Handoff = (socket: Socket, unread: Buffer, fresh: boolean) => void;
 const EMPTY = Buffer.alloc(0);
 
 /**
+ * Whether a response is an event stream a drain may end as complete once it is
+ * quiet: server-sent events with no length, answering a GET (EventSource's
+ * only method; it reconnects). One answering a POST (an LLM completion, an MCP
+ * Streamable HTTP answer) ends by itself, and a client reading it with fetch
+ * takes a clean end for the whole answer: it is waited for as any response.
+ */
+function endlessEvents(method: string, eventStream: boolean, framing: string): boolean {
+  return eventStream && method === 'GET' && (framing === 'chunked' || framing === 'close');
+}
+
+/**
  * The relay's fast path for plain HTTP/1.1 (ADR 006), one client connection.
  * Each exchange borrows an upstream from the pool (http1-pool.ts): an `http1`
  * tunnel stream the agent has spliced to a kept-alive backend connection.
@@ -450,7 +461,7 @@ export class Http1Connection {
       this.#bodyLeft = head.length;
       this.#backendCloses = head.close;
       if (head.framing === 'chunked') this.#chunks = new ChunkedEnd();
-      if (head.eventStream && head.framing !== 'length') {
+      if (endlessEvents(ex.head.method, head.eventStream, head.framing)) {
         // An event stream never ends by itself: a drain ends it once it is quiet (#drainEnds),
         // and its upstream is not kept for another exchange.
         ex.eventStream = true;
