@@ -42,6 +42,7 @@ import { type BackoffOptions, DEFAULT_BACKOFF } from './tunnel/backoff.js';
 import { TunnelConnection, type State as TunnelState } from './tunnel/connection.js';
 import { tunnelEndpoint } from './tunnel/dial.js';
 import { FailureLog } from './tunnel/failure-log.js';
+import { Verdicts } from './verdicts.js';
 
 /** The soonest the agent announces again when a refusal asks it to (retryAfter), ms. */
 const MIN_RETRY = 1000;
@@ -156,9 +157,13 @@ class AgentImpl extends EventEmitter<AgentEvents> implements Agent {
    * connections may reach different relay replicas, and each answers its own
    * announcement: they can disagree for a while (a name another agent still
    * holds on one replica, a route's protocol changing), so no single answer is
-   * the agent's state.
+   * the agent's state. Only which connections answered is kept here.
    */
-  readonly #answers = new Map<number, { routes: RouteResult[]; ports: PortResult[] }>();
+  readonly #answers = new Set<number>();
+  /** Those answers for each hostname (by routeKey), combined as they come. */
+  readonly #names = new Verdicts<RouteResult>();
+  /** The same for each TCP port (by portKey). */
+  readonly #ports = new Verdicts<PortResult>();
   /** The answers combined (#combine), in the order of the announcement. */
   #results: RouteResult[] = [];
   #portResults: PortResult[] = [];
@@ -452,7 +457,15 @@ class AgentImpl extends EventEmitter<AgentEvents> implements Agent {
       .map((r) =>
         r.status === 'active' && !r.url ? { ...r, url: `tcp://${this.#relayHost}:${r.port}` } : r,
       );
-    this.#answers.set(index, { routes, ports });
+    this.#answers.add(index);
+    this.#names.answer(
+      index,
+      routes.map((r) => [routeKey(r.id, r.hostname), r]),
+    );
+    this.#ports.answer(
+      index,
+      ports.map((r) => [portKey(r.id, r.port), r]),
+    );
     this.#checkPortsAnswered(allPorts);
     this.#combine();
     // Each connection's refusals count, even of a name another connection serves: the relay
@@ -465,6 +478,8 @@ class AgentImpl extends EventEmitter<AgentEvents> implements Agent {
   /** Connection `index` went down: its answer no longer says what the relay serves. */
   #forget(index: number): void {
     if (!this.#answers.delete(index)) return;
+    this.#names.forget(index);
+    this.#ports.forget(index);
     // Written back to Kubernetes only when a name's state changed: one that lost its last answer
     // keeps what it showed until a connection answers again.
     if (this.#combine()) this.emit('routes', this.#results, this.#portResults);
@@ -479,17 +494,12 @@ class AgentImpl extends EventEmitter<AgentEvents> implements Agent {
    * The order of arrival never decides. True when a state changed.
    */
   #combine(): boolean {
-    const answers = [...this.#answers].sort(([a], [b]) => a - b).map(([, answer]) => answer);
-    const byName = new Map<string, RouteResult>();
-    const byPort = new Map<string, PortResult>();
-    for (const { routes, ports } of answers) {
-      for (const r of routes) pick(byName, routeKey(r.id, r.hostname), r);
-      for (const r of ports) pick(byPort, portKey(r.id, r.port), r);
-    }
+    // Each answer was combined per name as it came (Verdicts): this costs one lookup a name,
+    // however many connections there are.
     this.#results = this.#announced.flatMap((r) =>
-      r.hostnames.flatMap((h) => byName.get(routeKey(r.id, h)) ?? []),
+      r.hostnames.flatMap((h) => this.#names.get(routeKey(r.id, h)) ?? []),
     );
-    this.#portResults = this.#announcedPorts.flatMap((p) => byPort.get(portKey(p.id, p.port)) ?? []);
+    this.#portResults = this.#announcedPorts.flatMap((p) => this.#ports.get(portKey(p.id, p.port)) ?? []);
     const names = this.#logRouteChanges();
     const ports = this.#logPortChanges();
     return names || ports;
@@ -623,13 +633,4 @@ function portKey(id: string, port: number): string {
 /** What a change is logged by: the status and what goes with it. */
 function stateOf(r: RouteResult | PortResult): string {
   return r.status === 'active' ? `active ${r.url ?? ''}` : `refused ${r.error ?? ''}`;
-}
-
-/**
- * Keeps in `chosen` the result for `key` from the first answer (the connections
- * go in order of index) that has it active, or else from the first that has it.
- */
-function pick<R extends { status: string }>(chosen: Map<string, R>, key: string, r: R): void {
-  const current = chosen.get(key);
-  if (!current || (current.status !== 'active' && r.status === 'active')) chosen.set(key, r);
 }
