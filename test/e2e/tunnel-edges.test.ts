@@ -221,6 +221,14 @@ t.test(
     const answer = await unnumbered.announce(routes);
     t.match(answer, { routes: [{ status: 'active' }] });
     t.notOk('seq' in answer, 'an agent that predates seq gets none');
+    // One the relay cannot use (0-based, negative, a fraction, a string, past 2^53) is taken
+    // as absent: the announcement is answered, with no seq, and the tunnel stays.
+    for (const seq of [0, -1, 1.5, '3', 2 ** 60]) {
+      const odd = await RogueAgent.connect(t, tunnelUrl(relay), token);
+      const oddAnswer = await odd.announce(routes, undefined, { seq });
+      t.match(oddAnswer, { routes: [{ status: 'active' }] }, `seq ${JSON.stringify(seq)} answered`);
+      t.notOk('seq' in oddAnswer, 'with no seq');
+    }
   },
 );
 

@@ -179,8 +179,10 @@ export const agentMessageSchema = z.discriminatedUnion('type', [
     /**
      * Numbers the announcements on one control stream (1, 2, …), for the
      * relay to echo in its answer. Absent (older agents): nothing is echoed.
+     * One the relay cannot use is taken as absent, as docs/protocol.md says,
+     * rather than costing the agent its tunnel.
      */
-    seq: announceSeq.optional(),
+    seq: announceSeq.optional().catch(undefined),
   }),
 ]);
 export type AgentMessage = z.infer<typeof agentMessageSchema>;
