@@ -229,3 +229,21 @@ t.test("names that keep failing do not hold a working name's renewal past its ex
   t.ok(shop, 'the renewal is ordered');
   t.equal(shop?.[1], 0, 'in the first slot');
 });
+
+t.test('a waiting name that moves to another tenant is planned again for that tenant', async (t) => {
+  const { acme, clock, started, serve, settle } = await setup(t, { ordersPerHour: 4 });
+  await acme.start();
+  // tenant-a spends its share (3 of 4) and its fourth name waits an hour for tenant-a's slot.
+  const a = names('a', 'tenant-a', 4, 1);
+  await serve(a);
+  await clock.advanceTo(clock.start + 10 * M);
+  t.same(
+    started().map(([hostname]) => hostname),
+    ['a1.example.com', 'a2.example.com', 'a3.example.com'],
+  );
+  // a4's route moves to tenant-b, which has spent nothing: the budget's last slot is its.
+  await serve([...a.slice(0, 3), ['a4.example.com', 'tenant-b']]);
+  await clock.advanceTo(clock.start + 20 * M);
+  await settle();
+  t.same(new Map(started()).get('a4.example.com'), 10, 'ordered when it moved, not an hour later');
+});

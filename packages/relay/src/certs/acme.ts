@@ -112,9 +112,10 @@ export class AcmeManager extends EventEmitter<AcmeEvents> {
   /** Names whose timer waits for a slot of the order budget (BudgetPlan.wait). */
   readonly #budgetWaits = new Set<string>();
   /**
-   * One of those timers has fired: the next look plans all of them again,
-   * together, so that a slot that came free goes by the budget's rules, not to
-   * the name whose timer happened to fire first.
+   * One of those timers has fired, or the route table changed: the next look
+   * plans all of them again, together, so that a slot that came free goes by
+   * the budget's rules, not to the name whose timer happened to fire first, and
+   * a name that moved to another subject waits by that subject's orders.
    */
   #budgetWake = false;
   /** Names whose timer waits for a file certificate's handover: every reconcile looks at them again. */
@@ -174,7 +175,12 @@ export class AcmeManager extends EventEmitter<AcmeEvents> {
     this.#publish();
     this.#log.info({ certificates: [...this.#certs.keys()] }, 'acme state loaded');
     const reconcile = () => this.#scanSoon();
-    const untable = this.#table.onChange(reconcile);
+    const untable = this.#table.onChange(() => {
+      // A name waiting for the budget may have moved to another subject, or names of others
+      // may have gone: the next look plans every waiting name again.
+      this.#budgetWake = true;
+      this.#scanSoon();
+    });
     // A name skipped because files covered it is ordered once they no longer do (a removed file).
     this.#store.on('change', reconcile);
     this.#unsubscribe = () => {
