@@ -33,35 +33,49 @@ export function tokenFile(file: string): () => string {
 const MIN_HOLDS_KEY = 32;
 
 /**
+ * A file changed less than this long ago is read again at the next use, ms: a change within the
+ * granularity of its file system's times (a second on some, a clock tick on others) leaves its
+ * identity as it was, and the key read before it would be kept for good.
+ */
+const SETTLED = 2_000;
+
+/**
  * The holds key in `file` (holds.ts), read again when the file has changed, so
  * that a Secret volume's update takes effect without a restart. Write-back
  * asks for it on every pass, and the route set on every change; a stat tells
  * whether the file is the one read last. A Secret volume's update swaps a
  * symlink to new files, whose inode differs; an edit in place changes the
- * modification and change times. Never echoed.
+ * modification and change times, unless it comes within their granularity of
+ * the one before: a file changed in the last SETTLED ms is not kept. `now` is
+ * the clock that tells (ms since the epoch). Never echoed.
  */
-export function holdsKeyFile(file: string): () => string {
+export function holdsKeyFile(file: string, now: () => number = Date.now): () => string {
   let read: { file: string; key: string } | undefined;
   return () => {
     const seen = identity(file);
-    if (read && seen !== undefined && read.file === seen) return read.key;
+    if (read && seen !== undefined && read.file === seen.id) return read.key;
     const key = readOptionFileSync('holds-key-file', file).trim();
     if (key.length < MIN_HOLDS_KEY) {
       throw new ConfigError(
         `--holds-key-file ${file} holds ${key.length} characters; a holds key needs ${MIN_HOLDS_KEY} or more (make one with: openssl rand -hex 32)`,
       );
     }
-    // Changed between the stat and the read, the file has another identity next time, and is read again.
-    if (seen !== undefined) read = { file: seen, key };
+    // Changed between the stat and the read, the file has another identity next time, and is read
+    // again. Changed lately, another change may yet come with the same identity: not kept.
+    read = seen !== undefined && now() - seen.changed >= SETTLED ? { file: seen.id, key } : undefined;
     return key;
   };
 }
 
-/** What tells one version of `file` (the one its symlinks lead to) from another; undefined when it cannot be told. */
-function identity(file: string): string | undefined {
+/**
+ * What tells one version of `file` (the one its symlinks lead to) from another, and when it last
+ * changed (ms since the epoch); undefined when it cannot be told.
+ */
+function identity(file: string): { id: string; changed: number } | undefined {
   try {
     const s = statSync(file, { bigint: true });
-    return `${s.dev}:${s.ino}:${s.size}:${s.mtimeNs}:${s.ctimeNs}`;
+    const changed = Math.max(Number(s.mtimeNs / 1_000_000n), Number(s.ctimeNs / 1_000_000n));
+    return { id: `${s.dev}:${s.ino}:${s.size}:${s.mtimeNs}:${s.ctimeNs}`, changed };
   } catch {
     // Read, so that the failure is the reader's, which names the option and why.
     return undefined;
