@@ -56,7 +56,10 @@ export interface ServiceWatchOptions {
    * asking for them may have them (it is in `lapsed` meanwhile), ms. Default 10 min; 0 keeps none.
    */
   holdGrace?: number;
-  /** The clock departed Services' age is told by (ms since the epoch). Default Date.now. */
+  /**
+   * The clock departed Services' age is told by, ms. Default performance.now: monotonic, so a
+   * step of the wall clock neither forgets a departed Service early nor keeps it late.
+   */
   now?: () => number;
 }
 
@@ -128,7 +131,7 @@ export class ServiceWatch extends EventEmitter<Events> {
   constructor(options: ServiceWatchOptions) {
     super();
     this.#opts = options;
-    this.#now = options.now ?? Date.now;
+    this.#now = options.now ?? (() => performance.now());
   }
 
   /** True once every informer's list succeeded (the agent is not ready before). */
