@@ -247,3 +247,28 @@ t.test('a waiting name that moves to another tenant is planned again for that te
   await settle();
   t.same(new Map(started()).get('a4.example.com'), 10, 'ordered when it moved, not an hour later');
 });
+
+t.test(
+  'a spell of waiting that ends because the names went is over: the next one is warned of',
+  async (t) => {
+    const { acme, clock, lines, serve, settle } = await setup(t, { ordersPerHour: 2 });
+    await acme.start();
+    const [n1, n2, n3, n4] = names('n', 'tenant-a', 4, 1);
+    await serve([n1!, n2!, n3!]);
+    await clock.advanceTo(clock.start + M);
+    // n3's route goes while it waits; later n4 comes, with the budget still spent.
+    await serve([n1!, n2!]);
+    await clock.advanceTo(clock.start + 2 * M);
+    await serve([n1!, n2!, n4!]);
+    await clock.advanceTo(clock.start + 3 * M);
+    await settle();
+    const said = lines
+      .filter((l) => l.msg.startsWith('acme order budget spent') || l.msg === 'acme orders resume')
+      .map((l) => [l.msg.split(';')[0], Math.round(l.at / M)]);
+    t.same(said, [
+      ['acme order budget spent', 0],
+      ['acme orders resume', 1],
+      ['acme order budget spent', 2],
+    ]);
+  },
+);

@@ -320,7 +320,9 @@ export class AcmeManager extends EventEmitter<AcmeEvents> {
       }
       due.push({ hostname, subject });
     }
-    if (due.length === 0) return;
+    // Names waiting for the budget hold timers, so they are not due now: nothing changes.
+    if (due.length === 0 && this.#budgetWaits.size > 0) return;
+    // Otherwise planned even with nothing due: a spell of waiting whose names went is over.
     const plan = this.#budget.plan(due, now);
     this.#logBudget(plan, now);
     for (const { name, until } of plan.wait) this.#wakeAt(name.hostname, until, true);
@@ -329,7 +331,8 @@ export class AcmeManager extends EventEmitter<AcmeEvents> {
 
   /**
    * Warns once when the hourly budget runs out, and once for each subject that
-   * has spent its share of it; says so when orders resume.
+   * has spent its share of it; says so when orders resume, or no name waits
+   * any longer.
    */
   #logBudget(plan: BudgetPlan, now: number): void {
     const limit = this.#opts.ordersPerHour ?? DEFAULT_ORDERS_PER_HOUR;
