@@ -81,3 +81,26 @@ for (const fastPath of [true, false]) {
     await within(15_000, stopping, 'the relay stopped');
   });
 }
+
+t.test('agent drain: a quiet GET event stream through it ends well-formed at the relay', async (t) => {
+  const relay = await testRelay(t);
+  const app = await testServer(t, (req, res) => {
+    req.resume();
+    res.writeHead(200, { 'content-type': 'text/event-stream' });
+    res.write(PART_1); // and never ends: only the agent's drain can
+  });
+  // A drain timeout far beyond the guards below: only the quiet rule ends the stream in time.
+  const agent = await testAgent(t, relay, [{ id: 'llm', hostnames: ['llm.example.com'], target: app.url }], {
+    connections: 1,
+    session: { drainTimeout: 60_000 },
+  });
+  const get = open(relay.httpAddress.port, 'GET');
+  await get.first;
+  const closing = agent.close();
+  t.same(
+    await within(15_000, get.done, 'the event stream ended by the agent drain'),
+    { body: PART_1, how: 'end' },
+    'ended well-formed once quiet, as on a relay drain',
+  );
+  await within(15_000, closing, 'the agent drained');
+});

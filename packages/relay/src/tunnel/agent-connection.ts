@@ -91,6 +91,11 @@ export class AgentConnection implements RouteTarget {
     this.remotePort = opts.remotePort ?? 0;
     this.#log = opts.logger.child({ conn: this.id, subject: this.subject });
     this.session.on('stream', (s) => this.#onStream(s));
+    // An agent draining (a pod stopping) waits for its streams; an event stream the relay
+    // recognised (the agent passes it on as bytes) is the relay's to end once quiet.
+    this.session.on('goaway', ({ reason }) => {
+      if (reason === Reason.Shutdown || reason === Reason.NoError) this.session.closeQuietStreams();
+    });
     this.session.on('close', (err) => {
       this.#gate?.drop(this.subject, this);
       const started = performance.now();

@@ -155,7 +155,7 @@ export class Session extends EventEmitter<SessionEvents> {
       release: (s) => this.#release(s),
       watchQuiet: () => {
         // Any raw stream already watched is due no later than one marked now.
-        if (this.#goAwaySent && !this.#quietTimer) this.#closeQuietStreams();
+        if (this.draining && !this.#closed && !this.#quietTimer) this.#closeQuietStreams();
       },
       get rtt() {
         return session.#currentRtt();
@@ -302,9 +302,20 @@ export class Session extends EventEmitter<SessionEvents> {
       this.#finish(undefined, Reason.NoError, 'drained');
     }, this.config.drainTimeout);
     this.#drainTimer.unref();
-    this.#closeQuietStreams();
+    // Already under way when the peer's GOAWAY came first.
+    if (!this.#quietTimer) this.#closeQuietStreams();
     this.#maybeFinishDrain();
     return done;
+  }
+
+  /**
+   * Applies the drain's rule for quiet raw streams (see goAway) while the peer
+   * drains: for raw streams only this side knows to be raw, which the peer's
+   * own drain would otherwise wait for until its deadline. Call it on the
+   * peer's graceful GOAWAY ('goaway'); a no-op unless the session is draining.
+   */
+  closeQuietStreams(): void {
+    if (this.draining && !this.#quietTimer) this.#closeQuietStreams();
   }
 
   /**
