@@ -109,15 +109,14 @@ export class AcmeManager extends EventEmitter<AcmeEvents> {
   #budgetWarned = false;
   /** Subjects that have spent their share of the budget, and that has been logged. */
   readonly #sharesWarned = new Set<string>();
-  /** Names whose timer waits for a slot of the order budget (BudgetPlan.wait). */
-  readonly #budgetWaits = new Set<string>();
   /**
-   * One of those timers has fired, or the route table changed: the next look
-   * plans all of them again, together, so that a slot that came free goes by
-   * the budget's rules, not to the name whose timer happened to fire first, and
-   * a name that moved to another subject waits by that subject's orders.
+   * Wakes the next look when a slot of the order budget comes free. Names
+   * waiting for one hold no timer of their own: every look plans them again,
+   * all together, so a freed slot goes by the budget's rules (not to the name
+   * whose timer fired first), and a name that moved to another subject waits
+   * by that subject's orders.
    */
-  #budgetWake = false;
+  #budgetTimer: NodeJS.Timeout | undefined;
   /** Names whose timer waits for a file certificate's handover: every reconcile looks at them again. */
   readonly #onFiles = new Set<string>();
   readonly #failures = new Map<string, { attempts: number; until: number }>();
@@ -175,12 +174,7 @@ export class AcmeManager extends EventEmitter<AcmeEvents> {
     this.#publish();
     this.#log.info({ certificates: [...this.#certs.keys()] }, 'acme state loaded');
     const reconcile = () => this.#scanSoon();
-    const untable = this.#table.onChange(() => {
-      // A name waiting for the budget may have moved to another subject, or names of others
-      // may have gone: the next look plans every waiting name again.
-      this.#budgetWake = true;
-      this.#scanSoon();
-    });
+    const untable = this.#table.onChange(reconcile);
     // A name skipped because files covered it is ordered once they no longer do (a removed file).
     this.#store.on('change', reconcile);
     this.#unsubscribe = () => {
@@ -214,6 +208,7 @@ export class AcmeManager extends EventEmitter<AcmeEvents> {
     this.#unsubscribe?.();
     for (const t of this.#timers.values()) clearTimeout(t);
     this.#timers.clear();
+    clearTimeout(this.#budgetTimer);
     if (typeof this.#scanDue !== 'boolean') clearTimeout(this.#scanDue);
     this.#scanDue = false;
   }
@@ -273,14 +268,6 @@ export class AcmeManager extends EventEmitter<AcmeEvents> {
   /** Orders what is due among the served names, and sets a timer for each of the rest. */
   #scan(): void {
     const now = Date.now();
-    if (this.#budgetWake) {
-      this.#budgetWake = false;
-      for (const hostname of this.#budgetWaits) {
-        clearTimeout(this.#timers.get(hostname));
-        this.#timers.delete(hostname);
-      }
-      this.#budgetWaits.clear();
-    }
     const due: DueName[] = [];
     for (const [hostname, subject] of this.#wanted()) {
       if (this.#inFlight.has(hostname)) continue;
@@ -320,12 +307,17 @@ export class AcmeManager extends EventEmitter<AcmeEvents> {
       }
       due.push({ hostname, subject });
     }
-    // Names waiting for the budget hold timers, so they are not due now: nothing changes.
-    if (due.length === 0 && this.#budgetWaits.size > 0) return;
-    // Otherwise planned even with nothing due: a spell of waiting whose names went is over.
+    // Planned even with nothing due: a spell of waiting whose names went is over.
     const plan = this.#budget.plan(due, now);
     this.#logBudget(plan, now);
-    for (const { name, until } of plan.wait) this.#wakeAt(name.hostname, until, true);
+    clearTimeout(this.#budgetTimer);
+    this.#budgetTimer = undefined;
+    if (plan.wait.length > 0) {
+      let next = Number.POSITIVE_INFINITY;
+      for (const { until } of plan.wait) next = Math.min(next, until);
+      this.#budgetTimer = setTimeout(() => this.#scanSoon(), Math.min(Math.max(next - now, 0), MAX_TIMER));
+      this.#budgetTimer.unref();
+    }
     for (const name of plan.order) void this.#issue(name.hostname);
   }
 
@@ -359,13 +351,10 @@ export class AcmeManager extends EventEmitter<AcmeEvents> {
     }
   }
 
-  #wakeAt(hostname: string, at: number, budget = false): void {
-    if (budget) this.#budgetWaits.add(hostname);
-    else this.#budgetWaits.delete(hostname);
+  #wakeAt(hostname: string, at: number): void {
     const timer = setTimeout(
       () => {
         this.#timers.delete(hostname);
-        if (this.#budgetWaits.delete(hostname)) this.#budgetWake = true;
         this.#scanSoon();
       },
       Math.min(Math.max(at - Date.now(), 0), MAX_TIMER),
@@ -379,7 +368,6 @@ export class AcmeManager extends EventEmitter<AcmeEvents> {
     if (running) return running;
     clearTimeout(this.#timers.get(hostname));
     this.#timers.delete(hostname);
-    this.#budgetWaits.delete(hostname);
     this.orders++;
     const job = this.#order(hostname).finally(() => {
       this.#inFlight.delete(hostname);
