@@ -157,10 +157,8 @@ class AgentImpl extends EventEmitter<AgentEvents> implements Agent {
    * connections may reach different relay replicas, and each answers its own
    * announcement: they can disagree for a while (a name another agent still
    * holds on one replica, a route's protocol changing), so no single answer is
-   * the agent's state. Only which connections answered is kept here.
+   * the agent's state. The answers for each hostname (by routeKey), combined as they come.
    */
-  readonly #answers = new Set<number>();
-  /** Those answers for each hostname (by routeKey), combined as they come. */
   readonly #names = new Verdicts<RouteResult>();
   /** The same for each TCP port (by portKey). */
   readonly #ports = new Verdicts<PortResult>();
@@ -457,7 +455,6 @@ class AgentImpl extends EventEmitter<AgentEvents> implements Agent {
       .map((r) =>
         r.status === 'active' && !r.url ? { ...r, url: `tcp://${this.#relayHost}:${r.port}` } : r,
       );
-    this.#answers.add(index);
     this.#names.answer(
       index,
       routes.map((r) => [routeKey(r.id, r.hostname), r]),
@@ -477,9 +474,9 @@ class AgentImpl extends EventEmitter<AgentEvents> implements Agent {
 
   /** Connection `index` went down: its answer no longer says what the relay serves. */
   #forget(index: number): void {
-    if (!this.#answers.delete(index)) return;
-    this.#names.forget(index);
-    this.#ports.forget(index);
+    const names = this.#names.forget(index);
+    const ports = this.#ports.forget(index);
+    if (!names && !ports) return; // it had not answered
     // Written back to Kubernetes only when a name's state changed: one that lost its last answer
     // keeps what it showed until a connection answers again.
     if (this.#combine()) this.emit('routes', this.#results, this.#portResults);

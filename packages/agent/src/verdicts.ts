@@ -87,10 +87,10 @@ export class Verdicts<R extends ResultFields> {
     this.#keysOf.set(index, keys);
   }
 
-  /** Connection `index` went down: its answer no longer counts. */
-  forget(index: number): void {
+  /** Connection `index` went down: its answer no longer counts. False when it had not answered. */
+  forget(index: number): boolean {
     for (const key of this.#keysOf.get(index) ?? []) this.#clear(index, key);
-    this.#keysOf.delete(index);
+    return this.#keysOf.delete(index);
   }
 
   get(key: string): R | undefined {
