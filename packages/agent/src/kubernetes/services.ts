@@ -70,8 +70,6 @@ export interface ServiceWatchOptions {
 export interface LapsedService {
   service: V1Service;
   id: string;
-  /** When this replica saw it lapse (Date.now()). */
-  since: number;
 }
 
 export interface WatchedService {
@@ -415,7 +413,7 @@ export class ServiceWatch extends EventEmitter<Events> {
       this.#schedule();
     }, grace);
     timer.unref();
-    this.#lapsed.set(key, { service, id: stableRouteId('k8s', key), since: Date.now(), timer });
+    this.#lapsed.set(key, { service, id: stableRouteId('k8s', key), timer });
   }
 
   #unlapse(key: string): void {
